@@ -1,0 +1,73 @@
+# Everything the project needs is installed by these targets: a fresh machine
+# with Go runs `make test` (after .ci/run has put redis-server in place).
+
+GO            ?= go
+BIN           := $(CURDIR)/bin
+export PATH   := $(BIN):$(PATH)
+
+# Code generators, pinned. buf v1.74+ and grpc-gateway v2.32's plugins depend on
+# module versions the Go module proxy does not serve, so these are the newest
+# that install from it.
+BUF_VERSION            := v1.73.0
+PROTOC_GEN_GO_VERSION  := v1.36.12
+PROTOC_GEN_GRPC_VERSION:= v1.6.0
+GATEWAY_VERSION        := v2.31.0
+# google/api/annotations.proto and http.proto come from this module's
+# third_party/googleapis, since the Buf Schema Registry is out of reach.
+GOOGLEAPIS_MODULE      := github.com/grpc-ecosystem/grpc-gateway@v1.16.0
+
+.PHONY: all build run test test-short generate check-generated lint fmt vet tools third_party bench clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/orderexpiry ./cmd/server
+
+run:
+	$(GO) run ./cmd/server
+
+# The one test command: unit tests, the store conformance suite against a real
+# redis-server (started by the tests) and the memory store, and end-to-end tests
+# through the real gRPC and REST ports, all with the race detector.
+test: vet check-generated
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+vet:
+	$(GO) vet ./...
+	@out=$$(gofmt -l cmd internal); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+tools: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/protoc-gen-grpc-gateway $(BIN)/protoc-gen-openapiv2
+
+$(BIN)/buf:
+	GOBIN=$(BIN) $(GO) install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
+$(BIN)/protoc-gen-go:
+	GOBIN=$(BIN) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+$(BIN)/protoc-gen-go-grpc:
+	GOBIN=$(BIN) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GRPC_VERSION)
+$(BIN)/protoc-gen-grpc-gateway:
+	GOBIN=$(BIN) $(GO) install github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-grpc-gateway@$(GATEWAY_VERSION)
+$(BIN)/protoc-gen-openapiv2:
+	GOBIN=$(BIN) $(GO) install github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-openapiv2@$(GATEWAY_VERSION)
+
+third_party:
+	@dir=$$($(GO) mod download -json $(GOOGLEAPIS_MODULE) | sed -n 's/.*"Dir": "\(.*\)".*/\1/p'); \
+	mkdir -p third_party/googleapis/google/api && \
+	install -m 0644 $$dir/third_party/googleapis/google/api/annotations.proto \
+		$$dir/third_party/googleapis/google/api/http.proto third_party/googleapis/google/api/
+
+lint: tools third_party
+	$(BIN)/buf lint
+
+generate: tools third_party
+	rm -rf internal/gen/orderexpiry internal/gen/openapi
+	$(BIN)/buf generate
+	$(BIN)/buf lint
+
+# Regenerates into the work tree and fails if anything changed, so the
+# checked-in code always matches the protos.
+check-generated: generate
+	@git diff --exit-code --stat -- internal/gen || { echo "generated code is stale: run make generate and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- internal/gen)" || { git status --porcelain -- internal/gen; echo "generated code is stale: run make generate and commit"; exit 1; }
+
+clean:
+	rm -rf $(BIN) third_party

@@ -1,0 +1,294 @@
+// Package memstore is the embedded order store: the same contract as the
+// Redis store, kept in memory, for runs without Redis. Nothing survives a
+// restart of the process.
+package memstore
+
+import (
+	"container/heap"
+	"context"
+	"maps"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/orderexpiry/orderexpiry/internal/order"
+)
+
+// Store is an in-memory order store. Its zero value is not usable; call New.
+type Store struct {
+	retention time.Duration
+	now       func() time.Time
+
+	// wake tells the expiry loop that the earliest deadline may have changed.
+	wake chan struct{}
+
+	mu        sync.Mutex
+	pending   map[string]*order.Order
+	closed    map[string]*order.Order
+	deadlines deadlineHeap
+	log       []order.Event
+	last      order.Cursor
+	trimmed   time.Time // when trim last ran
+	// appended is closed and replaced each time events are appended, to
+	// wake the readers that wait for them.
+	appended chan struct{}
+}
+
+// New returns an empty store that keeps closed orders and events for
+// retention.
+func New(retention time.Duration) *Store {
+	return &Store{
+		retention: retention,
+		now:       time.Now,
+		wake:      make(chan struct{}, 1),
+		pending:   make(map[string]*order.Order),
+		closed:    make(map[string]*order.Order),
+		appended:  make(chan struct{}),
+	}
+}
+
+func (s *Store) nowMs() time.Time { return time.UnixMilli(s.now().UnixMilli()) }
+
+// Checkout creates a pending order, or returns the one already pending under
+// this id with created false.
+func (s *Store) Checkout(_ context.Context, id string, ttl time.Duration, md map[string]string) (order.Order, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.nowMs()
+	if o, ok := s.current(id, now); ok && o.Status == order.StatusPending {
+		return s.view(o, now), false, nil
+	}
+	delete(s.closed, id)
+	o := &order.Order{
+		ID:        id,
+		Status:    order.StatusPending,
+		CreatedAt: now,
+		Deadline:  now.Add(ttl.Truncate(time.Millisecond)),
+		Metadata:  maps.Clone(md),
+	}
+	s.pending[id] = o
+	heap.Push(&s.deadlines, deadlineEntry{at: o.Deadline, id: id})
+	if s.deadlines[0].id == id {
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
+	}
+	return s.view(o, now), true, nil
+}
+
+// Get returns an order, pending or closed.
+func (s *Store) Get(_ context.Context, id string) (order.Order, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.nowMs()
+	o, ok := s.current(id, now)
+	if !ok {
+		return order.Order{}, order.NotFound(id)
+	}
+	return s.view(o, now), nil
+}
+
+// Complete marks a pending order as paid.
+func (s *Store) Complete(_ context.Context, id string) (order.Order, error) {
+	return s.finish(id, order.StatusCompleted)
+}
+
+// Cancel withdraws a pending order.
+func (s *Store) Cancel(_ context.Context, id string) (order.Order, error) {
+	return s.finish(id, order.StatusCancelled)
+}
+
+func (s *Store) finish(id string, to order.Status) (order.Order, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.nowMs()
+	o, ok := s.current(id, now)
+	if !ok {
+		return order.Order{}, order.NotFound(id)
+	}
+	if o.Status != order.StatusPending {
+		return order.Order{}, order.NotPending(*o, to)
+	}
+	return s.view(s.close(o, to, now), now), nil
+}
+
+// current returns the order under id, expiring it first if it is due, so
+// that nobody sees a pending order past its deadline. The caller holds mu.
+func (s *Store) current(id string, now time.Time) (*order.Order, bool) {
+	if o, ok := s.pending[id]; ok {
+		if o.Deadline.After(now) {
+			return o, true
+		}
+		return s.close(o, order.StatusExpired, now), true
+	}
+	o, ok := s.closed[id]
+	if ok && !o.ClosedAt.Add(s.retention).After(now) {
+		delete(s.closed, id)
+		return nil, false
+	}
+	return o, ok
+}
+
+// close ends a pending order with the given status and, for an expiry,
+// appends its event to the log. The caller holds mu; the order's heap entry
+// is left behind and skipped when it comes up.
+func (s *Store) close(o *order.Order, to order.Status, now time.Time) *order.Order {
+	delete(s.pending, o.ID)
+	o.Status = to
+	o.ClosedAt = now
+	s.closed[o.ID] = o
+	if to == order.StatusExpired {
+		c := order.Cursor{Ms: uint64(now.UnixMilli())}
+		if !s.last.Less(c) {
+			c = s.last.Next()
+		}
+		s.last = c
+		s.log = append(s.log, order.Event{
+			Cursor:    c,
+			OrderID:   o.ID,
+			CreatedAt: o.CreatedAt,
+			Deadline:  o.Deadline,
+			ExpiredAt: now,
+			Metadata:  o.Metadata,
+		})
+		close(s.appended)
+		s.appended = make(chan struct{})
+	}
+	return o
+}
+
+// view copies an order for a caller, with its remaining time.
+func (s *Store) view(o *order.Order, now time.Time) order.Order {
+	v := *o
+	v.Metadata = maps.Clone(o.Metadata)
+	if v.Status == order.StatusPending {
+		v.TTLRemaining = v.Deadline.Sub(now)
+	}
+	return v
+}
+
+// Events returns up to limit events after the cursor, in log order. When
+// there are none and wait is positive, it blocks until one arrives or wait
+// passes.
+func (s *Store) Events(ctx context.Context, after order.Cursor, limit int, wait time.Duration) ([]order.Event, error) {
+	var timeout <-chan time.Time
+	if wait > 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		timeout = t.C
+	}
+	for {
+		s.mu.Lock()
+		i := sort.Search(len(s.log), func(i int) bool { return after.Less(s.log[i].Cursor) })
+		n := min(len(s.log)-i, limit)
+		out := make([]order.Event, n)
+		copy(out, s.log[i:i+n])
+		appended := s.appended
+		s.mu.Unlock()
+		if n > 0 || wait <= 0 {
+			return out, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-timeout:
+			return nil, nil
+		case <-appended:
+		}
+	}
+}
+
+// Tail returns the cursor of the last event in the log.
+func (s *Store) Tail(context.Context) (order.Cursor, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.last, nil
+}
+
+// CheckCursor says whether a watch can resume after c without a gap.
+func (s *Store) CheckCursor(_ context.Context, c order.Cursor) error {
+	return order.CheckCursor(c, uint64(s.now().UnixMilli()), uint64(s.retention.Milliseconds()))
+}
+
+// Ping always succeeds: memory is always there.
+func (s *Store) Ping(context.Context) error { return nil }
+
+// Run expires orders at their deadline and drops what retention no longer
+// keeps, until ctx ends.
+func (s *Store) Run(ctx context.Context) error {
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-timer.C:
+		case <-s.wake:
+		}
+		next := s.expireDue()
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		timer.Reset(next)
+	}
+}
+
+// expireDue expires every due order, trims the log and returns how long to
+// sleep until the next deadline.
+func (s *Store) expireDue() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.nowMs()
+	for len(s.deadlines) > 0 && !s.deadlines[0].at.After(now) {
+		e := heap.Pop(&s.deadlines).(deadlineEntry)
+		if o, ok := s.pending[e.id]; ok && o.Deadline.Equal(e.at) {
+			s.close(o, order.StatusExpired, now)
+		}
+	}
+	if now.Sub(s.trimmed) >= time.Second {
+		s.trim(now)
+		s.trimmed = now
+	}
+	if len(s.deadlines) == 0 {
+		return time.Minute
+	}
+	return min(s.deadlines[0].at.Sub(now), time.Minute)
+}
+
+// trim drops events and closed orders older than retention. The caller
+// holds mu.
+func (s *Store) trim(now time.Time) {
+	horizon := now.Add(-s.retention)
+	i := sort.Search(len(s.log), func(i int) bool { return s.log[i].ExpiredAt.After(horizon) })
+	if i > 0 {
+		s.log = append([]order.Event(nil), s.log[i:]...)
+	}
+	for id, o := range s.closed {
+		if !o.ClosedAt.After(horizon) {
+			delete(s.closed, id)
+		}
+	}
+}
+
+type deadlineEntry struct {
+	at time.Time
+	id string
+}
+
+// deadlineHeap orders pending orders by deadline, for the expiry loop.
+type deadlineHeap []deadlineEntry
+
+func (h deadlineHeap) Len() int           { return len(h) }
+func (h deadlineHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
+func (h deadlineHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *deadlineHeap) Push(x any)        { *h = append(*h, x.(deadlineEntry)) }
+func (h *deadlineHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return e
+}

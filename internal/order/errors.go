@@ -1,0 +1,83 @@
+package order
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Kind classifies an error by what the caller can do about it. The transport
+// layers map each kind to their own codes in one place.
+type Kind int
+
+// The kinds of error the service reports to callers.
+const (
+	// KindInternal is a fault of the service; its detail is logged, not sent.
+	KindInternal Kind = iota
+	// KindInvalid: the request is malformed; fixing it is up to the caller.
+	KindInvalid
+	// KindNotFound: no such order, or it closed longer ago than retention.
+	KindNotFound
+	// KindFailedPrecondition: the order is not in a state that allows this.
+	KindFailedPrecondition
+	// KindOutOfRange: a cursor points before what the event log retains.
+	KindOutOfRange
+	// KindUnavailable: the store cannot be reached; retrying later may work.
+	KindUnavailable
+	// KindResourceExhausted: a limit was reached (for example a watcher that
+	// fell too far behind).
+	KindResourceExhausted
+)
+
+// Error is an error with a Kind and a message meant for the caller.
+type Error struct {
+	Kind Kind
+	// Msg says what went wrong and, where it can, what to fix.
+	Msg string
+	// Err is the underlying cause, for logs; it is never sent to callers.
+	Err error
+}
+
+func (e *Error) Error() string {
+	if e.Err != nil {
+		return e.Msg + ": " + e.Err.Error()
+	}
+	return e.Msg
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Errorf returns an *Error of the given kind.
+func Errorf(kind Kind, format string, args ...any) error {
+	return &Error{Kind: kind, Msg: fmt.Sprintf(format, args...)}
+}
+
+// Unavailable wraps a store fault that retrying may cure.
+func Unavailable(cause error) error {
+	return &Error{Kind: KindUnavailable, Msg: "the order store is unavailable; retry later", Err: cause}
+}
+
+// KindOf returns the Kind of err, or KindInternal when it carries none.
+func KindOf(err error) Kind {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Kind
+	}
+	return KindInternal
+}
+
+// NotFound is the error for an id with no order.
+func NotFound(id string) error {
+	return Errorf(KindNotFound, "order %q not found (never checked out, or closed longer ago than the retention period)", id)
+}
+
+// NotPending is the error for completing or cancelling (to) an order that is
+// closed already.
+func NotPending(o Order, to Status) error {
+	verb := "complete"
+	if to == StatusCancelled {
+		verb = "cancel"
+	}
+	return Errorf(KindFailedPrecondition, "cannot %s order %q: it is %s since %s; only a pending order before its deadline can be %s",
+		verb, o.ID, o.Status, o.ClosedAt.UTC().Format(time.RFC3339Nano), to)
+}

@@ -1,0 +1,52 @@
+package redisstore
+
+import (
+	"fmt"
+	"strings"
+)
+
+// keys names every Redis key of one partition. All of them share the hash
+// tag "{<partition>}", so that in Redis Cluster a partition lives on one
+// node and each script, which touches one partition only, stays in one slot.
+//
+//	<base>:{p}:order:<id>   string "1" with the order's ttl; Redis's expired
+//	                        event for it wakes the sweeper
+//	<base>:{p}:deadlines    sorted set, id -> deadline (unix ms): the index of
+//	                        pending orders that lets no expiry be forgotten
+//	<base>:{p}:pending      hash, id -> "<created ms> <metadata JSON>"; kept
+//	                        apart from the ttl key, whose value Redis drops
+//	<base>:{p}:closed:<id>  string "<status> <created> <deadline> <closed>
+//	                        <metadata JSON>" with the retention as ttl
+//	<base>:{p}:events       stream of expirations, trimmed to the retention
+//	<base>:{p}:wake         pub/sub channel: a checkout whose deadline comes
+//	                        before every other pending one wakes all sweepers
+type keys struct {
+	prefix    string
+	deadlines string
+	pending   string
+	events    string
+	wake      string
+}
+
+func newKeys(base string, partition int) keys {
+	p := fmt.Sprintf("%s:{%d}:", base, partition)
+	return keys{
+		prefix:    p,
+		deadlines: p + "deadlines",
+		pending:   p + "pending",
+		events:    p + "events",
+		wake:      p + "wake",
+	}
+}
+
+// order is the ttl key of an order.
+func (k keys) order(id string) string { return k.prefix + "order:" + id }
+
+// closed is the tombstone of a closed order.
+func (k keys) closed(id string) string { return k.prefix + "closed:" + id }
+
+// isOrderKey reports whether key is the ttl key of an order of this partition.
+func (k keys) isOrderKey(key string) bool { return strings.HasPrefix(key, k.prefix+"order:") }
+
+// scriptKeys are the KEYS every script takes, in the order luaPrelude names them.
+func (k keys) scriptKeys() []string { return []string{k.deadlines, k.pending, k.events, k.wake} }

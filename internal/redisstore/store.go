@@ -1,0 +1,339 @@
+// Package redisstore keeps orders and their expiration log in Redis. Each
+// state change is one Lua script (see scripts.go); a sweeper expires orders at
+// their deadline and a subscriber to Redis's expired-key events wakes it, so
+// that orders expire on time although Redis itself emits those events late.
+package redisstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/orderexpiry/orderexpiry/internal/order"
+)
+
+// Options configure a Store.
+type Options struct {
+	// Retention is how long closed orders and expiration events are kept.
+	Retention time.Duration
+	// KeyBase starts every key; "oe" when empty.
+	KeyBase string
+	// Logger receives the store's warnings; slog.Default() when nil.
+	Logger *slog.Logger
+}
+
+// Store is the order store on one Redis database.
+type Store struct {
+	rdb       *redis.Client
+	db        int
+	keys      keys
+	retention time.Duration
+	log       *slog.Logger
+
+	// wake tells the sweeper to look for due orders now.
+	wake chan struct{}
+
+	mu          sync.Mutex
+	configWarns int
+}
+
+// New returns a Store on the client's database. It does not take ownership
+// of the client.
+func New(rdb *redis.Client, opts Options) *Store {
+	if opts.KeyBase == "" {
+		opts.KeyBase = "oe"
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return &Store{
+		rdb:       rdb,
+		db:        rdb.Options().DB,
+		keys:      newKeys(opts.KeyBase, 0),
+		retention: opts.Retention,
+		log:       opts.Logger,
+		wake:      make(chan struct{}, 1),
+	}
+}
+
+// NewClient opens a client for a redis:// or rediss:// URL, with timeouts
+// short enough that a call to an unreachable Redis fails within a second
+// instead of hanging.
+func NewClient(url string) (*redis.Client, error) {
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("REDIS_URL: %w", err)
+	}
+	opts.DialTimeout = 500 * time.Millisecond
+	opts.ReadTimeout = 800 * time.Millisecond
+	opts.WriteTimeout = 800 * time.Millisecond
+	opts.PoolTimeout = 800 * time.Millisecond
+	opts.MaxRetries = 1
+	return redis.NewClient(opts), nil
+}
+
+func (s *Store) args(extra ...any) []any {
+	return append([]any{s.keys.prefix, s.retention.Milliseconds()}, extra...)
+}
+
+// Checkout creates a pending order, or returns the one already pending under
+// this id with created false.
+func (s *Store) Checkout(ctx context.Context, id string, ttl time.Duration, md map[string]string) (order.Order, bool, error) {
+	meta, err := encodeMetadata(md)
+	if err != nil {
+		return order.Order{}, false, err
+	}
+	res, err := checkoutScript.Run(ctx, s.rdb, s.keys.scriptKeys(), s.args(id, ttl.Milliseconds(), meta)...).Slice()
+	if err != nil {
+		return order.Order{}, false, storeError(err)
+	}
+	code, o, err := parseReply(id, res)
+	if err != nil {
+		return order.Order{}, false, err
+	}
+	if code == "created" {
+		s.Wake()
+	}
+	return o, code == "created", nil
+}
+
+// Get returns an order, pending or closed.
+func (s *Store) Get(ctx context.Context, id string) (order.Order, error) {
+	res, err := getScript.Run(ctx, s.rdb, s.keys.scriptKeys(), s.args(id)...).Slice()
+	if err != nil {
+		return order.Order{}, storeError(err)
+	}
+	code, o, err := parseReply(id, res)
+	if err != nil {
+		return order.Order{}, err
+	}
+	if code == "missing" {
+		return order.Order{}, order.NotFound(id)
+	}
+	return o, nil
+}
+
+// Complete marks a pending order as paid.
+func (s *Store) Complete(ctx context.Context, id string) (order.Order, error) {
+	return s.finish(ctx, id, order.StatusCompleted)
+}
+
+// Cancel withdraws a pending order.
+func (s *Store) Cancel(ctx context.Context, id string) (order.Order, error) {
+	return s.finish(ctx, id, order.StatusCancelled)
+}
+
+func (s *Store) finish(ctx context.Context, id string, to order.Status) (order.Order, error) {
+	res, err := finishScript.Run(ctx, s.rdb, s.keys.scriptKeys(), s.args(id, to.String())...).Slice()
+	if err != nil {
+		return order.Order{}, storeError(err)
+	}
+	code, o, err := parseReply(id, res)
+	if err != nil {
+		return order.Order{}, err
+	}
+	switch code {
+	case "ok":
+		return o, nil
+	case "missing":
+		return order.Order{}, order.NotFound(id)
+	default:
+		return order.Order{}, order.NotPending(o, to)
+	}
+}
+
+// Events returns up to limit events after the cursor, in log order. When
+// there are none and wait is positive, it blocks until one arrives or wait
+// passes.
+func (s *Store) Events(ctx context.Context, after order.Cursor, limit int, wait time.Duration) ([]order.Event, error) {
+	var msgs []redis.XMessage
+	if wait > 0 {
+		streams, err := s.rdb.XRead(ctx, &redis.XReadArgs{
+			Streams: []string{s.keys.events, after.String()},
+			Count:   int64(limit),
+			Block:   wait,
+		}).Result()
+		if errors.Is(err, redis.Nil) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, storeError(err)
+		}
+		if len(streams) > 0 {
+			msgs = streams[0].Messages
+		}
+	} else {
+		var err error
+		msgs, err = s.rdb.XRangeN(ctx, s.keys.events, "("+after.String(), "+", int64(limit)).Result()
+		if err != nil {
+			return nil, storeError(err)
+		}
+	}
+	events := make([]order.Event, 0, len(msgs))
+	for _, m := range msgs {
+		ev, err := parseEvent(m)
+		if err != nil {
+			return nil, err
+		}
+		events = append(events, ev)
+	}
+	return events, nil
+}
+
+// Tail returns the cursor of the last event in the log, or the zero cursor
+// when it is empty.
+func (s *Store) Tail(ctx context.Context) (order.Cursor, error) {
+	msgs, err := s.rdb.XRevRangeN(ctx, s.keys.events, "+", "-", 1).Result()
+	if err != nil {
+		return order.Cursor{}, storeError(err)
+	}
+	if len(msgs) == 0 {
+		return order.Cursor{}, nil
+	}
+	return order.ParseCursor(msgs[0].ID)
+}
+
+// CheckCursor says whether a watch can resume after c without a gap.
+func (s *Store) CheckCursor(ctx context.Context, c order.Cursor) error {
+	now, err := s.rdb.Time(ctx).Result()
+	if err != nil {
+		return storeError(err)
+	}
+	return order.CheckCursor(c, uint64(now.UnixMilli()), uint64(s.retention.Milliseconds()))
+}
+
+// Ping checks that Redis answers.
+func (s *Store) Ping(ctx context.Context) error {
+	return storeError(s.rdb.Ping(ctx).Err())
+}
+
+// Wake tells the sweeper to look for due orders now.
+func (s *Store) Wake() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// storeError translates a Redis client error into the domain's terms: faults
+// of the connection or of a Redis that cannot serve now are Unavailable;
+// anything else (a script error, a wrong reply) stays an internal error.
+func storeError(err error) error {
+	if err == nil || errors.Is(err, context.Canceled) {
+		return err
+	}
+	var rerr redis.Error
+	if errors.As(err, &rerr) {
+		msg := rerr.Error()
+		for _, p := range []string{"LOADING", "READONLY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "BUSY", "NOREPLICAS"} {
+			if strings.HasPrefix(msg, p) {
+				return order.Unavailable(err)
+			}
+		}
+		return fmt.Errorf("redis: %w", err)
+	}
+	return order.Unavailable(err)
+}
+
+// parseReply reads the {code, record, now} reply of the order scripts.
+func parseReply(id string, res []any) (string, order.Order, error) {
+	if len(res) != 3 {
+		return "", order.Order{}, fmt.Errorf("redis: script reply has %d elements, want 3", len(res))
+	}
+	code, _ := res[0].(string)
+	rec, _ := res[1].(string)
+	now, _ := res[2].(int64)
+	if code == "missing" {
+		return code, order.Order{}, nil
+	}
+	o, err := parseRecord(id, rec, now)
+	return code, o, err
+}
+
+// parseRecord reads "<status> <created> <deadline> <closed> <metadata>".
+func parseRecord(id, rec string, nowMs int64) (order.Order, error) {
+	f := strings.SplitN(rec, " ", 5)
+	if len(f) != 5 {
+		return order.Order{}, fmt.Errorf("redis: malformed record for order %q: %q", id, rec)
+	}
+	var ms [3]int64
+	for i := range ms {
+		v, err := strconv.ParseInt(f[i+1], 10, 64)
+		if err != nil {
+			return order.Order{}, fmt.Errorf("redis: malformed record for order %q: %q", id, rec)
+		}
+		ms[i] = v
+	}
+	md, err := decodeMetadata(f[4])
+	if err != nil {
+		return order.Order{}, fmt.Errorf("redis: order %q: %w", id, err)
+	}
+	o := order.Order{
+		ID:        id,
+		Status:    order.ParseStatus(f[0]),
+		CreatedAt: time.UnixMilli(ms[0]),
+		Deadline:  time.UnixMilli(ms[1]),
+		Metadata:  md,
+	}
+	if o.Status == order.StatusPending {
+		o.TTLRemaining = time.Duration(ms[1]-nowMs) * time.Millisecond
+	} else {
+		o.ClosedAt = time.UnixMilli(ms[2])
+	}
+	return o, nil
+}
+
+func parseEvent(m redis.XMessage) (order.Event, error) {
+	c, err := order.ParseCursor(m.ID)
+	if err != nil {
+		return order.Event{}, fmt.Errorf("redis: event id %q: %w", m.ID, err)
+	}
+	field := func(k string) string { s, _ := m.Values[k].(string); return s }
+	var ms [3]int64
+	for i, k := range []string{"c", "d", "x"} {
+		if ms[i], err = strconv.ParseInt(field(k), 10, 64); err != nil {
+			return order.Event{}, fmt.Errorf("redis: event %s: field %s: %w", m.ID, k, err)
+		}
+	}
+	md, err := decodeMetadata(field("m"))
+	if err != nil {
+		return order.Event{}, fmt.Errorf("redis: event %s: %w", m.ID, err)
+	}
+	return order.Event{
+		Cursor:    c,
+		OrderID:   field("id"),
+		CreatedAt: time.UnixMilli(ms[0]),
+		Deadline:  time.UnixMilli(ms[1]),
+		ExpiredAt: time.UnixMilli(ms[2]),
+		Metadata:  md,
+	}, nil
+}
+
+// encodeMetadata stores no metadata as the empty string, which keeps a
+// pending order without metadata a few bytes smaller in Redis.
+func encodeMetadata(md map[string]string) (string, error) {
+	if len(md) == 0 {
+		return "", nil
+	}
+	b, err := json.Marshal(md)
+	return string(b), err
+}
+
+func decodeMetadata(s string) (map[string]string, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var md map[string]string
+	if err := json.Unmarshal([]byte(s), &md); err != nil {
+		return nil, fmt.Errorf("malformed metadata: %w", err)
+	}
+	return md, nil
+}

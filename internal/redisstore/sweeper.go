@@ -1,0 +1,203 @@
+package redisstore
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/errgroup"
+)
+
+const (
+	// sweepBatch is how many due orders one script call expires; small
+	// enough that a call holds Redis for well under a millisecond.
+	sweepBatch = 256
+	// maxSweepSleep bounds the sweeper's sleep, as a safety net for wake-ups
+	// that were lost while the subscriber was disconnected.
+	maxSweepSleep = time.Second
+)
+
+// Run expires orders at their deadline until ctx ends: it runs the sweeper
+// and the subscriber to Redis's expired-key events.
+func (s *Store) Run(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.sweep(ctx) })
+	g.Go(func() error { return s.subscribe(ctx) })
+	return g.Wait()
+}
+
+// sweep expires due orders, then sleeps until the next deadline (by Redis's
+// clock) or until it is woken by a checkout or an expired-key event. Redis
+// alone is no timer: its expired events come when it gets round to deleting
+// a key, seconds or minutes late in a store with many keys, so the sweeper is
+// what makes an expiry happen on time. Several replicas may sweep at once;
+// the claim in the script makes each expiry happen once.
+func (s *Store) sweep(ctx context.Context) error {
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	backoff := newBackoff()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-timer.C:
+		case <-s.wake:
+		}
+		sleep, err := s.expireDue(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			sleep = backoff.next()
+			s.log.Warn("sweeper: cannot expire due orders; retrying", "err", err, "retry_in", sleep)
+		} else {
+			backoff.reset()
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		timer.Reset(sleep)
+	}
+}
+
+// expireDue expires the due orders and returns how long to sleep before the
+// next one is due.
+func (s *Store) expireDue(ctx context.Context) (time.Duration, error) {
+	for {
+		res, err := expireDueScript.Run(ctx, s.rdb, s.keys.scriptKeys(), s.args(sweepBatch)...).Int64Slice()
+		if err != nil {
+			return 0, storeError(err)
+		}
+		if len(res) != 3 {
+			return 0, fmt.Errorf("redis: sweep reply has %d elements, want 3", len(res))
+		}
+		expired, now, next := res[0], res[1], res[2]
+		if expired == sweepBatch {
+			continue // more may be due
+		}
+		if next < 0 {
+			return maxSweepSleep, nil
+		}
+		return min(max(time.Duration(next-now)*time.Millisecond, time.Millisecond), maxSweepSleep), nil
+	}
+}
+
+// subscribe listens to Redis's expired-key events of this database and to
+// the wake channel of checkouts, and wakes the sweeper on each. go-redis
+// reconnects and subscribes again by itself; every (re)subscription makes
+// sure keyspace events are enabled and wakes the sweeper, which catches up
+// every order that came due while the subscriber was away.
+func (s *Store) subscribe(ctx context.Context) error {
+	expired := fmt.Sprintf("__keyevent@%d__:expired", s.db)
+	ps := s.rdb.Subscribe(ctx, expired, s.keys.wake)
+	defer ps.Close()
+	// A blocked receive does not notice ctx; closing the subscription ends it.
+	stop := context.AfterFunc(ctx, func() { ps.Close() })
+	defer stop()
+
+	backoff := newBackoff()
+	for {
+		msg, err := ps.ReceiveTimeout(ctx, 5*time.Second)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			if isTimeout(err) {
+				// Quiet for a while: check that the connection is alive;
+				// a dead one fails here and is replaced on the next receive.
+				_ = ps.Ping(ctx)
+				continue
+			}
+			d := backoff.next()
+			s.log.Warn("subscriber: connection to Redis lost; reconnecting", "err", err, "retry_in", d)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(d):
+			}
+			continue
+		}
+		backoff.reset()
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			if m.Kind == "subscribe" && m.Channel == expired {
+				s.ensureNotifications(ctx)
+				s.Wake()
+			}
+		case *redis.Message:
+			if m.Channel == s.keys.wake || s.keys.isOrderKey(m.Payload) {
+				s.Wake()
+			}
+		}
+	}
+}
+
+// ensureNotifications makes sure Redis publishes expired-key events ("E" and
+// "x" in notify-keyspace-events) without removing flags already set. The
+// setting does not survive a Redis restart, hence a check on every
+// reconnect. Where CONFIG is refused (managed Redis), orders still expire on
+// time through the sweeper; the warning says so once.
+func (s *Store) ensureNotifications(ctx context.Context) {
+	err := func() error {
+		cur, err := s.rdb.ConfigGet(ctx, "notify-keyspace-events").Result()
+		if err != nil {
+			return err
+		}
+		have := cur["notify-keyspace-events"]
+		want := mergeNotifyFlags(have)
+		if want == have {
+			return nil
+		}
+		return s.rdb.ConfigSet(ctx, "notify-keyspace-events", want).Err()
+	}()
+	if err == nil || ctx.Err() != nil {
+		return
+	}
+	s.mu.Lock()
+	s.configWarns++
+	first := s.configWarns == 1
+	s.mu.Unlock()
+	if first {
+		s.log.Warn("cannot enable Redis keyspace events (notify-keyspace-events Ex); orders still expire on time through the sweeper, but an order created by a replica that stops before its deadline is noticed by the others within "+maxSweepSleep.String(),
+			"err", err)
+	}
+}
+
+// mergeNotifyFlags adds what expired-key events need to the flags in force:
+// "E" (keyevent channels) and "x" (expired events; "A" already includes it).
+func mergeNotifyFlags(flags string) string {
+	if !strings.Contains(flags, "E") {
+		flags += "E"
+	}
+	if !strings.ContainsAny(flags, "xA") {
+		flags += "x"
+	}
+	return flags
+}
+
+func isTimeout(err error) bool {
+	type timeout interface{ Timeout() bool }
+	t, ok := err.(timeout)
+	return ok && t.Timeout()
+}
+
+// backoff doubles a retry delay from 50ms up to 2s.
+type backoff struct{ d time.Duration }
+
+func newBackoff() *backoff { return &backoff{} }
+
+func (b *backoff) next() time.Duration {
+	if b.d == 0 {
+		b.d = 50 * time.Millisecond
+	} else {
+		b.d = min(2*b.d, 2*time.Second)
+	}
+	return b.d
+}
+
+func (b *backoff) reset() { b.d = 0 }
