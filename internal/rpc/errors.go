@@ -1,0 +1,50 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/orderexpiry/orderexpiry/internal/order"
+)
+
+var kindCodes = map[order.Kind]codes.Code{
+	order.KindInvalid:            codes.InvalidArgument,
+	order.KindNotFound:           codes.NotFound,
+	order.KindFailedPrecondition: codes.FailedPrecondition,
+	order.KindOutOfRange:         codes.OutOfRange,
+	order.KindUnavailable:        codes.Unavailable,
+	order.KindResourceExhausted:  codes.ResourceExhausted,
+}
+
+// status translates an error into a gRPC status: a domain error keeps its
+// message, the end of the caller's context its own code, and anything else
+// becomes Internal with the detail logged here and never sent.
+func (s *Service) status(ctx context.Context, err error) error {
+	if err == nil {
+		return nil
+	}
+	var oe *order.Error
+	if errors.As(err, &oe) {
+		if c, ok := kindCodes[oe.Kind]; ok {
+			if oe.Kind == order.KindUnavailable && oe.Err != nil {
+				s.log.WarnContext(ctx, "store unavailable", "err", oe.Err)
+			}
+			return status.Error(c, oe.Msg)
+		}
+	}
+	switch {
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, "the call was cancelled")
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, "the call's deadline passed")
+	}
+	if _, ok := status.FromError(err); ok {
+		return err // already a status, e.g. from a failed Send
+	}
+	s.log.ErrorContext(ctx, "internal error", slog.Any("err", err))
+	return status.Error(codes.Internal, "internal error")
+}
