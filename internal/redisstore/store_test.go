@@ -1,0 +1,452 @@
+package redisstore_test
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/orderexpiry/orderexpiry/internal/order"
+	"github.com/orderexpiry/orderexpiry/internal/redisstore"
+	"github.com/orderexpiry/orderexpiry/internal/redistest"
+	"github.com/orderexpiry/orderexpiry/internal/storetest"
+)
+
+var _ storetest.Store = (*redisstore.Store)(nil)
+
+// expiredChannel is where Redis publishes the expired-key events of db 0.
+const expiredChannel = "__keyevent@0__:expired"
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T, retention time.Duration) storetest.Store {
+		srv := redistest.Start(t)
+		return redisstore.New(srv.Client(t), redisstore.Options{Retention: retention, Logger: testLogger(t)})
+	})
+}
+
+func TestRunEnablesExpiredEvents(t *testing.T) {
+	tests := []struct {
+		name    string
+		initial string // notify-keyspace-events when Redis starts
+		keep    string // flags that must still be set
+	}{
+		{"off", "", ""},
+		{"keyspace generic events", "Kg", "Kg"},
+		{"all keyspace events", "AK", "AK"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			srv := redistest.Start(t, "--notify-keyspace-events", tt.initial)
+			admin := srv.Client(t)
+			run(t, redisstore.New(srv.Client(t), redisstore.Options{Retention: time.Hour, Logger: testLogger(t)}))
+
+			var flags string
+			waitUntil(t, 5*time.Second, "notify-keyspace-events to include E and x", func() bool {
+				flags = notifyFlags(t, admin)
+				return strings.Contains(flags, "E") && strings.ContainsAny(flags, "xA")
+			})
+			for _, f := range tt.keep {
+				if !strings.ContainsRune(flags, f) {
+					t.Errorf("notify-keyspace-events is %q: the flag %q that was set before is gone", flags, f)
+				}
+			}
+		})
+	}
+}
+
+func TestExpiresWithoutConfig(t *testing.T) {
+	srv := redistest.Start(t, "--rename-command", "CONFIG", "")
+	admin := srv.Client(t)
+	if err := admin.ConfigGet(t.Context(), "notify-keyspace-events").Err(); err == nil {
+		t.Fatalf("CONFIG GET works although CONFIG is renamed away")
+	}
+	logs := &syncBuffer{}
+	s := redisstore.New(srv.Client(t), redisstore.Options{
+		Retention: time.Hour,
+		Logger:    slog.New(slog.NewTextHandler(logs, nil)),
+	})
+	stop := run(t, s)
+	const warning = "cannot enable Redis keyspace events"
+
+	expireOnTime(t, s, s, "first")
+	waitUntil(t, 5*time.Second, "the warning about keyspace events", func() bool {
+		return strings.Contains(logs.String(), warning)
+	})
+	if lines := logLines(logs); len(lines) != 1 || !strings.Contains(lines[0], "level=WARN") {
+		t.Errorf("the store logged %q, want exactly one warning", lines)
+	}
+
+	// The subscriber loses its connection and subscribes again, which
+	// checks the setting again: that must not repeat the warning.
+	killed, err := admin.ClientKillByFilter(t.Context(), "TYPE", "pubsub").Result()
+	if err != nil || killed != 1 {
+		t.Fatalf("CLIENT KILL TYPE pubsub: killed %d, %v; want the store's subscriber killed", killed, err)
+	}
+	waitUntil(t, 5*time.Second, "the subscriber to reconnect", func() bool {
+		return strings.Contains(logs.String(), "reconnecting") && numSub(t, admin, expiredChannel) == 1
+	})
+	expireOnTime(t, s, s, "second")
+	stop()
+	if n := strings.Count(logs.String(), warning); n != 1 {
+		t.Errorf("the warning about keyspace events was logged %d times, want once:\n%s", n, logs)
+	}
+}
+
+func TestReplicasExpireOnce(t *testing.T) {
+	srv := redistest.Start(t)
+	replicas := []*redisstore.Store{
+		redisstore.New(srv.Client(t), redisstore.Options{Retention: time.Hour, Logger: testLogger(t)}),
+		redisstore.New(srv.Client(t), redisstore.Options{Retention: time.Hour, Logger: testLogger(t)}),
+	}
+	for _, s := range replicas {
+		run(t, s)
+	}
+
+	// Each replica checks out half of the orders; their deadlines are
+	// spread over half a second, and both replicas sweep them all.
+	const n = 500
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for i := w; i < n; i += 4 {
+				ttl := 200*time.Millisecond + time.Duration(i)*time.Millisecond
+				if _, _, err := replicas[i%2].Checkout(t.Context(), "r-"+strconv.Itoa(i), ttl, nil); err != nil {
+					t.Errorf("Checkout: %v", err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	evs := collect(t, replicas[0], order.Cursor{}, n)
+	// Once an order due after all of them has expired, every expiry that
+	// was going to be logged before it has been.
+	if _, _, err := replicas[1].Checkout(t.Context(), "barrier", 200*time.Millisecond, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := collect(t, replicas[1], evs[n-1].Cursor, 1); got[0].OrderID != "barrier" {
+		t.Fatalf("event for %q, want the barrier", got[0].OrderID)
+	}
+	evs, err := replicas[0].Events(t.Context(), order.Cursor{}, 10*n, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := map[string]int{}
+	for _, ev := range evs {
+		count[ev.OrderID]++
+	}
+	for i := range n {
+		if id := "r-" + strconv.Itoa(i); count[id] != 1 {
+			t.Errorf("%s expired %d times, want once", id, count[id])
+		}
+	}
+	if len(evs) != n+1 {
+		t.Errorf("the log has %d events, want %d expirations and the barrier", len(evs), n)
+	}
+	if xlen := streamLength(t, srv); xlen != int64(n+1) {
+		t.Errorf("XLEN of the event stream is %d, want %d", xlen, n+1)
+	}
+}
+
+// TestCheckoutWakesOtherReplicas checks that a checkout on one replica wakes
+// the sweeper of another, which would otherwise sleep through the deadline.
+// CONFIG is renamed away, so that Redis publishes no expired-key events: the
+// checkout's wake-up is the only thing that can wake the sweeper in time.
+func TestCheckoutWakesOtherReplicas(t *testing.T) {
+	srv := redistest.Start(t, "--rename-command", "CONFIG", "")
+	admin := srv.Client(t)
+	sweeping := redisstore.New(srv.Client(t), redisstore.Options{Retention: time.Hour, Logger: testLogger(t)})
+	run(t, sweeping)
+	// This replica is not running: it has no sweeper of its own.
+	idle := redisstore.New(srv.Client(t), redisstore.Options{Retention: time.Hour, Logger: testLogger(t)})
+
+	waitUntil(t, 5*time.Second, "the store to subscribe", func() bool { return numSub(t, admin, expiredChannel) == 1 })
+	sweepStarted(t, admin)
+	// The sweeper now sleeps for MaxSweepSleep unless woken.
+	expireOnTime(t, idle, sweeping, "woken")
+}
+
+// TestExpiredKeyEventWakesSweeper checks the other way a sweeper learns of an
+// order it did not see created: Redis's expired-key event.
+func TestExpiredKeyEventWakesSweeper(t *testing.T) {
+	srv := redistest.Start(t)
+	admin := srv.Client(t)
+	s := redisstore.New(srv.Client(t), redisstore.Options{Retention: time.Hour, Logger: testLogger(t)})
+	run(t, s)
+
+	waitSubscribed(t, admin)
+	sweepStarted(t, admin)
+	// The sweeper now sleeps for MaxSweepSleep unless woken. The order's
+	// ttl key expires in Redis at its deadline; Redis deletes it within
+	// about 100ms (one active-expire cycle at hz 10, with one key to look
+	// at) and publishes the event that must wake the sweeper.
+	const ttl = 100 * time.Millisecond
+	if err := s.CheckoutUnannounced(t.Context(), "unannounced", ttl); err != nil {
+		t.Fatal(err)
+	}
+	ev := collect(t, s, order.Cursor{}, 1)[0]
+	late := ev.ExpiredAt.Sub(ev.Deadline)
+	if ev.OrderID != "unannounced" || late < 0 || late > 400*time.Millisecond {
+		t.Errorf("%s expired %v after its deadline; want the unannounced order within 400ms, long before the sweeper's next wake-up on its own (%v after the deadline)",
+			ev.OrderID, late, redisstore.MaxSweepSleep-ttl)
+	}
+}
+
+func TestUnreachableRedis(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens there any more: connections are refused
+	checkUnavailable(t, addr, time.Second)
+}
+
+// checkUnavailable checks that every call of a store whose Redis cannot be
+// reached fails with an Unavailable error within the limit.
+func checkUnavailable(t *testing.T, addr string, limit time.Duration) {
+	t.Helper()
+	rdb, err := redisstore.NewClient("redis://" + addr + "/0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rdb.Close() })
+	s := redisstore.New(rdb, redisstore.Options{Retention: time.Hour, Logger: testLogger(t)})
+	// Run keeps retrying meanwhile, and stops cleanly when asked.
+	run(t, s)
+
+	tests := []struct {
+		name string
+		call func(context.Context) error
+	}{
+		{"Checkout", func(ctx context.Context) error { _, _, err := s.Checkout(ctx, "o", time.Minute, nil); return err }},
+		{"Get", func(ctx context.Context) error { _, err := s.Get(ctx, "o"); return err }},
+		{"Complete", func(ctx context.Context) error { _, err := s.Complete(ctx, "o"); return err }},
+		{"Cancel", func(ctx context.Context) error { _, err := s.Cancel(ctx, "o"); return err }},
+		{"Events", func(ctx context.Context) error { _, err := s.Events(ctx, order.Cursor{}, 10, 0); return err }},
+		{"Events waiting", func(ctx context.Context) error {
+			_, err := s.Events(ctx, order.Cursor{}, 10, 5*time.Second)
+			return err
+		}},
+		{"Tail", func(ctx context.Context) error { _, err := s.Tail(ctx); return err }},
+		{"CheckCursor", func(ctx context.Context) error { return s.CheckCursor(ctx, order.Cursor{Ms: 1}) }},
+		{"Ping", s.Ping},
+	}
+	t.Run("calls", func(t *testing.T) {
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				t.Parallel()
+				start := time.Now()
+				err := tt.call(t.Context())
+				if d := time.Since(start); d > limit {
+					t.Errorf("%s took %v to fail, want at most %v", tt.name, d, limit)
+				}
+				if k := order.KindOf(err); err == nil || k != order.KindUnavailable {
+					t.Errorf("%s: %v (kind %d), want an Unavailable error", tt.name, err, k)
+				}
+			})
+		}
+	})
+}
+
+// run runs the store until the test ends, or until the returned function is
+// called; either way it checks that Run stops cleanly.
+func run(t *testing.T, s *redisstore.Store) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Run returned %v after its context ended, want nil", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Errorf("Run did not return within 5s after its context ended")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// expireOnTime checks out an order through one store and waits for its
+// expiry, which the other store's sweeper must log promptly.
+func expireOnTime(t *testing.T, via, sweeping *redisstore.Store, id string) {
+	t.Helper()
+	after, err := sweeping.Tail(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := via.Checkout(t.Context(), id, 100*time.Millisecond, nil); err != nil {
+		t.Fatal(err)
+	}
+	evs, err := sweeping.Events(t.Context(), after, 10, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 1 || evs[0].OrderID != id {
+		t.Fatalf("events %v, want the expiry of %q", evs, id)
+	}
+	if late := evs[0].ExpiredAt.Sub(evs[0].Deadline); late < 0 || late > 250*time.Millisecond {
+		t.Errorf("%s expired %v after its deadline, want within 250ms", id, late)
+	}
+}
+
+// collect waits for n events after a cursor.
+func collect(t *testing.T, s *redisstore.Store, after order.Cursor, n int) []order.Event {
+	t.Helper()
+	var got []order.Event
+	deadline := time.Now().Add(10 * time.Second)
+	for len(got) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d events came within 10s", len(got), n)
+		}
+		evs, err := s.Events(t.Context(), after, 1000, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range evs {
+			got = append(got, ev)
+			after = ev.Cursor
+		}
+	}
+	return got
+}
+
+// waitSubscribed waits until a store subscribes to expired-key events and
+// has enabled them.
+func waitSubscribed(t *testing.T, admin *redis.Client) {
+	t.Helper()
+	waitUntil(t, 5*time.Second, "the store to subscribe", func() bool {
+		flags := notifyFlags(t, admin)
+		return numSub(t, admin, expiredChannel) == 1 && strings.Contains(flags, "E") && strings.Contains(flags, "x")
+	})
+}
+
+// sweepStarted waits for the sweeper's next pass over the deadlines. It
+// tells one from the script calls Redis counts: the sweeper's are the only
+// EVALSHA calls meanwhile. A sweeper with nothing pending then sleeps for
+// MaxSweepSleep unless something wakes it.
+func sweepStarted(t *testing.T, admin *redis.Client) {
+	t.Helper()
+	before := evalshaCalls(t, admin)
+	waitUntil(t, 2*redisstore.MaxSweepSleep, "a sweep", func() bool { return evalshaCalls(t, admin) > before })
+}
+
+func evalshaCalls(t *testing.T, admin *redis.Client) int64 {
+	t.Helper()
+	info, err := admin.Info(t.Context(), "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.SplitSeq(info, "\n") {
+		rest, ok := strings.CutPrefix(strings.TrimSpace(line), "cmdstat_evalsha:calls=")
+		if !ok {
+			continue
+		}
+		calls, _, _ := strings.Cut(rest, ",")
+		n, err := strconv.ParseInt(calls, 10, 64)
+		if err != nil {
+			t.Fatalf("INFO commandstats: %q", line)
+		}
+		return n
+	}
+	return 0
+}
+
+func notifyFlags(t *testing.T, admin *redis.Client) string {
+	t.Helper()
+	cfg, err := admin.ConfigGet(t.Context(), "notify-keyspace-events").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg["notify-keyspace-events"]
+}
+
+func numSub(t *testing.T, admin *redis.Client, channel string) int64 {
+	t.Helper()
+	n, err := admin.PubSubNumSub(t.Context(), channel).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n[channel]
+}
+
+// streamLength counts the entries of the event stream, found by its name's
+// ending so that the test does not spell out the key layout.
+func streamLength(t *testing.T, srv *redistest.Server) int64 {
+	t.Helper()
+	rdb := srv.Client(t)
+	keys, err := rdb.Keys(t.Context(), "*:events").Result()
+	if err != nil || len(keys) != 1 {
+		t.Fatalf("KEYS *:events: %v, %v; want the one event stream", keys, err)
+	}
+	n, err := rdb.XLen(t.Context(), keys[0]).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// waitUntil polls cond until it holds, failing the test after timeout.
+func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %v for %s", timeout, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// testLogger sends the store's log to the test's log.
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, nil))
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
+}
+
+// syncBuffer is a buffer the store's goroutines write while the test reads.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func logLines(b *syncBuffer) []string {
+	return strings.Split(strings.TrimSpace(b.String()), "\n")
+}

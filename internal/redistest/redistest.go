@@ -1,0 +1,208 @@
+// Package redistest starts real redis-server processes for tests, each on a
+// free loopback port and stopped when the test ends.
+package redistest
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/orderexpiry/orderexpiry/internal/redisstore"
+)
+
+// startTimeout bounds how long a new server may take to answer PING.
+const startTimeout = 5 * time.Second
+
+// Server is a redis-server process started by Start.
+type Server struct {
+	// Addr is the server's "127.0.0.1:port".
+	Addr string
+
+	cmd      *exec.Cmd
+	exited   chan struct{} // closed when the process has exited
+	killOnce sync.Once
+	log      *lockedBuffer
+}
+
+// Start starts a redis-server on a free loopback port, waits until it
+// answers PING and stops it when the test ends. It runs without persistence
+// (--save "" --appendonly no) unless args say otherwise; args are passed to
+// redis-server as they are, e.g. "--rename-command", "CONFIG", "".
+//
+// The tests need a real Redis: when redis-server is not installed, Start
+// fails the test rather than skipping it, so that a missing Redis cannot
+// pass for a green run.
+func Start(t testing.TB, args ...string) *Server {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatalf("redis-server is not on PATH (%v): these tests run against a real Redis; install it with `apt-get install redis-server` (Debian/Ubuntu) and run them again", err)
+	}
+	dir := t.TempDir()
+	// Another process may take the port between our probe and the server's
+	// bind; then the server exits with "Address already in use" and we try
+	// another port.
+	for attempt := 1; ; attempt++ {
+		s, err := start(bin, dir, args)
+		if err == nil {
+			t.Cleanup(s.Kill)
+			return s
+		}
+		if !errors.Is(err, errAddrInUse) || attempt == 5 {
+			t.Fatalf("redistest: %v", err)
+		}
+	}
+}
+
+var errAddrInUse = errors.New("address already in use")
+
+func start(bin, dir string, args []string) (*Server, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	argv := []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir, "--loglevel", "warning"}
+	if !hasOption(args, "--save") {
+		argv = append(argv, "--save", "")
+	}
+	if !hasOption(args, "--appendonly") {
+		argv = append(argv, "--appendonly", "no")
+	}
+	argv = append(argv, args...)
+
+	s := &Server{Addr: addr, exited: make(chan struct{}), log: &lockedBuffer{}}
+	s.cmd = exec.Command(bin, argv...)
+	s.cmd.Stdout = s.log
+	s.cmd.Stderr = s.log
+	setParentDeathSignal(s.cmd)
+	if err := s.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start redis-server: %w", err)
+	}
+	go func() {
+		_ = s.cmd.Wait()
+		close(s.exited)
+	}()
+	if err := s.waitReady(); err != nil {
+		s.Kill()
+		out := s.log.String()
+		if strings.Contains(out, "already in use") {
+			return nil, fmt.Errorf("%w: %s", errAddrInUse, addr)
+		}
+		return nil, fmt.Errorf("redis-server %q on %s: %w; its output:\n%s", argv, addr, err, out)
+	}
+	return s, nil
+}
+
+// waitReady waits until the server answers PING, it exits, or startTimeout
+// passes. It speaks RESP on a bare connection: a client's pool would back off
+// after the first refused dials.
+func (s *Server) waitReady() error {
+	deadline := time.Now().Add(startTimeout)
+	for {
+		err := ping(s.Addr)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-s.exited:
+			return fmt.Errorf("exited before answering PING (%v)", s.cmd.ProcessState)
+		case <-time.After(5 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no answer to PING within %s: %w", startTimeout, err)
+		}
+	}
+}
+
+func ping(addr string) error {
+	c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(200 * time.Millisecond))
+	if _, err := c.Write([]byte("PING\r\n")); err != nil {
+		return err
+	}
+	reply := make([]byte, 64)
+	n, err := c.Read(reply)
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(string(reply[:n]), "+PONG") {
+		return fmt.Errorf("PING answered %q", reply[:n])
+	}
+	return nil
+}
+
+// URL is the server's address as a redis:// URL for database 0.
+func (s *Server) URL() string { return "redis://" + s.Addr + "/0" }
+
+// Client returns a client of the server, made by redisstore.NewClient so that
+// it has the service's timeouts; it is closed when the test ends.
+func (s *Server) Client(t testing.TB) *redis.Client {
+	t.Helper()
+	rdb, err := redisstore.NewClient(s.URL())
+	if err != nil {
+		t.Fatalf("redistest: %v", err)
+	}
+	t.Cleanup(func() { _ = rdb.Close() })
+	return rdb
+}
+
+// Kill stops the server at once with SIGKILL, as a crash would, and waits
+// until it has exited. It may be called more than once.
+func (s *Server) Kill() {
+	s.killOnce.Do(func() {
+		_ = s.cmd.Process.Kill()
+		<-s.exited
+	})
+}
+
+// freePort returns a loopback port that was free a moment ago.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("find a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func hasOption(args []string, name string) bool {
+	for _, a := range args {
+		if a == name {
+			return true
+		}
+	}
+	return false
+}
+
+// lockedBuffer collects the server's output; the process writes it while
+// Start may read it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
