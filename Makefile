@@ -16,7 +16,7 @@ GATEWAY_VERSION        := v2.31.0
 # third_party/googleapis, since the Buf Schema Registry is out of reach.
 GOOGLEAPIS_MODULE      := github.com/grpc-ecosystem/grpc-gateway@v1.16.0
 
-.PHONY: all build run test test-short generate check-generated lint fmt vet tools third_party bench clean
+.PHONY: grpcurl all build run test test-short generate check-generated lint fmt vet tools third_party bench clean
 
 all: build
 
@@ -71,3 +71,9 @@ check-generated: generate
 
 clean:
 	rm -rf $(BIN) third_party
+
+# grpcurl, for trying the API by hand as the README does.
+GRPCURL_VERSION := v1.9.4
+$(BIN)/grpcurl:
+	GOBIN=$(BIN) $(GO) install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
+grpcurl: $(BIN)/grpcurl

@@ -59,6 +59,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 
 	var st store
 	storeName := "memory"
+	storeAttrs := []any{}
 	if cfg.redisURL == "" {
 		log.Info("REDIS_URL is not set: using the embedded in-memory store; orders and events are lost when the process stops")
 		st = memstore.New(cfg.retention)
@@ -70,6 +71,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		defer rdb.Close()
 		st = redisstore.New(rdb, redisstore.Options{Retention: cfg.retention, Logger: log})
 		storeName = "redis"
+		// The address and db only: the URL may hold a password.
+		storeAttrs = append(storeAttrs, "redis_addr", rdb.Options().Addr, "redis_db", rdb.Options().DB)
 	}
 
 	// Listeners first, so that a taken port fails the start at once.
@@ -137,7 +140,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		shutdown(grpcServer, httpServer, healthServer, cfg.shutdownTimeout, log)
 		return nil
 	})
-	log.Info("serving", "grpc", grpcLis.Addr().String(), "http", httpLis.Addr().String(), "store", storeName)
+	log.Info("serving", append([]any{"grpc", grpcLis.Addr().String(), "http", httpLis.Addr().String(), "store", storeName}, storeAttrs...)...)
 	err = g.Wait()
 	log.Info("stopped")
 	return err

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/genproto/googleapis/rpc/code"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -71,7 +72,7 @@ func watchHandler(mux *runtime.ServeMux, client pb.OrderServiceClient) runtime.H
 					return // the client went away
 				}
 				st := status.Convert(err)
-				line = fmt.Appendf(nil, `{"error":{"code":%d,"status":%q,"message":%q}}`, st.Code(), st.Code().String(), st.Message())
+				line = fmt.Appendf(nil, `{"error":{"code":%d,"status":%q,"message":%q}}`, st.Code(), code.Code(st.Code()).String(), st.Message())
 			} else if line, err = marshal.Marshal(ev); err != nil {
 				return
 			}

@@ -30,8 +30,8 @@ func (s *Service) status(ctx context.Context, err error) error {
 	var oe *order.Error
 	if errors.As(err, &oe) {
 		if c, ok := kindCodes[oe.Kind]; ok {
-			if oe.Kind == order.KindUnavailable && oe.Err != nil {
-				s.log.WarnContext(ctx, "store unavailable", "err", oe.Err)
+			if oe.Err != nil {
+				s.log.DebugContext(ctx, "call failed", "code", c, "err", oe.Err)
 			}
 			return status.Error(c, oe.Msg)
 		}
