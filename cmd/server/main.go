@@ -64,6 +64,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		log.Info("REDIS_URL is not set: using the embedded in-memory store; orders and events are lost when the process stops")
 		st = memstore.New(cfg.retention)
 	} else {
+		redisstore.SetLogger(log)
 		rdb, err := redisstore.NewClient(cfg.redisURL)
 		if err != nil {
 			return err

@@ -76,12 +76,27 @@ func NewClient(url string) (*redis.Client, error) {
 	opts.ReadTimeout = 800 * time.Millisecond
 	opts.WriteTimeout = 800 * time.Millisecond
 	opts.PoolTimeout = 800 * time.Millisecond
-	opts.MaxRetries = 1
+	// No retries inside the client: a retried script may have run already
+	// (a lost reply), and a retry doubles the time a caller waits on a
+	// Redis that is gone. Callers retry; every script is safe to repeat.
+	opts.MaxRetries = -1
 	// go-redis dials up to 5 times per connection, 100ms apart, by default;
-	// with the retry above, a call to a host that does not answer would
-	// take about 6 s. One dial per try keeps it near a second.
+	// one dial per call keeps a call to a host that does not answer near a
+	// second.
 	opts.DialerRetries = 1
 	return redis.NewClient(opts), nil
+}
+
+// callTimeout bounds every call to Redis, so that a caller hears
+// UNAVAILABLE within a second from a Redis that stopped answering.
+const callTimeout = 900 * time.Millisecond
+
+// run runs a script under callTimeout.
+func (s *Store) run(ctx context.Context, script *redis.Script, args ...any) ([]any, error) {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	res, err := script.Run(ctx, s.rdb, s.keys.scriptKeys(), s.args(args...)...).Slice()
+	return res, storeError(err)
 }
 
 func (s *Store) args(extra ...any) []any {
@@ -95,9 +110,9 @@ func (s *Store) Checkout(ctx context.Context, id string, ttl time.Duration, md m
 	if err != nil {
 		return order.Order{}, false, err
 	}
-	res, err := checkoutScript.Run(ctx, s.rdb, s.keys.scriptKeys(), s.args(id, ttl.Milliseconds(), meta)...).Slice()
+	res, err := s.run(ctx, checkoutScript, id, ttl.Milliseconds(), meta)
 	if err != nil {
-		return order.Order{}, false, storeError(err)
+		return order.Order{}, false, err
 	}
 	code, o, err := parseReply(id, res)
 	if err != nil {
@@ -111,9 +126,9 @@ func (s *Store) Checkout(ctx context.Context, id string, ttl time.Duration, md m
 
 // Get returns an order, pending or closed.
 func (s *Store) Get(ctx context.Context, id string) (order.Order, error) {
-	res, err := getScript.Run(ctx, s.rdb, s.keys.scriptKeys(), s.args(id)...).Slice()
+	res, err := s.run(ctx, getScript, id)
 	if err != nil {
-		return order.Order{}, storeError(err)
+		return order.Order{}, err
 	}
 	code, o, err := parseReply(id, res)
 	if err != nil {
@@ -136,9 +151,9 @@ func (s *Store) Cancel(ctx context.Context, id string) (order.Order, error) {
 }
 
 func (s *Store) finish(ctx context.Context, id string, to order.Status) (order.Order, error) {
-	res, err := finishScript.Run(ctx, s.rdb, s.keys.scriptKeys(), s.args(id, to.String())...).Slice()
+	res, err := s.run(ctx, finishScript, id, to.String())
 	if err != nil {
-		return order.Order{}, storeError(err)
+		return order.Order{}, err
 	}
 	code, o, err := parseReply(id, res)
 	if err != nil {
@@ -158,6 +173,8 @@ func (s *Store) finish(ctx context.Context, id string, to order.Status) (order.O
 // there are none and wait is positive, it blocks until one arrives or wait
 // passes.
 func (s *Store) Events(ctx context.Context, after order.Cursor, limit int, wait time.Duration) ([]order.Event, error) {
+	ctx, cancel := context.WithTimeout(ctx, max(wait, 0)+callTimeout)
+	defer cancel()
 	var msgs []redis.XMessage
 	if wait > 0 {
 		streams, err := s.rdb.XRead(ctx, &redis.XReadArgs{
@@ -195,6 +212,8 @@ func (s *Store) Events(ctx context.Context, after order.Cursor, limit int, wait 
 // Tail returns the cursor of the last event in the log, or the zero cursor
 // when it is empty.
 func (s *Store) Tail(ctx context.Context) (order.Cursor, error) {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
 	msgs, err := s.rdb.XRevRangeN(ctx, s.keys.events, "+", "-", 1).Result()
 	if err != nil {
 		return order.Cursor{}, storeError(err)
@@ -207,6 +226,8 @@ func (s *Store) Tail(ctx context.Context) (order.Cursor, error) {
 
 // CheckCursor says whether a watch can resume after c without a gap.
 func (s *Store) CheckCursor(ctx context.Context, c order.Cursor) error {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
 	now, err := s.rdb.Time(ctx).Result()
 	if err != nil {
 		return storeError(err)
@@ -216,6 +237,8 @@ func (s *Store) CheckCursor(ctx context.Context, c order.Cursor) error {
 
 // Ping checks that Redis answers.
 func (s *Store) Ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
 	return storeError(s.rdb.Ping(ctx).Err())
 }
 
@@ -228,8 +251,9 @@ func (s *Store) Wake() {
 }
 
 // storeError translates a Redis client error into the domain's terms: faults
-// of the connection or of a Redis that cannot serve now are Unavailable;
-// anything else (a script error, a wrong reply) stays an internal error.
+// of the connection, of a Redis that cannot serve now, or a call that ran
+// out of time are Unavailable; anything else (a script error, a wrong
+// reply) stays an internal error.
 func storeError(err error) error {
 	if err == nil || errors.Is(err, context.Canceled) {
 		return err
@@ -340,4 +364,17 @@ func decodeMetadata(s string) (map[string]string, error) {
 		return nil, fmt.Errorf("malformed metadata: %w", err)
 	}
 	return md, nil
+}
+
+// SetLogger sends go-redis's own messages (dial failures and the like,
+// which the store reports in its own words) to log at debug level. go-redis
+// has one logger per process.
+func SetLogger(log *slog.Logger) {
+	redis.SetLogger(slogAdapter{log})
+}
+
+type slogAdapter struct{ log *slog.Logger }
+
+func (a slogAdapter) Printf(ctx context.Context, format string, v ...any) {
+	a.log.DebugContext(ctx, "go-redis: "+fmt.Sprintf(format, v...))
 }

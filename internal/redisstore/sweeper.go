@@ -8,6 +8,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/orderexpiry/orderexpiry/internal/backoff"
 )
 
 const (
@@ -37,7 +39,7 @@ func (s *Store) Run(ctx context.Context) error {
 func (s *Store) sweep(ctx context.Context) error {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
-	backoff := newBackoff()
+	var bo backoff.Backoff
 	for {
 		select {
 		case <-ctx.Done():
@@ -50,10 +52,10 @@ func (s *Store) sweep(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			sleep = backoff.next()
+			sleep = bo.Next()
 			s.log.Warn("sweeper: cannot expire due orders; retrying", "err", err, "retry_in", sleep)
 		} else {
-			backoff.reset()
+			bo.Reset()
 		}
 		if !timer.Stop() {
 			select {
@@ -69,7 +71,9 @@ func (s *Store) sweep(ctx context.Context) error {
 // next one is due.
 func (s *Store) expireDue(ctx context.Context) (time.Duration, error) {
 	for {
-		res, err := expireDueScript.Run(ctx, s.rdb, s.keys.scriptKeys(), s.args(sweepBatch)...).Int64Slice()
+		cctx, cancel := context.WithTimeout(ctx, callTimeout)
+		res, err := expireDueScript.Run(cctx, s.rdb, s.keys.scriptKeys(), s.args(sweepBatch)...).Int64Slice()
+		cancel()
 		if err != nil {
 			return 0, storeError(err)
 		}
@@ -88,11 +92,33 @@ func (s *Store) expireDue(ctx context.Context) (time.Duration, error) {
 }
 
 // subscribe listens to Redis's expired-key events of this database and to
-// the wake channel of checkouts, and wakes the sweeper on each. go-redis
-// reconnects and subscribes again by itself; every (re)subscription makes
-// sure keyspace events are enabled and wakes the sweeper, which catches up
-// every order that came due while the subscriber was away.
+// the wake channel of checkouts, and wakes the sweeper on each. Every
+// (re)subscription makes sure keyspace events are enabled (the setting does
+// not survive a Redis restart) and wakes the sweeper, which catches up every
+// order that came due while the subscriber was away: pub/sub loses what is
+// published while nobody listens, the deadline index does not.
 func (s *Store) subscribe(ctx context.Context) error {
+	var bo backoff.Backoff
+	for ctx.Err() == nil {
+		if err := s.listen(ctx, &bo); err != nil && ctx.Err() == nil {
+			d := bo.Next()
+			s.log.Warn("subscriber: lost the connection to Redis; reconnecting", "err", err, "retry_in", d)
+			select {
+			case <-ctx.Done():
+			case <-time.After(d):
+			}
+		}
+	}
+	return nil
+}
+
+// listenIdle is how long the subscription may stay silent before it is
+// pinged; a second silence means the connection is dead (a half-open TCP
+// connection gives no error of its own).
+const listenIdle = time.Second
+
+// listen runs one subscription until its connection fails or ctx ends.
+func (s *Store) listen(ctx context.Context, bo *backoff.Backoff) error {
 	expired := fmt.Sprintf("__keyevent@%d__:expired", s.db)
 	ps := s.rdb.Subscribe(ctx, expired, s.keys.wake)
 	defer ps.Close()
@@ -100,32 +126,30 @@ func (s *Store) subscribe(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() { ps.Close() })
 	defer stop()
 
-	backoff := newBackoff()
+	pinged := false
 	for {
-		msg, err := ps.ReceiveTimeout(ctx, 5*time.Second)
+		msg, err := ps.ReceiveTimeout(ctx, listenIdle)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if err != nil {
-			if isTimeout(err) {
-				// Quiet for a while: check that the connection is alive;
-				// a dead one fails here and is replaced on the next receive.
-				_ = ps.Ping(ctx)
-				continue
+			if !isTimeout(err) {
+				return err
 			}
-			d := backoff.next()
-			s.log.Warn("subscriber: connection to Redis lost; reconnecting", "err", err, "retry_in", d)
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(d):
+			if pinged {
+				return fmt.Errorf("no answer to PING within %s", listenIdle)
 			}
+			if err := ps.Ping(ctx); err != nil {
+				return err
+			}
+			pinged = true
 			continue
 		}
-		backoff.reset()
+		pinged = false
 		switch m := msg.(type) {
 		case *redis.Subscription:
 			if m.Kind == "subscribe" && m.Channel == expired {
+				bo.Reset()
 				s.ensureNotifications(ctx)
 				s.Wake()
 			}
@@ -185,19 +209,3 @@ func isTimeout(err error) bool {
 	t, ok := err.(timeout)
 	return ok && t.Timeout()
 }
-
-// backoff doubles a retry delay from 50ms up to 2s.
-type backoff struct{ d time.Duration }
-
-func newBackoff() *backoff { return &backoff{} }
-
-func (b *backoff) next() time.Duration {
-	if b.d == 0 {
-		b.d = 50 * time.Millisecond
-	} else {
-		b.d = min(2*b.d, 2*time.Second)
-	}
-	return b.d
-}
-
-func (b *backoff) reset() { b.d = 0 }

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/orderexpiry/orderexpiry/internal/backoff"
 	"github.com/orderexpiry/orderexpiry/internal/order"
 )
 
@@ -135,16 +136,10 @@ func (h *Hub) Watchers() int {
 // ErrStopped.
 func (h *Hub) Run(ctx context.Context) error {
 	defer h.stop()
-	var bo time.Duration
+	var bo backoff.Backoff
 	pause := func(err error, what string) bool {
-		bo = min(max(2*bo, 50*time.Millisecond), 2*time.Second)
-		h.logger.Warn("watch: cannot read the expiration log; retrying", "op", what, "err", err, "retry_in", bo)
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(bo):
-			return true
-		}
+		h.logger.Warn("watch: cannot read the expiration log; retrying", "op", what, "err", err)
+		return bo.Wait(ctx)
 	}
 	for {
 		pos, err := h.log.Tail(ctx)
@@ -173,7 +168,7 @@ func (h *Hub) Run(ctx context.Context) error {
 			}
 			continue
 		}
-		bo = 0
+		bo.Reset()
 		h.publish(events)
 	}
 }
