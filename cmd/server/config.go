@@ -15,6 +15,7 @@ import (
 type config struct {
 	grpcAddr        string
 	httpAddr        string
+	debugAddr       string
 	redisURL        string
 	limits          order.Limits
 	retention       time.Duration
@@ -45,6 +46,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	}
 	fs.StringVar(&c.grpcAddr, "grpc-addr", env("GRPC_ADDR", ":9090"), "gRPC listen address ($GRPC_ADDR)")
 	fs.StringVar(&c.httpAddr, "http-addr", env("HTTP_ADDR", ":8080"), "REST and /healthz listen address ($HTTP_ADDR)")
+	fs.StringVar(&c.debugAddr, "debug-addr", env("DEBUG_ADDR", ""), "listen address for /debug/pprof/ (profiles, goroutines, heap); empty: off. Keep it private ($DEBUG_ADDR)")
 	fs.StringVar(&c.redisURL, "redis-url", env("REDIS_URL", ""), "redis:// or rediss:// URL, with password and db; empty: the embedded in-memory store ($REDIS_URL)")
 	dur(&c.limits.DefaultTTL, "default-ttl", "DEFAULT_TTL", "15m", "ttl of a checkout that gives none")
 	dur(&c.limits.MaxTTL, "max-ttl", "MAX_TTL", "168h", "longest ttl a checkout may ask for")

@@ -11,8 +11,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -115,6 +117,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return fmt.Errorf("gateway: %w", err)
 	}
 	httpServer := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	servers := []*http.Server{httpServer}
+	listeners := []net.Listener{httpLis}
+	if cfg.debugAddr != "" {
+		debugLis, err := net.Listen("tcp", cfg.debugAddr)
+		if err != nil {
+			return fmt.Errorf("debug listener: %w", err)
+		}
+		defer debugLis.Close()
+		servers = append(servers, &http.Server{Handler: debugHandler(), ReadHeaderTimeout: 10 * time.Second})
+		listeners = append(listeners, debugLis)
+		log.Info("serving profiles", "debug", debugLis.Addr().String())
+	}
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return st.Run(gctx) })
@@ -129,16 +143,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		}
 		return nil
 	})
-	g.Go(func() error {
-		if err := httpServer.Serve(httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("HTTP server: %w", err)
-		}
-		return nil
-	})
+	for i, srv := range servers {
+		g.Go(func() error {
+			if err := srv.Serve(listeners[i]); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("HTTP server: %w", err)
+			}
+			return nil
+		})
+	}
 	g.Go(func() error {
 		<-gctx.Done()
 		log.Info("stopping", "timeout", cfg.shutdownTimeout)
-		shutdown(grpcServer, httpServer, healthServer, cfg.shutdownTimeout, log)
+		shutdown(grpcServer, servers, healthServer, cfg.shutdownTimeout, log)
 		return nil
 	})
 	log.Info("serving", append([]any{"grpc", grpcLis.Addr().String(), "http", httpLis.Addr().String(), "store", storeName}, storeAttrs...)...)
@@ -150,18 +166,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 // shutdown stops both servers within the timeout: in-flight calls finish and
 // watch streams end with a cursor to resume from (the hub closes them when
 // the context ends); whatever is still open at the bound is cut.
-func shutdown(grpcServer *grpc.Server, httpServer *http.Server, hs *health.Server, timeout time.Duration, log *slog.Logger) {
+func shutdown(grpcServer *grpc.Server, httpServers []*http.Server, hs *health.Server, timeout time.Duration, log *slog.Logger) {
 	hs.Shutdown()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := httpServer.Shutdown(ctx); err != nil {
-			log.Warn("HTTP server did not stop in time; closing its connections", "err", err)
-			_ = httpServer.Close()
-		}
-	}()
+	var wg sync.WaitGroup
+	for _, srv := range httpServers {
+		wg.Go(func() {
+			if err := srv.Shutdown(ctx); err != nil {
+				log.Warn("HTTP server did not stop in time; closing its connections", "err", err)
+				_ = srv.Close()
+			}
+		})
+	}
 	stopped := make(chan struct{})
 	go func() {
 		grpcServer.GracefulStop()
@@ -173,7 +190,18 @@ func shutdown(grpcServer *grpc.Server, httpServer *http.Server, hs *health.Serve
 		log.Warn("gRPC server did not stop in time; closing its connections")
 		grpcServer.Stop()
 	}
-	<-done
+	wg.Wait()
+}
+
+// debugHandler serves the runtime profiles of net/http/pprof.
+func debugHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
 }
 
 // monitorHealth pings the store every second and reports the result through

@@ -27,9 +27,12 @@ type Server struct {
 	// Addr is the server's "127.0.0.1:port".
 	Addr string
 
+	bin, dir string
+	argv     []string // the full command line after the binary
+
 	cmd      *exec.Cmd
 	exited   chan struct{} // closed when the process has exited
-	killOnce sync.Once
+	killOnce *sync.Once
 	log      *lockedBuffer
 }
 
@@ -80,18 +83,10 @@ func start(bin, dir string, args []string) (*Server, error) {
 	}
 	argv = append(argv, args...)
 
-	s := &Server{Addr: addr, exited: make(chan struct{}), log: &lockedBuffer{}}
-	s.cmd = exec.Command(bin, argv...)
-	s.cmd.Stdout = s.log
-	s.cmd.Stderr = s.log
-	setParentDeathSignal(s.cmd)
-	if err := s.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start redis-server: %w", err)
+	s := &Server{Addr: addr, bin: bin, dir: dir, argv: argv}
+	if err := s.launch(); err != nil {
+		return nil, err
 	}
-	go func() {
-		_ = s.cmd.Wait()
-		close(s.exited)
-	}()
 	if err := s.waitReady(); err != nil {
 		s.Kill()
 		out := s.log.String()
@@ -101,6 +96,39 @@ func start(bin, dir string, args []string) (*Server, error) {
 		return nil, fmt.Errorf("redis-server %q on %s: %w; its output:\n%s", argv, addr, err, out)
 	}
 	return s, nil
+}
+
+// launch starts the process.
+func (s *Server) launch() error {
+	s.exited, s.log, s.killOnce = make(chan struct{}), &lockedBuffer{}, &sync.Once{}
+	s.cmd = exec.Command(s.bin, s.argv...)
+	s.cmd.Stdout = s.log
+	s.cmd.Stderr = s.log
+	setParentDeathSignal(s.cmd)
+	if err := s.cmd.Start(); err != nil {
+		return fmt.Errorf("start redis-server: %w", err)
+	}
+	exited := s.exited
+	go func() {
+		_ = s.cmd.Wait()
+		close(exited)
+	}()
+	return nil
+}
+
+// Restart starts the server again after Kill, on the same port and with the
+// same options and data directory, so that it loads what it had persisted
+// (with "--appendonly", "yes", its AOF), and waits until it answers PING,
+// which Redis does only once loading is done.
+func (s *Server) Restart(t testing.TB) {
+	t.Helper()
+	s.Kill()
+	if err := s.launch(); err != nil {
+		t.Fatalf("redistest: %v", err)
+	}
+	if err := s.waitReady(); err != nil {
+		t.Fatalf("redistest: restart on %s: %v; its output:\n%s", s.Addr, err, s.log.String())
+	}
 }
 
 // waitReady waits until the server answers PING, it exits, or startTimeout
