@@ -281,7 +281,8 @@ func TestREST(t *testing.T) {
 
 // ndjson reads the lines of a REST watch.
 type ndjson struct {
-	lines chan map[string]any
+	lines  chan map[string]any
+	cancel context.CancelFunc
 }
 
 // restWatch opens GET /v1/expirations:watch and waits for its status line,
@@ -302,7 +303,7 @@ func (s *server) restWatch(t *testing.T, after string) *ndjson {
 	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/x-ndjson" {
 		t.Fatalf("watch: %s %s", resp.Status, resp.Header.Get("Content-Type"))
 	}
-	n := &ndjson{lines: make(chan map[string]any, 10000)}
+	n := &ndjson{lines: make(chan map[string]any, 10000), cancel: cancel}
 	go func() {
 		defer resp.Body.Close()
 		defer close(n.lines)

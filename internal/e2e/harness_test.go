@@ -55,6 +55,9 @@ type server struct {
 	cmd      *exec.Cmd
 	GRPCAddr string
 	HTTPAddr string
+	// DebugAddr serves /debug/pprof/ when the server was started with
+	// -debug-addr.
+	DebugAddr string
 	Client   pb.OrderServiceClient
 	Conn     *grpc.ClientConn
 
@@ -63,7 +66,10 @@ type server struct {
 	exited chan struct{}
 }
 
-var servingLine = regexp.MustCompile(`msg=serving grpc=(\S+) http=(\S+)`)
+var (
+	servingLine = regexp.MustCompile(`msg=serving grpc=(\S+) http=(\S+)`)
+	debugLine   = regexp.MustCompile(`msg="serving profiles" debug=(\S+)`)
+)
 
 // startServer starts the server on free ports with the given environment
 // (REDIS_URL and the like) and extra flags, and stops it when the test ends.
@@ -90,6 +96,11 @@ func startServer(t *testing.T, env map[string]string, flags ...string) *server {
 			s.mu.Lock()
 			s.logs.WriteString(line + "\n")
 			s.mu.Unlock()
+			if m := debugLine.FindStringSubmatch(line); m != nil {
+				s.mu.Lock()
+				s.DebugAddr = m[1]
+				s.mu.Unlock()
+			}
 			if m := servingLine.FindStringSubmatch(line); m != nil {
 				addrs <- m[1:]
 			}
@@ -106,6 +117,8 @@ func startServer(t *testing.T, env map[string]string, flags ...string) *server {
 	select {
 	case a := <-addrs:
 		s.GRPCAddr, s.HTTPAddr = a[0], a[1]
+		s.mu.Lock() // the debug line comes before the serving line
+		s.mu.Unlock()
 	case <-s.exited:
 		t.Fatalf("server exited before serving:\n%s", s.Logs())
 	case <-time.After(20 * time.Second):

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -40,6 +41,9 @@ type Store struct {
 
 	// wake tells the sweeper to look for due orders now.
 	wake chan struct{}
+	// nextSweep is when the sweeper plans to look next, in unix ms by
+	// Redis's clock.
+	nextSweep atomic.Int64
 
 	mu          sync.Mutex
 	configWarns int
@@ -118,9 +122,13 @@ func (s *Store) Checkout(ctx context.Context, id string, ttl time.Duration, md m
 	if err != nil {
 		return order.Order{}, false, err
 	}
-	// No local wake-up here: a checkout that brings the earliest deadline
-	// forward publishes on the wake channel, which reaches this replica's
-	// sweeper as well as the others'.
+	// A checkout that brings the earliest deadline forward publishes on the
+	// wake channel for every replica's sweeper. This replica's own sweeper
+	// is also woken here when the order is due before it planned to look,
+	// so that it keeps time while its subscription is down.
+	if code == "created" && o.Deadline.UnixMilli() < s.nextSweep.Load() {
+		s.Wake()
+	}
 	return o, code == "created", nil
 }
 

@@ -84,10 +84,12 @@ func (s *Store) expireDue(ctx context.Context) (time.Duration, error) {
 		if expired == sweepBatch {
 			continue // more may be due
 		}
-		if next < 0 {
-			return maxSweepSleep, nil
+		sleep := maxSweepSleep
+		if next >= 0 {
+			sleep = min(max(time.Duration(next-now)*time.Millisecond, time.Millisecond), maxSweepSleep)
 		}
-		return min(max(time.Duration(next-now)*time.Millisecond, time.Millisecond), maxSweepSleep), nil
+		s.nextSweep.Store(now + sleep.Milliseconds())
+		return sleep, nil
 	}
 }
 

@@ -1,0 +1,471 @@
+package e2e
+
+// The fault-injection suite: real redis-server processes, several replicas
+// of the built server, and faults injected for real (killed connections,
+// killed processes, a Redis crash with AOF, a proxy that delays, resets and
+// black-holes traffic, a watcher that stops reading). Every scenario asserts
+// that no acknowledged order is lost, none expires twice, and every watcher
+// receives every event in log order after resuming from its cursor. Each
+// logs a RESULT line with its figures; RELIABILITY.md records a run.
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	toxiproxy "github.com/Shopify/toxiproxy/v2/client"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/orderexpiry/orderexpiry/internal/gen/orderexpiry/v1"
+	"github.com/orderexpiry/orderexpiry/internal/redistest"
+)
+
+func result(t *testing.T, format string, args ...any) {
+	t.Helper()
+	t.Logf("RESULT %s: "+format, append([]any{t.Name()}, args...)...)
+}
+
+// TestFaultPubSubKilled kills the subscribers' connections over and over
+// (CLIENT KILL TYPE pubsub) while thousands of orders expire on two replicas.
+func TestFaultPubSubKilled(t *testing.T) {
+	r := redistest.Start(t)
+	env := map[string]string{"REDIS_URL": r.URL()}
+	a, b := startServer(t, env), startServer(t, env)
+	fa, fb := follow(t, anyAlive(0, a, b), "0-0"), follow(t, anyAlive(1, a, b), "0-0")
+
+	admin := r.Client(t)
+	var kills atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			n, err := admin.ClientKillByFilter(context.Background(), "TYPE", "pubsub").Result()
+			if err == nil {
+				kills.Add(n)
+			}
+		}
+	})
+	const n = 3000
+	acked := checkoutAll(t, roundRobin(a, b), ids("ps-", n), func(i int) time.Duration {
+		return 500*time.Millisecond + time.Duration(i)*2*time.Millisecond
+	})
+	time.Sleep(time.Until(time.Now().Add(500*time.Millisecond + n*2*time.Millisecond)))
+	close(stop)
+	wg.Wait()
+	l := checkLedger(t, r, acked, []*follower{fa, fb}, 20*time.Second)
+	p99, maxLate := lateness(fa.received())
+	if kills.Load() < 20 {
+		t.Errorf("only %d subscriber connections were killed", kills.Load())
+	}
+	result(t, "events=%d lost=%d doubled=%d pubsub_kills=%d lateness_p99=%s max=%s",
+		l.Events, l.Lost, l.Doubled, kills.Load(), p99, maxLate)
+}
+
+// TestFaultReplicaKilled sends SIGKILL to one of three replicas in the
+// middle of a burst of expirations: the survivors go on expiring on time,
+// and watchers of the dead one resume on a survivor.
+func TestFaultReplicaKilled(t *testing.T) {
+	r := redistest.Start(t)
+	env := map[string]string{"REDIS_URL": r.URL()}
+	reps := []*server{startServer(t, env), startServer(t, env), startServer(t, env)}
+	var fs []*follower
+	for i := range reps {
+		fs = append(fs, follow(t, anyAlive(i, reps...), "0-0"))
+	}
+	const n = 3000
+	start := time.Now()
+	acked := checkoutAll(t, roundRobin(reps...), ids("rk-", n), func(i int) time.Duration {
+		return time.Until(start.Add(2*time.Second + time.Duration(i)*time.Millisecond))
+	})
+	time.Sleep(time.Until(start.Add(3500 * time.Millisecond))) // mid-burst
+	killedAt := time.Now()
+	if !reps[0].Stop(syscall.SIGKILL) {
+		t.Fatal("replica 0 did not die")
+	}
+	l := checkLedger(t, r, acked, fs, 20*time.Second)
+	var after []*pb.ExpirationEvent
+	for _, ev := range fs[1].received() {
+		if ev.GetDeadline().AsTime().After(killedAt) {
+			after = append(after, ev)
+		}
+	}
+	p99, maxLate := lateness(after)
+	if p99 > 250*time.Millisecond {
+		t.Errorf("after the kill, the survivors expired orders late: p99 %s, max %s", p99, maxLate)
+	}
+	result(t, "events=%d lost=%d doubled=%d due_after_kill=%d lateness_after_kill_p99=%s max=%s resumes=%s",
+		l.Events, l.Lost, l.Doubled, len(after), p99, maxLate, fs[0].endsString())
+}
+
+// TestFaultRestartCatchUp kills the only replica, lets orders come due while
+// it is down, and starts it again: it catches them all up within a second
+// of becoming ready.
+func TestFaultRestartCatchUp(t *testing.T) {
+	r := redistest.Start(t)
+	env := map[string]string{"REDIS_URL": r.URL()}
+	s := startServer(t, env)
+	const n = 1000
+	acked := checkoutAll(t, func() *server { return s }, ids("rs-", n), func(i int) time.Duration {
+		return time.Second + time.Duration(i)*time.Millisecond
+	})
+	s.Stop(syscall.SIGKILL)
+	time.Sleep(2500 * time.Millisecond) // every order comes due while no replica runs
+	if got := len(readLog(t, r)); got != 0 {
+		t.Fatalf("%d orders expired with no replica running", got)
+	}
+	s2 := startServer(t, env)
+	ready := time.Now()
+	var caughtUp time.Duration
+	for {
+		if len(readLog(t, r)) >= n {
+			caughtUp = time.Since(ready)
+			break
+		}
+		if time.Since(ready) > 10*time.Second {
+			t.Fatalf("only %d of %d orders expired 10s after the restart", len(readLog(t, r)), n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	f := follow(t, func() *server { return s2 }, "0-0")
+	l := checkLedger(t, r, acked, []*follower{f}, 10*time.Second)
+	if caughtUp > time.Second {
+		t.Errorf("caught up %s after becoming ready, want within 1s", caughtUp)
+	}
+	result(t, "events=%d lost=%d doubled=%d caught_up_after_ready=%s", l.Events, l.Lost, l.Doubled, caughtUp.Round(time.Millisecond))
+}
+
+// TestFaultRedisCrashAOF kills Redis with SIGKILL in the middle of a burst
+// and starts it again from its append-only file. Orders come due while it is
+// down; Redis drops their keys while loading without an event, and the
+// service still expires them, once.
+func TestFaultRedisCrashAOF(t *testing.T) {
+	r := redistest.Start(t, "--appendonly", "yes", "--appendfsync", "everysec")
+	env := map[string]string{"REDIS_URL": r.URL()}
+	a, b := startServer(t, env), startServer(t, env)
+	fa, fb := follow(t, anyAlive(0, a, b), "0-0"), follow(t, anyAlive(1, a, b), "0-0")
+	const n = 2000
+	start := time.Now()
+	acked := checkoutAll(t, roundRobin(a, b), ids("aof-", n), func(i int) time.Duration {
+		return time.Until(start.Add(2500*time.Millisecond + time.Duration(i)*2*time.Millisecond))
+	})
+	// The crash comes more than a second after the last acknowledgement,
+	// in the middle of the expirations (due from 2.5 s to 6.5 s).
+	time.Sleep(time.Until(start.Add(3500 * time.Millisecond)))
+	before := len(readLog(t, r))
+	r.Kill()
+	crashed := time.Now()
+	time.Sleep(1500 * time.Millisecond)
+	r.Restart(t)
+	restarted := time.Now()
+	// The service notices within about a second: health says SERVING and
+	// checkouts work again.
+	a.waitHealthy()
+	recovered := time.Since(restarted)
+	if recovered > 2*time.Second {
+		t.Errorf("the service took %s to serve again after Redis came back", recovered)
+	}
+	l := checkLedger(t, r, acked, []*follower{fa, fb}, 20*time.Second)
+	result(t, "events=%d lost=%d doubled=%d expired_before_crash=%d redis_down=%s recovery_after_restart=%s",
+		l.Events, l.Lost, l.Doubled, before, restarted.Sub(crashed).Round(time.Millisecond), recovered.Round(time.Millisecond))
+}
+
+// TestFaultNetwork puts Toxiproxy between the replicas and Redis and injects
+// latency, connection resets, a black hole and an outage while orders
+// expire and checkouts go on.
+func TestFaultNetwork(t *testing.T) {
+	r := redistest.Start(t)
+	tp := startToxiproxy(t)
+	proxy, err := tp.CreateProxy("redis", "127.0.0.1:0", r.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"REDIS_URL": "redis://" + proxy.Listen + "/0"}
+	a, b := startServer(t, env), startServer(t, env)
+	fa, fb := follow(t, anyAlive(0, a, b), "0-0"), follow(t, anyAlive(1, a, b), "0-0")
+
+	// Orders due all through the faults, and more checked out during them.
+	start := time.Now()
+	const n = 2000
+	acked := checkoutAll(t, roundRobin(a, b), ids("net-", n), func(i int) time.Duration {
+		return time.Until(start.Add(time.Second + time.Duration(i)*5*time.Millisecond))
+	})
+	var during []string
+	var dmu sync.Mutex
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			got := checkoutAll(t, roundRobin(a, b), []string{fmt.Sprint("net-during-", i)}, func(int) time.Duration { return 300 * time.Millisecond })
+			dmu.Lock()
+			during = append(during, got...)
+			dmu.Unlock()
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+
+	phase := func(name string, d time.Duration, typ string, attrs toxiproxy.Attributes) {
+		t.Helper()
+		for _, stream := range []string{"downstream", "upstream"} {
+			if _, err := proxy.AddToxic(name+"-"+stream, typ, stream, 1, attrs); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(d)
+		for _, stream := range []string{"downstream", "upstream"} {
+			if err := proxy.RemoveToxic(name + "-" + stream); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	phase("latency", 2*time.Second, "latency", toxiproxy.Attributes{"latency": 50, "jitter": 20})
+	phase("reset", time.Second, "reset_peer", toxiproxy.Attributes{"timeout": 0})
+	phase("blackhole", 2*time.Second, "timeout", toxiproxy.Attributes{"timeout": 0})
+
+	// An outage: calls fail fast with UNAVAILABLE, health says NOT_SERVING,
+	// and the service recovers by itself once Redis is reachable again.
+	if err := proxy.Disable(); err != nil {
+		t.Fatal(err)
+	}
+	begin := time.Now()
+	_, err = a.Client.Checkout(context.Background(), &pb.CheckoutRequest{OrderId: "net-outage"})
+	failFast := time.Since(begin)
+	if status.Code(err) != codes.Unavailable || failFast > time.Second {
+		t.Errorf("checkout during the outage: %v after %s, want UNAVAILABLE within 1s", err, failFast)
+	}
+	waitHealth(t, a, healthpb.HealthCheckResponse_NOT_SERVING, 5*time.Second)
+	time.Sleep(time.Second)
+	if err := proxy.Enable(); err != nil {
+		t.Fatal(err)
+	}
+	back := time.Now()
+	waitHealth(t, a, healthpb.HealthCheckResponse_SERVING, 5*time.Second)
+	for {
+		_, err := a.Client.Checkout(context.Background(), &pb.CheckoutRequest{OrderId: "net-after", Ttl: durationOf(200 * time.Millisecond)})
+		if err == nil {
+			break
+		}
+		if time.Since(back) > 5*time.Second {
+			t.Fatalf("checkout still fails 5s after the outage: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	recovered := time.Since(back)
+	if recovered > 2*time.Second {
+		t.Errorf("recovered %s after the outage, want within 2s", recovered)
+	}
+	close(stop)
+	wg.Wait()
+	all := append(append(acked, during...), "net-after")
+	l := checkLedger(t, r, all, []*follower{fa, fb}, 30*time.Second)
+	result(t, "events=%d lost=%d doubled=%d checkouts_during_faults=%d outage_fail_fast=%s recovery=%s watch_ends=%s",
+		l.Events, l.Lost, l.Doubled, len(during), failFast.Round(time.Millisecond), recovered.Round(time.Millisecond), fa.endsString())
+}
+
+func waitHealth(t *testing.T, s *server, want healthpb.HealthCheckResponse_ServingStatus, timeout time.Duration) {
+	t.Helper()
+	hc := healthpb.NewHealthClient(s.Conn)
+	deadline := time.Now().Add(timeout)
+	for {
+		h, err := hc.Check(context.Background(), &healthpb.HealthCheckRequest{})
+		if err == nil && h.GetStatus() == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("health is %v (%v) after %s, want %v", h.GetStatus(), err, timeout, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestFaultStalledWatcher: a watcher that stops reading is closed with
+// RESOURCE_EXHAUSTED and the cursor it reached; it resumes from there and
+// misses nothing. The other watcher and the server's memory are unaffected.
+func TestFaultStalledWatcher(t *testing.T) {
+	r := redistest.Start(t)
+	s := startServer(t, map[string]string{"REDIS_URL": r.URL()}, "-watch-buffer", "64", "-debug-addr", "127.0.0.1:0")
+	healthy := follow(t, func() *server { return s }, "0-0")
+	heapBefore := s.heapInuse(t)
+
+	// A client with fixed, small flow-control windows, so that the server
+	// feels it stop reading after about 64 KiB.
+	conn, err := grpc.NewClient(s.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stalled, err := pb.NewOrderServiceClient(conn).WatchExpirations(ctx, &pb.WatchExpirationsRequest{AfterCursor: "0-0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stalled.Header(); err != nil {
+		t.Fatal(err)
+	}
+
+	const n = 5000
+	md := map[string]string{"note": strings.Repeat("x", 200)} // events of ~300 bytes
+	var acked []string
+	for i := range n {
+		id := fmt.Sprint("st-", i)
+		if _, err := s.Client.Checkout(context.Background(), &pb.CheckoutRequest{OrderId: id, Ttl: durationOf(500*time.Millisecond + time.Duration(i/2)*time.Millisecond), Metadata: md}); err != nil {
+			t.Fatal(err)
+		}
+		acked = append(acked, id)
+	}
+	l := checkLedger(t, r, acked, []*follower{healthy}, 20*time.Second)
+	p99, maxLate := lateness(healthy.received())
+	heapAfter := s.heapInuse(t)
+	if grew := heapAfter - heapBefore; grew > 16<<20 {
+		t.Errorf("heap grew by %d bytes while a watcher was stalled", grew)
+	}
+
+	// The stalled watcher reads again: what was in flight, then the end.
+	var got []*pb.ExpirationEvent
+	var end error
+	for {
+		ev, err := stalled.Recv()
+		if err != nil {
+			end = err
+			break
+		}
+		got = append(got, ev)
+	}
+	if status.Code(end) != codes.ResourceExhausted {
+		t.Fatalf("the stalled watch ended with %v after %d events, want RESOURCE_EXHAUSTED", end, len(got))
+	}
+	if len(got) == 0 || len(got) >= n {
+		t.Fatalf("the stalled watcher received %d events before it was closed", len(got))
+	}
+	beforeClose := len(got)
+	last := got[len(got)-1].GetCursor()
+	trailer := stalled.Trailer()
+	if !strings.Contains(status.Convert(end).Message(), "after_cursor="+last) || !equal(trailer.Get("resume-cursor"), last) {
+		t.Fatalf("closed with %q, trailer %v; want the cursor %s it reached", status.Convert(end).Message(), trailer, last)
+	}
+	rest, err := s.Client.WatchExpirations(context.Background(), &pb.WatchExpirationsRequest{AfterCursor: last})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for len(got) < l.Events {
+		ev, err := rest.Recv()
+		if err != nil {
+			t.Fatalf("resumed watch: %v after %d events", err, len(got))
+		}
+		got = append(got, ev)
+	}
+	log := readLog(t, r)
+	for i, ev := range got {
+		if ev.GetCursor() != log[i].cursor {
+			t.Fatalf("after resuming, event %d is %s; the log has %s", i, ev.GetCursor(), log[i].cursor)
+		}
+	}
+	result(t, "events=%d lost=%d doubled=%d stalled_received_before_close=%d healthy_watcher_p99=%s max=%s heap_before=%d heap_after=%d",
+		l.Events, l.Lost, l.Doubled, beforeClose, p99, maxLate, heapBefore, heapAfter)
+}
+
+func equal(vs []string, v string) bool { return len(vs) == 1 && vs[0] == v }
+
+// TestManyWatchersNoLeak: hundreds of watchers come and go at once, round
+// after round; when they are gone, so are their goroutines, and the heap
+// does not grow from one round to the next.
+func TestManyWatchersNoLeak(t *testing.T) {
+	r := redistest.Start(t)
+	s := startServer(t, map[string]string{"REDIS_URL": r.URL()}, "-debug-addr", "127.0.0.1:0")
+	waitGoroutines := func(max int) int {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			g := s.goroutines(t)
+			if g <= max || time.Now().After(deadline) {
+				return g
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	// Warm up: the first REST call opens the gateway's connection to the
+	// gRPC port, whose goroutines stay.
+	s.watch(t, "").cancel()
+	s.restWatch(t, "").cancel()
+	time.Sleep(200 * time.Millisecond)
+	baseG := s.goroutines(t)
+
+	const grpcWatchers, restWatchers, rounds = 300, 100, 3
+	var peakG, afterG int
+	var heaps []int
+	for round := range rounds {
+		var watchers []*watcher
+		var rest []*ndjson
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for i := range grpcWatchers + restWatchers {
+			wg.Go(func() {
+				if i < grpcWatchers {
+					w := s.watch(t, "")
+					mu.Lock()
+					watchers = append(watchers, w)
+					mu.Unlock()
+					return
+				}
+				n := s.restWatch(t, "")
+				mu.Lock()
+				rest = append(rest, n)
+				mu.Unlock()
+			})
+		}
+		wg.Wait()
+		peakG = max(peakG, s.goroutines(t))
+		id := fmt.Sprint("leak-", round)
+		if _, err := s.Client.Checkout(context.Background(), &pb.CheckoutRequest{OrderId: id, Ttl: durationOf(100 * time.Millisecond)}); err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range watchers {
+			if ev := w.next(t, 5*time.Second); ev.GetOrderId() != id {
+				t.Fatalf("watcher got %v", ev)
+			}
+		}
+		for _, n := range rest {
+			if ev := n.next(t); ev["orderId"] != id {
+				t.Fatalf("REST watcher got %v", ev)
+			}
+		}
+		for _, w := range watchers {
+			w.cancel()
+		}
+		for _, n := range rest {
+			n.cancel()
+		}
+		afterG = waitGoroutines(baseG + 5)
+		if afterG > baseG+5 {
+			t.Errorf("round %d: goroutines: %d before, %d with %d watchers, %d after they left", round, baseG, peakG, grpcWatchers+restWatchers, afterG)
+		}
+		heaps = append(heaps, s.heapInuse(t))
+	}
+	// The first round fills pools and buffers that stay; later rounds must
+	// not add to them.
+	if heaps[rounds-1] > heaps[0]+1<<20 {
+		t.Errorf("heap in use after each round grew: %v", heaps)
+	}
+	result(t, "watchers_per_round=%d rounds=%d goroutines_before=%d peak=%d after=%d heap_after_each_round=%v",
+		grpcWatchers+restWatchers, rounds, baseG, peakG, afterG, heaps)
+}

@@ -1,0 +1,370 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	pb "github.com/orderexpiry/orderexpiry/internal/gen/orderexpiry/v1"
+	"github.com/orderexpiry/orderexpiry/internal/redistest"
+)
+
+// follower is a watcher as its users write one: it streams expirations and,
+// whenever the stream ends, resumes after the cursor of the last event it
+// received, on whichever replica pick gives it.
+type follower struct {
+	mu      sync.Mutex
+	events  []*pb.ExpirationEvent
+	ends    map[codes.Code]int // why streams ended
+	changed chan struct{}      // closed and replaced on every event
+	done    chan struct{}
+}
+
+// follow starts a follower that begins after the cursor ("0-0": the whole
+// retained log) and runs until the test ends.
+func follow(t *testing.T, pick func() *server, after string) *follower {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	f := &follower{ends: map[codes.Code]int{}, changed: make(chan struct{}), done: make(chan struct{})}
+	t.Cleanup(func() {
+		cancel()
+		<-f.done
+	})
+	go func() {
+		defer close(f.done)
+		cursor := after
+		for ctx.Err() == nil {
+			s := pick()
+			if s == nil {
+				time.Sleep(50 * time.Millisecond)
+				continue
+			}
+			err := f.stream(ctx, s, &cursor)
+			if ctx.Err() != nil {
+				return
+			}
+			f.mu.Lock()
+			f.ends[status.Code(err)]++
+			f.mu.Unlock()
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	return f
+}
+
+func (f *follower) stream(ctx context.Context, s *server, cursor *string) error {
+	stream, err := s.Client.WatchExpirations(ctx, &pb.WatchExpirationsRequest{AfterCursor: *cursor})
+	if err != nil {
+		return err
+	}
+	for {
+		ev, err := stream.Recv()
+		if err != nil {
+			return err
+		}
+		f.mu.Lock()
+		f.events = append(f.events, ev)
+		close(f.changed)
+		f.changed = make(chan struct{})
+		f.mu.Unlock()
+		*cursor = ev.GetCursor()
+	}
+}
+
+// received returns a copy of what the follower has received so far.
+func (f *follower) received() []*pb.ExpirationEvent {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.events)
+}
+
+// waitFor waits until the follower has received n events.
+func (f *follower) waitFor(t *testing.T, n int, timeout time.Duration) {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		f.mu.Lock()
+		got, changed := len(f.events), f.changed
+		f.mu.Unlock()
+		if got >= n {
+			return
+		}
+		select {
+		case <-changed:
+		case <-deadline:
+			t.Fatalf("follower received %d of %d events within %s (stream ends: %v)", got, n, timeout, f.endsString())
+		}
+	}
+}
+
+func (f *follower) endsString() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return fmt.Sprint(f.ends)
+}
+
+// logEntry is one expiration as the Redis event log holds it.
+type logEntry struct {
+	cursor, orderID string
+}
+
+// readLog reads the whole expiration log from Redis.
+func readLog(t *testing.T, r *redistest.Server) []logEntry {
+	t.Helper()
+	msgs, err := r.Client(t).XRange(context.Background(), "oe:{0}:events", "-", "+").Result()
+	if err != nil {
+		t.Fatalf("XRANGE: %v", err)
+	}
+	out := make([]logEntry, len(msgs))
+	for i, m := range msgs {
+		out[i] = logEntry{cursor: m.ID, orderID: fmt.Sprint(m.Values["id"])}
+	}
+	return out
+}
+
+// ledger is what a fault scenario asserts: every acknowledged order expired
+// exactly once in the log, and every follower received the log, in order.
+type ledger struct {
+	Events, Lost, Doubled int
+}
+
+// checkLedger waits until the log holds an expiration for every order in
+// acked (or timeout passes), then counts what was lost and what was
+// doubled, and checks that every follower received exactly the log.
+func checkLedger(t *testing.T, r *redistest.Server, acked []string, followers []*follower, timeout time.Duration) ledger {
+	t.Helper()
+	want := map[string]bool{}
+	for _, id := range acked {
+		want[id] = true
+	}
+	var log []logEntry
+	deadline := time.Now().Add(timeout)
+	for {
+		log = readLog(t, r)
+		seen := map[string]bool{}
+		for _, e := range log {
+			seen[e.orderID] = true
+		}
+		missing := 0
+		for id := range want {
+			if !seen[id] {
+				missing++
+			}
+		}
+		if missing == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	count := map[string]int{}
+	for _, e := range log {
+		count[e.orderID]++
+	}
+	l := ledger{Events: len(log)}
+	for id := range want {
+		if count[id] == 0 {
+			l.Lost++
+		}
+	}
+	for _, n := range count {
+		if n > 1 {
+			l.Doubled += n - 1
+		}
+	}
+	for i, f := range followers {
+		f.waitFor(t, len(log), timeout)
+		got := f.received()
+		if len(got) != len(log) {
+			t.Errorf("follower %d received %d events; the log holds %d", i, len(got), len(log))
+			continue
+		}
+		for j, ev := range got {
+			if ev.GetCursor() != log[j].cursor || ev.GetOrderId() != log[j].orderID {
+				t.Errorf("follower %d: event %d is %s %s; the log has %s %s there", i, j, ev.GetCursor(), ev.GetOrderId(), log[j].cursor, log[j].orderID)
+				break
+			}
+		}
+	}
+	if l.Lost > 0 || l.Doubled > 0 {
+		t.Errorf("lost %d, doubled %d of %d acknowledged orders", l.Lost, l.Doubled, len(acked))
+	}
+	return l
+}
+
+// checkoutAll checks out orders, retrying each on UNAVAILABLE (a checkout is
+// safe to repeat), on the replica pick gives, and returns the ids that
+// were acknowledged. ttl gives each order its time to live.
+func checkoutAll(t *testing.T, pick func() *server, ids []string, ttl func(i int) time.Duration) []string {
+	t.Helper()
+	var acked []string
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	const workers = 16
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < len(ids); i += workers {
+				for attempt := 0; attempt < 50; attempt++ {
+					s := pick()
+					if s == nil {
+						time.Sleep(50 * time.Millisecond)
+						continue
+					}
+					ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+					_, err := s.Client.Checkout(ctx, &pb.CheckoutRequest{OrderId: ids[i], Ttl: durationOf(ttl(i))})
+					cancel()
+					if err == nil {
+						mu.Lock()
+						acked = append(acked, ids[i])
+						mu.Unlock()
+						break
+					}
+					if c := status.Code(err); c != codes.Unavailable && c != codes.DeadlineExceeded {
+						t.Errorf("checkout %s: %v", ids[i], err)
+						return
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return acked
+}
+
+// lateness returns the largest expired_at - deadline among events.
+func lateness(events []*pb.ExpirationEvent) (p99, maxLate time.Duration) {
+	if len(events) == 0 {
+		return 0, 0
+	}
+	ls := make([]time.Duration, len(events))
+	for i, ev := range events {
+		ls[i] = ev.GetExpiredAt().AsTime().Sub(ev.GetDeadline().AsTime())
+	}
+	slices.Sort(ls)
+	return ls[len(ls)*99/100], ls[len(ls)-1]
+}
+
+func ids(prefix string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = prefix + strconv.Itoa(i)
+	}
+	return out
+}
+
+// debugValue reads a number from one of the server's /debug/pprof pages.
+func (s *server) debugValue(t *testing.T, path string, re *regexp.Regexp) int {
+	t.Helper()
+	if s.DebugAddr == "" {
+		t.Fatal("the server was not started with -debug-addr")
+	}
+	resp, err := http.Get("http://" + s.DebugAddr + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := re.FindSubmatch(body)
+	if m == nil {
+		t.Fatalf("%s: no match for %s", path, re)
+	}
+	n, err := strconv.Atoi(string(m[1]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+var (
+	goroutinesRe = regexp.MustCompile(`goroutine profile: total (\d+)`)
+	heapInuseRe  = regexp.MustCompile(`# HeapInuse = (\d+)`)
+)
+
+// goroutines is the server's number of goroutines.
+func (s *server) goroutines(t *testing.T) int {
+	return s.debugValue(t, "/debug/pprof/goroutine?debug=1", goroutinesRe)
+}
+
+// heapInuse is the server's heap in use after a collection.
+func (s *server) heapInuse(t *testing.T) int {
+	return s.debugValue(t, "/debug/pprof/heap?debug=1&gc=1", heapInuseRe)
+}
+
+// rss is the server's resident memory in kB.
+func (s *server) rss(t *testing.T) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			n, _ := strconv.Atoi(strings.Fields(v)[0])
+			return n
+		}
+	}
+	t.Fatal("no VmRSS")
+	return 0
+}
+
+// alive reports whether the process is still running.
+func (s *server) alive() bool {
+	select {
+	case <-s.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+func durationOf(d time.Duration) *durationpb.Duration { return durationpb.New(d) }
+
+// anyAlive returns a pick function that prefers servers[i] and otherwise
+// takes the first live one.
+func anyAlive(prefer int, servers ...*server) func() *server {
+	return func() *server {
+		if s := servers[prefer%len(servers)]; s.alive() {
+			return s
+		}
+		for _, s := range servers {
+			if s.alive() {
+				return s
+			}
+		}
+		return nil
+	}
+}
+
+// roundRobin returns a pick function that spreads calls over live servers.
+func roundRobin(servers ...*server) func() *server {
+	var mu sync.Mutex
+	next := 0
+	return func() *server {
+		mu.Lock()
+		defer mu.Unlock()
+		for range servers {
+			s := servers[next%len(servers)]
+			next++
+			if s.alive() {
+				return s
+			}
+		}
+		return nil
+	}
+}
