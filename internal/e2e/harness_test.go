@@ -58,8 +58,8 @@ type server struct {
 	// DebugAddr serves /debug/pprof/ when the server was started with
 	// -debug-addr.
 	DebugAddr string
-	Client   pb.OrderServiceClient
-	Conn     *grpc.ClientConn
+	Client    pb.OrderServiceClient
+	Conn      *grpc.ClientConn
 
 	mu     sync.Mutex
 	logs   bytes.Buffer

@@ -1,0 +1,199 @@
+package main
+
+import (
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/orderexpiry/orderexpiry/internal/order"
+)
+
+func mapEnv(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func TestParseConfig(t *testing.T) {
+	defaults := config{
+		grpcAddr:        ":9090",
+		httpAddr:        ":8080",
+		redisURL:        "",
+		limits:          order.DefaultLimits,
+		retention:       24 * time.Hour,
+		watchBuffer:     1024,
+		shutdownTimeout: 10 * time.Second,
+		logLevel:        slog.LevelInfo,
+	}
+	with := func(f func(*config)) config {
+		c := defaults
+		f(&c)
+		return c
+	}
+	allEnv := map[string]string{
+		"GRPC_ADDR":        "127.0.0.1:1",
+		"HTTP_ADDR":        "127.0.0.1:2",
+		"DEBUG_ADDR":       "127.0.0.1:6060",
+		"REDIS_URL":        "redis://localhost:6379/3",
+		"DEFAULT_TTL":      "1m",
+		"MAX_TTL":          "2h",
+		"RETENTION":        "90m",
+		"SHUTDOWN_TIMEOUT": "3s",
+		"LOG_LEVEL":        "debug",
+	}
+	fromEnv := with(func(c *config) {
+		c.grpcAddr = "127.0.0.1:1"
+		c.httpAddr = "127.0.0.1:2"
+		c.debugAddr = "127.0.0.1:6060"
+		c.redisURL = "redis://localhost:6379/3"
+		c.limits.DefaultTTL = time.Minute
+		c.limits.MaxTTL = 2 * time.Hour
+		c.retention = 90 * time.Minute
+		c.shutdownTimeout = 3 * time.Second
+		c.logLevel = slog.LevelDebug
+	})
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		want    config
+		wantErr string // a substring of the error; empty: no error
+	}{
+		{name: "defaults", want: defaults},
+		{name: "empty variables mean unset", env: map[string]string{"GRPC_ADDR": "", "DEFAULT_TTL": "", "LOG_LEVEL": ""}, want: defaults},
+		{name: "every variable", env: allEnv, want: fromEnv},
+		{name: "every flag", args: []string{
+			"-grpc-addr", "127.0.0.1:3", "-http-addr=127.0.0.1:4", "-debug-addr=:6061", "-redis-url", "rediss://h:6380/1",
+			"-default-ttl", "30s", "-max-ttl", "1h", "-retention", "2h", "-shutdown-timeout", "1s",
+			"-watch-buffer", "7", "-log-level", "warn",
+		}, want: with(func(c *config) {
+			c.grpcAddr = "127.0.0.1:3"
+			c.httpAddr = "127.0.0.1:4"
+			c.debugAddr = ":6061"
+			c.redisURL = "rediss://h:6380/1"
+			c.limits.DefaultTTL = 30 * time.Second
+			c.limits.MaxTTL = time.Hour
+			c.retention = 2 * time.Hour
+			c.shutdownTimeout = time.Second
+			c.watchBuffer = 7
+			c.logLevel = slog.LevelWarn
+		})},
+		{name: "flags beat variables", env: allEnv, args: []string{
+			"-grpc-addr=:1", "-http-addr=:2", "-debug-addr=", "-redis-url=", "-default-ttl=2m", "-max-ttl=3h",
+			"-retention=5s", "-shutdown-timeout=4s", "-log-level=error",
+		}, want: with(func(c *config) {
+			c.grpcAddr = ":1"
+			c.httpAddr = ":2"
+			c.limits.DefaultTTL = 2 * time.Minute
+			c.limits.MaxTTL = 3 * time.Hour
+			c.retention = 5 * time.Second
+			c.shutdownTimeout = 4 * time.Second
+			c.logLevel = slog.LevelError
+		})},
+		{name: "one flag beats its variable and leaves the others", env: allEnv, args: []string{"--max-ttl", "5h"},
+			want: func() config { c := fromEnv; c.limits.MaxTTL = 5 * time.Hour; return c }()},
+		{name: "log level is case-insensitive", env: map[string]string{"LOG_LEVEL": "WARN"}, want: with(func(c *config) { c.logLevel = slog.LevelWarn })},
+		{name: "max equal to default", args: []string{"-default-ttl=1h", "-max-ttl=1h"},
+			want: with(func(c *config) { c.limits.DefaultTTL = time.Hour; c.limits.MaxTTL = time.Hour })},
+		{name: "retention of exactly 1s", args: []string{"-retention=1s"}, want: with(func(c *config) { c.retention = time.Second })},
+		{name: "watch buffer of 1", args: []string{"-watch-buffer=1"}, want: with(func(c *config) { c.watchBuffer = 1 })},
+
+		{name: "bad DEFAULT_TTL", env: map[string]string{"DEFAULT_TTL": "soon"}, wantErr: `DEFAULT_TTL="soon": not a duration`},
+		{name: "bad MAX_TTL", env: map[string]string{"MAX_TTL": "10"}, wantErr: `MAX_TTL="10": not a duration`},
+		{name: "bad RETENTION", env: map[string]string{"RETENTION": "1 day"}, wantErr: `RETENTION="1 day"`},
+		{name: "bad SHUTDOWN_TIMEOUT", env: map[string]string{"SHUTDOWN_TIMEOUT": "x"}, wantErr: `SHUTDOWN_TIMEOUT="x"`},
+		{name: "bad flag duration", args: []string{"-default-ttl", "soon"}, wantErr: `invalid value "soon" for flag -default-ttl`},
+		{name: "bad flag duration for retention", args: []string{"-retention=1d"}, wantErr: "-retention"},
+		{name: "bad watch buffer", args: []string{"-watch-buffer=many"}, wantErr: "-watch-buffer"},
+		{name: "watch buffer of 0", args: []string{"-watch-buffer=0"}, wantErr: "watch buffer must be at least 1, got 0"},
+		{name: "max-ttl below default-ttl by flag", args: []string{"-default-ttl=2h", "-max-ttl=1h"}, wantErr: "max ttl 1h0m0s is less than the default ttl 2h0m0s"},
+		{name: "max-ttl below default-ttl by env", env: map[string]string{"DEFAULT_TTL": "200h"}, wantErr: "max ttl 168h0m0s is less than the default ttl 200h0m0s"},
+		{name: "zero default-ttl", args: []string{"-default-ttl=0s"}, wantErr: "default ttl must be more than zero"},
+		{name: "retention below 1s", args: []string{"-retention=999ms"}, wantErr: "retention 999ms is too short; it must be at least 1s"},
+		{name: "retention below 1s by env", env: map[string]string{"RETENTION": "10ms"}, wantErr: "retention 10ms is too short"},
+		{name: "unknown flag", args: []string{"-verbose"}, wantErr: "flag provided but not defined: -verbose"},
+		{name: "stray argument", args: []string{"serve"}, wantErr: `unexpected argument "serve"`},
+		{name: "stray argument after flags", args: []string{"-retention=1h", "extra", "more"}, wantErr: `unexpected argument "extra"`},
+		{name: "bad log level by flag", args: []string{"-log-level=loud"}, wantErr: `log level "loud": want debug, info, warn or error`},
+		{name: "bad log level by env", env: map[string]string{"LOG_LEVEL": "trace"}, wantErr: `log level "trace"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseConfig(tt.args, mapEnv(tt.env), io.Discard)
+			if tt.wantErr != "" {
+				if err == nil {
+					t.Fatalf("parseConfig = %+v, nil; want an error containing %q", got, tt.wantErr)
+				}
+				if !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("parseConfig error %q does not contain %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("parseConfig = %v", err)
+			}
+			if got != tt.want {
+				t.Errorf("parseConfig =\n %+v\nwant\n %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestParseConfigWritesUsageToStderr checks that flag errors go to the
+// given writer, not to the process's stderr.
+func TestParseConfigWritesUsageToStderr(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{name: "unknown flag", args: []string{"-nope"}, want: "-grpc-addr"},
+		{name: "help", args: []string{"-h"}, want: "$DEFAULT_TTL"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var buf strings.Builder
+			if _, err := parseConfig(tt.args, mapEnv(nil), &buf); err == nil {
+				t.Fatal("parseConfig succeeded, want an error")
+			}
+			if !strings.Contains(buf.String(), tt.want) {
+				t.Errorf("usage %q does not mention %q", buf.String(), tt.want)
+			}
+		})
+	}
+}
+
+func TestDialAddr(t *testing.T) {
+	tests := []struct {
+		name string
+		addr string
+		want string
+	}{
+		{name: "IPv6 wildcard", addr: "[::]:9090", want: "127.0.0.1:9090"},
+		{name: "IPv4 wildcard", addr: "0.0.0.0:9090", want: "127.0.0.1:9090"},
+		{name: "no host", addr: ":9090", want: "127.0.0.1:9090"},
+		{name: "IPv4 loopback", addr: "127.0.0.1:5", want: "127.0.0.1:5"},
+		{name: "IPv6 loopback", addr: "[::1]:7", want: "[::1]:7"},
+		{name: "another IPv4 address", addr: "10.1.2.3:443", want: "10.1.2.3:443"},
+		{name: "another IPv6 address", addr: "[2001:db8::1]:80", want: "[2001:db8::1]:80"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a, err := net.ResolveTCPAddr("tcp", tt.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := dialAddr(a); got != tt.want {
+				t.Errorf("dialAddr(%s) = %q, want %q", tt.addr, got, tt.want)
+			}
+		})
+	}
+
+	t.Run("not TCP", func(t *testing.T) {
+		a := &net.UnixAddr{Name: "/tmp/grpc.sock", Net: "unix"}
+		if got := dialAddr(a); got != "/tmp/grpc.sock" {
+			t.Errorf("dialAddr(%v) = %q, want the address unchanged", a, got)
+		}
+	})
+}

@@ -1,0 +1,224 @@
+package order
+
+import (
+	"math"
+	"strings"
+	"testing"
+)
+
+func TestParseCursor(t *testing.T) {
+	tests := []struct {
+		name string
+		in   string
+		want Cursor
+		text string // String() of the result; the input when empty
+	}{
+		{name: "zero", in: "0-0", want: Cursor{}},
+		{name: "typical", in: "1732170000000-0", want: Cursor{Ms: 1732170000000}},
+		{name: "with a sequence", in: "1795240202144-7", want: Cursor{Ms: 1795240202144, Seq: 7}},
+		{name: "only a sequence", in: "0-5", want: Cursor{Seq: 5}},
+		{name: "largest", in: "18446744073709551615-18446744073709551615",
+			want: Cursor{Ms: math.MaxUint64, Seq: math.MaxUint64}},
+		{name: "leading zeros are read as decimal", in: "007-010", want: Cursor{Ms: 7, Seq: 10}, text: "7-10"},
+		{name: "all zeros", in: "000-000", want: Cursor{}, text: "0-0"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ParseCursor(tt.in)
+			if err != nil {
+				t.Fatalf("ParseCursor(%q) = %v", tt.in, err)
+			}
+			if got != tt.want {
+				t.Fatalf("ParseCursor(%q) = %+v, want %+v", tt.in, got, tt.want)
+			}
+			text := tt.text
+			if text == "" {
+				text = tt.in
+			}
+			if s := got.String(); s != text {
+				t.Errorf("String() = %q, want %q", s, text)
+			}
+			back, err := ParseCursor(got.String())
+			if err != nil || back != got {
+				t.Errorf("ParseCursor(String()) = %+v, %v; want %+v", back, err, got)
+			}
+		})
+	}
+}
+
+func TestParseCursorMalformed(t *testing.T) {
+	long := strings.Repeat("1", 5000) + "-0"
+	tests := []struct {
+		name   string
+		in     string
+		quoted string // what the message quotes; the input when empty
+	}{
+		{name: "empty", in: ""},
+		{name: "no dash", in: "1"},
+		{name: "no sequence", in: "1-"},
+		{name: "no ms", in: "-1"},
+		{name: "only a dash", in: "-"},
+		{name: "letters", in: "a-1"},
+		{name: "letters in seq", in: "1-b"},
+		{name: "three parts", in: "1-2-3"},
+		{name: "two dashes", in: "1--2"},
+		{name: "ms overflows uint64", in: "18446744073709551616-0"},
+		{name: "seq overflows uint64", in: "0-18446744073709551616"},
+		{name: "negative seq", in: "1--1"},
+		{name: "plus sign", in: "+1-0"},
+		{name: "spaces", in: " 1-0"},
+		{name: "trailing newline", in: "1-0\n"},
+		{name: "hex", in: "0x10-0"},
+		{name: "underscores", in: "1_000-0"},
+		{name: "42 characters of zeros", in: strings.Repeat("0", 40) + "-0"},
+		{name: "very long", in: long, quoted: long[:64] + "…"},
+		{name: "non-ASCII digits", in: "١-٠"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := ParseCursor(tt.in)
+			if err == nil {
+				t.Fatalf("ParseCursor(%q) = %+v, want an error", tt.in, c)
+			}
+			if c != (Cursor{}) {
+				t.Errorf("cursor with an error = %+v, want the zero cursor", c)
+			}
+			quoted := tt.quoted
+			if quoted == "" {
+				quoted = tt.in
+			}
+			wantInvalid(t, err, "after_cursor", "is not a cursor", `"1732170000000-0"`)
+			if q := `"` + strings.ReplaceAll(quoted, "\n", `\n`) + `"`; !strings.Contains(err.Error(), q) {
+				t.Errorf("error %q does not quote the input as %s", err, q)
+			}
+			if len(err.Error()) > 300 {
+				t.Errorf("error is %d bytes long; a long input should be clipped", len(err.Error()))
+			}
+		})
+	}
+}
+
+func TestCursorLessAndNext(t *testing.T) {
+	tests := []struct {
+		name string
+		a, b Cursor
+		less bool // a.Less(b)
+	}{
+		{name: "equal zero", a: Cursor{}, b: Cursor{}, less: false},
+		{name: "equal", a: Cursor{5, 2}, b: Cursor{5, 2}, less: false},
+		{name: "smaller ms", a: Cursor{4, 9}, b: Cursor{5, 0}, less: true},
+		{name: "larger ms", a: Cursor{6, 0}, b: Cursor{5, 9}, less: false},
+		{name: "same ms smaller seq", a: Cursor{5, 1}, b: Cursor{5, 2}, less: true},
+		{name: "same ms larger seq", a: Cursor{5, 3}, b: Cursor{5, 2}, less: false},
+		{name: "zero before anything", a: Cursor{}, b: Cursor{0, 1}, less: true},
+		{name: "max seq before next ms", a: Cursor{1, math.MaxUint64}, b: Cursor{2, 0}, less: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.a.Less(tt.b); got != tt.less {
+				t.Errorf("%v.Less(%v) = %v, want %v", tt.a, tt.b, got, tt.less)
+			}
+			if tt.a != tt.b && tt.b.Less(tt.a) == tt.less {
+				t.Errorf("Less is not antisymmetric for %v and %v", tt.a, tt.b)
+			}
+		})
+	}
+
+	next := []struct {
+		name string
+		c    Cursor
+		want Cursor
+	}{
+		{name: "zero", c: Cursor{}, want: Cursor{0, 1}},
+		{name: "keeps the ms", c: Cursor{1732170000000, 0}, want: Cursor{1732170000000, 1}},
+		{name: "increments the seq", c: Cursor{7, 41}, want: Cursor{7, 42}},
+	}
+	for _, tt := range next {
+		t.Run("Next of "+tt.name, func(t *testing.T) {
+			got := tt.c.Next()
+			if got != tt.want {
+				t.Errorf("%v.Next() = %v, want %v", tt.c, got, tt.want)
+			}
+			if !tt.c.Less(got) {
+				t.Errorf("%v.Next() = %v does not come after it", tt.c, got)
+			}
+		})
+	}
+}
+
+func TestCursorIsZero(t *testing.T) {
+	tests := []struct {
+		name string
+		c    Cursor
+		want bool
+	}{
+		{name: "zero", c: Cursor{}, want: true},
+		{name: "ms", c: Cursor{Ms: 1}, want: false},
+		{name: "seq", c: Cursor{Seq: 1}, want: false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.c.IsZero(); got != tt.want {
+				t.Errorf("%v.IsZero() = %v, want %v", tt.c, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestCheckCursor(t *testing.T) {
+	const (
+		now       = uint64(1_800_000_000_000)
+		retention = uint64(24 * 3600 * 1000)
+	)
+	tests := []struct {
+		name      string
+		c         Cursor
+		now, ret  uint64
+		wantParts []string // nil: accepted
+	}{
+		{name: "zero is always fine", c: Cursor{}, now: now, ret: retention},
+		{name: "zero with a tiny retention", c: Cursor{}, now: now, ret: 1},
+		{name: "now", c: Cursor{Ms: now, Seq: 3}, now: now, ret: retention},
+		{name: "a minute ago", c: Cursor{Ms: now - 60_000}, now: now, ret: retention},
+		{name: "exactly the retention ago", c: Cursor{Ms: now - retention}, now: now, ret: retention},
+		{name: "exactly the retention ago with a seq", c: Cursor{Ms: now - retention, Seq: 9}, now: now, ret: retention},
+		{name: "1ms older than the retention", c: Cursor{Ms: now - retention - 1, Seq: 99}, now: now, ret: retention,
+			wantParts: []string{"after_cursor 1799913599999-99 is older than the retention period (24h0m0s)", "start a new watch without after_cursor"}},
+		{name: "far older than the retention", c: Cursor{Ms: 1}, now: now, ret: retention,
+			wantParts: []string{"after_cursor 1-0 is older than the retention period"}},
+		{name: "0-1 is not the zero cursor", c: Cursor{Seq: 1}, now: now, ret: retention,
+			wantParts: []string{"older than the retention period"}},
+		{name: "1ms in the future", c: Cursor{Ms: now + 1}, now: now, ret: retention,
+			wantParts: []string{"after_cursor 1800000000001-0 is ahead of this event log"}},
+		{name: "far future", c: Cursor{Ms: math.MaxUint64, Seq: math.MaxUint64}, now: now, ret: retention,
+			wantParts: []string{"ahead of this event log"}},
+		{name: "retention longer than the clock", c: Cursor{Ms: 1}, now: 1000, ret: 5000},
+		{name: "retention equal to the clock", c: Cursor{Ms: 1}, now: 5000, ret: 5000},
+		{name: "retention one less than the clock", c: Cursor{Ms: 0, Seq: 1}, now: 5001, ret: 5000,
+			wantParts: []string{"older than the retention period (5s)"}},
+		{name: "future with a clock below the retention", c: Cursor{Ms: 1001}, now: 1000, ret: 5000,
+			wantParts: []string{"ahead of this event log"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := CheckCursor(tt.c, tt.now, tt.ret)
+			if tt.wantParts == nil {
+				if err != nil {
+					t.Fatalf("CheckCursor(%v, %d, %d) = %v, want nil", tt.c, tt.now, tt.ret, err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("CheckCursor(%v, %d, %d) = nil, want OutOfRange", tt.c, tt.now, tt.ret)
+			}
+			if k := KindOf(err); k != KindOutOfRange {
+				t.Errorf("KindOf = %d, want KindOutOfRange", k)
+			}
+			for _, p := range tt.wantParts {
+				if !strings.Contains(err.Error(), p) {
+					t.Errorf("error %q does not contain %q", err, p)
+				}
+			}
+		})
+	}
+}

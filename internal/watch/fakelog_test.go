@@ -1,0 +1,226 @@
+package watch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/orderexpiry/orderexpiry/internal/order"
+)
+
+// fakeLog is an in-memory Log: a slice of events guarded by a mutex, with a
+// channel that is closed and replaced whenever something changes, to wake
+// the readers that wait.
+type fakeLog struct {
+	mu      sync.Mutex
+	events  []order.Event
+	changed chan struct{}
+	// livePaused makes waiting reads (the hub's) see nothing new until
+	// resumed; reads that do not wait (replays) are not affected.
+	livePaused bool
+	// tailGate, when not nil, holds Tail until it is closed.
+	tailGate chan struct{}
+	// tailErrs is how many calls to Tail fail before one succeeds.
+	tailErrs int
+	// reject maps cursors to the error CheckCursor gives for them.
+	reject  map[order.Cursor]error
+	checked []order.Cursor
+}
+
+func newFakeLog() *fakeLog {
+	return &fakeLog{changed: make(chan struct{}), reject: make(map[order.Cursor]error)}
+}
+
+// cursorAt is the cursor of the i-th event (from 0): three events per
+// millisecond, so that both parts of a cursor matter.
+func cursorAt(i int) order.Cursor {
+	return order.Cursor{Ms: 1_700_000_000_000 + uint64(i/3), Seq: uint64(i % 3)}
+}
+
+// notify wakes the waiting readers. The caller holds mu.
+func (l *fakeLog) notify() {
+	close(l.changed)
+	l.changed = make(chan struct{})
+}
+
+// add appends n events and returns them.
+func (l *fakeLog) add(n int) []order.Event {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []order.Event
+	for range n {
+		i := len(l.events)
+		ev := order.Event{
+			Cursor:    cursorAt(i),
+			OrderID:   fmt.Sprintf("ord-%d", i),
+			ExpiredAt: time.UnixMilli(int64(cursorAt(i).Ms)),
+			Metadata:  map[string]string{"i": fmt.Sprint(i)},
+		}
+		l.events = append(l.events, ev)
+		out = append(out, ev)
+	}
+	l.notify()
+	return out
+}
+
+// at returns the i-th event.
+func (l *fakeLog) at(i int) order.Event {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.events[i]
+}
+
+func (l *fakeLog) pauseLive(paused bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.livePaused = paused
+	l.notify()
+}
+
+func (l *fakeLog) Events(ctx context.Context, after order.Cursor, limit int, wait time.Duration) ([]order.Event, error) {
+	var timeout <-chan time.Time
+	if wait > 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		timeout = t.C
+	}
+	for {
+		l.mu.Lock()
+		var out []order.Event
+		if wait <= 0 || !l.livePaused {
+			i := sort.Search(len(l.events), func(i int) bool { return after.Less(l.events[i].Cursor) })
+			n := min(len(l.events)-i, limit)
+			out = slices.Clone(l.events[i : i+n])
+		}
+		changed := l.changed
+		l.mu.Unlock()
+		if len(out) > 0 || wait <= 0 {
+			return out, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-timeout:
+			return nil, nil
+		case <-changed:
+		}
+	}
+}
+
+func (l *fakeLog) Tail(ctx context.Context) (order.Cursor, error) {
+	l.mu.Lock()
+	gate := l.tailGate
+	l.mu.Unlock()
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return order.Cursor{}, ctx.Err()
+		}
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.tailErrs > 0 {
+		l.tailErrs--
+		return order.Cursor{}, errors.New("tail: connection refused")
+	}
+	if len(l.events) == 0 {
+		return order.Cursor{}, nil
+	}
+	return l.events[len(l.events)-1].Cursor, nil
+}
+
+func (l *fakeLog) CheckCursor(_ context.Context, c order.Cursor) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.checked = append(l.checked, c)
+	return l.reject[c]
+}
+
+var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// runningHub is a hub with Run going in a goroutine.
+type runningHub struct {
+	*Hub
+	cancel context.CancelFunc
+	done   chan struct{} // closed when Run returns
+	err    error         // what Run returned
+}
+
+// stop ends Run and waits for it.
+func (h *runningHub) stop(t *testing.T) {
+	t.Helper()
+	h.cancel()
+	select {
+	case <-h.done:
+		if h.err != nil {
+			t.Errorf("Run = %v, want nil", h.err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return after its context ended")
+	}
+}
+
+// startHub starts a hub over log, stopped when the test ends.
+func startHub(t *testing.T, log Log, buffer int) *runningHub {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &runningHub{Hub: NewHub(log, buffer, discard), cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(h.done)
+		h.err = h.Run(ctx)
+	}()
+	t.Cleanup(func() { h.stop(t) })
+	return h
+}
+
+// subscribe subscribes, failing the test on error.
+func subscribe(t *testing.T, h *Hub) *Subscription {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := h.Subscribe(ctx)
+	if err != nil {
+		t.Fatalf("Subscribe: %v", err)
+	}
+	return s
+}
+
+// recv returns the next event of s, failing the test if none comes.
+func recv(t *testing.T, s *Subscription) order.Event {
+	t.Helper()
+	select {
+	case ev := <-s.C:
+		return ev
+	case <-time.After(5 * time.Second):
+		t.Fatalf("no event within 5s (done: %v)", s.Err())
+		return order.Event{}
+	}
+}
+
+// eventually polls cond until it holds, failing the test after 5s.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func cursors(evs []order.Event) []string {
+	out := make([]string, len(evs))
+	for i, ev := range evs {
+		out[i] = ev.Cursor.String()
+	}
+	return out
+}

@@ -1,0 +1,701 @@
+package watch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/orderexpiry/orderexpiry/internal/order"
+)
+
+// follower is one Follow call running in a goroutine.
+type follower struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+	cursor order.Cursor // set before done is closed
+	err    error
+
+	mu       sync.Mutex
+	sent     []order.Event
+	started  int
+	lateCall bool // started was called after an event was sent
+}
+
+// follow starts h.Follow. onSend, when not nil, runs inside send before the
+// event counts as sent, with the index of the event; its error fails the
+// send. startedErr is what started returns.
+func follow(t *testing.T, h *Hub, after *order.Cursor, startedErr error, onSend func(i int, ev order.Event) error) *follower {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	f := &follower{cancel: cancel, done: make(chan struct{})}
+	started := func() error {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.started++
+		return startedErr
+	}
+	send := func(ev order.Event) error {
+		f.mu.Lock()
+		i := len(f.sent)
+		if f.started != 1 {
+			f.lateCall = true
+		}
+		f.mu.Unlock()
+		if onSend != nil {
+			if err := onSend(i, ev); err != nil {
+				return err
+			}
+		}
+		f.mu.Lock()
+		f.sent = append(f.sent, ev)
+		f.mu.Unlock()
+		return nil
+	}
+	go func() {
+		defer close(f.done)
+		f.cursor, f.err = h.Follow(ctx, after, started, send)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-f.done
+	})
+	return f
+}
+
+func (f *follower) sentEvents() []order.Event {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.sent)
+}
+
+func (f *follower) startedCalls() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.started
+}
+
+// waitSent waits until n events were sent.
+func (f *follower) waitSent(t *testing.T, n int) {
+	t.Helper()
+	eventually(t, fmt.Sprintf("%d events sent", n), func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return len(f.sent) >= n
+	})
+}
+
+// wait waits for Follow to return.
+func (f *follower) wait(t *testing.T) (order.Cursor, error) {
+	t.Helper()
+	select {
+	case <-f.done:
+		return f.cursor, f.err
+	case <-time.After(5 * time.Second):
+		t.Fatal("Follow did not return")
+		return order.Cursor{}, nil
+	}
+}
+
+// stop cancels Follow's context and waits for it.
+func (f *follower) stop(t *testing.T) (order.Cursor, error) {
+	t.Helper()
+	f.cancel()
+	return f.wait(t)
+}
+
+func checkSent(t *testing.T, f *follower, want []order.Event) {
+	t.Helper()
+	got := f.sentEvents()
+	if !slices.Equal(cursors(got), cursors(want)) {
+		t.Fatalf("sent %d events %v\nwant %d events %v", len(got), abbreviate(cursors(got)), len(want), abbreviate(cursors(want)))
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.started != 1 {
+		t.Errorf("started called %d times, want once", f.started)
+	}
+	if f.lateCall {
+		t.Error("an event was sent before started was called")
+	}
+}
+
+func abbreviate(s []string) []string {
+	if len(s) <= 12 {
+		return s
+	}
+	return append(append(slices.Clone(s[:5]), "…"), s[len(s)-5:]...)
+}
+
+func TestFollowLive(t *testing.T) {
+	tests := []struct {
+		name    string
+		initial int
+		live    int
+		batch   bool
+	}{
+		{name: "empty log one event", initial: 0, live: 1},
+		{name: "old events are not sent", initial: 3, live: 4},
+		{name: "live events in one batch", initial: 3, live: 5, batch: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			log := newFakeLog()
+			log.add(tt.initial)
+			h := startHub(t, log, 64)
+			f := follow(t, h.Hub, nil, nil, nil)
+			eventually(t, "the watch to subscribe", func() bool { return h.Watchers() == 1 })
+			var want []order.Event
+			if tt.batch {
+				want = log.add(tt.live)
+			} else {
+				for range tt.live {
+					want = append(want, log.add(1)...)
+				}
+			}
+			f.waitSent(t, tt.live)
+			cursor, err := f.stop(t)
+			if !errors.Is(err, context.Canceled) {
+				t.Errorf("Follow = %v, want context.Canceled", err)
+			}
+			checkSent(t, f, want)
+			if last := want[len(want)-1].Cursor; cursor != last {
+				t.Errorf("returned cursor %v, want the last sent %v", cursor, last)
+			}
+			if len(log.checked) != 0 {
+				t.Errorf("CheckCursor called with %v for a watch without a cursor", log.checked)
+			}
+			if n := h.Watchers(); n != 0 {
+				t.Errorf("Watchers = %d after Follow returned, want 0", n)
+			}
+		})
+	}
+}
+
+func TestFollowNoEventsReturnsStart(t *testing.T) {
+	tests := []struct {
+		name    string
+		initial int
+		after   int // index of the cursor to resume after; -1: none
+	}{
+		{name: "live on an empty log", initial: 0, after: -1},
+		{name: "live returns the tail", initial: 4, after: -1},
+		{name: "after the tail returns it", initial: 4, after: 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			log := newFakeLog()
+			log.add(tt.initial)
+			h := startHub(t, log, 8)
+			var after *order.Cursor
+			if tt.after >= 0 {
+				c := log.at(tt.after).Cursor
+				after = &c
+			}
+			f := follow(t, h.Hub, after, nil, nil)
+			eventually(t, "the watch to subscribe", func() bool { return h.Watchers() == 1 })
+			cursor, err := f.stop(t)
+			if !errors.Is(err, context.Canceled) {
+				t.Errorf("Follow = %v, want context.Canceled", err)
+			}
+			var want order.Cursor
+			if tt.initial > 0 {
+				want = log.at(tt.initial - 1).Cursor
+			}
+			if cursor != want {
+				t.Errorf("returned cursor %v, want the start %v", cursor, want)
+			}
+			checkSent(t, f, nil)
+		})
+	}
+}
+
+func TestFollowReplay(t *testing.T) {
+	const (
+		// The hub hands out the events appended during the replay before
+		// the watch subscribes: the watch must read them from the log.
+		hubAhead = "hub ahead"
+		// The hub reads nothing new from the log until the watch has
+		// subscribed: events the watch replayed come again live and must
+		// be skipped.
+		hubBehind = "hub behind"
+	)
+	tests := []struct {
+		name     string
+		initial  int
+		after    int    // index of the cursor to resume after; -1: the zero cursor
+		unseen   int    // events appended while the hub is paused, before the watch starts (hub behind only)
+		during   int    // events appended from inside send while replaying
+		scenario string // how the hub stands when the watch subscribes
+		slow     bool   // the first sends are slow
+		live     int
+	}{
+		{name: "replay then live", initial: 10, after: 2, live: 2},
+		{name: "zero cursor replays everything", initial: 10, after: -1, live: 1},
+		{name: "after the tail goes live at once", initial: 5, after: 4, live: 3},
+		{name: "slow send", initial: 6, after: 0, slow: true, live: 2},
+		{name: "appended during the replay, hub ahead", initial: 10, after: 2, during: 2, scenario: hubAhead, live: 2},
+		{name: "appended during the replay, hub behind", initial: 10, after: 2, during: 2, scenario: hubBehind, live: 2},
+		{name: "replayed events the hub has not read", initial: 10, after: 2, unseen: 4, scenario: hubBehind, live: 2},
+		{name: "unread and appended during the replay, hub behind", initial: 6, after: 1, unseen: 3, during: 2, scenario: hubBehind, live: 1},
+		{name: "appended during a slow replay, hub ahead", initial: 8, after: 0, during: 5, scenario: hubAhead, slow: true, live: 1},
+		{name: "appended during a slow replay, hub behind", initial: 8, after: 0, during: 5, scenario: hubBehind, slow: true, live: 1},
+		{name: "one batch less one", initial: replayBatch, after: 0, live: 1},
+		{name: "exactly one batch", initial: replayBatch + 1, after: 0, live: 1},
+		{name: "one batch and one", initial: replayBatch + 2, after: 0, live: 1},
+		{name: "several batches, hub ahead", initial: 2*replayBatch + 500, after: -1, during: 3, scenario: hubAhead, live: 2},
+		{name: "several batches, hub behind", initial: 2*replayBatch + 500, after: -1, unseen: 10, during: 3, scenario: hubBehind, live: 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			log := newFakeLog()
+			log.add(tt.initial)
+			h := startHub(t, log, 64)
+			watchers := 1
+			var observer *Subscription
+			if tt.scenario == hubAhead {
+				observer = subscribe(t, h.Hub)
+				watchers++
+			}
+			var after order.Cursor
+			if tt.after >= 0 {
+				after = log.at(tt.after).Cursor
+			}
+			var unseen []order.Event
+			if tt.scenario == hubBehind {
+				// Subscribing makes sure that the hub has its start
+				// position before it is paused.
+				subscribe(t, h.Hub).Close()
+				log.pauseLive(true)
+				unseen = log.add(tt.unseen)
+			}
+			var (
+				duringMu sync.Mutex
+				during   []order.Event
+			)
+			onSend := func(i int, ev order.Event) error {
+				if tt.slow && i < 3 {
+					time.Sleep(10 * time.Millisecond)
+				}
+				if i != 1 || tt.during == 0 {
+					return nil
+				}
+				added := log.add(tt.during)
+				duringMu.Lock()
+				during = added
+				duringMu.Unlock()
+				if tt.scenario == hubAhead {
+					// Wait until the hub has handed them out, so that the
+					// watch subscribes past them.
+					for _, want := range added {
+						select {
+						case got := <-observer.C:
+							if got.Cursor != want.Cursor {
+								return fmt.Errorf("observer got %v, want %v", got.Cursor, want.Cursor)
+							}
+						case <-time.After(5 * time.Second):
+							return errors.New("the hub did not publish the events appended during the replay")
+						}
+					}
+				}
+				return nil
+			}
+			f := follow(t, h.Hub, &after, nil, onSend)
+			eventually(t, "the watch to subscribe", func() bool { return h.Watchers() == watchers })
+			live := log.add(tt.live)
+			if tt.scenario == hubBehind {
+				log.pauseLive(false)
+			}
+
+			var want []order.Event
+			for i := tt.after + 1; i < tt.initial; i++ {
+				want = append(want, log.at(i))
+			}
+			duringMu.Lock()
+			if len(during) != tt.during {
+				t.Fatalf("%d events appended during the replay, want %d", len(during), tt.during)
+			}
+			want = append(append(append(want, unseen...), during...), live...)
+			duringMu.Unlock()
+			f.waitSent(t, len(want))
+			// Anything more (a duplicate) would come with the live events;
+			// one more live event makes sure the watch has passed them.
+			extra := log.add(1)
+			want = append(want, extra...)
+			f.waitSent(t, len(want))
+			cursor, err := f.stop(t)
+			if !errors.Is(err, context.Canceled) {
+				t.Errorf("Follow = %v, want context.Canceled", err)
+			}
+			checkSent(t, f, want)
+			if last := want[len(want)-1].Cursor; cursor != last {
+				t.Errorf("returned cursor %v, want the last sent %v", cursor, last)
+			}
+			if !slices.Equal(log.checked, []order.Cursor{after}) {
+				t.Errorf("CheckCursor called with %v, want [%v]", log.checked, after)
+			}
+		})
+	}
+}
+
+func TestFollowLagged(t *testing.T) {
+	tests := []struct {
+		name    string
+		initial int
+		after   int // -1: no cursor
+	}{
+		{name: "live", initial: 2, after: -1},
+		{name: "after a replay", initial: 4, after: 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			const buffer = 2
+			log := newFakeLog()
+			log.add(tt.initial)
+			tail := log.at(tt.initial - 1).Cursor
+			h := startHub(t, log, buffer)
+
+			blocked := make(chan struct{})
+			release := make(chan struct{})
+			var once sync.Once
+			t.Cleanup(func() { once.Do(func() { close(release) }) })
+			onSend := func(_ int, ev order.Event) error {
+				if ev.Cursor == cursorAt(tt.initial) { // the first live event
+					close(blocked)
+					<-release
+				}
+				return nil
+			}
+			var after *order.Cursor
+			var want []order.Event
+			if tt.after >= 0 {
+				c := log.at(tt.after).Cursor
+				after = &c
+				for i := tt.after + 1; i < tt.initial; i++ {
+					want = append(want, log.at(i))
+				}
+			}
+			replayed := len(want)
+			f := follow(t, h.Hub, after, nil, onSend)
+			eventually(t, "the watch to subscribe", func() bool { return h.Watchers() == 1 })
+			want = append(want, log.add(1)...)
+			select {
+			case <-blocked:
+			case <-time.After(5 * time.Second):
+				t.Fatal("the first live event was not sent")
+			}
+			// The watch is stuck in send: its buffer fills and overflows.
+			want = append(want, log.add(buffer+2)...)
+			eventually(t, "the lagging watch to be dropped", func() bool { return h.Watchers() == 0 })
+			once.Do(func() { close(release) })
+
+			cursor, err := f.wait(t)
+			if k := order.KindOf(err); k != order.KindResourceExhausted {
+				t.Fatalf("Follow = %v (kind %d), want KindResourceExhausted", err, k)
+			}
+			if !errors.Is(err, ErrLagged) {
+				t.Errorf("Follow = %v, want it to wrap ErrLagged", err)
+			}
+			sent := f.sentEvents()
+			// The stuck event, and perhaps what was buffered.
+			if len(sent) < replayed+1 || len(sent) > replayed+1+buffer {
+				t.Fatalf("sent %v; want the replay, the first live event and at most %d more", cursors(sent), buffer)
+			}
+			checkSent(t, f, want[:len(sent)])
+			last := sent[len(sent)-1].Cursor
+			if cursor != last {
+				t.Errorf("returned cursor %v, want the last sent %v", cursor, last)
+			}
+			if !tail.Less(last) {
+				t.Errorf("last sent %v is not a live event", last)
+			}
+			if msg := err.Error(); !strings.Contains(msg, "after_cursor="+last.String()) {
+				t.Errorf("message %q does not give after_cursor=%v", msg, last)
+			}
+		})
+	}
+}
+
+func TestFollowHubStops(t *testing.T) {
+	tests := []struct {
+		name        string
+		initial     int
+		after       int  // -1: no cursor
+		stopFirst   bool // the hub stops before Follow is called
+		live        int  // live events received before the stop
+		wantCursor  int  // index of the event whose cursor is returned; -1: the zero cursor
+		wantStarted int
+	}{
+		{name: "live after events", initial: 2, after: -1, live: 2, wantCursor: 3, wantStarted: 1},
+		{name: "live before any event", initial: 3, after: -1, wantCursor: 2, wantStarted: 1},
+		{name: "replayed then live", initial: 5, after: 1, live: 1, wantCursor: 5, wantStarted: 1},
+		{name: "stopped already, with a cursor", initial: 5, after: 1, stopFirst: true, wantCursor: 4, wantStarted: 1},
+		{name: "stopped already, without a cursor", initial: 5, after: -1, stopFirst: true, wantCursor: -1, wantStarted: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			log := newFakeLog()
+			log.add(tt.initial)
+			h := startHub(t, log, 8)
+			if tt.stopFirst {
+				h.stop(t)
+			}
+			var after *order.Cursor
+			replayed := 0
+			if tt.after >= 0 {
+				c := log.at(tt.after).Cursor
+				after = &c
+				replayed = tt.initial - tt.after - 1
+			}
+			f := follow(t, h.Hub, after, nil, nil)
+			if !tt.stopFirst {
+				eventually(t, "the watch to subscribe", func() bool { return h.Watchers() == 1 })
+				log.add(tt.live)
+				f.waitSent(t, replayed+tt.live)
+				h.stop(t)
+			}
+			cursor, err := f.wait(t)
+			if k := order.KindOf(err); k != order.KindUnavailable {
+				t.Fatalf("Follow = %v (kind %d), want KindUnavailable", err, k)
+			}
+			if !errors.Is(err, ErrStopped) {
+				t.Errorf("Follow = %v, want it to wrap ErrStopped", err)
+			}
+			var want order.Cursor
+			if tt.wantCursor >= 0 {
+				want = log.at(tt.wantCursor).Cursor
+			}
+			if cursor != want {
+				t.Errorf("returned cursor %v, want %v", cursor, want)
+			}
+			if msg := err.Error(); !strings.Contains(msg, "after_cursor="+want.String()) {
+				t.Errorf("message %q does not give after_cursor=%v", msg, want)
+			}
+			if n := f.startedCalls(); n != tt.wantStarted {
+				t.Errorf("started called %d times, want %d", n, tt.wantStarted)
+			}
+			if n := len(f.sentEvents()); n != replayed+tt.live {
+				t.Errorf("sent %d events, want %d", n, replayed+tt.live)
+			}
+		})
+	}
+}
+
+func TestFollowCheckCursorRejects(t *testing.T) {
+	tests := []struct {
+		name   string
+		reject error
+	}{
+		{name: "out of range", reject: order.Errorf(order.KindOutOfRange, "after_cursor is older than the retention period")},
+		{name: "unavailable", reject: order.Unavailable(errors.New("connection refused"))},
+		{name: "plain error", reject: errors.New("boom")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			log := newFakeLog()
+			log.add(5)
+			after := log.at(1).Cursor
+			log.reject[after] = tt.reject
+			h := startHub(t, log, 8)
+			f := follow(t, h.Hub, &after, nil, func(int, order.Event) error {
+				return errors.New("send must not be called")
+			})
+			cursor, err := f.wait(t)
+			if err != tt.reject {
+				t.Errorf("Follow = %v, want the CheckCursor error %v itself", err, tt.reject)
+			}
+			if cursor != after {
+				t.Errorf("returned cursor %v, want the given %v", cursor, after)
+			}
+			if n := f.startedCalls(); n != 0 {
+				t.Errorf("started called %d times, want never", n)
+			}
+			if sent := f.sentEvents(); len(sent) != 0 {
+				t.Errorf("sent %v, want nothing", cursors(sent))
+			}
+			if !slices.Equal(log.checked, []order.Cursor{after}) {
+				t.Errorf("CheckCursor called with %v, want [%v]", log.checked, after)
+			}
+			if n := h.Watchers(); n != 0 {
+				t.Errorf("Watchers = %d, want 0", n)
+			}
+		})
+	}
+}
+
+func TestFollowCallbackErrors(t *testing.T) {
+	errStarted := errors.New("cannot send the header")
+	errSend := errors.New("client went away")
+	tests := []struct {
+		name       string
+		after      int   // -1: no cursor
+		startedErr error // returned by started
+		failAt     int   // index of the send that fails; -1: none
+		live       int
+		wantErr    error
+		wantCursor int // index of the event whose cursor is returned; -1: the zero cursor
+		wantSent   int
+	}{
+		{name: "started fails with a cursor", after: 1, startedErr: errStarted, failAt: -1, wantErr: errStarted, wantCursor: 1},
+		{name: "started fails without a cursor", after: -1, startedErr: errStarted, failAt: -1, wantErr: errStarted, wantCursor: -1},
+		{name: "send fails in the replay", after: 0, failAt: 2, wantErr: errSend, wantCursor: 2, wantSent: 2},
+		{name: "send fails on the first replayed event", after: 0, failAt: 0, wantErr: errSend, wantCursor: 0, wantSent: 0},
+		{name: "send fails live", after: -1, failAt: 1, live: 3, wantErr: errSend, wantCursor: 5, wantSent: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			log := newFakeLog()
+			log.add(5)
+			h := startHub(t, log, 8)
+			var after *order.Cursor
+			if tt.after >= 0 {
+				c := log.at(tt.after).Cursor
+				after = &c
+			}
+			f := follow(t, h.Hub, after, tt.startedErr, func(i int, _ order.Event) error {
+				if i == tt.failAt {
+					return errSend
+				}
+				return nil
+			})
+			if tt.live > 0 {
+				eventually(t, "the watch to subscribe", func() bool { return h.Watchers() == 1 })
+				log.add(tt.live)
+			}
+			cursor, err := f.wait(t)
+			if err != tt.wantErr {
+				t.Errorf("Follow = %v, want %v", err, tt.wantErr)
+			}
+			var want order.Cursor
+			if tt.wantCursor >= 0 {
+				want = log.at(tt.wantCursor).Cursor
+			}
+			if cursor != want {
+				t.Errorf("returned cursor %v, want %v", cursor, want)
+			}
+			if n := len(f.sentEvents()); n != tt.wantSent {
+				t.Errorf("sent %d events, want %d", n, tt.wantSent)
+			}
+			if n := f.startedCalls(); n != 1 {
+				t.Errorf("started called %d times, want once", n)
+			}
+			if n := h.Watchers(); n != 0 {
+				t.Errorf("Watchers = %d after Follow returned, want 0", n)
+			}
+		})
+	}
+}
+
+func TestFollowLeak(t *testing.T) {
+	tests := []struct {
+		name       string
+		n          int
+		withCursor bool
+		early      bool // cancel each watch as soon as it is started
+	}{
+		{name: "live watches", n: 300},
+		{name: "replaying watches", n: 300, withCursor: true},
+		{name: "cancelled at once", n: 300, withCursor: true, early: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			log := newFakeLog()
+			log.add(20)
+			h := startHub(t, log, 16)
+			// The hub is up and idle.
+			subscribe(t, h.Hub).Close()
+			before := runtime.NumGoroutine()
+
+			var (
+				wg      sync.WaitGroup
+				cancels []context.CancelFunc
+				mu      sync.Mutex
+				errs    []error
+				got     = make([]int, tt.n)
+			)
+			for i := range tt.n {
+				ctx, cancel := context.WithCancel(context.Background())
+				cancels = append(cancels, cancel)
+				var after *order.Cursor
+				if tt.withCursor {
+					c := log.at(i % 20).Cursor
+					after = &c
+				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					_, err := h.Follow(ctx, after, func() error { return nil }, func(order.Event) error {
+						mu.Lock()
+						got[i]++
+						mu.Unlock()
+						return nil
+					})
+					mu.Lock()
+					errs = append(errs, err)
+					mu.Unlock()
+				}()
+			}
+			if tt.early {
+				for _, cancel := range cancels {
+					cancel()
+				}
+			}
+			eventually(t, fmt.Sprintf("%d watchers", tt.n), func() bool { return tt.early || h.Watchers() == tt.n })
+			log.add(1)
+			eventually(t, "every watch to get the live event", func() bool {
+				if tt.early {
+					return true
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				for i, n := range got {
+					want := 1
+					if tt.withCursor {
+						want += 19 - i%20
+					}
+					if n < want {
+						return false
+					}
+				}
+				return true
+			})
+			for _, cancel := range cancels {
+				cancel()
+			}
+			finished := make(chan struct{})
+			go func() { wg.Wait(); close(finished) }()
+			select {
+			case <-finished:
+			case <-time.After(10 * time.Second):
+				t.Fatal("Follow calls did not return after their contexts ended")
+			}
+			for _, err := range errs {
+				if !errors.Is(err, context.Canceled) {
+					t.Fatalf("Follow = %v, want context.Canceled", err)
+				}
+			}
+			if n := h.Watchers(); n != 0 {
+				t.Errorf("Watchers = %d after every watch ended, want 0", n)
+			}
+			const slack = 3
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				n := runtime.NumGoroutine()
+				if n <= before+slack {
+					break
+				}
+				if time.Now().After(deadline) {
+					buf := make([]byte, 1<<16)
+					buf = buf[:runtime.Stack(buf, true)]
+					t.Fatalf("%d goroutines, %d before the watches: a leak?\n%s", n, before, buf)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		})
+	}
+}
