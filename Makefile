@@ -77,3 +77,14 @@ GRPCURL_VERSION := v1.9.4
 $(BIN)/grpcurl:
 	GOBIN=$(BIN) $(GO) install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
 grpcurl: $(BIN)/grpcurl
+
+# The benchmarks, each figure beside its baseline measured in the same run
+# (see BENCHMARKS.md); about 3 minutes. It starts its own redis-server and
+# the built server. A subset: make bench BENCH=lateness,fanout (stages:
+# lateness, lateness-a, lateness-b, throughput, memory, fanout); a smoke
+# test with small numbers: make bench QUICK=1; more flags (-pprof DIR,
+# -naive=false, -markdown): make bench BENCHFLAGS='…'.
+BENCH      ?=
+BENCHFLAGS ?=
+bench:
+	$(GO) run ./cmd/bench -only '$(BENCH)' $(if $(QUICK),-quick) $(BENCHFLAGS)

@@ -1,0 +1,37 @@
+// Command bench measures the order-expiry service beside its baselines in
+// one run: `make bench`, or `go run ./cmd/bench -only lateness -quick`. It
+// starts its own redis-server processes and the built server; see
+// BENCHMARKS.md.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/orderexpiry/orderexpiry/internal/bench"
+)
+
+func main() {
+	cfg := bench.Config{Out: os.Stdout, Log: os.Stderr}
+	only := flag.String("only", "", "comma-separated stages to run: lateness (or lateness-a, lateness-b), throughput, memory, fanout; empty: all")
+	flag.BoolVar(&cfg.Quick, "quick", false, "small numbers, for a smoke test")
+	flag.BoolVar(&cfg.Naive, "naive", true, "measure the naive recipe's lateness as the baseline (it waits up to 60 s per workload)")
+	flag.StringVar(&cfg.ProfileDir, "pprof", "", "directory for 10 s CPU profiles of the service taken during each stage's load")
+	flag.IntVar(&cfg.GRPCConns, "grpc-conns", 1, "gRPC connections the concurrent callers share")
+	flag.BoolVar(&cfg.Markdown, "markdown", false, "print the table as Markdown too")
+	flag.Parse()
+	if *only != "" {
+		cfg.Only = strings.Split(*only, ",")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := bench.Run(ctx, cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,318 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	pb "github.com/orderexpiry/orderexpiry/internal/gen/orderexpiry/v1"
+)
+
+// lateResult is what one lateness workload measured.
+type lateResult struct {
+	want, got, dups, reconnects int
+	late                        dist // receive time - deadline
+	claim                       dist // expired_at - deadline (service only)
+	waited                      time.Duration
+	lastErr                     error
+}
+
+// never stands for the lateness of an event that did not arrive.
+const never = time.Duration(math.MaxInt64)
+
+// fmt formats a lateness of this result: one that did not arrive was later
+// than the wait after the last deadline.
+func (l lateResult) fmt(d time.Duration) string {
+	if d == never {
+		return "> " + ms(l.waited)
+	}
+	return ms(d)
+}
+
+// latRatio is a/b for latenesses, where either may be a lower bound.
+func latRatio(a, aw, b, bw time.Duration) string {
+	switch {
+	case a == never && b == never:
+		return "-"
+	case a == never:
+		return "> " + ratio(float64(aw), float64(b))
+	case b == never:
+		return "< " + ratio(float64(a), float64(bw))
+	}
+	return ratio(float64(a), float64(b))
+}
+
+// lateness runs stage 1: a number of orders due within `spread` while
+// Redis holds `background` pending orders that are not due, through the
+// service and through the naive recipe, each on a fresh redis-server.
+func (r *runner) lateness(ctx context.Context, name string, background, due int, goalP99 time.Duration) error {
+	const spread = time.Second
+	label := fmt.Sprintf("1%s lateness: %d due over 1s, %d pending not due", name, due, background)
+	r.logf("%s: the service", label)
+	svc, err := r.serviceLateness(ctx, "lateness-"+name, background, due, spread)
+	if err != nil {
+		return fmt.Errorf("%s, service: %w", label, err)
+	}
+	var naive lateResult
+	if r.cfg.Naive {
+		r.logf("%s: the naive recipe (waits up to %s after the last deadline)", label, r.sz.naiveWait)
+		naive, err = r.naiveLateness(ctx, background, due, spread)
+		if err != nil {
+			return fmt.Errorf("%s, naive: %w", label, err)
+		}
+	}
+	stage := "1" + name
+	base := func(d time.Duration) string {
+		if !r.cfg.Naive {
+			return "-"
+		}
+		return naive.fmt(d)
+	}
+	rat := func(a, b time.Duration) string {
+		if !r.cfg.Naive {
+			return "-"
+		}
+		return latRatio(a, svc.waited, b, naive.waited)
+	}
+	allIn := svc.got == svc.want && svc.dups == 0
+	naiveGot, naiveRatio := "-", "-"
+	if r.cfg.Naive {
+		naiveGot, naiveRatio = count(naive.got, naive.want), ratio(float64(svc.got), float64(naive.got))
+	}
+	r.t.add(row{stage, fmt.Sprintf("delivered (%d due, %d not due)", due, background), count(svc.got, svc.want),
+		naiveGot, naiveRatio, "all", yesNo(allIn)})
+	r.t.add(row{stage, "lateness p50", svc.fmt(svc.late.P50), base(naive.late.P50), rat(svc.late.P50, naive.late.P50), "", ""})
+	r.t.add(row{stage, "lateness p99", svc.fmt(svc.late.P99), base(naive.late.P99), rat(svc.late.P99, naive.late.P99),
+		"≤ " + ms(goalP99), yesNo(allIn && svc.late.P99 <= goalP99)})
+	r.t.add(row{stage, "lateness max", svc.fmt(svc.late.Max), base(naive.late.Max), rat(svc.late.Max, naive.late.Max), "", ""})
+	r.t.note("1%s: service claim lateness (expired_at - deadline) p50 %s, p99 %s, max %s; %d duplicate events, %d watch reconnects (last error: %v)",
+		name, svc.fmt(svc.claim.P50), svc.fmt(svc.claim.P99), svc.fmt(svc.claim.Max), svc.dups, svc.reconnects, svc.lastErr)
+	if r.cfg.Naive {
+		r.t.note("1%s: naive baseline waited %s after the last deadline; %d of %d expired events arrived (an event that did not arrive counts as later than that wait: \"> …\")",
+			name, naive.waited.Round(100*time.Millisecond), naive.got, naive.want)
+	}
+	return nil
+}
+
+// serviceLateness measures one lateness workload through the service: the
+// background orders and then the due ones are checked out over gRPC by
+// concurrent callers (the service has no bulk load), while one gRPC watcher
+// follows WatchExpirations.
+func (r *runner) serviceLateness(ctx context.Context, name string, background, due int, spread time.Duration) (lateResult, error) {
+	env, err := r.startEnv()
+	if err != nil {
+		return lateResult{}, err
+	}
+	defer env.stop()
+	var rate float64
+	if background > 0 {
+		took, err := checkoutAll(ctx, env.clients, r.sz.callers, background,
+			func(i int) string { return "bg-" + strconv.Itoa(i) }, fixed(time.Hour))
+		if err != nil {
+			return lateResult{}, err
+		}
+		rate = float64(background) / took.Seconds()
+		r.logf("  loaded %d pending orders (ttl 1h) through gRPC Checkout in %s (%.0f/s)", background, took.Round(time.Millisecond), rate)
+	} else {
+		// Time a sample of checkouts (cancelled again) to plan the lead time.
+		n := min(max(due/20, 500), 5000)
+		took, err := checkoutAll(ctx, env.clients, r.sz.callers, n, func(i int) string { return "cal-" + strconv.Itoa(i) }, fixed(time.Hour))
+		if err == nil {
+			_, err = callAll(ctx, r.sz.callers, n, func(ctx context.Context, i int) error {
+				_, err := env.clients[i%len(env.clients)].CancelOrder(ctx, &pb.CancelOrderRequest{OrderId: "cal-" + strconv.Itoa(i)})
+				return err
+			})
+		}
+		if err != nil {
+			return lateResult{}, err
+		}
+		rate = float64(n) / took.Seconds()
+		r.logf("  calibration: %d checkouts in %s (%.0f/s), cancelled again", n, took.Round(time.Millisecond), rate)
+	}
+	// Every due order must be checked out before the first deadline.
+	lead := max(2*time.Second, time.Duration(1.6*float64(due)/rate*float64(time.Second))+time.Second)
+
+	const prefix = "due-"
+	w, err := startWatchers(ctx, env.svc.GRPCAddr, 1, prefix, due)
+	if err != nil {
+		return lateResult{}, err
+	}
+	start := time.Now().Add(lead)
+	last := start.Add(spread)
+	r.logf("  checking out %d orders due from %s to %s", due, lead.Round(time.Millisecond), (lead + spread).Round(time.Millisecond))
+	took, err := checkoutAll(ctx, env.clients, r.sz.callers, due, func(i int) string { return prefix + strconv.Itoa(i) }, until(start, spread, due))
+	if err != nil {
+		w.stop()
+		return lateResult{}, err
+	}
+	r.logf("  checked out in %s; waiting for the events", took.Round(time.Millisecond))
+	prof := r.profile(env.svc, name, start.Add(-100*time.Millisecond))
+	rdb := env.redis.Client()
+	defer rdb.Close()
+	time.Sleep(time.Until(start))
+	cpu, stats := env.cpu(), readRedisStats(ctx, rdb)
+	w.wait(last.Add(r.sz.svcWait))
+	waited := time.Since(last)
+	r.logf("  %s", env.cpuSince(cpu, 0))
+	r.t.note("1%s: %s", name[len(name)-1:], readRedisStats(ctx, rdb).since(stats))
+	r.t.note("1%s: from the first deadline until the last event: %s", name[len(name)-1:], env.cpuSince(cpu, 0))
+	w.stop()
+	prof.wait()
+	res := watchResult(w.ws)
+	res.waited = waited
+	return res, nil
+}
+
+// watchResult merges what watchers recorded.
+func watchResult(ws []*watcher) lateResult {
+	var res lateResult
+	var late, claim []time.Duration
+	for _, w := range ws {
+		res.want += w.n
+		res.got += w.got
+		res.dups += w.dups
+		res.reconnects += w.reconnects
+		if w.lastErr != nil {
+			res.lastErr = w.lastErr
+		}
+		late = append(late, w.late...)
+		claim = append(claim, w.claim...)
+		for range w.n - w.got {
+			late = append(late, never)
+			claim = append(claim, never)
+		}
+	}
+	res.late, res.claim = summarize(late), summarize(claim)
+	return res
+}
+
+func fixed(d time.Duration) func(int) time.Duration { return func(int) time.Duration { return d } }
+
+// naiveLateness measures the same workload with the naive recipe on a fresh
+// redis-server: SET order:<id> 1 PX <ttl>, loaded with pipelining, and a
+// subscriber on __keyevent@0__:expired (notify-keyspace-events Ex). Each
+// key's deadline is read back with PEXPIRETIME, so it is Redis's own.
+func (r *runner) naiveLateness(ctx context.Context, background, due int, spread time.Duration) (lateResult, error) {
+	rd, err := startRedis(r.redisBin, r.dir)
+	if err != nil {
+		return lateResult{}, err
+	}
+	defer rd.Stop()
+	rdb := rd.Client()
+	defer rdb.Close()
+	if err := rdb.ConfigSet(ctx, "notify-keyspace-events", "Ex").Err(); err != nil {
+		return lateResult{}, err
+	}
+	ps := rdb.Subscribe(ctx, "__keyevent@0__:expired")
+	defer ps.Close()
+	if _, err := ps.Receive(ctx); err != nil {
+		return lateResult{}, err
+	}
+
+	const prefix = "order:due-"
+	recv := make([]time.Time, due)
+	var arrived, dups atomic.Int64
+	all := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			msg, err := ps.ReceiveMessage(ctx)
+			now := time.Now()
+			if err != nil {
+				return
+			}
+			i, err := strconv.Atoi(strings.TrimPrefix(msg.Payload, prefix))
+			if !strings.HasPrefix(msg.Payload, prefix) || err != nil || i < 0 || i >= due {
+				continue
+			}
+			if !recv[i].IsZero() {
+				dups.Add(1)
+				continue
+			}
+			recv[i] = now
+			if arrived.Add(1) == int64(due) {
+				close(all)
+			}
+		}
+	})
+
+	set := func(n int, key func(int) string, ttl func(int) time.Duration) error {
+		for lo := 0; lo < n; lo += 1000 {
+			pipe := rdb.Pipeline()
+			for i := lo; i < min(lo+1000, n); i++ {
+				d := ttl(i)
+				if d < time.Millisecond {
+					return fmt.Errorf("key %d: its deadline passed before it was set", i)
+				}
+				pipe.Do(ctx, "SET", key(i), "1", "PX", d.Milliseconds())
+			}
+			if _, err := pipe.Exec(ctx); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	t0 := time.Now()
+	if err := set(background, func(i int) string { return "order:bg-" + strconv.Itoa(i) }, fixed(time.Hour)); err != nil {
+		return lateResult{}, err
+	}
+	if background > 0 {
+		r.logf("  loaded %d keys (PX 1h) with pipelining in %s", background, time.Since(t0).Round(time.Millisecond))
+	}
+	lead := 2*time.Second + time.Duration(due)*20*time.Microsecond
+	start := time.Now().Add(lead)
+	if err := set(due, func(i int) string { return prefix + strconv.Itoa(i) }, until(start, spread, due)); err != nil {
+		return lateResult{}, err
+	}
+	deadlines := make([]time.Time, due)
+	for lo := 0; lo < due; lo += 1000 {
+		pipe := rdb.Pipeline()
+		cmds := make([]*redis.Cmd, 0, 1000)
+		for i := lo; i < min(lo+1000, due); i++ {
+			cmds = append(cmds, pipe.Do(ctx, "PEXPIRETIME", prefix+strconv.Itoa(i)))
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return lateResult{}, err
+		}
+		for j, c := range cmds {
+			v, err := c.Int64()
+			if err != nil || v < 0 {
+				return lateResult{}, fmt.Errorf("PEXPIRETIME of due key %d: %v %v (expired before it could be read?)", lo+j, v, err)
+			}
+			deadlines[lo+j] = time.UnixMilli(v)
+		}
+	}
+	lastDeadline := deadlines[0]
+	for _, d := range deadlines {
+		if d.After(lastDeadline) {
+			lastDeadline = d
+		}
+	}
+	bound := lastDeadline.Add(r.sz.naiveWait)
+	select {
+	case <-all:
+	case <-time.After(time.Until(bound)):
+	case <-ctx.Done():
+		return lateResult{}, ctx.Err()
+	}
+	waited := time.Since(lastDeadline)
+	ps.Close()
+	wg.Wait()
+	late := make([]time.Duration, due)
+	got := 0
+	for i, t := range recv {
+		late[i] = never
+		if !t.IsZero() {
+			late[i] = t.Sub(deadlines[i])
+			got++
+		}
+	}
+	return lateResult{want: due, got: got, dups: int(dups.Load()), late: summarize(late), waited: waited}, nil
+}
