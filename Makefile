@@ -59,7 +59,7 @@ lint: tools third_party
 	$(BIN)/buf lint
 
 generate: tools third_party
-	rm -rf internal/gen/orderexpiry internal/gen/openapi
+	rm -rf internal/gen/orderexpiry internal/gen/openapi/orderexpiry
 	$(BIN)/buf generate
 	$(BIN)/buf lint
 

@@ -3,7 +3,8 @@ package main
 import (
 	"io"
 	"log/slog"
-	"net"
+	"maps"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -23,11 +24,15 @@ func TestParseConfig(t *testing.T) {
 		limits:          order.DefaultLimits,
 		retention:       24 * time.Hour,
 		watchBuffer:     1024,
+		maxWatchers:     10000,
+		maxBodyBytes:    64 << 10,
 		shutdownTimeout: 10 * time.Second,
 		logLevel:        slog.LevelInfo,
+		authOpen:        map[string]bool{"health": true, "metrics": true, "openapi": true},
 	}
 	with := func(f func(*config)) config {
 		c := defaults
+		c.authOpen = maps.Clone(defaults.authOpen)
 		f(&c)
 		return c
 	}
@@ -99,6 +104,22 @@ func TestParseConfig(t *testing.T) {
 		{name: "retention of exactly 1s", args: []string{"-retention=1s"}, want: with(func(c *config) { c.retention = time.Second })},
 		{name: "watch buffer of 1", args: []string{"-watch-buffer=1"}, want: with(func(c *config) { c.watchBuffer = 1 })},
 
+		{name: "a flag beats a bad variable", env: map[string]string{"DEFAULT_TTL": "soon"}, args: []string{"-default-ttl=1m"},
+			want: with(func(c *config) { c.limits.DefaultTTL = time.Minute })},
+		{name: "json logs", env: map[string]string{"LOG_FORMAT": "json"}, want: with(func(c *config) { c.logJSON = true })},
+		{name: "tokens from the environment", env: map[string]string{"AUTH_TOKENS": "a, b"}, want: with(func(c *config) { c.tokens = []string{"a", "b"} })},
+		{name: "nothing open", args: []string{"-auth-open="}, want: with(func(c *config) { c.authOpen = map[string]bool{} })},
+		{name: "limits", args: []string{"-max-watchers=5", "-max-request-bytes=2048", "-max-metadata-entries=3", "-max-metadata-bytes=100"},
+			want: with(func(c *config) {
+				c.maxWatchers, c.maxBodyBytes = 5, 2048
+				c.limits.MaxMetadataEntries, c.limits.MaxMetadataBytes = 3, 100
+			})},
+		{name: "bad log format", args: []string{"-log-format=xml"}, wantErr: `log format "xml"`},
+		{name: "unknown open endpoint", args: []string{"-auth-open=health,admin"}, wantErr: `unknown "admin"`},
+		{name: "missing tokens file", args: []string{"-auth-tokens-file=/nonexistent/tokens"}, wantErr: "auth tokens file"},
+		{name: "certificate without key", args: []string{"-tls-cert=c.pem"}, wantErr: "-tls-cert and -tls-key go together"},
+		{name: "client CA without certificate", args: []string{"-tls-client-ca=ca.pem"}, wantErr: "-tls-client-ca needs"},
+		{name: "bad MAX_WATCHERS", env: map[string]string{"MAX_WATCHERS": "lots"}, wantErr: `MAX_WATCHERS="lots": not a whole number`},
 		{name: "bad DEFAULT_TTL", env: map[string]string{"DEFAULT_TTL": "soon"}, wantErr: `DEFAULT_TTL="soon": not a duration`},
 		{name: "bad MAX_TTL", env: map[string]string{"MAX_TTL": "10"}, wantErr: `MAX_TTL="10": not a duration`},
 		{name: "bad RETENTION", env: map[string]string{"RETENTION": "1 day"}, wantErr: `RETENTION="1 day"`},
@@ -133,7 +154,7 @@ func TestParseConfig(t *testing.T) {
 			if err != nil {
 				t.Fatalf("parseConfig = %v", err)
 			}
-			if got != tt.want {
+			if !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("parseConfig =\n %+v\nwant\n %+v", got, tt.want)
 			}
 		})
@@ -162,38 +183,4 @@ func TestParseConfigWritesUsageToStderr(t *testing.T) {
 			}
 		})
 	}
-}
-
-func TestDialAddr(t *testing.T) {
-	tests := []struct {
-		name string
-		addr string
-		want string
-	}{
-		{name: "IPv6 wildcard", addr: "[::]:9090", want: "127.0.0.1:9090"},
-		{name: "IPv4 wildcard", addr: "0.0.0.0:9090", want: "127.0.0.1:9090"},
-		{name: "no host", addr: ":9090", want: "127.0.0.1:9090"},
-		{name: "IPv4 loopback", addr: "127.0.0.1:5", want: "127.0.0.1:5"},
-		{name: "IPv6 loopback", addr: "[::1]:7", want: "[::1]:7"},
-		{name: "another IPv4 address", addr: "10.1.2.3:443", want: "10.1.2.3:443"},
-		{name: "another IPv6 address", addr: "[2001:db8::1]:80", want: "[2001:db8::1]:80"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			a, err := net.ResolveTCPAddr("tcp", tt.addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := dialAddr(a); got != tt.want {
-				t.Errorf("dialAddr(%s) = %q, want %q", tt.addr, got, tt.want)
-			}
-		})
-	}
-
-	t.Run("not TCP", func(t *testing.T) {
-		a := &net.UnixAddr{Name: "/tmp/grpc.sock", Net: "unix"}
-		if got := dialAddr(a); got != "/tmp/grpc.sock" {
-			t.Errorf("dialAddr(%v) = %q, want the address unchanged", a, got)
-		}
-	})
 }

@@ -1,6 +1,6 @@
-// Command server runs the order-expiry service: gRPC on GRPC_ADDR, REST and
-// /healthz on HTTP_ADDR, on Redis when REDIS_URL is set and on the embedded
-// in-memory store otherwise.
+// Command server runs the order-expiry service: gRPC on GRPC_ADDR; REST,
+// /healthz, /metrics and /openapi.json on HTTP_ADDR; on Redis when REDIS_URL
+// is set and on the embedded in-memory store otherwise.
 package main
 
 import (
@@ -19,16 +19,23 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/test/bufconn"
 
+	"github.com/orderexpiry/orderexpiry/internal/auth"
 	"github.com/orderexpiry/orderexpiry/internal/gateway"
+	"github.com/orderexpiry/orderexpiry/internal/gen/openapi"
 	pb "github.com/orderexpiry/orderexpiry/internal/gen/orderexpiry/v1"
 	"github.com/orderexpiry/orderexpiry/internal/memstore"
+	"github.com/orderexpiry/orderexpiry/internal/metrics"
 	"github.com/orderexpiry/orderexpiry/internal/redisstore"
 	"github.com/orderexpiry/orderexpiry/internal/rpc"
 	"github.com/orderexpiry/orderexpiry/internal/watch"
@@ -57,25 +64,24 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.logLevel}))
+	log := newLogger(cfg, stderr)
 
-	var st store
-	storeName := "memory"
-	storeAttrs := []any{}
-	if cfg.redisURL == "" {
-		log.Info("REDIS_URL is not set: using the embedded in-memory store; orders and events are lost when the process stops")
-		st = memstore.New(cfg.retention)
-	} else {
-		redisstore.SetLogger(log)
-		rdb, err := redisstore.NewClient(cfg.redisURL)
-		if err != nil {
-			return err
-		}
-		defer rdb.Close()
-		st = redisstore.New(rdb, redisstore.Options{Retention: cfg.retention, Logger: log})
-		storeName = "redis"
-		// The address and db only: the URL may hold a password.
-		storeAttrs = append(storeAttrs, "redis_addr", rdb.Options().Addr, "redis_db", rdb.Options().DB)
+	hooks := &storeHooks{}
+	st, storeAttrs, closeStore, err := openStore(cfg, log, hooks)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+
+	hub := watch.NewHub(st, cfg.watchBuffer, log)
+	hub.MaxWatchers = cfg.maxWatchers
+	m := metrics.New(hub.Watchers, hooks.subscribed)
+	hub.OnPublish = m.Delivered
+	hooks.onExpire = m.Expired
+
+	serverTLS, err := loadServerTLS(cfg)
+	if err != nil {
+		return err
 	}
 
 	// Listeners first, so that a taken port fails the start at once.
@@ -90,33 +96,68 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	defer httpLis.Close()
 
-	hub := watch.NewHub(st, cfg.watchBuffer, log)
-	grpcServer := grpc.NewServer()
-	pb.RegisterOrderServiceServer(grpcServer, rpc.New(st, hub, cfg.limits, log))
+	svc := rpc.New(st, hub, cfg.limits, log)
+	svc.Observer = m
 	healthServer := health.NewServer()
 	// NOT_SERVING until the first ping of the store says otherwise.
 	healthServer.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	healthServer.SetServingStatus(pb.OrderService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
-	healthpb.RegisterHealthServer(grpcServer, healthServer)
-	reflection.Register(grpcServer)
 
-	conn, err := grpc.NewClient(dialAddr(grpcLis.Addr()), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	tokens := authenticator(cfg, log)
+	newGRPC := func(extra ...grpc.ServerOption) *grpc.Server {
+		unary := []grpc.UnaryServerInterceptor{m.GRPC.UnaryServerInterceptor(), logging.UnaryServerInterceptor(rpcLogger(log), rpcLogOptions...)}
+		stream := []grpc.StreamServerInterceptor{m.GRPC.StreamServerInterceptor(), logging.StreamServerInterceptor(rpcLogger(log), rpcLogOptions...)}
+		if tokens != nil {
+			unary = append(unary, tokens.Unary)
+			stream = append(stream, tokens.Stream)
+		}
+		s := grpc.NewServer(append([]grpc.ServerOption{
+			grpc.ChainUnaryInterceptor(unary...),
+			grpc.ChainStreamInterceptor(stream...),
+			grpc.MaxRecvMsgSize(cfg.maxBodyBytes),
+		}, extra...)...)
+		pb.RegisterOrderServiceServer(s, svc)
+		healthpb.RegisterHealthServer(s, healthServer)
+		reflection.Register(s)
+		return s
+	}
+	var grpcOpts []grpc.ServerOption
+	if serverTLS != nil {
+		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(serverTLS.Clone())))
+	}
+	grpcServer := newGRPC(grpcOpts...)
+	m.GRPC.InitializeMetrics(grpcServer)
+	// The gateway reaches the service through an in-memory listener of its
+	// own: TLS and client certificates are checked on the HTTP port, and the
+	// gRPC port stays closed to anyone without them.
+	internalLis := bufconn.Listen(1 << 20)
+	internalServer := newGRPC()
+	conn, err := grpc.NewClient("passthrough:///orderexpiry-internal",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return internalLis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return fmt.Errorf("gateway connection: %w", err)
 	}
 	defer conn.Close()
+
 	var serving atomic.Bool
-	healthy := func(context.Context) error {
-		if !serving.Load() {
-			return errors.New("the order store is unreachable")
-		}
-		return nil
-	}
-	handler, err := gateway.New(ctx, conn, healthy)
+	gw, err := gateway.New(ctx, conn, gateway.Options{
+		Health: func(context.Context) error {
+			if !serving.Load() {
+				return errors.New("the order store is unreachable")
+			}
+			return nil
+		},
+		Metrics:      m.Handler(),
+		OpenAPI:      openapi.OrderService,
+		Authorize:    tokens.HTTP(),
+		Open:         cfg.authOpen,
+		MaxBodyBytes: int64(cfg.maxBodyBytes),
+	})
 	if err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
-	httpServer := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	httpServer := &http.Server{Handler: gw, ReadHeaderTimeout: 10 * time.Second, TLSConfig: serverTLS}
 	servers := []*http.Server{httpServer}
 	listeners := []net.Listener{httpLis}
 	if cfg.debugAddr != "" {
@@ -137,15 +178,23 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		monitorHealth(gctx, st, healthServer, &serving, log)
 		return nil
 	})
-	g.Go(func() error {
-		if err := grpcServer.Serve(grpcLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-			return fmt.Errorf("gRPC server: %w", err)
-		}
-		return nil
-	})
+	for lis, srv := range map[net.Listener]*grpc.Server{grpcLis: grpcServer, internalLis: internalServer} {
+		g.Go(func() error {
+			if err := srv.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+				return fmt.Errorf("gRPC server: %w", err)
+			}
+			return nil
+		})
+	}
 	for i, srv := range servers {
 		g.Go(func() error {
-			if err := srv.Serve(listeners[i]); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			var err error
+			if srv.TLSConfig != nil {
+				err = srv.ServeTLS(listeners[i], "", "")
+			} else {
+				err = srv.Serve(listeners[i])
+			}
+			if err != nil && !errors.Is(err, http.ErrServerClosed) {
 				return fmt.Errorf("HTTP server: %w", err)
 			}
 			return nil
@@ -154,19 +203,92 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	g.Go(func() error {
 		<-gctx.Done()
 		log.Info("stopping", "timeout", cfg.shutdownTimeout)
-		shutdown(grpcServer, servers, healthServer, cfg.shutdownTimeout, log)
+		shutdown([]*grpc.Server{grpcServer, internalServer}, servers, healthServer, cfg.shutdownTimeout, log)
 		return nil
 	})
-	log.Info("serving", append([]any{"grpc", grpcLis.Addr().String(), "http", httpLis.Addr().String(), "store", storeName}, storeAttrs...)...)
+	log.Info("serving", append([]any{"grpc", grpcLis.Addr().String(), "http", httpLis.Addr().String(),
+		"tls", serverTLS != nil, "auth", tokens != nil}, storeAttrs...)...)
 	err = g.Wait()
 	log.Info("stopped")
 	return err
 }
 
-// shutdown stops both servers within the timeout: in-flight calls finish and
+// storeHooks carries the metrics' hooks into a store opened before them.
+type storeHooks struct {
+	onExpire   func(expired, caughtUp int)
+	subscribed func() bool
+}
+
+func (h *storeHooks) expired(n, caughtUp int) {
+	if h.onExpire != nil {
+		h.onExpire(n, caughtUp)
+	}
+}
+
+// openStore opens Redis when a URL is given and the memory store otherwise.
+func openStore(cfg config, log *slog.Logger, hooks *storeHooks) (store, []any, func(), error) {
+	if cfg.redisURL == "" {
+		log.Info("REDIS_URL is not set: using the embedded in-memory store; orders and events are lost when the process stops")
+		st := memstore.New(cfg.retention)
+		st.OnExpire = hooks.expired
+		hooks.subscribed = func() bool { return true }
+		return st, []any{"store", "memory"}, func() {}, nil
+	}
+	redisstore.SetLogger(log)
+	rdb, err := redisstore.NewClient(cfg.redisURL)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	st := redisstore.New(rdb, redisstore.Options{Retention: cfg.retention, Logger: log})
+	hooks.subscribed = func() bool { return true }
+	if s, ok := any(st).(interface{ Subscribed() bool }); ok {
+		hooks.subscribed = s.Subscribed
+	}
+	// The address and db only: the URL may hold a password.
+	attrs := []any{"store", "redis", "redis_addr", rdb.Options().Addr, "redis_db", rdb.Options().DB, "redis_tls", rdb.Options().TLSConfig != nil}
+	return st, attrs, func() { _ = rdb.Close() }, nil
+}
+
+// authenticator returns the token checker, or nil when no token is set.
+func authenticator(cfg config, log *slog.Logger) *auth.Tokens {
+	if len(cfg.tokens) == 0 {
+		log.Warn("no bearer tokens are set (AUTH_TOKENS, -auth-tokens-file): every call is let in")
+		return nil
+	}
+	var open []string
+	for name, prefix := range auth.OpenServices {
+		if cfg.authOpen[name] {
+			open = append(open, prefix)
+		}
+	}
+	return auth.New(cfg.tokens, open)
+}
+
+func newLogger(cfg config, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.logLevel}
+	if cfg.logJSON {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// rpcLogOptions log one line per finished RPC, at debug level whatever its
+// code: the errors that matter are logged where they happen.
+var rpcLogOptions = []logging.Option{
+	logging.WithLogOnEvents(logging.FinishCall),
+	logging.WithLevels(func(codes.Code) logging.Level { return logging.LevelDebug }),
+}
+
+func rpcLogger(l *slog.Logger) logging.Logger {
+	return logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
+		l.Log(ctx, slog.Level(lvl), msg, fields...)
+	})
+}
+
+// shutdown stops the servers within the timeout: in-flight calls finish and
 // watch streams end with a cursor to resume from (the hub closes them when
 // the context ends); whatever is still open at the bound is cut.
-func shutdown(grpcServer *grpc.Server, httpServers []*http.Server, hs *health.Server, timeout time.Duration, log *slog.Logger) {
+func shutdown(grpcServers []*grpc.Server, httpServers []*http.Server, hs *health.Server, timeout time.Duration, log *slog.Logger) {
 	hs.Shutdown()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -179,16 +301,20 @@ func shutdown(grpcServer *grpc.Server, httpServers []*http.Server, hs *health.Se
 			}
 		})
 	}
-	stopped := make(chan struct{})
-	go func() {
-		grpcServer.GracefulStop()
-		close(stopped)
-	}()
-	select {
-	case <-stopped:
-	case <-ctx.Done():
-		log.Warn("gRPC server did not stop in time; closing its connections")
-		grpcServer.Stop()
+	for _, srv := range grpcServers {
+		wg.Go(func() {
+			stopped := make(chan struct{})
+			go func() {
+				srv.GracefulStop()
+				close(stopped)
+			}()
+			select {
+			case <-stopped:
+			case <-ctx.Done():
+				log.Warn("gRPC server did not stop in time; closing its connections")
+				srv.Stop()
+			}
+		})
 	}
 	wg.Wait()
 }
@@ -237,18 +363,4 @@ func monitorHealth(ctx context.Context, st store, hs *health.Server, serving *at
 		case <-tick.C:
 		}
 	}
-}
-
-// dialAddr is the address the gateway dials to reach the gRPC listener: its
-// own address, with a wildcard host replaced by loopback.
-func dialAddr(a net.Addr) string {
-	tcp, ok := a.(*net.TCPAddr)
-	if !ok {
-		return a.String()
-	}
-	ip := tcp.IP
-	if ip == nil || ip.IsUnspecified() {
-		ip = net.IPv4(127, 0, 0, 1)
-	}
-	return net.JoinHostPort(ip.String(), fmt.Sprint(tcp.Port))
 }

@@ -4,6 +4,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -22,17 +23,41 @@ import (
 // Health reports whether the service can serve; nil means it can.
 type Health func(ctx context.Context) error
 
+// Options say what the HTTP port serves besides the REST API.
+type Options struct {
+	// Health backs GET /healthz.
+	Health Health
+	// Metrics is served at GET /metrics when not nil.
+	Metrics http.Handler
+	// OpenAPI is served at GET /openapi.json when not empty.
+	OpenAPI []byte
+	// Authorize checks the credentials of a request to /healthz, /metrics
+	// or /openapi.json, unless Open names it; nil lets every request in.
+	// (The API's own calls are checked by the gRPC server, to which the
+	// gateway forwards the Authorization header.)
+	Authorize func(*http.Request) error
+	// Open names the endpoints that need no credentials: "health",
+	// "metrics", "openapi".
+	Open map[string]bool
+	// MaxBodyBytes bounds a request body; 0 means 64 KiB.
+	MaxBodyBytes int64
+}
+
 // New returns the HTTP handler for the REST API over a connection to the
-// gRPC server, with GET /healthz.
-func New(ctx context.Context, conn *grpc.ClientConn, health Health) (http.Handler, error) {
+// gRPC server, with GET /healthz, /metrics and /openapi.json.
+func New(ctx context.Context, conn *grpc.ClientConn, opts Options) (http.Handler, error) {
+	if opts.MaxBodyBytes <= 0 {
+		opts.MaxBodyBytes = 64 << 10
+	}
 	mux := runtime.NewServeMux(
-		runtime.WithMarshalerOption(runtime.MIMEWildcard, &jsonMarshaler{runtime.JSONPb{
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, &jsonMarshaler{JSONPb: runtime.JSONPb{
 			// Show every scalar field, so that "created": false is visible.
 			MarshalOptions: protojson.MarshalOptions{EmitDefaultValues: true},
 			// An unknown field is a mistake the caller should hear about.
 			UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
-		}}),
+		}, limit: opts.MaxBodyBytes}),
 		runtime.WithErrorHandler(errorHandler),
+		runtime.WithRoutingErrorHandler(routingErrorHandler),
 	)
 	client := pb.NewOrderServiceClient(conn)
 	if err := pb.RegisterOrderServiceHandlerClient(ctx, mux, client); err != nil {
@@ -42,10 +67,39 @@ func New(ctx context.Context, conn *grpc.ClientConn, health Health) (http.Handle
 	if err := mux.HandlePath(http.MethodGet, "/v1/expirations:watch", watchHandler(mux, client)); err != nil {
 		return nil, err
 	}
-	if err := mux.HandlePath(http.MethodGet, "/healthz", healthHandler(health)); err != nil {
-		return nil, err
+	guard := func(name string, h http.Handler) runtime.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request, _ map[string]string) {
+			if opts.Authorize != nil && !opts.Open[name] {
+				if err := opts.Authorize(r); err != nil {
+					_, outbound := runtime.MarshalerForRequest(mux, r)
+					runtime.HTTPError(r.Context(), mux, outbound, w, r, err)
+					return
+				}
+			}
+			h.ServeHTTP(w, r)
+		}
 	}
-	return mux, nil
+	routes := map[string]http.Handler{"/healthz": healthHandler(opts.Health)}
+	names := map[string]string{"/healthz": "health", "/metrics": "metrics", "/openapi.json": "openapi"}
+	if opts.Metrics != nil {
+		routes["/metrics"] = opts.Metrics
+	}
+	if len(opts.OpenAPI) > 0 {
+		routes["/openapi.json"] = staticJSON(opts.OpenAPI)
+	}
+	for path, h := range routes {
+		if err := mux.HandlePath(http.MethodGet, path, guard(names[path], h)); err != nil {
+			return nil, err
+		}
+	}
+	return http.MaxBytesHandler(mux, opts.MaxBodyBytes+1), nil
+}
+
+func staticJSON(body []byte) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(body)
+	})
 }
 
 // httpCodes overrides grpc-gateway's mapping where a more telling status
@@ -56,12 +110,30 @@ var httpCodes = map[codes.Code]int{
 	codes.OutOfRange:         http.StatusGone,
 }
 
+// routingErrorHandler keeps the HTTP status of a routing error (the
+// gateway's default turns 405 into 501).
+func routingErrorHandler(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, httpStatus int) {
+	var err error
+	switch httpStatus {
+	case http.StatusMethodNotAllowed:
+		err = status.Errorf(codes.Unimplemented, "method %s is not allowed on %s", r.Method, r.URL.Path)
+	case http.StatusNotFound:
+		err = status.Errorf(codes.NotFound, "no route for %s %s", r.Method, r.URL.Path)
+	default:
+		err = status.Error(codes.InvalidArgument, http.StatusText(httpStatus))
+	}
+	errorHandler(ctx, mux, m, w, r, &runtime.HTTPStatusError{HTTPStatus: httpStatus, Err: err})
+}
+
 func errorHandler(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
 	var routing *runtime.HTTPStatusError
 	if !errors.As(err, &routing) {
 		if code, ok := httpCodes[status.Code(err)]; ok {
 			w = statusWriter{ResponseWriter: w, code: code}
 		}
+	}
+	if status.Code(err) == codes.Unauthenticated {
+		w = challengeWriter{w}
 	}
 	runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, err)
 }
@@ -74,8 +146,17 @@ type statusWriter struct {
 
 func (w statusWriter) WriteHeader(int) { w.ResponseWriter.WriteHeader(w.code) }
 
-func healthHandler(health Health) runtime.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request, _ map[string]string) {
+// challengeWriter sets the challenge of a 401 (the gateway would put the
+// error message there).
+type challengeWriter struct{ http.ResponseWriter }
+
+func (w challengeWriter) WriteHeader(code int) {
+	w.Header().Set("WWW-Authenticate", `Bearer realm="orderexpiry"`)
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func healthHandler(health Health) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		if err := health(r.Context()); err != nil {
 			w.WriteHeader(http.StatusServiceUnavailable)
@@ -83,20 +164,32 @@ func healthHandler(health Health) runtime.HandlerFunc {
 			return
 		}
 		_, _ = w.Write([]byte(`{"status":"SERVING"}` + "\n"))
-	}
+	})
 }
 
 // jsonMarshaler is the gateway's JSON marshaler, with decoding errors that
 // say they are about the request body.
-type jsonMarshaler struct{ runtime.JSONPb }
+type jsonMarshaler struct {
+	runtime.JSONPb
+	limit int64 // bytes a body may have
+}
 
+// The whole body is one JSON value: protojson refuses anything after it,
+// which a streaming decoder would leave unread (and unchecked).
 func (m *jsonMarshaler) NewDecoder(r io.Reader) runtime.Decoder {
-	d := m.JSONPb.NewDecoder(r)
 	return runtime.DecoderFunc(func(v any) error {
-		if err := d.Decode(v); err != nil && !errors.Is(err, io.EOF) {
+		body, err := io.ReadAll(io.LimitReader(r, m.limit+1))
+		if err != nil {
 			return fmt.Errorf("request body: %w", err)
-		} else if err != nil {
-			return err
+		}
+		if int64(len(body)) > m.limit {
+			return fmt.Errorf("request body is larger than the limit of %d bytes", m.limit)
+		}
+		if len(bytes.TrimSpace(body)) == 0 {
+			return io.EOF // no body: the fields come from the path
+		}
+		if err := m.Unmarshal(body, v); err != nil {
+			return fmt.Errorf("request body: %w", err)
 		}
 		return nil
 	})

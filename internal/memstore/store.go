@@ -16,6 +16,11 @@ import (
 
 // Store is an in-memory order store. Its zero value is not usable; call New.
 type Store struct {
+	// OnExpire, when set before Run, is told how many orders each pass of
+	// the expiry loop expired, and how many of them more than a second
+	// after their deadline.
+	OnExpire func(expired, caughtUp int)
+
 	retention time.Duration
 	now       func() time.Time
 
@@ -243,11 +248,19 @@ func (s *Store) expireDue() time.Duration {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.nowMs()
+	expired, caughtUp := 0, 0
 	for len(s.deadlines) > 0 && !s.deadlines[0].at.After(now) {
 		e := heap.Pop(&s.deadlines).(deadlineEntry)
 		if o, ok := s.pending[e.id]; ok && o.Deadline.Equal(e.at) {
 			s.close(o, order.StatusExpired, now)
+			expired++
+			if now.Sub(e.at) > time.Second {
+				caughtUp++
+			}
 		}
+	}
+	if expired > 0 && s.OnExpire != nil {
+		s.OnExpire(expired, caughtUp)
 	}
 	if now.Sub(s.trimmed) >= time.Second {
 		s.trim(now)
@@ -262,8 +275,10 @@ func (s *Store) expireDue() time.Duration {
 // trim drops events and closed orders older than retention. The caller
 // holds mu.
 func (s *Store) trim(now time.Time) {
+	// Keep events of the horizon's own millisecond: a cursor in it is
+	// still accepted (order.CheckCursor).
 	horizon := now.Add(-s.retention)
-	i := sort.Search(len(s.log), func(i int) bool { return s.log[i].ExpiredAt.After(horizon) })
+	i := sort.Search(len(s.log), func(i int) bool { return !s.log[i].ExpiredAt.Before(horizon) })
 	if i > 0 {
 		s.log = append([]order.Event(nil), s.log[i:]...)
 	}

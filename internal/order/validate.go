@@ -71,11 +71,13 @@ func (l Limits) CheckoutTTL(ttl time.Duration, has bool) (time.Duration, error) 
 	if ttl <= 0 {
 		return 0, Errorf(KindInvalid, "ttl must be more than zero (got %s); leave it out for the default of %s", ttl, l.DefaultTTL)
 	}
+	// Round up first (as the stores will), then compare: the rounded ttl
+	// is the one that must stay within the maximum.
+	if r := ttl % time.Millisecond; r != 0 && ttl <= l.MaxTTL {
+		ttl += time.Millisecond - r
+	}
 	if ttl > l.MaxTTL {
 		return 0, Errorf(KindInvalid, "ttl %s is more than the maximum of %s", ttl, l.MaxTTL)
-	}
-	if r := ttl % time.Millisecond; r != 0 {
-		ttl += time.Millisecond - r
 	}
 	return ttl, nil
 }

@@ -25,9 +25,19 @@ type Store interface {
 	Cancel(ctx context.Context, id string) (order.Order, error)
 }
 
+// Observer hears of the orders calls create and close, for metrics.
+type Observer interface {
+	CheckedOut()
+	Closed(order.Status)
+}
+
 // Service implements orderexpiry.v1.OrderService.
 type Service struct {
 	pb.UnimplementedOrderServiceServer
+
+	// Observer, when set before serving, hears of each order created,
+	// completed or cancelled.
+	Observer Observer
 
 	store  Store
 	hub    *watch.Hub
@@ -63,6 +73,9 @@ func (s *Service) Checkout(ctx context.Context, req *pb.CheckoutRequest) (*pb.Ch
 	if err != nil {
 		return nil, s.status(ctx, err)
 	}
+	if created && s.Observer != nil {
+		s.Observer.CheckedOut()
+	}
 	return &pb.CheckoutResponse{Order: toProto(o), Created: created}, nil
 }
 
@@ -73,12 +86,23 @@ func (s *Service) GetOrder(ctx context.Context, req *pb.GetOrderRequest) (*pb.Or
 
 // CompleteOrder marks a pending order as paid.
 func (s *Service) CompleteOrder(ctx context.Context, req *pb.CompleteOrderRequest) (*pb.Order, error) {
-	return s.byID(ctx, req.GetOrderId(), s.store.Complete)
+	return s.byID(ctx, req.GetOrderId(), s.observed(s.store.Complete))
 }
 
 // CancelOrder withdraws a pending order.
 func (s *Service) CancelOrder(ctx context.Context, req *pb.CancelOrderRequest) (*pb.Order, error) {
-	return s.byID(ctx, req.GetOrderId(), s.store.Cancel)
+	return s.byID(ctx, req.GetOrderId(), s.observed(s.store.Cancel))
+}
+
+// observed tells the Observer of the orders op closes.
+func (s *Service) observed(op func(context.Context, string) (order.Order, error)) func(context.Context, string) (order.Order, error) {
+	return func(ctx context.Context, id string) (order.Order, error) {
+		o, err := op(ctx, id)
+		if err == nil && s.Observer != nil {
+			s.Observer.Closed(o.Status)
+		}
+		return o, err
+	}
 }
 
 func (s *Service) byID(ctx context.Context, id string, op func(context.Context, string) (order.Order, error)) (*pb.Order, error) {
@@ -115,7 +139,9 @@ func (s *Service) WatchExpirations(req *pb.WatchExpirationsRequest, stream pb.Or
 	if err == nil || ctx.Err() != nil {
 		return s.status(ctx, err)
 	}
-	stream.SetTrailer(metadata.Pairs(ResumeCursorTrailer, last.String()))
+	if k := order.KindOf(err); (k == order.KindResourceExhausted || k == order.KindUnavailable) && (after != nil || !last.IsZero()) {
+		stream.SetTrailer(metadata.Pairs(ResumeCursorTrailer, last.String()))
+	}
 	return s.status(ctx, err)
 }
 

@@ -41,7 +41,10 @@ func (h *Hub) Follow(ctx context.Context, after *order.Cursor, started func() er
 	}
 	sub, err := h.Subscribe(ctx)
 	if err != nil {
-		return last, subscribeError(err, last)
+		if after == nil {
+			return last, subscribeError(err, nil) // nothing to resume from
+		}
+		return last, subscribeError(err, &last)
 	}
 	defer sub.Close()
 	if after == nil {
@@ -57,7 +60,7 @@ func (h *Hub) Follow(ctx context.Context, after *order.Cursor, started func() er
 		case <-ctx.Done():
 			return last, ctx.Err()
 		case <-sub.Done():
-			return last, subscribeError(sub.Err(), last)
+			return last, subscribeError(sub.Err(), &last)
 		case ev := <-sub.C:
 			if !last.Less(ev.Cursor) {
 				continue // already replayed
@@ -93,14 +96,21 @@ func (h *Hub) replay(ctx context.Context, last order.Cursor, until *order.Cursor
 	}
 }
 
-func subscribeError(err error, last order.Cursor) error {
+func subscribeError(err error, last *order.Cursor) error {
+	resume := "watch again"
+	if last != nil {
+		resume = "resume with after_cursor=" + last.String()
+	}
 	switch {
 	case errors.Is(err, ErrLagged):
 		return &order.Error{Kind: order.KindResourceExhausted, Err: err,
-			Msg: "this watcher fell too far behind the expiration log and was closed; resume with after_cursor=" + last.String()}
+			Msg: "this watcher fell too far behind the expiration log and was closed; " + resume}
+	case errors.Is(err, ErrTooManyWatchers):
+		return &order.Error{Kind: order.KindResourceExhausted, Err: err,
+			Msg: "this replica serves as many watchers as it may (its max-watchers limit); try again later or on another replica"}
 	case errors.Is(err, ErrStopped):
 		return &order.Error{Kind: order.KindUnavailable, Err: err,
-			Msg: "the server is shutting down; resume with after_cursor=" + last.String()}
+			Msg: "the server is shutting down; " + resume}
 	}
 	return err
 }

@@ -41,8 +41,18 @@ const (
 	readWait = time.Second
 )
 
+// ErrTooManyWatchers refuses a subscription past MaxWatchers.
+var ErrTooManyWatchers = errors.New("too many watchers")
+
 // Hub tails the log and fans events out to subscriptions.
 type Hub struct {
+	// MaxWatchers bounds the open subscriptions; 0 means no bound. Set it
+	// before Run.
+	MaxWatchers int
+	// OnPublish, when set before Run, is called with each event as it
+	// reaches the subscriptions, and the time it did.
+	OnPublish func(ev order.Event, at time.Time)
+
 	log    Log
 	buffer int
 	logger *slog.Logger
@@ -119,6 +129,9 @@ func (h *Hub) Subscribe(ctx context.Context) (*Subscription, error) {
 	if h.stopped {
 		return nil, ErrStopped
 	}
+	if h.MaxWatchers > 0 && len(h.subs) >= h.MaxWatchers {
+		return nil, ErrTooManyWatchers
+	}
 	ch := make(chan order.Event, h.buffer)
 	s := &Subscription{From: h.pos, C: ch, ch: ch, hub: h, done: make(chan struct{})}
 	h.subs[s] = struct{}{}
@@ -193,6 +206,12 @@ func (h *Hub) publish(events []order.Event) {
 		}
 	}
 	h.pos = events[len(events)-1].Cursor
+	if h.OnPublish != nil {
+		now := time.Now()
+		for _, ev := range events {
+			h.OnPublish(ev, now)
+		}
+	}
 }
 
 // drop removes a subscription. The caller holds mu.

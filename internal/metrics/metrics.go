@@ -1,0 +1,99 @@
+// Package metrics exposes the service's Prometheus metrics: per-RPC counts
+// and latency (from the grpc-ecosystem middleware) and the life of orders.
+// The domain packages know nothing of Prometheus; they report through the
+// small hooks this package's methods fit.
+package metrics
+
+import (
+	"net/http"
+	"time"
+
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/orderexpiry/orderexpiry/internal/order"
+)
+
+// Metrics holds the collectors of one server.
+type Metrics struct {
+	registry *prometheus.Registry
+	// GRPC counts and times every RPC; its interceptors go on the server.
+	GRPC *grpcprom.ServerMetrics
+
+	closed   *prometheus.CounterVec
+	created  prometheus.Counter
+	caughtUp prometheus.Counter
+	lateness prometheus.Histogram
+}
+
+// New registers the collectors, including the Go runtime's and the
+// process's. watchers and subscribed are read at each scrape.
+func New(watchers func() int, subscribed func() bool) *Metrics {
+	m := &Metrics{
+		registry: prometheus.NewRegistry(),
+		GRPC: grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
+			grpcprom.WithHistogramBuckets([]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1}),
+		)),
+		created: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "orderexpiry_orders_checked_out_total",
+			Help: "Orders created by Checkout on this replica (retries of a pending order not counted).",
+		}),
+		closed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "orderexpiry_orders_closed_total",
+			Help: "Orders closed by this replica, by outcome: completed, cancelled or expired. Expirations are counted by the replica that claimed them.",
+		}, []string{"outcome"}),
+		caughtUp: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "orderexpiry_orders_caught_up_total",
+			Help: "Expirations this replica claimed more than a second after their deadline: orders caught up after an outage, a restart or a lost wake-up.",
+		}),
+		lateness: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "orderexpiry_expiration_lateness_seconds",
+			Help:    "Time from an order's deadline to its expiration event reaching this replica's watchers.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}),
+	}
+	gauge := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
+	}
+	m.registry.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.GRPC, m.created, m.closed, m.caughtUp, m.lateness,
+		gauge("orderexpiry_watchers", "Watch streams open on this replica.", func() float64 { return float64(watchers()) }),
+		gauge("orderexpiry_subscriber_connected", "1 while this replica's subscription to Redis's expired-key events is up (always 1 on the memory store).", func() float64 {
+			if subscribed() {
+				return 1
+			}
+			return 0
+		}),
+	)
+	for _, o := range []string{"completed", "cancelled", "expired"} {
+		m.closed.WithLabelValues(o)
+	}
+	return m
+}
+
+// Handler serves the metrics in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{Registry: m.registry})
+}
+
+// CheckedOut counts a created order.
+func (m *Metrics) CheckedOut() { m.created.Inc() }
+
+// Closed counts an order completed or cancelled by a call.
+func (m *Metrics) Closed(s order.Status) { m.closed.WithLabelValues(s.String()).Inc() }
+
+// Expired counts expirations this replica claimed, of which caughtUp were
+// more than a second late.
+func (m *Metrics) Expired(n, caughtUp int) {
+	m.closed.WithLabelValues("expired").Add(float64(n))
+	m.caughtUp.Add(float64(caughtUp))
+}
+
+// Delivered observes an event as it reaches this replica's watchers.
+func (m *Metrics) Delivered(ev order.Event, at time.Time) {
+	m.lateness.Observe(max(at.Sub(ev.Deadline), 0).Seconds())
+}
