@@ -16,7 +16,7 @@ GATEWAY_VERSION        := v2.31.0
 # third_party/googleapis, since the Buf Schema Registry is out of reach.
 GOOGLEAPIS_MODULE      := github.com/grpc-ecosystem/grpc-gateway@v1.16.0
 
-.PHONY: grpcurl all build run test test-short generate check-generated lint fmt vet tools third_party bench clean
+.PHONY: fuzz grpcurl all build run test test-short generate check-generated lint fmt vet tools third_party bench clean
 
 all: build
 
@@ -31,6 +31,18 @@ run:
 # through the real gRPC and REST ports, all with the race detector.
 test: vet check-generated
 	$(GO) test -race -count=1 -timeout 20m ./...
+	$(MAKE) --no-print-directory fuzz
+
+# Each fuzz target briefly, from its seed corpus in testdata/fuzz (go test
+# -fuzz takes one target at a time). FUZZTIME=5m for a longer hunt.
+FUZZTIME ?= 10s
+FUZZ_TARGETS := ./internal/order:FuzzParseCursor ./internal/order:FuzzValidateID ./internal/gateway:FuzzCheckoutBody
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$name ($$pkg) for $(FUZZTIME)"; \
+		$(GO) test -run='^$$' -fuzz="^$$name\$$" -fuzztime=$(FUZZTIME) $$pkg; \
+	done
 
 vet:
 	$(GO) vet ./...
