@@ -98,6 +98,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 
 	svc := rpc.New(st, hub, cfg.limits, log)
 	svc.Observer = m
+	svc.UseCodec()
 	healthServer := health.NewServer()
 	// NOT_SERVING until the first ping of the store says otherwise.
 	healthServer.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
@@ -115,6 +116,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 			grpc.ChainUnaryInterceptor(unary...),
 			grpc.ChainStreamInterceptor(stream...),
 			grpc.MaxRecvMsgSize(cfg.maxBodyBytes),
+			grpc.ForceServerCodecV2(rpc.Codec),
 		}, extra...)...)
 		pb.RegisterOrderServiceServer(s, svc)
 		healthpb.RegisterHealthServer(s, healthServer)

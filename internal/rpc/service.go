@@ -38,16 +38,20 @@ type Service struct {
 	// Observer, when set before serving, hears of each order created,
 	// completed or cancelled.
 	Observer Observer
+	// preEncode sends events in the wire form shared by all watchers; it
+	// needs the server to use Codec.
+	preEncode bool
 
-	store  Store
-	hub    *watch.Hub
-	limits order.Limits
-	log    *slog.Logger
+	store   Store
+	hub     *watch.Hub
+	limits  order.Limits
+	log     *slog.Logger
+	encoded *encodedEvents
 }
 
 // New returns the service over a store and the hub that fans out its log.
 func New(store Store, hub *watch.Hub, limits order.Limits, log *slog.Logger) *Service {
-	return &Service{store: store, hub: hub, limits: limits, log: log}
+	return &Service{store: store, hub: hub, limits: limits, log: log, encoded: newEncodedEvents(4096)}
 }
 
 // Checkout creates a pending order, or returns the one already pending.
@@ -78,6 +82,10 @@ func (s *Service) Checkout(ctx context.Context, req *pb.CheckoutRequest) (*pb.Ch
 	}
 	return &pb.CheckoutResponse{Order: toProto(o), Created: created}, nil
 }
+
+// UseCodec tells the service that its server was given Codec
+// (grpc.ForceServerCodecV2), so that it can send each event encoded once.
+func (s *Service) UseCodec() { s.preEncode = true }
 
 // GetOrder returns an order.
 func (s *Service) GetOrder(ctx context.Context, req *pb.GetOrderRequest) (*pb.Order, error) {
@@ -134,7 +142,16 @@ func (s *Service) WatchExpirations(req *pb.WatchExpirationsRequest, stream pb.Or
 		after = &c
 	}
 	started := func() error { return stream.SendHeader(metadata.MD{}) }
-	send := func(ev order.Event) error { return stream.Send(eventToProto(ev)) }
+	send := func(ev order.Event) error {
+		if !s.preEncode {
+			return stream.Send(eventToProto(ev))
+		}
+		b, err := s.encoded.get(ev)
+		if err != nil {
+			return err
+		}
+		return stream.SendMsg(b)
+	}
 	last, err := s.hub.Follow(ctx, after, started, send)
 	if err == nil || ctx.Err() != nil {
 		return s.status(ctx, err)
