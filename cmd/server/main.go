@@ -159,7 +159,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
-	httpServer := &http.Server{Handler: gw, ReadHeaderTimeout: 10 * time.Second, TLSConfig: serverTLS}
+	// net/http's own errors (refused TLS handshakes, …) go to the same log.
+	errorLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
+	httpServer := &http.Server{Handler: gw, ReadHeaderTimeout: 10 * time.Second, TLSConfig: serverTLS, ErrorLog: errorLog}
 	servers := []*http.Server{httpServer}
 	listeners := []net.Listener{httpLis}
 	if cfg.debugAddr != "" {
@@ -168,7 +170,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 			return fmt.Errorf("debug listener: %w", err)
 		}
 		defer debugLis.Close()
-		servers = append(servers, &http.Server{Handler: debugHandler(), ReadHeaderTimeout: 10 * time.Second})
+		servers = append(servers, &http.Server{Handler: debugHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: errorLog})
 		listeners = append(listeners, debugLis)
 		log.Info("serving profiles", "debug", debugLis.Addr().String())
 	}

@@ -28,6 +28,13 @@ func (h *Hub) Follow(ctx context.Context, after *order.Cursor, started func() er
 			return last, err
 		}
 	}
+	// Refused past the limit before the header goes out, so that the caller
+	// gets RESOURCE_EXHAUSTED (HTTP 429) rather than a watch that was
+	// accepted and ends at once. Subscribe enforces the limit for the rare
+	// watch that passes here at the same moment as another.
+	if h.full() {
+		return last, subscribeError(ErrTooManyWatchers, nil)
+	}
 	if err := started(); err != nil {
 		return last, err
 	}

@@ -138,6 +138,13 @@ func (h *Hub) Subscribe(ctx context.Context) (*Subscription, error) {
 	return s, nil
 }
 
+// full says whether a subscription would now be refused for MaxWatchers.
+func (h *Hub) full() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.MaxWatchers > 0 && len(h.subs) >= h.MaxWatchers
+}
+
 // Watchers returns the number of open subscriptions.
 func (h *Hub) Watchers() int {
 	h.mu.Lock()
