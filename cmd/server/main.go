@@ -243,11 +243,8 @@ func openStore(cfg config, log *slog.Logger, hooks *storeHooks) (store, []any, f
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	st := redisstore.New(rdb, redisstore.Options{Retention: cfg.retention, Logger: log})
-	hooks.subscribed = func() bool { return true }
-	if s, ok := any(st).(interface{ Subscribed() bool }); ok {
-		hooks.subscribed = s.Subscribed
-	}
+	st := redisstore.New(rdb, redisstore.Options{Retention: cfg.retention, Logger: log, OnExpire: hooks.expired})
+	hooks.subscribed = st.Subscribed
 	// The address and db only: the URL may hold a password.
 	attrs := []any{"store", "redis", "redis_addr", rdb.Options().Addr, "redis_db", rdb.Options().DB, "redis_tls", rdb.Options().TLSConfig != nil}
 	return st, attrs, func() { _ = rdb.Close() }, nil

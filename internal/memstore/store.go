@@ -16,9 +16,10 @@ import (
 
 // Store is an in-memory order store. Its zero value is not usable; call New.
 type Store struct {
-	// OnExpire, when set before Run, is told how many orders each pass of
-	// the expiry loop expired, and how many of them more than a second
-	// after their deadline.
+	// OnExpire, when set before Run, is told of each expiration (by the
+	// expiry loop or by a call that found the order due), and whether it
+	// came more than a second after the deadline. It runs under the
+	// store's lock and must not block.
 	OnExpire func(expired, caughtUp int)
 
 	retention time.Duration
@@ -159,6 +160,13 @@ func (s *Store) close(o *order.Order, to order.Status, now time.Time) *order.Ord
 		})
 		close(s.appended)
 		s.appended = make(chan struct{})
+		if s.OnExpire != nil {
+			caughtUp := 0
+			if now.Sub(o.Deadline) > time.Second {
+				caughtUp = 1
+			}
+			s.OnExpire(1, caughtUp)
+		}
 	}
 	return o
 }
@@ -248,19 +256,11 @@ func (s *Store) expireDue() time.Duration {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.nowMs()
-	expired, caughtUp := 0, 0
 	for len(s.deadlines) > 0 && !s.deadlines[0].at.After(now) {
 		e := heap.Pop(&s.deadlines).(deadlineEntry)
 		if o, ok := s.pending[e.id]; ok && o.Deadline.Equal(e.at) {
 			s.close(o, order.StatusExpired, now)
-			expired++
-			if now.Sub(e.at) > time.Second {
-				caughtUp++
-			}
 		}
-	}
-	if expired > 0 && s.OnExpire != nil {
-		s.OnExpire(expired, caughtUp)
 	}
 	if now.Sub(s.trimmed) >= time.Second {
 		s.trim(now)

@@ -42,7 +42,7 @@ func New(watchers func() int, subscribed func() bool) *Metrics {
 		}),
 		closed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "orderexpiry_orders_closed_total",
-			Help: "Orders closed by this replica, by outcome: completed, cancelled or expired. Expirations are counted by the replica that claimed them.",
+			Help: "Orders closed by this replica, by outcome: completed, cancelled or expired. An expiration is counted by the replica that claimed it (its sweeper, or a call that found the order due).",
 		}, []string{"outcome"}),
 		caughtUp: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "orderexpiry_orders_caught_up_total",

@@ -8,6 +8,12 @@ import (
 // MaxSweepSleep is the longest the sweeper sleeps when nothing wakes it.
 const MaxSweepSleep = maxSweepSleep
 
+// TTLKeyGrace is how much longer an order's ttl key lives than the order.
+const TTLKeyGrace = ttlKeyGrace
+
+// SweepBatch is how many due orders one sweeper script call expires.
+const SweepBatch = sweepBatch
+
 // CheckoutUnannounced creates a pending order as Checkout does, but wakes no
 // sweeper: the script's wake-up goes to a channel nobody listens to, as if it
 // had been lost. It runs the script with EVAL, so that the sweeper's calls are
@@ -15,5 +21,38 @@ const MaxSweepSleep = maxSweepSleep
 func (s *Store) CheckoutUnannounced(ctx context.Context, id string, ttl time.Duration) error {
 	keys := s.keys.scriptKeys()
 	keys[3] = s.keys.prefix + "nobody-listens"
-	return checkoutScript.Eval(ctx, s.rdb, keys, s.args(id, ttl.Milliseconds(), "")...).Err()
+	return checkoutScript.Eval(ctx, s.rdb, keys, s.args(checkoutArgs(id, ttl, "")...)...).Err()
+}
+
+// ExpireDue runs the sweeper's pass once: it expires every order due now.
+func (s *Store) ExpireDue(ctx context.Context) error {
+	_, err := s.expireDue(ctx)
+	return err
+}
+
+// CheckoutMany creates pending orders as Checkout does, in one pipeline, so
+// that a benchmark can load many quickly.
+func (s *Store) CheckoutMany(ctx context.Context, ids []string, ttl time.Duration, meta string) error {
+	if err := checkoutScript.Load(ctx, s.rdb).Err(); err != nil {
+		return err
+	}
+	pipe := s.rdb.Pipeline()
+	for _, id := range ids {
+		checkoutScript.EvalSha(ctx, pipe, s.keys.scriptKeys(), s.args(checkoutArgs(id, ttl, meta)...)...)
+	}
+	_, err := pipe.Exec(ctx)
+	return err
+}
+
+// MakeDue moves the deadline of every pending order to a millisecond before
+// now by Redis's clock, leaving their ttl keys as they are: the orders are
+// due, and Redis has not expired their ttl keys yet.
+func (s *Store) MakeDue(ctx context.Context) error {
+	return s.rdb.Eval(ctx, `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
+for i = 1, #ids do redis.call('ZADD', KEYS[1], now - 1, ids[i]) end
+return #ids
+`, []string{s.keys.deadlines}).Err()
 }

@@ -9,8 +9,10 @@ import (
 // tag "{<partition>}", so that in Redis Cluster a partition lives on one
 // node and each script, which touches one partition only, stays in one slot.
 //
-//	<base>:{p}:order:<id>   string "1" with the order's ttl; Redis's expired
-//	                        event for it wakes the sweeper
+//	<base>:{p}:order:<id>   string "1" living ttlKeyGrace longer than the
+//	                        order; the claim deletes it, and only when no
+//	                        sweeper claimed the order in time does Redis
+//	                        expire it, and its expired event wakes them
 //	<base>:{p}:deadlines    sorted set, id -> deadline (unix ms): the index of
 //	                        pending orders that lets no expiry be forgotten
 //	<base>:{p}:pending      hash, id -> "<created ms> <metadata JSON>"; kept

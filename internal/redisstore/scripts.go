@@ -21,6 +21,9 @@ local prefix = ARGV[1]
 local retention = tonumber(ARGV[2])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- Set when current() expires the order it was asked about, and when that
+-- was more than a second after its deadline (for the metrics).
+local expired_here, caught_here = 0, 0
 
 -- pendingRecord returns the created time and metadata of a pending order.
 local function pendingFields(id)
@@ -56,6 +59,8 @@ local function current(id)
       local created, meta = pendingFields(id)
       return 'pending', 'pending ' .. created .. ' ' .. d .. ' 0 ' .. meta
     end
+    expired_here = 1
+    if now - tonumber(d) > 1000 then caught_here = 1 end
     return 'closed', close(id, d, 'expired')
   end
   local rec = redis.call('GET', prefix .. 'closed:' .. id)
@@ -65,55 +70,95 @@ end
 `
 
 // checkoutScript creates a pending order unless one with this id is pending.
-// ARGV[3] id, ARGV[4] ttl ms, ARGV[5] metadata JSON (may be empty).
-// Returns {'created' or 'exists', record, now}.
+// ARGV[3] id, ARGV[4] ttl ms, ARGV[5] metadata JSON (may be empty), ARGV[6]
+// lifetime of the ttl key in ms (the ttl plus ttlKeyGrace, see checkoutArgs).
+// Returns {'created' or 'exists', record, now, expired here, caught up here}:
+// the last two say whether the call expired the id's previous order (see
+// luaPrelude).
 var checkoutScript = redis.NewScript(luaPrelude + `
 local id = ARGV[3]
 local state, rec = current(id)
-if state == 'pending' then return {'exists', rec, now} end
+if state == 'pending' then return {'exists', rec, now, expired_here, caught_here} end
 local deadline = now + tonumber(ARGV[4])
 local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 redis.call('DEL', prefix .. 'closed:' .. id)
 redis.call('ZADD', KEYS[1], deadline, id)
 redis.call('HSET', KEYS[2], id, now .. ' ' .. ARGV[5])
-redis.call('SET', prefix .. 'order:' .. id, '1', 'PX', ARGV[4])
+redis.call('SET', prefix .. 'order:' .. id, '1', 'PX', ARGV[6])
 -- A new earliest deadline: sweepers that sleep until a later one must wake.
 if #first == 0 or deadline < tonumber(first[2]) then
   redis.call('PUBLISH', KEYS[4], deadline)
 end
-return {'created', 'pending ' .. now .. ' ' .. deadline .. ' 0 ' .. ARGV[5], now}
+return {'created', 'pending ' .. now .. ' ' .. deadline .. ' 0 ' .. ARGV[5], now, expired_here, caught_here}
 `)
 
 // getScript reads an order, expiring it first if it is due, so that nobody
 // sees a pending order past its deadline.
-// ARGV[3] id. Returns {'pending', 'closed' or 'missing', record, now}.
+// ARGV[3] id. Returns {'pending', 'closed' or 'missing', record, now,
+// expired here, caught up here}.
 var getScript = redis.NewScript(luaPrelude + `
 local state, rec = current(ARGV[3])
-return {state, rec, now}
+return {state, rec, now, expired_here, caught_here}
 `)
 
 // finishScript completes or cancels a pending order that is not due.
 // ARGV[3] id, ARGV[4] 'completed' or 'cancelled'.
-// Returns {'ok', 'closed' or 'missing', record, now}: 'closed' carries the
+// Returns {'ok', 'closed' or 'missing', record, now, expired here, caught up
+// here}: 'closed' carries the
 // record of the order as it already was (expired first here if it was due).
 var finishScript = redis.NewScript(luaPrelude + `
 local id = ARGV[3]
 local state, rec = current(id)
-if state ~= 'pending' then return {state, rec, now} end
+if state ~= 'pending' then return {state, rec, now, expired_here, caught_here} end
 local d = redis.call('ZSCORE', KEYS[1], id)
-return {'ok', close(id, d, ARGV[4]), now}
+return {'ok', close(id, d, ARGV[4]), now, expired_here, caught_here}
 `)
 
-// expireDueScript expires up to ARGV[3] due orders, oldest deadline first.
-// Returns {expired count, now, next deadline or -1}: the sweeper sleeps until
-// the next deadline by Redis's clock, not its own.
+// expireDueScript expires up to ARGV[3] due orders, oldest deadline first,
+// in one batch: the per-order work is only what cannot be shared (the
+// tombstone and the event), every other command takes the whole batch.
+// ARGV[3] batch size (at most a few thousand: the ids go through unpack).
+// Returns {expired count, now, next deadline or -1, caught up}: the sweeper
+// sleeps until the next deadline by Redis's clock, not its own; "caught up"
+// counts the orders claimed more than a second after their deadline.
 var expireDueScript = redis.NewScript(luaPrelude + `
 local due = redis.call('ZRANGE', KEYS[1], '-inf', now, 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[3]), 'WITHSCORES')
-for i = 1, #due, 2 do
-  close(due[i], due[i + 1], 'expired')
+local n = #due / 2
+local caught = 0
+if n > 0 then
+  local ids, ttlKeys = {}, {}
+  local orderPrefix = prefix .. 'order:'
+  for i = 1, n do
+    local id = due[2 * i - 1]
+    ids[i] = id
+    ttlKeys[i] = orderPrefix .. id
+  end
+  -- The claim. The due orders are the first n of the index by rank, so
+  -- removing ranks 0..n-1 removes exactly them; the script is atomic, so no
+  -- other replica can have claimed one of them meanwhile.
+  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, n - 1)
+  local recs = redis.call('HMGET', KEYS[2], unpack(ids))
+  redis.call('HDEL', KEYS[2], unpack(ids))
+  redis.call('DEL', unpack(ttlKeys))
+  local closedPrefix = prefix .. 'closed:'
+  local x = tostring(now)
+  local px = ARGV[2]
+  for i = 1, n do
+    local id, d, rec = ids[i], due[2 * i], recs[i]
+    local created, meta = '0', ''
+    if rec then
+      local sp = string.find(rec, ' ', 1, true)
+      created, meta = string.sub(rec, 1, sp - 1), string.sub(rec, sp + 1)
+    end
+    redis.call('SET', closedPrefix .. id, 'expired ' .. created .. ' ' .. d .. ' ' .. x .. ' ' .. meta, 'PX', px)
+    redis.call('XADD', KEYS[3], '*', 'id', id, 'c', created, 'd', d, 'x', x, 'm', meta)
+    if now - tonumber(d) > 1000 then caught = caught + 1 end
+  end
+  -- One trim for the batch instead of one per XADD.
+  redis.call('XTRIM', KEYS[3], 'MINID', '~', now - retention)
 end
 local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 local next_deadline = -1
 if #nxt > 0 then next_deadline = tonumber(nxt[2]) end
-return {#due / 2, now, next_deadline}
+return {n, now, next_deadline, caught}
 `)

@@ -29,6 +29,13 @@ type Options struct {
 	KeyBase string
 	// Logger receives the store's warnings; slog.Default() when nil.
 	Logger *slog.Logger
+	// OnExpire, when set, is called by the sweeper after each pass that
+	// expired orders, with how many it expired and how many of those it
+	// claimed more than a second after their deadline by Redis's clock
+	// (orders caught up after an outage, a restart or a lost wake-up). It
+	// is also called for an order that a call (Get, Complete, Cancel,
+	// Checkout) finds due and expires itself. It must not block.
+	OnExpire func(expired, caughtUp int)
 }
 
 // Store is the order store on one Redis database.
@@ -38,12 +45,15 @@ type Store struct {
 	keys      keys
 	retention time.Duration
 	log       *slog.Logger
+	onExpire  func(expired, caughtUp int)
 
 	// wake tells the sweeper to look for due orders now.
 	wake chan struct{}
 	// nextSweep is when the sweeper plans to look next, in unix ms by
 	// Redis's clock.
 	nextSweep atomic.Int64
+	// subscribed is true while the subscription to expired-key events is up.
+	subscribed atomic.Bool
 
 	mu          sync.Mutex
 	configWarns int
@@ -64,6 +74,7 @@ func New(rdb *redis.Client, opts Options) *Store {
 		keys:      newKeys(opts.KeyBase, 0),
 		retention: opts.Retention,
 		log:       opts.Logger,
+		onExpire:  opts.OnExpire,
 		wake:      make(chan struct{}, 1),
 	}
 }
@@ -114,11 +125,11 @@ func (s *Store) Checkout(ctx context.Context, id string, ttl time.Duration, md m
 	if err != nil {
 		return order.Order{}, false, err
 	}
-	res, err := s.run(ctx, checkoutScript, id, ttl.Milliseconds(), meta)
+	res, err := s.run(ctx, checkoutScript, checkoutArgs(id, ttl, meta)...)
 	if err != nil {
 		return order.Order{}, false, err
 	}
-	code, o, err := parseReply(id, res)
+	code, o, err := s.parseReply(id, res)
 	if err != nil {
 		return order.Order{}, false, err
 	}
@@ -132,13 +143,30 @@ func (s *Store) Checkout(ctx context.Context, id string, ttl time.Duration, md m
 	return o, code == "created", nil
 }
 
+// ttlKeyGrace is how much longer an order's ttl key lives than the order.
+// The sweeper deletes the key when it claims the order, normally within a
+// few milliseconds of the deadline; Redis expires the key itself, and
+// publishes the expired event that wakes every sweeper, only when no
+// sweeper has claimed the order within the grace: its wake-up was lost, or
+// every sweeper is down or far behind.
+// Were the key to die at the deadline, every claim would find it already
+// expired in Redis's eyes, and Redis would expire and publish it anyway:
+// one more deletion and one more event per order, for nothing. The order's
+// truth is the deadline in the index, never the ttl key.
+const ttlKeyGrace = 100 * time.Millisecond
+
+// checkoutArgs are checkoutScript's own arguments.
+func checkoutArgs(id string, ttl time.Duration, meta string) []any {
+	return []any{id, ttl.Milliseconds(), meta, (ttl + ttlKeyGrace).Milliseconds()}
+}
+
 // Get returns an order, pending or closed.
 func (s *Store) Get(ctx context.Context, id string) (order.Order, error) {
 	res, err := s.run(ctx, getScript, id)
 	if err != nil {
 		return order.Order{}, err
 	}
-	code, o, err := parseReply(id, res)
+	code, o, err := s.parseReply(id, res)
 	if err != nil {
 		return order.Order{}, err
 	}
@@ -163,7 +191,7 @@ func (s *Store) finish(ctx context.Context, id string, to order.Status) (order.O
 	if err != nil {
 		return order.Order{}, err
 	}
-	code, o, err := parseReply(id, res)
+	code, o, err := s.parseReply(id, res)
 	if err != nil {
 		return order.Order{}, err
 	}
@@ -280,9 +308,15 @@ func storeError(err error) error {
 }
 
 // parseReply reads the {code, record, now} reply of the order scripts.
-func parseReply(id string, res []any) (string, order.Order, error) {
-	if len(res) != 3 {
-		return "", order.Order{}, fmt.Errorf("redis: script reply has %d elements, want 3", len(res))
+func (s *Store) parseReply(id string, res []any) (string, order.Order, error) {
+	if len(res) != 5 {
+		return "", order.Order{}, fmt.Errorf("redis: script reply has %d elements, want 5", len(res))
+	}
+	// The call found the order due and expired it: count it as the
+	// sweeper's expirations are.
+	if n, _ := res[3].(int64); n > 0 && s.onExpire != nil {
+		caught, _ := res[4].(int64)
+		s.onExpire(int(n), int(caught))
 	}
 	code, _ := res[0].(string)
 	rec, _ := res[1].(string)

@@ -1,0 +1,192 @@
+package redisstore_test
+
+import (
+	"maps"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/orderexpiry/orderexpiry/internal/order"
+	"github.com/orderexpiry/orderexpiry/internal/redisstore"
+	"github.com/orderexpiry/orderexpiry/internal/redistest"
+)
+
+// TestSubscribed follows Subscribed through the life of the subscription:
+// false before Run, true once Redis confirms it, false while a killed
+// connection is being replaced, true again after, false once Run stops.
+func TestSubscribed(t *testing.T) {
+	srv := redistest.Start(t)
+	admin := srv.Client(t)
+	s := newStore(t, srv)
+	if s.Subscribed() {
+		t.Fatalf("Subscribed before Run: true, want false")
+	}
+	stop := run(t, s)
+	waitUntil(t, 5*time.Second, "Subscribed to be true", s.Subscribed)
+	if n := numSub(t, admin, expiredChannel); n != 1 {
+		t.Fatalf("Subscribed is true, but Redis counts %d subscribers to %s", n, expiredChannel)
+	}
+
+	// The subscriber waits at least backoff.First (50ms) before it
+	// subscribes again: polling every millisecond sees it down meanwhile.
+	killSubscriber(t, admin)
+	deadline := time.Now().Add(5 * time.Second)
+	for s.Subscribed() {
+		if time.Now().After(deadline) {
+			t.Fatalf("Subscribed still true 5s after its connection was killed")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	waitUntil(t, 5*time.Second, "Subscribed to be true again", s.Subscribed)
+	if n := numSub(t, admin, expiredChannel); n != 1 {
+		t.Errorf("Subscribed is true again, but Redis counts %d subscribers to %s", n, expiredChannel)
+	}
+
+	stop()
+	if s.Subscribed() {
+		t.Errorf("Subscribed after Run returned: true, want false")
+	}
+}
+
+// TestSweepCatchesUp checks out orders while no store runs, more than a
+// sweeper batch of them, and starts the store more than a second after they
+// came due: its first pass expires them all, each once and with its
+// metadata, tombstone and event, and OnExpire counts them as caught up,
+// while orders due after the start are not.
+func TestSweepCatchesUp(t *testing.T) {
+	srv := redistest.Start(t)
+	admin := srv.Client(t)
+	idle := newStore(t, srv)
+
+	overdue := 2*redisstore.SweepBatch + 17
+	pending := map[string]order.Order{}
+	for i := range overdue {
+		id := "late-" + strconv.Itoa(i)
+		var md map[string]string
+		if i%3 == 0 {
+			md = map[string]string{"i": strconv.Itoa(i), "note": "a b"}
+		}
+		o, _, err := idle.Checkout(t.Context(), id, 10*time.Millisecond, md)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pending[id] = o
+	}
+	var lastDeadline time.Time
+	for _, o := range pending {
+		if o.Deadline.After(lastDeadline) {
+			lastDeadline = o.Deadline
+		}
+	}
+	time.Sleep(time.Until(lastDeadline.Add(1200 * time.Millisecond)))
+	const onTime = 2
+	for i := range onTime {
+		id := "on-time-" + strconv.Itoa(i)
+		o, _, err := idle.Checkout(t.Context(), id, 300*time.Millisecond, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pending[id] = o
+	}
+
+	var (
+		mu                      sync.Mutex
+		passes, expired, caught int
+	)
+	s := redisstore.New(srv.Client(t), redisstore.Options{
+		Retention: time.Hour,
+		Logger:    testLogger(t),
+		OnExpire: func(n, caughtUp int) {
+			mu.Lock()
+			defer mu.Unlock()
+			if n <= 0 || caughtUp < 0 || caughtUp > n {
+				t.Errorf("OnExpire(%d, %d): want 0 <= caughtUp <= expired, expired > 0", n, caughtUp)
+			}
+			passes++
+			expired += n
+			caught += caughtUp
+		},
+	})
+	run(t, s)
+	evs := collect(t, s, order.Cursor{}, overdue+onTime)
+
+	seen := map[string]bool{}
+	for _, ev := range evs {
+		o, ok := pending[ev.OrderID]
+		if !ok || seen[ev.OrderID] {
+			t.Errorf("event for %q: unknown or repeated", ev.OrderID)
+			continue
+		}
+		seen[ev.OrderID] = true
+		if !ev.Deadline.Equal(o.Deadline) || !ev.CreatedAt.Equal(o.CreatedAt) || !maps.Equal(ev.Metadata, o.Metadata) {
+			t.Errorf("event %+v; want created_at %v, deadline %v, metadata %v", ev, o.CreatedAt, o.Deadline, o.Metadata)
+		}
+		got, err := s.Get(t.Context(), ev.OrderID)
+		if err != nil {
+			t.Fatalf("Get(%s): %v", ev.OrderID, err)
+		}
+		if got.Status != order.StatusExpired || !got.ClosedAt.Equal(ev.ExpiredAt) || !got.Deadline.Equal(o.Deadline) ||
+			!got.CreatedAt.Equal(o.CreatedAt) || !maps.Equal(got.Metadata, o.Metadata) {
+			t.Errorf("Get(%s) = %+v; want it expired at the event's %v, as checked out: %+v", ev.OrderID, got, ev.ExpiredAt, o)
+		}
+	}
+	if xlen := streamLength(t, srv); xlen != int64(overdue+onTime) {
+		t.Errorf("XLEN of the event stream is %d, want %d", xlen, overdue+onTime)
+	}
+	// Nothing of the pending orders is left behind: index, pending
+	// records and ttl keys are gone; the tombstones remain.
+	for pattern, want := range map[string]int{"*:deadlines": 0, "*:pending": 0, "*:order:*": 0, "*:closed:*": overdue + onTime} {
+		if keys := admin.Keys(t.Context(), pattern).Val(); len(keys) != want {
+			t.Errorf("KEYS %s: %d keys, want %d", pattern, len(keys), want)
+		}
+	}
+
+	mu.Lock()
+	defer mu.Unlock()
+	if expired != overdue+onTime || caught != overdue {
+		t.Errorf("OnExpire counted %d expired and %d caught up over %d passes; want %d expired, of which the %d due before the store started caught up",
+			expired, caught, passes, overdue+onTime, overdue)
+	}
+}
+
+// TestSweeperDeletesTTLKeys checks that a sweeper on time deletes the ttl
+// keys of the orders it claims before Redis expires them: Redis must not
+// expire them itself, publishing one expired event per order for nothing.
+func TestSweeperDeletesTTLKeys(t *testing.T) {
+	srv := redistest.Start(t)
+	admin := srv.Client(t)
+	s := newStore(t, srv)
+	run(t, s)
+
+	const n = 200
+	for i := range n {
+		ttl := 100*time.Millisecond + time.Duration(i)*time.Millisecond
+		if _, _, err := s.Checkout(t.Context(), "k-"+strconv.Itoa(i), ttl, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	evs := collect(t, s, order.Cursor{}, n)
+	// Give Redis time to expire whatever it would: past the grace and
+	// through a few active-expire cycles.
+	time.Sleep(redisstore.TTLKeyGrace + 300*time.Millisecond)
+
+	// A claim later than the grace finds the key expired in Redis's eyes;
+	// the sweeper of a loaded machine may be that late, so claims more
+	// than 50ms late are forgiven. Any other must have deleted its key
+	// before Redis expired it.
+	const forgiven = 50 * time.Millisecond
+	late := 0
+	for _, ev := range evs {
+		if ev.ExpiredAt.Sub(ev.Deadline) >= forgiven {
+			late++
+		}
+	}
+	if got := infoInt(t, admin, "stats", "expired_keys", ""); got > int64(late) {
+		t.Errorf("Redis expired %d keys itself; the sweeper claimed all but %d of the %d orders within %v of their deadline, and must have deleted their ttl keys before Redis expired them",
+			got, late, n, forgiven)
+	}
+	if keys := admin.Keys(t.Context(), "*:order:*").Val(); len(keys) != 0 {
+		t.Errorf("ttl keys left after every order expired: %v", keys)
+	}
+}
