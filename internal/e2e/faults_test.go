@@ -214,7 +214,7 @@ func TestFaultNetwork(t *testing.T) {
 				return
 			default:
 			}
-			got := checkoutAll(t, roundRobin(a, b), []string{fmt.Sprint("net-during-", i)}, func(int) time.Duration { return 300 * time.Millisecond })
+			got := checkoutAll(t, roundRobin(a, b), []string{fmt.Sprint("net-during-", i)}, func(int) time.Duration { return 4 * time.Second })
 			dmu.Lock()
 			during = append(during, got...)
 			dmu.Unlock()

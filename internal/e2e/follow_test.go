@@ -204,9 +204,12 @@ func checkLedger(t *testing.T, r *redistest.Server, acked []string, followers []
 	return l
 }
 
-// checkoutAll checks out orders, retrying each on UNAVAILABLE (a checkout is
-// safe to repeat), on the replica pick gives, and returns the ids that
-// were acknowledged. ttl gives each order its time to live.
+// checkoutAll checks out orders, retrying each on UNAVAILABLE, on the replica
+// pick gives, and returns the ids that were acknowledged. ttl gives each
+// order its time to live. A retry is safe while the order a failed attempt
+// may have created is still pending (the retry then finds it); once that
+// order may have expired, a retry would create a second order under the same
+// id, so retries stop after half the ttl.
 func checkoutAll(t *testing.T, pick func() *server, ids []string, ttl func(i int) time.Duration) []string {
 	t.Helper()
 	var acked []string
@@ -216,7 +219,8 @@ func checkoutAll(t *testing.T, pick func() *server, ids []string, ttl func(i int
 	for w := range workers {
 		wg.Go(func() {
 			for i := w; i < len(ids); i += workers {
-				for attempt := 0; attempt < 50; attempt++ {
+				giveUp := time.Now().Add(ttl(i) / 2)
+				for time.Now().Before(giveUp) {
 					s := pick()
 					if s == nil {
 						time.Sleep(50 * time.Millisecond)

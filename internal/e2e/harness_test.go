@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
 	pb "github.com/orderexpiry/orderexpiry/internal/gen/orderexpiry/v1"
@@ -60,6 +62,11 @@ type server struct {
 	DebugAddr string
 	Client    pb.OrderServiceClient
 	Conn      *grpc.ClientConn
+	// HTTP is the client of the HTTP port: http.DefaultClient, or one
+	// with the TLS configuration of serverOptions.
+	HTTP *http.Client
+
+	opts serverOptions
 
 	mu     sync.Mutex
 	logs   bytes.Buffer
@@ -71,9 +78,28 @@ var (
 	debugLine   = regexp.MustCompile(`msg="serving profiles" debug=(\S+)`)
 )
 
+// serverOptions say how the harness reaches a server that serves TLS or
+// wants a bearer token; the zero value is a plain server with
+// authentication off.
+type serverOptions struct {
+	// TLS, when set, is the client side of both ports: gRPC over TLS and
+	// https (a client certificate for mutual TLS goes in it too).
+	TLS *tls.Config
+	// Token, when set, is sent as a bearer token by the harness's own
+	// calls: s.Client, the wait for health and restCall.
+	Token string
+}
+
 // startServer starts the server on free ports with the given environment
 // (REDIS_URL and the like) and extra flags, and stops it when the test ends.
 func startServer(t *testing.T, env map[string]string, flags ...string) *server {
+	t.Helper()
+	return startServerWith(t, serverOptions{}, env, flags...)
+}
+
+// startServerWith is startServer for a server that the harness reaches
+// with the credentials of opts.
+func startServerWith(t *testing.T, opts serverOptions, env map[string]string, flags ...string) *server {
 	t.Helper()
 	cmd := exec.Command(binary, append([]string{"-grpc-addr", "127.0.0.1:0", "-http-addr", "127.0.0.1:0"}, flags...)...)
 	cmd.Env = append(os.Environ(), "REDIS_URL=")
@@ -84,7 +110,12 @@ func startServer(t *testing.T, env map[string]string, flags ...string) *server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &server{t: t, cmd: cmd, exited: make(chan struct{})}
+	s := &server{t: t, cmd: cmd, exited: make(chan struct{}), opts: opts, HTTP: http.DefaultClient}
+	if opts.TLS != nil {
+		tr := &http.Transport{TLSClientConfig: opts.TLS.Clone()}
+		s.HTTP = &http.Client{Transport: tr}
+		t.Cleanup(tr.CloseIdleConnections)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -103,6 +134,8 @@ func startServer(t *testing.T, env map[string]string, flags ...string) *server {
 			}
 			if m := servingLine.FindStringSubmatch(line); m != nil {
 				addrs <- m[1:]
+			} else if m := jsonServingLine(line); m != nil {
+				addrs <- m
 			}
 		}
 		_ = cmd.Wait()
@@ -124,15 +157,72 @@ func startServer(t *testing.T, env map[string]string, flags ...string) *server {
 	case <-time.After(20 * time.Second):
 		t.Fatalf("server did not start within 20s:\n%s", s.Logs())
 	}
-	conn, err := grpc.NewClient(s.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
+	conn := dialServer(t, s.GRPCAddr, opts.TLS, opts.Token)
 	s.Conn = conn
 	s.Client = pb.NewOrderServiceClient(conn)
 	s.waitHealthy()
 	return s
+}
+
+// jsonServingLine returns the gRPC and HTTP addresses of the "serving"
+// line of a server started with -log-format json, or nil for another line.
+func jsonServingLine(line string) []string {
+	if !strings.HasPrefix(line, "{") {
+		return nil
+	}
+	var l struct{ Msg, GRPC, HTTP string }
+	if json.Unmarshal([]byte(line), &l) != nil || l.Msg != "serving" || l.GRPC == "" || l.HTTP == "" {
+		return nil
+	}
+	return []string{l.GRPC, l.HTTP}
+}
+
+// dialServer connects to a gRPC port: over TLS with tlsConf when it is set,
+// in plaintext otherwise, sending token as a bearer token when it is set.
+// The connection is closed when the test ends.
+func dialServer(t *testing.T, addr string, tlsConf *tls.Config, token string) *grpc.ClientConn {
+	t.Helper()
+	creds := insecure.NewCredentials()
+	if tlsConf != nil {
+		creds = credentials.NewTLS(tlsConf.Clone())
+	}
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
+	if token != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(bearerToken(token)))
+	}
+	conn, err := grpc.NewClient(addr, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// bearerToken sends "authorization: Bearer <token>" with every call, with
+// or without TLS.
+type bearerToken string
+
+func (b bearerToken) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+
+func (bearerToken) RequireTransportSecurity() bool { return false }
+
+// URL is the address of path on the HTTP port, http or https.
+func (s *server) URL(path string) string {
+	if s.opts.TLS != nil {
+		return "https://" + s.HTTPAddr + path
+	}
+	return "http://" + s.HTTPAddr + path
+}
+
+// newRequest is a request to the HTTP port with the harness's token.
+func (s *server) newRequest(ctx context.Context, method, path string, body io.Reader) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, method, s.URL(path), body)
+	if err == nil && s.opts.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+s.opts.Token)
+	}
+	return req, err
 }
 
 // waitHealthy waits until /healthz says SERVING.
@@ -140,7 +230,11 @@ func (s *server) waitHealthy() {
 	s.t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		resp, err := http.Get("http://" + s.HTTPAddr + "/healthz")
+		req, err := s.newRequest(context.Background(), "GET", "/healthz", nil)
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		resp, err := s.HTTP.Do(req)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -188,12 +282,12 @@ func (s *server) restCall(t *testing.T, method, path, body string) (int, map[str
 	if body != "" {
 		r = strings.NewReader(body)
 	}
-	req, err := http.NewRequest(method, "http://"+s.HTTPAddr+path, r)
+	req, err := s.newRequest(context.Background(), method, path, r)
 	if err != nil {
 		t.Fatal(err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := s.HTTP.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)
 	}
