@@ -239,7 +239,7 @@ func openStore(cfg config, log *slog.Logger, hooks *storeHooks) (store, []any, f
 		return st, []any{"store", "memory"}, func() {}, nil
 	}
 	redisstore.SetLogger(log)
-	rdb, err := redisstore.NewClient(cfg.redisURL)
+	rdb, err := redisstore.NewClient(cfg.redisURL, redisstore.TLSFiles{CA: cfg.redisCA, Cert: cfg.redisCert, Key: cfg.redisKey})
 	if err != nil {
 		return nil, nil, nil, err
 	}

@@ -88,6 +88,9 @@ type serverOptions struct {
 	// Token, when set, is sent as a bearer token by the harness's own
 	// calls: s.Client, the wait for health and restCall.
 	Token string
+	// Unhealthy: do not wait for the server to report SERVING (it is
+	// started against a store it cannot use).
+	Unhealthy bool
 }
 
 // startServer starts the server on free ports with the given environment
@@ -160,7 +163,9 @@ func startServerWith(t *testing.T, opts serverOptions, env map[string]string, fl
 	conn := dialServer(t, s.GRPCAddr, opts.TLS, opts.Token)
 	s.Conn = conn
 	s.Client = pb.NewOrderServiceClient(conn)
-	s.waitHealthy()
+	if !opts.Unhealthy {
+		s.waitHealthy()
+	}
 	return s
 }
 

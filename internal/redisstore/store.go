@@ -6,10 +6,14 @@ package redisstore
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -79,13 +83,34 @@ func New(rdb *redis.Client, opts Options) *Store {
 	}
 }
 
+// TLSFiles name PEM files for Redis over TLS (rediss:// URLs): the CA that
+// signed Redis's certificate when it is not one the system trusts, and a
+// client certificate and key when Redis asks for one. Empty names are
+// unused.
+type TLSFiles struct {
+	CA, Cert, Key string
+}
+
 // NewClient opens a client for a redis:// or rediss:// URL, with timeouts
 // short enough that a call to an unreachable Redis fails within a second
-// instead of hanging.
-func NewClient(url string) (*redis.Client, error) {
-	opts, err := redis.ParseURL(url)
+// instead of hanging. Its errors never repeat the URL, which may hold a
+// password.
+func NewClient(rawURL string, files TLSFiles) (*redis.Client, error) {
+	opts, err := redis.ParseURL(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("REDIS_URL: %w", err)
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = uerr.Err // url.Error repeats the whole URL
+		}
+		return nil, fmt.Errorf("REDIS_URL is not a valid redis:// or rediss:// URL: %w", err)
+	}
+	if files != (TLSFiles{}) {
+		if opts.TLSConfig == nil {
+			return nil, errors.New("a Redis CA or client certificate was given, but REDIS_URL is not a rediss:// URL")
+		}
+		if err := addTLSFiles(opts.TLSConfig, files); err != nil {
+			return nil, err
+		}
 	}
 	opts.DialTimeout = 500 * time.Millisecond
 	opts.ReadTimeout = 800 * time.Millisecond
@@ -287,8 +312,8 @@ func (s *Store) Wake() {
 }
 
 // storeError translates a Redis client error into the domain's terms: faults
-// of the connection, of a Redis that cannot serve now, or a call that ran
-// out of time are Unavailable; anything else (a script error, a wrong
+// of the connection, of a Redis that cannot serve now or refuses our
+// credentials, or a call that ran out of time are Unavailable; anything else (a script error, a wrong
 // reply) stays an internal error.
 func storeError(err error) error {
 	if err == nil || errors.Is(err, context.Canceled) {
@@ -297,7 +322,7 @@ func storeError(err error) error {
 	var rerr redis.Error
 	if errors.As(err, &rerr) {
 		msg := rerr.Error()
-		for _, p := range []string{"LOADING", "READONLY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "BUSY", "NOREPLICAS"} {
+		for _, p := range []string{"LOADING", "READONLY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "BUSY", "NOREPLICAS", "WRONGPASS", "NOAUTH"} {
 			if strings.HasPrefix(msg, p) {
 				return order.Unavailable(err)
 			}
@@ -406,6 +431,28 @@ func decodeMetadata(s string) (map[string]string, error) {
 		return nil, fmt.Errorf("malformed metadata: %w", err)
 	}
 	return md, nil
+}
+
+func addTLSFiles(c *tls.Config, files TLSFiles) error {
+	if files.CA != "" {
+		b, err := os.ReadFile(files.CA)
+		if err != nil {
+			return fmt.Errorf("Redis CA: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(b) {
+			return fmt.Errorf("Redis CA: %s holds no PEM certificate", files.CA)
+		}
+		c.RootCAs = pool
+	}
+	if files.Cert != "" || files.Key != "" {
+		cert, err := tls.LoadX509KeyPair(files.Cert, files.Key)
+		if err != nil {
+			return fmt.Errorf("Redis client certificate: %w", err)
+		}
+		c.Certificates = []tls.Certificate{cert}
+	}
+	return nil
 }
 
 // SetLogger sends go-redis's own messages (dial failures and the like,

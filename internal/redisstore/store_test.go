@@ -220,7 +220,7 @@ func TestUnreachableRedis(t *testing.T) {
 // reached fails with an Unavailable error within the limit.
 func checkUnavailable(t *testing.T, addr string, limit time.Duration) {
 	t.Helper()
-	rdb, err := redisstore.NewClient("redis://" + addr + "/0")
+	rdb, err := redisstore.NewClient("redis://"+addr+"/0", redisstore.TLSFiles{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,9 +4,12 @@ package redistest
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -29,6 +32,8 @@ type Server struct {
 
 	bin, dir string
 	argv     []string // the full command line after the binary
+	tls      *TLS     // set for a server that speaks only TLS
+	password string   // from --requirepass
 
 	cmd      *exec.Cmd
 	exited   chan struct{} // closed when the process has exited
@@ -46,6 +51,24 @@ type Server struct {
 // pass for a green run.
 func Start(t testing.TB, args ...string) *Server {
 	t.Helper()
+	return startServer(t, nil, args)
+}
+
+// TLS names the PEM files of a server that speaks only TLS: its certificate
+// and key, and the CA that signed them (clients trust it). The server does
+// not ask clients for a certificate.
+type TLS struct {
+	CertFile, KeyFile, CAFile string
+}
+
+// StartTLS starts a redis-server as Start does, listening only with TLS.
+func StartTLS(t testing.TB, files TLS, args ...string) *Server {
+	t.Helper()
+	return startServer(t, &files, args)
+}
+
+func startServer(t testing.TB, files *TLS, args []string) *Server {
+	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		t.Fatalf("redis-server is not on PATH (%v): these tests run against a real Redis; install it with `apt-get install redis-server` (Debian/Ubuntu) and run them again", err)
@@ -55,7 +78,7 @@ func Start(t testing.TB, args ...string) *Server {
 	// bind; then the server exits with "Address already in use" and we try
 	// another port.
 	for attempt := 1; ; attempt++ {
-		s, err := start(bin, dir, args)
+		s, err := start(bin, dir, files, args)
 		if err == nil {
 			t.Cleanup(s.Kill)
 			return s
@@ -68,13 +91,17 @@ func Start(t testing.TB, args ...string) *Server {
 
 var errAddrInUse = errors.New("address already in use")
 
-func start(bin, dir string, args []string) (*Server, error) {
+func start(bin, dir string, files *TLS, args []string) (*Server, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
 	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	argv := []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir, "--loglevel", "warning"}
+	if files != nil {
+		argv = []string{"--port", "0", "--tls-port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir, "--loglevel", "warning",
+			"--tls-cert-file", files.CertFile, "--tls-key-file", files.KeyFile, "--tls-ca-cert-file", files.CAFile, "--tls-auth-clients", "no"}
+	}
 	if !hasOption(args, "--save") {
 		argv = append(argv, "--save", "")
 	}
@@ -83,7 +110,12 @@ func start(bin, dir string, args []string) (*Server, error) {
 	}
 	argv = append(argv, args...)
 
-	s := &Server{Addr: addr, bin: bin, dir: dir, argv: argv}
+	s := &Server{Addr: addr, bin: bin, dir: dir, argv: argv, tls: files}
+	for i, a := range args {
+		if a == "--requirepass" && i+1 < len(args) {
+			s.password = args[i+1]
+		}
+	}
 	if err := s.launch(); err != nil {
 		return nil, err
 	}
@@ -137,7 +169,7 @@ func (s *Server) Restart(t testing.TB) {
 func (s *Server) waitReady() error {
 	deadline := time.Now().Add(startTimeout)
 	for {
-		err := ping(s.Addr)
+		err := s.ping()
 		if err == nil {
 			return nil
 		}
@@ -152,8 +184,21 @@ func (s *Server) waitReady() error {
 	}
 }
 
-func ping(addr string) error {
-	c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+// ping asks for PONG on a bare connection (TLS for a TLS server); a server
+// that wants a password answers NOAUTH, which also says it is up.
+func (s *Server) ping() error {
+	var c net.Conn
+	var err error
+	d := &net.Dialer{Timeout: 200 * time.Millisecond}
+	if s.tls != nil {
+		var cfg *tls.Config
+		if cfg, err = s.tlsConfig(); err != nil {
+			return err
+		}
+		c, err = tls.DialWithDialer(d, "tcp", s.Addr, cfg)
+	} else {
+		c, err = d.Dial("tcp", s.Addr)
+	}
 	if err != nil {
 		return err
 	}
@@ -167,20 +212,48 @@ func ping(addr string) error {
 	if err != nil {
 		return err
 	}
-	if !strings.HasPrefix(string(reply[:n]), "+PONG") {
+	if r := string(reply[:n]); !strings.HasPrefix(r, "+PONG") && !strings.HasPrefix(r, "-NOAUTH") {
 		return fmt.Errorf("PING answered %q", reply[:n])
 	}
 	return nil
 }
 
-// URL is the server's address as a redis:// URL for database 0.
-func (s *Server) URL() string { return "redis://" + s.Addr + "/0" }
+// URL is the server's URL for database 0: rediss:// for a TLS server, with
+// the password when it has one.
+func (s *Server) URL() string {
+	scheme, auth := "redis://", ""
+	if s.tls != nil {
+		scheme = "rediss://"
+	}
+	if s.password != "" {
+		auth = ":" + s.password + "@"
+	}
+	return scheme + auth + s.Addr + "/0"
+}
+
+// TLSFiles are what a client needs to trust a TLS server.
+func (s *Server) TLSFiles() redisstore.TLSFiles {
+	if s.tls == nil {
+		return redisstore.TLSFiles{}
+	}
+	return redisstore.TLSFiles{CA: s.tls.CAFile}
+}
+
+func (s *Server) tlsConfig() (*tls.Config, error) {
+	b, err := os.ReadFile(s.tls.CAFile)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(b)
+	return &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}, nil
+}
 
 // Client returns a client of the server, made by redisstore.NewClient so that
 // it has the service's timeouts; it is closed when the test ends.
 func (s *Server) Client(t testing.TB) *redis.Client {
 	t.Helper()
-	rdb, err := redisstore.NewClient(s.URL())
+	rdb, err := redisstore.NewClient(s.URL(), s.TLSFiles())
 	if err != nil {
 		t.Fatalf("redistest: %v", err)
 	}
