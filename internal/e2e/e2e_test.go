@@ -242,7 +242,7 @@ func TestREST(t *testing.T) {
 		}{
 			{"not JSON", "POST", "/v1/orders", `{"orderId":`, 400, "request body"},
 			{"unknown field", "POST", "/v1/orders", `{"orderId":"x-1","colour":"red"}`, 400, "colour"},
-			{"wrong type", "POST", "/v1/orders", `{"orderId":"x-1","ttl":5}`, 400, "request body"},
+			{"wrong type", "POST", "/v1/orders", `{"orderId":"x-1","ttl":5}`, 400, `field "ttl"`},
 			{"empty id", "POST", "/v1/orders", `{}`, 400, "order_id"},
 			{"long id", "POST", "/v1/orders", `{"orderId":"` + strings.Repeat("y", 200) + `"}`, 400, "order_id"},
 			{"zero ttl", "POST", "/v1/orders", `{"orderId":"x-2","ttl":"0s"}`, 400, "ttl"},

@@ -6,16 +6,19 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"sort"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	pb "github.com/orderexpiry/orderexpiry/internal/gen/orderexpiry/v1"
 )
@@ -188,9 +191,51 @@ func (m *jsonMarshaler) NewDecoder(r io.Reader) runtime.Decoder {
 		if len(bytes.TrimSpace(body)) == 0 {
 			return io.EOF // no body: the fields come from the path
 		}
-		if err := m.Unmarshal(body, v); err != nil {
+		if err := m.unmarshal(body, v); err != nil {
+			if field := m.badField(body, v); field != "" {
+				return fmt.Errorf("request body: field %q: %w", field, err)
+			}
 			return fmt.Errorf("request body: %w", err)
 		}
 		return nil
 	})
+}
+
+// unmarshal decodes a body that must be exactly one JSON value: protojson
+// refuses anything after it, where the gateway's JSONPb.Unmarshal would
+// decode the first value and ignore the rest.
+func (m *jsonMarshaler) unmarshal(body []byte, v any) error {
+	if msg, ok := v.(proto.Message); ok {
+		return m.UnmarshalOptions.Unmarshal(body, msg)
+	}
+	return m.Unmarshal(body, v)
+}
+
+// badField names the top-level field of a JSON object body that protojson
+// refuses, when one does: protojson's own errors give a line and column
+// ("unexpected token 5") where the caller wants the field to fix.
+func (m *jsonMarshaler) badField(body []byte, v any) string {
+	msg, ok := v.(proto.Message)
+	if !ok {
+		return ""
+	}
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(body, &fields) != nil {
+		return "" // not an object: the error says where it breaks
+	}
+	names := make([]string, 0, len(fields))
+	for name := range fields {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		one, err := json.Marshal(map[string]json.RawMessage{name: fields[name]})
+		if err != nil {
+			continue
+		}
+		if m.unmarshal(one, msg.ProtoReflect().New().Interface()) != nil {
+			return name
+		}
+	}
+	return ""
 }
