@@ -12,6 +12,7 @@ import (
 	"io"
 	"net/http"
 	"sort"
+	"strings"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/grpc"
@@ -192,10 +193,13 @@ func (m *jsonMarshaler) NewDecoder(r io.Reader) runtime.Decoder {
 			return io.EOF // no body: the fields come from the path
 		}
 		if err := m.unmarshal(body, v); err != nil {
+			msg := "request body: " + err.Error()
 			if field := m.badField(body, v); field != "" {
-				return fmt.Errorf("request body: field %q: %w", field, err)
+				msg = fmt.Sprintf("request body: field %q: %v", field, err)
 			}
-			return fmt.Errorf("request body: %w", err)
+			// The error may quote the body's bytes; a status message must
+			// be valid UTF-8 to be sent at all.
+			return errors.New(strings.ToValidUTF8(msg, "\uFFFD"))
 		}
 		return nil
 	})
