@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"sort"
 	"strings"
@@ -303,11 +304,17 @@ func (s *server) restWatch(t *testing.T, after string) *ndjson {
 	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/x-ndjson" {
 		t.Fatalf("watch: %s %s", resp.Status, resp.Header.Get("Content-Type"))
 	}
+	return readNDJSON(resp.Body, cancel)
+}
+
+// readNDJSON reads the lines of a watch's body as they come, each decoded
+// as a JSON object (or kept whole under "unparsable").
+func readNDJSON(body io.ReadCloser, cancel context.CancelFunc) *ndjson {
 	n := &ndjson{lines: make(chan map[string]any, 10000), cancel: cancel}
 	go func() {
-		defer resp.Body.Close()
+		defer body.Close()
 		defer close(n.lines)
-		sc := bufio.NewScanner(resp.Body)
+		sc := bufio.NewScanner(body)
 		for sc.Scan() {
 			var m map[string]any
 			if err := json.Unmarshal(sc.Bytes(), &m); err != nil {

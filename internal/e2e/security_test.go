@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -404,20 +403,7 @@ func openNDJSON(t *testing.T, client *http.Client, url, auth string) (int, http.
 	if ct := resp.Header.Get("Content-Type"); ct != "application/x-ndjson" {
 		t.Fatalf("watch: Content-Type %q", ct)
 	}
-	n := &ndjson{lines: make(chan map[string]any, 1000), cancel: cancel}
-	go func() {
-		defer resp.Body.Close()
-		defer close(n.lines)
-		sc := bufio.NewScanner(resp.Body)
-		for sc.Scan() {
-			var m map[string]any
-			if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-				m = map[string]any{"unparsable": sc.Text()}
-			}
-			n.lines <- m
-		}
-	}()
-	return resp.StatusCode, resp.Header, nil, n
+	return resp.StatusCode, resp.Header, nil, readNDJSON(resp.Body, cancel)
 }
 
 // listServices asks the reflection service for the services it knows.
