@@ -78,7 +78,6 @@ type runner struct {
 	sz        sizes
 	dir       string
 	serverBin string
-	redisBin  string
 	t         table
 }
 
@@ -95,7 +94,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if r.cfg.GRPCConns < 1 {
 		r.cfg.GRPCConns = 1
 	}
-	if r.redisBin, err = exec.LookPath("redis-server"); err != nil {
+	if _, err := exec.LookPath("redis-server"); err != nil {
 		return fmt.Errorf("redis-server is needed (apt-get install redis-server): %w", err)
 	}
 	if _, err := exec.LookPath("redis-benchmark"); err != nil && slices.Contains(selected, "throughput") {
@@ -259,7 +258,7 @@ type env struct {
 
 // startEnv starts a fresh redis-server and a service on it.
 func (r *runner) startEnv() (*env, error) {
-	rd, err := startRedis(r.redisBin, r.dir)
+	rd, err := startRedis(r.dir)
 	if err != nil {
 		return nil, err
 	}

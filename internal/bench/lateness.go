@@ -200,7 +200,7 @@ func fixed(d time.Duration) func(int) time.Duration { return func(int) time.Dura
 // subscriber on __keyevent@0__:expired (notify-keyspace-events Ex). Each
 // key's deadline is read back with PEXPIRETIME, so it is Redis's own.
 func (r *runner) naiveLateness(ctx context.Context, background, due int, spread time.Duration) (lateResult, error) {
-	rd, err := startRedis(r.redisBin, r.dir)
+	rd, err := startRedis(r.dir)
 	if err != nil {
 		return lateResult{}, err
 	}

@@ -56,7 +56,7 @@ func (r *runner) memory(ctx context.Context) error {
 	keys, _ := rdb.DBSize(ctx).Result()
 
 	// The naive recipe: one key per order, SET order:<id> 1 PX <ttl>.
-	rd, err := startRedis(r.redisBin, r.dir)
+	rd, err := startRedis(r.dir)
 	if err != nil {
 		return err
 	}

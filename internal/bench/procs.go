@@ -3,9 +3,7 @@ package bench
 import (
 	"bufio"
 	"bytes"
-	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,6 +15,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/orderexpiry/orderexpiry/internal/redistest"
 )
 
 // lockedBuffer collects a child process's output.
@@ -37,108 +37,26 @@ func (b *lockedBuffer) String() string {
 	return b.buf.String()
 }
 
-// Redis is a redis-server process of its own on a free loopback port, with
-// Redis's defaults except that it persists nothing.
-type Redis struct {
-	Addr string
-
-	cmd    *exec.Cmd
-	exited chan struct{}
-	log    *lockedBuffer
-}
+// Redis is a redis-server of the benchmarks' own on a free loopback port,
+// with Redis's defaults except that it persists nothing.
+type Redis struct{ *redistest.Server }
 
 // startRedis starts redis-server in dir and waits until it answers PING.
-// Another process may take the probed port before the server binds it; then
-// it tries another.
-func startRedis(bin, dir string, args ...string) (*Redis, error) {
-	for attempt := 1; ; attempt++ {
-		port, err := freePort()
-		if err != nil {
-			return nil, err
-		}
-		argv := append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir,
-			"--save", "", "--appendonly", "no", "--loglevel", "warning"}, args...)
-		r := &Redis{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), exited: make(chan struct{}), log: &lockedBuffer{}}
-		r.cmd = exec.Command(bin, argv...)
-		r.cmd.Stdout, r.cmd.Stderr = r.log, r.log
-		r.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		if err := r.cmd.Start(); err != nil {
-			return nil, fmt.Errorf("start %s: %w", bin, err)
-		}
-		go func() { _ = r.cmd.Wait(); close(r.exited) }()
-		err = r.waitReady()
-		if err == nil {
-			return r, nil
-		}
-		r.Stop()
-		if !strings.Contains(r.log.String(), "already in use") || attempt == 5 {
-			return nil, fmt.Errorf("redis-server on %s: %w; its output:\n%s", r.Addr, err, r.log.String())
-		}
-	}
-}
-
-func (r *Redis) waitReady() error {
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		err := ping(r.Addr)
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-r.exited:
-			return errors.New("exited before answering PING")
-		case <-time.After(10 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("no answer to PING within 5s: %w", err)
-		}
-	}
-}
-
-// ping speaks RESP on a bare connection: a client would log each refused
-// dial while the server starts.
-func ping(addr string) error {
-	c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+func startRedis(dir string, args ...string) (*Redis, error) {
+	s, err := redistest.Launch(dir, nil, args...)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(200 * time.Millisecond))
-	if _, err := c.Write([]byte("PING\r\n")); err != nil {
-		return err
-	}
-	reply := make([]byte, 64)
-	n, err := c.Read(reply)
-	if err != nil {
-		return err
-	}
-	if !strings.HasPrefix(string(reply[:n]), "+PONG") {
-		return fmt.Errorf("PING answered %q", reply[:n])
-	}
-	return nil
+	return &Redis{s}, nil
 }
-
-// URL is the redis:// URL of database 0.
-func (r *Redis) URL() string { return "redis://" + r.Addr + "/0" }
 
 // Client returns a client with a pool large enough for the load generators.
 func (r *Redis) Client() *redis.Client {
 	return redis.NewClient(&redis.Options{Addr: r.Addr, PoolSize: 64, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second})
 }
 
-// PID is the server's process id.
-func (r *Redis) PID() int { return r.cmd.Process.Pid }
-
 // Stop kills the server; it keeps no data, so nothing is lost.
-func (r *Redis) Stop() {
-	select {
-	case <-r.exited:
-		return
-	default:
-	}
-	_ = r.cmd.Process.Kill()
-	<-r.exited
-}
+func (r *Redis) Stop() { r.Kill() }
 
 // Service is the orderexpiry server process, started as a user starts it,
 // on free loopback ports.
@@ -243,15 +161,6 @@ func (s *Service) Warnings() []string {
 		}
 	}
 	return out
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // cpuTime is the CPU time (user + system) a process has used so far, from

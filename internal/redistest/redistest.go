@@ -1,5 +1,6 @@
 // Package redistest starts real redis-server processes for tests, each on a
-// free loopback port and stopped when the test ends.
+// free loopback port and stopped when the test ends, and for the benchmarks
+// (Launch).
 package redistest
 
 import (
@@ -69,22 +70,29 @@ func StartTLS(t testing.TB, files TLS, args ...string) *Server {
 
 func startServer(t testing.TB, files *TLS, args []string) *Server {
 	t.Helper()
+	s, err := Launch(t.TempDir(), files, args...)
+	if err != nil {
+		t.Fatalf("redistest: these tests run against a real Redis: %v", err)
+	}
+	t.Cleanup(s.Kill)
+	return s
+}
+
+// Launch starts a redis-server as Start does (with TLS when files is not
+// nil), keeping its files in dir, for a program that is not a test: the
+// caller stops it with Kill.
+func Launch(dir string, files *TLS, args ...string) (*Server, error) {
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
-		t.Fatalf("redis-server is not on PATH (%v): these tests run against a real Redis; install it with `apt-get install redis-server` (Debian/Ubuntu) and run them again", err)
+		return nil, fmt.Errorf("redis-server is not on PATH (%v); install it with `apt-get install redis-server` (Debian/Ubuntu)", err)
 	}
-	dir := t.TempDir()
 	// Another process may take the port between our probe and the server's
 	// bind; then the server exits with "Address already in use" and we try
 	// another port.
 	for attempt := 1; ; attempt++ {
 		s, err := start(bin, dir, files, args)
-		if err == nil {
-			t.Cleanup(s.Kill)
-			return s
-		}
-		if !errors.Is(err, errAddrInUse) || attempt == 5 {
-			t.Fatalf("redistest: %v", err)
+		if err == nil || !errors.Is(err, errAddrInUse) || attempt == 5 {
+			return s, err
 		}
 	}
 }
@@ -97,11 +105,12 @@ func start(bin, dir string, files *TLS, args []string) (*Server, error) {
 		return nil, err
 	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	argv := []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir, "--loglevel", "warning"}
+	argv := []string{"--port", strconv.Itoa(port)}
 	if files != nil {
-		argv = []string{"--port", "0", "--tls-port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir, "--loglevel", "warning",
+		argv = []string{"--port", "0", "--tls-port", strconv.Itoa(port),
 			"--tls-cert-file", files.CertFile, "--tls-key-file", files.KeyFile, "--tls-ca-cert-file", files.CAFile, "--tls-auth-clients", "no"}
 	}
+	argv = append(argv, "--bind", "127.0.0.1", "--dir", dir, "--loglevel", "warning")
 	if !hasOption(args, "--save") {
 		argv = append(argv, "--save", "")
 	}
@@ -260,6 +269,9 @@ func (s *Server) Client(t testing.TB) *redis.Client {
 	t.Cleanup(func() { _ = rdb.Close() })
 	return rdb
 }
+
+// PID is the server's process id.
+func (s *Server) PID() int { return s.cmd.Process.Pid }
 
 // Kill stops the server at once with SIGKILL, as a crash would, and waits
 // until it has exited. It may be called more than once.
