@@ -240,12 +240,7 @@ func (s *Store) Run(ctx context.Context) error {
 		case <-s.wake:
 		}
 		next := s.expireDue()
-		if !timer.Stop() {
-			select {
-			case <-timer.C:
-			default:
-			}
-		}
+		// Since Go 1.23 Reset leaves no stale tick behind, fired or not.
 		timer.Reset(next)
 	}
 }

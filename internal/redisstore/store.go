@@ -59,8 +59,8 @@ type Store struct {
 	// subscribed is true while the subscription to expired-key events is up.
 	subscribed atomic.Bool
 
-	mu          sync.Mutex
-	configWarns int
+	// configWarning warns once that CONFIG is refused.
+	configWarning sync.Once
 }
 
 // New returns a Store on the client's database. It does not take ownership

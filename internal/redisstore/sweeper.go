@@ -62,12 +62,7 @@ func (s *Store) sweep(ctx context.Context) error {
 		} else {
 			bo.Reset()
 		}
-		if !timer.Stop() {
-			select {
-			case <-timer.C:
-			default:
-			}
-		}
+		// Since Go 1.23 Reset leaves no stale tick behind, fired or not.
 		timer.Reset(sleep)
 	}
 }
@@ -83,14 +78,16 @@ func (s *Store) expireDue(ctx context.Context) (time.Duration, error) {
 		}
 	}()
 	for {
-		cctx, cancel := context.WithTimeout(ctx, callTimeout)
-		res, err := expireDueScript.Run(cctx, s.rdb, s.keys.scriptKeys(), s.args(sweepBatch)...).Int64Slice()
-		cancel()
+		reply, err := s.run(ctx, expireDueScript, sweepBatch)
 		if err != nil {
-			return 0, storeError(err)
+			return 0, err
 		}
-		if len(res) != 4 {
-			return 0, fmt.Errorf("redis: sweep reply has %d elements, want 4", len(res))
+		if len(reply) != 4 {
+			return 0, fmt.Errorf("redis: sweep reply has %d elements, want 4", len(reply))
+		}
+		var res [4]int64
+		for i := range res {
+			res[i], _ = reply[i].(int64)
 		}
 		n, now, next := res[0], res[1], res[2]
 		expired += n
@@ -200,14 +197,10 @@ func (s *Store) ensureNotifications(ctx context.Context) {
 	if err == nil || ctx.Err() != nil {
 		return
 	}
-	s.mu.Lock()
-	s.configWarns++
-	first := s.configWarns == 1
-	s.mu.Unlock()
-	if first {
-		s.log.Warn("cannot enable Redis keyspace events (notify-keyspace-events Ex); orders still expire on time through the sweeper, but an order created by a replica that stops before its deadline is noticed by the others within "+maxSweepSleep.String(),
+	s.configWarning.Do(func() {
+		s.log.Warn("cannot enable Redis keyspace events (notify-keyspace-events Ex); orders still expire on time: sweepers wake for them through their own wake channel",
 			"err", err)
-	}
+	})
 }
 
 // mergeNotifyFlags adds what expired-key events need to the flags in force:

@@ -129,7 +129,7 @@ func (h *Hub) Subscribe(ctx context.Context) (*Subscription, error) {
 	if h.stopped {
 		return nil, ErrStopped
 	}
-	if h.MaxWatchers > 0 && len(h.subs) >= h.MaxWatchers {
+	if h.atLimit() {
 		return nil, ErrTooManyWatchers
 	}
 	ch := make(chan order.Event, h.buffer)
@@ -142,8 +142,11 @@ func (h *Hub) Subscribe(ctx context.Context) (*Subscription, error) {
 func (h *Hub) full() bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.MaxWatchers > 0 && len(h.subs) >= h.MaxWatchers
+	return h.atLimit()
 }
+
+// atLimit is full for a caller that holds mu.
+func (h *Hub) atLimit() bool { return h.MaxWatchers > 0 && len(h.subs) >= h.MaxWatchers }
 
 // Watchers returns the number of open subscriptions.
 func (h *Hub) Watchers() int {
