@@ -59,7 +59,7 @@ func New(ctx context.Context, conn *grpc.ClientConn, opts Options) (http.Handler
 			MarshalOptions: protojson.MarshalOptions{EmitDefaultValues: true},
 			// An unknown field is a mistake the caller should hear about.
 			UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
-		}, limit: opts.MaxBodyBytes}),
+		}}),
 		runtime.WithErrorHandler(errorHandler),
 		runtime.WithRoutingErrorHandler(routingErrorHandler),
 	)
@@ -96,7 +96,7 @@ func New(ctx context.Context, conn *grpc.ClientConn, opts Options) (http.Handler
 			return nil, err
 		}
 	}
-	return http.MaxBytesHandler(mux, opts.MaxBodyBytes+1), nil
+	return http.MaxBytesHandler(mux, opts.MaxBodyBytes), nil
 }
 
 func staticJSON(body []byte) http.Handler {
@@ -173,21 +173,19 @@ func healthHandler(health Health) http.Handler {
 
 // jsonMarshaler is the gateway's JSON marshaler, with decoding errors that
 // say they are about the request body.
-type jsonMarshaler struct {
-	runtime.JSONPb
-	limit int64 // bytes a body may have
-}
+type jsonMarshaler struct{ runtime.JSONPb }
 
 // The whole body is one JSON value: protojson refuses anything after it,
 // which a streaming decoder would leave unread (and unchecked).
 func (m *jsonMarshaler) NewDecoder(r io.Reader) runtime.Decoder {
 	return runtime.DecoderFunc(func(v any) error {
-		body, err := io.ReadAll(io.LimitReader(r, m.limit+1))
+		body, err := io.ReadAll(r)
+		var tooLarge *http.MaxBytesError // from New's http.MaxBytesHandler
+		if errors.As(err, &tooLarge) {
+			return fmt.Errorf("request body is larger than the limit of %d bytes", tooLarge.Limit)
+		}
 		if err != nil {
 			return fmt.Errorf("request body: %w", err)
-		}
-		if int64(len(body)) > m.limit {
-			return fmt.Errorf("request body is larger than the limit of %d bytes", m.limit)
 		}
 		if len(bytes.TrimSpace(body)) == 0 {
 			return io.EOF // no body: the fields come from the path
