@@ -57,6 +57,9 @@ type store interface {
 	watch.Log
 	Ping(ctx context.Context) error
 	Run(ctx context.Context) error
+	// Subscribed reports whether the store hears Redis's expired-key
+	// events (always, for the memory store), for the metrics.
+	Subscribed() bool
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
@@ -66,8 +69,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	log := newLogger(cfg, stderr)
 
-	hooks := &storeHooks{}
-	st, storeAttrs, closeStore, err := openStore(cfg, log, hooks)
+	// The metrics read the hub, which reads the store, which reports its
+	// expirations to the metrics: m is set before anything runs.
+	var m *metrics.Metrics
+	st, storeAttrs, closeStore, err := openStore(cfg, log, func(n, caughtUp int) { m.Expired(n, caughtUp) })
 	if err != nil {
 		return err
 	}
@@ -75,9 +80,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 
 	hub := watch.NewHub(st, cfg.watchBuffer, log)
 	hub.MaxWatchers = cfg.maxWatchers
-	m := metrics.New(hub.Watchers, hooks.subscribed)
+	m = metrics.New(hub.Watchers, st.Subscribed)
 	hub.OnPublish = m.Delivered
-	hooks.onExpire = m.Expired
 
 	serverTLS, err := loadServerTLS(cfg)
 	if err != nil {
@@ -217,25 +221,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	return err
 }
 
-// storeHooks carries the metrics' hooks into a store opened before them.
-type storeHooks struct {
-	onExpire   func(expired, caughtUp int)
-	subscribed func() bool
-}
-
-func (h *storeHooks) expired(n, caughtUp int) {
-	if h.onExpire != nil {
-		h.onExpire(n, caughtUp)
-	}
-}
-
 // openStore opens Redis when a URL is given and the memory store otherwise.
-func openStore(cfg config, log *slog.Logger, hooks *storeHooks) (store, []any, func(), error) {
+func openStore(cfg config, log *slog.Logger, onExpire func(n, caughtUp int)) (store, []any, func(), error) {
 	if cfg.redisURL == "" {
 		log.Info("REDIS_URL is not set: using the embedded in-memory store; orders and events are lost when the process stops")
 		st := memstore.New(cfg.retention)
-		st.OnExpire = hooks.expired
-		hooks.subscribed = func() bool { return true }
+		st.OnExpire = onExpire
 		return st, []any{"store", "memory"}, func() {}, nil
 	}
 	redisstore.SetLogger(log)
@@ -243,8 +234,7 @@ func openStore(cfg config, log *slog.Logger, hooks *storeHooks) (store, []any, f
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	st := redisstore.New(rdb, redisstore.Options{Retention: cfg.retention, Logger: log, OnExpire: hooks.expired})
-	hooks.subscribed = st.Subscribed
+	st := redisstore.New(rdb, redisstore.Options{Retention: cfg.retention, Logger: log, OnExpire: onExpire})
 	// The address and db only: the URL may hold a password.
 	attrs := []any{"store", "redis", "redis_addr", rdb.Options().Addr, "redis_db", rdb.Options().DB, "redis_tls", rdb.Options().TLSConfig != nil}
 	return st, attrs, func() { _ = rdb.Close() }, nil

@@ -227,6 +227,10 @@ func (s *Store) CheckCursor(_ context.Context, c order.Cursor) error {
 // Ping always succeeds: memory is always there.
 func (s *Store) Ping(context.Context) error { return nil }
 
+// Subscribed is always true: the memory store needs no subscription to
+// hear of its expirations (the metrics show the Redis store's).
+func (s *Store) Subscribed() bool { return true }
+
 // Run expires orders at their deadline and drops what retention no longer
 // keeps, until ctx ends.
 func (s *Store) Run(ctx context.Context) error {
