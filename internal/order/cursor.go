@@ -1,9 +1,9 @@
 package order
 
 import (
-	"fmt"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Cursor is a position in the expiration log: the event's time in
@@ -64,11 +64,7 @@ func CheckCursor(c Cursor, nowMs, retentionMs uint64) error {
 		return Errorf(KindOutOfRange, "after_cursor %s is ahead of this event log (it is later than the store's clock); it does not come from this service's log", c)
 	}
 	if nowMs > retentionMs && c.Ms < nowMs-retentionMs {
-		return Errorf(KindOutOfRange, "after_cursor %s is older than the retention period (%s), so events after it may be gone; start a new watch without after_cursor", c, fmtMs(retentionMs))
+		return Errorf(KindOutOfRange, "after_cursor %s is older than the retention period (%s), so events after it may be gone; start a new watch without after_cursor", c, time.Duration(retentionMs)*time.Millisecond)
 	}
 	return nil
-}
-
-func fmtMs(ms uint64) string {
-	return fmt.Sprint(msDuration(ms))
 }

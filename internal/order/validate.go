@@ -121,8 +121,6 @@ func printable(s string) bool {
 	return true
 }
 
-func msDuration(ms uint64) time.Duration { return time.Duration(ms) * time.Millisecond }
-
 // Validate checks the limits themselves, for configuration errors.
 func (l Limits) Validate() error {
 	switch {

@@ -9,19 +9,19 @@ import (
 // tag "{<partition>}", so that in Redis Cluster a partition lives on one
 // node and each script, which touches one partition only, stays in one slot.
 //
-//	<base>:{p}:order:<id>   string "1" living ttlKeyGrace longer than the
-//	                        order; the claim deletes it, and only when no
-//	                        sweeper claimed the order in time does Redis
-//	                        expire it, and its expired event wakes them
-//	<base>:{p}:deadlines    sorted set, id -> deadline (unix ms): the index of
-//	                        pending orders that lets no expiry be forgotten
-//	<base>:{p}:pending      hash, id -> "<created ms> <metadata JSON>"; kept
-//	                        apart from the ttl key, whose value Redis drops
-//	<base>:{p}:closed:<id>  string "<status> <created> <deadline> <closed>
-//	                        <metadata JSON>" with the retention as ttl
-//	<base>:{p}:events       stream of expirations, trimmed to the retention
-//	<base>:{p}:wake         pub/sub channel: a checkout whose deadline comes
-//	                        before every other pending one wakes all sweepers
+//	oe:{p}:order:<id>     string "1" living ttlKeyGrace longer than the
+//	                      order; the claim deletes it, and only when no
+//	                      sweeper claimed the order in time does Redis
+//	                      expire it, and its expired event wakes them
+//	oe:{p}:deadlines      sorted set, id -> deadline (unix ms): the index of
+//	                      pending orders that lets no expiry be forgotten
+//	oe:{p}:pending        hash, id -> "<created ms> <metadata JSON>"; kept
+//	                      apart from the ttl key, whose value Redis drops
+//	oe:{p}:closed:<id>    string "<status> <created> <deadline> <closed>
+//	                      <metadata JSON>" with the retention as ttl
+//	oe:{p}:events         stream of expirations, trimmed to the retention
+//	oe:{p}:wake           pub/sub channel: a checkout whose deadline comes
+//	                      before every other pending one wakes all sweepers
 type keys struct {
 	prefix    string
 	deadlines string
@@ -30,8 +30,8 @@ type keys struct {
 	wake      string
 }
 
-func newKeys(base string, partition int) keys {
-	p := fmt.Sprintf("%s:{%d}:", base, partition)
+func newKeys(partition int) keys {
+	p := fmt.Sprintf("oe:{%d}:", partition)
 	return keys{
 		prefix:    p,
 		deadlines: p + "deadlines",

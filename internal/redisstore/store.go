@@ -29,8 +29,6 @@ import (
 type Options struct {
 	// Retention is how long closed orders and expiration events are kept.
 	Retention time.Duration
-	// KeyBase starts every key; "oe" when empty.
-	KeyBase string
 	// Logger receives the store's warnings; slog.Default() when nil.
 	Logger *slog.Logger
 	// OnExpire, when set, is called by the sweeper after each pass that
@@ -66,16 +64,13 @@ type Store struct {
 // New returns a Store on the client's database. It does not take ownership
 // of the client.
 func New(rdb *redis.Client, opts Options) *Store {
-	if opts.KeyBase == "" {
-		opts.KeyBase = "oe"
-	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
 	return &Store{
 		rdb:       rdb,
 		db:        rdb.Options().DB,
-		keys:      newKeys(opts.KeyBase, 0),
+		keys:      newKeys(0),
 		retention: opts.Retention,
 		log:       opts.Logger,
 		onExpire:  opts.OnExpire,
