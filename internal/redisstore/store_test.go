@@ -270,28 +270,10 @@ func newStore(t *testing.T, srv *redistest.Server) *redisstore.Store {
 }
 
 // run runs the store until the test ends, or until the returned function is
-// called; either way it checks that Run stops cleanly.
+// called.
 func run(t *testing.T, s *redisstore.Store) (stop func()) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("Run returned %v after its context ended, want nil", err)
-				}
-			case <-time.After(5 * time.Second):
-				t.Errorf("Run did not return within 5s after its context ended")
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return stop
+	return storetest.RunStore(t, s)
 }
 
 // expireOnTime checks out an order through one store and waits for its

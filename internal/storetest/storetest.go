@@ -86,21 +86,33 @@ type suite struct {
 func (su suite) start(t *testing.T, retention time.Duration) Store {
 	t.Helper()
 	s := su.newStore(t, retention)
+	RunStore(t, s)
+	return s
+}
+
+// RunStore runs a store's Run until the test ends, or until the returned
+// function is called; either way it checks that Run stops cleanly.
+func RunStore(t *testing.T, s interface{ Run(context.Context) error }) (stop func()) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run returned %v after its context ended, want nil", err)
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Run returned %v after its context ended, want nil", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Errorf("Run did not return within 5s after its context ended")
 			}
-		case <-time.After(5 * time.Second):
-			t.Errorf("Run did not return within 5s after its context ended")
-		}
-	})
-	return s
+		})
+	}
+	t.Cleanup(stop)
+	return stop
 }
 
 // idle returns a new store that nothing runs: no sweeper expires its orders,
