@@ -5,11 +5,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"regexp"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -308,23 +306,6 @@ func (s *server) goroutines(t *testing.T) int {
 // heapInuse is the server's heap in use after a collection.
 func (s *server) heapInuse(t *testing.T) int {
 	return s.debugValue(t, "/debug/pprof/heap?debug=1&gc=1", heapInuseRe)
-}
-
-// rss is the server's resident memory in kB.
-func (s *server) rss(t *testing.T) int {
-	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.cmd.Process.Pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			n, _ := strconv.Atoi(strings.Fields(v)[0])
-			return n
-		}
-	}
-	t.Fatal("no VmRSS")
-	return 0
 }
 
 // alive reports whether the process is still running.

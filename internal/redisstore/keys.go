@@ -41,12 +41,6 @@ func newKeys(partition int) keys {
 	}
 }
 
-// order is the ttl key of an order.
-func (k keys) order(id string) string { return k.prefix + "order:" + id }
-
-// closed is the tombstone of a closed order.
-func (k keys) closed(id string) string { return k.prefix + "closed:" + id }
-
 // isOrderKey reports whether key is the ttl key of an order of this partition.
 func (k keys) isOrderKey(key string) bool { return strings.HasPrefix(key, k.prefix+"order:") }
 
