@@ -110,8 +110,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 
 	tokens := authenticator(cfg, log)
 	newGRPC := func(extra ...grpc.ServerOption) *grpc.Server {
-		unary := []grpc.UnaryServerInterceptor{m.GRPC.UnaryServerInterceptor(), logging.UnaryServerInterceptor(rpcLogger(log), rpcLogOptions...)}
-		stream := []grpc.StreamServerInterceptor{m.GRPC.StreamServerInterceptor(), logging.StreamServerInterceptor(rpcLogger(log), rpcLogOptions...)}
+		unary := []grpc.UnaryServerInterceptor{m.GRPC.UnaryServerInterceptor()}
+		stream := []grpc.StreamServerInterceptor{m.GRPC.StreamServerInterceptor()}
+		// The line per RPC is at debug level; below it the interceptor
+		// would still gather its fields on every call, for nothing.
+		if log.Enabled(ctx, slog.LevelDebug) {
+			unary = append(unary, logging.UnaryServerInterceptor(rpcLogger(log), rpcLogOptions...))
+			stream = append(stream, logging.StreamServerInterceptor(rpcLogger(log), rpcLogOptions...))
+		}
 		if tokens != nil {
 			unary = append(unary, tokens.Unary)
 			stream = append(stream, tokens.Stream)
