@@ -181,10 +181,13 @@ func (s *Store) view(o *order.Order, now time.Time) order.Order {
 	return v
 }
 
+// Partitions returns 1: the memory store's log is one partition.
+func (s *Store) Partitions(context.Context) (int, error) { return 1, nil }
+
 // Events returns up to limit events after the cursor, in log order. When
 // there are none and wait is positive, it blocks until one arrives or wait
-// passes.
-func (s *Store) Events(ctx context.Context, after order.Cursor, limit int, wait time.Duration) ([]order.Event, error) {
+// passes. The log has one partition, 0.
+func (s *Store) Events(ctx context.Context, _ int, after order.Cursor, limit int, wait time.Duration) ([]order.Event, error) {
 	var timeout <-chan time.Time
 	if wait > 0 {
 		t := time.NewTimer(wait)
@@ -213,7 +216,7 @@ func (s *Store) Events(ctx context.Context, after order.Cursor, limit int, wait 
 }
 
 // Tail returns the cursor of the last event in the log.
-func (s *Store) Tail(context.Context) (order.Cursor, error) {
+func (s *Store) Tail(context.Context, int) (order.Cursor, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.last, nil

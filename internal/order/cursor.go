@@ -68,3 +68,54 @@ func CheckCursor(c Cursor, nowMs, retentionMs uint64) error {
 	}
 	return nil
 }
+
+// Position is a position in the whole expiration log: one Cursor per
+// partition of the store. Each partition's events are in order; events of
+// different partitions have no order between them, so a watcher's position
+// is where it is in each of them. Its text form is the partitions' cursors
+// joined by commas, in partition order; with one partition (one Redis, or the
+// memory store) that is a plain cursor such as "1732170000000-0".
+type Position []Cursor
+
+// MaxPartitions bounds the partitions of a log, and so of a Position.
+const MaxPartitions = 1024
+
+// ParsePosition reads the text form of a Position. Whether it has as many
+// parts as the log has partitions is for the log to say.
+func ParsePosition(s string) (Position, error) {
+	parts := strings.Split(s, ",")
+	if len(parts) > MaxPartitions {
+		return nil, Errorf(KindInvalid, "after_cursor is not a cursor: it has more than %d parts; pass the cursor field of a received event", MaxPartitions)
+	}
+	p := make(Position, len(parts))
+	for i, part := range parts {
+		c, err := ParseCursor(part)
+		if err != nil {
+			if len(parts) == 1 {
+				return nil, err
+			}
+			return nil, Errorf(KindInvalid, "after_cursor %q is not a cursor: part %d, %q, is not of the form \"1732170000000-0\"; pass the cursor field of a received event", clip(s), i+1, clip(part))
+		}
+		p[i] = c
+	}
+	return p, nil
+}
+
+// String returns the text form.
+func (p Position) String() string {
+	var b strings.Builder
+	for i, c := range p {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(c.String())
+	}
+	return b.String()
+}
+
+// Clone returns a copy that shares no memory with p.
+func (p Position) Clone() Position { return append(Position(nil), p...) }
+
+// Behind reports whether ev comes after p in its partition, that is, whether
+// a watcher at p has yet to see it.
+func (p Position) Behind(ev Event) bool { return p[ev.Partition].Less(ev.Cursor) }

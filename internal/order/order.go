@@ -3,7 +3,10 @@
 // knows nothing of gRPC, HTTP or Redis.
 package order
 
-import "time"
+import (
+	"hash/fnv"
+	"time"
+)
 
 // Status is where an order is in its life.
 type Status int
@@ -55,11 +58,28 @@ type Order struct {
 
 // Event records that a pending order reached its deadline.
 type Event struct {
-	// Cursor is the event's position in the expiration log.
-	Cursor    Cursor
+	// Partition is the partition of the log the event belongs to; the
+	// order's id decides it.
+	Partition int
+	// Cursor is the event's position in its partition's log.
+	Cursor Cursor
+	// Position is where a watcher is in the whole log once it has this
+	// event: what it passes to resume after it. The watch fan-out sets it;
+	// stores leave it nil.
+	Position  Position
 	OrderID   string
 	CreatedAt time.Time
 	Deadline  time.Time
 	ExpiredAt time.Time
 	Metadata  map[string]string
+}
+
+// PartitionOf returns the partition of the log, and of the store, that an
+// order belongs to, out of the given number: FNV-1a of its id modulo the
+// number. A store never changes its number of partitions, so an order never
+// moves.
+func PartitionOf(id string, partitions int) int {
+	h := fnv.New32a()
+	h.Write([]byte(id))
+	return int(h.Sum32() % uint32(partitions))
 }

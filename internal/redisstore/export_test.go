@@ -19,15 +19,28 @@ const SweepBatch = sweepBatch
 // had been lost. It runs the script with EVAL, so that the sweeper's calls are
 // the only EVALSHA calls Redis counts.
 func (s *Store) CheckoutUnannounced(ctx context.Context, id string, ttl time.Duration) error {
-	keys := s.keys.scriptKeys()
-	keys[3] = s.keys.prefix + "nobody-listens"
-	return checkoutScript.Eval(ctx, s.rdb, keys, s.args(checkoutArgs(id, ttl, "")...)...).Err()
+	parts, err := s.layout(ctx)
+	if err != nil {
+		return err
+	}
+	p := partitionOf(id, parts)
+	keys := p.keys.scriptKeys()
+	keys[3] = p.keys.prefix + "nobody-listens"
+	return checkoutScript.Eval(ctx, s.rdb, keys, s.args(p, checkoutArgs(id, ttl, "")...)...).Err()
 }
 
-// ExpireDue runs the sweeper's pass once: it expires every order due now.
+// ExpireDue runs the sweepers' pass once: it expires every order due now.
 func (s *Store) ExpireDue(ctx context.Context) error {
-	_, err := s.expireDue(ctx)
-	return err
+	parts, err := s.layout(ctx)
+	if err != nil {
+		return err
+	}
+	for _, p := range parts {
+		if _, err := s.expireDue(ctx, p); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // CheckoutMany creates pending orders as Checkout does, in one pipeline, so
@@ -36,11 +49,16 @@ func (s *Store) CheckoutMany(ctx context.Context, ids []string, ttl time.Duratio
 	if err := checkoutScript.Load(ctx, s.rdb).Err(); err != nil {
 		return err
 	}
+	parts, err := s.layout(ctx)
+	if err != nil {
+		return err
+	}
 	pipe := s.rdb.Pipeline()
 	for _, id := range ids {
-		checkoutScript.EvalSha(ctx, pipe, s.keys.scriptKeys(), s.args(checkoutArgs(id, ttl, meta)...)...)
+		p := partitionOf(id, parts)
+		checkoutScript.EvalSha(ctx, pipe, p.keys.scriptKeys(), s.args(p, checkoutArgs(id, ttl, meta)...)...)
 	}
-	_, err := pipe.Exec(ctx)
+	_, err = pipe.Exec(ctx)
 	return err
 }
 
@@ -48,11 +66,23 @@ func (s *Store) CheckoutMany(ctx context.Context, ids []string, ttl time.Duratio
 // now by Redis's clock, leaving their ttl keys as they are: the orders are
 // due, and Redis has not expired their ttl keys yet.
 func (s *Store) MakeDue(ctx context.Context) error {
-	return s.rdb.Eval(ctx, `
+	parts, err := s.layout(ctx)
+	if err != nil {
+		return err
+	}
+	for _, p := range parts {
+		if err := s.rdb.Eval(ctx, `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
 for i = 1, #ids do redis.call('ZADD', KEYS[1], now - 1, ids[i]) end
 return #ids
-`, []string{s.keys.deadlines}).Err()
+`, []string{p.keys.deadlines}).Err(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
+
+// Masters returns how many masters the subscriber listens to.
+func (s *Store) Masters() int { return int(s.masters.Load()) }

@@ -2,8 +2,14 @@ package redisstore
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 )
+
+// partitionsKey records the number of partitions, written at the store's
+// first start and never changed: an order's partition is a hash of its id
+// modulo that number.
+const partitionsKey = "oe:partitions"
 
 // keys names every Redis key of one partition. All of them share the hash
 // tag "{<partition>}", so that in Redis Cluster a partition lives on one
@@ -41,8 +47,20 @@ func newKeys(partition int) keys {
 	}
 }
 
-// isOrderKey reports whether key is the ttl key of an order of this partition.
-func (k keys) isOrderKey(key string) bool { return strings.HasPrefix(key, k.prefix+"order:") }
+// orderKeyPartition returns the partition of an order's ttl key, and false
+// for any other key.
+func orderKeyPartition(key string) (int, bool) {
+	rest, ok := strings.CutPrefix(key, "oe:{")
+	if !ok {
+		return 0, false
+	}
+	num, rest, ok := strings.Cut(rest, "}:")
+	if !ok || !strings.HasPrefix(rest, "order:") {
+		return 0, false
+	}
+	p, err := strconv.Atoi(num)
+	return p, err == nil && p >= 0
+}
 
 // scriptKeys are the KEYS every script takes, in the order luaPrelude names them.
 func (k keys) scriptKeys() []string { return []string{k.deadlines, k.pending, k.events, k.wake} }

@@ -38,44 +38,55 @@ type Options struct {
 	// is also called for an order that a call (Get, Complete, Cancel,
 	// Checkout) finds due and expires itself. It must not block.
 	OnExpire func(expired, caughtUp int)
+	// Partitions is the number of partitions to record when the store is
+	// new (see layout); 0 means 1. A store keeps the number it started
+	// with: the partition of an order follows from it.
+	Partitions int
 }
 
-// Store is the order store on one Redis database.
+// Store is the order store on one Redis database or on a Redis Cluster.
 type Store struct {
-	rdb       *redis.Client
+	rdb redis.UniversalClient
+	// cluster is rdb when it is a Redis Cluster, nil on one Redis.
+	cluster   *redis.ClusterClient
 	db        int
-	keys      keys
+	want      int
 	retention time.Duration
 	log       *slog.Logger
 	onExpire  func(expired, caughtUp int)
 
-	// wake tells the sweeper to look for due orders now.
-	wake chan struct{}
-	// nextSweep is when the sweeper plans to look next, in unix ms by
-	// Redis's clock.
-	nextSweep atomic.Int64
-	// subscribed is true while the subscription to expired-key events is up.
-	subscribed atomic.Bool
+	// parts is set by the first successful layout.
+	parts atomic.Pointer[[]*partition]
+
+	// masters is how many masters the subscriber listens to, subscribed
+	// how many of those subscriptions are up.
+	masters, subscribed atomic.Int32
 
 	// configWarning warns once that CONFIG is refused.
 	configWarning sync.Once
 }
 
-// New returns a Store on the client's database. It does not take ownership
-// of the client.
-func New(rdb *redis.Client, opts Options) *Store {
+// New returns a Store on a client of one Redis (*redis.Client) or of a
+// Redis Cluster (*redis.ClusterClient, see NewClusterClient). It does not
+// take ownership of the client, and does not call Redis yet.
+func New(rdb redis.UniversalClient, opts Options) *Store {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	return &Store{
+	s := &Store{
 		rdb:       rdb,
-		db:        rdb.Options().DB,
-		keys:      newKeys(0),
+		want:      max(opts.Partitions, 1),
 		retention: opts.Retention,
 		log:       opts.Logger,
 		onExpire:  opts.OnExpire,
-		wake:      make(chan struct{}, 1),
 	}
+	switch c := rdb.(type) {
+	case *redis.Client:
+		s.db = c.Options().DB
+	case *redis.ClusterClient:
+		s.cluster = c
+	}
+	return s
 }
 
 // TLSFiles name PEM files for Redis over TLS (rediss:// URLs): the CA that
@@ -126,16 +137,16 @@ func NewClient(rawURL string, files TLSFiles) (*redis.Client, error) {
 // UNAVAILABLE within a second from a Redis that stopped answering.
 const callTimeout = 900 * time.Millisecond
 
-// run runs a script under callTimeout.
-func (s *Store) run(ctx context.Context, script *redis.Script, args ...any) ([]any, error) {
+// run runs a script of partition p under callTimeout.
+func (s *Store) run(ctx context.Context, p *partition, script *redis.Script, args ...any) ([]any, error) {
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	res, err := script.Run(ctx, s.rdb, s.keys.scriptKeys(), s.args(args...)...).Slice()
+	res, err := script.Run(ctx, s.rdb, p.keys.scriptKeys(), s.args(p, args...)...).Slice()
 	return res, storeError(err)
 }
 
-func (s *Store) args(extra ...any) []any {
-	return append([]any{s.keys.prefix, s.retention.Milliseconds()}, extra...)
+func (s *Store) args(p *partition, extra ...any) []any {
+	return append([]any{p.keys.prefix, s.retention.Milliseconds()}, extra...)
 }
 
 // Checkout creates a pending order, or returns the one already pending under
@@ -145,7 +156,12 @@ func (s *Store) Checkout(ctx context.Context, id string, ttl time.Duration, md m
 	if err != nil {
 		return order.Order{}, false, err
 	}
-	res, err := s.run(ctx, checkoutScript, checkoutArgs(id, ttl, meta)...)
+	parts, err := s.layout(ctx)
+	if err != nil {
+		return order.Order{}, false, err
+	}
+	p := partitionOf(id, parts)
+	res, err := s.runDurable(ctx, p, checkoutScript, checkoutArgs(id, ttl, meta)...)
 	if err != nil {
 		return order.Order{}, false, err
 	}
@@ -157,8 +173,8 @@ func (s *Store) Checkout(ctx context.Context, id string, ttl time.Duration, md m
 	// wake channel for every replica's sweeper. This replica's own sweeper
 	// is also woken here when the order is due before it planned to look,
 	// so that it keeps time while its subscription is down.
-	if code == "created" && o.Deadline.UnixMilli() < s.nextSweep.Load() {
-		s.Wake()
+	if code == "created" && o.Deadline.UnixMilli() < p.nextSweep.Load() {
+		p.wakeUp()
 	}
 	return o, code == "created", nil
 }
@@ -182,7 +198,11 @@ func checkoutArgs(id string, ttl time.Duration, meta string) []any {
 
 // Get returns an order, pending or closed.
 func (s *Store) Get(ctx context.Context, id string) (order.Order, error) {
-	res, err := s.run(ctx, getScript, id)
+	parts, err := s.layout(ctx)
+	if err != nil {
+		return order.Order{}, err
+	}
+	res, err := s.run(ctx, partitionOf(id, parts), getScript, id)
 	if err != nil {
 		return order.Order{}, err
 	}
@@ -207,7 +227,11 @@ func (s *Store) Cancel(ctx context.Context, id string) (order.Order, error) {
 }
 
 func (s *Store) finish(ctx context.Context, id string, to order.Status) (order.Order, error) {
-	res, err := s.run(ctx, finishScript, id, to.String())
+	parts, err := s.layout(ctx)
+	if err != nil {
+		return order.Order{}, err
+	}
+	res, err := s.runDurable(ctx, partitionOf(id, parts), finishScript, id, to.String())
 	if err != nil {
 		return order.Order{}, err
 	}
@@ -225,16 +249,23 @@ func (s *Store) finish(ctx context.Context, id string, to order.Status) (order.O
 	}
 }
 
-// Events returns up to limit events after the cursor, in log order. When
-// there are none and wait is positive, it blocks until one arrives or wait
-// passes.
-func (s *Store) Events(ctx context.Context, after order.Cursor, limit int, wait time.Duration) ([]order.Event, error) {
+// Events returns up to limit events of a partition after the cursor, in log
+// order. When there are none and wait is positive, it blocks until one
+// arrives or wait passes. In a Redis Cluster it reads a replica of the
+// partition's master where there is one: an event is seen only once a
+// replica has it, so that a failover, which may lose the master's last
+// writes, can never take back an event that a watcher saw.
+func (s *Store) Events(ctx context.Context, partition int, after order.Cursor, limit int, wait time.Duration) ([]order.Event, error) {
+	p, err := s.partition(ctx, partition)
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeout(ctx, max(wait, 0)+callTimeout)
 	defer cancel()
 	var msgs []redis.XMessage
 	if wait > 0 {
 		streams, err := s.rdb.XRead(ctx, &redis.XReadArgs{
-			Streams: []string{s.keys.events, after.String()},
+			Streams: []string{p.keys.events, after.String()},
 			Count:   int64(limit),
 			Block:   wait,
 		}).Result()
@@ -249,7 +280,7 @@ func (s *Store) Events(ctx context.Context, after order.Cursor, limit int, wait 
 		}
 	} else {
 		var err error
-		msgs, err = s.rdb.XRangeN(ctx, s.keys.events, "("+after.String(), "+", int64(limit)).Result()
+		msgs, err = s.rdb.XRangeN(ctx, p.keys.events, "("+after.String(), "+", int64(limit)).Result()
 		if err != nil {
 			return nil, storeError(err)
 		}
@@ -260,17 +291,22 @@ func (s *Store) Events(ctx context.Context, after order.Cursor, limit int, wait 
 		if err != nil {
 			return nil, err
 		}
+		ev.Partition = partition
 		events = append(events, ev)
 	}
 	return events, nil
 }
 
-// Tail returns the cursor of the last event in the log, or the zero cursor
-// when it is empty.
-func (s *Store) Tail(ctx context.Context) (order.Cursor, error) {
+// Tail returns the cursor of the last event in a partition's log, or the
+// zero cursor when it is empty.
+func (s *Store) Tail(ctx context.Context, partition int) (order.Cursor, error) {
+	p, err := s.partition(ctx, partition)
+	if err != nil {
+		return order.Cursor{}, err
+	}
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	msgs, err := s.rdb.XRevRangeN(ctx, s.keys.events, "+", "-", 1).Result()
+	msgs, err := s.rdb.XRevRangeN(ctx, p.keys.events, "+", "-", 1).Result()
 	if err != nil {
 		return order.Cursor{}, storeError(err)
 	}
@@ -298,11 +334,12 @@ func (s *Store) Ping(ctx context.Context) error {
 	return storeError(s.rdb.Ping(ctx).Err())
 }
 
-// Wake tells the sweeper to look for due orders now.
+// Wake tells every partition's sweeper to look for due orders now.
 func (s *Store) Wake() {
-	select {
-	case s.wake <- struct{}{}:
-	default:
+	if parts := s.parts.Load(); parts != nil {
+		for _, p := range *parts {
+			p.wakeUp()
+		}
 	}
 }
 
@@ -317,7 +354,7 @@ func storeError(err error) error {
 	var rerr redis.Error
 	if errors.As(err, &rerr) {
 		msg := rerr.Error()
-		for _, p := range []string{"LOADING", "READONLY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "BUSY", "NOREPLICAS", "WRONGPASS", "NOAUTH"} {
+		for _, p := range []string{"LOADING", "READONLY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "BUSY", "NOREPLICAS", "WRONGPASS", "NOAUTH", "MOVED", "ASK"} {
 			if strings.HasPrefix(msg, p) {
 				return order.Unavailable(err)
 			}

@@ -31,6 +31,42 @@ func TestConformance(t *testing.T) {
 	})
 }
 
+// TestConformancePartitioned runs the suite on one Redis with the orders
+// spread over several partitions, as on a cluster.
+func TestConformancePartitioned(t *testing.T) {
+	storetest.Run(t, func(t *testing.T, retention time.Duration) storetest.Store {
+		srv := redistest.Start(t)
+		return redisstore.New(srv.Client(t), redisstore.Options{Retention: retention, Logger: testLogger(t), Partitions: 5})
+	})
+}
+
+// TestPartitionsRecorded checks that the number of partitions is the one
+// recorded at the first start, whatever a later start asks for.
+func TestPartitionsRecorded(t *testing.T) {
+	srv := redistest.Start(t)
+	first := redisstore.New(srv.Client(t), redisstore.Options{Retention: time.Hour, Logger: testLogger(t), Partitions: 3})
+	if n, err := first.Partitions(t.Context()); err != nil || n != 3 {
+		t.Fatalf("first start asking for 3: Partitions = %d, %v; want 3", n, err)
+	}
+	if _, _, err := first.Checkout(t.Context(), "kept", time.Hour, nil); err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	later := redisstore.New(srv.Client(t), redisstore.Options{Retention: time.Hour, Logger: slog.New(slog.NewTextHandler(logs, nil)), Partitions: 8})
+	if n, err := later.Partitions(t.Context()); err != nil || n != 3 {
+		t.Fatalf("later start asking for 8: Partitions = %d, %v; want the recorded 3", n, err)
+	}
+	if !strings.Contains(logs.String(), "asked=8") {
+		t.Errorf("no warning that the 8 partitions asked for are ignored; logs:\n%s", logs)
+	}
+	if o, err := later.Get(t.Context(), "kept"); err != nil || o.Status != order.StatusPending {
+		t.Errorf("Get(kept) on the later start: %v, %v; want the pending order", o.Status, err)
+	}
+	if got := srv.Client(t).Get(t.Context(), "oe:partitions").Val(); got != "3" {
+		t.Errorf("oe:partitions = %q, want 3", got)
+	}
+}
+
 func TestRunEnablesExpiredEvents(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -136,7 +172,7 @@ func TestReplicasExpireOnce(t *testing.T) {
 	if got := collect(t, replicas[1], evs[n-1].Cursor, 1); got[0].OrderID != "barrier" {
 		t.Fatalf("event for %q, want the barrier", got[0].OrderID)
 	}
-	evs, err := replicas[0].Events(t.Context(), order.Cursor{}, 10*n, 0)
+	evs, err := replicas[0].Events(t.Context(), 0, order.Cursor{}, 10*n, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,12 +273,12 @@ func checkUnavailable(t *testing.T, addr string, limit time.Duration) {
 		{"Get", func(ctx context.Context) error { _, err := s.Get(ctx, "o"); return err }},
 		{"Complete", func(ctx context.Context) error { _, err := s.Complete(ctx, "o"); return err }},
 		{"Cancel", func(ctx context.Context) error { _, err := s.Cancel(ctx, "o"); return err }},
-		{"Events", func(ctx context.Context) error { _, err := s.Events(ctx, order.Cursor{}, 10, 0); return err }},
+		{"Events", func(ctx context.Context) error { _, err := s.Events(ctx, 0, order.Cursor{}, 10, 0); return err }},
 		{"Events waiting", func(ctx context.Context) error {
-			_, err := s.Events(ctx, order.Cursor{}, 10, 5*time.Second)
+			_, err := s.Events(ctx, 0, order.Cursor{}, 10, 5*time.Second)
 			return err
 		}},
-		{"Tail", func(ctx context.Context) error { _, err := s.Tail(ctx); return err }},
+		{"Tail", func(ctx context.Context) error { _, err := s.Tail(ctx, 0); return err }},
 		{"CheckCursor", func(ctx context.Context) error { return s.CheckCursor(ctx, order.Cursor{Ms: 1}) }},
 		{"Ping", s.Ping},
 	}
@@ -280,14 +316,14 @@ func run(t *testing.T, s *redisstore.Store) (stop func()) {
 // expiry, which the other store's sweeper must log promptly.
 func expireOnTime(t *testing.T, via, sweeping *redisstore.Store, id string) {
 	t.Helper()
-	after, err := sweeping.Tail(t.Context())
+	after, err := sweeping.Tail(t.Context(), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := via.Checkout(t.Context(), id, 100*time.Millisecond, nil); err != nil {
 		t.Fatal(err)
 	}
-	evs, err := sweeping.Events(t.Context(), after, 10, 5*time.Second)
+	evs, err := sweeping.Events(t.Context(), 0, after, 10, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -308,7 +344,7 @@ func collect(t *testing.T, s *redisstore.Store, after order.Cursor, n int) []ord
 		if time.Now().After(deadline) {
 			t.Fatalf("%d of %d events came within 10s", len(got), n)
 		}
-		evs, err := s.Events(t.Context(), after, 1000, time.Second)
+		evs, err := s.Events(t.Context(), 0, after, 1000, time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -26,22 +26,60 @@ const (
 	maxSweepSleep = time.Second
 )
 
-// Run expires orders at their deadline until ctx ends: it runs the sweeper
-// and the subscriber to Redis's expired-key events.
+// Run expires orders at their deadline until ctx ends: it runs a sweeper
+// per partition and the subscriber to Redis's expired-key events. It first
+// waits for Redis to tell the number of partitions.
 func (s *Store) Run(ctx context.Context) error {
+	var parts []*partition
+	var bo backoff.Backoff
+	for {
+		var err error
+		if parts, err = s.layout(ctx); err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		d := bo.Next()
+		s.log.Warn("cannot read the store's layout from Redis; retrying", "err", err, "retry_in", d)
+		if !sleep(ctx, d) {
+			return nil
+		}
+	}
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return s.sweep(ctx) })
-	g.Go(func() error { return s.subscribe(ctx) })
+	for _, p := range parts {
+		g.Go(func() error { return s.sweep(ctx, p) })
+	}
+	g.Go(func() error {
+		if s.cluster != nil {
+			return s.subscribeCluster(ctx, parts)
+		}
+		s.masters.Store(1)
+		return s.subscribeNode(ctx, s.rdb.(*redis.Client), parts)
+	})
 	return g.Wait()
 }
 
-// sweep expires due orders, then sleeps until the next deadline (by Redis's
-// clock) or until it is woken by a checkout or an expired-key event. Redis
-// alone is no timer: its expired events come when it gets round to deleting
-// a key, seconds or minutes late in a store with many keys, so the sweeper is
-// what makes an expiry happen on time. Several replicas may sweep at once;
-// the claim in the script makes each expiry happen once.
-func (s *Store) sweep(ctx context.Context) error {
+// sleep waits for d or until ctx ends; it reports whether ctx is still live.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// sweep expires the due orders of a partition, then sleeps until its next
+// deadline (by Redis's clock) or until it is woken by a checkout or an
+// expired-key event. Redis alone is no timer: its expired events come when
+// it gets round to deleting a key, seconds or minutes late in a store with
+// many keys, so the sweeper is what makes an expiry happen on time. Several
+// replicas may sweep at once; the claim in the script makes each expiry
+// happen once.
+func (s *Store) sweep(ctx context.Context, p *partition) error {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	var bo backoff.Backoff
@@ -50,15 +88,15 @@ func (s *Store) sweep(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-timer.C:
-		case <-s.wake:
+		case <-p.wake:
 		}
-		sleep, err := s.expireDue(ctx)
+		sleep, err := s.expireDue(ctx, p)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			sleep = bo.Next()
-			s.log.Warn("sweeper: cannot expire due orders; retrying", "err", err, "retry_in", sleep)
+			s.log.Warn("sweeper: cannot expire due orders; retrying", "partition", p.index, "err", err, "retry_in", sleep)
 		} else {
 			bo.Reset()
 		}
@@ -70,7 +108,7 @@ func (s *Store) sweep(ctx context.Context) error {
 // expireDue expires the due orders and returns how long to sleep before the
 // next one is due. It reports what it expired to OnExpire, also when a
 // batch fails after others succeeded.
-func (s *Store) expireDue(ctx context.Context) (time.Duration, error) {
+func (s *Store) expireDue(ctx context.Context, p *partition) (time.Duration, error) {
 	var expired, caughtUp int64
 	defer func() {
 		if expired > 0 && s.onExpire != nil {
@@ -78,7 +116,7 @@ func (s *Store) expireDue(ctx context.Context) (time.Duration, error) {
 		}
 	}()
 	for {
-		reply, err := s.run(ctx, expireDueScript, sweepBatch)
+		reply, err := s.run(ctx, p, expireDueScript, sweepBatch)
 		if err != nil {
 			return 0, err
 		}
@@ -99,27 +137,25 @@ func (s *Store) expireDue(ctx context.Context) (time.Duration, error) {
 		if next >= 0 {
 			sleep = min(max(time.Duration(next-now)*time.Millisecond, time.Millisecond), maxSweepSleep)
 		}
-		s.nextSweep.Store(now + sleep.Milliseconds())
+		p.nextSweep.Store(now + sleep.Milliseconds())
 		return sleep, nil
 	}
 }
 
-// subscribe listens to Redis's expired-key events of this database and to
-// the wake channel of checkouts, and wakes the sweeper on each. Every
-// (re)subscription makes sure keyspace events are enabled (the setting does
-// not survive a Redis restart) and wakes the sweeper, which catches up every
-// order that came due while the subscriber was away: pub/sub loses what is
-// published while nobody listens, the deadline index does not.
-func (s *Store) subscribe(ctx context.Context) error {
+// subscribeNode listens to the expired-key events of one Redis node (the
+// one Redis, or a master of the cluster) and to the wake channels of
+// checkouts, and wakes the sweepers on each. Every (re)subscription makes
+// sure keyspace events are enabled (the setting does not survive a Redis
+// restart) and wakes every sweeper, which catches up every order that came
+// due while the subscriber was away: pub/sub loses what is published while
+// nobody listens, the deadline index does not.
+func (s *Store) subscribeNode(ctx context.Context, node *redis.Client, parts []*partition) error {
 	var bo backoff.Backoff
 	for ctx.Err() == nil {
-		if err := s.listen(ctx, &bo); err != nil && ctx.Err() == nil {
+		if err := s.listen(ctx, node, parts, &bo); err != nil && ctx.Err() == nil {
 			d := bo.Next()
-			s.log.Warn("subscriber: lost the connection to Redis; reconnecting", "err", err, "retry_in", d)
-			select {
-			case <-ctx.Done():
-			case <-time.After(d):
-			}
+			s.log.Warn("subscriber: lost the connection to Redis; reconnecting", "addr", node.Options().Addr, "err", err, "retry_in", d)
+			sleep(ctx, d)
 		}
 	}
 	return nil
@@ -131,11 +167,22 @@ func (s *Store) subscribe(ctx context.Context) error {
 const listenIdle = time.Second
 
 // listen runs one subscription until its connection fails or ctx ends.
-func (s *Store) listen(ctx context.Context, bo *backoff.Backoff) error {
+func (s *Store) listen(ctx context.Context, node *redis.Client, parts []*partition, bo *backoff.Backoff) error {
 	expired := fmt.Sprintf("__keyevent@%d__:expired", s.db)
-	ps := s.rdb.Subscribe(ctx, expired, s.keys.wake)
+	channels := []string{expired}
+	wakes := make(map[string]*partition, len(parts))
+	for _, p := range parts {
+		channels = append(channels, p.keys.wake)
+		wakes[p.keys.wake] = p
+	}
+	ps := node.Subscribe(ctx, channels...)
 	defer ps.Close()
-	defer s.subscribed.Store(false)
+	up := false
+	defer func() {
+		if up {
+			s.subscribed.Add(-1)
+		}
+	}()
 	// A blocked receive does not notice ctx; closing the subscription ends it.
 	stop := context.AfterFunc(ctx, func() { ps.Close() })
 	defer stop()
@@ -162,15 +209,20 @@ func (s *Store) listen(ctx context.Context, bo *backoff.Backoff) error {
 		pinged = false
 		switch m := msg.(type) {
 		case *redis.Subscription:
-			if m.Kind == "subscribe" && m.Channel == expired {
-				s.subscribed.Store(true)
+			if m.Kind == "subscribe" && m.Channel == expired && !up {
+				up = true
+				s.subscribed.Add(1)
 				bo.Reset()
-				s.ensureNotifications(ctx)
-				s.Wake()
+				s.ensureNotifications(ctx, node)
+				for _, p := range parts {
+					p.wakeUp()
+				}
 			}
 		case *redis.Message:
-			if m.Channel == s.keys.wake || s.keys.isOrderKey(m.Payload) {
-				s.Wake()
+			if p, ok := wakes[m.Channel]; ok {
+				p.wakeUp()
+			} else if i, ok := orderKeyPartition(m.Payload); ok && i < len(parts) {
+				parts[i].wakeUp()
 			}
 		}
 	}
@@ -181,9 +233,9 @@ func (s *Store) listen(ctx context.Context, bo *backoff.Backoff) error {
 // setting does not survive a Redis restart, hence a check on every
 // reconnect. Where CONFIG is refused (managed Redis), orders still expire on
 // time through the sweeper; the warning says so once.
-func (s *Store) ensureNotifications(ctx context.Context) {
+func (s *Store) ensureNotifications(ctx context.Context, node *redis.Client) {
 	err := func() error {
-		cur, err := s.rdb.ConfigGet(ctx, "notify-keyspace-events").Result()
+		cur, err := node.ConfigGet(ctx, "notify-keyspace-events").Result()
 		if err != nil {
 			return err
 		}
@@ -192,7 +244,7 @@ func (s *Store) ensureNotifications(ctx context.Context) {
 		if want == have {
 			return nil
 		}
-		return s.rdb.ConfigSet(ctx, "notify-keyspace-events", want).Err()
+		return node.ConfigSet(ctx, "notify-keyspace-events", want).Err()
 	}()
 	if err == nil || ctx.Err() != nil {
 		return
@@ -215,13 +267,16 @@ func mergeNotifyFlags(flags string) string {
 	return flags
 }
 
-// Subscribed reports whether the subscription to Redis's expired-key events
-// is up: true from Redis's confirmation of the subscription until the
-// connection fails or Run stops. Orders expire on time without it (the
-// sweeper does not depend on pub/sub), but a sweeper whose wake-ups are
-// lost while it is down may notice an order created by another replica up
-// to maxSweepSleep late.
-func (s *Store) Subscribed() bool { return s.subscribed.Load() }
+// Subscribed reports whether the subscriptions to Redis's expired-key
+// events are up, on every master of a cluster: true from Redis's
+// confirmation of each subscription until a connection fails or Run stops.
+// Orders expire on time without them (the sweepers do not depend on
+// pub/sub), but a sweeper whose wake-ups are lost while one is down may
+// notice an order created by another replica up to maxSweepSleep late.
+func (s *Store) Subscribed() bool {
+	n := s.masters.Load()
+	return n > 0 && s.subscribed.Load() == n
+}
 
 func isTimeout(err error) bool {
 	type timeout interface{ Timeout() bool }

@@ -32,39 +32,55 @@ func (c codec) Marshal(v any) (mem.BufferSlice, error) {
 // encoded is a message in its wire form.
 type encoded []byte
 
-// encodedEvents keeps the wire form of the latest events, so that each is
-// encoded once whatever the number of watchers it goes to.
+// encodedEvents keeps the wire form of the latest live events, so that each
+// is encoded once whatever the number of watchers it goes to. An event's
+// wire form holds its Position, which is the hub's for a live event and the
+// watcher's own for a replayed one: the cache serves an event only to the
+// sends of the very same Position, so a replayed event is encoded apart.
 type encodedEvents struct {
 	mu    sync.RWMutex
-	bytes map[order.Cursor]encoded
-	ring  []order.Cursor // the cached cursors, oldest replaced first
+	bytes map[eventKey]encodedEvent
+	ring  []eventKey // the cached events, oldest replaced first
 	next  int
 }
 
+// eventKey names an event of the log.
+type eventKey struct {
+	partition int
+	cursor    order.Cursor
+}
+
+type encodedEvent struct {
+	position *order.Cursor // the first element of the event's Position
+	raw      encoded
+}
+
 func newEncodedEvents(size int) *encodedEvents {
-	return &encodedEvents{bytes: make(map[order.Cursor]encoded, size), ring: make([]order.Cursor, size)}
+	return &encodedEvents{bytes: make(map[eventKey]encodedEvent, size), ring: make([]eventKey, size)}
 }
 
 // get returns the wire form of ev, encoding it if no watcher did yet.
 func (c *encodedEvents) get(ev order.Event) (encoded, error) {
+	key := eventKey{ev.Partition, ev.Cursor}
+	pos := &ev.Position[0]
 	c.mu.RLock()
-	b, ok := c.bytes[ev.Cursor]
+	b, ok := c.bytes[key]
 	c.mu.RUnlock()
-	if ok {
-		return b, nil
+	if ok && b.position == pos {
+		return b.raw, nil
 	}
 	raw, err := proto.Marshal(eventToProto(ev))
-	if err != nil {
-		return nil, err
+	if err != nil || ok {
+		return raw, err // a replayed event goes to one watcher: not cached
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if b, ok := c.bytes[ev.Cursor]; ok {
-		return b, nil // another watcher was quicker
+	if b, ok := c.bytes[key]; ok {
+		return b.raw, nil // another watcher was quicker
 	}
 	delete(c.bytes, c.ring[c.next])
-	c.ring[c.next] = ev.Cursor
+	c.ring[c.next] = key
 	c.next = (c.next + 1) % len(c.ring)
-	c.bytes[ev.Cursor] = raw
+	c.bytes[key] = encodedEvent{pos, raw}
 	return raw, nil
 }

@@ -16,7 +16,8 @@ import (
 
 func event(ms uint64, id string) order.Event {
 	at := time.UnixMilli(int64(ms))
-	return order.Event{Cursor: order.Cursor{Ms: ms}, OrderID: id, Deadline: at, ExpiredAt: at, Metadata: map[string]string{"k": id}}
+	c := order.Cursor{Ms: ms}
+	return order.Event{Cursor: c, Position: order.Position{c}, OrderID: id, Deadline: at, ExpiredAt: at, Metadata: map[string]string{"k": id}}
 }
 
 func TestCodecSendsEncodedBytesAsTheyAre(t *testing.T) {
@@ -70,10 +71,22 @@ func TestEncodedEvents(t *testing.T) {
 	// Two more events push the first out of a cache of two.
 	c.get(b)
 	c.get(d)
-	if _, ok := c.bytes[a.Cursor]; ok || len(c.bytes) != 2 {
+	if _, ok := c.bytes[eventKey{a.Partition, a.Cursor}]; ok || len(c.bytes) != 2 {
 		t.Fatalf("cache holds %d events, the oldest included: %v", len(c.bytes), ok)
 	}
 	if b2, _ := c.get(b); len(b2) == 0 {
 		t.Fatal("no bytes for a cached event")
+	}
+	// The same event replayed to one watcher has a position of its own,
+	// which its wire form must carry.
+	replayed := b
+	replayed.Position = order.Position{b.Cursor}
+	raw, err := c.get(replayed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared, _ := c.get(b)
+	if &raw[0] == &shared[0] {
+		t.Fatal("a replayed event got the wire form cached for the live one")
 	}
 }

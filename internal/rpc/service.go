@@ -133,13 +133,12 @@ const ResumeCursorTrailer = "resume-cursor"
 // that clients (and the REST gateway) learn at once that the watch is on.
 func (s *Service) WatchExpirations(req *pb.WatchExpirationsRequest, stream pb.OrderService_WatchExpirationsServer) error {
 	ctx := stream.Context()
-	var after *order.Cursor
+	var after order.Position
 	if req.GetAfterCursor() != "" {
-		c, err := order.ParseCursor(req.GetAfterCursor())
-		if err != nil {
+		var err error
+		if after, err = order.ParsePosition(req.GetAfterCursor()); err != nil {
 			return s.status(ctx, err)
 		}
-		after = &c
 	}
 	started := func() error { return stream.SendHeader(metadata.MD{}) }
 	send := func(ev order.Event) error {
@@ -156,7 +155,7 @@ func (s *Service) WatchExpirations(req *pb.WatchExpirationsRequest, stream pb.Or
 	if err == nil || ctx.Err() != nil {
 		return s.status(ctx, err)
 	}
-	if k := order.KindOf(err); (k == order.KindResourceExhausted || k == order.KindUnavailable) && (after != nil || !last.IsZero()) {
+	if k := order.KindOf(err); (k == order.KindResourceExhausted || k == order.KindUnavailable) && (after != nil || last != nil) {
 		stream.SetTrailer(metadata.Pairs(ResumeCursorTrailer, last.String()))
 	}
 	return s.status(ctx, err)
@@ -194,7 +193,7 @@ func statusToProto(s order.Status) pb.OrderStatus {
 
 func eventToProto(ev order.Event) *pb.ExpirationEvent {
 	return &pb.ExpirationEvent{
-		Cursor:    ev.Cursor.String(),
+		Cursor:    ev.Position.String(),
 		OrderId:   ev.OrderID,
 		Deadline:  timestamppb.New(ev.Deadline),
 		ExpiredAt: timestamppb.New(ev.ExpiredAt),

@@ -9,6 +9,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -22,8 +23,9 @@ type Store interface {
 	Get(ctx context.Context, id string) (order.Order, error)
 	Complete(ctx context.Context, id string) (order.Order, error)
 	Cancel(ctx context.Context, id string) (order.Order, error)
-	Events(ctx context.Context, after order.Cursor, limit int, wait time.Duration) ([]order.Event, error)
-	Tail(ctx context.Context) (order.Cursor, error)
+	Partitions(ctx context.Context) (int, error)
+	Events(ctx context.Context, partition int, after order.Cursor, limit int, wait time.Duration) ([]order.Event, error)
+	Tail(ctx context.Context, partition int) (order.Cursor, error)
 	CheckCursor(ctx context.Context, c order.Cursor) error
 	Ping(ctx context.Context) error
 	Run(ctx context.Context) error
@@ -268,7 +270,7 @@ func testNoExpiryAfterClose(t *testing.T, su suite) {
 	// closed ones has expired, any expiry of theirs would be in the log.
 	barrier(t, s)
 	for _, ev := range allEvents(t, s) {
-		if ev.OrderID != "barrier" {
+		if !isBarrier(ev.OrderID) {
 			t.Errorf("event for %q at %v: the order was closed before its deadline, so it must never expire", ev.OrderID, ev.ExpiredAt)
 		}
 	}
@@ -283,7 +285,7 @@ func testExpiry(t *testing.T, su suite) {
 	s := su.start(t, retention)
 	md := map[string]string{"customer": "c-9", "email": "a@example.com"}
 	o := checkout(t, s, "exp", 100*time.Millisecond, md)
-	ev := waitEvents(t, s, order.Cursor{}, 1, nil)[0]
+	ev := waitEvents(t, s, nil, 1, nil)[0]
 
 	if ev.OrderID != "exp" {
 		t.Fatalf("event for order %q, want %q", ev.OrderID, "exp")
@@ -392,7 +394,7 @@ func testCheckoutAgainAfterClose(t *testing.T, su suite) {
 		close func(t *testing.T, s Store, id string)
 	}{
 		{"expired", 50 * time.Millisecond, func(t *testing.T, s Store, id string) {
-			waitEvents(t, s, order.Cursor{}, 1, func(ev order.Event) bool { return ev.OrderID == id })
+			waitEvents(t, s, nil, 1, func(ev order.Event) bool { return ev.OrderID == id })
 		}},
 		{"completed", time.Minute, func(t *testing.T, s Store, id string) { complete(t, s, id) }},
 		{"cancelled", time.Minute, func(t *testing.T, s Store, id string) {
@@ -431,27 +433,32 @@ func testCheckoutAgainAfterClose(t *testing.T, su suite) {
 	}
 }
 
+// testEventLog checks one partition's log: the order of its events, paging
+// with cursors and its tail. Its orders are all of partition 0.
 func testEventLog(t *testing.T, su suite) {
 	s := su.start(t, retention)
-	if c := tail(t, s); !c.IsZero() {
+	if c := tail(t, s, 0); !c.IsZero() {
 		t.Errorf("Tail of an empty log: %v, want the zero cursor", c)
 	}
-	if evs := events(t, s, order.Cursor{}, 10); len(evs) != 0 {
+	if evs := events(t, s, 0, order.Cursor{}, 10); len(evs) != 0 {
 		t.Errorf("Events of an empty log: %d events", len(evs))
 	}
 
 	// Orders due at about the same time expire in one sweep: their events
 	// share milliseconds, which the cursors must still tell apart.
 	const n = 10
-	for i := range n {
-		checkout(t, s, "ev-"+strconv.Itoa(i), 50*time.Millisecond, nil)
+	for _, id := range idsOf(t, s, 0, "ev-", n) {
+		checkout(t, s, id, 50*time.Millisecond, nil)
 	}
-	all := waitEvents(t, s, order.Cursor{}, n, nil)
+	all := waitEvents(t, s, nil, n, nil)
 	if len(all) != n {
 		t.Fatalf("got %d events, want %d", len(all), n)
 	}
 	seen := map[string]bool{}
 	for i, ev := range all {
+		if ev.Partition != 0 {
+			t.Errorf("event of %s in partition %d, want 0", ev.OrderID, ev.Partition)
+		}
 		if i > 0 && !all[i-1].Cursor.Less(ev.Cursor) {
 			t.Errorf("cursor %v of event %d is not after cursor %v of the one before", ev.Cursor, i, all[i-1].Cursor)
 		}
@@ -478,7 +485,7 @@ func testEventLog(t *testing.T, su suite) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			start := time.Now()
-			got, err := s.Events(t.Context(), tt.after, tt.limit, tt.wait)
+			got, err := s.Events(t.Context(), 0, tt.after, tt.limit, tt.wait)
 			if err != nil {
 				t.Fatalf("Events: %v", err)
 			}
@@ -494,7 +501,7 @@ func testEventLog(t *testing.T, su suite) {
 	// Paging one event at a time visits the whole log.
 	var paged []order.Event
 	for c := (order.Cursor{}); ; {
-		page := events(t, s, c, 1)
+		page := events(t, s, 0, c, 1)
 		if len(page) == 0 {
 			break
 		}
@@ -507,7 +514,7 @@ func testEventLog(t *testing.T, su suite) {
 	if !slices.Equal(cursors(paged), cursors(all)) {
 		t.Errorf("paging one by one gave %v, want %v", cursors(paged), cursors(all))
 	}
-	if c := tail(t, s); c != all[n-1].Cursor {
+	if c := tail(t, s, 0); c != all[n-1].Cursor {
 		t.Errorf("Tail = %v, want the last event's cursor %v", c, all[n-1].Cursor)
 	}
 }
@@ -522,7 +529,7 @@ func testEventsWait(t *testing.T, su suite) {
 		if start.After(o.Deadline.Add(-100 * time.Millisecond)) {
 			t.Fatalf("checkout took too long: too close to the deadline to test a wait")
 		}
-		got, err := s.Events(t.Context(), order.Cursor{}, 10, wait)
+		got, err := s.Events(t.Context(), partitionOf(t, s, "awaited"), order.Cursor{}, 10, wait)
 		end := time.Now()
 		if err != nil {
 			t.Fatalf("Events: %v", err)
@@ -543,7 +550,7 @@ func testEventsWait(t *testing.T, su suite) {
 		checkout(t, s, "later", time.Minute, nil)
 		const wait = 300 * time.Millisecond
 		start := time.Now()
-		got, err := s.Events(t.Context(), order.Cursor{}, 10, wait)
+		got, err := s.Events(t.Context(), partitionOf(t, s, "later"), order.Cursor{}, 10, wait)
 		d := time.Since(start)
 		if err != nil {
 			t.Fatalf("Events: %v", err)
@@ -560,7 +567,7 @@ func testEventsWait(t *testing.T, su suite) {
 func testCheckCursor(t *testing.T, su suite) {
 	s := su.start(t, retention)
 	checkout(t, s, "c", 10*time.Millisecond, nil)
-	ev := waitEvents(t, s, order.Cursor{}, 1, nil)[0]
+	ev := waitEvents(t, s, nil, 1, nil)[0]
 	now := uint64(time.Now().UnixMilli())
 	tests := []struct {
 		name       string
@@ -593,7 +600,7 @@ func testRetention(t *testing.T, su suite) {
 	pending := checkout(t, s, "pending", time.Minute, nil)
 
 	checkout(t, s, "expired", 20*time.Millisecond, nil)
-	ev := waitEvents(t, s, order.Cursor{}, 1, nil)[0]
+	ev := waitEvents(t, s, nil, 1, nil)[0]
 	checkout(t, s, "completed", time.Minute, nil)
 	complete(t, s, "completed")
 	checkout(t, s, "cancelled", time.Minute, nil)
@@ -711,14 +718,18 @@ func testExactlyOnceUnderRace(t *testing.T, su suite) {
 	t.Logf("%d of %d Complete calls around the deadline succeeded", ok, n/2)
 
 	want := n - ok
-	waitEvents(t, s, order.Cursor{}, want, nil)
+	waitEvents(t, s, nil, want, nil)
 	barrier(t, s)
 	logged := allEvents(t, s)
 	count := map[string]int{}
+	barriers := 0
 	for _, ev := range logged {
 		count[ev.OrderID]++
+		if isBarrier(ev.OrderID) {
+			barriers++
+		}
 	}
-	if total := len(logged) - count["barrier"]; total != want {
+	if total := len(logged) - barriers; total != want {
 		t.Errorf("the log has %d expirations, want %d (orders not completed)", total, want)
 	}
 	for _, id := range ids {
@@ -754,7 +765,7 @@ func testPromptWithManyPending(t *testing.T, su suite) {
 	})
 	t.Logf("%d checkouts took %v", pending, time.Since(start))
 
-	after := tail(t, s)
+	after := tails(t, s)
 	parallel(t, 4, due, func(i int) error {
 		ttl := 200*time.Millisecond + spread*time.Duration(i)/due
 		_, _, err := s.Checkout(t.Context(), "due-"+strconv.Itoa(i), ttl, nil)
@@ -817,75 +828,142 @@ func complete(t *testing.T, s Store, id string) {
 	}
 }
 
-func tail(t *testing.T, s Store) order.Cursor {
+func tail(t *testing.T, s Store, partition int) order.Cursor {
 	t.Helper()
-	c, err := s.Tail(t.Context())
+	c, err := s.Tail(t.Context(), partition)
 	if err != nil {
 		t.Fatalf("Tail: %v", err)
 	}
 	return c
 }
 
-// events returns up to limit events after a cursor, without waiting.
-func events(t *testing.T, s Store, after order.Cursor, limit int) []order.Event {
+// tails returns the tail of every partition.
+func tails(t *testing.T, s Store) order.Position {
 	t.Helper()
-	evs, err := s.Events(t.Context(), after, limit, 0)
+	pos := make(order.Position, partitions(t, s))
+	for p := range pos {
+		pos[p] = tail(t, s, p)
+	}
+	return pos
+}
+
+func partitions(t *testing.T, s Store) int {
+	t.Helper()
+	n, err := s.Partitions(t.Context())
 	if err != nil {
-		t.Fatalf("Events(after %v): %v", after, err)
+		t.Fatalf("Partitions: %v", err)
+	}
+	return n
+}
+
+func partitionOf(t *testing.T, s Store, id string) int {
+	t.Helper()
+	return order.PartitionOf(id, partitions(t, s))
+}
+
+// idsOf returns n order ids of the partition, made of prefix and a number.
+func idsOf(t *testing.T, s Store, partition int, prefix string, n int) []string {
+	t.Helper()
+	parts := partitions(t, s)
+	var ids []string
+	for i := 0; len(ids) < n; i++ {
+		if id := prefix + strconv.Itoa(i); order.PartitionOf(id, parts) == partition {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// events returns up to limit events of a partition after a cursor, without
+// waiting.
+func events(t *testing.T, s Store, partition int, after order.Cursor, limit int) []order.Event {
+	t.Helper()
+	evs, err := s.Events(t.Context(), partition, after, limit, 0)
+	if err != nil {
+		t.Fatalf("Events(partition %d, after %v): %v", partition, after, err)
 	}
 	return evs
 }
 
-// allEvents returns the whole log.
+// allEvents returns the whole log, partition after partition.
 func allEvents(t *testing.T, s Store) []order.Event {
 	t.Helper()
 	var all []order.Event
-	for c := (order.Cursor{}); ; {
-		page := events(t, s, c, 1000)
-		if len(page) == 0 {
-			return all
+	for p := range partitions(t, s) {
+		for c := (order.Cursor{}); ; {
+			page := events(t, s, p, c, 1000)
+			if len(page) == 0 {
+				break
+			}
+			all = append(all, page...)
+			c = page[len(page)-1].Cursor
 		}
-		all = append(all, page...)
-		c = page[len(page)-1].Cursor
 	}
+	return all
 }
 
 // waitEvents waits until n events that match (all when match is nil) have
-// been logged after a cursor and returns the matching ones; it fails the test
+// been logged after a position (nil: from the start) and returns the
+// matching ones, partition after partition as they come; it fails the test
 // when they do not come within eventTimeout.
-func waitEvents(t *testing.T, s Store, after order.Cursor, n int, match func(order.Event) bool) []order.Event {
+func waitEvents(t *testing.T, s Store, after order.Position, n int, match func(order.Event) bool) []order.Event {
 	t.Helper()
+	if after == nil {
+		after = make(order.Position, partitions(t, s))
+	}
+	after = after.Clone()
 	deadline := time.Now().Add(eventTimeout)
 	var got []order.Event
 	for len(got) < n {
-		left := time.Until(deadline)
-		if left <= 0 {
+		if time.Now().After(deadline) {
 			t.Fatalf("%d of %d events came within %v: %v", len(got), n, eventTimeout, orderIDs(got))
 		}
-		evs, err := s.Events(t.Context(), after, 1000, min(left, time.Second))
-		if err != nil {
-			t.Fatalf("Events(after %v): %v", after, err)
+		// One partition may block for new events while the others are
+		// read at once: a single-partition store answers as soon as its
+		// event is appended.
+		wait := time.Duration(0)
+		if len(after) == 1 {
+			wait = min(time.Until(deadline), time.Second)
 		}
-		for _, ev := range evs {
-			if match == nil || match(ev) {
-				got = append(got, ev)
+		found := 0
+		for p := range after {
+			evs, err := s.Events(t.Context(), p, after[p], 1000, wait)
+			if err != nil {
+				t.Fatalf("Events(partition %d, after %v): %v", p, after[p], err)
 			}
-			after = ev.Cursor
+			for _, ev := range evs {
+				if match == nil || match(ev) {
+					got = append(got, ev)
+				}
+				after[p] = ev.Cursor
+			}
+			found += len(evs)
+		}
+		if found == 0 && wait == 0 {
+			time.Sleep(5 * time.Millisecond) // polling many partitions
 		}
 	}
 	return got
 }
 
-// barrier checks out an order due later than every order a test has made
-// due, and waits for its expiry. The stores expire orders in deadline order,
-// so afterwards every expiry that was ever going to happen before it has
-// been logged, and its absence can be asserted.
+// barrier checks out, in every partition, an order due later than every
+// order a test has made due, and waits for their expiry. The stores expire a
+// partition's orders in deadline order, so afterwards every expiry that was
+// ever going to happen before them has been logged, and its absence can be
+// asserted.
 func barrier(t *testing.T, s Store) {
 	t.Helper()
-	after := tail(t, s)
-	checkout(t, s, "barrier", 200*time.Millisecond, nil)
-	waitEvents(t, s, after, 1, func(ev order.Event) bool { return ev.OrderID == "barrier" })
+	after := tails(t, s)
+	var ids []string
+	for p := range after {
+		id := idsOf(t, s, p, "barrier-", 1)[0]
+		checkout(t, s, id, 200*time.Millisecond, nil)
+		ids = append(ids, id)
+	}
+	waitEvents(t, s, after, len(ids), func(ev order.Event) bool { return slices.Contains(ids, ev.OrderID) })
 }
+
+func isBarrier(id string) bool { return strings.HasPrefix(id, "barrier-") }
 
 func countFor(evs []order.Event, id string) int {
 	n := 0

@@ -32,10 +32,13 @@ type fakeLog struct {
 	// reject maps cursors to the error CheckCursor gives for them.
 	reject  map[order.Cursor]error
 	checked []order.Cursor
+	// partitions is the number of partitions; add appends to partition 0,
+	// addTo to any.
+	partitions int
 }
 
 func newFakeLog() *fakeLog {
-	return &fakeLog{changed: make(chan struct{}), reject: make(map[order.Cursor]error)}
+	return &fakeLog{changed: make(chan struct{}), reject: make(map[order.Cursor]error), partitions: 1}
 }
 
 // cursorAt is the cursor of the i-th event (from 0): three events per
@@ -50,14 +53,18 @@ func (l *fakeLog) notify() {
 	l.changed = make(chan struct{})
 }
 
-// add appends n events and returns them.
-func (l *fakeLog) add(n int) []order.Event {
+// add appends n events to partition 0 and returns them.
+func (l *fakeLog) add(n int) []order.Event { return l.addTo(0, n) }
+
+// addTo appends n events to a partition and returns them.
+func (l *fakeLog) addTo(p, n int) []order.Event {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var out []order.Event
 	for range n {
 		i := len(l.events)
 		ev := order.Event{
+			Partition: p,
 			Cursor:    cursorAt(i),
 			OrderID:   fmt.Sprintf("ord-%d", i),
 			ExpiredAt: time.UnixMilli(int64(cursorAt(i).Ms)),
@@ -84,7 +91,9 @@ func (l *fakeLog) pauseLive(paused bool) {
 	l.notify()
 }
 
-func (l *fakeLog) Events(ctx context.Context, after order.Cursor, limit int, wait time.Duration) ([]order.Event, error) {
+func (l *fakeLog) Partitions(context.Context) (int, error) { return l.partitions, nil }
+
+func (l *fakeLog) Events(ctx context.Context, p int, after order.Cursor, limit int, wait time.Duration) ([]order.Event, error) {
 	var timeout <-chan time.Time
 	if wait > 0 {
 		t := time.NewTimer(wait)
@@ -96,8 +105,11 @@ func (l *fakeLog) Events(ctx context.Context, after order.Cursor, limit int, wai
 		var out []order.Event
 		if wait <= 0 || !l.livePaused {
 			i := sort.Search(len(l.events), func(i int) bool { return after.Less(l.events[i].Cursor) })
-			n := min(len(l.events)-i, limit)
-			out = slices.Clone(l.events[i : i+n])
+			for _, ev := range l.events[i:] {
+				if ev.Partition == p && len(out) < limit {
+					out = append(out, ev)
+				}
+			}
 		}
 		changed := l.changed
 		l.mu.Unlock()
@@ -114,7 +126,7 @@ func (l *fakeLog) Events(ctx context.Context, after order.Cursor, limit int, wai
 	}
 }
 
-func (l *fakeLog) Tail(ctx context.Context) (order.Cursor, error) {
+func (l *fakeLog) Tail(ctx context.Context, p int) (order.Cursor, error) {
 	l.mu.Lock()
 	gate := l.tailGate
 	l.mu.Unlock()
@@ -131,10 +143,12 @@ func (l *fakeLog) Tail(ctx context.Context) (order.Cursor, error) {
 		l.tailErrs--
 		return order.Cursor{}, errors.New("tail: connection refused")
 	}
-	if len(l.events) == 0 {
-		return order.Cursor{}, nil
+	for _, ev := range slices.Backward(l.events) {
+		if ev.Partition == p {
+			return ev.Cursor, nil
+		}
 	}
-	return l.events[len(l.events)-1].Cursor, nil
+	return order.Cursor{}, nil
 }
 
 func (l *fakeLog) CheckCursor(_ context.Context, c order.Cursor) error {

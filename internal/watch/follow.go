@@ -11,20 +11,20 @@ import (
 // catches up.
 const replayBatch = 1000
 
-// Follow streams the expiration log to one watcher: with a cursor (after is
-// not nil) it first replays every event after it from the log, then goes on
-// with live events, each exactly once and in log order. Without one it
-// starts at the live position. started is called once the request is known
-// to be valid, before anything is sent; send delivers one event.
+// Follow streams the expiration log to one watcher: with a position (after
+// is not nil) it first replays every event after it from the log, partition
+// by partition, then goes on with live events, each exactly once and in its
+// partition's order. Without one it starts at the live position. started is
+// called once the request is known to be valid, before anything is sent;
+// send delivers one event, whose Position is set.
 //
 // It returns when ctx ends, send fails or the subscription is closed, with
-// the cursor of the last event sent (or the starting position), from which
-// the watcher can resume.
-func (h *Hub) Follow(ctx context.Context, after *order.Cursor, started func() error, send func(order.Event) error) (order.Cursor, error) {
-	var last order.Cursor
+// the position after the last event sent (or the starting position), from
+// which the watcher can resume.
+func (h *Hub) Follow(ctx context.Context, after order.Position, started func() error, send func(order.Event) error) (order.Position, error) {
+	last := after.Clone()
 	if after != nil {
-		last = *after
-		if err := h.log.CheckCursor(ctx, last); err != nil {
+		if err := h.checkPosition(ctx, after); err != nil {
 			return last, err
 		}
 	}
@@ -41,8 +41,7 @@ func (h *Hub) Follow(ctx context.Context, after *order.Cursor, started func() er
 	// Catch up before subscribing, so that a long replay does not fill the
 	// live buffer.
 	if after != nil {
-		var err error
-		if last, err = h.replay(ctx, last, nil, send); err != nil {
+		if err := h.replay(ctx, last, nil, send); err != nil {
 			return last, err
 		}
 	}
@@ -51,59 +50,85 @@ func (h *Hub) Follow(ctx context.Context, after *order.Cursor, started func() er
 		if after == nil {
 			return last, subscribeError(err, nil) // nothing to resume from
 		}
-		return last, subscribeError(err, &last)
+		return last, subscribeError(err, last)
 	}
 	defer sub.Close()
 	if after == nil {
 		last = sub.From
-	} else if last.Less(sub.From) {
+	} else if err := h.replay(ctx, last, sub.From, send); err != nil {
 		// Events that came between the replay and the subscription.
-		if last, err = h.replay(ctx, last, &sub.From, send); err != nil {
-			return last, err
-		}
+		return last, err
 	}
 	for {
 		select {
 		case <-ctx.Done():
 			return last, ctx.Err()
 		case <-sub.Done():
-			return last, subscribeError(sub.Err(), &last)
+			return last, subscribeError(sub.Err(), last)
 		case ev := <-sub.C:
-			if !last.Less(ev.Cursor) {
+			if !last.Behind(ev) {
 				continue // already replayed
 			}
 			if err := send(ev); err != nil {
 				return last, err
 			}
-			last = ev.Cursor
+			last[ev.Partition] = ev.Cursor
 		}
 	}
 }
 
-// replay sends the events after last from the log, up to and including
-// until when it is not nil, or to the end of the log.
-func (h *Hub) replay(ctx context.Context, last order.Cursor, until *order.Cursor, send func(order.Event) error) (order.Cursor, error) {
-	for {
-		events, err := h.log.Events(ctx, last, replayBatch, 0)
-		if err != nil {
-			return last, err
-		}
-		for _, ev := range events {
-			if until != nil && until.Less(ev.Cursor) {
-				return last, nil
-			}
-			if err := send(ev); err != nil {
-				return last, err
-			}
-			last = ev.Cursor
-		}
-		if len(events) < replayBatch {
-			return last, nil
+// checkPosition says whether a watch can resume after p without a gap.
+func (h *Hub) checkPosition(ctx context.Context, p order.Position) error {
+	n, err := h.log.Partitions(ctx)
+	if err != nil {
+		return err
+	}
+	if len(p) != n {
+		return order.Errorf(order.KindInvalid, "after_cursor %s has %d part(s), but this service's expiration log has %d partition(s): it does not come from this service; pass the cursor field of a received event", p, len(p), n)
+	}
+	for _, c := range p {
+		if err := h.log.CheckCursor(ctx, c); err != nil {
+			return err
 		}
 	}
+	return nil
 }
 
-func subscribeError(err error, last *order.Cursor) error {
+// replay sends the events after last from the log, partition by partition,
+// up to and including until when it is not nil, or to the end of the log.
+// It moves last forward, in place, with each event sent.
+func (h *Hub) replay(ctx context.Context, last, until order.Position, send func(order.Event) error) error {
+	for p := range last {
+		if until != nil && !last[p].Less(until[p]) {
+			continue
+		}
+		for {
+			events, err := h.log.Events(ctx, p, last[p], replayBatch, 0)
+			if err != nil {
+				return err
+			}
+			done := len(events) < replayBatch
+			for _, ev := range events {
+				if until != nil && until[p].Less(ev.Cursor) {
+					done = true
+					break
+				}
+				ev.Position = last.Clone()
+				ev.Position[p] = ev.Cursor
+				if err := send(ev); err != nil {
+					return err
+				}
+				last[p] = ev.Cursor
+			}
+			if done {
+				break
+			}
+		}
+	}
+	return nil
+}
+
+func subscribeError(err error, last order.Position) error {
 	resume := "watch again"
 	if last != nil {
 		resume = "resume with after_cursor=" + last.String()

@@ -18,8 +18,11 @@ import (
 type follower struct {
 	cancel context.CancelFunc
 	done   chan struct{}
-	cursor order.Cursor // set before done is closed
-	err    error
+	// position is what Follow returned, cursor its one part in a log of
+	// one partition; both are set before done is closed.
+	position order.Position
+	cursor   order.Cursor
+	err      error
 
 	mu       sync.Mutex
 	sent     []order.Event
@@ -27,10 +30,19 @@ type follower struct {
 	lateCall bool // started was called after an event was sent
 }
 
-// follow starts h.Follow. onSend, when not nil, runs inside send before the
+// follow starts h.Follow in a log of one partition; followAt in any.
+func follow(t *testing.T, h *Hub, after *order.Cursor, startedErr error, onSend func(i int, ev order.Event) error) *follower {
+	var pos order.Position
+	if after != nil {
+		pos = order.Position{*after}
+	}
+	return followAt(t, h, pos, startedErr, onSend)
+}
+
+// followAt starts h.Follow. onSend, when not nil, runs inside send before the
 // event counts as sent, with the index of the event; its error fails the
 // send. startedErr is what started returns.
-func follow(t *testing.T, h *Hub, after *order.Cursor, startedErr error, onSend func(i int, ev order.Event) error) *follower {
+func followAt(t *testing.T, h *Hub, after order.Position, startedErr error, onSend func(i int, ev order.Event) error) *follower {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	f := &follower{cancel: cancel, done: make(chan struct{})}
@@ -59,7 +71,10 @@ func follow(t *testing.T, h *Hub, after *order.Cursor, startedErr error, onSend 
 	}
 	go func() {
 		defer close(f.done)
-		f.cursor, f.err = h.Follow(ctx, after, started, send)
+		f.position, f.err = h.Follow(ctx, after, started, send)
+		if len(f.position) == 1 {
+			f.cursor = f.position[0]
+		}
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -628,10 +643,9 @@ func TestFollowLeak(t *testing.T) {
 			for i := range tt.n {
 				ctx, cancel := context.WithCancel(context.Background())
 				cancels = append(cancels, cancel)
-				var after *order.Cursor
+				var after order.Position
 				if tt.withCursor {
-					c := log.at(i % 20).Cursor
-					after = &c
+					after = order.Position{log.at(i % 20).Cursor}
 				}
 				wg.Add(1)
 				go func() {
@@ -704,5 +718,77 @@ func TestFollowLeak(t *testing.T) {
 				time.Sleep(5 * time.Millisecond)
 			}
 		})
+	}
+}
+
+// TestFollowPartitions follows a log of three partitions: a watch from the
+// start sees every event once, each partition in order, and the position of
+// any event resumes after exactly that event in its partition and after
+// everything sent before it in the others.
+func TestFollowPartitions(t *testing.T) {
+	log := newFakeLog()
+	log.partitions = 3
+	log.addTo(0, 4)
+	log.addTo(2, 3)
+	log.addTo(1, 2)
+	h := startHub(t, log, 64)
+
+	zero := make(order.Position, 3)
+	f := followAt(t, h.Hub, zero, nil, nil)
+	eventually(t, "the replay", func() bool { return len(f.sentEvents()) == 9 })
+	subscribe(t, h.Hub).Close() // the hub is live
+	live := append(log.addTo(1, 2), log.addTo(0, 1)...)
+	eventually(t, "the live events", func() bool { return len(f.sentEvents()) == 12 })
+
+	sent := f.sentEvents()
+	last := make(order.Position, 3)
+	for _, ev := range sent {
+		if !last.Behind(ev) {
+			t.Fatalf("event %s (partition %d, %v) is not after %v: out of order or twice", ev.OrderID, ev.Partition, ev.Cursor, last)
+		}
+		last[ev.Partition] = ev.Cursor
+		if ev.Position.String() != last.String() {
+			t.Errorf("event %s: position %v, want %v", ev.OrderID, ev.Position, last)
+		}
+	}
+	ids := map[string]bool{}
+	for _, ev := range sent {
+		ids[ev.OrderID] = true
+	}
+	for _, ev := range live {
+		if !ids[ev.OrderID] {
+			t.Errorf("live event %s was not sent", ev.OrderID)
+		}
+	}
+	if len(ids) != 12 {
+		t.Errorf("%d distinct events sent, want 12", len(ids))
+	}
+
+	// Resuming from the position of each sent event sends exactly the
+	// events that came after it.
+	for i, ev := range sent {
+		r := followAt(t, h.Hub, ev.Position, nil, nil)
+		want := len(sent) - i - 1
+		eventually(t, "the resumed watch", func() bool { return len(r.sentEvents()) >= want })
+		var got, exp []string
+		for _, e := range r.sentEvents() {
+			got = append(got, e.OrderID)
+		}
+		for _, e := range sent[i+1:] {
+			exp = append(exp, e.OrderID)
+		}
+		slices.Sort(got)
+		slices.Sort(exp)
+		if !slices.Equal(got, exp) {
+			t.Errorf("resumed after %s (%v): got %v, want %v", ev.OrderID, ev.Position, got, exp)
+		}
+		r.cancel()
+	}
+
+	// A position of another number of partitions is refused.
+	bad := followAt(t, h.Hub, order.Position{{}}, nil, nil)
+	<-bad.done
+	if order.KindOf(bad.err) != order.KindInvalid || !strings.Contains(bad.err.Error(), "3 partition") {
+		t.Errorf("a one-part position on a three-partition log: %v, want InvalidArgument naming the 3 partitions", bad.err)
 	}
 }

@@ -11,18 +11,24 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/orderexpiry/orderexpiry/internal/backoff"
 	"github.com/orderexpiry/orderexpiry/internal/order"
 )
 
-// Log is the part of a store the hub reads.
+// Log is the part of a store the hub reads: an expiration log made of a
+// fixed number of partitions, each in order.
 type Log interface {
-	// Events returns up to limit events after the cursor; when there are
-	// none and wait is positive, it blocks for up to wait.
-	Events(ctx context.Context, after order.Cursor, limit int, wait time.Duration) ([]order.Event, error)
-	// Tail returns the cursor of the last event.
-	Tail(ctx context.Context) (order.Cursor, error)
-	// CheckCursor says whether a watch can resume after c without a gap.
+	// Partitions returns the number of partitions; it never changes.
+	Partitions(ctx context.Context) (int, error)
+	// Events returns up to limit events of a partition after the cursor;
+	// when there are none and wait is positive, it blocks for up to wait.
+	Events(ctx context.Context, partition int, after order.Cursor, limit int, wait time.Duration) ([]order.Event, error)
+	// Tail returns the cursor of a partition's last event.
+	Tail(ctx context.Context, partition int) (order.Cursor, error)
+	// CheckCursor says whether a watch can resume after c, in any
+	// partition, without a gap.
 	CheckCursor(ctx context.Context, c order.Cursor) error
 }
 
@@ -61,7 +67,7 @@ type Hub struct {
 	readyOnce sync.Once
 
 	mu      sync.Mutex
-	pos     order.Cursor // the last event handed to subscribers
+	pos     order.Position // the last event of each partition handed to subscribers
 	subs    map[*Subscription]struct{}
 	stopped bool
 }
@@ -86,7 +92,7 @@ func NewHub(log Log, buffer int, logger *slog.Logger) *Hub {
 type Subscription struct {
 	// From is the hub's position when the subscription began: every event
 	// after it arrives on C; events up to it must be read from the log.
-	From order.Cursor
+	From order.Position
 	// C delivers the events. It is never closed; watch Done.
 	C <-chan order.Event
 
@@ -133,7 +139,7 @@ func (h *Hub) Subscribe(ctx context.Context) (*Subscription, error) {
 		return nil, ErrTooManyWatchers
 	}
 	ch := make(chan order.Event, h.buffer)
-	s := &Subscription{From: h.pos, C: ch, ch: ch, hub: h, done: make(chan struct{})}
+	s := &Subscription{From: h.pos.Clone(), C: ch, ch: ch, hub: h, done: make(chan struct{})}
 	h.subs[s] = struct{}{}
 	return s, nil
 }
@@ -155,55 +161,83 @@ func (h *Hub) Watchers() int {
 	return len(h.subs)
 }
 
-// Run tails the log until ctx ends, then closes every subscription with
-// ErrStopped.
+// Run tails every partition of the log until ctx ends, then closes every
+// subscription with ErrStopped.
 func (h *Hub) Run(ctx context.Context) error {
 	defer h.stop()
 	var bo backoff.Backoff
-	pause := func(err error, what string) bool {
-		h.logger.Warn("watch: cannot read the expiration log; retrying", "op", what, "err", err)
-		return bo.Wait(ctx)
+	n, err := h.log.Partitions(ctx)
+	for err != nil {
+		if ctx.Err() != nil || !h.pause(ctx, &bo, err, "partitions") {
+			return nil
+		}
+		n, err = h.log.Partitions(ctx)
 	}
-	for {
-		pos, err := h.log.Tail(ctx)
+	pos := make(order.Position, n)
+	for p := 0; p < n; {
+		c, err := h.log.Tail(ctx, p)
 		if err == nil {
-			h.mu.Lock()
-			h.pos = pos
-			h.mu.Unlock()
-			h.readyOnce.Do(func() { close(h.ready) })
-			break
+			pos[p] = c
+			p++
+			continue
 		}
-		if ctx.Err() != nil || !pause(err, "tail") {
+		if ctx.Err() != nil || !h.pause(ctx, &bo, err, "tail") {
 			return nil
 		}
 	}
+	h.mu.Lock()
+	h.pos = pos
+	h.mu.Unlock()
+	h.readyOnce.Do(func() { close(h.ready) })
+
+	// One reader per partition: a partition whose Redis is failing over
+	// must not hold up the others' events.
+	g, ctx := errgroup.WithContext(ctx)
+	for p := range n {
+		g.Go(func() error { h.tail(ctx, p, pos[p]); return nil })
+	}
+	return g.Wait()
+}
+
+// tail reads one partition of the log from after until ctx ends.
+func (h *Hub) tail(ctx context.Context, p int, after order.Cursor) {
+	var bo backoff.Backoff
 	for {
-		h.mu.Lock()
-		pos := h.pos
-		h.mu.Unlock()
-		events, err := h.log.Events(ctx, pos, readBatch, readWait)
+		events, err := h.log.Events(ctx, p, after, readBatch, readWait)
 		if ctx.Err() != nil {
-			return nil
+			return
 		}
 		if err != nil {
-			if !pause(err, "read") {
-				return nil
+			if !h.pause(ctx, &bo, err, "read") {
+				return
 			}
 			continue
 		}
 		bo.Reset()
-		h.publish(events)
+		if len(events) > 0 {
+			h.publish(p, events)
+			after = events[len(events)-1].Cursor
+		}
 	}
 }
 
-// publish hands events to every subscription. A subscription whose buffer
-// is full is closed with ErrLagged rather than waited for.
-func (h *Hub) publish(events []order.Event) {
-	if len(events) == 0 {
-		return
-	}
+// pause logs a failed read of the log and waits before the next try; it
+// returns false when ctx ended meanwhile.
+func (h *Hub) pause(ctx context.Context, bo *backoff.Backoff, err error, what string) bool {
+	h.logger.Warn("watch: cannot read the expiration log; retrying", "op", what, "err", err)
+	return bo.Wait(ctx)
+}
+
+// publish hands events of partition p to every subscription, each with the
+// position the hub reaches with it. A subscription whose buffer is full is
+// closed with ErrLagged rather than waited for.
+func (h *Hub) publish(p int, events []order.Event) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	for i := range events {
+		h.pos[p] = events[i].Cursor
+		events[i].Position = h.pos.Clone()
+	}
 	for s := range h.subs {
 		for _, ev := range events {
 			select {
@@ -215,7 +249,6 @@ func (h *Hub) publish(events []order.Event) {
 			break
 		}
 	}
-	h.pos = events[len(events)-1].Cursor
 	if h.OnPublish != nil {
 		now := time.Now()
 		for _, ev := range events {

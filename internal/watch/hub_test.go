@@ -61,7 +61,7 @@ func TestSubscribeWaitsForStart(t *testing.T) {
 			if tt.initial > 0 {
 				want = log.at(tt.initial - 1).Cursor
 			}
-			if r.s.From != want {
+			if r.s.From[0] != want {
 				t.Errorf("From = %v, want the tail %v", r.s.From, want)
 			}
 			if n := h.Watchers(); n != 1 {
@@ -249,7 +249,7 @@ func TestSubscriptionClose(t *testing.T) {
 				eventually(t, "the hub to pass the event", func() bool {
 					s := subscribe(t, h.Hub)
 					defer s.Close()
-					return !s.From.Less(ev.Cursor)
+					return !s.From.Behind(ev)
 				})
 			}
 			for i := range closed {

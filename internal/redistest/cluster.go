@@ -1,0 +1,550 @@
+package redistest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+const (
+	// clusterSlots is the number of hash slots of every Redis Cluster.
+	clusterSlots = 16384
+	// createTimeout bounds `redis-cli --cluster create`.
+	createTimeout = 30 * time.Second
+	// settleTimeout bounds how long StartCluster waits for a new cluster to
+	// agree on its slots, and WaitFailover for a failover to end.
+	settleTimeout = 30 * time.Second
+)
+
+// Cluster is a Redis Cluster of redis-server processes on loopback.
+type Cluster struct {
+	// Nodes are masters first in creation order, then replicas (as passed to
+	// redis-cli --cluster create, which picks at random which replica
+	// follows which master when all are on one host). Roles change with
+	// failovers: Masters and MasterOf tell who is master now.
+	Nodes []*Server
+
+	byAddr  map[string]*Server
+	clients map[*Server]*redis.Client // one per node, for the checks here
+
+	mu   sync.Mutex
+	open []*redis.ClusterClient // made by Client and not yet closed
+}
+
+// StartCluster starts masters*(1+replicas) cluster-mode redis-servers, joins
+// them with `redis-cli --cluster create ... --cluster-replicas N
+// --cluster-yes`, waits until every node reports cluster_state:ok and agrees
+// on all 16384 slots (and every replica's link to its master is up), and
+// stops them all at t.Cleanup. Extra args are passed to every redis-server
+// after the cluster's own, so they may override them.
+//
+// Every node runs without persistence, with --cluster-node-timeout 1000
+// (a master killed with Server.Kill is replaced within a few seconds),
+// --cluster-require-full-coverage no, and --repl-diskless-sync-delay 0 so
+// that replicas do not wait 5 s for their first sync.
+//
+// With "--requirepass", pw, pass "--masterauth", pw too, for the replicas;
+// redis-cli and Client then use the password.
+//
+// Like Start, it fails the test when redis-server or redis-cli is missing.
+func StartCluster(t testing.TB, masters, replicas int, args ...string) *Cluster {
+	t.Helper()
+	if masters < 3 || replicas < 0 {
+		t.Fatalf("redistest: a Redis Cluster needs at least 3 masters and no negative replicas, not %d and %d", masters, replicas)
+	}
+	cli, err := exec.LookPath("redis-cli")
+	if err != nil {
+		t.Fatalf("redistest: these tests run against a real Redis Cluster, which redis-cli creates, and redis-cli is not on PATH (%v); install it with `apt-get install redis-tools` (Debian/Ubuntu)", err)
+	}
+
+	c := &Cluster{byAddr: map[string]*Server{}, clients: map[*Server]*redis.Client{}}
+	for range masters * (1 + replicas) {
+		s := startClusterNode(t, args)
+		c.Nodes = append(c.Nodes, s)
+		c.byAddr[s.Addr] = s
+		c.clients[s] = s.Client(t)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), createTimeout)
+	defer cancel()
+	cmdArgs := append([]string{"--cluster", "create"}, c.Addrs()...)
+	cmdArgs = append(cmdArgs, "--cluster-replicas", strconv.Itoa(replicas), "--cluster-yes")
+	cmd := exec.CommandContext(ctx, cli, cmdArgs...)
+	if pw := c.Nodes[0].password; pw != "" {
+		// Through the environment: -a makes redis-cli print a warning.
+		cmd.Env = append(os.Environ(), "REDISCLI_AUTH="+pw)
+	}
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		err = fmt.Errorf("%w after %s", ctx.Err(), createTimeout)
+	}
+	// redis-cli colours its output even when it is not a terminal.
+	text := ansiColour.ReplaceAllString(string(out), "")
+	if err != nil {
+		t.Fatalf("redistest: redis-cli %s: %v; its output:\n%s", strings.Join(cmdArgs, " "), err, text)
+	}
+	if !strings.Contains(text, "[OK] All 16384 slots covered") {
+		t.Fatalf("redistest: redis-cli %s did not say all slots are covered; its output:\n%s", strings.Join(cmdArgs, " "), text)
+	}
+
+	c.settle(t, start, func(ctx context.Context) error {
+		if err := c.healthy(ctx, len(c.Nodes)); err != nil {
+			return err
+		}
+		v, err := c.anyView(ctx)
+		if err != nil {
+			return err
+		}
+		if got := v.masters(); len(got) != masters {
+			return fmt.Errorf("%d masters serve slots, want %d", len(got), masters)
+		}
+		return nil
+	})
+	return c
+}
+
+var ansiColour = regexp.MustCompile("\x1b\\[[0-9;]*m")
+
+// startClusterNode starts one cluster-mode redis-server in its own
+// directory. Its cluster bus gets a port of its own (--cluster-port): the
+// default, port+10000, is past 65535 for most ephemeral ports.
+func startClusterNode(t testing.TB, args []string) *Server {
+	t.Helper()
+	dir := t.TempDir()
+	for attempt := 1; ; attempt++ {
+		busPort, err := freePort()
+		if err != nil {
+			t.Fatalf("redistest: %v", err)
+		}
+		argv := []string{
+			"--cluster-enabled", "yes",
+			"--cluster-config-file", filepath.Join(dir, "nodes.conf"),
+			"--cluster-port", strconv.Itoa(busPort),
+			"--cluster-node-timeout", "1000",
+			"--cluster-require-full-coverage", "no",
+			"--appendonly", "no",
+			"--save", "",
+			"--repl-diskless-sync-delay", "0",
+		}
+		s, err := Launch(dir, nil, append(argv, args...)...)
+		if err == nil {
+			t.Cleanup(s.Kill)
+			return s
+		}
+		// Launch tries other client ports itself; a taken bus port needs
+		// another one from here.
+		if !errors.Is(err, errAddrInUse) || attempt == 5 {
+			t.Fatalf("redistest: these tests run against a real Redis: %v", err)
+		}
+	}
+}
+
+// Addrs returns the "host:port" of every node, for seeds.
+func (c *Cluster) Addrs() []string {
+	addrs := make([]string, len(c.Nodes))
+	for i, s := range c.Nodes {
+		addrs[i] = s.Addr
+	}
+	return addrs
+}
+
+// Masters returns the nodes that currently serve slots as masters, in slot
+// order, as a live node sees them (with CLUSTER SHARDS). A master that was
+// killed is among them until the cluster has failed it over.
+func (c *Cluster) Masters(t testing.TB) []*Server {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	v, err := c.anyView(ctx)
+	if err != nil {
+		t.Fatalf("redistest: %v", err)
+	}
+	return v.masters()
+}
+
+// MasterOf returns the node currently master for the slot of key, as a live
+// node sees it.
+func (c *Cluster) MasterOf(t testing.TB, key string) *Server {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	v, err := c.anyView(ctx)
+	if err != nil {
+		t.Fatalf("redistest: %v", err)
+	}
+	slot := int64(keySlot(key))
+	for _, r := range v {
+		if r.start <= slot && slot <= r.end {
+			return r.master
+		}
+	}
+	t.Fatalf("redistest: no master serves slot %d of %q", slot, key)
+	return nil
+}
+
+// WaitFailover waits until every slot is served again by a live master,
+// cluster_state is ok on every live node, the live nodes agree on which
+// master serves each slot, and every live replica's link to its master is
+// up; then until every open client made by Client routes every slot to its
+// new master (see Client). It fails the test, with every live node's
+// CLUSTER NODES, when that takes more than 30 s.
+func (c *Cluster) WaitFailover(t testing.TB) {
+	t.Helper()
+	live := 0
+	for _, s := range c.Nodes {
+		if s.alive() {
+			live++
+		}
+	}
+	c.settle(t, time.Now(), func(ctx context.Context) error { return c.healthy(ctx, live) })
+
+	c.mu.Lock()
+	open := slices.Clone(c.open)
+	c.mu.Unlock()
+	for _, rdb := range open {
+		rdb.ReloadState(context.Background())
+		reloaded := time.Now()
+		c.settle(t, time.Now(), func(ctx context.Context) error {
+			err := c.routes(ctx, rdb)
+			if err != nil && time.Since(reloaded) > 250*time.Millisecond {
+				// A reload that asked a node before it had heard of
+				// the failover; ask again.
+				rdb.ReloadState(context.Background())
+				reloaded = time.Now()
+			}
+			return err
+		})
+	}
+}
+
+// Client returns a client of the cluster, seeded with every node, with
+// timeouts as short as redisstore.NewClient's; it is closed when the test
+// ends.
+//
+// go-redis reloads a ClusterClient's map of slots on a MOVED or ASK reply
+// and otherwise only every ClusterStateReloadInterval (60 s by default):
+// after a master is killed, such a client keeps sending its slots to the
+// dead address. WaitFailover therefore reloads the clients made here and
+// waits until they route to the new masters; a client made otherwise needs
+// ReloadState.
+func (c *Cluster) Client(t testing.TB) *redis.ClusterClient {
+	t.Helper()
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{
+		Addrs:         c.Addrs(),
+		Password:      c.Nodes[0].password,
+		DialTimeout:   500 * time.Millisecond,
+		DialerRetries: 1, // a dead master is refused at once; do not dial it 5 times
+		ReadTimeout:   800 * time.Millisecond,
+		WriteTimeout:  800 * time.Millisecond,
+		PoolTimeout:   800 * time.Millisecond,
+	})
+	c.mu.Lock()
+	c.open = append(c.open, rdb)
+	c.mu.Unlock()
+	t.Cleanup(func() {
+		c.mu.Lock()
+		c.open = slices.DeleteFunc(c.open, func(o *redis.ClusterClient) bool { return o == rdb })
+		c.mu.Unlock()
+		_ = rdb.Close()
+	})
+	return rdb
+}
+
+// routes says which slot rdb does not send to the master that the cluster
+// has for it now.
+func (c *Cluster) routes(ctx context.Context, rdb *redis.ClusterClient) error {
+	v, err := c.anyView(ctx)
+	if err != nil {
+		return err
+	}
+	for _, r := range v {
+		key := keyIn(r.start, r.end)
+		m, err := rdb.MasterForKey(ctx, key)
+		if err != nil {
+			return fmt.Errorf("cluster client: master for slot %d: %w", keySlot(key), err)
+		}
+		if addr := m.Options().Addr; addr != r.master.Addr {
+			return fmt.Errorf("cluster client sends slot %d to %s, not to its master %s", keySlot(key), addr, r.master.Addr)
+		}
+	}
+	return nil
+}
+
+// settle calls check until it succeeds, failing the test with the last
+// error and every live node's CLUSTER NODES after settleTimeout.
+func (c *Cluster) settle(t testing.TB, since time.Time, check func(context.Context) error) {
+	t.Helper()
+	deadline := time.Now().Add(settleTimeout)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		err := check(ctx)
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("redistest: the cluster did not settle within %s of %s: %v\n%s",
+				settleTimeout, since.Format("15:04:05.000"), err, c.dump())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// healthy says why the live nodes are not a settled cluster of want nodes:
+// each reports cluster_state:ok and cluster_slots_ok:16384, knows at least
+// want nodes, sees every slot served by a live master, as every other live
+// node does, and, as a replica, has its link to its master up.
+func (c *Cluster) healthy(ctx context.Context, want int) error {
+	var first view
+	var firstNode *Server
+	for _, s := range c.Nodes {
+		if !s.alive() {
+			continue
+		}
+		rdb := c.clients[s]
+		info, err := rdb.ClusterInfo(ctx).Result()
+		if err != nil {
+			return fmt.Errorf("%s: CLUSTER INFO: %w", s.Addr, err)
+		}
+		if st := infoField(info, "cluster_state"); st != "ok" {
+			return fmt.Errorf("%s: cluster_state:%s", s.Addr, st)
+		}
+		if ok := infoField(info, "cluster_slots_ok"); ok != strconv.Itoa(clusterSlots) {
+			return fmt.Errorf("%s: cluster_slots_ok:%s", s.Addr, ok)
+		}
+		if n, _ := strconv.Atoi(infoField(info, "cluster_known_nodes")); n < want {
+			return fmt.Errorf("%s: cluster_known_nodes:%d, want %d", s.Addr, n, want)
+		}
+		v, err := c.view(ctx, s)
+		if err != nil {
+			return err
+		}
+		if err := v.complete(); err != nil {
+			return fmt.Errorf("%s: %w", s.Addr, err)
+		}
+		for _, r := range v {
+			if !r.master.alive() {
+				return fmt.Errorf("%s: slots %d-%d are still served by %s, which is down", s.Addr, r.start, r.end, r.master.Addr)
+			}
+		}
+		if first == nil {
+			first, firstNode = v, s
+		} else if !slices.Equal(v, first) {
+			return fmt.Errorf("%s sees slots served by %s, %s by %s", s.Addr, v, firstNode.Addr, first)
+		}
+		repl, err := rdb.Info(ctx, "replication").Result()
+		if err != nil {
+			return fmt.Errorf("%s: INFO replication: %w", s.Addr, err)
+		}
+		if infoField(repl, "role") == "slave" {
+			if st := infoField(repl, "master_link_status"); st != "up" {
+				return fmt.Errorf("%s: replica of %s:%s with master_link_status:%s", s.Addr,
+					infoField(repl, "master_host"), infoField(repl, "master_port"), st)
+			}
+		}
+	}
+	if first == nil {
+		return errors.New("no node is up")
+	}
+	return nil
+}
+
+// masters are the masters in v, in slot order.
+func (v view) masters() []*Server {
+	var ms []*Server
+	for _, r := range v {
+		if !slices.Contains(ms, r.master) {
+			ms = append(ms, r.master)
+		}
+	}
+	return ms
+}
+
+// slotRange is a range of slots and the master that serves it.
+type slotRange struct {
+	start, end int64
+	master     *Server
+}
+
+// view is the slot ranges a node knows a master for, in slot order.
+type view []slotRange
+
+func (v view) String() string {
+	var b strings.Builder
+	for i, r := range v {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%d-%d %s", r.start, r.end, r.master.Addr)
+	}
+	return b.String()
+}
+
+// complete says which slot has no master in v.
+func (v view) complete() error {
+	next := int64(0)
+	for _, r := range v {
+		if r.start != next {
+			return fmt.Errorf("no master serves slot %d", next)
+		}
+		next = r.end + 1
+	}
+	if next != clusterSlots {
+		return fmt.Errorf("no master serves slot %d", next)
+	}
+	return nil
+}
+
+// view asks s with CLUSTER SHARDS which master serves which slots.
+func (c *Cluster) view(ctx context.Context, s *Server) (view, error) {
+	shards, err := c.clients[s].ClusterShards(ctx).Result()
+	if err != nil {
+		return nil, fmt.Errorf("%s: CLUSTER SHARDS: %w", s.Addr, err)
+	}
+	var v view
+	for _, sh := range shards {
+		if len(sh.Slots) == 0 {
+			continue
+		}
+		var master *Server
+		for _, n := range sh.Nodes {
+			if n.Role != "master" {
+				continue
+			}
+			addr := net.JoinHostPort(n.IP, strconv.FormatInt(n.Port, 10))
+			if master = c.byAddr[addr]; master == nil {
+				return nil, fmt.Errorf("%s: CLUSTER SHARDS names master %s, which is not a node of this cluster", s.Addr, addr)
+			}
+		}
+		if master == nil {
+			return nil, fmt.Errorf("%s: CLUSTER SHARDS has slots %v with no master", s.Addr, sh.Slots)
+		}
+		for _, r := range sh.Slots {
+			v = append(v, slotRange{r.Start, r.End, master})
+		}
+	}
+	slices.SortFunc(v, func(a, b slotRange) int { return int(a.start - b.start) })
+	// Merge adjacent ranges of one master, so that views compare equal
+	// however a node splits them.
+	merged := v[:0]
+	for _, r := range v {
+		if n := len(merged); n > 0 && merged[n-1].master == r.master && merged[n-1].end+1 == r.start {
+			merged[n-1].end = r.end
+			continue
+		}
+		merged = append(merged, r)
+	}
+	return merged, nil
+}
+
+// anyView is the view of the first live node that answers.
+func (c *Cluster) anyView(ctx context.Context) (view, error) {
+	var errs []error
+	for _, s := range c.Nodes {
+		if !s.alive() {
+			continue
+		}
+		v, err := c.view(ctx, s)
+		if err == nil {
+			return v, nil
+		}
+		errs = append(errs, err)
+	}
+	if errs == nil {
+		return nil, errors.New("no node of the cluster is up")
+	}
+	return nil, errors.Join(errs...)
+}
+
+// dump is every live node's CLUSTER NODES, for a failure message.
+func (c *Cluster) dump() string {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var b strings.Builder
+	for _, s := range c.Nodes {
+		if !s.alive() {
+			fmt.Fprintf(&b, "%s: down\n", s.Addr)
+			continue
+		}
+		nodes, err := c.clients[s].ClusterNodes(ctx).Result()
+		if err != nil {
+			fmt.Fprintf(&b, "%s: CLUSTER NODES: %v\n", s.Addr, err)
+			continue
+		}
+		fmt.Fprintf(&b, "%s: CLUSTER NODES:\n%s", s.Addr, nodes)
+	}
+	return b.String()
+}
+
+// alive says the server's process has not exited.
+func (s *Server) alive() bool {
+	select {
+	case <-s.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// infoField is the value of key in the "key:value" lines of INFO or CLUSTER
+// INFO, or "".
+func infoField(info, key string) string {
+	for line := range strings.Lines(info) {
+		if v, ok := strings.CutPrefix(strings.TrimRight(line, "\r\n"), key+":"); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// keySlot is the cluster hash slot of key: CRC16 of the key, or of its hash
+// tag (the part between the first "{" and the next "}", when not empty),
+// modulo 16384.
+func keySlot(key string) uint16 {
+	if i := strings.IndexByte(key, '{'); i >= 0 {
+		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
+			key = key[i+1 : i+1+j]
+		}
+	}
+	return crc16(key) % clusterSlots
+}
+
+// keyIn is a key whose slot is between start and end.
+func keyIn(start, end int64) string {
+	for i := 0; ; i++ {
+		key := "redistest:" + strconv.Itoa(i)
+		if s := int64(keySlot(key)); start <= s && s <= end {
+			return key
+		}
+	}
+}
+
+// crc16 is the CRC16-CCITT (XMODEM) that Redis Cluster uses.
+func crc16(s string) uint16 {
+	var crc uint16
+	for i := 0; i < len(s); i++ {
+		crc ^= uint16(s[i]) << 8
+		for range 8 {
+			if crc&0x8000 != 0 {
+				crc = crc<<1 ^ 0x1021
+			} else {
+				crc <<= 1
+			}
+		}
+	}
+	return crc
+}
