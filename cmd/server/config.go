@@ -17,10 +17,14 @@ import (
 // config is everything the server can be told, by flag or by environment
 // variable; a flag wins over its variable.
 type config struct {
-	grpcAddr        string
-	httpAddr        string
-	debugAddr       string
-	redisURL        string
+	grpcAddr     string
+	httpAddr     string
+	debugAddr    string
+	redisURL     string
+	redisCluster string
+	// partitions is asked for when the store is new; 0: 1 on one Redis,
+	// defaultClusterPartitions on a cluster.
+	partitions      int
 	limits          order.Limits
 	retention       time.Duration
 	watchBuffer     int
@@ -42,6 +46,12 @@ type config struct {
 	// openapi.
 	authOpen map[string]bool
 }
+
+// defaultClusterPartitions spreads a new store over a cluster: with 64 the
+// partitions' hash tags fall 21, 22 and 21 on the slot ranges redis-cli
+// gives 3 masters, and leave room to grow to more masters. Each partition
+// costs every replica one sweeper and one blocked log reader.
+const defaultClusterPartitions = 64
 
 // openables are the names -auth-open accepts.
 var openables = []string{"health", "reflection", "metrics", "openapi"}
@@ -93,6 +103,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	str(&c.httpAddr, "http-addr", "HTTP_ADDR", ":8080", "REST, /healthz, /metrics and /openapi.json listen address")
 	str(&c.debugAddr, "debug-addr", "DEBUG_ADDR", "", "listen address for /debug/pprof/ (profiles, goroutines, heap); empty: off. Keep it private")
 	str(&c.redisURL, "redis-url", "REDIS_URL", "", "redis:// or rediss:// URL, with password and db; empty: the embedded in-memory store")
+	str(&c.redisCluster, "redis-cluster-addrs", "REDIS_CLUSTER_ADDRS", "", "Redis Cluster seeds, host:port,host:port,... or redis://[user:password@]host:port?addr=host:port&addr=... (rediss:// for TLS); instead of REDIS_URL")
+	num(&c.partitions, "redis-partitions", "REDIS_PARTITIONS", 0, fmt.Sprintf("partitions of a new store (recorded in Redis at the first start, never changed after); 0: 1 on one Redis, %d on a cluster", defaultClusterPartitions))
 	str(&c.redisCA, "redis-ca", "REDIS_CA_FILE", "", "PEM file of the CA that signed Redis's certificate (rediss://), instead of the system's")
 	str(&c.redisCert, "redis-cert", "REDIS_CERT_FILE", "", "PEM client certificate for Redis over TLS, when Redis asks for one")
 	str(&c.redisKey, "redis-key", "REDIS_KEY_FILE", "", "PEM key of -redis-cert")
@@ -178,6 +190,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		return c, fmt.Errorf("-tls-client-ca needs -tls-cert and -tls-key")
 	case (c.redisCert == "") != (c.redisKey == ""):
 		return c, fmt.Errorf("-redis-cert and -redis-key go together")
+	case c.redisURL != "" && c.redisCluster != "":
+		return c, fmt.Errorf("REDIS_URL and REDIS_CLUSTER_ADDRS both name a store; give one")
+	case c.partitions < 0 || c.partitions > order.MaxPartitions:
+		return c, fmt.Errorf("-redis-partitions %d: want 1 to %d, or 0 for the default", c.partitions, order.MaxPartitions)
 	}
 	return c, nil
 }

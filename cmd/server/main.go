@@ -14,6 +14,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -227,23 +228,37 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	return err
 }
 
-// openStore opens Redis when a URL is given and the memory store otherwise.
+// openStore opens a Redis Cluster or one Redis when one is named, and the
+// memory store otherwise.
 func openStore(cfg config, log *slog.Logger, onExpire func(n, caughtUp int)) (store, []any, func(), error) {
-	if cfg.redisURL == "" {
+	if cfg.redisURL == "" && cfg.redisCluster == "" {
 		log.Info("REDIS_URL is not set: using the embedded in-memory store; orders and events are lost when the process stops")
 		st := memstore.New(cfg.retention)
 		st.OnExpire = onExpire
 		return st, []any{"store", "memory"}, func() {}, nil
 	}
 	redisstore.SetLogger(log)
-	rdb, err := redisstore.NewClient(cfg.redisURL, redisstore.TLSFiles{CA: cfg.redisCA, Cert: cfg.redisCert, Key: cfg.redisKey})
+	files := redisstore.TLSFiles{CA: cfg.redisCA, Cert: cfg.redisCert, Key: cfg.redisKey}
+	opts := redisstore.Options{Retention: cfg.retention, Logger: log, OnExpire: onExpire, Partitions: cfg.partitions}
+	if cfg.redisCluster != "" {
+		rdb, err := redisstore.NewClusterClient(cfg.redisCluster, files)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		if opts.Partitions == 0 {
+			opts.Partitions = defaultClusterPartitions
+		}
+		// The seeds only: a URL may hold a password.
+		attrs := []any{"store", "redis-cluster", "redis_seeds", strings.Join(rdb.Options().Addrs, ","), "redis_tls", rdb.Options().TLSConfig != nil}
+		return redisstore.New(rdb, opts), attrs, func() { _ = rdb.Close() }, nil
+	}
+	rdb, err := redisstore.NewClient(cfg.redisURL, files)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	st := redisstore.New(rdb, redisstore.Options{Retention: cfg.retention, Logger: log, OnExpire: onExpire})
 	// The address and db only: the URL may hold a password.
 	attrs := []any{"store", "redis", "redis_addr", rdb.Options().Addr, "redis_db", rdb.Options().DB, "redis_tls", rdb.Options().TLSConfig != nil}
-	return st, attrs, func() { _ = rdb.Close() }, nil
+	return redisstore.New(rdb, opts), attrs, func() { _ = rdb.Close() }, nil
 }
 
 // authenticator returns the token checker, or nil when no token is set.

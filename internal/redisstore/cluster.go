@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/orderexpiry/orderexpiry/internal/order"
 )
 
 // NewClusterClient opens a client for a Redis Cluster named by its seed
@@ -56,6 +59,10 @@ func NewClusterClient(spec string, files TLSFiles) (*redis.ClusterClient, error)
 	opts.PoolTimeout = 800 * time.Millisecond
 	opts.MaxRetries = -1
 	opts.DialerRetries = 1
+	// Every partition has a log reader blocked in XREAD on its node, on top
+	// of the calls; connections open only when needed, so the bound costs
+	// nothing until it is used.
+	opts.PoolSize = 10*runtime.GOMAXPROCS(0) + order.MaxPartitions
 	// Reads of the event log go to replicas: see Events.
 	opts.ReadOnly = true
 	// go-redis learns a new topology from MOVED replies, not from a dead

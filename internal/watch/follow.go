@@ -24,8 +24,9 @@ const replayBatch = 1000
 func (h *Hub) Follow(ctx context.Context, after order.Position, started func() error, send func(order.Event) error) (order.Position, error) {
 	last := after.Clone()
 	if after != nil {
-		if err := h.checkPosition(ctx, after); err != nil {
-			return last, err
+		var err error
+		if last, err = h.checkPosition(ctx, last); err != nil {
+			return after, err
 		}
 	}
 	// Refused past the limit before the header goes out, so that the caller
@@ -77,21 +78,27 @@ func (h *Hub) Follow(ctx context.Context, after order.Position, started func() e
 	}
 }
 
-// checkPosition says whether a watch can resume after p without a gap.
-func (h *Hub) checkPosition(ctx context.Context, p order.Position) error {
+// checkPosition says whether a watch can resume after p without a gap, and
+// returns p with one part per partition: a single zero cursor ("0-0") is
+// the start of every partition, so that "0-0" replays the whole retained
+// log whatever the number of partitions.
+func (h *Hub) checkPosition(ctx context.Context, p order.Position) (order.Position, error) {
 	n, err := h.log.Partitions(ctx)
 	if err != nil {
-		return err
+		return p, err
+	}
+	if len(p) == 1 && p[0].IsZero() {
+		p = make(order.Position, n)
 	}
 	if len(p) != n {
-		return order.Errorf(order.KindInvalid, "after_cursor %s has %d part(s), but this service's expiration log has %d partition(s): it does not come from this service; pass the cursor field of a received event", p, len(p), n)
+		return p, order.Errorf(order.KindInvalid, "after_cursor %s has %d part(s), but this service's expiration log has %d partition(s): it does not come from this service; pass the cursor field of a received event", p, len(p), n)
 	}
 	for _, c := range p {
 		if err := h.log.CheckCursor(ctx, c); err != nil {
-			return err
+			return p, err
 		}
 	}
-	return nil
+	return p, nil
 }
 
 // replay sends the events after last from the log, partition by partition,

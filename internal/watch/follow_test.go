@@ -786,9 +786,13 @@ func TestFollowPartitions(t *testing.T) {
 	}
 
 	// A position of another number of partitions is refused.
-	bad := followAt(t, h.Hub, order.Position{{}}, nil, nil)
+	bad := followAt(t, h.Hub, order.Position{{}, {}}, nil, nil)
 	<-bad.done
 	if order.KindOf(bad.err) != order.KindInvalid || !strings.Contains(bad.err.Error(), "3 partition") {
-		t.Errorf("a one-part position on a three-partition log: %v, want InvalidArgument naming the 3 partitions", bad.err)
+		t.Errorf("a two-part position on a three-partition log: %v, want InvalidArgument naming the 3 partitions", bad.err)
 	}
+
+	// A single "0-0" is the start of every partition.
+	all := followAt(t, h.Hub, order.Position{{}}, nil, nil)
+	eventually(t, "the replay from 0-0", func() bool { return len(all.sentEvents()) == len(sent) })
 }

@@ -457,7 +457,7 @@ type WatchExpirationsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// after_cursor resumes a watch: every expiration after this cursor (the
 	// cursor of the last event received) is replayed before live events.
-	// Empty: live events only, from now on.
+	// "0-0" replays all that is retained. Empty: live events only, from now on.
 	AfterCursor   string `protobuf:"bytes,1,opt,name=after_cursor,json=afterCursor,proto3" json:"after_cursor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -503,8 +503,9 @@ func (x *WatchExpirationsRequest) GetAfterCursor() string {
 // ExpirationEvent tells that a pending order reached its deadline.
 type ExpirationEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// cursor is this event's position in the expiration log; pass it as
-	// after_cursor to resume after this event.
+	// cursor is the watcher's position in the expiration log once it has this
+	// event: one "<ms>-<seq>" per partition of the log, joined by commas.
+	// Opaque: pass it as after_cursor to resume after this event.
 	Cursor string `protobuf:"bytes,1,opt,name=cursor,proto3" json:"cursor,omitempty"`
 	// order_id is the expired order.
 	OrderId string `protobuf:"bytes,2,opt,name=order_id,json=orderId,proto3" json:"order_id,omitempty"`

@@ -1,0 +1,299 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/orderexpiry/orderexpiry/internal/gen/orderexpiry/v1"
+	"github.com/orderexpiry/orderexpiry/internal/order"
+	"github.com/orderexpiry/orderexpiry/internal/redistest"
+)
+
+// clusterPartitions is the servers' default number of partitions on a
+// cluster.
+const clusterPartitions = 64
+
+// TestClusterFailover runs three replicas of the server on a Redis Cluster
+// of three masters and three replicas, expires tens of thousands of orders,
+// and kills a master with SIGKILL in the middle: its replica takes over.
+// Nothing acknowledged is lost, nothing expires twice, every watcher sees
+// every event, and checkout, get, complete and cancel keep working: with
+// UNAVAILABLE only for the partitions of the dead master, only until the
+// failover is over.
+func TestClusterFailover(t *testing.T) {
+	c := redistest.StartCluster(t, 3, 1)
+	env := map[string]string{"REDIS_CLUSTER_ADDRS": strings.Join(c.Addrs(), ",")}
+	reps := []*server{startServer(t, env), startServer(t, env), startServer(t, env)}
+	var fs []*follower
+	for i := range reps {
+		fs = append(fs, follow(t, anyAlive(i, reps...), "0-0"))
+	}
+
+	victim := c.Masters(t)[0]
+	onVictim := map[int]bool{}
+	for p := range clusterPartitions {
+		if c.MasterOf(t, fmt.Sprintf("oe:{%d}:events", p)) == victim {
+			onVictim[p] = true
+		}
+	}
+
+	// Calls of every kind go on during the whole test, on every replica.
+	ops := startSideOps(roundRobin(reps...))
+
+	const n = 20000
+	start := time.Now()
+	acked := checkoutAll(t, roundRobin(reps...), ids("cf-", n), func(i int) time.Duration {
+		return max(time.Until(start.Add(3*time.Second+time.Duration(i)*8*time.Second/n)), time.Second)
+	})
+	t.Logf("%d checkouts acknowledged %v after the start", len(acked), time.Since(start))
+
+	time.Sleep(time.Until(start.Add(6 * time.Second))) // in the middle of the expirations
+	killedAt := time.Now()
+	victim.Kill()
+	c.WaitFailover(t)
+	failedOver := time.Now()
+	t.Logf("failover: %v from the kill until every slot had a master again", failedOver.Sub(killedAt))
+	time.Sleep(3 * time.Second) // calls after the failover
+	calls := ops.stop()
+
+	l := checkClusterLedger(t, c, acked, fs, 30*time.Second)
+
+	// Calls failed only with UNAVAILABLE, only on the dead master's
+	// partitions, and only while they had no master (plus the second or two
+	// the client takes to learn the new topology).
+	const learn = 3 * time.Second
+	var during, failed, failedOutside int
+	for _, call := range calls {
+		if call.at.After(killedAt) && call.at.Before(failedOver) {
+			during++
+		}
+		if call.code == codes.OK {
+			continue
+		}
+		failed++
+		p := order.PartitionOf(call.id, clusterPartitions)
+		switch {
+		case call.code != codes.Unavailable:
+			t.Errorf("%s %s at %v: %v; want OK or UNAVAILABLE", call.op, call.id, call.at.Sub(killedAt), call.code)
+		case !onVictim[p] || call.end.Before(killedAt) || call.at.After(failedOver.Add(learn)):
+			failedOutside++
+			t.Errorf("%s %s (partition %d, on the dead master: %v) UNAVAILABLE %v after the kill; the failover took %v",
+				call.op, call.id, p, onVictim[p], call.at.Sub(killedAt), failedOver.Sub(killedAt))
+		}
+	}
+	okOther := 0
+	for _, call := range calls {
+		if call.code == codes.OK && call.at.After(killedAt) && call.at.Before(failedOver) && !onVictim[order.PartitionOf(call.id, clusterPartitions)] {
+			okOther++
+		}
+	}
+	if during > 0 && okOther == 0 {
+		t.Errorf("no call on the live masters' partitions succeeded during the failover")
+	}
+	// A completion or cancellation that was acknowledged holds: those
+	// orders never expire, even on the master that replaced a dead one.
+	expired := map[string]bool{}
+	for _, e := range l.log {
+		expired[e.orderID] = true
+	}
+	closedOK := 0
+	for _, call := range calls {
+		if (call.op == "complete" || call.op == "cancel") && call.code == codes.OK {
+			closedOK++
+			if expired[call.id] {
+				t.Errorf("%s %s was acknowledged, yet the order expired", call.op, call.id)
+			}
+		}
+	}
+	// Lateness apart for the partitions that kept their master: the dead
+	// master's orders wait for the failover.
+	var kept, moved []*pb.ExpirationEvent
+	for _, ev := range fs[0].received() {
+		if onVictim[order.PartitionOf(ev.GetOrderId(), clusterPartitions)] {
+			moved = append(moved, ev)
+		} else {
+			kept = append(kept, ev)
+		}
+	}
+	keptP99, keptMax := lateness(kept)
+	movedP99, movedMax := lateness(moved)
+	result(t, "events=%d lost=%d doubled=%d failover=%s calls=%d during_failover=%d unavailable=%d closed_ok=%d lateness_live_masters_p99=%s max=%s lateness_failed_over_p99=%s max=%s",
+		len(l.log), l.Lost, l.Doubled, failedOver.Sub(killedAt).Round(time.Millisecond), len(calls), during, failed, closedOK,
+		keptP99, keptMax, movedP99, movedMax)
+}
+
+// sideCall is one call of the side load, made from at to end.
+type sideCall struct {
+	at   time.Time
+	end  time.Time
+	op   string
+	id   string
+	code codes.Code
+}
+
+type sideOps struct {
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	calls  []sideCall
+}
+
+// startSideOps checks out orders due in two seconds and gets, completes or
+// cancels each right away, in a loop, recording every call.
+func startSideOps(pick func() *server) *sideOps {
+	ctx, cancel := context.WithCancel(context.Background())
+	o := &sideOps{cancel: cancel}
+	for w := range 4 {
+		o.wg.Go(func() {
+			for k := 0; ctx.Err() == nil; k++ {
+				id := fmt.Sprintf("side-%d-%d", w, k)
+				s := pick()
+				if !o.call(ctx, "checkout", id, func(ctx context.Context) error {
+					_, err := s.Client.Checkout(ctx, &pb.CheckoutRequest{OrderId: id, Ttl: durationOf(2 * time.Second)})
+					return err
+				}) {
+					continue
+				}
+				o.call(ctx, "get", id, func(ctx context.Context) error {
+					_, err := s.Client.GetOrder(ctx, &pb.GetOrderRequest{OrderId: id})
+					return err
+				})
+				if k%2 == 0 {
+					o.call(ctx, "complete", id, func(ctx context.Context) error {
+						_, err := s.Client.CompleteOrder(ctx, &pb.CompleteOrderRequest{OrderId: id})
+						return err
+					})
+				} else {
+					o.call(ctx, "cancel", id, func(ctx context.Context) error {
+						_, err := s.Client.CancelOrder(ctx, &pb.CancelOrderRequest{OrderId: id})
+						return err
+					})
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		})
+	}
+	return o
+}
+
+func (o *sideOps) call(ctx context.Context, op, id string, f func(context.Context) error) bool {
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	at := time.Now()
+	err := f(cctx)
+	if ctx.Err() != nil {
+		return false
+	}
+	o.mu.Lock()
+	o.calls = append(o.calls, sideCall{at: at, end: time.Now(), op: op, id: id, code: status.Code(err)})
+	o.mu.Unlock()
+	return err == nil
+}
+
+func (o *sideOps) stop() []sideCall {
+	o.cancel()
+	o.wg.Wait()
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return slices.Clone(o.calls)
+}
+
+// clusterLedger is a ledger with the log it was counted on.
+type clusterLedger struct {
+	ledger
+	log []logEntry
+}
+
+// readClusterLog reads every partition's expiration log, partition after
+// partition.
+func readClusterLog(t *testing.T, c *redistest.Cluster) [][]logEntry {
+	t.Helper()
+	rdb := c.Client(t)
+	out := make([][]logEntry, clusterPartitions)
+	for p := range out {
+		msgs, err := rdb.XRange(context.Background(), fmt.Sprintf("oe:{%d}:events", p), "-", "+").Result()
+		if err != nil {
+			t.Fatalf("XRANGE of partition %d: %v", p, err)
+		}
+		for _, m := range msgs {
+			out[p] = append(out[p], logEntry{cursor: m.ID, orderID: fmt.Sprint(m.Values["id"])})
+		}
+	}
+	return out
+}
+
+// checkClusterLedger is checkLedger for a cluster: the log is one stream
+// per partition, and a follower must have received each partition's
+// stream, in order; the partitions' events interleave as they came.
+func checkClusterLedger(t *testing.T, c *redistest.Cluster, acked []string, followers []*follower, timeout time.Duration) clusterLedger {
+	t.Helper()
+	want := map[string]bool{}
+	for _, id := range acked {
+		want[id] = true
+	}
+	var parts [][]logEntry
+	var all []logEntry
+	deadline := time.Now().Add(timeout)
+	for {
+		parts = readClusterLog(t, c)
+		all = slices.Concat(parts...)
+		seen := map[string]bool{}
+		for _, e := range all {
+			seen[e.orderID] = true
+		}
+		missing := 0
+		for id := range want {
+			if !seen[id] {
+				missing++
+			}
+		}
+		if missing == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	count := map[string]int{}
+	for _, e := range all {
+		count[e.orderID]++
+	}
+	l := clusterLedger{ledger: ledger{Events: len(all)}, log: all}
+	for id := range want {
+		if count[id] == 0 {
+			l.Lost++
+		}
+	}
+	for _, k := range count {
+		if k > 1 {
+			l.Doubled += k - 1
+		}
+	}
+	for i, f := range followers {
+		f.waitFor(t, len(all), timeout)
+		byPart := make([][]string, clusterPartitions)
+		for _, ev := range f.received() {
+			p := order.PartitionOf(ev.GetOrderId(), clusterPartitions)
+			byPart[p] = append(byPart[p], ev.GetOrderId())
+		}
+		for p, entries := range parts {
+			var logged []string
+			for _, e := range entries {
+				logged = append(logged, e.orderID)
+			}
+			if !slices.Equal(byPart[p], logged) {
+				t.Errorf("follower %d: partition %d: received %d events, the log holds %d, or in another order", i, p, len(byPart[p]), len(logged))
+			}
+		}
+	}
+	if l.Lost > 0 || l.Doubled > 0 {
+		t.Errorf("lost %d, doubled %d of %d acknowledged orders", l.Lost, l.Doubled, len(acked))
+	}
+	return l
+}

@@ -1,0 +1,84 @@
+package redisstore_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/orderexpiry/orderexpiry/internal/order"
+	"github.com/orderexpiry/orderexpiry/internal/redisstore"
+	"github.com/orderexpiry/orderexpiry/internal/redistest"
+)
+
+// TestClusterSpreadsOrders checks out 30,000 orders on a cluster of three
+// masters: each master holds between 25% and 42% of them, the store
+// subscribes to every master, and orders of every partition expire.
+func TestClusterSpreadsOrders(t *testing.T) {
+	c := redistest.StartCluster(t, 3, 0)
+	rdb, err := redisstore.NewClusterClient(fmt.Sprintf("%s,%s", c.Addrs()[0], c.Addrs()[1]), redisstore.TLSFiles{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rdb.Close() })
+	const partitions = 64
+	s := redisstore.New(rdb, redisstore.Options{Retention: time.Hour, Logger: testLogger(t), Partitions: partitions})
+	run(t, s)
+
+	const n = 30000
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("spread-%d", i)
+	}
+	if err := s.CheckoutMany(t.Context(), ids, time.Hour, ""); err != nil {
+		t.Fatalf("checkouts: %v", err)
+	}
+	for _, m := range c.Masters(t) {
+		var pending int64
+		for p := range partitions {
+			if c.MasterOf(t, fmt.Sprintf("oe:{%d}:pending", p)) != m {
+				continue
+			}
+			k, err := m.Client(t).HLen(t.Context(), fmt.Sprintf("oe:{%d}:pending", p)).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			pending += k
+		}
+		share := float64(pending) / n
+		t.Logf("master %s holds %d pending orders (%.1f%%)", m.Addr, pending, 100*share)
+		if share < 0.25 || share > 0.42 {
+			t.Errorf("master %s holds %.1f%% of the orders, want 25%% to 42%%", m.Addr, 100*share)
+		}
+	}
+
+	deadline := time.Now().Add(10 * time.Second)
+	for s.Masters() != 3 || !s.Subscribed() {
+		if time.Now().After(deadline) {
+			t.Fatalf("subscribed to %d masters (all up: %v), want 3", s.Masters(), s.Subscribed())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	// One order due soon in every partition: each expires once, on time,
+	// into its own partition's log.
+	due := make([]string, partitions)
+	for p := range partitions {
+		for i := 0; due[p] == ""; i++ {
+			if cand := fmt.Sprintf("due-%d-%d", p, i); order.PartitionOf(cand, partitions) == p {
+				due[p] = cand
+			}
+		}
+		if _, _, err := s.Checkout(t.Context(), due[p], 300*time.Millisecond, nil); err != nil {
+			t.Fatalf("Checkout(%s): %v", due[p], err)
+		}
+	}
+	for p, id := range due {
+		evs, err := s.Events(t.Context(), p, order.Cursor{}, 10, 5*time.Second)
+		if err != nil || len(evs) != 1 || evs[0].OrderID != id || evs[0].Partition != p {
+			t.Fatalf("partition %d: Events = %v, %v; want the one expiry of %s", p, evs, err, id)
+		}
+		if late := evs[0].ExpiredAt.Sub(evs[0].Deadline); late < 0 || late > 250*time.Millisecond {
+			t.Errorf("partition %d: expired %v after the deadline", p, late)
+		}
+	}
+}
