@@ -29,8 +29,11 @@ func (b *Backoff) Next() time.Duration {
 func (b *Backoff) Reset() { b.d = 0 }
 
 // Wait sleeps for the next delay; it returns false if ctx ended first.
-func (b *Backoff) Wait(ctx context.Context) bool {
-	t := time.NewTimer(b.Next())
+func (b *Backoff) Wait(ctx context.Context) bool { return Sleep(ctx, b.Next()) }
+
+// Sleep waits for d or until ctx ends; it reports whether ctx is still live.
+func Sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():

@@ -43,20 +43,15 @@ func NewClusterClient(spec string, files TLSFiles) (*redis.ClusterClient, error)
 			opts.Addrs = append(opts.Addrs, a)
 		}
 	}
-	if files != (TLSFiles{}) {
-		if opts.TLSConfig == nil {
-			return nil, errors.New("a Redis CA or client certificate was given, but REDIS_CLUSTER_ADDRS is not a rediss:// URL")
-		}
-		if err := addTLSFiles(opts.TLSConfig, files); err != nil {
-			return nil, err
-		}
+	if err := useTLSFiles(opts.TLSConfig, files, "REDIS_CLUSTER_ADDRS"); err != nil {
+		return nil, err
 	}
 	// The same bounds as for one Redis (see NewClient). Redirections stay
 	// on: following MOVED after a failover or a resharding is the point.
-	opts.DialTimeout = 500 * time.Millisecond
-	opts.ReadTimeout = 800 * time.Millisecond
-	opts.WriteTimeout = 800 * time.Millisecond
-	opts.PoolTimeout = 800 * time.Millisecond
+	opts.DialTimeout = dialTimeout
+	opts.ReadTimeout = ioTimeout
+	opts.WriteTimeout = ioTimeout
+	opts.PoolTimeout = ioTimeout
 	opts.MaxRetries = -1
 	opts.DialerRetries = 1
 	// Every partition has a log reader blocked in XREAD on its node, on top

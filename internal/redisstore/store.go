@@ -110,18 +110,13 @@ func NewClient(rawURL string, files TLSFiles) (*redis.Client, error) {
 		}
 		return nil, fmt.Errorf("REDIS_URL is not a valid redis:// or rediss:// URL: %w", err)
 	}
-	if files != (TLSFiles{}) {
-		if opts.TLSConfig == nil {
-			return nil, errors.New("a Redis CA or client certificate was given, but REDIS_URL is not a rediss:// URL")
-		}
-		if err := addTLSFiles(opts.TLSConfig, files); err != nil {
-			return nil, err
-		}
+	if err := useTLSFiles(opts.TLSConfig, files, "REDIS_URL"); err != nil {
+		return nil, err
 	}
-	opts.DialTimeout = 500 * time.Millisecond
-	opts.ReadTimeout = 800 * time.Millisecond
-	opts.WriteTimeout = 800 * time.Millisecond
-	opts.PoolTimeout = 800 * time.Millisecond
+	opts.DialTimeout = dialTimeout
+	opts.ReadTimeout = ioTimeout
+	opts.WriteTimeout = ioTimeout
+	opts.PoolTimeout = ioTimeout
 	// No retries inside the client: a retried script may have run already
 	// (a lost reply), and a retry doubles the time a caller waits on a
 	// Redis that is gone. Callers retry; every script is safe to repeat.
@@ -132,6 +127,13 @@ func NewClient(rawURL string, files TLSFiles) (*redis.Client, error) {
 	opts.DialerRetries = 1
 	return redis.NewClient(opts), nil
 }
+
+// dialTimeout and ioTimeout bound a connection's dial and each read, write
+// or wait for a pooled connection, within callTimeout.
+const (
+	dialTimeout = 500 * time.Millisecond
+	ioTimeout   = 800 * time.Millisecond
+)
 
 // callTimeout bounds every call to Redis, so that a caller hears
 // UNAVAILABLE within a second from a Redis that stopped answering.
@@ -463,6 +465,18 @@ func decodeMetadata(s string) (map[string]string, error) {
 		return nil, fmt.Errorf("malformed metadata: %w", err)
 	}
 	return md, nil
+}
+
+// useTLSFiles adds files to c, the TLS configuration of a client of the
+// store named by the variable name; c is nil unless the URL is rediss://.
+func useTLSFiles(c *tls.Config, files TLSFiles, name string) error {
+	if files == (TLSFiles{}) {
+		return nil
+	}
+	if c == nil {
+		return fmt.Errorf("a Redis CA or client certificate was given, but %s is not a rediss:// URL", name)
+	}
+	return addTLSFiles(c, files)
 }
 
 func addTLSFiles(c *tls.Config, files TLSFiles) error {

@@ -42,7 +42,7 @@ func (s *Store) Run(ctx context.Context) error {
 		}
 		d := bo.Next()
 		s.log.Warn("cannot read the store's layout from Redis; retrying", "err", err, "retry_in", d)
-		if !sleep(ctx, d) {
+		if !backoff.Sleep(ctx, d) {
 			return nil
 		}
 	}
@@ -58,18 +58,6 @@ func (s *Store) Run(ctx context.Context) error {
 		return s.subscribeNode(ctx, s.rdb.(*redis.Client), parts)
 	})
 	return g.Wait()
-}
-
-// sleep waits for d or until ctx ends; it reports whether ctx is still live.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
 
 // sweep expires the due orders of a partition, then sleeps until its next
@@ -155,7 +143,7 @@ func (s *Store) subscribeNode(ctx context.Context, node *redis.Client, parts []*
 		if err := s.listen(ctx, node, parts, &bo); err != nil && ctx.Err() == nil {
 			d := bo.Next()
 			s.log.Warn("subscriber: lost the connection to Redis; reconnecting", "addr", node.Options().Addr, "err", err, "retry_in", d)
-			sleep(ctx, d)
+			backoff.Sleep(ctx, d)
 		}
 	}
 	return nil
