@@ -2,6 +2,7 @@ package redisstore
 
 import (
 	"context"
+	"slices"
 	"time"
 )
 
@@ -53,13 +54,19 @@ func (s *Store) CheckoutMany(ctx context.Context, ids []string, ttl time.Duratio
 	if err != nil {
 		return err
 	}
-	pipe := s.rdb.Pipeline()
-	for _, id := range ids {
-		p := partitionOf(id, parts)
-		checkoutScript.EvalSha(ctx, pipe, p.keys.scriptKeys(), s.args(p, checkoutArgs(id, ttl, meta)...)...)
+	// Pipelines of a thousand: one of all would have to be written within
+	// the client's write timeout.
+	for chunk := range slices.Chunk(ids, 1000) {
+		pipe := s.rdb.Pipeline()
+		for _, id := range chunk {
+			p := partitionOf(id, parts)
+			checkoutScript.EvalSha(ctx, pipe, p.keys.scriptKeys(), s.args(p, checkoutArgs(id, ttl, meta)...)...)
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return err
+		}
 	}
-	_, err = pipe.Exec(ctx)
-	return err
+	return nil
 }
 
 // MakeDue moves the deadline of every pending order to a millisecond before
