@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -113,6 +114,28 @@ func TestClusterFailover(t *testing.T) {
 			}
 		}
 	}
+	// A watch over REST resumes from a cursor of every partition, taken in
+	// the middle of a follower's stream: it replays exactly what the
+	// follower received after it.
+	got := fs[0].received()
+	mid := got[len(got)/2]
+	if parts := strings.Count(mid.GetCursor(), ",") + 1; parts != clusterPartitions {
+		t.Errorf("cursor %.40s… has %d parts, want %d", mid.GetCursor(), parts, clusterPartitions)
+	}
+	want := map[string]bool{}
+	for _, ev := range got[len(got)/2+1:] {
+		want[ev.GetOrderId()] = true
+	}
+	lines := reps[1].restWatch(t, url.QueryEscape(mid.GetCursor()))
+	for range len(want) {
+		ev := lines.next(t)
+		id, _ := ev["orderId"].(string)
+		if !want[id] {
+			t.Fatalf("REST watch after %s's cursor sent %q: not after it, or twice (line %v)", mid.GetOrderId(), id, ev)
+		}
+		delete(want, id)
+	}
+
 	// Lateness apart for the partitions that kept their master: the dead
 	// master's orders wait for the failover.
 	var kept, moved []*pb.ExpirationEvent

@@ -195,7 +195,7 @@ func (s *Store) runDurable(ctx context.Context, p *partition, script *redis.Scri
 func (s *Store) nodeError(err error) error {
 	var rerr redis.Error
 	if !errors.As(err, &rerr) || redis.HasErrorPrefix(err, "MOVED") || redis.HasErrorPrefix(err, "ASK") {
-		s.cluster.ReloadState(context.WithoutCancel(context.Background()))
+		s.cluster.ReloadState(context.Background())
 	}
 	return storeError(err)
 }
