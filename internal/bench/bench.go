@@ -28,7 +28,7 @@ import (
 )
 
 // Stages are the measurements, in the order they run.
-var Stages = []string{"lateness-a", "lateness-b", "throughput", "memory", "fanout"}
+var Stages = []string{"lateness-a", "lateness-b", "throughput", "memory", "fanout", "cluster"}
 
 // Config says what to run.
 type Config struct {
@@ -135,6 +135,8 @@ func Run(ctx context.Context, cfg Config) error {
 			err = r.memory(ctx)
 		case "fanout":
 			err = r.fanout(ctx)
+		case "cluster":
+			err = r.cluster(ctx)
 		}
 		if err != nil {
 			if ctx.Err() != nil {
