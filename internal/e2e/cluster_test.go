@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	pb "github.com/orderexpiry/orderexpiry/internal/gen/orderexpiry/v1"
@@ -59,8 +60,24 @@ func TestClusterFailover(t *testing.T) {
 	time.Sleep(time.Until(start.Add(6 * time.Second))) // in the middle of the expirations
 	killedAt := time.Now()
 	victim.Kill()
+	// The replicas' health during the failover, sampled on one of them.
+	var healthSamples, notServing int
+	sampling := make(chan struct{})
+	go func() {
+		defer close(sampling)
+		hc := healthpb.NewHealthClient(reps[0].Conn)
+		for time.Since(killedAt) < 5*time.Second {
+			h, err := hc.Check(context.Background(), &healthpb.HealthCheckRequest{})
+			healthSamples++
+			if err != nil || h.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+				notServing++
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
 	c.WaitFailover(t)
 	failedOver := time.Now()
+	<-sampling
 	t.Logf("failover: %v from the kill until every slot had a master again", failedOver.Sub(killedAt))
 	time.Sleep(3 * time.Second) // calls after the failover
 	calls := ops.stop()
@@ -148,9 +165,9 @@ func TestClusterFailover(t *testing.T) {
 	}
 	keptP99, keptMax := lateness(kept)
 	movedP99, movedMax := lateness(moved)
-	result(t, "events=%d lost=%d doubled=%d failover=%s calls=%d during_failover=%d unavailable=%d closed_ok=%d lateness_live_masters_p99=%s max=%s lateness_failed_over_p99=%s max=%s",
+	result(t, "events=%d lost=%d doubled=%d failover=%s calls=%d during_failover=%d unavailable=%d closed_ok=%d lateness_live_masters_p99=%s max=%s lateness_failed_over_p99=%s max=%s health_not_serving=%d/%d",
 		len(l.log), l.Lost, l.Doubled, failedOver.Sub(killedAt).Round(time.Millisecond), len(calls), during, failed, closedOK,
-		keptP99, keptMax, movedP99, movedMax)
+		keptP99, keptMax, movedP99, movedMax, notServing, healthSamples)
 }
 
 // sideCall is one call of the side load, made from at to end.

@@ -24,6 +24,10 @@ func TestClusterSpreadsOrders(t *testing.T) {
 	s := redisstore.New(rdb, redisstore.Options{Retention: time.Hour, Logger: testLogger(t), Partitions: partitions})
 	run(t, s)
 
+	if err := s.Ping(t.Context()); err != nil {
+		t.Errorf("Ping: %v", err)
+	}
+
 	const n = 30000
 	ids := make([]string, n)
 	for i := range ids {
