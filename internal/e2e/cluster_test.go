@@ -275,46 +275,12 @@ func readClusterLog(t *testing.T, c *redistest.Cluster) [][]logEntry {
 // stream, in order; the partitions' events interleave as they came.
 func checkClusterLedger(t *testing.T, c *redistest.Cluster, acked []string, followers []*follower, timeout time.Duration) clusterLedger {
 	t.Helper()
-	want := map[string]bool{}
-	for _, id := range acked {
-		want[id] = true
-	}
 	var parts [][]logEntry
-	var all []logEntry
-	deadline := time.Now().Add(timeout)
-	for {
+	all := waitLogged(acked, func() []logEntry {
 		parts = readClusterLog(t, c)
-		all = slices.Concat(parts...)
-		seen := map[string]bool{}
-		for _, e := range all {
-			seen[e.orderID] = true
-		}
-		missing := 0
-		for id := range want {
-			if !seen[id] {
-				missing++
-			}
-		}
-		if missing == 0 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	count := map[string]int{}
-	for _, e := range all {
-		count[e.orderID]++
-	}
-	l := clusterLedger{ledger: ledger{Events: len(all)}, log: all}
-	for id := range want {
-		if count[id] == 0 {
-			l.Lost++
-		}
-	}
-	for _, k := range count {
-		if k > 1 {
-			l.Doubled += k - 1
-		}
-	}
+		return slices.Concat(parts...)
+	}, timeout)
+	l := clusterLedger{ledger: tally(acked, all), log: all}
 	for i, f := range followers {
 		f.waitFor(t, len(all), timeout)
 		byPart := make([][]string, clusterPartitions)

@@ -144,44 +144,8 @@ type ledger struct {
 // doubled, and checks that every follower received exactly the log.
 func checkLedger(t *testing.T, r *redistest.Server, acked []string, followers []*follower, timeout time.Duration) ledger {
 	t.Helper()
-	want := map[string]bool{}
-	for _, id := range acked {
-		want[id] = true
-	}
-	var log []logEntry
-	deadline := time.Now().Add(timeout)
-	for {
-		log = readLog(t, r)
-		seen := map[string]bool{}
-		for _, e := range log {
-			seen[e.orderID] = true
-		}
-		missing := 0
-		for id := range want {
-			if !seen[id] {
-				missing++
-			}
-		}
-		if missing == 0 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	count := map[string]int{}
-	for _, e := range log {
-		count[e.orderID]++
-	}
-	l := ledger{Events: len(log)}
-	for id := range want {
-		if count[id] == 0 {
-			l.Lost++
-		}
-	}
-	for _, n := range count {
-		if n > 1 {
-			l.Doubled += n - 1
-		}
-	}
+	log := waitLogged(acked, func() []logEntry { return readLog(t, r) }, timeout)
+	l := tally(acked, log)
 	for i, f := range followers {
 		f.waitFor(t, len(log), timeout)
 		got := f.received()
@@ -198,6 +162,50 @@ func checkLedger(t *testing.T, r *redistest.Server, acked []string, followers []
 	}
 	if l.Lost > 0 || l.Doubled > 0 {
 		t.Errorf("lost %d, doubled %d of %d acknowledged orders", l.Lost, l.Doubled, len(acked))
+	}
+	return l
+}
+
+// waitLogged reads the log until it holds an expiration for every order in
+// acked, or timeout passes, and returns the last read.
+func waitLogged(acked []string, read func() []logEntry, timeout time.Duration) []logEntry {
+	deadline := time.Now().Add(timeout)
+	for {
+		log := read()
+		seen := map[string]bool{}
+		for _, e := range log {
+			seen[e.orderID] = true
+		}
+		missing := 0
+		for _, id := range acked {
+			if !seen[id] {
+				missing++
+			}
+		}
+		if missing == 0 || time.Now().After(deadline) {
+			return log
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// tally counts the acknowledged orders the log lost and the expirations it
+// holds more than once.
+func tally(acked []string, log []logEntry) ledger {
+	count := map[string]int{}
+	for _, e := range log {
+		count[e.orderID]++
+	}
+	l := ledger{Events: len(log)}
+	for _, id := range acked {
+		if count[id] == 0 {
+			l.Lost++
+		}
+	}
+	for _, n := range count {
+		if n > 1 {
+			l.Doubled += n - 1
+		}
 	}
 	return l
 }
