@@ -33,13 +33,10 @@ func (c codec) Marshal(v any) (mem.BufferSlice, error) {
 type encoded []byte
 
 // encodedEvents keeps the wire form of the latest live events, so that each
-// is encoded once whatever the number of watchers it goes to. An event's
-// wire form holds its Position, which is the hub's for a live event and the
-// watcher's own for a replayed one: the cache serves an event only to the
-// sends of the very same Position, so a replayed event is encoded apart.
+// is encoded once whatever the number of watchers it goes to.
 type encodedEvents struct {
 	mu    sync.RWMutex
-	bytes map[eventKey]encodedEvent
+	bytes map[eventKey]encoded
 	ring  []eventKey // the cached events, oldest replaced first
 	next  int
 }
@@ -50,37 +47,33 @@ type eventKey struct {
 	cursor    order.Cursor
 }
 
-type encodedEvent struct {
-	position *order.Cursor // the first element of the event's Position
-	raw      encoded
-}
-
 func newEncodedEvents(size int) *encodedEvents {
-	return &encodedEvents{bytes: make(map[eventKey]encodedEvent, size), ring: make([]eventKey, size)}
+	return &encodedEvents{bytes: make(map[eventKey]encoded, size), ring: make([]eventKey, size)}
 }
 
-// get returns the wire form of ev, encoding it if no watcher did yet.
+// get returns the wire form of a live event, encoding it if no watcher did
+// yet. Only live events may come here: their Position is the hub's, the
+// same for every watcher.
 func (c *encodedEvents) get(ev order.Event) (encoded, error) {
 	key := eventKey{ev.Partition, ev.Cursor}
-	pos := &ev.Position[0]
 	c.mu.RLock()
 	b, ok := c.bytes[key]
 	c.mu.RUnlock()
-	if ok && b.position == pos {
-		return b.raw, nil
+	if ok {
+		return b, nil
 	}
 	raw, err := proto.Marshal(eventToProto(ev))
-	if err != nil || ok {
-		return raw, err // a replayed event goes to one watcher: not cached
+	if err != nil {
+		return nil, err
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if b, ok := c.bytes[key]; ok {
-		return b.raw, nil // another watcher was quicker
+		return b, nil // another watcher was quicker
 	}
 	delete(c.bytes, c.ring[c.next])
 	c.ring[c.next] = key
 	c.next = (c.next + 1) % len(c.ring)
-	c.bytes[key] = encodedEvent{pos, raw}
+	c.bytes[key] = raw
 	return raw, nil
 }

@@ -141,8 +141,10 @@ func (s *Service) WatchExpirations(req *pb.WatchExpirationsRequest, stream pb.Or
 		}
 	}
 	started := func() error { return stream.SendHeader(metadata.MD{}) }
-	send := func(ev order.Event) error {
-		if !s.preEncode {
+	send := func(ev order.Event, live bool) error {
+		// A live event goes to every watcher alike: it is encoded once for
+		// all of them. A replayed one goes to this watcher only.
+		if !s.preEncode || !live {
 			return stream.Send(eventToProto(ev))
 		}
 		b, err := s.encoded.get(ev)

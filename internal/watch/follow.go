@@ -16,12 +16,14 @@ const replayBatch = 1000
 // by partition, then goes on with live events, each exactly once and in its
 // partition's order. Without one it starts at the live position. started is
 // called once the request is known to be valid, before anything is sent;
-// send delivers one event, whose Position is set.
+// send delivers one event, whose Position is set. live says the event comes
+// from the hub's fan-out, where every watcher sends the same Event; a
+// replayed event carries this watcher's own Position.
 //
 // It returns when ctx ends, send fails or the subscription is closed, with
 // the position after the last event sent (or the starting position), from
 // which the watcher can resume.
-func (h *Hub) Follow(ctx context.Context, after order.Position, started func() error, send func(order.Event) error) (order.Position, error) {
+func (h *Hub) Follow(ctx context.Context, after order.Position, started func() error, send func(ev order.Event, live bool) error) (order.Position, error) {
 	last := after.Clone()
 	if after != nil {
 		var err error
@@ -70,7 +72,7 @@ func (h *Hub) Follow(ctx context.Context, after order.Position, started func() e
 			if !last.Behind(ev) {
 				continue // already replayed
 			}
-			if err := send(ev); err != nil {
+			if err := send(ev, true); err != nil {
 				return last, err
 			}
 			last[ev.Partition] = ev.Cursor
@@ -104,7 +106,7 @@ func (h *Hub) checkPosition(ctx context.Context, p order.Position) (order.Positi
 // replay sends the events after last from the log, partition by partition,
 // up to and including until when it is not nil, or to the end of the log.
 // It moves last forward, in place, with each event sent.
-func (h *Hub) replay(ctx context.Context, last, until order.Position, send func(order.Event) error) error {
+func (h *Hub) replay(ctx context.Context, last, until order.Position, send func(order.Event, bool) error) error {
 	for p := range last {
 		if until != nil && !last[p].Less(until[p]) {
 			continue
@@ -122,7 +124,7 @@ func (h *Hub) replay(ctx context.Context, last, until order.Position, send func(
 				}
 				ev.Position = last.Clone()
 				ev.Position[p] = ev.Cursor
-				if err := send(ev); err != nil {
+				if err := send(ev, false); err != nil {
 					return err
 				}
 				last[p] = ev.Cursor

@@ -26,6 +26,7 @@ type follower struct {
 
 	mu       sync.Mutex
 	sent     []order.Event
+	live     []bool // whether each sent event came live
 	started  int
 	lateCall bool // started was called after an event was sent
 }
@@ -52,7 +53,7 @@ func followAt(t *testing.T, h *Hub, after order.Position, startedErr error, onSe
 		f.started++
 		return startedErr
 	}
-	send := func(ev order.Event) error {
+	send := func(ev order.Event, live bool) error {
 		f.mu.Lock()
 		i := len(f.sent)
 		if f.started != 1 {
@@ -66,6 +67,7 @@ func followAt(t *testing.T, h *Hub, after order.Position, startedErr error, onSe
 		}
 		f.mu.Lock()
 		f.sent = append(f.sent, ev)
+		f.live = append(f.live, live)
 		f.mu.Unlock()
 		return nil
 	}
@@ -650,7 +652,7 @@ func TestFollowLeak(t *testing.T) {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					_, err := h.Follow(ctx, after, func() error { return nil }, func(order.Event) error {
+					_, err := h.Follow(ctx, after, func() error { return nil }, func(order.Event, bool) error {
 						mu.Lock()
 						got[i]++
 						mu.Unlock()
@@ -736,11 +738,18 @@ func TestFollowPartitions(t *testing.T) {
 	zero := make(order.Position, 3)
 	f := followAt(t, h.Hub, zero, nil, nil)
 	eventually(t, "the replay", func() bool { return len(f.sentEvents()) == 9 })
-	subscribe(t, h.Hub).Close() // the hub is live
+	eventually(t, "the follower to go live", func() bool { return h.Watchers() == 1 })
 	live := append(log.addTo(1, 2), log.addTo(0, 1)...)
 	eventually(t, "the live events", func() bool { return len(f.sentEvents()) == 12 })
 
 	sent := f.sentEvents()
+	f.mu.Lock()
+	for i, live := range f.live {
+		if live != (i >= 9) {
+			t.Errorf("event %d (%s) sent with live=%v; the first 9 are replayed, the rest live", i, f.sent[i].OrderID, live)
+		}
+	}
+	f.mu.Unlock()
 	last := make(order.Position, 3)
 	for _, ev := range sent {
 		if !last.Behind(ev) {
