@@ -2,7 +2,6 @@ package bench
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"net/http"
 	"os"
@@ -10,7 +9,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -18,24 +16,6 @@ import (
 
 	"github.com/orderexpiry/orderexpiry/internal/redistest"
 )
-
-// lockedBuffer collects a child process's output.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // Redis is a redis-server of the benchmarks' own on a free loopback port,
 // with Redis's defaults except that it persists nothing.
@@ -65,7 +45,7 @@ type Service struct {
 
 	cmd    *exec.Cmd
 	exited chan struct{}
-	log    *lockedBuffer
+	log    *redistest.LockedBuffer
 }
 
 var (
@@ -84,7 +64,7 @@ func startService(bin, redisURL string, flags ...string) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{cmd: cmd, exited: make(chan struct{}), log: &lockedBuffer{}}
+	s := &Service{cmd: cmd, exited: make(chan struct{}), log: &redistest.LockedBuffer{}}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", bin, err)
 	}

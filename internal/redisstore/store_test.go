@@ -1,7 +1,6 @@
 package redisstore_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net"
@@ -51,7 +50,7 @@ func TestPartitionsRecorded(t *testing.T) {
 	if _, _, err := first.Checkout(t.Context(), "kept", time.Hour, nil); err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &redistest.LockedBuffer{}
 	later := redisstore.New(srv.Client(t), redisstore.Options{Retention: time.Hour, Logger: slog.New(slog.NewTextHandler(logs, nil)), Partitions: 8})
 	if n, err := later.Partitions(t.Context()); err != nil || n != 3 {
 		t.Fatalf("later start asking for 8: Partitions = %d, %v; want the recorded 3", n, err)
@@ -104,7 +103,7 @@ func TestExpiresWithoutConfig(t *testing.T) {
 	if err := admin.ConfigGet(t.Context(), "notify-keyspace-events").Err(); err == nil {
 		t.Fatalf("CONFIG GET works although CONFIG is renamed away")
 	}
-	logs := &syncBuffer{}
+	logs := &redistest.LockedBuffer{}
 	s := redisstore.New(srv.Client(t), redisstore.Options{
 		Retention: time.Hour,
 		Logger:    slog.New(slog.NewTextHandler(logs, nil)),
@@ -480,24 +479,6 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// syncBuffer is a buffer the store's goroutines write while the test reads.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func logLines(b *syncBuffer) []string {
+func logLines(b *redistest.LockedBuffer) []string {
 	return strings.Split(strings.TrimSpace(b.String()), "\n")
 }

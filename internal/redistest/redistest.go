@@ -39,7 +39,7 @@ type Server struct {
 	cmd      *exec.Cmd
 	exited   chan struct{} // closed when the process has exited
 	killOnce *sync.Once
-	log      *lockedBuffer
+	log      *LockedBuffer
 }
 
 // Start starts a redis-server on a free loopback port, waits until it
@@ -141,7 +141,7 @@ func start(bin, dir string, files *TLS, args []string) (*Server, error) {
 
 // launch starts the process.
 func (s *Server) launch() error {
-	s.exited, s.log, s.killOnce = make(chan struct{}), &lockedBuffer{}, &sync.Once{}
+	s.exited, s.log, s.killOnce = make(chan struct{}), &LockedBuffer{}, &sync.Once{}
 	s.cmd = exec.Command(s.bin, s.argv...)
 	s.cmd.Stdout = s.log
 	s.cmd.Stderr = s.log
@@ -301,20 +301,22 @@ func hasOption(args []string, name string) bool {
 	return false
 }
 
-// lockedBuffer collects the server's output; the process writes it while
-// Start may read it.
-type lockedBuffer struct {
+// LockedBuffer is a buffer that one goroutine writes while another reads:
+// a child process's output, a logger's lines.
+type LockedBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *lockedBuffer) Write(p []byte) (int, error) {
+// Write appends p.
+func (b *LockedBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *lockedBuffer) String() string {
+// String returns what was written so far.
+func (b *LockedBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
