@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/url"
 	"runtime"
 	"strconv"
 	"strings"
@@ -27,11 +26,7 @@ func NewClusterClient(spec string, files TLSFiles) (*redis.ClusterClient, error)
 	if strings.Contains(spec, "://") {
 		var err error
 		if opts, err = redis.ParseClusterURL(spec); err != nil {
-			var uerr *url.Error
-			if errors.As(err, &uerr) {
-				err = uerr.Err
-			}
-			return nil, fmt.Errorf("REDIS_CLUSTER_ADDRS is not a valid redis:// or rediss:// cluster URL: %w", err)
+			return nil, fmt.Errorf("REDIS_CLUSTER_ADDRS is not a valid redis:// or rediss:// cluster URL: %w", withoutURL(err))
 		}
 	} else {
 		opts = &redis.ClusterOptions{}

@@ -2,6 +2,7 @@ package redisstore_test
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -84,5 +85,41 @@ func TestClusterSpreadsOrders(t *testing.T) {
 		if late := evs[0].ExpiredAt.Sub(evs[0].Deadline); late < 0 || late > 250*time.Millisecond {
 			t.Errorf("partition %d: expired %v after the deadline", p, late)
 		}
+	}
+}
+
+// TestNewClusterClientInput checks the errors for seeds that cannot be
+// used: each names what to fix, and none repeats a password.
+func TestNewClusterClientInput(t *testing.T) {
+	tests := []struct {
+		name, spec, want string
+	}{
+		{"not host:port", "127.0.0.1:7001,localhost", `"localhost" is not a host:port`},
+		{"empty seed", "127.0.0.1:7001,", `"" is not a host:port`},
+		{"bad URL", "redis://svc:s3cret@[::1:7001", "not a valid redis:// or rediss:// cluster URL"},
+		{"CA without TLS", "redis://127.0.0.1:7001", "not a rediss:// URL"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			files := redisstore.TLSFiles{}
+			if tt.name == "CA without TLS" {
+				files.CA = "ca.pem"
+			}
+			_, err := redisstore.NewClusterClient(tt.spec, files)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("NewClusterClient(%q) = %v, want an error with %q", tt.spec, err, tt.want)
+			}
+			if strings.Contains(err.Error(), "s3cret") {
+				t.Errorf("the error repeats the password: %v", err)
+			}
+		})
+	}
+	rdb, err := redisstore.NewClusterClient("127.0.0.1:7001, 127.0.0.1:7002", redisstore.TLSFiles{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rdb.Close()
+	if got := strings.Join(rdb.Options().Addrs, ","); got != "127.0.0.1:7001,127.0.0.1:7002" {
+		t.Errorf("seeds = %s", got)
 	}
 }

@@ -104,11 +104,7 @@ type TLSFiles struct {
 func NewClient(rawURL string, files TLSFiles) (*redis.Client, error) {
 	opts, err := redis.ParseURL(rawURL)
 	if err != nil {
-		var uerr *url.Error
-		if errors.As(err, &uerr) {
-			err = uerr.Err // url.Error repeats the whole URL
-		}
-		return nil, fmt.Errorf("REDIS_URL is not a valid redis:// or rediss:// URL: %w", err)
+		return nil, fmt.Errorf("REDIS_URL is not a valid redis:// or rediss:// URL: %w", withoutURL(err))
 	}
 	if err := useTLSFiles(opts.TLSConfig, files, "REDIS_URL"); err != nil {
 		return nil, err
@@ -465,6 +461,16 @@ func decodeMetadata(s string) (map[string]string, error) {
 		return nil, fmt.Errorf("malformed metadata: %w", err)
 	}
 	return md, nil
+}
+
+// withoutURL drops the URL that a *url.Error repeats: it may hold a
+// password.
+func withoutURL(err error) error {
+	var uerr *url.Error
+	if errors.As(err, &uerr) {
+		return uerr.Err
+	}
+	return err
 }
 
 // useTLSFiles adds files to c, the TLS configuration of a client of the
