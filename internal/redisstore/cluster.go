@@ -91,40 +91,30 @@ func (s *Store) topology(ctx context.Context, parts []*partition) ([]string, err
 		return nil, storeError(err)
 	}
 	var masters []string
-	type shardInfo struct {
-		slots    []redis.SlotRange
-		replicas int32
-	}
-	var infos []shardInfo
+	replicas := make([]int32, len(parts)) // by partition; 0 for a slot no shard serves
 	for _, sh := range shards {
-		info := shardInfo{slots: sh.Slots}
+		var online int32
 		for _, n := range sh.Nodes {
-			if n.Health != "online" {
-				continue
-			}
-			switch n.Role {
-			case "master":
-				if len(sh.Slots) > 0 {
-					masters = append(masters, nodeAddr(n))
-				}
-			case "replica":
-				info.replicas++
+			switch {
+			case n.Role == "master" && n.Health == "online" && len(sh.Slots) > 0:
+				masters = append(masters, nodeAddr(n))
+			// Redis 7.0 calls a replica "loading" while its replication
+			// offset is 0, as it is until the first write: such a replica
+			// is there to acknowledge writes. Only a failed one is not.
+			case n.Role == "replica" && n.Health != "fail" && n.Health != "failed":
+				online++
 			}
 		}
-		infos = append(infos, info)
-	}
-	replicasOfSlot := func(slot int) int32 {
-		for _, in := range infos {
-			for _, r := range in.slots {
-				if int64(slot) >= r.Start && int64(slot) <= r.End {
-					return in.replicas
+		for _, r := range sh.Slots {
+			for i, p := range parts {
+				if int64(p.slot) >= r.Start && int64(p.slot) <= r.End {
+					replicas[i] = online
 				}
 			}
 		}
-		return 0
 	}
-	for _, p := range parts {
-		p.replicas.Store(replicasOfSlot(p.slot))
+	for i, p := range parts {
+		p.replicas.Store(replicas[i])
 	}
 	return masters, nil
 }

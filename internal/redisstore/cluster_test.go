@@ -2,6 +2,7 @@ package redisstore_test
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -121,5 +122,50 @@ func TestNewClusterClientInput(t *testing.T) {
 	defer rdb.Close()
 	if got := strings.Join(rdb.Options().Addrs, ","); got != "127.0.0.1:7001,127.0.0.1:7002" {
 		t.Errorf("seeds = %s", got)
+	}
+}
+
+// TestClusterTopologyFollowed checks that the store knows which partitions'
+// masters have a replica (their writes wait for it), and that after a
+// master fails over it subscribes to the new master, whose partitions have
+// no replica left.
+func TestClusterTopologyFollowed(t *testing.T) {
+	c := redistest.StartCluster(t, 3, 1)
+	rdb, err := redisstore.NewClusterClient(strings.Join(c.Addrs(), ","), redisstore.TLSFiles{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rdb.Close() })
+	const partitions = 8
+	s := redisstore.New(rdb, redisstore.Options{Retention: time.Hour, Logger: testLogger(t), Partitions: partitions})
+	run(t, s)
+	if got, err := s.Replicas(t.Context()); err != nil || !slices.Equal(got, []int{1, 1, 1, 1, 1, 1, 1, 1}) {
+		t.Fatalf("replicas by partition = %v, %v; want 1 each", got, err)
+	}
+
+	victim := c.MasterOf(t, "oe:{0}:deadlines")
+	var want []int
+	for p := range partitions {
+		if c.MasterOf(t, fmt.Sprintf("oe:{%d}:deadlines", p)) == victim {
+			want = append(want, 0)
+		} else {
+			want = append(want, 1)
+		}
+	}
+	victim.Kill()
+	c.WaitFailover(t)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got, _ := s.Replicas(t.Context())
+		if slices.Equal(got, want) && s.Masters() == 3 && s.Subscribed() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the failover: replicas by partition %v (want %v), subscribed to %d masters (all up: %v), want 3", got, want, s.Masters(), s.Subscribed())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, _, err := s.Checkout(t.Context(), "after-failover", time.Minute, nil); err != nil {
+		t.Errorf("Checkout after the failover: %v", err)
 	}
 }

@@ -93,3 +93,17 @@ return #ids
 
 // Masters returns how many masters the subscriber listens to.
 func (s *Store) Masters() int { return int(s.masters.Load()) }
+
+// Replicas returns how many replicas each partition's master has, as the
+// store last read the cluster's topology.
+func (s *Store) Replicas(ctx context.Context) ([]int, error) {
+	parts, err := s.layout(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]int, len(parts))
+	for i, p := range parts {
+		out[i] = int(p.replicas.Load())
+	}
+	return out, nil
+}
