@@ -49,8 +49,8 @@ type config struct {
 
 // defaultClusterPartitions spreads a new store over a cluster: with 64 the
 // partitions' hash tags fall 21, 22 and 21 on the slot ranges redis-cli
-// gives 3 masters, and leave room to grow to more masters. Each partition
-// costs every replica one sweeper and one blocked log reader.
+// gives 3 masters (with 16 they fall 6, 6 and 4). Each partition costs every
+// replica one sweeper and one blocked log reader.
 const defaultClusterPartitions = 64
 
 // openables are the names -auth-open accepts.

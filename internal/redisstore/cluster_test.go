@@ -168,4 +168,12 @@ func TestClusterTopologyFollowed(t *testing.T) {
 	if _, _, err := s.Checkout(t.Context(), "after-failover", time.Minute, nil); err != nil {
 		t.Errorf("Checkout after the failover: %v", err)
 	}
+	// Every master, the promoted replica included, publishes expired-key
+	// events: the subscriber enabled them on each.
+	for _, m := range c.Masters(t) {
+		flags := m.Client(t).ConfigGet(t.Context(), "notify-keyspace-events").Val()["notify-keyspace-events"]
+		if !strings.Contains(flags, "E") || !strings.ContainsAny(flags, "xA") {
+			t.Errorf("master %s: notify-keyspace-events %q, want E and x", m.Addr, flags)
+		}
+	}
 }
