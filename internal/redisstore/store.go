@@ -332,15 +332,6 @@ func (s *Store) Ping(ctx context.Context) error {
 	return storeError(s.rdb.Ping(ctx).Err())
 }
 
-// Wake tells every partition's sweeper to look for due orders now.
-func (s *Store) Wake() {
-	if parts := s.parts.Load(); parts != nil {
-		for _, p := range *parts {
-			p.wakeUp()
-		}
-	}
-}
-
 // storeError translates a Redis client error into the domain's terms: faults
 // of the connection, of a Redis that cannot serve now or refuses our
 // credentials, or a call that ran out of time are Unavailable; anything else (a script error, a wrong
