@@ -222,9 +222,16 @@ func (s *Store) Tail(context.Context, int) (order.Cursor, error) {
 	return s.last, nil
 }
 
-// CheckCursor says whether a watch can resume after c without a gap.
-func (s *Store) CheckCursor(_ context.Context, c order.Cursor) error {
-	return order.CheckCursor(c, uint64(s.now().UnixMilli()), uint64(s.retention.Milliseconds()))
+// CheckCursor says whether a watch can resume after each cursor without a
+// gap.
+func (s *Store) CheckCursor(_ context.Context, cursors ...order.Cursor) error {
+	now := uint64(s.now().UnixMilli())
+	for _, c := range cursors {
+		if err := order.CheckCursor(c, now, uint64(s.retention.Milliseconds())); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Ping always succeeds: memory is always there.

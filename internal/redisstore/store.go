@@ -314,15 +314,21 @@ func (s *Store) Tail(ctx context.Context, partition int) (order.Cursor, error) {
 	return order.ParseCursor(msgs[0].ID)
 }
 
-// CheckCursor says whether a watch can resume after c without a gap.
-func (s *Store) CheckCursor(ctx context.Context, c order.Cursor) error {
+// CheckCursor says whether a watch can resume after each cursor without a
+// gap; one read of Redis's clock serves them all.
+func (s *Store) CheckCursor(ctx context.Context, cursors ...order.Cursor) error {
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
 	now, err := s.rdb.Time(ctx).Result()
 	if err != nil {
 		return storeError(err)
 	}
-	return order.CheckCursor(c, uint64(now.UnixMilli()), uint64(s.retention.Milliseconds()))
+	for _, c := range cursors {
+		if err := order.CheckCursor(c, uint64(now.UnixMilli()), uint64(s.retention.Milliseconds())); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Ping checks that Redis answers.

@@ -26,7 +26,7 @@ type Store interface {
 	Partitions(ctx context.Context) (int, error)
 	Events(ctx context.Context, partition int, after order.Cursor, limit int, wait time.Duration) ([]order.Event, error)
 	Tail(ctx context.Context, partition int) (order.Cursor, error)
-	CheckCursor(ctx context.Context, c order.Cursor) error
+	CheckCursor(ctx context.Context, cursors ...order.Cursor) error
 	Ping(ctx context.Context) error
 	Run(ctx context.Context) error
 }
@@ -592,6 +592,19 @@ func testCheckCursor(t *testing.T, su suite) {
 			wantKind(t, fmt.Sprintf("CheckCursor(%v)", tt.c), err, order.KindOutOfRange)
 		})
 	}
+	// Several cursors at once (one per partition of a watch position): all
+	// must pass.
+	var good, all []order.Cursor
+	for _, tt := range tests {
+		all = append(all, tt.c)
+		if !tt.outOfRange {
+			good = append(good, tt.c)
+		}
+	}
+	if err := s.CheckCursor(t.Context(), good...); err != nil {
+		t.Errorf("CheckCursor(%v): %v, want nil", good, err)
+	}
+	wantKind(t, fmt.Sprintf("CheckCursor(%v)", all), s.CheckCursor(t.Context(), all...), order.KindOutOfRange)
 }
 
 func testRetention(t *testing.T, su suite) {

@@ -151,11 +151,16 @@ func (l *fakeLog) Tail(ctx context.Context, p int) (order.Cursor, error) {
 	return order.Cursor{}, nil
 }
 
-func (l *fakeLog) CheckCursor(_ context.Context, c order.Cursor) error {
+func (l *fakeLog) CheckCursor(_ context.Context, cursors ...order.Cursor) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.checked = append(l.checked, c)
-	return l.reject[c]
+	for _, c := range cursors {
+		l.checked = append(l.checked, c)
+		if err := l.reject[c]; err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 var discard = slog.New(slog.NewTextHandler(io.Discard, nil))

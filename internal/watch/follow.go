@@ -95,10 +95,8 @@ func (h *Hub) checkPosition(ctx context.Context, p order.Position) (order.Positi
 	if len(p) != n {
 		return p, order.Errorf(order.KindInvalid, "after_cursor %s has %d part(s), but this service's expiration log has %d partition(s): it does not come from this service; pass the cursor field of a received event", p, len(p), n)
 	}
-	for _, c := range p {
-		if err := h.log.CheckCursor(ctx, c); err != nil {
-			return p, err
-		}
+	if err := h.log.CheckCursor(ctx, p...); err != nil {
+		return p, err
 	}
 	return p, nil
 }

@@ -27,9 +27,9 @@ type Log interface {
 	Events(ctx context.Context, partition int, after order.Cursor, limit int, wait time.Duration) ([]order.Event, error)
 	// Tail returns the cursor of a partition's last event.
 	Tail(ctx context.Context, partition int) (order.Cursor, error)
-	// CheckCursor says whether a watch can resume after c, in any
-	// partition, without a gap.
-	CheckCursor(ctx context.Context, c order.Cursor) error
+	// CheckCursor says whether a watch can resume after each cursor, each
+	// of its partition, without a gap.
+	CheckCursor(ctx context.Context, cursors ...order.Cursor) error
 }
 
 // ErrLagged closes a subscription whose buffer was full: its watcher fell
