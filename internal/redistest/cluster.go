@@ -167,18 +167,11 @@ func (c *Cluster) Addrs() []string {
 // killed is among them until the cluster has failed it over.
 func (c *Cluster) Masters(t testing.TB) []*Server {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	v, err := c.anyView(ctx)
-	if err != nil {
-		t.Fatalf("redistest: %v", err)
-	}
-	return v.masters()
+	return c.currentView(t).masters()
 }
 
-// MasterOf returns the node currently master for the slot of key, as a live
-// node sees it.
-func (c *Cluster) MasterOf(t testing.TB, key string) *Server {
+// currentView is the slot map as a live node sees it now.
+func (c *Cluster) currentView(t testing.TB) view {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -186,8 +179,15 @@ func (c *Cluster) MasterOf(t testing.TB, key string) *Server {
 	if err != nil {
 		t.Fatalf("redistest: %v", err)
 	}
+	return v
+}
+
+// MasterOf returns the node currently master for the slot of key, as a live
+// node sees it.
+func (c *Cluster) MasterOf(t testing.TB, key string) *Server {
+	t.Helper()
 	slot := int64(keySlot(key))
-	for _, r := range v {
+	for _, r := range c.currentView(t) {
 		if r.start <= slot && slot <= r.end {
 			return r.master
 		}
