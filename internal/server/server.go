@@ -1,0 +1,309 @@
+// Package server assembles the service from its parts: the order store, the
+// hub that fans out its expiration log, the gRPC service with health and
+// reflection, the REST gateway, the HTTP and debug servers and the health
+// monitor. New builds them from a Config; Run serves them on listeners the
+// caller opened until its context ends, then stops them gracefully.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/test/bufconn"
+
+	"github.com/orderexpiry/orderexpiry/internal/auth"
+	"github.com/orderexpiry/orderexpiry/internal/gateway"
+	"github.com/orderexpiry/orderexpiry/internal/gen/openapi"
+	"github.com/orderexpiry/orderexpiry/internal/metrics"
+	"github.com/orderexpiry/orderexpiry/internal/order"
+	"github.com/orderexpiry/orderexpiry/internal/rpc"
+	"github.com/orderexpiry/orderexpiry/internal/watch"
+)
+
+// Listeners are where the server serves. GRPC and HTTP are required; Debug,
+// when set, serves /debug/pprof/.
+type Listeners struct {
+	GRPC, HTTP, Debug net.Listener
+}
+
+// Close closes every listener that is set.
+func (l Listeners) Close() {
+	for _, lis := range []net.Listener{l.GRPC, l.HTTP, l.Debug} {
+		if lis != nil {
+			_ = lis.Close()
+		}
+	}
+}
+
+// Server is the assembled service. Run it once.
+type Server struct {
+	cfg Config
+	log *slog.Logger
+
+	store      order.Store
+	storeAttrs []any
+	closeStore func()
+	hub        *watch.Hub
+	health     *health.Server
+	// serving mirrors the health status for /healthz.
+	serving atomic.Bool
+
+	tls      *tls.Config
+	tokens   *auth.Tokens
+	grpc     *grpc.Server
+	internal *grpc.Server
+	// internalLis carries the gateway's calls to internal: TLS and client
+	// certificates are checked on the HTTP port, and the gRPC port stays
+	// closed to anyone without them.
+	internalLis *bufconn.Listener
+	conn        *grpc.ClientConn
+	http        *http.Server
+}
+
+// New builds the server: it opens the store's client (without calling it
+// yet) and wires every part. Run releases what New opened.
+func New(cfg Config, log *slog.Logger) (*Server, error) {
+	s := &Server{cfg: cfg, log: log}
+	serverTLS, err := loadServerTLS(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s.tls = serverTLS
+
+	m := metrics.New()
+	st, err := openStore(cfg, log, m.Expired)
+	if err != nil {
+		return nil, err
+	}
+	s.store, s.storeAttrs, s.closeStore = st.store, st.attrs, st.close
+	s.hub = watch.NewHub(s.store, watch.Options{
+		Buffer:      cfg.WatchBuffer,
+		MaxWatchers: cfg.MaxWatchers,
+		OnPublish:   m.Delivered,
+		Logger:      log,
+	})
+	m.Watch(metrics.Sources{Watchers: s.hub.Watchers, Subscribed: st.subscribed})
+
+	s.health = health.NewServer()
+	// NOT_SERVING until the first ping of the store says otherwise.
+	s.setHealth(healthpb.HealthCheckResponse_NOT_SERVING)
+	s.tokens = authenticator(cfg, log)
+
+	svc := rpc.New(s.store, s.hub, rpc.Options{Limits: cfg.Limits, Observer: m, Logger: log})
+	var external []grpc.ServerOption
+	if serverTLS != nil {
+		external = append(external, grpc.Creds(credentials.NewTLS(serverTLS.Clone())))
+	}
+	s.grpc = s.newGRPC(svc, m, external...)
+	m.GRPC.InitializeMetrics(s.grpc)
+	s.internal = s.newGRPC(svc, m)
+	s.internalLis = bufconn.Listen(1 << 20)
+	s.conn, err = grpc.NewClient("passthrough:///orderexpiry-internal",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return s.internalLis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		s.closeStore()
+		return nil, fmt.Errorf("gateway connection: %w", err)
+	}
+	gw, err := gateway.New(context.Background(), s.conn, gateway.Options{
+		Health: func(context.Context) error {
+			if !s.serving.Load() {
+				return errors.New("the order store is unreachable")
+			}
+			return nil
+		},
+		Metrics:      m.Handler(),
+		OpenAPI:      openapi.OrderService,
+		Authorize:    s.tokens.HTTP(),
+		Open:         cfg.AuthOpen,
+		MaxBodyBytes: int64(cfg.MaxBodyBytes),
+	})
+	if err != nil {
+		s.closeStore()
+		_ = s.conn.Close()
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	s.http = s.newHTTP(gw)
+	s.http.TLSConfig = serverTLS
+	return s, nil
+}
+
+// newGRPC returns a gRPC server of the service, health and reflection, with
+// the metrics, the debug log and the token check on every call.
+func (s *Server) newGRPC(svc *rpc.Service, m *metrics.Metrics, extra ...grpc.ServerOption) *grpc.Server {
+	unary := []grpc.UnaryServerInterceptor{m.GRPC.UnaryServerInterceptor()}
+	stream := []grpc.StreamServerInterceptor{m.GRPC.StreamServerInterceptor()}
+	// The line per RPC is at debug level; below it the interceptor would
+	// still gather its fields on every call, for nothing.
+	if s.log.Enabled(context.Background(), slog.LevelDebug) {
+		unary = append(unary, logging.UnaryServerInterceptor(rpcLogger(s.log), rpcLogOptions...))
+		stream = append(stream, logging.StreamServerInterceptor(rpcLogger(s.log), rpcLogOptions...))
+	}
+	if s.tokens != nil {
+		unary = append(unary, s.tokens.Unary)
+		stream = append(stream, s.tokens.Stream)
+	}
+	g := rpc.NewServer(svc, append([]grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(unary...),
+		grpc.ChainStreamInterceptor(stream...),
+		grpc.MaxRecvMsgSize(s.cfg.MaxBodyBytes),
+	}, extra...)...)
+	healthpb.RegisterHealthServer(g, s.health)
+	reflection.Register(g)
+	return g
+}
+
+// newHTTP returns an HTTP server of h that logs net/http's own errors
+// (refused TLS handshakes, …) to the server's log.
+func (s *Server) newHTTP(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+}
+
+// Run serves on lis until ctx ends, then stops within the shutdown timeout
+// and releases what New opened. The listeners are closed when it returns.
+func (s *Server) Run(ctx context.Context, lis Listeners) error {
+	defer s.closeStore()
+	defer s.conn.Close()
+	defer lis.Close()
+
+	type httpServe struct {
+		srv *http.Server
+		lis net.Listener
+	}
+	https := []httpServe{{s.http, lis.HTTP}}
+	if lis.Debug != nil {
+		https = append(https, httpServe{s.newHTTP(debugHandler()), lis.Debug})
+		s.log.Info("serving profiles", "debug", lis.Debug.Addr().String())
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.store.Run(gctx) })
+	g.Go(func() error { return s.hub.Run(gctx) })
+	g.Go(func() error {
+		s.monitorHealth(gctx)
+		return nil
+	})
+	for _, gs := range []struct {
+		srv *grpc.Server
+		lis net.Listener
+	}{{s.grpc, lis.GRPC}, {s.internal, s.internalLis}} {
+		g.Go(func() error {
+			if err := gs.srv.Serve(gs.lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+				return fmt.Errorf("gRPC server: %w", err)
+			}
+			return nil
+		})
+	}
+	for _, hs := range https {
+		g.Go(func() error {
+			var err error
+			if hs.srv.TLSConfig != nil {
+				err = hs.srv.ServeTLS(hs.lis, "", "")
+			} else {
+				err = hs.srv.Serve(hs.lis)
+			}
+			if err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("HTTP server: %w", err)
+			}
+			return nil
+		})
+	}
+	g.Go(func() error {
+		<-gctx.Done()
+		s.log.Info("stopping", "timeout", s.cfg.ShutdownTimeout)
+		httpServers := make([]*http.Server, len(https))
+		for i, hs := range https {
+			httpServers[i] = hs.srv
+		}
+		s.shutdown(httpServers)
+		return nil
+	})
+	s.log.Info("serving", append([]any{"grpc", lis.GRPC.Addr().String(), "http", lis.HTTP.Addr().String(),
+		"tls", s.tls != nil, "auth", s.tokens != nil}, s.storeAttrs...)...)
+	err := g.Wait()
+	s.log.Info("stopped")
+	return err
+}
+
+// shutdown stops the servers within the timeout: in-flight calls finish and
+// watch streams end with a cursor to resume from (the hub closes them when
+// the context ends); whatever is still open at the bound is cut.
+func (s *Server) shutdown(httpServers []*http.Server) {
+	s.health.Shutdown()
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, srv := range httpServers {
+		wg.Go(func() {
+			if err := srv.Shutdown(ctx); err != nil {
+				s.log.Warn("HTTP server did not stop in time; closing its connections", "err", err)
+				_ = srv.Close()
+			}
+		})
+	}
+	for _, srv := range []*grpc.Server{s.grpc, s.internal} {
+		wg.Go(func() {
+			stopped := make(chan struct{})
+			go func() {
+				srv.GracefulStop()
+				close(stopped)
+			}()
+			select {
+			case <-stopped:
+			case <-ctx.Done():
+				s.log.Warn("gRPC server did not stop in time; closing its connections")
+				srv.Stop()
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// authenticator returns the token checker, or nil when no token is set.
+func authenticator(cfg Config, log *slog.Logger) *auth.Tokens {
+	if len(cfg.Tokens) == 0 {
+		log.Warn("no bearer tokens are set (AUTH_TOKENS, -auth-tokens-file): every call is let in")
+		return nil
+	}
+	var open []string
+	for name, prefix := range auth.OpenServices {
+		if cfg.AuthOpen[name] {
+			open = append(open, prefix)
+		}
+	}
+	return auth.New(cfg.Tokens, open)
+}
+
+// rpcLogOptions log one line per finished RPC, at debug level whatever its
+// code: the errors that matter are logged where they happen.
+var rpcLogOptions = []logging.Option{
+	logging.WithLogOnEvents(logging.FinishCall),
+	logging.WithLevels(func(codes.Code) logging.Level { return logging.LevelDebug }),
+}
+
+func rpcLogger(l *slog.Logger) logging.Logger {
+	return logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
+		l.Log(ctx, slog.Level(lvl), msg, fields...)
+	})
+}
