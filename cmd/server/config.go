@@ -98,6 +98,11 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	num(&c.Limits.MaxMetadataBytes, "max-metadata-bytes", "MAX_METADATA_BYTES", order.DefaultLimits.MaxMetadataBytes, "bytes of metadata (keys and values) an order may carry")
 	num(&c.MaxBodyBytes, "max-request-bytes", "MAX_REQUEST_BYTES", 64<<10, "largest request: gRPC message or REST body")
 	num(&c.MaxWatchers, "max-watchers", "MAX_WATCHERS", 10000, "watch streams one replica serves at once")
+	num(&c.MaxConnections, "max-connections", "MAX_CONNECTIONS", 4096, "connections open at once on each port; past it the HTTP connection idle the longest is closed to make room, or the new one is")
+	dur(&c.IdleTimeout, "idle-timeout", "IDLE_TIMEOUT", "60s", "closes an HTTP keep-alive connection, or a gRPC connection with no call, idle this long")
+	dur(&c.ReadTimeout, "read-timeout", "READ_TIMEOUT", "10s", "bound on reading a REST request's headers, and then its body, and on a new gRPC connection's handshake")
+	num(&c.MaxHeaderBytes, "max-header-bytes", "MAX_HEADER_BYTES", 32<<10, "largest metadata (header list) of a gRPC call")
+	num(&c.MaxStreams, "max-streams", "MAX_STREAMS", 1000, "calls open at once on one gRPC connection; more wait for a free one")
 	num(&c.WatchBuffer, "watch-buffer", "WATCH_BUFFER", 1024, "events a watcher may fall behind before it is closed with a cursor to resume from")
 	str(&level, "log-level", "LOG_LEVEL", "info", "debug (one line per RPC), info, warn or error")
 	str(&logFormat, "log-format", "LOG_FORMAT", "text", "text or json")
@@ -155,6 +160,14 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		return c, fmt.Errorf("watch buffer must be at least 1, got %d", c.WatchBuffer)
 	case c.MaxWatchers < 1:
 		return c, fmt.Errorf("max watchers must be at least 1, got %d", c.MaxWatchers)
+	case c.MaxConnections < 1:
+		return c, fmt.Errorf("max connections must be at least 1, got %d", c.MaxConnections)
+	case c.IdleTimeout <= 0 || c.ReadTimeout <= 0:
+		return c, fmt.Errorf("-idle-timeout and -read-timeout must be more than zero")
+	case c.MaxHeaderBytes < 1024:
+		return c, fmt.Errorf("max header bytes must be at least 1024, got %d", c.MaxHeaderBytes)
+	case c.MaxStreams < 1:
+		return c, fmt.Errorf("max streams must be at least 1, got %d", c.MaxStreams)
 	case c.MaxBodyBytes < 1024:
 		return c, fmt.Errorf("max request bytes must be at least 1024, got %d", c.MaxBodyBytes)
 	case c.Limits.MaxMetadataEntries < 0 || c.Limits.MaxMetadataBytes < 0:

@@ -29,6 +29,11 @@ func TestParseConfig(t *testing.T) {
 			MaxWatchers:     10000,
 			MaxBodyBytes:    64 << 10,
 			ShutdownTimeout: 10 * time.Second,
+			MaxConnections:  4096,
+			IdleTimeout:     time.Minute,
+			ReadTimeout:     10 * time.Second,
+			MaxHeaderBytes:  32 << 10,
+			MaxStreams:      1000,
 			AuthOpen:        map[string]bool{"health": true, "metrics": true, "openapi": true},
 		},
 	}
@@ -116,6 +121,14 @@ func TestParseConfig(t *testing.T) {
 				c.MaxWatchers, c.MaxBodyBytes = 5, 2048
 				c.Limits.MaxMetadataEntries, c.Limits.MaxMetadataBytes = 3, 100
 			})},
+		{name: "connection limits", args: []string{"-max-connections=10", "-idle-timeout=2s", "-read-timeout=1s", "-max-header-bytes=4096", "-max-streams=3"},
+			want: with(func(c *config) {
+				c.MaxConnections, c.IdleTimeout, c.ReadTimeout, c.MaxHeaderBytes, c.MaxStreams = 10, 2*time.Second, time.Second, 4096, 3
+			})},
+		{name: "no connections", args: []string{"-max-connections=0"}, wantErr: "max connections must be at least 1, got 0"},
+		{name: "zero idle timeout", args: []string{"-idle-timeout=0s"}, wantErr: "-idle-timeout and -read-timeout must be more than zero"},
+		{name: "tiny header limit", args: []string{"-max-header-bytes=10"}, wantErr: "max header bytes must be at least 1024, got 10"},
+		{name: "no streams", args: []string{"-max-streams=0"}, wantErr: "max streams must be at least 1, got 0"},
 		{name: "bad log format", args: []string{"-log-format=xml"}, wantErr: `log format "xml"`},
 		{name: "unknown open endpoint", args: []string{"-auth-open=health,admin"}, wantErr: `unknown "admin"`},
 		{name: "missing tokens file", args: []string{"-auth-tokens-file=/nonexistent/tokens"}, wantErr: "auth tokens file"},

@@ -35,6 +35,20 @@ type Config struct {
 	// ShutdownTimeout bounds the graceful stop.
 	ShutdownTimeout time.Duration
 
+	// MaxConnections caps the connections open on each port; past it an
+	// idle HTTP connection is closed to make room, or the new one is.
+	MaxConnections int
+	// IdleTimeout closes an HTTP keep-alive connection, or a gRPC
+	// connection with no call, idle this long.
+	IdleTimeout time.Duration
+	// ReadTimeout bounds reading a REST request's headers and its body,
+	// and a new gRPC connection's handshake.
+	ReadTimeout time.Duration
+	// MaxHeaderBytes bounds a gRPC call's metadata (its header list).
+	MaxHeaderBytes int
+	// MaxStreams bounds the calls open at once on one gRPC connection.
+	MaxStreams int
+
 	// TLS for the gRPC and HTTP ports; with TLSClientCA, clients must show
 	// a certificate it signed.
 	TLSCert, TLSKey, TLSClientCA string

@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/test/bufconn"
 
@@ -107,13 +108,32 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	s.tokens = authenticator(cfg, log)
 
 	svc := rpc.New(s.store, s.hub, rpc.Options{Limits: cfg.Limits, Observer: m, Logger: log})
-	var external []grpc.ServerOption
+	// The gRPC port's clients are bounded in what they may send and hold;
+	// the gateway's calls, on the internal server, were bounded by the
+	// HTTP server already, whose header limit is net/http's default.
+	external := []grpc.ServerOption{
+		grpc.MaxHeaderListSize(uint32(cfg.MaxHeaderBytes)),
+		grpc.MaxConcurrentStreams(uint32(cfg.MaxStreams)),
+		grpc.ConnectionTimeout(cfg.ReadTimeout),
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			MaxConnectionIdle: cfg.IdleTimeout,
+			// Pings a connection silent this long, and closes it when the
+			// ping goes unanswered: a client gone without a word (its host
+			// died, a NAT forgot it) does not hold a watch open forever.
+			Time:    time.Minute,
+			Timeout: 20 * time.Second,
+		}),
+		// Clients may ping as often as every 10 s, even with no call open,
+		// so that a watch behind a proxy can keep its connection up; more
+		// often, the server closes the connection (too_many_pings).
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	}
 	if serverTLS != nil {
 		external = append(external, grpc.Creds(credentials.NewTLS(serverTLS.Clone())))
 	}
-	s.grpc = s.newGRPC(svc, m, external...)
+	s.grpc = s.newGRPC(svc, m, nil, external...)
 	m.GRPC.InitializeMetrics(s.grpc)
-	s.internal = s.newGRPC(svc, m)
+	s.internal = s.newGRPC(svc, m, gatewayPeer{}, grpc.MaxHeaderListSize(2*http.DefaultMaxHeaderBytes))
 	s.internalLis = bufconn.Listen(1 << 20)
 	s.conn, err = grpc.NewClient("passthrough:///orderexpiry-internal",
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return s.internalLis.DialContext(ctx) }),
@@ -140,16 +160,24 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		_ = s.conn.Close()
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
-	s.http = s.newHTTP(gw)
+	s.http = s.newHTTP(withBodyDeadline(gw, cfg.ReadTimeout))
 	s.http.TLSConfig = serverTLS
+	s.http.IdleTimeout = cfg.IdleTimeout
 	return s, nil
 }
 
 // newGRPC returns a gRPC server of the service, health and reflection, with
-// the metrics, the debug log and the token check on every call.
-func (s *Server) newGRPC(svc *rpc.Service, m *metrics.Metrics, extra ...grpc.ServerOption) *grpc.Server {
-	unary := []grpc.UnaryServerInterceptor{m.GRPC.UnaryServerInterceptor()}
-	stream := []grpc.StreamServerInterceptor{m.GRPC.StreamServerInterceptor()}
+// the metrics, the debug log and the token check on every call. peer, when
+// not nil, runs first on every call, to set who the caller is.
+func (s *Server) newGRPC(svc *rpc.Service, m *metrics.Metrics, peer interceptor, extra ...grpc.ServerOption) *grpc.Server {
+	var unary []grpc.UnaryServerInterceptor
+	var stream []grpc.StreamServerInterceptor
+	if peer != nil {
+		unary = append(unary, peer.Unary)
+		stream = append(stream, peer.Stream)
+	}
+	unary = append(unary, m.GRPC.UnaryServerInterceptor())
+	stream = append(stream, m.GRPC.StreamServerInterceptor())
 	// The line per RPC is at debug level; below it the interceptor would
 	// still gather its fields on every call, for nothing.
 	if s.log.Enabled(context.Background(), slog.LevelDebug) {
@@ -175,9 +203,22 @@ func (s *Server) newGRPC(svc *rpc.Service, m *metrics.Metrics, extra ...grpc.Ser
 func (s *Server) newHTTP(h http.Handler) *http.Server {
 	return &http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: s.cfg.ReadTimeout,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
+}
+
+// withBodyDeadline bounds the reading of a request's body to timeout from
+// the end of its headers: a client that announces a body and never sends
+// it loses its connection. http.Server's ReadTimeout would do it too, but
+// it also cancels a watch stream's context once passed.
+func withBodyDeadline(h http.Handler, timeout time.Duration) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength != 0 {
+			_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(timeout))
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // Run serves on lis until ctx ends, then stops within the shutdown timeout
@@ -191,7 +232,9 @@ func (s *Server) Run(ctx context.Context, lis Listeners) error {
 		srv *http.Server
 		lis net.Listener
 	}
-	https := []httpServe{{s.http, lis.HTTP}}
+	httpLis := newLimitListener(lis.HTTP, s.cfg.MaxConnections, s.log)
+	s.http.ConnState = httpLis.connState
+	https := []httpServe{{s.http, httpLis}}
 	if lis.Debug != nil {
 		https = append(https, httpServe{s.newHTTP(debugHandler()), lis.Debug})
 		s.log.Info("serving profiles", "debug", lis.Debug.Addr().String())
@@ -207,7 +250,7 @@ func (s *Server) Run(ctx context.Context, lis Listeners) error {
 	for _, gs := range []struct {
 		srv *grpc.Server
 		lis net.Listener
-	}{{s.grpc, lis.GRPC}, {s.internal, s.internalLis}} {
+	}{{s.grpc, newLimitListener(lis.GRPC, s.cfg.MaxConnections, s.log)}, {s.internal, s.internalLis}} {
 		g.Go(func() error {
 			if err := gs.srv.Serve(gs.lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 				return fmt.Errorf("gRPC server: %w", err)
