@@ -79,13 +79,7 @@ func (s *Store) Checkout(_ context.Context, id string, ttl time.Duration, md map
 		Metadata:  maps.Clone(md),
 	}
 	s.pending[id] = o
-	heap.Push(&s.deadlines, deadlineEntry{at: o.Deadline, id: id})
-	if s.deadlines[0].id == id {
-		select {
-		case s.wake <- struct{}{}:
-		default:
-		}
-	}
+	s.schedule(id, o.Deadline)
 	return s.view(o, now), true, nil
 }
 
@@ -123,6 +117,48 @@ func (s *Store) finish(id string, to order.Status) (order.Order, error) {
 		return order.Order{}, order.NotPending(*o, to)
 	}
 	return s.view(s.close(o, to, now), now), nil
+}
+
+// Reschedule gives a pending order before its deadline a new one.
+func (s *Store) Reschedule(_ context.Context, id string, r order.Reschedule) (order.Order, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.nowMs()
+	o, ok := s.current(id, now)
+	if !ok {
+		return order.Order{}, order.NotFound(id)
+	}
+	if o.Status != order.StatusPending {
+		return order.Order{}, order.NotPending(*o, order.StatusPending)
+	}
+	if !r.Expected.IsZero() && !r.Expected.Truncate(time.Millisecond).Equal(o.Deadline) {
+		return order.Order{}, order.DeadlineMismatch(*o, r.Expected)
+	}
+	at := r.At.Truncate(time.Millisecond)
+	if r.At.IsZero() {
+		at = now.Add(r.TTL.Truncate(time.Millisecond))
+	}
+	if !at.After(now) || at.After(now.Add(r.MaxTTL)) {
+		return order.Order{}, order.BadNewDeadline(at, now, r.MaxTTL)
+	}
+	// The old heap entry stays behind and is skipped, its time no longer
+	// the order's deadline.
+	o.Deadline = at
+	o.Reschedules++
+	s.schedule(id, at)
+	return s.view(o, now), nil
+}
+
+// schedule adds an order's deadline to the heap, and wakes the expiry loop
+// when it comes first. The caller holds mu.
+func (s *Store) schedule(id string, at time.Time) {
+	heap.Push(&s.deadlines, deadlineEntry{at: at, id: id})
+	if s.deadlines[0].id == id {
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // current returns the order under id, expiring it first if it is due, so

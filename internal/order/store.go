@@ -31,6 +31,13 @@ type Store interface {
 	// Cancel withdraws a pending order before its deadline, with the same
 	// errors as Complete.
 	Cancel(ctx context.Context, id string) (Order, error)
+	// Reschedule gives a pending order before its deadline a new one, in
+	// one step against its expiry and every other change: the order
+	// expires at the new deadline, never the old. A closed or due order is
+	// KindFailedPrecondition, an unknown one KindNotFound, an Expected
+	// deadline that is not the order's KindAborted, a new deadline not
+	// after now or past MaxTTL KindInvalid.
+	Reschedule(ctx context.Context, id string, r Reschedule) (Order, error)
 
 	// Partitions returns the number of partitions of the expiration log;
 	// it never changes for a store.

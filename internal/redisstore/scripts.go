@@ -25,22 +25,39 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 -- was more than a second after its deadline (for the metrics).
 local expired_here, caught_here = 0, 0
 
+-- resched is the "r<n> " that comes before the metadata of an order
+-- rescheduled n times, and nothing for one never rescheduled, so that the
+-- records of most orders are no longer for it.
+local function resched(n)
+  if n > 0 then return 'r' .. n .. ' ' end
+  return ''
+end
+
 -- record builds the record of an order, pending or closed (then it is the
 -- tombstone's value): the one place that knows its layout.
-local function record(status, created, deadline, closed, meta)
-  return status .. ' ' .. created .. ' ' .. deadline .. ' ' .. closed .. ' ' .. meta
+local function record(status, created, deadline, closed, meta, n)
+  return status .. ' ' .. created .. ' ' .. deadline .. ' ' .. closed .. ' ' .. resched(n) .. meta
 end
 
--- splitPending reads a field of the pending hash, "<created ms> <metadata>",
--- into the created time and the metadata; a missing field (false) reads as
--- created 0 and no metadata.
+-- splitPending reads a field of the pending hash, "<created ms>
+-- [r<reschedules>] <metadata>", into the created time, the metadata and
+-- the number of reschedules; a missing field (false) reads as created 0,
+-- no metadata and none.
 local function splitPending(rec)
-  if not rec then return '0', '' end
+  if not rec then return '0', '', 0 end
   local sp = string.find(rec, ' ', 1, true)
-  return string.sub(rec, 1, sp - 1), string.sub(rec, sp + 1)
+  local created, rest = string.sub(rec, 1, sp - 1), string.sub(rec, sp + 1)
+  local n = 0
+  if string.sub(rest, 1, 1) == 'r' then
+    local sp2 = string.find(rest, ' ', 1, true)
+    n = tonumber(string.sub(rest, 2, sp2 - 1))
+    rest = string.sub(rest, sp2 + 1)
+  end
+  return created, rest, n
 end
 
--- pendingFields returns the created time and metadata of a pending order.
+-- pendingFields returns the created time, metadata and number of
+-- reschedules of a pending order.
 local function pendingFields(id)
   return splitPending(redis.call('HGET', KEYS[2], id))
 end
@@ -49,11 +66,11 @@ end
 -- for an expiry, appends the event to the log. The ZREM is the claim: it
 -- succeeds once, so the event is appended once.
 local function close(id, deadline, status)
-  local created, meta = pendingFields(id)
+  local created, meta, n = pendingFields(id)
   redis.call('ZREM', KEYS[1], id)
   redis.call('HDEL', KEYS[2], id)
   redis.call('DEL', prefix .. 'order:' .. id)
-  local rec = record(status, created, deadline, now, meta)
+  local rec = record(status, created, deadline, now, meta, n)
   redis.call('SET', prefix .. 'closed:' .. id, rec, 'PX', retention)
   if status == 'expired' then
     redis.call('XADD', KEYS[3], 'MINID', '~', now - retention, '*',
@@ -68,8 +85,8 @@ local function current(id)
   local d = redis.call('ZSCORE', KEYS[1], id)
   if d then
     if tonumber(d) > now then
-      local created, meta = pendingFields(id)
-      return 'pending', record('pending', created, d, 0, meta)
+      local created, meta, n = pendingFields(id)
+      return 'pending', record('pending', created, d, 0, meta, n)
     end
     expired_here = 1
     if now - tonumber(d) > 1000 then caught_here = 1 end
@@ -115,7 +132,7 @@ redis.call('SET', prefix .. 'order:' .. id, '1', 'PX', ARGV[6])
 if #first == 0 or deadline < tonumber(first[2]) then
   redis.call('PUBLISH', KEYS[4], deadline)
 end
-return {'created', record('pending', now, deadline, 0, ARGV[5]), now, expired_here, caught_here}
+return {'created', record('pending', now, deadline, 0, ARGV[5], 0), now, expired_here, caught_here}
 `)
 
 // getScript reads an order, expiring it first if it is due, so that nobody
@@ -150,6 +167,47 @@ local state, rec = current(id)
 if state ~= 'pending' then return {state, rec, now, expired_here, caught_here} end
 local d = redis.call('ZSCORE', KEYS[1], id)
 return {'ok', close(id, d, ARGV[4]), now, expired_here, caught_here}
+`)
+
+// rescheduleScript gives a pending order that is not due a new deadline.
+// Its ttl key is set to live ttlKeyGrace past the new deadline, so that
+// Redis does not expire it, and publish its event, at the old one.
+//
+// KEYS, ARGV[1], ARGV[2]: see luaPrelude.
+// ARGV[3] -> order id
+// ARGV[4] -> 'ttl': ARGV[5] is the new ttl in ms from now; 'at': ARGV[5] is
+// the new deadline in unix ms
+// ARGV[6] -> the deadline the caller expects the order to have in unix ms,
+// or ” for no check
+// ARGV[7] -> the maximum ttl in ms
+// ARGV[8] -> ttlKeyGrace in ms
+//
+// Returns the order scripts' reply with code
+// 'ok'       -> the order has its new deadline
+// 'mismatch' -> the order's deadline is not the expected one; unchanged
+// 'bad'      -> the new deadline is not after now or past the maximum ttl;
+// the record is the order, unchanged
+// 'closed'   -> the order is closed (perhaps expired by this call)
+// 'missing'  -> no order has this id, or it closed longer ago than retention
+var rescheduleScript = redis.NewScript(luaPrelude + `
+local id = ARGV[3]
+local state, rec = current(id)
+if state ~= 'pending' then return {state, rec, now, expired_here, caught_here} end
+local d = tonumber(redis.call('ZSCORE', KEYS[1], id))
+if ARGV[6] ~= '' and tonumber(ARGV[6]) ~= d then return {'mismatch', rec, now, 0, 0} end
+local nd = tonumber(ARGV[5])
+if ARGV[4] == 'ttl' then nd = now + nd end
+if nd <= now or nd > now + tonumber(ARGV[7]) then return {'bad', rec, now, 0, 0} end
+local created, meta, n = pendingFields(id)
+n = n + 1
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+redis.call('ZADD', KEYS[1], 'XX', nd, id)
+redis.call('HSET', KEYS[2], id, created .. ' ' .. resched(n) .. meta)
+redis.call('SET', prefix .. 'order:' .. id, '1', 'PX', nd - now + tonumber(ARGV[8]))
+if nd < tonumber(first[2]) then
+  redis.call('PUBLISH', KEYS[4], nd)
+end
+return {'ok', record('pending', created, nd, 0, meta, n), now, 0, 0}
 `)
 
 // expireDueScript expires up to a batch of due orders, oldest deadline
@@ -191,8 +249,8 @@ if n > 0 then
   local px = ARGV[2]
   for i = 1, n do
     local id, d = ids[i], due[2 * i]
-    local created, meta = splitPending(recs[i])
-    redis.call('SET', closedPrefix .. id, record('expired', created, d, x, meta), 'PX', px)
+    local created, meta, rn = splitPending(recs[i])
+    redis.call('SET', closedPrefix .. id, record('expired', created, d, x, meta, rn), 'PX', px)
     redis.call('XADD', KEYS[3], '*', 'id', id, 'c', created, 'd', d, 'x', x, 'm', meta)
     if now - tonumber(d) > 1000 then caught = caught + 1 end
   end

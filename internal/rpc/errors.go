@@ -18,6 +18,8 @@ var kindCodes = map[order.Kind]codes.Code{
 	order.KindOutOfRange:         codes.OutOfRange,
 	order.KindUnavailable:        codes.Unavailable,
 	order.KindResourceExhausted:  codes.ResourceExhausted,
+	order.KindAborted:            codes.Aborted,
+	order.KindAlreadyExists:      codes.AlreadyExists,
 }
 
 // status translates an error into a gRPC status: a domain error keeps its

@@ -6,6 +6,7 @@ package rpc
 import (
 	"context"
 	"log/slog"
+	"math"
 	"time"
 
 	"google.golang.org/grpc"
@@ -24,6 +25,7 @@ type Store interface {
 	Get(ctx context.Context, id string) (order.Order, error)
 	Complete(ctx context.Context, id string) (order.Order, error)
 	Cancel(ctx context.Context, id string) (order.Order, error)
+	Reschedule(ctx context.Context, id string, r order.Reschedule) (order.Order, error)
 }
 
 // Observer hears of the orders calls create and close, for metrics.
@@ -123,6 +125,46 @@ func (s *Service) CancelOrder(ctx context.Context, req *pb.CancelOrderRequest) (
 	return s.byID(ctx, req.GetOrderId(), s.observed(s.store.Cancel))
 }
 
+// RescheduleOrder gives a pending order before its deadline a new one.
+func (s *Service) RescheduleOrder(ctx context.Context, req *pb.RescheduleOrderRequest) (*pb.Order, error) {
+	if err := order.ValidateID("order_id", req.GetOrderId()); err != nil {
+		return nil, s.status(ctx, err)
+	}
+	r := order.Reschedule{MaxTTL: s.limits.MaxTTL}
+	switch nd := req.GetNewDeadline().(type) {
+	case *pb.RescheduleOrderRequest_Ttl:
+		if err := nd.Ttl.CheckValid(); err != nil {
+			return nil, s.status(ctx, order.Errorf(order.KindInvalid, "ttl is not a valid duration: %v", err))
+		}
+		ttl, err := s.limits.CheckoutTTL(nd.Ttl.AsDuration(), true)
+		if err != nil {
+			return nil, s.status(ctx, err)
+		}
+		r.TTL = ttl
+	case *pb.RescheduleOrderRequest_Deadline:
+		if err := nd.Deadline.CheckValid(); err != nil {
+			return nil, s.status(ctx, order.Errorf(order.KindInvalid, "deadline is not a valid timestamp: %v", err))
+		}
+		r.At = nd.Deadline.AsTime()
+		if r.At.IsZero() {
+			return nil, s.status(ctx, order.Errorf(order.KindInvalid, "deadline %s is not after now; give a later one, or a ttl", r.At.UTC().Format(time.RFC3339)))
+		}
+	default:
+		return nil, s.status(ctx, order.Errorf(order.KindInvalid, "give the new deadline: ttl (from now) or deadline"))
+	}
+	if e := req.GetExpectedDeadline(); e != nil {
+		if err := e.CheckValid(); err != nil {
+			return nil, s.status(ctx, order.Errorf(order.KindInvalid, "expected_deadline is not a valid timestamp: %v", err))
+		}
+		r.Expected = e.AsTime()
+	}
+	o, err := s.store.Reschedule(ctx, req.GetOrderId(), r)
+	if err != nil {
+		return nil, s.status(ctx, err)
+	}
+	return toProto(o), nil
+}
+
 // observed tells the Observer of the orders op closes.
 func (s *Service) observed(op func(context.Context, string) (order.Order, error)) func(context.Context, string) (order.Order, error) {
 	return func(ctx context.Context, id string) (order.Order, error) {
@@ -186,11 +228,12 @@ func (s *Service) WatchExpirations(req *pb.WatchExpirationsRequest, stream pb.Or
 
 func toProto(o order.Order) *pb.Order {
 	p := &pb.Order{
-		OrderId:   o.ID,
-		Status:    statusToProto(o.Status),
-		CreatedAt: timestamppb.New(o.CreatedAt),
-		Deadline:  timestamppb.New(o.Deadline),
-		Metadata:  o.Metadata,
+		OrderId:     o.ID,
+		Status:      statusToProto(o.Status),
+		CreatedAt:   timestamppb.New(o.CreatedAt),
+		Deadline:    timestamppb.New(o.Deadline),
+		Metadata:    o.Metadata,
+		Reschedules: int32(min(o.Reschedules, math.MaxInt32)),
 	}
 	if o.Status == order.StatusPending {
 		p.TtlRemaining = durationpb.New(max(o.TTLRemaining, 0))

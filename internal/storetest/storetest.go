@@ -55,6 +55,9 @@ func Run(t *testing.T, newStore func(t *testing.T, retention time.Duration) orde
 		{"CheckCursor", false, testCheckCursor},
 		{"Retention", false, testRetention},
 		{"Ping", false, testPing},
+		{"Reschedule", false, testReschedule},
+		{"RescheduleRefused", false, testRescheduleRefused},
+		{"RescheduleRacesExpiry", true, testRescheduleRacesExpiry},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -1051,6 +1054,8 @@ var kindNames = map[order.Kind]string{
 	order.KindOutOfRange:         "OutOfRange",
 	order.KindUnavailable:        "Unavailable",
 	order.KindResourceExhausted:  "ResourceExhausted",
+	order.KindAborted:            "Aborted",
+	order.KindAlreadyExists:      "AlreadyExists",
 }
 
 // wantKind checks that err is an error of the wanted kind.

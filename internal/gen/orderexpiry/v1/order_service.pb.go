@@ -107,7 +107,9 @@ type Order struct {
 	// unset while PENDING.
 	ClosedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=closed_at,json=closedAt,proto3" json:"closed_at,omitempty"`
 	// metadata is what the caller attached at checkout, returned unchanged.
-	Metadata      map[string]string `protobuf:"bytes,7,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Metadata map[string]string `protobuf:"bytes,7,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// reschedules counts the times RescheduleOrder changed its deadline.
+	Reschedules   int32 `protobuf:"varint,8,opt,name=reschedules,proto3" json:"reschedules,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -189,6 +191,13 @@ func (x *Order) GetMetadata() map[string]string {
 		return x.Metadata
 	}
 	return nil
+}
+
+func (x *Order) GetReschedules() int32 {
+	if x != nil {
+		return x.Reschedules
+	}
+	return 0
 }
 
 // CheckoutRequest creates a pending order.
@@ -452,6 +461,116 @@ func (x *CancelOrderRequest) GetOrderId() string {
 	return ""
 }
 
+// RescheduleOrderRequest gives a pending order a new deadline.
+type RescheduleOrderRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// order_id is the id given at checkout.
+	OrderId string `protobuf:"bytes,1,opt,name=order_id,json=orderId,proto3" json:"order_id,omitempty"`
+	// new_deadline is when the order is to expire; one of the two is required.
+	//
+	// Types that are valid to be assigned to NewDeadline:
+	//
+	//	*RescheduleOrderRequest_Ttl
+	//	*RescheduleOrderRequest_Deadline
+	NewDeadline isRescheduleOrderRequest_NewDeadline `protobuf_oneof:"new_deadline"`
+	// expected_deadline, when set, is the deadline the caller last saw (from
+	// Checkout, GetOrder or a previous RescheduleOrder): the call is ABORTED
+	// if the order's deadline is another, so that two callers cannot overwrite
+	// each other unseen.
+	ExpectedDeadline *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expected_deadline,json=expectedDeadline,proto3" json:"expected_deadline,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *RescheduleOrderRequest) Reset() {
+	*x = RescheduleOrderRequest{}
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RescheduleOrderRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RescheduleOrderRequest) ProtoMessage() {}
+
+func (x *RescheduleOrderRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RescheduleOrderRequest.ProtoReflect.Descriptor instead.
+func (*RescheduleOrderRequest) Descriptor() ([]byte, []int) {
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *RescheduleOrderRequest) GetOrderId() string {
+	if x != nil {
+		return x.OrderId
+	}
+	return ""
+}
+
+func (x *RescheduleOrderRequest) GetNewDeadline() isRescheduleOrderRequest_NewDeadline {
+	if x != nil {
+		return x.NewDeadline
+	}
+	return nil
+}
+
+func (x *RescheduleOrderRequest) GetTtl() *durationpb.Duration {
+	if x != nil {
+		if x, ok := x.NewDeadline.(*RescheduleOrderRequest_Ttl); ok {
+			return x.Ttl
+		}
+	}
+	return nil
+}
+
+func (x *RescheduleOrderRequest) GetDeadline() *timestamppb.Timestamp {
+	if x != nil {
+		if x, ok := x.NewDeadline.(*RescheduleOrderRequest_Deadline); ok {
+			return x.Deadline
+		}
+	}
+	return nil
+}
+
+func (x *RescheduleOrderRequest) GetExpectedDeadline() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpectedDeadline
+	}
+	return nil
+}
+
+type isRescheduleOrderRequest_NewDeadline interface {
+	isRescheduleOrderRequest_NewDeadline()
+}
+
+type RescheduleOrderRequest_Ttl struct {
+	// ttl is the time from now (the server's clock) to the new deadline:
+	// more than zero and at most the server's maximum ttl.
+	Ttl *durationpb.Duration `protobuf:"bytes,2,opt,name=ttl,proto3,oneof"`
+}
+
+type RescheduleOrderRequest_Deadline struct {
+	// deadline is the new deadline itself: after now and at most the
+	// server's maximum ttl from now. Milliseconds count; finer is dropped.
+	Deadline *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=deadline,proto3,oneof"`
+}
+
+func (*RescheduleOrderRequest_Ttl) isRescheduleOrderRequest_NewDeadline() {}
+
+func (*RescheduleOrderRequest_Deadline) isRescheduleOrderRequest_NewDeadline() {}
+
 // WatchExpirationsRequest says where a watch starts.
 type WatchExpirationsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -465,7 +584,7 @@ type WatchExpirationsRequest struct {
 
 func (x *WatchExpirationsRequest) Reset() {
 	*x = WatchExpirationsRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[6]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -477,7 +596,7 @@ func (x *WatchExpirationsRequest) String() string {
 func (*WatchExpirationsRequest) ProtoMessage() {}
 
 func (x *WatchExpirationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[6]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -490,7 +609,7 @@ func (x *WatchExpirationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchExpirationsRequest.ProtoReflect.Descriptor instead.
 func (*WatchExpirationsRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{6}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *WatchExpirationsRequest) GetAfterCursor() string {
@@ -521,7 +640,7 @@ type ExpirationEvent struct {
 
 func (x *ExpirationEvent) Reset() {
 	*x = ExpirationEvent{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[7]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -533,7 +652,7 @@ func (x *ExpirationEvent) String() string {
 func (*ExpirationEvent) ProtoMessage() {}
 
 func (x *ExpirationEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[7]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -546,7 +665,7 @@ func (x *ExpirationEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExpirationEvent.ProtoReflect.Descriptor instead.
 func (*ExpirationEvent) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{7}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ExpirationEvent) GetCursor() string {
@@ -588,7 +707,7 @@ var File_orderexpiry_v1_order_service_proto protoreflect.FileDescriptor
 
 const file_orderexpiry_v1_order_service_proto_rawDesc = "" +
 	"\n" +
-	"\"orderexpiry/v1/order_service.proto\x12\x0eorderexpiry.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc1\x03\n" +
+	"\"orderexpiry/v1/order_service.proto\x12\x0eorderexpiry.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe3\x03\n" +
 	"\x05Order\x12\x19\n" +
 	"\border_id\x18\x01 \x01(\tR\aorderId\x123\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x1b.orderexpiry.v1.OrderStatusR\x06status\x129\n" +
@@ -597,7 +716,8 @@ const file_orderexpiry_v1_order_service_proto_rawDesc = "" +
 	"\bdeadline\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x12>\n" +
 	"\rttl_remaining\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\fttlRemaining\x127\n" +
 	"\tclosed_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\bclosedAt\x12?\n" +
-	"\bmetadata\x18\a \x03(\v2#.orderexpiry.v1.Order.MetadataEntryR\bmetadata\x1a;\n" +
+	"\bmetadata\x18\a \x03(\v2#.orderexpiry.v1.Order.MetadataEntryR\bmetadata\x12 \n" +
+	"\vreschedules\x18\b \x01(\x05R\vreschedules\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe1\x01\n" +
@@ -616,7 +736,13 @@ const file_orderexpiry_v1_order_service_proto_rawDesc = "" +
 	"\x14CompleteOrderRequest\x12\x19\n" +
 	"\border_id\x18\x01 \x01(\tR\aorderId\"/\n" +
 	"\x12CancelOrderRequest\x12\x19\n" +
-	"\border_id\x18\x01 \x01(\tR\aorderId\"<\n" +
+	"\border_id\x18\x01 \x01(\tR\aorderId\"\xf5\x01\n" +
+	"\x16RescheduleOrderRequest\x12\x19\n" +
+	"\border_id\x18\x01 \x01(\tR\aorderId\x12-\n" +
+	"\x03ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationH\x00R\x03ttl\x128\n" +
+	"\bdeadline\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampH\x00R\bdeadline\x12G\n" +
+	"\x11expected_deadline\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x10expectedDeadlineB\x0e\n" +
+	"\fnew_deadline\"<\n" +
 	"\x17WatchExpirationsRequest\x12!\n" +
 	"\fafter_cursor\x18\x01 \x01(\tR\vafterCursor\"\xbf\x02\n" +
 	"\x0fExpirationEvent\x12\x16\n" +
@@ -634,13 +760,14 @@ const file_orderexpiry_v1_order_service_proto_rawDesc = "" +
 	"\x14ORDER_STATUS_PENDING\x10\x01\x12\x18\n" +
 	"\x14ORDER_STATUS_EXPIRED\x10\x02\x12\x1a\n" +
 	"\x16ORDER_STATUS_COMPLETED\x10\x03\x12\x1a\n" +
-	"\x16ORDER_STATUS_CANCELLED\x10\x042\xc2\x04\n" +
+	"\x16ORDER_STATUS_CANCELLED\x10\x042\xc1\x05\n" +
 	"\fOrderService\x12d\n" +
 	"\bCheckout\x12\x1f.orderexpiry.v1.CheckoutRequest\x1a .orderexpiry.v1.CheckoutResponse\"\x15\x82\xd3\xe4\x93\x02\x0f:\x01*\"\n" +
 	"/v1/orders\x12a\n" +
 	"\bGetOrder\x12\x1f.orderexpiry.v1.GetOrderRequest\x1a\x15.orderexpiry.v1.Order\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/orders/{order_id}\x12w\n" +
 	"\rCompleteOrder\x12$.orderexpiry.v1.CompleteOrderRequest\x1a\x15.orderexpiry.v1.Order\")\x82\xd3\xe4\x93\x02#:\x01*\"\x1e/v1/orders/{order_id}:complete\x12q\n" +
 	"\vCancelOrder\x12\".orderexpiry.v1.CancelOrderRequest\x1a\x15.orderexpiry.v1.Order\"'\x82\xd3\xe4\x93\x02!:\x01*\"\x1c/v1/orders/{order_id}:cancel\x12}\n" +
+	"\x0fRescheduleOrder\x12&.orderexpiry.v1.RescheduleOrderRequest\x1a\x15.orderexpiry.v1.Order\"+\x82\xd3\xe4\x93\x02%:\x01*\" /v1/orders/{order_id}:reschedule\x12}\n" +
 	"\x10WatchExpirations\x12'.orderexpiry.v1.WatchExpirationsRequest\x1a\x1f.orderexpiry.v1.ExpirationEvent\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/expirations:watch0\x01BNZLgithub.com/orderexpiry/orderexpiry/internal/gen/orderexpiry/v1;orderexpiryv1b\x06proto3"
 
 var (
@@ -656,7 +783,7 @@ func file_orderexpiry_v1_order_service_proto_rawDescGZIP() []byte {
 }
 
 var file_orderexpiry_v1_order_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_orderexpiry_v1_order_service_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_orderexpiry_v1_order_service_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_orderexpiry_v1_order_service_proto_goTypes = []any{
 	(OrderStatus)(0),                // 0: orderexpiry.v1.OrderStatus
 	(*Order)(nil),                   // 1: orderexpiry.v1.Order
@@ -665,42 +792,48 @@ var file_orderexpiry_v1_order_service_proto_goTypes = []any{
 	(*GetOrderRequest)(nil),         // 4: orderexpiry.v1.GetOrderRequest
 	(*CompleteOrderRequest)(nil),    // 5: orderexpiry.v1.CompleteOrderRequest
 	(*CancelOrderRequest)(nil),      // 6: orderexpiry.v1.CancelOrderRequest
-	(*WatchExpirationsRequest)(nil), // 7: orderexpiry.v1.WatchExpirationsRequest
-	(*ExpirationEvent)(nil),         // 8: orderexpiry.v1.ExpirationEvent
-	nil,                             // 9: orderexpiry.v1.Order.MetadataEntry
-	nil,                             // 10: orderexpiry.v1.CheckoutRequest.MetadataEntry
-	nil,                             // 11: orderexpiry.v1.ExpirationEvent.MetadataEntry
-	(*timestamppb.Timestamp)(nil),   // 12: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),     // 13: google.protobuf.Duration
+	(*RescheduleOrderRequest)(nil),  // 7: orderexpiry.v1.RescheduleOrderRequest
+	(*WatchExpirationsRequest)(nil), // 8: orderexpiry.v1.WatchExpirationsRequest
+	(*ExpirationEvent)(nil),         // 9: orderexpiry.v1.ExpirationEvent
+	nil,                             // 10: orderexpiry.v1.Order.MetadataEntry
+	nil,                             // 11: orderexpiry.v1.CheckoutRequest.MetadataEntry
+	nil,                             // 12: orderexpiry.v1.ExpirationEvent.MetadataEntry
+	(*timestamppb.Timestamp)(nil),   // 13: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),     // 14: google.protobuf.Duration
 }
 var file_orderexpiry_v1_order_service_proto_depIdxs = []int32{
 	0,  // 0: orderexpiry.v1.Order.status:type_name -> orderexpiry.v1.OrderStatus
-	12, // 1: orderexpiry.v1.Order.created_at:type_name -> google.protobuf.Timestamp
-	12, // 2: orderexpiry.v1.Order.deadline:type_name -> google.protobuf.Timestamp
-	13, // 3: orderexpiry.v1.Order.ttl_remaining:type_name -> google.protobuf.Duration
-	12, // 4: orderexpiry.v1.Order.closed_at:type_name -> google.protobuf.Timestamp
-	9,  // 5: orderexpiry.v1.Order.metadata:type_name -> orderexpiry.v1.Order.MetadataEntry
-	13, // 6: orderexpiry.v1.CheckoutRequest.ttl:type_name -> google.protobuf.Duration
-	10, // 7: orderexpiry.v1.CheckoutRequest.metadata:type_name -> orderexpiry.v1.CheckoutRequest.MetadataEntry
+	13, // 1: orderexpiry.v1.Order.created_at:type_name -> google.protobuf.Timestamp
+	13, // 2: orderexpiry.v1.Order.deadline:type_name -> google.protobuf.Timestamp
+	14, // 3: orderexpiry.v1.Order.ttl_remaining:type_name -> google.protobuf.Duration
+	13, // 4: orderexpiry.v1.Order.closed_at:type_name -> google.protobuf.Timestamp
+	10, // 5: orderexpiry.v1.Order.metadata:type_name -> orderexpiry.v1.Order.MetadataEntry
+	14, // 6: orderexpiry.v1.CheckoutRequest.ttl:type_name -> google.protobuf.Duration
+	11, // 7: orderexpiry.v1.CheckoutRequest.metadata:type_name -> orderexpiry.v1.CheckoutRequest.MetadataEntry
 	1,  // 8: orderexpiry.v1.CheckoutResponse.order:type_name -> orderexpiry.v1.Order
-	12, // 9: orderexpiry.v1.ExpirationEvent.deadline:type_name -> google.protobuf.Timestamp
-	12, // 10: orderexpiry.v1.ExpirationEvent.expired_at:type_name -> google.protobuf.Timestamp
-	11, // 11: orderexpiry.v1.ExpirationEvent.metadata:type_name -> orderexpiry.v1.ExpirationEvent.MetadataEntry
-	2,  // 12: orderexpiry.v1.OrderService.Checkout:input_type -> orderexpiry.v1.CheckoutRequest
-	4,  // 13: orderexpiry.v1.OrderService.GetOrder:input_type -> orderexpiry.v1.GetOrderRequest
-	5,  // 14: orderexpiry.v1.OrderService.CompleteOrder:input_type -> orderexpiry.v1.CompleteOrderRequest
-	6,  // 15: orderexpiry.v1.OrderService.CancelOrder:input_type -> orderexpiry.v1.CancelOrderRequest
-	7,  // 16: orderexpiry.v1.OrderService.WatchExpirations:input_type -> orderexpiry.v1.WatchExpirationsRequest
-	3,  // 17: orderexpiry.v1.OrderService.Checkout:output_type -> orderexpiry.v1.CheckoutResponse
-	1,  // 18: orderexpiry.v1.OrderService.GetOrder:output_type -> orderexpiry.v1.Order
-	1,  // 19: orderexpiry.v1.OrderService.CompleteOrder:output_type -> orderexpiry.v1.Order
-	1,  // 20: orderexpiry.v1.OrderService.CancelOrder:output_type -> orderexpiry.v1.Order
-	8,  // 21: orderexpiry.v1.OrderService.WatchExpirations:output_type -> orderexpiry.v1.ExpirationEvent
-	17, // [17:22] is the sub-list for method output_type
-	12, // [12:17] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	14, // 9: orderexpiry.v1.RescheduleOrderRequest.ttl:type_name -> google.protobuf.Duration
+	13, // 10: orderexpiry.v1.RescheduleOrderRequest.deadline:type_name -> google.protobuf.Timestamp
+	13, // 11: orderexpiry.v1.RescheduleOrderRequest.expected_deadline:type_name -> google.protobuf.Timestamp
+	13, // 12: orderexpiry.v1.ExpirationEvent.deadline:type_name -> google.protobuf.Timestamp
+	13, // 13: orderexpiry.v1.ExpirationEvent.expired_at:type_name -> google.protobuf.Timestamp
+	12, // 14: orderexpiry.v1.ExpirationEvent.metadata:type_name -> orderexpiry.v1.ExpirationEvent.MetadataEntry
+	2,  // 15: orderexpiry.v1.OrderService.Checkout:input_type -> orderexpiry.v1.CheckoutRequest
+	4,  // 16: orderexpiry.v1.OrderService.GetOrder:input_type -> orderexpiry.v1.GetOrderRequest
+	5,  // 17: orderexpiry.v1.OrderService.CompleteOrder:input_type -> orderexpiry.v1.CompleteOrderRequest
+	6,  // 18: orderexpiry.v1.OrderService.CancelOrder:input_type -> orderexpiry.v1.CancelOrderRequest
+	7,  // 19: orderexpiry.v1.OrderService.RescheduleOrder:input_type -> orderexpiry.v1.RescheduleOrderRequest
+	8,  // 20: orderexpiry.v1.OrderService.WatchExpirations:input_type -> orderexpiry.v1.WatchExpirationsRequest
+	3,  // 21: orderexpiry.v1.OrderService.Checkout:output_type -> orderexpiry.v1.CheckoutResponse
+	1,  // 22: orderexpiry.v1.OrderService.GetOrder:output_type -> orderexpiry.v1.Order
+	1,  // 23: orderexpiry.v1.OrderService.CompleteOrder:output_type -> orderexpiry.v1.Order
+	1,  // 24: orderexpiry.v1.OrderService.CancelOrder:output_type -> orderexpiry.v1.Order
+	1,  // 25: orderexpiry.v1.OrderService.RescheduleOrder:output_type -> orderexpiry.v1.Order
+	9,  // 26: orderexpiry.v1.OrderService.WatchExpirations:output_type -> orderexpiry.v1.ExpirationEvent
+	21, // [21:27] is the sub-list for method output_type
+	15, // [15:21] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_orderexpiry_v1_order_service_proto_init() }
@@ -708,13 +841,17 @@ func file_orderexpiry_v1_order_service_proto_init() {
 	if File_orderexpiry_v1_order_service_proto != nil {
 		return
 	}
+	file_orderexpiry_v1_order_service_proto_msgTypes[6].OneofWrappers = []any{
+		(*RescheduleOrderRequest_Ttl)(nil),
+		(*RescheduleOrderRequest_Deadline)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_orderexpiry_v1_order_service_proto_rawDesc), len(file_orderexpiry_v1_order_service_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -26,6 +26,7 @@ const (
 	OrderService_GetOrder_FullMethodName         = "/orderexpiry.v1.OrderService/GetOrder"
 	OrderService_CompleteOrder_FullMethodName    = "/orderexpiry.v1.OrderService/CompleteOrder"
 	OrderService_CancelOrder_FullMethodName      = "/orderexpiry.v1.OrderService/CancelOrder"
+	OrderService_RescheduleOrder_FullMethodName  = "/orderexpiry.v1.OrderService/RescheduleOrder"
 	OrderService_WatchExpirations_FullMethodName = "/orderexpiry.v1.OrderService/WatchExpirations"
 )
 
@@ -53,6 +54,14 @@ type OrderServiceClient interface {
 	// expire. FAILED_PRECONDITION if the order is closed or its deadline has
 	// passed, NOT_FOUND for an unknown id.
 	CancelOrder(ctx context.Context, in *CancelOrderRequest, opts ...grpc.CallOption) (*Order, error)
+	// RescheduleOrder gives a PENDING order before its deadline a new one: a
+	// ttl from now, or an absolute deadline, later or earlier, after now and
+	// within the server's maximum ttl. It is atomic against the order's expiry
+	// and every other change: the order expires at its new deadline, never at
+	// the old one. With expected_deadline set and not the order's deadline,
+	// ABORTED (another change came first). FAILED_PRECONDITION if the order is
+	// closed or its deadline has passed, NOT_FOUND for an unknown id.
+	RescheduleOrder(ctx context.Context, in *RescheduleOrderRequest, opts ...grpc.CallOption) (*Order, error)
 	// WatchExpirations streams every expiration, in one order shared by all
 	// watchers. With after_cursor it first replays every expiration after that
 	// cursor, then goes live, so a watcher that reconnects misses nothing within
@@ -108,6 +117,16 @@ func (c *orderServiceClient) CancelOrder(ctx context.Context, in *CancelOrderReq
 	return out, nil
 }
 
+func (c *orderServiceClient) RescheduleOrder(ctx context.Context, in *RescheduleOrderRequest, opts ...grpc.CallOption) (*Order, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Order)
+	err := c.cc.Invoke(ctx, OrderService_RescheduleOrder_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *orderServiceClient) WatchExpirations(ctx context.Context, in *WatchExpirationsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExpirationEvent], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &OrderService_ServiceDesc.Streams[0], OrderService_WatchExpirations_FullMethodName, cOpts...)
@@ -151,6 +170,14 @@ type OrderServiceServer interface {
 	// expire. FAILED_PRECONDITION if the order is closed or its deadline has
 	// passed, NOT_FOUND for an unknown id.
 	CancelOrder(context.Context, *CancelOrderRequest) (*Order, error)
+	// RescheduleOrder gives a PENDING order before its deadline a new one: a
+	// ttl from now, or an absolute deadline, later or earlier, after now and
+	// within the server's maximum ttl. It is atomic against the order's expiry
+	// and every other change: the order expires at its new deadline, never at
+	// the old one. With expected_deadline set and not the order's deadline,
+	// ABORTED (another change came first). FAILED_PRECONDITION if the order is
+	// closed or its deadline has passed, NOT_FOUND for an unknown id.
+	RescheduleOrder(context.Context, *RescheduleOrderRequest) (*Order, error)
 	// WatchExpirations streams every expiration, in one order shared by all
 	// watchers. With after_cursor it first replays every expiration after that
 	// cursor, then goes live, so a watcher that reconnects misses nothing within
@@ -177,6 +204,9 @@ func (UnimplementedOrderServiceServer) CompleteOrder(context.Context, *CompleteO
 }
 func (UnimplementedOrderServiceServer) CancelOrder(context.Context, *CancelOrderRequest) (*Order, error) {
 	return nil, status.Error(codes.Unimplemented, "method CancelOrder not implemented")
+}
+func (UnimplementedOrderServiceServer) RescheduleOrder(context.Context, *RescheduleOrderRequest) (*Order, error) {
+	return nil, status.Error(codes.Unimplemented, "method RescheduleOrder not implemented")
 }
 func (UnimplementedOrderServiceServer) WatchExpirations(*WatchExpirationsRequest, grpc.ServerStreamingServer[ExpirationEvent]) error {
 	return status.Error(codes.Unimplemented, "method WatchExpirations not implemented")
@@ -274,6 +304,24 @@ func _OrderService_CancelOrder_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _OrderService_RescheduleOrder_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RescheduleOrderRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OrderServiceServer).RescheduleOrder(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: OrderService_RescheduleOrder_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OrderServiceServer).RescheduleOrder(ctx, req.(*RescheduleOrderRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _OrderService_WatchExpirations_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(WatchExpirationsRequest)
 	if err := stream.RecvMsg(m); err != nil {
@@ -307,6 +355,10 @@ var OrderService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CancelOrder",
 			Handler:    _OrderService_CancelOrder_Handler,
+		},
+		{
+			MethodName: "RescheduleOrder",
+			Handler:    _OrderService_RescheduleOrder_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
