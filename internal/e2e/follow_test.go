@@ -316,16 +316,6 @@ func (s *server) heapInuse(t *testing.T) int {
 	return s.debugValue(t, "/debug/pprof/heap?debug=1&gc=1", heapInuseRe)
 }
 
-// alive reports whether the process is still running.
-func (s *server) alive() bool {
-	select {
-	case <-s.exited:
-		return false
-	default:
-		return true
-	}
-}
-
 func durationOf(d time.Duration) *durationpb.Duration { return durationpb.New(d) }
 
 // anyAlive returns a pick function that prefers servers[i] and otherwise
