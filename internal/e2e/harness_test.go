@@ -194,6 +194,9 @@ func (s *server) waitHealthy() {
 // had not ended within 15 s (then it is killed).
 func (s *server) Stop(sig syscall.Signal) bool { return s.proc.Stop(sig) }
 
+// PID is the process's id.
+func (s *server) PID() int { return s.proc.PID() }
+
 // ExitCode is the process's exit code once it has ended.
 func (s *server) ExitCode() int { return s.proc.ExitCode() }
 

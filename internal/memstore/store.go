@@ -14,14 +14,20 @@ import (
 	"github.com/orderexpiry/orderexpiry/internal/order"
 )
 
+// Options configure a memory store.
+type Options struct {
+	// Retention is how long closed orders and events are kept.
+	Retention time.Duration
+	// OnExpire, when set, is told of each expiration (by the expiry loop
+	// or by a call that found the order due), and whether it came more
+	// than a second after the deadline. It runs under the store's lock and
+	// must not block.
+	OnExpire func(expired, caughtUp int)
+}
+
 // Store is an in-memory order store. Its zero value is not usable; call New.
 type Store struct {
-	// OnExpire, when set before Run, is told of each expiration (by the
-	// expiry loop or by a call that found the order due), and whether it
-	// came more than a second after the deadline. It runs under the
-	// store's lock and must not block.
-	OnExpire func(expired, caughtUp int)
-
+	onExpire  func(expired, caughtUp int)
 	retention time.Duration
 	now       func() time.Time
 
@@ -40,11 +46,11 @@ type Store struct {
 	appended chan struct{}
 }
 
-// New returns an empty store that keeps closed orders and events for
-// retention.
-func New(retention time.Duration) *Store {
+// New returns an empty store.
+func New(opts Options) *Store {
 	return &Store{
-		retention: retention,
+		onExpire:  opts.OnExpire,
+		retention: opts.Retention,
 		now:       time.Now,
 		wake:      make(chan struct{}, 1),
 		pending:   make(map[string]*order.Order),
@@ -160,12 +166,12 @@ func (s *Store) close(o *order.Order, to order.Status, now time.Time) *order.Ord
 		})
 		close(s.appended)
 		s.appended = make(chan struct{})
-		if s.OnExpire != nil {
+		if s.onExpire != nil {
 			caughtUp := 0
 			if now.Sub(o.Deadline) > time.Second {
 				caughtUp = 1
 			}
-			s.OnExpire(1, caughtUp)
+			s.onExpire(1, caughtUp)
 		}
 	}
 	return o
@@ -236,10 +242,6 @@ func (s *Store) CheckCursor(_ context.Context, cursors ...order.Cursor) error {
 
 // Ping always succeeds: memory is always there.
 func (s *Store) Ping(context.Context) error { return nil }
-
-// Subscribed is always true: the memory store needs no subscription to
-// hear of its expirations (the metrics show the Redis store's).
-func (s *Store) Subscribed() bool { return true }
 
 // Run expires orders at their deadline and drops what retention no longer
 // keeps, until ctx ends.

@@ -5,13 +5,14 @@ import (
 	"time"
 
 	"github.com/orderexpiry/orderexpiry/internal/memstore"
+	"github.com/orderexpiry/orderexpiry/internal/order"
 	"github.com/orderexpiry/orderexpiry/internal/storetest"
 )
 
-var _ storetest.Store = (*memstore.Store)(nil)
+var _ order.Store = (*memstore.Store)(nil)
 
 func TestConformance(t *testing.T) {
-	storetest.Run(t, func(t *testing.T, retention time.Duration) storetest.Store {
-		return memstore.New(retention)
+	storetest.Run(t, func(t *testing.T, retention time.Duration) order.Store {
+		return memstore.New(memstore.Options{Retention: retention})
 	})
 }

@@ -29,8 +29,9 @@ type Metrics struct {
 }
 
 // New registers the collectors, including the Go runtime's and the
-// process's. watchers and subscribed are read at each scrape.
-func New(watchers func() int, subscribed func() bool) *Metrics {
+// process's. The gauges read from the parts of the server are registered
+// by Watch, once those parts exist.
+func New() *Metrics {
 	m := &Metrics{
 		registry: prometheus.NewRegistry(),
 		GRPC: grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
@@ -54,14 +55,37 @@ func New(watchers func() int, subscribed func() bool) *Metrics {
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 		}),
 	}
-	gauge := func(name, help string, f func() float64) prometheus.Collector {
-		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
-	}
 	m.registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.GRPC, m.created, m.closed, m.caughtUp, m.lateness,
-		gauge("orderexpiry_watchers", "Watch streams open on this replica.", func() float64 { return float64(watchers()) }),
+	)
+	for _, o := range []string{"completed", "cancelled", "expired"} {
+		m.closed.WithLabelValues(o)
+	}
+	return m
+}
+
+// Sources are what the gauges read at each scrape.
+type Sources struct {
+	// Watchers counts the watch streams open on this replica.
+	Watchers func() int
+	// Subscribed says whether the store hears Redis's expired-key events;
+	// nil for a store that needs no subscription.
+	Subscribed func() bool
+}
+
+// Watch registers the gauges that read src; call it once.
+func (m *Metrics) Watch(src Sources) {
+	subscribed := src.Subscribed
+	if subscribed == nil {
+		subscribed = func() bool { return true }
+	}
+	gauge := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
+	}
+	m.registry.MustRegister(
+		gauge("orderexpiry_watchers", "Watch streams open on this replica.", func() float64 { return float64(src.Watchers()) }),
 		gauge("orderexpiry_subscriber_connected", "1 while this replica's subscription to Redis's expired-key events is up (always 1 on the memory store).", func() float64 {
 			if subscribed() {
 				return 1
@@ -69,10 +93,6 @@ func New(watchers func() int, subscribed func() bool) *Metrics {
 			return 0
 		}),
 	)
-	for _, o := range []string{"completed", "cancelled", "expired"} {
-		m.closed.WithLabelValues(o)
-	}
-	return m
 }
 
 // Handler serves the metrics in the Prometheus text format.

@@ -62,5 +62,9 @@ func orderKeyPartition(key string) (int, bool) {
 	return p, err == nil && p >= 0
 }
 
+// closed names the tombstone of a closed order (see the layout above); the
+// scripts build the same name from the prefix.
+func (k keys) closed(id string) string { return k.prefix + "closed:" + id }
+
 // scriptKeys are the KEYS every script takes, in the order luaPrelude names them.
 func (k keys) scriptKeys() []string { return []string{k.deadlines, k.pending, k.events, k.wake} }

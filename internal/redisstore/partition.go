@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync/atomic"
 
 	"github.com/redis/go-redis/v9"
@@ -57,15 +58,16 @@ func (s *Store) layout(ctx context.Context) ([]*partition, error) {
 	if err := s.rdb.SetNX(ctx, partitionsKey, s.want, 0).Err(); err != nil {
 		return nil, storeError(err)
 	}
-	n, err := s.rdb.Get(ctx, partitionsKey).Int()
+	v, err := s.rdb.Get(ctx, partitionsKey).Result()
 	if errors.Is(err, redis.Nil) {
 		return nil, order.Unavailable(fmt.Errorf("%s vanished after it was set; retrying", partitionsKey))
 	}
 	if err != nil {
-		return nil, fmt.Errorf("redis: %s does not hold a number of partitions: %w", partitionsKey, storeError(err))
+		return nil, storeError(err)
 	}
-	if n < 1 || n > order.MaxPartitions {
-		return nil, fmt.Errorf("redis: %s holds %d, not a number of partitions from 1 to %d", partitionsKey, n, order.MaxPartitions)
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > order.MaxPartitions {
+		return nil, s.corrupt(partitionsKey, fmt.Errorf("%q is not a number of partitions from 1 to %d", v, order.MaxPartitions))
 	}
 	if n != s.want {
 		s.log.Warn("the store keeps the number of partitions recorded at its first start; the one asked for now is ignored",
@@ -84,22 +86,4 @@ func (s *Store) layout(ctx context.Context) ([]*partition, error) {
 		return *s.parts.Load(), nil // another caller was quicker
 	}
 	return parts, nil
-}
-
-// Partitions returns the number of partitions of the expiration log.
-func (s *Store) Partitions(ctx context.Context) (int, error) {
-	parts, err := s.layout(ctx)
-	return len(parts), err
-}
-
-// partition returns partition i.
-func (s *Store) partition(ctx context.Context, i int) (*partition, error) {
-	parts, err := s.layout(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if i < 0 || i >= len(parts) {
-		return nil, fmt.Errorf("partition %d does not exist: the log has %d", i, len(parts))
-	}
-	return parts[i], nil
 }

@@ -25,12 +25,24 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 -- was more than a second after its deadline (for the metrics).
 local expired_here, caught_here = 0, 0
 
--- pendingRecord returns the created time and metadata of a pending order.
-local function pendingFields(id)
-  local rec = redis.call('HGET', KEYS[2], id)
+-- record builds the record of an order, pending or closed (then it is the
+-- tombstone's value): the one place that knows its layout.
+local function record(status, created, deadline, closed, meta)
+  return status .. ' ' .. created .. ' ' .. deadline .. ' ' .. closed .. ' ' .. meta
+end
+
+-- splitPending reads a field of the pending hash, "<created ms> <metadata>",
+-- into the created time and the metadata; a missing field (false) reads as
+-- created 0 and no metadata.
+local function splitPending(rec)
   if not rec then return '0', '' end
   local sp = string.find(rec, ' ', 1, true)
   return string.sub(rec, 1, sp - 1), string.sub(rec, sp + 1)
+end
+
+-- pendingFields returns the created time and metadata of a pending order.
+local function pendingFields(id)
+  return splitPending(redis.call('HGET', KEYS[2], id))
 end
 
 -- close ends a pending order with the given status, writes its tombstone and,
@@ -41,7 +53,7 @@ local function close(id, deadline, status)
   redis.call('ZREM', KEYS[1], id)
   redis.call('HDEL', KEYS[2], id)
   redis.call('DEL', prefix .. 'order:' .. id)
-  local rec = status .. ' ' .. created .. ' ' .. deadline .. ' ' .. now .. ' ' .. meta
+  local rec = record(status, created, deadline, now, meta)
   redis.call('SET', prefix .. 'closed:' .. id, rec, 'PX', retention)
   if status == 'expired' then
     redis.call('XADD', KEYS[3], 'MINID', '~', now - retention, '*',
@@ -57,7 +69,7 @@ local function current(id)
   if d then
     if tonumber(d) > now then
       local created, meta = pendingFields(id)
-      return 'pending', 'pending ' .. created .. ' ' .. d .. ' 0 ' .. meta
+      return 'pending', record('pending', created, d, 0, meta)
     end
     expired_here = 1
     if now - tonumber(d) > 1000 then caught_here = 1 end
@@ -69,12 +81,26 @@ local function current(id)
 end
 `
 
+// The order scripts (checkout, get, finish) reply {code, record, now,
+// expired here, caught up here}: the code says what happened, the record is
+// the order's as the call leaves it (empty when missing), now is Redis's clock
+// in ms, and the last two are 1 when the call found the order due and
+// expired it itself (caught up: more than a second after its deadline), so
+// that it is counted as the sweeper's expirations are.
+
 // checkoutScript creates a pending order unless one with this id is pending.
-// ARGV[3] id, ARGV[4] ttl ms, ARGV[5] metadata JSON (may be empty), ARGV[6]
-// lifetime of the ttl key in ms (the ttl plus ttlKeyGrace, see checkoutArgs).
-// Returns {'created' or 'exists', record, now, expired here, caught up here}:
-// the last two say whether the call expired the id's previous order (see
-// luaPrelude).
+//
+// KEYS, ARGV[1], ARGV[2]: see luaPrelude.
+// ARGV[3] -> order id
+// ARGV[4] -> ttl in ms
+// ARGV[5] -> metadata JSON, empty for none
+// ARGV[6] -> lifetime of the ttl key in ms: the ttl plus ttlKeyGrace (see
+// checkoutArgs)
+//
+// Returns the order scripts' reply with code
+// 'created' -> the order was created
+// 'exists'  -> an order with this id is pending; the record is that order's
+// An order closed under this id, or due (it is expired first), is replaced.
 var checkoutScript = redis.NewScript(luaPrelude + `
 local id = ARGV[3]
 local state, rec = current(id)
@@ -89,23 +115,35 @@ redis.call('SET', prefix .. 'order:' .. id, '1', 'PX', ARGV[6])
 if #first == 0 or deadline < tonumber(first[2]) then
   redis.call('PUBLISH', KEYS[4], deadline)
 end
-return {'created', 'pending ' .. now .. ' ' .. deadline .. ' 0 ' .. ARGV[5], now, expired_here, caught_here}
+return {'created', record('pending', now, deadline, 0, ARGV[5]), now, expired_here, caught_here}
 `)
 
 // getScript reads an order, expiring it first if it is due, so that nobody
 // sees a pending order past its deadline.
-// ARGV[3] id. Returns {'pending', 'closed' or 'missing', record, now,
-// expired here, caught up here}.
+//
+// KEYS, ARGV[1], ARGV[2]: see luaPrelude.
+// ARGV[3] -> order id
+//
+// Returns the order scripts' reply with code
+// 'pending' -> the order is pending
+// 'closed'  -> the order is closed (perhaps expired by this call)
+// 'missing' -> no order has this id, or it closed longer ago than retention
 var getScript = redis.NewScript(luaPrelude + `
 local state, rec = current(ARGV[3])
 return {state, rec, now, expired_here, caught_here}
 `)
 
 // finishScript completes or cancels a pending order that is not due.
-// ARGV[3] id, ARGV[4] 'completed' or 'cancelled'.
-// Returns {'ok', 'closed' or 'missing', record, now, expired here, caught up
-// here}: 'closed' carries the
-// record of the order as it already was (expired first here if it was due).
+//
+// KEYS, ARGV[1], ARGV[2]: see luaPrelude.
+// ARGV[3] -> order id
+// ARGV[4] -> 'completed' or 'cancelled'
+//
+// Returns the order scripts' reply with code
+// 'ok'      -> the order is closed with the status asked for
+// 'closed'  -> the order was closed already (perhaps expired by this call,
+// being due); the record is the order as it already was
+// 'missing' -> no order has this id, or it closed longer ago than retention
 var finishScript = redis.NewScript(luaPrelude + `
 local id = ARGV[3]
 local state, rec = current(id)
@@ -114,13 +152,21 @@ local d = redis.call('ZSCORE', KEYS[1], id)
 return {'ok', close(id, d, ARGV[4]), now, expired_here, caught_here}
 `)
 
-// expireDueScript expires up to ARGV[3] due orders, oldest deadline first,
-// in one batch: the per-order work is only what cannot be shared (the
-// tombstone and the event), every other command takes the whole batch.
-// ARGV[3] batch size (at most a few thousand: the ids go through unpack).
-// Returns {expired count, now, next deadline or -1, caught up}: the sweeper
-// sleeps until the next deadline by Redis's clock, not its own; "caught up"
-// counts the orders claimed more than a second after their deadline.
+// expireDueScript expires up to a batch of due orders, oldest deadline
+// first: the per-order work is only what cannot be shared (the tombstone and
+// the event), every other command takes the whole batch.
+//
+// KEYS, ARGV[1], ARGV[2]: see luaPrelude.
+// ARGV[3] -> batch size (at most a few thousand: the ids go through unpack)
+//
+// Returns {expired, now, next deadline, caught up}:
+// expired       -> how many orders it expired; the batch size means more
+// may be due
+// now           -> Redis's clock in ms: the sweeper sleeps until the next
+// deadline by Redis's clock, not its own
+// next deadline -> the earliest deadline left in ms, -1 when none is pending
+// caught up     -> how many of the expired orders it claimed more than a
+// second after their deadline
 var expireDueScript = redis.NewScript(luaPrelude + `
 local due = redis.call('ZRANGE', KEYS[1], '-inf', now, 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[3]), 'WITHSCORES')
 local n = #due / 2
@@ -144,13 +190,9 @@ if n > 0 then
   local x = tostring(now)
   local px = ARGV[2]
   for i = 1, n do
-    local id, d, rec = ids[i], due[2 * i], recs[i]
-    local created, meta = '0', ''
-    if rec then
-      local sp = string.find(rec, ' ', 1, true)
-      created, meta = string.sub(rec, 1, sp - 1), string.sub(rec, sp + 1)
-    end
-    redis.call('SET', closedPrefix .. id, 'expired ' .. created .. ' ' .. d .. ' ' .. x .. ' ' .. meta, 'PX', px)
+    local id, d = ids[i], due[2 * i]
+    local created, meta = splitPending(recs[i])
+    redis.call('SET', closedPrefix .. id, record('expired', created, d, x, meta), 'PX', px)
     redis.call('XADD', KEYS[3], '*', 'id', id, 'c', created, 'd', d, 'x', x, 'm', meta)
     if now - tonumber(d) > 1000 then caught = caught + 1 end
   end

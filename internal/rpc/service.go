@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -31,27 +32,51 @@ type Observer interface {
 	Closed(order.Status)
 }
 
+// Options configure the service.
+type Options struct {
+	// Limits bound what a checkout may ask for.
+	Limits order.Limits
+	// Observer, when set, hears of each order created, completed or
+	// cancelled.
+	Observer Observer
+	// Logger receives the detail of internal errors; nil means
+	// slog.Default().
+	Logger *slog.Logger
+}
+
 // Service implements orderexpiry.v1.OrderService.
 type Service struct {
 	pb.UnimplementedOrderServiceServer
 
-	// Observer, when set before serving, hears of each order created,
-	// completed or cancelled.
-	Observer Observer
 	// preEncode sends events in the wire form shared by all watchers; it
-	// needs the server to use Codec.
+	// is set by NewServer, whose server uses Codec.
 	preEncode bool
 
-	store   Store
-	hub     *watch.Hub
-	limits  order.Limits
-	log     *slog.Logger
-	encoded *encodedEvents
+	store    Store
+	hub      *watch.Hub
+	limits   order.Limits
+	observer Observer
+	log      *slog.Logger
+	encoded  *encodedEvents
 }
 
 // New returns the service over a store and the hub that fans out its log.
-func New(store Store, hub *watch.Hub, limits order.Limits, log *slog.Logger) *Service {
-	return &Service{store: store, hub: hub, limits: limits, log: log, encoded: newEncodedEvents(4096)}
+func New(store Store, hub *watch.Hub, opts Options) *Service {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return &Service{store: store, hub: hub, limits: opts.Limits, observer: opts.Observer, log: opts.Logger, encoded: newEncodedEvents(4096)}
+}
+
+// NewServer returns a gRPC server that serves the service with Codec, so
+// that each live event is encoded once for all watchers, and with opts.
+// Serving the service on a server without Codec still works, but encodes
+// each event once per watcher.
+func NewServer(svc *Service, opts ...grpc.ServerOption) *grpc.Server {
+	svc.preEncode = true
+	s := grpc.NewServer(append([]grpc.ServerOption{grpc.ForceServerCodecV2(Codec)}, opts...)...)
+	pb.RegisterOrderServiceServer(s, svc)
+	return s
 }
 
 // Checkout creates a pending order, or returns the one already pending.
@@ -77,15 +102,11 @@ func (s *Service) Checkout(ctx context.Context, req *pb.CheckoutRequest) (*pb.Ch
 	if err != nil {
 		return nil, s.status(ctx, err)
 	}
-	if created && s.Observer != nil {
-		s.Observer.CheckedOut()
+	if created && s.observer != nil {
+		s.observer.CheckedOut()
 	}
 	return &pb.CheckoutResponse{Order: toProto(o), Created: created}, nil
 }
-
-// UseCodec tells the service that its server was given Codec
-// (grpc.ForceServerCodecV2), so that it can send each event encoded once.
-func (s *Service) UseCodec() { s.preEncode = true }
 
 // GetOrder returns an order.
 func (s *Service) GetOrder(ctx context.Context, req *pb.GetOrderRequest) (*pb.Order, error) {
@@ -106,8 +127,8 @@ func (s *Service) CancelOrder(ctx context.Context, req *pb.CancelOrderRequest) (
 func (s *Service) observed(op func(context.Context, string) (order.Order, error)) func(context.Context, string) (order.Order, error) {
 	return func(ctx context.Context, id string) (order.Order, error) {
 		o, err := op(ctx, id)
-		if err == nil && s.Observer != nil {
-			s.Observer.Closed(o.Status)
+		if err == nil && s.observer != nil {
+			s.observer.Closed(o.Status)
 		}
 		return o, err
 	}

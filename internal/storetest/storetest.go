@@ -17,20 +17,6 @@ import (
 	"github.com/orderexpiry/orderexpiry/internal/order"
 )
 
-// Store is the contract both order stores implement.
-type Store interface {
-	Checkout(ctx context.Context, id string, ttl time.Duration, md map[string]string) (order.Order, bool, error)
-	Get(ctx context.Context, id string) (order.Order, error)
-	Complete(ctx context.Context, id string) (order.Order, error)
-	Cancel(ctx context.Context, id string) (order.Order, error)
-	Partitions(ctx context.Context) (int, error)
-	Events(ctx context.Context, partition int, after order.Cursor, limit int, wait time.Duration) ([]order.Event, error)
-	Tail(ctx context.Context, partition int) (order.Cursor, error)
-	CheckCursor(ctx context.Context, cursors ...order.Cursor) error
-	Ping(ctx context.Context) error
-	Run(ctx context.Context) error
-}
-
 const (
 	// retention is the retention of every test's store but the one that
 	// tests retention itself.
@@ -46,7 +32,7 @@ const (
 // Run runs the suite. newStore returns a new, empty store that keeps closed
 // orders and events for the given retention; the suite runs its Run method
 // itself, and stops it before the test ends.
-func Run(t *testing.T, newStore func(t *testing.T, retention time.Duration) Store) {
+func Run(t *testing.T, newStore func(t *testing.T, retention time.Duration) order.Store) {
 	su := suite{newStore: newStore}
 	tests := []struct {
 		name string
@@ -81,11 +67,11 @@ func Run(t *testing.T, newStore func(t *testing.T, retention time.Duration) Stor
 }
 
 type suite struct {
-	newStore func(t *testing.T, retention time.Duration) Store
+	newStore func(t *testing.T, retention time.Duration) order.Store
 }
 
 // start returns a new store whose Run goroutine runs until the test ends.
-func (su suite) start(t *testing.T, retention time.Duration) Store {
+func (su suite) start(t *testing.T, retention time.Duration) order.Store {
 	t.Helper()
 	s := su.newStore(t, retention)
 	RunStore(t, s)
@@ -119,7 +105,7 @@ func RunStore(t *testing.T, s interface{ Run(context.Context) error }) (stop fun
 
 // idle returns a new store that nothing runs: no sweeper expires its orders,
 // only the calls of the test.
-func (su suite) idle(t *testing.T, retention time.Duration) Store {
+func (su suite) idle(t *testing.T, retention time.Duration) order.Store {
 	t.Helper()
 	return su.newStore(t, retention)
 }
@@ -209,21 +195,21 @@ func testUnknownOrder(t *testing.T, su suite) {
 // ops are the calls that look up an existing order.
 var ops = []struct {
 	name string
-	call func(Store, context.Context, string) (order.Order, error)
+	call func(order.Store, context.Context, string) (order.Order, error)
 }{
-	{"Get", Store.Get},
-	{"Complete", Store.Complete},
-	{"Cancel", Store.Cancel},
+	{"Get", order.Store.Get},
+	{"Complete", order.Store.Complete},
+	{"Cancel", order.Store.Cancel},
 }
 
 // closers are the calls that close a pending order.
 var closers = []struct {
 	name   string
 	status order.Status
-	call   func(Store, context.Context, string) (order.Order, error)
+	call   func(order.Store, context.Context, string) (order.Order, error)
 }{
-	{"Complete", order.StatusCompleted, Store.Complete},
-	{"Cancel", order.StatusCancelled, Store.Cancel},
+	{"Complete", order.StatusCompleted, order.Store.Complete},
+	{"Cancel", order.StatusCancelled, order.Store.Cancel},
 }
 
 func testClose(t *testing.T, su suite) {
@@ -328,26 +314,26 @@ func testExpiry(t *testing.T, su suite) {
 func testDueOrderClaimedByCalls(t *testing.T, su suite) {
 	tests := []struct {
 		name string
-		call func(t *testing.T, s Store, due order.Order)
+		call func(t *testing.T, s order.Store, due order.Order)
 	}{
-		{"Get", func(t *testing.T, s Store, due order.Order) {
+		{"Get", func(t *testing.T, s order.Store, due order.Order) {
 			got := get(t, s, due.ID)
 			checkClosed(t, "Get", got, due, order.StatusExpired)
 			if got.ClosedAt.Before(due.Deadline) {
 				t.Errorf("Get: closed_at %v is before the deadline %v", got.ClosedAt, due.Deadline)
 			}
 		}},
-		{"Complete", func(t *testing.T, s Store, due order.Order) {
+		{"Complete", func(t *testing.T, s order.Store, due order.Order) {
 			_, err := s.Complete(t.Context(), due.ID)
 			wantKind(t, "Complete after the deadline", err, order.KindFailedPrecondition)
 			checkClosed(t, "Get", get(t, s, due.ID), due, order.StatusExpired)
 		}},
-		{"Cancel", func(t *testing.T, s Store, due order.Order) {
+		{"Cancel", func(t *testing.T, s order.Store, due order.Order) {
 			_, err := s.Cancel(t.Context(), due.ID)
 			wantKind(t, "Cancel after the deadline", err, order.KindFailedPrecondition)
 			checkClosed(t, "Get", get(t, s, due.ID), due, order.StatusExpired)
 		}},
-		{"Checkout", func(t *testing.T, s Store, due order.Order) {
+		{"Checkout", func(t *testing.T, s order.Store, due order.Order) {
 			o, created, err := s.Checkout(t.Context(), due.ID, time.Minute, nil)
 			if err != nil {
 				t.Fatalf("Checkout after the deadline: %v", err)
@@ -391,13 +377,13 @@ func testCheckoutAgainAfterClose(t *testing.T, su suite) {
 	tests := []struct {
 		name  string
 		ttl   time.Duration
-		close func(t *testing.T, s Store, id string)
+		close func(t *testing.T, s order.Store, id string)
 	}{
-		{"expired", 50 * time.Millisecond, func(t *testing.T, s Store, id string) {
+		{"expired", 50 * time.Millisecond, func(t *testing.T, s order.Store, id string) {
 			waitEvents(t, s, nil, 1, func(ev order.Event) bool { return ev.OrderID == id })
 		}},
-		{"completed", time.Minute, func(t *testing.T, s Store, id string) { complete(t, s, id) }},
-		{"cancelled", time.Minute, func(t *testing.T, s Store, id string) {
+		{"completed", time.Minute, func(t *testing.T, s order.Store, id string) { complete(t, s, id) }},
+		{"cancelled", time.Minute, func(t *testing.T, s order.Store, id string) {
 			if _, err := s.Cancel(t.Context(), id); err != nil {
 				t.Fatalf("Cancel: %v", err)
 			}
@@ -813,7 +799,7 @@ func testPing(t *testing.T, su suite) {
 }
 
 // checkout creates an order that must be new.
-func checkout(t *testing.T, s Store, id string, ttl time.Duration, md map[string]string) order.Order {
+func checkout(t *testing.T, s order.Store, id string, ttl time.Duration, md map[string]string) order.Order {
 	t.Helper()
 	o, created, err := s.Checkout(t.Context(), id, ttl, md)
 	if err != nil {
@@ -825,7 +811,7 @@ func checkout(t *testing.T, s Store, id string, ttl time.Duration, md map[string
 	return o
 }
 
-func get(t *testing.T, s Store, id string) order.Order {
+func get(t *testing.T, s order.Store, id string) order.Order {
 	t.Helper()
 	o, err := s.Get(t.Context(), id)
 	if err != nil {
@@ -834,14 +820,14 @@ func get(t *testing.T, s Store, id string) order.Order {
 	return o
 }
 
-func complete(t *testing.T, s Store, id string) {
+func complete(t *testing.T, s order.Store, id string) {
 	t.Helper()
 	if _, err := s.Complete(t.Context(), id); err != nil {
 		t.Fatalf("Complete(%s): %v", id, err)
 	}
 }
 
-func tail(t *testing.T, s Store, partition int) order.Cursor {
+func tail(t *testing.T, s order.Store, partition int) order.Cursor {
 	t.Helper()
 	c, err := s.Tail(t.Context(), partition)
 	if err != nil {
@@ -851,7 +837,7 @@ func tail(t *testing.T, s Store, partition int) order.Cursor {
 }
 
 // tails returns the tail of every partition.
-func tails(t *testing.T, s Store) order.Position {
+func tails(t *testing.T, s order.Store) order.Position {
 	t.Helper()
 	pos := make(order.Position, partitions(t, s))
 	for p := range pos {
@@ -860,7 +846,7 @@ func tails(t *testing.T, s Store) order.Position {
 	return pos
 }
 
-func partitions(t *testing.T, s Store) int {
+func partitions(t *testing.T, s order.Store) int {
 	t.Helper()
 	n, err := s.Partitions(t.Context())
 	if err != nil {
@@ -869,13 +855,13 @@ func partitions(t *testing.T, s Store) int {
 	return n
 }
 
-func partitionOf(t *testing.T, s Store, id string) int {
+func partitionOf(t *testing.T, s order.Store, id string) int {
 	t.Helper()
 	return order.PartitionOf(id, partitions(t, s))
 }
 
 // idsOf returns n order ids of the partition, made of prefix and a number.
-func idsOf(t *testing.T, s Store, partition int, prefix string, n int) []string {
+func idsOf(t *testing.T, s order.Store, partition int, prefix string, n int) []string {
 	t.Helper()
 	parts := partitions(t, s)
 	var ids []string
@@ -889,7 +875,7 @@ func idsOf(t *testing.T, s Store, partition int, prefix string, n int) []string 
 
 // events returns up to limit events of a partition after a cursor, without
 // waiting.
-func events(t *testing.T, s Store, partition int, after order.Cursor, limit int) []order.Event {
+func events(t *testing.T, s order.Store, partition int, after order.Cursor, limit int) []order.Event {
 	t.Helper()
 	evs, err := s.Events(t.Context(), partition, after, limit, 0)
 	if err != nil {
@@ -899,7 +885,7 @@ func events(t *testing.T, s Store, partition int, after order.Cursor, limit int)
 }
 
 // allEvents returns the whole log, partition after partition.
-func allEvents(t *testing.T, s Store) []order.Event {
+func allEvents(t *testing.T, s order.Store) []order.Event {
 	t.Helper()
 	var all []order.Event
 	for p := range partitions(t, s) {
@@ -919,7 +905,7 @@ func allEvents(t *testing.T, s Store) []order.Event {
 // been logged after a position (nil: from the start) and returns the
 // matching ones, partition after partition as they come; it fails the test
 // when they do not come within eventTimeout.
-func waitEvents(t *testing.T, s Store, after order.Position, n int, match func(order.Event) bool) []order.Event {
+func waitEvents(t *testing.T, s order.Store, after order.Position, n int, match func(order.Event) bool) []order.Event {
 	t.Helper()
 	if after == nil {
 		after = make(order.Position, partitions(t, s))
@@ -964,7 +950,7 @@ func waitEvents(t *testing.T, s Store, after order.Position, n int, match func(o
 // partition's orders in deadline order, so afterwards every expiry that was
 // ever going to happen before them has been logged, and its absence can be
 // asserted.
-func barrier(t *testing.T, s Store) {
+func barrier(t *testing.T, s order.Store) {
 	t.Helper()
 	after := tails(t, s)
 	var ids []string
