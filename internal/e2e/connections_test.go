@@ -120,7 +120,7 @@ func rawHugeHeaderCall(addr string, size int) error {
 // server keeps answering.
 func TestHugeGRPCHeaders(t *testing.T) {
 	s := startServerWith(t, serverOptions{Token: "tok1"}, map[string]string{"AUTH_TOKENS": "tok1"})
-	pid := s.cmd.Process.Pid
+	pid := s.PID()
 	before := rssBytes(t, pid)
 	var wg sync.WaitGroup
 	errs := make(chan error, 16)
@@ -183,7 +183,7 @@ func closedWithin(c net.Conn, d time.Duration) bool {
 func TestConnectionLimits(t *testing.T) {
 	const limit = 40
 	s := startServer(t, nil, "-max-connections", strconv.Itoa(limit), "-idle-timeout", "3s", "-read-timeout", "2s")
-	pid := s.cmd.Process.Pid
+	pid := s.PID()
 	base := openFDs(t, pid)
 	health := func() error {
 		c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
