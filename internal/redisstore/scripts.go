@@ -16,7 +16,7 @@ import "github.com/redis/go-redis/v9"
 //
 // Records are strings "<status> <created ms> <deadline ms> <closed ms>
 // <metadata JSON>"; the metadata is last and may be empty.
-const luaPrelude = `
+const luaPrelude = luaStreamIDs + `
 local prefix = ARGV[1]
 local retention = tonumber(ARGV[2])
 local t = redis.call('TIME')
@@ -62,6 +62,27 @@ local function pendingFields(id)
   return splitPending(redis.call('HGET', KEYS[2], id))
 end
 
+-- trimHorizon returns the id before which the events stream may be
+-- trimmed: the retention's horizon, or an older event that a consumer group
+-- still holds (in flight, or a dead letter) or has yet to deliver. Events a
+-- group needs are kept, never dropped unseen.
+local function trimHorizon()
+  local h = (now - retention) .. '-0'
+  local groups = redis.pcall('XINFO', 'GROUPS', KEYS[3])
+  if groups['err'] then return h end
+  for _, gi in ipairs(groups) do
+    local t = {}
+    for i = 1, #gi, 2 do t[gi[i]] = gi[i + 1] end
+    local keep = t['last-delivered-id']
+    if tonumber(t['pending']) > 0 then
+      local first = redis.call('XPENDING', KEYS[3], t['name'])[2]
+      if idLess(first, keep) then keep = first end
+    end
+    if idLess(keep, h) then h = keep end
+  end
+  return h
+end
+
 -- close ends a pending order with the given status, writes its tombstone and,
 -- for an expiry, appends the event to the log. The ZREM is the claim: it
 -- succeeds once, so the event is appended once.
@@ -73,7 +94,7 @@ local function close(id, deadline, status)
   local rec = record(status, created, deadline, now, meta, n)
   redis.call('SET', prefix .. 'closed:' .. id, rec, 'PX', retention)
   if status == 'expired' then
-    redis.call('XADD', KEYS[3], 'MINID', '~', now - retention, '*',
+    redis.call('XADD', KEYS[3], 'MINID', '~', trimHorizon(), '*',
       'id', id, 'c', created, 'd', deadline, 'x', now, 'm', meta)
   end
   return rec
@@ -95,6 +116,18 @@ local function current(id)
   local rec = redis.call('GET', prefix .. 'closed:' .. id)
   if rec then return 'closed', rec end
   return 'missing', ''
+end
+`
+
+// luaStreamIDs compares stream ids in Lua, for the order scripts' trimming
+// and the consumer group scripts.
+const luaStreamIDs = `
+-- idLess compares two stream ids "<ms>-<seq>".
+local function idLess(a, b)
+  local da, db = string.find(a, '-', 1, true), string.find(b, '-', 1, true)
+  local ma, mb = tonumber(string.sub(a, 1, da - 1)), tonumber(string.sub(b, 1, db - 1))
+  if ma ~= mb then return ma < mb end
+  return tonumber(string.sub(a, da + 1)) < tonumber(string.sub(b, db + 1))
 end
 `
 
@@ -255,7 +288,7 @@ if n > 0 then
     if now - tonumber(d) > 1000 then caught = caught + 1 end
   end
   -- One trim for the batch instead of one per XADD.
-  redis.call('XTRIM', KEYS[3], 'MINID', '~', now - retention)
+  redis.call('XTRIM', KEYS[3], 'MINID', '~', trimHorizon())
 end
 local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 local next_deadline = -1
