@@ -2,6 +2,28 @@ package redisstore
 
 import "github.com/redis/go-redis/v9"
 
+// Every script starts with a shebang that declares its flags (Redis 7.0 and
+// later), which Redis reads before it runs the script. Without one, Redis
+// checks a script's memory only at its first write, and lets the rest run
+// unchecked: the checkout script, whose first write is a DEL (always
+// allowed), grew Redis to twice its maxmemory while plain SETs were refused.
+//
+//   - growing: no flags. When Redis is over its maxmemory, it refuses the
+//     whole script before running it (an OOM error: see storeError), so a
+//     refused call has written nothing.
+//   - freeing: allow-oom. The script runs whatever the memory: completing,
+//     cancelling, reading and expiring orders take away as much as they add
+//     (the ttl key, the pending field and the index entry go; a tombstone
+//     and, for an expiry, an event come), so that pending orders still
+//     expire on time, and can still be paid, in a full Redis.
+//
+// A shebang script may touch only keys of the slot of its KEYS on a
+// cluster; every key of a partition shares its hash tag, so they do.
+const (
+	growing = "#!lua\n"
+	freeing = "#!lua flags=allow-oom\n"
+)
+
 // luaPrelude starts every script. Each state change is one script, so it is
 // atomic, and each reads the clock from Redis (TIME): the deadline is the
 // truth, and replicas of the service whose clocks disagree still agree on it.
@@ -151,7 +173,7 @@ end
 // 'created' -> the order was created
 // 'exists'  -> an order with this id is pending; the record is that order's
 // An order closed under this id, or due (it is expired first), is replaced.
-var checkoutScript = redis.NewScript(luaPrelude + `
+var checkoutScript = redis.NewScript(growing + luaPrelude + `
 local id = ARGV[3]
 local state, rec = current(id)
 if state == 'pending' then return {'exists', rec, now, expired_here, caught_here} end
@@ -178,7 +200,7 @@ return {'created', record('pending', now, deadline, 0, ARGV[5], 0), now, expired
 // 'pending' -> the order is pending
 // 'closed'  -> the order is closed (perhaps expired by this call)
 // 'missing' -> no order has this id, or it closed longer ago than retention
-var getScript = redis.NewScript(luaPrelude + `
+var getScript = redis.NewScript(freeing + luaPrelude + `
 local state, rec = current(ARGV[3])
 return {state, rec, now, expired_here, caught_here}
 `)
@@ -194,7 +216,7 @@ return {state, rec, now, expired_here, caught_here}
 // 'closed'  -> the order was closed already (perhaps expired by this call,
 // being due); the record is the order as it already was
 // 'missing' -> no order has this id, or it closed longer ago than retention
-var finishScript = redis.NewScript(luaPrelude + `
+var finishScript = redis.NewScript(freeing + luaPrelude + `
 local id = ARGV[3]
 local state, rec = current(id)
 if state ~= 'pending' then return {state, rec, now, expired_here, caught_here} end
@@ -258,7 +280,7 @@ return {'ok', record('pending', created, nd, 0, meta, n), now, 0, 0}
 // next deadline -> the earliest deadline left in ms, -1 when none is pending
 // caught up     -> how many of the expired orders it claimed more than a
 // second after their deadline
-var expireDueScript = redis.NewScript(luaPrelude + `
+var expireDueScript = redis.NewScript(freeing + luaPrelude + `
 local due = redis.call('ZRANGE', KEYS[1], '-inf', now, 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[3]), 'WITHSCORES')
 local n = #due / 2
 local caught = 0
