@@ -29,6 +29,11 @@ import (
 //	redrive  owns the events put back from the dead letters, idle already,
 //	         so that the next delivery takes them at once.
 //
+// The scripts' flags (see scripts.go): creating a group is refused when
+// Redis is full; delivering, settling and redriving run with allow-oom,
+// since what they add to the pending list is bounded by the events there
+// are, and an acknowledgement frees an entry.
+//
 // A nack sets an entry's idle time to the ack deadline less retry_after, so
 // that it is due again after retry_after, as an unacknowledged one is after
 // the ack deadline.
@@ -79,7 +84,7 @@ end
 //
 // Returns {code, settings}: 'created' with the new settings, 'exists' with
 // the existing ones, 'full' when there are ARGV[4] groups already.
-var createGroupScript = redis.NewScript(`
+var createGroupScript = redis.NewScript(growing + `
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if cur then return {'exists', cur} end
 if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[4]) then return {'full', ''} end
@@ -99,7 +104,7 @@ return {'created', rec}
 // Returns a list of {id, attempt, fields}. An event due again after its
 // last delivery goes to the dead consumer instead (JUSTID keeps its count).
 // Consumers with nothing pending and idle long are forgotten.
-var deliverScript = redis.NewScript(groupsLua + `
+var deliverScript = redis.NewScript(freeing + groupsLua + `
 local key, g, c = KEYS[1], ARGV[1], ARGV[2]
 local want, dl, maxd = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local out = {}
@@ -140,7 +145,7 @@ return out
 // Returns one code a pair (see order.AckStatus): 0 done, 1 unknown (no
 // such event delivered to the group), 2 not in flight (acknowledged or
 // dead-lettered), 3 expired (past its ack deadline, or delivered again).
-var settleScript = redis.NewScript(groupsLua + `
+var settleScript = redis.NewScript(freeing + groupsLua + `
 local key, g, dl = KEYS[1], ARGV[1], tonumber(ARGV[2])
 local last
 local res = {}
@@ -179,7 +184,7 @@ return res
 //
 // Returns {last delivered id, backlog, in flight, dead letters, oldest
 // unacknowledged id or ''}, or false when the group is missing here.
-var groupStateScript = redis.NewScript(groupsLua + `
+var groupStateScript = redis.NewScript(reading + groupsLua + `
 local key, g = KEYS[1], ARGV[1]
 local info = groupInfo(key, g)
 if not info then return false end
@@ -210,7 +215,7 @@ return {last, backlog, tonumber(sum[1]) - dead, dead, oldest or ''}
 // ARGV[1] group id, ARGV[2] '-' or '(<id>' to start after id, ARGV[3] most.
 //
 // Returns a list of {id, deliveries, fields}.
-var deadLettersScript = redis.NewScript(`
+var deadLettersScript = redis.NewScript(reading + `
 local key, g = KEYS[1], ARGV[1]
 local out = {}
 for _, e in ipairs(redis.call('XPENDING', key, g, ARGV[2], '+', tonumber(ARGV[3]), 'dead')) do
@@ -227,7 +232,7 @@ return out
 // none: the first ARGV[3] dead letters.
 //
 // Returns how many it handed back.
-var redriveScript = redis.NewScript(`
+var redriveScript = redis.NewScript(freeing + `
 local key, g, dl = KEYS[1], ARGV[1], tonumber(ARGV[2])
 local ids = {}
 if #ARGV > 3 then

@@ -16,12 +16,15 @@ import "github.com/redis/go-redis/v9"
 //     (the ttl key, the pending field and the index entry go; a tombstone
 //     and, for an expiry, an event come), so that pending orders still
 //     expire on time, and can still be paid, in a full Redis.
+//   - reading: no-writes. The script only reads, so it runs whatever the
+//     memory.
 //
 // A shebang script may touch only keys of the slot of its KEYS on a
 // cluster; every key of a partition shares its hash tag, so they do.
 const (
 	growing = "#!lua\n"
 	freeing = "#!lua flags=allow-oom\n"
+	reading = "#!lua flags=no-writes\n"
 )
 
 // luaPrelude starts every script. Each state change is one script, so it is
@@ -244,7 +247,7 @@ return {'ok', close(id, d, ARGV[4]), now, expired_here, caught_here}
 // the record is the order, unchanged
 // 'closed'   -> the order is closed (perhaps expired by this call)
 // 'missing'  -> no order has this id, or it closed longer ago than retention
-var rescheduleScript = redis.NewScript(luaPrelude + `
+var rescheduleScript = redis.NewScript(growing + luaPrelude + `
 local id = ARGV[3]
 local state, rec = current(id)
 if state ~= 'pending' then return {state, rec, now, expired_here, caught_here} end
