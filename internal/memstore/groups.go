@@ -157,8 +157,8 @@ func (s *Store) DeleteGroup(_ context.Context, id string) error {
 	return nil
 }
 
-// Deliver hands up to maxEvents events to a consumer: first the due redeliveries,
-// oldest first, then the events after the group's position.
+// Deliver hands up to maxEvents events to a consumer: first the due
+// redeliveries, oldest first, then the events after the group's position.
 func (s *Store) Deliver(_ context.Context, groupID, consumer string, maxEvents int) ([]order.Delivery, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -300,8 +300,11 @@ func (s *Store) Run(ctx context.Context) error {
 	}
 }
 
+// trimInterval is how often the log and the closed orders are trimmed.
+const trimInterval = time.Second
+
 // expireDue expires every due order, trims the log and returns how long to
-// sleep until the next deadline.
+// sleep until the next deadline or trim.
 func (s *Store) expireDue() time.Duration {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -312,14 +315,16 @@ func (s *Store) expireDue() time.Duration {
 			s.close(o, order.StatusExpired, now)
 		}
 	}
-	if now.Sub(s.trimmed) >= time.Second {
+	if now.Sub(s.trimmed) >= trimInterval {
 		s.trim(now)
 		s.trimmed = now
 	}
+	// Wake at least every trimInterval, so that the log is trimmed when no
+	// order is pending too.
 	if len(s.deadlines) == 0 {
-		return time.Minute
+		return trimInterval
 	}
-	return min(s.deadlines[0].at.Sub(now), time.Minute)
+	return min(s.deadlines[0].at.Sub(now), trimInterval)
 }
 
 // trim drops events and closed orders older than retention. The caller
