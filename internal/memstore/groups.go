@@ -16,6 +16,9 @@ import (
 // partition, so a position is one cursor and every ack id's partition is 0.
 type group struct {
 	settings order.Group
+	// start is the cursor the group started after: no event up to it was
+	// ever delivered to the group.
+	start order.Cursor
 	// position is the cursor of the last event delivered to the group; the
 	// events after it are its backlog.
 	position order.Cursor
@@ -69,6 +72,7 @@ func (s *Store) CreateGroup(_ context.Context, g order.Group, start order.Positi
 	g.CreatedAt = s.nowMs()
 	s.groups[g.ID] = &group{
 		settings: g,
+		start:    pos,
 		position: pos,
 		inFlight: make(map[order.Cursor]*delivery),
 		dead:     make(map[order.Cursor]int),
@@ -255,7 +259,7 @@ func (s *Store) ackStatus(g *group, id order.AckID, now time.Time) order.AckStat
 		}
 		return order.AckDone
 	}
-	if g.position.Less(id.Cursor) {
+	if !g.start.Less(id.Cursor) || g.position.Less(id.Cursor) {
 		return order.AckUnknown
 	}
 	if _, ok := s.event(id.Cursor); !ok {
