@@ -39,7 +39,9 @@ import (
 // the ack deadline.
 
 // groupsKey is the hash of every group's settings: id -> "<ack deadline ms>
-// <max deliveries> <created ms>".
+// <max deliveries> <created ms> <start>", the start being the position the
+// group started after, so that an ack id of an event before it is unknown
+// to the group.
 const groupsKey = "oe:groups"
 
 const (
@@ -80,7 +82,7 @@ end
 //
 // KEYS[1] groupsKey.
 // ARGV[1] group id, ARGV[2] ack deadline ms, ARGV[3] max deliveries,
-// ARGV[4] the most groups there may be.
+// ARGV[4] the most groups there may be, ARGV[5] the start position.
 //
 // Returns {code, settings}: 'created' with the new settings, 'exists' with
 // the existing ones, 'full' when there are ARGV[4] groups already.
@@ -89,7 +91,7 @@ local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if cur then return {'exists', cur} end
 if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[4]) then return {'full', ''} end
 local t = redis.call('TIME')
-local rec = ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. (tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+local rec = ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. (tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)) .. ' ' .. ARGV[5]
 redis.call('HSET', KEYS[1], ARGV[1], rec)
 return {'created', rec}
 `)
@@ -140,22 +142,23 @@ return out
 //
 // KEYS[1] the partition's events stream.
 // ARGV[1] group id, ARGV[2] ack deadline ms, ARGV[3] 'ack', or the nack's
-// retry_after in ms; then pairs of event id and attempt.
+// retry_after in ms, ARGV[4] the group's start on this partition; then
+// pairs of event id and attempt.
 //
 // Returns one code a pair (see order.AckStatus): 0 done, 1 unknown (no
 // such event delivered to the group), 2 not in flight (acknowledged or
 // dead-lettered), 3 expired (past its ack deadline, or delivered again).
 var settleScript = redis.NewScript(freeing + groupsLua + `
-local key, g, dl = KEYS[1], ARGV[1], tonumber(ARGV[2])
+local key, g, dl, start = KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[4]
 local last
 local res = {}
-for i = 4, #ARGV, 2 do
+for i = 5, #ARGV, 2 do
   local id, attempt = ARGV[i], tonumber(ARGV[i + 1])
   local p = redis.call('XPENDING', key, g, id, id, 1)
   local st
   if #p == 0 then
     if not last then last = groupInfo(key, g)['last-delivered-id'] end
-    if not idLess(last, id) and #redis.call('XRANGE', key, id, id) > 0 then st = 2 else st = 1 end
+    if idLess(start, id) and not idLess(last, id) and #redis.call('XRANGE', key, id, id) > 0 then st = 2 else st = 1 end
   else
     local e = p[1]
     if e[2] == 'dead' then
@@ -182,8 +185,9 @@ return res
 // KEYS[1] the partition's events stream.
 // ARGV[1] group id.
 //
-// Returns {last delivered id, backlog, in flight, dead letters, oldest
-// unacknowledged id or ''}, or false when the group is missing here.
+// Returns {last delivered id, backlog, in flight, dead letters, when the
+// oldest unacknowledged event was logged (its x field, in ms) or ”}, or
+// false when the group is missing here.
 var groupStateScript = redis.NewScript(reading + groupsLua + `
 local key, g = KEYS[1], ARGV[1]
 local info = groupInfo(key, g)
@@ -206,7 +210,12 @@ if nxt[1] and (not oldest or idLess(nxt[1][1], oldest)) then oldest = nxt[1][1] 
 -- lag is unknown (nil) for a group created at an arbitrary id: count.
 local backlog = info['lag']
 if not backlog then backlog = #redis.call('XRANGE', key, '(' .. last, '+') end
-return {last, backlog, tonumber(sum[1]) - dead, dead, oldest or ''}
+local logged = ''
+if oldest then
+  local r = redis.call('XRANGE', key, oldest, oldest)
+  if r[1] then logged = kv(r[1][2])['x'] end
+end
+return {last, backlog, tonumber(sum[1]) - dead, dead, logged}
 `)
 
 // deadLettersScript lists dead letters of one partition.
@@ -251,35 +260,41 @@ end
 return n
 `)
 
-// cachedGroup is a replica's copy of a group's settings.
-type cachedGroup struct {
-	g  order.Group
+// settings are a group's settings and where it started.
+type settings struct {
+	order.Group
+	start order.Position
+}
+
+// cachedSettings are a replica's copy of a group's settings.
+type cachedSettings struct {
+	settings
 	at time.Time
 }
 
 // groupCache holds the settings of the groups this replica serves.
 type groupCache struct {
 	mu sync.Mutex
-	m  map[string]cachedGroup
+	m  map[string]cachedSettings
 }
 
-func (c *groupCache) get(id string) (order.Group, bool) {
+func (c *groupCache) get(id string) (settings, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.m[id]
 	if !ok || time.Since(e.at) > settingsTTL {
-		return order.Group{}, false
+		return settings{}, false
 	}
-	return e.g, true
+	return e.settings, true
 }
 
-func (c *groupCache) put(g order.Group) {
+func (c *groupCache) put(g settings) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil {
-		c.m = make(map[string]cachedGroup)
+		c.m = make(map[string]cachedSettings)
 	}
-	c.m[g.ID] = cachedGroup{g: g, at: time.Now()}
+	c.m[g.ID] = cachedSettings{settings: g, at: time.Now()}
 }
 
 func (c *groupCache) drop(id string) {
@@ -289,21 +304,28 @@ func (c *groupCache) drop(id string) {
 }
 
 // parseSettings reads a group's settings: "<ack ms> <max deliveries>
-// <created ms>".
-func parseSettings(id, rec string) (order.Group, error) {
+// <created ms> <start>".
+func parseSettings(id, rec string, partitions int) (settings, error) {
 	f := strings.Fields(rec)
-	if len(f) != 3 {
-		return order.Group{}, fmt.Errorf("malformed settings of group %q: %q", id, rec)
+	if len(f) != 4 {
+		return settings{}, fmt.Errorf("malformed settings of group %q: %q", id, rec)
 	}
 	var n [3]int64
 	for i := range n {
 		v, err := strconv.ParseInt(f[i], 10, 64)
 		if err != nil {
-			return order.Group{}, fmt.Errorf("malformed settings of group %q: %q", id, rec)
+			return settings{}, fmt.Errorf("malformed settings of group %q: %q", id, rec)
 		}
 		n[i] = v
 	}
-	return order.Group{ID: id, AckDeadline: time.Duration(n[0]) * time.Millisecond, MaxDeliveries: int(n[1]), CreatedAt: time.UnixMilli(n[2])}, nil
+	start, err := order.ParsePosition(f[3])
+	if err != nil || len(start) != partitions {
+		return settings{}, fmt.Errorf("malformed start of group %q: %q", id, f[3])
+	}
+	return settings{
+		Group: order.Group{ID: id, AckDeadline: time.Duration(n[0]) * time.Millisecond, MaxDeliveries: int(n[1]), CreatedAt: time.UnixMilli(n[2])},
+		start: start,
+	}, nil
 }
 
 func groupNotFound(id string) error {
@@ -326,17 +348,19 @@ func (s *Store) CreateGroup(ctx context.Context, g order.Group, start order.Posi
 		if err := s.CheckCursor(ctx, start...); err != nil {
 			return order.Group{}, false, err
 		}
+	} else if start, err = s.tails(ctx, parts); err != nil {
+		return order.Group{}, false, err
 	}
 	cctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	res, err := createGroupScript.Run(cctx, s.rdb, []string{groupsKey}, g.ID, g.AckDeadline.Milliseconds(), g.MaxDeliveries, maxGroups).StringSlice()
+	res, err := createGroupScript.Run(cctx, s.rdb, []string{groupsKey}, g.ID, g.AckDeadline.Milliseconds(), g.MaxDeliveries, maxGroups, start.String()).StringSlice()
 	if err != nil {
 		return order.Group{}, false, storeError(err)
 	}
 	if res[0] == "full" {
 		return order.Group{}, false, order.Errorf(order.KindResourceExhausted, "there are %d consumer groups already, the most this service keeps; delete one first", maxGroups)
 	}
-	got, err := parseSettings(g.ID, res[1])
+	got, err := parseSettings(g.ID, res[1], len(parts))
 	if err != nil {
 		return order.Group{}, false, s.corrupt(groupsKey, err, "field", g.ID)
 	}
@@ -345,14 +369,11 @@ func (s *Store) CreateGroup(ctx context.Context, g order.Group, start order.Posi
 			"consumer group %q exists with ack_deadline %s and max_deliveries %d; delete it first, or create it with those settings",
 			g.ID, got.AckDeadline, got.MaxDeliveries)
 	}
+	// At the recorded start, which is this call's unless the group existed.
 	pipe := s.rdb.Pipeline()
 	cmds := make([]*redis.StatusCmd, len(parts))
 	for i, p := range parts {
-		from := "$"
-		if start != nil {
-			from = start[i].String()
-		}
-		cmds[i] = pipe.XGroupCreateMkStream(cctx, p.keys.events, g.ID, from)
+		cmds[i] = pipe.XGroupCreateMkStream(cctx, p.keys.events, g.ID, got.start[i].String())
 	}
 	_, _ = pipe.Exec(cctx)
 	for _, c := range cmds {
@@ -361,27 +382,55 @@ func (s *Store) CreateGroup(ctx context.Context, g order.Group, start order.Posi
 		}
 	}
 	s.groups.put(got)
-	return got, res[0] == "created", nil
+	return got.Group, res[0] == "created", nil
+}
+
+// tails reads the cursor of every partition's last event, in one round trip.
+func (s *Store) tails(ctx context.Context, parts []*partition) (order.Position, error) {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.XMessageSliceCmd, len(parts))
+	for i, p := range parts {
+		cmds[i] = pipe.XRevRangeN(ctx, p.keys.events, "+", "-", 1)
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, storeError(err)
+	}
+	pos := make(order.Position, len(parts))
+	for i, c := range cmds {
+		if msgs := c.Val(); len(msgs) > 0 {
+			var err error
+			if pos[i], err = parseStreamID(msgs[0].ID); err != nil {
+				return nil, s.corrupt(parts[i].keys.events, err)
+			}
+		}
+	}
+	return pos, nil
 }
 
 // group returns a group's settings, from this replica's copy when it is
 // fresh.
-func (s *Store) group(ctx context.Context, id string) (order.Group, error) {
+func (s *Store) group(ctx context.Context, id string) (settings, error) {
 	if g, ok := s.groups.get(id); ok {
 		return g, nil
+	}
+	parts, err := s.layout(ctx)
+	if err != nil {
+		return settings{}, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
 	rec, err := s.rdb.HGet(ctx, groupsKey, id).Result()
 	if errors.Is(err, redis.Nil) {
-		return order.Group{}, groupNotFound(id)
+		return settings{}, groupNotFound(id)
 	}
 	if err != nil {
-		return order.Group{}, storeError(err)
+		return settings{}, storeError(err)
 	}
-	g, err := parseSettings(id, rec)
+	g, err := parseSettings(id, rec, len(parts))
 	if err != nil {
-		return order.Group{}, s.corrupt(groupsKey, err, "field", id)
+		return settings{}, s.corrupt(groupsKey, err, "field", id)
 	}
 	s.groups.put(g)
 	return g, nil
@@ -407,7 +456,7 @@ func (s *Store) Group(ctx context.Context, id string) (order.Group, order.GroupS
 	// Exec's error is each command's: they are read below.
 	_, _ = pipe.Exec(ctx)
 	st := order.GroupState{Position: make(order.Position, len(parts))}
-	var oldest order.Cursor
+	var oldest int64
 	for i, c := range cmds {
 		res, err := c.Slice()
 		if errors.Is(err, redis.Nil) {
@@ -426,17 +475,20 @@ func (s *Store) Group(ctx context.Context, id string) (order.Group, order.GroupS
 		st.Backlog += backlog
 		st.InFlight += inFlight
 		st.DeadLetters += dead
-		if o, _ := res[4].(string); o != "" {
-			c, err := parseStreamID(o)
-			if err == nil && (oldest.IsZero() || c.Less(oldest)) {
-				oldest = c
+		if x, _ := res[4].(string); x != "" {
+			ms, err := strconv.ParseInt(x, 10, 64)
+			if err != nil {
+				return order.Group{}, order.GroupState{}, s.corrupt(parts[i].keys.events, err, "group", id)
+			}
+			if oldest == 0 || ms < oldest {
+				oldest = ms
 			}
 		}
 	}
-	if !oldest.IsZero() {
-		st.OldestUnacked = time.UnixMilli(int64(oldest.Ms))
+	if oldest != 0 {
+		st.OldestUnacked = time.UnixMilli(oldest)
 	}
-	return g, st, nil
+	return g.Group, st, nil
 }
 
 // groupMissing is the error for a group whose settings exist but whose
@@ -449,6 +501,10 @@ func (s *Store) groupMissing(id string, partition int) error {
 
 // Groups returns every group, by id.
 func (s *Store) Groups(ctx context.Context) ([]order.Group, error) {
+	parts, err := s.layout(ctx)
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
 	all, err := s.rdb.HGetAll(ctx, groupsKey).Result()
@@ -457,11 +513,11 @@ func (s *Store) Groups(ctx context.Context) ([]order.Group, error) {
 	}
 	out := make([]order.Group, 0, len(all))
 	for id, rec := range all {
-		g, err := parseSettings(id, rec)
+		g, err := parseSettings(id, rec, len(parts))
 		if err != nil {
 			return nil, s.corrupt(groupsKey, err, "field", id)
 		}
-		out = append(out, g)
+		out = append(out, g.Group)
 	}
 	slices.SortFunc(out, func(a, b order.Group) int { return strings.Compare(a.ID, b.ID) })
 	return out, nil
@@ -532,7 +588,7 @@ func (s *Store) DeliverPartition(ctx context.Context, partition int, group, cons
 	return s.deliverPartition(ctx, p, g, consumer, max)
 }
 
-func (s *Store) deliverPartition(ctx context.Context, p *partition, g order.Group, consumer string, max int) ([]order.Delivery, error) {
+func (s *Store) deliverPartition(ctx context.Context, p *partition, g settings, consumer string, max int) ([]order.Delivery, error) {
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
 	res, err := deliverScript.Run(ctx, s.rdb, []string{p.keys.events}, g.ID, consumerName(consumer), max,
@@ -607,7 +663,7 @@ func (s *Store) settle(ctx context.Context, group string, ids []order.AckID, how
 	pipe := s.rdb.Pipeline()
 	cmds := map[int]*redis.Cmd{}
 	for p, idx := range byPart {
-		args := []any{g.ID, g.AckDeadline.Milliseconds(), how}
+		args := []any{g.ID, g.AckDeadline.Milliseconds(), how, g.start[p].String()}
 		for _, i := range idx {
 			args = append(args, ids[i].Cursor.String(), ids[i].Attempt)
 		}
