@@ -31,6 +31,8 @@ type group struct {
 
 // delivery is an event in flight at a consumer.
 type delivery struct {
+	// consumer is the consumer it was last delivered to, whose it is until
+	// it is due again.
 	consumer string
 	// attempt counts the event's deliveries; 0 for a dead letter put back,
 	// which has not been delivered again yet.
@@ -44,7 +46,7 @@ var _ order.GroupStore = (*Store)(nil)
 
 // CreateGroup creates a consumer group, or answers the existing one when it
 // was asked for with the same settings.
-func (s *Store) CreateGroup(_ context.Context, g order.Group, start order.Position, maxGroups int) (order.Group, bool, error) {
+func (s *Store) CreateGroup(ctx context.Context, g order.Group, start order.Position, maxGroups int) (order.Group, bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if old, ok := s.groups[g.ID]; ok {
@@ -60,7 +62,7 @@ func (s *Store) CreateGroup(_ context.Context, g order.Group, start order.Positi
 				"start position %s has %d parts, but this log has one partition; pass a single cursor such as \"1732170000000-0\", or \"0-0\" for all that is retained",
 				start, len(start))
 		}
-		if err := order.CheckCursor(start[0], uint64(s.now().UnixMilli()), uint64(s.retention.Milliseconds())); err != nil {
+		if err := s.CheckCursor(ctx, start[0]); err != nil {
 			return order.Group{}, false, err
 		}
 		pos = start[0]
