@@ -98,7 +98,11 @@ local function trimHorizon()
   for _, gi in ipairs(groups) do
     local t = {}
     for i = 1, #gi, 2 do t[gi[i]] = gi[i + 1] end
-    local keep = t['last-delivered-id']
+    -- Everything after the last delivered event: MINID keeps the
+    -- threshold itself, so the threshold is the id just after it.
+    local last = t['last-delivered-id']
+    local d = string.find(last, '-', 1, true)
+    local keep = string.sub(last, 1, d) .. (tonumber(string.sub(last, d + 1)) + 1)
     if tonumber(t['pending']) > 0 then
       local first = redis.call('XPENDING', KEYS[3], t['name'])[2]
       if idLess(first, keep) then keep = first end
@@ -312,10 +316,14 @@ if n > 0 then
     redis.call('XADD', KEYS[3], '*', 'id', id, 'c', created, 'd', d, 'x', x, 'm', meta)
     if now - tonumber(d) > 1000 then caught = caught + 1 end
   end
-  -- One trim for the batch instead of one per XADD. Exact, not '~': an
-  -- approximate trim drops only whole nodes of about a hundred entries, so
-  -- that a quiet log would keep its old events, and a group's needs could
-  -- not be told from a trim that did not run.
+end
+-- One trim for the batch instead of one per XADD, and one on every sweep
+-- (a second apart at most) when nothing expired, so that a quiet log is
+-- trimmed too. Exact, not '~': an approximate trim drops only whole nodes
+-- of about a hundred entries, so that a quiet log would keep its old
+-- events, and a group's needs could not be told from a trim that did not
+-- run.
+if redis.call('EXISTS', KEYS[3]) == 1 then
   redis.call('XTRIM', KEYS[3], 'MINID', trimHorizon())
 end
 local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
