@@ -1,0 +1,52 @@
+package e2e
+
+// Hostile clients: each test replays one finding of a probe of the service
+// as an attacker would, through the real ports, and checks that the server
+// answers with the right code and keeps its memory, descriptors and
+// goroutines bounded. Tests about resources log a RESULT line with the
+// figures, for RELIABILITY.md.
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/orderexpiry/orderexpiry/internal/gen/orderexpiry/v1"
+)
+
+// TestHostileDotIDs: the order ids "." and "..", which URL clients
+// normalise away as path segments, are refused on both ports and never
+// written; ids that merely contain dots are still fine.
+func TestHostileDotIDs(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, nil)
+	ctx := context.Background()
+	for _, id := range []string{".", ".."} {
+		t.Run(id, func(t *testing.T) {
+			_, err := s.Client.Checkout(ctx, &pb.CheckoutRequest{OrderId: id})
+			wantCode(t, err, codes.InvalidArgument)
+			if msg := status.Convert(err).Message(); !strings.Contains(msg, "order_id") || !strings.Contains(msg, `"`+id+`"`) {
+				t.Fatalf("message %q does not name order_id and %q", msg, id)
+			}
+			_, err = s.Client.GetOrder(ctx, &pb.GetOrderRequest{OrderId: id})
+			wantCode(t, err, codes.InvalidArgument)
+			code, _, body := httpCall(t, s.HTTP, "POST", s.URL("/v1/orders"), "", `{"orderId":"`+id+`","ttl":"60s"}`)
+			if e := jsonError(body); code != 400 || e.Code != int(codes.InvalidArgument) || !strings.Contains(e.Message, "order_id") {
+				t.Fatalf("REST checkout of %q: %d %s, want 400 naming order_id", id, code, body)
+			}
+			// Escaped, the segment reaches the server as the id itself.
+			code, _, body = httpCall(t, s.HTTP, "GET", s.URL("/v1/orders/"+strings.ReplaceAll(id, ".", "%2E")), "", "")
+			if e := jsonError(body); code != 400 || e.Code != int(codes.InvalidArgument) {
+				t.Fatalf("REST get of %q: %d %s, want 400", id, code, body)
+			}
+		})
+	}
+	for _, id := range []string{"...", ".a", "a.", "a..b", "v1.2"} {
+		if _, err := s.Client.Checkout(ctx, &pb.CheckoutRequest{OrderId: id}); err != nil {
+			t.Errorf("checkout of %q: %v", id, err)
+		}
+	}
+}
