@@ -8,6 +8,7 @@ package e2e
 
 import (
 	"context"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -48,5 +49,39 @@ func TestHostileDotIDs(t *testing.T) {
 		if _, err := s.Client.Checkout(ctx, &pb.CheckoutRequest{OrderId: id}); err != nil {
 			t.Errorf("checkout of %q: %v", id, err)
 		}
+	}
+}
+
+// TestHostileCursorPartsClipped: a cursor with the wrong number of parts
+// (here 1,024 parts of the longest cursor, 43 KB, against a log of one
+// partition) is refused with a short message that does not repeat it.
+func TestHostileCursorPartsClipped(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, nil)
+	part := "18446744073709551615-18446744073709551615"
+	parts := make([]string, 1024)
+	for i := range parts {
+		parts[i] = part
+	}
+	cursor := strings.Join(parts, ",")
+	const maxMessage = 512
+
+	stream, err := s.Client.WatchExpirations(context.Background(), &pb.WatchExpirationsRequest{AfterCursor: cursor})
+	if err == nil {
+		_, err = stream.Recv()
+	}
+	wantCode(t, err, codes.InvalidArgument)
+	msg := status.Convert(err).Message()
+	if len(msg) > maxMessage || !strings.Contains(msg, "1024 part(s)") || !strings.Contains(msg, "1 partition(s)") {
+		t.Fatalf("gRPC: a message of %d bytes (%.200q…); want at most %d naming 1024 parts and 1 partition", len(msg), msg, maxMessage)
+	}
+
+	code, _, body := httpCall(t, s.HTTP, "GET", s.URL("/v1/expirations:watch?after_cursor="+url.QueryEscape(cursor)), "", "")
+	if e := jsonError(body); code != 400 || e.Code != int(codes.InvalidArgument) || len(body) > maxMessage+64 {
+		t.Fatalf("REST: %d and a body of %d bytes (%.200q…); want 400 and a short message", code, len(body), body)
+	}
+	code, _, sse := s.sseReject(t, cursor)
+	if m, _ := sse["message"].(string); code != 400 || len(m) > maxMessage {
+		t.Fatalf("REST with Last-Event-ID: %d and a message of %d bytes; want 400 and a short message", code, len(m))
 	}
 }

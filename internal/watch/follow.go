@@ -92,8 +92,8 @@ func (h *Hub) checkPosition(ctx context.Context, p order.Position) (order.Positi
 	if len(p) == 1 && p[0].IsZero() {
 		p = make(order.Position, n)
 	}
-	if len(p) != n {
-		return p, order.Errorf(order.KindInvalid, "after_cursor %s has %d part(s), but this service's expiration log has %d partition(s): it does not come from this service; pass the cursor field of a received event", p, len(p), n)
+	if err := p.CheckParts(n); err != nil {
+		return p, err
 	}
 	if err := h.log.CheckCursor(ctx, p...); err != nil {
 		return p, err
