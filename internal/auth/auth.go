@@ -27,13 +27,19 @@ type Tokens struct {
 }
 
 // ParseTokens reads tokens from a list separated by commas or new lines;
-// blank lines and lines starting with '#' are skipped.
+// blank lines and lines starting with '#' are skipped. A comment is the
+// whole line, commas included: split at its commas, a comment would give
+// tokens made of its words.
 func ParseTokens(list string) []string {
 	var out []string
-	for _, line := range strings.FieldsFunc(list, func(r rune) bool { return r == '\n' || r == ',' }) {
-		line = strings.TrimSpace(line)
-		if line != "" && !strings.HasPrefix(line, "#") {
-			out = append(out, line)
+	for _, line := range strings.Split(list, "\n") {
+		if line = strings.TrimSpace(line); strings.HasPrefix(line, "#") {
+			continue
+		}
+		for _, tok := range strings.Split(line, ",") {
+			if tok = strings.TrimSpace(tok); tok != "" && !strings.HasPrefix(tok, "#") {
+				out = append(out, tok)
+			}
 		}
 	}
 	return out

@@ -52,7 +52,7 @@ func TestCheck(t *testing.T) {
 
 func TestLoadTokens(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "tokens")
-	if err := os.WriteFile(file, []byte("# service A\nalpha\n\n  beta  \n"), 0o600); err != nil {
+	if err := os.WriteFile(file, []byte("# service A, then B\nalpha\n\n  beta  \n  # revoked, gone: omega\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	got, err := LoadTokens(file, "gamma, delta")
