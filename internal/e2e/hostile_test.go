@@ -8,11 +8,13 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"net/url"
 	"strings"
 	"testing"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	pb "github.com/orderexpiry/orderexpiry/internal/gen/orderexpiry/v1"
@@ -83,5 +85,61 @@ func TestHostileCursorPartsClipped(t *testing.T) {
 	code, _, sse := s.sseReject(t, cursor)
 	if m, _ := sse["message"].(string); code != 400 || len(m) > maxMessage {
 		t.Fatalf("REST with Last-Event-ID: %d and a message of %d bytes; want 400 and a short message", code, len(m))
+	}
+}
+
+// TestHostileBearerExact: an authorization header is "Bearer", one space
+// and the token (the scheme in any case), with nothing around them; two
+// spaces, a tab, a space at either end or a second word are refused on the
+// gRPC port and through the gateway.
+func TestHostileBearerExact(t *testing.T) {
+	t.Parallel()
+	s := startServerWith(t, serverOptions{Token: tokenA}, map[string]string{"AUTH_TOKENS": tokenA})
+	bare := pb.NewOrderServiceClient(dialServer(t, s.GRPCAddr, nil, ""))
+	tests := []struct {
+		name, header string
+		ok           bool
+		grpc, rest   bool // sent on the gRPC port, through the gateway
+	}{
+		{"one space", "Bearer " + tokenA, true, true, true},
+		{"scheme in another case", "bEARER " + tokenA, true, true, true},
+		{"two spaces", "Bearer  " + tokenA, false, true, true},
+		{"a second word", "Bearer " + tokenA + " " + tokenA, false, true, true},
+		{"token and a comma", "Bearer " + tokenA + ",", false, true, true},
+		// gRPC clients refuse to send a tab in metadata.
+		{"tab", "Bearer\t" + tokenA, false, false, true},
+		// HTTP drops the white space around a header's value before the
+		// service sees it (RFC 9110, section 5.5), so these go over gRPC.
+		{"trailing space", "Bearer " + tokenA + " ", false, true, false},
+		{"leading space", " Bearer " + tokenA, false, true, false},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			id := fmt.Sprint("bearer-", i)
+			if tc.grpc {
+				ctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", tc.header)
+				_, err := bare.Checkout(ctx, &pb.CheckoutRequest{OrderId: id})
+				if tc.ok && err != nil {
+					t.Fatalf("gRPC with %q: %v", tc.header, err)
+				}
+				if !tc.ok {
+					wantCode(t, err, codes.Unauthenticated)
+					if strings.Contains(status.Convert(err).Message(), tokenA) {
+						t.Fatalf("the refusal echoes the token: %v", err)
+					}
+				}
+			}
+			if !tc.rest {
+				return
+			}
+			code, h, body := httpCall(t, s.HTTP, "POST", s.URL("/v1/orders"), tc.header, `{"orderId":"`+id+`-rest"}`)
+			if tc.ok {
+				if code != 200 {
+					t.Fatalf("REST with %q: %d %s", tc.header, code, body)
+				}
+				return
+			}
+			want401(t, code, h, body, []string{tokenA})
+		})
 	}
 }
