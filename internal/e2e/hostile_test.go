@@ -12,10 +12,13 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	pb "github.com/orderexpiry/orderexpiry/internal/gen/orderexpiry/v1"
 )
@@ -141,5 +144,101 @@ func TestHostileBearerExact(t *testing.T) {
 			}
 			want401(t, code, h, body, []string{tokenA})
 		})
+	}
+}
+
+// rawCodec sends and receives messages as the bytes they are, so that a
+// test can send what no protobuf library would encode.
+type rawCodec struct{}
+
+func (rawCodec) Marshal(v any) ([]byte, error) { return v.([]byte), nil }
+
+func (rawCodec) Unmarshal(data []byte, v any) error {
+	*v.(*[]byte) = append([]byte(nil), data...)
+	return nil
+}
+
+func (rawCodec) Name() string { return "proto" }
+
+// TestHostileMalformedProtobuf: a request that is not a valid protobuf
+// message (invalid UTF-8 in a string, truncated, nested past the decoder's
+// limit) gets INVALID_ARGUMENT saying so, after authentication (a call
+// without a token gets UNAUTHENTICATED, as any other), and is not logged as
+// an internal error.
+func TestHostileMalformedProtobuf(t *testing.T) {
+	t.Parallel()
+	s := startServerWith(t, serverOptions{Token: tokenA}, map[string]string{"AUTH_TOKENS": tokenA})
+	withToken := dialServer(t, s.GRPCAddr, nil, tokenA)
+	noToken := dialServer(t, s.GRPCAddr, nil, "")
+
+	str := func(num protowire.Number, v string) []byte {
+		return protowire.AppendString(protowire.AppendTag(nil, num, protowire.BytesType), v)
+	}
+	// Unknown groups nested deeper than the decoder's recursion limit
+	// (10,000), each opened and closed.
+	var deep []byte
+	for range 10_050 {
+		deep = protowire.AppendTag(deep, 15, protowire.StartGroupType)
+	}
+	for range 10_050 {
+		deep = protowire.AppendTag(deep, 15, protowire.EndGroupType)
+	}
+	tests := []struct {
+		name   string
+		method string
+		msg    []byte
+		stream bool
+	}{
+		{"invalid UTF-8 in order_id", "GetOrder", str(1, "ord-\xff\xfe"), false},
+		{"truncated field", "CompleteOrder", str(1, "ord-1")[:4], false},
+		{"length past the end", "CancelOrder", []byte{0x0a, 0x7f, 'a'}, false},
+		{"deep nesting", "Checkout", append(str(1, "ord-deep"), deep...), false},
+		{"invalid UTF-8 in a metadata value", "Checkout", append(str(1, "ord-md"), protowire.AppendBytes(protowire.AppendTag(nil, 3, protowire.BytesType), append(str(1, "k"), str(2, "\xc3")...))...), false},
+		{"invalid UTF-8 in after_cursor", "WatchExpirations", str(1, "1-\xff"), true},
+		{"truncated watch request", "WatchExpirations", []byte{0x0a, 0x05, '1'}, true},
+	}
+	call := func(conn *grpc.ClientConn, method string, msg []byte, stream bool) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		full := "/orderexpiry.v1.OrderService/" + method
+		if !stream {
+			var out []byte
+			return conn.Invoke(ctx, full, msg, &out, grpc.ForceCodec(rawCodec{}))
+		}
+		cs, err := conn.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true}, full, grpc.ForceCodec(rawCodec{}))
+		if err != nil {
+			return err
+		}
+		if err := cs.SendMsg(msg); err != nil {
+			return err
+		}
+		if err := cs.CloseSend(); err != nil {
+			return err
+		}
+		var out []byte
+		return cs.RecvMsg(&out)
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := call(withToken, tc.method, tc.msg, tc.stream)
+			wantCode(t, err, codes.InvalidArgument)
+			if msg := status.Convert(err).Message(); !strings.Contains(msg, "is not a valid orderexpiry.v1.") {
+				t.Fatalf("message %q does not say the request is not a valid message", msg)
+			}
+			wantCode(t, call(noToken, tc.method, tc.msg, tc.stream), codes.Unauthenticated)
+		})
+	}
+	for _, id := range []string{"ord-deep", "ord-md"} {
+		_, err := s.Client.GetOrder(context.Background(), &pb.GetOrderRequest{OrderId: id})
+		wantCode(t, err, codes.NotFound)
+	}
+	// Well-formed calls still work, with unknown fields ignored as
+	// protobuf wants.
+	withUnknown := append(str(1, "ord-ok"), str(99, "from a newer client")...)
+	if err := call(withToken, "Checkout", withUnknown, false); err != nil {
+		t.Fatalf("a checkout with an unknown field: %v", err)
+	}
+	if logs := s.Logs(); strings.Contains(logs, "internal error") {
+		t.Fatalf("a malformed request was logged as an internal error:\n%s", logs)
 	}
 }
