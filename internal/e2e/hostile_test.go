@@ -242,3 +242,41 @@ func TestHostileMalformedProtobuf(t *testing.T) {
 		t.Fatalf("a malformed request was logged as an internal error:\n%s", logs)
 	}
 }
+
+// TestHostileEncodedColon: an encoded colon (%3A) is part of the path
+// segment it is in, never the separator of a custom verb: an order id with
+// one is refused with 400 whatever the method, so
+// "POST /v1/orders/ok-1%3Acomplete" completes nothing, just as
+// "GET /v1/orders/ok-1%3Acomplete" finds nothing. A plain colon still
+// introduces the verb.
+func TestHostileEncodedColon(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, nil)
+	for _, id := range []string{"ok-1", "ok-2"} {
+		if code, body := s.restCall(t, "POST", "/v1/orders", `{"orderId":"`+id+`","ttl":"60s"}`); code != 200 {
+			t.Fatalf("checkout %s: %d %v", id, code, body)
+		}
+	}
+	for _, tc := range []struct{ method, path string }{
+		{"POST", "/v1/orders/ok-1%3Acomplete"},
+		{"POST", "/v1/orders/ok-1%3acomplete"},
+		{"POST", "/v1/orders/ok-1%3Acancel"},
+		{"POST", "/v1/orders/ok-1%3Acomplete:complete"},
+		{"GET", "/v1/orders/ok-1%3Acomplete"},
+		{"GET", "/v1/orders/ok-1%3A"},
+		{"DELETE", "/v1/orders/ok-1%3Acancel"},
+	} {
+		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
+			code, _, body := httpCall(t, s.HTTP, tc.method, s.URL(tc.path), "", "")
+			if e := jsonError(body); code != 400 || e.Code != int(codes.InvalidArgument) || !strings.Contains(e.Message, "order_id has the character ':'") {
+				t.Fatalf("%d %s, want 400 for the ':' in the order id", code, body)
+			}
+		})
+	}
+	if code, body := s.restCall(t, "GET", "/v1/orders/ok-1", ""); code != 200 || body["status"] != "ORDER_STATUS_PENDING" {
+		t.Fatalf("ok-1 after the refused calls: %d %v, want it still pending", code, body)
+	}
+	if code, body := s.restCall(t, "POST", "/v1/orders/ok-2:complete", ""); code != 200 || body["status"] != "ORDER_STATUS_COMPLETED" {
+		t.Fatalf("POST /v1/orders/ok-2:complete: %d %v, want it completed", code, body)
+	}
+}

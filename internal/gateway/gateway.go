@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"sort"
 	"strings"
 
@@ -22,6 +23,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/orderexpiry/orderexpiry/internal/gen/orderexpiry/v1"
+	"github.com/orderexpiry/orderexpiry/internal/order"
 )
 
 // Health reports whether the service can serve; nil means it can.
@@ -62,6 +64,14 @@ func New(ctx context.Context, conn *grpc.ClientConn, opts Options) (http.Handler
 		}}),
 		runtime.WithErrorHandler(errorHandler),
 		runtime.WithRoutingErrorHandler(routingErrorHandler),
+		// Routes are matched on the path as sent, and then its parameters
+		// unescaped: an escaped colon (%3A) is part of the segment it is in
+		// (RFC 3986, section 2.2), never the separator of a custom verb.
+		// The default would unescape first, so that POST
+		// /v1/orders/ok-1%3Acomplete completed ok-1 while GET
+		// /v1/orders/ok-1%3Acomplete looked for the id "ok-1:complete". (An
+		// escaped slash, %2F, still separates segments in this mode.)
+		runtime.WithUnescapingMode(runtime.UnescapingModeAllCharacters),
 	)
 	client := pb.NewOrderServiceClient(conn)
 	if err := pb.RegisterOrderServiceHandlerClient(ctx, mux, client); err != nil {
@@ -115,8 +125,18 @@ var httpCodes = map[codes.Code]int{
 }
 
 // routingErrorHandler keeps the HTTP status of a routing error (the
-// gateway's default turns 405 into 501).
+// gateway's default turns 405 into 501). A path that names an order id the
+// service refuses is refused for its id first, whatever the method: POST
+// /v1/orders/ok-1%3Acomplete gets the same 400 as GET does.
 func routingErrorHandler(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, httpStatus int) {
+	if httpStatus == http.StatusNotFound || httpStatus == http.StatusMethodNotAllowed {
+		if id, ok := pathOrderID(r); ok {
+			if err := order.ValidateID("order_id", id); err != nil {
+				errorHandler(ctx, mux, m, w, r, status.Error(codes.InvalidArgument, err.Error()))
+				return
+			}
+		}
+	}
 	var err error
 	switch httpStatus {
 	case http.StatusMethodNotAllowed:
@@ -127,6 +147,21 @@ func routingErrorHandler(ctx context.Context, mux *runtime.ServeMux, m runtime.M
 		err = status.Error(codes.InvalidArgument, http.StatusText(httpStatus))
 	}
 	errorHandler(ctx, mux, m, w, r, &runtime.HTTPStatusError{HTTPStatus: httpStatus, Err: err})
+}
+
+// pathOrderID returns the order id of a path /v1/orders/{order_id}, with or
+// without a custom verb, as the routes read it: the one segment after
+// /v1/orders/, up to a colon as sent (which starts the verb), unescaped.
+func pathOrderID(r *http.Request) (string, bool) {
+	rest, ok := strings.CutPrefix(r.URL.EscapedPath(), "/v1/orders/")
+	if !ok || strings.Contains(rest, "/") {
+		return "", false
+	}
+	if i := strings.LastIndexByte(rest, ':'); i >= 0 {
+		rest = rest[:i]
+	}
+	id, err := url.PathUnescape(rest)
+	return id, err == nil
 }
 
 func errorHandler(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {

@@ -829,3 +829,58 @@ func TestWatchClientGoesAway(t *testing.T) {
 		})
 	}
 }
+
+// TestEscapedPath: an escaped colon is part of the segment it is in, never
+// the start of a custom verb. A path whose order id the service would
+// refuse is refused for it, with 400, even where no route takes its method.
+func TestEscapedPath(t *testing.T) {
+	tests := []struct {
+		name         string
+		method, path string
+		wantCall     string // the RPC the server sees, and its id; empty: none
+		wantID       string
+		wantHTTP     int
+	}{
+		{name: "plain colon starts the verb", method: http.MethodPost, path: "/v1/orders/ok-1:complete", wantCall: "CompleteOrder", wantID: "ok-1", wantHTTP: 200},
+		{name: "escaped colon is in the id", method: http.MethodGet, path: "/v1/orders/ok-1%3Acomplete", wantCall: "GetOrder", wantID: "ok-1:complete", wantHTTP: 200},
+		{name: "escaped colon then the verb", method: http.MethodPost, path: "/v1/orders/ok-1%3Acancel:cancel", wantCall: "CancelOrder", wantID: "ok-1:cancel", wantHTTP: 200},
+		{name: "escaped letters", method: http.MethodGet, path: "/v1/orders/%6Fk", wantCall: "GetOrder", wantID: "ok", wantHTTP: 200},
+		{name: "escaped colon is no verb", method: http.MethodPost, path: "/v1/orders/ok-1%3Acomplete", wantHTTP: 400},
+		{name: "lower-case escape", method: http.MethodPost, path: "/v1/orders/ok-1%3acancel", wantHTTP: 400},
+		{name: "escaped slash", method: http.MethodGet, path: "/v1/orders/a%2Fb", wantHTTP: 400},
+		{name: "wrong method, bad id", method: http.MethodDelete, path: "/v1/orders/bad%20id", wantHTTP: 400},
+		{name: "wrong method, good id", method: http.MethodDelete, path: "/v1/orders/ok-1", wantHTTP: 405},
+		{name: "unknown verb, good id", method: http.MethodPost, path: "/v1/orders/ok-1:refund", wantHTTP: 405},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []string
+			var mu sync.Mutex
+			fake := &fakeServer{unary: func(method, id string) (*pb.Order, error) {
+				mu.Lock()
+				defer mu.Unlock()
+				got = append(got, method+" "+id)
+				return &pb.Order{OrderId: id}, nil
+			}}
+			g := startGateway(t, fake, nil)
+			resp, body := do(t, tt.method, g.url(tt.path), "")
+			if resp.StatusCode != tt.wantHTTP {
+				t.Fatalf("status %d (%s), want %d", resp.StatusCode, body, tt.wantHTTP)
+			}
+			if tt.wantHTTP == 400 {
+				checkError(t, resp, body, 400, codes.InvalidArgument, "order_id has the character")
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if tt.wantCall == "" {
+				if len(got) != 0 {
+					t.Fatalf("the server was called: %v", got)
+				}
+				return
+			}
+			if want := tt.wantCall + " " + tt.wantID; len(got) != 1 || got[0] != want {
+				t.Fatalf("the server saw %q, want %q", got, want)
+			}
+		})
+	}
+}
