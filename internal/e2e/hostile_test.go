@@ -9,6 +9,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"net/url"
 	"strings"
 	"testing"
@@ -278,5 +279,33 @@ func TestHostileEncodedColon(t *testing.T) {
 	}
 	if code, body := s.restCall(t, "POST", "/v1/orders/ok-2:complete", ""); code != 200 || body["status"] != "ORDER_STATUS_COMPLETED" {
 		t.Fatalf("POST /v1/orders/ok-2:complete: %d %v, want it completed", code, body)
+	}
+}
+
+// TestHostileLongURI: a request URI longer than -max-request-bytes gets
+// 414 URI Too Long, once the caller is authenticated: without a token it
+// gets 401 like any other call.
+func TestHostileLongURI(t *testing.T) {
+	t.Parallel()
+	s := startServerWith(t, serverOptions{Token: tokenA}, map[string]string{"AUTH_TOKENS": tokenA})
+	long := strings.Repeat("x", 70_000)
+	for _, tc := range []struct{ method, path string }{
+		{"GET", "/v1/orders/" + long},
+		{"POST", "/v1/orders/" + long + ":complete"},
+		{"GET", "/v1/expirations:watch?after_cursor=" + long},
+	} {
+		t.Run(tc.method+" "+tc.path[:20], func(t *testing.T) {
+			code, h, body := httpCall(t, s.HTTP, tc.method, s.URL(tc.path), "", "")
+			want401(t, code, h, body, nil)
+			code, _, body = httpCall(t, s.HTTP, tc.method, s.URL(tc.path), "Bearer "+tokenA, "")
+			if e := jsonError(body); code != http.StatusRequestURITooLong || e.Code != int(codes.InvalidArgument) || !strings.Contains(e.Message, "65536") {
+				t.Fatalf("with the token: %d %.300s, want 414 naming the limit", code, body)
+			}
+		})
+	}
+	// A long id within the limit is refused for its length, as before.
+	code, _, body := httpCall(t, s.HTTP, "GET", s.URL("/v1/orders/"+long[:1000]), "Bearer "+tokenA, "")
+	if e := jsonError(body); code != 400 || !strings.Contains(e.Message, "order_id is 1000 bytes long") {
+		t.Fatalf("a 1000-byte id: %d %s", code, body)
 	}
 }

@@ -45,7 +45,8 @@ type Options struct {
 	// Open names the endpoints that need no credentials: "health",
 	// "metrics", "openapi".
 	Open map[string]bool
-	// MaxBodyBytes bounds a request body; 0 means 64 KiB.
+	// MaxBodyBytes bounds a request body, and the request URI (its path
+	// and query); 0 means 64 KiB.
 	MaxBodyBytes int64
 }
 
@@ -106,7 +107,34 @@ func New(ctx context.Context, conn *grpc.ClientConn, opts Options) (http.Handler
 			return nil, err
 		}
 	}
-	return http.MaxBytesHandler(mux, opts.MaxBodyBytes), nil
+	authorize := func(r *http.Request) error {
+		if opts.Authorize == nil || opts.Open[names[r.URL.Path]] {
+			return nil
+		}
+		return opts.Authorize(r)
+	}
+	return http.MaxBytesHandler(limitURI(mux, opts.MaxBodyBytes, authorize), opts.MaxBodyBytes), nil
+}
+
+// limitURI refuses a request whose URI (path and query) is longer than
+// limit with 414 URI Too Long, once authorize has let it in: the URI's
+// parameters make the gRPC request, which the server would refuse for its
+// size with RESOURCE_EXHAUSTED (429) before it even checked the caller's
+// token.
+func limitURI(mux *runtime.ServeMux, limit int64, authorize func(*http.Request) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if int64(len(r.RequestURI)) <= limit {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		_, outbound := runtime.MarshalerForRequest(mux, r)
+		err := authorize(r)
+		if err == nil {
+			err = &runtime.HTTPStatusError{HTTPStatus: http.StatusRequestURITooLong,
+				Err: status.Errorf(codes.InvalidArgument, "the request URI is %d bytes long; the limit is %d bytes", len(r.RequestURI), limit)}
+		}
+		runtime.HTTPError(r.Context(), mux, outbound, w, r, err)
+	})
 }
 
 func staticJSON(body []byte) http.Handler {

@@ -109,6 +109,13 @@ func (g *testGateway) url(path string) string { return g.srv.URL + path }
 // through httptest; everything stops when tb ends.
 func startGateway(tb testing.TB, fake pb.OrderServiceServer, health Health) *testGateway {
 	tb.Helper()
+	return startGatewayWith(tb, fake, Options{Health: health})
+}
+
+// startGatewayWith is startGateway with the gateway's options; a nil
+// Health reports serving.
+func startGatewayWith(tb testing.TB, fake pb.OrderServiceServer, opts Options) *testGateway {
+	tb.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
@@ -129,12 +136,12 @@ func startGateway(tb testing.TB, fake pb.OrderServiceServer, health Health) *tes
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { conn.Close() })
-	if health == nil {
-		health = func(context.Context) error { return nil }
+	if opts.Health == nil {
+		opts.Health = func(context.Context) error { return nil }
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	tb.Cleanup(cancel)
-	h, err := New(ctx, conn, Options{Health: health})
+	h, err := New(ctx, conn, opts)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -882,5 +889,77 @@ func TestEscapedPath(t *testing.T) {
 				t.Fatalf("the server saw %q, want %q", got, want)
 			}
 		})
+	}
+}
+
+// TestLongURI: a request URI longer than MaxBodyBytes gets 414, after the
+// caller's credentials were checked (401 without them), and never reaches
+// the server; one within it goes on as before.
+func TestLongURI(t *testing.T) {
+	const limit = 1024
+	authorize := func(r *http.Request) error {
+		if r.Header.Get("Authorization") != "Bearer ok" {
+			return status.Error(codes.Unauthenticated, "invalid bearer token")
+		}
+		return nil
+	}
+	fake := &fakeServer{}
+	g := startGatewayWith(t, fake, Options{MaxBodyBytes: limit, Authorize: authorize, Open: map[string]bool{"health": true}})
+	call := func(method, path, auth string) (*http.Response, []byte) {
+		req, err := http.NewRequest(method, g.url(path), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp, b
+	}
+	long := strings.Repeat("x", limit)
+	tests := []struct {
+		name         string
+		method, path string
+		auth         string
+		wantHTTP     int
+		wantCode     codes.Code
+	}{
+		{"long id without credentials", http.MethodGet, "/v1/orders/" + long, "", 401, codes.Unauthenticated},
+		{"long id with wrong credentials", http.MethodGet, "/v1/orders/" + long, "Bearer no", 401, codes.Unauthenticated},
+		{"long id", http.MethodGet, "/v1/orders/" + long, "Bearer ok", 414, codes.InvalidArgument},
+		{"long verb call", http.MethodPost, "/v1/orders/" + long + ":cancel", "Bearer ok", 414, codes.InvalidArgument},
+		{"long watch query", http.MethodGet, "/v1/expirations:watch?after_cursor=" + long, "Bearer ok", 414, codes.InvalidArgument},
+		{"long query of an open endpoint", http.MethodGet, "/healthz?" + long, "", 414, codes.InvalidArgument},
+		{"long query of a closed endpoint", http.MethodGet, "/metrics?" + long, "", 401, codes.Unauthenticated},
+		{"unknown long path", http.MethodGet, "/" + long, "Bearer ok", 414, codes.InvalidArgument},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, body := call(tt.method, tt.path, tt.auth)
+			e := checkError(t, resp, body, tt.wantHTTP, tt.wantCode)
+			if tt.wantHTTP == 414 && !strings.Contains(e.Message, "the limit is 1024 bytes") {
+				t.Errorf("message %q does not give the limit", e.Message)
+			}
+			if tt.wantHTTP == 401 && resp.Header.Get("WWW-Authenticate") == "" {
+				t.Error("a 401 without a challenge")
+			}
+		})
+	}
+	if reqs := fake.recorded(); len(reqs) != 0 {
+		t.Fatalf("the server was called: %v", reqs)
+	}
+	// Just within the limit, the call goes on.
+	path := "/v1/orders/"
+	path += strings.Repeat("y", limit-len(path))
+	if resp, body := call(http.MethodGet, path, "Bearer ok"); resp.StatusCode != 200 {
+		t.Fatalf("a URI of exactly the limit: %d %s", resp.StatusCode, body)
 	}
 }
