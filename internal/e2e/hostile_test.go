@@ -11,17 +11,23 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"os"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 
 	pb "github.com/orderexpiry/orderexpiry/internal/gen/orderexpiry/v1"
+	"github.com/orderexpiry/orderexpiry/internal/redistest"
 )
 
 // TestHostileDotIDs: the order ids "." and "..", which URL clients
@@ -307,5 +313,209 @@ func TestHostileLongURI(t *testing.T) {
 	code, _, body := httpCall(t, s.HTTP, "GET", s.URL("/v1/orders/"+long[:1000]), "Bearer "+tokenA, "")
 	if e := jsonError(body); code != 400 || !strings.Contains(e.Message, "order_id is 1000 bytes long") {
 		t.Fatalf("a 1000-byte id: %d %s", code, body)
+	}
+}
+
+// TestHostileLiveWatchRedisDown: while Redis is down, a watch without a
+// cursor is refused with UNAVAILABLE (503), as a watch with one is and as
+// /healthz says, instead of being accepted and left silent; once Redis is
+// back, live watches are accepted and get events again.
+func TestHostileLiveWatchRedisDown(t *testing.T) {
+	t.Parallel()
+	r := redistest.Start(t, "--appendonly", "yes")
+	s := startServer(t, map[string]string{"REDIS_URL": r.URL()})
+	if err := tryWatch(s, 300*time.Millisecond); err != nil {
+		t.Fatalf("a live watch with Redis up: %v", err)
+	}
+	r.Kill()
+	waitHealth(t, s, healthpb.HealthCheckResponse_NOT_SERVING, 5*time.Second)
+
+	start := time.Now()
+	err := tryWatch(s, 3*time.Second)
+	wantCode(t, err, codes.Unavailable)
+	took := time.Since(start)
+	code, _, body, lines := openNDJSON(t, s.HTTP, s.URL("/v1/expirations:watch"), "")
+	if lines != nil {
+		lines.cancel()
+	}
+	if e := jsonError(body); code != 503 || e.Code != int(codes.Unavailable) {
+		t.Fatalf("REST live watch with Redis down: %d %s, want 503", code, body)
+	}
+	code, _, body, lines = openNDJSON(t, s.HTTP, s.URL("/v1/expirations:watch?after_cursor=0-0"), "")
+	if lines != nil {
+		lines.cancel()
+	}
+	if code != 503 {
+		t.Fatalf("REST watch with a cursor with Redis down: %d %s, want 503", code, body)
+	}
+
+	r.Restart(t)
+	waitHealth(t, s, healthpb.HealthCheckResponse_SERVING, 10*time.Second)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err := tryWatch(s, 300*time.Millisecond)
+		if err == nil {
+			break
+		}
+		if status.Code(err) != codes.Unavailable || time.Now().After(deadline) {
+			t.Fatalf("a live watch after Redis came back: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	w := s.watch(t, "")
+	if _, err := s.Client.Checkout(context.Background(), &pb.CheckoutRequest{OrderId: "down-back", Ttl: ttl(100 * time.Millisecond)}); err != nil {
+		t.Fatal(err)
+	}
+	if ev := w.next(t, 5*time.Second); ev.GetOrderId() != "down-back" {
+		t.Fatalf("event %v", ev)
+	}
+	result(t, "live_watch_refused_after=%s", took.Round(time.Millisecond))
+}
+
+// procStatus returns a field of the server process's /proc status in kB
+// (VmRSS, VmHWM).
+func (s *server) procStatus(t *testing.T, field string) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			n, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+			if err != nil {
+				t.Fatalf("%s: %q", field, line)
+			}
+			return n
+		}
+	}
+	t.Fatalf("no %s in /proc/%d/status", field, s.cmd.Process.Pid)
+	return 0
+}
+
+// openFDs is the number of file descriptors the server process has open.
+func (s *server) openFDs(t *testing.T) int {
+	t.Helper()
+	entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", s.cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(entries)
+}
+
+// gauge reads one unlabelled gauge from /metrics.
+func (s *server) gauge(t *testing.T, name string) int {
+	t.Helper()
+	v, err := sampleValue(s.scrape(t), name, nil)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	return int(v)
+}
+
+// TestHostileReplayWatchers: -max-watchers holds while watches replay: of
+// 100 watches from "0-0" that do not read, against a limit of 20, exactly
+// 20 are accepted and the other 80 refused at once with
+// RESOURCE_EXHAUSTED, instead of all 100 replaying. Memory stays bounded,
+// and the slots come back when the watches go.
+func TestHostileReplayWatchers(t *testing.T) {
+	t.Parallel()
+	const limit, watches, events = 20, 100, 1000
+	s := startServer(t, nil, "-max-watchers", strconv.Itoa(limit))
+	ctx := context.Background()
+
+	// A log of 1,000 events of about 1.1 KB.
+	md := map[string]string{"note": strings.Repeat("n", 1000)}
+	for i := range events {
+		if _, err := s.Client.Checkout(ctx, &pb.CheckoutRequest{OrderId: fmt.Sprint("rp-", i), Ttl: ttl(time.Millisecond), Metadata: md}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reader := s.watch(t, "0-0")
+	reader.collect(t, events, 20*time.Second)
+	reader.cancel()
+	waitGauge(t, s, "orderexpiry_watchers", 0)
+	rssBefore, goroutinesBefore := s.procStatus(t, "VmRSS"), s.gauge(t, "go_goroutines")
+
+	// Fixed, small flow-control windows: a watch that does not read stops
+	// the server's sends after about 128 KiB, in the middle of its replay.
+	conn, err := grpc.NewClient(s.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(16<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := pb.NewOrderServiceClient(conn)
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		mu       sync.Mutex
+		accepted int
+		refused  = map[codes.Code]int{}
+		message  string
+		wg       sync.WaitGroup
+	)
+	start := time.Now()
+	for range watches {
+		wg.Go(func() {
+			stream, err := client.WatchExpirations(wctx, &pb.WatchExpirationsRequest{AfterCursor: "0-0"})
+			if err == nil {
+				// A watch refused before it started has no header; Recv
+				// then gives its status at once.
+				var md metadata.MD
+				if md, err = stream.Header(); err == nil && md == nil {
+					_, err = stream.Recv()
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if err == nil {
+				accepted++
+				return
+			}
+			refused[status.Code(err)]++
+			message = status.Convert(err).Message()
+		})
+	}
+	wg.Wait()
+	took := time.Since(start)
+	if accepted != limit || refused[codes.ResourceExhausted] != watches-limit {
+		t.Errorf("of %d watches from 0-0 with -max-watchers %d: %d accepted, refused %v; want %d accepted and the rest RESOURCE_EXHAUSTED",
+			watches, limit, accepted, refused, limit)
+	}
+	if refused[codes.ResourceExhausted] > 0 && !strings.Contains(message, "max-watchers") {
+		t.Errorf("refused with %q, which does not name the limit", message)
+	}
+	// The replaying watches count as open ones.
+	if n := s.gauge(t, "orderexpiry_watchers"); n != min(accepted, limit) {
+		t.Errorf("orderexpiry_watchers = %d while %d watches replay", n, accepted)
+	}
+	time.Sleep(500 * time.Millisecond) // let the replays fill what they can
+	rssDuring, goroutinesDuring := s.procStatus(t, "VmRSS"), s.gauge(t, "go_goroutines")
+	hwm := s.procStatus(t, "VmHWM")
+
+	// Gone, they give their slots back: a new watch replays everything.
+	cancel()
+	waitGauge(t, s, "orderexpiry_watchers", 0)
+	again := s.watch(t, "0-0")
+	again.collect(t, events, 20*time.Second)
+	again.cancel()
+	result(t, "limit=%d watches=%d accepted=%d refused=%v in=%s rss_kb_before=%d during=%d peak=%d goroutines_before=%d during=%d",
+		limit, watches, accepted, refused, took.Round(time.Millisecond), rssBefore, rssDuring, hwm, goroutinesBefore, goroutinesDuring)
+}
+
+// waitGauge waits up to 10 s for a gauge of /metrics to show want.
+func waitGauge(t *testing.T, s *server, name string, want int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got := s.gauge(t, name)
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s = %d after 10s, want %d", name, got, want)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
