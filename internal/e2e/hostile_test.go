@@ -7,14 +7,18 @@ package e2e
 // figures, for RELIABILITY.md.
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -421,7 +425,7 @@ func (s *server) gauge(t *testing.T, name string) int {
 func TestHostileReplayWatchers(t *testing.T) {
 	t.Parallel()
 	const limit, watches, events = 20, 100, 1000
-	s := startServer(t, nil, "-max-watchers", strconv.Itoa(limit))
+	s := startServer(t, nil, "-max-watchers", strconv.Itoa(limit), "-debug-addr", "127.0.0.1:0")
 	ctx := context.Background()
 
 	// A log of 1,000 events of about 1.1 KB.
@@ -435,7 +439,7 @@ func TestHostileReplayWatchers(t *testing.T) {
 	reader.collect(t, events, 20*time.Second)
 	reader.cancel()
 	waitGauge(t, s, "orderexpiry_watchers", 0)
-	rssBefore, goroutinesBefore := s.procStatus(t, "VmRSS"), s.gauge(t, "go_goroutines")
+	rssBefore, goroutinesBefore, heapBefore := s.procStatus(t, "VmRSS"), s.gauge(t, "go_goroutines"), s.heapInuse(t)
 
 	// Fixed, small flow-control windows: a watch that does not read stops
 	// the server's sends after about 128 KiB, in the middle of its replay.
@@ -491,7 +495,7 @@ func TestHostileReplayWatchers(t *testing.T) {
 		t.Errorf("orderexpiry_watchers = %d while %d watches replay", n, accepted)
 	}
 	time.Sleep(500 * time.Millisecond) // let the replays fill what they can
-	rssDuring, goroutinesDuring := s.procStatus(t, "VmRSS"), s.gauge(t, "go_goroutines")
+	rssDuring, goroutinesDuring, heapDuring := s.procStatus(t, "VmRSS"), s.gauge(t, "go_goroutines"), s.heapInuse(t)
 	hwm := s.procStatus(t, "VmHWM")
 
 	// Gone, they give their slots back: a new watch replays everything.
@@ -500,8 +504,8 @@ func TestHostileReplayWatchers(t *testing.T) {
 	again := s.watch(t, "0-0")
 	again.collect(t, events, 20*time.Second)
 	again.cancel()
-	result(t, "limit=%d watches=%d accepted=%d refused=%v in=%s rss_kb_before=%d during=%d peak=%d goroutines_before=%d during=%d",
-		limit, watches, accepted, refused, took.Round(time.Millisecond), rssBefore, rssDuring, hwm, goroutinesBefore, goroutinesDuring)
+	result(t, "limit=%d watches=%d accepted=%d refused=%v in=%s heap_inuse_before=%d during=%d rss_kb_before=%d during=%d peak=%d goroutines_before=%d during=%d",
+		limit, watches, accepted, refused, took.Round(time.Millisecond), heapBefore, heapDuring, rssBefore, rssDuring, hwm, goroutinesBefore, goroutinesDuring)
 }
 
 // waitGauge waits up to 10 s for a gauge of /metrics to show want.
@@ -518,4 +522,124 @@ func waitGauge(t *testing.T, s *server, name string, want int) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// stalledConn is a REST watch on a raw connection with a small receive
+// buffer, which reads its response's headers and then nothing more.
+type stalledConn struct{ net.Conn }
+
+func openStalled(t *testing.T, addr string) stalledConn {
+	t.Helper()
+	d := net.Dialer{Timeout: 5 * time.Second, Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		})
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if _, err := fmt.Fprintf(c, "GET /v1/expirations:watch HTTP/1.1\r\nHost: %s\r\n\r\n", addr); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	status, err := bufio.NewReaderSize(c, 16).ReadString('\n')
+	if err != nil || !strings.HasPrefix(status, "HTTP/1.1 200") {
+		t.Fatalf("stalled watch: %q, %v", status, err)
+	}
+	return stalledConn{c}
+}
+
+// closedByServer says whether the server has closed the connection: reads
+// drain what was in flight and then end.
+func (c stalledConn) closedByServer(d time.Duration) bool {
+	_ = c.SetReadDeadline(time.Now().Add(d))
+	buf := make([]byte, 64<<10)
+	for {
+		if _, err := c.Read(buf); err != nil {
+			var ne net.Error
+			return !(errors.As(err, &ne) && ne.Timeout())
+		}
+	}
+}
+
+// TestHostileStalledRESTWatcher: the connections of REST watchers that stop
+// reading are closed once a write has waited for the gateway's write
+// deadline (10 s by default), and their watches end: the server's
+// descriptors and goroutines come back to where they were, instead of
+// staying until the clients leave.
+func TestHostileStalledRESTWatcher(t *testing.T) {
+	t.Parallel()
+	const stalled = 20
+	s := startServer(t, nil, "-watch-buffer", "64", "-debug-addr", "127.0.0.1:0")
+	ctx := context.Background()
+	// Warm up: the gateway's connection to the gRPC server, whose
+	// goroutines and descriptors stay.
+	s.restWatch(t, "").cancel()
+	waitGauge(t, s, "orderexpiry_watchers", 0)
+	fdsBefore, goroutinesBefore, rssBefore, heapBefore := s.openFDs(t), s.gauge(t, "go_goroutines"), s.procStatus(t, "VmRSS"), s.heapInuse(t)
+
+	conns := make([]stalledConn, stalled)
+	for i := range conns {
+		conns[i] = openStalled(t, s.HTTPAddr)
+	}
+	waitGauge(t, s, "orderexpiry_watchers", stalled)
+	// 600 events of about 6 KB: 3.6 MB for each watcher, far more than
+	// the sockets' buffers hold and than -watch-buffer.
+	md := map[string]string{}
+	for i := range 6 {
+		md[fmt.Sprint("k", i)] = strings.Repeat("v", 1000)
+	}
+	for i := range 600 {
+		if _, err := s.Client.Checkout(ctx, &pb.CheckoutRequest{OrderId: fmt.Sprint("sr-", i), Ttl: ttl(time.Millisecond), Metadata: md}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	produced := time.Now()
+	time.Sleep(time.Second) // let the sends fill what they can
+	fdsStalled, goroutinesStalled, rssStalled, heapStalled := s.openFDs(t), s.gauge(t, "go_goroutines"), s.procStatus(t, "VmRSS"), s.heapInuse(t)
+
+	// Within the write deadline and a margin, the server lets them go.
+	deadline := produced.Add(25 * time.Second)
+	var fdsAfter, goroutinesAfter int
+	for {
+		fdsAfter, goroutinesAfter = s.openFDs(t), s.gauge(t, "go_goroutines")
+		if fdsAfter <= fdsBefore+2 && goroutinesAfter <= goroutinesBefore+5 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("25 s after %d REST watchers stopped reading: %d descriptors (%d before), %d goroutines (%d before), heap in use %d (%d before, %d once stalled)",
+				stalled, fdsAfter, fdsBefore, goroutinesAfter, goroutinesBefore, s.heapInuse(t), heapBefore, heapStalled)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	released := time.Since(produced)
+	heapAfter := s.heapInuse(t)
+	waitGauge(t, s, "orderexpiry_watchers", 0)
+	closed := 0
+	for _, c := range conns {
+		if c.closedByServer(5 * time.Second) {
+			closed++
+		}
+	}
+	if closed != stalled {
+		t.Errorf("%d of %d stalled connections were closed by the server", closed, stalled)
+	}
+	// The service is fine: a new watch gets the next event.
+	w := s.restWatch(t, "")
+	if _, err := s.Client.Checkout(ctx, &pb.CheckoutRequest{OrderId: "sr-after", Ttl: ttl(50 * time.Millisecond)}); err != nil {
+		t.Fatal(err)
+	}
+	if l := w.next(t); l["orderId"] != "sr-after" {
+		t.Fatalf("line %v", l)
+	}
+	result(t, "stalled=%d fds_before=%d stalled=%d after=%d goroutines_before=%d stalled=%d after=%d heap_inuse_before=%d stalled=%d after=%d rss_kb_before=%d stalled=%d peak=%d released_after=%s",
+		stalled, fdsBefore, fdsStalled, fdsAfter, goroutinesBefore, goroutinesStalled, goroutinesAfter, heapBefore, heapStalled, heapAfter,
+		rssBefore, rssStalled, s.procStatus(t, "VmHWM"), released.Round(100*time.Millisecond))
 }

@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/grpc"
@@ -48,13 +49,26 @@ type Options struct {
 	// MaxBodyBytes bounds a request body, and the request URI (its path
 	// and query); 0 means 64 KiB.
 	MaxBodyBytes int64
+	// WatchWriteTimeout bounds each write of a watch's response (an event,
+	// a heartbeat): a client that has not taken what was sent before for
+	// that long has stopped reading, and its watch and connection are
+	// closed. 0 means DefaultWatchWriteTimeout.
+	WatchWriteTimeout time.Duration
 }
+
+// DefaultWatchWriteTimeout is WatchWriteTimeout when it is not set: long
+// enough for a slow network to catch up, since a write waits only once the
+// socket's buffers are full.
+const DefaultWatchWriteTimeout = 10 * time.Second
 
 // New returns the HTTP handler for the REST API over a connection to the
 // gRPC server, with GET /healthz, /metrics and /openapi.json.
 func New(ctx context.Context, conn *grpc.ClientConn, opts Options) (http.Handler, error) {
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = 64 << 10
+	}
+	if opts.WatchWriteTimeout <= 0 {
+		opts.WatchWriteTimeout = DefaultWatchWriteTimeout
 	}
 	mux := runtime.NewServeMux(
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, &jsonMarshaler{JSONPb: runtime.JSONPb{
@@ -79,7 +93,7 @@ func New(ctx context.Context, conn *grpc.ClientConn, opts Options) (http.Handler
 		return nil, err
 	}
 	// Registered after the generated handlers, so it takes their place.
-	if err := mux.HandlePath(http.MethodGet, "/v1/expirations:watch", watchHandler(mux, client)); err != nil {
+	if err := mux.HandlePath(http.MethodGet, "/v1/expirations:watch", watchHandler(mux, client, opts.WatchWriteTimeout)); err != nil {
 		return nil, err
 	}
 	guard := func(name string, h http.Handler) runtime.HandlerFunc {

@@ -963,3 +963,69 @@ func TestLongURI(t *testing.T) {
 		t.Fatalf("a URI of exactly the limit: %d %s", resp.StatusCode, body)
 	}
 }
+
+// TestWatchClientStopsReading: a watch whose client stops reading is ended
+// once a write has waited for WatchWriteTimeout: the handler returns, the
+// gRPC stream ends and the connection is closed, while the client is still
+// connected and silent.
+func TestWatchClientStopsReading(t *testing.T) {
+	const timeout = 200 * time.Millisecond
+	ended := make(chan error, 1)
+	big := strings.Repeat("x", 60<<10)
+	fake := &fakeServer{watch: func(_ *pb.WatchExpirationsRequest, stream grpc.ServerStreamingServer[pb.ExpirationEvent]) error {
+		if err := stream.SendHeader(metadata.MD{}); err != nil {
+			return err
+		}
+		for i := 0; ; i++ {
+			ev := testEvent(i % 10)
+			ev.Metadata = map[string]string{"big": big}
+			if err := stream.Send(ev); err != nil {
+				break
+			}
+		}
+		<-stream.Context().Done()
+		ended <- stream.Context().Err()
+		return nil
+	}}
+	g := startGatewayWith(t, fake, Options{WatchWriteTimeout: timeout})
+	conn, err := net.Dial("tcp", strings.TrimPrefix(g.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, "GET /v1/expirations:watch HTTP/1.1\r\nHost: gateway\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	status, err := bufio.NewReaderSize(conn, 16).ReadString('\n')
+	if err != nil || !strings.HasPrefix(status, "HTTP/1.1 200") {
+		t.Fatalf("status line %q, %v", status, err)
+	}
+	// The client reads nothing more.
+	start := time.Now()
+	select {
+	case err := <-ended:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("the gRPC stream ended with %v, want context.Canceled", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the gRPC stream of a watch whose client stopped reading was still open after 10s (write timeout %s)", timeout)
+	}
+	took := time.Since(start)
+	deadline := time.Now().Add(5 * time.Second)
+	for g.active.Load() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the watch handler did not return")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	// What was in flight drains, then the connection ends.
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.Copy(io.Discard, conn); err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			t.Fatal("the connection is still open")
+		}
+	}
+	t.Logf("the watch ended %s after the client stopped reading", took.Round(time.Millisecond))
+}
