@@ -13,6 +13,7 @@ import (
 	"github.com/orderexpiry/orderexpiry/internal/auth"
 	"github.com/orderexpiry/orderexpiry/internal/order"
 	"github.com/orderexpiry/orderexpiry/internal/server"
+	"github.com/orderexpiry/orderexpiry/internal/watch"
 )
 
 // config is everything the server can be told, by flag or by environment
@@ -106,6 +107,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	num(&c.MaxGroups, "max-groups", "MAX_GROUPS", 100, "consumer groups the store may hold")
 	num(&c.MaxConsumers, "max-consumers", "MAX_CONSUMERS", 100, "ConsumeExpirations streams of one group one replica serves at once")
 	num(&c.MaxInFlight, "max-in-flight", "MAX_IN_FLIGHT", 1000, "largest max_in_flight of a consumer's stream and max_events of a pull")
+	num(&c.MaxReplays, "max-replays", "MAX_REPLAYS", watch.DefaultMaxReplays, "watches with a cursor that replay the log at once; the others wait their turn")
+	dur(&c.WatchWriteTimeout, "watch-write-timeout", "WATCH_WRITE_TIMEOUT", "10s", "longest wait for one write of a REST watch; a client that has not taken what was sent for that long loses its watch and connection")
 	num(&c.WatchBuffer, "watch-buffer", "WATCH_BUFFER", 1024, "events a watcher may fall behind before it is closed with a cursor to resume from")
 	str(&level, "log-level", "LOG_LEVEL", "info", "debug (one line per RPC), info, warn or error")
 	str(&logFormat, "log-format", "LOG_FORMAT", "text", "text or json")
@@ -171,6 +174,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		return c, fmt.Errorf("max header bytes must be at least 1024, got %d", c.MaxHeaderBytes)
 	case c.MaxGroups < 1 || c.MaxConsumers < 1 || c.MaxInFlight < 1:
 		return c, fmt.Errorf("-max-groups, -max-consumers and -max-in-flight must be at least 1")
+	case c.MaxReplays < 1:
+		return c, fmt.Errorf("max replays must be at least 1, got %d", c.MaxReplays)
+	case c.WatchWriteTimeout <= 0:
+		return c, fmt.Errorf("-watch-write-timeout must be more than zero")
 	case c.MaxStreams < 1:
 		return c, fmt.Errorf("max streams must be at least 1, got %d", c.MaxStreams)
 	case c.MaxBodyBytes < 1024:

@@ -30,7 +30,14 @@ import (
 // rather than wrapped in {"result": …}. An error after the watch was
 // accepted comes as a last line {"error": {code, message}} (an SSE
 // watch-error event); one before it as the HTTP status.
-func watchHandler(mux *runtime.ServeMux, client pb.OrderServiceClient) runtime.HandlerFunc {
+//
+// Each write has writeTimeout to complete. A client that stops reading
+// would otherwise keep its connection, this handler and the gRPC stream
+// behind it forever: the hub drops such a watcher from its fan-out, but the
+// handler, blocked in a write, cannot learn of it. When the write fails the
+// handler returns, which ends the gRPC stream, and net/http closes the
+// connection.
+func watchHandler(mux *runtime.ServeMux, client pb.OrderServiceClient, writeTimeout time.Duration) runtime.HandlerFunc {
 	marshal := protojson.MarshalOptions{EmitDefaultValues: true}
 	return func(w http.ResponseWriter, r *http.Request, _ map[string]string) {
 		_, outbound := runtime.MarshalerForRequest(mux, r)
@@ -70,16 +77,25 @@ func watchHandler(mux *runtime.ServeMux, client pb.OrderServiceClient) runtime.H
 			return
 		}
 		rc := http.NewResponseController(w)
+		// write sends chunk at once, within writeTimeout. (A writer that
+		// cannot take a deadline, which no net/http server gives, has
+		// none.)
+		write := func(chunk []byte) error {
+			_ = rc.SetWriteDeadline(time.Now().Add(writeTimeout))
+			if _, err := w.Write(chunk); err != nil {
+				return err
+			}
+			return rc.Flush()
+		}
 		w.Header().Set("Content-Type", format.contentType)
 		w.Header().Set("Cache-Control", "no-store")
 		for k, v := range format.headers {
 			w.Header().Set(k, v)
 		}
 		w.WriteHeader(http.StatusOK)
-		if _, err := w.Write(format.preamble); err != nil {
+		if err := write(format.preamble); err != nil {
 			return
 		}
-		_ = rc.Flush()
 
 		received := make(chan recvResult)
 		go receive(ctx, stream, received)
@@ -120,10 +136,7 @@ func watchHandler(mux *runtime.ServeMux, client pb.OrderServiceClient) runtime.H
 					chunk = format.event(got.ev.GetCursor(), data)
 				}
 			}
-			if _, err := w.Write(chunk); err != nil {
-				return
-			}
-			if err := rc.Flush(); err != nil || end {
+			if err := write(chunk); err != nil || end {
 				return
 			}
 			if quiet != nil {

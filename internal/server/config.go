@@ -30,6 +30,10 @@ type Config struct {
 	WatchBuffer int
 	// MaxWatchers bounds the watch streams one replica serves at once.
 	MaxWatchers int
+	// MaxReplays bounds the watches with a cursor that replay at once.
+	MaxReplays int
+	// WatchWriteTimeout bounds each write of a REST watch.
+	WatchWriteTimeout time.Duration
 	// MaxBodyBytes bounds a request: a gRPC message or a REST body.
 	MaxBodyBytes int
 	// ShutdownTimeout bounds the graceful stop.

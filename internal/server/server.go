@@ -97,6 +97,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	s.hub = watch.NewHub(s.store, watch.Options{
 		Buffer:      cfg.WatchBuffer,
 		MaxWatchers: cfg.MaxWatchers,
+		MaxReplays:  cfg.MaxReplays,
 		OnPublish:   m.Published,
 		Logger:      log,
 	})
@@ -154,11 +155,12 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 			}
 			return nil
 		},
-		Metrics:      m.Handler(),
-		OpenAPI:      openapi.OrderService,
-		Authorize:    s.tokens.HTTP(),
-		Open:         cfg.AuthOpen,
-		MaxBodyBytes: int64(cfg.MaxBodyBytes),
+		Metrics:           m.Handler(),
+		OpenAPI:           openapi.OrderService,
+		Authorize:         s.tokens.HTTP(),
+		Open:              cfg.AuthOpen,
+		MaxBodyBytes:      int64(cfg.MaxBodyBytes),
+		WatchWriteTimeout: cfg.WatchWriteTimeout,
 	})
 	if err != nil {
 		s.closeStore()

@@ -3,6 +3,7 @@ package watch
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/orderexpiry/orderexpiry/internal/order"
 )
@@ -10,6 +11,12 @@ import (
 // replayBatch is how many events one read of the log returns while a watch
 // catches up.
 const replayBatch = 1000
+
+// replayHold bounds how long one batch of a replay keeps its replay slot
+// (see Hub.MaxReplays): a watcher slow to take its events, or one that
+// stopped reading, keeps its batch but gives the slot back, so that a few
+// such watchers cannot hold up everyone else's replays.
+const replayHold = time.Second
 
 // Follow streams the expiration log to one watcher: with a position (after
 // is not nil) it first replays every event after it from the log, partition
@@ -20,47 +27,64 @@ const replayBatch = 1000
 // from the hub's fan-out, where every watcher sends the same Event; a
 // replayed event carries this watcher's own Position.
 //
+// A watch takes its place under MaxWatchers before started is called, so
+// that a watch past the limit is refused with RESOURCE_EXHAUSTED (HTTP 429)
+// rather than accepted and ended at once, and so that watches replaying a
+// long log count against the limit as much as live ones. Replays read and
+// send the log a batch at a time, MaxReplays batches at once; the others
+// wait their turn. A live watch is refused with UNAVAILABLE while the hub
+// cannot read the log, from which its events would come.
+//
 // It returns when ctx ends, send fails or the subscription is closed, with
 // the position after the last event sent (or the starting position), from
 // which the watcher can resume.
 func (h *Hub) Follow(ctx context.Context, after order.Position, started func() error, send func(ev order.Event, live bool) error) (order.Position, error) {
-	last := after.Clone()
-	if after != nil {
+	var last order.Position
+	var sub *Subscription
+	if after == nil {
+		if err := h.readable(ctx); err != nil {
+			return nil, err
+		}
 		var err error
-		if last, err = h.checkPosition(ctx, last); err != nil {
+		if sub, err = h.Subscribe(ctx); err != nil {
+			return nil, subscribeError(err, nil) // nothing to resume from
+		}
+		defer sub.Close()
+		if err := started(); err != nil {
+			return nil, err
+		}
+		last = sub.From
+	} else {
+		var err error
+		if last, err = h.checkPosition(ctx, after.Clone()); err != nil {
 			return after, err
 		}
-	}
-	// Refused past the limit before the header goes out, so that the caller
-	// gets RESOURCE_EXHAUSTED (HTTP 429) rather than a watch that was
-	// accepted and ends at once. Subscribe enforces the limit for the rare
-	// watch that passes here at the same moment as another.
-	if h.full() {
-		return last, subscribeError(ErrTooManyWatchers, nil)
-	}
-	if err := started(); err != nil {
-		return last, err
-	}
-	// Catch up before subscribing, so that a long replay does not fill the
-	// live buffer.
-	if after != nil {
+		if err := h.reserve(); err != nil {
+			return last, subscribeError(err, nil)
+		}
+		reserved := true
+		defer func() {
+			if reserved {
+				h.unreserve()
+			}
+		}()
+		if err := started(); err != nil {
+			return last, err
+		}
+		// Catch up before subscribing, so that a long replay does not fill
+		// the live buffer.
 		if err := h.replay(ctx, last, nil, send); err != nil {
 			return last, err
 		}
-	}
-	sub, err := h.Subscribe(ctx)
-	if err != nil {
-		if after == nil {
-			return last, subscribeError(err, nil) // nothing to resume from
+		reserved = false
+		if sub, err = h.subscribe(ctx, true); err != nil {
+			return last, subscribeError(err, last)
 		}
-		return last, subscribeError(err, last)
-	}
-	defer sub.Close()
-	if after == nil {
-		last = sub.From
-	} else if err := h.replay(ctx, last, sub.From, send); err != nil {
+		defer sub.Close()
 		// Events that came between the replay and the subscription.
-		return last, err
+		if err := h.replay(ctx, last, sub.From, send); err != nil {
+			return last, err
+		}
 	}
 	for {
 		select {
@@ -97,8 +121,8 @@ func (h *Hub) checkPosition(ctx context.Context, p order.Position) (order.Positi
 	if len(p) == 1 && p[0].IsZero() {
 		p = make(order.Position, n)
 	}
-	if len(p) != n {
-		return p, order.Errorf(order.KindInvalid, "after_cursor %s has %d part(s), but this service's expiration log has %d partition(s): it does not come from this service; pass the cursor field of a received event", p, len(p), n)
+	if err := p.CheckParts(n); err != nil {
+		return p, err
 	}
 	if err := h.log.CheckCursor(ctx, p...); err != nil {
 		return p, err
@@ -115,22 +139,9 @@ func (h *Hub) replay(ctx context.Context, last, until order.Position, send func(
 			continue
 		}
 		for {
-			events, err := h.log.Events(ctx, p, last[p], replayBatch, 0)
+			done, err := h.replayBatch(ctx, p, last, until, send)
 			if err != nil {
 				return err
-			}
-			done := len(events) < replayBatch
-			for _, ev := range events {
-				if until != nil && until[p].Less(ev.Cursor) {
-					done = true
-					break
-				}
-				ev.Position = last.Clone()
-				ev.Position[p] = ev.Cursor
-				if err := send(ev, false); err != nil {
-					return err
-				}
-				last[p] = ev.Cursor
 			}
 			if done {
 				break
@@ -138,6 +149,35 @@ func (h *Hub) replay(ctx context.Context, last, until order.Position, send func(
 		}
 	}
 	return nil
+}
+
+// replayBatch replays one batch of partition p under a replay slot; it says
+// whether the partition is done.
+func (h *Hub) replayBatch(ctx context.Context, p int, last, until order.Position, send func(order.Event, bool) error) (bool, error) {
+	release, err := h.replaySlot(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer release()
+	events, err := h.log.Events(ctx, p, last[p], replayBatch, 0)
+	if err != nil {
+		return false, err
+	}
+	slow := time.AfterFunc(replayHold, release)
+	defer slow.Stop()
+	done := len(events) < replayBatch
+	for _, ev := range events {
+		if until != nil && until[p].Less(ev.Cursor) {
+			return true, nil
+		}
+		ev.Position = last.Clone()
+		ev.Position[p] = ev.Cursor
+		if err := send(ev, false); err != nil {
+			return false, err
+		}
+		last[p] = ev.Cursor
+	}
+	return done, nil
 }
 
 func subscribeError(err error, last order.Position) error {

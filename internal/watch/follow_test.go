@@ -166,7 +166,7 @@ func TestFollowLive(t *testing.T) {
 			log.add(tt.initial)
 			h := startHub(t, log, 64)
 			f := follow(t, h.Hub, nil, nil, nil)
-			eventually(t, "the watch to subscribe", func() bool { return h.Watchers() == 1 })
+			eventually(t, "the watch to subscribe", func() bool { return subscribed(h.Hub) == 1 })
 			var want []order.Event
 			if tt.batch {
 				want = log.add(tt.live)
@@ -215,7 +215,7 @@ func TestFollowNoEventsReturnsStart(t *testing.T) {
 				after = &c
 			}
 			f := follow(t, h.Hub, after, nil, nil)
-			eventually(t, "the watch to subscribe", func() bool { return h.Watchers() == 1 })
+			eventually(t, "the watch to subscribe", func() bool { return subscribed(h.Hub) == 1 })
 			cursor, err := f.stop(t)
 			if !errors.Is(err, context.Canceled) {
 				t.Errorf("Follow = %v, want context.Canceled", err)
@@ -323,7 +323,7 @@ func TestFollowReplay(t *testing.T) {
 				return nil
 			}
 			f := follow(t, h.Hub, &after, nil, onSend)
-			eventually(t, "the watch to subscribe", func() bool { return h.Watchers() == watchers })
+			eventually(t, "the watch to subscribe", func() bool { return subscribed(h.Hub) == watchers })
 			live := log.add(tt.live)
 			if tt.scenario == hubBehind {
 				log.pauseLive(false)
@@ -399,7 +399,7 @@ func TestFollowLagged(t *testing.T) {
 			}
 			replayed := len(want)
 			f := follow(t, h.Hub, after, nil, onSend)
-			eventually(t, "the watch to subscribe", func() bool { return h.Watchers() == 1 })
+			eventually(t, "the watch to subscribe", func() bool { return subscribed(h.Hub) == 1 })
 			want = append(want, log.add(1)...)
 			select {
 			case <-blocked:
@@ -452,7 +452,8 @@ func TestFollowHubStops(t *testing.T) {
 		{name: "live before any event", initial: 3, after: -1, wantCursor: 2, wantStarted: 1},
 		{name: "replayed then live", initial: 5, after: 1, live: 1, wantCursor: 5, wantStarted: 1},
 		{name: "stopped already, with a cursor", initial: 5, after: 1, stopFirst: true, wantCursor: 4, wantStarted: 1},
-		{name: "stopped already, without a cursor", initial: 5, after: -1, stopFirst: true, wantCursor: -1, wantStarted: 1},
+		// Refused before it starts, as a watch past MaxWatchers is.
+		{name: "stopped already, without a cursor", initial: 5, after: -1, stopFirst: true, wantCursor: -1, wantStarted: 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -471,7 +472,7 @@ func TestFollowHubStops(t *testing.T) {
 			}
 			f := follow(t, h.Hub, after, nil, nil)
 			if !tt.stopFirst {
-				eventually(t, "the watch to subscribe", func() bool { return h.Watchers() == 1 })
+				eventually(t, "the watch to subscribe", func() bool { return subscribed(h.Hub) == 1 })
 				log.add(tt.live)
 				f.waitSent(t, replayed+tt.live)
 				h.stop(t)
@@ -588,7 +589,7 @@ func TestFollowCallbackErrors(t *testing.T) {
 				return nil
 			})
 			if tt.live > 0 {
-				eventually(t, "the watch to subscribe", func() bool { return h.Watchers() == 1 })
+				eventually(t, "the watch to subscribe", func() bool { return subscribed(h.Hub) == 1 })
 				log.add(tt.live)
 			}
 			cursor, err := f.wait(t)
@@ -668,7 +669,7 @@ func TestFollowLeak(t *testing.T) {
 					cancel()
 				}
 			}
-			eventually(t, fmt.Sprintf("%d watchers", tt.n), func() bool { return tt.early || h.Watchers() == tt.n })
+			eventually(t, fmt.Sprintf("%d watchers", tt.n), func() bool { return tt.early || subscribed(h.Hub) == tt.n })
 			log.add(1)
 			eventually(t, "every watch to get the live event", func() bool {
 				if tt.early {
@@ -738,7 +739,7 @@ func TestFollowPartitions(t *testing.T) {
 	zero := make(order.Position, 3)
 	f := followAt(t, h.Hub, zero, nil, nil)
 	eventually(t, "the replay", func() bool { return len(f.sentEvents()) == 9 })
-	eventually(t, "the follower to go live", func() bool { return h.Watchers() == 1 })
+	eventually(t, "the follower to go live", func() bool { return subscribed(h.Hub) == 1 })
 	live := append(log.addTo(1, 2), log.addTo(0, 1)...)
 	eventually(t, "the live events", func() bool { return len(f.sentEvents()) == 12 })
 
