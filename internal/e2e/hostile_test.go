@@ -380,7 +380,7 @@ func TestHostileLiveWatchRedisDown(t *testing.T) {
 // (VmRSS, VmHWM).
 func (s *server) procStatus(t *testing.T, field string) int {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.cmd.Process.Pid))
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.PID()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -393,14 +393,14 @@ func (s *server) procStatus(t *testing.T, field string) int {
 			return n
 		}
 	}
-	t.Fatalf("no %s in /proc/%d/status", field, s.cmd.Process.Pid)
+	t.Fatalf("no %s in /proc/%d/status", field, s.PID())
 	return 0
 }
 
 // openFDs is the number of file descriptors the server process has open.
 func (s *server) openFDs(t *testing.T) int {
 	t.Helper()
-	entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", s.cmd.Process.Pid))
+	entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", s.PID()))
 	if err != nil {
 		t.Fatal(err)
 	}
