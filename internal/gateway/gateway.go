@@ -96,6 +96,9 @@ func New(ctx context.Context, conn *grpc.ClientConn, opts Options) (http.Handler
 	if err := mux.HandlePath(http.MethodGet, "/v1/expirations:watch", watchHandler(mux, client, opts.WatchWriteTimeout)); err != nil {
 		return nil, err
 	}
+	if err := mux.HandlePath(http.MethodGet, "/v1/groups/{group_id}/expirations:consume", consumeHandler(mux, client, opts.WatchWriteTimeout)); err != nil {
+		return nil, err
+	}
 	guard := func(name string, h http.Handler) runtime.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request, _ map[string]string) {
 			if opts.Authorize != nil && !opts.Open[name] {

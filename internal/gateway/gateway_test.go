@@ -568,7 +568,7 @@ func TestWatchRejectedBeforeStart(t *testing.T) {
 		{name: "resource exhausted", err: status.Error(codes.ResourceExhausted, "too many watchers"),
 			wantHTTP: http.StatusTooManyRequests, wantCode: codes.ResourceExhausted, wantMsg: "too many watchers"},
 		{name: "ends without a header or an error", err: nil,
-			wantHTTP: http.StatusInternalServerError, wantCode: codes.Internal, wantMsg: "the watch ended before it started"},
+			wantHTTP: http.StatusInternalServerError, wantCode: codes.Internal, wantMsg: "the stream ended before it started"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
