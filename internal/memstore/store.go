@@ -41,6 +41,8 @@ type Store struct {
 	log       []order.Event
 	last      order.Cursor
 	trimmed   time.Time // when trim last ran
+	// groups are the consumer groups, by id (groups.go).
+	groups map[string]*group
 	// appended is closed and replaced each time events are appended, to
 	// wake the readers that wait for them.
 	appended chan struct{}
@@ -56,6 +58,7 @@ func New(opts Options) *Store {
 		pending:   make(map[string]*order.Order),
 		closed:    make(map[string]*order.Order),
 		appended:  make(chan struct{}),
+		groups:    make(map[string]*group),
 	}
 }
 
@@ -238,7 +241,7 @@ func (s *Store) Events(ctx context.Context, _ int, after order.Cursor, limit int
 	}
 	for {
 		s.mu.Lock()
-		i := sort.Search(len(s.log), func(i int) bool { return after.Less(s.log[i].Cursor) })
+		i := s.after(after)
 		n := min(len(s.log)-i, limit)
 		out := make([]order.Event, n)
 		copy(out, s.log[i:i+n])
@@ -297,8 +300,11 @@ func (s *Store) Run(ctx context.Context) error {
 	}
 }
 
+// trimInterval is how often the log and the closed orders are trimmed.
+const trimInterval = time.Second
+
 // expireDue expires every due order, trims the log and returns how long to
-// sleep until the next deadline.
+// sleep until the next deadline or trim.
 func (s *Store) expireDue() time.Duration {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -309,23 +315,34 @@ func (s *Store) expireDue() time.Duration {
 			s.close(o, order.StatusExpired, now)
 		}
 	}
-	if now.Sub(s.trimmed) >= time.Second {
+	if now.Sub(s.trimmed) >= trimInterval {
 		s.trim(now)
 		s.trimmed = now
 	}
+	// Wake at least every trimInterval, so that the log is trimmed when no
+	// order is pending too.
 	if len(s.deadlines) == 0 {
-		return time.Minute
+		return trimInterval
 	}
-	return min(s.deadlines[0].at.Sub(now), time.Minute)
+	return min(s.deadlines[0].at.Sub(now), trimInterval)
 }
 
 // trim drops events and closed orders older than retention. The caller
 // holds mu.
+//
+// An event older than retention that a consumer group still needs (in
+// flight, a dead letter, or not yet delivered to it) is kept, not dropped,
+// and so is every event after it: the log is trimmed only up to the oldest
+// event any group needs. A group that nobody consumes therefore keeps the
+// log, and the store's memory, growing until it is consumed or deleted.
 func (s *Store) trim(now time.Time) {
 	// Keep events of the horizon's own millisecond: a cursor in it is
 	// still accepted (order.CheckCursor).
 	horizon := now.Add(-s.retention)
 	i := sort.Search(len(s.log), func(i int) bool { return !s.log[i].ExpiredAt.Before(horizon) })
+	if oldest, ok := s.oldestNeeded(); ok {
+		i = min(i, sort.Search(len(s.log), func(i int) bool { return !s.log[i].Cursor.Less(oldest) }))
+	}
 	if i > 0 {
 		s.log = append([]order.Event(nil), s.log[i:]...)
 	}

@@ -15,6 +15,8 @@ import (
 // work), KindInternal for a fault of the store itself, such as data it
 // cannot read back, and the kinds each method names below.
 type Store interface {
+	GroupStore
+
 	// Checkout creates a pending order that expires after ttl, or returns
 	// the order already pending under id with created false (its ttl and
 	// metadata unchanged). A checkout of an id whose order is closed starts

@@ -55,10 +55,16 @@ func (s *Store) layout(ctx context.Context) ([]*partition, error) {
 	// are safe to repeat, and no caller waits behind another's timeout.
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	if err := s.rdb.SetNX(ctx, partitionsKey, s.want, 0).Err(); err != nil {
-		return nil, storeError(err)
-	}
+	// Read first, write only for a new store: Redis over its maxmemory
+	// refuses a SETNX even of a key that exists, and a replica started
+	// then must still come up and expire what is pending.
 	v, err := s.rdb.Get(ctx, partitionsKey).Result()
+	if errors.Is(err, redis.Nil) {
+		if err := s.rdb.SetNX(ctx, partitionsKey, s.want, 0).Err(); err != nil {
+			return nil, storeError(err)
+		}
+		v, err = s.rdb.Get(ctx, partitionsKey).Result()
+	}
 	if errors.Is(err, redis.Nil) {
 		return nil, order.Unavailable(fmt.Errorf("%s vanished after it was set; retrying", partitionsKey))
 	}

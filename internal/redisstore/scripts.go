@@ -2,6 +2,31 @@ package redisstore
 
 import "github.com/redis/go-redis/v9"
 
+// Every script starts with a shebang that declares its flags (Redis 7.0 and
+// later), which Redis reads before it runs the script. Without one, Redis
+// checks a script's memory only at its first write, and lets the rest run
+// unchecked: the checkout script, whose first write is a DEL (always
+// allowed), grew Redis to twice its maxmemory while plain SETs were refused.
+//
+//   - growing: no flags. When Redis is over its maxmemory, it refuses the
+//     whole script before running it (an OOM error: see storeError), so a
+//     refused call has written nothing.
+//   - freeing: allow-oom. The script runs whatever the memory: completing,
+//     cancelling, reading and expiring orders take away as much as they add
+//     (the ttl key, the pending field and the index entry go; a tombstone
+//     and, for an expiry, an event come), so that pending orders still
+//     expire on time, and can still be paid, in a full Redis.
+//   - reading: no-writes. The script only reads, so it runs whatever the
+//     memory.
+//
+// A shebang script may touch only keys of the slot of its KEYS on a
+// cluster; every key of a partition shares its hash tag, so they do.
+const (
+	growing = "#!lua\n"
+	freeing = "#!lua flags=allow-oom\n"
+	reading = "#!lua flags=no-writes\n"
+)
+
 // luaPrelude starts every script. Each state change is one script, so it is
 // atomic, and each reads the clock from Redis (TIME): the deadline is the
 // truth, and replicas of the service whose clocks disagree still agree on it.
@@ -16,7 +41,7 @@ import "github.com/redis/go-redis/v9"
 //
 // Records are strings "<status> <created ms> <deadline ms> <closed ms>
 // <metadata JSON>"; the metadata is last and may be empty.
-const luaPrelude = `
+const luaPrelude = luaStreamIDs + `
 local prefix = ARGV[1]
 local retention = tonumber(ARGV[2])
 local t = redis.call('TIME')
@@ -62,6 +87,31 @@ local function pendingFields(id)
   return splitPending(redis.call('HGET', KEYS[2], id))
 end
 
+-- trimHorizon returns the id before which the events stream may be
+-- trimmed: the retention's horizon, or an older event that a consumer group
+-- still holds (in flight, or a dead letter) or has yet to deliver. Events a
+-- group needs are kept, never dropped unseen.
+local function trimHorizon()
+  local h = (now - retention) .. '-0'
+  local groups = redis.pcall('XINFO', 'GROUPS', KEYS[3])
+  if groups['err'] then return h end
+  for _, gi in ipairs(groups) do
+    local t = {}
+    for i = 1, #gi, 2 do t[gi[i]] = gi[i + 1] end
+    -- Everything after the last delivered event: MINID keeps the
+    -- threshold itself, so the threshold is the id just after it.
+    local last = t['last-delivered-id']
+    local d = string.find(last, '-', 1, true)
+    local keep = string.sub(last, 1, d) .. (tonumber(string.sub(last, d + 1)) + 1)
+    if tonumber(t['pending']) > 0 then
+      local first = redis.call('XPENDING', KEYS[3], t['name'])[2]
+      if idLess(first, keep) then keep = first end
+    end
+    if idLess(keep, h) then h = keep end
+  end
+  return h
+end
+
 -- close ends a pending order with the given status, writes its tombstone and,
 -- for an expiry, appends the event to the log. The ZREM is the claim: it
 -- succeeds once, so the event is appended once.
@@ -73,7 +123,7 @@ local function close(id, deadline, status)
   local rec = record(status, created, deadline, now, meta, n)
   redis.call('SET', prefix .. 'closed:' .. id, rec, 'PX', retention)
   if status == 'expired' then
-    redis.call('XADD', KEYS[3], 'MINID', '~', now - retention, '*',
+    redis.call('XADD', KEYS[3], 'MINID', trimHorizon(), '*',
       'id', id, 'c', created, 'd', deadline, 'x', now, 'm', meta)
   end
   return rec
@@ -98,6 +148,18 @@ local function current(id)
 end
 `
 
+// luaStreamIDs compares stream ids in Lua, for the order scripts' trimming
+// and the consumer group scripts.
+const luaStreamIDs = `
+-- idLess compares two stream ids "<ms>-<seq>".
+local function idLess(a, b)
+  local da, db = string.find(a, '-', 1, true), string.find(b, '-', 1, true)
+  local ma, mb = tonumber(string.sub(a, 1, da - 1)), tonumber(string.sub(b, 1, db - 1))
+  if ma ~= mb then return ma < mb end
+  return tonumber(string.sub(a, da + 1)) < tonumber(string.sub(b, db + 1))
+end
+`
+
 // The order scripts (checkout, get, finish) reply {code, record, now,
 // expired here, caught up here}: the code says what happened, the record is
 // the order's as the call leaves it (empty when missing), now is Redis's clock
@@ -118,7 +180,7 @@ end
 // 'created' -> the order was created
 // 'exists'  -> an order with this id is pending; the record is that order's
 // An order closed under this id, or due (it is expired first), is replaced.
-var checkoutScript = redis.NewScript(luaPrelude + `
+var checkoutScript = redis.NewScript(growing + luaPrelude + `
 local id = ARGV[3]
 local state, rec = current(id)
 if state == 'pending' then return {'exists', rec, now, expired_here, caught_here} end
@@ -145,7 +207,7 @@ return {'created', record('pending', now, deadline, 0, ARGV[5], 0), now, expired
 // 'pending' -> the order is pending
 // 'closed'  -> the order is closed (perhaps expired by this call)
 // 'missing' -> no order has this id, or it closed longer ago than retention
-var getScript = redis.NewScript(luaPrelude + `
+var getScript = redis.NewScript(freeing + luaPrelude + `
 local state, rec = current(ARGV[3])
 return {state, rec, now, expired_here, caught_here}
 `)
@@ -161,7 +223,7 @@ return {state, rec, now, expired_here, caught_here}
 // 'closed'  -> the order was closed already (perhaps expired by this call,
 // being due); the record is the order as it already was
 // 'missing' -> no order has this id, or it closed longer ago than retention
-var finishScript = redis.NewScript(luaPrelude + `
+var finishScript = redis.NewScript(freeing + luaPrelude + `
 local id = ARGV[3]
 local state, rec = current(id)
 if state ~= 'pending' then return {state, rec, now, expired_here, caught_here} end
@@ -189,7 +251,7 @@ return {'ok', close(id, d, ARGV[4]), now, expired_here, caught_here}
 // the record is the order, unchanged
 // 'closed'   -> the order is closed (perhaps expired by this call)
 // 'missing'  -> no order has this id, or it closed longer ago than retention
-var rescheduleScript = redis.NewScript(luaPrelude + `
+var rescheduleScript = redis.NewScript(growing + luaPrelude + `
 local id = ARGV[3]
 local state, rec = current(id)
 if state ~= 'pending' then return {state, rec, now, expired_here, caught_here} end
@@ -225,7 +287,7 @@ return {'ok', record('pending', created, nd, 0, meta, n), now, 0, 0}
 // next deadline -> the earliest deadline left in ms, -1 when none is pending
 // caught up     -> how many of the expired orders it claimed more than a
 // second after their deadline
-var expireDueScript = redis.NewScript(luaPrelude + `
+var expireDueScript = redis.NewScript(freeing + luaPrelude + `
 local due = redis.call('ZRANGE', KEYS[1], '-inf', now, 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[3]), 'WITHSCORES')
 local n = #due / 2
 local caught = 0
@@ -254,8 +316,15 @@ if n > 0 then
     redis.call('XADD', KEYS[3], '*', 'id', id, 'c', created, 'd', d, 'x', x, 'm', meta)
     if now - tonumber(d) > 1000 then caught = caught + 1 end
   end
-  -- One trim for the batch instead of one per XADD.
-  redis.call('XTRIM', KEYS[3], 'MINID', '~', now - retention)
+end
+-- One trim for the batch instead of one per XADD, and one on every sweep
+-- (a second apart at most) when nothing expired, so that a quiet log is
+-- trimmed too. Exact, not '~': an approximate trim drops only whole nodes
+-- of about a hundred entries, so that a quiet log would keep its old
+-- events, and a group's needs could not be told from a trim that did not
+-- run.
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  redis.call('XTRIM', KEYS[3], 'MINID', trimHorizon())
 end
 local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 local next_deadline = -1

@@ -26,12 +26,20 @@ type Store interface {
 	Complete(ctx context.Context, id string) (order.Order, error)
 	Cancel(ctx context.Context, id string) (order.Order, error)
 	Reschedule(ctx context.Context, id string, r order.Reschedule) (order.Order, error)
+	order.GroupStore
 }
 
-// Observer hears of the orders calls create and close, for metrics.
+// Observer hears of the orders calls create and close, and of the
+// deliveries of consumer groups, for metrics.
 type Observer interface {
 	CheckedOut()
 	Closed(order.Status)
+	// Delivered counts a delivery to a group's consumer; attempt is 1 for
+	// the first.
+	Delivered(group string, attempt int)
+	// Acknowledged observes an acknowledgement, age after the event was
+	// logged (within milliseconds of its deadline).
+	Acknowledged(group string, age time.Duration)
 }
 
 // Options configure the service.
@@ -44,6 +52,9 @@ type Options struct {
 	// Logger receives the detail of internal errors; nil means
 	// slog.Default().
 	Logger *slog.Logger
+	// Groups bound the consumer groups; the zero value means
+	// DefaultGroupLimits.
+	Groups GroupLimits
 }
 
 // Service implements orderexpiry.v1.OrderService.
@@ -54,12 +65,14 @@ type Service struct {
 	// is set by NewServer, whose server uses Codec.
 	preEncode bool
 
-	store    Store
-	hub      *watch.Hub
-	limits   order.Limits
-	observer Observer
-	log      *slog.Logger
-	encoded  *encodedEvents
+	store       Store
+	hub         *watch.Hub
+	limits      order.Limits
+	groupLimits GroupLimits
+	observer    Observer
+	log         *slog.Logger
+	encoded     *encodedEvents
+	consumers   consumers
 }
 
 // New returns the service over a store and the hub that fans out its log.
@@ -67,7 +80,10 @@ func New(store Store, hub *watch.Hub, opts Options) *Service {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	return &Service{store: store, hub: hub, limits: opts.Limits, observer: opts.Observer, log: opts.Logger, encoded: newEncodedEvents(4096)}
+	if opts.Groups == (GroupLimits{}) {
+		opts.Groups = DefaultGroupLimits
+	}
+	return &Service{store: store, hub: hub, limits: opts.Limits, groupLimits: opts.Groups, observer: opts.Observer, log: opts.Logger, encoded: newEncodedEvents(4096)}
 }
 
 // NewServer returns a gRPC server that serves the service with Codec, so

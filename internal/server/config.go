@@ -49,6 +49,11 @@ type Config struct {
 	// MaxStreams bounds the calls open at once on one gRPC connection.
 	MaxStreams int
 
+	// MaxGroups bounds the consumer groups in the store, MaxConsumers the
+	// streams of one group open at once on a replica, MaxInFlight a
+	// stream's or a pull's unacknowledged deliveries.
+	MaxGroups, MaxConsumers, MaxInFlight int
+
 	// TLS for the gRPC and HTTP ports; with TLSClientCA, clients must show
 	// a certificate it signed.
 	TLSCert, TLSKey, TLSClientCA string

@@ -109,6 +109,9 @@ func ParseFlags(args []string, getenv func(string) string, stderr io.Writer) (Fl
 	dur(&c.ReadTimeout, "read-timeout", "READ_TIMEOUT", "10s", "bound on reading a REST request's headers, and then its body, and on a new gRPC connection's handshake")
 	num(&c.MaxHeaderBytes, "max-header-bytes", "MAX_HEADER_BYTES", 32<<10, "largest metadata (header list) of a gRPC call")
 	num(&c.MaxStreams, "max-streams", "MAX_STREAMS", 1000, "calls open at once on one gRPC connection; more wait for a free one")
+	num(&c.MaxGroups, "max-groups", "MAX_GROUPS", 100, "consumer groups the store may hold")
+	num(&c.MaxConsumers, "max-consumers", "MAX_CONSUMERS", 100, "ConsumeExpirations streams of one group one replica serves at once")
+	num(&c.MaxInFlight, "max-in-flight", "MAX_IN_FLIGHT", 1000, "largest max_in_flight of a consumer's stream and max_events of a pull")
 	num(&c.WatchBuffer, "watch-buffer", "WATCH_BUFFER", 1024, "events a watcher may fall behind before it is closed with a cursor to resume from")
 	str(&level, "log-level", "LOG_LEVEL", "info", "debug (one line per RPC), info, warn or error")
 	str(&logFormat, "log-format", "LOG_FORMAT", "text", "text or json")
@@ -172,6 +175,8 @@ func ParseFlags(args []string, getenv func(string) string, stderr io.Writer) (Fl
 		return c, fmt.Errorf("-idle-timeout and -read-timeout must be more than zero")
 	case c.MaxHeaderBytes < 1024:
 		return c, fmt.Errorf("max header bytes must be at least 1024, got %d", c.MaxHeaderBytes)
+	case c.MaxGroups < 1 || c.MaxConsumers < 1 || c.MaxInFlight < 1:
+		return c, fmt.Errorf("-max-groups, -max-consumers and -max-in-flight must be at least 1")
 	case c.MaxStreams < 1:
 		return c, fmt.Errorf("max streams must be at least 1, got %d", c.MaxStreams)
 	case c.MaxBodyBytes < 1024:

@@ -97,17 +97,22 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	s.hub = watch.NewHub(s.store, watch.Options{
 		Buffer:      cfg.WatchBuffer,
 		MaxWatchers: cfg.MaxWatchers,
-		OnPublish:   m.Delivered,
+		OnPublish:   m.Published,
 		Logger:      log,
 	})
-	m.Watch(metrics.Sources{Watchers: s.hub.Watchers, Subscribed: st.subscribed})
+	m.Watch(metrics.Sources{Watchers: s.hub.Watchers, Subscribed: st.subscribed, Groups: s.groupStates})
 
 	s.health = health.NewServer()
 	// NOT_SERVING until the first ping of the store says otherwise.
 	s.setHealth(healthpb.HealthCheckResponse_NOT_SERVING)
 	s.tokens = authenticator(cfg, log)
 
-	svc := rpc.New(s.store, s.hub, rpc.Options{Limits: cfg.Limits, Observer: m, Logger: log})
+	svc := rpc.New(s.store, s.hub, rpc.Options{
+		Limits:   cfg.Limits,
+		Observer: m,
+		Logger:   log,
+		Groups:   rpc.GroupLimits{MaxGroups: cfg.MaxGroups, MaxConsumers: cfg.MaxConsumers, MaxInFlight: cfg.MaxInFlight},
+	})
 	// The gRPC port's clients are bounded in what they may send and hold;
 	// the gateway's calls, on the internal server, were bounded by the
 	// HTTP server already, whose header limit is net/http's default.
@@ -164,6 +169,24 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	s.http.TLSConfig = serverTLS
 	s.http.IdleTimeout = cfg.IdleTimeout
 	return s, nil
+}
+
+// groupStates reads every consumer group's state for the metrics, within a
+// bound; a group that cannot be read is left out of that scrape.
+func (s *Server) groupStates() []metrics.GroupState {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	groups, err := s.store.Groups(ctx)
+	if err != nil {
+		return nil
+	}
+	out := make([]metrics.GroupState, 0, len(groups))
+	for _, g := range groups {
+		if _, st, err := s.store.Group(ctx, g.ID); err == nil {
+			out = append(out, metrics.GroupState{ID: g.ID, Backlog: st.Backlog, InFlight: st.InFlight, DeadLetters: st.DeadLetters})
+		}
+	}
+	return out
 }
 
 // newGRPC returns a gRPC server of the service, health and reflection, with

@@ -58,6 +58,16 @@ func Run(t *testing.T, newStore func(t *testing.T, retention time.Duration) orde
 		{"Reschedule", false, testReschedule},
 		{"RescheduleRefused", false, testRescheduleRefused},
 		{"RescheduleRacesExpiry", true, testRescheduleRacesExpiry},
+		{"GroupCreate", false, testGroupCreate},
+		{"GroupDelete", false, testGroupDelete},
+		{"GroupStart", false, testGroupStart},
+		{"GroupConsumers", false, testGroupConsumers},
+		{"GroupAck", false, testGroupAck},
+		{"GroupRedelivery", false, testGroupRedelivery},
+		{"GroupNack", false, testGroupNack},
+		{"GroupDeadLetters", false, testGroupDeadLetters},
+		{"GroupState", false, testGroupState},
+		{"GroupRetention", false, testGroupRetention},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -76,6 +76,9 @@ type Hub struct {
 	pos     order.Position // the last event of each partition handed to subscribers
 	subs    map[*Subscription]struct{}
 	stopped bool
+	// appended is closed and replaced each time events reach the hub (see
+	// Appended).
+	appended chan struct{}
 }
 
 // NewHub returns a hub over log.
@@ -254,12 +257,24 @@ func (h *Hub) publish(p int, events []order.Event) {
 			break
 		}
 	}
+	close(h.appended)
+	h.appended = make(chan struct{})
 	if h.opts.OnPublish != nil {
 		now := time.Now()
 		for _, ev := range events {
 			h.opts.OnPublish(ev, now)
 		}
 	}
+}
+
+// Appended returns the hub's position, one cursor per partition (nil
+// before the hub knows it), and a channel closed when the next events
+// reach it: a consumer of a group waits on it for new events, and reads
+// the partitions whose cursor moved, without holding a subscription.
+func (h *Hub) Appended() (order.Position, <-chan struct{}) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.pos.Clone(), h.appended
 }
 
 // drop removes a subscription. The caller holds mu.
