@@ -88,10 +88,11 @@ func NewHub(log Log, opts Options) *Hub {
 	}
 	opts.Buffer = max(opts.Buffer, 1)
 	return &Hub{
-		opts:  opts,
-		log:   log,
-		ready: make(chan struct{}),
-		subs:  make(map[*Subscription]struct{}),
+		opts:     opts,
+		log:      log,
+		ready:    make(chan struct{}),
+		subs:     make(map[*Subscription]struct{}),
+		appended: make(chan struct{}),
 	}
 }
 
