@@ -131,7 +131,7 @@ func TestParseFlags(t *testing.T) {
 		{name: "zero idle timeout", args: []string{"-idle-timeout=0s"}, wantErr: "-idle-timeout and -read-timeout must be more than zero"},
 		{name: "tiny header limit", args: []string{"-max-header-bytes=10"}, wantErr: "max header bytes must be at least 1024, got 10"},
 		{name: "group limits", args: []string{"-max-groups=2", "-max-consumers=3", "-max-in-flight=4"},
-			want: with(func(c *config) { c.MaxGroups, c.MaxConsumers, c.MaxInFlight = 2, 3, 4 })},
+			want: with(func(c *Flags) { c.MaxGroups, c.MaxConsumers, c.MaxInFlight = 2, 3, 4 })},
 		{name: "no groups", args: []string{"-max-groups=0"}, wantErr: "-max-groups, -max-consumers and -max-in-flight must be at least 1"},
 		{name: "no streams", args: []string{"-max-streams=0"}, wantErr: "max streams must be at least 1, got 0"},
 		{name: "bad log format", args: []string{"-log-format=xml"}, wantErr: `log format "xml"`},
