@@ -1,7 +1,8 @@
 package e2e
 
 // The fault-injection suite: real redis-server processes, several replicas
-// of the built server, and faults injected for real (killed connections,
+// of the server (processes of the built binary where one is killed or its
+// memory measured), and faults injected for real (killed connections,
 // killed processes, a Redis crash with AOF, a proxy that delays, resets and
 // black-holes traffic, a watcher that stops reading). Every scenario asserts
 // that no acknowledged order is lost, none expires twice, and every watcher
@@ -81,7 +82,7 @@ func TestFaultPubSubKilled(t *testing.T) {
 func TestFaultReplicaKilled(t *testing.T) {
 	r := redistest.Start(t)
 	env := map[string]string{"REDIS_URL": r.URL()}
-	reps := []*server{startServer(t, env), startServer(t, env), startServer(t, env)}
+	reps := []*server{startProcess(t, env), startProcess(t, env), startProcess(t, env)}
 	var fs []*follower
 	for i := range reps {
 		fs = append(fs, follow(t, anyAlive(i, reps...), "0-0"))
@@ -117,7 +118,7 @@ func TestFaultReplicaKilled(t *testing.T) {
 func TestFaultRestartCatchUp(t *testing.T) {
 	r := redistest.Start(t)
 	env := map[string]string{"REDIS_URL": r.URL()}
-	s := startServer(t, env)
+	s := startProcess(t, env)
 	const n = 1000
 	acked := checkoutAll(t, func() *server { return s }, ids("rs-", n), func(i int) time.Duration {
 		return time.Second + time.Duration(i)*time.Millisecond
@@ -125,7 +126,7 @@ func TestFaultRestartCatchUp(t *testing.T) {
 	s.Stop(syscall.SIGKILL)
 	time.Sleep(2500 * time.Millisecond) // every order comes due while no replica runs
 	restarted := time.Now()
-	s2 := startServer(t, env)
+	s2 := startProcess(t, env)
 	ready := time.Now()
 	f := follow(t, func() *server { return s2 }, "0-0")
 	f.waitFor(t, n, 10*time.Second)
@@ -298,7 +299,7 @@ func waitHealth(t *testing.T, s *server, want healthpb.HealthCheckResponse_Servi
 // misses nothing. The other watcher and the server's memory are unaffected.
 func TestFaultStalledWatcher(t *testing.T) {
 	r := redistest.Start(t)
-	s := startServer(t, map[string]string{"REDIS_URL": r.URL()}, "-watch-buffer", "64", "-debug-addr", "127.0.0.1:0")
+	s := startProcess(t, map[string]string{"REDIS_URL": r.URL()}, "-watch-buffer", "64", "-debug-addr", "127.0.0.1:0")
 	healthy := follow(t, func() *server { return s }, "0-0")
 	heapBefore := s.heapInuse(t)
 
@@ -387,7 +388,7 @@ func equal(vs []string, v string) bool { return len(vs) == 1 && vs[0] == v }
 // does not keep growing from one round to the next.
 func TestManyWatchersNoLeak(t *testing.T) {
 	r := redistest.Start(t)
-	s := startServer(t, map[string]string{"REDIS_URL": r.URL()}, "-debug-addr", "127.0.0.1:0")
+	s := startProcess(t, map[string]string{"REDIS_URL": r.URL()}, "-debug-addr", "127.0.0.1:0")
 	waitGoroutines := func(max int) int {
 		deadline := time.Now().Add(10 * time.Second)
 		for {

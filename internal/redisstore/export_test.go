@@ -107,3 +107,7 @@ func (s *Store) Replicas(ctx context.Context) ([]int, error) {
 	}
 	return out, nil
 }
+
+// LogAsGoRedis logs msg as go-redis does, through the logger the stores
+// give it.
+func LogAsGoRedis(ctx context.Context, msg string) { goRedisLog{}.Printf(ctx, "%s", msg) }

@@ -25,7 +25,8 @@ import (
 type Options struct {
 	// Retention is how long closed orders and expiration events are kept.
 	Retention time.Duration
-	// Logger receives the store's warnings; slog.Default() when nil.
+	// Logger receives the store's warnings, and go-redis's messages while
+	// Run runs; slog.Default() when nil.
 	Logger *slog.Logger
 	// OnExpire, when set, is called by the sweeper after each pass that
 	// expired orders, with how many it expired and how many of those it

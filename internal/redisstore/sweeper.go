@@ -27,8 +27,10 @@ const (
 
 // Run expires orders at their deadline until ctx ends: it runs a sweeper
 // per partition and the subscriber to Redis's expired-key events. It first
-// waits for Redis to tell the number of partitions.
+// waits for Redis to tell the number of partitions. While it runs, go-redis's
+// own messages go to the store's logger at debug level.
 func (s *Store) Run(ctx context.Context) error {
+	defer shareGoRedisLog(s.log)()
 	var parts []*partition
 	var bo backoff.Backoff
 	for {

@@ -6,9 +6,9 @@ import (
 	"github.com/orderexpiry/orderexpiry/internal/order"
 )
 
-// Config is what the server is built from. cmd/server fills it from flags
-// and environment variables and checks it; the zero value of a field means
-// what that command's default would not, so set every field.
+// Config is what the server is built from. ParseFlags fills it from flags
+// and environment variables and checks it; the zero value of a field is not
+// its flag's default, so set every field.
 type Config struct {
 	// RedisURL names one Redis (redis:// or rediss://); RedisCluster names
 	// a Redis Cluster by its seeds. With neither, the embedded memory store

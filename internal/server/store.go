@@ -30,7 +30,6 @@ func openStore(cfg Config, log *slog.Logger, onExpire func(n, caughtUp int)) (op
 		st := memstore.New(memstore.Options{Retention: cfg.Retention, OnExpire: onExpire})
 		return openedStore{store: st, attrs: []any{"store", "memory"}, close: func() {}}, nil
 	}
-	redisstore.SetLogger(log)
 	files := redisstore.TLSFiles{CA: cfg.RedisCA, Cert: cfg.RedisCert, Key: cfg.RedisKey}
 	opts := redisstore.Options{Retention: cfg.Retention, Logger: log, OnExpire: onExpire, Partitions: cfg.Partitions}
 	if cfg.RedisCluster != "" {

@@ -1,10 +1,11 @@
-package main
+package server
 
 import (
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"sort"
 	"strconv"
 	"strings"
@@ -12,28 +13,33 @@ import (
 
 	"github.com/orderexpiry/orderexpiry/internal/auth"
 	"github.com/orderexpiry/orderexpiry/internal/order"
-	"github.com/orderexpiry/orderexpiry/internal/server"
 	"github.com/orderexpiry/orderexpiry/internal/watch"
 )
 
-// config is everything the server can be told, by flag or by environment
-// variable; a flag wins over its variable. The listen addresses and the
-// logger's settings are the command's; the rest is the server's.
-type config struct {
-	server.Config
+// Flags are everything the server command can be told, by flag or by
+// environment variable; a flag wins over its variable. Besides the server's
+// Config they hold where to listen and how to log, which the caller of New
+// acts on: Listen and NewLogger.
+type Flags struct {
+	Config
 
-	grpcAddr  string
-	httpAddr  string
-	debugAddr string
-	logLevel  slog.Level
-	logJSON   bool
+	// GRPCAddr and HTTPAddr are the listen addresses of the two ports;
+	// DebugAddr, when not empty, that of /debug/pprof/.
+	GRPCAddr, HTTPAddr, DebugAddr string
+	// LogLevel is the lowest level logged; LogJSON asks for JSON lines
+	// rather than text.
+	LogLevel slog.Level
+	LogJSON  bool
 }
 
 // openables are the names -auth-open accepts.
 var openables = []string{"health", "reflection", "metrics", "openapi"}
 
-func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
-	c := config{Config: server.Config{Limits: order.DefaultLimits}}
+// ParseFlags reads the command line args (without the program's name) and
+// the environment through getenv, and checks what they say. Usage and flag
+// errors are written to stderr; -h returns flag.ErrHelp.
+func ParseFlags(args []string, getenv func(string) string, stderr io.Writer) (Flags, error) {
+	c := Flags{Config: Config{Limits: order.DefaultLimits}}
 	fs := flag.NewFlagSet("orderexpiry", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 
@@ -75,12 +81,12 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		fs.IntVar(p, name, n, usage(u, envName))
 	}
 
-	str(&c.grpcAddr, "grpc-addr", "GRPC_ADDR", ":9090", "gRPC listen address")
-	str(&c.httpAddr, "http-addr", "HTTP_ADDR", ":8080", "REST, /healthz, /metrics and /openapi.json listen address")
-	str(&c.debugAddr, "debug-addr", "DEBUG_ADDR", "", "listen address for /debug/pprof/ (profiles, goroutines, heap); empty: off. Keep it private")
+	str(&c.GRPCAddr, "grpc-addr", "GRPC_ADDR", ":9090", "gRPC listen address")
+	str(&c.HTTPAddr, "http-addr", "HTTP_ADDR", ":8080", "REST, /healthz, /metrics and /openapi.json listen address")
+	str(&c.DebugAddr, "debug-addr", "DEBUG_ADDR", "", "listen address for /debug/pprof/ (profiles, goroutines, heap); empty: off. Keep it private")
 	str(&c.RedisURL, "redis-url", "REDIS_URL", "", "redis:// or rediss:// URL, with password and db; empty: the embedded in-memory store")
 	str(&c.RedisCluster, "redis-cluster-addrs", "REDIS_CLUSTER_ADDRS", "", "Redis Cluster seeds, host:port,host:port,... or redis://[user:password@]host:port?addr=host:port&addr=... (rediss:// for TLS); instead of REDIS_URL")
-	num(&c.Partitions, "redis-partitions", "REDIS_PARTITIONS", 0, fmt.Sprintf("partitions of a new store (recorded in Redis at the first start, never changed after); 0: 1 on one Redis, %d on a cluster", server.DefaultClusterPartitions))
+	num(&c.Partitions, "redis-partitions", "REDIS_PARTITIONS", 0, fmt.Sprintf("partitions of a new store (recorded in Redis at the first start, never changed after); 0: 1 on one Redis, %d on a cluster", DefaultClusterPartitions))
 	str(&c.RedisCA, "redis-ca", "REDIS_CA_FILE", "", "PEM file of the CA that signed Redis's certificate (rediss://), instead of the system's")
 	str(&c.RedisCert, "redis-cert", "REDIS_CERT_FILE", "", "PEM client certificate for Redis over TLS, when Redis asks for one")
 	str(&c.RedisKey, "redis-key", "REDIS_KEY_FILE", "", "PEM key of -redis-cert")
@@ -131,13 +137,13 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
-	if err := c.logLevel.UnmarshalText([]byte(level)); err != nil {
+	if err := c.LogLevel.UnmarshalText([]byte(level)); err != nil {
 		return c, fmt.Errorf("log level %q: want debug, info, warn or error", level)
 	}
 	switch logFormat {
 	case "text":
 	case "json":
-		c.logJSON = true
+		c.LogJSON = true
 	default:
 		return c, fmt.Errorf("log format %q: want text or json", logFormat)
 	}
@@ -172,12 +178,12 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		return c, fmt.Errorf("-idle-timeout and -read-timeout must be more than zero")
 	case c.MaxHeaderBytes < 1024:
 		return c, fmt.Errorf("max header bytes must be at least 1024, got %d", c.MaxHeaderBytes)
-	case c.MaxGroups < 1 || c.MaxConsumers < 1 || c.MaxInFlight < 1:
-		return c, fmt.Errorf("-max-groups, -max-consumers and -max-in-flight must be at least 1")
 	case c.MaxReplays < 1:
 		return c, fmt.Errorf("max replays must be at least 1, got %d", c.MaxReplays)
 	case c.WatchWriteTimeout <= 0:
 		return c, fmt.Errorf("-watch-write-timeout must be more than zero")
+	case c.MaxGroups < 1 || c.MaxConsumers < 1 || c.MaxInFlight < 1:
+		return c, fmt.Errorf("-max-groups, -max-consumers and -max-in-flight must be at least 1")
 	case c.MaxStreams < 1:
 		return c, fmt.Errorf("max streams must be at least 1, got %d", c.MaxStreams)
 	case c.MaxBodyBytes < 1024:
@@ -205,4 +211,36 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// NewLogger returns the logger f asks for, writing to w.
+func NewLogger(f Flags, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: f.LogLevel}
+	if f.LogJSON {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// Listen opens the listeners f names; on an error it closes those it
+// opened.
+func Listen(f Flags) (Listeners, error) {
+	var lis Listeners
+	// A method value would copy lis before the listeners are set.
+	closeAll := func() { lis.Close() }
+	var err error
+	if lis.GRPC, err = net.Listen("tcp", f.GRPCAddr); err != nil {
+		return lis, fmt.Errorf("gRPC listener: %w", err)
+	}
+	if lis.HTTP, err = net.Listen("tcp", f.HTTPAddr); err != nil {
+		closeAll()
+		return lis, fmt.Errorf("HTTP listener: %w", err)
+	}
+	if f.DebugAddr != "" {
+		if lis.Debug, err = net.Listen("tcp", f.DebugAddr); err != nil {
+			closeAll()
+			return lis, fmt.Errorf("debug listener: %w", err)
+		}
+	}
+	return lis, nil
 }
