@@ -58,15 +58,6 @@ func (c *consumer) next(t *testing.T, timeout time.Duration) *pb.ReceivedExpirat
 	return nil
 }
 
-func (c *consumer) quiet(t *testing.T, d time.Duration) {
-	t.Helper()
-	select {
-	case got := <-c.deliveries:
-		t.Fatalf("unexpected delivery %v", got)
-	case <-time.After(d):
-	}
-}
-
 func ackOne(t *testing.T, s *server, group, ackID string, want pb.AckIdStatus) {
 	t.Helper()
 	resp, err := s.Client.AcknowledgeExpirations(context.Background(), &pb.AcknowledgeExpirationsRequest{GroupId: group, AckIds: []string{ackID}})

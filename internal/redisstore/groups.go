@@ -45,8 +45,6 @@ import (
 const groupsKey = "oe:groups"
 
 const (
-	deadConsumer    = "dead"
-	redriveConsumer = "redrive"
 	// forgetConsumerAfter is how long a consumer with nothing in flight is
 	// kept in a stream's group: consumers come and go with their streams,
 	// and each one costs every delivery a look.
