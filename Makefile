@@ -1,5 +1,6 @@
 # Everything the project needs is installed by these targets: a fresh machine
 # with Go runs `make test` (after .ci/run has put redis-server in place).
+# `make help` lists the targets.
 
 GO            ?= go
 BIN           := $(CURDIR)/bin
@@ -15,21 +16,28 @@ GATEWAY_VERSION        := v2.31.0
 # google/api/annotations.proto and http.proto come from this module's
 # third_party/googleapis, since the Buf Schema Registry is out of reach.
 GOOGLEAPIS_MODULE      := github.com/grpc-ecosystem/grpc-gateway@v1.16.0
+# The Go linter (staticcheck.conf says which checks are off, and why).
+STATICCHECK_VERSION    := v0.8.2
+# grpcurl, for trying the API by hand as the README does.
+GRPCURL_VERSION        := v1.9.4
 
-.PHONY: fuzz grpcurl all build run test test-short generate check-generated lint fmt vet tools third_party bench clean
+.PHONY: help all build run test fuzz vet fmt staticcheck tools third_party lint generate check-generated clean grpcurl bench
 
-all: build
+all: build ## build the server into ./bin/orderexpiry
 
-build:
+help: ## list the targets
+	@awk 'BEGIN { FS = ":.*## " } /^[a-z][a-z_-]*:.*## / { printf "  %-16s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
+
+build: ## build the server into ./bin/orderexpiry
 	$(GO) build -o $(BIN)/orderexpiry ./cmd/server
 
-run:
+run: ## run the server (embedded store, or Redis with REDIS_URL=...)
 	$(GO) run ./cmd/server
 
 # The one test command: unit tests, the store conformance suite against a real
 # redis-server (started by the tests) and the memory store, and end-to-end tests
 # through the real gRPC and REST ports, all with the race detector.
-test: vet check-generated
+test: vet staticcheck check-generated ## vet, staticcheck, the generated-code check, every test with -race, then the fuzz targets briefly
 	$(GO) test -race -count=1 -timeout 20m ./...
 	$(MAKE) --no-print-directory fuzz
 
@@ -41,7 +49,7 @@ test: vet check-generated
 # FUZZTIME=5m (or 5000000x) for a longer hunt, for every target.
 FUZZTIME ?=
 FUZZ_TARGETS := ./internal/order:FuzzParseCursor:500000x ./internal/order:FuzzValidateID:500000x ./internal/gateway:FuzzCheckoutBody:30000x
-fuzz:
+fuzz: ## run each fuzz target briefly (FUZZTIME=5m for longer)
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; rest=$${t#*:}; name=$${rest%%:*}; budget=$${rest#*:}; \
 		budget=$${FUZZTIME:-$$budget}; \
@@ -49,59 +57,85 @@ fuzz:
 		$(GO) test -run='^$$' -fuzz="^$$name\$$" -fuzztime=$$budget $$pkg; \
 	done
 
-vet:
+vet: ## go vet, and fail if a file needs gofmt
 	$(GO) vet ./...
 	@out=$$(gofmt -l cmd internal); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-tools: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/protoc-gen-grpc-gateway $(BIN)/protoc-gen-openapiv2
+fmt: ## gofmt every Go file in place
+	gofmt -w cmd internal
 
-$(BIN)/buf:
+staticcheck: $(BIN)/staticcheck ## run the pinned staticcheck on every package
+	$(BIN)/staticcheck ./...
+
+tools: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/protoc-gen-grpc-gateway $(BIN)/protoc-gen-openapiv2 ## install the code generators into ./bin
+
+# Each tool in ./bin depends on a stamp file named after its pinned version,
+# bin/.versions/<tool>@<version>: bumping a version names a stamp that does
+# not exist yet, so make installs that tool again rather than keep a stale
+# binary. (The touch marks the binary newer than its stamp even when go
+# install found it up to date and left it alone.)
+STAMPS := $(BIN)/.versions
+
+$(BIN)/buf: $(STAMPS)/buf@$(BUF_VERSION)
 	GOBIN=$(BIN) $(GO) install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
-$(BIN)/protoc-gen-go:
+	@touch $@
+$(BIN)/protoc-gen-go: $(STAMPS)/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 	GOBIN=$(BIN) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
-$(BIN)/protoc-gen-go-grpc:
+	@touch $@
+$(BIN)/protoc-gen-go-grpc: $(STAMPS)/protoc-gen-go-grpc@$(PROTOC_GEN_GRPC_VERSION)
 	GOBIN=$(BIN) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GRPC_VERSION)
-$(BIN)/protoc-gen-grpc-gateway:
+	@touch $@
+$(BIN)/protoc-gen-grpc-gateway: $(STAMPS)/protoc-gen-grpc-gateway@$(GATEWAY_VERSION)
 	GOBIN=$(BIN) $(GO) install github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-grpc-gateway@$(GATEWAY_VERSION)
-$(BIN)/protoc-gen-openapiv2:
+	@touch $@
+$(BIN)/protoc-gen-openapiv2: $(STAMPS)/protoc-gen-openapiv2@$(GATEWAY_VERSION)
 	GOBIN=$(BIN) $(GO) install github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-openapiv2@$(GATEWAY_VERSION)
+	@touch $@
+$(BIN)/staticcheck: $(STAMPS)/staticcheck@$(STATICCHECK_VERSION)
+	GOBIN=$(BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	@touch $@
+$(BIN)/grpcurl: $(STAMPS)/grpcurl@$(GRPCURL_VERSION)
+	GOBIN=$(BIN) $(GO) install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
+	@touch $@
 
-third_party:
+# A tool's new stamp replaces its stamps of other versions.
+$(STAMPS)/%:
+	@mkdir -p $(STAMPS)
+	@rm -f $(STAMPS)/$(firstword $(subst @, ,$*))@*
+	@touch $@
+
+third_party: ## copy google/api's protos from the pinned grpc-gateway module
 	@dir=$$($(GO) mod download -json $(GOOGLEAPIS_MODULE) | sed -n 's/.*"Dir": "\(.*\)".*/\1/p'); \
 	mkdir -p third_party/googleapis/google/api && \
 	install -m 0644 $$dir/third_party/googleapis/google/api/annotations.proto \
 		$$dir/third_party/googleapis/google/api/http.proto third_party/googleapis/google/api/
 
-lint: tools third_party
+lint: tools third_party ## buf lint the protos
 	$(BIN)/buf lint
 
-generate: tools third_party
+generate: tools third_party ## regenerate the Go, gRPC, gateway and OpenAPI code from proto/
 	rm -rf internal/gen/orderexpiry internal/gen/openapi/orderexpiry
 	$(BIN)/buf generate
 	$(BIN)/buf lint
 
 # Regenerates into the work tree and fails if anything changed, so the
 # checked-in code always matches the protos.
-check-generated: generate
+check-generated: generate ## regenerate, and fail if the checked-in code differs
 	@git diff --exit-code --stat -- internal/gen || { echo "generated code is stale: run make generate and commit"; exit 1; }
 	@test -z "$$(git status --porcelain -- internal/gen)" || { git status --porcelain -- internal/gen; echo "generated code is stale: run make generate and commit"; exit 1; }
 
-clean:
+clean: ## remove ./bin and third_party
 	rm -rf $(BIN) third_party
 
-# grpcurl, for trying the API by hand as the README does.
-GRPCURL_VERSION := v1.9.4
-$(BIN)/grpcurl:
-	GOBIN=$(BIN) $(GO) install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
-grpcurl: $(BIN)/grpcurl
+grpcurl: $(BIN)/grpcurl ## install grpcurl into ./bin
 
 # The benchmarks, each figure beside its baseline measured in the same run
 # (see BENCHMARKS.md); about 3 minutes. It starts its own redis-server and
 # the built server. A subset: make bench BENCH=lateness,fanout (stages:
-# lateness, lateness-a, lateness-b, throughput, memory, fanout); a smoke
-# test with small numbers: make bench QUICK=1; more flags (-pprof DIR,
+# lateness, lateness-a, lateness-b, throughput, memory, fanout, cluster); a
+# smoke test with small numbers: make bench QUICK=1; more flags (-pprof DIR,
 # -naive=false, -markdown): make bench BENCHFLAGS='…'.
 BENCH      ?=
 BENCHFLAGS ?=
-bench:
+bench: ## run the benchmarks (BENCH=stage,… QUICK=1 BENCHFLAGS=…; see BENCHMARKS.md)
 	$(GO) run ./cmd/bench -only '$(BENCH)' $(if $(QUICK),-quick) $(BENCHFLAGS)

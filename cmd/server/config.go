@@ -12,52 +12,27 @@ import (
 
 	"github.com/orderexpiry/orderexpiry/internal/auth"
 	"github.com/orderexpiry/orderexpiry/internal/order"
+	"github.com/orderexpiry/orderexpiry/internal/server"
 )
 
 // config is everything the server can be told, by flag or by environment
-// variable; a flag wins over its variable.
+// variable; a flag wins over its variable. The listen addresses and the
+// logger's settings are the command's; the rest is the server's.
 type config struct {
-	grpcAddr     string
-	httpAddr     string
-	debugAddr    string
-	redisURL     string
-	redisCluster string
-	// partitions is asked for when the store is new; 0: 1 on one Redis,
-	// defaultClusterPartitions on a cluster.
-	partitions      int
-	limits          order.Limits
-	retention       time.Duration
-	watchBuffer     int
-	maxWatchers     int
-	maxBodyBytes    int
-	shutdownTimeout time.Duration
-	logLevel        slog.Level
-	logJSON         bool
+	server.Config
 
-	// TLS for the gRPC and HTTP ports; with clientCA, clients must show a
-	// certificate it signed.
-	tlsCert, tlsKey, tlsClientCA string
-	// TLS towards Redis (rediss:// URLs): a private CA, a client pair.
-	redisCA, redisCert, redisKey string
-
-	// Bearer tokens; none means authentication is off.
-	tokens []string
-	// authOpen names what needs no token: health, reflection, metrics,
-	// openapi.
-	authOpen map[string]bool
+	grpcAddr  string
+	httpAddr  string
+	debugAddr string
+	logLevel  slog.Level
+	logJSON   bool
 }
-
-// defaultClusterPartitions spreads a new store over a cluster: with 64 the
-// partitions' hash tags fall 21, 22 and 21 on the slot ranges redis-cli
-// gives 3 masters (with 16 they fall 6, 6 and 4). Each partition costs every
-// replica one sweeper and one blocked log reader.
-const defaultClusterPartitions = 64
 
 // openables are the names -auth-open accepts.
 var openables = []string{"health", "reflection", "metrics", "openapi"}
 
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
-	c := config{limits: order.DefaultLimits}
+	c := config{Config: server.Config{Limits: order.DefaultLimits}}
 	fs := flag.NewFlagSet("orderexpiry", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 
@@ -102,28 +77,36 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	str(&c.grpcAddr, "grpc-addr", "GRPC_ADDR", ":9090", "gRPC listen address")
 	str(&c.httpAddr, "http-addr", "HTTP_ADDR", ":8080", "REST, /healthz, /metrics and /openapi.json listen address")
 	str(&c.debugAddr, "debug-addr", "DEBUG_ADDR", "", "listen address for /debug/pprof/ (profiles, goroutines, heap); empty: off. Keep it private")
-	str(&c.redisURL, "redis-url", "REDIS_URL", "", "redis:// or rediss:// URL, with password and db; empty: the embedded in-memory store")
-	str(&c.redisCluster, "redis-cluster-addrs", "REDIS_CLUSTER_ADDRS", "", "Redis Cluster seeds, host:port,host:port,... or redis://[user:password@]host:port?addr=host:port&addr=... (rediss:// for TLS); instead of REDIS_URL")
-	num(&c.partitions, "redis-partitions", "REDIS_PARTITIONS", 0, fmt.Sprintf("partitions of a new store (recorded in Redis at the first start, never changed after); 0: 1 on one Redis, %d on a cluster", defaultClusterPartitions))
-	str(&c.redisCA, "redis-ca", "REDIS_CA_FILE", "", "PEM file of the CA that signed Redis's certificate (rediss://), instead of the system's")
-	str(&c.redisCert, "redis-cert", "REDIS_CERT_FILE", "", "PEM client certificate for Redis over TLS, when Redis asks for one")
-	str(&c.redisKey, "redis-key", "REDIS_KEY_FILE", "", "PEM key of -redis-cert")
-	str(&c.tlsCert, "tls-cert", "TLS_CERT_FILE", "", "PEM certificate for the gRPC and HTTP ports; with -tls-key, both serve TLS only")
-	str(&c.tlsKey, "tls-key", "TLS_KEY_FILE", "", "PEM key of -tls-cert")
-	str(&c.tlsClientCA, "tls-client-ca", "TLS_CLIENT_CA_FILE", "", "PEM CA file: clients of both ports must show a certificate it signed (mutual TLS)")
+	str(&c.RedisURL, "redis-url", "REDIS_URL", "", "redis:// or rediss:// URL, with password and db; empty: the embedded in-memory store")
+	str(&c.RedisCluster, "redis-cluster-addrs", "REDIS_CLUSTER_ADDRS", "", "Redis Cluster seeds, host:port,host:port,... or redis://[user:password@]host:port?addr=host:port&addr=... (rediss:// for TLS); instead of REDIS_URL")
+	num(&c.Partitions, "redis-partitions", "REDIS_PARTITIONS", 0, fmt.Sprintf("partitions of a new store (recorded in Redis at the first start, never changed after); 0: 1 on one Redis, %d on a cluster", server.DefaultClusterPartitions))
+	str(&c.RedisCA, "redis-ca", "REDIS_CA_FILE", "", "PEM file of the CA that signed Redis's certificate (rediss://), instead of the system's")
+	str(&c.RedisCert, "redis-cert", "REDIS_CERT_FILE", "", "PEM client certificate for Redis over TLS, when Redis asks for one")
+	str(&c.RedisKey, "redis-key", "REDIS_KEY_FILE", "", "PEM key of -redis-cert")
+	str(&c.TLSCert, "tls-cert", "TLS_CERT_FILE", "", "PEM certificate for the gRPC and HTTP ports; with -tls-key, both serve TLS only")
+	str(&c.TLSKey, "tls-key", "TLS_KEY_FILE", "", "PEM key of -tls-cert")
+	str(&c.TLSClientCA, "tls-client-ca", "TLS_CLIENT_CA_FILE", "", "PEM CA file: clients of both ports must show a certificate it signed (mutual TLS)")
 	var tokensFile, tokensList, open, logFormat, level string
 	str(&tokensFile, "auth-tokens-file", "AUTH_TOKENS_FILE", "", "file of accepted bearer tokens, one a line; with $AUTH_TOKENS (comma-separated) and none given, authentication is off")
 	tokensList = getenv("AUTH_TOKENS")
 	str(&open, "auth-open", "AUTH_OPEN", "health,metrics,openapi", "what needs no token, from "+strings.Join(openables, ", ")+"; empty: everything needs one")
-	dur(&c.limits.DefaultTTL, "default-ttl", "DEFAULT_TTL", "15m", "ttl of a checkout that gives none")
-	dur(&c.limits.MaxTTL, "max-ttl", "MAX_TTL", "168h", "longest ttl a checkout may ask for")
-	dur(&c.retention, "retention", "RETENTION", "24h", "how long closed orders and expiration events are kept")
-	dur(&c.shutdownTimeout, "shutdown-timeout", "SHUTDOWN_TIMEOUT", "10s", "bound on the graceful stop")
-	num(&c.limits.MaxMetadataEntries, "max-metadata-entries", "MAX_METADATA_ENTRIES", order.DefaultLimits.MaxMetadataEntries, "metadata entries an order may carry")
-	num(&c.limits.MaxMetadataBytes, "max-metadata-bytes", "MAX_METADATA_BYTES", order.DefaultLimits.MaxMetadataBytes, "bytes of metadata (keys and values) an order may carry")
-	num(&c.maxBodyBytes, "max-request-bytes", "MAX_REQUEST_BYTES", 64<<10, "largest request: gRPC message or REST body")
-	num(&c.maxWatchers, "max-watchers", "MAX_WATCHERS", 10000, "watch streams one replica serves at once")
-	num(&c.watchBuffer, "watch-buffer", "WATCH_BUFFER", 1024, "events a watcher may fall behind before it is closed with a cursor to resume from")
+	dur(&c.Limits.DefaultTTL, "default-ttl", "DEFAULT_TTL", "15m", "ttl of a checkout that gives none")
+	dur(&c.Limits.MaxTTL, "max-ttl", "MAX_TTL", "168h", "longest ttl a checkout may ask for")
+	dur(&c.Retention, "retention", "RETENTION", "24h", "how long closed orders and expiration events are kept")
+	dur(&c.ShutdownTimeout, "shutdown-timeout", "SHUTDOWN_TIMEOUT", "10s", "bound on the graceful stop")
+	num(&c.Limits.MaxMetadataEntries, "max-metadata-entries", "MAX_METADATA_ENTRIES", order.DefaultLimits.MaxMetadataEntries, "metadata entries an order may carry")
+	num(&c.Limits.MaxMetadataBytes, "max-metadata-bytes", "MAX_METADATA_BYTES", order.DefaultLimits.MaxMetadataBytes, "bytes of metadata (keys and values) an order may carry")
+	num(&c.MaxBodyBytes, "max-request-bytes", "MAX_REQUEST_BYTES", 64<<10, "largest request: gRPC message or REST body")
+	num(&c.MaxWatchers, "max-watchers", "MAX_WATCHERS", 10000, "watch streams one replica serves at once")
+	num(&c.MaxConnections, "max-connections", "MAX_CONNECTIONS", 4096, "connections open at once on each port; past it the HTTP connection idle the longest is closed to make room, or the new one is")
+	dur(&c.IdleTimeout, "idle-timeout", "IDLE_TIMEOUT", "60s", "closes an HTTP keep-alive connection, or a gRPC connection with no call, idle this long")
+	dur(&c.ReadTimeout, "read-timeout", "READ_TIMEOUT", "10s", "bound on reading a REST request's headers, and then its body, and on a new gRPC connection's handshake")
+	num(&c.MaxHeaderBytes, "max-header-bytes", "MAX_HEADER_BYTES", 32<<10, "largest metadata (header list) of a gRPC call")
+	num(&c.MaxStreams, "max-streams", "MAX_STREAMS", 1000, "calls open at once on one gRPC connection; more wait for a free one")
+	num(&c.MaxGroups, "max-groups", "MAX_GROUPS", 100, "consumer groups the store may hold")
+	num(&c.MaxConsumers, "max-consumers", "MAX_CONSUMERS", 100, "ConsumeExpirations streams of one group one replica serves at once")
+	num(&c.MaxInFlight, "max-in-flight", "MAX_IN_FLIGHT", 1000, "largest max_in_flight of a consumer's stream and max_events of a pull")
+	num(&c.WatchBuffer, "watch-buffer", "WATCH_BUFFER", 1024, "events a watcher may fall behind before it is closed with a cursor to resume from")
 	str(&level, "log-level", "LOG_LEVEL", "info", "debug (one line per RPC), info, warn or error")
 	str(&logFormat, "log-format", "LOG_FORMAT", "text", "text or json")
 
@@ -155,7 +138,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	default:
 		return c, fmt.Errorf("log format %q: want text or json", logFormat)
 	}
-	c.authOpen = map[string]bool{}
+	c.AuthOpen = map[string]bool{}
 	for _, name := range strings.Split(open, ",") {
 		if name = strings.TrimSpace(name); name == "" {
 			continue
@@ -163,37 +146,47 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		if !contains(openables, name) {
 			return c, fmt.Errorf("-auth-open: unknown %q; want some of %s", name, strings.Join(openables, ", "))
 		}
-		c.authOpen[name] = true
+		c.AuthOpen[name] = true
 	}
 	tokens, err := auth.LoadTokens(tokensFile, tokensList)
 	if err != nil {
 		return c, err
 	}
-	c.tokens = tokens
-	if err := c.limits.Validate(); err != nil {
+	c.Tokens = tokens
+	if err := c.Limits.Validate(); err != nil {
 		return c, err
 	}
 	switch {
-	case c.retention < time.Second:
-		return c, fmt.Errorf("retention %s is too short; it must be at least 1s", c.retention)
-	case c.watchBuffer < 1:
-		return c, fmt.Errorf("watch buffer must be at least 1, got %d", c.watchBuffer)
-	case c.maxWatchers < 1:
-		return c, fmt.Errorf("max watchers must be at least 1, got %d", c.maxWatchers)
-	case c.maxBodyBytes < 1024:
-		return c, fmt.Errorf("max request bytes must be at least 1024, got %d", c.maxBodyBytes)
-	case c.limits.MaxMetadataEntries < 0 || c.limits.MaxMetadataBytes < 0:
+	case c.Retention < time.Second:
+		return c, fmt.Errorf("retention %s is too short; it must be at least 1s", c.Retention)
+	case c.WatchBuffer < 1:
+		return c, fmt.Errorf("watch buffer must be at least 1, got %d", c.WatchBuffer)
+	case c.MaxWatchers < 1:
+		return c, fmt.Errorf("max watchers must be at least 1, got %d", c.MaxWatchers)
+	case c.MaxConnections < 1:
+		return c, fmt.Errorf("max connections must be at least 1, got %d", c.MaxConnections)
+	case c.IdleTimeout <= 0 || c.ReadTimeout <= 0:
+		return c, fmt.Errorf("-idle-timeout and -read-timeout must be more than zero")
+	case c.MaxHeaderBytes < 1024:
+		return c, fmt.Errorf("max header bytes must be at least 1024, got %d", c.MaxHeaderBytes)
+	case c.MaxGroups < 1 || c.MaxConsumers < 1 || c.MaxInFlight < 1:
+		return c, fmt.Errorf("-max-groups, -max-consumers and -max-in-flight must be at least 1")
+	case c.MaxStreams < 1:
+		return c, fmt.Errorf("max streams must be at least 1, got %d", c.MaxStreams)
+	case c.MaxBodyBytes < 1024:
+		return c, fmt.Errorf("max request bytes must be at least 1024, got %d", c.MaxBodyBytes)
+	case c.Limits.MaxMetadataEntries < 0 || c.Limits.MaxMetadataBytes < 0:
 		return c, fmt.Errorf("metadata limits must not be negative")
-	case (c.tlsCert == "") != (c.tlsKey == ""):
+	case (c.TLSCert == "") != (c.TLSKey == ""):
 		return c, fmt.Errorf("-tls-cert and -tls-key go together")
-	case c.tlsClientCA != "" && c.tlsCert == "":
+	case c.TLSClientCA != "" && c.TLSCert == "":
 		return c, fmt.Errorf("-tls-client-ca needs -tls-cert and -tls-key")
-	case (c.redisCert == "") != (c.redisKey == ""):
+	case (c.RedisCert == "") != (c.RedisKey == ""):
 		return c, fmt.Errorf("-redis-cert and -redis-key go together")
-	case c.redisURL != "" && c.redisCluster != "":
+	case c.RedisURL != "" && c.RedisCluster != "":
 		return c, fmt.Errorf("REDIS_URL and REDIS_CLUSTER_ADDRS both name a store; give one")
-	case c.partitions < 0 || c.partitions > order.MaxPartitions:
-		return c, fmt.Errorf("-redis-partitions %d: want 1 to %d, or 0 for the default", c.partitions, order.MaxPartitions)
+	case c.Partitions < 0 || c.Partitions > order.MaxPartitions:
+		return c, fmt.Errorf("-redis-partitions %d: want 1 to %d, or 0 for the default", c.Partitions, order.MaxPartitions)
 	}
 	return c, nil
 }

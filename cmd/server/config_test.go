@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/orderexpiry/orderexpiry/internal/order"
+	"github.com/orderexpiry/orderexpiry/internal/server"
 )
 
 func mapEnv(m map[string]string) func(string) string {
@@ -18,21 +19,30 @@ func mapEnv(m map[string]string) func(string) string {
 
 func TestParseConfig(t *testing.T) {
 	defaults := config{
-		grpcAddr:        ":9090",
-		httpAddr:        ":8080",
-		redisURL:        "",
-		limits:          order.DefaultLimits,
-		retention:       24 * time.Hour,
-		watchBuffer:     1024,
-		maxWatchers:     10000,
-		maxBodyBytes:    64 << 10,
-		shutdownTimeout: 10 * time.Second,
-		logLevel:        slog.LevelInfo,
-		authOpen:        map[string]bool{"health": true, "metrics": true, "openapi": true},
+		grpcAddr: ":9090",
+		httpAddr: ":8080",
+		logLevel: slog.LevelInfo,
+		Config: server.Config{
+			Limits:          order.DefaultLimits,
+			Retention:       24 * time.Hour,
+			WatchBuffer:     1024,
+			MaxWatchers:     10000,
+			MaxBodyBytes:    64 << 10,
+			ShutdownTimeout: 10 * time.Second,
+			MaxConnections:  4096,
+			IdleTimeout:     time.Minute,
+			ReadTimeout:     10 * time.Second,
+			MaxHeaderBytes:  32 << 10,
+			MaxStreams:      1000,
+			MaxGroups:       100,
+			MaxConsumers:    100,
+			MaxInFlight:     1000,
+			AuthOpen:        map[string]bool{"health": true, "metrics": true, "openapi": true},
+		},
 	}
 	with := func(f func(*config)) config {
 		c := defaults
-		c.authOpen = maps.Clone(defaults.authOpen)
+		c.AuthOpen = maps.Clone(defaults.AuthOpen)
 		f(&c)
 		return c
 	}
@@ -51,11 +61,11 @@ func TestParseConfig(t *testing.T) {
 		c.grpcAddr = "127.0.0.1:1"
 		c.httpAddr = "127.0.0.1:2"
 		c.debugAddr = "127.0.0.1:6060"
-		c.redisURL = "redis://localhost:6379/3"
-		c.limits.DefaultTTL = time.Minute
-		c.limits.MaxTTL = 2 * time.Hour
-		c.retention = 90 * time.Minute
-		c.shutdownTimeout = 3 * time.Second
+		c.RedisURL = "redis://localhost:6379/3"
+		c.Limits.DefaultTTL = time.Minute
+		c.Limits.MaxTTL = 2 * time.Hour
+		c.Retention = 90 * time.Minute
+		c.ShutdownTimeout = 3 * time.Second
 		c.logLevel = slog.LevelDebug
 	})
 	tests := []struct {
@@ -76,12 +86,12 @@ func TestParseConfig(t *testing.T) {
 			c.grpcAddr = "127.0.0.1:3"
 			c.httpAddr = "127.0.0.1:4"
 			c.debugAddr = ":6061"
-			c.redisURL = "rediss://h:6380/1"
-			c.limits.DefaultTTL = 30 * time.Second
-			c.limits.MaxTTL = time.Hour
-			c.retention = 2 * time.Hour
-			c.shutdownTimeout = time.Second
-			c.watchBuffer = 7
+			c.RedisURL = "rediss://h:6380/1"
+			c.Limits.DefaultTTL = 30 * time.Second
+			c.Limits.MaxTTL = time.Hour
+			c.Retention = 2 * time.Hour
+			c.ShutdownTimeout = time.Second
+			c.WatchBuffer = 7
 			c.logLevel = slog.LevelWarn
 		})},
 		{name: "flags beat variables", env: allEnv, args: []string{
@@ -90,30 +100,41 @@ func TestParseConfig(t *testing.T) {
 		}, want: with(func(c *config) {
 			c.grpcAddr = ":1"
 			c.httpAddr = ":2"
-			c.limits.DefaultTTL = 2 * time.Minute
-			c.limits.MaxTTL = 3 * time.Hour
-			c.retention = 5 * time.Second
-			c.shutdownTimeout = 4 * time.Second
+			c.Limits.DefaultTTL = 2 * time.Minute
+			c.Limits.MaxTTL = 3 * time.Hour
+			c.Retention = 5 * time.Second
+			c.ShutdownTimeout = 4 * time.Second
 			c.logLevel = slog.LevelError
 		})},
 		{name: "one flag beats its variable and leaves the others", env: allEnv, args: []string{"--max-ttl", "5h"},
-			want: func() config { c := fromEnv; c.limits.MaxTTL = 5 * time.Hour; return c }()},
+			want: func() config { c := fromEnv; c.Limits.MaxTTL = 5 * time.Hour; return c }()},
 		{name: "log level is case-insensitive", env: map[string]string{"LOG_LEVEL": "WARN"}, want: with(func(c *config) { c.logLevel = slog.LevelWarn })},
 		{name: "max equal to default", args: []string{"-default-ttl=1h", "-max-ttl=1h"},
-			want: with(func(c *config) { c.limits.DefaultTTL = time.Hour; c.limits.MaxTTL = time.Hour })},
-		{name: "retention of exactly 1s", args: []string{"-retention=1s"}, want: with(func(c *config) { c.retention = time.Second })},
-		{name: "watch buffer of 1", args: []string{"-watch-buffer=1"}, want: with(func(c *config) { c.watchBuffer = 1 })},
+			want: with(func(c *config) { c.Limits.DefaultTTL = time.Hour; c.Limits.MaxTTL = time.Hour })},
+		{name: "retention of exactly 1s", args: []string{"-retention=1s"}, want: with(func(c *config) { c.Retention = time.Second })},
+		{name: "watch buffer of 1", args: []string{"-watch-buffer=1"}, want: with(func(c *config) { c.WatchBuffer = 1 })},
 
 		{name: "a flag beats a bad variable", env: map[string]string{"DEFAULT_TTL": "soon"}, args: []string{"-default-ttl=1m"},
-			want: with(func(c *config) { c.limits.DefaultTTL = time.Minute })},
+			want: with(func(c *config) { c.Limits.DefaultTTL = time.Minute })},
 		{name: "json logs", env: map[string]string{"LOG_FORMAT": "json"}, want: with(func(c *config) { c.logJSON = true })},
-		{name: "tokens from the environment", env: map[string]string{"AUTH_TOKENS": "a, b"}, want: with(func(c *config) { c.tokens = []string{"a", "b"} })},
-		{name: "nothing open", args: []string{"-auth-open="}, want: with(func(c *config) { c.authOpen = map[string]bool{} })},
+		{name: "tokens from the environment", env: map[string]string{"AUTH_TOKENS": "a, b"}, want: with(func(c *config) { c.Tokens = []string{"a", "b"} })},
+		{name: "nothing open", args: []string{"-auth-open="}, want: with(func(c *config) { c.AuthOpen = map[string]bool{} })},
 		{name: "limits", args: []string{"-max-watchers=5", "-max-request-bytes=2048", "-max-metadata-entries=3", "-max-metadata-bytes=100"},
 			want: with(func(c *config) {
-				c.maxWatchers, c.maxBodyBytes = 5, 2048
-				c.limits.MaxMetadataEntries, c.limits.MaxMetadataBytes = 3, 100
+				c.MaxWatchers, c.MaxBodyBytes = 5, 2048
+				c.Limits.MaxMetadataEntries, c.Limits.MaxMetadataBytes = 3, 100
 			})},
+		{name: "connection limits", args: []string{"-max-connections=10", "-idle-timeout=2s", "-read-timeout=1s", "-max-header-bytes=4096", "-max-streams=3"},
+			want: with(func(c *config) {
+				c.MaxConnections, c.IdleTimeout, c.ReadTimeout, c.MaxHeaderBytes, c.MaxStreams = 10, 2*time.Second, time.Second, 4096, 3
+			})},
+		{name: "no connections", args: []string{"-max-connections=0"}, wantErr: "max connections must be at least 1, got 0"},
+		{name: "zero idle timeout", args: []string{"-idle-timeout=0s"}, wantErr: "-idle-timeout and -read-timeout must be more than zero"},
+		{name: "tiny header limit", args: []string{"-max-header-bytes=10"}, wantErr: "max header bytes must be at least 1024, got 10"},
+		{name: "group limits", args: []string{"-max-groups=2", "-max-consumers=3", "-max-in-flight=4"},
+			want: with(func(c *config) { c.MaxGroups, c.MaxConsumers, c.MaxInFlight = 2, 3, 4 })},
+		{name: "no groups", args: []string{"-max-groups=0"}, wantErr: "-max-groups, -max-consumers and -max-in-flight must be at least 1"},
+		{name: "no streams", args: []string{"-max-streams=0"}, wantErr: "max streams must be at least 1, got 0"},
 		{name: "bad log format", args: []string{"-log-format=xml"}, wantErr: `log format "xml"`},
 		{name: "unknown open endpoint", args: []string{"-auth-open=health,admin"}, wantErr: `unknown "admin"`},
 		{name: "missing tokens file", args: []string{"-auth-tokens-file=/nonexistent/tokens"}, wantErr: "auth tokens file"},

@@ -3,16 +3,13 @@ package bench
 import (
 	"context"
 	"fmt"
-	"net"
-	"os"
 	"os/exec"
-	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	pb "github.com/orderexpiry/orderexpiry/internal/gen/orderexpiry/v1"
@@ -29,9 +26,6 @@ const (
 	// clusterLead is how long after the last checkout the first deadline
 	// comes, so that the checkouts do not overlap the expirations.
 	clusterLead = 2 * time.Second
-	// clusterSettle bounds `redis-cli --cluster create` and, apart, the wait
-	// until every node agrees the cluster is whole.
-	clusterSettle = 30 * time.Second
 )
 
 // clusterSide is what stage 6 measured on one setup.
@@ -53,6 +47,8 @@ type clusterSide struct {
 // cluster costs on one machine (its writes wait for a replica, its event
 // reads go to replicas, and six redis-servers share the cores).
 func (r *runner) cluster(ctx context.Context) error {
+	// Before the first half: redistest.LaunchCluster needs it too, in the
+	// second.
 	if _, err := exec.LookPath("redis-cli"); err != nil {
 		return fmt.Errorf("redis-cli is needed to create the cluster (apt-get install redis-tools): %w", err)
 	}
@@ -120,23 +116,28 @@ func (r *runner) clusterOne(ctx context.Context, due int) (clusterSide, error) {
 // clusterMany measures the service on a fresh Redis Cluster.
 func (r *runner) clusterMany(ctx context.Context, due int) (clusterSide, error) {
 	began := time.Now()
-	c, err := startBenchCluster(ctx, r.dir)
+	c, err := redistest.LaunchCluster(ctx, r.dir, clusterMasters, 1)
 	if err != nil {
 		return clusterSide{}, err
 	}
-	defer c.stop() // after e.stop below: the service stops before its Redis
-	r.logf("  cluster of %d nodes up and settled in %s", len(c.nodes), time.Since(began).Round(time.Millisecond))
+	defer c.Kill() // after e.stop below: the service stops before its Redis
+	r.logf("  cluster of %d nodes up and settled in %s", len(c.Nodes), time.Since(began).Round(time.Millisecond))
+	masters, err := c.MastersContext(ctx)
+	if err != nil {
+		return clusterSide{}, err
+	}
 	e, err := r.startClusterEnv(c)
 	if err != nil {
 		return clusterSide{}, err
 	}
 	defer e.stop()
 	set := cpuSet{svc: e.svc.PID()}
-	for _, m := range c.masters {
-		set.masters = append(set.masters, m.PID())
-	}
-	for _, s := range c.replicas {
-		set.replicas = append(set.replicas, s.PID())
+	for _, n := range c.Nodes {
+		if slices.Contains(masters, n) {
+			set.masters = append(set.masters, n.PID())
+		} else {
+			set.replicas = append(set.replicas, n.PID())
+		}
 	}
 	return r.clusterMeasure(ctx, "cluster", e, set, due)
 }
@@ -211,14 +212,10 @@ func (r *runner) clusterMeasure(ctx context.Context, name string, e *env, procs 
 
 // startClusterEnv starts the service on the cluster c and dials it; it is
 // startEnv for a cluster.
-func (r *runner) startClusterEnv(c *benchCluster) (*env, error) {
-	addrs := make([]string, len(c.nodes))
-	for i, n := range c.nodes {
-		addrs[i] = n.Addr
-	}
+func (r *runner) startClusterEnv(c *redistest.Cluster) (*env, error) {
 	// By flag: startService names no store but REDIS_URL (empty here, so
 	// unset), and the flag is REDIS_CLUSTER_ADDRS's.
-	svc, err := startService(r.serverBin, "", "-redis-cluster-addrs", strings.Join(addrs, ","))
+	svc, err := startService(r.serverBin, "", "-redis-cluster-addrs", strings.Join(c.Addrs(), ","))
 	if err != nil {
 		return nil, err
 	}
@@ -228,193 +225,13 @@ func (r *runner) startClusterEnv(c *benchCluster) (*env, error) {
 		return nil, err
 	}
 	// env wants one redis-server, for hammer's CPU note (unused here) and to
-	// stop it; the cluster's stop kills every node (Kill may be repeated).
-	return &env{redis: c.nodes[0], svc: svc, conns: conns, clients: clients, warn: func() {
+	// stop it; the cluster's Kill kills every node (Kill may be repeated).
+	return &env{redis: &Redis{c.Nodes[0]}, svc: svc, conns: conns, clients: clients, warn: func() {
 		if w := svc.Warnings(); len(w) > 0 {
 			r.logf("  the service on the cluster logged %d warnings; the first:\n%s", len(w), indent(strings.Join(w[:min(len(w), 5)], "\n"), "    "))
 			r.t.note("6: the service on the cluster logged %d warnings, the first: %s", len(w), w[0])
 		}
 	}}, nil
-}
-
-// benchCluster is a Redis Cluster of redis-servers of the benchmark's own.
-// (redistest.StartCluster does the same for tests, but needs a testing.TB.)
-type benchCluster struct {
-	nodes             []*Redis
-	masters, replicas []*Redis // by role, once settled
-}
-
-// startBenchCluster starts 2*clusterMasters cluster-mode redis-servers,
-// joins them with `redis-cli --cluster create ... --cluster-replicas 1` and
-// waits until every node says the cluster is whole and every replica's link
-// to its master is up. On error it stops what it started.
-func startBenchCluster(ctx context.Context, dir string) (_ *benchCluster, err error) {
-	c := &benchCluster{}
-	defer func() {
-		if err != nil {
-			c.stop()
-		}
-	}()
-	for range 2 * clusterMasters {
-		n, err := startClusterNode(dir)
-		if err != nil {
-			return nil, err
-		}
-		c.nodes = append(c.nodes, n)
-	}
-
-	args := []string{"--cluster", "create"}
-	for _, n := range c.nodes {
-		args = append(args, n.Addr)
-	}
-	args = append(args, "--cluster-replicas", "1", "--cluster-yes")
-	cctx, cancel := context.WithTimeout(ctx, clusterSettle)
-	defer cancel()
-	out, err := exec.CommandContext(cctx, "redis-cli", args...).CombinedOutput()
-	if err != nil {
-		return nil, fmt.Errorf("redis-cli %s: %w; its output:\n%s", strings.Join(args, " "), err, out)
-	}
-	// The line is coloured even when redis-cli does not write to a
-	// terminal, but the colour codes wrap it whole.
-	if !strings.Contains(string(out), "All 16384 slots covered") {
-		return nil, fmt.Errorf("redis-cli %s did not say all slots are covered; its output:\n%s", strings.Join(args, " "), out)
-	}
-	if err := c.settle(ctx); err != nil {
-		return nil, err
-	}
-	return c, nil
-}
-
-// startClusterNode starts one cluster-mode redis-server in a directory of
-// its own (nodes.conf is per node). The cluster bus gets a free port of its
-// own: the default, port+10000, is past 65535 for most ephemeral ports.
-func startClusterNode(parent string) (*Redis, error) {
-	dir, err := os.MkdirTemp(parent, "cluster-node-")
-	if err != nil {
-		return nil, err
-	}
-	for attempt := 1; ; attempt++ {
-		bus, err := freeLoopbackPort()
-		if err != nil {
-			return nil, err
-		}
-		s, err := redistest.Launch(dir, nil,
-			"--cluster-enabled", "yes",
-			"--cluster-config-file", filepath.Join(dir, "nodes.conf"),
-			"--cluster-node-timeout", "1000",
-			"--cluster-port", strconv.Itoa(bus),
-			// Replicas take their first sync at once rather than after 5 s.
-			"--repl-diskless-sync-delay", "0",
-			"--appendonly", "no",
-			"--save", "")
-		if err == nil {
-			return &Redis{s}, nil
-		}
-		// Launch tries other client ports itself; a bus port taken since
-		// we probed it needs another one from here.
-		if !strings.Contains(err.Error(), "already in use") || attempt == 3 {
-			return nil, err
-		}
-	}
-}
-
-// freeLoopbackPort returns a loopback port that was free a moment ago.
-func freeLoopbackPort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// settle polls every node until the cluster is whole, and records which
-// nodes are masters and which replicas.
-func (c *benchCluster) settle(ctx context.Context) error {
-	clients := make([]*redis.Client, len(c.nodes))
-	for i, n := range c.nodes {
-		clients[i] = redis.NewClient(&redis.Options{Addr: n.Addr, DialTimeout: time.Second, ReadTimeout: 2 * time.Second, MaxRetries: -1})
-		defer clients[i].Close()
-	}
-	deadline := time.Now().Add(clusterSettle)
-	for {
-		err := c.check(ctx, clients)
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("the cluster did not settle within %s: %w", clusterSettle, err)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
-
-// check says why the cluster is not yet whole: every node must report
-// cluster_state:ok, all 16384 slots ok and all nodes known; every master
-// must have its replica (the service waits for a replica only where there
-// is one) and every replica its link to its master up.
-func (c *benchCluster) check(ctx context.Context, clients []*redis.Client) error {
-	c.masters, c.replicas = nil, nil
-	for i, rdb := range clients {
-		addr := c.nodes[i].Addr
-		info, err := rdb.ClusterInfo(ctx).Result()
-		if err != nil {
-			return fmt.Errorf("%s: CLUSTER INFO: %w", addr, err)
-		}
-		if v := infoValue(info, "cluster_state"); v != "ok" {
-			return fmt.Errorf("%s: cluster_state:%s", addr, v)
-		}
-		if v := infoValue(info, "cluster_slots_ok"); v != "16384" {
-			return fmt.Errorf("%s: cluster_slots_ok:%s", addr, v)
-		}
-		if v, _ := strconv.Atoi(infoValue(info, "cluster_known_nodes")); v < len(c.nodes) {
-			return fmt.Errorf("%s: cluster_known_nodes:%d, want %d", addr, v, len(c.nodes))
-		}
-		repl, err := rdb.Info(ctx, "replication").Result()
-		if err != nil {
-			return fmt.Errorf("%s: INFO replication: %w", addr, err)
-		}
-		switch role := infoValue(repl, "role"); role {
-		case "master":
-			if v, _ := strconv.Atoi(infoValue(repl, "connected_slaves")); v < 1 {
-				return fmt.Errorf("%s: a master with connected_slaves:%d", addr, v)
-			}
-			c.masters = append(c.masters, c.nodes[i])
-		case "slave":
-			if v := infoValue(repl, "master_link_status"); v != "up" {
-				return fmt.Errorf("%s: a replica with master_link_status:%s", addr, v)
-			}
-			c.replicas = append(c.replicas, c.nodes[i])
-		default:
-			return fmt.Errorf("%s: role:%s", addr, role)
-		}
-	}
-	if len(c.masters) != clusterMasters {
-		return fmt.Errorf("%d masters, want %d", len(c.masters), clusterMasters)
-	}
-	return nil
-}
-
-// stop kills every node.
-func (c *benchCluster) stop() {
-	for _, n := range c.nodes {
-		n.Stop()
-	}
-}
-
-// infoValue is the value of key in the "key:value" lines of INFO or
-// CLUSTER INFO, or "".
-func infoValue(info, key string) string {
-	for _, line := range strings.Split(info, "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimRight(line, "\r"), key+":"); ok {
-			return v
-		}
-	}
-	return ""
 }
 
 // cpuSet names the processes whose CPU time stage 6 splits: the service and

@@ -1,12 +1,8 @@
 package bench
 
 import (
-	"bufio"
 	"fmt"
-	"net/http"
 	"os"
-	"os/exec"
-	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -15,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/orderexpiry/orderexpiry/internal/redistest"
+	"github.com/orderexpiry/orderexpiry/internal/serverproc"
 )
 
 // Redis is a redis-server of the benchmarks' own on a free loopback port,
@@ -40,108 +37,29 @@ func (r *Redis) Stop() { r.Kill() }
 
 // Service is the orderexpiry server process, started as a user starts it,
 // on free loopback ports.
-type Service struct {
-	GRPCAddr, HTTPAddr, DebugAddr string
-
-	cmd    *exec.Cmd
-	exited chan struct{}
-	log    *redistest.LockedBuffer
-}
-
-var (
-	servingLine = regexp.MustCompile(`msg=serving grpc=(\S+) http=(\S+)`)
-	debugLine   = regexp.MustCompile(`msg="serving profiles" debug=(\S+)`)
-)
+type Service struct{ *serverproc.Process }
 
 // startService runs the server binary on redisURL with /debug/pprof/ on,
-// waits for its "serving" log line and then for /healthz to say SERVING.
+// waits for its serving line and then for /healthz to say SERVING.
 func startService(bin, redisURL string, flags ...string) (*Service, error) {
-	args := append([]string{"-grpc-addr", "127.0.0.1:0", "-http-addr", "127.0.0.1:0", "-debug-addr", "127.0.0.1:0"}, flags...)
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), "REDIS_URL="+redisURL)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	stderr, err := cmd.StderrPipe()
+	p, err := serverproc.Start(serverproc.Options{
+		Binary: bin,
+		Env:    []string{"REDIS_URL=" + redisURL},
+		Flags:  append([]string{"-debug-addr", "127.0.0.1:0"}, flags...),
+	})
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{cmd: cmd, exited: make(chan struct{}), log: &redistest.LockedBuffer{}}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", bin, err)
-	}
-	serving := make(chan []string, 1)
-	debug := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			line := sc.Text()
-			s.log.Write([]byte(line + "\n"))
-			if m := debugLine.FindStringSubmatch(line); m != nil {
-				debug <- m[1]
-			}
-			if m := servingLine.FindStringSubmatch(line); m != nil {
-				serving <- m[1:]
-			}
-		}
-		_ = cmd.Wait()
-		close(s.exited)
-	}()
-	select {
-	case a := <-serving:
-		s.GRPCAddr, s.HTTPAddr = a[0], a[1]
-		s.DebugAddr = <-debug // logged before the serving line
-	case <-s.exited:
-		return nil, fmt.Errorf("the service exited before serving:\n%s", s.log.String())
-	case <-time.After(20 * time.Second):
+	s := &Service{p}
+	if err := p.WaitHealthy(10*time.Second, serverproc.Health{}); err != nil {
 		s.Stop()
-		return nil, fmt.Errorf("the service did not log its serving line within 20s:\n%s", s.log.String())
+		return nil, err
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		resp, err := http.Get("http://" + s.HTTPAddr + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return s, nil
-			}
-		}
-		if time.Now().After(deadline) {
-			s.Stop()
-			return nil, fmt.Errorf("the service was not healthy within 10s:\n%s", s.log.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return s, nil
 }
-
-// PID is the service's process id.
-func (s *Service) PID() int { return s.cmd.Process.Pid }
 
 // Stop stops the service gracefully (SIGTERM), killing it after 15 s.
-func (s *Service) Stop() {
-	select {
-	case <-s.exited:
-		return
-	default:
-	}
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.exited:
-	case <-time.After(15 * time.Second):
-		_ = s.cmd.Process.Kill()
-		<-s.exited
-	}
-}
-
-// Warnings returns the service's log lines at level WARN or ERROR.
-func (s *Service) Warnings() []string {
-	var out []string
-	for _, l := range strings.Split(s.log.String(), "\n") {
-		if strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") {
-			out = append(out, l)
-		}
-	}
-	return out
-}
+func (s *Service) Stop() { s.Process.Stop(syscall.SIGTERM) }
 
 // cpuTime is the CPU time (user + system) a process has used so far, from
 // /proc/<pid>/stat, whose clock ticks are 1/100 s on Linux.

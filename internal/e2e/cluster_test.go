@@ -91,7 +91,7 @@ func TestClusterFailover(t *testing.T) {
 	calls := ops.stop()
 	<-checkedOut
 
-	l := checkClusterLedger(t, c, acked, fs, 30*time.Second)
+	l := checkClusterLedger(t, roundRobin(reps...), acked, fs, 30*time.Second)
 
 	// Calls failed only with UNAVAILABLE, only on the dead master's
 	// partitions, and only while they had no master (plus the second or two
@@ -264,53 +264,26 @@ func (o *sideOps) stop() []sideCall {
 	return slices.Clone(o.calls)
 }
 
-// clusterLedger is a ledger with the log it was counted on.
-type clusterLedger struct {
-	ledger
-	log []logEntry
-}
-
-// readClusterLog reads every partition's expiration log, partition after
-// partition.
-func readClusterLog(t *testing.T, c *redistest.Cluster) [][]logEntry {
-	t.Helper()
-	rdb := c.Client(t)
-	out := make([][]logEntry, clusterPartitions)
-	for p := range out {
-		msgs, err := rdb.XRange(context.Background(), fmt.Sprintf("oe:{%d}:events", p), "-", "+").Result()
-		if err != nil {
-			t.Fatalf("XRANGE of partition %d: %v", p, err)
-		}
-		for _, m := range msgs {
-			out[p] = append(out[p], logEntry{cursor: m.ID, orderID: fmt.Sprint(m.Values["id"])})
-		}
-	}
-	return out
-}
-
 // checkClusterLedger is checkLedger for a cluster: the log is one stream
 // per partition, and a follower must have received each partition's
 // stream, in order; the partitions' events interleave as they came.
-func checkClusterLedger(t *testing.T, c *redistest.Cluster, acked []string, followers []*follower, timeout time.Duration) clusterLedger {
+func checkClusterLedger(t *testing.T, pick func() *server, acked []string, followers []*follower, timeout time.Duration) ledger {
 	t.Helper()
-	var parts [][]logEntry
-	all := waitLogged(acked, func() []logEntry {
-		parts = readClusterLog(t, c)
-		return slices.Concat(parts...)
-	}, timeout)
-	l := clusterLedger{ledger: tally(acked, all), log: all}
+	log := readLog(t, pick, acked, timeout)
+	l := tally(acked, log)
+	parts := make([][]string, clusterPartitions)
+	for _, e := range log {
+		p := order.PartitionOf(e.orderID, clusterPartitions)
+		parts[p] = append(parts[p], e.orderID)
+	}
 	for i, f := range followers {
-		f.waitFor(t, len(all), timeout)
+		f.waitFor(t, len(log), timeout)
 		byPart := make([][]string, clusterPartitions)
 		for _, ev := range f.received() {
 			p := order.PartitionOf(ev.GetOrderId(), clusterPartitions)
 			byPart[p] = append(byPart[p], ev.GetOrderId())
 		}
-		for p, entries := range parts {
-			var logged []string
-			for _, e := range entries {
-				logged = append(logged, e.orderID)
-			}
+		for p, logged := range parts {
 			if !slices.Equal(byPart[p], logged) {
 				t.Errorf("follower %d: partition %d: received %d events, the log holds %d, or in another order", i, p, len(byPart[p]), len(logged))
 			}

@@ -17,7 +17,6 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	pb "github.com/orderexpiry/orderexpiry/internal/gen/orderexpiry/v1"
-	"github.com/orderexpiry/orderexpiry/internal/redistest"
 )
 
 // follower is a watcher as its users write one: it streams expirations and,
@@ -36,11 +35,18 @@ type follower struct {
 func follow(t *testing.T, pick func() *server, after string) *follower {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	f := &follower{ends: map[codes.Code]int{}, changed: make(chan struct{}), done: make(chan struct{})}
+	f := followUntil(ctx, pick, after)
 	t.Cleanup(func() {
 		cancel()
 		<-f.done
 	})
+	return f
+}
+
+// followUntil starts a follower that runs until ctx is done; then f.done is
+// closed.
+func followUntil(ctx context.Context, pick func() *server, after string) *follower {
+	f := &follower{ends: map[codes.Code]int{}, changed: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(f.done)
 		cursor := after
@@ -114,37 +120,88 @@ func (f *follower) endsString() string {
 	return fmt.Sprint(f.ends)
 }
 
-// logEntry is one expiration as the Redis event log holds it.
+// logEntry is one expiration of the log as the API shows it.
 type logEntry struct {
 	cursor, orderID string
 }
 
-// readLog reads the whole expiration log from Redis.
-func readLog(t *testing.T, r *redistest.Server) []logEntry {
+// logQuiet is how long readLog waits, once the log holds every order it
+// waits for, for events that are still on their way: a watch from "0-0"
+// replays what is logged at once, so that a pause this long means it has
+// reached the end of the log.
+const logQuiet = 300 * time.Millisecond
+
+// readLog reads the expiration log through the API, as a new watcher
+// would: a follower that begins at "0-0" (the whole retained log) on the
+// servers pick gives. It waits until the log holds an expiration for every
+// order in acked, or timeout passes, and then until no more events come
+// for logQuiet, and returns what the follower received.
+func readLog(t *testing.T, pick func() *server, acked []string, timeout time.Duration) []logEntry {
 	t.Helper()
-	msgs, err := r.Client(t).XRange(context.Background(), "oe:{0}:events", "-", "+").Result()
-	if err != nil {
-		t.Fatalf("XRANGE: %v", err)
+	ctx, cancel := context.WithCancel(context.Background())
+	f := followUntil(ctx, pick, "0-0")
+	defer func() {
+		cancel()
+		<-f.done
+	}()
+	missing := map[string]bool{}
+	for _, id := range acked {
+		missing[id] = true
 	}
-	out := make([]logEntry, len(msgs))
-	for i, m := range msgs {
-		out[i] = logEntry{cursor: m.ID, orderID: fmt.Sprint(m.Values["id"])}
+	deadline := time.Now().Add(timeout)
+	for read := 0; len(missing) > 0; {
+		f.mu.Lock()
+		evs, changed := f.events[read:], f.changed
+		read = len(f.events)
+		f.mu.Unlock()
+		for _, ev := range evs {
+			delete(missing, ev.GetOrderId())
+		}
+		if len(missing) > 0 && !waitClosed(changed, time.Until(deadline)) {
+			break
+		}
+	}
+	for {
+		f.mu.Lock()
+		changed := f.changed
+		f.mu.Unlock()
+		if !waitClosed(changed, logQuiet) {
+			break
+		}
+	}
+	got := f.received()
+	out := make([]logEntry, len(got))
+	for i, ev := range got {
+		out[i] = logEntry{cursor: ev.GetCursor(), orderID: ev.GetOrderId()}
 	}
 	return out
+}
+
+// waitClosed waits until c is closed, and reports false if d passed first.
+func waitClosed(c <-chan struct{}, d time.Duration) bool {
+	select {
+	case <-c:
+		return true
+	case <-time.After(d):
+		return false
+	}
 }
 
 // ledger is what a fault scenario asserts: every acknowledged order expired
 // exactly once in the log, and every follower received the log, in order.
 type ledger struct {
 	Events, Lost, Doubled int
+	// log is the log the ledger was counted on.
+	log []logEntry
 }
 
-// checkLedger waits until the log holds an expiration for every order in
-// acked (or timeout passes), then counts what was lost and what was
-// doubled, and checks that every follower received exactly the log.
-func checkLedger(t *testing.T, r *redistest.Server, acked []string, followers []*follower, timeout time.Duration) ledger {
+// checkLedger reads the log through the API once it holds an expiration
+// for every order in acked (or timeout passes), then counts what was lost
+// and what was doubled, and checks that every follower received exactly
+// the log.
+func checkLedger(t *testing.T, pick func() *server, acked []string, followers []*follower, timeout time.Duration) ledger {
 	t.Helper()
-	log := waitLogged(acked, func() []logEntry { return readLog(t, r) }, timeout)
+	log := readLog(t, pick, acked, timeout)
 	l := tally(acked, log)
 	for i, f := range followers {
 		f.waitFor(t, len(log), timeout)
@@ -166,29 +223,6 @@ func checkLedger(t *testing.T, r *redistest.Server, acked []string, followers []
 	return l
 }
 
-// waitLogged reads the log until it holds an expiration for every order in
-// acked, or timeout passes, and returns the last read.
-func waitLogged(acked []string, read func() []logEntry, timeout time.Duration) []logEntry {
-	deadline := time.Now().Add(timeout)
-	for {
-		log := read()
-		seen := map[string]bool{}
-		for _, e := range log {
-			seen[e.orderID] = true
-		}
-		missing := 0
-		for _, id := range acked {
-			if !seen[id] {
-				missing++
-			}
-		}
-		if missing == 0 || time.Now().After(deadline) {
-			return log
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // tally counts the acknowledged orders the log lost and the expirations it
 // holds more than once.
 func tally(acked []string, log []logEntry) ledger {
@@ -196,7 +230,7 @@ func tally(acked []string, log []logEntry) ledger {
 	for _, e := range log {
 		count[e.orderID]++
 	}
-	l := ledger{Events: len(log)}
+	l := ledger{Events: len(log), log: log}
 	for _, id := range acked {
 		if count[id] == 0 {
 			l.Lost++
@@ -314,16 +348,6 @@ func (s *server) goroutines(t *testing.T) int {
 // heapInuse is the server's heap in use after a collection.
 func (s *server) heapInuse(t *testing.T) int {
 	return s.debugValue(t, "/debug/pprof/heap?debug=1&gc=1", heapInuseRe)
-}
-
-// alive reports whether the process is still running.
-func (s *server) alive() bool {
-	select {
-	case <-s.exited:
-		return false
-	default:
-		return true
-	}
 }
 
 func durationOf(d time.Duration) *durationpb.Duration { return durationpb.New(d) }

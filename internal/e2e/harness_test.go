@@ -1,20 +1,18 @@
 package e2e
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
+	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -24,6 +22,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	pb "github.com/orderexpiry/orderexpiry/internal/gen/orderexpiry/v1"
+	"github.com/orderexpiry/orderexpiry/internal/serverproc"
 )
 
 // binary is the server built once for all tests.
@@ -54,7 +53,7 @@ func TestMain(m *testing.M) {
 // server is one running server process.
 type server struct {
 	t        *testing.T
-	cmd      *exec.Cmd
+	proc     *serverproc.Process
 	GRPCAddr string
 	HTTPAddr string
 	// DebugAddr serves /debug/pprof/ when the server was started with
@@ -67,16 +66,7 @@ type server struct {
 	HTTP *http.Client
 
 	opts serverOptions
-
-	mu     sync.Mutex
-	logs   bytes.Buffer
-	exited chan struct{}
 }
-
-var (
-	servingLine = regexp.MustCompile(`msg=serving grpc=(\S+) http=(\S+)`)
-	debugLine   = regexp.MustCompile(`msg="serving profiles" debug=(\S+)`)
-)
 
 // serverOptions say how the harness reaches a server that serves TLS or
 // wants a bearer token; the zero value is a plain server with
@@ -104,61 +94,23 @@ func startServer(t *testing.T, env map[string]string, flags ...string) *server {
 // with the credentials of opts.
 func startServerWith(t *testing.T, opts serverOptions, env map[string]string, flags ...string) *server {
 	t.Helper()
-	cmd := exec.Command(binary, append([]string{"-grpc-addr", "127.0.0.1:0", "-http-addr", "127.0.0.1:0"}, flags...)...)
-	cmd.Env = append(os.Environ(), "REDIS_URL=")
-	for k, v := range env {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
-	stderr, err := cmd.StderrPipe()
+	// REDIS_URL is cleared first: a server starts on the memory store
+	// unless env names one, whatever this process's environment says.
+	proc, err := serverproc.Start(serverproc.Options{Binary: binary, Env: append([]string{"REDIS_URL="}, environ(env)...), Flags: flags})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &server{t: t, cmd: cmd, exited: make(chan struct{}), opts: opts, HTTP: http.DefaultClient}
-	if opts.TLS != nil {
-		tr := &http.Transport{TLSClientConfig: opts.TLS.Clone()}
-		s.HTTP = &http.Client{Transport: tr}
-		t.Cleanup(tr.CloseIdleConnections)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	addrs := make(chan []string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			line := sc.Text()
-			s.mu.Lock()
-			s.logs.WriteString(line + "\n")
-			s.mu.Unlock()
-			if m := debugLine.FindStringSubmatch(line); m != nil {
-				s.mu.Lock()
-				s.DebugAddr = m[1]
-				s.mu.Unlock()
-			}
-			if m := servingLine.FindStringSubmatch(line); m != nil {
-				addrs <- m[1:]
-			} else if m := jsonServingLine(line); m != nil {
-				addrs <- m
-			}
-		}
-		_ = cmd.Wait()
-		close(s.exited)
-	}()
+	s := &server{t: t, proc: proc, GRPCAddr: proc.GRPCAddr, HTTPAddr: proc.HTTPAddr, DebugAddr: proc.DebugAddr, opts: opts, HTTP: http.DefaultClient}
 	t.Cleanup(func() {
 		s.Stop(syscall.SIGKILL)
 		if t.Failed() {
 			t.Logf("server log:\n%s", s.Logs())
 		}
 	})
-	select {
-	case a := <-addrs:
-		s.GRPCAddr, s.HTTPAddr = a[0], a[1]
-		s.mu.Lock() // the debug line comes before the serving line
-		s.mu.Unlock()
-	case <-s.exited:
-		t.Fatalf("server exited before serving:\n%s", s.Logs())
-	case <-time.After(20 * time.Second):
-		t.Fatalf("server did not start within 20s:\n%s", s.Logs())
+	if opts.TLS != nil {
+		tr := &http.Transport{TLSClientConfig: opts.TLS.Clone()}
+		s.HTTP = &http.Client{Transport: tr}
+		t.Cleanup(tr.CloseIdleConnections)
 	}
 	conn := dialServer(t, s.GRPCAddr, opts.TLS, opts.Token)
 	s.Conn = conn
@@ -169,17 +121,13 @@ func startServerWith(t *testing.T, opts serverOptions, env map[string]string, fl
 	return s
 }
 
-// jsonServingLine returns the gRPC and HTTP addresses of the "serving"
-// line of a server started with -log-format json, or nil for another line.
-func jsonServingLine(line string) []string {
-	if !strings.HasPrefix(line, "{") {
-		return nil
+// environ turns env into "KEY=value" entries, in the order of their keys.
+func environ(env map[string]string) []string {
+	var out []string
+	for _, k := range slices.Sorted(maps.Keys(env)) {
+		out = append(out, k+"="+env[k])
 	}
-	var l struct{ Msg, GRPC, HTTP string }
-	if json.Unmarshal([]byte(line), &l) != nil || l.Msg != "serving" || l.GRPC == "" || l.HTTP == "" {
-		return nil
-	}
-	return []string{l.GRPC, l.HTTP}
+	return out
 }
 
 // dialServer connects to a gRPC port: over TLS with tlsConf when it is set,
@@ -233,52 +181,30 @@ func (s *server) newRequest(ctx context.Context, method, path string, body io.Re
 // waitHealthy waits until /healthz says SERVING.
 func (s *server) waitHealthy() {
 	s.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		req, err := s.newRequest(context.Background(), "GET", "/healthz", nil)
-		if err != nil {
-			s.t.Fatal(err)
-		}
-		resp, err := s.HTTP.Do(req)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
+	h := serverproc.Health{Client: s.HTTP, HTTPS: s.opts.TLS != nil}
+	if s.opts.Token != "" {
+		h.Header = http.Header{"Authorization": {"Bearer " + s.opts.Token}}
 	}
-	s.t.Fatalf("server not healthy within 10s:\n%s", s.Logs())
+	if err := s.proc.WaitHealthy(10*time.Second, h); err != nil {
+		s.t.Fatal(err)
+	}
 }
 
 // Stop sends sig and waits for the process to end; it returns false if it
 // had not ended within 15 s (then it is killed).
-func (s *server) Stop(sig syscall.Signal) bool {
-	select {
-	case <-s.exited:
-		return true
-	default:
-	}
-	_ = s.cmd.Process.Signal(sig)
-	select {
-	case <-s.exited:
-		return true
-	case <-time.After(15 * time.Second):
-		_ = s.cmd.Process.Kill()
-		<-s.exited
-		return false
-	}
-}
+func (s *server) Stop(sig syscall.Signal) bool { return s.proc.Stop(sig) }
+
+// PID is the process's id.
+func (s *server) PID() int { return s.proc.PID() }
 
 // ExitCode is the process's exit code once it has ended.
-func (s *server) ExitCode() int { return s.cmd.ProcessState.ExitCode() }
+func (s *server) ExitCode() int { return s.proc.ExitCode() }
 
 // Logs returns what the server wrote to stderr so far.
-func (s *server) Logs() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.logs.String()
-}
+func (s *server) Logs() string { return s.proc.Logs() }
+
+// alive reports whether the process is still running.
+func (s *server) alive() bool { return s.proc.Alive() }
 
 // restCall makes a REST call and returns the status and decoded JSON body.
 func (s *server) restCall(t *testing.T, method, path, body string) (int, map[string]any) {

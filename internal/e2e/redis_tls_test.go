@@ -2,8 +2,7 @@ package e2e
 
 import (
 	"context"
-	"os"
-	"os/exec"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +13,7 @@ import (
 
 	pb "github.com/orderexpiry/orderexpiry/internal/gen/orderexpiry/v1"
 	"github.com/orderexpiry/orderexpiry/internal/redistest"
+	"github.com/orderexpiry/orderexpiry/internal/serverproc"
 )
 
 // TestRedisTLS runs the service on a redis-server that speaks only TLS and
@@ -101,24 +101,9 @@ func TestRedisTLS(t *testing.T) {
 // and returns what it printed.
 func runServer(t *testing.T, env map[string]string) (string, error) {
 	t.Helper()
-	cmd := exec.Command(binary, "-grpc-addr", "127.0.0.1:0", "-http-addr", "127.0.0.1:0")
-	cmd.Env = os.Environ()
-	for k, v := range env {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
-	done := make(chan struct{})
-	var out []byte
-	var err error
-	go func() {
-		out, err = cmd.CombinedOutput()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
+	out, err := serverproc.Run(serverproc.Options{Binary: binary, Env: environ(env)})
+	if errors.Is(err, serverproc.ErrNoExit) {
 		t.Fatalf("the server did not exit:\n%s", out)
 	}
-	return string(out), err
+	return out, err
 }

@@ -14,14 +14,20 @@ import (
 	"github.com/orderexpiry/orderexpiry/internal/order"
 )
 
+// Options configure a memory store.
+type Options struct {
+	// Retention is how long closed orders and events are kept.
+	Retention time.Duration
+	// OnExpire, when set, is told of each expiration (by the expiry loop
+	// or by a call that found the order due), and whether it came more
+	// than a second after the deadline. It runs under the store's lock and
+	// must not block.
+	OnExpire func(expired, caughtUp int)
+}
+
 // Store is an in-memory order store. Its zero value is not usable; call New.
 type Store struct {
-	// OnExpire, when set before Run, is told of each expiration (by the
-	// expiry loop or by a call that found the order due), and whether it
-	// came more than a second after the deadline. It runs under the
-	// store's lock and must not block.
-	OnExpire func(expired, caughtUp int)
-
+	onExpire  func(expired, caughtUp int)
 	retention time.Duration
 	now       func() time.Time
 
@@ -35,21 +41,24 @@ type Store struct {
 	log       []order.Event
 	last      order.Cursor
 	trimmed   time.Time // when trim last ran
+	// groups are the consumer groups, by id (groups.go).
+	groups map[string]*group
 	// appended is closed and replaced each time events are appended, to
 	// wake the readers that wait for them.
 	appended chan struct{}
 }
 
-// New returns an empty store that keeps closed orders and events for
-// retention.
-func New(retention time.Duration) *Store {
+// New returns an empty store.
+func New(opts Options) *Store {
 	return &Store{
-		retention: retention,
+		onExpire:  opts.OnExpire,
+		retention: opts.Retention,
 		now:       time.Now,
 		wake:      make(chan struct{}, 1),
 		pending:   make(map[string]*order.Order),
 		closed:    make(map[string]*order.Order),
 		appended:  make(chan struct{}),
+		groups:    make(map[string]*group),
 	}
 }
 
@@ -73,13 +82,7 @@ func (s *Store) Checkout(_ context.Context, id string, ttl time.Duration, md map
 		Metadata:  maps.Clone(md),
 	}
 	s.pending[id] = o
-	heap.Push(&s.deadlines, deadlineEntry{at: o.Deadline, id: id})
-	if s.deadlines[0].id == id {
-		select {
-		case s.wake <- struct{}{}:
-		default:
-		}
-	}
+	s.schedule(id, o.Deadline)
 	return s.view(o, now), true, nil
 }
 
@@ -117,6 +120,48 @@ func (s *Store) finish(id string, to order.Status) (order.Order, error) {
 		return order.Order{}, order.NotPending(*o, to)
 	}
 	return s.view(s.close(o, to, now), now), nil
+}
+
+// Reschedule gives a pending order before its deadline a new one.
+func (s *Store) Reschedule(_ context.Context, id string, r order.Reschedule) (order.Order, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.nowMs()
+	o, ok := s.current(id, now)
+	if !ok {
+		return order.Order{}, order.NotFound(id)
+	}
+	if o.Status != order.StatusPending {
+		return order.Order{}, order.NotPending(*o, order.StatusPending)
+	}
+	if !r.Expected.IsZero() && !r.Expected.Truncate(time.Millisecond).Equal(o.Deadline) {
+		return order.Order{}, order.DeadlineMismatch(*o, r.Expected)
+	}
+	at := r.At.Truncate(time.Millisecond)
+	if r.At.IsZero() {
+		at = now.Add(r.TTL.Truncate(time.Millisecond))
+	}
+	if !at.After(now) || at.After(now.Add(r.MaxTTL)) {
+		return order.Order{}, order.BadNewDeadline(at, now, r.MaxTTL)
+	}
+	// The old heap entry stays behind and is skipped, its time no longer
+	// the order's deadline.
+	o.Deadline = at
+	o.Reschedules++
+	s.schedule(id, at)
+	return s.view(o, now), nil
+}
+
+// schedule adds an order's deadline to the heap, and wakes the expiry loop
+// when it comes first. The caller holds mu.
+func (s *Store) schedule(id string, at time.Time) {
+	heap.Push(&s.deadlines, deadlineEntry{at: at, id: id})
+	if s.deadlines[0].id == id {
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // current returns the order under id, expiring it first if it is due, so
@@ -160,12 +205,12 @@ func (s *Store) close(o *order.Order, to order.Status, now time.Time) *order.Ord
 		})
 		close(s.appended)
 		s.appended = make(chan struct{})
-		if s.OnExpire != nil {
+		if s.onExpire != nil {
 			caughtUp := 0
 			if now.Sub(o.Deadline) > time.Second {
 				caughtUp = 1
 			}
-			s.OnExpire(1, caughtUp)
+			s.onExpire(1, caughtUp)
 		}
 	}
 	return o
@@ -196,7 +241,7 @@ func (s *Store) Events(ctx context.Context, _ int, after order.Cursor, limit int
 	}
 	for {
 		s.mu.Lock()
-		i := sort.Search(len(s.log), func(i int) bool { return after.Less(s.log[i].Cursor) })
+		i := s.after(after)
 		n := min(len(s.log)-i, limit)
 		out := make([]order.Event, n)
 		copy(out, s.log[i:i+n])
@@ -237,10 +282,6 @@ func (s *Store) CheckCursor(_ context.Context, cursors ...order.Cursor) error {
 // Ping always succeeds: memory is always there.
 func (s *Store) Ping(context.Context) error { return nil }
 
-// Subscribed is always true: the memory store needs no subscription to
-// hear of its expirations (the metrics show the Redis store's).
-func (s *Store) Subscribed() bool { return true }
-
 // Run expires orders at their deadline and drops what retention no longer
 // keeps, until ctx ends.
 func (s *Store) Run(ctx context.Context) error {
@@ -259,8 +300,11 @@ func (s *Store) Run(ctx context.Context) error {
 	}
 }
 
+// trimInterval is how often the log and the closed orders are trimmed.
+const trimInterval = time.Second
+
 // expireDue expires every due order, trims the log and returns how long to
-// sleep until the next deadline.
+// sleep until the next deadline or trim.
 func (s *Store) expireDue() time.Duration {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -271,23 +315,34 @@ func (s *Store) expireDue() time.Duration {
 			s.close(o, order.StatusExpired, now)
 		}
 	}
-	if now.Sub(s.trimmed) >= time.Second {
+	if now.Sub(s.trimmed) >= trimInterval {
 		s.trim(now)
 		s.trimmed = now
 	}
+	// Wake at least every trimInterval, so that the log is trimmed when no
+	// order is pending too.
 	if len(s.deadlines) == 0 {
-		return time.Minute
+		return trimInterval
 	}
-	return min(s.deadlines[0].at.Sub(now), time.Minute)
+	return min(s.deadlines[0].at.Sub(now), trimInterval)
 }
 
 // trim drops events and closed orders older than retention. The caller
 // holds mu.
+//
+// An event older than retention that a consumer group still needs (in
+// flight, a dead letter, or not yet delivered to it) is kept, not dropped,
+// and so is every event after it: the log is trimmed only up to the oldest
+// event any group needs. A group that nobody consumes therefore keeps the
+// log, and the store's memory, growing until it is consumed or deleted.
 func (s *Store) trim(now time.Time) {
 	// Keep events of the horizon's own millisecond: a cursor in it is
 	// still accepted (order.CheckCursor).
 	horizon := now.Add(-s.retention)
 	i := sort.Search(len(s.log), func(i int) bool { return !s.log[i].ExpiredAt.Before(horizon) })
+	if oldest, ok := s.oldestNeeded(); ok {
+		i = min(i, sort.Search(len(s.log), func(i int) bool { return !s.log[i].Cursor.Less(oldest) }))
+	}
 	if i > 0 {
 		s.log = append([]order.Event(nil), s.log[i:]...)
 	}

@@ -26,11 +26,16 @@ type Metrics struct {
 	created  prometheus.Counter
 	caughtUp prometheus.Counter
 	lateness prometheus.Histogram
+
+	deliveries   *prometheus.CounterVec
+	redeliveries *prometheus.CounterVec
+	ackAge       *prometheus.HistogramVec
 }
 
 // New registers the collectors, including the Go runtime's and the
-// process's. watchers and subscribed are read at each scrape.
-func New(watchers func() int, subscribed func() bool) *Metrics {
+// process's. The gauges read from the parts of the server are registered
+// by Watch, once those parts exist.
+func New() *Metrics {
 	m := &Metrics{
 		registry: prometheus.NewRegistry(),
 		GRPC: grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
@@ -54,14 +59,62 @@ func New(watchers func() int, subscribed func() bool) *Metrics {
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 		}),
 	}
-	gauge := func(name, help string, f func() float64) prometheus.Collector {
-		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
-	}
+	m.deliveries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "orderexpiry_group_deliveries_total",
+		Help: "Deliveries of expirations to the consumers of a group by this replica, redeliveries included.",
+	}, []string{"group"})
+	m.redeliveries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "orderexpiry_group_redeliveries_total",
+		Help: "Deliveries by this replica of an expiration that a group's consumers had before (not acknowledged in time, handed back, or redriven).",
+	}, []string{"group"})
+	m.ackAge = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "orderexpiry_group_ack_age_seconds",
+		Help:    "Time from an expiration to its acknowledgement through this replica, by group.",
+		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
+	}, []string{"group"})
 	m.registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.GRPC, m.created, m.closed, m.caughtUp, m.lateness,
-		gauge("orderexpiry_watchers", "Watch streams open on this replica.", func() float64 { return float64(watchers()) }),
+		m.deliveries, m.redeliveries, m.ackAge,
+	)
+	for _, o := range []string{"completed", "cancelled", "expired"} {
+		m.closed.WithLabelValues(o)
+	}
+	return m
+}
+
+// Sources are what the gauges read at each scrape.
+type Sources struct {
+	// Watchers counts the watch streams open on this replica.
+	Watchers func() int
+	// Subscribed says whether the store hears Redis's expired-key events;
+	// nil for a store that needs no subscription.
+	Subscribed func() bool
+	// Groups returns the consumer groups' states, read from the store.
+	Groups func() []GroupState
+}
+
+// GroupState is a consumer group's state, as the gauges show it.
+type GroupState struct {
+	ID                             string
+	Backlog, InFlight, DeadLetters int64
+}
+
+// Watch registers the gauges that read src; call it once.
+func (m *Metrics) Watch(src Sources) {
+	subscribed := src.Subscribed
+	if subscribed == nil {
+		subscribed = func() bool { return true }
+	}
+	gauge := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
+	}
+	if src.Groups != nil {
+		m.registry.MustRegister(groupCollector(src.Groups))
+	}
+	m.registry.MustRegister(
+		gauge("orderexpiry_watchers", "Watch streams open on this replica.", func() float64 { return float64(src.Watchers()) }),
 		gauge("orderexpiry_subscriber_connected", "1 while this replica's subscription to Redis's expired-key events is up (always 1 on the memory store).", func() float64 {
 			if subscribed() {
 				return 1
@@ -69,10 +122,6 @@ func New(watchers func() int, subscribed func() bool) *Metrics {
 			return 0
 		}),
 	)
-	for _, o := range []string{"completed", "cancelled", "expired"} {
-		m.closed.WithLabelValues(o)
-	}
-	return m
 }
 
 // Handler serves the metrics in the Prometheus text format.
@@ -93,7 +142,47 @@ func (m *Metrics) Expired(n, caughtUp int) {
 	m.caughtUp.Add(float64(caughtUp))
 }
 
-// Delivered observes an event as it reaches this replica's watchers.
-func (m *Metrics) Delivered(ev order.Event, at time.Time) {
+// Delivered counts a delivery to a group's consumer.
+func (m *Metrics) Delivered(group string, attempt int) {
+	m.deliveries.WithLabelValues(group).Inc()
+	if attempt > 1 {
+		m.redeliveries.WithLabelValues(group).Inc()
+	}
+}
+
+// Acknowledged observes how long after its expiration an event was
+// acknowledged.
+func (m *Metrics) Acknowledged(group string, age time.Duration) {
+	m.ackAge.WithLabelValues(group).Observe(max(age, 0).Seconds())
+}
+
+// Published observes an event as it reaches this replica's watchers.
+func (m *Metrics) Published(ev order.Event, at time.Time) {
 	m.lateness.Observe(max(at.Sub(ev.Deadline), 0).Seconds())
+}
+
+var (
+	groupBacklog = prometheus.NewDesc("orderexpiry_group_backlog",
+		"Expirations not yet delivered to the group's consumers, read from the store at each scrape.", []string{"group"}, nil)
+	groupInFlight = prometheus.NewDesc("orderexpiry_group_in_flight",
+		"Expirations delivered to the group's consumers and not yet acknowledged.", []string{"group"}, nil)
+	groupDeadLetters = prometheus.NewDesc("orderexpiry_group_dead_letters",
+		"The group's dead letters: expirations not acknowledged after max_deliveries deliveries.", []string{"group"}, nil)
+)
+
+// groupCollector reads the groups' states at each scrape.
+type groupCollector func() []GroupState
+
+func (groupCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- groupBacklog
+	ch <- groupInFlight
+	ch <- groupDeadLetters
+}
+
+func (c groupCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, g := range c() {
+		ch <- prometheus.MustNewConstMetric(groupBacklog, prometheus.GaugeValue, float64(g.Backlog), g.ID)
+		ch <- prometheus.MustNewConstMetric(groupInFlight, prometheus.GaugeValue, float64(g.InFlight), g.ID)
+		ch <- prometheus.MustNewConstMetric(groupDeadLetters, prometheus.GaugeValue, float64(g.DeadLetters), g.ID)
+	}
 }

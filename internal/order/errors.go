@@ -27,6 +27,11 @@ const (
 	// KindResourceExhausted: a limit was reached (for example a watcher that
 	// fell too far behind).
 	KindResourceExhausted
+	// KindAborted: the call lost a race with another change (for example a
+	// reschedule whose expected deadline no longer holds); read and retry.
+	KindAborted
+	// KindAlreadyExists: something by that name exists with other settings.
+	KindAlreadyExists
 )
 
 // Error is an error with a Kind and a message meant for the caller.
@@ -75,9 +80,31 @@ func NotFound(id string) error {
 // closed already.
 func NotPending(o Order, to Status) error {
 	verb := "complete"
-	if to == StatusCancelled {
+	switch to {
+	case StatusCancelled:
 		verb = "cancel"
+	case StatusPending:
+		return Errorf(KindFailedPrecondition, "cannot reschedule order %q: it is %s since %s; only a pending order before its deadline can be rescheduled",
+			o.ID, o.Status, o.ClosedAt.UTC().Format(time.RFC3339Nano))
 	}
 	return Errorf(KindFailedPrecondition, "cannot %s order %q: it is %s since %s; only a pending order before its deadline can be %s",
 		verb, o.ID, o.Status, o.ClosedAt.UTC().Format(time.RFC3339Nano), to)
+}
+
+// DeadlineMismatch is the error for a reschedule whose expected deadline is
+// not the order's.
+func DeadlineMismatch(o Order, expected time.Time) error {
+	return Errorf(KindAborted, "order %q has deadline %s, not the expected %s: another change came first; read the order and retry",
+		o.ID, o.Deadline.UTC().Format(time.RFC3339Nano), expected.UTC().Format(time.RFC3339Nano))
+}
+
+// BadNewDeadline is the error for a reschedule to a deadline that is not
+// after now, or further than the maximum ttl.
+func BadNewDeadline(at, now time.Time, maxTTL time.Duration) error {
+	if !at.After(now) {
+		return Errorf(KindInvalid, "deadline %s is not after now (%s); give a later one, or a ttl",
+			at.UTC().Format(time.RFC3339Nano), now.UTC().Format(time.RFC3339Nano))
+	}
+	return Errorf(KindInvalid, "deadline %s is more than the maximum ttl of %s from now (%s)",
+		at.UTC().Format(time.RFC3339Nano), maxTTL, now.UTC().Format(time.RFC3339Nano))
 }

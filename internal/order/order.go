@@ -54,6 +54,19 @@ type Order struct {
 	// ClosedAt is when the order left the pending state; zero while pending.
 	ClosedAt time.Time
 	Metadata map[string]string
+	// Reschedules counts the times its deadline was changed.
+	Reschedules int
+}
+
+// Reschedule asks for a pending order's new deadline: At, or TTL from the
+// store's now when At is zero. The new deadline must be after now and at
+// most MaxTTL from now. With Expected set, the order's deadline must be
+// Expected, so that two callers cannot overwrite each other unseen.
+type Reschedule struct {
+	TTL      time.Duration
+	At       time.Time
+	Expected time.Time
+	MaxTTL   time.Duration
 }
 
 // Event records that a pending order reached its deadline.

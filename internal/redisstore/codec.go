@@ -17,7 +17,8 @@ import (
 // scripts: the callers report it with Store.corrupt, as a fault of the
 // store, never as the caller's mistake.
 
-// parseRecord reads "<status> <created> <deadline> <closed> <metadata>".
+// parseRecord reads "<status> <created> <deadline> <closed> [r<n>]
+// <metadata>".
 func parseRecord(id, rec string, nowMs int64) (order.Order, error) {
 	f := strings.SplitN(rec, " ", 5)
 	if len(f) != 5 {
@@ -31,16 +32,28 @@ func parseRecord(id, rec string, nowMs int64) (order.Order, error) {
 		}
 		ms[i] = v
 	}
-	md, err := decodeMetadata(f[4])
+	// "r<n> " before the metadata: rescheduled n times (see resched in
+	// scripts.go).
+	meta, reschedules := f[4], 0
+	if r, ok := strings.CutPrefix(meta, "r"); ok {
+		num, rest, _ := strings.Cut(r, " ")
+		n, err := strconv.Atoi(num)
+		if err != nil || n < 1 {
+			return order.Order{}, fmt.Errorf("malformed record for order %q: %q", id, rec)
+		}
+		meta, reschedules = rest, n
+	}
+	md, err := decodeMetadata(meta)
 	if err != nil {
 		return order.Order{}, fmt.Errorf("order %q: %w", id, err)
 	}
 	o := order.Order{
-		ID:        id,
-		Status:    order.ParseStatus(f[0]),
-		CreatedAt: time.UnixMilli(ms[0]),
-		Deadline:  time.UnixMilli(ms[1]),
-		Metadata:  md,
+		ID:          id,
+		Status:      order.ParseStatus(f[0]),
+		CreatedAt:   time.UnixMilli(ms[0]),
+		Deadline:    time.UnixMilli(ms[1]),
+		Metadata:    md,
+		Reschedules: reschedules,
 	}
 	if o.Status == order.StatusPending {
 		o.TTLRemaining = time.Duration(ms[1]-nowMs) * time.Millisecond

@@ -13,8 +13,10 @@ import (
 
 // storeError translates a Redis client error into the domain's terms: faults
 // of the connection, of a Redis that cannot serve now or refuses our
-// credentials, or a call that ran out of time are Unavailable; anything else
-// (a script error, a wrong reply) stays an internal error.
+// credentials, or a call that ran out of time are Unavailable; a script
+// refused because Redis is over its maxmemory is ResourceExhausted (see
+// errFull); anything else (a script error, a wrong reply) stays an internal
+// error.
 func storeError(err error) error {
 	if err == nil || errors.Is(err, context.Canceled) {
 		return err
@@ -22,6 +24,9 @@ func storeError(err error) error {
 	var rerr redis.Error
 	if errors.As(err, &rerr) {
 		msg := rerr.Error()
+		if strings.HasPrefix(msg, "OOM") {
+			return &order.Error{Kind: order.KindResourceExhausted, Msg: errFull, Err: err}
+		}
 		for _, p := range []string{"LOADING", "READONLY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "BUSY", "NOREPLICAS", "WRONGPASS", "NOAUTH", "MOVED", "ASK"} {
 			if strings.HasPrefix(msg, p) {
 				return order.Unavailable(err)
@@ -31,6 +36,12 @@ func storeError(err error) error {
 	}
 	return order.Unavailable(err)
 }
+
+// errFull is what a caller hears when Redis refuses a checkout because it
+// is over its memory limit. Only the scripts that add orders are refused
+// (see growing in scripts.go): those that close and expire orders still run.
+const errFull = "the order store is full: Redis has reached its memory limit (maxmemory), and no order can be checked out " +
+	"until pending orders are completed, cancelled or expire, or Redis's maxmemory is raised; retry later"
 
 // corrupt reports data read back from key that does not parse: it was not
 // written by this store's scripts, so it is a fault of the store (an

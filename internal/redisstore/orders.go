@@ -3,6 +3,7 @@ package redisstore
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -108,6 +109,51 @@ func (s *Store) finish(ctx context.Context, id string, to order.Status) (order.O
 		return order.Order{}, order.NotFound(id)
 	default:
 		return order.Order{}, order.NotPending(o, to)
+	}
+}
+
+// Reschedule gives a pending order before its deadline a new one.
+func (s *Store) Reschedule(ctx context.Context, id string, r order.Reschedule) (order.Order, error) {
+	parts, err := s.layout(ctx)
+	if err != nil {
+		return order.Order{}, err
+	}
+	p := partitionOf(id, parts)
+	mode, value := "ttl", r.TTL.Milliseconds()
+	if !r.At.IsZero() {
+		mode, value = "at", r.At.UnixMilli()
+	}
+	expected := ""
+	if !r.Expected.IsZero() {
+		expected = strconv.FormatInt(r.Expected.UnixMilli(), 10)
+	}
+	res, err := s.runDurable(ctx, p, rescheduleScript, id, mode, value, expected, r.MaxTTL.Milliseconds(), ttlKeyGrace.Milliseconds())
+	if err != nil {
+		return order.Order{}, err
+	}
+	code, o, err := s.parseReply(p, id, res)
+	if err != nil {
+		return order.Order{}, err
+	}
+	switch code {
+	case "ok":
+		if o.Deadline.UnixMilli() < p.nextSweep.Load() {
+			p.wakeUp()
+		}
+		return o, nil
+	case "mismatch":
+		return order.Order{}, order.DeadlineMismatch(o, r.Expected)
+	case "bad":
+		now, _ := res[2].(int64)
+		at := r.At
+		if at.IsZero() {
+			at = time.UnixMilli(now).Add(r.TTL)
+		}
+		return order.Order{}, order.BadNewDeadline(at, time.UnixMilli(now), r.MaxTTL)
+	case "missing":
+		return order.Order{}, order.NotFound(id)
+	default:
+		return order.Order{}, order.NotPending(o, order.StatusPending)
 	}
 }
 

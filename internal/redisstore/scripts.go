@@ -2,6 +2,31 @@ package redisstore
 
 import "github.com/redis/go-redis/v9"
 
+// Every script starts with a shebang that declares its flags (Redis 7.0 and
+// later), which Redis reads before it runs the script. Without one, Redis
+// checks a script's memory only at its first write, and lets the rest run
+// unchecked: the checkout script, whose first write is a DEL (always
+// allowed), grew Redis to twice its maxmemory while plain SETs were refused.
+//
+//   - growing: no flags. When Redis is over its maxmemory, it refuses the
+//     whole script before running it (an OOM error: see storeError), so a
+//     refused call has written nothing.
+//   - freeing: allow-oom. The script runs whatever the memory: completing,
+//     cancelling, reading and expiring orders take away as much as they add
+//     (the ttl key, the pending field and the index entry go; a tombstone
+//     and, for an expiry, an event come), so that pending orders still
+//     expire on time, and can still be paid, in a full Redis.
+//   - reading: no-writes. The script only reads, so it runs whatever the
+//     memory.
+//
+// A shebang script may touch only keys of the slot of its KEYS on a
+// cluster; every key of a partition shares its hash tag, so they do.
+const (
+	growing = "#!lua\n"
+	freeing = "#!lua flags=allow-oom\n"
+	reading = "#!lua flags=no-writes\n"
+)
+
 // luaPrelude starts every script. Each state change is one script, so it is
 // atomic, and each reads the clock from Redis (TIME): the deadline is the
 // truth, and replicas of the service whose clocks disagree still agree on it.
@@ -16,7 +41,7 @@ import "github.com/redis/go-redis/v9"
 //
 // Records are strings "<status> <created ms> <deadline ms> <closed ms>
 // <metadata JSON>"; the metadata is last and may be empty.
-const luaPrelude = `
+const luaPrelude = luaStreamIDs + `
 local prefix = ARGV[1]
 local retention = tonumber(ARGV[2])
 local t = redis.call('TIME')
@@ -25,38 +50,80 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 -- was more than a second after its deadline (for the metrics).
 local expired_here, caught_here = 0, 0
 
+-- resched is the "r<n> " that comes before the metadata of an order
+-- rescheduled n times, and nothing for one never rescheduled, so that the
+-- records of most orders are no longer for it.
+local function resched(n)
+  if n > 0 then return 'r' .. n .. ' ' end
+  return ''
+end
+
 -- record builds the record of an order, pending or closed (then it is the
 -- tombstone's value): the one place that knows its layout.
-local function record(status, created, deadline, closed, meta)
-  return status .. ' ' .. created .. ' ' .. deadline .. ' ' .. closed .. ' ' .. meta
+local function record(status, created, deadline, closed, meta, n)
+  return status .. ' ' .. created .. ' ' .. deadline .. ' ' .. closed .. ' ' .. resched(n) .. meta
 end
 
--- splitPending reads a field of the pending hash, "<created ms> <metadata>",
--- into the created time and the metadata; a missing field (false) reads as
--- created 0 and no metadata.
+-- splitPending reads a field of the pending hash, "<created ms>
+-- [r<reschedules>] <metadata>", into the created time, the metadata and
+-- the number of reschedules; a missing field (false) reads as created 0,
+-- no metadata and none.
 local function splitPending(rec)
-  if not rec then return '0', '' end
+  if not rec then return '0', '', 0 end
   local sp = string.find(rec, ' ', 1, true)
-  return string.sub(rec, 1, sp - 1), string.sub(rec, sp + 1)
+  local created, rest = string.sub(rec, 1, sp - 1), string.sub(rec, sp + 1)
+  local n = 0
+  if string.sub(rest, 1, 1) == 'r' then
+    local sp2 = string.find(rest, ' ', 1, true)
+    n = tonumber(string.sub(rest, 2, sp2 - 1))
+    rest = string.sub(rest, sp2 + 1)
+  end
+  return created, rest, n
 end
 
--- pendingFields returns the created time and metadata of a pending order.
+-- pendingFields returns the created time, metadata and number of
+-- reschedules of a pending order.
 local function pendingFields(id)
   return splitPending(redis.call('HGET', KEYS[2], id))
+end
+
+-- trimHorizon returns the id before which the events stream may be
+-- trimmed: the retention's horizon, or an older event that a consumer group
+-- still holds (in flight, or a dead letter) or has yet to deliver. Events a
+-- group needs are kept, never dropped unseen.
+local function trimHorizon()
+  local h = (now - retention) .. '-0'
+  local groups = redis.pcall('XINFO', 'GROUPS', KEYS[3])
+  if groups['err'] then return h end
+  for _, gi in ipairs(groups) do
+    local t = {}
+    for i = 1, #gi, 2 do t[gi[i]] = gi[i + 1] end
+    -- Everything after the last delivered event: MINID keeps the
+    -- threshold itself, so the threshold is the id just after it.
+    local last = t['last-delivered-id']
+    local d = string.find(last, '-', 1, true)
+    local keep = string.sub(last, 1, d) .. (tonumber(string.sub(last, d + 1)) + 1)
+    if tonumber(t['pending']) > 0 then
+      local first = redis.call('XPENDING', KEYS[3], t['name'])[2]
+      if idLess(first, keep) then keep = first end
+    end
+    if idLess(keep, h) then h = keep end
+  end
+  return h
 end
 
 -- close ends a pending order with the given status, writes its tombstone and,
 -- for an expiry, appends the event to the log. The ZREM is the claim: it
 -- succeeds once, so the event is appended once.
 local function close(id, deadline, status)
-  local created, meta = pendingFields(id)
+  local created, meta, n = pendingFields(id)
   redis.call('ZREM', KEYS[1], id)
   redis.call('HDEL', KEYS[2], id)
   redis.call('DEL', prefix .. 'order:' .. id)
-  local rec = record(status, created, deadline, now, meta)
+  local rec = record(status, created, deadline, now, meta, n)
   redis.call('SET', prefix .. 'closed:' .. id, rec, 'PX', retention)
   if status == 'expired' then
-    redis.call('XADD', KEYS[3], 'MINID', '~', now - retention, '*',
+    redis.call('XADD', KEYS[3], 'MINID', trimHorizon(), '*',
       'id', id, 'c', created, 'd', deadline, 'x', now, 'm', meta)
   end
   return rec
@@ -68,8 +135,8 @@ local function current(id)
   local d = redis.call('ZSCORE', KEYS[1], id)
   if d then
     if tonumber(d) > now then
-      local created, meta = pendingFields(id)
-      return 'pending', record('pending', created, d, 0, meta)
+      local created, meta, n = pendingFields(id)
+      return 'pending', record('pending', created, d, 0, meta, n)
     end
     expired_here = 1
     if now - tonumber(d) > 1000 then caught_here = 1 end
@@ -78,6 +145,18 @@ local function current(id)
   local rec = redis.call('GET', prefix .. 'closed:' .. id)
   if rec then return 'closed', rec end
   return 'missing', ''
+end
+`
+
+// luaStreamIDs compares stream ids in Lua, for the order scripts' trimming
+// and the consumer group scripts.
+const luaStreamIDs = `
+-- idLess compares two stream ids "<ms>-<seq>".
+local function idLess(a, b)
+  local da, db = string.find(a, '-', 1, true), string.find(b, '-', 1, true)
+  local ma, mb = tonumber(string.sub(a, 1, da - 1)), tonumber(string.sub(b, 1, db - 1))
+  if ma ~= mb then return ma < mb end
+  return tonumber(string.sub(a, da + 1)) < tonumber(string.sub(b, db + 1))
 end
 `
 
@@ -101,7 +180,7 @@ end
 // 'created' -> the order was created
 // 'exists'  -> an order with this id is pending; the record is that order's
 // An order closed under this id, or due (it is expired first), is replaced.
-var checkoutScript = redis.NewScript(luaPrelude + `
+var checkoutScript = redis.NewScript(growing + luaPrelude + `
 local id = ARGV[3]
 local state, rec = current(id)
 if state == 'pending' then return {'exists', rec, now, expired_here, caught_here} end
@@ -115,7 +194,7 @@ redis.call('SET', prefix .. 'order:' .. id, '1', 'PX', ARGV[6])
 if #first == 0 or deadline < tonumber(first[2]) then
   redis.call('PUBLISH', KEYS[4], deadline)
 end
-return {'created', record('pending', now, deadline, 0, ARGV[5]), now, expired_here, caught_here}
+return {'created', record('pending', now, deadline, 0, ARGV[5], 0), now, expired_here, caught_here}
 `)
 
 // getScript reads an order, expiring it first if it is due, so that nobody
@@ -128,7 +207,7 @@ return {'created', record('pending', now, deadline, 0, ARGV[5]), now, expired_he
 // 'pending' -> the order is pending
 // 'closed'  -> the order is closed (perhaps expired by this call)
 // 'missing' -> no order has this id, or it closed longer ago than retention
-var getScript = redis.NewScript(luaPrelude + `
+var getScript = redis.NewScript(freeing + luaPrelude + `
 local state, rec = current(ARGV[3])
 return {state, rec, now, expired_here, caught_here}
 `)
@@ -144,12 +223,53 @@ return {state, rec, now, expired_here, caught_here}
 // 'closed'  -> the order was closed already (perhaps expired by this call,
 // being due); the record is the order as it already was
 // 'missing' -> no order has this id, or it closed longer ago than retention
-var finishScript = redis.NewScript(luaPrelude + `
+var finishScript = redis.NewScript(freeing + luaPrelude + `
 local id = ARGV[3]
 local state, rec = current(id)
 if state ~= 'pending' then return {state, rec, now, expired_here, caught_here} end
 local d = redis.call('ZSCORE', KEYS[1], id)
 return {'ok', close(id, d, ARGV[4]), now, expired_here, caught_here}
+`)
+
+// rescheduleScript gives a pending order that is not due a new deadline.
+// Its ttl key is set to live ttlKeyGrace past the new deadline, so that
+// Redis does not expire it, and publish its event, at the old one.
+//
+// KEYS, ARGV[1], ARGV[2]: see luaPrelude.
+// ARGV[3] -> order id
+// ARGV[4] -> 'ttl': ARGV[5] is the new ttl in ms from now; 'at': ARGV[5] is
+// the new deadline in unix ms
+// ARGV[6] -> the deadline the caller expects the order to have in unix ms,
+// or ” for no check
+// ARGV[7] -> the maximum ttl in ms
+// ARGV[8] -> ttlKeyGrace in ms
+//
+// Returns the order scripts' reply with code
+// 'ok'       -> the order has its new deadline
+// 'mismatch' -> the order's deadline is not the expected one; unchanged
+// 'bad'      -> the new deadline is not after now or past the maximum ttl;
+// the record is the order, unchanged
+// 'closed'   -> the order is closed (perhaps expired by this call)
+// 'missing'  -> no order has this id, or it closed longer ago than retention
+var rescheduleScript = redis.NewScript(growing + luaPrelude + `
+local id = ARGV[3]
+local state, rec = current(id)
+if state ~= 'pending' then return {state, rec, now, expired_here, caught_here} end
+local d = tonumber(redis.call('ZSCORE', KEYS[1], id))
+if ARGV[6] ~= '' and tonumber(ARGV[6]) ~= d then return {'mismatch', rec, now, 0, 0} end
+local nd = tonumber(ARGV[5])
+if ARGV[4] == 'ttl' then nd = now + nd end
+if nd <= now or nd > now + tonumber(ARGV[7]) then return {'bad', rec, now, 0, 0} end
+local created, meta, n = pendingFields(id)
+n = n + 1
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+redis.call('ZADD', KEYS[1], 'XX', nd, id)
+redis.call('HSET', KEYS[2], id, created .. ' ' .. resched(n) .. meta)
+redis.call('SET', prefix .. 'order:' .. id, '1', 'PX', nd - now + tonumber(ARGV[8]))
+if nd < tonumber(first[2]) then
+  redis.call('PUBLISH', KEYS[4], nd)
+end
+return {'ok', record('pending', created, nd, 0, meta, n), now, 0, 0}
 `)
 
 // expireDueScript expires up to a batch of due orders, oldest deadline
@@ -167,7 +287,7 @@ return {'ok', close(id, d, ARGV[4]), now, expired_here, caught_here}
 // next deadline -> the earliest deadline left in ms, -1 when none is pending
 // caught up     -> how many of the expired orders it claimed more than a
 // second after their deadline
-var expireDueScript = redis.NewScript(luaPrelude + `
+var expireDueScript = redis.NewScript(freeing + luaPrelude + `
 local due = redis.call('ZRANGE', KEYS[1], '-inf', now, 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[3]), 'WITHSCORES')
 local n = #due / 2
 local caught = 0
@@ -191,13 +311,20 @@ if n > 0 then
   local px = ARGV[2]
   for i = 1, n do
     local id, d = ids[i], due[2 * i]
-    local created, meta = splitPending(recs[i])
-    redis.call('SET', closedPrefix .. id, record('expired', created, d, x, meta), 'PX', px)
+    local created, meta, rn = splitPending(recs[i])
+    redis.call('SET', closedPrefix .. id, record('expired', created, d, x, meta, rn), 'PX', px)
     redis.call('XADD', KEYS[3], '*', 'id', id, 'c', created, 'd', d, 'x', x, 'm', meta)
     if now - tonumber(d) > 1000 then caught = caught + 1 end
   end
-  -- One trim for the batch instead of one per XADD.
-  redis.call('XTRIM', KEYS[3], 'MINID', '~', now - retention)
+end
+-- One trim for the batch instead of one per XADD, and one on every sweep
+-- (a second apart at most) when nothing expired, so that a quiet log is
+-- trimmed too. Exact, not '~': an approximate trim drops only whole nodes
+-- of about a hundred entries, so that a quiet log would keep its old
+-- events, and a group's needs could not be told from a trim that did not
+-- run.
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  redis.call('XTRIM', KEYS[3], 'MINID', trimHorizon())
 end
 local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 local next_deadline = -1
@@ -226,7 +353,12 @@ return {n, now, next_deadline, caught}
 // 'changed' -> the store has an epoch other than the replica's; nothing was
 // written, and partitions is false when none is recorded
 // Partitions is recorded when missing, except in the 'changed' case.
-var identityScript = redis.NewScript(`
+//
+// Freeing, although it may write: it writes two short keys at most, and only
+// where they are missing, and a replica started, or renewing the store,
+// while Redis is over its maxmemory must still come up and expire what is
+// pending.
+var identityScript = redis.NewScript(freeing + `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local parts = redis.call('GET', KEYS[1])
@@ -255,7 +387,7 @@ return {state, epoch, parts}
 //
 // Returns {now, epoch}: Redis's clock in ms, and the epoch or false when the
 // store has none (it was emptied).
-var clockScript = redis.NewScript(`
+var clockScript = redis.NewScript(reading + `
 local t = redis.call('TIME')
 return {tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), redis.call('GET', KEYS[1])}
 `)
@@ -268,7 +400,7 @@ return {tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), redis.call('G
 //
 // Returns the stream's last-generated-id, "0-0" when there is no stream
 // (nothing expired in this history yet).
-var lastIDScript = redis.NewScript(`
+var lastIDScript = redis.NewScript(reading + `
 if redis.call('EXISTS', KEYS[1]) == 0 then return '0-0' end
 local info = redis.call('XINFO', 'STREAM', KEYS[1])
 for i = 1, #info, 2 do

@@ -71,6 +71,11 @@ type Store struct {
 
 	// configWarning warns once that CONFIG is refused.
 	configWarning sync.Once
+
+	// groups holds the settings of the consumer groups this replica serves.
+	groups groupCache
+	// deliverTurn turns the partition Deliver starts at.
+	deliverTurn atomic.Uint32
 }
 
 // New returns a Store on a client of one Redis (*redis.Client) or of a

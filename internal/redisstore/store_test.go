@@ -18,13 +18,13 @@ import (
 	"github.com/orderexpiry/orderexpiry/internal/storetest"
 )
 
-var _ storetest.Store = (*redisstore.Store)(nil)
+var _ order.Store = (*redisstore.Store)(nil)
 
 // expiredChannel is where Redis publishes the expired-key events of db 0.
 const expiredChannel = "__keyevent@0__:expired"
 
 func TestConformance(t *testing.T) {
-	storetest.Run(t, func(t *testing.T, retention time.Duration) storetest.Store {
+	storetest.Run(t, func(t *testing.T, retention time.Duration) order.Store {
 		srv := redistest.Start(t)
 		return redisstore.New(srv.Client(t), redisstore.Options{Retention: retention, Logger: testLogger(t)})
 	})
@@ -33,7 +33,7 @@ func TestConformance(t *testing.T) {
 // TestConformancePartitioned runs the suite on one Redis with the orders
 // spread over several partitions, as on a cluster.
 func TestConformancePartitioned(t *testing.T) {
-	storetest.Run(t, func(t *testing.T, retention time.Duration) storetest.Store {
+	storetest.Run(t, func(t *testing.T, retention time.Duration) order.Store {
 		srv := redistest.Start(t)
 		return redisstore.New(srv.Client(t), redisstore.Options{Retention: retention, Logger: testLogger(t), Partitions: 5})
 	})

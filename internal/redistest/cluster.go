@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/orderexpiry/orderexpiry/internal/redisstore"
 )
 
 const (
@@ -42,6 +44,8 @@ type Cluster struct {
 
 	mu   sync.Mutex
 	open []*redis.ClusterClient // made by Client and not yet closed
+
+	killOnce sync.Once
 }
 
 // StartCluster starts masters*(1+replicas) cluster-mode redis-servers, joins
@@ -62,46 +66,70 @@ type Cluster struct {
 // Like Start, it fails the test when redis-server or redis-cli is missing.
 func StartCluster(t testing.TB, masters, replicas int, args ...string) *Cluster {
 	t.Helper()
+	c, err := LaunchCluster(context.Background(), t.TempDir(), masters, replicas, args...)
+	if err != nil {
+		t.Fatalf("redistest: these tests run against a real Redis Cluster: %v", err)
+	}
+	t.Cleanup(c.Kill)
+	return c
+}
+
+// LaunchCluster starts a cluster as StartCluster does, keeping each node's
+// files in a directory of its own under dir, for a program that is not a
+// test: the caller stops it with Kill. On error it stops what it started.
+func LaunchCluster(ctx context.Context, dir string, masters, replicas int, args ...string) (_ *Cluster, err error) {
 	if masters < 3 || replicas < 0 {
-		t.Fatalf("redistest: a Redis Cluster needs at least 3 masters and no negative replicas, not %d and %d", masters, replicas)
+		return nil, fmt.Errorf("a Redis Cluster needs at least 3 masters and no negative replicas, not %d and %d", masters, replicas)
 	}
 	cli, err := exec.LookPath("redis-cli")
 	if err != nil {
-		t.Fatalf("redistest: these tests run against a real Redis Cluster, which redis-cli creates, and redis-cli is not on PATH (%v); install it with `apt-get install redis-tools` (Debian/Ubuntu)", err)
+		return nil, fmt.Errorf("redis-cli, which creates the cluster, is not on PATH (%v); install it with `apt-get install redis-tools` (Debian/Ubuntu)", err)
 	}
 
 	c := &Cluster{byAddr: map[string]*Server{}, clients: map[*Server]*redis.Client{}}
+	defer func() {
+		if err != nil {
+			c.Kill()
+		}
+	}()
 	for range masters * (1 + replicas) {
-		s := startClusterNode(t, args)
+		s, err := launchClusterNode(dir, args)
+		if err != nil {
+			return nil, err
+		}
 		c.Nodes = append(c.Nodes, s)
 		c.byAddr[s.Addr] = s
-		c.clients[s] = s.Client(t)
+		rdb, err := redisstore.NewClient(s.URL(), s.TLSFiles())
+		if err != nil {
+			return nil, err
+		}
+		c.clients[s] = rdb
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), createTimeout)
+	cctx, cancel := context.WithTimeout(ctx, createTimeout)
 	defer cancel()
 	cmdArgs := append([]string{"--cluster", "create"}, c.Addrs()...)
 	cmdArgs = append(cmdArgs, "--cluster-replicas", strconv.Itoa(replicas), "--cluster-yes")
-	cmd := exec.CommandContext(ctx, cli, cmdArgs...)
+	cmd := exec.CommandContext(cctx, cli, cmdArgs...)
 	if pw := c.Nodes[0].password; pw != "" {
 		// Through the environment: -a makes redis-cli print a warning.
 		cmd.Env = append(os.Environ(), "REDISCLI_AUTH="+pw)
 	}
 	start := time.Now()
 	out, err := cmd.CombinedOutput()
-	if ctx.Err() != nil {
-		err = fmt.Errorf("%w after %s", ctx.Err(), createTimeout)
+	if cctx.Err() != nil {
+		err = fmt.Errorf("%w after %s", cctx.Err(), createTimeout)
 	}
 	// redis-cli colours its output even when it is not a terminal.
 	text := ansiColour.ReplaceAllString(string(out), "")
 	if err != nil {
-		t.Fatalf("redistest: redis-cli %s: %v; its output:\n%s", strings.Join(cmdArgs, " "), err, text)
+		return nil, fmt.Errorf("redis-cli %s: %v; its output:\n%s", strings.Join(cmdArgs, " "), err, text)
 	}
 	if !strings.Contains(text, "[OK] All 16384 slots covered") {
-		t.Fatalf("redistest: redis-cli %s did not say all slots are covered; its output:\n%s", strings.Join(cmdArgs, " "), text)
+		return nil, fmt.Errorf("redis-cli %s did not say all slots are covered; its output:\n%s", strings.Join(cmdArgs, " "), text)
 	}
 
-	c.settle(t, start, func(ctx context.Context) error {
+	err = c.settle(ctx, start, func(ctx context.Context) error {
 		if err := c.healthy(ctx, len(c.Nodes)); err != nil {
 			return err
 		}
@@ -109,26 +137,44 @@ func StartCluster(t testing.TB, masters, replicas int, args ...string) *Cluster 
 		if err != nil {
 			return err
 		}
-		if got := v.masters(); len(got) != masters {
+		got := v.masters()
+		if len(got) != masters {
 			return fmt.Errorf("%d masters serve slots, want %d", len(got), masters)
+		}
+		// Every master has its replicas, so that a write that waits for
+		// one (WAIT) finds it from the first write on.
+		for _, m := range got {
+			repl, err := c.clients[m].Info(ctx, "replication").Result()
+			if err != nil {
+				return fmt.Errorf("%s: INFO replication: %w", m.Addr, err)
+			}
+			if n, _ := strconv.Atoi(infoField(repl, "connected_slaves")); n < replicas {
+				return fmt.Errorf("%s: a master with connected_slaves:%d, want %d", m.Addr, n, replicas)
+			}
 		}
 		return nil
 	})
-	return c
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 var ansiColour = regexp.MustCompile("\x1b\\[[0-9;]*m")
 
-// startClusterNode starts one cluster-mode redis-server in its own
-// directory. Its cluster bus gets a port of its own (--cluster-port): the
-// default, port+10000, is past 65535 for most ephemeral ports.
-func startClusterNode(t testing.TB, args []string) *Server {
-	t.Helper()
-	dir := t.TempDir()
+// launchClusterNode starts one cluster-mode redis-server in a directory of
+// its own under parent (nodes.conf is per node). Its cluster bus gets a
+// port of its own (--cluster-port): the default, port+10000, is past 65535
+// for most ephemeral ports.
+func launchClusterNode(parent string, args []string) (*Server, error) {
+	dir, err := os.MkdirTemp(parent, "cluster-node-")
+	if err != nil {
+		return nil, err
+	}
 	for attempt := 1; ; attempt++ {
 		busPort, err := freePort()
 		if err != nil {
-			t.Fatalf("redistest: %v", err)
+			return nil, err
 		}
 		argv := []string{
 			"--cluster-enabled", "yes",
@@ -141,16 +187,25 @@ func startClusterNode(t testing.TB, args []string) *Server {
 			"--repl-diskless-sync-delay", "0",
 		}
 		s, err := Launch(dir, nil, append(argv, args...)...)
-		if err == nil {
-			t.Cleanup(s.Kill)
-			return s
-		}
 		// Launch tries other client ports itself; a taken bus port needs
 		// another one from here.
-		if !errors.Is(err, errAddrInUse) || attempt == 5 {
-			t.Fatalf("redistest: these tests run against a real Redis: %v", err)
+		if err == nil || !errors.Is(err, errAddrInUse) || attempt == 5 {
+			return s, err
 		}
 	}
+}
+
+// Kill kills every node at once with SIGKILL and closes the clients the
+// cluster keeps for its own checks. It may be called more than once.
+func (c *Cluster) Kill() {
+	c.killOnce.Do(func() {
+		for _, s := range c.Nodes {
+			s.Kill()
+		}
+		for _, rdb := range c.clients {
+			_ = rdb.Close()
+		}
+	})
 }
 
 // Addrs returns the "host:port" of every node, for seeds.
@@ -167,7 +222,22 @@ func (c *Cluster) Addrs() []string {
 // killed is among them until the cluster has failed it over.
 func (c *Cluster) Masters(t testing.TB) []*Server {
 	t.Helper()
-	return c.currentView(t).masters()
+	ms, err := c.MastersContext(context.Background())
+	if err != nil {
+		t.Fatalf("redistest: %v", err)
+	}
+	return ms
+}
+
+// MastersContext is Masters for a program that is not a test.
+func (c *Cluster) MastersContext(ctx context.Context) ([]*Server, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	v, err := c.anyView(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return v.masters(), nil
 }
 
 // currentView is the slot map as a live node sees it now.
@@ -210,7 +280,9 @@ func (c *Cluster) WaitFailover(t testing.TB) {
 			live++
 		}
 	}
-	c.settle(t, time.Now(), func(ctx context.Context) error { return c.healthy(ctx, live) })
+	if err := c.settle(context.Background(), time.Now(), func(ctx context.Context) error { return c.healthy(ctx, live) }); err != nil {
+		t.Fatalf("redistest: %v", err)
+	}
 
 	c.mu.Lock()
 	open := slices.Clone(c.open)
@@ -218,7 +290,7 @@ func (c *Cluster) WaitFailover(t testing.TB) {
 	for _, rdb := range open {
 		rdb.ReloadState(context.Background())
 		reloaded := time.Now()
-		c.settle(t, time.Now(), func(ctx context.Context) error {
+		err := c.settle(context.Background(), time.Now(), func(ctx context.Context) error {
 			err := c.routes(ctx, rdb)
 			if err != nil && time.Since(reloaded) > 250*time.Millisecond {
 				// A reload that asked a node before it had heard of
@@ -228,6 +300,9 @@ func (c *Cluster) WaitFailover(t testing.TB) {
 			}
 			return err
 		})
+		if err != nil {
+			t.Fatalf("redistest: %v", err)
+		}
 	}
 }
 
@@ -284,23 +359,28 @@ func (c *Cluster) routes(ctx context.Context, rdb *redis.ClusterClient) error {
 	return nil
 }
 
-// settle calls check until it succeeds, failing the test with the last
-// error and every live node's CLUSTER NODES after settleTimeout.
-func (c *Cluster) settle(t testing.TB, since time.Time, check func(context.Context) error) {
-	t.Helper()
+// settle calls check until it succeeds; after settleTimeout, or once ctx
+// is done, it returns the last error with every live node's CLUSTER NODES.
+func (c *Cluster) settle(ctx context.Context, since time.Time, check func(context.Context) error) error {
 	deadline := time.Now().Add(settleTimeout)
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		err := check(ctx)
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := check(cctx)
 		cancel()
 		if err == nil {
-			return
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("the cluster had not settled (%w): %w\n%s", context.Cause(ctx), err, c.dump())
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("redistest: the cluster did not settle within %s of %s: %v\n%s",
+			return fmt.Errorf("the cluster did not settle within %s of %s: %w\n%s",
 				settleTimeout, since.Format("15:04:05.000"), err, c.dump())
 		}
-		time.Sleep(50 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 }
 

@@ -1,6 +1,8 @@
-// Package redistest starts real redis-server processes for tests, each on a
-// free loopback port and stopped when the test ends, and for the benchmarks
-// (Launch).
+// Package redistest starts real redis-server processes, single servers and
+// Redis Clusters, each on free loopback ports: for tests (Start,
+// StartCluster), stopped when the test ends, and for programs that are not
+// tests, such as the benchmarks (Launch, LaunchCluster), which return an
+// error and leave the stopping to the caller.
 package redistest
 
 import (

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -18,6 +19,8 @@ var kindCodes = map[order.Kind]codes.Code{
 	order.KindOutOfRange:         codes.OutOfRange,
 	order.KindUnavailable:        codes.Unavailable,
 	order.KindResourceExhausted:  codes.ResourceExhausted,
+	order.KindAborted:            codes.Aborted,
+	order.KindAlreadyExists:      codes.AlreadyExists,
 }
 
 // status translates an error into a gRPC status: a domain error keeps its
@@ -47,4 +50,16 @@ func (s *Service) status(ctx context.Context, err error) error {
 	}
 	s.log.ErrorContext(ctx, "internal error", slog.Any("err", err))
 	return status.Error(codes.Internal, "internal error")
+}
+
+// renameField rewrites the field a domain error names, for a call whose
+// field has another name than the one the domain's check knows.
+func renameField(err error, from, to string) error {
+	var oe *order.Error
+	if !errors.As(err, &oe) {
+		return err
+	}
+	c := *oe
+	c.Msg = strings.ReplaceAll(c.Msg, from, to)
+	return &c
 }

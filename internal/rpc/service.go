@@ -6,8 +6,10 @@ package rpc
 import (
 	"context"
 	"log/slog"
+	"math"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -23,35 +25,76 @@ type Store interface {
 	Get(ctx context.Context, id string) (order.Order, error)
 	Complete(ctx context.Context, id string) (order.Order, error)
 	Cancel(ctx context.Context, id string) (order.Order, error)
+	Reschedule(ctx context.Context, id string, r order.Reschedule) (order.Order, error)
+	order.GroupStore
 }
 
-// Observer hears of the orders calls create and close, for metrics.
+// Observer hears of the orders calls create and close, and of the
+// deliveries of consumer groups, for metrics.
 type Observer interface {
 	CheckedOut()
 	Closed(order.Status)
+	// Delivered counts a delivery to a group's consumer; attempt is 1 for
+	// the first.
+	Delivered(group string, attempt int)
+	// Acknowledged observes an acknowledgement, age after the event was
+	// logged (within milliseconds of its deadline).
+	Acknowledged(group string, age time.Duration)
+}
+
+// Options configure the service.
+type Options struct {
+	// Limits bound what a checkout may ask for.
+	Limits order.Limits
+	// Observer, when set, hears of each order created, completed or
+	// cancelled.
+	Observer Observer
+	// Logger receives the detail of internal errors; nil means
+	// slog.Default().
+	Logger *slog.Logger
+	// Groups bound the consumer groups; the zero value means
+	// DefaultGroupLimits.
+	Groups GroupLimits
 }
 
 // Service implements orderexpiry.v1.OrderService.
 type Service struct {
 	pb.UnimplementedOrderServiceServer
 
-	// Observer, when set before serving, hears of each order created,
-	// completed or cancelled.
-	Observer Observer
 	// preEncode sends events in the wire form shared by all watchers; it
-	// needs the server to use Codec.
+	// is set by NewServer, whose server uses Codec.
 	preEncode bool
 
-	store   Store
-	hub     *watch.Hub
-	limits  order.Limits
-	log     *slog.Logger
-	encoded *encodedEvents
+	store       Store
+	hub         *watch.Hub
+	limits      order.Limits
+	groupLimits GroupLimits
+	observer    Observer
+	log         *slog.Logger
+	encoded     *encodedEvents
+	consumers   consumers
 }
 
 // New returns the service over a store and the hub that fans out its log.
-func New(store Store, hub *watch.Hub, limits order.Limits, log *slog.Logger) *Service {
-	return &Service{store: store, hub: hub, limits: limits, log: log, encoded: newEncodedEvents(4096)}
+func New(store Store, hub *watch.Hub, opts Options) *Service {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Groups == (GroupLimits{}) {
+		opts.Groups = DefaultGroupLimits
+	}
+	return &Service{store: store, hub: hub, limits: opts.Limits, groupLimits: opts.Groups, observer: opts.Observer, log: opts.Logger, encoded: newEncodedEvents(4096)}
+}
+
+// NewServer returns a gRPC server that serves the service with Codec, so
+// that each live event is encoded once for all watchers, and with opts.
+// Serving the service on a server without Codec still works, but encodes
+// each event once per watcher.
+func NewServer(svc *Service, opts ...grpc.ServerOption) *grpc.Server {
+	svc.preEncode = true
+	s := grpc.NewServer(append([]grpc.ServerOption{grpc.ForceServerCodecV2(Codec)}, opts...)...)
+	pb.RegisterOrderServiceServer(s, svc)
+	return s
 }
 
 // Checkout creates a pending order, or returns the one already pending.
@@ -77,15 +120,11 @@ func (s *Service) Checkout(ctx context.Context, req *pb.CheckoutRequest) (*pb.Ch
 	if err != nil {
 		return nil, s.status(ctx, err)
 	}
-	if created && s.Observer != nil {
-		s.Observer.CheckedOut()
+	if created && s.observer != nil {
+		s.observer.CheckedOut()
 	}
 	return &pb.CheckoutResponse{Order: toProto(o), Created: created}, nil
 }
-
-// UseCodec tells the service that its server was given Codec
-// (grpc.ForceServerCodecV2), so that it can send each event encoded once.
-func (s *Service) UseCodec() { s.preEncode = true }
 
 // GetOrder returns an order.
 func (s *Service) GetOrder(ctx context.Context, req *pb.GetOrderRequest) (*pb.Order, error) {
@@ -102,12 +141,52 @@ func (s *Service) CancelOrder(ctx context.Context, req *pb.CancelOrderRequest) (
 	return s.byID(ctx, req.GetOrderId(), s.observed(s.store.Cancel))
 }
 
+// RescheduleOrder gives a pending order before its deadline a new one.
+func (s *Service) RescheduleOrder(ctx context.Context, req *pb.RescheduleOrderRequest) (*pb.Order, error) {
+	if err := order.ValidateID("order_id", req.GetOrderId()); err != nil {
+		return nil, s.status(ctx, err)
+	}
+	r := order.Reschedule{MaxTTL: s.limits.MaxTTL}
+	switch nd := req.GetNewDeadline().(type) {
+	case *pb.RescheduleOrderRequest_Ttl:
+		if err := nd.Ttl.CheckValid(); err != nil {
+			return nil, s.status(ctx, order.Errorf(order.KindInvalid, "ttl is not a valid duration: %v", err))
+		}
+		ttl, err := s.limits.CheckoutTTL(nd.Ttl.AsDuration(), true)
+		if err != nil {
+			return nil, s.status(ctx, err)
+		}
+		r.TTL = ttl
+	case *pb.RescheduleOrderRequest_Deadline:
+		if err := nd.Deadline.CheckValid(); err != nil {
+			return nil, s.status(ctx, order.Errorf(order.KindInvalid, "deadline is not a valid timestamp: %v", err))
+		}
+		r.At = nd.Deadline.AsTime()
+		if r.At.IsZero() {
+			return nil, s.status(ctx, order.Errorf(order.KindInvalid, "deadline %s is not after now; give a later one, or a ttl", r.At.UTC().Format(time.RFC3339)))
+		}
+	default:
+		return nil, s.status(ctx, order.Errorf(order.KindInvalid, "give the new deadline: ttl (from now) or deadline"))
+	}
+	if e := req.GetExpectedDeadline(); e != nil {
+		if err := e.CheckValid(); err != nil {
+			return nil, s.status(ctx, order.Errorf(order.KindInvalid, "expected_deadline is not a valid timestamp: %v", err))
+		}
+		r.Expected = e.AsTime()
+	}
+	o, err := s.store.Reschedule(ctx, req.GetOrderId(), r)
+	if err != nil {
+		return nil, s.status(ctx, err)
+	}
+	return toProto(o), nil
+}
+
 // observed tells the Observer of the orders op closes.
 func (s *Service) observed(op func(context.Context, string) (order.Order, error)) func(context.Context, string) (order.Order, error) {
 	return func(ctx context.Context, id string) (order.Order, error) {
 		o, err := op(ctx, id)
-		if err == nil && s.Observer != nil {
-			s.Observer.Closed(o.Status)
+		if err == nil && s.observer != nil {
+			s.observer.Closed(o.Status)
 		}
 		return o, err
 	}
@@ -165,11 +244,12 @@ func (s *Service) WatchExpirations(req *pb.WatchExpirationsRequest, stream pb.Or
 
 func toProto(o order.Order) *pb.Order {
 	p := &pb.Order{
-		OrderId:   o.ID,
-		Status:    statusToProto(o.Status),
-		CreatedAt: timestamppb.New(o.CreatedAt),
-		Deadline:  timestamppb.New(o.Deadline),
-		Metadata:  o.Metadata,
+		OrderId:     o.ID,
+		Status:      statusToProto(o.Status),
+		CreatedAt:   timestamppb.New(o.CreatedAt),
+		Deadline:    timestamppb.New(o.Deadline),
+		Metadata:    o.Metadata,
+		Reschedules: int32(min(o.Reschedules, math.MaxInt32)),
 	}
 	if o.Status == order.StatusPending {
 		p.TtlRemaining = durationpb.New(max(o.TTLRemaining, 0))

@@ -17,20 +17,6 @@ import (
 	"github.com/orderexpiry/orderexpiry/internal/order"
 )
 
-// Store is the contract both order stores implement.
-type Store interface {
-	Checkout(ctx context.Context, id string, ttl time.Duration, md map[string]string) (order.Order, bool, error)
-	Get(ctx context.Context, id string) (order.Order, error)
-	Complete(ctx context.Context, id string) (order.Order, error)
-	Cancel(ctx context.Context, id string) (order.Order, error)
-	Partitions(ctx context.Context) (int, error)
-	Events(ctx context.Context, partition int, after order.Cursor, limit int, wait time.Duration) ([]order.Event, error)
-	Tail(ctx context.Context, partition int) (order.Cursor, error)
-	CheckCursor(ctx context.Context, cursors ...order.Cursor) error
-	Ping(ctx context.Context) error
-	Run(ctx context.Context) error
-}
-
 const (
 	// retention is the retention of every test's store but the one that
 	// tests retention itself.
@@ -46,7 +32,7 @@ const (
 // Run runs the suite. newStore returns a new, empty store that keeps closed
 // orders and events for the given retention; the suite runs its Run method
 // itself, and stops it before the test ends.
-func Run(t *testing.T, newStore func(t *testing.T, retention time.Duration) Store) {
+func Run(t *testing.T, newStore func(t *testing.T, retention time.Duration) order.Store) {
 	su := suite{newStore: newStore}
 	tests := []struct {
 		name string
@@ -69,6 +55,19 @@ func Run(t *testing.T, newStore func(t *testing.T, retention time.Duration) Stor
 		{"CheckCursor", false, testCheckCursor},
 		{"Retention", false, testRetention},
 		{"Ping", false, testPing},
+		{"Reschedule", false, testReschedule},
+		{"RescheduleRefused", false, testRescheduleRefused},
+		{"RescheduleRacesExpiry", true, testRescheduleRacesExpiry},
+		{"GroupCreate", false, testGroupCreate},
+		{"GroupDelete", false, testGroupDelete},
+		{"GroupStart", false, testGroupStart},
+		{"GroupConsumers", false, testGroupConsumers},
+		{"GroupAck", false, testGroupAck},
+		{"GroupRedelivery", false, testGroupRedelivery},
+		{"GroupNack", false, testGroupNack},
+		{"GroupDeadLetters", false, testGroupDeadLetters},
+		{"GroupState", false, testGroupState},
+		{"GroupRetention", false, testGroupRetention},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -81,11 +80,11 @@ func Run(t *testing.T, newStore func(t *testing.T, retention time.Duration) Stor
 }
 
 type suite struct {
-	newStore func(t *testing.T, retention time.Duration) Store
+	newStore func(t *testing.T, retention time.Duration) order.Store
 }
 
 // start returns a new store whose Run goroutine runs until the test ends.
-func (su suite) start(t *testing.T, retention time.Duration) Store {
+func (su suite) start(t *testing.T, retention time.Duration) order.Store {
 	t.Helper()
 	s := su.newStore(t, retention)
 	RunStore(t, s)
@@ -119,7 +118,7 @@ func RunStore(t *testing.T, s interface{ Run(context.Context) error }) (stop fun
 
 // idle returns a new store that nothing runs: no sweeper expires its orders,
 // only the calls of the test.
-func (su suite) idle(t *testing.T, retention time.Duration) Store {
+func (su suite) idle(t *testing.T, retention time.Duration) order.Store {
 	t.Helper()
 	return su.newStore(t, retention)
 }
@@ -209,21 +208,21 @@ func testUnknownOrder(t *testing.T, su suite) {
 // ops are the calls that look up an existing order.
 var ops = []struct {
 	name string
-	call func(Store, context.Context, string) (order.Order, error)
+	call func(order.Store, context.Context, string) (order.Order, error)
 }{
-	{"Get", Store.Get},
-	{"Complete", Store.Complete},
-	{"Cancel", Store.Cancel},
+	{"Get", order.Store.Get},
+	{"Complete", order.Store.Complete},
+	{"Cancel", order.Store.Cancel},
 }
 
 // closers are the calls that close a pending order.
 var closers = []struct {
 	name   string
 	status order.Status
-	call   func(Store, context.Context, string) (order.Order, error)
+	call   func(order.Store, context.Context, string) (order.Order, error)
 }{
-	{"Complete", order.StatusCompleted, Store.Complete},
-	{"Cancel", order.StatusCancelled, Store.Cancel},
+	{"Complete", order.StatusCompleted, order.Store.Complete},
+	{"Cancel", order.StatusCancelled, order.Store.Cancel},
 }
 
 func testClose(t *testing.T, su suite) {
@@ -328,26 +327,26 @@ func testExpiry(t *testing.T, su suite) {
 func testDueOrderClaimedByCalls(t *testing.T, su suite) {
 	tests := []struct {
 		name string
-		call func(t *testing.T, s Store, due order.Order)
+		call func(t *testing.T, s order.Store, due order.Order)
 	}{
-		{"Get", func(t *testing.T, s Store, due order.Order) {
+		{"Get", func(t *testing.T, s order.Store, due order.Order) {
 			got := get(t, s, due.ID)
 			checkClosed(t, "Get", got, due, order.StatusExpired)
 			if got.ClosedAt.Before(due.Deadline) {
 				t.Errorf("Get: closed_at %v is before the deadline %v", got.ClosedAt, due.Deadline)
 			}
 		}},
-		{"Complete", func(t *testing.T, s Store, due order.Order) {
+		{"Complete", func(t *testing.T, s order.Store, due order.Order) {
 			_, err := s.Complete(t.Context(), due.ID)
 			wantKind(t, "Complete after the deadline", err, order.KindFailedPrecondition)
 			checkClosed(t, "Get", get(t, s, due.ID), due, order.StatusExpired)
 		}},
-		{"Cancel", func(t *testing.T, s Store, due order.Order) {
+		{"Cancel", func(t *testing.T, s order.Store, due order.Order) {
 			_, err := s.Cancel(t.Context(), due.ID)
 			wantKind(t, "Cancel after the deadline", err, order.KindFailedPrecondition)
 			checkClosed(t, "Get", get(t, s, due.ID), due, order.StatusExpired)
 		}},
-		{"Checkout", func(t *testing.T, s Store, due order.Order) {
+		{"Checkout", func(t *testing.T, s order.Store, due order.Order) {
 			o, created, err := s.Checkout(t.Context(), due.ID, time.Minute, nil)
 			if err != nil {
 				t.Fatalf("Checkout after the deadline: %v", err)
@@ -391,13 +390,13 @@ func testCheckoutAgainAfterClose(t *testing.T, su suite) {
 	tests := []struct {
 		name  string
 		ttl   time.Duration
-		close func(t *testing.T, s Store, id string)
+		close func(t *testing.T, s order.Store, id string)
 	}{
-		{"expired", 50 * time.Millisecond, func(t *testing.T, s Store, id string) {
+		{"expired", 50 * time.Millisecond, func(t *testing.T, s order.Store, id string) {
 			waitEvents(t, s, nil, 1, func(ev order.Event) bool { return ev.OrderID == id })
 		}},
-		{"completed", time.Minute, func(t *testing.T, s Store, id string) { complete(t, s, id) }},
-		{"cancelled", time.Minute, func(t *testing.T, s Store, id string) {
+		{"completed", time.Minute, func(t *testing.T, s order.Store, id string) { complete(t, s, id) }},
+		{"cancelled", time.Minute, func(t *testing.T, s order.Store, id string) {
 			if _, err := s.Cancel(t.Context(), id); err != nil {
 				t.Fatalf("Cancel: %v", err)
 			}
@@ -611,7 +610,7 @@ func testCheckCursor(t *testing.T, su suite) {
 
 // checkCursor checks a watch position with c in partition p and the start
 // of every other partition.
-func checkCursor(t *testing.T, s Store, p int, c order.Cursor) error {
+func checkCursor(t *testing.T, s order.Store, p int, c order.Cursor) error {
 	t.Helper()
 	pos := make([]order.Cursor, partitions(t, s))
 	pos[p] = c
@@ -824,7 +823,7 @@ func testPing(t *testing.T, su suite) {
 }
 
 // checkout creates an order that must be new.
-func checkout(t *testing.T, s Store, id string, ttl time.Duration, md map[string]string) order.Order {
+func checkout(t *testing.T, s order.Store, id string, ttl time.Duration, md map[string]string) order.Order {
 	t.Helper()
 	o, created, err := s.Checkout(t.Context(), id, ttl, md)
 	if err != nil {
@@ -836,7 +835,7 @@ func checkout(t *testing.T, s Store, id string, ttl time.Duration, md map[string
 	return o
 }
 
-func get(t *testing.T, s Store, id string) order.Order {
+func get(t *testing.T, s order.Store, id string) order.Order {
 	t.Helper()
 	o, err := s.Get(t.Context(), id)
 	if err != nil {
@@ -845,14 +844,14 @@ func get(t *testing.T, s Store, id string) order.Order {
 	return o
 }
 
-func complete(t *testing.T, s Store, id string) {
+func complete(t *testing.T, s order.Store, id string) {
 	t.Helper()
 	if _, err := s.Complete(t.Context(), id); err != nil {
 		t.Fatalf("Complete(%s): %v", id, err)
 	}
 }
 
-func tail(t *testing.T, s Store, partition int) order.Cursor {
+func tail(t *testing.T, s order.Store, partition int) order.Cursor {
 	t.Helper()
 	c, err := s.Tail(t.Context(), partition)
 	if err != nil {
@@ -862,7 +861,7 @@ func tail(t *testing.T, s Store, partition int) order.Cursor {
 }
 
 // tails returns the tail of every partition.
-func tails(t *testing.T, s Store) order.Position {
+func tails(t *testing.T, s order.Store) order.Position {
 	t.Helper()
 	pos := make(order.Position, partitions(t, s))
 	for p := range pos {
@@ -871,7 +870,7 @@ func tails(t *testing.T, s Store) order.Position {
 	return pos
 }
 
-func partitions(t *testing.T, s Store) int {
+func partitions(t *testing.T, s order.Store) int {
 	t.Helper()
 	n, err := s.Partitions(t.Context())
 	if err != nil {
@@ -880,13 +879,13 @@ func partitions(t *testing.T, s Store) int {
 	return n
 }
 
-func partitionOf(t *testing.T, s Store, id string) int {
+func partitionOf(t *testing.T, s order.Store, id string) int {
 	t.Helper()
 	return order.PartitionOf(id, partitions(t, s))
 }
 
 // idsOf returns n order ids of the partition, made of prefix and a number.
-func idsOf(t *testing.T, s Store, partition int, prefix string, n int) []string {
+func idsOf(t *testing.T, s order.Store, partition int, prefix string, n int) []string {
 	t.Helper()
 	parts := partitions(t, s)
 	var ids []string
@@ -900,7 +899,7 @@ func idsOf(t *testing.T, s Store, partition int, prefix string, n int) []string 
 
 // events returns up to limit events of a partition after a cursor, without
 // waiting.
-func events(t *testing.T, s Store, partition int, after order.Cursor, limit int) []order.Event {
+func events(t *testing.T, s order.Store, partition int, after order.Cursor, limit int) []order.Event {
 	t.Helper()
 	evs, err := s.Events(t.Context(), partition, after, limit, 0)
 	if err != nil {
@@ -910,7 +909,7 @@ func events(t *testing.T, s Store, partition int, after order.Cursor, limit int)
 }
 
 // allEvents returns the whole log, partition after partition.
-func allEvents(t *testing.T, s Store) []order.Event {
+func allEvents(t *testing.T, s order.Store) []order.Event {
 	t.Helper()
 	var all []order.Event
 	for p := range partitions(t, s) {
@@ -930,7 +929,7 @@ func allEvents(t *testing.T, s Store) []order.Event {
 // been logged after a position (nil: from the start) and returns the
 // matching ones, partition after partition as they come; it fails the test
 // when they do not come within eventTimeout.
-func waitEvents(t *testing.T, s Store, after order.Position, n int, match func(order.Event) bool) []order.Event {
+func waitEvents(t *testing.T, s order.Store, after order.Position, n int, match func(order.Event) bool) []order.Event {
 	t.Helper()
 	if after == nil {
 		after = make(order.Position, partitions(t, s))
@@ -975,7 +974,7 @@ func waitEvents(t *testing.T, s Store, after order.Position, n int, match func(o
 // partition's orders in deadline order, so afterwards every expiry that was
 // ever going to happen before them has been logged, and its absence can be
 // asserted.
-func barrier(t *testing.T, s Store) {
+func barrier(t *testing.T, s order.Store) {
 	t.Helper()
 	after := tails(t, s)
 	var ids []string
@@ -1076,6 +1075,8 @@ var kindNames = map[order.Kind]string{
 	order.KindOutOfRange:         "OutOfRange",
 	order.KindUnavailable:        "Unavailable",
 	order.KindResourceExhausted:  "ResourceExhausted",
+	order.KindAborted:            "Aborted",
+	order.KindAlreadyExists:      "AlreadyExists",
 }
 
 // wantKind checks that err is an error of the wanted kind.

@@ -191,7 +191,7 @@ func (h *runningHub) stop(t *testing.T) {
 func startHub(t *testing.T, log Log, buffer int) *runningHub {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	h := &runningHub{Hub: NewHub(log, buffer, discard), cancel: cancel, done: make(chan struct{})}
+	h := &runningHub{Hub: NewHub(log, Options{Buffer: buffer, Logger: discard}), cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(h.done)
 		h.err = h.Run(ctx)

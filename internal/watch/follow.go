@@ -80,6 +80,11 @@ func (h *Hub) Follow(ctx context.Context, after order.Position, started func() e
 	}
 }
 
+// CheckPosition is checkPosition, for a consumer group's start.
+func (h *Hub) CheckPosition(ctx context.Context, p order.Position) (order.Position, error) {
+	return h.checkPosition(ctx, p)
+}
+
 // checkPosition says whether a watch can resume after p without a gap, and
 // returns p with one part per partition: a single zero cursor ("0-0") is
 // the start of every partition, so that "0-0" replays the whole retained

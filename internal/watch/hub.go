@@ -50,18 +50,24 @@ const (
 // ErrTooManyWatchers refuses a subscription past MaxWatchers.
 var ErrTooManyWatchers = errors.New("too many watchers")
 
+// Options configure a hub.
+type Options struct {
+	// Buffer is how many events a subscription may fall behind before it
+	// is closed; at least 1.
+	Buffer int
+	// MaxWatchers bounds the open subscriptions; 0 means no bound.
+	MaxWatchers int
+	// OnPublish, when set, is called with each event as it reaches the
+	// subscriptions, and the time it did.
+	OnPublish func(ev order.Event, at time.Time)
+	// Logger receives the hub's warnings; nil means slog.Default().
+	Logger *slog.Logger
+}
+
 // Hub tails the log and fans events out to subscriptions.
 type Hub struct {
-	// MaxWatchers bounds the open subscriptions; 0 means no bound. Set it
-	// before Run.
-	MaxWatchers int
-	// OnPublish, when set before Run, is called with each event as it
-	// reaches the subscriptions, and the time it did.
-	OnPublish func(ev order.Event, at time.Time)
-
-	log    Log
-	buffer int
-	logger *slog.Logger
+	opts Options
+	log  Log
 
 	ready     chan struct{} // closed once the starting position is known, or on stop
 	readyOnce sync.Once
@@ -70,20 +76,23 @@ type Hub struct {
 	pos     order.Position // the last event of each partition handed to subscribers
 	subs    map[*Subscription]struct{}
 	stopped bool
+	// appended is closed and replaced each time events reach the hub (see
+	// Appended).
+	appended chan struct{}
 }
 
-// NewHub returns a hub over log whose subscriptions each buffer up to
-// buffer events.
-func NewHub(log Log, buffer int, logger *slog.Logger) *Hub {
-	if logger == nil {
-		logger = slog.Default()
+// NewHub returns a hub over log.
+func NewHub(log Log, opts Options) *Hub {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
 	}
+	opts.Buffer = max(opts.Buffer, 1)
 	return &Hub{
-		log:    log,
-		buffer: buffer,
-		logger: logger,
-		ready:  make(chan struct{}),
-		subs:   make(map[*Subscription]struct{}),
+		opts:     opts,
+		log:      log,
+		ready:    make(chan struct{}),
+		subs:     make(map[*Subscription]struct{}),
+		appended: make(chan struct{}),
 	}
 }
 
@@ -138,7 +147,7 @@ func (h *Hub) Subscribe(ctx context.Context) (*Subscription, error) {
 	if h.atLimit() {
 		return nil, ErrTooManyWatchers
 	}
-	ch := make(chan order.Event, h.buffer)
+	ch := make(chan order.Event, h.opts.Buffer)
 	s := &Subscription{From: h.pos.Clone(), C: ch, ch: ch, hub: h, done: make(chan struct{})}
 	h.subs[s] = struct{}{}
 	return s, nil
@@ -152,7 +161,7 @@ func (h *Hub) full() bool {
 }
 
 // atLimit is full for a caller that holds mu.
-func (h *Hub) atLimit() bool { return h.MaxWatchers > 0 && len(h.subs) >= h.MaxWatchers }
+func (h *Hub) atLimit() bool { return h.opts.MaxWatchers > 0 && len(h.subs) >= h.opts.MaxWatchers }
 
 // Watchers returns the number of open subscriptions.
 func (h *Hub) Watchers() int {
@@ -224,7 +233,7 @@ func (h *Hub) tail(ctx context.Context, p int, after order.Cursor) {
 // pause logs a failed read of the log and waits before the next try; it
 // returns false when ctx ended meanwhile.
 func (h *Hub) pause(ctx context.Context, bo *backoff.Backoff, err error, what string) bool {
-	h.logger.Warn("watch: cannot read the expiration log; retrying", "op", what, "err", err)
+	h.opts.Logger.Warn("watch: cannot read the expiration log; retrying", "op", what, "err", err)
 	return bo.Wait(ctx)
 }
 
@@ -249,12 +258,24 @@ func (h *Hub) publish(p int, events []order.Event) {
 			break
 		}
 	}
-	if h.OnPublish != nil {
+	close(h.appended)
+	h.appended = make(chan struct{})
+	if h.opts.OnPublish != nil {
 		now := time.Now()
 		for _, ev := range events {
-			h.OnPublish(ev, now)
+			h.opts.OnPublish(ev, now)
 		}
 	}
+}
+
+// Appended returns the hub's position, one cursor per partition (nil
+// before the hub knows it), and a channel closed when the next events
+// reach it: a consumer of a group waits on it for new events, and reads
+// the partitions whose cursor moved, without holding a subscription.
+func (h *Hub) Appended() (order.Position, <-chan struct{}) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.pos.Clone(), h.appended
 }
 
 // drop removes a subscription. The caller holds mu.

@@ -14,6 +14,7 @@ import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
+	emptypb "google.golang.org/protobuf/types/known/emptypb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -90,6 +91,69 @@ func (OrderStatus) EnumDescriptor() ([]byte, []int) {
 	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{0}
 }
 
+// AckIdStatus is what became of one ack id.
+type AckIdStatus int32
+
+const (
+	// ACK_ID_STATUS_UNSPECIFIED is never sent.
+	AckIdStatus_ACK_ID_STATUS_UNSPECIFIED AckIdStatus = 0
+	// ACK_ID_STATUS_OK: acknowledged (or handed back, for a nack).
+	AckIdStatus_ACK_ID_STATUS_OK AckIdStatus = 1
+	// ACK_ID_STATUS_UNKNOWN: not the ack id of an expiration delivered to
+	// this group.
+	AckIdStatus_ACK_ID_STATUS_UNKNOWN AckIdStatus = 2
+	// ACK_ID_STATUS_NOT_IN_FLIGHT: acknowledged or dead-lettered already.
+	AckIdStatus_ACK_ID_STATUS_NOT_IN_FLIGHT AckIdStatus = 3
+	// ACK_ID_STATUS_EXPIRED: the delivery's ack deadline passed, or the event
+	// was delivered again since; the later delivery's ack id counts.
+	AckIdStatus_ACK_ID_STATUS_EXPIRED AckIdStatus = 4
+)
+
+// Enum value maps for AckIdStatus.
+var (
+	AckIdStatus_name = map[int32]string{
+		0: "ACK_ID_STATUS_UNSPECIFIED",
+		1: "ACK_ID_STATUS_OK",
+		2: "ACK_ID_STATUS_UNKNOWN",
+		3: "ACK_ID_STATUS_NOT_IN_FLIGHT",
+		4: "ACK_ID_STATUS_EXPIRED",
+	}
+	AckIdStatus_value = map[string]int32{
+		"ACK_ID_STATUS_UNSPECIFIED":   0,
+		"ACK_ID_STATUS_OK":            1,
+		"ACK_ID_STATUS_UNKNOWN":       2,
+		"ACK_ID_STATUS_NOT_IN_FLIGHT": 3,
+		"ACK_ID_STATUS_EXPIRED":       4,
+	}
+)
+
+func (x AckIdStatus) Enum() *AckIdStatus {
+	p := new(AckIdStatus)
+	*p = x
+	return p
+}
+
+func (x AckIdStatus) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AckIdStatus) Descriptor() protoreflect.EnumDescriptor {
+	return file_orderexpiry_v1_order_service_proto_enumTypes[1].Descriptor()
+}
+
+func (AckIdStatus) Type() protoreflect.EnumType {
+	return &file_orderexpiry_v1_order_service_proto_enumTypes[1]
+}
+
+func (x AckIdStatus) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AckIdStatus.Descriptor instead.
+func (AckIdStatus) EnumDescriptor() ([]byte, []int) {
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{1}
+}
+
 // Order is one checkout and its outcome.
 type Order struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -107,7 +171,9 @@ type Order struct {
 	// unset while PENDING.
 	ClosedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=closed_at,json=closedAt,proto3" json:"closed_at,omitempty"`
 	// metadata is what the caller attached at checkout, returned unchanged.
-	Metadata      map[string]string `protobuf:"bytes,7,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Metadata map[string]string `protobuf:"bytes,7,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// reschedules counts the times RescheduleOrder changed its deadline.
+	Reschedules   int32 `protobuf:"varint,8,opt,name=reschedules,proto3" json:"reschedules,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -189,6 +255,13 @@ func (x *Order) GetMetadata() map[string]string {
 		return x.Metadata
 	}
 	return nil
+}
+
+func (x *Order) GetReschedules() int32 {
+	if x != nil {
+		return x.Reschedules
+	}
+	return 0
 }
 
 // CheckoutRequest creates a pending order.
@@ -452,6 +525,116 @@ func (x *CancelOrderRequest) GetOrderId() string {
 	return ""
 }
 
+// RescheduleOrderRequest gives a pending order a new deadline.
+type RescheduleOrderRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// order_id is the id given at checkout.
+	OrderId string `protobuf:"bytes,1,opt,name=order_id,json=orderId,proto3" json:"order_id,omitempty"`
+	// new_deadline is when the order is to expire; one of the two is required.
+	//
+	// Types that are valid to be assigned to NewDeadline:
+	//
+	//	*RescheduleOrderRequest_Ttl
+	//	*RescheduleOrderRequest_Deadline
+	NewDeadline isRescheduleOrderRequest_NewDeadline `protobuf_oneof:"new_deadline"`
+	// expected_deadline, when set, is the deadline the caller last saw (from
+	// Checkout, GetOrder or a previous RescheduleOrder): the call is ABORTED
+	// if the order's deadline is another, so that two callers cannot overwrite
+	// each other unseen.
+	ExpectedDeadline *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expected_deadline,json=expectedDeadline,proto3" json:"expected_deadline,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *RescheduleOrderRequest) Reset() {
+	*x = RescheduleOrderRequest{}
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RescheduleOrderRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RescheduleOrderRequest) ProtoMessage() {}
+
+func (x *RescheduleOrderRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RescheduleOrderRequest.ProtoReflect.Descriptor instead.
+func (*RescheduleOrderRequest) Descriptor() ([]byte, []int) {
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *RescheduleOrderRequest) GetOrderId() string {
+	if x != nil {
+		return x.OrderId
+	}
+	return ""
+}
+
+func (x *RescheduleOrderRequest) GetNewDeadline() isRescheduleOrderRequest_NewDeadline {
+	if x != nil {
+		return x.NewDeadline
+	}
+	return nil
+}
+
+func (x *RescheduleOrderRequest) GetTtl() *durationpb.Duration {
+	if x != nil {
+		if x, ok := x.NewDeadline.(*RescheduleOrderRequest_Ttl); ok {
+			return x.Ttl
+		}
+	}
+	return nil
+}
+
+func (x *RescheduleOrderRequest) GetDeadline() *timestamppb.Timestamp {
+	if x != nil {
+		if x, ok := x.NewDeadline.(*RescheduleOrderRequest_Deadline); ok {
+			return x.Deadline
+		}
+	}
+	return nil
+}
+
+func (x *RescheduleOrderRequest) GetExpectedDeadline() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpectedDeadline
+	}
+	return nil
+}
+
+type isRescheduleOrderRequest_NewDeadline interface {
+	isRescheduleOrderRequest_NewDeadline()
+}
+
+type RescheduleOrderRequest_Ttl struct {
+	// ttl is the time from now (the server's clock) to the new deadline:
+	// more than zero and at most the server's maximum ttl.
+	Ttl *durationpb.Duration `protobuf:"bytes,2,opt,name=ttl,proto3,oneof"`
+}
+
+type RescheduleOrderRequest_Deadline struct {
+	// deadline is the new deadline itself: after now and at most the
+	// server's maximum ttl from now. Milliseconds count; finer is dropped.
+	Deadline *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=deadline,proto3,oneof"`
+}
+
+func (*RescheduleOrderRequest_Ttl) isRescheduleOrderRequest_NewDeadline() {}
+
+func (*RescheduleOrderRequest_Deadline) isRescheduleOrderRequest_NewDeadline() {}
+
 // WatchExpirationsRequest says where a watch starts.
 type WatchExpirationsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -465,7 +648,7 @@ type WatchExpirationsRequest struct {
 
 func (x *WatchExpirationsRequest) Reset() {
 	*x = WatchExpirationsRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[6]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -477,7 +660,7 @@ func (x *WatchExpirationsRequest) String() string {
 func (*WatchExpirationsRequest) ProtoMessage() {}
 
 func (x *WatchExpirationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[6]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -490,7 +673,7 @@ func (x *WatchExpirationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchExpirationsRequest.ProtoReflect.Descriptor instead.
 func (*WatchExpirationsRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{6}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *WatchExpirationsRequest) GetAfterCursor() string {
@@ -521,7 +704,7 @@ type ExpirationEvent struct {
 
 func (x *ExpirationEvent) Reset() {
 	*x = ExpirationEvent{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[7]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -533,7 +716,7 @@ func (x *ExpirationEvent) String() string {
 func (*ExpirationEvent) ProtoMessage() {}
 
 func (x *ExpirationEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[7]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -546,7 +729,7 @@ func (x *ExpirationEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExpirationEvent.ProtoReflect.Descriptor instead.
 func (*ExpirationEvent) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{7}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ExpirationEvent) GetCursor() string {
@@ -584,11 +767,1227 @@ func (x *ExpirationEvent) GetMetadata() map[string]string {
 	return nil
 }
 
+// ConsumerGroup is a durable subscription to the expirations, shared by the
+// consumers of a fleet.
+type ConsumerGroup struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// group_id names the group: the same rules as an order id.
+	GroupId string `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	// ack_deadline is how long a consumer has to acknowledge a delivery
+	// before the event is delivered again.
+	AckDeadline *durationpb.Duration `protobuf:"bytes,2,opt,name=ack_deadline,json=ackDeadline,proto3" json:"ack_deadline,omitempty"`
+	// max_deliveries is how many deliveries an event gets before it becomes a
+	// dead letter.
+	MaxDeliveries int32 `protobuf:"varint,3,opt,name=max_deliveries,json=maxDeliveries,proto3" json:"max_deliveries,omitempty"`
+	// create_time is when the group was created.
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// position is the last expiration delivered to the group, as a cursor of
+	// the expiration log.
+	Position string `protobuf:"bytes,5,opt,name=position,proto3" json:"position,omitempty"`
+	// backlog counts the expirations not delivered yet.
+	Backlog int64 `protobuf:"varint,6,opt,name=backlog,proto3" json:"backlog,omitempty"`
+	// in_flight counts the expirations delivered and not yet acknowledged
+	// (due redeliveries included).
+	InFlight int64 `protobuf:"varint,7,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
+	// dead_letters counts the group's dead letters.
+	DeadLetters int64 `protobuf:"varint,8,opt,name=dead_letters,json=deadLetters,proto3" json:"dead_letters,omitempty"`
+	// oldest_unacked_age is the age of the oldest expiration the group has
+	// neither acknowledged nor dead-lettered; unset when there is none.
+	OldestUnackedAge *durationpb.Duration `protobuf:"bytes,9,opt,name=oldest_unacked_age,json=oldestUnackedAge,proto3" json:"oldest_unacked_age,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *ConsumerGroup) Reset() {
+	*x = ConsumerGroup{}
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumerGroup) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumerGroup) ProtoMessage() {}
+
+func (x *ConsumerGroup) ProtoReflect() protoreflect.Message {
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumerGroup.ProtoReflect.Descriptor instead.
+func (*ConsumerGroup) Descriptor() ([]byte, []int) {
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ConsumerGroup) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+func (x *ConsumerGroup) GetAckDeadline() *durationpb.Duration {
+	if x != nil {
+		return x.AckDeadline
+	}
+	return nil
+}
+
+func (x *ConsumerGroup) GetMaxDeliveries() int32 {
+	if x != nil {
+		return x.MaxDeliveries
+	}
+	return 0
+}
+
+func (x *ConsumerGroup) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *ConsumerGroup) GetPosition() string {
+	if x != nil {
+		return x.Position
+	}
+	return ""
+}
+
+func (x *ConsumerGroup) GetBacklog() int64 {
+	if x != nil {
+		return x.Backlog
+	}
+	return 0
+}
+
+func (x *ConsumerGroup) GetInFlight() int64 {
+	if x != nil {
+		return x.InFlight
+	}
+	return 0
+}
+
+func (x *ConsumerGroup) GetDeadLetters() int64 {
+	if x != nil {
+		return x.DeadLetters
+	}
+	return 0
+}
+
+func (x *ConsumerGroup) GetOldestUnackedAge() *durationpb.Duration {
+	if x != nil {
+		return x.OldestUnackedAge
+	}
+	return nil
+}
+
+// CreateConsumerGroupRequest says what group to create.
+type CreateConsumerGroupRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// group_id names the group: 1 to 128 bytes of letters, digits and "-",
+	// "_", ".", "~".
+	GroupId string `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	// start_after_cursor is where the group starts: after this cursor of the
+	// expiration log ("0-0": all that is retained). Empty: from now on.
+	StartAfterCursor string `protobuf:"bytes,2,opt,name=start_after_cursor,json=startAfterCursor,proto3" json:"start_after_cursor,omitempty"`
+	// ack_deadline defaults to 30s; from 100ms to 10m.
+	AckDeadline *durationpb.Duration `protobuf:"bytes,3,opt,name=ack_deadline,json=ackDeadline,proto3" json:"ack_deadline,omitempty"`
+	// max_deliveries defaults to 5; from 1 to 100.
+	MaxDeliveries int32 `protobuf:"varint,4,opt,name=max_deliveries,json=maxDeliveries,proto3" json:"max_deliveries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateConsumerGroupRequest) Reset() {
+	*x = CreateConsumerGroupRequest{}
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateConsumerGroupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateConsumerGroupRequest) ProtoMessage() {}
+
+func (x *CreateConsumerGroupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateConsumerGroupRequest.ProtoReflect.Descriptor instead.
+func (*CreateConsumerGroupRequest) Descriptor() ([]byte, []int) {
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *CreateConsumerGroupRequest) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+func (x *CreateConsumerGroupRequest) GetStartAfterCursor() string {
+	if x != nil {
+		return x.StartAfterCursor
+	}
+	return ""
+}
+
+func (x *CreateConsumerGroupRequest) GetAckDeadline() *durationpb.Duration {
+	if x != nil {
+		return x.AckDeadline
+	}
+	return nil
+}
+
+func (x *CreateConsumerGroupRequest) GetMaxDeliveries() int32 {
+	if x != nil {
+		return x.MaxDeliveries
+	}
+	return 0
+}
+
+// GetConsumerGroupRequest names a group.
+type GetConsumerGroupRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// group_id is the group's id.
+	GroupId       string `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetConsumerGroupRequest) Reset() {
+	*x = GetConsumerGroupRequest{}
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetConsumerGroupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetConsumerGroupRequest) ProtoMessage() {}
+
+func (x *GetConsumerGroupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetConsumerGroupRequest.ProtoReflect.Descriptor instead.
+func (*GetConsumerGroupRequest) Descriptor() ([]byte, []int) {
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *GetConsumerGroupRequest) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+// ListConsumerGroupsRequest asks for a page of groups.
+type ListConsumerGroupsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// page_size is the most groups to return; 0: 50.
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// page_token is next_page_token of the previous page; empty: the first.
+	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListConsumerGroupsRequest) Reset() {
+	*x = ListConsumerGroupsRequest{}
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListConsumerGroupsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListConsumerGroupsRequest) ProtoMessage() {}
+
+func (x *ListConsumerGroupsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListConsumerGroupsRequest.ProtoReflect.Descriptor instead.
+func (*ListConsumerGroupsRequest) Descriptor() ([]byte, []int) {
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ListConsumerGroupsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListConsumerGroupsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListConsumerGroupsResponse is a page of groups, by id.
+type ListConsumerGroupsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// consumer_groups are the groups of this page.
+	ConsumerGroups []*ConsumerGroup `protobuf:"bytes,1,rep,name=consumer_groups,json=consumerGroups,proto3" json:"consumer_groups,omitempty"`
+	// next_page_token fetches the next page; empty after the last.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListConsumerGroupsResponse) Reset() {
+	*x = ListConsumerGroupsResponse{}
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListConsumerGroupsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListConsumerGroupsResponse) ProtoMessage() {}
+
+func (x *ListConsumerGroupsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListConsumerGroupsResponse.ProtoReflect.Descriptor instead.
+func (*ListConsumerGroupsResponse) Descriptor() ([]byte, []int) {
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ListConsumerGroupsResponse) GetConsumerGroups() []*ConsumerGroup {
+	if x != nil {
+		return x.ConsumerGroups
+	}
+	return nil
+}
+
+func (x *ListConsumerGroupsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// DeleteConsumerGroupRequest names the group to delete.
+type DeleteConsumerGroupRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// group_id is the group's id.
+	GroupId       string `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteConsumerGroupRequest) Reset() {
+	*x = DeleteConsumerGroupRequest{}
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteConsumerGroupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteConsumerGroupRequest) ProtoMessage() {}
+
+func (x *DeleteConsumerGroupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteConsumerGroupRequest.ProtoReflect.Descriptor instead.
+func (*DeleteConsumerGroupRequest) Descriptor() ([]byte, []int) {
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *DeleteConsumerGroupRequest) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+// ConsumeExpirationsRequest opens a consumer's stream of a group.
+type ConsumeExpirationsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// group_id is the group to consume.
+	GroupId string `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	// consumer names the consumer (the same rules as an order id); empty: a
+	// name for this stream alone.
+	Consumer string `protobuf:"bytes,2,opt,name=consumer,proto3" json:"consumer,omitempty"`
+	// max_in_flight bounds the deliveries of this stream not yet acknowledged;
+	// 0: 100.
+	MaxInFlight   int32 `protobuf:"varint,3,opt,name=max_in_flight,json=maxInFlight,proto3" json:"max_in_flight,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsumeExpirationsRequest) Reset() {
+	*x = ConsumeExpirationsRequest{}
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumeExpirationsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumeExpirationsRequest) ProtoMessage() {}
+
+func (x *ConsumeExpirationsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumeExpirationsRequest.ProtoReflect.Descriptor instead.
+func (*ConsumeExpirationsRequest) Descriptor() ([]byte, []int) {
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ConsumeExpirationsRequest) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+func (x *ConsumeExpirationsRequest) GetConsumer() string {
+	if x != nil {
+		return x.Consumer
+	}
+	return ""
+}
+
+func (x *ConsumeExpirationsRequest) GetMaxInFlight() int32 {
+	if x != nil {
+		return x.MaxInFlight
+	}
+	return 0
+}
+
+// ReceivedExpiration is one delivery of an expiration to a consumer.
+type ReceivedExpiration struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ack_id names this delivery for AcknowledgeExpirations and
+	// NackExpirations.
+	AckId string `protobuf:"bytes,1,opt,name=ack_id,json=ackId,proto3" json:"ack_id,omitempty"`
+	// delivery_attempt is 1 for the first delivery of the event to the group,
+	// one more for each redelivery.
+	DeliveryAttempt int32 `protobuf:"varint,2,opt,name=delivery_attempt,json=deliveryAttempt,proto3" json:"delivery_attempt,omitempty"`
+	// event is the expiration. Its cursor is empty: the group keeps its own
+	// position.
+	Event         *ExpirationEvent `protobuf:"bytes,3,opt,name=event,proto3" json:"event,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReceivedExpiration) Reset() {
+	*x = ReceivedExpiration{}
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReceivedExpiration) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReceivedExpiration) ProtoMessage() {}
+
+func (x *ReceivedExpiration) ProtoReflect() protoreflect.Message {
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReceivedExpiration.ProtoReflect.Descriptor instead.
+func (*ReceivedExpiration) Descriptor() ([]byte, []int) {
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ReceivedExpiration) GetAckId() string {
+	if x != nil {
+		return x.AckId
+	}
+	return ""
+}
+
+func (x *ReceivedExpiration) GetDeliveryAttempt() int32 {
+	if x != nil {
+		return x.DeliveryAttempt
+	}
+	return 0
+}
+
+func (x *ReceivedExpiration) GetEvent() *ExpirationEvent {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+// PullExpirationsRequest asks for a group's ready expirations.
+type PullExpirationsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// group_id is the group to consume.
+	GroupId string `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	// consumer names the consumer; empty: "pull".
+	Consumer string `protobuf:"bytes,2,opt,name=consumer,proto3" json:"consumer,omitempty"`
+	// max_events is the most expirations to return; 0: 100.
+	MaxEvents int32 `protobuf:"varint,3,opt,name=max_events,json=maxEvents,proto3" json:"max_events,omitempty"`
+	// wait is how long to wait for the first expiration when none is ready;
+	// unset: 10s, at most 60s; 0s: answer at once.
+	Wait          *durationpb.Duration `protobuf:"bytes,4,opt,name=wait,proto3" json:"wait,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PullExpirationsRequest) Reset() {
+	*x = PullExpirationsRequest{}
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PullExpirationsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PullExpirationsRequest) ProtoMessage() {}
+
+func (x *PullExpirationsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PullExpirationsRequest.ProtoReflect.Descriptor instead.
+func (*PullExpirationsRequest) Descriptor() ([]byte, []int) {
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *PullExpirationsRequest) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+func (x *PullExpirationsRequest) GetConsumer() string {
+	if x != nil {
+		return x.Consumer
+	}
+	return ""
+}
+
+func (x *PullExpirationsRequest) GetMaxEvents() int32 {
+	if x != nil {
+		return x.MaxEvents
+	}
+	return 0
+}
+
+func (x *PullExpirationsRequest) GetWait() *durationpb.Duration {
+	if x != nil {
+		return x.Wait
+	}
+	return nil
+}
+
+// PullExpirationsResponse holds the deliveries, none when wait passed.
+type PullExpirationsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// received_expirations are the deliveries, to acknowledge each.
+	ReceivedExpirations []*ReceivedExpiration `protobuf:"bytes,1,rep,name=received_expirations,json=receivedExpirations,proto3" json:"received_expirations,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *PullExpirationsResponse) Reset() {
+	*x = PullExpirationsResponse{}
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PullExpirationsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PullExpirationsResponse) ProtoMessage() {}
+
+func (x *PullExpirationsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PullExpirationsResponse.ProtoReflect.Descriptor instead.
+func (*PullExpirationsResponse) Descriptor() ([]byte, []int) {
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *PullExpirationsResponse) GetReceivedExpirations() []*ReceivedExpiration {
+	if x != nil {
+		return x.ReceivedExpirations
+	}
+	return nil
+}
+
+// AckIdResult is the outcome of one ack id.
+type AckIdResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ack_id is the ack id as given.
+	AckId string `protobuf:"bytes,1,opt,name=ack_id,json=ackId,proto3" json:"ack_id,omitempty"`
+	// status says what became of it.
+	Status        AckIdStatus `protobuf:"varint,2,opt,name=status,proto3,enum=orderexpiry.v1.AckIdStatus" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AckIdResult) Reset() {
+	*x = AckIdResult{}
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AckIdResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AckIdResult) ProtoMessage() {}
+
+func (x *AckIdResult) ProtoReflect() protoreflect.Message {
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AckIdResult.ProtoReflect.Descriptor instead.
+func (*AckIdResult) Descriptor() ([]byte, []int) {
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *AckIdResult) GetAckId() string {
+	if x != nil {
+		return x.AckId
+	}
+	return ""
+}
+
+func (x *AckIdResult) GetStatus() AckIdStatus {
+	if x != nil {
+		return x.Status
+	}
+	return AckIdStatus_ACK_ID_STATUS_UNSPECIFIED
+}
+
+// AcknowledgeExpirationsRequest acknowledges deliveries of a group.
+type AcknowledgeExpirationsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// group_id is the group.
+	GroupId string `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	// ack_ids are the deliveries to acknowledge, from 1 to 1000.
+	AckIds        []string `protobuf:"bytes,2,rep,name=ack_ids,json=ackIds,proto3" json:"ack_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AcknowledgeExpirationsRequest) Reset() {
+	*x = AcknowledgeExpirationsRequest{}
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AcknowledgeExpirationsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AcknowledgeExpirationsRequest) ProtoMessage() {}
+
+func (x *AcknowledgeExpirationsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AcknowledgeExpirationsRequest.ProtoReflect.Descriptor instead.
+func (*AcknowledgeExpirationsRequest) Descriptor() ([]byte, []int) {
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *AcknowledgeExpirationsRequest) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+func (x *AcknowledgeExpirationsRequest) GetAckIds() []string {
+	if x != nil {
+		return x.AckIds
+	}
+	return nil
+}
+
+// AcknowledgeExpirationsResponse has the outcome of each ack id, in order.
+type AcknowledgeExpirationsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// results, one for each ack id.
+	Results       []*AckIdResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AcknowledgeExpirationsResponse) Reset() {
+	*x = AcknowledgeExpirationsResponse{}
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AcknowledgeExpirationsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AcknowledgeExpirationsResponse) ProtoMessage() {}
+
+func (x *AcknowledgeExpirationsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AcknowledgeExpirationsResponse.ProtoReflect.Descriptor instead.
+func (*AcknowledgeExpirationsResponse) Descriptor() ([]byte, []int) {
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *AcknowledgeExpirationsResponse) GetResults() []*AckIdResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+// NackExpirationsRequest hands deliveries of a group back.
+type NackExpirationsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// group_id is the group.
+	GroupId string `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	// ack_ids are the deliveries to hand back, from 1 to 1000.
+	AckIds []string `protobuf:"bytes,2,rep,name=ack_ids,json=ackIds,proto3" json:"ack_ids,omitempty"`
+	// retry_after is how long before they are delivered again; unset: at once;
+	// at most the group's ack deadline.
+	RetryAfter    *durationpb.Duration `protobuf:"bytes,3,opt,name=retry_after,json=retryAfter,proto3" json:"retry_after,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NackExpirationsRequest) Reset() {
+	*x = NackExpirationsRequest{}
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NackExpirationsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NackExpirationsRequest) ProtoMessage() {}
+
+func (x *NackExpirationsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NackExpirationsRequest.ProtoReflect.Descriptor instead.
+func (*NackExpirationsRequest) Descriptor() ([]byte, []int) {
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *NackExpirationsRequest) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+func (x *NackExpirationsRequest) GetAckIds() []string {
+	if x != nil {
+		return x.AckIds
+	}
+	return nil
+}
+
+func (x *NackExpirationsRequest) GetRetryAfter() *durationpb.Duration {
+	if x != nil {
+		return x.RetryAfter
+	}
+	return nil
+}
+
+// NackExpirationsResponse has the outcome of each ack id, in order.
+type NackExpirationsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// results, one for each ack id.
+	Results       []*AckIdResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NackExpirationsResponse) Reset() {
+	*x = NackExpirationsResponse{}
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NackExpirationsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NackExpirationsResponse) ProtoMessage() {}
+
+func (x *NackExpirationsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NackExpirationsResponse.ProtoReflect.Descriptor instead.
+func (*NackExpirationsResponse) Descriptor() ([]byte, []int) {
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *NackExpirationsResponse) GetResults() []*AckIdResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+// ListDeadLettersRequest asks for a page of a group's dead letters.
+type ListDeadLettersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// group_id is the group.
+	GroupId string `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	// page_size is the most dead letters to return; 0: 100, at most 1000.
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// page_token is next_page_token of the previous page; empty: the first.
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDeadLettersRequest) Reset() {
+	*x = ListDeadLettersRequest{}
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDeadLettersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDeadLettersRequest) ProtoMessage() {}
+
+func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDeadLettersRequest.ProtoReflect.Descriptor instead.
+func (*ListDeadLettersRequest) Descriptor() ([]byte, []int) {
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ListDeadLettersRequest) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+func (x *ListDeadLettersRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListDeadLettersRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// DeadLetter is an expiration a group gave up on.
+type DeadLetter struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// dead_letter_id names it for RedriveDeadLetters.
+	DeadLetterId string `protobuf:"bytes,1,opt,name=dead_letter_id,json=deadLetterId,proto3" json:"dead_letter_id,omitempty"`
+	// delivery_attempts is how many times it was delivered.
+	DeliveryAttempts int32 `protobuf:"varint,2,opt,name=delivery_attempts,json=deliveryAttempts,proto3" json:"delivery_attempts,omitempty"`
+	// event is the expiration; its cursor is empty.
+	Event         *ExpirationEvent `protobuf:"bytes,3,opt,name=event,proto3" json:"event,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeadLetter) Reset() {
+	*x = DeadLetter{}
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeadLetter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeadLetter) ProtoMessage() {}
+
+func (x *DeadLetter) ProtoReflect() protoreflect.Message {
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeadLetter.ProtoReflect.Descriptor instead.
+func (*DeadLetter) Descriptor() ([]byte, []int) {
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *DeadLetter) GetDeadLetterId() string {
+	if x != nil {
+		return x.DeadLetterId
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetDeliveryAttempts() int32 {
+	if x != nil {
+		return x.DeliveryAttempts
+	}
+	return 0
+}
+
+func (x *DeadLetter) GetEvent() *ExpirationEvent {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+// ListDeadLettersResponse is a page of dead letters, oldest first in each
+// partition of the log.
+type ListDeadLettersResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// dead_letters of this page.
+	DeadLetters []*DeadLetter `protobuf:"bytes,1,rep,name=dead_letters,json=deadLetters,proto3" json:"dead_letters,omitempty"`
+	// next_page_token fetches the next page; empty after the last.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDeadLettersResponse) Reset() {
+	*x = ListDeadLettersResponse{}
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDeadLettersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDeadLettersResponse) ProtoMessage() {}
+
+func (x *ListDeadLettersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDeadLettersResponse.ProtoReflect.Descriptor instead.
+func (*ListDeadLettersResponse) Descriptor() ([]byte, []int) {
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ListDeadLettersResponse) GetDeadLetters() []*DeadLetter {
+	if x != nil {
+		return x.DeadLetters
+	}
+	return nil
+}
+
+func (x *ListDeadLettersResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// RedriveDeadLettersRequest names the dead letters to put back.
+type RedriveDeadLettersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// group_id is the group.
+	GroupId string `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	// dead_letter_ids are the dead letters to put back; unknown ones are
+	// skipped. Give these or all.
+	DeadLetterIds []string `protobuf:"bytes,2,rep,name=dead_letter_ids,json=deadLetterIds,proto3" json:"dead_letter_ids,omitempty"`
+	// all puts every dead letter back.
+	All           bool `protobuf:"varint,3,opt,name=all,proto3" json:"all,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RedriveDeadLettersRequest) Reset() {
+	*x = RedriveDeadLettersRequest{}
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RedriveDeadLettersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RedriveDeadLettersRequest) ProtoMessage() {}
+
+func (x *RedriveDeadLettersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RedriveDeadLettersRequest.ProtoReflect.Descriptor instead.
+func (*RedriveDeadLettersRequest) Descriptor() ([]byte, []int) {
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *RedriveDeadLettersRequest) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+func (x *RedriveDeadLettersRequest) GetDeadLetterIds() []string {
+	if x != nil {
+		return x.DeadLetterIds
+	}
+	return nil
+}
+
+func (x *RedriveDeadLettersRequest) GetAll() bool {
+	if x != nil {
+		return x.All
+	}
+	return false
+}
+
+// RedriveDeadLettersResponse says how many were put back.
+type RedriveDeadLettersResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// redriven counts the dead letters put back.
+	Redriven      int64 `protobuf:"varint,1,opt,name=redriven,proto3" json:"redriven,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RedriveDeadLettersResponse) Reset() {
+	*x = RedriveDeadLettersResponse{}
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RedriveDeadLettersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RedriveDeadLettersResponse) ProtoMessage() {}
+
+func (x *RedriveDeadLettersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RedriveDeadLettersResponse.ProtoReflect.Descriptor instead.
+func (*RedriveDeadLettersResponse) Descriptor() ([]byte, []int) {
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *RedriveDeadLettersResponse) GetRedriven() int64 {
+	if x != nil {
+		return x.Redriven
+	}
+	return 0
+}
+
 var File_orderexpiry_v1_order_service_proto protoreflect.FileDescriptor
 
 const file_orderexpiry_v1_order_service_proto_rawDesc = "" +
 	"\n" +
-	"\"orderexpiry/v1/order_service.proto\x12\x0eorderexpiry.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc1\x03\n" +
+	"\"orderexpiry/v1/order_service.proto\x12\x0eorderexpiry.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe3\x03\n" +
 	"\x05Order\x12\x19\n" +
 	"\border_id\x18\x01 \x01(\tR\aorderId\x123\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x1b.orderexpiry.v1.OrderStatusR\x06status\x129\n" +
@@ -597,7 +1996,8 @@ const file_orderexpiry_v1_order_service_proto_rawDesc = "" +
 	"\bdeadline\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x12>\n" +
 	"\rttl_remaining\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\fttlRemaining\x127\n" +
 	"\tclosed_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\bclosedAt\x12?\n" +
-	"\bmetadata\x18\a \x03(\v2#.orderexpiry.v1.Order.MetadataEntryR\bmetadata\x1a;\n" +
+	"\bmetadata\x18\a \x03(\v2#.orderexpiry.v1.Order.MetadataEntryR\bmetadata\x12 \n" +
+	"\vreschedules\x18\b \x01(\x05R\vreschedules\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe1\x01\n" +
@@ -616,7 +2016,13 @@ const file_orderexpiry_v1_order_service_proto_rawDesc = "" +
 	"\x14CompleteOrderRequest\x12\x19\n" +
 	"\border_id\x18\x01 \x01(\tR\aorderId\"/\n" +
 	"\x12CancelOrderRequest\x12\x19\n" +
-	"\border_id\x18\x01 \x01(\tR\aorderId\"<\n" +
+	"\border_id\x18\x01 \x01(\tR\aorderId\"\xf5\x01\n" +
+	"\x16RescheduleOrderRequest\x12\x19\n" +
+	"\border_id\x18\x01 \x01(\tR\aorderId\x12-\n" +
+	"\x03ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationH\x00R\x03ttl\x128\n" +
+	"\bdeadline\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampH\x00R\bdeadline\x12G\n" +
+	"\x11expected_deadline\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x10expectedDeadlineB\x0e\n" +
+	"\fnew_deadline\"<\n" +
 	"\x17WatchExpirationsRequest\x12!\n" +
 	"\fafter_cursor\x18\x01 \x01(\tR\vafterCursor\"\xbf\x02\n" +
 	"\x0fExpirationEvent\x12\x16\n" +
@@ -628,20 +2034,116 @@ const file_orderexpiry_v1_order_service_proto_rawDesc = "" +
 	"\bmetadata\x18\x05 \x03(\v2-.orderexpiry.v1.ExpirationEvent.MetadataEntryR\bmetadata\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\x97\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8b\x03\n" +
+	"\rConsumerGroup\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x12<\n" +
+	"\fack_deadline\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\vackDeadline\x12%\n" +
+	"\x0emax_deliveries\x18\x03 \x01(\x05R\rmaxDeliveries\x12;\n" +
+	"\vcreate_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\x12\x1a\n" +
+	"\bposition\x18\x05 \x01(\tR\bposition\x12\x18\n" +
+	"\abacklog\x18\x06 \x01(\x03R\abacklog\x12\x1b\n" +
+	"\tin_flight\x18\a \x01(\x03R\binFlight\x12!\n" +
+	"\fdead_letters\x18\b \x01(\x03R\vdeadLetters\x12G\n" +
+	"\x12oldest_unacked_age\x18\t \x01(\v2\x19.google.protobuf.DurationR\x10oldestUnackedAge\"\xca\x01\n" +
+	"\x1aCreateConsumerGroupRequest\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x12,\n" +
+	"\x12start_after_cursor\x18\x02 \x01(\tR\x10startAfterCursor\x12<\n" +
+	"\fack_deadline\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\vackDeadline\x12%\n" +
+	"\x0emax_deliveries\x18\x04 \x01(\x05R\rmaxDeliveries\"4\n" +
+	"\x17GetConsumerGroupRequest\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\tR\agroupId\"W\n" +
+	"\x19ListConsumerGroupsRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\"\x8c\x01\n" +
+	"\x1aListConsumerGroupsResponse\x12F\n" +
+	"\x0fconsumer_groups\x18\x01 \x03(\v2\x1d.orderexpiry.v1.ConsumerGroupR\x0econsumerGroups\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"7\n" +
+	"\x1aDeleteConsumerGroupRequest\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\tR\agroupId\"v\n" +
+	"\x19ConsumeExpirationsRequest\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x12\x1a\n" +
+	"\bconsumer\x18\x02 \x01(\tR\bconsumer\x12\"\n" +
+	"\rmax_in_flight\x18\x03 \x01(\x05R\vmaxInFlight\"\x8d\x01\n" +
+	"\x12ReceivedExpiration\x12\x15\n" +
+	"\x06ack_id\x18\x01 \x01(\tR\x05ackId\x12)\n" +
+	"\x10delivery_attempt\x18\x02 \x01(\x05R\x0fdeliveryAttempt\x125\n" +
+	"\x05event\x18\x03 \x01(\v2\x1f.orderexpiry.v1.ExpirationEventR\x05event\"\x9d\x01\n" +
+	"\x16PullExpirationsRequest\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x12\x1a\n" +
+	"\bconsumer\x18\x02 \x01(\tR\bconsumer\x12\x1d\n" +
+	"\n" +
+	"max_events\x18\x03 \x01(\x05R\tmaxEvents\x12-\n" +
+	"\x04wait\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x04wait\"p\n" +
+	"\x17PullExpirationsResponse\x12U\n" +
+	"\x14received_expirations\x18\x01 \x03(\v2\".orderexpiry.v1.ReceivedExpirationR\x13receivedExpirations\"Y\n" +
+	"\vAckIdResult\x12\x15\n" +
+	"\x06ack_id\x18\x01 \x01(\tR\x05ackId\x123\n" +
+	"\x06status\x18\x02 \x01(\x0e2\x1b.orderexpiry.v1.AckIdStatusR\x06status\"S\n" +
+	"\x1dAcknowledgeExpirationsRequest\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x12\x17\n" +
+	"\aack_ids\x18\x02 \x03(\tR\x06ackIds\"W\n" +
+	"\x1eAcknowledgeExpirationsResponse\x125\n" +
+	"\aresults\x18\x01 \x03(\v2\x1b.orderexpiry.v1.AckIdResultR\aresults\"\x88\x01\n" +
+	"\x16NackExpirationsRequest\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x12\x17\n" +
+	"\aack_ids\x18\x02 \x03(\tR\x06ackIds\x12:\n" +
+	"\vretry_after\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"retryAfter\"P\n" +
+	"\x17NackExpirationsResponse\x125\n" +
+	"\aresults\x18\x01 \x03(\v2\x1b.orderexpiry.v1.AckIdResultR\aresults\"o\n" +
+	"\x16ListDeadLettersRequest\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"\x96\x01\n" +
+	"\n" +
+	"DeadLetter\x12$\n" +
+	"\x0edead_letter_id\x18\x01 \x01(\tR\fdeadLetterId\x12+\n" +
+	"\x11delivery_attempts\x18\x02 \x01(\x05R\x10deliveryAttempts\x125\n" +
+	"\x05event\x18\x03 \x01(\v2\x1f.orderexpiry.v1.ExpirationEventR\x05event\"\x80\x01\n" +
+	"\x17ListDeadLettersResponse\x12=\n" +
+	"\fdead_letters\x18\x01 \x03(\v2\x1a.orderexpiry.v1.DeadLetterR\vdeadLetters\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"p\n" +
+	"\x19RedriveDeadLettersRequest\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x12&\n" +
+	"\x0fdead_letter_ids\x18\x02 \x03(\tR\rdeadLetterIds\x12\x10\n" +
+	"\x03all\x18\x03 \x01(\bR\x03all\"8\n" +
+	"\x1aRedriveDeadLettersResponse\x12\x1a\n" +
+	"\bredriven\x18\x01 \x01(\x03R\bredriven*\x97\x01\n" +
 	"\vOrderStatus\x12\x1c\n" +
 	"\x18ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14ORDER_STATUS_PENDING\x10\x01\x12\x18\n" +
 	"\x14ORDER_STATUS_EXPIRED\x10\x02\x12\x1a\n" +
 	"\x16ORDER_STATUS_COMPLETED\x10\x03\x12\x1a\n" +
-	"\x16ORDER_STATUS_CANCELLED\x10\x042\xc2\x04\n" +
+	"\x16ORDER_STATUS_CANCELLED\x10\x04*\x99\x01\n" +
+	"\vAckIdStatus\x12\x1d\n" +
+	"\x19ACK_ID_STATUS_UNSPECIFIED\x10\x00\x12\x14\n" +
+	"\x10ACK_ID_STATUS_OK\x10\x01\x12\x19\n" +
+	"\x15ACK_ID_STATUS_UNKNOWN\x10\x02\x12\x1f\n" +
+	"\x1bACK_ID_STATUS_NOT_IN_FLIGHT\x10\x03\x12\x19\n" +
+	"\x15ACK_ID_STATUS_EXPIRED\x10\x042\xb3\x10\n" +
 	"\fOrderService\x12d\n" +
 	"\bCheckout\x12\x1f.orderexpiry.v1.CheckoutRequest\x1a .orderexpiry.v1.CheckoutResponse\"\x15\x82\xd3\xe4\x93\x02\x0f:\x01*\"\n" +
 	"/v1/orders\x12a\n" +
 	"\bGetOrder\x12\x1f.orderexpiry.v1.GetOrderRequest\x1a\x15.orderexpiry.v1.Order\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/orders/{order_id}\x12w\n" +
 	"\rCompleteOrder\x12$.orderexpiry.v1.CompleteOrderRequest\x1a\x15.orderexpiry.v1.Order\")\x82\xd3\xe4\x93\x02#:\x01*\"\x1e/v1/orders/{order_id}:complete\x12q\n" +
 	"\vCancelOrder\x12\".orderexpiry.v1.CancelOrderRequest\x1a\x15.orderexpiry.v1.Order\"'\x82\xd3\xe4\x93\x02!:\x01*\"\x1c/v1/orders/{order_id}:cancel\x12}\n" +
-	"\x10WatchExpirations\x12'.orderexpiry.v1.WatchExpirationsRequest\x1a\x1f.orderexpiry.v1.ExpirationEvent\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/expirations:watch0\x01BNZLgithub.com/orderexpiry/orderexpiry/internal/gen/orderexpiry/v1;orderexpiryv1b\x06proto3"
+	"\x0fRescheduleOrder\x12&.orderexpiry.v1.RescheduleOrderRequest\x1a\x15.orderexpiry.v1.Order\"+\x82\xd3\xe4\x93\x02%:\x01*\" /v1/orders/{order_id}:reschedule\x12}\n" +
+	"\x10WatchExpirations\x12'.orderexpiry.v1.WatchExpirationsRequest\x1a\x1f.orderexpiry.v1.ExpirationEvent\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/expirations:watch0\x01\x12w\n" +
+	"\x13CreateConsumerGroup\x12*.orderexpiry.v1.CreateConsumerGroupRequest\x1a\x1d.orderexpiry.v1.ConsumerGroup\"\x15\x82\xd3\xe4\x93\x02\x0f:\x01*\"\n" +
+	"/v1/groups\x12y\n" +
+	"\x10GetConsumerGroup\x12'.orderexpiry.v1.GetConsumerGroupRequest\x1a\x1d.orderexpiry.v1.ConsumerGroup\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/groups/{group_id}\x12\x7f\n" +
+	"\x12ListConsumerGroups\x12).orderexpiry.v1.ListConsumerGroupsRequest\x1a*.orderexpiry.v1.ListConsumerGroupsResponse\"\x12\x82\xd3\xe4\x93\x02\f\x12\n" +
+	"/v1/groups\x12x\n" +
+	"\x13DeleteConsumerGroup\x12*.orderexpiry.v1.DeleteConsumerGroupRequest\x1a\x16.google.protobuf.Empty\"\x1d\x82\xd3\xe4\x93\x02\x17*\x15/v1/groups/{group_id}\x12\x98\x01\n" +
+	"\x12ConsumeExpirations\x12).orderexpiry.v1.ConsumeExpirationsRequest\x1a\".orderexpiry.v1.ReceivedExpiration\"1\x82\xd3\xe4\x93\x02+\x12)/v1/groups/{group_id}/expirations:consume0\x01\x12\x89\x01\n" +
+	"\x0fPullExpirations\x12&.orderexpiry.v1.PullExpirationsRequest\x1a'.orderexpiry.v1.PullExpirationsResponse\"%\x82\xd3\xe4\x93\x02\x1f:\x01*\"\x1a/v1/groups/{group_id}:pull\x12\xa5\x01\n" +
+	"\x16AcknowledgeExpirations\x12-.orderexpiry.v1.AcknowledgeExpirationsRequest\x1a..orderexpiry.v1.AcknowledgeExpirationsResponse\",\x82\xd3\xe4\x93\x02&:\x01*\"!/v1/groups/{group_id}:acknowledge\x12\x89\x01\n" +
+	"\x0fNackExpirations\x12&.orderexpiry.v1.NackExpirationsRequest\x1a'.orderexpiry.v1.NackExpirationsResponse\"%\x82\xd3\xe4\x93\x02\x1f:\x01*\"\x1a/v1/groups/{group_id}:nack\x12\x8d\x01\n" +
+	"\x0fListDeadLetters\x12&.orderexpiry.v1.ListDeadLettersRequest\x1a'.orderexpiry.v1.ListDeadLettersResponse\")\x82\xd3\xe4\x93\x02#\x12!/v1/groups/{group_id}/deadLetters\x12\x95\x01\n" +
+	"\x12RedriveDeadLetters\x12).orderexpiry.v1.RedriveDeadLettersRequest\x1a*.orderexpiry.v1.RedriveDeadLettersResponse\"(\x82\xd3\xe4\x93\x02\":\x01*\"\x1d/v1/groups/{group_id}:redriveBNZLgithub.com/orderexpiry/orderexpiry/internal/gen/orderexpiry/v1;orderexpiryv1b\x06proto3"
 
 var (
 	file_orderexpiry_v1_order_service_proto_rawDescOnce sync.Once
@@ -655,52 +2157,114 @@ func file_orderexpiry_v1_order_service_proto_rawDescGZIP() []byte {
 	return file_orderexpiry_v1_order_service_proto_rawDescData
 }
 
-var file_orderexpiry_v1_order_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_orderexpiry_v1_order_service_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_orderexpiry_v1_order_service_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_orderexpiry_v1_order_service_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_orderexpiry_v1_order_service_proto_goTypes = []any{
-	(OrderStatus)(0),                // 0: orderexpiry.v1.OrderStatus
-	(*Order)(nil),                   // 1: orderexpiry.v1.Order
-	(*CheckoutRequest)(nil),         // 2: orderexpiry.v1.CheckoutRequest
-	(*CheckoutResponse)(nil),        // 3: orderexpiry.v1.CheckoutResponse
-	(*GetOrderRequest)(nil),         // 4: orderexpiry.v1.GetOrderRequest
-	(*CompleteOrderRequest)(nil),    // 5: orderexpiry.v1.CompleteOrderRequest
-	(*CancelOrderRequest)(nil),      // 6: orderexpiry.v1.CancelOrderRequest
-	(*WatchExpirationsRequest)(nil), // 7: orderexpiry.v1.WatchExpirationsRequest
-	(*ExpirationEvent)(nil),         // 8: orderexpiry.v1.ExpirationEvent
-	nil,                             // 9: orderexpiry.v1.Order.MetadataEntry
-	nil,                             // 10: orderexpiry.v1.CheckoutRequest.MetadataEntry
-	nil,                             // 11: orderexpiry.v1.ExpirationEvent.MetadataEntry
-	(*timestamppb.Timestamp)(nil),   // 12: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),     // 13: google.protobuf.Duration
+	(OrderStatus)(0),                       // 0: orderexpiry.v1.OrderStatus
+	(AckIdStatus)(0),                       // 1: orderexpiry.v1.AckIdStatus
+	(*Order)(nil),                          // 2: orderexpiry.v1.Order
+	(*CheckoutRequest)(nil),                // 3: orderexpiry.v1.CheckoutRequest
+	(*CheckoutResponse)(nil),               // 4: orderexpiry.v1.CheckoutResponse
+	(*GetOrderRequest)(nil),                // 5: orderexpiry.v1.GetOrderRequest
+	(*CompleteOrderRequest)(nil),           // 6: orderexpiry.v1.CompleteOrderRequest
+	(*CancelOrderRequest)(nil),             // 7: orderexpiry.v1.CancelOrderRequest
+	(*RescheduleOrderRequest)(nil),         // 8: orderexpiry.v1.RescheduleOrderRequest
+	(*WatchExpirationsRequest)(nil),        // 9: orderexpiry.v1.WatchExpirationsRequest
+	(*ExpirationEvent)(nil),                // 10: orderexpiry.v1.ExpirationEvent
+	(*ConsumerGroup)(nil),                  // 11: orderexpiry.v1.ConsumerGroup
+	(*CreateConsumerGroupRequest)(nil),     // 12: orderexpiry.v1.CreateConsumerGroupRequest
+	(*GetConsumerGroupRequest)(nil),        // 13: orderexpiry.v1.GetConsumerGroupRequest
+	(*ListConsumerGroupsRequest)(nil),      // 14: orderexpiry.v1.ListConsumerGroupsRequest
+	(*ListConsumerGroupsResponse)(nil),     // 15: orderexpiry.v1.ListConsumerGroupsResponse
+	(*DeleteConsumerGroupRequest)(nil),     // 16: orderexpiry.v1.DeleteConsumerGroupRequest
+	(*ConsumeExpirationsRequest)(nil),      // 17: orderexpiry.v1.ConsumeExpirationsRequest
+	(*ReceivedExpiration)(nil),             // 18: orderexpiry.v1.ReceivedExpiration
+	(*PullExpirationsRequest)(nil),         // 19: orderexpiry.v1.PullExpirationsRequest
+	(*PullExpirationsResponse)(nil),        // 20: orderexpiry.v1.PullExpirationsResponse
+	(*AckIdResult)(nil),                    // 21: orderexpiry.v1.AckIdResult
+	(*AcknowledgeExpirationsRequest)(nil),  // 22: orderexpiry.v1.AcknowledgeExpirationsRequest
+	(*AcknowledgeExpirationsResponse)(nil), // 23: orderexpiry.v1.AcknowledgeExpirationsResponse
+	(*NackExpirationsRequest)(nil),         // 24: orderexpiry.v1.NackExpirationsRequest
+	(*NackExpirationsResponse)(nil),        // 25: orderexpiry.v1.NackExpirationsResponse
+	(*ListDeadLettersRequest)(nil),         // 26: orderexpiry.v1.ListDeadLettersRequest
+	(*DeadLetter)(nil),                     // 27: orderexpiry.v1.DeadLetter
+	(*ListDeadLettersResponse)(nil),        // 28: orderexpiry.v1.ListDeadLettersResponse
+	(*RedriveDeadLettersRequest)(nil),      // 29: orderexpiry.v1.RedriveDeadLettersRequest
+	(*RedriveDeadLettersResponse)(nil),     // 30: orderexpiry.v1.RedriveDeadLettersResponse
+	nil,                                    // 31: orderexpiry.v1.Order.MetadataEntry
+	nil,                                    // 32: orderexpiry.v1.CheckoutRequest.MetadataEntry
+	nil,                                    // 33: orderexpiry.v1.ExpirationEvent.MetadataEntry
+	(*timestamppb.Timestamp)(nil),          // 34: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),            // 35: google.protobuf.Duration
+	(*emptypb.Empty)(nil),                  // 36: google.protobuf.Empty
 }
 var file_orderexpiry_v1_order_service_proto_depIdxs = []int32{
 	0,  // 0: orderexpiry.v1.Order.status:type_name -> orderexpiry.v1.OrderStatus
-	12, // 1: orderexpiry.v1.Order.created_at:type_name -> google.protobuf.Timestamp
-	12, // 2: orderexpiry.v1.Order.deadline:type_name -> google.protobuf.Timestamp
-	13, // 3: orderexpiry.v1.Order.ttl_remaining:type_name -> google.protobuf.Duration
-	12, // 4: orderexpiry.v1.Order.closed_at:type_name -> google.protobuf.Timestamp
-	9,  // 5: orderexpiry.v1.Order.metadata:type_name -> orderexpiry.v1.Order.MetadataEntry
-	13, // 6: orderexpiry.v1.CheckoutRequest.ttl:type_name -> google.protobuf.Duration
-	10, // 7: orderexpiry.v1.CheckoutRequest.metadata:type_name -> orderexpiry.v1.CheckoutRequest.MetadataEntry
-	1,  // 8: orderexpiry.v1.CheckoutResponse.order:type_name -> orderexpiry.v1.Order
-	12, // 9: orderexpiry.v1.ExpirationEvent.deadline:type_name -> google.protobuf.Timestamp
-	12, // 10: orderexpiry.v1.ExpirationEvent.expired_at:type_name -> google.protobuf.Timestamp
-	11, // 11: orderexpiry.v1.ExpirationEvent.metadata:type_name -> orderexpiry.v1.ExpirationEvent.MetadataEntry
-	2,  // 12: orderexpiry.v1.OrderService.Checkout:input_type -> orderexpiry.v1.CheckoutRequest
-	4,  // 13: orderexpiry.v1.OrderService.GetOrder:input_type -> orderexpiry.v1.GetOrderRequest
-	5,  // 14: orderexpiry.v1.OrderService.CompleteOrder:input_type -> orderexpiry.v1.CompleteOrderRequest
-	6,  // 15: orderexpiry.v1.OrderService.CancelOrder:input_type -> orderexpiry.v1.CancelOrderRequest
-	7,  // 16: orderexpiry.v1.OrderService.WatchExpirations:input_type -> orderexpiry.v1.WatchExpirationsRequest
-	3,  // 17: orderexpiry.v1.OrderService.Checkout:output_type -> orderexpiry.v1.CheckoutResponse
-	1,  // 18: orderexpiry.v1.OrderService.GetOrder:output_type -> orderexpiry.v1.Order
-	1,  // 19: orderexpiry.v1.OrderService.CompleteOrder:output_type -> orderexpiry.v1.Order
-	1,  // 20: orderexpiry.v1.OrderService.CancelOrder:output_type -> orderexpiry.v1.Order
-	8,  // 21: orderexpiry.v1.OrderService.WatchExpirations:output_type -> orderexpiry.v1.ExpirationEvent
-	17, // [17:22] is the sub-list for method output_type
-	12, // [12:17] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	34, // 1: orderexpiry.v1.Order.created_at:type_name -> google.protobuf.Timestamp
+	34, // 2: orderexpiry.v1.Order.deadline:type_name -> google.protobuf.Timestamp
+	35, // 3: orderexpiry.v1.Order.ttl_remaining:type_name -> google.protobuf.Duration
+	34, // 4: orderexpiry.v1.Order.closed_at:type_name -> google.protobuf.Timestamp
+	31, // 5: orderexpiry.v1.Order.metadata:type_name -> orderexpiry.v1.Order.MetadataEntry
+	35, // 6: orderexpiry.v1.CheckoutRequest.ttl:type_name -> google.protobuf.Duration
+	32, // 7: orderexpiry.v1.CheckoutRequest.metadata:type_name -> orderexpiry.v1.CheckoutRequest.MetadataEntry
+	2,  // 8: orderexpiry.v1.CheckoutResponse.order:type_name -> orderexpiry.v1.Order
+	35, // 9: orderexpiry.v1.RescheduleOrderRequest.ttl:type_name -> google.protobuf.Duration
+	34, // 10: orderexpiry.v1.RescheduleOrderRequest.deadline:type_name -> google.protobuf.Timestamp
+	34, // 11: orderexpiry.v1.RescheduleOrderRequest.expected_deadline:type_name -> google.protobuf.Timestamp
+	34, // 12: orderexpiry.v1.ExpirationEvent.deadline:type_name -> google.protobuf.Timestamp
+	34, // 13: orderexpiry.v1.ExpirationEvent.expired_at:type_name -> google.protobuf.Timestamp
+	33, // 14: orderexpiry.v1.ExpirationEvent.metadata:type_name -> orderexpiry.v1.ExpirationEvent.MetadataEntry
+	35, // 15: orderexpiry.v1.ConsumerGroup.ack_deadline:type_name -> google.protobuf.Duration
+	34, // 16: orderexpiry.v1.ConsumerGroup.create_time:type_name -> google.protobuf.Timestamp
+	35, // 17: orderexpiry.v1.ConsumerGroup.oldest_unacked_age:type_name -> google.protobuf.Duration
+	35, // 18: orderexpiry.v1.CreateConsumerGroupRequest.ack_deadline:type_name -> google.protobuf.Duration
+	11, // 19: orderexpiry.v1.ListConsumerGroupsResponse.consumer_groups:type_name -> orderexpiry.v1.ConsumerGroup
+	10, // 20: orderexpiry.v1.ReceivedExpiration.event:type_name -> orderexpiry.v1.ExpirationEvent
+	35, // 21: orderexpiry.v1.PullExpirationsRequest.wait:type_name -> google.protobuf.Duration
+	18, // 22: orderexpiry.v1.PullExpirationsResponse.received_expirations:type_name -> orderexpiry.v1.ReceivedExpiration
+	1,  // 23: orderexpiry.v1.AckIdResult.status:type_name -> orderexpiry.v1.AckIdStatus
+	21, // 24: orderexpiry.v1.AcknowledgeExpirationsResponse.results:type_name -> orderexpiry.v1.AckIdResult
+	35, // 25: orderexpiry.v1.NackExpirationsRequest.retry_after:type_name -> google.protobuf.Duration
+	21, // 26: orderexpiry.v1.NackExpirationsResponse.results:type_name -> orderexpiry.v1.AckIdResult
+	10, // 27: orderexpiry.v1.DeadLetter.event:type_name -> orderexpiry.v1.ExpirationEvent
+	27, // 28: orderexpiry.v1.ListDeadLettersResponse.dead_letters:type_name -> orderexpiry.v1.DeadLetter
+	3,  // 29: orderexpiry.v1.OrderService.Checkout:input_type -> orderexpiry.v1.CheckoutRequest
+	5,  // 30: orderexpiry.v1.OrderService.GetOrder:input_type -> orderexpiry.v1.GetOrderRequest
+	6,  // 31: orderexpiry.v1.OrderService.CompleteOrder:input_type -> orderexpiry.v1.CompleteOrderRequest
+	7,  // 32: orderexpiry.v1.OrderService.CancelOrder:input_type -> orderexpiry.v1.CancelOrderRequest
+	8,  // 33: orderexpiry.v1.OrderService.RescheduleOrder:input_type -> orderexpiry.v1.RescheduleOrderRequest
+	9,  // 34: orderexpiry.v1.OrderService.WatchExpirations:input_type -> orderexpiry.v1.WatchExpirationsRequest
+	12, // 35: orderexpiry.v1.OrderService.CreateConsumerGroup:input_type -> orderexpiry.v1.CreateConsumerGroupRequest
+	13, // 36: orderexpiry.v1.OrderService.GetConsumerGroup:input_type -> orderexpiry.v1.GetConsumerGroupRequest
+	14, // 37: orderexpiry.v1.OrderService.ListConsumerGroups:input_type -> orderexpiry.v1.ListConsumerGroupsRequest
+	16, // 38: orderexpiry.v1.OrderService.DeleteConsumerGroup:input_type -> orderexpiry.v1.DeleteConsumerGroupRequest
+	17, // 39: orderexpiry.v1.OrderService.ConsumeExpirations:input_type -> orderexpiry.v1.ConsumeExpirationsRequest
+	19, // 40: orderexpiry.v1.OrderService.PullExpirations:input_type -> orderexpiry.v1.PullExpirationsRequest
+	22, // 41: orderexpiry.v1.OrderService.AcknowledgeExpirations:input_type -> orderexpiry.v1.AcknowledgeExpirationsRequest
+	24, // 42: orderexpiry.v1.OrderService.NackExpirations:input_type -> orderexpiry.v1.NackExpirationsRequest
+	26, // 43: orderexpiry.v1.OrderService.ListDeadLetters:input_type -> orderexpiry.v1.ListDeadLettersRequest
+	29, // 44: orderexpiry.v1.OrderService.RedriveDeadLetters:input_type -> orderexpiry.v1.RedriveDeadLettersRequest
+	4,  // 45: orderexpiry.v1.OrderService.Checkout:output_type -> orderexpiry.v1.CheckoutResponse
+	2,  // 46: orderexpiry.v1.OrderService.GetOrder:output_type -> orderexpiry.v1.Order
+	2,  // 47: orderexpiry.v1.OrderService.CompleteOrder:output_type -> orderexpiry.v1.Order
+	2,  // 48: orderexpiry.v1.OrderService.CancelOrder:output_type -> orderexpiry.v1.Order
+	2,  // 49: orderexpiry.v1.OrderService.RescheduleOrder:output_type -> orderexpiry.v1.Order
+	10, // 50: orderexpiry.v1.OrderService.WatchExpirations:output_type -> orderexpiry.v1.ExpirationEvent
+	11, // 51: orderexpiry.v1.OrderService.CreateConsumerGroup:output_type -> orderexpiry.v1.ConsumerGroup
+	11, // 52: orderexpiry.v1.OrderService.GetConsumerGroup:output_type -> orderexpiry.v1.ConsumerGroup
+	15, // 53: orderexpiry.v1.OrderService.ListConsumerGroups:output_type -> orderexpiry.v1.ListConsumerGroupsResponse
+	36, // 54: orderexpiry.v1.OrderService.DeleteConsumerGroup:output_type -> google.protobuf.Empty
+	18, // 55: orderexpiry.v1.OrderService.ConsumeExpirations:output_type -> orderexpiry.v1.ReceivedExpiration
+	20, // 56: orderexpiry.v1.OrderService.PullExpirations:output_type -> orderexpiry.v1.PullExpirationsResponse
+	23, // 57: orderexpiry.v1.OrderService.AcknowledgeExpirations:output_type -> orderexpiry.v1.AcknowledgeExpirationsResponse
+	25, // 58: orderexpiry.v1.OrderService.NackExpirations:output_type -> orderexpiry.v1.NackExpirationsResponse
+	28, // 59: orderexpiry.v1.OrderService.ListDeadLetters:output_type -> orderexpiry.v1.ListDeadLettersResponse
+	30, // 60: orderexpiry.v1.OrderService.RedriveDeadLetters:output_type -> orderexpiry.v1.RedriveDeadLettersResponse
+	45, // [45:61] is the sub-list for method output_type
+	29, // [29:45] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_orderexpiry_v1_order_service_proto_init() }
@@ -708,13 +2272,17 @@ func file_orderexpiry_v1_order_service_proto_init() {
 	if File_orderexpiry_v1_order_service_proto != nil {
 		return
 	}
+	file_orderexpiry_v1_order_service_proto_msgTypes[6].OneofWrappers = []any{
+		(*RescheduleOrderRequest_Ttl)(nil),
+		(*RescheduleOrderRequest_Deadline)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_orderexpiry_v1_order_service_proto_rawDesc), len(file_orderexpiry_v1_order_service_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   11,
+			NumEnums:      2,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -14,6 +14,7 @@ import (
 	grpc "google.golang.org/grpc"
 	codes "google.golang.org/grpc/codes"
 	status "google.golang.org/grpc/status"
+	emptypb "google.golang.org/protobuf/types/known/emptypb"
 )
 
 // This is a compile-time assertion to ensure that this generated file
@@ -22,11 +23,22 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	OrderService_Checkout_FullMethodName         = "/orderexpiry.v1.OrderService/Checkout"
-	OrderService_GetOrder_FullMethodName         = "/orderexpiry.v1.OrderService/GetOrder"
-	OrderService_CompleteOrder_FullMethodName    = "/orderexpiry.v1.OrderService/CompleteOrder"
-	OrderService_CancelOrder_FullMethodName      = "/orderexpiry.v1.OrderService/CancelOrder"
-	OrderService_WatchExpirations_FullMethodName = "/orderexpiry.v1.OrderService/WatchExpirations"
+	OrderService_Checkout_FullMethodName               = "/orderexpiry.v1.OrderService/Checkout"
+	OrderService_GetOrder_FullMethodName               = "/orderexpiry.v1.OrderService/GetOrder"
+	OrderService_CompleteOrder_FullMethodName          = "/orderexpiry.v1.OrderService/CompleteOrder"
+	OrderService_CancelOrder_FullMethodName            = "/orderexpiry.v1.OrderService/CancelOrder"
+	OrderService_RescheduleOrder_FullMethodName        = "/orderexpiry.v1.OrderService/RescheduleOrder"
+	OrderService_WatchExpirations_FullMethodName       = "/orderexpiry.v1.OrderService/WatchExpirations"
+	OrderService_CreateConsumerGroup_FullMethodName    = "/orderexpiry.v1.OrderService/CreateConsumerGroup"
+	OrderService_GetConsumerGroup_FullMethodName       = "/orderexpiry.v1.OrderService/GetConsumerGroup"
+	OrderService_ListConsumerGroups_FullMethodName     = "/orderexpiry.v1.OrderService/ListConsumerGroups"
+	OrderService_DeleteConsumerGroup_FullMethodName    = "/orderexpiry.v1.OrderService/DeleteConsumerGroup"
+	OrderService_ConsumeExpirations_FullMethodName     = "/orderexpiry.v1.OrderService/ConsumeExpirations"
+	OrderService_PullExpirations_FullMethodName        = "/orderexpiry.v1.OrderService/PullExpirations"
+	OrderService_AcknowledgeExpirations_FullMethodName = "/orderexpiry.v1.OrderService/AcknowledgeExpirations"
+	OrderService_NackExpirations_FullMethodName        = "/orderexpiry.v1.OrderService/NackExpirations"
+	OrderService_ListDeadLetters_FullMethodName        = "/orderexpiry.v1.OrderService/ListDeadLetters"
+	OrderService_RedriveDeadLetters_FullMethodName     = "/orderexpiry.v1.OrderService/RedriveDeadLetters"
 )
 
 // OrderServiceClient is the client API for OrderService service.
@@ -53,11 +65,58 @@ type OrderServiceClient interface {
 	// expire. FAILED_PRECONDITION if the order is closed or its deadline has
 	// passed, NOT_FOUND for an unknown id.
 	CancelOrder(ctx context.Context, in *CancelOrderRequest, opts ...grpc.CallOption) (*Order, error)
+	// RescheduleOrder gives a PENDING order before its deadline a new one: a
+	// ttl from now, or an absolute deadline, later or earlier, after now and
+	// within the server's maximum ttl. It is atomic against the order's expiry
+	// and every other change: the order expires at its new deadline, never at
+	// the old one. With expected_deadline set and not the order's deadline,
+	// ABORTED (another change came first). FAILED_PRECONDITION if the order is
+	// closed or its deadline has passed, NOT_FOUND for an unknown id.
+	RescheduleOrder(ctx context.Context, in *RescheduleOrderRequest, opts ...grpc.CallOption) (*Order, error)
 	// WatchExpirations streams every expiration, in one order shared by all
 	// watchers. With after_cursor it first replays every expiration after that
 	// cursor, then goes live, so a watcher that reconnects misses nothing within
 	// the retention period.
 	WatchExpirations(ctx context.Context, in *WatchExpirationsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExpirationEvent], error)
+	// CreateConsumerGroup creates a consumer group: a named, durable
+	// subscription to the expirations that the service keeps for a fleet of
+	// consumers. Every expiration after its start reaches the group; within
+	// the group each is in flight at one consumer at a time until it is
+	// acknowledged. Creating a group again with the same settings answers it
+	// as it is; with other settings, ALREADY_EXISTS.
+	CreateConsumerGroup(ctx context.Context, in *CreateConsumerGroupRequest, opts ...grpc.CallOption) (*ConsumerGroup, error)
+	// GetConsumerGroup returns a group's settings and state. NOT_FOUND for an
+	// unknown group.
+	GetConsumerGroup(ctx context.Context, in *GetConsumerGroupRequest, opts ...grpc.CallOption) (*ConsumerGroup, error)
+	// ListConsumerGroups lists the groups by id, with their state.
+	ListConsumerGroups(ctx context.Context, in *ListConsumerGroupsRequest, opts ...grpc.CallOption) (*ListConsumerGroupsResponse, error)
+	// DeleteConsumerGroup deletes a group with its deliveries in flight and
+	// its dead letters. NOT_FOUND for an unknown group.
+	DeleteConsumerGroup(ctx context.Context, in *DeleteConsumerGroupRequest, opts ...grpc.CallOption) (*emptypb.Empty, error)
+	// ConsumeExpirations streams a group's expirations to one consumer, at
+	// most max_in_flight unacknowledged at a time, each with an ack_id to
+	// acknowledge it by. Delivery is at least once: an event not acknowledged
+	// within the group's ack deadline is delivered again, to any consumer,
+	// with delivery_attempt one higher; when the stream ends, its
+	// unacknowledged events are handed on at once.
+	ConsumeExpirations(ctx context.Context, in *ConsumeExpirationsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReceivedExpiration], error)
+	// PullExpirations returns up to max_events of a group's expirations, with
+	// the same delivery as ConsumeExpirations, waiting up to wait for the first
+	// when none is ready: a long poll, for clients that cannot hold a stream.
+	PullExpirations(ctx context.Context, in *PullExpirationsRequest, opts ...grpc.CallOption) (*PullExpirationsResponse, error)
+	// AcknowledgeExpirations acknowledges deliveries: an acknowledged event is
+	// never delivered to the group again. Each ack id's outcome is in the
+	// answer; an unknown, settled or expired one does not fail the call.
+	AcknowledgeExpirations(ctx context.Context, in *AcknowledgeExpirationsRequest, opts ...grpc.CallOption) (*AcknowledgeExpirationsResponse, error)
+	// NackExpirations hands deliveries back, to be delivered again after
+	// retry_after, with the same outcomes as AcknowledgeExpirations.
+	NackExpirations(ctx context.Context, in *NackExpirationsRequest, opts ...grpc.CallOption) (*NackExpirationsResponse, error)
+	// ListDeadLetters lists a group's dead letters: events that were not
+	// acknowledged after max_deliveries deliveries.
+	ListDeadLetters(ctx context.Context, in *ListDeadLettersRequest, opts ...grpc.CallOption) (*ListDeadLettersResponse, error)
+	// RedriveDeadLetters puts dead letters back, to be delivered again at
+	// once with their attempts counted from one: those named, or all.
+	RedriveDeadLetters(ctx context.Context, in *RedriveDeadLettersRequest, opts ...grpc.CallOption) (*RedriveDeadLettersResponse, error)
 }
 
 type orderServiceClient struct {
@@ -108,6 +167,16 @@ func (c *orderServiceClient) CancelOrder(ctx context.Context, in *CancelOrderReq
 	return out, nil
 }
 
+func (c *orderServiceClient) RescheduleOrder(ctx context.Context, in *RescheduleOrderRequest, opts ...grpc.CallOption) (*Order, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Order)
+	err := c.cc.Invoke(ctx, OrderService_RescheduleOrder_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *orderServiceClient) WatchExpirations(ctx context.Context, in *WatchExpirationsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExpirationEvent], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &OrderService_ServiceDesc.Streams[0], OrderService_WatchExpirations_FullMethodName, cOpts...)
@@ -126,6 +195,115 @@ func (c *orderServiceClient) WatchExpirations(ctx context.Context, in *WatchExpi
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type OrderService_WatchExpirationsClient = grpc.ServerStreamingClient[ExpirationEvent]
+
+func (c *orderServiceClient) CreateConsumerGroup(ctx context.Context, in *CreateConsumerGroupRequest, opts ...grpc.CallOption) (*ConsumerGroup, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ConsumerGroup)
+	err := c.cc.Invoke(ctx, OrderService_CreateConsumerGroup_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *orderServiceClient) GetConsumerGroup(ctx context.Context, in *GetConsumerGroupRequest, opts ...grpc.CallOption) (*ConsumerGroup, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ConsumerGroup)
+	err := c.cc.Invoke(ctx, OrderService_GetConsumerGroup_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *orderServiceClient) ListConsumerGroups(ctx context.Context, in *ListConsumerGroupsRequest, opts ...grpc.CallOption) (*ListConsumerGroupsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListConsumerGroupsResponse)
+	err := c.cc.Invoke(ctx, OrderService_ListConsumerGroups_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *orderServiceClient) DeleteConsumerGroup(ctx context.Context, in *DeleteConsumerGroupRequest, opts ...grpc.CallOption) (*emptypb.Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(emptypb.Empty)
+	err := c.cc.Invoke(ctx, OrderService_DeleteConsumerGroup_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *orderServiceClient) ConsumeExpirations(ctx context.Context, in *ConsumeExpirationsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReceivedExpiration], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &OrderService_ServiceDesc.Streams[1], OrderService_ConsumeExpirations_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ConsumeExpirationsRequest, ReceivedExpiration]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type OrderService_ConsumeExpirationsClient = grpc.ServerStreamingClient[ReceivedExpiration]
+
+func (c *orderServiceClient) PullExpirations(ctx context.Context, in *PullExpirationsRequest, opts ...grpc.CallOption) (*PullExpirationsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PullExpirationsResponse)
+	err := c.cc.Invoke(ctx, OrderService_PullExpirations_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *orderServiceClient) AcknowledgeExpirations(ctx context.Context, in *AcknowledgeExpirationsRequest, opts ...grpc.CallOption) (*AcknowledgeExpirationsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AcknowledgeExpirationsResponse)
+	err := c.cc.Invoke(ctx, OrderService_AcknowledgeExpirations_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *orderServiceClient) NackExpirations(ctx context.Context, in *NackExpirationsRequest, opts ...grpc.CallOption) (*NackExpirationsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(NackExpirationsResponse)
+	err := c.cc.Invoke(ctx, OrderService_NackExpirations_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *orderServiceClient) ListDeadLetters(ctx context.Context, in *ListDeadLettersRequest, opts ...grpc.CallOption) (*ListDeadLettersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListDeadLettersResponse)
+	err := c.cc.Invoke(ctx, OrderService_ListDeadLetters_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *orderServiceClient) RedriveDeadLetters(ctx context.Context, in *RedriveDeadLettersRequest, opts ...grpc.CallOption) (*RedriveDeadLettersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RedriveDeadLettersResponse)
+	err := c.cc.Invoke(ctx, OrderService_RedriveDeadLetters_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
 
 // OrderServiceServer is the server API for OrderService service.
 // All implementations must embed UnimplementedOrderServiceServer
@@ -151,11 +329,58 @@ type OrderServiceServer interface {
 	// expire. FAILED_PRECONDITION if the order is closed or its deadline has
 	// passed, NOT_FOUND for an unknown id.
 	CancelOrder(context.Context, *CancelOrderRequest) (*Order, error)
+	// RescheduleOrder gives a PENDING order before its deadline a new one: a
+	// ttl from now, or an absolute deadline, later or earlier, after now and
+	// within the server's maximum ttl. It is atomic against the order's expiry
+	// and every other change: the order expires at its new deadline, never at
+	// the old one. With expected_deadline set and not the order's deadline,
+	// ABORTED (another change came first). FAILED_PRECONDITION if the order is
+	// closed or its deadline has passed, NOT_FOUND for an unknown id.
+	RescheduleOrder(context.Context, *RescheduleOrderRequest) (*Order, error)
 	// WatchExpirations streams every expiration, in one order shared by all
 	// watchers. With after_cursor it first replays every expiration after that
 	// cursor, then goes live, so a watcher that reconnects misses nothing within
 	// the retention period.
 	WatchExpirations(*WatchExpirationsRequest, grpc.ServerStreamingServer[ExpirationEvent]) error
+	// CreateConsumerGroup creates a consumer group: a named, durable
+	// subscription to the expirations that the service keeps for a fleet of
+	// consumers. Every expiration after its start reaches the group; within
+	// the group each is in flight at one consumer at a time until it is
+	// acknowledged. Creating a group again with the same settings answers it
+	// as it is; with other settings, ALREADY_EXISTS.
+	CreateConsumerGroup(context.Context, *CreateConsumerGroupRequest) (*ConsumerGroup, error)
+	// GetConsumerGroup returns a group's settings and state. NOT_FOUND for an
+	// unknown group.
+	GetConsumerGroup(context.Context, *GetConsumerGroupRequest) (*ConsumerGroup, error)
+	// ListConsumerGroups lists the groups by id, with their state.
+	ListConsumerGroups(context.Context, *ListConsumerGroupsRequest) (*ListConsumerGroupsResponse, error)
+	// DeleteConsumerGroup deletes a group with its deliveries in flight and
+	// its dead letters. NOT_FOUND for an unknown group.
+	DeleteConsumerGroup(context.Context, *DeleteConsumerGroupRequest) (*emptypb.Empty, error)
+	// ConsumeExpirations streams a group's expirations to one consumer, at
+	// most max_in_flight unacknowledged at a time, each with an ack_id to
+	// acknowledge it by. Delivery is at least once: an event not acknowledged
+	// within the group's ack deadline is delivered again, to any consumer,
+	// with delivery_attempt one higher; when the stream ends, its
+	// unacknowledged events are handed on at once.
+	ConsumeExpirations(*ConsumeExpirationsRequest, grpc.ServerStreamingServer[ReceivedExpiration]) error
+	// PullExpirations returns up to max_events of a group's expirations, with
+	// the same delivery as ConsumeExpirations, waiting up to wait for the first
+	// when none is ready: a long poll, for clients that cannot hold a stream.
+	PullExpirations(context.Context, *PullExpirationsRequest) (*PullExpirationsResponse, error)
+	// AcknowledgeExpirations acknowledges deliveries: an acknowledged event is
+	// never delivered to the group again. Each ack id's outcome is in the
+	// answer; an unknown, settled or expired one does not fail the call.
+	AcknowledgeExpirations(context.Context, *AcknowledgeExpirationsRequest) (*AcknowledgeExpirationsResponse, error)
+	// NackExpirations hands deliveries back, to be delivered again after
+	// retry_after, with the same outcomes as AcknowledgeExpirations.
+	NackExpirations(context.Context, *NackExpirationsRequest) (*NackExpirationsResponse, error)
+	// ListDeadLetters lists a group's dead letters: events that were not
+	// acknowledged after max_deliveries deliveries.
+	ListDeadLetters(context.Context, *ListDeadLettersRequest) (*ListDeadLettersResponse, error)
+	// RedriveDeadLetters puts dead letters back, to be delivered again at
+	// once with their attempts counted from one: those named, or all.
+	RedriveDeadLetters(context.Context, *RedriveDeadLettersRequest) (*RedriveDeadLettersResponse, error)
 	mustEmbedUnimplementedOrderServiceServer()
 }
 
@@ -178,8 +403,41 @@ func (UnimplementedOrderServiceServer) CompleteOrder(context.Context, *CompleteO
 func (UnimplementedOrderServiceServer) CancelOrder(context.Context, *CancelOrderRequest) (*Order, error) {
 	return nil, status.Error(codes.Unimplemented, "method CancelOrder not implemented")
 }
+func (UnimplementedOrderServiceServer) RescheduleOrder(context.Context, *RescheduleOrderRequest) (*Order, error) {
+	return nil, status.Error(codes.Unimplemented, "method RescheduleOrder not implemented")
+}
 func (UnimplementedOrderServiceServer) WatchExpirations(*WatchExpirationsRequest, grpc.ServerStreamingServer[ExpirationEvent]) error {
 	return status.Error(codes.Unimplemented, "method WatchExpirations not implemented")
+}
+func (UnimplementedOrderServiceServer) CreateConsumerGroup(context.Context, *CreateConsumerGroupRequest) (*ConsumerGroup, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateConsumerGroup not implemented")
+}
+func (UnimplementedOrderServiceServer) GetConsumerGroup(context.Context, *GetConsumerGroupRequest) (*ConsumerGroup, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetConsumerGroup not implemented")
+}
+func (UnimplementedOrderServiceServer) ListConsumerGroups(context.Context, *ListConsumerGroupsRequest) (*ListConsumerGroupsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListConsumerGroups not implemented")
+}
+func (UnimplementedOrderServiceServer) DeleteConsumerGroup(context.Context, *DeleteConsumerGroupRequest) (*emptypb.Empty, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteConsumerGroup not implemented")
+}
+func (UnimplementedOrderServiceServer) ConsumeExpirations(*ConsumeExpirationsRequest, grpc.ServerStreamingServer[ReceivedExpiration]) error {
+	return status.Error(codes.Unimplemented, "method ConsumeExpirations not implemented")
+}
+func (UnimplementedOrderServiceServer) PullExpirations(context.Context, *PullExpirationsRequest) (*PullExpirationsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PullExpirations not implemented")
+}
+func (UnimplementedOrderServiceServer) AcknowledgeExpirations(context.Context, *AcknowledgeExpirationsRequest) (*AcknowledgeExpirationsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AcknowledgeExpirations not implemented")
+}
+func (UnimplementedOrderServiceServer) NackExpirations(context.Context, *NackExpirationsRequest) (*NackExpirationsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method NackExpirations not implemented")
+}
+func (UnimplementedOrderServiceServer) ListDeadLetters(context.Context, *ListDeadLettersRequest) (*ListDeadLettersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListDeadLetters not implemented")
+}
+func (UnimplementedOrderServiceServer) RedriveDeadLetters(context.Context, *RedriveDeadLettersRequest) (*RedriveDeadLettersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RedriveDeadLetters not implemented")
 }
 func (UnimplementedOrderServiceServer) mustEmbedUnimplementedOrderServiceServer() {}
 func (UnimplementedOrderServiceServer) testEmbeddedByValue()                      {}
@@ -274,6 +532,24 @@ func _OrderService_CancelOrder_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _OrderService_RescheduleOrder_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RescheduleOrderRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OrderServiceServer).RescheduleOrder(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: OrderService_RescheduleOrder_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OrderServiceServer).RescheduleOrder(ctx, req.(*RescheduleOrderRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _OrderService_WatchExpirations_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(WatchExpirationsRequest)
 	if err := stream.RecvMsg(m); err != nil {
@@ -284,6 +560,179 @@ func _OrderService_WatchExpirations_Handler(srv interface{}, stream grpc.ServerS
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type OrderService_WatchExpirationsServer = grpc.ServerStreamingServer[ExpirationEvent]
+
+func _OrderService_CreateConsumerGroup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateConsumerGroupRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OrderServiceServer).CreateConsumerGroup(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: OrderService_CreateConsumerGroup_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OrderServiceServer).CreateConsumerGroup(ctx, req.(*CreateConsumerGroupRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _OrderService_GetConsumerGroup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetConsumerGroupRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OrderServiceServer).GetConsumerGroup(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: OrderService_GetConsumerGroup_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OrderServiceServer).GetConsumerGroup(ctx, req.(*GetConsumerGroupRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _OrderService_ListConsumerGroups_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListConsumerGroupsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OrderServiceServer).ListConsumerGroups(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: OrderService_ListConsumerGroups_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OrderServiceServer).ListConsumerGroups(ctx, req.(*ListConsumerGroupsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _OrderService_DeleteConsumerGroup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteConsumerGroupRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OrderServiceServer).DeleteConsumerGroup(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: OrderService_DeleteConsumerGroup_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OrderServiceServer).DeleteConsumerGroup(ctx, req.(*DeleteConsumerGroupRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _OrderService_ConsumeExpirations_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ConsumeExpirationsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(OrderServiceServer).ConsumeExpirations(m, &grpc.GenericServerStream[ConsumeExpirationsRequest, ReceivedExpiration]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type OrderService_ConsumeExpirationsServer = grpc.ServerStreamingServer[ReceivedExpiration]
+
+func _OrderService_PullExpirations_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PullExpirationsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OrderServiceServer).PullExpirations(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: OrderService_PullExpirations_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OrderServiceServer).PullExpirations(ctx, req.(*PullExpirationsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _OrderService_AcknowledgeExpirations_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AcknowledgeExpirationsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OrderServiceServer).AcknowledgeExpirations(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: OrderService_AcknowledgeExpirations_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OrderServiceServer).AcknowledgeExpirations(ctx, req.(*AcknowledgeExpirationsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _OrderService_NackExpirations_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(NackExpirationsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OrderServiceServer).NackExpirations(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: OrderService_NackExpirations_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OrderServiceServer).NackExpirations(ctx, req.(*NackExpirationsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _OrderService_ListDeadLetters_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListDeadLettersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OrderServiceServer).ListDeadLetters(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: OrderService_ListDeadLetters_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OrderServiceServer).ListDeadLetters(ctx, req.(*ListDeadLettersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _OrderService_RedriveDeadLetters_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RedriveDeadLettersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OrderServiceServer).RedriveDeadLetters(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: OrderService_RedriveDeadLetters_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OrderServiceServer).RedriveDeadLetters(ctx, req.(*RedriveDeadLettersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
 
 // OrderService_ServiceDesc is the grpc.ServiceDesc for OrderService service.
 // It's only intended for direct use with grpc.RegisterService,
@@ -308,11 +757,56 @@ var OrderService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "CancelOrder",
 			Handler:    _OrderService_CancelOrder_Handler,
 		},
+		{
+			MethodName: "RescheduleOrder",
+			Handler:    _OrderService_RescheduleOrder_Handler,
+		},
+		{
+			MethodName: "CreateConsumerGroup",
+			Handler:    _OrderService_CreateConsumerGroup_Handler,
+		},
+		{
+			MethodName: "GetConsumerGroup",
+			Handler:    _OrderService_GetConsumerGroup_Handler,
+		},
+		{
+			MethodName: "ListConsumerGroups",
+			Handler:    _OrderService_ListConsumerGroups_Handler,
+		},
+		{
+			MethodName: "DeleteConsumerGroup",
+			Handler:    _OrderService_DeleteConsumerGroup_Handler,
+		},
+		{
+			MethodName: "PullExpirations",
+			Handler:    _OrderService_PullExpirations_Handler,
+		},
+		{
+			MethodName: "AcknowledgeExpirations",
+			Handler:    _OrderService_AcknowledgeExpirations_Handler,
+		},
+		{
+			MethodName: "NackExpirations",
+			Handler:    _OrderService_NackExpirations_Handler,
+		},
+		{
+			MethodName: "ListDeadLetters",
+			Handler:    _OrderService_ListDeadLetters_Handler,
+		},
+		{
+			MethodName: "RedriveDeadLetters",
+			Handler:    _OrderService_RedriveDeadLetters_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
 			StreamName:    "WatchExpirations",
 			Handler:       _OrderService_WatchExpirations_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "ConsumeExpirations",
+			Handler:       _OrderService_ConsumeExpirations_Handler,
 			ServerStreams: true,
 		},
 	},

@@ -1,4 +1,4 @@
-package main
+package server
 
 import (
 	"crypto/tls"
@@ -9,17 +9,17 @@ import (
 
 // loadServerTLS returns the TLS configuration of the gRPC and HTTP ports, or
 // nil when no certificate is configured.
-func loadServerTLS(cfg config) (*tls.Config, error) {
-	if cfg.tlsCert == "" {
+func loadServerTLS(cfg Config) (*tls.Config, error) {
+	if cfg.TLSCert == "" {
 		return nil, nil
 	}
-	cert, err := tls.LoadX509KeyPair(cfg.tlsCert, cfg.tlsKey)
+	cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
 	if err != nil {
 		return nil, fmt.Errorf("TLS certificate: %w", err)
 	}
 	c := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	if cfg.tlsClientCA != "" {
-		pool, err := loadPool(cfg.tlsClientCA)
+	if cfg.TLSClientCA != "" {
+		pool, err := loadPool(cfg.TLSClientCA)
 		if err != nil {
 			return nil, fmt.Errorf("TLS client CA: %w", err)
 		}

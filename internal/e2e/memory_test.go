@@ -1,0 +1,72 @@
+package e2e
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/orderexpiry/orderexpiry/internal/gen/orderexpiry/v1"
+	"github.com/orderexpiry/orderexpiry/internal/redistest"
+)
+
+// TestRedisFull: once Redis reaches its maxmemory, a checkout is refused
+// with RESOURCE_EXHAUSTED over gRPC and 429 over REST, with a message that
+// names Redis's memory limit, and leaves no order behind; completing works
+// and a pending order still expires to its watchers.
+func TestRedisFull(t *testing.T) {
+	r := redistest.Start(t, "--maxmemory", "3mb", "--maxmemory-policy", "noeviction")
+	s := startServer(t, map[string]string{"REDIS_URL": r.URL()})
+	ctx := t.Context()
+	md := map[string]string{"cart": strings.Repeat("x", 1000)}
+	w := s.watch(t, "")
+
+	const dueIn = 5 * time.Second
+	start := time.Now()
+	if _, err := s.Client.Checkout(ctx, &pb.CheckoutRequest{OrderId: "due", Ttl: durationOf(dueIn), Metadata: md}); err != nil {
+		t.Fatal(err)
+	}
+	var refused error
+	n := 0
+	for ; refused == nil; n++ {
+		_, err := s.Client.Checkout(ctx, &pb.CheckoutRequest{OrderId: fmt.Sprintf("fill-%d", n), Ttl: durationOf(time.Hour), Metadata: md})
+		switch {
+		case err == nil:
+		case status.Code(err) == codes.ResourceExhausted:
+			refused = err
+		default:
+			t.Fatalf("checkout %d: %v; want OK or RESOURCE_EXHAUSTED", n, err)
+		}
+		if n > 10000 {
+			t.Fatalf("%d checkouts of 1 KB taken by a Redis of 3 MB", n)
+		}
+	}
+	if time.Since(start) > dueIn-time.Second {
+		t.Fatalf("filling Redis took %v: too long to see the order due %v after the start expire in a full Redis", time.Since(start), dueIn)
+	}
+	if msg := status.Convert(refused).Message(); !strings.Contains(msg, "maxmemory") {
+		t.Errorf("gRPC refusal %q does not name Redis's maxmemory", msg)
+	}
+	code, body := s.restCall(t, "POST", "/v1/orders", `{"orderId":"rest-refused","ttl":"60s","metadata":{"cart":"`+md["cart"]+`"}}`)
+	if msg, _ := body["message"].(string); code != 429 || !strings.Contains(msg, "maxmemory") {
+		t.Errorf("REST checkout in a full Redis: %d %v; want 429 with a message naming maxmemory", code, body)
+	}
+	for _, id := range []string{fmt.Sprintf("fill-%d", n-1), "rest-refused"} {
+		if _, err := s.Client.GetOrder(ctx, &pb.GetOrderRequest{OrderId: id}); status.Code(err) != codes.NotFound {
+			t.Errorf("GetOrder(%s) after its refused checkout: %v; want NOT_FOUND", id, err)
+		}
+	}
+	if o, err := s.Client.CompleteOrder(ctx, &pb.CompleteOrderRequest{OrderId: "fill-0"}); err != nil || o.GetStatus() != pb.OrderStatus_ORDER_STATUS_COMPLETED {
+		t.Errorf("CompleteOrder in a full Redis: %v, %v; want it completed", o.GetStatus(), err)
+	}
+	ev := w.next(t, 10*time.Second)
+	late := ev.GetExpiredAt().AsTime().Sub(ev.GetDeadline().AsTime())
+	if ev.GetOrderId() != "due" || late > 250*time.Millisecond {
+		t.Errorf("event %s %v after its deadline; want the order \"due\" within 250ms", ev.GetOrderId(), late)
+	}
+	result(t, "checkouts_accepted=%d refused_grpc=%q rest_status=%d due_order_lateness=%s",
+		n-1, status.Convert(refused).Message(), code, late.Round(time.Millisecond))
+}

@@ -1,0 +1,407 @@
+package memstore
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/orderexpiry/orderexpiry/internal/order"
+)
+
+// group is a consumer group's record. The memory store's log is one
+// partition, so a position is one cursor and every ack id's partition is 0.
+type group struct {
+	settings order.Group
+	// start is the cursor the group started after: no event up to it was
+	// ever delivered to the group.
+	start order.Cursor
+	// position is the cursor of the last event delivered to the group; the
+	// events after it are its backlog.
+	position order.Cursor
+	// inFlight holds the events delivered and neither acknowledged nor
+	// dead-lettered, by cursor.
+	inFlight map[order.Cursor]*delivery
+	// dead holds the dead letters: how many times each event was delivered.
+	dead map[order.Cursor]int
+}
+
+// delivery is an event in flight at a consumer.
+type delivery struct {
+	// consumer is the consumer it was last delivered to, whose it is until
+	// it is due again.
+	consumer string
+	// attempt counts the event's deliveries; 0 for a dead letter put back,
+	// which has not been delivered again yet.
+	attempt int
+	// due is when it may be delivered again: its ack deadline, or the end
+	// of a nack's retry_after.
+	due time.Time
+}
+
+var _ order.GroupStore = (*Store)(nil)
+
+// CreateGroup creates a consumer group, or answers the existing one when it
+// was asked for with the same settings.
+func (s *Store) CreateGroup(ctx context.Context, g order.Group, start order.Position, maxGroups int) (order.Group, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old, ok := s.groups[g.ID]; ok {
+		if old.settings.SameSettings(g) {
+			return old.settings, false, nil
+		}
+		return order.Group{}, false, groupExists(old.settings, g)
+	}
+	pos := s.last
+	if start != nil {
+		if len(start) != 1 {
+			return order.Group{}, false, order.Errorf(order.KindInvalid,
+				"start position %s has %d parts, but this log has one partition; pass a single cursor such as \"1732170000000-0\", or \"0-0\" for all that is retained",
+				start, len(start))
+		}
+		if err := s.CheckCursor(ctx, start[0]); err != nil {
+			return order.Group{}, false, err
+		}
+		pos = start[0]
+	}
+	if len(s.groups) >= maxGroups {
+		return order.Group{}, false, order.Errorf(order.KindResourceExhausted,
+			"there are %d consumer groups already, the limit; delete one you no longer need", len(s.groups))
+	}
+	g.CreatedAt = s.nowMs()
+	s.groups[g.ID] = &group{
+		settings: g,
+		start:    pos,
+		position: pos,
+		inFlight: make(map[order.Cursor]*delivery),
+		dead:     make(map[order.Cursor]int),
+	}
+	return g, true, nil
+}
+
+// groupExists is the error for creating a group that exists with other
+// settings; it names the settings that differ.
+func groupExists(old, asked order.Group) error {
+	var diffs []string
+	if old.AckDeadline != asked.AckDeadline {
+		diffs = append(diffs, fmt.Sprintf("ack_deadline %s, not %s", old.AckDeadline, asked.AckDeadline))
+	}
+	if old.MaxDeliveries != asked.MaxDeliveries {
+		diffs = append(diffs, fmt.Sprintf("max_deliveries %d, not %d", old.MaxDeliveries, asked.MaxDeliveries))
+	}
+	return order.Errorf(order.KindAlreadyExists,
+		"consumer group %q exists with other settings (%s); ask for its settings, or delete it first",
+		old.ID, strings.Join(diffs, "; "))
+}
+
+// groupNotFound is the error for a group id with no group.
+func groupNotFound(id string) error {
+	return order.Errorf(order.KindNotFound, "consumer group %q not found; create it first", id)
+}
+
+// group returns the group under id. The caller holds mu.
+func (s *Store) group(id string) (*group, error) {
+	g, ok := s.groups[id]
+	if !ok {
+		return nil, groupNotFound(id)
+	}
+	return g, nil
+}
+
+// Group returns a group and its state.
+func (s *Store) Group(_ context.Context, id string) (order.Group, order.GroupState, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g, err := s.group(id)
+	if err != nil {
+		return order.Group{}, order.GroupState{}, err
+	}
+	next := s.after(g.position)
+	st := order.GroupState{
+		Position:    order.Position{g.position},
+		Backlog:     int64(len(s.log) - next),
+		InFlight:    int64(len(g.inFlight)),
+		DeadLetters: int64(len(g.dead)),
+	}
+	// The oldest unacknowledged event is the oldest in flight or, when
+	// none is, the first of the backlog: every event in flight was
+	// delivered, so it comes before the backlog.
+	if len(g.inFlight) > 0 {
+		oldest := slices.MinFunc(slices.Collect(maps.Keys(g.inFlight)), compareCursors)
+		if ev, ok := s.event(oldest); ok {
+			st.OldestUnacked = ev.ExpiredAt
+		}
+	} else if next < len(s.log) {
+		st.OldestUnacked = s.log[next].ExpiredAt
+	}
+	return g.settings, st, nil
+}
+
+// Groups returns every group, by id.
+func (s *Store) Groups(context.Context) ([]order.Group, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]order.Group, 0, len(s.groups))
+	for _, g := range s.groups {
+		out = append(out, g.settings)
+	}
+	slices.SortFunc(out, func(a, b order.Group) int { return strings.Compare(a.ID, b.ID) })
+	return out, nil
+}
+
+// DeleteGroup deletes a group, its deliveries and its dead letters.
+func (s *Store) DeleteGroup(_ context.Context, id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, err := s.group(id); err != nil {
+		return err
+	}
+	delete(s.groups, id)
+	return nil
+}
+
+// Deliver hands up to maxEvents events to a consumer: first the due
+// redeliveries, oldest first, then the events after the group's position.
+func (s *Store) Deliver(_ context.Context, groupID, consumer string, maxEvents int) ([]order.Delivery, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g, err := s.group(groupID)
+	if err != nil {
+		return nil, err
+	}
+	now := s.nowMs()
+	due := now.Add(g.settings.AckDeadline)
+	var out []order.Delivery
+
+	var redeliver []order.Cursor
+	for c, d := range g.inFlight {
+		if !d.due.After(now) {
+			redeliver = append(redeliver, c)
+		}
+	}
+	slices.SortFunc(redeliver, compareCursors)
+	for _, c := range redeliver {
+		if len(out) >= maxEvents {
+			break
+		}
+		d := g.inFlight[c]
+		if d.attempt >= g.settings.MaxDeliveries {
+			delete(g.inFlight, c)
+			g.dead[c] = d.attempt
+			continue
+		}
+		ev, ok := s.event(c)
+		if !ok {
+			return nil, order.Errorf(order.KindInternal, "consumer group %q has event %s in flight, but the log has no such event", groupID, c)
+		}
+		d.attempt++
+		d.consumer = consumer
+		d.due = due
+		out = append(out, order.Delivery{AckID: order.AckID{Cursor: c, Attempt: d.attempt}, Event: ev})
+	}
+
+	for i := s.after(g.position); i < len(s.log) && len(out) < maxEvents; i++ {
+		ev := s.log[i]
+		g.inFlight[ev.Cursor] = &delivery{consumer: consumer, attempt: 1, due: due}
+		g.position = ev.Cursor
+		out = append(out, order.Delivery{AckID: order.AckID{Cursor: ev.Cursor, Attempt: 1}, Event: ev})
+	}
+	return out, nil
+}
+
+// Ack acknowledges deliveries; an acknowledged event leaves the group.
+func (s *Store) Ack(_ context.Context, groupID string, ids []order.AckID) ([]order.AckStatus, error) {
+	return s.settle(groupID, ids, func(g *group, c order.Cursor, _ *delivery, _ time.Time) {
+		delete(g.inFlight, c)
+	})
+}
+
+// Nack hands deliveries back, to be delivered again after retryAfter, at
+// most the group's ack deadline.
+func (s *Store) Nack(_ context.Context, groupID string, ids []order.AckID, retryAfter time.Duration) ([]order.AckStatus, error) {
+	return s.settle(groupID, ids, func(g *group, _ order.Cursor, d *delivery, now time.Time) {
+		d.due = now.Add(min(max(retryAfter, 0), g.settings.AckDeadline))
+	})
+}
+
+// settle checks each ack id against the group's deliveries and applies done
+// to those that name a delivery still in flight before its deadline.
+func (s *Store) settle(groupID string, ids []order.AckID, done func(g *group, c order.Cursor, d *delivery, now time.Time)) ([]order.AckStatus, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g, err := s.group(groupID)
+	if err != nil {
+		return nil, err
+	}
+	now := s.nowMs()
+	out := make([]order.AckStatus, len(ids))
+	for i, id := range ids {
+		out[i] = s.ackStatus(g, id, now)
+		if out[i] == order.AckDone {
+			done(g, id.Cursor, g.inFlight[id.Cursor], now)
+		}
+	}
+	return out, nil
+}
+
+// ackStatus says what an ack id names in a group: a delivery in flight
+// (AckDone), a later or a lapsed one (AckExpired), an event no longer in
+// flight (AckNotInFlight), or nothing the group delivered (AckUnknown). The
+// caller holds mu.
+func (s *Store) ackStatus(g *group, id order.AckID, now time.Time) order.AckStatus {
+	if id.Partition != 0 {
+		return order.AckUnknown
+	}
+	if d, ok := g.inFlight[id.Cursor]; ok {
+		if d.attempt != id.Attempt || !now.Before(d.due) {
+			return order.AckExpired
+		}
+		return order.AckDone
+	}
+	if !g.start.Less(id.Cursor) || g.position.Less(id.Cursor) {
+		return order.AckUnknown
+	}
+	if _, ok := s.event(id.Cursor); !ok {
+		return order.AckUnknown
+	}
+	return order.AckNotInFlight
+}
+
+// DeadLetters lists a group's dead letters, oldest first. A page token is
+// the ID of the last letter of the page before.
+func (s *Store) DeadLetters(_ context.Context, groupID, pageToken string, limit int) ([]order.DeadLetter, string, error) {
+	if limit <= 0 {
+		return nil, "", order.Errorf(order.KindInvalid, "page size must be more than zero (got %d)", limit)
+	}
+	var after order.Cursor
+	if pageToken != "" {
+		p, c, ok := order.ParseDeadLetterID(pageToken)
+		if !ok || p != 0 {
+			return nil, "", order.Errorf(order.KindInvalid,
+				"page_token %q is not a page token of this list; pass the next_page_token of the page before, or none for the first page", clip(pageToken))
+		}
+		after = c
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g, err := s.group(groupID)
+	if err != nil {
+		return nil, "", err
+	}
+	var cs []order.Cursor
+	for c := range g.dead {
+		if after.Less(c) {
+			cs = append(cs, c)
+		}
+	}
+	slices.SortFunc(cs, compareCursors)
+	var next string
+	if len(cs) > limit {
+		cs = cs[:limit]
+		next = order.DeadLetterID(0, cs[limit-1])
+	}
+	out := make([]order.DeadLetter, 0, len(cs))
+	for _, c := range cs {
+		ev, ok := s.event(c)
+		if !ok {
+			return nil, "", order.Errorf(order.KindInternal, "consumer group %q has dead letter %s, but the log has no such event", groupID, c)
+		}
+		out = append(out, order.DeadLetter{ID: order.DeadLetterID(0, c), Attempts: g.dead[c], Event: ev})
+	}
+	return out, next, nil
+}
+
+// Redrive puts dead letters back in flight, due at once with no delivery
+// counted, so that the next Deliver hands them out as attempt 1.
+func (s *Store) Redrive(_ context.Context, groupID string, ids []string) (int, error) {
+	cs := make([]order.Cursor, 0, len(ids))
+	for _, id := range ids {
+		p, c, ok := order.ParseDeadLetterID(id)
+		if !ok {
+			return 0, order.Errorf(order.KindInvalid,
+				"dead letter id %q is not one; pass the id of a listed dead letter, like \"0/1732170000000-0\"", clip(id))
+		}
+		if p == 0 {
+			cs = append(cs, c)
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g, err := s.group(groupID)
+	if err != nil {
+		return 0, err
+	}
+	if len(ids) == 0 {
+		cs = slices.Collect(maps.Keys(g.dead))
+	}
+	now := s.nowMs()
+	n := 0
+	for _, c := range cs {
+		if _, ok := g.dead[c]; !ok {
+			continue
+		}
+		delete(g.dead, c)
+		g.inFlight[c] = &delivery{due: now}
+		n++
+	}
+	return n, nil
+}
+
+// oldestNeeded returns the cursor of the oldest event some group still
+// needs: one in flight, a dead letter, or the first after a group's
+// position. ok is false when no group needs any event. The caller holds mu.
+func (s *Store) oldestNeeded() (oldest order.Cursor, ok bool) {
+	need := func(c order.Cursor) {
+		if !ok || c.Less(oldest) {
+			oldest, ok = c, true
+		}
+	}
+	for _, g := range s.groups {
+		for c := range g.inFlight {
+			need(c)
+		}
+		for c := range g.dead {
+			need(c)
+		}
+		if i := s.after(g.position); i < len(s.log) {
+			need(s.log[i].Cursor)
+		}
+	}
+	return oldest, ok
+}
+
+// after returns the index in the log of the first event after c. The caller
+// holds mu.
+func (s *Store) after(c order.Cursor) int {
+	return sort.Search(len(s.log), func(i int) bool { return c.Less(s.log[i].Cursor) })
+}
+
+// event returns the logged event at cursor c. The caller holds mu.
+func (s *Store) event(c order.Cursor) (order.Event, bool) {
+	i := sort.Search(len(s.log), func(i int) bool { return !s.log[i].Cursor.Less(c) })
+	if i < len(s.log) && s.log[i].Cursor == c {
+		return s.log[i], true
+	}
+	return order.Event{}, false
+}
+
+func compareCursors(a, b order.Cursor) int {
+	switch {
+	case a.Less(b):
+		return -1
+	case b.Less(a):
+		return 1
+	}
+	return 0
+}
+
+// clip shortens s for quoting in an error message.
+func clip(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
+}

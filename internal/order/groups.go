@@ -1,0 +1,189 @@
+package order
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Group is a consumer group: a named, durable subscription to the
+// expiration log. Every expiration after the group's start reaches it;
+// within the group each event is in flight at one consumer at a time, until
+// it is acknowledged, handed back, redelivered after its ack deadline, or
+// given up as a dead letter after MaxDeliveries deliveries.
+type Group struct {
+	ID string
+	// AckDeadline is how long a consumer has to acknowledge a delivery
+	// before the event is delivered again.
+	AckDeadline time.Duration
+	// MaxDeliveries is how many deliveries an event gets; one that is not
+	// acknowledged after that many becomes a dead letter.
+	MaxDeliveries int
+	CreatedAt     time.Time
+}
+
+// SameSettings says whether two groups were asked for with the same
+// settings: creating a group again with them answers the existing one.
+func (g Group) SameSettings(o Group) bool {
+	return g.ID == o.ID && g.AckDeadline == o.AckDeadline && g.MaxDeliveries == o.MaxDeliveries
+}
+
+// GroupState is where a group is in the log.
+type GroupState struct {
+	// Position is the last event delivered to the group, per partition.
+	Position Position
+	// Backlog counts the events after Position: not delivered yet.
+	Backlog int64
+	// InFlight counts the events delivered and neither acknowledged nor
+	// dead-lettered, redeliveries due included.
+	InFlight int64
+	// DeadLetters counts the events the group gave up on.
+	DeadLetters int64
+	// OldestUnacked is when the oldest event that the group has neither
+	// acknowledged nor dead-lettered was logged; zero when there is none.
+	OldestUnacked time.Time
+}
+
+// Delivery is an event handed to a consumer of a group.
+type Delivery struct {
+	// AckID names this delivery for AcknowledgeExpirations and
+	// NackExpirations.
+	AckID AckID
+	Event Event
+}
+
+// AckID names one delivery of an event: its partition, its cursor in that
+// partition and the delivery's attempt (1 for the first). Its text form is
+// "<partition>/<ms>-<seq>/<attempt>".
+type AckID struct {
+	Partition int
+	Cursor    Cursor
+	Attempt   int
+}
+
+// String returns the text form that ParseAckID reads.
+func (a AckID) String() string {
+	return strconv.Itoa(a.Partition) + "/" + a.Cursor.String() + "/" + strconv.Itoa(a.Attempt)
+}
+
+// ParseAckID reads an ack id; ok is false for text that is not one.
+func ParseAckID(s string) (AckID, bool) {
+	p, rest, ok := strings.Cut(s, "/")
+	if !ok {
+		return AckID{}, false
+	}
+	c, a, ok := strings.Cut(rest, "/")
+	if !ok {
+		return AckID{}, false
+	}
+	part, err1 := strconv.Atoi(p)
+	attempt, err2 := strconv.Atoi(a)
+	cur, err3 := ParseCursor(c)
+	if err1 != nil || err2 != nil || err3 != nil || part < 0 || part >= MaxPartitions || attempt < 1 ||
+		strconv.Itoa(part) != p || strconv.Itoa(attempt) != a {
+		return AckID{}, false
+	}
+	return AckID{Partition: part, Cursor: cur, Attempt: attempt}, true
+}
+
+// AckStatus is what became of one ack id of an acknowledgement or a nack.
+type AckStatus int
+
+// The outcomes of acknowledging (or handing back) one delivery.
+const (
+	// AckDone: acknowledged (or handed back, for a nack).
+	AckDone AckStatus = iota
+	// AckUnknown: not the ack id of an event delivered to this group.
+	AckUnknown
+	// AckNotInFlight: the event was acknowledged or dead-lettered already.
+	AckNotInFlight
+	// AckExpired: the delivery's ack deadline passed, or the event was
+	// delivered again since; the later delivery's ack id counts.
+	AckExpired
+)
+
+var ackStatusNames = [...]string{"done", "unknown", "not in flight", "expired"}
+
+func (s AckStatus) String() string {
+	if s < 0 || int(s) >= len(ackStatusNames) {
+		return fmt.Sprintf("AckStatus(%d)", int(s))
+	}
+	return ackStatusNames[s]
+}
+
+// DeadLetter is an event a group gave up on after its deliveries.
+type DeadLetter struct {
+	// ID names the dead letter for Redrive: "<partition>/<ms>-<seq>".
+	ID string
+	// Attempts is how many times the event was delivered.
+	Attempts int
+	Event    Event
+}
+
+// DeadLetterID is the ID of the dead letter of the event at a cursor of a
+// partition.
+func DeadLetterID(partition int, c Cursor) string {
+	return strconv.Itoa(partition) + "/" + c.String()
+}
+
+// ParseDeadLetterID reads a dead letter's ID; ok is false for text that is
+// not one.
+func ParseDeadLetterID(s string) (partition int, c Cursor, ok bool) {
+	p, cs, found := strings.Cut(s, "/")
+	if !found {
+		return 0, Cursor{}, false
+	}
+	part, err := strconv.Atoi(p)
+	if err != nil || part < 0 || part >= MaxPartitions || strconv.Itoa(part) != p {
+		return 0, Cursor{}, false
+	}
+	c, err = ParseCursor(cs)
+	if err != nil {
+		return 0, Cursor{}, false
+	}
+	return part, c, true
+}
+
+// GroupStore is the part of the store contract that keeps consumer groups.
+// Every error is an *Error, as Store's are.
+type GroupStore interface {
+	// CreateGroup creates a group whose first events are those after
+	// start: nil starts after the log's last event now; a position of zero
+	// cursors starts from all that is retained. A group of that id with the
+	// same settings (SameSettings) is answered as it is, created false;
+	// with other settings it is KindAlreadyExists. Past maxGroups groups,
+	// KindResourceExhausted; a start older than retention, KindOutOfRange.
+	CreateGroup(ctx context.Context, g Group, start Position, maxGroups int) (Group, bool, error)
+	// Group returns a group and its state; KindNotFound for none.
+	Group(ctx context.Context, id string) (Group, GroupState, error)
+	// Groups returns every group, by id.
+	Groups(ctx context.Context) ([]Group, error)
+	// DeleteGroup deletes a group, its deliveries and dead letters;
+	// KindNotFound for none.
+	DeleteGroup(ctx context.Context, id string) error
+
+	// Deliver hands up to max events to a consumer of a group, without
+	// waiting: first the redeliveries that are due (an ack deadline passed,
+	// or a nack's retry_after), oldest first, each with its attempt one
+	// higher, turning those that had all their deliveries into dead letters
+	// instead; then events after the group's position. It returns none
+	// when nothing is due.
+	Deliver(ctx context.Context, group, consumer string, max int) ([]Delivery, error)
+	// Ack acknowledges deliveries: an acknowledged event is never
+	// delivered again. It reports each id's outcome, in order.
+	Ack(ctx context.Context, group string, ids []AckID) ([]AckStatus, error)
+	// Nack hands deliveries back, to be delivered again after retryAfter
+	// (at most the group's ack deadline), with the same outcomes as Ack.
+	Nack(ctx context.Context, group string, ids []AckID, retryAfter time.Duration) ([]AckStatus, error)
+	// DeadLetters lists a group's dead letters, oldest first, up to limit,
+	// after the page token (empty: from the first); next is the token of
+	// the next page, empty after the last. KindInvalid for a bad token.
+	DeadLetters(ctx context.Context, group, pageToken string, limit int) (letters []DeadLetter, next string, err error)
+	// Redrive puts dead letters back to be delivered at once, with their
+	// attempts counted from zero again: those named by ids (unknown ones
+	// are skipped), or all when ids is empty. It returns how many it put
+	// back.
+	Redrive(ctx context.Context, group string, ids []string) (int, error)
+}

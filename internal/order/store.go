@@ -1,0 +1,66 @@
+package order
+
+import (
+	"context"
+	"time"
+)
+
+// Store is the contract every order store keeps: the Redis store (one Redis
+// or a Cluster) and the memory store. The conformance suite in
+// internal/storetest holds both to it. Its users declare the smaller subsets
+// they need (rpc.Store, watch.Log).
+//
+// Every error a method returns is an *Error whose Kind says what the caller
+// can do: KindUnavailable when the store cannot be reached (retrying may
+// work), KindInternal for a fault of the store itself, such as data it
+// cannot read back, and the kinds each method names below.
+type Store interface {
+	GroupStore
+
+	// Checkout creates a pending order that expires after ttl, or returns
+	// the order already pending under id with created false (its ttl and
+	// metadata unchanged). A checkout of an id whose order is closed starts
+	// a new order under that id. The caller has validated id, ttl and md.
+	Checkout(ctx context.Context, id string, ttl time.Duration, md map[string]string) (o Order, created bool, err error)
+	// Get returns an order, pending or closed; KindNotFound when there is
+	// none, or it closed longer ago than retention. An order past its
+	// deadline is expired by this call if nothing expired it yet, so that
+	// the deadline is the truth whoever looks first.
+	Get(ctx context.Context, id string) (Order, error)
+	// Complete marks a pending order before its deadline as paid; a closed
+	// or due order is KindFailedPrecondition, an unknown one KindNotFound.
+	Complete(ctx context.Context, id string) (Order, error)
+	// Cancel withdraws a pending order before its deadline, with the same
+	// errors as Complete.
+	Cancel(ctx context.Context, id string) (Order, error)
+	// Reschedule gives a pending order before its deadline a new one, in
+	// one step against its expiry and every other change: the order
+	// expires at the new deadline, never the old. A closed or due order is
+	// KindFailedPrecondition, an unknown one KindNotFound, an Expected
+	// deadline that is not the order's KindAborted, a new deadline not
+	// after now or past MaxTTL KindInvalid.
+	Reschedule(ctx context.Context, id string, r Reschedule) (Order, error)
+
+	// Partitions returns the number of partitions of the expiration log;
+	// it never changes for a store.
+	Partitions(ctx context.Context) (int, error)
+	// Events returns up to limit events of a partition after the cursor, in
+	// log order; when there are none and wait is positive, it blocks for up
+	// to wait. Each expiration appears in exactly one partition's log,
+	// exactly once.
+	Events(ctx context.Context, partition int, after Cursor, limit int, wait time.Duration) ([]Event, error)
+	// Tail returns the cursor of a partition's last event, or the zero
+	// cursor when its log is empty.
+	Tail(ctx context.Context, partition int) (Cursor, error)
+	// CheckCursor says whether a watch can resume after each cursor, each
+	// of its partition, without a gap: KindOutOfRange for a cursor older
+	// than what the log retains.
+	CheckCursor(ctx context.Context, cursors ...Cursor) error
+
+	// Ping says whether the store can serve; its error is the reason it
+	// cannot.
+	Ping(ctx context.Context) error
+	// Run does the store's background work, expiring orders at their
+	// deadline and dropping what retention no longer keeps, until ctx ends.
+	Run(ctx context.Context) error
+}

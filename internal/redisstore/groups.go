@@ -1,0 +1,804 @@
+package redisstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/orderexpiry/orderexpiry/internal/order"
+)
+
+// Consumer groups are Redis Streams consumer groups, one per partition's
+// event stream, all under the group's id, with the group's settings in one
+// hash beside them (groupsKey). Each event of a partition's stream is in the
+// group's pending entries list (PEL) from its delivery until it is
+// acknowledged (XACK); its owner is the consumer it was delivered to, its
+// delivery count the attempt, its idle time what tells a due redelivery.
+// Two consumer names are the store's own, beside the clients' ("c:<name>"):
+//
+//	dead     owns the dead letters: events that had all their deliveries.
+//	         They stay in the PEL, so that trimming keeps them and a redrive
+//	         can hand them back with XCLAIM.
+//	redrive  owns the events put back from the dead letters, idle already,
+//	         so that the next delivery takes them at once.
+//
+// The scripts' flags (see scripts.go): creating a group is refused when
+// Redis is full; delivering, settling and redriving run with allow-oom,
+// since what they add to the pending list is bounded by the events there
+// are, and an acknowledgement frees an entry.
+//
+// A nack sets an entry's idle time to the ack deadline less retry_after, so
+// that it is due again after retry_after, as an unacknowledged one is after
+// the ack deadline.
+
+// groupsKey is the hash of every group's settings: id -> "<ack deadline ms>
+// <max deliveries> <created ms> <start>", the start being the position the
+// group started after, so that an ack id of an event before it is unknown
+// to the group.
+const groupsKey = "oe:groups"
+
+const (
+	deadConsumer    = "dead"
+	redriveConsumer = "redrive"
+	// forgetConsumerAfter is how long a consumer with nothing in flight is
+	// kept in a stream's group: consumers come and go with their streams,
+	// and each one costs every delivery a look.
+	forgetConsumerAfter = 10 * time.Minute
+	// settingsTTL is how long a replica trusts its copy of a group's
+	// settings: they never change, but a group may be deleted and created
+	// again with others.
+	settingsTTL = time.Second
+)
+
+func consumerName(c string) string { return "c:" + c }
+
+// groupsLua has the helpers of the group scripts.
+const groupsLua = luaStreamIDs + `
+-- kv turns a flat array of names and values (XINFO's replies) into a table.
+local function kv(a)
+  local t = {}
+  for i = 1, #a, 2 do t[a[i]] = a[i + 1] end
+  return t
+end
+
+-- groupInfo returns the XINFO GROUPS fields of group g on stream key, or nil.
+local function groupInfo(key, g)
+  for _, gi in ipairs(redis.call('XINFO', 'GROUPS', key)) do
+    local t = kv(gi)
+    if t['name'] == g then return t end
+  end
+  return nil
+end
+`
+
+// createGroupScript records a group's settings unless it exists.
+//
+// KEYS[1] groupsKey.
+// ARGV[1] group id, ARGV[2] ack deadline ms, ARGV[3] max deliveries,
+// ARGV[4] the most groups there may be, ARGV[5] the start position.
+//
+// Returns {code, settings}: 'created' with the new settings, 'exists' with
+// the existing ones, 'full' when there are ARGV[4] groups already.
+var createGroupScript = redis.NewScript(growing + `
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur then return {'exists', cur} end
+if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[4]) then return {'full', ''} end
+local t = redis.call('TIME')
+local rec = ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. (tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)) .. ' ' .. ARGV[5]
+redis.call('HSET', KEYS[1], ARGV[1], rec)
+return {'created', rec}
+`)
+
+// deliverScript hands a consumer up to a number of events of one partition:
+// first the due redeliveries, then new events.
+//
+// KEYS[1] the partition's events stream.
+// ARGV[1] group id, ARGV[2] consumer, ARGV[3] most events, ARGV[4] ack
+// deadline ms, ARGV[5] max deliveries, ARGV[6] forgetConsumerAfter in ms.
+//
+// Returns a list of {id, attempt, fields}. An event due again after its
+// last delivery goes to the dead consumer instead (JUSTID keeps its count).
+// Consumers with nothing pending and idle long are forgotten.
+var deliverScript = redis.NewScript(freeing + groupsLua + `
+local key, g, c = KEYS[1], ARGV[1], ARGV[2]
+local want, dl, maxd = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local out = {}
+for _, ci in ipairs(redis.call('XINFO', 'CONSUMERS', key, g)) do
+  local info = kv(ci)
+  local name, pending = info['name'], tonumber(info['pending'])
+  if name ~= 'dead' then
+    if pending > 0 and #out < want then
+      for _, e in ipairs(redis.call('XPENDING', key, g, 'IDLE', dl, '-', '+', want - #out, name)) do
+        local id, count = e[1], tonumber(e[4])
+        if count >= maxd then
+          redis.call('XCLAIM', key, g, 'dead', 0, id, 'JUSTID')
+        else
+          local got = redis.call('XCLAIM', key, g, c, 0, id)
+          if got[1] then out[#out + 1] = {got[1][1], count + 1, got[1][2]} end
+        end
+      end
+    elseif pending == 0 and name ~= c and tonumber(info['idle']) > tonumber(ARGV[6]) then
+      redis.call('XGROUP', 'DELCONSUMER', key, g, name)
+    end
+  end
+end
+if #out < want then
+  local r = redis.call('XREADGROUP', 'GROUP', g, c, 'COUNT', want - #out, 'STREAMS', key, '>')
+  if r then
+    for _, e in ipairs(r[1][2]) do out[#out + 1] = {e[1], 1, e[2]} end
+  end
+end
+return out
+`)
+
+// settleScript acknowledges deliveries, or hands them back.
+//
+// KEYS[1] the partition's events stream.
+// ARGV[1] group id, ARGV[2] ack deadline ms, ARGV[3] 'ack', or the nack's
+// retry_after in ms, ARGV[4] the group's start on this partition; then
+// pairs of event id and attempt.
+//
+// Returns one code a pair (see order.AckStatus): 0 done, 1 unknown (no
+// such event delivered to the group), 2 not in flight (acknowledged or
+// dead-lettered), 3 expired (past its ack deadline, or delivered again).
+var settleScript = redis.NewScript(freeing + groupsLua + `
+local key, g, dl, start = KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[4]
+local last
+local res = {}
+for i = 5, #ARGV, 2 do
+  local id, attempt = ARGV[i], tonumber(ARGV[i + 1])
+  local p = redis.call('XPENDING', key, g, id, id, 1)
+  local st
+  if #p == 0 then
+    if not last then last = groupInfo(key, g)['last-delivered-id'] end
+    if idLess(start, id) and not idLess(last, id) and #redis.call('XRANGE', key, id, id) > 0 then st = 2 else st = 1 end
+  else
+    local e = p[1]
+    if e[2] == 'dead' then
+      st = 2
+    elseif tonumber(e[4]) ~= attempt or tonumber(e[3]) >= dl then
+      st = 3
+    else
+      if ARGV[3] == 'ack' then
+        redis.call('XACK', key, g, id)
+      else
+        local retry = math.min(tonumber(ARGV[3]), dl)
+        redis.call('XCLAIM', key, g, e[2], 0, id, 'IDLE', dl - retry, 'RETRYCOUNT', e[4], 'JUSTID')
+      end
+      st = 0
+    end
+  end
+  res[#res + 1] = st
+end
+return res
+`)
+
+// groupStateScript reads a group's state on one partition.
+//
+// KEYS[1] the partition's events stream.
+// ARGV[1] group id.
+//
+// Returns {last delivered id, backlog, in flight, dead letters, when the
+// oldest unacknowledged event was logged (its x field, in ms) or ”}, or
+// false when the group is missing here.
+var groupStateScript = redis.NewScript(reading + groupsLua + `
+local key, g = KEYS[1], ARGV[1]
+local info = groupInfo(key, g)
+if not info then return false end
+local last = info['last-delivered-id']
+local sum = redis.call('XPENDING', key, g)
+local dead, oldest = 0, nil
+if tonumber(sum[1]) > 0 then
+  for _, cc in ipairs(sum[4]) do
+    if cc[1] == 'dead' then
+      dead = tonumber(cc[2])
+    else
+      local e = redis.call('XPENDING', key, g, '-', '+', 1, cc[1])
+      if e[1] and (not oldest or idLess(e[1][1], oldest)) then oldest = e[1][1] end
+    end
+  end
+end
+local nxt = redis.call('XRANGE', key, '(' .. last, '+', 'COUNT', 1)
+if nxt[1] and (not oldest or idLess(nxt[1][1], oldest)) then oldest = nxt[1][1] end
+-- lag is unknown (nil) for a group created at an arbitrary id: count.
+local backlog = info['lag']
+if not backlog then backlog = #redis.call('XRANGE', key, '(' .. last, '+') end
+local logged = ''
+if oldest then
+  local r = redis.call('XRANGE', key, oldest, oldest)
+  if r[1] then logged = kv(r[1][2])['x'] end
+end
+return {last, backlog, tonumber(sum[1]) - dead, dead, logged}
+`)
+
+// deadLettersScript lists dead letters of one partition.
+//
+// KEYS[1] the partition's events stream.
+// ARGV[1] group id, ARGV[2] '-' or '(<id>' to start after id, ARGV[3] most.
+//
+// Returns a list of {id, deliveries, fields}.
+var deadLettersScript = redis.NewScript(reading + `
+local key, g = KEYS[1], ARGV[1]
+local out = {}
+for _, e in ipairs(redis.call('XPENDING', key, g, ARGV[2], '+', tonumber(ARGV[3]), 'dead')) do
+  local r = redis.call('XRANGE', key, e[1], e[1])
+  if r[1] then out[#out + 1] = {e[1], e[4], r[1][2]} end
+end
+return out
+`)
+
+// redriveScript hands dead letters of one partition back.
+//
+// KEYS[1] the partition's events stream.
+// ARGV[1] group id, ARGV[2] ack deadline ms, ARGV[3] most, then the ids;
+// none: the first ARGV[3] dead letters.
+//
+// Returns how many it handed back.
+var redriveScript = redis.NewScript(freeing + `
+local key, g, dl = KEYS[1], ARGV[1], tonumber(ARGV[2])
+local ids = {}
+if #ARGV > 3 then
+  for i = 4, #ARGV do ids[#ids + 1] = ARGV[i] end
+else
+  for _, e in ipairs(redis.call('XPENDING', key, g, '-', '+', tonumber(ARGV[3]), 'dead')) do ids[#ids + 1] = e[1] end
+end
+local n = 0
+for _, id in ipairs(ids) do
+  local p = redis.call('XPENDING', key, g, id, id, 1)
+  if p[1] and p[1][2] == 'dead' then
+    redis.call('XCLAIM', key, g, 'redrive', 0, id, 'IDLE', dl, 'RETRYCOUNT', 0, 'JUSTID')
+    n = n + 1
+  end
+end
+return n
+`)
+
+// settings are a group's settings and where it started.
+type settings struct {
+	order.Group
+	start order.Position
+}
+
+// cachedSettings are a replica's copy of a group's settings.
+type cachedSettings struct {
+	settings
+	at time.Time
+}
+
+// groupCache holds the settings of the groups this replica serves.
+type groupCache struct {
+	mu sync.Mutex
+	m  map[string]cachedSettings
+}
+
+func (c *groupCache) get(id string) (settings, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[id]
+	if !ok || time.Since(e.at) > settingsTTL {
+		return settings{}, false
+	}
+	return e.settings, true
+}
+
+func (c *groupCache) put(g settings) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = make(map[string]cachedSettings)
+	}
+	c.m[g.ID] = cachedSettings{settings: g, at: time.Now()}
+}
+
+func (c *groupCache) drop(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.m, id)
+}
+
+// parseSettings reads a group's settings: "<ack ms> <max deliveries>
+// <created ms> <start>".
+func parseSettings(id, rec string, partitions int) (settings, error) {
+	f := strings.Fields(rec)
+	if len(f) != 4 {
+		return settings{}, fmt.Errorf("malformed settings of group %q: %q", id, rec)
+	}
+	var n [3]int64
+	for i := range n {
+		v, err := strconv.ParseInt(f[i], 10, 64)
+		if err != nil {
+			return settings{}, fmt.Errorf("malformed settings of group %q: %q", id, rec)
+		}
+		n[i] = v
+	}
+	start, err := order.ParsePosition(f[3])
+	if err != nil || len(start) != partitions {
+		return settings{}, fmt.Errorf("malformed start of group %q: %q", id, f[3])
+	}
+	return settings{
+		Group: order.Group{ID: id, AckDeadline: time.Duration(n[0]) * time.Millisecond, MaxDeliveries: int(n[1]), CreatedAt: time.UnixMilli(n[2])},
+		start: start,
+	}, nil
+}
+
+func groupNotFound(id string) error {
+	return order.Errorf(order.KindNotFound, "consumer group %q not found", id)
+}
+
+// CreateGroup creates a consumer group, or answers the one that exists with
+// the same settings. Its groups on the partitions' streams are created
+// after its settings: a call that failed between the two is finished by the
+// next CreateGroup of the same group.
+func (s *Store) CreateGroup(ctx context.Context, g order.Group, start order.Position, maxGroups int) (order.Group, bool, error) {
+	parts, err := s.layout(ctx)
+	if err != nil {
+		return order.Group{}, false, err
+	}
+	if start != nil && len(start) != len(parts) {
+		return order.Group{}, false, order.Errorf(order.KindInvalid, "the start cursor has %d part(s), but this service's expiration log has %d partition(s)", len(start), len(parts))
+	}
+	if start != nil {
+		if err := s.CheckCursor(ctx, start...); err != nil {
+			return order.Group{}, false, err
+		}
+	} else if start, err = s.tails(ctx, parts); err != nil {
+		return order.Group{}, false, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	res, err := createGroupScript.Run(cctx, s.rdb, []string{groupsKey}, g.ID, g.AckDeadline.Milliseconds(), g.MaxDeliveries, maxGroups, start.String()).StringSlice()
+	if err != nil {
+		return order.Group{}, false, storeError(err)
+	}
+	if res[0] == "full" {
+		return order.Group{}, false, order.Errorf(order.KindResourceExhausted, "there are %d consumer groups already, the most this service keeps; delete one first", maxGroups)
+	}
+	got, err := parseSettings(g.ID, res[1], len(parts))
+	if err != nil {
+		return order.Group{}, false, s.corrupt(groupsKey, err, "field", g.ID)
+	}
+	if res[0] == "exists" && !got.SameSettings(g) {
+		return order.Group{}, false, order.Errorf(order.KindAlreadyExists,
+			"consumer group %q exists with ack_deadline %s and max_deliveries %d; delete it first, or create it with those settings",
+			g.ID, got.AckDeadline, got.MaxDeliveries)
+	}
+	// At the recorded start, which is this call's unless the group existed.
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.StatusCmd, len(parts))
+	for i, p := range parts {
+		cmds[i] = pipe.XGroupCreateMkStream(cctx, p.keys.events, g.ID, got.start[i].String())
+	}
+	_, _ = pipe.Exec(cctx)
+	for _, c := range cmds {
+		if err := c.Err(); err != nil && !redis.HasErrorPrefix(err, "BUSYGROUP") {
+			return order.Group{}, false, storeError(err)
+		}
+	}
+	s.groups.put(got)
+	return got.Group, res[0] == "created", nil
+}
+
+// tails reads the cursor of every partition's last event, in one round trip.
+func (s *Store) tails(ctx context.Context, parts []*partition) (order.Position, error) {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.XMessageSliceCmd, len(parts))
+	for i, p := range parts {
+		cmds[i] = pipe.XRevRangeN(ctx, p.keys.events, "+", "-", 1)
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, storeError(err)
+	}
+	pos := make(order.Position, len(parts))
+	for i, c := range cmds {
+		if msgs := c.Val(); len(msgs) > 0 {
+			var err error
+			if pos[i], err = parseStreamID(msgs[0].ID); err != nil {
+				return nil, s.corrupt(parts[i].keys.events, err)
+			}
+		}
+	}
+	return pos, nil
+}
+
+// group returns a group's settings, from this replica's copy when it is
+// fresh.
+func (s *Store) group(ctx context.Context, id string) (settings, error) {
+	if g, ok := s.groups.get(id); ok {
+		return g, nil
+	}
+	parts, err := s.layout(ctx)
+	if err != nil {
+		return settings{}, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	rec, err := s.rdb.HGet(ctx, groupsKey, id).Result()
+	if errors.Is(err, redis.Nil) {
+		return settings{}, groupNotFound(id)
+	}
+	if err != nil {
+		return settings{}, storeError(err)
+	}
+	g, err := parseSettings(id, rec, len(parts))
+	if err != nil {
+		return settings{}, s.corrupt(groupsKey, err, "field", id)
+	}
+	s.groups.put(g)
+	return g, nil
+}
+
+// Group returns a group and its state, summed over the partitions.
+func (s *Store) Group(ctx context.Context, id string) (order.Group, order.GroupState, error) {
+	g, err := s.group(ctx, id)
+	if err != nil {
+		return order.Group{}, order.GroupState{}, err
+	}
+	parts, err := s.layout(ctx)
+	if err != nil {
+		return order.Group{}, order.GroupState{}, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.Cmd, len(parts))
+	for i, p := range parts {
+		cmds[i] = groupStateScript.Eval(ctx, pipe, []string{p.keys.events}, id)
+	}
+	// Exec's error is each command's: they are read below.
+	_, _ = pipe.Exec(ctx)
+	st := order.GroupState{Position: make(order.Position, len(parts))}
+	var oldest int64
+	for i, c := range cmds {
+		res, err := c.Slice()
+		if errors.Is(err, redis.Nil) {
+			return order.Group{}, order.GroupState{}, s.groupMissing(id, i)
+		}
+		if err != nil {
+			return order.Group{}, order.GroupState{}, storeError(err)
+		}
+		last, _ := res[0].(string)
+		if st.Position[i], err = parseStreamID(last); err != nil {
+			return order.Group{}, order.GroupState{}, s.corrupt(parts[i].keys.events, err, "group", id)
+		}
+		backlog, _ := res[1].(int64)
+		inFlight, _ := res[2].(int64)
+		dead, _ := res[3].(int64)
+		st.Backlog += backlog
+		st.InFlight += inFlight
+		st.DeadLetters += dead
+		if x, _ := res[4].(string); x != "" {
+			ms, err := strconv.ParseInt(x, 10, 64)
+			if err != nil {
+				return order.Group{}, order.GroupState{}, s.corrupt(parts[i].keys.events, err, "group", id)
+			}
+			if oldest == 0 || ms < oldest {
+				oldest = ms
+			}
+		}
+	}
+	if oldest != 0 {
+		st.OldestUnacked = time.UnixMilli(oldest)
+	}
+	return g.Group, st, nil
+}
+
+// groupMissing is the error for a group whose settings exist but whose
+// group on a partition's stream does not: its creation was cut short, or
+// Redis lost the stream.
+func (s *Store) groupMissing(id string, partition int) error {
+	s.log.Error("a consumer group is missing on a partition's stream; create it again (same settings) to restore it", "group", id, "partition", partition)
+	return &order.Error{Kind: order.KindFailedPrecondition, Msg: fmt.Sprintf("consumer group %q is incomplete in the store (partition %d); create it again with the same settings to finish it", id, partition)}
+}
+
+// Groups returns every group, by id.
+func (s *Store) Groups(ctx context.Context) ([]order.Group, error) {
+	parts, err := s.layout(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	all, err := s.rdb.HGetAll(ctx, groupsKey).Result()
+	if err != nil {
+		return nil, storeError(err)
+	}
+	out := make([]order.Group, 0, len(all))
+	for id, rec := range all {
+		g, err := parseSettings(id, rec, len(parts))
+		if err != nil {
+			return nil, s.corrupt(groupsKey, err, "field", id)
+		}
+		out = append(out, g.Group)
+	}
+	slices.SortFunc(out, func(a, b order.Group) int { return strings.Compare(a.ID, b.ID) })
+	return out, nil
+}
+
+// DeleteGroup deletes a group: its streams' groups, with their pending
+// entries and dead letters, then its settings.
+func (s *Store) DeleteGroup(ctx context.Context, id string) error {
+	if _, err := s.group(ctx, id); err != nil {
+		return err
+	}
+	parts, err := s.layout(ctx)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	pipe := s.rdb.Pipeline()
+	for _, p := range parts {
+		pipe.XGroupDestroy(ctx, p.keys.events, id)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return storeError(err)
+	}
+	s.groups.drop(id)
+	return storeError(s.rdb.HDel(ctx, groupsKey, id).Err())
+}
+
+// Deliver hands up to max events to a consumer, partition after partition,
+// starting at a partition that turns with each call, so that one busy
+// partition does not keep the others waiting.
+func (s *Store) Deliver(ctx context.Context, group, consumer string, max int) ([]order.Delivery, error) {
+	g, err := s.group(ctx, group)
+	if err != nil {
+		return nil, err
+	}
+	parts, err := s.layout(ctx)
+	if err != nil {
+		return nil, err
+	}
+	first := int(s.deliverTurn.Add(1)) % len(parts)
+	var out []order.Delivery
+	for i := range parts {
+		if len(out) >= max {
+			break
+		}
+		p := parts[(first+i)%len(parts)]
+		ds, err := s.deliverPartition(ctx, p, g, consumer, max-len(out))
+		if err != nil {
+			return out, err
+		}
+		out = append(out, ds...)
+	}
+	return out, nil
+}
+
+// DeliverPartition is Deliver on one partition only: the one whose log just
+// grew, when the caller knows it.
+func (s *Store) DeliverPartition(ctx context.Context, partition int, group, consumer string, max int) ([]order.Delivery, error) {
+	g, err := s.group(ctx, group)
+	if err != nil {
+		return nil, err
+	}
+	p, err := s.partition(ctx, partition)
+	if err != nil {
+		return nil, err
+	}
+	return s.deliverPartition(ctx, p, g, consumer, max)
+}
+
+func (s *Store) deliverPartition(ctx context.Context, p *partition, g settings, consumer string, max int) ([]order.Delivery, error) {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	res, err := deliverScript.Run(ctx, s.rdb, []string{p.keys.events}, g.ID, consumerName(consumer), max,
+		g.AckDeadline.Milliseconds(), g.MaxDeliveries, forgetConsumerAfter.Milliseconds()).Slice()
+	if err != nil {
+		if redis.HasErrorPrefix(err, "NOGROUP") {
+			return nil, s.groupMissing(g.ID, p.index)
+		}
+		return nil, storeError(err)
+	}
+	out := make([]order.Delivery, 0, len(res))
+	for _, r := range res {
+		e, _ := r.([]any)
+		if len(e) != 3 {
+			return nil, s.corrupt(p.keys.events, fmt.Errorf("delivery reply %v", r), "group", g.ID)
+		}
+		id, _ := e[0].(string)
+		attempt, _ := e[1].(int64)
+		fields, _ := e[2].([]any)
+		ev, err := parseEvent(xMessage(id, fields))
+		if err != nil {
+			return nil, s.corrupt(p.keys.events, err, "entry", id)
+		}
+		ev.Partition = p.index
+		out = append(out, order.Delivery{AckID: order.AckID{Partition: p.index, Cursor: ev.Cursor, Attempt: int(attempt)}, Event: ev})
+	}
+	return out, nil
+}
+
+// xMessage builds a stream entry from a script's reply of its fields.
+func xMessage(id string, fields []any) redis.XMessage {
+	m := redis.XMessage{ID: id, Values: make(map[string]any, len(fields)/2)}
+	for i := 0; i+1 < len(fields); i += 2 {
+		k, _ := fields[i].(string)
+		m.Values[k] = fields[i+1]
+	}
+	return m
+}
+
+// Ack acknowledges deliveries.
+func (s *Store) Ack(ctx context.Context, group string, ids []order.AckID) ([]order.AckStatus, error) {
+	return s.settle(ctx, group, ids, "ack")
+}
+
+// Nack hands deliveries back, to be delivered again after retryAfter.
+func (s *Store) Nack(ctx context.Context, group string, ids []order.AckID, retryAfter time.Duration) ([]order.AckStatus, error) {
+	return s.settle(ctx, group, ids, max(retryAfter, 0).Milliseconds())
+}
+
+// settle runs settleScript once per partition named by ids, in a pipeline.
+func (s *Store) settle(ctx context.Context, group string, ids []order.AckID, how any) ([]order.AckStatus, error) {
+	g, err := s.group(ctx, group)
+	if err != nil {
+		return nil, err
+	}
+	parts, err := s.layout(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]order.AckStatus, len(ids))
+	// The indexes of ids, by partition; ids of no partition are unknown.
+	byPart := map[int][]int{}
+	for i, id := range ids {
+		if id.Partition >= len(parts) {
+			out[i] = order.AckUnknown
+			continue
+		}
+		byPart[id.Partition] = append(byPart[id.Partition], i)
+	}
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	pipe := s.rdb.Pipeline()
+	cmds := map[int]*redis.Cmd{}
+	for p, idx := range byPart {
+		args := []any{g.ID, g.AckDeadline.Milliseconds(), how, g.start[p].String()}
+		for _, i := range idx {
+			args = append(args, ids[i].Cursor.String(), ids[i].Attempt)
+		}
+		cmds[p] = settleScript.Eval(ctx, pipe, []string{parts[p].keys.events}, args...)
+	}
+	_, _ = pipe.Exec(ctx)
+	for p, c := range cmds {
+		res, err := c.Int64Slice()
+		if err != nil {
+			if redis.HasErrorPrefix(err, "NOGROUP") {
+				return nil, s.groupMissing(g.ID, p)
+			}
+			return nil, storeError(err)
+		}
+		for j, i := range byPart[p] {
+			out[i] = order.AckStatus(res[j])
+		}
+	}
+	return out, nil
+}
+
+// DeadLetters lists a group's dead letters, partition after partition, each
+// oldest first. The page token is the ID of the last letter returned.
+func (s *Store) DeadLetters(ctx context.Context, group, pageToken string, limit int) ([]order.DeadLetter, string, error) {
+	if _, err := s.group(ctx, group); err != nil {
+		return nil, "", err
+	}
+	parts, err := s.layout(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	from, after := 0, "-"
+	if pageToken != "" {
+		p, c, ok := order.ParseDeadLetterID(pageToken)
+		if !ok || p >= len(parts) {
+			return nil, "", order.Errorf(order.KindInvalid, "page_token %q is not one this service gave; pass next_page_token of the previous page", clipToken(pageToken))
+		}
+		from, after = p, "("+c.String()
+	}
+	var out []order.DeadLetter
+	for p := from; p < len(parts) && len(out) < limit; p++ {
+		if p != from {
+			after = "-"
+		}
+		cctx, cancel := context.WithTimeout(ctx, callTimeout)
+		res, err := deadLettersScript.Run(cctx, s.rdb, []string{parts[p].keys.events}, group, after, limit-len(out)).Slice()
+		cancel()
+		if err != nil {
+			if redis.HasErrorPrefix(err, "NOGROUP") {
+				return nil, "", s.groupMissing(group, p)
+			}
+			return nil, "", storeError(err)
+		}
+		for _, r := range res {
+			e, _ := r.([]any)
+			if len(e) != 3 {
+				return nil, "", s.corrupt(parts[p].keys.events, fmt.Errorf("dead letter reply %v", r), "group", group)
+			}
+			id, _ := e[0].(string)
+			n, _ := e[1].(int64)
+			fields, _ := e[2].([]any)
+			ev, err := parseEvent(xMessage(id, fields))
+			if err != nil {
+				return nil, "", s.corrupt(parts[p].keys.events, err, "entry", id)
+			}
+			ev.Partition = p
+			out = append(out, order.DeadLetter{ID: order.DeadLetterID(p, ev.Cursor), Attempts: int(n), Event: ev})
+		}
+	}
+	next := ""
+	if len(out) == limit {
+		next = out[len(out)-1].ID
+	}
+	return out, next, nil
+}
+
+// clipToken shortens a page token quoted in an error.
+func clipToken(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
+}
+
+// redriveBatch is how many dead letters one script call hands back.
+const redriveBatch = 1000
+
+// Redrive hands dead letters back: those named, or all.
+func (s *Store) Redrive(ctx context.Context, group string, ids []string) (int, error) {
+	g, err := s.group(ctx, group)
+	if err != nil {
+		return 0, err
+	}
+	parts, err := s.layout(ctx)
+	if err != nil {
+		return 0, err
+	}
+	byPart := map[int][]any{}
+	for _, id := range ids {
+		p, c, ok := order.ParseDeadLetterID(id)
+		if ok && p < len(parts) {
+			byPart[p] = append(byPart[p], c.String())
+		}
+	}
+	run := func(p int, named []any) (int, error) {
+		ctx, cancel := context.WithTimeout(ctx, callTimeout)
+		defer cancel()
+		n, err := redriveScript.Run(ctx, s.rdb, []string{parts[p].keys.events}, append([]any{g.ID, g.AckDeadline.Milliseconds(), redriveBatch}, named...)...).Int()
+		if redis.HasErrorPrefix(err, "NOGROUP") {
+			return 0, s.groupMissing(g.ID, p)
+		}
+		return n, storeError(err)
+	}
+	total := 0
+	if len(ids) > 0 {
+		for p, named := range byPart {
+			n, err := run(p, named)
+			total += n
+			if err != nil {
+				return total, err
+			}
+		}
+		return total, nil
+	}
+	for p := range parts {
+		for {
+			n, err := run(p, nil)
+			total += n
+			if err != nil {
+				return total, err
+			}
+			if n < redriveBatch {
+				break
+			}
+		}
+	}
+	return total, nil
+}

@@ -1,0 +1,636 @@
+package rpc
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/emptypb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	pb "github.com/orderexpiry/orderexpiry/internal/gen/orderexpiry/v1"
+	"github.com/orderexpiry/orderexpiry/internal/order"
+)
+
+// GroupLimits bound what consumer groups may hold; past each, a call is
+// RESOURCE_EXHAUSTED.
+type GroupLimits struct {
+	// MaxGroups bounds the groups in the store.
+	MaxGroups int
+	// MaxConsumers bounds the ConsumeExpirations streams of one group open
+	// at once on this replica.
+	MaxConsumers int
+	// MaxInFlight bounds a stream's max_in_flight and a pull's max_events.
+	MaxInFlight int
+}
+
+// DefaultGroupLimits are the limits when Options gives none.
+var DefaultGroupLimits = GroupLimits{MaxGroups: 100, MaxConsumers: 100, MaxInFlight: 1000}
+
+// The settings a group gets when its creation leaves them out, and their
+// bounds.
+const (
+	defaultAckDeadline   = 30 * time.Second
+	minAckDeadline       = 100 * time.Millisecond
+	maxAckDeadline       = 10 * time.Minute
+	defaultMaxDeliveries = 5
+	maxMaxDeliveries     = 100
+	defaultMaxInFlight   = 100
+	defaultPullWait      = 10 * time.Second
+	maxPullWait          = time.Minute
+	maxAckIDs            = 1000
+	defaultPageSize      = 50
+	maxPageSize          = 1000
+)
+
+// partitionDeliverer is what a store with many partitions offers to deliver
+// from one only: the one whose log just grew.
+type partitionDeliverer interface {
+	DeliverPartition(ctx context.Context, partition int, group, consumer string, max int) ([]order.Delivery, error)
+}
+
+// consumers are the ConsumeExpirations streams open on this replica, by
+// group: acks and nacks made here tell them at once which of their
+// deliveries are settled, and that redeliveries may be due.
+type consumers struct {
+	mu sync.Mutex
+	m  map[string]map[*consumerStream]struct{}
+}
+
+// consumerStream is what a stream hears from the rest of the replica.
+type consumerStream struct {
+	// settled carries ack ids settled by calls on this replica.
+	settled chan []order.AckID
+	// kick says that redeliveries may be due now (a nack, a redrive).
+	kick chan struct{}
+}
+
+func (c *consumers) add(group string, limit int) (*consumerStream, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = make(map[string]map[*consumerStream]struct{})
+	}
+	if len(c.m[group]) >= limit {
+		return nil, false
+	}
+	if c.m[group] == nil {
+		c.m[group] = make(map[*consumerStream]struct{})
+	}
+	cs := &consumerStream{settled: make(chan []order.AckID, 16), kick: make(chan struct{}, 1)}
+	c.m[group][cs] = struct{}{}
+	return cs, true
+}
+
+func (c *consumers) remove(group string, cs *consumerStream) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.m[group], cs)
+	if len(c.m[group]) == 0 {
+		delete(c.m, group)
+	}
+}
+
+// tell passes settled ack ids (none: only a kick) to a group's streams,
+// never blocking: a stream too busy to hear frees its slots at the ack
+// deadline instead.
+func (c *consumers) tell(group string, settled []order.AckID, kick bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for cs := range c.m[group] {
+		if len(settled) > 0 {
+			select {
+			case cs.settled <- settled:
+			default:
+			}
+		}
+		if kick {
+			select {
+			case cs.kick <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// CreateConsumerGroup creates a group, or answers the one with the same
+// settings.
+func (s *Service) CreateConsumerGroup(ctx context.Context, req *pb.CreateConsumerGroupRequest) (*pb.ConsumerGroup, error) {
+	g := order.Group{ID: req.GetGroupId(), AckDeadline: defaultAckDeadline, MaxDeliveries: defaultMaxDeliveries}
+	if err := order.ValidateID("group_id", g.ID); err != nil {
+		return nil, s.status(ctx, err)
+	}
+	if d := req.GetAckDeadline(); d != nil {
+		if err := d.CheckValid(); err != nil || d.AsDuration() < minAckDeadline || d.AsDuration() > maxAckDeadline {
+			return nil, s.status(ctx, order.Errorf(order.KindInvalid, "ack_deadline %s is out of range: give %s to %s, or leave it out for %s",
+				d.AsDuration(), minAckDeadline, maxAckDeadline, defaultAckDeadline))
+		}
+		g.AckDeadline = d.AsDuration().Truncate(time.Millisecond)
+	}
+	if n := req.GetMaxDeliveries(); n != 0 {
+		if n < 1 || n > maxMaxDeliveries {
+			return nil, s.status(ctx, order.Errorf(order.KindInvalid, "max_deliveries %d is out of range: give 1 to %d, or leave it out for %d", n, maxMaxDeliveries, defaultMaxDeliveries))
+		}
+		g.MaxDeliveries = int(n)
+	}
+	var start order.Position
+	if c := req.GetStartAfterCursor(); c != "" {
+		p, err := order.ParsePosition(c)
+		if err == nil {
+			p, err = s.hub.CheckPosition(ctx, p)
+		}
+		if err != nil {
+			return nil, s.status(ctx, renameField(err, "after_cursor", "start_after_cursor"))
+		}
+		start = p
+	}
+	if _, _, err := s.store.CreateGroup(ctx, g, start, s.groupLimits.MaxGroups); err != nil {
+		return nil, s.status(ctx, err)
+	}
+	return s.consumerGroup(ctx, g.ID)
+}
+
+// consumerGroup reads a group and its state.
+func (s *Service) consumerGroup(ctx context.Context, id string) (*pb.ConsumerGroup, error) {
+	g, st, err := s.store.Group(ctx, id)
+	if err != nil {
+		return nil, s.status(ctx, err)
+	}
+	return groupToProto(g, st), nil
+}
+
+func groupToProto(g order.Group, st order.GroupState) *pb.ConsumerGroup {
+	p := &pb.ConsumerGroup{
+		GroupId:       g.ID,
+		AckDeadline:   durationpb.New(g.AckDeadline),
+		MaxDeliveries: int32(g.MaxDeliveries),
+		CreateTime:    timestamppb.New(g.CreatedAt),
+		Position:      st.Position.String(),
+		Backlog:       st.Backlog,
+		InFlight:      st.InFlight,
+		DeadLetters:   st.DeadLetters,
+	}
+	if !st.OldestUnacked.IsZero() {
+		p.OldestUnackedAge = durationpb.New(max(time.Since(st.OldestUnacked), 0))
+	}
+	return p
+}
+
+// GetConsumerGroup returns a group with its state.
+func (s *Service) GetConsumerGroup(ctx context.Context, req *pb.GetConsumerGroupRequest) (*pb.ConsumerGroup, error) {
+	if err := order.ValidateID("group_id", req.GetGroupId()); err != nil {
+		return nil, s.status(ctx, err)
+	}
+	return s.consumerGroup(ctx, req.GetGroupId())
+}
+
+// ListConsumerGroups lists the groups by id, a page at a time; the page
+// token is the id of the last group of the previous page.
+func (s *Service) ListConsumerGroups(ctx context.Context, req *pb.ListConsumerGroupsRequest) (*pb.ListConsumerGroupsResponse, error) {
+	size, err := pageSize(req.GetPageSize(), defaultPageSize)
+	if err != nil {
+		return nil, s.status(ctx, err)
+	}
+	if t := req.GetPageToken(); t != "" {
+		if err := order.ValidateID("page_token", t); err != nil {
+			return nil, s.status(ctx, err)
+		}
+	}
+	groups, err := s.store.Groups(ctx)
+	if err != nil {
+		return nil, s.status(ctx, err)
+	}
+	resp := &pb.ListConsumerGroupsResponse{}
+	for _, g := range groups {
+		if g.ID <= req.GetPageToken() {
+			continue
+		}
+		if len(resp.ConsumerGroups) == size {
+			resp.NextPageToken = resp.ConsumerGroups[size-1].GetGroupId()
+			break
+		}
+		p, err := s.consumerGroup(ctx, g.ID)
+		if err != nil {
+			if order.KindOf(err) == order.KindNotFound {
+				continue // deleted meanwhile
+			}
+			return nil, err
+		}
+		resp.ConsumerGroups = append(resp.ConsumerGroups, p)
+	}
+	return resp, nil
+}
+
+func pageSize(n int32, def int) (int, error) {
+	switch {
+	case n == 0:
+		return def, nil
+	case n < 0 || n > maxPageSize:
+		return 0, order.Errorf(order.KindInvalid, "page_size %d is out of range: give 1 to %d, or 0 for %d", n, maxPageSize, def)
+	}
+	return int(n), nil
+}
+
+// DeleteConsumerGroup deletes a group.
+func (s *Service) DeleteConsumerGroup(ctx context.Context, req *pb.DeleteConsumerGroupRequest) (*emptypb.Empty, error) {
+	if err := order.ValidateID("group_id", req.GetGroupId()); err != nil {
+		return nil, s.status(ctx, err)
+	}
+	if err := s.store.DeleteGroup(ctx, req.GetGroupId()); err != nil {
+		return nil, s.status(ctx, err)
+	}
+	return &emptypb.Empty{}, nil
+}
+
+// consumerOf checks a consumer name, or makes one for a caller that gave
+// none.
+func consumerOf(name, def string) (string, error) {
+	if name == "" {
+		if def != "" {
+			return def, nil
+		}
+		b := make([]byte, 8)
+		_, _ = rand.Read(b)
+		return "stream-" + hex.EncodeToString(b), nil
+	}
+	return name, order.ValidateID("consumer", name)
+}
+
+// inFlightLimit checks a requested bound on unacknowledged deliveries.
+func (s *Service) inFlightLimit(field string, n int32, def int) (int, error) {
+	switch {
+	case n == 0:
+		return min(def, s.groupLimits.MaxInFlight), nil
+	case n < 0:
+		return 0, order.Errorf(order.KindInvalid, "%s %d must be more than zero, or 0 for %d", field, n, def)
+	case int(n) > s.groupLimits.MaxInFlight:
+		return 0, order.Errorf(order.KindResourceExhausted, "%s %d is more than this service's limit of %d", field, n, s.groupLimits.MaxInFlight)
+	}
+	return int(n), nil
+}
+
+// ConsumeExpirations streams a group's deliveries to one consumer.
+func (s *Service) ConsumeExpirations(req *pb.ConsumeExpirationsRequest, stream pb.OrderService_ConsumeExpirationsServer) error {
+	ctx := stream.Context()
+	group := req.GetGroupId()
+	if err := order.ValidateID("group_id", group); err != nil {
+		return s.status(ctx, err)
+	}
+	consumer, err := consumerOf(req.GetConsumer(), "")
+	if err != nil {
+		return s.status(ctx, err)
+	}
+	limit, err := s.inFlightLimit("max_in_flight", req.GetMaxInFlight(), defaultMaxInFlight)
+	if err != nil {
+		return s.status(ctx, err)
+	}
+	g, _, err := s.store.Group(ctx, group)
+	if err != nil {
+		return s.status(ctx, err)
+	}
+	cs, ok := s.consumers.add(group, s.groupLimits.MaxConsumers)
+	if !ok {
+		return s.status(ctx, order.Errorf(order.KindResourceExhausted, "consumer group %q has %d streams open on this replica, the most it serves; close one or consume through another replica", group, s.groupLimits.MaxConsumers))
+	}
+	defer s.consumers.remove(group, cs)
+	if err := stream.SendHeader(metadata.MD{}); err != nil {
+		return err
+	}
+	c := &consumeLoop{s: s, g: g, consumer: consumer, limit: limit, cs: cs, inFlight: map[order.AckID]time.Time{},
+		send: func(d order.Delivery) error { return stream.Send(deliveryToProto(d)) }}
+	defer c.handBack()
+	return s.status(ctx, c.run(ctx))
+}
+
+// consumeLoop is one ConsumeExpirations stream: it delivers while it has
+// room under its in-flight bound, and waits for new events, settled
+// deliveries or due redeliveries.
+type consumeLoop struct {
+	s        *Service
+	g        order.Group
+	consumer string
+	limit    int
+	cs       *consumerStream
+	send     func(order.Delivery) error
+	// inFlight holds the deliveries this stream made and has not seen
+	// settled, each with its ack deadline by this replica's clock.
+	inFlight map[order.AckID]time.Time
+}
+
+// redeliveryPoll is how often a stream looks for due redeliveries: an event
+// is delivered again at most this long after its ack deadline (or at once,
+// when it was handed back on this replica).
+func redeliveryPoll(ackDeadline time.Duration) time.Duration {
+	return min(max(ackDeadline/4, 50*time.Millisecond), time.Second)
+}
+
+func (c *consumeLoop) run(ctx context.Context) error {
+	poll := time.NewTicker(redeliveryPoll(c.g.AckDeadline))
+	defer poll.Stop()
+	seen, appended := c.s.hub.Appended()
+	// nil: every partition may have something for this consumer.
+	var changed []int
+	all := true
+	for {
+		now := time.Now()
+		for id, deadline := range c.inFlight {
+			if !now.Before(deadline) {
+				delete(c.inFlight, id)
+			}
+		}
+		if room := c.limit - len(c.inFlight); room > 0 && (all || len(changed) > 0) {
+			ds, err := c.deliver(ctx, all, changed, room)
+			if err != nil {
+				return err
+			}
+			for _, d := range ds {
+				if err := c.send(d); err != nil {
+					return err
+				}
+				c.inFlight[d.AckID] = time.Now().Add(c.g.AckDeadline)
+				c.s.observeDelivery(c.g.ID, d)
+			}
+			// A full batch: there may be more ready at once.
+			if len(ds) == room {
+				continue
+			}
+		}
+		all, changed = false, nil
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-appended:
+			var pos order.Position
+			pos, appended = c.s.hub.Appended()
+			changed = moved(seen, pos)
+			all = changed == nil
+			seen = pos
+		case ids := <-c.cs.settled:
+			for _, id := range ids {
+				delete(c.inFlight, id)
+			}
+			all = true
+		case <-c.cs.kick:
+			all = true
+		case <-poll.C:
+			all = true
+		}
+	}
+}
+
+// moved returns the partitions whose cursor moved from a to b, or nil when
+// it cannot tell (a position not known yet).
+func moved(a, b order.Position) []int {
+	if len(a) != len(b) {
+		return nil
+	}
+	var out []int
+	for p := range b {
+		if a[p] != b[p] {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// deliver asks the store for up to room deliveries: from the partitions
+// that changed when the store can deliver from one, from all otherwise.
+func (c *consumeLoop) deliver(ctx context.Context, all bool, changed []int, room int) ([]order.Delivery, error) {
+	pd, ok := c.s.store.(partitionDeliverer)
+	if all || !ok {
+		return c.s.store.Deliver(ctx, c.g.ID, c.consumer, room)
+	}
+	var out []order.Delivery
+	for _, p := range changed {
+		ds, err := pd.DeliverPartition(ctx, p, c.g.ID, c.consumer, room-len(out))
+		out = append(out, ds...)
+		if err != nil || len(out) == room {
+			return out, err
+		}
+	}
+	return out, nil
+}
+
+// handBack hands the stream's unsettled deliveries on at once when it ends,
+// instead of after their ack deadline.
+func (c *consumeLoop) handBack() {
+	if len(c.inFlight) == 0 {
+		return
+	}
+	ids := make([]order.AckID, 0, len(c.inFlight))
+	for id := range c.inFlight {
+		ids = append(ids, id)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if _, err := c.s.store.Nack(ctx, c.g.ID, ids, 0); err != nil {
+		c.s.log.Warn("could not hand a closed stream's deliveries on; they are delivered again after their ack deadline",
+			"group", c.g.ID, "consumer", c.consumer, "deliveries", len(ids), "err", err)
+		return
+	}
+	c.s.consumers.tell(c.g.ID, nil, true)
+}
+
+func deliveryToProto(d order.Delivery) *pb.ReceivedExpiration {
+	ev := eventToProto(d.Event)
+	ev.Cursor = ""
+	return &pb.ReceivedExpiration{AckId: d.AckID.String(), DeliveryAttempt: int32(d.AckID.Attempt), Event: ev}
+}
+
+// PullExpirations returns a group's ready deliveries, waiting for the first.
+func (s *Service) PullExpirations(ctx context.Context, req *pb.PullExpirationsRequest) (*pb.PullExpirationsResponse, error) {
+	group := req.GetGroupId()
+	if err := order.ValidateID("group_id", group); err != nil {
+		return nil, s.status(ctx, err)
+	}
+	consumer, err := consumerOf(req.GetConsumer(), "pull")
+	if err != nil {
+		return nil, s.status(ctx, err)
+	}
+	n, err := s.inFlightLimit("max_events", req.GetMaxEvents(), defaultMaxInFlight)
+	if err != nil {
+		return nil, s.status(ctx, err)
+	}
+	wait := defaultPullWait
+	if w := req.GetWait(); w != nil {
+		if err := w.CheckValid(); err != nil || w.AsDuration() < 0 || w.AsDuration() > maxPullWait {
+			return nil, s.status(ctx, order.Errorf(order.KindInvalid, "wait %s is out of range: give 0s to %s, or leave it out for %s", w.AsDuration(), maxPullWait, defaultPullWait))
+		}
+		wait = w.AsDuration()
+	}
+	until := time.Now().Add(wait)
+	var g order.Group
+	for {
+		_, appended := s.hub.Appended()
+		ds, err := s.store.Deliver(ctx, group, consumer, n)
+		if err != nil {
+			return nil, s.status(ctx, err)
+		}
+		left := time.Until(until)
+		if len(ds) > 0 || left <= 0 {
+			resp := &pb.PullExpirationsResponse{}
+			for _, d := range ds {
+				resp.ReceivedExpirations = append(resp.ReceivedExpirations, deliveryToProto(d))
+				s.observeDelivery(group, d)
+			}
+			return resp, nil
+		}
+		if g.ID == "" {
+			if g, _, err = s.store.Group(ctx, group); err != nil {
+				return nil, s.status(ctx, err)
+			}
+		}
+		t := time.NewTimer(min(left, redeliveryPoll(g.AckDeadline)))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, s.status(ctx, ctx.Err())
+		case <-appended:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// parseAckIDs reads ack ids; those that are no ack id are reported unknown.
+func parseAckIDs(raw []string) (ids []order.AckID, at []int, results []*pb.AckIdResult, err error) {
+	if len(raw) == 0 || len(raw) > maxAckIDs {
+		return nil, nil, nil, order.Errorf(order.KindInvalid, "ack_ids has %d ids: give 1 to %d", len(raw), maxAckIDs)
+	}
+	results = make([]*pb.AckIdResult, len(raw))
+	for i, r := range raw {
+		results[i] = &pb.AckIdResult{AckId: r, Status: pb.AckIdStatus_ACK_ID_STATUS_UNKNOWN}
+		if id, ok := order.ParseAckID(r); ok {
+			ids = append(ids, id)
+			at = append(at, i)
+		}
+	}
+	return ids, at, results, nil
+}
+
+var ackStatusToProto = map[order.AckStatus]pb.AckIdStatus{
+	order.AckDone:        pb.AckIdStatus_ACK_ID_STATUS_OK,
+	order.AckUnknown:     pb.AckIdStatus_ACK_ID_STATUS_UNKNOWN,
+	order.AckNotInFlight: pb.AckIdStatus_ACK_ID_STATUS_NOT_IN_FLIGHT,
+	order.AckExpired:     pb.AckIdStatus_ACK_ID_STATUS_EXPIRED,
+}
+
+// settle runs an ack or a nack and reports each id's outcome; the
+// deliveries settled are told to this replica's streams of the group.
+func (s *Service) settle(ctx context.Context, group string, raw []string, op func([]order.AckID) ([]order.AckStatus, error), acked bool) ([]*pb.AckIdResult, error) {
+	if err := order.ValidateID("group_id", group); err != nil {
+		return nil, err
+	}
+	ids, at, results, err := parseAckIDs(raw)
+	if err != nil {
+		return nil, err
+	}
+	if len(ids) == 0 {
+		return results, nil
+	}
+	sts, err := op(ids)
+	if err != nil {
+		return nil, err
+	}
+	var settled []order.AckID
+	now := time.Now()
+	for j, st := range sts {
+		results[at[j]].Status = ackStatusToProto[st]
+		if st == order.AckDone {
+			settled = append(settled, ids[j])
+			if acked && s.observer != nil {
+				s.observer.Acknowledged(group, now.Sub(time.UnixMilli(int64(ids[j].Cursor.Ms))))
+			}
+		}
+	}
+	if len(settled) > 0 {
+		s.consumers.tell(group, settled, !acked)
+	}
+	return results, nil
+}
+
+// AcknowledgeExpirations acknowledges deliveries.
+func (s *Service) AcknowledgeExpirations(ctx context.Context, req *pb.AcknowledgeExpirationsRequest) (*pb.AcknowledgeExpirationsResponse, error) {
+	results, err := s.settle(ctx, req.GetGroupId(), req.GetAckIds(), func(ids []order.AckID) ([]order.AckStatus, error) {
+		return s.store.Ack(ctx, req.GetGroupId(), ids)
+	}, true)
+	if err != nil {
+		return nil, s.status(ctx, err)
+	}
+	return &pb.AcknowledgeExpirationsResponse{Results: results}, nil
+}
+
+// NackExpirations hands deliveries back.
+func (s *Service) NackExpirations(ctx context.Context, req *pb.NackExpirationsRequest) (*pb.NackExpirationsResponse, error) {
+	var retry time.Duration
+	if r := req.GetRetryAfter(); r != nil {
+		if err := r.CheckValid(); err != nil || r.AsDuration() < 0 {
+			return nil, s.status(ctx, order.Errorf(order.KindInvalid, "retry_after %s must not be negative", r.AsDuration()))
+		}
+		retry = r.AsDuration()
+	}
+	results, err := s.settle(ctx, req.GetGroupId(), req.GetAckIds(), func(ids []order.AckID) ([]order.AckStatus, error) {
+		return s.store.Nack(ctx, req.GetGroupId(), ids, retry)
+	}, false)
+	if err != nil {
+		return nil, s.status(ctx, err)
+	}
+	return &pb.NackExpirationsResponse{Results: results}, nil
+}
+
+// ListDeadLetters lists a group's dead letters.
+func (s *Service) ListDeadLetters(ctx context.Context, req *pb.ListDeadLettersRequest) (*pb.ListDeadLettersResponse, error) {
+	if err := order.ValidateID("group_id", req.GetGroupId()); err != nil {
+		return nil, s.status(ctx, err)
+	}
+	size, err := pageSize(req.GetPageSize(), 100)
+	if err != nil {
+		return nil, s.status(ctx, err)
+	}
+	letters, next, err := s.store.DeadLetters(ctx, req.GetGroupId(), req.GetPageToken(), size)
+	if err != nil {
+		return nil, s.status(ctx, err)
+	}
+	resp := &pb.ListDeadLettersResponse{NextPageToken: next}
+	for _, l := range letters {
+		ev := eventToProto(l.Event)
+		ev.Cursor = ""
+		resp.DeadLetters = append(resp.DeadLetters, &pb.DeadLetter{DeadLetterId: l.ID, DeliveryAttempts: int32(l.Attempts), Event: ev})
+	}
+	return resp, nil
+}
+
+// RedriveDeadLetters puts dead letters back.
+func (s *Service) RedriveDeadLetters(ctx context.Context, req *pb.RedriveDeadLettersRequest) (*pb.RedriveDeadLettersResponse, error) {
+	if err := order.ValidateID("group_id", req.GetGroupId()); err != nil {
+		return nil, s.status(ctx, err)
+	}
+	ids := req.GetDeadLetterIds()
+	switch {
+	case len(ids) == 0 && !req.GetAll():
+		return nil, s.status(ctx, order.Errorf(order.KindInvalid, "give dead_letter_ids, or all: true to put every dead letter back"))
+	case len(ids) > 0 && req.GetAll():
+		return nil, s.status(ctx, order.Errorf(order.KindInvalid, "give dead_letter_ids or all, not both"))
+	case len(ids) > maxAckIDs:
+		return nil, s.status(ctx, order.Errorf(order.KindInvalid, "dead_letter_ids has %d ids: give at most %d, or all", len(ids), maxAckIDs))
+	}
+	n, err := s.store.Redrive(ctx, req.GetGroupId(), ids)
+	if err != nil {
+		return nil, s.status(ctx, err)
+	}
+	if n > 0 {
+		s.consumers.tell(req.GetGroupId(), nil, true)
+	}
+	return &pb.RedriveDeadLettersResponse{Redriven: int64(n)}, nil
+}
+
+// observeDelivery tells the observer of a delivery.
+func (s *Service) observeDelivery(group string, d order.Delivery) {
+	if s.observer != nil {
+		s.observer.Delivered(group, d.AckID.Attempt)
+	}
+}

@@ -1,0 +1,73 @@
+package server
+
+import (
+	"time"
+
+	"github.com/orderexpiry/orderexpiry/internal/order"
+)
+
+// Config is what the server is built from. cmd/server fills it from flags
+// and environment variables and checks it; the zero value of a field means
+// what that command's default would not, so set every field.
+type Config struct {
+	// RedisURL names one Redis (redis:// or rediss://); RedisCluster names
+	// a Redis Cluster by its seeds. With neither, the embedded memory store
+	// serves.
+	RedisURL     string
+	RedisCluster string
+	// Partitions is asked for when the store is new; 0: 1 on one Redis,
+	// DefaultClusterPartitions on a cluster.
+	Partitions int
+	// TLS towards Redis (rediss:// URLs): a private CA, a client pair.
+	RedisCA, RedisCert, RedisKey string
+
+	// Limits bound what a checkout may ask for.
+	Limits order.Limits
+	// Retention is how long closed orders and expiration events are kept.
+	Retention time.Duration
+	// WatchBuffer is how many events a watcher may fall behind before it
+	// is closed with a cursor to resume from.
+	WatchBuffer int
+	// MaxWatchers bounds the watch streams one replica serves at once.
+	MaxWatchers int
+	// MaxBodyBytes bounds a request: a gRPC message or a REST body.
+	MaxBodyBytes int
+	// ShutdownTimeout bounds the graceful stop.
+	ShutdownTimeout time.Duration
+
+	// MaxConnections caps the connections open on each port; past it an
+	// idle HTTP connection is closed to make room, or the new one is.
+	MaxConnections int
+	// IdleTimeout closes an HTTP keep-alive connection, or a gRPC
+	// connection with no call, idle this long.
+	IdleTimeout time.Duration
+	// ReadTimeout bounds reading a REST request's headers and its body,
+	// and a new gRPC connection's handshake.
+	ReadTimeout time.Duration
+	// MaxHeaderBytes bounds a gRPC call's metadata (its header list).
+	MaxHeaderBytes int
+	// MaxStreams bounds the calls open at once on one gRPC connection.
+	MaxStreams int
+
+	// MaxGroups bounds the consumer groups in the store, MaxConsumers the
+	// streams of one group open at once on a replica, MaxInFlight a
+	// stream's or a pull's unacknowledged deliveries.
+	MaxGroups, MaxConsumers, MaxInFlight int
+
+	// TLS for the gRPC and HTTP ports; with TLSClientCA, clients must show
+	// a certificate it signed.
+	TLSCert, TLSKey, TLSClientCA string
+
+	// Tokens are the accepted bearer tokens; none means authentication is
+	// off.
+	Tokens []string
+	// AuthOpen names what needs no token: "health", "reflection",
+	// "metrics", "openapi".
+	AuthOpen map[string]bool
+}
+
+// DefaultClusterPartitions spreads a new store over a cluster: with 64 the
+// partitions' hash tags fall 21, 22 and 21 on the slot ranges redis-cli
+// gives 3 masters (with 16 they fall 6, 6 and 4). Each partition costs every
+// replica one sweeper and one blocked log reader.
+const DefaultClusterPartitions = 64

@@ -1,0 +1,55 @@
+package server
+
+import (
+	"context"
+	"time"
+
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	pb "github.com/orderexpiry/orderexpiry/internal/gen/orderexpiry/v1"
+)
+
+// healthInterval is how often the health monitor pings the store. A ping
+// is bounded by it too, though each store bounds its own calls tighter.
+const healthInterval = time.Second
+
+// setHealth reports status for the server as a whole and for OrderService.
+func (s *Server) setHealth(status healthpb.HealthCheckResponse_ServingStatus) {
+	s.health.SetServingStatus("", status)
+	s.health.SetServingStatus(pb.OrderService_ServiceDesc.ServiceName, status)
+}
+
+// monitorHealth pings the store every healthInterval and reports the result
+// through gRPC health and /healthz: NOT_SERVING while the store cannot
+// serve.
+func (s *Server) monitorHealth(ctx context.Context) {
+	tick := time.NewTicker(healthInterval)
+	defer tick.Stop()
+	first := true
+	for {
+		pctx, cancel := context.WithTimeout(ctx, healthInterval)
+		err := s.store.Ping(pctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		ok := err == nil
+		if first || ok != s.serving.Load() {
+			status := healthpb.HealthCheckResponse_SERVING
+			if !ok {
+				status = healthpb.HealthCheckResponse_NOT_SERVING
+				s.log.Warn("the order store is unreachable: NOT_SERVING", "err", err)
+			} else if !first {
+				s.log.Info("the order store is reachable again: SERVING")
+			}
+			s.serving.Store(ok)
+			s.setHealth(status)
+			first = false
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}

@@ -1,0 +1,375 @@
+// Package server assembles the service from its parts: the order store, the
+// hub that fans out its expiration log, the gRPC service with health and
+// reflection, the REST gateway, the HTTP and debug servers and the health
+// monitor. New builds them from a Config; Run serves them on listeners the
+// caller opened until its context ends, then stops them gracefully.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/test/bufconn"
+
+	"github.com/orderexpiry/orderexpiry/internal/auth"
+	"github.com/orderexpiry/orderexpiry/internal/gateway"
+	"github.com/orderexpiry/orderexpiry/internal/gen/openapi"
+	"github.com/orderexpiry/orderexpiry/internal/metrics"
+	"github.com/orderexpiry/orderexpiry/internal/order"
+	"github.com/orderexpiry/orderexpiry/internal/rpc"
+	"github.com/orderexpiry/orderexpiry/internal/watch"
+)
+
+// Listeners are where the server serves. GRPC and HTTP are required; Debug,
+// when set, serves /debug/pprof/.
+type Listeners struct {
+	GRPC, HTTP, Debug net.Listener
+}
+
+// Close closes every listener that is set.
+func (l Listeners) Close() {
+	for _, lis := range []net.Listener{l.GRPC, l.HTTP, l.Debug} {
+		if lis != nil {
+			_ = lis.Close()
+		}
+	}
+}
+
+// Server is the assembled service. Run it once.
+type Server struct {
+	cfg Config
+	log *slog.Logger
+
+	store      order.Store
+	storeAttrs []any
+	closeStore func()
+	hub        *watch.Hub
+	health     *health.Server
+	// serving mirrors the health status for /healthz.
+	serving atomic.Bool
+
+	tls      *tls.Config
+	tokens   *auth.Tokens
+	grpc     *grpc.Server
+	internal *grpc.Server
+	// internalLis carries the gateway's calls to internal: TLS and client
+	// certificates are checked on the HTTP port, and the gRPC port stays
+	// closed to anyone without them.
+	internalLis *bufconn.Listener
+	conn        *grpc.ClientConn
+	http        *http.Server
+}
+
+// New builds the server: it opens the store's client (without calling it
+// yet) and wires every part. Run releases what New opened.
+func New(cfg Config, log *slog.Logger) (*Server, error) {
+	s := &Server{cfg: cfg, log: log}
+	serverTLS, err := loadServerTLS(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s.tls = serverTLS
+
+	m := metrics.New()
+	st, err := openStore(cfg, log, m.Expired)
+	if err != nil {
+		return nil, err
+	}
+	s.store, s.storeAttrs, s.closeStore = st.store, st.attrs, st.close
+	s.hub = watch.NewHub(s.store, watch.Options{
+		Buffer:      cfg.WatchBuffer,
+		MaxWatchers: cfg.MaxWatchers,
+		OnPublish:   m.Published,
+		Logger:      log,
+	})
+	m.Watch(metrics.Sources{Watchers: s.hub.Watchers, Subscribed: st.subscribed, Groups: s.groupStates})
+
+	s.health = health.NewServer()
+	// NOT_SERVING until the first ping of the store says otherwise.
+	s.setHealth(healthpb.HealthCheckResponse_NOT_SERVING)
+	s.tokens = authenticator(cfg, log)
+
+	svc := rpc.New(s.store, s.hub, rpc.Options{
+		Limits:   cfg.Limits,
+		Observer: m,
+		Logger:   log,
+		Groups:   rpc.GroupLimits{MaxGroups: cfg.MaxGroups, MaxConsumers: cfg.MaxConsumers, MaxInFlight: cfg.MaxInFlight},
+	})
+	// The gRPC port's clients are bounded in what they may send and hold;
+	// the gateway's calls, on the internal server, were bounded by the
+	// HTTP server already, whose header limit is net/http's default.
+	external := []grpc.ServerOption{
+		grpc.MaxHeaderListSize(uint32(cfg.MaxHeaderBytes)),
+		grpc.MaxConcurrentStreams(uint32(cfg.MaxStreams)),
+		grpc.ConnectionTimeout(cfg.ReadTimeout),
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			MaxConnectionIdle: cfg.IdleTimeout,
+			// Pings a connection silent this long, and closes it when the
+			// ping goes unanswered: a client gone without a word (its host
+			// died, a NAT forgot it) does not hold a watch open forever.
+			Time:    time.Minute,
+			Timeout: 20 * time.Second,
+		}),
+		// Clients may ping as often as every 10 s, even with no call open,
+		// so that a watch behind a proxy can keep its connection up; more
+		// often, the server closes the connection (too_many_pings).
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	}
+	if serverTLS != nil {
+		external = append(external, grpc.Creds(credentials.NewTLS(serverTLS.Clone())))
+	}
+	s.grpc = s.newGRPC(svc, m, nil, external...)
+	m.GRPC.InitializeMetrics(s.grpc)
+	s.internal = s.newGRPC(svc, m, gatewayPeer{}, grpc.MaxHeaderListSize(2*http.DefaultMaxHeaderBytes))
+	s.internalLis = bufconn.Listen(1 << 20)
+	s.conn, err = grpc.NewClient("passthrough:///orderexpiry-internal",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return s.internalLis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		s.closeStore()
+		return nil, fmt.Errorf("gateway connection: %w", err)
+	}
+	gw, err := gateway.New(context.Background(), s.conn, gateway.Options{
+		Health: func(context.Context) error {
+			if !s.serving.Load() {
+				return errors.New("the order store is unreachable")
+			}
+			return nil
+		},
+		Metrics:      m.Handler(),
+		OpenAPI:      openapi.OrderService,
+		Authorize:    s.tokens.HTTP(),
+		Open:         cfg.AuthOpen,
+		MaxBodyBytes: int64(cfg.MaxBodyBytes),
+	})
+	if err != nil {
+		s.closeStore()
+		_ = s.conn.Close()
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	s.http = s.newHTTP(withBodyDeadline(gw, cfg.ReadTimeout))
+	s.http.TLSConfig = serverTLS
+	s.http.IdleTimeout = cfg.IdleTimeout
+	return s, nil
+}
+
+// groupStates reads every consumer group's state for the metrics, within a
+// bound; a group that cannot be read is left out of that scrape.
+func (s *Server) groupStates() []metrics.GroupState {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	groups, err := s.store.Groups(ctx)
+	if err != nil {
+		return nil
+	}
+	out := make([]metrics.GroupState, 0, len(groups))
+	for _, g := range groups {
+		if _, st, err := s.store.Group(ctx, g.ID); err == nil {
+			out = append(out, metrics.GroupState{ID: g.ID, Backlog: st.Backlog, InFlight: st.InFlight, DeadLetters: st.DeadLetters})
+		}
+	}
+	return out
+}
+
+// newGRPC returns a gRPC server of the service, health and reflection, with
+// the metrics, the debug log and the token check on every call. peer, when
+// not nil, runs first on every call, to set who the caller is.
+func (s *Server) newGRPC(svc *rpc.Service, m *metrics.Metrics, peer interceptor, extra ...grpc.ServerOption) *grpc.Server {
+	var unary []grpc.UnaryServerInterceptor
+	var stream []grpc.StreamServerInterceptor
+	if peer != nil {
+		unary = append(unary, peer.Unary)
+		stream = append(stream, peer.Stream)
+	}
+	unary = append(unary, m.GRPC.UnaryServerInterceptor())
+	stream = append(stream, m.GRPC.StreamServerInterceptor())
+	// The line per RPC is at debug level; below it the interceptor would
+	// still gather its fields on every call, for nothing.
+	if s.log.Enabled(context.Background(), slog.LevelDebug) {
+		unary = append(unary, logging.UnaryServerInterceptor(rpcLogger(s.log), rpcLogOptions...))
+		stream = append(stream, logging.StreamServerInterceptor(rpcLogger(s.log), rpcLogOptions...))
+	}
+	if s.tokens != nil {
+		unary = append(unary, s.tokens.Unary)
+		stream = append(stream, s.tokens.Stream)
+	}
+	g := rpc.NewServer(svc, append([]grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(unary...),
+		grpc.ChainStreamInterceptor(stream...),
+		grpc.MaxRecvMsgSize(s.cfg.MaxBodyBytes),
+	}, extra...)...)
+	healthpb.RegisterHealthServer(g, s.health)
+	reflection.Register(g)
+	return g
+}
+
+// newHTTP returns an HTTP server of h that logs net/http's own errors
+// (refused TLS handshakes, …) to the server's log.
+func (s *Server) newHTTP(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: s.cfg.ReadTimeout,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+}
+
+// withBodyDeadline bounds the reading of a request's body to timeout from
+// the end of its headers: a client that announces a body and never sends
+// it loses its connection. http.Server's ReadTimeout would do it too, but
+// it also cancels a watch stream's context once passed.
+func withBodyDeadline(h http.Handler, timeout time.Duration) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength != 0 {
+			_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(timeout))
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// Run serves on lis until ctx ends, then stops within the shutdown timeout
+// and releases what New opened. The listeners are closed when it returns.
+func (s *Server) Run(ctx context.Context, lis Listeners) error {
+	defer s.closeStore()
+	defer s.conn.Close()
+	defer lis.Close()
+
+	type httpServe struct {
+		srv *http.Server
+		lis net.Listener
+	}
+	httpLis := newLimitListener(lis.HTTP, s.cfg.MaxConnections, s.log)
+	s.http.ConnState = httpLis.connState
+	https := []httpServe{{s.http, httpLis}}
+	if lis.Debug != nil {
+		https = append(https, httpServe{s.newHTTP(debugHandler()), lis.Debug})
+		s.log.Info("serving profiles", "debug", lis.Debug.Addr().String())
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.store.Run(gctx) })
+	g.Go(func() error { return s.hub.Run(gctx) })
+	g.Go(func() error {
+		s.monitorHealth(gctx)
+		return nil
+	})
+	for _, gs := range []struct {
+		srv *grpc.Server
+		lis net.Listener
+	}{{s.grpc, newLimitListener(lis.GRPC, s.cfg.MaxConnections, s.log)}, {s.internal, s.internalLis}} {
+		g.Go(func() error {
+			if err := gs.srv.Serve(gs.lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+				return fmt.Errorf("gRPC server: %w", err)
+			}
+			return nil
+		})
+	}
+	for _, hs := range https {
+		g.Go(func() error {
+			var err error
+			if hs.srv.TLSConfig != nil {
+				err = hs.srv.ServeTLS(hs.lis, "", "")
+			} else {
+				err = hs.srv.Serve(hs.lis)
+			}
+			if err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("HTTP server: %w", err)
+			}
+			return nil
+		})
+	}
+	g.Go(func() error {
+		<-gctx.Done()
+		s.log.Info("stopping", "timeout", s.cfg.ShutdownTimeout)
+		httpServers := make([]*http.Server, len(https))
+		for i, hs := range https {
+			httpServers[i] = hs.srv
+		}
+		s.shutdown(httpServers)
+		return nil
+	})
+	s.log.Info("serving", append([]any{"grpc", lis.GRPC.Addr().String(), "http", lis.HTTP.Addr().String(),
+		"tls", s.tls != nil, "auth", s.tokens != nil}, s.storeAttrs...)...)
+	err := g.Wait()
+	s.log.Info("stopped")
+	return err
+}
+
+// shutdown stops the servers within the timeout: in-flight calls finish and
+// watch streams end with a cursor to resume from (the hub closes them when
+// the context ends); whatever is still open at the bound is cut.
+func (s *Server) shutdown(httpServers []*http.Server) {
+	s.health.Shutdown()
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, srv := range httpServers {
+		wg.Go(func() {
+			if err := srv.Shutdown(ctx); err != nil {
+				s.log.Warn("HTTP server did not stop in time; closing its connections", "err", err)
+				_ = srv.Close()
+			}
+		})
+	}
+	for _, srv := range []*grpc.Server{s.grpc, s.internal} {
+		wg.Go(func() {
+			stopped := make(chan struct{})
+			go func() {
+				srv.GracefulStop()
+				close(stopped)
+			}()
+			select {
+			case <-stopped:
+			case <-ctx.Done():
+				s.log.Warn("gRPC server did not stop in time; closing its connections")
+				srv.Stop()
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// authenticator returns the token checker, or nil when no token is set.
+func authenticator(cfg Config, log *slog.Logger) *auth.Tokens {
+	if len(cfg.Tokens) == 0 {
+		log.Warn("no bearer tokens are set (AUTH_TOKENS, -auth-tokens-file): every call is let in")
+		return nil
+	}
+	var open []string
+	for name, prefix := range auth.OpenServices {
+		if cfg.AuthOpen[name] {
+			open = append(open, prefix)
+		}
+	}
+	return auth.New(cfg.Tokens, open)
+}
+
+// rpcLogOptions log one line per finished RPC, at debug level whatever its
+// code: the errors that matter are logged where they happen.
+var rpcLogOptions = []logging.Option{
+	logging.WithLogOnEvents(logging.FinishCall),
+	logging.WithLevels(func(codes.Code) logging.Level { return logging.LevelDebug }),
+}
+
+func rpcLogger(l *slog.Logger) logging.Logger {
+	return logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
+		l.Log(ctx, slog.Level(lvl), msg, fields...)
+	})
+}

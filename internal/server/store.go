@@ -1,0 +1,57 @@
+package server
+
+import (
+	"log/slog"
+	"strings"
+
+	"github.com/orderexpiry/orderexpiry/internal/memstore"
+	"github.com/orderexpiry/orderexpiry/internal/order"
+	"github.com/orderexpiry/orderexpiry/internal/redisstore"
+)
+
+// openedStore is the store the configuration names, with what the serving
+// line says of it and how to release it.
+type openedStore struct {
+	store order.Store
+	// attrs describe the store for the log, without secrets.
+	attrs []any
+	close func()
+	// subscribed says whether the Redis store hears Redis's expired-key
+	// events; nil for the memory store, which needs no subscription.
+	subscribed func() bool
+}
+
+// openStore opens a Redis Cluster or one Redis when one is named, and the
+// memory store otherwise. onExpire hears of each expiration this replica
+// claims.
+func openStore(cfg Config, log *slog.Logger, onExpire func(n, caughtUp int)) (openedStore, error) {
+	if cfg.RedisURL == "" && cfg.RedisCluster == "" {
+		log.Info("REDIS_URL is not set: using the embedded in-memory store; orders and events are lost when the process stops")
+		st := memstore.New(memstore.Options{Retention: cfg.Retention, OnExpire: onExpire})
+		return openedStore{store: st, attrs: []any{"store", "memory"}, close: func() {}}, nil
+	}
+	redisstore.SetLogger(log)
+	files := redisstore.TLSFiles{CA: cfg.RedisCA, Cert: cfg.RedisCert, Key: cfg.RedisKey}
+	opts := redisstore.Options{Retention: cfg.Retention, Logger: log, OnExpire: onExpire, Partitions: cfg.Partitions}
+	if cfg.RedisCluster != "" {
+		rdb, err := redisstore.NewClusterClient(cfg.RedisCluster, files)
+		if err != nil {
+			return openedStore{}, err
+		}
+		if opts.Partitions == 0 {
+			opts.Partitions = DefaultClusterPartitions
+		}
+		st := redisstore.New(rdb, opts)
+		// The seeds only: a URL may hold a password.
+		attrs := []any{"store", "redis-cluster", "redis_seeds", strings.Join(rdb.Options().Addrs, ","), "redis_tls", rdb.Options().TLSConfig != nil}
+		return openedStore{store: st, attrs: attrs, close: func() { _ = rdb.Close() }, subscribed: st.Subscribed}, nil
+	}
+	rdb, err := redisstore.NewClient(cfg.RedisURL, files)
+	if err != nil {
+		return openedStore{}, err
+	}
+	st := redisstore.New(rdb, opts)
+	// The address and db only: the URL may hold a password.
+	attrs := []any{"store", "redis", "redis_addr", rdb.Options().Addr, "redis_db", rdb.Options().DB, "redis_tls", rdb.Options().TLSConfig != nil}
+	return openedStore{store: st, attrs: attrs, close: func() { _ = rdb.Close() }, subscribed: st.Subscribed}, nil
+}
