@@ -6,7 +6,8 @@
 // The files follow the concerns: client.go opens clients, keys.go names the
 // keys, scripts.go holds the Lua, orders.go and log.go the calls on orders
 // and on the expiration log, codec.go reads what the scripts store,
-// partition.go the partitions, sweeper.go and subscriber.go the background
+// partition.go the partitions, epoch.go the store's identity and what
+// happens when Redis loses it, sweeper.go and subscriber.go the background
 // work of Run, cluster.go what a Redis Cluster adds, errors.go the
 // translation of Redis's errors into the domain's.
 package redisstore
@@ -19,6 +20,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/orderexpiry/orderexpiry/internal/order"
 )
 
 // Options configure a Store.
@@ -54,6 +57,14 @@ type Store struct {
 
 	// parts is set by the first successful layout.
 	parts atomic.Pointer[[]*partition]
+	// epoch is the store's epoch as this replica knows it (see epoch.go):
+	// set by the first successful layout, renewed by Ping.
+	epoch atomic.Pointer[string]
+	// fault, while set, is the error of every call: the store records
+	// another number of partitions than this replica's (see epoch.go).
+	fault atomic.Pointer[order.Error]
+	// checking serialises Ping's checks of the epoch.
+	checking sync.Mutex
 
 	// masters is how many masters the subscriber listens to, subscribed
 	// how many of those subscriptions are up.
@@ -103,11 +114,4 @@ func (s *Store) run(ctx context.Context, p *partition, script *redis.Script, arg
 // then the script's own.
 func (s *Store) args(p *partition, extra ...any) []any {
 	return append([]any{p.keys.prefix, s.retention.Milliseconds()}, extra...)
-}
-
-// Ping checks that Redis answers.
-func (s *Store) Ping(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, callTimeout)
-	defer cancel()
-	return storeError(s.rdb.Ping(ctx).Err())
 }

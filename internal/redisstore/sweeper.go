@@ -79,6 +79,12 @@ func (s *Store) sweep(ctx context.Context, p *partition) error {
 		case <-timer.C:
 		case <-p.wake:
 		}
+		// A replica that refuses calls, its number of partitions not being
+		// the store's, leaves the expiries to those whose number it is.
+		if s.fault.Load() != nil {
+			timer.Reset(maxSweepSleep)
+			continue
+		}
 		sleep, err := s.expireDue(ctx, p)
 		if err != nil {
 			if ctx.Err() != nil {
