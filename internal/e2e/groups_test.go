@@ -393,3 +393,31 @@ func TestGroupsREST(t *testing.T) {
 		}
 	})
 }
+
+// TestGroupsStreamRoomAfterAck: a stream at its max_in_flight gets the next
+// event as soon as an acknowledgement makes room, not at the next
+// redelivery poll (a second, with a 30 s ack deadline).
+func TestGroupsStreamRoomAfterAck(t *testing.T) {
+	s := startServer(t, nil)
+	ctx := context.Background()
+	if _, err := s.Client.CreateConsumerGroup(ctx, &pb.CreateConsumerGroupRequest{GroupId: "one"}); err != nil {
+		t.Fatal(err)
+	}
+	c := s.consume(t, "one", "w", 1)
+	for i := range 2 {
+		if _, err := s.Client.Checkout(ctx, &pb.CheckoutRequest{OrderId: fmt.Sprint("room-", i), Ttl: ttl(50 * time.Millisecond)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first := c.next(t, 5*time.Second)
+	time.Sleep(200 * time.Millisecond) // the second is logged, and waits for room
+	acked := time.Now()
+	ackOne(t, s, "one", first.GetAckId(), pb.AckIdStatus_ACK_ID_STATUS_OK)
+	second := c.next(t, 5*time.Second)
+	if wait := time.Since(acked); wait > 500*time.Millisecond {
+		t.Errorf("the second event came %v after the ack made room; want at once", wait)
+	}
+	if second.GetEvent().GetOrderId() == first.GetEvent().GetOrderId() {
+		t.Errorf("the same event twice: %v", second)
+	}
+}
