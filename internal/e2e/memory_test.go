@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	pb "github.com/orderexpiry/orderexpiry/internal/gen/orderexpiry/v1"
@@ -69,4 +70,63 @@ func TestRedisFull(t *testing.T) {
 	}
 	result(t, "checkouts_accepted=%d refused_grpc=%q rest_status=%d due_order_lateness=%s",
 		n-1, status.Convert(refused).Message(), code, late.Round(time.Millisecond))
+}
+
+// TestEvictionPolicyUnsafe: a Redis switched to allkeys-lru at runtime is
+// seen within the check period: health says NOT_SERVING, checkouts are
+// refused with FAILED_PRECONDITION (409) saying which setting to change, the
+// metric says 1 and the log names the setting, while the order pending
+// before still expires on time. Switched back to noeviction, the server is
+// SERVING again within a couple of seconds.
+func TestEvictionPolicyUnsafe(t *testing.T) {
+	r := redistest.Start(t, "--maxmemory", "64mb", "--maxmemory-policy", "noeviction")
+	admin := r.Client(t)
+	s := startServer(t, map[string]string{"REDIS_URL": r.URL()})
+	ctx := t.Context()
+	unsafe := func(v float64) []wantSample {
+		return []wantSample{{name: "orderexpiry_redis_eviction_policy_unsafe", value: v}}
+	}
+	checkMetrics(t, s, unsafe(0))
+	w := s.watch(t, "")
+	// Due after the change is seen: it is read every 10 s.
+	if _, err := s.Client.Checkout(ctx, &pb.CheckoutRequest{OrderId: "pending", Ttl: durationOf(13 * time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := admin.ConfigSet(ctx, "maxmemory-policy", "allkeys-lru").Err(); err != nil {
+		t.Fatal(err)
+	}
+	changed := time.Now()
+	waitHealth(t, s, healthpb.HealthCheckResponse_NOT_SERVING, 12*time.Second)
+	seen := time.Since(changed)
+	_, err := s.Client.Checkout(ctx, &pb.CheckoutRequest{OrderId: "refused", Ttl: durationOf(time.Minute)})
+	if msg := status.Convert(err).Message(); status.Code(err) != codes.FailedPrecondition || !strings.Contains(msg, "maxmemory-policy allkeys-lru") || !strings.Contains(msg, "noeviction") {
+		t.Errorf("checkout on allkeys-lru: %v; want FAILED_PRECONDITION naming maxmemory-policy allkeys-lru and noeviction", err)
+	}
+	code, body := s.restCall(t, "POST", "/v1/orders", `{"orderId":"refused-rest","ttl":"60s"}`)
+	if msg, _ := body["message"].(string); code != 409 || !strings.Contains(msg, "maxmemory-policy") {
+		t.Errorf("REST checkout on allkeys-lru: %d %v; want 409 naming maxmemory-policy", code, body)
+	}
+	checkMetrics(t, s, unsafe(1))
+	if logs := s.Logs(); !strings.Contains(logs, "level=ERROR") || !strings.Contains(logs, "CONFIG SET maxmemory-policy noeviction") {
+		t.Errorf("no error line names the setting to change; logs:\n%s", logs)
+	}
+	ev := w.next(t, 15*time.Second)
+	late := ev.GetExpiredAt().AsTime().Sub(ev.GetDeadline().AsTime())
+	if ev.GetOrderId() != "pending" || late > 250*time.Millisecond {
+		t.Errorf("event %s %v after its deadline; want the pending order within 250ms", ev.GetOrderId(), late)
+	}
+
+	if err := admin.ConfigSet(ctx, "maxmemory-policy", "noeviction").Err(); err != nil {
+		t.Fatal(err)
+	}
+	fixed := time.Now()
+	waitHealth(t, s, healthpb.HealthCheckResponse_SERVING, 3*time.Second)
+	back := time.Since(fixed)
+	if _, err := s.Client.Checkout(ctx, &pb.CheckoutRequest{OrderId: "accepted", Ttl: durationOf(time.Minute)}); err != nil {
+		t.Errorf("checkout on noeviction again: %v", err)
+	}
+	checkMetrics(t, s, unsafe(0))
+	result(t, "unsafe_seen_after=%s serving_again_after=%s pending_order_lateness=%s",
+		seen.Round(time.Millisecond), back.Round(time.Millisecond), late.Round(time.Millisecond))
 }

@@ -3,6 +3,7 @@ package redisstore
 import (
 	"context"
 	"slices"
+	"testing"
 	"time"
 )
 
@@ -106,4 +107,12 @@ func (s *Store) Replicas(ctx context.Context) ([]int, error) {
 		out[i] = int(p.replicas.Load())
 	}
 	return out, nil
+}
+
+// SetPolicyEvery makes Ping read the eviction policy every d while it is
+// safe, until the test ends.
+func SetPolicyEvery(t testing.TB, d time.Duration) {
+	prev := policyEvery
+	policyEvery = d
+	t.Cleanup(func() { policyEvery = prev })
 }

@@ -60,6 +60,9 @@ type Store struct {
 
 	// configWarning warns once that CONFIG is refused.
 	configWarning sync.Once
+
+	// ev is what the store knows of Redis's eviction policy.
+	ev eviction
 }
 
 // New returns a Store on a client of one Redis (*redis.Client) or of a
@@ -99,9 +102,13 @@ func (s *Store) args(p *partition, extra ...any) []any {
 	return append([]any{p.keys.prefix, s.retention.Milliseconds()}, extra...)
 }
 
-// Ping checks that Redis answers.
+// Ping checks that Redis answers, and that it cannot evict the store's
+// keys (see eviction.go).
 func (s *Store) Ping(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	return storeError(s.rdb.Ping(ctx).Err())
+	if err := s.rdb.Ping(ctx).Err(); err != nil {
+		return storeError(err)
+	}
+	return s.checkEviction(ctx)
 }

@@ -84,6 +84,9 @@ func (s *Store) listen(ctx context.Context, node *redis.Client, parts []*partiti
 				s.subscribed.Add(1)
 				bo.Reset()
 				s.ensureNotifications(ctx, node)
+				// This may be another Redis than before (a restart, a
+				// failover): the next Ping reads its eviction policy.
+				s.ev.readAt.Store(0)
 				for _, p := range parts {
 					p.wakeUp()
 				}

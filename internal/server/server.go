@@ -100,7 +100,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		OnPublish:   m.Delivered,
 		Logger:      log,
 	})
-	m.Watch(metrics.Sources{Watchers: s.hub.Watchers, Subscribed: st.subscribed})
+	m.Watch(metrics.Sources{Watchers: s.hub.Watchers, Subscribed: st.subscribed, EvictionUnsafe: st.evictionUnsafe})
 
 	s.health = health.NewServer()
 	// NOT_SERVING until the first ping of the store says otherwise.

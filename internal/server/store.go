@@ -19,6 +19,9 @@ type openedStore struct {
 	// subscribed says whether the Redis store hears Redis's expired-key
 	// events; nil for the memory store, which needs no subscription.
 	subscribed func() bool
+	// evictionUnsafe says whether Redis could evict the store's keys; nil
+	// for the memory store.
+	evictionUnsafe func() bool
 }
 
 // openStore opens a Redis Cluster or one Redis when one is named, and the
@@ -44,7 +47,7 @@ func openStore(cfg Config, log *slog.Logger, onExpire func(n, caughtUp int)) (op
 		st := redisstore.New(rdb, opts)
 		// The seeds only: a URL may hold a password.
 		attrs := []any{"store", "redis-cluster", "redis_seeds", strings.Join(rdb.Options().Addrs, ","), "redis_tls", rdb.Options().TLSConfig != nil}
-		return openedStore{store: st, attrs: attrs, close: func() { _ = rdb.Close() }, subscribed: st.Subscribed}, nil
+		return openedStore{store: st, attrs: attrs, close: func() { _ = rdb.Close() }, subscribed: st.Subscribed, evictionUnsafe: st.EvictionUnsafe}, nil
 	}
 	rdb, err := redisstore.NewClient(cfg.RedisURL, files)
 	if err != nil {
@@ -53,5 +56,5 @@ func openStore(cfg Config, log *slog.Logger, onExpire func(n, caughtUp int)) (op
 	st := redisstore.New(rdb, opts)
 	// The address and db only: the URL may hold a password.
 	attrs := []any{"store", "redis", "redis_addr", rdb.Options().Addr, "redis_db", rdb.Options().DB, "redis_tls", rdb.Options().TLSConfig != nil}
-	return openedStore{store: st, attrs: attrs, close: func() { _ = rdb.Close() }, subscribed: st.Subscribed}, nil
+	return openedStore{store: st, attrs: attrs, close: func() { _ = rdb.Close() }, subscribed: st.Subscribed, evictionUnsafe: st.EvictionUnsafe}, nil
 }
