@@ -94,7 +94,11 @@ func (s *Store) readEviction(ctx context.Context) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
 	if s.cluster == nil {
-		return evictionReason(ctx, s.rdb.(*redis.Client), "Redis")
+		name := "Redis"
+		if s.sentinel {
+			name = "the Redis master the sentinels name"
+		}
+		return evictionReason(ctx, s.rdb.(*redis.Client), name)
 	}
 	var mu sync.Mutex
 	var reason string
