@@ -41,8 +41,19 @@ func TestSentinelFailover(t *testing.T) {
 	time.Sleep(3 * time.Second)
 	killedAt := time.Now()
 	old.Kill()
-	sn.WaitFailover(t, old)
+	next := sn.WaitFailover(t, old)
 	failedOver := time.Now()
+	// Keyspace events on the new master: the servers' resubscriptions
+	// enable them, whatever the client's pool answers meanwhile.
+	var flags string
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if flags = next.Client(t).ConfigGet(context.Background(), "notify-keyspace-events").Val()["notify-keyspace-events"]; strings.Contains(flags, "E") && strings.Contains(flags, "x") {
+			break
+		}
+	}
+	if !strings.Contains(flags, "E") || !strings.Contains(flags, "x") {
+		t.Errorf("notify-keyspace-events is %q on the new master 5 s after the failover; want E and x", flags)
+	}
 	time.Sleep(3 * time.Second) // calls after the failover
 	calls := b.stop()
 	t.Logf("failover: %v from the kill until the sentinels named a new master and it had its replica", failedOver.Sub(killedAt))
