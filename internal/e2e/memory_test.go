@@ -24,11 +24,20 @@ func TestRedisFull(t *testing.T) {
 	ctx := t.Context()
 	md := map[string]string{"cart": strings.Repeat("x", 1000)}
 	w := s.watch(t, "")
-
-	const dueIn = 5 * time.Second
 	start := time.Now()
-	if _, err := s.Client.Checkout(ctx, &pb.CheckoutRequest{OrderId: "due", Ttl: durationOf(dueIn), Metadata: md}); err != nil {
-		t.Fatal(err)
+
+	// Orders due at several times: the first due after Redis is full, as
+	// long as the fill takes (a busy machine makes it slower), is the one
+	// that must expire on time in a full Redis.
+	dues := []time.Duration{5 * time.Second, 10 * time.Second, 20 * time.Second}
+	deadlines := map[string]time.Time{}
+	for _, d := range dues {
+		id := fmt.Sprintf("due-%v", d)
+		o, err := s.Client.Checkout(ctx, &pb.CheckoutRequest{OrderId: id, Ttl: durationOf(d), Metadata: md})
+		if err != nil {
+			t.Fatal(err)
+		}
+		deadlines[id] = o.GetOrder().GetDeadline().AsTime()
 	}
 	var refused error
 	n := 0
@@ -45,8 +54,15 @@ func TestRedisFull(t *testing.T) {
 			t.Fatalf("%d checkouts of 1 KB taken by a Redis of 3 MB", n)
 		}
 	}
-	if time.Since(start) > dueIn-time.Second {
-		t.Fatalf("filling Redis took %v: too long to see the order due %v after the start expire in a full Redis", time.Since(start), dueIn)
+	full := time.Now()
+	watched := ""
+	for id, d := range deadlines {
+		if d.After(full.Add(500*time.Millisecond)) && (watched == "" || d.Before(deadlines[watched])) {
+			watched = id
+		}
+	}
+	if watched == "" {
+		t.Fatalf("filling Redis took until %v: every order due was due by then", full)
 	}
 	if msg := status.Convert(refused).Message(); !strings.Contains(msg, "maxmemory") {
 		t.Errorf("gRPC refusal %q does not name Redis's maxmemory", msg)
@@ -63,13 +79,20 @@ func TestRedisFull(t *testing.T) {
 	if o, err := s.Client.CompleteOrder(ctx, &pb.CompleteOrderRequest{OrderId: "fill-0"}); err != nil || o.GetStatus() != pb.OrderStatus_ORDER_STATUS_COMPLETED {
 		t.Errorf("CompleteOrder in a full Redis: %v, %v; want it completed", o.GetStatus(), err)
 	}
-	ev := w.next(t, 10*time.Second)
-	late := ev.GetExpiredAt().AsTime().Sub(ev.GetDeadline().AsTime())
-	if ev.GetOrderId() != "due" || late > 250*time.Millisecond {
-		t.Errorf("event %s %v after its deadline; want the order \"due\" within 250ms", ev.GetOrderId(), late)
+	var late time.Duration
+	for {
+		ev := w.next(t, 25*time.Second)
+		if ev.GetOrderId() != watched {
+			continue
+		}
+		late = ev.GetExpiredAt().AsTime().Sub(ev.GetDeadline().AsTime())
+		if late > 250*time.Millisecond {
+			t.Errorf("%s, due after Redis was full, expired %v after its deadline; want within 250ms", watched, late)
+		}
+		break
 	}
-	result(t, "checkouts_accepted=%d refused_grpc=%q rest_status=%d due_order_lateness=%s",
-		n-1, status.Convert(refused).Message(), code, late.Round(time.Millisecond))
+	result(t, "checkouts_accepted=%d fill=%s refused_grpc=%q rest_status=%d due_order=%s lateness=%s",
+		n-1+len(dues), full.Sub(start).Round(time.Millisecond), status.Convert(refused).Message(), code, watched, late.Round(time.Millisecond))
 }
 
 // TestEvictionPolicyUnsafe: a Redis switched to allkeys-lru at runtime is
