@@ -91,6 +91,9 @@ type Sources struct {
 	// Subscribed says whether the store hears Redis's expired-key events;
 	// nil for a store that needs no subscription.
 	Subscribed func() bool
+	// EvictionUnsafe says whether Redis's maxmemory-policy could evict the
+	// store's keys; nil for a store that cannot evict.
+	EvictionUnsafe func() bool
 	// Groups returns the consumer groups' states, read from the store.
 	Groups func() []GroupState
 }
@@ -107,20 +110,28 @@ func (m *Metrics) Watch(src Sources) {
 	if subscribed == nil {
 		subscribed = func() bool { return true }
 	}
+	unsafe := src.EvictionUnsafe
+	if unsafe == nil {
+		unsafe = func() bool { return false }
+	}
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
 	if src.Groups != nil {
 		m.registry.MustRegister(groupCollector(src.Groups))
 	}
-	m.registry.MustRegister(
-		gauge("orderexpiry_watchers", "Watch streams open on this replica.", func() float64 { return float64(src.Watchers()) }),
-		gauge("orderexpiry_subscriber_connected", "1 while this replica's subscription to Redis's expired-key events is up (always 1 on the memory store).", func() float64 {
-			if subscribed() {
+	flag := func(f func() bool) func() float64 {
+		return func() float64 {
+			if f() {
 				return 1
 			}
 			return 0
-		}),
+		}
+	}
+	m.registry.MustRegister(
+		gauge("orderexpiry_watchers", "Watch streams open on this replica.", func() float64 { return float64(src.Watchers()) }),
+		gauge("orderexpiry_subscriber_connected", "1 while this replica's subscription to Redis's expired-key events is up (always 1 on the memory store).", flag(subscribed)),
+		gauge("orderexpiry_redis_eviction_policy_unsafe", "1 while Redis's maxmemory-policy, read every 10 s, could evict the store's keys (anything but noeviction with a maxmemory): checkouts are refused and health says NOT_SERVING.", flag(unsafe)),
 	)
 }
 

@@ -126,7 +126,7 @@ func (s *Store) Ping(ctx context.Context) error {
 	}
 	s.allow()
 	if id.state == "same" {
-		return nil
+		return s.checkEviction(ctx)
 	}
 	s.epoch.Store(&id.epoch)
 	e, _ := parseEpoch(id.epoch)

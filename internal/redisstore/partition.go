@@ -22,8 +22,9 @@ type partition struct {
 	// Redis's clock.
 	nextSweep atomic.Int64
 	// replicas is how many replicas the partition's master has, from the
-	// cluster's last reported topology; a write waits for one of them to
-	// have it (see runDurable). Always 0 on one Redis.
+	// cluster's last reported topology or, under Sentinel, the master's
+	// last count; a write waits for one of them to have it (see
+	// runDurable). Always 0 on one Redis without Sentinel.
 	replicas atomic.Int32
 }
 

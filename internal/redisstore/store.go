@@ -42,13 +42,19 @@ type Options struct {
 	// new (see layout); 0 means 1. A store keeps the number it started
 	// with: the partition of an order follows from it.
 	Partitions int
+	// Sentinel says that the client is one of NewSentinelClient, on a
+	// master with replicas that Redis Sentinel fails over: writes then wait
+	// for a replica, as on a cluster.
+	Sentinel bool
 }
 
 // Store is the order store on one Redis database or on a Redis Cluster.
 type Store struct {
 	rdb redis.UniversalClient
 	// cluster is rdb when it is a Redis Cluster, nil on one Redis.
-	cluster   *redis.ClusterClient
+	cluster *redis.ClusterClient
+	// sentinel: rdb is on the master Redis Sentinel names.
+	sentinel  bool
 	db        int
 	want      int
 	retention time.Duration
@@ -77,6 +83,8 @@ type Store struct {
 	groups groupCache
 	// deliverTurn turns the partition Deliver starts at.
 	deliverTurn atomic.Uint32
+	// ev is what the store knows of Redis's eviction policy.
+	ev eviction
 }
 
 // New returns a Store on a client of one Redis (*redis.Client) or of a
@@ -92,6 +100,7 @@ func New(rdb redis.UniversalClient, opts Options) *Store {
 		retention: opts.Retention,
 		log:       opts.Logger,
 		onExpire:  opts.OnExpire,
+		sentinel:  opts.Sentinel,
 	}
 	switch c := rdb.(type) {
 	case *redis.Client:

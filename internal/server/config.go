@@ -11,12 +11,17 @@ import (
 // its flag's default, so set every field.
 type Config struct {
 	// RedisURL names one Redis (redis:// or rediss://); RedisCluster names
-	// a Redis Cluster by its seeds. With neither, the embedded memory store
-	// serves.
-	RedisURL     string
-	RedisCluster string
-	// Partitions is asked for when the store is new; 0: 1 on one Redis,
-	// DefaultClusterPartitions on a cluster.
+	// a Redis Cluster by its seeds; RedisSentinel names the sentinels of a
+	// master called RedisSentinelMaster (see redisstore.SentinelOptions),
+	// RedisSentinelPassword being the sentinels' own. At most one of the
+	// three is set; with none, the embedded memory store serves.
+	RedisURL              string
+	RedisCluster          string
+	RedisSentinel         string
+	RedisSentinelMaster   string
+	RedisSentinelPassword string
+	// Partitions is asked for when the store is new; 0: 1 on one Redis
+	// (with or without Sentinel), DefaultClusterPartitions on a cluster.
 	Partitions int
 	// TLS towards Redis (rediss:// URLs): a private CA, a client pair.
 	RedisCA, RedisCert, RedisKey string

@@ -86,6 +86,11 @@ func ParseFlags(args []string, getenv func(string) string, stderr io.Writer) (Fl
 	str(&c.DebugAddr, "debug-addr", "DEBUG_ADDR", "", "listen address for /debug/pprof/ (profiles, goroutines, heap); empty: off. Keep it private")
 	str(&c.RedisURL, "redis-url", "REDIS_URL", "", "redis:// or rediss:// URL, with password and db; empty: the embedded in-memory store")
 	str(&c.RedisCluster, "redis-cluster-addrs", "REDIS_CLUSTER_ADDRS", "", "Redis Cluster seeds, host:port,host:port,... or redis://[user:password@]host:port?addr=host:port&addr=... (rediss:// for TLS); instead of REDIS_URL")
+	str(&c.RedisSentinel, "redis-sentinel-addrs", "REDIS_SENTINEL_ADDRS", "", "Redis Sentinel instead of REDIS_URL: the sentinels, host:port,host:port,... or redis://[user:password@]host:port[/db]?addr=host:port&addr=... (Redis's user and password; rediss:// for TLS)")
+	str(&c.RedisSentinelMaster, "redis-sentinel-master", "REDIS_SENTINEL_MASTER", "", "name of the master the sentinels watch (sentinel monitor <name> ...)")
+	// A password has no flag: the command line is visible to every user of
+	// the host.
+	c.RedisSentinelPassword = getenv("REDIS_SENTINEL_PASSWORD")
 	num(&c.Partitions, "redis-partitions", "REDIS_PARTITIONS", 0, fmt.Sprintf("partitions of a new store (recorded in Redis at the first start, never changed after); 0: 1 on one Redis, %d on a cluster", DefaultClusterPartitions))
 	str(&c.RedisCA, "redis-ca", "REDIS_CA_FILE", "", "PEM file of the CA that signed Redis's certificate (rediss://), instead of the system's")
 	str(&c.RedisCert, "redis-cert", "REDIS_CERT_FILE", "", "PEM client certificate for Redis over TLS, when Redis asks for one")
@@ -196,12 +201,25 @@ func ParseFlags(args []string, getenv func(string) string, stderr io.Writer) (Fl
 		return c, fmt.Errorf("-tls-client-ca needs -tls-cert and -tls-key")
 	case (c.RedisCert == "") != (c.RedisKey == ""):
 		return c, fmt.Errorf("-redis-cert and -redis-key go together")
-	case c.RedisURL != "" && c.RedisCluster != "":
-		return c, fmt.Errorf("REDIS_URL and REDIS_CLUSTER_ADDRS both name a store; give one")
+	case countSet(c.RedisURL, c.RedisCluster, c.RedisSentinel) > 1:
+		return c, fmt.Errorf("REDIS_URL, REDIS_CLUSTER_ADDRS and REDIS_SENTINEL_ADDRS each name a store; give one of them")
+	case c.RedisSentinel == "" && (c.RedisSentinelMaster != "" || c.RedisSentinelPassword != ""):
+		return c, fmt.Errorf("REDIS_SENTINEL_MASTER and REDIS_SENTINEL_PASSWORD are for Redis Sentinel: set REDIS_SENTINEL_ADDRS too")
 	case c.Partitions < 0 || c.Partitions > order.MaxPartitions:
 		return c, fmt.Errorf("-redis-partitions %d: want 1 to %d, or 0 for the default", c.Partitions, order.MaxPartitions)
 	}
 	return c, nil
+}
+
+// countSet counts the values that are not empty.
+func countSet(values ...string) int {
+	n := 0
+	for _, v := range values {
+		if v != "" {
+			n++
+		}
+	}
+	return n
 }
 
 func contains(list []string, s string) bool {

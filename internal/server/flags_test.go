@@ -129,6 +129,24 @@ func TestParseFlags(t *testing.T) {
 			want: with(func(c *Flags) {
 				c.MaxConnections, c.IdleTimeout, c.ReadTimeout, c.MaxHeaderBytes, c.MaxStreams = 10, 2*time.Second, time.Second, 4096, 3
 			})},
+		{name: "sentinel", env: map[string]string{"REDIS_SENTINEL_ADDRS": "s1:26379,s2:26379", "REDIS_SENTINEL_MASTER": "m", "REDIS_SENTINEL_PASSWORD": "pw"},
+			want: with(func(c *Flags) {
+				c.RedisSentinel, c.RedisSentinelMaster, c.RedisSentinelPassword = "s1:26379,s2:26379", "m", "pw"
+			})},
+		{name: "sentinel by flags", args: []string{"-redis-sentinel-addrs=redis://:pw@s1:26379?addr=s2:26379", "-redis-sentinel-master=m"},
+			want: with(func(c *Flags) { c.RedisSentinel, c.RedisSentinelMaster = "redis://:pw@s1:26379?addr=s2:26379", "m" })},
+		{name: "sentinel flag beats an empty REDIS_URL", env: map[string]string{"REDIS_URL": ""}, args: []string{"-redis-sentinel-addrs=s1:26379"},
+			want: with(func(c *Flags) { c.RedisSentinel = "s1:26379" })},
+		{name: "URL and sentinels", env: map[string]string{"REDIS_URL": "redis://h:6379/0", "REDIS_SENTINEL_ADDRS": "s1:26379"},
+			wantErr: "REDIS_URL, REDIS_CLUSTER_ADDRS and REDIS_SENTINEL_ADDRS each name a store; give one"},
+		{name: "cluster and sentinels", args: []string{"-redis-cluster-addrs=h:7000", "-redis-sentinel-addrs=s1:26379"},
+			wantErr: "give one of them"},
+		{name: "URL and cluster", args: []string{"-redis-url=redis://h:6379/0", "-redis-cluster-addrs=h:7000"},
+			wantErr: "give one of them"},
+		{name: "sentinel master without sentinels", env: map[string]string{"REDIS_SENTINEL_MASTER": "m"},
+			wantErr: "set REDIS_SENTINEL_ADDRS too"},
+		{name: "sentinel password without sentinels", env: map[string]string{"REDIS_URL": "redis://h:6379/0", "REDIS_SENTINEL_PASSWORD": "pw"},
+			wantErr: "set REDIS_SENTINEL_ADDRS too"},
 		{name: "no connections", args: []string{"-max-connections=0"}, wantErr: "max connections must be at least 1, got 0"},
 		{name: "zero idle timeout", args: []string{"-idle-timeout=0s"}, wantErr: "-idle-timeout and -read-timeout must be more than zero"},
 		{name: "tiny header limit", args: []string{"-max-header-bytes=10"}, wantErr: "max header bytes must be at least 1024, got 10"},
