@@ -16,12 +16,14 @@ package e2e
 // random seeds.
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -349,8 +351,9 @@ func TestLinearizability(t *testing.T) {
 		if err := porcupine.VisualizePath(model, info, path); err != nil {
 			t.Logf("visualizing the history: %v", err)
 		}
-		t.Fatalf("seed %d: the history of %d operations is %s against the order model (rerun with LIN_SEED=%d); porcupine's view of it: %s",
+		t.Errorf("seed %d: the history of %d operations is %s against the order model (rerun with LIN_SEED=%d); porcupine's view of it: %s",
 			seed, len(rec.ops), res, seed, path)
+		linExplain(t, model, rec.ops)
 	}
 
 	l := linCheckLog(t, rs, rec.ops)
@@ -448,4 +451,32 @@ func linCheckLog(t *testing.T, rs *replicaSet, ops []porcupine.Operation) linLog
 		}
 	}
 	return l
+}
+
+// linExplain logs the history of the first few order ids whose history is
+// not linearizable, each operation with its window relative to the first
+// call, so that a failure can be read without the visualization.
+func linExplain(t *testing.T, model porcupine.Model, ops []porcupine.Operation) {
+	t.Helper()
+	shown := 0
+	for _, part := range model.Partition(ops) {
+		if shown == 3 {
+			return
+		}
+		if porcupine.CheckOperationsTimeout(model, part, 10*time.Second) != porcupine.Illegal {
+			continue
+		}
+		shown++
+		slices.SortFunc(part, func(a, b porcupine.Operation) int { return cmp.Compare(a.Call, b.Call) })
+		start := part[0].Call
+		msg := fmt.Sprintf("the history of %s, not linearizable (times in ms from its first call, unix ms %d):", part[0].Input.(linInput).ID, start/1e6)
+		for _, op := range part {
+			ret := "..."
+			if op.Return != math.MaxInt64 {
+				ret = strconv.FormatInt((op.Return-start)/1e6, 10)
+			}
+			msg += fmt.Sprintf("\n  [%d, %s] client %d: %s", (op.Call-start)/1e6, ret, op.ClientId, model.DescribeOperation(op.Input, op.Output))
+		}
+		t.Log(msg)
+	}
 }

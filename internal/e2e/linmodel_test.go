@@ -137,7 +137,11 @@ var linModel = porcupine.NondeterministicModel{
 		case out.Code != codes.OK:
 			return call + " -> " + out.Code.String()
 		}
-		return fmt.Sprintf("%s -> %s gen=%s deadline=%d created=%v", call, out.Status, out.Token, out.Deadline, out.Created)
+		shown := fmt.Sprintf("%s -> %s gen=%s deadline=%d", call, out.Status, out.Token, out.Deadline)
+		if in.Kind == linCheckout {
+			shown += fmt.Sprintf(" created=%v", out.Created)
+		}
+		return shown
 	},
 	DescribeState: func(state any) string {
 		s := state.(linState)
