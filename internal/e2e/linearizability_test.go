@@ -357,8 +357,12 @@ func TestLinearizability(t *testing.T) {
 	}
 
 	l := linCheckLog(t, rs, rec.ops)
-	result(t, "seed=%d clients=%d ids=%d workload=%s ops=%d definite=%d unknown=%d histories=%d check=%s faults=%v expired=%d completed=%d cancelled=%d events=%d",
-		seed, linClients, linIDs, workload.Round(time.Millisecond), len(rec.ops), rec.definite.Load(), rec.unknown.Load(), linIDs, checked.Round(time.Millisecond), faults,
+	// calls counts every call, definite and unknown; ops, those in the
+	// history (every call but the reads of unknown outcome, which tell
+	// nothing); histories, the ids whose histories were checked.
+	result(t, "seed=%d clients=%d ids=%d workload=%s calls=%d definite=%d unknown=%d ops=%d histories=%d check=%s faults=%v shown_expired=%d shown_completed=%d shown_cancelled=%d events=%d",
+		seed, linClients, linIDs, workload.Round(time.Millisecond), rec.definite.Load()+rec.unknown.Load(), rec.definite.Load(), rec.unknown.Load(),
+		len(rec.ops), len(model.Partition(rec.ops)), checked.Round(time.Millisecond), faults,
 		l.expired, l.completed, l.cancelled, l.events)
 	if t.Failed() {
 		t.Logf("seed %d failed: rerun with LIN_SEED=%d", seed, seed)
