@@ -126,9 +126,6 @@ func (h *Hub) Follow(ctx context.Context, after order.Position, started func() e
 			// is the watch's reservation now.
 			sub.placeKept = false
 			sub, reserved = nil, true
-			if h.opts.OnCatchUp != nil {
-				h.opts.OnCatchUp()
-			}
 			if err := h.checkCatchUp(ctx, last, missed); err != nil {
 				return last, err
 			}

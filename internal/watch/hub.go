@@ -71,7 +71,8 @@ type Options struct {
 	// subscriptions, and the time it did.
 	OnPublish func(ev order.Event, at time.Time)
 	// OnCatchUp, when set, is called each time a watch of Follow falls
-	// behind its buffer and goes back to reading the log.
+	// behind its buffer and so is to read on from the log. The hub calls it
+	// with its lock held: it must be quick and must not call the hub.
 	OnCatchUp func()
 	// Logger receives the hub's warnings; nil means slog.Default().
 	Logger *slog.Logger
@@ -406,6 +407,9 @@ func (h *Hub) publish(p int, events []order.Event) {
 				if s.follows {
 					s.placeKept = true
 					h.reserved++
+					if h.opts.OnCatchUp != nil {
+						h.opts.OnCatchUp()
+					}
 				}
 				h.drop(s, ErrLagged)
 			}
