@@ -425,7 +425,7 @@ func (s *server) gauge(t *testing.T, name string) int {
 func TestHostileReplayWatchers(t *testing.T) {
 	t.Parallel()
 	const limit, watches, events = 20, 100, 1000
-	s := startServer(t, nil, "-max-watchers", strconv.Itoa(limit), "-debug-addr", "127.0.0.1:0")
+	s := startProcess(t, nil, "-max-watchers", strconv.Itoa(limit), "-debug-addr", "127.0.0.1:0")
 	ctx := context.Background()
 
 	// A log of 1,000 events of about 1.1 KB.
@@ -577,7 +577,7 @@ func (c stalledConn) closedByServer(d time.Duration) bool {
 func TestHostileStalledRESTWatcher(t *testing.T) {
 	t.Parallel()
 	const stalled = 20
-	s := startServer(t, nil, "-watch-buffer", "64", "-debug-addr", "127.0.0.1:0")
+	s := startProcess(t, nil, "-watch-buffer", "64", "-debug-addr", "127.0.0.1:0")
 	ctx := context.Background()
 	// Warm up: the gateway's connection to the gRPC server, whose
 	// goroutines and descriptors stay.
