@@ -26,6 +26,7 @@ type Metrics struct {
 	created  prometheus.Counter
 	caughtUp prometheus.Counter
 	lateness prometheus.Histogram
+	catchUps prometheus.Counter
 
 	deliveries   *prometheus.CounterVec
 	redeliveries *prometheus.CounterVec
@@ -58,6 +59,10 @@ func New() *Metrics {
 			Help:    "Time from an order's deadline to its expiration event reaching this replica's watchers.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 		}),
+		catchUps: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "orderexpiry_watch_catchups_total",
+			Help: "Times a watcher on this replica fell more than -watch-buffer events behind and went back to reading the expiration log until it caught up.",
+		}),
 	}
 	m.deliveries = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "orderexpiry_group_deliveries_total",
@@ -75,7 +80,7 @@ func New() *Metrics {
 	m.registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.GRPC, m.created, m.closed, m.caughtUp, m.lateness,
+		m.GRPC, m.created, m.closed, m.caughtUp, m.lateness, m.catchUps,
 		m.deliveries, m.redeliveries, m.ackAge,
 	)
 	for _, o := range []string{"completed", "cancelled", "expired"} {
@@ -166,6 +171,10 @@ func (m *Metrics) Delivered(group string, attempt int) {
 func (m *Metrics) Acknowledged(group string, age time.Duration) {
 	m.ackAge.WithLabelValues(group).Observe(max(age, 0).Seconds())
 }
+
+// WatchCatchUp counts a watcher that fell behind its buffer and reads on
+// from the log.
+func (m *Metrics) WatchCatchUp() { m.catchUps.Inc() }
 
 // Published observes an event as it reaches this replica's watchers.
 func (m *Metrics) Published(ev order.Event, at time.Time) {

@@ -5,6 +5,7 @@ package rpc
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"math"
 	"time"
@@ -247,7 +248,12 @@ func (s *Service) WatchExpirations(req *pb.WatchExpirationsRequest, stream pb.Or
 	if err == nil || ctx.Err() != nil {
 		return s.status(ctx, err)
 	}
-	if k := order.KindOf(err); (k == order.KindResourceExhausted || k == order.KindUnavailable) && (after != nil || last != nil) {
+	// A watcher that the log's retention overtook while it caught up (see
+	// watch.Hub.Follow) learns how far it got, as one cut off for another
+	// reason does.
+	k := order.KindOf(err)
+	behind := k == order.KindOutOfRange && errors.Is(err, watch.ErrLagged)
+	if (k == order.KindResourceExhausted || k == order.KindUnavailable || behind) && (after != nil || last != nil) {
 		stream.SetTrailer(metadata.Pairs(ResumeCursorTrailer, last.String()))
 	}
 	return s.status(ctx, err)

@@ -99,6 +99,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		MaxWatchers: cfg.MaxWatchers,
 		MaxReplays:  cfg.MaxReplays,
 		OnPublish:   m.Published,
+		OnCatchUp:   m.WatchCatchUp,
 		Logger:      log,
 	})
 	m.Watch(metrics.Sources{Watchers: s.hub.Watchers, Subscribed: st.subscribed, EvictionUnsafe: st.evictionUnsafe, Groups: s.groupStates})

@@ -3,6 +3,7 @@ package watch
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/orderexpiry/orderexpiry/internal/order"
@@ -27,29 +28,47 @@ const replayHold = time.Second
 // from the hub's fan-out, where every watcher sends the same Event; a
 // replayed event carries this watcher's own Position.
 //
+// A watcher that falls more than Buffer events behind the fan-out is not
+// cut off: it leaves the fan-out, reads on from the log after the last
+// event it sent, the same way a watch with a position starts, and joins the
+// fan-out again once it has caught up, so that what it holds stays one
+// buffer or one replay batch. Only a watcher whose next event has passed
+// out of the log's retention meanwhile is ended, with KindOutOfRange.
+//
 // A watch takes its place under MaxWatchers before started is called, so
 // that a watch past the limit is refused with RESOURCE_EXHAUSTED (HTTP 429)
 // rather than accepted and ended at once, and so that watches replaying a
-// long log count against the limit as much as live ones. Replays read and
-// send the log a batch at a time, MaxReplays batches at once; the others
-// wait their turn. A live watch is refused with UNAVAILABLE while the hub
-// cannot read the log, from which its events would come.
+// long log count against the limit as much as live ones; a watch catching
+// up keeps its place. Replays read and send the log a batch at a time,
+// MaxReplays batches at once; the others wait their turn. A live watch is
+// refused with UNAVAILABLE while the hub cannot read the log, from which
+// its events would come.
 //
 // It returns when ctx ends, send fails or the subscription is closed, with
 // the position after the last event sent (or the starting position), from
 // which the watcher can resume.
 func (h *Hub) Follow(ctx context.Context, after order.Position, started func() error, send func(ev order.Event, live bool) error) (order.Position, error) {
 	var last order.Position
+	// The watch holds its place under MaxWatchers either as sub or, while
+	// it replays, as a reservation.
 	var sub *Subscription
+	reserved := false
+	defer func() {
+		if sub != nil {
+			h.leave(sub)
+		}
+		if reserved {
+			h.unreserve()
+		}
+	}()
 	if after == nil {
 		if err := h.readable(ctx); err != nil {
 			return nil, err
 		}
 		var err error
-		if sub, err = h.Subscribe(ctx); err != nil {
+		if sub, err = h.subscribe(ctx, false, true); err != nil {
 			return nil, subscribeError(err, nil) // nothing to resume from
 		}
-		defer sub.Close()
 		if err := started(); err != nil {
 			return nil, err
 		}
@@ -62,46 +81,88 @@ func (h *Hub) Follow(ctx context.Context, after order.Position, started func() e
 		if err := h.reserve(); err != nil {
 			return last, subscribeError(err, nil)
 		}
-		reserved := true
-		defer func() {
-			if reserved {
-				h.unreserve()
-			}
-		}()
+		reserved = true
 		if err := started(); err != nil {
-			return last, err
-		}
-		// Catch up before subscribing, so that a long replay does not fill
-		// the live buffer.
-		if err := h.replay(ctx, last, nil, send); err != nil {
-			return last, err
-		}
-		reserved = false
-		if sub, err = h.subscribe(ctx, true); err != nil {
-			return last, subscribeError(err, last)
-		}
-		defer sub.Close()
-		// Events that came between the replay and the subscription.
-		if err := h.replay(ctx, last, sub.From, send); err != nil {
 			return last, err
 		}
 	}
 	for {
+		if sub == nil {
+			// Catch up before subscribing, so that a long replay does not
+			// fill the live buffer.
+			if err := h.replay(ctx, last, nil, send); err != nil {
+				return last, err
+			}
+			reserved = false
+			var err error
+			if sub, err = h.subscribe(ctx, true, true); err != nil {
+				return last, subscribeError(err, last)
+			}
+			// Events that came between the replay and the subscription.
+			if err := h.replay(ctx, last, sub.From, send); err != nil {
+				return last, err
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return last, ctx.Err()
-		case <-sub.Done():
-			return last, subscribeError(sub.Err(), last)
 		case ev := <-sub.C:
-			if !last.Behind(ev) {
-				continue // already replayed
-			}
-			if err := send(ev, true); err != nil {
+			if err := sendLive(ev, last, send); err != nil {
 				return last, err
 			}
-			last[ev.Partition] = ev.Cursor
+		case <-sub.Done():
+			if !errors.Is(sub.Err(), ErrLagged) {
+				return last, subscribeError(sub.Err(), last)
+			}
+			// What the buffer holds comes next, in order: send it, then
+			// read on from the log after it.
+			for len(sub.C) > 0 {
+				if err := sendLive(<-sub.C, last, send); err != nil {
+					return last, err
+				}
+			}
+			missed := sub.missed
+			// The hub kept the subscription's place for the catch-up: it
+			// is the watch's reservation now.
+			sub.placeKept = false
+			sub, reserved = nil, true
+			if err := h.checkCatchUp(ctx, last, missed); err != nil {
+				return last, err
+			}
 		}
 	}
+}
+
+// sendLive sends an event of the fan-out that the watcher at last has not
+// sent yet, and moves last past it.
+func sendLive(ev order.Event, last order.Position, send func(order.Event, bool) error) error {
+	if !last.Behind(ev) {
+		return nil // already replayed
+	}
+	if err := send(ev, true); err != nil {
+		return err
+	}
+	last[ev.Partition] = ev.Cursor
+	return nil
+}
+
+// checkCatchUp says whether a watcher at last, whose buffer overflowed at
+// missed, can read on from the log without a gap. The event after last in
+// missed's partition is missed itself: the log must still hold it. In the
+// other partitions the watcher had every event the hub had read when the
+// buffer overflowed, so its next events there are newer than that; their
+// cursors are left out of the check, which would take an old cursor of a
+// quiet partition for one the log no longer covers.
+func (h *Hub) checkCatchUp(ctx context.Context, last order.Position, missed order.Event) error {
+	check := make(order.Position, len(last))
+	check[missed.Partition] = missed.Cursor
+	err := h.log.CheckCursor(ctx, check...)
+	if err == nil || order.KindOf(err) != order.KindOutOfRange {
+		return err
+	}
+	return &order.Error{Kind: order.KindOutOfRange, Err: fmt.Errorf("%w: %w", ErrLagged, err),
+		Msg: "this watcher fell behind the expiration log and, while it caught up, the log's retention passed its next event " +
+			missed.Cursor.String() + ": events after after_cursor=" + last.String() + " are gone; start a new watch without after_cursor"}
 }
 
 // CheckPosition is checkPosition, for a consumer group's start.
@@ -186,9 +247,6 @@ func subscribeError(err error, last order.Position) error {
 		resume = "resume with after_cursor=" + last.String()
 	}
 	switch {
-	case errors.Is(err, ErrLagged):
-		return &order.Error{Kind: order.KindResourceExhausted, Err: err,
-			Msg: "this watcher fell too far behind the expiration log and was closed; " + resume}
 	case errors.Is(err, ErrTooManyWatchers):
 		return &order.Error{Kind: order.KindResourceExhausted, Err: err,
 			Msg: "this replica serves as many watchers as it may (its max-watchers limit); try again later or on another replica"}

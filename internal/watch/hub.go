@@ -33,7 +33,7 @@ type Log interface {
 }
 
 // ErrLagged closes a subscription whose buffer was full: its watcher fell
-// too far behind the log.
+// too far behind the log. Follow then reads on from the log (see Follow).
 var ErrLagged = errors.New("watcher fell behind the expiration log")
 
 // ErrStopped closes every subscription when the hub stops.
@@ -59,7 +59,7 @@ const DefaultMaxReplays = 8
 // Options configure a hub.
 type Options struct {
 	// Buffer is how many events a subscription may fall behind before it
-	// is closed; at least 1.
+	// is closed (a watch of Follow then reads on from the log); at least 1.
 	Buffer int
 	// MaxWatchers bounds the open subscriptions, counting the watches
 	// still replaying before they subscribe; 0 means no bound.
@@ -70,6 +70,10 @@ type Options struct {
 	// OnPublish, when set, is called with each event as it reaches the
 	// subscriptions, and the time it did.
 	OnPublish func(ev order.Event, at time.Time)
+	// OnCatchUp, when set, is called each time a watch of Follow falls
+	// behind its buffer and so is to read on from the log. The hub calls it
+	// with its lock held: it must be quick and must not call the hub.
+	OnCatchUp func()
 	// Logger receives the hub's warnings; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -136,6 +140,14 @@ type Subscription struct {
 	hub  *Hub
 	done chan struct{}
 	err  error // set before done is closed
+	// follows says the subscription is a watch of Follow, which catches up
+	// from the log when it lags: it then keeps its place under MaxWatchers
+	// (placeKept), so that another watch cannot take it meanwhile.
+	follows   bool
+	placeKept bool
+	// missed is the first event that did not fit in the buffer, set when
+	// the subscription is closed with ErrLagged.
+	missed order.Event
 }
 
 // Done is closed when the subscription ends; Err then says why.
@@ -161,12 +173,13 @@ func (s *Subscription) Close() {
 // Subscribe starts a subscription at the hub's current position. It waits
 // until the hub knows where the log ends.
 func (h *Hub) Subscribe(ctx context.Context) (*Subscription, error) {
-	return h.subscribe(ctx, false)
+	return h.subscribe(ctx, false, false)
 }
 
 // subscribe is Subscribe; with reserved, the subscription takes the place
-// that reserve kept for it, whatever it returns.
-func (h *Hub) subscribe(ctx context.Context, reserved bool) (*Subscription, error) {
+// that reserve kept for it, whatever it returns. follows marks a watch of
+// Follow (see Subscription.follows).
+func (h *Hub) subscribe(ctx context.Context, reserved, follows bool) (*Subscription, error) {
 	select {
 	case <-h.ready:
 	case <-ctx.Done():
@@ -187,7 +200,7 @@ func (h *Hub) subscribe(ctx context.Context, reserved bool) (*Subscription, erro
 		return nil, ErrTooManyWatchers
 	}
 	ch := make(chan order.Event, h.opts.Buffer)
-	s := &Subscription{From: h.pos.Clone(), C: ch, ch: ch, hub: h, done: make(chan struct{})}
+	s := &Subscription{From: h.pos.Clone(), C: ch, ch: ch, hub: h, done: make(chan struct{}), follows: follows}
 	h.subs[s] = struct{}{}
 	return s, nil
 }
@@ -203,6 +216,22 @@ func (h *Hub) reserve() error {
 	}
 	h.reserved++
 	return nil
+}
+
+// leave ends a watch of Follow that holds sub: it closes the subscription
+// or, if the hub closed it already for lagging, gives back the place that
+// the hub kept for its catch-up.
+func (h *Hub) leave(sub *Subscription) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.subs[sub]; ok {
+		h.drop(sub, nil)
+		return
+	}
+	if sub.placeKept {
+		sub.placeKept = false
+		h.reserved--
+	}
 }
 
 // unreserve gives back a place that reserve kept.
@@ -359,7 +388,8 @@ func (h *Hub) pause(ctx context.Context, bo *backoff.Backoff, p int, err error, 
 
 // publish hands events of partition p to every subscription, each with the
 // position the hub reaches with it. A subscription whose buffer is full is
-// closed with ErrLagged rather than waited for.
+// closed with ErrLagged rather than waited for; a watch of Follow keeps its
+// place under MaxWatchers while it catches up from the log.
 func (h *Hub) publish(p int, events []order.Event) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -373,6 +403,14 @@ func (h *Hub) publish(p int, events []order.Event) {
 			case s.ch <- ev:
 				continue
 			default:
+				s.missed = ev
+				if s.follows {
+					s.placeKept = true
+					h.reserved++
+					if h.opts.OnCatchUp != nil {
+						h.opts.OnCatchUp()
+					}
+				}
 				h.drop(s, ErrLagged)
 			}
 			break
