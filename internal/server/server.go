@@ -101,7 +101,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		OnPublish:   m.Published,
 		Logger:      log,
 	})
-	m.Watch(metrics.Sources{Watchers: s.hub.Watchers, Subscribed: st.subscribed, Groups: s.groupStates})
+	m.Watch(metrics.Sources{Watchers: s.hub.Watchers, Subscribed: st.subscribed, Groups: s.groupStates, SlotRetries: st.slotRetries})
 
 	s.health = health.NewServer()
 	// NOT_SERVING until the first ping of the store says otherwise.

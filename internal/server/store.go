@@ -19,6 +19,9 @@ type openedStore struct {
 	// subscribed says whether the Redis store hears Redis's expired-key
 	// events; nil for the memory store, which needs no subscription.
 	subscribed func() bool
+	// slotRetries counts the calls the store made again while a Redis
+	// Cluster moved their slot; nil for the other stores.
+	slotRetries func() uint64
 }
 
 // openStore opens a Redis Cluster or one Redis when one is named, and the
@@ -43,7 +46,7 @@ func openStore(cfg Config, log *slog.Logger, onExpire func(n, caughtUp int)) (op
 		st := redisstore.New(rdb, opts)
 		// The seeds only: a URL may hold a password.
 		attrs := []any{"store", "redis-cluster", "redis_seeds", strings.Join(rdb.Options().Addrs, ","), "redis_tls", rdb.Options().TLSConfig != nil}
-		return openedStore{store: st, attrs: attrs, close: func() { _ = rdb.Close() }, subscribed: st.Subscribed}, nil
+		return openedStore{store: st, attrs: attrs, close: func() { _ = rdb.Close() }, subscribed: st.Subscribed, slotRetries: st.SlotRetries}, nil
 	}
 	rdb, err := redisstore.NewClient(cfg.RedisURL, files)
 	if err != nil {
