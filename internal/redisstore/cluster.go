@@ -138,20 +138,19 @@ func (s *Store) runDurable(ctx context.Context, p *partition, script *redis.Scri
 				return nil, s.nodeError(res.Err())
 			}
 			redirected = !m.again
-			next := node
+			var next *redis.Client
 			switch {
 			case m.again:
 				// Back to the slot's master, which knows how the move
 				// goes on: the keys may still be split between the two.
-				next, err = s.cluster.MasterForKey(ctx, p.keys.deadlines)
+				if next, err = s.cluster.MasterForKey(ctx, p.keys.deadlines); err != nil {
+					return nil, storeError(err)
+				}
 			case m.ask:
 				next = s.masterAt(ctx, m.addr)
 			default:
 				s.cluster.ReloadState(ctx)
 				next = s.masterAt(ctx, m.addr)
-			}
-			if err != nil {
-				return nil, storeError(err)
 			}
 			if next == nil {
 				// A master the client does not know yet: it learns of
