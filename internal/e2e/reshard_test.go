@@ -32,6 +32,8 @@ const reshardSlots = 4000
 // and the watchers, from 0-0, see every partition's log in order.
 func TestClusterReshard(t *testing.T) {
 	c := redistest.StartCluster(t, 3, 1)
+	// At debug level the servers log the Redis error behind each failed
+	// call, which the server log of a failed run then shows.
 	env := map[string]string{"REDIS_CLUSTER_ADDRS": strings.Join(c.Addrs(), ","), "LOG_LEVEL": "debug"}
 	reps := []*server{startServer(t, env), startServer(t, env)}
 	var fs []*follower
