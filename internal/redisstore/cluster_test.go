@@ -287,10 +287,20 @@ func TestClusterSlotMoving(t *testing.T) {
 		t.Logf("%d retries while the slot moved", n)
 	}
 
-	// The slot moves back at once, keys and all, when the client's
-	// reloads, which the redirections above asked for, are over: its slot
-	// map still names the new master, which answers MOVED.
-	time.Sleep(500 * time.Millisecond)
+	// The slot moves back at once, keys and all, once every node knows
+	// of the move and the client routes the slot to the new master: its
+	// slot map then still names the new master, which answers MOVED.
+	c.WaitFailover(t)
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		rdb.ReloadState(ctx)
+		time.Sleep(250 * time.Millisecond) // the reload runs in the background
+		if m, err := rdb.MasterForKey(ctx, key); err == nil && m.Options().Addr == dst.Addr {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the client does not route slot %d to %s", slot, dst.Addr)
+		}
+	}
 	must(from.Do(ctx, "CLUSTER", "SETSLOT", slot, "IMPORTING", toID))
 	must(to.Do(ctx, "CLUSTER", "SETSLOT", slot, "MIGRATING", fromID))
 	back := []any{"MIGRATE", strings.Split(src.Addr, ":")[0], strings.Split(src.Addr, ":")[1], "", 0, 5000, "KEYS"}
