@@ -348,18 +348,6 @@ func (c *Cluster) Reshard(t testing.TB, from, to *Server, n int) time.Duration {
 	return took
 }
 
-// SlotsOf returns how many slots master serves now, as a live node sees it.
-func (c *Cluster) SlotsOf(t testing.TB, master *Server) int {
-	t.Helper()
-	n := 0
-	for _, r := range c.currentView(t) {
-		if r.master == master {
-			n += int(r.end - r.start + 1)
-		}
-	}
-	return n
-}
-
 // Client returns a client of the cluster, seeded with every node, with
 // timeouts as short as redisstore.NewClient's; it is closed when the test
 // ends.
