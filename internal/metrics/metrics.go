@@ -101,6 +101,10 @@ type Sources struct {
 	EvictionUnsafe func() bool
 	// Groups returns the consumer groups' states, read from the store.
 	Groups func() []GroupState
+	// SlotRetries counts the calls to a Redis Cluster made again because
+	// their slot was moving between masters; nil for a store that has no
+	// slots.
+	SlotRetries func() uint64
 }
 
 // GroupState is a consumer group's state, as the gauges show it.
@@ -124,6 +128,12 @@ func (m *Metrics) Watch(src Sources) {
 	}
 	if src.Groups != nil {
 		m.registry.MustRegister(groupCollector(src.Groups))
+	}
+	if src.SlotRetries != nil {
+		m.registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "orderexpiry_redis_slot_retries_total",
+			Help: "Calls to the Redis Cluster made again because their partition's slot was moving between masters (MOVED, ASK or TRYAGAIN during a resharding).",
+		}, func() float64 { return float64(src.SlotRetries()) }))
 	}
 	flag := func(f func() bool) func() float64 {
 		return func() float64 {

@@ -2,11 +2,16 @@ package redisstore
 
 import (
 	"context"
+	"errors"
 	"net"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/orderexpiry/orderexpiry/internal/backoff"
 )
 
 // A Redis Cluster spreads the partitions over its masters. What it adds to
@@ -103,15 +108,69 @@ func (s *Store) runDurable(ctx context.Context, p *partition, script *redis.Scri
 	if err != nil {
 		return nil, storeError(err)
 	}
-	for loaded := false; ; loaded = true {
+	// The script and WAIT go to one node, on one connection, so go-redis
+	// does not follow a redirection for them: the loop does (see
+	// slotMove), and loads the script where it is missing.
+	var (
+		asking, loaded, redirected bool
+		retry                      slotRetry
+	)
+	for {
 		pipe := node.Pipeline()
+		if asking {
+			pipe.Do(ctx, "ASKING")
+		}
 		res := script.EvalSha(ctx, pipe, p.keys.scriptKeys(), s.args(p, args...)...)
 		acked := pipe.Do(ctx, "WAIT", 1, replicaWait.Milliseconds())
 		_, err := pipe.Exec(ctx)
 		if err != nil && !loaded && redis.HasErrorPrefix(res.Err(), "NOSCRIPT") {
+			loaded = true
 			if err := script.Load(ctx, node).Err(); err != nil {
 				return nil, s.nodeError(err)
 			}
+			continue
+		}
+		if m, ok := parseSlotMove(res.Err()); ok {
+			// A redirection is followed at once, as go-redis does; a
+			// second one in a row, or TRYAGAIN, waits a little first, so
+			// that two nodes that disagree for a moment about who has
+			// the slot are not asked in a tight loop.
+			if (m.again || redirected) && !retry.wait(ctx) {
+				return nil, s.nodeError(res.Err())
+			}
+			redirected = !m.again
+			var next *redis.Client
+			switch {
+			case m.again:
+				// Back to the slot's master, which knows how the move
+				// goes on: the keys may still be split between the two.
+				if next, err = s.cluster.MasterForKey(ctx, p.keys.deadlines); err != nil {
+					return nil, storeError(err)
+				}
+			case m.ask:
+				next = s.masterAt(ctx, m.addr)
+			default:
+				s.cluster.ReloadState(ctx)
+				next = s.masterAt(ctx, m.addr)
+			}
+			if next == nil {
+				// A master the client does not know yet: it learns of
+				// it from the reload, and the slot's master is asked
+				// again after a pause.
+				s.cluster.ReloadState(ctx)
+				if !retry.wait(ctx) {
+					return nil, s.nodeError(res.Err())
+				}
+				if next, err = s.cluster.MasterForKey(ctx, p.keys.deadlines); err != nil {
+					return nil, storeError(err)
+				}
+				m.ask = false
+			}
+			if next != node {
+				loaded = false
+			}
+			node, asking = next, m.ask
+			s.slotRetries.Add(1)
 			continue
 		}
 		if err := res.Err(); err != nil {
@@ -136,3 +195,86 @@ func (s *Store) master(ctx context.Context, p *partition) (*redis.Client, error)
 	}
 	return s.cluster.MasterForKey(ctx, p.keys.deadlines)
 }
+
+// While `redis-cli --cluster reshard` moves a partition's slot from one
+// master to another, a call of that partition can meet three answers, none
+// of which means that its script ran:
+//
+//   - MOVED: the slot is on another master now;
+//   - ASK: the slot is on its way to another master, which has its keys
+//     and takes the call after ASKING;
+//   - TRYAGAIN: the slot's keys are split between the two masters. Every
+//     script of an order names the partition's wake channel among its
+//     keys, which Redis counts as a missing key, so a script of a moving
+//     slot hears TRYAGAIN from both masters until the last key has moved.
+//
+// go-redis follows MOVED and ASK for a call made through the cluster
+// client, and retries TRYAGAIN a few times, but a partition's keys take
+// longer to move than those few tries; runDurable's pipelined script and
+// WAIT, made on one node, it does not redirect at all. So run and
+// runDurable retry these answers themselves, within the call's
+// callTimeout, pausing from slotRetryFirst up to slotRetryMax: a slot with
+// a few thousand keys moves in tens of milliseconds.
+const (
+	slotRetryFirst = 5 * time.Millisecond
+	slotRetryMax   = 100 * time.Millisecond
+)
+
+// slotMove is a master's answer to a call of a slot that moves: MOVED or
+// ASK (ask) to addr, or TRYAGAIN (again).
+type slotMove struct {
+	addr       string
+	ask, again bool
+}
+
+// parseSlotMove reads err as MOVED, ASK or TRYAGAIN; ok is false for
+// anything else.
+func parseSlotMove(err error) (m slotMove, ok bool) {
+	var rerr redis.Error
+	if !errors.As(err, &rerr) {
+		return slotMove{}, false
+	}
+	f := strings.Fields(rerr.Error())
+	switch {
+	case len(f) > 0 && f[0] == "TRYAGAIN":
+		return slotMove{again: true}, true
+	case len(f) == 3 && (f[0] == "MOVED" || f[0] == "ASK"):
+		return slotMove{addr: f[2], ask: f[0] == "ASK"}, true
+	}
+	return slotMove{}, false
+}
+
+// slotRetry paces the retries of one call whose slot moves.
+type slotRetry struct{ pause time.Duration }
+
+// wait pauses before the next try; it returns false, at once, when the
+// pause would outlast ctx's deadline: the call is over.
+func (r *slotRetry) wait(ctx context.Context) bool {
+	r.pause = min(max(2*r.pause, slotRetryFirst), slotRetryMax)
+	if d, ok := ctx.Deadline(); ok && time.Until(d) < r.pause {
+		return false
+	}
+	return backoff.Sleep(ctx, r.pause)
+}
+
+// masterAt returns the cluster client's client of the master at addr, or
+// nil when the client does not know such a master (yet).
+func (s *Store) masterAt(ctx context.Context, addr string) *redis.Client {
+	var (
+		mu    sync.Mutex
+		found *redis.Client
+	)
+	_ = s.cluster.ForEachMaster(ctx, func(_ context.Context, c *redis.Client) error {
+		if c.Options().Addr == addr {
+			mu.Lock()
+			found = c
+			mu.Unlock()
+		}
+		return nil
+	})
+	return found
+}
+
+// SlotRetries counts the calls to Redis that this store made again because
+// a Redis Cluster was moving their slot (see slotMove): none on one Redis.
+func (s *Store) SlotRetries() uint64 { return s.slotRetries.Load() }

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/orderexpiry/orderexpiry/internal/order"
 	"github.com/orderexpiry/orderexpiry/internal/redisstore"
 	"github.com/orderexpiry/orderexpiry/internal/redistest"
@@ -189,5 +191,154 @@ func TestClusterTopologyFollowed(t *testing.T) {
 		if !strings.Contains(flags, "E") || !strings.ContainsAny(flags, "xA") {
 			t.Errorf("master %s: notify-keyspace-events %q, want E and x", m.Addr, flags)
 		}
+	}
+}
+
+// TestClusterSlotMoving moves the slot of a partition by hand, the way
+// `redis-cli --cluster reshard` does, and calls the store at each step: a
+// checkout (the script and WAIT on the master's connection) and a get (a
+// script through the cluster client) made while the slot is MIGRATING and
+// its keys are split between the two masters (TRYAGAIN), then while all
+// its keys are on the new master but the old one still owns the slot (ASK,
+// then TRYAGAIN: the wake channel is never a key), both succeed once the
+// slot has moved, within their time bound; and a completion made right
+// after the slot moved back, with the client's slot map still naming the
+// other master (MOVED), succeeds as well.
+func TestClusterSlotMoving(t *testing.T) {
+	c := redistest.StartCluster(t, 3, 1)
+	rdb, err := redisstore.NewClusterClient(strings.Join(c.Addrs(), ","), redisstore.TLSFiles{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rdb.Close() })
+	s := redisstore.New(rdb, redisstore.Options{Retention: time.Hour, Logger: testLogger(t), Partitions: 1})
+	ctx := t.Context()
+	for i := range 20 {
+		if _, _, err := s.Checkout(ctx, fmt.Sprintf("before-%d", i), time.Minute, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	const key = "oe:{0}:deadlines"
+	src := c.MasterOf(t, key)
+	var dst *redistest.Server
+	for _, m := range c.Masters(t) {
+		if m != src {
+			dst = m
+			break
+		}
+	}
+	from, to := src.Client(t), dst.Client(t)
+	slot := rdb.ClusterKeySlot(ctx, key).Val()
+	fromID, toID := from.ClusterMyID(ctx).Val(), to.ClusterMyID(ctx).Val()
+	must := func(cmd redis.Cmder) {
+		t.Helper()
+		if err := cmd.Err(); err != nil {
+			t.Fatalf("%v: %v", cmd.Args(), err)
+		}
+	}
+	must(to.Do(ctx, "CLUSTER", "SETSLOT", slot, "IMPORTING", fromID))
+	must(from.Do(ctx, "CLUSTER", "SETSLOT", slot, "MIGRATING", toID))
+	host, port, _ := strings.Cut(dst.Addr, ":")
+	migrate := func(keys []string) {
+		t.Helper()
+		args := []any{"MIGRATE", host, port, "", 0, 5000, "KEYS"}
+		for _, k := range keys {
+			args = append(args, k)
+		}
+		must(from.Do(ctx, args...))
+	}
+	keys := from.ClusterGetKeysInSlot(ctx, int(slot), 1000).Val()
+	if len(keys) < 3 {
+		t.Fatalf("slot %d holds %d keys: %v", slot, len(keys), keys)
+	}
+	retries := s.SlotRetries()
+
+	// calls checks out an order and gets another one, each on its own
+	// goroutine; wait wants both to succeed.
+	calls := func(id string) (wait func()) {
+		errs := make(chan error, 2)
+		start := time.Now()
+		go func() {
+			_, _, err := s.Checkout(ctx, id, time.Minute, nil)
+			errs <- err
+		}()
+		go func() {
+			_, err := s.Get(ctx, "before-0")
+			errs <- err
+		}()
+		return func() {
+			t.Helper()
+			for range 2 {
+				if err := <-errs; err != nil {
+					t.Errorf("%s: a call made while the slot moved: %v after %s", id, err, time.Since(start))
+				}
+			}
+		}
+	}
+	const hold = 150 * time.Millisecond
+	// Keys split between the masters: TRYAGAIN from both.
+	migrate(keys[:len(keys)/2])
+	split := calls("split")
+	time.Sleep(hold)
+	// Every key on the new master, the slot still the old one's: ASK.
+	migrate(keys[len(keys)/2:])
+	asked := calls("asked")
+	time.Sleep(hold)
+	for _, m := range []*redistest.Server{dst, src} {
+		must(m.Client(t).Do(ctx, "CLUSTER", "SETSLOT", slot, "NODE", toID))
+	}
+	for _, m := range c.Masters(t) {
+		if m != src && m != dst {
+			must(m.Client(t).Do(ctx, "CLUSTER", "SETSLOT", slot, "NODE", toID))
+		}
+	}
+	split()
+	asked()
+	if n := s.SlotRetries() - retries; n == 0 {
+		t.Errorf("no call was retried while the slot moved: the test did not meet a moving slot")
+	} else {
+		t.Logf("%d retries while the slot moved", n)
+	}
+
+	// The slot moves back at once, keys and all, once every node knows
+	// of the move and the client routes the slot to the new master: its
+	// slot map then still names the new master, which answers MOVED.
+	c.WaitFailover(t)
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		rdb.ReloadState(ctx)
+		time.Sleep(250 * time.Millisecond) // the reload runs in the background
+		if m, err := rdb.MasterForKey(ctx, key); err == nil && m.Options().Addr == dst.Addr {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the client does not route slot %d to %s", slot, dst.Addr)
+		}
+	}
+	must(from.Do(ctx, "CLUSTER", "SETSLOT", slot, "IMPORTING", toID))
+	must(to.Do(ctx, "CLUSTER", "SETSLOT", slot, "MIGRATING", fromID))
+	back := []any{"MIGRATE", strings.Split(src.Addr, ":")[0], strings.Split(src.Addr, ":")[1], "", 0, 5000, "KEYS"}
+	for _, k := range to.ClusterGetKeysInSlot(ctx, int(slot), 1000).Val() {
+		back = append(back, k)
+	}
+	must(to.Do(ctx, back...))
+	for _, m := range []*redistest.Server{src, dst} {
+		must(m.Client(t).Do(ctx, "CLUSTER", "SETSLOT", slot, "NODE", fromID))
+	}
+	retries = s.SlotRetries()
+	if _, err := s.Complete(ctx, "before-1"); err != nil {
+		t.Errorf("complete after the slot moved back: %v", err)
+	}
+	if s.SlotRetries() == retries {
+		t.Errorf("the completion after the slot moved back was not retried: it did not meet MOVED")
+	}
+	for _, id := range []string{"split", "asked", "before-2"} {
+		o, err := s.Get(ctx, id)
+		if err != nil || o.Status != order.StatusPending {
+			t.Errorf("order %s after the move: %+v, %v; want it pending", id, o, err)
+		}
+	}
+	if o, err := s.Get(ctx, "before-1"); err != nil || o.Status != order.StatusCompleted {
+		t.Errorf("order before-1 after its completion: %+v, %v; want it completed", o, err)
 	}
 }

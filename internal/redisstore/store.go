@@ -76,6 +76,10 @@ type Store struct {
 	// how many of those subscriptions are up.
 	masters, subscribed atomic.Int32
 
+	// slotRetries counts the calls made again because their slot was
+	// moving (see slotMove).
+	slotRetries atomic.Uint64
+
 	// configWarning warns once that CONFIG is refused.
 	configWarning sync.Once
 
@@ -111,12 +115,20 @@ func New(rdb redis.UniversalClient, opts Options) *Store {
 	return s
 }
 
-// run runs a script of partition p under callTimeout.
+// run runs a script of partition p under callTimeout. In a Redis Cluster
+// that is moving the partition's slot, it tries again until the move lets
+// the script run (see slotMove).
 func (s *Store) run(ctx context.Context, p *partition, script *redis.Script, args ...any) ([]any, error) {
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	res, err := script.Run(ctx, s.rdb, p.keys.scriptKeys(), s.args(p, args...)...).Slice()
-	return res, storeError(err)
+	var retry slotRetry
+	for {
+		res, err := script.Run(ctx, s.rdb, p.keys.scriptKeys(), s.args(p, args...)...).Slice()
+		if _, moving := parseSlotMove(err); !moving || s.cluster == nil || !retry.wait(ctx) {
+			return res, storeError(err)
+		}
+		s.slotRetries.Add(1)
+	}
 }
 
 // args are the ARGV of a script of partition p: what luaPrelude takes,

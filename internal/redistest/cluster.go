@@ -306,6 +306,48 @@ func (c *Cluster) WaitFailover(t testing.TB) {
 	}
 }
 
+// reshardTimeout bounds `redis-cli --cluster reshard`.
+const reshardTimeout = 60 * time.Second
+
+// Reshard moves n slots from master from to master to while the cluster
+// serves, as an operator does: `redis-cli --cluster reshard ...
+// --cluster-from <id> --cluster-to <id> --cluster-slots n --cluster-yes`,
+// which moves one slot after the other, its keys with MIGRATE. It returns
+// once redis-cli is done and every node agrees on the new slot map, with
+// how long redis-cli took; it fails the test, with redis-cli's output, if
+// redis-cli fails or takes more than a minute.
+func (c *Cluster) Reshard(t testing.TB, from, to *Server, n int) time.Duration {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), reshardTimeout)
+	defer cancel()
+	var ids [2]string
+	for i, s := range []*Server{from, to} {
+		id, err := c.clients[s].ClusterMyID(ctx).Result()
+		if err != nil {
+			t.Fatalf("redistest: %s: CLUSTER MYID: %v", s.Addr, err)
+		}
+		ids[i] = id
+	}
+	args := []string{"--cluster", "reshard", from.Addr,
+		"--cluster-from", ids[0], "--cluster-to", ids[1],
+		"--cluster-slots", strconv.Itoa(n), "--cluster-yes"}
+	cmd := exec.CommandContext(ctx, "redis-cli", args...)
+	if pw := c.Nodes[0].password; pw != "" {
+		cmd.Env = append(os.Environ(), "REDISCLI_AUTH="+pw)
+	}
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	took := time.Since(start)
+	if err != nil {
+		t.Fatalf("redistest: redis-cli %s: %v after %s; its output:\n%s", strings.Join(args, " "), err, took,
+			ansiColour.ReplaceAllString(string(out), ""))
+	}
+	if err := c.settle(context.Background(), start, func(ctx context.Context) error { return c.healthy(ctx, len(c.Nodes)) }); err != nil {
+		t.Fatalf("redistest: after the resharding: %v", err)
+	}
+	return took
+}
+
 // Client returns a client of the cluster, seeded with every node, with
 // timeouts as short as redisstore.NewClient's; it is closed when the test
 // ends.

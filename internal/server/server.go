@@ -102,7 +102,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		OnCatchUp:   m.WatchCatchUp,
 		Logger:      log,
 	})
-	m.Watch(metrics.Sources{Watchers: s.hub.Watchers, Subscribed: st.subscribed, EvictionUnsafe: st.evictionUnsafe, Groups: s.groupStates})
+	m.Watch(metrics.Sources{Watchers: s.hub.Watchers, Subscribed: st.subscribed, EvictionUnsafe: st.evictionUnsafe, Groups: s.groupStates, SlotRetries: st.slotRetries})
 
 	s.health = health.NewServer()
 	// NOT_SERVING until the first ping of the store says otherwise.

@@ -23,6 +23,9 @@ type openedStore struct {
 	// evictionUnsafe says whether Redis could evict the store's keys; nil
 	// for the memory store.
 	evictionUnsafe func() bool
+	// slotRetries counts the calls the store made again while a Redis
+	// Cluster moved their slot; nil for the other stores.
+	slotRetries func() uint64
 }
 
 // openStore opens a Redis Cluster, a master under Sentinel or one Redis when
@@ -47,7 +50,7 @@ func openStore(cfg Config, log *slog.Logger, onExpire func(n, caughtUp int)) (op
 		st := redisstore.New(rdb, opts)
 		// The seeds only: a URL may hold a password.
 		attrs := []any{"store", "redis-cluster", "redis_seeds", strings.Join(rdb.Options().Addrs, ","), "redis_tls", rdb.Options().TLSConfig != nil}
-		return openedStore{store: st, attrs: attrs, close: func() { _ = rdb.Close() }, subscribed: st.Subscribed, evictionUnsafe: st.EvictionUnsafe}, nil
+		return openedStore{store: st, attrs: attrs, close: func() { _ = rdb.Close() }, subscribed: st.Subscribed, evictionUnsafe: st.EvictionUnsafe, slotRetries: st.SlotRetries}, nil
 	}
 	if cfg.RedisSentinel != "" {
 		so := redisstore.SentinelOptions{Addrs: cfg.RedisSentinel, Master: cfg.RedisSentinelMaster, Password: cfg.RedisSentinelPassword}
