@@ -151,7 +151,10 @@ func TestSentinelFailoverFollowed(t *testing.T) {
 	if evs[0].OrderID != "before" || evs[0].ExpiredAt.After(due.Add(time.Second)) {
 		t.Errorf("events %v; want the expiry of the order acknowledged before the failover, by %v", evs, due.Add(time.Second))
 	}
-	waitUntil(t, 10*time.Second, "the store to count the new master's replica", func() bool {
+	// The sentinels point the other replica at the new master after the
+	// failover, and it must resync before the master lists it online: on a
+	// loaded machine that took more than 10 s.
+	waitUntil(t, 30*time.Second, "the store to count the new master's replica", func() bool {
 		r, err := s.Replicas(ctx)
 		return err == nil && r[0] == 1
 	})
