@@ -21,7 +21,7 @@ STATICCHECK_VERSION    := v0.8.2
 # grpcurl, for trying the API by hand as the README does.
 GRPCURL_VERSION        := v1.9.4
 
-.PHONY: help all build run test fuzz vet fmt staticcheck tools third_party lint generate check-generated clean grpcurl bench
+.PHONY: help all build run test torture fuzz vet fmt staticcheck tools third_party lint generate check-generated clean grpcurl bench
 
 all: build ## build the server into ./bin/orderexpiry
 
@@ -40,6 +40,17 @@ run: ## run the server (embedded store, or Redis with REDIS_URL=...)
 test: vet staticcheck check-generated ## vet, staticcheck, the generated-code check, every test with -race, then the fuzz targets briefly
 	$(GO) test -race -count=1 -timeout 20m ./...
 	$(MAKE) --no-print-directory fuzz
+
+# The linearizability test (internal/e2e/linearizability_test.go), which
+# `make test` runs once for 15 s with seed 1, run TORTURE_RUNS times for
+# TORTURE_DURATION each, every run with a random seed, about 6 minutes in
+# all. Each run prints its seed; a failing history prints it again, with
+# LIN_SEED=<seed> to run it once more.
+TORTURE_RUNS     ?= 5
+TORTURE_DURATION ?= 60s
+torture: ## run the linearizability test longer, over random seeds (TORTURE_RUNS=5 TORTURE_DURATION=60s)
+	LIN_SEED=random LIN_DURATION=$(TORTURE_DURATION) $(GO) test -race -count=$(TORTURE_RUNS) -timeout 60m -v \
+		-run '^TestLinearizability$$' ./internal/e2e
 
 # Each fuzz target briefly, from its seed corpus in testdata/fuzz (go test
 # -fuzz takes one target at a time), for a number of executions, about 10 s

@@ -27,30 +27,92 @@ type Tokens struct {
 }
 
 // ParseTokens reads tokens from a list separated by commas or new lines;
-// blank lines and lines starting with '#' are skipped.
+// blank lines and lines starting with '#' are skipped. A comment is the
+// whole line, commas included: split at its commas, a comment would give
+// tokens made of its words.
 func ParseTokens(list string) []string {
 	var out []string
-	for _, line := range strings.FieldsFunc(list, func(r rune) bool { return r == '\n' || r == ',' }) {
-		line = strings.TrimSpace(line)
-		if line != "" && !strings.HasPrefix(line, "#") {
-			out = append(out, line)
+	for _, line := range strings.Split(list, "\n") {
+		if line = strings.TrimSpace(line); strings.HasPrefix(line, "#") {
+			continue
+		}
+		for _, tok := range strings.Split(line, ",") {
+			if tok = strings.TrimSpace(tok); tok != "" && !strings.HasPrefix(tok, "#") {
+				out = append(out, tok)
+			}
 		}
 	}
 	return out
 }
 
 // LoadTokens returns the tokens of a file (one a line) and of a list from
-// the environment, together.
+// the environment, together. A token that a client could not send in an
+// authorization header (see bearerToken) is an error, which says where it
+// is but not what it is.
 func LoadTokens(file, list string) ([]string, error) {
 	tokens := ParseTokens(list)
+	if err := checkTokens(tokens, "AUTH_TOKENS"); err != nil {
+		return nil, err
+	}
 	if file != "" {
 		b, err := os.ReadFile(file)
 		if err != nil {
 			return nil, fmt.Errorf("auth tokens file: %w", err)
 		}
-		tokens = append(tokens, ParseTokens(string(b))...)
+		more := ParseTokens(string(b))
+		if err := checkTokens(more, "the auth tokens file"); err != nil {
+			return nil, err
+		}
+		tokens = append(tokens, more...)
 	}
 	return tokens, nil
+}
+
+func checkTokens(tokens []string, from string) error {
+	for i, tok := range tokens {
+		if !isB64Token(tok) {
+			return fmt.Errorf("token %d of %s (not counting comments and blank lines) is not a bearer token: use letters, digits and - . _ ~ + /, with = only at the end", i+1, from)
+		}
+	}
+	return nil
+}
+
+// bearerToken returns the token of an authorization header of the form
+// RFC 6750 gives it (section 2.1): the scheme "Bearer", in any case as RFC
+// 7235 has it, one space and a b64token. Nothing else is accepted: no
+// other white space (RFC 6750 allows several spaces; one is what every
+// client sends), no second word, no character outside the b64token's.
+func bearerToken(header string) (string, bool) {
+	const scheme = "bearer "
+	if len(header) <= len(scheme) || !strings.EqualFold(header[:len(scheme)], scheme) {
+		return "", false
+	}
+	token := header[len(scheme):]
+	return token, isB64Token(token)
+}
+
+// isB64Token reports whether s is a b64token (RFC 6750, section 2.1): one or
+// more of letters, digits and - . _ ~ + /, then any number of =.
+func isB64Token(s string) bool {
+	i := 0
+	for i < len(s) && isB64Char(s[i]) {
+		i++
+	}
+	if i == 0 {
+		return false
+	}
+	for i < len(s) && s[i] == '=' {
+		i++
+	}
+	return i == len(s)
+}
+
+func isB64Char(c byte) bool {
+	switch {
+	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		return true
+	}
+	return strings.IndexByte("-._~+/", c) >= 0
 }
 
 // OpenServices maps the names accepted by configuration to the gRPC method
@@ -80,14 +142,17 @@ func (t *Tokens) Check(ctx context.Context, method string) error {
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	vals := md.Get("authorization")
-	if len(vals) == 0 {
+	switch {
+	case len(vals) == 0:
 		return status.Error(codes.Unauthenticated, `missing bearer token: send the header "authorization: Bearer <token>"`)
+	case len(vals) > 1:
+		return status.Errorf(codes.Unauthenticated, "%d authorization headers: send one", len(vals))
 	}
-	scheme, token, ok := strings.Cut(vals[0], " ")
-	if !ok || !strings.EqualFold(scheme, "bearer") || token == "" {
-		return status.Error(codes.Unauthenticated, `malformed authorization header: want "Bearer <token>"`)
+	token, ok := bearerToken(vals[0])
+	if !ok {
+		return status.Error(codes.Unauthenticated, `malformed authorization header: want "Bearer <token>", the scheme, one space and the token, with no other white space`)
 	}
-	d := sha256.Sum256([]byte(strings.TrimSpace(token)))
+	d := sha256.Sum256([]byte(token))
 	match := 0
 	for _, want := range t.digests {
 		match |= subtle.ConstantTimeCompare(d[:], want[:])
@@ -122,8 +187,8 @@ func (t *Tokens) HTTP() func(*http.Request) error {
 	}
 	return func(r *http.Request) error {
 		md := metadata.Pairs()
-		if h := r.Header.Get("Authorization"); h != "" {
-			md.Set("authorization", h)
+		if h := r.Header.Values("Authorization"); len(h) > 0 {
+			md.Set("authorization", h...)
 		}
 		return t.Check(metadata.NewIncomingContext(r.Context(), md), "")
 	}

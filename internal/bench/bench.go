@@ -28,7 +28,7 @@ import (
 )
 
 // Stages are the measurements, in the order they run.
-var Stages = []string{"lateness-a", "lateness-b", "throughput", "memory", "fanout", "cluster"}
+var Stages = []string{"lateness-a", "lateness-b", "throughput", "memory", "fanout", "cluster", "groups"}
 
 // Config says what to run.
 type Config struct {
@@ -62,15 +62,19 @@ type sizes struct {
 	watchers           []int         // stage 4
 	fanRate            int           // expirations per second
 	fanFor             time.Duration // how long they go on
+	groupRate          int           // stage 7: expirations per second
+	groupFor           time.Duration // how long they go on
 }
 
 var (
 	full = sizes{callers: 50, lateDue: 1000, lateBg: 100_000, heavyDue: 100_000,
 		naiveWait: 60 * time.Second, svcWait: 30 * time.Second, loadFor: 10 * time.Second, warmup: time.Second,
-		benchN: 1_000_000, memOrders: 100_000, watchers: []int{1, 100, 1000}, fanRate: 1000, fanFor: 3 * time.Second}
+		benchN: 1_000_000, memOrders: 100_000, watchers: []int{1, 100, 1000}, fanRate: 1000, fanFor: 3 * time.Second,
+		groupRate: 1000, groupFor: 20 * time.Second}
 	quick = sizes{callers: 50, lateDue: 200, lateBg: 5_000, heavyDue: 5_000,
 		naiveWait: 5 * time.Second, svcWait: 10 * time.Second, loadFor: 2 * time.Second, warmup: 300 * time.Millisecond,
-		benchN: 100_000, memOrders: 5_000, watchers: []int{1, 10, 100}, fanRate: 1000, fanFor: time.Second}
+		benchN: 100_000, memOrders: 5_000, watchers: []int{1, 10, 100}, fanRate: 1000, fanFor: time.Second,
+		groupRate: 1000, groupFor: 2 * time.Second}
 )
 
 type runner struct {
@@ -137,6 +141,8 @@ func Run(ctx context.Context, cfg Config) error {
 			err = r.fanout(ctx)
 		case "cluster":
 			err = r.cluster(ctx)
+		case "groups":
+			err = r.groups(ctx)
 		}
 		if err != nil {
 			if ctx.Err() != nil {
@@ -281,6 +287,17 @@ func (r *runner) startEnv() (*env, error) {
 			r.t.note("the service logged %d warnings, the first: %s", len(w), w[0])
 		}
 	}}, nil
+}
+
+// exited returns an error with the end of the service's log when the
+// service has ended, and nil while it runs.
+func (e *env) exited() error {
+	if e.svc.Alive() {
+		return nil
+	}
+	lines := strings.Split(strings.TrimRight(e.svc.Logs(), "\n"), "\n")
+	return fmt.Errorf("the service exited during the stage (%v); the end of its log:\n%s",
+		e.svc.ExitCode(), indent(strings.Join(lines[max(len(lines)-40, 0):], "\n"), "    "))
 }
 
 func (e *env) stop() {

@@ -120,24 +120,10 @@ func (r *runner) serviceLateness(ctx context.Context, name string, background, d
 		}
 		rate = float64(background) / took.Seconds()
 		r.logf("  loaded %d pending orders (ttl 1h) through gRPC Checkout in %s (%.0f/s)", background, took.Round(time.Millisecond), rate)
-	} else {
-		// Time a sample of checkouts (cancelled again) to plan the lead time.
-		n := min(max(due/20, 500), 5000)
-		took, err := checkoutAll(ctx, env.clients, r.sz.callers, n, func(i int) string { return "cal-" + strconv.Itoa(i) }, fixed(time.Hour))
-		if err == nil {
-			_, err = callAll(ctx, r.sz.callers, n, func(ctx context.Context, i int) error {
-				_, err := env.clients[i%len(env.clients)].CancelOrder(ctx, &pb.CancelOrderRequest{OrderId: "cal-" + strconv.Itoa(i)})
-				return err
-			})
-		}
-		if err != nil {
-			return lateResult{}, err
-		}
-		rate = float64(n) / took.Seconds()
-		r.logf("  calibration: %d checkouts in %s (%.0f/s), cancelled again", n, took.Round(time.Millisecond), rate)
+	} else if rate, err = r.calibrate(ctx, env, due); err != nil {
+		return lateResult{}, err
 	}
-	// Every due order must be checked out before the first deadline.
-	lead := max(2*time.Second, time.Duration(1.6*float64(due)/rate*float64(time.Second))+time.Second)
+	lead := checkoutLead(due, rate)
 
 	const prefix = "due-"
 	w, err := startWatchers(ctx, env.svc.GRPCAddr, 1, prefix, due)
@@ -168,6 +154,33 @@ func (r *runner) serviceLateness(ctx context.Context, name string, background, d
 	res := watchResult(w.ws)
 	res.waited = waited
 	return res, nil
+}
+
+// calibrate times a sample of checkouts (cancelled again) on a fresh
+// service, to plan how long checking out `due` orders will take, and
+// returns their rate per second.
+func (r *runner) calibrate(ctx context.Context, env *env, due int) (float64, error) {
+	n := min(max(due/20, 500), 5000)
+	took, err := checkoutAll(ctx, env.clients, r.sz.callers, n, func(i int) string { return "cal-" + strconv.Itoa(i) }, fixed(time.Hour))
+	if err == nil {
+		_, err = callAll(ctx, r.sz.callers, n, func(ctx context.Context, i int) error {
+			_, err := env.clients[i%len(env.clients)].CancelOrder(ctx, &pb.CancelOrderRequest{OrderId: "cal-" + strconv.Itoa(i)})
+			return err
+		})
+	}
+	if err != nil {
+		return 0, err
+	}
+	rate := float64(n) / took.Seconds()
+	r.logf("  calibration: %d checkouts in %s (%.0f/s), cancelled again", n, took.Round(time.Millisecond), rate)
+	return rate, nil
+}
+
+// checkoutLead is how long before the first deadline the checkout of `due`
+// orders at `rate` per second should begin: every due order must be checked
+// out before the first deadline, with a margin for a slower machine.
+func checkoutLead(due int, rate float64) time.Duration {
+	return max(2*time.Second, time.Duration(1.6*float64(due)/rate*float64(time.Second))+time.Second)
 }
 
 // watchResult merges what watchers recorded.

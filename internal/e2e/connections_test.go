@@ -119,7 +119,7 @@ func rawHugeHeaderCall(addr string, size int) error {
 // header and no token, leave the server's memory where it was, and the
 // server keeps answering.
 func TestHugeGRPCHeaders(t *testing.T) {
-	s := startServerWith(t, serverOptions{Token: "tok1"}, map[string]string{"AUTH_TOKENS": "tok1"})
+	s := startServerWith(t, serverOptions{Token: "tok1", Process: true}, map[string]string{"AUTH_TOKENS": "tok1"})
 	pid := s.PID()
 	before := rssBytes(t, pid)
 	var wg sync.WaitGroup
@@ -182,7 +182,7 @@ func closedWithin(c net.Conn, d time.Duration) bool {
 // under the cap.
 func TestConnectionLimits(t *testing.T) {
 	const limit = 40
-	s := startServer(t, nil, "-max-connections", strconv.Itoa(limit), "-idle-timeout", "3s", "-read-timeout", "2s")
+	s := startProcess(t, nil, "-max-connections", strconv.Itoa(limit), "-idle-timeout", "3s", "-read-timeout", "2s")
 	pid := s.PID()
 	base := openFDs(t, pid)
 	health := func() error {
@@ -279,7 +279,7 @@ func TestConnectionLimits(t *testing.T) {
 func TestDebugCmdlineRedacted(t *testing.T) {
 	const password = "s3cret-pw-42"
 	r := redistest.Start(t, "--requirepass", password)
-	s := startServer(t, nil, "-debug-addr", "127.0.0.1:0", "-redis-url", "redis://:"+password+"@"+r.Addr+"/0")
+	s := startProcess(t, nil, "-debug-addr", "127.0.0.1:0", "-redis-url", "redis://:"+password+"@"+r.Addr+"/0")
 	resp, err := http.Get("http://" + s.DebugAddr + "/debug/pprof/cmdline")
 	if err != nil {
 		t.Fatal(err)

@@ -30,15 +30,20 @@ import (
 // backends runs a test against the server on each store: the embedded one
 // and a real redis-server started for the test.
 func backends(t *testing.T, test func(t *testing.T, start func(t *testing.T) *server)) {
+	backendsWith(t, serverOptions{}, test)
+}
+
+// backendsWith is backends for servers started with opts.
+func backendsWith(t *testing.T, opts serverOptions, test func(t *testing.T, start func(t *testing.T) *server)) {
 	t.Run("memory", func(t *testing.T) {
 		t.Parallel()
-		test(t, func(t *testing.T) *server { return startServer(t, nil) })
+		test(t, func(t *testing.T) *server { return startServerWith(t, opts, nil) })
 	})
 	t.Run("redis", func(t *testing.T) {
 		t.Parallel()
 		test(t, func(t *testing.T) *server {
 			r := redistest.Start(t)
-			return startServer(t, map[string]string{"REDIS_URL": r.URL()})
+			return startServerWith(t, opts, map[string]string{"REDIS_URL": r.URL()})
 		})
 	})
 }
@@ -571,7 +576,7 @@ func TestTwoReplicasExactlyOnce(t *testing.T) {
 // TestGracefulStop: SIGTERM ends open watches cleanly with a cursor to
 // resume from, and the process exits 0 within the bound.
 func TestGracefulStop(t *testing.T) {
-	backends(t, func(t *testing.T, start func(t *testing.T) *server) {
+	backendsWith(t, serverOptions{Process: true}, func(t *testing.T, start func(t *testing.T) *server) {
 		s := start(t)
 		ctx := context.Background()
 		w := s.watch(t, "")

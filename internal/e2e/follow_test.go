@@ -310,8 +310,11 @@ func ids(prefix string, n int) []string {
 }
 
 // debugValue reads a number from one of the server's /debug/pprof pages.
+// It needs a server process: in this one the goroutines and the heap would
+// be the tests' too.
 func (s *server) debugValue(t *testing.T, path string, re *regexp.Regexp) int {
 	t.Helper()
+	s.needProcess(t, "counting the server's goroutines or heap")
 	if s.DebugAddr == "" {
 		t.Fatal("the server was not started with -debug-addr")
 	}

@@ -58,15 +58,6 @@ func (c *consumer) next(t *testing.T, timeout time.Duration) *pb.ReceivedExpirat
 	return nil
 }
 
-func (c *consumer) quiet(t *testing.T, d time.Duration) {
-	t.Helper()
-	select {
-	case got := <-c.deliveries:
-		t.Fatalf("unexpected delivery %v", got)
-	case <-time.After(d):
-	}
-}
-
 func ackOne(t *testing.T, s *server, group, ackID string, want pb.AckIdStatus) {
 	t.Helper()
 	resp, err := s.Client.AcknowledgeExpirations(context.Background(), &pb.AcknowledgeExpirationsRequest{GroupId: group, AckIds: []string{ackID}})
@@ -401,4 +392,32 @@ func TestGroupsREST(t *testing.T) {
 			t.Errorf("get after delete: %d", code)
 		}
 	})
+}
+
+// TestGroupsStreamRoomAfterAck: a stream at its max_in_flight gets the next
+// event as soon as an acknowledgement makes room, not at the next
+// redelivery poll (a second, with a 30 s ack deadline).
+func TestGroupsStreamRoomAfterAck(t *testing.T) {
+	s := startServer(t, nil)
+	ctx := context.Background()
+	if _, err := s.Client.CreateConsumerGroup(ctx, &pb.CreateConsumerGroupRequest{GroupId: "one"}); err != nil {
+		t.Fatal(err)
+	}
+	c := s.consume(t, "one", "w", 1)
+	for i := range 2 {
+		if _, err := s.Client.Checkout(ctx, &pb.CheckoutRequest{OrderId: fmt.Sprint("room-", i), Ttl: ttl(50 * time.Millisecond)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first := c.next(t, 5*time.Second)
+	time.Sleep(200 * time.Millisecond) // the second is logged, and waits for room
+	acked := time.Now()
+	ackOne(t, s, "one", first.GetAckId(), pb.AckIdStatus_ACK_ID_STATUS_OK)
+	second := c.next(t, 5*time.Second)
+	if wait := time.Since(acked); wait > 500*time.Millisecond {
+		t.Errorf("the second event came %v after the ack made room; want at once", wait)
+	}
+	if second.GetEvent().GetOrderId() == first.GetEvent().GetOrderId() {
+		t.Errorf("the same event twice: %v", second)
+	}
 }

@@ -50,10 +50,13 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// server is one running server process.
+// server is one running server: in this process (the default), or the
+// built binary as a child process (serverOptions.Process).
 type server struct {
-	t        *testing.T
+	t *testing.T
+	// One of proc and local is set.
 	proc     *serverproc.Process
+	local    *inProcess
 	GRPCAddr string
 	HTTPAddr string
 	// DebugAddr serves /debug/pprof/ when the server was started with
@@ -81,28 +84,53 @@ type serverOptions struct {
 	// Unhealthy: do not wait for the server to report SERVING (it is
 	// started against a store it cannot use).
 	Unhealthy bool
+	// Process runs the built binary as a child process rather than the
+	// server in this process, for what only a process shows: a signal, a
+	// kill, an exit code, the serving line it prints, its command line,
+	// and its PID, descriptors, memory and goroutines, which in this
+	// process would be shared with the tests and every other server.
+	Process bool
 }
 
 // startServer starts the server on free ports with the given environment
 // (REDIS_URL and the like) and extra flags, and stops it when the test ends.
+// It runs in this process; startProcess runs the binary.
 func startServer(t *testing.T, env map[string]string, flags ...string) *server {
 	t.Helper()
 	return startServerWith(t, serverOptions{}, env, flags...)
 }
 
+// startProcess is startServer for the built binary, run as a child
+// process.
+func startProcess(t *testing.T, env map[string]string, flags ...string) *server {
+	t.Helper()
+	return startServerWith(t, serverOptions{Process: true}, env, flags...)
+}
+
 // startServerWith is startServer for a server that the harness reaches
-// with the credentials of opts.
+// with the credentials of opts, and runs as opts says.
 func startServerWith(t *testing.T, opts serverOptions, env map[string]string, flags ...string) *server {
 	t.Helper()
-	// REDIS_URL is cleared first: a server starts on the memory store
-	// unless env names one, whatever this process's environment says.
-	proc, err := serverproc.Start(serverproc.Options{Binary: binary, Env: append([]string{"REDIS_URL="}, environ(env)...), Flags: flags})
-	if err != nil {
-		t.Fatal(err)
+	s := &server{t: t, opts: opts, HTTP: http.DefaultClient}
+	if opts.Process {
+		proc, err := serverproc.Start(serverproc.Options{Binary: binary, Env: environ(serverEnv(env)), Flags: flags})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.proc, s.GRPCAddr, s.HTTPAddr, s.DebugAddr = proc, proc.GRPCAddr, proc.HTTPAddr, proc.DebugAddr
+	} else {
+		local, err := startInProcess(env, flags)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.local, s.GRPCAddr, s.HTTPAddr, s.DebugAddr = local, local.GRPCAddr, local.HTTPAddr, local.DebugAddr
 	}
-	s := &server{t: t, proc: proc, GRPCAddr: proc.GRPCAddr, HTTPAddr: proc.HTTPAddr, DebugAddr: proc.DebugAddr, opts: opts, HTTP: http.DefaultClient}
 	t.Cleanup(func() {
-		s.Stop(syscall.SIGKILL)
+		if s.proc != nil {
+			s.proc.Stop(syscall.SIGKILL)
+		} else if !s.local.Stop() {
+			t.Errorf("the server did not stop within %s of the end of its context", inProcessStopTimeout)
+		}
 		if t.Failed() {
 			t.Logf("server log:\n%s", s.Logs())
 		}
@@ -185,26 +213,71 @@ func (s *server) waitHealthy() {
 	if s.opts.Token != "" {
 		h.Header = http.Header{"Authorization": {"Bearer " + s.opts.Token}}
 	}
-	if err := s.proc.WaitHealthy(10*time.Second, h); err != nil {
-		s.t.Fatal(err)
+	if s.proc != nil {
+		if err := s.proc.WaitHealthy(10*time.Second, h); err != nil {
+			s.t.Fatal(err)
+		}
+		return
+	}
+	if err := h.Wait(s.HTTPAddr, 10*time.Second, s.local.exited); err != nil {
+		s.t.Fatalf("%v; its log:\n%s", err, s.Logs())
+	}
+}
+
+// needProcess fails the test unless s is a server process: what (a PID, an
+// exit code, a kill) only a process has.
+func (s *server) needProcess(t *testing.T, what string) {
+	t.Helper()
+	if s.proc == nil {
+		t.Fatalf("%s needs the server to be a process of its own: start it with startProcess or serverOptions{Process: true}", what)
 	}
 }
 
 // Stop sends sig and waits for the process to end; it returns false if it
-// had not ended within 15 s (then it is killed).
-func (s *server) Stop(sig syscall.Signal) bool { return s.proc.Stop(sig) }
+// had not ended within 15 s (then it is killed). A server in this process
+// can only be stopped as SIGTERM or SIGINT stops the binary: its context
+// ends, and Stop waits as long for Run to return.
+func (s *server) Stop(sig syscall.Signal) bool {
+	s.t.Helper()
+	if s.proc != nil {
+		return s.proc.Stop(sig)
+	}
+	if sig != syscall.SIGTERM && sig != syscall.SIGINT {
+		s.needProcess(s.t, "Stop("+sig.String()+")")
+	}
+	return s.local.Stop()
+}
 
 // PID is the process's id.
-func (s *server) PID() int { return s.proc.PID() }
+func (s *server) PID() int {
+	s.t.Helper()
+	s.needProcess(s.t, "PID")
+	return s.proc.PID()
+}
 
 // ExitCode is the process's exit code once it has ended.
-func (s *server) ExitCode() int { return s.proc.ExitCode() }
+func (s *server) ExitCode() int {
+	s.t.Helper()
+	s.needProcess(s.t, "ExitCode")
+	return s.proc.ExitCode()
+}
 
-// Logs returns what the server wrote to stderr so far.
-func (s *server) Logs() string { return s.proc.Logs() }
+// Logs returns what the server wrote to stderr so far (for a server in
+// this process, what it logged).
+func (s *server) Logs() string {
+	if s.proc != nil {
+		return s.proc.Logs()
+	}
+	return s.local.Logs()
+}
 
-// alive reports whether the process is still running.
-func (s *server) alive() bool { return s.proc.Alive() }
+// alive reports whether the server is still running.
+func (s *server) alive() bool {
+	if s.proc != nil {
+		return s.proc.Alive()
+	}
+	return s.local.Alive()
+}
 
 // restCall makes a REST call and returns the status and decoded JSON body.
 func (s *server) restCall(t *testing.T, method, path, body string) (int, map[string]any) {

@@ -65,6 +65,14 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 	for i, r := range served {
 		t.Run(r.Method+" "+r.Path, func(t *testing.T) {
 			path, body := r.Path, routeBodies[r.Method+" "+r.Path]
+			if strings.Contains(path, "{groupId}") {
+				// A group, so that every call on it succeeds.
+				id := fmt.Sprint("openapi-g-", i)
+				if code, body := s.restCall(t, "POST", "/v1/groups", `{"groupId":"`+id+`"}`); code != 200 {
+					t.Fatalf("create group: %d %v", code, body)
+				}
+				path = strings.ReplaceAll(path, "{groupId}", id)
+			}
 			if strings.Contains(path, "{orderId}") {
 				// A pending order, so that every call on it succeeds.
 				id := fmt.Sprint("openapi-", i)
@@ -91,7 +99,12 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 
 // routeBodies are the bodies of the calls that need one to succeed.
 var routeBodies = map[string]string{
-	"POST /v1/orders/{orderId}:reschedule": `{"ttl":"120s"}`,
+	"POST /v1/orders/{orderId}:reschedule":  `{"ttl":"120s"}`,
+	"POST /v1/groups":                       `{"groupId":"openapi-new-group"}`,
+	"POST /v1/groups/{groupId}:pull":        `{"wait":"0s"}`,
+	"POST /v1/groups/{groupId}:acknowledge": `{"ackIds":["0/1-0/1"]}`,
+	"POST /v1/groups/{groupId}:nack":        `{"ackIds":["0/1-0/1"]}`,
+	"POST /v1/groups/{groupId}:redrive":     `{"all":true}`,
 }
 
 // openAPIRoutes returns the operations of a Swagger 2.0 document, sorted.

@@ -11,8 +11,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/grpc"
@@ -22,6 +24,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/orderexpiry/orderexpiry/internal/gen/orderexpiry/v1"
+	"github.com/orderexpiry/orderexpiry/internal/order"
 )
 
 // Health reports whether the service can serve; nil means it can.
@@ -43,15 +46,29 @@ type Options struct {
 	// Open names the endpoints that need no credentials: "health",
 	// "metrics", "openapi".
 	Open map[string]bool
-	// MaxBodyBytes bounds a request body; 0 means 64 KiB.
+	// MaxBodyBytes bounds a request body, and the request URI (its path
+	// and query); 0 means 64 KiB.
 	MaxBodyBytes int64
+	// WatchWriteTimeout bounds each write of a watch's response (an event,
+	// a heartbeat): a client that has not taken what was sent before for
+	// that long has stopped reading, and its watch and connection are
+	// closed. 0 means DefaultWatchWriteTimeout.
+	WatchWriteTimeout time.Duration
 }
+
+// DefaultWatchWriteTimeout is WatchWriteTimeout when it is not set: long
+// enough for a slow network to catch up, since a write waits only once the
+// socket's buffers are full.
+const DefaultWatchWriteTimeout = 10 * time.Second
 
 // New returns the HTTP handler for the REST API over a connection to the
 // gRPC server, with GET /healthz, /metrics and /openapi.json.
 func New(ctx context.Context, conn *grpc.ClientConn, opts Options) (http.Handler, error) {
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = 64 << 10
+	}
+	if opts.WatchWriteTimeout <= 0 {
+		opts.WatchWriteTimeout = DefaultWatchWriteTimeout
 	}
 	mux := runtime.NewServeMux(
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, &jsonMarshaler{JSONPb: runtime.JSONPb{
@@ -62,13 +79,24 @@ func New(ctx context.Context, conn *grpc.ClientConn, opts Options) (http.Handler
 		}}),
 		runtime.WithErrorHandler(errorHandler),
 		runtime.WithRoutingErrorHandler(routingErrorHandler),
+		// Routes are matched on the path as sent, and then its parameters
+		// unescaped: an escaped colon (%3A) is part of the segment it is in
+		// (RFC 3986, section 2.2), never the separator of a custom verb.
+		// The default would unescape first, so that POST
+		// /v1/orders/ok-1%3Acomplete completed ok-1 while GET
+		// /v1/orders/ok-1%3Acomplete looked for the id "ok-1:complete". (An
+		// escaped slash, %2F, still separates segments in this mode.)
+		runtime.WithUnescapingMode(runtime.UnescapingModeAllCharacters),
 	)
 	client := pb.NewOrderServiceClient(conn)
 	if err := pb.RegisterOrderServiceHandlerClient(ctx, mux, client); err != nil {
 		return nil, err
 	}
 	// Registered after the generated handlers, so it takes their place.
-	if err := mux.HandlePath(http.MethodGet, "/v1/expirations:watch", watchHandler(mux, client)); err != nil {
+	if err := mux.HandlePath(http.MethodGet, "/v1/expirations:watch", watchHandler(mux, client, opts.WatchWriteTimeout)); err != nil {
+		return nil, err
+	}
+	if err := mux.HandlePath(http.MethodGet, "/v1/groups/{group_id}/expirations:consume", consumeHandler(mux, client, opts.WatchWriteTimeout)); err != nil {
 		return nil, err
 	}
 	guard := func(name string, h http.Handler) runtime.HandlerFunc {
@@ -96,7 +124,34 @@ func New(ctx context.Context, conn *grpc.ClientConn, opts Options) (http.Handler
 			return nil, err
 		}
 	}
-	return http.MaxBytesHandler(mux, opts.MaxBodyBytes), nil
+	authorize := func(r *http.Request) error {
+		if opts.Authorize == nil || opts.Open[names[r.URL.Path]] {
+			return nil
+		}
+		return opts.Authorize(r)
+	}
+	return http.MaxBytesHandler(limitURI(mux, opts.MaxBodyBytes, authorize), opts.MaxBodyBytes), nil
+}
+
+// limitURI refuses a request whose URI (path and query) is longer than
+// limit with 414 URI Too Long, once authorize has let it in: the URI's
+// parameters make the gRPC request, which the server would refuse for its
+// size with RESOURCE_EXHAUSTED (429) before it even checked the caller's
+// token.
+func limitURI(mux *runtime.ServeMux, limit int64, authorize func(*http.Request) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if int64(len(r.RequestURI)) <= limit {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		_, outbound := runtime.MarshalerForRequest(mux, r)
+		err := authorize(r)
+		if err == nil {
+			err = &runtime.HTTPStatusError{HTTPStatus: http.StatusRequestURITooLong,
+				Err: status.Errorf(codes.InvalidArgument, "the request URI is %d bytes long; the limit is %d bytes", len(r.RequestURI), limit)}
+		}
+		runtime.HTTPError(r.Context(), mux, outbound, w, r, err)
+	})
 }
 
 func staticJSON(body []byte) http.Handler {
@@ -115,8 +170,18 @@ var httpCodes = map[codes.Code]int{
 }
 
 // routingErrorHandler keeps the HTTP status of a routing error (the
-// gateway's default turns 405 into 501).
+// gateway's default turns 405 into 501). A path that names an order id the
+// service refuses is refused for its id first, whatever the method: POST
+// /v1/orders/ok-1%3Acomplete gets the same 400 as GET does.
 func routingErrorHandler(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, httpStatus int) {
+	if httpStatus == http.StatusNotFound || httpStatus == http.StatusMethodNotAllowed {
+		if id, ok := pathOrderID(r); ok {
+			if err := order.ValidateID("order_id", id); err != nil {
+				errorHandler(ctx, mux, m, w, r, status.Error(codes.InvalidArgument, err.Error()))
+				return
+			}
+		}
+	}
 	var err error
 	switch httpStatus {
 	case http.StatusMethodNotAllowed:
@@ -127,6 +192,21 @@ func routingErrorHandler(ctx context.Context, mux *runtime.ServeMux, m runtime.M
 		err = status.Error(codes.InvalidArgument, http.StatusText(httpStatus))
 	}
 	errorHandler(ctx, mux, m, w, r, &runtime.HTTPStatusError{HTTPStatus: httpStatus, Err: err})
+}
+
+// pathOrderID returns the order id of a path /v1/orders/{order_id}, with or
+// without a custom verb, as the routes read it: the one segment after
+// /v1/orders/, up to a colon as sent (which starts the verb), unescaped.
+func pathOrderID(r *http.Request) (string, bool) {
+	rest, ok := strings.CutPrefix(r.URL.EscapedPath(), "/v1/orders/")
+	if !ok || strings.Contains(rest, "/") {
+		return "", false
+	}
+	if i := strings.LastIndexByte(rest, ':'); i >= 0 {
+		rest = rest[:i]
+	}
+	id, err := url.PathUnescape(rest)
+	return id, err == nil
 }
 
 func errorHandler(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {

@@ -109,6 +109,13 @@ func (g *testGateway) url(path string) string { return g.srv.URL + path }
 // through httptest; everything stops when tb ends.
 func startGateway(tb testing.TB, fake pb.OrderServiceServer, health Health) *testGateway {
 	tb.Helper()
+	return startGatewayWith(tb, fake, Options{Health: health})
+}
+
+// startGatewayWith is startGateway with the gateway's options; a nil
+// Health reports serving.
+func startGatewayWith(tb testing.TB, fake pb.OrderServiceServer, opts Options) *testGateway {
+	tb.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
@@ -129,12 +136,12 @@ func startGateway(tb testing.TB, fake pb.OrderServiceServer, health Health) *tes
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { conn.Close() })
-	if health == nil {
-		health = func(context.Context) error { return nil }
+	if opts.Health == nil {
+		opts.Health = func(context.Context) error { return nil }
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	tb.Cleanup(cancel)
-	h, err := New(ctx, conn, Options{Health: health})
+	h, err := New(ctx, conn, opts)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -561,7 +568,7 @@ func TestWatchRejectedBeforeStart(t *testing.T) {
 		{name: "resource exhausted", err: status.Error(codes.ResourceExhausted, "too many watchers"),
 			wantHTTP: http.StatusTooManyRequests, wantCode: codes.ResourceExhausted, wantMsg: "too many watchers"},
 		{name: "ends without a header or an error", err: nil,
-			wantHTTP: http.StatusInternalServerError, wantCode: codes.Internal, wantMsg: "the watch ended before it started"},
+			wantHTTP: http.StatusInternalServerError, wantCode: codes.Internal, wantMsg: "the stream ended before it started"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -828,4 +835,197 @@ func TestWatchClientGoesAway(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestEscapedPath: an escaped colon is part of the segment it is in, never
+// the start of a custom verb. A path whose order id the service would
+// refuse is refused for it, with 400, even where no route takes its method.
+func TestEscapedPath(t *testing.T) {
+	tests := []struct {
+		name         string
+		method, path string
+		wantCall     string // the RPC the server sees, and its id; empty: none
+		wantID       string
+		wantHTTP     int
+	}{
+		{name: "plain colon starts the verb", method: http.MethodPost, path: "/v1/orders/ok-1:complete", wantCall: "CompleteOrder", wantID: "ok-1", wantHTTP: 200},
+		{name: "escaped colon is in the id", method: http.MethodGet, path: "/v1/orders/ok-1%3Acomplete", wantCall: "GetOrder", wantID: "ok-1:complete", wantHTTP: 200},
+		{name: "escaped colon then the verb", method: http.MethodPost, path: "/v1/orders/ok-1%3Acancel:cancel", wantCall: "CancelOrder", wantID: "ok-1:cancel", wantHTTP: 200},
+		{name: "escaped letters", method: http.MethodGet, path: "/v1/orders/%6Fk", wantCall: "GetOrder", wantID: "ok", wantHTTP: 200},
+		{name: "escaped colon is no verb", method: http.MethodPost, path: "/v1/orders/ok-1%3Acomplete", wantHTTP: 400},
+		{name: "lower-case escape", method: http.MethodPost, path: "/v1/orders/ok-1%3acancel", wantHTTP: 400},
+		{name: "escaped slash", method: http.MethodGet, path: "/v1/orders/a%2Fb", wantHTTP: 400},
+		{name: "wrong method, bad id", method: http.MethodDelete, path: "/v1/orders/bad%20id", wantHTTP: 400},
+		{name: "wrong method, good id", method: http.MethodDelete, path: "/v1/orders/ok-1", wantHTTP: 405},
+		{name: "unknown verb, good id", method: http.MethodPost, path: "/v1/orders/ok-1:refund", wantHTTP: 405},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []string
+			var mu sync.Mutex
+			fake := &fakeServer{unary: func(method, id string) (*pb.Order, error) {
+				mu.Lock()
+				defer mu.Unlock()
+				got = append(got, method+" "+id)
+				return &pb.Order{OrderId: id}, nil
+			}}
+			g := startGateway(t, fake, nil)
+			resp, body := do(t, tt.method, g.url(tt.path), "")
+			if resp.StatusCode != tt.wantHTTP {
+				t.Fatalf("status %d (%s), want %d", resp.StatusCode, body, tt.wantHTTP)
+			}
+			if tt.wantHTTP == 400 {
+				checkError(t, resp, body, 400, codes.InvalidArgument, "order_id has the character")
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if tt.wantCall == "" {
+				if len(got) != 0 {
+					t.Fatalf("the server was called: %v", got)
+				}
+				return
+			}
+			if want := tt.wantCall + " " + tt.wantID; len(got) != 1 || got[0] != want {
+				t.Fatalf("the server saw %q, want %q", got, want)
+			}
+		})
+	}
+}
+
+// TestLongURI: a request URI longer than MaxBodyBytes gets 414, after the
+// caller's credentials were checked (401 without them), and never reaches
+// the server; one within it goes on as before.
+func TestLongURI(t *testing.T) {
+	const limit = 1024
+	authorize := func(r *http.Request) error {
+		if r.Header.Get("Authorization") != "Bearer ok" {
+			return status.Error(codes.Unauthenticated, "invalid bearer token")
+		}
+		return nil
+	}
+	fake := &fakeServer{}
+	g := startGatewayWith(t, fake, Options{MaxBodyBytes: limit, Authorize: authorize, Open: map[string]bool{"health": true}})
+	call := func(method, path, auth string) (*http.Response, []byte) {
+		req, err := http.NewRequest(method, g.url(path), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp, b
+	}
+	long := strings.Repeat("x", limit)
+	tests := []struct {
+		name         string
+		method, path string
+		auth         string
+		wantHTTP     int
+		wantCode     codes.Code
+	}{
+		{"long id without credentials", http.MethodGet, "/v1/orders/" + long, "", 401, codes.Unauthenticated},
+		{"long id with wrong credentials", http.MethodGet, "/v1/orders/" + long, "Bearer no", 401, codes.Unauthenticated},
+		{"long id", http.MethodGet, "/v1/orders/" + long, "Bearer ok", 414, codes.InvalidArgument},
+		{"long verb call", http.MethodPost, "/v1/orders/" + long + ":cancel", "Bearer ok", 414, codes.InvalidArgument},
+		{"long watch query", http.MethodGet, "/v1/expirations:watch?after_cursor=" + long, "Bearer ok", 414, codes.InvalidArgument},
+		{"long query of an open endpoint", http.MethodGet, "/healthz?" + long, "", 414, codes.InvalidArgument},
+		{"long query of a closed endpoint", http.MethodGet, "/metrics?" + long, "", 401, codes.Unauthenticated},
+		{"unknown long path", http.MethodGet, "/" + long, "Bearer ok", 414, codes.InvalidArgument},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, body := call(tt.method, tt.path, tt.auth)
+			e := checkError(t, resp, body, tt.wantHTTP, tt.wantCode)
+			if tt.wantHTTP == 414 && !strings.Contains(e.Message, "the limit is 1024 bytes") {
+				t.Errorf("message %q does not give the limit", e.Message)
+			}
+			if tt.wantHTTP == 401 && resp.Header.Get("WWW-Authenticate") == "" {
+				t.Error("a 401 without a challenge")
+			}
+		})
+	}
+	if reqs := fake.recorded(); len(reqs) != 0 {
+		t.Fatalf("the server was called: %v", reqs)
+	}
+	// Just within the limit, the call goes on.
+	path := "/v1/orders/"
+	path += strings.Repeat("y", limit-len(path))
+	if resp, body := call(http.MethodGet, path, "Bearer ok"); resp.StatusCode != 200 {
+		t.Fatalf("a URI of exactly the limit: %d %s", resp.StatusCode, body)
+	}
+}
+
+// TestWatchClientStopsReading: a watch whose client stops reading is ended
+// once a write has waited for WatchWriteTimeout: the handler returns, the
+// gRPC stream ends and the connection is closed, while the client is still
+// connected and silent.
+func TestWatchClientStopsReading(t *testing.T) {
+	const timeout = 200 * time.Millisecond
+	ended := make(chan error, 1)
+	big := strings.Repeat("x", 60<<10)
+	fake := &fakeServer{watch: func(_ *pb.WatchExpirationsRequest, stream grpc.ServerStreamingServer[pb.ExpirationEvent]) error {
+		if err := stream.SendHeader(metadata.MD{}); err != nil {
+			return err
+		}
+		for i := 0; ; i++ {
+			ev := testEvent(i % 10)
+			ev.Metadata = map[string]string{"big": big}
+			if err := stream.Send(ev); err != nil {
+				break
+			}
+		}
+		<-stream.Context().Done()
+		ended <- stream.Context().Err()
+		return nil
+	}}
+	g := startGatewayWith(t, fake, Options{WatchWriteTimeout: timeout})
+	conn, err := net.Dial("tcp", strings.TrimPrefix(g.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, "GET /v1/expirations:watch HTTP/1.1\r\nHost: gateway\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	status, err := bufio.NewReaderSize(conn, 16).ReadString('\n')
+	if err != nil || !strings.HasPrefix(status, "HTTP/1.1 200") {
+		t.Fatalf("status line %q, %v", status, err)
+	}
+	// The client reads nothing more.
+	start := time.Now()
+	select {
+	case err := <-ended:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("the gRPC stream ended with %v, want context.Canceled", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the gRPC stream of a watch whose client stopped reading was still open after 10s (write timeout %s)", timeout)
+	}
+	took := time.Since(start)
+	deadline := time.Now().Add(5 * time.Second)
+	for g.active.Load() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the watch handler did not return")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	// What was in flight drains, then the connection ends.
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.Copy(io.Discard, conn); err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			t.Fatal("the connection is still open")
+		}
+	}
+	t.Logf("the watch ended %s after the client stopped reading", took.Round(time.Millisecond))
 }

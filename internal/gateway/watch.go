@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -17,71 +18,154 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	pb "github.com/orderexpiry/orderexpiry/internal/gen/orderexpiry/v1"
 )
 
 // watchHandler serves GET /v1/expirations:watch as newline-delimited JSON:
 // one ExpirationEvent a line, flushed as it comes; or, for a client that
-// accepts text/event-stream, as Server-Sent Events (sse.go). It stands in
-// for the generated handler for two reasons: the status line and headers go
-// out as soon as the watch is accepted (the generated one waits for the
-// first event, which may be minutes away), and each line is the bare event
-// rather than wrapped in {"result": …}. An error after the watch was
-// accepted comes as a last line {"error": {code, message}} (an SSE
-// watch-error event); one before it as the HTTP status.
-func watchHandler(mux *runtime.ServeMux, client pb.OrderServiceClient) runtime.HandlerFunc {
+// accepts text/event-stream, as Server-Sent Events (sse.go), each event's
+// cursor its id. An EventSource's Last-Event-ID resumes after that cursor.
+func watchHandler(mux *runtime.ServeMux, client pb.OrderServiceClient, writeTimeout time.Duration) runtime.HandlerFunc {
+	return streamHandler(mux, streamCall[*pb.WatchExpirationsRequest, pb.ExpirationEvent, *pb.ExpirationEvent]{
+		method:  pb.OrderService_WatchExpirations_FullMethodName,
+		pattern: "/v1/expirations:watch",
+		request: func(r *http.Request, _ map[string]string, sse bool) (*pb.WatchExpirationsRequest, error) {
+			q, err := query(r, "after_cursor")
+			if err != nil {
+				return nil, err
+			}
+			req := &pb.WatchExpirationsRequest{AfterCursor: q["after_cursor"]}
+			if sse {
+				err = lastEventID(r, req)
+			}
+			return req, err
+		},
+		open: client.WatchExpirations,
+		id:   (*pb.ExpirationEvent).GetCursor,
+	}, writeTimeout)
+}
+
+// consumeHandler serves GET /v1/groups/{group_id}/expirations:consume, a
+// consumer's stream of a group, as watchHandler serves a watch: one
+// ReceivedExpiration a line, or an SSE event whose id is its ack id.
+func consumeHandler(mux *runtime.ServeMux, client pb.OrderServiceClient, writeTimeout time.Duration) runtime.HandlerFunc {
+	return streamHandler(mux, streamCall[*pb.ConsumeExpirationsRequest, pb.ReceivedExpiration, *pb.ReceivedExpiration]{
+		method:  pb.OrderService_ConsumeExpirations_FullMethodName,
+		pattern: "/v1/groups/{group_id}/expirations:consume",
+		request: func(r *http.Request, params map[string]string, _ bool) (*pb.ConsumeExpirationsRequest, error) {
+			q, err := query(r, "consumer", "max_in_flight")
+			if err != nil {
+				return nil, err
+			}
+			req := &pb.ConsumeExpirationsRequest{GroupId: params["group_id"], Consumer: q["consumer"]}
+			if v := q["max_in_flight"]; v != "" {
+				n, err := strconv.ParseInt(v, 10, 32)
+				if err != nil {
+					return nil, status.Errorf(codes.InvalidArgument, "max_in_flight %q is not a whole number", clip(v))
+				}
+				req.MaxInFlight = int32(n)
+			}
+			return req, nil
+		},
+		open: client.ConsumeExpirations,
+		id:   (*pb.ReceivedExpiration).GetAckId,
+	}, writeTimeout)
+}
+
+// streamCall says how one server-streaming call is served over REST: how a
+// request is read, how the stream is opened and what a message's SSE id is.
+type streamCall[Req, Msg any, P message[Msg]] struct {
+	method, pattern string
+	// request reads the call's request; sse says the client asked for an
+	// event stream.
+	request func(r *http.Request, params map[string]string, sse bool) (Req, error)
+	open    func(ctx context.Context, req Req, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Msg], error)
+	id      func(P) string
+}
+
+// message is a generated message type's pointer, which protojson marshals.
+type message[Msg any] interface {
+	*Msg
+	proto.Message
+}
+
+// streamHandler serves a server-streaming call as newline-delimited JSON or
+// Server-Sent Events. It stands in for the generated handler for two
+// reasons: the status line and headers go out as soon as the stream is
+// accepted (the generated one waits for the first message, which may be
+// minutes away), and each line is the bare message rather than wrapped in
+// {"result": …}. An error after the stream was accepted comes as a last
+// line {"error": {code, message}} (an SSE watch-error event); one before it
+// as the HTTP status.
+//
+// Each write has writeTimeout to complete. A client that stops reading
+// would otherwise keep its connection, this handler and the gRPC stream
+// behind it forever: the hub drops such a watcher from its fan-out, but the
+// handler, blocked in a write, cannot learn of it. When the write fails the
+// handler returns, which ends the gRPC stream, and net/http closes the
+// connection.
+func streamHandler[Req, Msg any, P message[Msg]](mux *runtime.ServeMux, call streamCall[Req, Msg, P], writeTimeout time.Duration) runtime.HandlerFunc {
 	marshal := protojson.MarshalOptions{EmitDefaultValues: true}
-	return func(w http.ResponseWriter, r *http.Request, _ map[string]string) {
+	return func(w http.ResponseWriter, r *http.Request, params map[string]string) {
 		_, outbound := runtime.MarshalerForRequest(mux, r)
 		fail := func(err error) { runtime.HTTPError(r.Context(), mux, outbound, w, r, err) }
 
-		req, err := watchRequest(r)
 		format := ndjsonFormat
-		if err == nil && acceptsEventStream(r) {
+		sse := acceptsEventStream(r)
+		if sse {
 			format = sseFormat
-			err = lastEventID(r, req)
 		}
+		req, err := call.request(r, params, sse)
 		if err != nil {
 			fail(err)
 			return
 		}
-		ctx, err := runtime.AnnotateContext(r.Context(), mux, r, pb.OrderService_WatchExpirations_FullMethodName,
-			runtime.WithHTTPPathPattern("/v1/expirations:watch"))
+		ctx, err := runtime.AnnotateContext(r.Context(), mux, r, call.method, runtime.WithHTTPPathPattern(call.pattern))
 		if err != nil {
 			fail(err)
 			return
 		}
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
-		stream, err := client.WatchExpirations(ctx, req)
+		stream, err := call.open(ctx, req)
 		if err != nil {
 			fail(err)
 			return
 		}
-		// The server sends its header once it has accepted the watch; a
-		// rejected watch ends with a status and no header.
+		// The server sends its header once it has accepted the stream; a
+		// rejected one ends with a status and no header.
 		if md, _ := stream.Header(); md == nil {
 			_, err := stream.Recv()
 			if err == nil || errors.Is(err, io.EOF) {
-				err = status.Error(codes.Internal, "the watch ended before it started")
+				err = status.Error(codes.Internal, "the stream ended before it started")
 			}
 			fail(err)
 			return
 		}
 		rc := http.NewResponseController(w)
+		// write sends chunk at once, within writeTimeout. (A writer that
+		// cannot take a deadline, which no net/http server gives, has
+		// none.)
+		write := func(chunk []byte) error {
+			_ = rc.SetWriteDeadline(time.Now().Add(writeTimeout))
+			if _, err := w.Write(chunk); err != nil {
+				return err
+			}
+			return rc.Flush()
+		}
 		w.Header().Set("Content-Type", format.contentType)
 		w.Header().Set("Cache-Control", "no-store")
 		for k, v := range format.headers {
 			w.Header().Set(k, v)
 		}
 		w.WriteHeader(http.StatusOK)
-		if _, err := w.Write(format.preamble); err != nil {
+		if err := write(format.preamble); err != nil {
 			return
 		}
-		_ = rc.Flush()
 
-		received := make(chan recvResult)
+		received := make(chan recvResult[*Msg])
 		go receive(ctx, stream, received)
 		defer func() {
 			cancel()
@@ -107,23 +191,20 @@ func watchHandler(mux *runtime.ServeMux, client pb.OrderServiceClient) runtime.H
 				chunk = format.heartbeat
 			case got, ok := <-received:
 				if !ok || errors.Is(got.err, io.EOF) {
-					return // ctx is done, or the watch ended
+					return // ctx is done, or the stream ended
 				}
 				if got.err != nil {
 					if r.Context().Err() != nil {
 						return // the client went away
 					}
 					chunk, end = format.failure(errorJSON(got.err)), true
-				} else if data, err := marshal.Marshal(got.ev); err != nil {
+				} else if data, err := marshal.Marshal(P(got.msg)); err != nil {
 					return
 				} else {
-					chunk = format.event(got.ev.GetCursor(), data)
+					chunk = format.event(call.id(P(got.msg)), data)
 				}
 			}
-			if _, err := w.Write(chunk); err != nil {
-				return
-			}
-			if err := rc.Flush(); err != nil || end {
+			if err := write(chunk); err != nil || end {
 				return
 			}
 			if quiet != nil {
@@ -167,8 +248,8 @@ type watchError struct {
 }
 
 // recvResult is what one stream.Recv returned.
-type recvResult struct {
-	ev  *pb.ExpirationEvent
+type recvResult[Msg any] struct {
+	msg Msg
 	err error
 }
 
@@ -177,12 +258,12 @@ type recvResult struct {
 // closes out when it returns. The handler owns it: it cancels ctx (which
 // also ends a blocked Recv) and reads out until it is closed before it
 // returns.
-func receive(ctx context.Context, stream grpc.ServerStreamingClient[pb.ExpirationEvent], out chan<- recvResult) {
+func receive[Msg any](ctx context.Context, stream grpc.ServerStreamingClient[Msg], out chan<- recvResult[*Msg]) {
 	defer close(out)
 	for {
-		ev, err := stream.Recv()
+		msg, err := stream.Recv()
 		select {
-		case out <- recvResult{ev, err}:
+		case out <- recvResult[*Msg]{msg, err}:
 		case <-ctx.Done():
 			return
 		}
@@ -192,28 +273,50 @@ func receive(ctx context.Context, stream grpc.ServerStreamingClient[pb.Expiratio
 	}
 }
 
-// watchRequest reads the query of a watch, refusing parameters it does not
-// know so that a misspelt after_cursor is not silently ignored.
-func watchRequest(r *http.Request) (*pb.WatchExpirationsRequest, error) {
-	q := r.URL.Query()
+// query reads the parameters of a streaming call's query, each by its
+// proto name or its JSON (lowerCamel) name, refusing parameters it does not
+// know so that a misspelt one is not silently ignored.
+func query(r *http.Request, names ...string) (map[string]string, error) {
+	known := map[string]string{}
+	for _, n := range names {
+		known[n] = n
+		known[lowerCamel(n)] = n
+	}
+	out := map[string]string{}
 	var unknown []string
-	for k := range q {
-		if k != "after_cursor" && k != "afterCursor" {
+	for k, vs := range r.URL.Query() {
+		n, ok := known[k]
+		if !ok {
 			unknown = append(unknown, k)
+			continue
 		}
+		if _, dup := out[n]; dup || len(vs) > 1 {
+			return nil, status.Errorf(codes.InvalidArgument, "%s is given more than once", n)
+		}
+		out[n] = vs[0]
 	}
 	if len(unknown) > 0 {
 		sort.Strings(unknown)
-		return nil, status.Errorf(codes.InvalidArgument, "unknown query parameter %s; the only one is after_cursor", strings.Join(unknown, ", "))
+		return nil, status.Errorf(codes.InvalidArgument, "unknown query parameter %s; the parameters are %s", clip(strings.Join(unknown, ", ")), strings.Join(names, ", "))
 	}
-	var cursor string
-	for _, k := range []string{"after_cursor", "afterCursor"} {
-		if vs := q[k]; len(vs) > 0 {
-			if len(vs) > 1 || cursor != "" {
-				return nil, status.Error(codes.InvalidArgument, "after_cursor is given more than once")
-			}
-			cursor = vs[0]
+	return out, nil
+}
+
+// lowerCamel is a proto field name's JSON name: after_cursor, afterCursor.
+func lowerCamel(name string) string {
+	parts := strings.Split(name, "_")
+	for i := 1; i < len(parts); i++ {
+		if parts[i] != "" {
+			parts[i] = strings.ToUpper(parts[i][:1]) + parts[i][1:]
 		}
 	}
-	return &pb.WatchExpirationsRequest{AfterCursor: cursor}, nil
+	return strings.Join(parts, "")
+}
+
+// clip shortens a value quoted in an error.
+func clip(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
 }

@@ -26,6 +26,7 @@ type Metrics struct {
 	created  prometheus.Counter
 	caughtUp prometheus.Counter
 	lateness prometheus.Histogram
+	catchUps prometheus.Counter
 
 	deliveries   *prometheus.CounterVec
 	redeliveries *prometheus.CounterVec
@@ -58,6 +59,10 @@ func New() *Metrics {
 			Help:    "Time from an order's deadline to its expiration event reaching this replica's watchers.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 		}),
+		catchUps: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "orderexpiry_watch_catchups_total",
+			Help: "Times a watcher on this replica fell more than -watch-buffer events behind and went back to reading the expiration log until it caught up.",
+		}),
 	}
 	m.deliveries = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "orderexpiry_group_deliveries_total",
@@ -75,7 +80,7 @@ func New() *Metrics {
 	m.registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.GRPC, m.created, m.closed, m.caughtUp, m.lateness,
+		m.GRPC, m.created, m.closed, m.caughtUp, m.lateness, m.catchUps,
 		m.deliveries, m.redeliveries, m.ackAge,
 	)
 	for _, o := range []string{"completed", "cancelled", "expired"} {
@@ -91,6 +96,9 @@ type Sources struct {
 	// Subscribed says whether the store hears Redis's expired-key events;
 	// nil for a store that needs no subscription.
 	Subscribed func() bool
+	// EvictionUnsafe says whether Redis's maxmemory-policy could evict the
+	// store's keys; nil for a store that cannot evict.
+	EvictionUnsafe func() bool
 	// Groups returns the consumer groups' states, read from the store.
 	Groups func() []GroupState
 }
@@ -107,20 +115,28 @@ func (m *Metrics) Watch(src Sources) {
 	if subscribed == nil {
 		subscribed = func() bool { return true }
 	}
+	unsafe := src.EvictionUnsafe
+	if unsafe == nil {
+		unsafe = func() bool { return false }
+	}
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
 	if src.Groups != nil {
 		m.registry.MustRegister(groupCollector(src.Groups))
 	}
-	m.registry.MustRegister(
-		gauge("orderexpiry_watchers", "Watch streams open on this replica.", func() float64 { return float64(src.Watchers()) }),
-		gauge("orderexpiry_subscriber_connected", "1 while this replica's subscription to Redis's expired-key events is up (always 1 on the memory store).", func() float64 {
-			if subscribed() {
+	flag := func(f func() bool) func() float64 {
+		return func() float64 {
+			if f() {
 				return 1
 			}
 			return 0
-		}),
+		}
+	}
+	m.registry.MustRegister(
+		gauge("orderexpiry_watchers", "Watch streams open on this replica.", func() float64 { return float64(src.Watchers()) }),
+		gauge("orderexpiry_subscriber_connected", "1 while this replica's subscription to Redis's expired-key events is up (always 1 on the memory store).", flag(subscribed)),
+		gauge("orderexpiry_redis_eviction_policy_unsafe", "1 while Redis's maxmemory-policy, read every 10 s, could evict the store's keys (anything but noeviction with a maxmemory): checkouts are refused and health says NOT_SERVING.", flag(unsafe)),
 	)
 }
 
@@ -155,6 +171,10 @@ func (m *Metrics) Delivered(group string, attempt int) {
 func (m *Metrics) Acknowledged(group string, age time.Duration) {
 	m.ackAge.WithLabelValues(group).Observe(max(age, 0).Seconds())
 }
+
+// WatchCatchUp counts a watcher that fell behind its buffer and reads on
+// from the log.
+func (m *Metrics) WatchCatchUp() { m.catchUps.Inc() }
 
 // Published observes an event as it reaches this replica's watchers.
 func (m *Metrics) Published(ev order.Event, at time.Time) {

@@ -101,6 +101,15 @@ func ParsePosition(s string) (Position, error) {
 	return p, nil
 }
 
+// CheckParts says whether p has one part per partition of a log of n
+// partitions. The message quotes p clipped: a cursor can be 43 KB long.
+func (p Position) CheckParts(n int) error {
+	if len(p) != n {
+		return Errorf(KindInvalid, "after_cursor %q has %d part(s), but this service's expiration log has %d partition(s): it does not come from this service; pass the cursor field of a received event", clip(p.String()), len(p), n)
+	}
+	return nil
+}
+
 // String returns the text form.
 func (p Position) String() string {
 	var b strings.Builder

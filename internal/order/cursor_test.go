@@ -222,3 +222,41 @@ func TestCheckCursor(t *testing.T) {
 		})
 	}
 }
+
+func TestPositionCheckParts(t *testing.T) {
+	longest := Cursor{Ms: math.MaxUint64, Seq: math.MaxUint64}
+	many := make(Position, MaxPartitions)
+	for i := range many {
+		many[i] = longest
+	}
+	tests := []struct {
+		name      string
+		p         Position
+		n         int
+		wantParts []string // nil: no error
+		maxLen    int
+	}{
+		{name: "one of one", p: Position{{Ms: 5}}, n: 1},
+		{name: "three of three", p: Position{{}, {Ms: 1}, {Ms: 2, Seq: 3}}, n: 3},
+		{name: "two of three quotes it whole", p: Position{{Ms: 1}, {Ms: 2}}, n: 3,
+			wantParts: []string{`after_cursor "1-0,2-0" has 2 part(s)`, "has 3 partition(s)"}},
+		{name: "the longest cursor is clipped", p: many, n: 1,
+			wantParts: []string{`after_cursor "18446744073709551615-18446744073709551615,1844`, `…" has 1024 part(s)`, "has 1 partition(s)"},
+			maxLen:    400},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.p.CheckParts(tt.n)
+			if tt.wantParts == nil {
+				if err != nil {
+					t.Fatalf("CheckParts(%d) = %v, want nil", tt.n, err)
+				}
+				return
+			}
+			wantInvalid(t, err, tt.wantParts...)
+			if tt.maxLen > 0 && len(err.Error()) > tt.maxLen {
+				t.Errorf("a message of %d bytes, want at most %d", len(err.Error()), tt.maxLen)
+			}
+		})
+	}
+}

@@ -82,15 +82,15 @@ func FuzzParseCursor(f *testing.F) {
 }
 
 // FuzzValidateID checks that ValidateID never panics, accepts exactly the
-// ids of 1 to 128 bytes from [A-Za-z0-9._~-], and rejects with KindInvalid
-// and a message naming the field.
+// ids of 1 to 128 bytes from [A-Za-z0-9._~-] other than "." and "..", and
+// rejects with KindInvalid and a message naming the field.
 func FuzzValidateID(f *testing.F) {
-	for _, s := range []string{"ord-1001", "", "bad id", "a:b", "caf\u00e9", "x\x7f", strings.Repeat("a", 129)} {
+	for _, s := range []string{"ord-1001", "", "bad id", "a:b", "caf\u00e9", "x\x7f", strings.Repeat("a", 129), ".", "..", "..."} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, id string) {
 		err := ValidateID("order_id", id)
-		valid := len(id) >= 1 && len(id) <= MaxIDBytes
+		valid := len(id) >= 1 && len(id) <= MaxIDBytes && id != "." && id != ".."
 		for i := 0; valid && i < len(id); i++ {
 			c := id[i]
 			valid = c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' || c == '~'

@@ -38,13 +38,19 @@ const MaxIDBytes = 128
 // escaping in a URL path segment (RFC 3986 "unreserved"): letters, digits and
 // "-", "_", ".", "~". That keeps them safe as parts of store keys, as REST
 // path segments (where ":" would be read as a custom verb and "/" as a new
-// segment) and in logs.
+// segment) and in logs. The ids "." and ".." are refused too: as path
+// segments they mean this and the parent directory, which URL clients
+// resolve away (RFC 3986, section 5.2.4), so that GET /v1/orders/.. would
+// never reach the order.
 func ValidateID(field, id string) error {
 	if id == "" {
 		return Errorf(KindInvalid, "%s is required", field)
 	}
 	if len(id) > MaxIDBytes {
 		return Errorf(KindInvalid, "%s is %d bytes long; the limit is %d", field, len(id), MaxIDBytes)
+	}
+	if id == "." || id == ".." {
+		return Errorf(KindInvalid, "%s %q is a relative path segment, which URL clients remove from a path; use another id (dots are fine beside other characters)", field, id)
 	}
 	for i := 0; i < len(id); i++ {
 		c := id[i]

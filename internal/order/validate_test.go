@@ -39,7 +39,8 @@ func TestValidateID(t *testing.T) {
 		{name: "digits", field: "order_id", id: "0123456789", ok: true},
 		{name: "unreserved punctuation", field: "order_id", id: "-_.~", ok: true},
 		{name: "mixed", field: "order_id", id: "ord-1001_A.b~9", ok: true},
-		{name: "only a dot", field: "order_id", id: ".", ok: true},
+		{name: "three dots", field: "order_id", id: "...", ok: true},
+		{name: "dots beside letters", field: "order_id", id: "..a", ok: true},
 		{name: "exactly 128 bytes", field: "order_id", id: strings.Repeat("x", 128), ok: true},
 
 		{name: "empty", field: "order_id", id: "", parts: []string{"order_id is required"}},
@@ -48,6 +49,8 @@ func TestValidateID(t *testing.T) {
 			parts: []string{"order_id is 129 bytes long", "limit is 128"}},
 		{name: "very long", field: "order_id", id: strings.Repeat("x", 10000),
 			parts: []string{"order_id is 10000 bytes long"}},
+		{name: "only a dot", field: "order_id", id: ".", parts: []string{`order_id "." is a relative path segment`}},
+		{name: "two dots", field: "order_id", id: "..", parts: []string{`order_id ".." is a relative path segment`}},
 		{name: "colon", field: "order_id", id: "ord:1", parts: []string{"order_id has the character ':' at offset 3"}},
 		{name: "slash", field: "order_id", id: "a/b", parts: []string{"order_id has the character '/' at offset 1"}},
 		{name: "open brace", field: "order_id", id: "{x", parts: []string{"order_id has the character '{' at offset 0"}},

@@ -11,7 +11,9 @@ import (
 	"net/url"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -180,15 +182,46 @@ func addTLSFiles(c *tls.Config, files TLSFiles) error {
 	return nil
 }
 
-// SetLogger sends go-redis's own messages (dial failures and the like,
-// which the store reports in its own words) to log at debug level. go-redis
-// has one logger per process.
-func SetLogger(log *slog.Logger) {
-	redis.SetLogger(slogAdapter{log})
+// goRedisLogs are the loggers of the running stores, which go-redis's own
+// messages (dial failures and the like, which a store reports in its own
+// words too) go to at debug level. go-redis has one logger per process, and
+// its messages do not say which client they are about: with several stores
+// running in one process (the end-to-end tests run several servers in
+// theirs), each store's logger gets every message, rather than the store
+// started last getting those of all the others.
+var goRedisLogs struct {
+	install sync.Once
+	mu      sync.Mutex
+	logs    []*slog.Logger
 }
 
-type slogAdapter struct{ log *slog.Logger }
+// shareGoRedisLog sends go-redis's messages to log too, until remove is
+// called.
+func shareGoRedisLog(log *slog.Logger) (remove func()) {
+	l := &goRedisLogs
+	l.install.Do(func() { redis.SetLogger(goRedisLog{}) })
+	l.mu.Lock()
+	l.logs = append(l.logs, log)
+	l.mu.Unlock()
+	return func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if i := slices.Index(l.logs, log); i >= 0 {
+			l.logs = slices.Delete(l.logs, i, i+1)
+		}
+	}
+}
 
-func (a slogAdapter) Printf(ctx context.Context, format string, v ...any) {
-	a.log.DebugContext(ctx, "go-redis: "+fmt.Sprintf(format, v...))
+// goRedisLog is go-redis's logger: it writes to every logger in goRedisLogs.
+type goRedisLog struct{}
+
+func (goRedisLog) Printf(ctx context.Context, format string, v ...any) {
+	l := &goRedisLogs
+	l.mu.Lock()
+	logs := slices.Clone(l.logs)
+	l.mu.Unlock()
+	msg := "go-redis: " + fmt.Sprintf(format, v...)
+	for _, log := range logs {
+		log.DebugContext(ctx, msg)
+	}
 }

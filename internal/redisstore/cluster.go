@@ -85,20 +85,21 @@ func nodeAddr(n redis.Node) string {
 }
 
 // runDurable runs a script that changes an order as run does and, in a
-// Redis Cluster whose partition has a replica, waits (WAIT, on the same
-// connection) until a replica has the change too. Redis replicates
+// Redis Cluster whose partition has a replica, or on a master under Sentinel
+// that has one, waits (WAIT, on the same connection) until a replica has the
+// change too. Redis replicates
 // asynchronously: without the wait, a master that dies right after
 // answering takes a checkout, a completion or a cancellation with it, and
 // its promoted replica would not know the order, or would expire a paid one.
 // When no replica confirms within replicaWait the change stands (it is on
 // the master) and a warning says it is not yet safe from a failover.
 func (s *Store) runDurable(ctx context.Context, p *partition, script *redis.Script, args ...any) ([]any, error) {
-	if s.cluster == nil || p.replicas.Load() == 0 {
+	if p.replicas.Load() == 0 {
 		return s.run(ctx, p, script, args...)
 	}
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	node, err := s.cluster.MasterForKey(ctx, p.keys.deadlines)
+	node, err := s.master(ctx, p)
 	if err != nil {
 		return nil, storeError(err)
 	}
@@ -125,4 +126,13 @@ func (s *Store) runDurable(ctx context.Context, p *partition, script *redis.Scri
 		}
 		return res.Slice()
 	}
+}
+
+// master is the client of partition p's master: under Sentinel the store's
+// own client, which is always on the master.
+func (s *Store) master(ctx context.Context, p *partition) (*redis.Client, error) {
+	if s.cluster == nil {
+		return s.rdb.(*redis.Client), nil
+	}
+	return s.cluster.MasterForKey(ctx, p.keys.deadlines)
 }

@@ -87,6 +87,20 @@ func TestClusterSpreadsOrders(t *testing.T) {
 			t.Errorf("partition %d: expired %v after the deadline", p, late)
 		}
 	}
+
+	// One master that may evict is enough to refuse checkouts: Ping
+	// reads the policy of every master and names the one to fix.
+	redisstore.SetPolicyEvery(t, 0)
+	m := c.Masters(t)[1]
+	must(t, m.Client(t).ConfigSet(t.Context(), "maxmemory", "1gb").Err())
+	must(t, m.Client(t).ConfigSet(t.Context(), "maxmemory-policy", "allkeys-lru").Err())
+	if err := s.Ping(t.Context()); order.KindOf(err) != order.KindFailedPrecondition || !strings.Contains(err.Error(), m.Addr) {
+		t.Errorf("Ping with allkeys-lru on master %s: %v; want FailedPrecondition naming it", m.Addr, err)
+	}
+	must(t, m.Client(t).ConfigSet(t.Context(), "maxmemory-policy", "noeviction").Err())
+	if err := s.Ping(t.Context()); err != nil {
+		t.Errorf("Ping with noeviction on every master again: %v", err)
+	}
 }
 
 // TestNewClusterClientInput checks the errors for seeds that cannot be

@@ -59,11 +59,12 @@ func (s *Store) corrupt(key string, err error, attrs ...any) error {
 }
 
 // nodeError is storeError for a call made on one node of the cluster
-// directly: a redirection or a broken connection means the cluster's
-// topology changed, which the client is asked to learn again.
+// directly (or on the master under Sentinel): a redirection or a broken
+// connection means the cluster's topology changed, which the client is asked
+// to learn again.
 func (s *Store) nodeError(err error) error {
 	var rerr redis.Error
-	if !errors.As(err, &rerr) || redis.HasErrorPrefix(err, "MOVED") || redis.HasErrorPrefix(err, "ASK") {
+	if s.cluster != nil && (!errors.As(err, &rerr) || redis.HasErrorPrefix(err, "MOVED") || redis.HasErrorPrefix(err, "ASK")) {
 		s.cluster.ReloadState(context.Background())
 	}
 	return storeError(err)

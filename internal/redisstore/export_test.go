@@ -3,6 +3,7 @@ package redisstore
 import (
 	"context"
 	"slices"
+	"testing"
 	"time"
 )
 
@@ -106,4 +107,16 @@ func (s *Store) Replicas(ctx context.Context) ([]int, error) {
 		out[i] = int(p.replicas.Load())
 	}
 	return out, nil
+}
+
+// LogAsGoRedis logs msg as go-redis does, through the logger the stores
+// give it.
+func LogAsGoRedis(ctx context.Context, msg string) { goRedisLog{}.Printf(ctx, "%s", msg) }
+
+// SetPolicyEvery makes Ping read the eviction policy every d while it is
+// safe, until the test ends.
+func SetPolicyEvery(t testing.TB, d time.Duration) {
+	prev := policyEvery
+	policyEvery = d
+	t.Cleanup(func() { policyEvery = prev })
 }

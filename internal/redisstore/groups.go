@@ -48,8 +48,6 @@ import (
 const groupsKey = "oe:groups"
 
 const (
-	deadConsumer = "dead"
-	backConsumer = "back"
 	// forgetConsumerAfter is how long a consumer with nothing in flight is
 	// kept in a stream's group: consumers come and go with their streams,
 	// and each one costs every delivery a look.
@@ -442,13 +440,19 @@ func (s *Store) group(ctx context.Context, id string) (settings, error) {
 	return g, nil
 }
 
-// Group returns a group and its state, summed over the partitions.
-func (s *Store) Group(ctx context.Context, id string) (order.Group, order.GroupState, error) {
+// groupOn returns a group's settings and the store's partitions.
+func (s *Store) groupOn(ctx context.Context, id string) (settings, []*partition, error) {
 	g, err := s.group(ctx, id)
 	if err != nil {
-		return order.Group{}, order.GroupState{}, err
+		return settings{}, nil, err
 	}
 	parts, err := s.layout(ctx)
+	return g, parts, err
+}
+
+// Group returns a group and its state, summed over the partitions.
+func (s *Store) Group(ctx context.Context, id string) (order.Group, order.GroupState, error) {
+	g, parts, err := s.groupOn(ctx, id)
 	if err != nil {
 		return order.Group{}, order.GroupState{}, err
 	}
@@ -532,10 +536,7 @@ func (s *Store) Groups(ctx context.Context) ([]order.Group, error) {
 // DeleteGroup deletes a group: its streams' groups, with their pending
 // entries and dead letters, then its settings.
 func (s *Store) DeleteGroup(ctx context.Context, id string) error {
-	if _, err := s.group(ctx, id); err != nil {
-		return err
-	}
-	parts, err := s.layout(ctx)
+	_, parts, err := s.groupOn(ctx, id)
 	if err != nil {
 		return err
 	}
@@ -556,11 +557,7 @@ func (s *Store) DeleteGroup(ctx context.Context, id string) error {
 // starting at a partition that turns with each call, so that one busy
 // partition does not keep the others waiting.
 func (s *Store) Deliver(ctx context.Context, group, consumer string, max int) ([]order.Delivery, error) {
-	g, err := s.group(ctx, group)
-	if err != nil {
-		return nil, err
-	}
-	parts, err := s.layout(ctx)
+	g, parts, err := s.groupOn(ctx, group)
 	if err != nil {
 		return nil, err
 	}
@@ -607,31 +604,36 @@ func (s *Store) deliverPartition(ctx context.Context, p *partition, g settings, 
 	}
 	out := make([]order.Delivery, 0, len(res))
 	for _, r := range res {
-		e, _ := r.([]any)
-		if len(e) != 3 {
-			return nil, s.corrupt(p.keys.events, fmt.Errorf("delivery reply %v", r), "group", g.ID)
-		}
-		id, _ := e[0].(string)
-		attempt, _ := e[1].(int64)
-		fields, _ := e[2].([]any)
-		ev, err := parseEvent(xMessage(id, fields))
+		ev, attempt, err := s.parseCounted(p, g.ID, r)
 		if err != nil {
-			return nil, s.corrupt(p.keys.events, err, "entry", id)
+			return nil, err
 		}
-		ev.Partition = p.index
-		out = append(out, order.Delivery{AckID: order.AckID{Partition: p.index, Cursor: ev.Cursor, Attempt: int(attempt)}, Event: ev})
+		out = append(out, order.Delivery{AckID: order.AckID{Partition: p.index, Cursor: ev.Cursor, Attempt: attempt}, Event: ev})
 	}
 	return out, nil
 }
 
-// xMessage builds a stream entry from a script's reply of its fields.
-func xMessage(id string, fields []any) redis.XMessage {
+// parseCounted reads an entry of a group script's reply, {id, delivery
+// count, fields}, of partition p.
+func (s *Store) parseCounted(p *partition, group string, r any) (order.Event, int, error) {
+	e, _ := r.([]any)
+	if len(e) != 3 {
+		return order.Event{}, 0, s.corrupt(p.keys.events, fmt.Errorf("script reply %v", r), "group", group)
+	}
+	id, _ := e[0].(string)
+	n, _ := e[1].(int64)
+	fields, _ := e[2].([]any)
 	m := redis.XMessage{ID: id, Values: make(map[string]any, len(fields)/2)}
 	for i := 0; i+1 < len(fields); i += 2 {
 		k, _ := fields[i].(string)
 		m.Values[k] = fields[i+1]
 	}
-	return m
+	ev, err := parseEvent(m)
+	if err != nil {
+		return order.Event{}, 0, s.corrupt(p.keys.events, err, "entry", id)
+	}
+	ev.Partition = p.index
+	return ev, int(n), nil
 }
 
 // Ack acknowledges deliveries.
@@ -646,11 +648,7 @@ func (s *Store) Nack(ctx context.Context, group string, ids []order.AckID, retry
 
 // settle runs settleScript once per partition named by ids, in a pipeline.
 func (s *Store) settle(ctx context.Context, group string, ids []order.AckID, how any) ([]order.AckStatus, error) {
-	g, err := s.group(ctx, group)
-	if err != nil {
-		return nil, err
-	}
-	parts, err := s.layout(ctx)
+	g, parts, err := s.groupOn(ctx, group)
 	if err != nil {
 		return nil, err
 	}
@@ -694,10 +692,7 @@ func (s *Store) settle(ctx context.Context, group string, ids []order.AckID, how
 // DeadLetters lists a group's dead letters, partition after partition, each
 // oldest first. The page token is the ID of the last letter returned.
 func (s *Store) DeadLetters(ctx context.Context, group, pageToken string, limit int) ([]order.DeadLetter, string, error) {
-	if _, err := s.group(ctx, group); err != nil {
-		return nil, "", err
-	}
-	parts, err := s.layout(ctx)
+	_, parts, err := s.groupOn(ctx, group)
 	if err != nil {
 		return nil, "", err
 	}
@@ -724,19 +719,11 @@ func (s *Store) DeadLetters(ctx context.Context, group, pageToken string, limit 
 			return nil, "", storeError(err)
 		}
 		for _, r := range res {
-			e, _ := r.([]any)
-			if len(e) != 3 {
-				return nil, "", s.corrupt(parts[p].keys.events, fmt.Errorf("dead letter reply %v", r), "group", group)
-			}
-			id, _ := e[0].(string)
-			n, _ := e[1].(int64)
-			fields, _ := e[2].([]any)
-			ev, err := parseEvent(xMessage(id, fields))
+			ev, n, err := s.parseCounted(parts[p], group, r)
 			if err != nil {
-				return nil, "", s.corrupt(parts[p].keys.events, err, "entry", id)
+				return nil, "", err
 			}
-			ev.Partition = p
-			out = append(out, order.DeadLetter{ID: order.DeadLetterID(p, ev.Cursor), Attempts: int(n), Event: ev})
+			out = append(out, order.DeadLetter{ID: order.DeadLetterID(p, ev.Cursor), Attempts: n, Event: ev})
 		}
 	}
 	next := ""
@@ -759,11 +746,7 @@ const redriveBatch = 1000
 
 // Redrive hands dead letters back: those named, or all.
 func (s *Store) Redrive(ctx context.Context, group string, ids []string) (int, error) {
-	g, err := s.group(ctx, group)
-	if err != nil {
-		return 0, err
-	}
-	parts, err := s.layout(ctx)
+	g, parts, err := s.groupOn(ctx, group)
 	if err != nil {
 		return 0, err
 	}

@@ -11,6 +11,15 @@ import (
 // modulo that number.
 const partitionsKey = "oe:partitions"
 
+// epochKey records the store's identity, "<random id> <since ms>": written
+// beside partitionsKey when the store is new, and again when a replica finds
+// it gone, which means that Redis was emptied (see epoch.go). Since is when
+// the history of the expiration log that the store holds began, by Redis's
+// clock: 0 for a store recorded before epochs existed. Its hash tag, the
+// name of partitionsKey, puts it in that key's slot of a Redis Cluster, so
+// that one script reads and writes both.
+const epochKey = "oe:epoch{oe:partitions}"
+
 // keys names every Redis key of one partition. All of them share the hash
 // tag "{<partition>}", so that in Redis Cluster a partition lives on one
 // node and each script, which touches one partition only, stays in one slot.

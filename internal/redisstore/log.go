@@ -88,18 +88,76 @@ func (s *Store) Tail(ctx context.Context, partition int) (order.Cursor, error) {
 	return c, nil
 }
 
-// CheckCursor says whether a watch can resume after each cursor without a
-// gap; one read of Redis's clock serves them all.
+// CheckCursor says whether a watch can resume after each cursor, each of its
+// partition, without a gap: it refuses, as OutOfRange, a cursor older than
+// the retention or ahead of Redis's clock (order.CheckCursor), one from
+// before the history of the store began (it was emptied since: the events
+// after the cursor are gone; see epoch.go), and one beyond the last event
+// its partition ever logged, which cannot come from this history. One
+// pipeline reads the clock, the epoch and every partition's last event id:
+// one round trip per call (per master of a cluster, in parallel).
 func (s *Store) CheckCursor(ctx context.Context, cursors ...order.Cursor) error {
+	parts, err := s.layout(ctx)
+	if err != nil {
+		return err
+	}
+	if len(cursors) != len(parts) {
+		// The hub checks a watch position's length before.
+		return fmt.Errorf("redisstore: CheckCursor takes one cursor per partition: got %d, the log has %d", len(cursors), len(parts))
+	}
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	now, err := s.rdb.Time(ctx).Result()
-	if err != nil {
+	// EVAL rather than EVALSHA: a pipeline cannot fall back on NOSCRIPT
+	// one command at a time, and the scripts are a few lines.
+	pipe := s.rdb.Pipeline()
+	clock := clockScript.Eval(ctx, pipe, []string{epochKey})
+	last := make([]*redis.Cmd, len(parts))
+	for i, c := range cursors {
+		if !c.IsZero() {
+			last[i] = lastIDScript.Eval(ctx, pipe, []string{parts[i].keys.events})
+		}
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return storeError(err)
 	}
-	for _, c := range cursors {
-		if err := order.CheckCursor(c, uint64(now.UnixMilli()), uint64(s.retention.Milliseconds())); err != nil {
+	res, err := clock.Slice()
+	if err != nil || len(res) != 2 {
+		return fmt.Errorf("redis: clock script reply %v, %v; want {now, epoch}", res, err)
+	}
+	now, _ := res[0].(int64)
+	var since uint64
+	emptied := res[1] == nil
+	if !emptied {
+		e, err := parseEpoch(fmt.Sprint(res[1]))
+		if err != nil {
+			return s.corrupt(epochKey, err)
+		}
+		since = e.since
+	}
+	for i, c := range cursors {
+		if c.IsZero() {
+			continue
+		}
+		if err := order.CheckCursor(c, uint64(now), uint64(s.retention.Milliseconds())); err != nil {
 			return err
+		}
+		if emptied {
+			return order.Errorf(order.KindOutOfRange, "after_cursor %s is from a history of the expiration log that is lost: the order store was emptied (it has no epoch); start a new watch without after_cursor", c)
+		}
+		if c.Ms < since {
+			return order.Errorf(order.KindOutOfRange, "after_cursor %s is from before the order store was emptied and started again, at %s: the events after it are lost; start a new watch without after_cursor",
+				c, time.UnixMilli(int64(since)).UTC().Format(time.RFC3339Nano))
+		}
+		v, err := last[i].Text()
+		if err != nil {
+			return storeError(err)
+		}
+		tail, err := parseStreamID(v)
+		if err != nil {
+			return s.corrupt(parts[i].keys.events, err)
+		}
+		if tail.Less(c) {
+			return order.Errorf(order.KindOutOfRange, "after_cursor %s is beyond the last event of partition %d of the expiration log (%s): it does not come from this log's history; start a new watch without after_cursor", c, i, tail)
 		}
 	}
 	return nil

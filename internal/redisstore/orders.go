@@ -17,6 +17,10 @@ func (s *Store) Checkout(ctx context.Context, id string, ttl time.Duration, md m
 	if err != nil {
 		return order.Order{}, false, err
 	}
+	// A Redis that may evict would lose the order when it fills up.
+	if err := s.evictionRefusal(); err != nil {
+		return order.Order{}, false, err
+	}
 	parts, err := s.layout(ctx)
 	if err != nil {
 		return order.Order{}, false, err

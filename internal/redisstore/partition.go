@@ -2,12 +2,7 @@ package redisstore
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"strconv"
 	"sync/atomic"
-
-	"github.com/redis/go-redis/v9"
 
 	"github.com/orderexpiry/orderexpiry/internal/order"
 )
@@ -27,8 +22,9 @@ type partition struct {
 	// Redis's clock.
 	nextSweep atomic.Int64
 	// replicas is how many replicas the partition's master has, from the
-	// cluster's last reported topology; a write waits for one of them to
-	// have it (see runDurable). Always 0 on one Redis.
+	// cluster's last reported topology or, under Sentinel, the master's
+	// last count; a write waits for one of them to have it (see
+	// runDurable). Always 0 on one Redis without Sentinel.
 	replicas atomic.Int32
 }
 
@@ -44,10 +40,21 @@ func partitionOf(id string, parts []*partition) *partition {
 	return parts[order.PartitionOf(id, len(parts))]
 }
 
-// layout returns the store's partitions. The first successful call reads their number
-// from Redis, recording the one asked for (Options.Partitions) if the store
-// is new; it fails as Unavailable while Redis does not answer.
+// layout returns the store's partitions, unless the replica refuses every
+// call because the store records another number of partitions (see
+// epoch.go).
 func (s *Store) layout(ctx context.Context) ([]*partition, error) {
+	if err := s.fault.Load(); err != nil {
+		return nil, err
+	}
+	return s.loadLayout(ctx)
+}
+
+// loadLayout returns the store's partitions. The first successful call reads
+// their number and the store's epoch from Redis, recording the number asked
+// for (Options.Partitions) and a new epoch if the store is new; it fails as
+// Unavailable while Redis does not answer.
+func (s *Store) loadLayout(ctx context.Context) ([]*partition, error) {
 	if p := s.parts.Load(); p != nil {
 		return *p, nil
 	}
@@ -55,26 +62,11 @@ func (s *Store) layout(ctx context.Context) ([]*partition, error) {
 	// are safe to repeat, and no caller waits behind another's timeout.
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	// Read first, write only for a new store: Redis over its maxmemory
-	// refuses a SETNX even of a key that exists, and a replica started
-	// then must still come up and expire what is pending.
-	v, err := s.rdb.Get(ctx, partitionsKey).Result()
-	if errors.Is(err, redis.Nil) {
-		if err := s.rdb.SetNX(ctx, partitionsKey, s.want, 0).Err(); err != nil {
-			return nil, storeError(err)
-		}
-		v, err = s.rdb.Get(ctx, partitionsKey).Result()
-	}
-	if errors.Is(err, redis.Nil) {
-		return nil, order.Unavailable(fmt.Errorf("%s vanished after it was set; retrying", partitionsKey))
-	}
+	id, err := s.identify(ctx, "", s.want)
 	if err != nil {
-		return nil, storeError(err)
+		return nil, err
 	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < 1 || n > order.MaxPartitions {
-		return nil, s.corrupt(partitionsKey, fmt.Errorf("%q is not a number of partitions from 1 to %d", v, order.MaxPartitions))
-	}
+	n := id.partitions
 	if n != s.want {
 		s.log.Warn("the store keeps the number of partitions recorded at its first start; the one asked for now is ignored",
 			"partitions", n, "asked", s.want)
@@ -88,6 +80,8 @@ func (s *Store) layout(ctx context.Context) ([]*partition, error) {
 			return nil, err
 		}
 	}
+	// The epoch first: whoever sees the partitions finds it set.
+	s.epoch.CompareAndSwap(nil, &id.epoch)
 	if !s.parts.CompareAndSwap(nil, &parts) {
 		return *s.parts.Load(), nil // another caller was quicker
 	}

@@ -6,7 +6,8 @@
 // The files follow the concerns: client.go opens clients, keys.go names the
 // keys, scripts.go holds the Lua, orders.go and log.go the calls on orders
 // and on the expiration log, codec.go reads what the scripts store,
-// partition.go the partitions, sweeper.go and subscriber.go the background
+// partition.go the partitions, epoch.go the store's identity and what
+// happens when Redis loses it, sweeper.go and subscriber.go the background
 // work of Run, cluster.go what a Redis Cluster adds, errors.go the
 // translation of Redis's errors into the domain's.
 package redisstore
@@ -19,13 +20,16 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/orderexpiry/orderexpiry/internal/order"
 )
 
 // Options configure a Store.
 type Options struct {
 	// Retention is how long closed orders and expiration events are kept.
 	Retention time.Duration
-	// Logger receives the store's warnings; slog.Default() when nil.
+	// Logger receives the store's warnings, and go-redis's messages while
+	// Run runs; slog.Default() when nil.
 	Logger *slog.Logger
 	// OnExpire, when set, is called by the sweeper after each pass that
 	// expired orders, with how many it expired and how many of those it
@@ -38,13 +42,19 @@ type Options struct {
 	// new (see layout); 0 means 1. A store keeps the number it started
 	// with: the partition of an order follows from it.
 	Partitions int
+	// Sentinel says that the client is one of NewSentinelClient, on a
+	// master with replicas that Redis Sentinel fails over: writes then wait
+	// for a replica, as on a cluster.
+	Sentinel bool
 }
 
 // Store is the order store on one Redis database or on a Redis Cluster.
 type Store struct {
 	rdb redis.UniversalClient
 	// cluster is rdb when it is a Redis Cluster, nil on one Redis.
-	cluster   *redis.ClusterClient
+	cluster *redis.ClusterClient
+	// sentinel: rdb is on the master Redis Sentinel names.
+	sentinel  bool
 	db        int
 	want      int
 	retention time.Duration
@@ -53,6 +63,14 @@ type Store struct {
 
 	// parts is set by the first successful layout.
 	parts atomic.Pointer[[]*partition]
+	// epoch is the store's epoch as this replica knows it (see epoch.go):
+	// set by the first successful layout, renewed by Ping.
+	epoch atomic.Pointer[string]
+	// fault, while set, is the error of every call: the store records
+	// another number of partitions than this replica's (see epoch.go).
+	fault atomic.Pointer[order.Error]
+	// checking serialises Ping's checks of the epoch.
+	checking sync.Mutex
 
 	// masters is how many masters the subscriber listens to, subscribed
 	// how many of those subscriptions are up.
@@ -65,6 +83,8 @@ type Store struct {
 	groups groupCache
 	// deliverTurn turns the partition Deliver starts at.
 	deliverTurn atomic.Uint32
+	// ev is what the store knows of Redis's eviction policy.
+	ev eviction
 }
 
 // New returns a Store on a client of one Redis (*redis.Client) or of a
@@ -80,6 +100,7 @@ func New(rdb redis.UniversalClient, opts Options) *Store {
 		retention: opts.Retention,
 		log:       opts.Logger,
 		onExpire:  opts.OnExpire,
+		sentinel:  opts.Sentinel,
 	}
 	switch c := rdb.(type) {
 	case *redis.Client:
@@ -102,11 +123,4 @@ func (s *Store) run(ctx context.Context, p *partition, script *redis.Script, arg
 // then the script's own.
 func (s *Store) args(p *partition, extra ...any) []any {
 	return append([]any{p.keys.prefix, s.retention.Milliseconds()}, extra...)
-}
-
-// Ping checks that Redis answers.
-func (s *Store) Ping(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, callTimeout)
-	defer cancel()
-	return storeError(s.rdb.Ping(ctx).Err())
 }

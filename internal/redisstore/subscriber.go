@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/orderexpiry/orderexpiry/internal/backoff"
+	"github.com/orderexpiry/orderexpiry/internal/order"
 )
 
 // subscribeNode listens to the expired-key events of one Redis node (the
@@ -80,10 +81,16 @@ func (s *Store) listen(ctx context.Context, node *redis.Client, parts []*partiti
 		switch m := msg.(type) {
 		case *redis.Subscription:
 			if m.Kind == "subscribe" && m.Channel == expired && !up {
+				// Not up until this Redis publishes expired events.
+				if err := s.ensureNotifications(ctx, node); err != nil {
+					return err
+				}
 				up = true
 				s.subscribed.Add(1)
 				bo.Reset()
-				s.ensureNotifications(ctx, node)
+				// This may be another Redis than before (a restart, a
+				// failover): the next Ping reads its eviction policy.
+				s.ev.readAt.Store(0)
 				for _, p := range parts {
 					p.wakeUp()
 				}
@@ -100,11 +107,18 @@ func (s *Store) listen(ctx context.Context, node *redis.Client, parts []*partiti
 
 // ensureNotifications makes sure Redis publishes expired-key events ("E" and
 // "x" in notify-keyspace-events) without removing flags already set. The
-// setting does not survive a Redis restart, hence a check on every
-// reconnect. Where CONFIG is refused (managed Redis), orders still expire on
-// time through the sweeper; the warning says so once.
-func (s *Store) ensureNotifications(ctx context.Context, node *redis.Client) {
+// setting does not survive a Redis restart, and a replica promoted by a
+// failover may not have it, hence a check on every reconnect. Where CONFIG
+// is refused (managed Redis), orders still expire on time through the
+// sweeper; the warning says so once. A call that fails for a while (Redis or
+// the client's pool not ready yet: after a failover, go-redis's pool may
+// answer with its last dial error, to the old master, for a second after the
+// subscription reached the new one) is an error: the subscription is made
+// again, and the check with it.
+func (s *Store) ensureNotifications(ctx context.Context, node *redis.Client) error {
 	err := func() error {
+		ctx, cancel := context.WithTimeout(ctx, callTimeout)
+		defer cancel()
 		cur, err := node.ConfigGet(ctx, "notify-keyspace-events").Result()
 		if err != nil {
 			return err
@@ -117,12 +131,16 @@ func (s *Store) ensureNotifications(ctx context.Context, node *redis.Client) {
 		return node.ConfigSet(ctx, "notify-keyspace-events", want).Err()
 	}()
 	if err == nil || ctx.Err() != nil {
-		return
+		return nil
+	}
+	if order.KindOf(storeError(err)) == order.KindUnavailable {
+		return fmt.Errorf("enabling keyspace events: %w", err)
 	}
 	s.configWarning.Do(func() {
 		s.log.Warn("cannot enable Redis keyspace events (notify-keyspace-events Ex); orders still expire on time: sweepers wake for them through their own wake channel",
 			"err", err)
 	})
+	return nil
 }
 
 // mergeNotifyFlags adds what expired-key events need to the flags in force:

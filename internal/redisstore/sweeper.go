@@ -26,9 +26,12 @@ const (
 )
 
 // Run expires orders at their deadline until ctx ends: it runs a sweeper
-// per partition and the subscriber to Redis's expired-key events. It first
-// waits for Redis to tell the number of partitions.
+// per partition and the subscriber to Redis's expired-key events (and under
+// Sentinel, the count of the master's replicas). It first waits for Redis to
+// tell the number of partitions. While it runs, go-redis's own messages go
+// to the store's logger at debug level.
 func (s *Store) Run(ctx context.Context) error {
+	defer shareGoRedisLog(s.log)()
 	var parts []*partition
 	var bo backoff.Backoff
 	for {
@@ -48,6 +51,9 @@ func (s *Store) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	for _, p := range parts {
 		g.Go(func() error { return s.sweep(ctx, p) })
+	}
+	if s.sentinel {
+		g.Go(func() error { return s.followReplicas(ctx, parts) })
 	}
 	g.Go(func() error {
 		if s.cluster != nil {
@@ -76,6 +82,12 @@ func (s *Store) sweep(ctx context.Context, p *partition) error {
 			return nil
 		case <-timer.C:
 		case <-p.wake:
+		}
+		// A replica that refuses calls, its number of partitions not being
+		// the store's, leaves the expiries to those whose number it is.
+		if s.fault.Load() != nil {
+			timer.Reset(maxSweepSleep)
+			continue
 		}
 		sleep, err := s.expireDue(ctx, p)
 		if err != nil {

@@ -1,13 +1,16 @@
 package rpc
 
 import (
+	"strings"
 	"sync"
 
 	"google.golang.org/grpc/encoding"
 	protocodec "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
+	pb "github.com/orderexpiry/orderexpiry/internal/gen/orderexpiry/v1"
 	"github.com/orderexpiry/orderexpiry/internal/order"
 )
 
@@ -27,6 +30,62 @@ func (c codec) Marshal(v any) (mem.BufferSlice, error) {
 		return mem.BufferSlice{mem.SliceBuffer(e)}, nil
 	}
 	return c.CodecV2.Marshal(v)
+}
+
+// Unmarshal decodes a request. One of this service that does not decode
+// (a string that is not UTF-8, a field cut short, groups nested past the
+// decoder's limit) is not an error here, since grpc-go answers any codec
+// error with INTERNAL, and before the interceptors: the message is left
+// empty but for the decoding error, kept in an unknown field of its own
+// (malformedField), and the method refuses it with INVALID_ARGUMENT (see
+// malformed), once the call has been authenticated like any other. Other
+// services' messages (health, reflection) keep grpc-go's answer.
+func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
+	err := c.CodecV2.Unmarshal(data, v)
+	if err == nil {
+		return nil
+	}
+	m, ok := v.(proto.Message)
+	if !ok || m.ProtoReflect().Descriptor().ParentFile() != pb.File_orderexpiry_v1_order_service_proto {
+		return err
+	}
+	proto.Reset(m)
+	m.ProtoReflect().SetUnknown(protowire.AppendString(protowire.AppendTag(nil, malformedField, protowire.BytesType), err.Error()))
+	return nil
+}
+
+// malformedField is the field number under which Unmarshal keeps the error
+// of a request that did not decode. Numbers 19000 to 19999 are reserved for
+// protobuf's implementations: protoc refuses them in a .proto file, so no
+// client's message has this field by design.
+const malformedField protowire.Number = 19999
+
+// malformed returns the INVALID_ARGUMENT error of a request that did not
+// decode (see Unmarshal), or nil for a request that did. Each method calls
+// it first.
+func malformed(req proto.Message) error {
+	b := req.ProtoReflect().GetUnknown()
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return nil
+		}
+		b = b[n:]
+		if num == malformedField && typ == protowire.BytesType {
+			v, _ := protowire.ConsumeBytes(b)
+			if len(v) > 200 {
+				v = append(v[:200:200], "…"...) // only a crafted message has more
+			}
+			why := strings.ToValidUTF8(string(v), "\uFFFD")
+			return order.Errorf(order.KindInvalid, "the request is not a valid %s message (%s); send the protobuf encoding of one",
+				req.ProtoReflect().Descriptor().FullName(), why)
+		}
+		if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
+			return nil
+		}
+		b = b[n:]
+	}
+	return nil
 }
 
 // encoded is a message in its wire form.

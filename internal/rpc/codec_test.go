@@ -2,9 +2,14 @@ package rpc
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 
@@ -76,5 +81,73 @@ func TestEncodedEvents(t *testing.T) {
 	}
 	if b2, _ := c.get(b); len(b2) == 0 {
 		t.Fatal("no bytes for a cached event")
+	}
+}
+
+// TestCodecKeepsMalformedRequests: a request of this service that does not
+// decode reaches its method, empty, with the error that malformed gives as
+// INVALID_ARGUMENT; other services' messages fail to decode as before.
+func TestCodecKeepsMalformedRequests(t *testing.T) {
+	str := func(num protowire.Number, v string) []byte {
+		return protowire.AppendString(protowire.AppendTag(nil, num, protowire.BytesType), v)
+	}
+	// Unknown groups nested past the decoder's limit of 10,000.
+	var deep []byte
+	for range 10_050 {
+		deep = protowire.AppendTag(deep, 15, protowire.StartGroupType)
+	}
+	for range 10_050 {
+		deep = protowire.AppendTag(deep, 15, protowire.EndGroupType)
+	}
+	tests := []struct {
+		name string
+		in   []byte
+		why  string // part of the message
+	}{
+		{"invalid UTF-8", str(1, "ord-\xff"), "invalid UTF-8"},
+		{"truncated", str(1, "ord-1")[:4], "invalid wire-format"},
+		{"length past the end", []byte{0x0a, 0x7f, 'a'}, "invalid wire-format"},
+		{"deep nesting", append(str(1, "ord-1"), deep...), "invalid wire-format"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var req pb.GetOrderRequest
+			if err := Codec.Unmarshal(mem.BufferSlice{mem.SliceBuffer(tc.in)}, &req); err != nil {
+				t.Fatalf("Unmarshal = %v, want nil and the error kept for the method", err)
+			}
+			if req.GetOrderId() != "" {
+				t.Errorf("order_id %q was kept from a request that did not decode", req.GetOrderId())
+			}
+			err := malformed(&req)
+			if order.KindOf(err) != order.KindInvalid || !strings.Contains(err.Error(), "is not a valid orderexpiry.v1.GetOrderRequest message") || !strings.Contains(err.Error(), tc.why) {
+				t.Fatalf("malformed = %v, want KindInvalid naming the message and %q", err, tc.why)
+			}
+			var health healthpb.HealthCheckRequest
+			if err := Codec.Unmarshal(mem.BufferSlice{mem.SliceBuffer(tc.in)}, &health); err == nil {
+				t.Error("a health request that does not decode gave no error")
+			}
+		})
+	}
+
+	// Well-formed requests, with or without fields this server does not
+	// know, are not malformed.
+	// (A known field with another wire type is an unknown field too.)
+	wrongType := protowire.AppendVarint(protowire.AppendTag(nil, 1, protowire.VarintType), 7)
+	for _, in := range [][]byte{nil, str(1, "ord-1"), append(str(1, "ord-1"), str(99, "newer")...), wrongType} {
+		var req pb.GetOrderRequest
+		if err := Codec.Unmarshal(mem.BufferSlice{mem.SliceBuffer(in)}, &req); err != nil {
+			t.Fatal(err)
+		}
+		if err := malformed(&req); err != nil {
+			t.Errorf("malformed(%x) = %v, want nil", in, err)
+		}
+	}
+	// A crafted error of any length is quoted short and as valid UTF-8.
+	var req pb.CheckoutRequest
+	if err := proto.Unmarshal(str(malformedField, strings.Repeat("\xff", 5000)), &req); err != nil {
+		t.Fatal(err)
+	}
+	if err := malformed(&req); err == nil || len(err.Error()) > 400 || !utf8.ValidString(err.Error()) {
+		t.Fatalf("malformed of a crafted message = %q", err)
 	}
 }

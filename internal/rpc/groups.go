@@ -370,10 +370,13 @@ func (c *consumeLoop) run(ctx context.Context) error {
 			all = changed == nil
 			seen = pos
 		case ids := <-c.cs.settled:
+			// Only a stream that was full has events waiting for the room
+			// an ack makes; any other was woken for them already.
+			full := len(c.inFlight) >= c.limit
 			for _, id := range ids {
 				delete(c.inFlight, id)
 			}
-			all = true
+			all = full && len(c.inFlight) < c.limit
 		case <-c.cs.kick:
 			all = true
 		case <-poll.C:

@@ -5,12 +5,14 @@ package rpc
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"math"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -99,6 +101,9 @@ func NewServer(svc *Service, opts ...grpc.ServerOption) *grpc.Server {
 
 // Checkout creates a pending order, or returns the one already pending.
 func (s *Service) Checkout(ctx context.Context, req *pb.CheckoutRequest) (*pb.CheckoutResponse, error) {
+	if err := malformed(req); err != nil {
+		return nil, s.status(ctx, err)
+	}
 	if err := order.ValidateID("order_id", req.GetOrderId()); err != nil {
 		return nil, s.status(ctx, err)
 	}
@@ -128,17 +133,17 @@ func (s *Service) Checkout(ctx context.Context, req *pb.CheckoutRequest) (*pb.Ch
 
 // GetOrder returns an order.
 func (s *Service) GetOrder(ctx context.Context, req *pb.GetOrderRequest) (*pb.Order, error) {
-	return s.byID(ctx, req.GetOrderId(), s.store.Get)
+	return s.byID(ctx, req, req.GetOrderId(), s.store.Get)
 }
 
 // CompleteOrder marks a pending order as paid.
 func (s *Service) CompleteOrder(ctx context.Context, req *pb.CompleteOrderRequest) (*pb.Order, error) {
-	return s.byID(ctx, req.GetOrderId(), s.observed(s.store.Complete))
+	return s.byID(ctx, req, req.GetOrderId(), s.observed(s.store.Complete))
 }
 
 // CancelOrder withdraws a pending order.
 func (s *Service) CancelOrder(ctx context.Context, req *pb.CancelOrderRequest) (*pb.Order, error) {
-	return s.byID(ctx, req.GetOrderId(), s.observed(s.store.Cancel))
+	return s.byID(ctx, req, req.GetOrderId(), s.observed(s.store.Cancel))
 }
 
 // RescheduleOrder gives a pending order before its deadline a new one.
@@ -192,7 +197,11 @@ func (s *Service) observed(op func(context.Context, string) (order.Order, error)
 	}
 }
 
-func (s *Service) byID(ctx context.Context, id string, op func(context.Context, string) (order.Order, error)) (*pb.Order, error) {
+// byID serves a call on one order: req, whose order id is id.
+func (s *Service) byID(ctx context.Context, req proto.Message, id string, op func(context.Context, string) (order.Order, error)) (*pb.Order, error) {
+	if err := malformed(req); err != nil {
+		return nil, s.status(ctx, err)
+	}
 	if err := order.ValidateID("order_id", id); err != nil {
 		return nil, s.status(ctx, err)
 	}
@@ -212,6 +221,9 @@ const ResumeCursorTrailer = "resume-cursor"
 // that clients (and the REST gateway) learn at once that the watch is on.
 func (s *Service) WatchExpirations(req *pb.WatchExpirationsRequest, stream pb.OrderService_WatchExpirationsServer) error {
 	ctx := stream.Context()
+	if err := malformed(req); err != nil {
+		return s.status(ctx, err)
+	}
 	var after order.Position
 	if req.GetAfterCursor() != "" {
 		var err error
@@ -236,7 +248,12 @@ func (s *Service) WatchExpirations(req *pb.WatchExpirationsRequest, stream pb.Or
 	if err == nil || ctx.Err() != nil {
 		return s.status(ctx, err)
 	}
-	if k := order.KindOf(err); (k == order.KindResourceExhausted || k == order.KindUnavailable) && (after != nil || last != nil) {
+	// A watcher that the log's retention overtook while it caught up (see
+	// watch.Hub.Follow) learns how far it got, as one cut off for another
+	// reason does.
+	k := order.KindOf(err)
+	behind := k == order.KindOutOfRange && errors.Is(err, watch.ErrLagged)
+	if (k == order.KindResourceExhausted || k == order.KindUnavailable || behind) && (after != nil || last != nil) {
 		stream.SetTrailer(metadata.Pairs(ResumeCursorTrailer, last.String()))
 	}
 	return s.status(ctx, err)

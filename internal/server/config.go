@@ -6,17 +6,22 @@ import (
 	"github.com/orderexpiry/orderexpiry/internal/order"
 )
 
-// Config is what the server is built from. cmd/server fills it from flags
-// and environment variables and checks it; the zero value of a field means
-// what that command's default would not, so set every field.
+// Config is what the server is built from. ParseFlags fills it from flags
+// and environment variables and checks it; the zero value of a field is not
+// its flag's default, so set every field.
 type Config struct {
 	// RedisURL names one Redis (redis:// or rediss://); RedisCluster names
-	// a Redis Cluster by its seeds. With neither, the embedded memory store
-	// serves.
-	RedisURL     string
-	RedisCluster string
-	// Partitions is asked for when the store is new; 0: 1 on one Redis,
-	// DefaultClusterPartitions on a cluster.
+	// a Redis Cluster by its seeds; RedisSentinel names the sentinels of a
+	// master called RedisSentinelMaster (see redisstore.SentinelOptions),
+	// RedisSentinelPassword being the sentinels' own. At most one of the
+	// three is set; with none, the embedded memory store serves.
+	RedisURL              string
+	RedisCluster          string
+	RedisSentinel         string
+	RedisSentinelMaster   string
+	RedisSentinelPassword string
+	// Partitions is asked for when the store is new; 0: 1 on one Redis
+	// (with or without Sentinel), DefaultClusterPartitions on a cluster.
 	Partitions int
 	// TLS towards Redis (rediss:// URLs): a private CA, a client pair.
 	RedisCA, RedisCert, RedisKey string
@@ -30,6 +35,10 @@ type Config struct {
 	WatchBuffer int
 	// MaxWatchers bounds the watch streams one replica serves at once.
 	MaxWatchers int
+	// MaxReplays bounds the watches with a cursor that replay at once.
+	MaxReplays int
+	// WatchWriteTimeout bounds each write of a REST watch.
+	WatchWriteTimeout time.Duration
 	// MaxBodyBytes bounds a request: a gRPC message or a REST body.
 	MaxBodyBytes int
 	// ShutdownTimeout bounds the graceful stop.

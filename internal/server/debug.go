@@ -22,7 +22,8 @@ func debugHandler() http.Handler {
 
 // cmdline serves the command line as pprof.Cmdline does (arguments
 // separated by NUL bytes), with the password of every URL in it replaced
-// by xxxxx: -redis-url and -redis-cluster-addrs may carry one.
+// by xxxxx: -redis-url, -redis-cluster-addrs and -redis-sentinel-addrs may
+// carry one.
 func cmdline(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")

@@ -21,7 +21,7 @@ func (s *Server) setHealth(status healthpb.HealthCheckResponse_ServingStatus) {
 
 // monitorHealth pings the store every healthInterval and reports the result
 // through gRPC health and /healthz: NOT_SERVING while the store cannot
-// serve.
+// serve, because it is unreachable or, for Redis, may evict its keys.
 func (s *Server) monitorHealth(ctx context.Context) {
 	tick := time.NewTicker(healthInterval)
 	defer tick.Stop()
@@ -38,9 +38,9 @@ func (s *Server) monitorHealth(ctx context.Context) {
 			status := healthpb.HealthCheckResponse_SERVING
 			if !ok {
 				status = healthpb.HealthCheckResponse_NOT_SERVING
-				s.log.Warn("the order store is unreachable: NOT_SERVING", "err", err)
+				s.log.Warn("the order store cannot serve: NOT_SERVING", "err", err)
 			} else if !first {
-				s.log.Info("the order store is reachable again: SERVING")
+				s.log.Info("the order store can serve again: SERVING")
 			}
 			s.serving.Store(ok)
 			s.setHealth(status)

@@ -97,10 +97,12 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	s.hub = watch.NewHub(s.store, watch.Options{
 		Buffer:      cfg.WatchBuffer,
 		MaxWatchers: cfg.MaxWatchers,
+		MaxReplays:  cfg.MaxReplays,
 		OnPublish:   m.Published,
+		OnCatchUp:   m.WatchCatchUp,
 		Logger:      log,
 	})
-	m.Watch(metrics.Sources{Watchers: s.hub.Watchers, Subscribed: st.subscribed, Groups: s.groupStates})
+	m.Watch(metrics.Sources{Watchers: s.hub.Watchers, Subscribed: st.subscribed, EvictionUnsafe: st.evictionUnsafe, Groups: s.groupStates})
 
 	s.health = health.NewServer()
 	// NOT_SERVING until the first ping of the store says otherwise.
@@ -154,11 +156,12 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 			}
 			return nil
 		},
-		Metrics:      m.Handler(),
-		OpenAPI:      openapi.OrderService,
-		Authorize:    s.tokens.HTTP(),
-		Open:         cfg.AuthOpen,
-		MaxBodyBytes: int64(cfg.MaxBodyBytes),
+		Metrics:           m.Handler(),
+		OpenAPI:           openapi.OrderService,
+		Authorize:         s.tokens.HTTP(),
+		Open:              cfg.AuthOpen,
+		MaxBodyBytes:      int64(cfg.MaxBodyBytes),
+		WatchWriteTimeout: cfg.WatchWriteTimeout,
 	})
 	if err != nil {
 		s.closeStore()

@@ -2,6 +2,7 @@ package server
 
 import (
 	"log/slog"
+	"net/url"
 	"strings"
 
 	"github.com/orderexpiry/orderexpiry/internal/memstore"
@@ -19,18 +20,20 @@ type openedStore struct {
 	// subscribed says whether the Redis store hears Redis's expired-key
 	// events; nil for the memory store, which needs no subscription.
 	subscribed func() bool
+	// evictionUnsafe says whether Redis could evict the store's keys; nil
+	// for the memory store.
+	evictionUnsafe func() bool
 }
 
-// openStore opens a Redis Cluster or one Redis when one is named, and the
-// memory store otherwise. onExpire hears of each expiration this replica
+// openStore opens a Redis Cluster, a master under Sentinel or one Redis when
+// one is named, and the memory store otherwise. onExpire hears of each expiration this replica
 // claims.
 func openStore(cfg Config, log *slog.Logger, onExpire func(n, caughtUp int)) (openedStore, error) {
-	if cfg.RedisURL == "" && cfg.RedisCluster == "" {
+	if cfg.RedisURL == "" && cfg.RedisCluster == "" && cfg.RedisSentinel == "" {
 		log.Info("REDIS_URL is not set: using the embedded in-memory store; orders and events are lost when the process stops")
 		st := memstore.New(memstore.Options{Retention: cfg.Retention, OnExpire: onExpire})
 		return openedStore{store: st, attrs: []any{"store", "memory"}, close: func() {}}, nil
 	}
-	redisstore.SetLogger(log)
 	files := redisstore.TLSFiles{CA: cfg.RedisCA, Cert: cfg.RedisCert, Key: cfg.RedisKey}
 	opts := redisstore.Options{Retention: cfg.Retention, Logger: log, OnExpire: onExpire, Partitions: cfg.Partitions}
 	if cfg.RedisCluster != "" {
@@ -44,7 +47,24 @@ func openStore(cfg Config, log *slog.Logger, onExpire func(n, caughtUp int)) (op
 		st := redisstore.New(rdb, opts)
 		// The seeds only: a URL may hold a password.
 		attrs := []any{"store", "redis-cluster", "redis_seeds", strings.Join(rdb.Options().Addrs, ","), "redis_tls", rdb.Options().TLSConfig != nil}
-		return openedStore{store: st, attrs: attrs, close: func() { _ = rdb.Close() }, subscribed: st.Subscribed}, nil
+		return openedStore{store: st, attrs: attrs, close: func() { _ = rdb.Close() }, subscribed: st.Subscribed, evictionUnsafe: st.EvictionUnsafe}, nil
+	}
+	if cfg.RedisSentinel != "" {
+		so := redisstore.SentinelOptions{Addrs: cfg.RedisSentinel, Master: cfg.RedisSentinelMaster, Password: cfg.RedisSentinelPassword}
+		rdb, err := redisstore.NewSentinelClient(so, files)
+		if err != nil {
+			return openedStore{}, err
+		}
+		opts.Sentinel = true
+		st := redisstore.New(rdb, opts)
+		// A URL may hold Redis's password: it is redacted.
+		sentinels := cfg.RedisSentinel
+		if u, err := url.Parse(sentinels); err == nil && strings.Contains(sentinels, "://") {
+			sentinels = u.Redacted()
+		}
+		attrs := []any{"store", "redis-sentinel", "redis_sentinels", sentinels, "redis_master", cfg.RedisSentinelMaster,
+			"redis_db", rdb.Options().DB, "redis_tls", rdb.Options().TLSConfig != nil}
+		return openedStore{store: st, attrs: attrs, close: func() { _ = rdb.Close() }, subscribed: st.Subscribed, evictionUnsafe: st.EvictionUnsafe}, nil
 	}
 	rdb, err := redisstore.NewClient(cfg.RedisURL, files)
 	if err != nil {
@@ -53,5 +73,5 @@ func openStore(cfg Config, log *slog.Logger, onExpire func(n, caughtUp int)) (op
 	st := redisstore.New(rdb, opts)
 	// The address and db only: the URL may hold a password.
 	attrs := []any{"store", "redis", "redis_addr", rdb.Options().Addr, "redis_db", rdb.Options().DB, "redis_tls", rdb.Options().TLSConfig != nil}
-	return openedStore{store: st, attrs: attrs, close: func() { _ = rdb.Close() }, subscribed: st.Subscribed}, nil
+	return openedStore{store: st, attrs: attrs, close: func() { _ = rdb.Close() }, subscribed: st.Subscribed, evictionUnsafe: st.EvictionUnsafe}, nil
 }

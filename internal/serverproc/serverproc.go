@@ -44,10 +44,15 @@ type Options struct {
 	Flags []string
 }
 
+// Args are the server's arguments for flags: free loopback ports for gRPC
+// and HTTP, then flags, which may override them.
+func Args(flags []string) []string {
+	return append([]string{"-grpc-addr", "127.0.0.1:0", "-http-addr", "127.0.0.1:0"}, flags...)
+}
+
 // command is the server's command line for opts.
 func (opts Options) command() *exec.Cmd {
-	args := append([]string{"-grpc-addr", "127.0.0.1:0", "-http-addr", "127.0.0.1:0"}, opts.Flags...)
-	cmd := exec.Command(opts.Binary, args...)
+	cmd := exec.Command(opts.Binary, Args(opts.Flags)...)
 	cmd.Env = append(os.Environ(), opts.Env...)
 	setParentDeathSignal(cmd)
 	return cmd
@@ -165,13 +170,26 @@ type Health struct {
 // WaitHealthy asks /healthz every 20 ms until it answers 200 (SERVING),
 // and fails when that takes longer than timeout or the process ends.
 func (p *Process) WaitHealthy(timeout time.Duration, h Health) error {
+	if err := h.Wait(p.HTTPAddr, timeout, p.exited); err != nil {
+		if !p.Alive() {
+			err = fmt.Errorf("%w (%v)", err, p.cmd.ProcessState)
+		}
+		return fmt.Errorf("%w; its log:\n%s", err, p.Logs())
+	}
+	return nil
+}
+
+// Wait asks the /healthz of the server whose HTTP port is httpAddr every
+// 20 ms until it answers 200 (SERVING), and fails when that takes longer
+// than timeout or when exited is closed first: the server has ended.
+func (h Health) Wait(httpAddr string, timeout time.Duration, exited <-chan struct{}) error {
 	client := h.Client
 	if client == nil {
 		client = http.DefaultClient
 	}
-	url := "http://" + p.HTTPAddr + "/healthz"
+	url := "http://" + httpAddr + "/healthz"
 	if h.HTTPS {
-		url = "https://" + p.HTTPAddr + "/healthz"
+		url = "https://" + httpAddr + "/healthz"
 	}
 	deadline := time.Now().Add(timeout)
 	var last string
@@ -194,11 +212,11 @@ func (p *Process) WaitHealthy(timeout time.Duration, h Health) error {
 			last = err.Error()
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("the server was not healthy within %s (last answer: %s); its log:\n%s", timeout, last, p.Logs())
+			return fmt.Errorf("the server was not healthy within %s (last answer: %s)", timeout, last)
 		}
 		select {
-		case <-p.exited:
-			return fmt.Errorf("the server exited (%v) before it was healthy; its log:\n%s", p.cmd.ProcessState, p.Logs())
+		case <-exited:
+			return errors.New("the server exited before it was healthy")
 		case <-time.After(20 * time.Millisecond):
 		}
 	}

@@ -35,6 +35,10 @@ type fakeLog struct {
 	// partitions is the number of partitions; add appends to partition 0,
 	// addTo to any.
 	partitions int
+	// liveErr, when set, is what waiting reads (the hub's) return.
+	liveErr error
+	// replayReads counts the reads that do not wait (replays').
+	replayReads int
 }
 
 func newFakeLog() *fakeLog {
@@ -84,6 +88,21 @@ func (l *fakeLog) at(i int) order.Event {
 	return l.events[i]
 }
 
+// failLive makes the hub's reads fail with err, or succeed again with nil.
+func (l *fakeLog) failLive(err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.liveErr = err
+	l.notify()
+}
+
+// reads is the number of replay reads so far.
+func (l *fakeLog) reads() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.replayReads
+}
+
 func (l *fakeLog) pauseLive(paused bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -100,8 +119,17 @@ func (l *fakeLog) Events(ctx context.Context, p int, after order.Cursor, limit i
 		defer t.Stop()
 		timeout = t.C
 	}
+	l.mu.Lock()
+	if wait <= 0 {
+		l.replayReads++
+	}
+	l.mu.Unlock()
 	for {
 		l.mu.Lock()
+		if err := l.liveErr; err != nil && wait > 0 {
+			l.mu.Unlock()
+			return nil, err
+		}
 		var out []order.Event
 		if wait <= 0 || !l.livePaused {
 			i := sort.Search(len(l.events), func(i int) bool { return after.Less(l.events[i].Cursor) })
@@ -190,14 +218,29 @@ func (h *runningHub) stop(t *testing.T) {
 // startHub starts a hub over log, stopped when the test ends.
 func startHub(t *testing.T, log Log, buffer int) *runningHub {
 	t.Helper()
+	return startHubWith(t, log, Options{Buffer: buffer})
+}
+
+// startHubWith starts a hub with the given options, logging nowhere.
+func startHubWith(t *testing.T, log Log, opts Options) *runningHub {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	h := &runningHub{Hub: NewHub(log, Options{Buffer: buffer, Logger: discard}), cancel: cancel, done: make(chan struct{})}
+	opts.Logger = discard
+	h := &runningHub{Hub: NewHub(log, opts), cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(h.done)
 		h.err = h.Run(ctx)
 	}()
 	t.Cleanup(func() { h.stop(t) })
 	return h
+}
+
+// subscribed is the number of subscriptions of h, without the watches
+// still replaying (which Watchers counts too).
+func subscribed(h *Hub) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.subs)
 }
 
 // subscribe subscribes, failing the test on error.

@@ -3,6 +3,8 @@ package watch
 import (
 	"context"
 	"errors"
+	"fmt"
+	"time"
 
 	"github.com/orderexpiry/orderexpiry/internal/order"
 )
@@ -10,6 +12,12 @@ import (
 // replayBatch is how many events one read of the log returns while a watch
 // catches up.
 const replayBatch = 1000
+
+// replayHold bounds how long one batch of a replay keeps its replay slot
+// (see Hub.MaxReplays): a watcher slow to take its events, or one that
+// stopped reading, keeps its batch but gives the slot back, so that a few
+// such watchers cannot hold up everyone else's replays.
+const replayHold = time.Second
 
 // Follow streams the expiration log to one watcher: with a position (after
 // is not nil) it first replays every event after it from the log, partition
@@ -20,64 +28,141 @@ const replayBatch = 1000
 // from the hub's fan-out, where every watcher sends the same Event; a
 // replayed event carries this watcher's own Position.
 //
+// A watcher that falls more than Buffer events behind the fan-out is not
+// cut off: it leaves the fan-out, reads on from the log after the last
+// event it sent, the same way a watch with a position starts, and joins the
+// fan-out again once it has caught up, so that what it holds stays one
+// buffer or one replay batch. Only a watcher whose next event has passed
+// out of the log's retention meanwhile is ended, with KindOutOfRange.
+//
+// A watch takes its place under MaxWatchers before started is called, so
+// that a watch past the limit is refused with RESOURCE_EXHAUSTED (HTTP 429)
+// rather than accepted and ended at once, and so that watches replaying a
+// long log count against the limit as much as live ones; a watch catching
+// up keeps its place. Replays read and send the log a batch at a time,
+// MaxReplays batches at once; the others wait their turn. A live watch is
+// refused with UNAVAILABLE while the hub cannot read the log, from which
+// its events would come.
+//
 // It returns when ctx ends, send fails or the subscription is closed, with
 // the position after the last event sent (or the starting position), from
 // which the watcher can resume.
 func (h *Hub) Follow(ctx context.Context, after order.Position, started func() error, send func(ev order.Event, live bool) error) (order.Position, error) {
-	last := after.Clone()
-	if after != nil {
+	var last order.Position
+	// The watch holds its place under MaxWatchers either as sub or, while
+	// it replays, as a reservation.
+	var sub *Subscription
+	reserved := false
+	defer func() {
+		if sub != nil {
+			h.leave(sub)
+		}
+		if reserved {
+			h.unreserve()
+		}
+	}()
+	if after == nil {
+		if err := h.readable(ctx); err != nil {
+			return nil, err
+		}
 		var err error
-		if last, err = h.checkPosition(ctx, last); err != nil {
+		if sub, err = h.subscribe(ctx, false, true); err != nil {
+			return nil, subscribeError(err, nil) // nothing to resume from
+		}
+		if err := started(); err != nil {
+			return nil, err
+		}
+		last = sub.From
+	} else {
+		var err error
+		if last, err = h.checkPosition(ctx, after.Clone()); err != nil {
 			return after, err
 		}
-	}
-	// Refused past the limit before the header goes out, so that the caller
-	// gets RESOURCE_EXHAUSTED (HTTP 429) rather than a watch that was
-	// accepted and ends at once. Subscribe enforces the limit for the rare
-	// watch that passes here at the same moment as another.
-	if h.full() {
-		return last, subscribeError(ErrTooManyWatchers, nil)
-	}
-	if err := started(); err != nil {
-		return last, err
-	}
-	// Catch up before subscribing, so that a long replay does not fill the
-	// live buffer.
-	if after != nil {
-		if err := h.replay(ctx, last, nil, send); err != nil {
+		if err := h.reserve(); err != nil {
+			return last, subscribeError(err, nil)
+		}
+		reserved = true
+		if err := started(); err != nil {
 			return last, err
 		}
 	}
-	sub, err := h.Subscribe(ctx)
-	if err != nil {
-		if after == nil {
-			return last, subscribeError(err, nil) // nothing to resume from
-		}
-		return last, subscribeError(err, last)
-	}
-	defer sub.Close()
-	if after == nil {
-		last = sub.From
-	} else if err := h.replay(ctx, last, sub.From, send); err != nil {
-		// Events that came between the replay and the subscription.
-		return last, err
-	}
 	for {
+		if sub == nil {
+			// Catch up before subscribing, so that a long replay does not
+			// fill the live buffer.
+			if err := h.replay(ctx, last, nil, send); err != nil {
+				return last, err
+			}
+			reserved = false
+			var err error
+			if sub, err = h.subscribe(ctx, true, true); err != nil {
+				return last, subscribeError(err, last)
+			}
+			// Events that came between the replay and the subscription.
+			if err := h.replay(ctx, last, sub.From, send); err != nil {
+				return last, err
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return last, ctx.Err()
-		case <-sub.Done():
-			return last, subscribeError(sub.Err(), last)
 		case ev := <-sub.C:
-			if !last.Behind(ev) {
-				continue // already replayed
-			}
-			if err := send(ev, true); err != nil {
+			if err := sendLive(ev, last, send); err != nil {
 				return last, err
 			}
-			last[ev.Partition] = ev.Cursor
+		case <-sub.Done():
+			if !errors.Is(sub.Err(), ErrLagged) {
+				return last, subscribeError(sub.Err(), last)
+			}
+			// What the buffer holds comes next, in order: send it, then
+			// read on from the log after it.
+			for len(sub.C) > 0 {
+				if err := sendLive(<-sub.C, last, send); err != nil {
+					return last, err
+				}
+			}
+			missed := sub.missed
+			// The hub kept the subscription's place for the catch-up: it
+			// is the watch's reservation now.
+			sub.placeKept = false
+			sub, reserved = nil, true
+			if err := h.checkCatchUp(ctx, last, missed); err != nil {
+				return last, err
+			}
 		}
 	}
+}
+
+// sendLive sends an event of the fan-out that the watcher at last has not
+// sent yet, and moves last past it.
+func sendLive(ev order.Event, last order.Position, send func(order.Event, bool) error) error {
+	if !last.Behind(ev) {
+		return nil // already replayed
+	}
+	if err := send(ev, true); err != nil {
+		return err
+	}
+	last[ev.Partition] = ev.Cursor
+	return nil
+}
+
+// checkCatchUp says whether a watcher at last, whose buffer overflowed at
+// missed, can read on from the log without a gap. The event after last in
+// missed's partition is missed itself: the log must still hold it. In the
+// other partitions the watcher had every event the hub had read when the
+// buffer overflowed, so its next events there are newer than that; their
+// cursors are left out of the check, which would take an old cursor of a
+// quiet partition for one the log no longer covers.
+func (h *Hub) checkCatchUp(ctx context.Context, last order.Position, missed order.Event) error {
+	check := make(order.Position, len(last))
+	check[missed.Partition] = missed.Cursor
+	err := h.log.CheckCursor(ctx, check...)
+	if err == nil || order.KindOf(err) != order.KindOutOfRange {
+		return err
+	}
+	return &order.Error{Kind: order.KindOutOfRange, Err: fmt.Errorf("%w: %w", ErrLagged, err),
+		Msg: "this watcher fell behind the expiration log and, while it caught up, the log's retention passed its next event " +
+			missed.Cursor.String() + ": events after after_cursor=" + last.String() + " are gone; start a new watch without after_cursor"}
 }
 
 // CheckPosition is checkPosition, for a consumer group's start.
@@ -97,8 +182,8 @@ func (h *Hub) checkPosition(ctx context.Context, p order.Position) (order.Positi
 	if len(p) == 1 && p[0].IsZero() {
 		p = make(order.Position, n)
 	}
-	if len(p) != n {
-		return p, order.Errorf(order.KindInvalid, "after_cursor %s has %d part(s), but this service's expiration log has %d partition(s): it does not come from this service; pass the cursor field of a received event", p, len(p), n)
+	if err := p.CheckParts(n); err != nil {
+		return p, err
 	}
 	if err := h.log.CheckCursor(ctx, p...); err != nil {
 		return p, err
@@ -115,22 +200,9 @@ func (h *Hub) replay(ctx context.Context, last, until order.Position, send func(
 			continue
 		}
 		for {
-			events, err := h.log.Events(ctx, p, last[p], replayBatch, 0)
+			done, err := h.replayBatch(ctx, p, last, until, send)
 			if err != nil {
 				return err
-			}
-			done := len(events) < replayBatch
-			for _, ev := range events {
-				if until != nil && until[p].Less(ev.Cursor) {
-					done = true
-					break
-				}
-				ev.Position = last.Clone()
-				ev.Position[p] = ev.Cursor
-				if err := send(ev, false); err != nil {
-					return err
-				}
-				last[p] = ev.Cursor
 			}
 			if done {
 				break
@@ -140,15 +212,41 @@ func (h *Hub) replay(ctx context.Context, last, until order.Position, send func(
 	return nil
 }
 
+// replayBatch replays one batch of partition p under a replay slot; it says
+// whether the partition is done.
+func (h *Hub) replayBatch(ctx context.Context, p int, last, until order.Position, send func(order.Event, bool) error) (bool, error) {
+	release, err := h.replaySlot(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer release()
+	events, err := h.log.Events(ctx, p, last[p], replayBatch, 0)
+	if err != nil {
+		return false, err
+	}
+	slow := time.AfterFunc(replayHold, release)
+	defer slow.Stop()
+	done := len(events) < replayBatch
+	for _, ev := range events {
+		if until != nil && until[p].Less(ev.Cursor) {
+			return true, nil
+		}
+		ev.Position = last.Clone()
+		ev.Position[p] = ev.Cursor
+		if err := send(ev, false); err != nil {
+			return false, err
+		}
+		last[p] = ev.Cursor
+	}
+	return done, nil
+}
+
 func subscribeError(err error, last order.Position) error {
 	resume := "watch again"
 	if last != nil {
 		resume = "resume with after_cursor=" + last.String()
 	}
 	switch {
-	case errors.Is(err, ErrLagged):
-		return &order.Error{Kind: order.KindResourceExhausted, Err: err,
-			Msg: "this watcher fell too far behind the expiration log and was closed; " + resume}
 	case errors.Is(err, ErrTooManyWatchers):
 		return &order.Error{Kind: order.KindResourceExhausted, Err: err,
 			Msg: "this replica serves as many watchers as it may (its max-watchers limit); try again later or on another replica"}

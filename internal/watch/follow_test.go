@@ -166,7 +166,7 @@ func TestFollowLive(t *testing.T) {
 			log.add(tt.initial)
 			h := startHub(t, log, 64)
 			f := follow(t, h.Hub, nil, nil, nil)
-			eventually(t, "the watch to subscribe", func() bool { return h.Watchers() == 1 })
+			eventually(t, "the watch to subscribe", func() bool { return subscribed(h.Hub) == 1 })
 			var want []order.Event
 			if tt.batch {
 				want = log.add(tt.live)
@@ -215,7 +215,7 @@ func TestFollowNoEventsReturnsStart(t *testing.T) {
 				after = &c
 			}
 			f := follow(t, h.Hub, after, nil, nil)
-			eventually(t, "the watch to subscribe", func() bool { return h.Watchers() == 1 })
+			eventually(t, "the watch to subscribe", func() bool { return subscribed(h.Hub) == 1 })
 			cursor, err := f.stop(t)
 			if !errors.Is(err, context.Canceled) {
 				t.Errorf("Follow = %v, want context.Canceled", err)
@@ -323,7 +323,7 @@ func TestFollowReplay(t *testing.T) {
 				return nil
 			}
 			f := follow(t, h.Hub, &after, nil, onSend)
-			eventually(t, "the watch to subscribe", func() bool { return h.Watchers() == watchers })
+			eventually(t, "the watch to subscribe", func() bool { return subscribed(h.Hub) == watchers })
 			live := log.add(tt.live)
 			if tt.scenario == hubBehind {
 				log.pauseLive(false)
@@ -360,79 +360,286 @@ func TestFollowReplay(t *testing.T) {
 	}
 }
 
-func TestFollowLagged(t *testing.T) {
+// pauser holds sends while it is paused, as a watcher that stops reading
+// for a while does.
+type pauser struct {
+	mu      sync.Mutex
+	resume  chan struct{} // nil while not paused
+	blocked chan struct{} // closed when a send is held
+}
+
+// pause makes the next sends wait until unpause; paused is closed once one
+// waits.
+func (p *pauser) pause() (paused <-chan struct{}) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.resume, p.blocked = make(chan struct{}), make(chan struct{})
+	return p.blocked
+}
+
+func (p *pauser) unpause() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.resume != nil {
+		close(p.resume)
+		p.resume = nil
+	}
+}
+
+func (p *pauser) onSend(int, order.Event) error {
+	p.mu.Lock()
+	resume, blocked := p.resume, p.blocked
+	p.mu.Unlock()
+	if resume == nil {
+		return nil
+	}
+	select {
+	case <-blocked:
+	default:
+		close(blocked)
+	}
+	<-resume
+	return nil
+}
+
+// checkOnceInOrder says whether sent holds every event of want once, each
+// partition in order, and each with the position it reaches from the
+// watch's start, from.
+func checkOnceInOrder(t *testing.T, sent, want []order.Event, from order.Position) {
+	t.Helper()
+	last := from.Clone()
+	for i, ev := range sent {
+		if !last.Behind(ev) {
+			t.Fatalf("event %d (%s, partition %d, %v) is not after %v: out of order or twice", i, ev.OrderID, ev.Partition, ev.Cursor, last)
+		}
+		last[ev.Partition] = ev.Cursor
+		if ev.Position.String() != last.String() {
+			t.Fatalf("event %d (%s): position %v, want %v", i, ev.OrderID, ev.Position, last)
+		}
+	}
+	got := map[string]bool{}
+	for _, ev := range sent {
+		got[ev.OrderID] = true
+	}
+	for _, ev := range want {
+		if !got[ev.OrderID] {
+			t.Fatalf("event %s was never sent (%d sent, %d wanted)", ev.OrderID, len(sent), len(want))
+		}
+	}
+	if len(sent) != len(want) {
+		t.Fatalf("sent %d events, want %d", len(sent), len(want))
+	}
+}
+
+// TestFollowCatchUp: a watcher that stops reading for a while, long enough
+// to overflow its buffer, then reads again, is not cut off: it reads on
+// from the log and rejoins the fan-out, and gets every event once, in
+// order, keeping its place under MaxWatchers all along.
+func TestFollowCatchUp(t *testing.T) {
+	const buffer = 4
 	tests := []struct {
-		name    string
-		initial int
-		after   int // -1: no cursor
+		name       string
+		partitions int
+		initial    int
+		after      int // -1: no cursor
+		pauses     int // times the watcher stops reading
+		perPause   int // events appended, per partition, while it does
 	}{
-		{name: "live", initial: 2, after: -1},
-		{name: "after a replay", initial: 4, after: 0},
+		{name: "live", partitions: 1, initial: 2, after: -1, pauses: 1, perPause: 5 * buffer},
+		{name: "after a replay", partitions: 1, initial: 6, after: 0, pauses: 1, perPause: 5 * buffer},
+		{name: "past one replay batch", partitions: 1, initial: 2, after: -1, pauses: 1, perPause: replayBatch + 10},
+		{name: "again and again", partitions: 1, initial: 2, after: -1, pauses: 4, perPause: 3 * buffer},
+		{name: "three partitions", partitions: 3, initial: 3, after: -1, pauses: 2, perPause: 2 * buffer},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			const buffer = 2
 			log := newFakeLog()
-			log.add(tt.initial)
-			tail := log.at(tt.initial - 1).Cursor
-			h := startHub(t, log, buffer)
-
-			blocked := make(chan struct{})
-			release := make(chan struct{})
-			var once sync.Once
-			t.Cleanup(func() { once.Do(func() { close(release) }) })
-			onSend := func(_ int, ev order.Event) error {
-				if ev.Cursor == cursorAt(tt.initial) { // the first live event
-					close(blocked)
-					<-release
-				}
-				return nil
-			}
-			var after *order.Cursor
+			log.partitions = tt.partitions
 			var want []order.Event
+			for p := range tt.partitions {
+				want = append(want, log.addTo(p, tt.initial)...)
+			}
+			catchUps := 0
+			var mu sync.Mutex
+			h := startHubWith(t, log, Options{Buffer: buffer, MaxWatchers: 1, OnCatchUp: func() {
+				mu.Lock()
+				catchUps++
+				mu.Unlock()
+			}})
+			var after, from order.Position
 			if tt.after >= 0 {
-				c := log.at(tt.after).Cursor
-				after = &c
-				for i := tt.after + 1; i < tt.initial; i++ {
-					want = append(want, log.at(i))
+				after = order.Position{log.at(tt.after).Cursor}
+				from = after
+				want = want[tt.after+1:]
+			} else {
+				// A live watch gets what comes after it subscribed.
+				probe := subscribe(t, h.Hub)
+				probe.Close()
+				from = probe.From
+				want = nil
+			}
+			var p pauser
+			f := followAt(t, h.Hub, after, nil, p.onSend)
+			t.Cleanup(p.unpause)
+			eventually(t, "the watch to subscribe", func() bool { return subscribed(h.Hub) == 1 })
+			f.waitSent(t, len(want))
+			started := len(want)
+
+			for range tt.pauses {
+				paused := p.pause()
+				for part := range tt.partitions {
+					want = append(want, log.addTo(part, 1)...)
+				}
+				select {
+				case <-paused:
+				case <-time.After(5 * time.Second):
+					t.Fatal("the watcher did not get the first event of its pause")
+				}
+				// One event at a time, so that the hub offers each to the
+				// stalled watch and overflows its buffer.
+				for range tt.perPause - 1 {
+					for part := range tt.partitions {
+						want = append(want, log.addTo(part, 1)...)
+					}
+				}
+				eventually(t, "the hub to drop the lagging subscription", func() bool { return subscribed(h.Hub) == 0 })
+				if n := h.Watchers(); n != 1 {
+					t.Fatalf("Watchers = %d while the watch is behind, want 1: it keeps its place", n)
+				}
+				refused := followAt(t, h.Hub, nil, nil, nil)
+				if _, err := refused.wait(t); !errors.Is(err, ErrTooManyWatchers) {
+					t.Fatalf("a watch while the only place is kept for a catch-up: %v, want ErrTooManyWatchers", err)
+				}
+				p.unpause()
+				f.waitSent(t, len(want))
+				eventually(t, "the watch to rejoin the fan-out", func() bool { return subscribed(h.Hub) == 1 })
+			}
+			// Live again: the next events, fewer than the buffer holds,
+			// come from the fan-out.
+			before := len(f.sentEvents())
+			for part := range tt.partitions {
+				want = append(want, log.addTo(part, 1)...)
+			}
+			f.waitSent(t, len(want))
+			select {
+			case <-f.done:
+				t.Fatalf("Follow returned %v; a slow watcher must not be cut off", f.err)
+			default:
+			}
+			f.mu.Lock()
+			liveFlags := slices.Clone(f.live)
+			f.mu.Unlock()
+			for i := before; i < len(liveFlags); i++ {
+				if !liveFlags[i] {
+					t.Errorf("event %d after the catch-up was replayed, want live", i)
 				}
 			}
-			replayed := len(want)
-			f := follow(t, h.Hub, after, nil, onSend)
-			eventually(t, "the watch to subscribe", func() bool { return h.Watchers() == 1 })
-			want = append(want, log.add(1)...)
-			select {
-			case <-blocked:
-			case <-time.After(5 * time.Second):
-				t.Fatal("the first live event was not sent")
+			replayed := 0
+			for _, live := range liveFlags[started:] {
+				if !live {
+					replayed++
+				}
 			}
-			// The watch is stuck in send: its buffer fills and overflows.
-			want = append(want, log.add(buffer+2)...)
-			eventually(t, "the lagging watch to be dropped", func() bool { return h.Watchers() == 0 })
-			once.Do(func() { close(release) })
-
-			cursor, err := f.wait(t)
-			if k := order.KindOf(err); k != order.KindResourceExhausted {
-				t.Fatalf("Follow = %v (kind %d), want KindResourceExhausted", err, k)
+			if replayed == 0 {
+				t.Error("no event was read from the log: the watch did not catch up from it")
 			}
-			if !errors.Is(err, ErrLagged) {
-				t.Errorf("Follow = %v, want it to wrap ErrLagged", err)
+			mu.Lock()
+			// A watch that falls behind again while it rejoins catches up
+			// once more.
+			if catchUps < tt.pauses {
+				t.Errorf("OnCatchUp called %d times, want at least %d", catchUps, tt.pauses)
+			}
+			mu.Unlock()
+			if _, err := f.stop(t); !errors.Is(err, context.Canceled) {
+				t.Errorf("Follow = %v, want context.Canceled", err)
 			}
 			sent := f.sentEvents()
-			// The stuck event, and perhaps what was buffered.
-			if len(sent) < replayed+1 || len(sent) > replayed+1+buffer {
-				t.Fatalf("sent %v; want the replay, the first live event and at most %d more", cursors(sent), buffer)
+			checkOnceInOrder(t, sent, want, from)
+			if pos, got := f.position, sent[len(sent)-1].Position.String(); pos.String() != got {
+				t.Errorf("returned %v, want the last sent position %v", pos, got)
 			}
-			checkSent(t, f, want[:len(sent)])
-			last := sent[len(sent)-1].Cursor
-			if cursor != last {
-				t.Errorf("returned cursor %v, want the last sent %v", cursor, last)
+			if n := h.Watchers(); n != 0 {
+				t.Errorf("Watchers = %d after the watch ended, want 0", n)
 			}
-			if !tail.Less(last) {
-				t.Errorf("last sent %v is not a live event", last)
+		})
+	}
+}
+
+// TestFollowCatchUpEnds: a watch that is behind ends, and gives its place
+// back, when the log's retention has passed its next event (OUT_OF_RANGE,
+// with the position it reached), or when its send fails or its context
+// ends while the hub has dropped its subscription.
+func TestFollowCatchUpEnds(t *testing.T) {
+	const buffer = 2
+	errGone := errors.New("client went away")
+	tests := []struct {
+		name    string
+		retain  bool // the log no longer holds the first event that missed the buffer
+		failing bool // the held send fails instead of going on
+		cancel  bool // the watch's context ends while its send is held
+	}{
+		{name: "behind the retention", retain: true},
+		{name: "send fails while behind", failing: true},
+		{name: "context ends while behind", cancel: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			log := newFakeLog()
+			log.add(2)
+			h := startHubWith(t, log, Options{Buffer: buffer, MaxWatchers: 1})
+			subscribe(t, h.Hub).Close()
+			held, release := make(chan struct{}), make(chan struct{})
+			var once sync.Once
+			f := follow(t, h.Hub, nil, nil, func(i int, ev order.Event) error {
+				if i != 0 {
+					return nil
+				}
+				close(held)
+				<-release
+				if tt.failing {
+					return errGone
+				}
+				return nil
+			})
+			t.Cleanup(func() { once.Do(func() { close(release) }) })
+			eventually(t, "the watch to subscribe", func() bool { return subscribed(h.Hub) == 1 })
+			first := log.add(1)[0]
+			<-held
+			more := log.add(buffer + 3)
+			missed := more[buffer] // the first that did not fit
+			if tt.retain {
+				log.mu.Lock()
+				log.reject[missed.Cursor] = order.Errorf(order.KindOutOfRange, "after_cursor %s is older than the retention period", missed.Cursor)
+				log.mu.Unlock()
 			}
-			if msg := err.Error(); !strings.Contains(msg, "after_cursor="+last.String()) {
-				t.Errorf("message %q does not give after_cursor=%v", msg, last)
+			eventually(t, "the hub to drop the lagging subscription", func() bool { return subscribed(h.Hub) == 0 })
+			if tt.cancel {
+				f.cancel()
+			}
+			once.Do(func() { close(release) })
+			_, err := f.wait(t)
+			pos := f.position
+			switch {
+			case tt.retain:
+				if k := order.KindOf(err); k != order.KindOutOfRange || !errors.Is(err, ErrLagged) {
+					t.Fatalf("Follow = %v (kind %d), want KindOutOfRange wrapping ErrLagged", err, k)
+				}
+				// It sent what its buffer held, then found the gap.
+				checkSent(t, f, append([]order.Event{first}, more[:buffer]...))
+				last := more[buffer-1].Cursor
+				if pos.String() != last.String() {
+					t.Errorf("returned %v, want the last sent %v", pos, last)
+				}
+				if msg := err.Error(); !strings.Contains(msg, "after_cursor="+last.String()) {
+					t.Errorf("message %q does not give after_cursor=%v", msg, last)
+				}
+			default:
+				if !errors.Is(err, errGone) && !errors.Is(err, context.Canceled) {
+					t.Fatalf("Follow = %v, want the send's error or context.Canceled", err)
+				}
+			}
+			if n := h.Watchers(); n != 0 {
+				t.Errorf("Watchers = %d after the watch ended, want 0: the place kept for its catch-up leaked", n)
 			}
 		})
 	}
@@ -452,7 +659,8 @@ func TestFollowHubStops(t *testing.T) {
 		{name: "live before any event", initial: 3, after: -1, wantCursor: 2, wantStarted: 1},
 		{name: "replayed then live", initial: 5, after: 1, live: 1, wantCursor: 5, wantStarted: 1},
 		{name: "stopped already, with a cursor", initial: 5, after: 1, stopFirst: true, wantCursor: 4, wantStarted: 1},
-		{name: "stopped already, without a cursor", initial: 5, after: -1, stopFirst: true, wantCursor: -1, wantStarted: 1},
+		// Refused before it starts, as a watch past MaxWatchers is.
+		{name: "stopped already, without a cursor", initial: 5, after: -1, stopFirst: true, wantCursor: -1, wantStarted: 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -471,7 +679,7 @@ func TestFollowHubStops(t *testing.T) {
 			}
 			f := follow(t, h.Hub, after, nil, nil)
 			if !tt.stopFirst {
-				eventually(t, "the watch to subscribe", func() bool { return h.Watchers() == 1 })
+				eventually(t, "the watch to subscribe", func() bool { return subscribed(h.Hub) == 1 })
 				log.add(tt.live)
 				f.waitSent(t, replayed+tt.live)
 				h.stop(t)
@@ -588,7 +796,7 @@ func TestFollowCallbackErrors(t *testing.T) {
 				return nil
 			})
 			if tt.live > 0 {
-				eventually(t, "the watch to subscribe", func() bool { return h.Watchers() == 1 })
+				eventually(t, "the watch to subscribe", func() bool { return subscribed(h.Hub) == 1 })
 				log.add(tt.live)
 			}
 			cursor, err := f.wait(t)
@@ -668,7 +876,7 @@ func TestFollowLeak(t *testing.T) {
 					cancel()
 				}
 			}
-			eventually(t, fmt.Sprintf("%d watchers", tt.n), func() bool { return tt.early || h.Watchers() == tt.n })
+			eventually(t, fmt.Sprintf("%d watchers", tt.n), func() bool { return tt.early || subscribed(h.Hub) == tt.n })
 			log.add(1)
 			eventually(t, "every watch to get the live event", func() bool {
 				if tt.early {
@@ -738,7 +946,7 @@ func TestFollowPartitions(t *testing.T) {
 	zero := make(order.Position, 3)
 	f := followAt(t, h.Hub, zero, nil, nil)
 	eventually(t, "the replay", func() bool { return len(f.sentEvents()) == 9 })
-	eventually(t, "the follower to go live", func() bool { return h.Watchers() == 1 })
+	eventually(t, "the follower to go live", func() bool { return subscribed(h.Hub) == 1 })
 	live := append(log.addTo(1, 2), log.addTo(0, 1)...)
 	eventually(t, "the live events", func() bool { return len(f.sentEvents()) == 12 })
 

@@ -33,7 +33,7 @@ type Log interface {
 }
 
 // ErrLagged closes a subscription whose buffer was full: its watcher fell
-// too far behind the log.
+// too far behind the log. Follow then reads on from the log (see Follow).
 var ErrLagged = errors.New("watcher fell behind the expiration log")
 
 // ErrStopped closes every subscription when the hub stops.
@@ -50,16 +50,30 @@ const (
 // ErrTooManyWatchers refuses a subscription past MaxWatchers.
 var ErrTooManyWatchers = errors.New("too many watchers")
 
+// DefaultMaxReplays is the number of watches that may replay at once when
+// MaxReplays is not set: enough to keep a replica busy catching watchers
+// up, few enough that their batches of events (up to replayBatch each) stay
+// a few megabytes in all.
+const DefaultMaxReplays = 8
+
 // Options configure a hub.
 type Options struct {
 	// Buffer is how many events a subscription may fall behind before it
-	// is closed; at least 1.
+	// is closed (a watch of Follow then reads on from the log); at least 1.
 	Buffer int
-	// MaxWatchers bounds the open subscriptions; 0 means no bound.
+	// MaxWatchers bounds the open subscriptions, counting the watches
+	// still replaying before they subscribe; 0 means no bound.
 	MaxWatchers int
+	// MaxReplays bounds the watches that replay from the log at once; the
+	// others wait their turn (see Follow). 0 means DefaultMaxReplays.
+	MaxReplays int
 	// OnPublish, when set, is called with each event as it reaches the
 	// subscriptions, and the time it did.
 	OnPublish func(ev order.Event, at time.Time)
+	// OnCatchUp, when set, is called each time a watch of Follow falls
+	// behind its buffer and so is to read on from the log. The hub calls it
+	// with its lock held: it must be quick and must not call the hub.
+	OnCatchUp func()
 	// Logger receives the hub's warnings; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -71,10 +85,25 @@ type Hub struct {
 
 	ready     chan struct{} // closed once the starting position is known, or on stop
 	readyOnce sync.Once
+	// startFailed is closed when a first attempt to find the starting
+	// position fails, so that a live watch need not wait for it.
+	startFailed     chan struct{}
+	startFailedOnce sync.Once
 
-	mu      sync.Mutex
-	pos     order.Position // the last event of each partition handed to subscribers
-	subs    map[*Subscription]struct{}
+	// replays holds a token per replay reading or sending a batch.
+	replays     chan struct{}
+	replaysOnce sync.Once
+
+	mu   sync.Mutex
+	pos  order.Position // the last event of each partition handed to subscribers
+	subs map[*Subscription]struct{}
+	// reserved counts the watches that hold a place under MaxWatchers
+	// while they replay, before they subscribe.
+	reserved int
+	// failing holds, by partition, why the hub's last read of it failed,
+	// until one succeeds; -1 stands for the start, before the hub knows
+	// where the log ends.
+	failing map[int]error
 	stopped bool
 	// appended is closed and replaced each time events reach the hub (see
 	// Appended).
@@ -88,11 +117,13 @@ func NewHub(log Log, opts Options) *Hub {
 	}
 	opts.Buffer = max(opts.Buffer, 1)
 	return &Hub{
-		opts:     opts,
-		log:      log,
-		ready:    make(chan struct{}),
-		subs:     make(map[*Subscription]struct{}),
-		appended: make(chan struct{}),
+		opts:        opts,
+		log:         log,
+		ready:       make(chan struct{}),
+		startFailed: make(chan struct{}),
+		subs:        make(map[*Subscription]struct{}),
+		failing:     make(map[int]error),
+		appended:    make(chan struct{}),
 	}
 }
 
@@ -109,6 +140,14 @@ type Subscription struct {
 	hub  *Hub
 	done chan struct{}
 	err  error // set before done is closed
+	// follows says the subscription is a watch of Follow, which catches up
+	// from the log when it lags: it then keeps its place under MaxWatchers
+	// (placeKept), so that another watch cannot take it meanwhile.
+	follows   bool
+	placeKept bool
+	// missed is the first event that did not fit in the buffer, set when
+	// the subscription is closed with ErrLagged.
+	missed order.Event
 }
 
 // Done is closed when the subscription ends; Err then says why.
@@ -134,40 +173,141 @@ func (s *Subscription) Close() {
 // Subscribe starts a subscription at the hub's current position. It waits
 // until the hub knows where the log ends.
 func (h *Hub) Subscribe(ctx context.Context) (*Subscription, error) {
+	return h.subscribe(ctx, false, false)
+}
+
+// subscribe is Subscribe; with reserved, the subscription takes the place
+// that reserve kept for it, whatever it returns. follows marks a watch of
+// Follow (see Subscription.follows).
+func (h *Hub) subscribe(ctx context.Context, reserved, follows bool) (*Subscription, error) {
 	select {
 	case <-h.ready:
 	case <-ctx.Done():
+		if reserved {
+			h.unreserve()
+		}
 		return nil, ctx.Err()
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if reserved {
+		h.reserved--
+	}
 	if h.stopped {
 		return nil, ErrStopped
 	}
-	if h.atLimit() {
+	if !reserved && h.atLimit() {
 		return nil, ErrTooManyWatchers
 	}
 	ch := make(chan order.Event, h.opts.Buffer)
-	s := &Subscription{From: h.pos.Clone(), C: ch, ch: ch, hub: h, done: make(chan struct{})}
+	s := &Subscription{From: h.pos.Clone(), C: ch, ch: ch, hub: h, done: make(chan struct{}), follows: follows}
 	h.subs[s] = struct{}{}
 	return s, nil
 }
 
-// full says whether a subscription would now be refused for MaxWatchers.
-func (h *Hub) full() bool {
+// reserve keeps a place under MaxWatchers for a watch that replays before
+// it subscribes, or refuses it with ErrTooManyWatchers. The place goes to
+// the subscription (subscribe with reserved) or back (unreserve).
+func (h *Hub) reserve() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.atLimit()
+	if h.atLimit() {
+		return ErrTooManyWatchers
+	}
+	h.reserved++
+	return nil
 }
 
-// atLimit is full for a caller that holds mu.
-func (h *Hub) atLimit() bool { return h.opts.MaxWatchers > 0 && len(h.subs) >= h.opts.MaxWatchers }
+// leave ends a watch of Follow that holds sub: it closes the subscription
+// or, if the hub closed it already for lagging, gives back the place that
+// the hub kept for its catch-up.
+func (h *Hub) leave(sub *Subscription) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.subs[sub]; ok {
+		h.drop(sub, nil)
+		return
+	}
+	if sub.placeKept {
+		sub.placeKept = false
+		h.reserved--
+	}
+}
 
-// Watchers returns the number of open subscriptions.
+// unreserve gives back a place that reserve kept.
+func (h *Hub) unreserve() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.reserved--
+}
+
+// atLimit says whether a watch would now be refused for MaxWatchers. The
+// caller holds mu.
+func (h *Hub) atLimit() bool {
+	return h.opts.MaxWatchers > 0 && len(h.subs)+h.reserved >= h.opts.MaxWatchers
+}
+
+// Watchers returns the number of open subscriptions, and of the watches
+// replaying before they subscribe.
 func (h *Hub) Watchers() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return len(h.subs)
+	return len(h.subs) + h.reserved
+}
+
+// readable waits until the hub has tried to find where the log ends, and
+// returns why it cannot read the log now (KindUnavailable), or nil: a live
+// watch gets its events from the hub's reads alone, so while they fail it
+// would be accepted and left silent.
+func (h *Hub) readable(ctx context.Context) error {
+	select {
+	case <-h.ready:
+	case <-h.startFailed:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, err := range h.failing {
+		return order.Unavailable(err)
+	}
+	return nil
+}
+
+// failed records that a read of partition p (-1: the start) failed.
+func (h *Hub) failed(p int, err error) {
+	h.mu.Lock()
+	h.failing[p] = err
+	h.mu.Unlock()
+	if p < 0 {
+		h.startFailedOnce.Do(func() { close(h.startFailed) })
+	}
+}
+
+// recovered records that a read of partition p (-1: the start) succeeded.
+func (h *Hub) recovered(p int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.failing, p)
+}
+
+// replaySlot waits for one of the MaxReplays slots, for one batch of a
+// replay, and returns the function that gives it back (it may be called
+// more than once). It fails when ctx ends.
+func (h *Hub) replaySlot(ctx context.Context) (func(), error) {
+	h.replaysOnce.Do(func() {
+		n := h.opts.MaxReplays
+		if n <= 0 {
+			n = DefaultMaxReplays
+		}
+		h.replays = make(chan struct{}, n)
+	})
+	select {
+	case h.replays <- struct{}{}:
+		return sync.OnceFunc(func() { <-h.replays }), nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 // Run tails every partition of the log until ctx ends, then closes every
@@ -177,7 +317,7 @@ func (h *Hub) Run(ctx context.Context) error {
 	var bo backoff.Backoff
 	n, err := h.log.Partitions(ctx)
 	for err != nil {
-		if ctx.Err() != nil || !h.pause(ctx, &bo, err, "partitions") {
+		if ctx.Err() != nil || !h.pause(ctx, &bo, -1, err, "partitions") {
 			return nil
 		}
 		n, err = h.log.Partitions(ctx)
@@ -190,12 +330,13 @@ func (h *Hub) Run(ctx context.Context) error {
 			p++
 			continue
 		}
-		if ctx.Err() != nil || !h.pause(ctx, &bo, err, "tail") {
+		if ctx.Err() != nil || !h.pause(ctx, &bo, -1, err, "tail") {
 			return nil
 		}
 	}
 	h.mu.Lock()
 	h.pos = pos
+	delete(h.failing, -1)
 	h.mu.Unlock()
 	h.readyOnce.Do(func() { close(h.ready) })
 
@@ -211,16 +352,22 @@ func (h *Hub) Run(ctx context.Context) error {
 // tail reads one partition of the log from after until ctx ends.
 func (h *Hub) tail(ctx context.Context, p int, after order.Cursor) {
 	var bo backoff.Backoff
+	failing := false
 	for {
 		events, err := h.log.Events(ctx, p, after, readBatch, readWait)
 		if ctx.Err() != nil {
 			return
 		}
 		if err != nil {
-			if !h.pause(ctx, &bo, err, "read") {
+			failing = true
+			if !h.pause(ctx, &bo, p, err, "read") {
 				return
 			}
 			continue
+		}
+		if failing {
+			failing = false
+			h.recovered(p)
 		}
 		bo.Reset()
 		if len(events) > 0 {
@@ -230,16 +377,19 @@ func (h *Hub) tail(ctx context.Context, p int, after order.Cursor) {
 	}
 }
 
-// pause logs a failed read of the log and waits before the next try; it
-// returns false when ctx ended meanwhile.
-func (h *Hub) pause(ctx context.Context, bo *backoff.Backoff, err error, what string) bool {
+// pause records and logs a failed read of partition p of the log (-1: of
+// where it ends, at the start) and waits before the next try; it returns
+// false when ctx ended meanwhile.
+func (h *Hub) pause(ctx context.Context, bo *backoff.Backoff, p int, err error, what string) bool {
+	h.failed(p, err)
 	h.opts.Logger.Warn("watch: cannot read the expiration log; retrying", "op", what, "err", err)
 	return bo.Wait(ctx)
 }
 
 // publish hands events of partition p to every subscription, each with the
 // position the hub reaches with it. A subscription whose buffer is full is
-// closed with ErrLagged rather than waited for.
+// closed with ErrLagged rather than waited for; a watch of Follow keeps its
+// place under MaxWatchers while it catches up from the log.
 func (h *Hub) publish(p int, events []order.Event) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -253,6 +403,14 @@ func (h *Hub) publish(p int, events []order.Event) {
 			case s.ch <- ev:
 				continue
 			default:
+				s.missed = ev
+				if s.follows {
+					s.placeKept = true
+					h.reserved++
+					if h.opts.OnCatchUp != nil {
+						h.opts.OnCatchUp()
+					}
+				}
 				h.drop(s, ErrLagged)
 			}
 			break

@@ -1,4 +1,4 @@
-package main
+package server
 
 import (
 	"io"
@@ -10,37 +10,38 @@ import (
 	"time"
 
 	"github.com/orderexpiry/orderexpiry/internal/order"
-	"github.com/orderexpiry/orderexpiry/internal/server"
 )
 
 func mapEnv(m map[string]string) func(string) string {
 	return func(k string) string { return m[k] }
 }
 
-func TestParseConfig(t *testing.T) {
-	defaults := config{
-		grpcAddr: ":9090",
-		httpAddr: ":8080",
-		logLevel: slog.LevelInfo,
-		Config: server.Config{
-			Limits:          order.DefaultLimits,
-			Retention:       24 * time.Hour,
-			WatchBuffer:     1024,
-			MaxWatchers:     10000,
-			MaxBodyBytes:    64 << 10,
-			ShutdownTimeout: 10 * time.Second,
-			MaxConnections:  4096,
-			IdleTimeout:     time.Minute,
-			ReadTimeout:     10 * time.Second,
-			MaxHeaderBytes:  32 << 10,
-			MaxStreams:      1000,
-			MaxGroups:       100,
-			MaxConsumers:    100,
-			MaxInFlight:     1000,
-			AuthOpen:        map[string]bool{"health": true, "metrics": true, "openapi": true},
+func TestParseFlags(t *testing.T) {
+	defaults := Flags{
+		GRPCAddr: ":9090",
+		HTTPAddr: ":8080",
+		LogLevel: slog.LevelInfo,
+		Config: Config{
+			Limits:            order.DefaultLimits,
+			Retention:         24 * time.Hour,
+			WatchBuffer:       1024,
+			MaxWatchers:       10000,
+			MaxBodyBytes:      64 << 10,
+			ShutdownTimeout:   10 * time.Second,
+			MaxConnections:    4096,
+			IdleTimeout:       time.Minute,
+			ReadTimeout:       10 * time.Second,
+			MaxHeaderBytes:    32 << 10,
+			MaxStreams:        1000,
+			MaxReplays:        8,
+			WatchWriteTimeout: 10 * time.Second,
+			MaxGroups:         100,
+			MaxConsumers:      100,
+			MaxInFlight:       1000,
+			AuthOpen:          map[string]bool{"health": true, "metrics": true, "openapi": true},
 		},
 	}
-	with := func(f func(*config)) config {
+	with := func(f func(*Flags)) Flags {
 		c := defaults
 		c.AuthOpen = maps.Clone(defaults.AuthOpen)
 		f(&c)
@@ -57,22 +58,22 @@ func TestParseConfig(t *testing.T) {
 		"SHUTDOWN_TIMEOUT": "3s",
 		"LOG_LEVEL":        "debug",
 	}
-	fromEnv := with(func(c *config) {
-		c.grpcAddr = "127.0.0.1:1"
-		c.httpAddr = "127.0.0.1:2"
-		c.debugAddr = "127.0.0.1:6060"
+	fromEnv := with(func(c *Flags) {
+		c.GRPCAddr = "127.0.0.1:1"
+		c.HTTPAddr = "127.0.0.1:2"
+		c.DebugAddr = "127.0.0.1:6060"
 		c.RedisURL = "redis://localhost:6379/3"
 		c.Limits.DefaultTTL = time.Minute
 		c.Limits.MaxTTL = 2 * time.Hour
 		c.Retention = 90 * time.Minute
 		c.ShutdownTimeout = 3 * time.Second
-		c.logLevel = slog.LevelDebug
+		c.LogLevel = slog.LevelDebug
 	})
 	tests := []struct {
 		name    string
 		args    []string
 		env     map[string]string
-		want    config
+		want    Flags
 		wantErr string // a substring of the error; empty: no error
 	}{
 		{name: "defaults", want: defaults},
@@ -82,57 +83,78 @@ func TestParseConfig(t *testing.T) {
 			"-grpc-addr", "127.0.0.1:3", "-http-addr=127.0.0.1:4", "-debug-addr=:6061", "-redis-url", "rediss://h:6380/1",
 			"-default-ttl", "30s", "-max-ttl", "1h", "-retention", "2h", "-shutdown-timeout", "1s",
 			"-watch-buffer", "7", "-log-level", "warn",
-		}, want: with(func(c *config) {
-			c.grpcAddr = "127.0.0.1:3"
-			c.httpAddr = "127.0.0.1:4"
-			c.debugAddr = ":6061"
+		}, want: with(func(c *Flags) {
+			c.GRPCAddr = "127.0.0.1:3"
+			c.HTTPAddr = "127.0.0.1:4"
+			c.DebugAddr = ":6061"
 			c.RedisURL = "rediss://h:6380/1"
 			c.Limits.DefaultTTL = 30 * time.Second
 			c.Limits.MaxTTL = time.Hour
 			c.Retention = 2 * time.Hour
 			c.ShutdownTimeout = time.Second
 			c.WatchBuffer = 7
-			c.logLevel = slog.LevelWarn
+			c.LogLevel = slog.LevelWarn
 		})},
 		{name: "flags beat variables", env: allEnv, args: []string{
 			"-grpc-addr=:1", "-http-addr=:2", "-debug-addr=", "-redis-url=", "-default-ttl=2m", "-max-ttl=3h",
 			"-retention=5s", "-shutdown-timeout=4s", "-log-level=error",
-		}, want: with(func(c *config) {
-			c.grpcAddr = ":1"
-			c.httpAddr = ":2"
+		}, want: with(func(c *Flags) {
+			c.GRPCAddr = ":1"
+			c.HTTPAddr = ":2"
 			c.Limits.DefaultTTL = 2 * time.Minute
 			c.Limits.MaxTTL = 3 * time.Hour
 			c.Retention = 5 * time.Second
 			c.ShutdownTimeout = 4 * time.Second
-			c.logLevel = slog.LevelError
+			c.LogLevel = slog.LevelError
 		})},
 		{name: "one flag beats its variable and leaves the others", env: allEnv, args: []string{"--max-ttl", "5h"},
-			want: func() config { c := fromEnv; c.Limits.MaxTTL = 5 * time.Hour; return c }()},
-		{name: "log level is case-insensitive", env: map[string]string{"LOG_LEVEL": "WARN"}, want: with(func(c *config) { c.logLevel = slog.LevelWarn })},
+			want: func() Flags { c := fromEnv; c.Limits.MaxTTL = 5 * time.Hour; return c }()},
+		{name: "log level is case-insensitive", env: map[string]string{"LOG_LEVEL": "WARN"}, want: with(func(c *Flags) { c.LogLevel = slog.LevelWarn })},
 		{name: "max equal to default", args: []string{"-default-ttl=1h", "-max-ttl=1h"},
-			want: with(func(c *config) { c.Limits.DefaultTTL = time.Hour; c.Limits.MaxTTL = time.Hour })},
-		{name: "retention of exactly 1s", args: []string{"-retention=1s"}, want: with(func(c *config) { c.Retention = time.Second })},
-		{name: "watch buffer of 1", args: []string{"-watch-buffer=1"}, want: with(func(c *config) { c.WatchBuffer = 1 })},
+			want: with(func(c *Flags) { c.Limits.DefaultTTL = time.Hour; c.Limits.MaxTTL = time.Hour })},
+		{name: "retention of exactly 1s", args: []string{"-retention=1s"}, want: with(func(c *Flags) { c.Retention = time.Second })},
+		{name: "watch buffer of 1", args: []string{"-watch-buffer=1"}, want: with(func(c *Flags) { c.WatchBuffer = 1 })},
 
 		{name: "a flag beats a bad variable", env: map[string]string{"DEFAULT_TTL": "soon"}, args: []string{"-default-ttl=1m"},
-			want: with(func(c *config) { c.Limits.DefaultTTL = time.Minute })},
-		{name: "json logs", env: map[string]string{"LOG_FORMAT": "json"}, want: with(func(c *config) { c.logJSON = true })},
-		{name: "tokens from the environment", env: map[string]string{"AUTH_TOKENS": "a, b"}, want: with(func(c *config) { c.Tokens = []string{"a", "b"} })},
-		{name: "nothing open", args: []string{"-auth-open="}, want: with(func(c *config) { c.AuthOpen = map[string]bool{} })},
+			want: with(func(c *Flags) { c.Limits.DefaultTTL = time.Minute })},
+		{name: "json logs", env: map[string]string{"LOG_FORMAT": "json"}, want: with(func(c *Flags) { c.LogJSON = true })},
+		{name: "tokens from the environment", env: map[string]string{"AUTH_TOKENS": "a, b"}, want: with(func(c *Flags) { c.Tokens = []string{"a", "b"} })},
+		{name: "nothing open", args: []string{"-auth-open="}, want: with(func(c *Flags) { c.AuthOpen = map[string]bool{} })},
 		{name: "limits", args: []string{"-max-watchers=5", "-max-request-bytes=2048", "-max-metadata-entries=3", "-max-metadata-bytes=100"},
-			want: with(func(c *config) {
+			want: with(func(c *Flags) {
 				c.MaxWatchers, c.MaxBodyBytes = 5, 2048
 				c.Limits.MaxMetadataEntries, c.Limits.MaxMetadataBytes = 3, 100
 			})},
 		{name: "connection limits", args: []string{"-max-connections=10", "-idle-timeout=2s", "-read-timeout=1s", "-max-header-bytes=4096", "-max-streams=3"},
-			want: with(func(c *config) {
+			want: with(func(c *Flags) {
 				c.MaxConnections, c.IdleTimeout, c.ReadTimeout, c.MaxHeaderBytes, c.MaxStreams = 10, 2*time.Second, time.Second, 4096, 3
 			})},
+		{name: "sentinel", env: map[string]string{"REDIS_SENTINEL_ADDRS": "s1:26379,s2:26379", "REDIS_SENTINEL_MASTER": "m", "REDIS_SENTINEL_PASSWORD": "pw"},
+			want: with(func(c *Flags) {
+				c.RedisSentinel, c.RedisSentinelMaster, c.RedisSentinelPassword = "s1:26379,s2:26379", "m", "pw"
+			})},
+		{name: "sentinel by flags", args: []string{"-redis-sentinel-addrs=redis://:pw@s1:26379?addr=s2:26379", "-redis-sentinel-master=m"},
+			want: with(func(c *Flags) { c.RedisSentinel, c.RedisSentinelMaster = "redis://:pw@s1:26379?addr=s2:26379", "m" })},
+		{name: "sentinel flag beats an empty REDIS_URL", env: map[string]string{"REDIS_URL": ""}, args: []string{"-redis-sentinel-addrs=s1:26379"},
+			want: with(func(c *Flags) { c.RedisSentinel = "s1:26379" })},
+		{name: "URL and sentinels", env: map[string]string{"REDIS_URL": "redis://h:6379/0", "REDIS_SENTINEL_ADDRS": "s1:26379"},
+			wantErr: "REDIS_URL, REDIS_CLUSTER_ADDRS and REDIS_SENTINEL_ADDRS each name a store; give one"},
+		{name: "cluster and sentinels", args: []string{"-redis-cluster-addrs=h:7000", "-redis-sentinel-addrs=s1:26379"},
+			wantErr: "give one of them"},
+		{name: "URL and cluster", args: []string{"-redis-url=redis://h:6379/0", "-redis-cluster-addrs=h:7000"},
+			wantErr: "give one of them"},
+		{name: "sentinel master without sentinels", env: map[string]string{"REDIS_SENTINEL_MASTER": "m"},
+			wantErr: "set REDIS_SENTINEL_ADDRS too"},
+		{name: "sentinel password without sentinels", env: map[string]string{"REDIS_URL": "redis://h:6379/0", "REDIS_SENTINEL_PASSWORD": "pw"},
+			wantErr: "set REDIS_SENTINEL_ADDRS too"},
 		{name: "no connections", args: []string{"-max-connections=0"}, wantErr: "max connections must be at least 1, got 0"},
 		{name: "zero idle timeout", args: []string{"-idle-timeout=0s"}, wantErr: "-idle-timeout and -read-timeout must be more than zero"},
 		{name: "tiny header limit", args: []string{"-max-header-bytes=10"}, wantErr: "max header bytes must be at least 1024, got 10"},
+		{name: "replay limits", args: []string{"-max-replays=2", "-watch-write-timeout=1s"},
+			want: with(func(c *Flags) { c.MaxReplays, c.WatchWriteTimeout = 2, time.Second })},
+		{name: "no replays", args: []string{"-max-replays=0"}, wantErr: "max replays must be at least 1, got 0"},
 		{name: "group limits", args: []string{"-max-groups=2", "-max-consumers=3", "-max-in-flight=4"},
-			want: with(func(c *config) { c.MaxGroups, c.MaxConsumers, c.MaxInFlight = 2, 3, 4 })},
+			want: with(func(c *Flags) { c.MaxGroups, c.MaxConsumers, c.MaxInFlight = 2, 3, 4 })},
 		{name: "no groups", args: []string{"-max-groups=0"}, wantErr: "-max-groups, -max-consumers and -max-in-flight must be at least 1"},
 		{name: "no streams", args: []string{"-max-streams=0"}, wantErr: "max streams must be at least 1, got 0"},
 		{name: "bad log format", args: []string{"-log-format=xml"}, wantErr: `log format "xml"`},
@@ -162,29 +184,29 @@ func TestParseConfig(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := parseConfig(tt.args, mapEnv(tt.env), io.Discard)
+			got, err := ParseFlags(tt.args, mapEnv(tt.env), io.Discard)
 			if tt.wantErr != "" {
 				if err == nil {
-					t.Fatalf("parseConfig = %+v, nil; want an error containing %q", got, tt.wantErr)
+					t.Fatalf("ParseFlags = %+v, nil; want an error containing %q", got, tt.wantErr)
 				}
 				if !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("parseConfig error %q does not contain %q", err, tt.wantErr)
+					t.Fatalf("ParseFlags error %q does not contain %q", err, tt.wantErr)
 				}
 				return
 			}
 			if err != nil {
-				t.Fatalf("parseConfig = %v", err)
+				t.Fatalf("ParseFlags = %v", err)
 			}
 			if !reflect.DeepEqual(got, tt.want) {
-				t.Errorf("parseConfig =\n %+v\nwant\n %+v", got, tt.want)
+				t.Errorf("ParseFlags =\n %+v\nwant\n %+v", got, tt.want)
 			}
 		})
 	}
 }
 
-// TestParseConfigWritesUsageToStderr checks that flag errors go to the
+// TestParseFlagsWritesUsageToStderr checks that flag errors go to the
 // given writer, not to the process's stderr.
-func TestParseConfigWritesUsageToStderr(t *testing.T) {
+func TestParseFlagsWritesUsageToStderr(t *testing.T) {
 	tests := []struct {
 		name string
 		args []string
@@ -196,8 +218,8 @@ func TestParseConfigWritesUsageToStderr(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var buf strings.Builder
-			if _, err := parseConfig(tt.args, mapEnv(nil), &buf); err == nil {
-				t.Fatal("parseConfig succeeded, want an error")
+			if _, err := ParseFlags(tt.args, mapEnv(nil), &buf); err == nil {
+				t.Fatal("ParseFlags succeeded, want an error")
 			}
 			if !strings.Contains(buf.String(), tt.want) {
 				t.Errorf("usage %q does not mention %q", buf.String(), tt.want)

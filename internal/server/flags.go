@@ -1,10 +1,11 @@
-package main
+package server
 
 import (
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"sort"
 	"strconv"
 	"strings"
@@ -12,27 +13,33 @@ import (
 
 	"github.com/orderexpiry/orderexpiry/internal/auth"
 	"github.com/orderexpiry/orderexpiry/internal/order"
-	"github.com/orderexpiry/orderexpiry/internal/server"
+	"github.com/orderexpiry/orderexpiry/internal/watch"
 )
 
-// config is everything the server can be told, by flag or by environment
-// variable; a flag wins over its variable. The listen addresses and the
-// logger's settings are the command's; the rest is the server's.
-type config struct {
-	server.Config
+// Flags are everything the server command can be told, by flag or by
+// environment variable; a flag wins over its variable. Besides the server's
+// Config they hold where to listen and how to log, which the caller of New
+// acts on: Listen and NewLogger.
+type Flags struct {
+	Config
 
-	grpcAddr  string
-	httpAddr  string
-	debugAddr string
-	logLevel  slog.Level
-	logJSON   bool
+	// GRPCAddr and HTTPAddr are the listen addresses of the two ports;
+	// DebugAddr, when not empty, that of /debug/pprof/.
+	GRPCAddr, HTTPAddr, DebugAddr string
+	// LogLevel is the lowest level logged; LogJSON asks for JSON lines
+	// rather than text.
+	LogLevel slog.Level
+	LogJSON  bool
 }
 
 // openables are the names -auth-open accepts.
 var openables = []string{"health", "reflection", "metrics", "openapi"}
 
-func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
-	c := config{Config: server.Config{Limits: order.DefaultLimits}}
+// ParseFlags reads the command line args (without the program's name) and
+// the environment through getenv, and checks what they say. Usage and flag
+// errors are written to stderr; -h returns flag.ErrHelp.
+func ParseFlags(args []string, getenv func(string) string, stderr io.Writer) (Flags, error) {
+	c := Flags{Config: Config{Limits: order.DefaultLimits}}
 	fs := flag.NewFlagSet("orderexpiry", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 
@@ -74,12 +81,17 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		fs.IntVar(p, name, n, usage(u, envName))
 	}
 
-	str(&c.grpcAddr, "grpc-addr", "GRPC_ADDR", ":9090", "gRPC listen address")
-	str(&c.httpAddr, "http-addr", "HTTP_ADDR", ":8080", "REST, /healthz, /metrics and /openapi.json listen address")
-	str(&c.debugAddr, "debug-addr", "DEBUG_ADDR", "", "listen address for /debug/pprof/ (profiles, goroutines, heap); empty: off. Keep it private")
+	str(&c.GRPCAddr, "grpc-addr", "GRPC_ADDR", ":9090", "gRPC listen address")
+	str(&c.HTTPAddr, "http-addr", "HTTP_ADDR", ":8080", "REST, /healthz, /metrics and /openapi.json listen address")
+	str(&c.DebugAddr, "debug-addr", "DEBUG_ADDR", "", "listen address for /debug/pprof/ (profiles, goroutines, heap); empty: off. Keep it private")
 	str(&c.RedisURL, "redis-url", "REDIS_URL", "", "redis:// or rediss:// URL, with password and db; empty: the embedded in-memory store")
 	str(&c.RedisCluster, "redis-cluster-addrs", "REDIS_CLUSTER_ADDRS", "", "Redis Cluster seeds, host:port,host:port,... or redis://[user:password@]host:port?addr=host:port&addr=... (rediss:// for TLS); instead of REDIS_URL")
-	num(&c.Partitions, "redis-partitions", "REDIS_PARTITIONS", 0, fmt.Sprintf("partitions of a new store (recorded in Redis at the first start, never changed after); 0: 1 on one Redis, %d on a cluster", server.DefaultClusterPartitions))
+	str(&c.RedisSentinel, "redis-sentinel-addrs", "REDIS_SENTINEL_ADDRS", "", "Redis Sentinel instead of REDIS_URL: the sentinels, host:port,host:port,... or redis://[user:password@]host:port[/db]?addr=host:port&addr=... (Redis's user and password; rediss:// for TLS)")
+	str(&c.RedisSentinelMaster, "redis-sentinel-master", "REDIS_SENTINEL_MASTER", "", "name of the master the sentinels watch (sentinel monitor <name> ...)")
+	// A password has no flag: the command line is visible to every user of
+	// the host.
+	c.RedisSentinelPassword = getenv("REDIS_SENTINEL_PASSWORD")
+	num(&c.Partitions, "redis-partitions", "REDIS_PARTITIONS", 0, fmt.Sprintf("partitions of a new store (recorded in Redis at the first start, never changed after); 0: 1 on one Redis, %d on a cluster", DefaultClusterPartitions))
 	str(&c.RedisCA, "redis-ca", "REDIS_CA_FILE", "", "PEM file of the CA that signed Redis's certificate (rediss://), instead of the system's")
 	str(&c.RedisCert, "redis-cert", "REDIS_CERT_FILE", "", "PEM client certificate for Redis over TLS, when Redis asks for one")
 	str(&c.RedisKey, "redis-key", "REDIS_KEY_FILE", "", "PEM key of -redis-cert")
@@ -106,6 +118,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	num(&c.MaxGroups, "max-groups", "MAX_GROUPS", 100, "consumer groups the store may hold")
 	num(&c.MaxConsumers, "max-consumers", "MAX_CONSUMERS", 100, "ConsumeExpirations streams of one group one replica serves at once")
 	num(&c.MaxInFlight, "max-in-flight", "MAX_IN_FLIGHT", 1000, "largest max_in_flight of a consumer's stream and max_events of a pull")
+	num(&c.MaxReplays, "max-replays", "MAX_REPLAYS", watch.DefaultMaxReplays, "watches with a cursor that replay the log at once; the others wait their turn")
+	dur(&c.WatchWriteTimeout, "watch-write-timeout", "WATCH_WRITE_TIMEOUT", "10s", "longest wait for one write of a REST watch; a client that has not taken what was sent for that long loses its watch and connection")
 	num(&c.WatchBuffer, "watch-buffer", "WATCH_BUFFER", 1024, "events a watcher may fall behind before it is closed with a cursor to resume from")
 	str(&level, "log-level", "LOG_LEVEL", "info", "debug (one line per RPC), info, warn or error")
 	str(&logFormat, "log-format", "LOG_FORMAT", "text", "text or json")
@@ -128,13 +142,13 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
-	if err := c.logLevel.UnmarshalText([]byte(level)); err != nil {
+	if err := c.LogLevel.UnmarshalText([]byte(level)); err != nil {
 		return c, fmt.Errorf("log level %q: want debug, info, warn or error", level)
 	}
 	switch logFormat {
 	case "text":
 	case "json":
-		c.logJSON = true
+		c.LogJSON = true
 	default:
 		return c, fmt.Errorf("log format %q: want text or json", logFormat)
 	}
@@ -169,6 +183,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		return c, fmt.Errorf("-idle-timeout and -read-timeout must be more than zero")
 	case c.MaxHeaderBytes < 1024:
 		return c, fmt.Errorf("max header bytes must be at least 1024, got %d", c.MaxHeaderBytes)
+	case c.MaxReplays < 1:
+		return c, fmt.Errorf("max replays must be at least 1, got %d", c.MaxReplays)
+	case c.WatchWriteTimeout <= 0:
+		return c, fmt.Errorf("-watch-write-timeout must be more than zero")
 	case c.MaxGroups < 1 || c.MaxConsumers < 1 || c.MaxInFlight < 1:
 		return c, fmt.Errorf("-max-groups, -max-consumers and -max-in-flight must be at least 1")
 	case c.MaxStreams < 1:
@@ -183,12 +201,25 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		return c, fmt.Errorf("-tls-client-ca needs -tls-cert and -tls-key")
 	case (c.RedisCert == "") != (c.RedisKey == ""):
 		return c, fmt.Errorf("-redis-cert and -redis-key go together")
-	case c.RedisURL != "" && c.RedisCluster != "":
-		return c, fmt.Errorf("REDIS_URL and REDIS_CLUSTER_ADDRS both name a store; give one")
+	case countSet(c.RedisURL, c.RedisCluster, c.RedisSentinel) > 1:
+		return c, fmt.Errorf("REDIS_URL, REDIS_CLUSTER_ADDRS and REDIS_SENTINEL_ADDRS each name a store; give one of them")
+	case c.RedisSentinel == "" && (c.RedisSentinelMaster != "" || c.RedisSentinelPassword != ""):
+		return c, fmt.Errorf("REDIS_SENTINEL_MASTER and REDIS_SENTINEL_PASSWORD are for Redis Sentinel: set REDIS_SENTINEL_ADDRS too")
 	case c.Partitions < 0 || c.Partitions > order.MaxPartitions:
 		return c, fmt.Errorf("-redis-partitions %d: want 1 to %d, or 0 for the default", c.Partitions, order.MaxPartitions)
 	}
 	return c, nil
+}
+
+// countSet counts the values that are not empty.
+func countSet(values ...string) int {
+	n := 0
+	for _, v := range values {
+		if v != "" {
+			n++
+		}
+	}
+	return n
 }
 
 func contains(list []string, s string) bool {
@@ -198,4 +229,36 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// NewLogger returns the logger f asks for, writing to w.
+func NewLogger(f Flags, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: f.LogLevel}
+	if f.LogJSON {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// Listen opens the listeners f names; on an error it closes those it
+// opened.
+func Listen(f Flags) (Listeners, error) {
+	var lis Listeners
+	// A method value would copy lis before the listeners are set.
+	closeAll := func() { lis.Close() }
+	var err error
+	if lis.GRPC, err = net.Listen("tcp", f.GRPCAddr); err != nil {
+		return lis, fmt.Errorf("gRPC listener: %w", err)
+	}
+	if lis.HTTP, err = net.Listen("tcp", f.HTTPAddr); err != nil {
+		closeAll()
+		return lis, fmt.Errorf("HTTP listener: %w", err)
+	}
+	if f.DebugAddr != "" {
+		if lis.Debug, err = net.Listen("tcp", f.DebugAddr); err != nil {
+			closeAll()
+			return lis, fmt.Errorf("debug listener: %w", err)
+		}
+	}
+	return lis, nil
 }

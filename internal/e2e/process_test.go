@@ -1,0 +1,82 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+
+	pb "github.com/orderexpiry/orderexpiry/internal/gen/orderexpiry/v1"
+	"github.com/orderexpiry/orderexpiry/internal/serverproc"
+)
+
+// The tests of what only the binary shows: its serving line, its exit code
+// and its output when it refuses to start, and its stop on SIGINT.
+// TestGracefulStop covers SIGTERM.
+
+// TestProcessServingLine: in both log formats the binary's serving line
+// names the ports it serves, which serverproc (and so the benchmarks) reads
+// them from.
+func TestProcessServingLine(t *testing.T) {
+	for _, format := range []string{"text", "json"} {
+		t.Run(format, func(t *testing.T) {
+			s := startProcess(t, nil, "-log-format", format)
+			// /healthz answered on the HTTP port; a call answers on the
+			// gRPC one.
+			_, err := s.Client.GetOrder(context.Background(), &pb.GetOrderRequest{OrderId: "none"})
+			wantCode(t, err, codes.NotFound)
+		})
+	}
+}
+
+// TestProcessRefusesToStart: a bad flag, a bad variable or a port in use
+// ends the binary with exit code 1 and a message that names the culprit.
+func TestProcessRefusesToStart(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	for _, tc := range []struct {
+		name  string
+		env   map[string]string
+		flags []string
+		want  string
+	}{
+		{"bad flag", nil, []string{"-max-ttl=soon"}, `invalid value "soon" for flag -max-ttl`},
+		{"unknown flag", nil, []string{"-verbose"}, "-grpc-addr"}, // the usage
+		{"bad variable", map[string]string{"MAX_WATCHERS": "lots"}, nil, `MAX_WATCHERS="lots": not a whole number`},
+		{"port in use", nil, []string{"-http-addr", taken.Addr().String()}, "HTTP listener"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := serverproc.Run(serverproc.Options{Binary: binary, Env: environ(serverEnv(tc.env)), Flags: tc.flags})
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+				t.Fatalf("the server ended with %v, want exit code 1; its output:\n%s", err, out)
+			}
+			if !strings.Contains(out, tc.want) {
+				t.Fatalf("the output does not say %q:\n%s", tc.want, out)
+			}
+		})
+	}
+}
+
+// TestProcessStopsOnSIGINT: SIGINT (Ctrl-C) stops the binary as SIGTERM
+// does, with exit code 0.
+func TestProcessStopsOnSIGINT(t *testing.T) {
+	s := startProcess(t, nil)
+	if !s.Stop(syscall.SIGINT) {
+		t.Fatal("the server did not stop within 15s of SIGINT")
+	}
+	if code := s.ExitCode(); code != 0 {
+		t.Fatalf("exit code %d after SIGINT, want 0", code)
+	}
+	if !strings.Contains(s.Logs(), "msg=stopped") {
+		t.Fatalf("the log does not end with the stop:\n%s", s.Logs())
+	}
+}

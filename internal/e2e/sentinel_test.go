@@ -1,0 +1,263 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/orderexpiry/orderexpiry/internal/gen/orderexpiry/v1"
+	"github.com/orderexpiry/orderexpiry/internal/redistest"
+)
+
+// TestSentinelFailover runs two replicas of the server on a master with two
+// replicas under three sentinels, makes checkouts with random ttls (due 2 to
+// 8 s after each) from several goroutines, completes or cancels some, and
+// kills the master with SIGKILL in the middle of the burst. Every
+// acknowledged checkout ends as it was acknowledged: completed or cancelled
+// when that was acknowledged, otherwise expired exactly once, as GetOrder and
+// a watch from 0-0 on the new master both tell; calls fail only with
+// UNAVAILABLE, only around the failover.
+func TestSentinelFailover(t *testing.T) {
+	sn := redistest.StartSentinel(t, 2, 3, "--requirepass", "s3cret")
+	addrs := strings.Split(sn.Addrs(), ",")
+	env := map[string]string{
+		"REDIS_SENTINEL_ADDRS":    fmt.Sprintf("redis://:s3cret@%s?addr=%s&addr=%s", addrs[0], addrs[1], addrs[2]),
+		"REDIS_SENTINEL_MASTER":   redistest.SentinelMaster,
+		"REDIS_SENTINEL_PASSWORD": "s3cret",
+	}
+	reps := []*server{startServer(t, env), startServer(t, env)}
+	live := follow(t, anyAlive(0, reps...), "0-0")
+	old := sn.Master(t)
+
+	b := startBurst(roundRobin(reps...), 8)
+	time.Sleep(3 * time.Second)
+	killedAt := time.Now()
+	old.Kill()
+	next := sn.WaitFailover(t, old)
+	failedOver := time.Now()
+	// Keyspace events on the new master: the servers' resubscriptions
+	// enable them, whatever the client's pool answers meanwhile.
+	var flags string
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if flags = next.Client(t).ConfigGet(context.Background(), "notify-keyspace-events").Val()["notify-keyspace-events"]; strings.Contains(flags, "E") && strings.Contains(flags, "x") {
+			break
+		}
+	}
+	if !strings.Contains(flags, "E") || !strings.Contains(flags, "x") {
+		t.Errorf("notify-keyspace-events is %q on the new master 5 s after the failover; want E and x", flags)
+	}
+	time.Sleep(3 * time.Second) // calls after the failover
+	calls := b.stop()
+	t.Logf("failover: %v from the kill until the sentinels named a new master and it had its replica", failedOver.Sub(killedAt))
+
+	// What each order must end as, from the calls' outcomes: a call that
+	// failed may or may not have been applied.
+	type fate struct {
+		acked    bool   // the checkout was acknowledged
+		closedAs string // "completed" or "cancelled", acknowledged
+		unknown  bool   // a checkout or a close failed, so it may have applied
+		deadline time.Time
+	}
+	fates := map[string]*fate{}
+	var unavailable, other int
+	var firstOK, lastRefused time.Time
+	for _, c := range calls {
+		f := fates[c.id]
+		if f == nil {
+			f = &fate{}
+			fates[c.id] = f
+		}
+		switch c.code {
+		case codes.OK:
+			if c.op == "checkout" {
+				f.acked, f.deadline = true, c.end.Add(c.ttl)
+			} else {
+				f.closedAs = map[string]string{"complete": "completed", "cancel": "cancelled"}[c.op]
+			}
+			if c.at.After(killedAt) && firstOK.IsZero() {
+				firstOK = c.end
+			}
+		case codes.Unavailable:
+			unavailable++
+			f.unknown = true
+			// The service learns of the new master at its next dial.
+			if c.end.Before(killedAt) || c.at.After(failedOver.Add(2*time.Second)) {
+				t.Errorf("%s %s UNAVAILABLE from %v to %v after the kill; the failover took %v",
+					c.op, c.id, c.at.Sub(killedAt), c.end.Sub(killedAt), failedOver.Sub(killedAt))
+			}
+			if c.end.After(lastRefused) {
+				lastRefused = c.end
+			}
+		default:
+			other++
+			t.Errorf("%s %s at %v after the kill: %v; want OK or UNAVAILABLE", c.op, c.id, c.at.Sub(killedAt), c.code)
+		}
+	}
+	var latest time.Time
+	for _, f := range fates {
+		if f.deadline.After(latest) {
+			latest = f.deadline
+		}
+	}
+	time.Sleep(time.Until(latest.Add(2 * time.Second)))
+
+	// The log as the new master holds it, through a watch from 0-0.
+	log := map[string]int{}
+	w := reps[1].watch(t, "0-0")
+	for {
+		select {
+		case ev := <-w.events:
+			log[ev.GetOrderId()]++
+			continue
+		case err := <-w.done:
+			t.Fatalf("the watch from 0-0 ended: %v", err)
+		case <-time.After(2 * time.Second):
+		}
+		break
+	}
+	var acked, lost, doubled, closedOK, wrongState int
+	for id, f := range fates {
+		if !f.acked {
+			if log[id] > 1 {
+				doubled += log[id] - 1
+			}
+			continue
+		}
+		acked++
+		o, err := reps[0].Client.GetOrder(context.Background(), &pb.GetOrderRequest{OrderId: id})
+		if err != nil {
+			t.Errorf("GetOrder(%s): %v", id, err)
+			continue
+		}
+		got := strings.ToLower(strings.TrimPrefix(o.GetStatus().String(), "ORDER_STATUS_"))
+		switch {
+		case f.closedAs != "":
+			closedOK++
+			if got != f.closedAs || log[id] != 0 {
+				wrongState++
+				t.Errorf("%s was acknowledged as %s, yet it is %s with %d expiry events", id, f.closedAs, got, log[id])
+			}
+		case log[id] == 0 && !(f.unknown && got != "expired"):
+			lost++
+			t.Errorf("%s: acknowledged, due at %v, is %s with no expiry event", id, f.deadline.Format("15:04:05.000"), got)
+		case log[id] > 1:
+			doubled += log[id] - 1
+			t.Errorf("%s expired %d times", id, log[id])
+		case (log[id] == 1) != (got == "expired"):
+			wrongState++
+			t.Errorf("%s is %s with %d expiry events", id, got, log[id])
+		}
+	}
+	// A watcher that stayed on through the failover: what it saw twice
+	// was an expiry the old master logged and lost before a replica had
+	// it, which the new master made again.
+	seen := map[string]int{}
+	liveDoubled := 0
+	for _, ev := range live.received() {
+		if seen[ev.GetOrderId()]++; seen[ev.GetOrderId()] > 1 {
+			liveDoubled++
+		}
+	}
+	// Orders due well after the failover expire on time on the new master:
+	// its sweeper and subscription are up.
+	var after []*pb.ExpirationEvent
+	for _, ev := range live.received() {
+		if ev.GetDeadline().AsTime().After(failedOver.Add(2 * time.Second)) {
+			after = append(after, ev)
+		}
+	}
+	afterP99, afterMax := lateness(after)
+	if len(after) == 0 || afterMax > time.Second {
+		t.Errorf("%d orders due 2 s after the failover or later expired up to %v late; want some, within a second", len(after), afterMax)
+	}
+	if lost > 0 || doubled > 0 || wrongState > 0 {
+		t.Errorf("lost %d, doubled %d, in the wrong state %d of %d acknowledged orders", lost, doubled, wrongState, acked)
+	}
+	if acked < 500 {
+		t.Errorf("only %d checkouts were acknowledged: the burst did not run", acked)
+	}
+	result(t, "calls=%d acked_checkouts=%d acked_closes=%d events=%d lost=%d doubled=%d failover=%s unavailable=%d other_errors=%d refused_until=%s first_ok_after_kill=%s live_watch_doubled=%d lateness_after_failover_p99=%s max=%s",
+		len(calls), acked, closedOK, len(log), lost, doubled, failedOver.Sub(killedAt).Round(time.Millisecond), unavailable, other,
+		lastRefused.Sub(killedAt).Round(time.Millisecond), firstOK.Sub(killedAt).Round(time.Millisecond), liveDoubled, afterP99, afterMax)
+}
+
+// burstCall is one call of a burst.
+type burstCall struct {
+	at, end time.Time
+	op, id  string
+	ttl     time.Duration
+	code    codes.Code
+}
+
+type burst struct {
+	stopped atomic.Bool
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	calls   []burstCall
+}
+
+// startBurst checks out orders due 2 to 8 s later from workers goroutines,
+// completing or cancelling one in four right away, and records every call.
+// A call under way when the burst stops finishes, so that none is left
+// unrecorded that may have been applied.
+func startBurst(pick func() *server, workers int) *burst {
+	b := &burst{}
+	ctx := context.Background()
+	for w := range workers {
+		b.wg.Go(func() {
+			for k := 0; !b.stopped.Load(); k++ {
+				s := pick()
+				id := fmt.Sprintf("sb-%d-%d", w, k)
+				ttl := 2*time.Second + rand.N(6*time.Second)
+				if !b.call(ctx, "checkout", id, ttl, func(ctx context.Context) error {
+					_, err := s.Client.Checkout(ctx, &pb.CheckoutRequest{OrderId: id, Ttl: durationOf(ttl)})
+					return err
+				}) {
+					continue
+				}
+				switch k % 8 {
+				case 0:
+					b.call(ctx, "complete", id, 0, func(ctx context.Context) error {
+						_, err := s.Client.CompleteOrder(ctx, &pb.CompleteOrderRequest{OrderId: id})
+						return err
+					})
+				case 4:
+					b.call(ctx, "cancel", id, 0, func(ctx context.Context) error {
+						_, err := s.Client.CancelOrder(ctx, &pb.CancelOrderRequest{OrderId: id})
+						return err
+					})
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		})
+	}
+	return b
+}
+
+// call makes one call and records it; it reports whether it succeeded.
+func (b *burst) call(ctx context.Context, op, id string, ttl time.Duration, f func(context.Context) error) bool {
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	at := time.Now()
+	err := f(cctx)
+	b.mu.Lock()
+	b.calls = append(b.calls, burstCall{at: at, end: time.Now(), op: op, id: id, ttl: ttl, code: status.Code(err)})
+	b.mu.Unlock()
+	return err == nil
+}
+
+func (b *burst) stop() []burstCall {
+	b.stopped.Store(true)
+	b.wg.Wait()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.calls
+}

@@ -1,0 +1,145 @@
+package redisstore
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/orderexpiry/orderexpiry/internal/order"
+)
+
+// A Redis with a maxmemory makes room, when it is full, as its
+// maxmemory-policy says. Only noeviction is safe for the store: Redis then
+// refuses the checkouts that would grow it (see growing in scripts.go) and
+// keeps every key. The allkeys-* policies evict any key, the deadline index
+// and the pending hash among them: acknowledged orders vanish, never expire,
+// and no watcher hears of them. The volatile-* policies evict only keys with
+// a ttl, which are the ttl keys (harmless: the deadline index is the truth)
+// and the tombstones of closed orders: an order completed, cancelled or
+// expired within the retention would then answer NOT_FOUND, and its id be
+// taken for a new order, so that a payment's outcome is lost. They are unsafe
+// too.
+//
+// Ping reads the policy at the first call and then every policyEvery (on
+// each master of a cluster), and again after every resubscription, which
+// follows a restart or a failover to another Redis. While the policy is
+// unsafe, Ping fails with the reason (health says NOT_SERVING), checkouts are
+// refused, and the policy is read at every Ping, so that a fix is seen within
+// a second. Orders already pending still expire: the sweepers go on.
+
+// policyEvery is how often Ping reads the eviction policy while it is safe;
+// a variable for the tests.
+var policyEvery = 10 * time.Second
+
+// eviction is what the store last learnt of Redis's eviction policy.
+type eviction struct {
+	// readAt is when the policy was last read, in unix ns; 0 makes the
+	// next Ping read it.
+	readAt atomic.Int64
+	// unsafe is the reason checkouts are refused, nil while the policy is
+	// safe (or cannot be read).
+	unsafe atomic.Pointer[string]
+	// refused warns once that CONFIG GET is refused.
+	refused sync.Once
+}
+
+// checkEviction reads the eviction policy when it is due (see above) and
+// returns an error naming the setting to change while it is unsafe. A Redis
+// that cannot be reached now is Ping's own concern: the policy is read again
+// at the next call.
+func (s *Store) checkEviction(ctx context.Context) error {
+	if s.ev.unsafe.Load() == nil && time.Since(time.Unix(0, s.ev.readAt.Load())) < policyEvery {
+		return nil
+	}
+	reason, err := s.readEviction(ctx)
+	switch {
+	case err == nil:
+		s.ev.readAt.Store(time.Now().UnixNano())
+		s.setEviction(reason)
+	case order.KindOf(err) != order.KindUnavailable:
+		// Managed Redis often refuses CONFIG: what cannot be read is
+		// taken as safe, and the operator is told what to check.
+		s.ev.readAt.Store(time.Now().UnixNano())
+		s.ev.refused.Do(func() {
+			s.log.Warn("cannot read Redis's maxmemory-policy (CONFIG GET is refused): verify by hand that it is noeviction; "+
+				"any other policy lets a full Redis evict pending orders, which then never expire", "err", err)
+		})
+	}
+	return s.evictionRefusal()
+}
+
+// setEviction records what the last read found, and logs each change.
+func (s *Store) setEviction(reason string) {
+	var next *string
+	if reason != "" {
+		next = &reason
+	}
+	prev := s.ev.unsafe.Swap(next)
+	switch {
+	case next != nil && (prev == nil || *prev != reason):
+		s.log.Error(reason)
+	case next == nil && prev != nil:
+		s.log.Info("Redis's maxmemory-policy is safe again (noeviction): checkouts are accepted")
+	}
+}
+
+// readEviction reads maxmemory and maxmemory-policy from one Redis, or from
+// every master of a cluster, and returns why they are unsafe, or "".
+func (s *Store) readEviction(ctx context.Context) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	if s.cluster == nil {
+		name := "Redis"
+		if s.sentinel {
+			name = "the Redis master the sentinels name"
+		}
+		return evictionReason(ctx, s.rdb.(*redis.Client), name)
+	}
+	var mu sync.Mutex
+	var reason string
+	err := s.cluster.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
+		r, err := evictionReason(ctx, node, "Redis master "+node.Options().Addr)
+		mu.Lock()
+		defer mu.Unlock()
+		if reason == "" {
+			reason = r
+		}
+		return err
+	})
+	return reason, storeError(err)
+}
+
+// evictionReason reads the settings of one node, named name in the reason:
+// "" when it evicts nothing.
+func evictionReason(ctx context.Context, node *redis.Client, name string) (string, error) {
+	cfg, err := node.ConfigGet(ctx, "maxmemory*").Result()
+	if err != nil {
+		return "", storeError(err)
+	}
+	policy := cfg["maxmemory-policy"]
+	// Without a limit Redis never evicts, whatever the policy; the limit
+	// is read again with the policy, so setting one later is seen.
+	if limit, _ := strconv.ParseInt(cfg["maxmemory"], 10, 64); limit == 0 || policy == "noeviction" {
+		return "", nil
+	}
+	return fmt.Sprintf("checkouts are refused: %s has maxmemory-policy %s (maxmemory %s bytes), which lets it evict the store's keys when it is full, "+
+		"losing orders; set maxmemory-policy noeviction on it (CONFIG SET maxmemory-policy noeviction, and in its redis.conf)",
+		name, policy, cfg["maxmemory"]), nil
+}
+
+// EvictionUnsafe reports whether Redis's eviction policy, as last read,
+// could evict the store's keys; checkouts are refused meanwhile.
+func (s *Store) EvictionUnsafe() bool { return s.ev.unsafe.Load() != nil }
+
+// evictionRefusal is the error of a checkout while the policy is unsafe.
+func (s *Store) evictionRefusal() error {
+	if r := s.ev.unsafe.Load(); r != nil {
+		return order.Errorf(order.KindFailedPrecondition, "%s", *r)
+	}
+	return nil
+}
