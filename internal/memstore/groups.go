@@ -32,7 +32,8 @@ type group struct {
 // delivery is an event in flight at a consumer.
 type delivery struct {
 	// consumer is the consumer it was last delivered to, whose it is until
-	// it is due again.
+	// it is due again; empty once it was handed back (nacked, or put back
+	// from the dead letters), when it is due to every consumer alike.
 	consumer string
 	// attempt counts the event's deliveries; 0 for a dead letter put back,
 	// which has not been delivered again yet.
@@ -165,6 +166,8 @@ func (s *Store) DeleteGroup(_ context.Context, id string) error {
 
 // Deliver hands up to maxEvents events to a consumer: first the due
 // redeliveries, oldest first, then the events after the group's position.
+// An event that lapsed at this consumer is due to it OwnRedeliveryDelay
+// after its deadline.
 func (s *Store) Deliver(_ context.Context, groupID, consumer string, maxEvents int) ([]order.Delivery, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -176,9 +179,14 @@ func (s *Store) Deliver(_ context.Context, groupID, consumer string, maxEvents i
 	due := now.Add(g.settings.AckDeadline)
 	var out []order.Delivery
 
+	own := g.settings.OwnRedeliveryDelay()
 	var redeliver []order.Cursor
 	for c, d := range g.inFlight {
-		if !d.due.After(now) {
+		at := d.due
+		if d.consumer == consumer {
+			at = at.Add(own)
+		}
+		if !at.After(now) {
 			redeliver = append(redeliver, c)
 		}
 	}
@@ -220,9 +228,10 @@ func (s *Store) Ack(_ context.Context, groupID string, ids []order.AckID) ([]ord
 }
 
 // Nack hands deliveries back, to be delivered again after retryAfter, at
-// most the group's ack deadline.
+// most the group's ack deadline, to any consumer.
 func (s *Store) Nack(_ context.Context, groupID string, ids []order.AckID, retryAfter time.Duration) ([]order.AckStatus, error) {
 	return s.settle(groupID, ids, func(g *group, _ order.Cursor, d *delivery, now time.Time) {
+		d.consumer = ""
 		d.due = now.Add(min(max(retryAfter, 0), g.settings.AckDeadline))
 	})
 }

@@ -30,6 +30,19 @@ func (g Group) SameSettings(o Group) bool {
 	return g.ID == o.ID && g.AckDeadline == o.AckDeadline && g.MaxDeliveries == o.MaxDeliveries
 }
 
+// OwnRedeliveryDelay is how much later an event whose ack deadline lapsed
+// at a consumer is due to that same consumer than to the others. The others
+// get the first chance at it: otherwise the consumer that let it lapse is as
+// likely as any to take it back the moment it is due, and one stuck
+// consumer takes its own events back, deadline after deadline, until they
+// are dead letters, while the others could have handled them. It is half
+// the ack deadline, at most 2s: every consumer's stream looks for due
+// redeliveries at least every second. An event handed back (a nack) is due
+// to every consumer alike.
+func (g Group) OwnRedeliveryDelay() time.Duration {
+	return min(g.AckDeadline/2, 2*time.Second)
+}
+
 // GroupState is where a group is in the log.
 type GroupState struct {
 	// Position is the last event delivered to the group, per partition.
@@ -168,14 +181,16 @@ type GroupStore interface {
 	// waiting: first the redeliveries that are due (an ack deadline passed,
 	// or a nack's retry_after), oldest first, each with its attempt one
 	// higher, turning those that had all their deliveries into dead letters
-	// instead; then events after the group's position. It returns none
-	// when nothing is due.
+	// instead; then events after the group's position. An event whose ack
+	// deadline lapsed at this same consumer is due to it only
+	// Group.OwnRedeliveryDelay later. It returns none when nothing is due.
 	Deliver(ctx context.Context, group, consumer string, max int) ([]Delivery, error)
 	// Ack acknowledges deliveries: an acknowledged event is never
 	// delivered again. It reports each id's outcome, in order.
 	Ack(ctx context.Context, group string, ids []AckID) ([]AckStatus, error)
 	// Nack hands deliveries back, to be delivered again after retryAfter
-	// (at most the group's ack deadline), with the same outcomes as Ack.
+	// (at most the group's ack deadline) to any consumer, the one that
+	// nacked them too, with the same outcomes as Ack.
 	Nack(ctx context.Context, group string, ids []AckID, retryAfter time.Duration) ([]AckStatus, error)
 	// DeadLetters lists a group's dead letters, oldest first, up to limit,
 	// after the page token (empty: from the first); next is the token of

@@ -26,17 +26,20 @@ import (
 //	dead     owns the dead letters: events that had all their deliveries.
 //	         They stay in the PEL, so that trimming keeps them and a redrive
 //	         can hand them back with XCLAIM.
-//	redrive  owns the events put back from the dead letters, idle already,
-//	         so that the next delivery takes them at once.
+//	back     owns the events handed back: nacked, or put back from the dead
+//	         letters, each idle so that it is due when it is to be
+//	         delivered again, to every consumer alike.
 //
 // The scripts' flags (see scripts.go): creating a group is refused when
 // Redis is full; delivering, settling and redriving run with allow-oom,
 // since what they add to the pending list is bounded by the events there
 // are, and an acknowledgement frees an entry.
 //
-// A nack sets an entry's idle time to the ack deadline less retry_after, so
-// that it is due again after retry_after, as an unacknowledged one is after
-// the ack deadline.
+// A nack gives an entry to back with an idle time of the ack deadline less
+// retry_after, so that it is due again after retry_after, as an
+// unacknowledged one is after the ack deadline. An entry whose deadline
+// lapsed at a consumer is due to that same consumer only
+// order.Group.OwnRedeliveryDelay later than to the others.
 
 // groupsKey is the hash of every group's settings: id -> "<ack deadline ms>
 // <max deliveries> <created ms> <start>", the start being the position the
@@ -99,7 +102,8 @@ return {'created', rec}
 //
 // KEYS[1] the partition's events stream.
 // ARGV[1] group id, ARGV[2] consumer, ARGV[3] most events, ARGV[4] ack
-// deadline ms, ARGV[5] max deliveries, ARGV[6] forgetConsumerAfter in ms.
+// deadline ms, ARGV[5] max deliveries, ARGV[6] forgetConsumerAfter in ms,
+// ARGV[7] OwnRedeliveryDelay in ms.
 //
 // Returns a list of {id, attempt, fields}. An event due again after its
 // last delivery goes to the dead consumer instead (JUSTID keeps its count).
@@ -113,7 +117,9 @@ for _, ci in ipairs(redis.call('XINFO', 'CONSUMERS', key, g)) do
   local name, pending = info['name'], tonumber(info['pending'])
   if name ~= 'dead' then
     if pending > 0 and #out < want then
-      for _, e in ipairs(redis.call('XPENDING', key, g, 'IDLE', dl, '-', '+', want - #out, name)) do
+      local idle = dl
+      if name == c then idle = dl + tonumber(ARGV[7]) end
+      for _, e in ipairs(redis.call('XPENDING', key, g, 'IDLE', idle, '-', '+', want - #out, name)) do
         local id, count = e[1], tonumber(e[4])
         if count >= maxd then
           redis.call('XCLAIM', key, g, 'dead', 0, id, 'JUSTID')
@@ -168,7 +174,7 @@ for i = 5, #ARGV, 2 do
         redis.call('XACK', key, g, id)
       else
         local retry = math.min(tonumber(ARGV[3]), dl)
-        redis.call('XCLAIM', key, g, e[2], 0, id, 'IDLE', dl - retry, 'RETRYCOUNT', e[4], 'JUSTID')
+        redis.call('XCLAIM', key, g, 'back', 0, id, 'IDLE', dl - retry, 'RETRYCOUNT', e[4], 'JUSTID')
       end
       st = 0
     end
@@ -251,7 +257,7 @@ local n = 0
 for _, id in ipairs(ids) do
   local p = redis.call('XPENDING', key, g, id, id, 1)
   if p[1] and p[1][2] == 'dead' then
-    redis.call('XCLAIM', key, g, 'redrive', 0, id, 'IDLE', dl, 'RETRYCOUNT', 0, 'JUSTID')
+    redis.call('XCLAIM', key, g, 'back', 0, id, 'IDLE', dl, 'RETRYCOUNT', 0, 'JUSTID')
     n = n + 1
   end
 end
@@ -589,7 +595,7 @@ func (s *Store) deliverPartition(ctx context.Context, p *partition, g settings, 
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
 	res, err := deliverScript.Run(ctx, s.rdb, []string{p.keys.events}, g.ID, consumerName(consumer), max,
-		g.AckDeadline.Milliseconds(), g.MaxDeliveries, forgetConsumerAfter.Milliseconds()).Slice()
+		g.AckDeadline.Milliseconds(), g.MaxDeliveries, forgetConsumerAfter.Milliseconds(), g.OwnRedeliveryDelay().Milliseconds()).Slice()
 	if err != nil {
 		if redis.HasErrorPrefix(err, "NOGROUP") {
 			return nil, s.groupMissing(g.ID, p.index)

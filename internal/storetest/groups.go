@@ -602,6 +602,49 @@ func testGroupRedelivery(t *testing.T, su suite) {
 	deliverNone(t, gs, "g", "c1", "every event was acknowledged, so none is delivered again")
 }
 
+// testGroupOwnRedelivery: an event that lapsed at a consumer goes to another
+// consumer first; to the one that let it lapse only OwnRedeliveryDelay after
+// its deadline. A nacked event is due at once to the consumer that nacked it
+// too.
+func testGroupOwnRedelivery(t *testing.T, su suite) {
+	const ackDeadline = 400 * time.Millisecond
+	s := su.start(t, retention)
+	gs := groupStore(t, s)
+	g := createGroup(t, gs, settings("g", ackDeadline, 5), nil)
+	own := g.OwnRedeliveryDelay()
+	evs := expire(t, s, "o-0")
+
+	sent := time.Now()
+	d1 := deliverN(t, gs, "g", "c1", 1)
+	checkDeliveries(t, "Deliver", d1, evs, 1)
+	time.Sleep(time.Until(sent.Add(ackDeadline + clockSlack))) // past the deadline: nothing to wait on
+	deliverNone(t, gs, "g", "c1", "the event lapsed at c1: it is due to another consumer first")
+	if time.Since(sent) > ackDeadline+own-clockSlack {
+		t.Fatalf("%v passed since the delivery, too long to tell the ack deadline %v from the delay of %v", time.Since(sent), ackDeadline, own)
+	}
+	before := time.Now()
+	d2 := deliverN(t, gs, "g", "c2", 1)
+	checkDeliveries(t, "Deliver to another consumer after the ack deadline", d2, evs, 2)
+
+	// c2 lets it lapse too, and takes it back itself, but only after the
+	// delay.
+	d3 := deliverN(t, gs, "g", "c2", 1)
+	if d := time.Since(before); d < ackDeadline+own-clockSlack {
+		t.Errorf("c2 got back the event that lapsed at it %v after its delivery, before the ack deadline %v and the delay %v", d, ackDeadline, own)
+	}
+	checkDeliveries(t, "Deliver to the same consumer after the delay", d3, evs, 3)
+
+	nack(t, gs, "g", 0, order.AckDone, d3[0].AckID)
+	nacked := time.Now()
+	d4 := deliverN(t, gs, "g", "c2", 1)
+	if d := time.Since(nacked); d > own/2 {
+		t.Errorf("the consumer that nacked an event got it back %v after the nack, want at once", d)
+	}
+	checkDeliveries(t, "Deliver after a nack", d4, evs, 4)
+	ack(t, gs, "g", order.AckDone, d4[0].AckID)
+	checkState(t, "acknowledged", gs, "g", order.GroupState{Position: tails(t, s)})
+}
+
 // testGroupNack: a nack hands an event back for delivery after retry_after,
 // at once for zero, never later than the ack deadline.
 func testGroupNack(t *testing.T, su suite) {

@@ -64,6 +64,7 @@ func Run(t *testing.T, newStore func(t *testing.T, retention time.Duration) orde
 		{"GroupConsumers", false, testGroupConsumers},
 		{"GroupAck", false, testGroupAck},
 		{"GroupRedelivery", false, testGroupRedelivery},
+		{"GroupOwnRedelivery", false, testGroupOwnRedelivery},
 		{"GroupNack", false, testGroupNack},
 		{"GroupDeadLetters", false, testGroupDeadLetters},
 		{"GroupState", false, testGroupState},
