@@ -245,6 +245,10 @@ func TestGroupsGRPC(t *testing.T) {
 				_, err := s.Client.RedriveDeadLetters(ctx, &pb.RedriveDeadLettersRequest{GroupId: "pay"})
 				return err
 			}, codes.InvalidArgument},
+			{"redrive of a malformed dead letter id", func() error {
+				_, err := s.Client.RedriveDeadLetters(ctx, &pb.RedriveDeadLettersRequest{GroupId: "pay", DeadLetterIds: []string{"0/1-0", "nope"}})
+				return err
+			}, codes.InvalidArgument},
 			{"bad dead letter page token", func() error {
 				_, err := s.Client.ListDeadLetters(ctx, &pb.ListDeadLettersRequest{GroupId: "pay", PageToken: "nope"})
 				return err

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/orderexpiry/orderexpiry/internal/gen/orderexpiry/v1"
+	"github.com/orderexpiry/orderexpiry/internal/order"
 )
 
 // watchHandler serves GET /v1/expirations:watch as newline-delimited JSON:
@@ -63,7 +64,7 @@ func consumeHandler(mux *runtime.ServeMux, client pb.OrderServiceClient, writeTi
 			if v := q["max_in_flight"]; v != "" {
 				n, err := strconv.ParseInt(v, 10, 32)
 				if err != nil {
-					return nil, status.Errorf(codes.InvalidArgument, "max_in_flight %q is not a whole number", clip(v))
+					return nil, status.Errorf(codes.InvalidArgument, "max_in_flight %q is not a whole number", order.Clip(v))
 				}
 				req.MaxInFlight = int32(n)
 			}
@@ -297,7 +298,7 @@ func query(r *http.Request, names ...string) (map[string]string, error) {
 	}
 	if len(unknown) > 0 {
 		sort.Strings(unknown)
-		return nil, status.Errorf(codes.InvalidArgument, "unknown query parameter %s; the parameters are %s", clip(strings.Join(unknown, ", ")), strings.Join(names, ", "))
+		return nil, status.Errorf(codes.InvalidArgument, "unknown query parameter %s; the parameters are %s", order.Clip(strings.Join(unknown, ", ")), strings.Join(names, ", "))
 	}
 	return out, nil
 }
@@ -311,12 +312,4 @@ func lowerCamel(name string) string {
 		}
 	}
 	return strings.Join(parts, "")
-}
-
-// clip shortens a value quoted in an error.
-func clip(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "…"
-	}
-	return s
 }

@@ -2,7 +2,6 @@ package memstore
 
 import (
 	"context"
-	"fmt"
 	"maps"
 	"slices"
 	"sort"
@@ -54,7 +53,7 @@ func (s *Store) CreateGroup(ctx context.Context, g order.Group, start order.Posi
 		if old.settings.SameSettings(g) {
 			return old.settings, false, nil
 		}
-		return order.Group{}, false, groupExists(old.settings, g)
+		return order.Group{}, false, order.GroupExists(old.settings, g)
 	}
 	pos := s.last
 	if start != nil {
@@ -83,31 +82,11 @@ func (s *Store) CreateGroup(ctx context.Context, g order.Group, start order.Posi
 	return g, true, nil
 }
 
-// groupExists is the error for creating a group that exists with other
-// settings; it names the settings that differ.
-func groupExists(old, asked order.Group) error {
-	var diffs []string
-	if old.AckDeadline != asked.AckDeadline {
-		diffs = append(diffs, fmt.Sprintf("ack_deadline %s, not %s", old.AckDeadline, asked.AckDeadline))
-	}
-	if old.MaxDeliveries != asked.MaxDeliveries {
-		diffs = append(diffs, fmt.Sprintf("max_deliveries %d, not %d", old.MaxDeliveries, asked.MaxDeliveries))
-	}
-	return order.Errorf(order.KindAlreadyExists,
-		"consumer group %q exists with other settings (%s); ask for its settings, or delete it first",
-		old.ID, strings.Join(diffs, "; "))
-}
-
-// groupNotFound is the error for a group id with no group.
-func groupNotFound(id string) error {
-	return order.Errorf(order.KindNotFound, "consumer group %q not found; create it first", id)
-}
-
 // group returns the group under id. The caller holds mu.
 func (s *Store) group(id string) (*group, error) {
 	g, ok := s.groups[id]
 	if !ok {
-		return nil, groupNotFound(id)
+		return nil, order.GroupNotFound(id)
 	}
 	return g, nil
 }
@@ -289,8 +268,7 @@ func (s *Store) DeadLetters(_ context.Context, groupID, pageToken string, limit 
 	if pageToken != "" {
 		p, c, ok := order.ParseDeadLetterID(pageToken)
 		if !ok || p != 0 {
-			return nil, "", order.Errorf(order.KindInvalid,
-				"page_token %q is not a page token of this list; pass the next_page_token of the page before, or none for the first page", clip(pageToken))
+			return nil, "", order.BadPageToken(pageToken)
 		}
 		after = c
 	}
@@ -328,12 +306,7 @@ func (s *Store) DeadLetters(_ context.Context, groupID, pageToken string, limit 
 func (s *Store) Redrive(_ context.Context, groupID string, ids []string) (int, error) {
 	cs := make([]order.Cursor, 0, len(ids))
 	for _, id := range ids {
-		p, c, ok := order.ParseDeadLetterID(id)
-		if !ok {
-			return 0, order.Errorf(order.KindInvalid,
-				"dead letter id %q is not one; pass the id of a listed dead letter, like \"0/1732170000000-0\"", clip(id))
-		}
-		if p == 0 {
+		if p, c, ok := order.ParseDeadLetterID(id); ok && p == 0 {
 			cs = append(cs, c)
 		}
 	}
@@ -405,12 +378,4 @@ func compareCursors(a, b order.Cursor) int {
 		return 1
 	}
 	return 0
-}
-
-// clip shortens s for quoting in an error message.
-func clip(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "…"
-	}
-	return s
 }

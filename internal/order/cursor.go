@@ -19,12 +19,12 @@ type Cursor struct {
 func ParseCursor(s string) (Cursor, error) {
 	ms, seq, ok := strings.Cut(s, "-")
 	if !ok || ms == "" || seq == "" || len(s) > 41 {
-		return Cursor{}, Errorf(KindInvalid, "after_cursor %q is not a cursor: pass the cursor field of a received event, like \"1732170000000-0\"", clip(s))
+		return Cursor{}, Errorf(KindInvalid, "after_cursor %q is not a cursor: pass the cursor field of a received event, like \"1732170000000-0\"", Clip(s))
 	}
 	m, err1 := strconv.ParseUint(ms, 10, 64)
 	q, err2 := strconv.ParseUint(seq, 10, 64)
 	if err1 != nil || err2 != nil {
-		return Cursor{}, Errorf(KindInvalid, "after_cursor %q is not a cursor: pass the cursor field of a received event, like \"1732170000000-0\"", clip(s))
+		return Cursor{}, Errorf(KindInvalid, "after_cursor %q is not a cursor: pass the cursor field of a received event, like \"1732170000000-0\"", Clip(s))
 	}
 	return Cursor{Ms: m, Seq: q}, nil
 }
@@ -45,8 +45,9 @@ func (c Cursor) Less(d Cursor) bool {
 // Next returns the cursor that follows c within the same millisecond.
 func (c Cursor) Next() Cursor { return Cursor{Ms: c.Ms, Seq: c.Seq + 1} }
 
-// clip shortens s for quoting in an error message.
-func clip(s string) string {
+// Clip shortens s for quoting in an error message, so that a huge input is
+// not echoed whole.
+func Clip(s string) string {
 	if len(s) > 64 {
 		return s[:64] + "…"
 	}
@@ -94,7 +95,7 @@ func ParsePosition(s string) (Position, error) {
 			if len(parts) == 1 {
 				return nil, err
 			}
-			return nil, Errorf(KindInvalid, "after_cursor %q is not a cursor: part %d, %q, is not of the form \"1732170000000-0\"; pass the cursor field of a received event", clip(s), i+1, clip(part))
+			return nil, Errorf(KindInvalid, "after_cursor %q is not a cursor: part %d, %q, is not of the form \"1732170000000-0\"; pass the cursor field of a received event", Clip(s), i+1, Clip(part))
 		}
 		p[i] = c
 	}
@@ -105,7 +106,7 @@ func ParsePosition(s string) (Position, error) {
 // partitions. The message quotes p clipped: a cursor can be 43 KB long.
 func (p Position) CheckParts(n int) error {
 	if len(p) != n {
-		return Errorf(KindInvalid, "after_cursor %q has %d part(s), but this service's expiration log has %d partition(s): it does not come from this service; pass the cursor field of a received event", clip(p.String()), len(p), n)
+		return Errorf(KindInvalid, "after_cursor %q has %d part(s), but this service's expiration log has %d partition(s): it does not come from this service; pass the cursor field of a received event", Clip(p.String()), len(p), n)
 	}
 	return nil
 }

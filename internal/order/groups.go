@@ -159,6 +159,30 @@ func ParseDeadLetterID(s string) (partition int, c Cursor, ok bool) {
 	return part, c, true
 }
 
+// GroupNotFound is the error for a group id with no group.
+func GroupNotFound(id string) error {
+	return Errorf(KindNotFound, "consumer group %q not found; create it first", id)
+}
+
+// GroupExists is the error for creating a group that exists with other
+// settings; it names the settings that differ.
+func GroupExists(old, asked Group) error {
+	var diffs []string
+	if old.AckDeadline != asked.AckDeadline {
+		diffs = append(diffs, fmt.Sprintf("ack_deadline %s, not %s", old.AckDeadline, asked.AckDeadline))
+	}
+	if old.MaxDeliveries != asked.MaxDeliveries {
+		diffs = append(diffs, fmt.Sprintf("max_deliveries %d, not %d", old.MaxDeliveries, asked.MaxDeliveries))
+	}
+	return Errorf(KindAlreadyExists, "consumer group %q exists with other settings (%s); ask for its settings, or delete it first",
+		old.ID, strings.Join(diffs, "; "))
+}
+
+// BadPageToken is the error for a page token of a list that it did not give.
+func BadPageToken(token string) error {
+	return Errorf(KindInvalid, "page_token %q is not a page token of this list; pass the next_page_token of the page before, or none for the first page", Clip(token))
+}
+
 // GroupStore is the part of the store contract that keeps consumer groups.
 // Every error is an *Error, as Store's are.
 type GroupStore interface {

@@ -99,9 +99,9 @@ func (l Limits) ValidateMetadata(md map[string]string) error {
 		case k == "":
 			return Errorf(KindInvalid, "metadata has an empty key")
 		case len(k) > l.MaxMetadataKeyBytes:
-			return Errorf(KindInvalid, "metadata key %q is %d bytes long; the limit is %d", clip(k), len(k), l.MaxMetadataKeyBytes)
+			return Errorf(KindInvalid, "metadata key %q is %d bytes long; the limit is %d", Clip(k), len(k), l.MaxMetadataKeyBytes)
 		case !printable(k):
-			return Errorf(KindInvalid, "metadata key %q must be printable UTF-8", clip(k))
+			return Errorf(KindInvalid, "metadata key %q must be printable UTF-8", Clip(k))
 		case len(v) > l.MaxMetadataValueBytes:
 			return Errorf(KindInvalid, "metadata[%q] is %d bytes long; the limit is %d", k, len(v), l.MaxMetadataValueBytes)
 		case !utf8.ValidString(v):

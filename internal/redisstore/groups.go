@@ -332,10 +332,6 @@ func parseSettings(id, rec string, partitions int) (settings, error) {
 	}, nil
 }
 
-func groupNotFound(id string) error {
-	return order.Errorf(order.KindNotFound, "consumer group %q not found", id)
-}
-
 // CreateGroup creates a consumer group, or answers the one that exists with
 // the same settings. Its groups on the partitions' streams are created
 // after its settings: a call that failed between the two is finished by the
@@ -369,9 +365,7 @@ func (s *Store) CreateGroup(ctx context.Context, g order.Group, start order.Posi
 		return order.Group{}, false, s.corrupt(groupsKey, err, "field", g.ID)
 	}
 	if res[0] == "exists" && !got.SameSettings(g) {
-		return order.Group{}, false, order.Errorf(order.KindAlreadyExists,
-			"consumer group %q exists with ack_deadline %s and max_deliveries %d; delete it first, or create it with those settings",
-			g.ID, got.AckDeadline, got.MaxDeliveries)
+		return order.Group{}, false, order.GroupExists(got.Group, g)
 	}
 	// At the recorded start, which is this call's unless the group existed.
 	pipe := s.rdb.Pipeline()
@@ -427,7 +421,7 @@ func (s *Store) group(ctx context.Context, id string) (settings, error) {
 	defer cancel()
 	rec, err := s.rdb.HGet(ctx, groupsKey, id).Result()
 	if errors.Is(err, redis.Nil) {
-		return settings{}, groupNotFound(id)
+		return settings{}, order.GroupNotFound(id)
 	}
 	if err != nil {
 		return settings{}, storeError(err)
@@ -700,7 +694,7 @@ func (s *Store) DeadLetters(ctx context.Context, group, pageToken string, limit 
 	if pageToken != "" {
 		p, c, ok := order.ParseDeadLetterID(pageToken)
 		if !ok || p >= len(parts) {
-			return nil, "", order.Errorf(order.KindInvalid, "page_token %q is not one this service gave; pass next_page_token of the previous page", clipToken(pageToken))
+			return nil, "", order.BadPageToken(pageToken)
 		}
 		from, after = p, "("+c.String()
 	}
@@ -731,14 +725,6 @@ func (s *Store) DeadLetters(ctx context.Context, group, pageToken string, limit 
 		next = out[len(out)-1].ID
 	}
 	return out, next, nil
-}
-
-// clipToken shortens a page token quoted in an error.
-func clipToken(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "…"
-	}
-	return s
 }
 
 // redriveBatch is how many dead letters one script call hands back.

@@ -621,6 +621,11 @@ func (s *Service) RedriveDeadLetters(ctx context.Context, req *pb.RedriveDeadLet
 	case len(ids) > maxAckIDs:
 		return nil, s.status(ctx, order.Errorf(order.KindInvalid, "dead_letter_ids has %d ids: give at most %d, or all", len(ids), maxAckIDs))
 	}
+	for _, id := range ids {
+		if _, _, ok := order.ParseDeadLetterID(id); !ok {
+			return nil, s.status(ctx, order.Errorf(order.KindInvalid, "dead_letter_ids: %q is not a dead letter id; pass the dead_letter_id of a listed one, like \"0/1732170000000-0\"", order.Clip(id)))
+		}
+	}
 	n, err := s.store.Redrive(ctx, req.GetGroupId(), ids)
 	if err != nil {
 		return nil, s.status(ctx, err)
