@@ -75,7 +75,7 @@ func (h *Hub) Follow(ctx context.Context, after order.Position, started func() e
 		last = sub.From
 	} else {
 		var err error
-		if last, err = h.checkPosition(ctx, after.Clone()); err != nil {
+		if last, err = h.CheckPosition(ctx, after.Clone()); err != nil {
 			return after, err
 		}
 		if err := h.reserve(); err != nil {
@@ -165,16 +165,11 @@ func (h *Hub) checkCatchUp(ctx context.Context, last order.Position, missed orde
 			missed.Cursor.String() + ": events after after_cursor=" + last.String() + " are gone; start a new watch without after_cursor"}
 }
 
-// CheckPosition is checkPosition, for a consumer group's start.
-func (h *Hub) CheckPosition(ctx context.Context, p order.Position) (order.Position, error) {
-	return h.checkPosition(ctx, p)
-}
-
-// checkPosition says whether a watch can resume after p without a gap, and
-// returns p with one part per partition: a single zero cursor ("0-0") is
+// CheckPosition says whether a watch, or a consumer group, can start after
+// p without a gap, and returns p with one part per partition: a single zero cursor ("0-0") is
 // the start of every partition, so that "0-0" replays the whole retained
 // log whatever the number of partitions.
-func (h *Hub) checkPosition(ctx context.Context, p order.Position) (order.Position, error) {
+func (h *Hub) CheckPosition(ctx context.Context, p order.Position) (order.Position, error) {
 	n, err := h.log.Partitions(ctx)
 	if err != nil {
 		return p, err
