@@ -5,6 +5,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/orderexpiry/orderexpiry/internal/order"
 )
 
 // MaxSweepSleep is the longest the sweeper sleeps when nothing wakes it.
@@ -21,11 +23,10 @@ const SweepBatch = sweepBatch
 // had been lost. It runs the script with EVAL, so that the sweeper's calls are
 // the only EVALSHA calls Redis counts.
 func (s *Store) CheckoutUnannounced(ctx context.Context, id string, ttl time.Duration) error {
-	parts, err := s.layout(ctx)
+	p, err := s.orderPartition(ctx, id)
 	if err != nil {
 		return err
 	}
-	p := partitionOf(id, parts)
 	keys := p.keys.scriptKeys()
 	keys[3] = p.keys.prefix + "nobody-listens"
 	return checkoutScript.Eval(ctx, s.rdb, keys, s.args(p, checkoutArgs(id, ttl, "")...)...).Err()
@@ -60,7 +61,7 @@ func (s *Store) CheckoutMany(ctx context.Context, ids []string, ttl time.Duratio
 	for chunk := range slices.Chunk(ids, 1000) {
 		pipe := s.rdb.Pipeline()
 		for _, id := range chunk {
-			p := partitionOf(id, parts)
+			p := parts[order.PartitionOf(id, len(parts))]
 			checkoutScript.EvalSha(ctx, pipe, p.keys.scriptKeys(), s.args(p, checkoutArgs(id, ttl, meta)...)...)
 		}
 		if _, err := pipe.Exec(ctx); err != nil {

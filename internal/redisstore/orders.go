@@ -21,11 +21,10 @@ func (s *Store) Checkout(ctx context.Context, id string, ttl time.Duration, md m
 	if err := s.evictionRefusal(); err != nil {
 		return order.Order{}, false, err
 	}
-	parts, err := s.layout(ctx)
+	p, err := s.orderPartition(ctx, id)
 	if err != nil {
 		return order.Order{}, false, err
 	}
-	p := partitionOf(id, parts)
 	res, err := s.runDurable(ctx, p, checkoutScript, checkoutArgs(id, ttl, meta)...)
 	if err != nil {
 		return order.Order{}, false, err
@@ -63,11 +62,10 @@ func checkoutArgs(id string, ttl time.Duration, meta string) []any {
 
 // Get returns an order, pending or closed.
 func (s *Store) Get(ctx context.Context, id string) (order.Order, error) {
-	parts, err := s.layout(ctx)
+	p, err := s.orderPartition(ctx, id)
 	if err != nil {
 		return order.Order{}, err
 	}
-	p := partitionOf(id, parts)
 	res, err := s.run(ctx, p, getScript, id)
 	if err != nil {
 		return order.Order{}, err
@@ -93,11 +91,10 @@ func (s *Store) Cancel(ctx context.Context, id string) (order.Order, error) {
 }
 
 func (s *Store) finish(ctx context.Context, id string, to order.Status) (order.Order, error) {
-	parts, err := s.layout(ctx)
+	p, err := s.orderPartition(ctx, id)
 	if err != nil {
 		return order.Order{}, err
 	}
-	p := partitionOf(id, parts)
 	res, err := s.runDurable(ctx, p, finishScript, id, to.String())
 	if err != nil {
 		return order.Order{}, err
@@ -118,11 +115,10 @@ func (s *Store) finish(ctx context.Context, id string, to order.Status) (order.O
 
 // Reschedule gives a pending order before its deadline a new one.
 func (s *Store) Reschedule(ctx context.Context, id string, r order.Reschedule) (order.Order, error) {
-	parts, err := s.layout(ctx)
+	p, err := s.orderPartition(ctx, id)
 	if err != nil {
 		return order.Order{}, err
 	}
-	p := partitionOf(id, parts)
 	mode, value := "ttl", r.TTL.Milliseconds()
 	if !r.At.IsZero() {
 		mode, value = "at", r.At.UnixMilli()

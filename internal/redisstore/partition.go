@@ -35,9 +35,13 @@ func (p *partition) wakeUp() {
 	}
 }
 
-// partitionOf returns the partition of an order id.
-func partitionOf(id string, parts []*partition) *partition {
-	return parts[order.PartitionOf(id, len(parts))]
+// orderPartition returns the partition of an order id.
+func (s *Store) orderPartition(ctx context.Context, id string) (*partition, error) {
+	parts, err := s.layout(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return parts[order.PartitionOf(id, len(parts))], nil
 }
 
 // layout returns the store's partitions, unless the replica refuses every
