@@ -221,17 +221,7 @@ func TestFaultNetwork(t *testing.T) {
 
 	phase := func(name string, d time.Duration, typ string, attrs toxiproxy.Attributes) {
 		t.Helper()
-		for _, stream := range []string{"downstream", "upstream"} {
-			if _, err := proxy.AddToxic(name+"-"+stream, typ, stream, 1, attrs); err != nil {
-				t.Fatal(err)
-			}
-		}
-		time.Sleep(d)
-		for _, stream := range []string{"downstream", "upstream"} {
-			if err := proxy.RemoveToxic(name + "-" + stream); err != nil {
-				t.Fatal(err)
-			}
-		}
+		withToxic(t, proxy, name, typ, attrs, d)
 		time.Sleep(500 * time.Millisecond)
 	}
 	phase("latency", 2*time.Second, "latency", toxiproxy.Attributes{"latency": 50, "jitter": 20})

@@ -274,19 +274,6 @@ func TestLinearizability(t *testing.T) {
 
 	// The faults, one at a time, in an order the seed chooses.
 	faults := map[string]int{}
-	toxic := func(name, typ string, attrs toxiproxy.Attributes, d time.Duration) {
-		for _, stream := range []string{"downstream", "upstream"} {
-			if _, err := proxy.AddToxic(name+"-"+stream, typ, stream, 1, attrs); err != nil {
-				t.Fatal(err)
-			}
-		}
-		time.Sleep(d)
-		for _, stream := range []string{"downstream", "upstream"} {
-			if err := proxy.RemoveToxic(name + "-" + stream); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
 	end := time.Now().Add(runFor)
 	for time.Now().Before(end) {
 		time.Sleep(time.Duration(300+rng.IntN(700)) * time.Millisecond)
@@ -308,10 +295,10 @@ func TestLinearizability(t *testing.T) {
 			}
 			faults["redis_sigstop"]++
 		case 2:
-			toxic("latency", "latency", toxiproxy.Attributes{"latency": 20 + rng.IntN(150), "jitter": 20}, time.Duration(500+rng.IntN(1500))*time.Millisecond)
+			withToxic(t, proxy, "latency", "latency", toxiproxy.Attributes{"latency": 20 + rng.IntN(150), "jitter": 20}, time.Duration(500+rng.IntN(1500))*time.Millisecond)
 			faults["latency"]++
 		case 3:
-			toxic("reset", "reset_peer", toxiproxy.Attributes{"timeout": 0}, time.Duration(100+rng.IntN(400))*time.Millisecond)
+			withToxic(t, proxy, "reset", "reset_peer", toxiproxy.Attributes{"timeout": 0}, time.Duration(100+rng.IntN(400))*time.Millisecond)
 			faults["reset"]++
 		}
 	}

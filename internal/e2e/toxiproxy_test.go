@@ -65,3 +65,20 @@ func startToxiproxy(t *testing.T) *toxiproxy.Client {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// withToxic adds a toxic of the given type to both directions of proxy,
+// keeps it for d, and removes it.
+func withToxic(t *testing.T, proxy *toxiproxy.Proxy, name, typ string, attrs toxiproxy.Attributes, d time.Duration) {
+	t.Helper()
+	for _, stream := range []string{"downstream", "upstream"} {
+		if _, err := proxy.AddToxic(name+"-"+stream, typ, stream, 1, attrs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(d)
+	for _, stream := range []string{"downstream", "upstream"} {
+		if err := proxy.RemoveToxic(name + "-" + stream); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
