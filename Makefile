@@ -125,15 +125,15 @@ lint: tools third_party ## buf lint the protos
 	$(BIN)/buf lint
 
 generate: tools third_party ## regenerate the Go, gRPC, gateway and OpenAPI code from proto/
-	rm -rf internal/gen/orderexpiry internal/gen/openapi/orderexpiry
+	rm -f proto/orderexpiry/v1/*.go && rm -rf internal/gen/openapi/orderexpiry
 	$(BIN)/buf generate
 	$(BIN)/buf lint
 
 # Regenerates into the work tree and fails if anything changed, so the
 # checked-in code always matches the protos.
 check-generated: generate ## regenerate, and fail if the checked-in code differs
-	@git diff --exit-code --stat -- internal/gen || { echo "generated code is stale: run make generate and commit"; exit 1; }
-	@test -z "$$(git status --porcelain -- internal/gen)" || { git status --porcelain -- internal/gen; echo "generated code is stale: run make generate and commit"; exit 1; }
+	@git diff --exit-code --stat -- proto internal/gen || { echo "generated code is stale: run make generate and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- proto internal/gen)" || { git status --porcelain -- proto internal/gen; echo "generated code is stale: run make generate and commit"; exit 1; }
 
 clean: ## remove ./bin and third_party
 	rm -rf $(BIN) third_party

@@ -24,7 +24,7 @@ import (
 
 	"google.golang.org/grpc"
 
-	pb "github.com/orderexpiry/orderexpiry/internal/gen/orderexpiry/v1"
+	pb "github.com/orderexpiry/orderexpiry/proto/orderexpiry/v1"
 )
 
 // Stages are the measurements, in the order they run.

@@ -11,8 +11,8 @@ import (
 
 	"google.golang.org/grpc/codes"
 
-	pb "github.com/orderexpiry/orderexpiry/internal/gen/orderexpiry/v1"
 	"github.com/orderexpiry/orderexpiry/internal/redistest"
+	pb "github.com/orderexpiry/orderexpiry/proto/orderexpiry/v1"
 )
 
 // TestRedisEmptied empties Redis (FLUSHALL) under a running server: health

@@ -25,9 +25,9 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	pb "github.com/orderexpiry/orderexpiry/internal/gen/orderexpiry/v1"
 	"github.com/orderexpiry/orderexpiry/internal/order"
 	"github.com/orderexpiry/orderexpiry/internal/redistest"
+	pb "github.com/orderexpiry/orderexpiry/proto/orderexpiry/v1"
 )
 
 // gfRules are the group settings of the fault test and the slack its

@@ -11,7 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	pb "github.com/orderexpiry/orderexpiry/internal/gen/orderexpiry/v1"
+	pb "github.com/orderexpiry/orderexpiry/proto/orderexpiry/v1"
 )
 
 // TestLimits: past -max-watchers a watch is refused with

@@ -12,7 +12,7 @@ import (
 	"github.com/anishathalye/porcupine"
 	"google.golang.org/grpc/codes"
 
-	pb "github.com/orderexpiry/orderexpiry/internal/gen/orderexpiry/v1"
+	pb "github.com/orderexpiry/orderexpiry/proto/orderexpiry/v1"
 )
 
 // linSkew is how far the model lets Redis's clock, by which deadlines are

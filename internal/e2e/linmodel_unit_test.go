@@ -8,7 +8,7 @@ import (
 	"github.com/anishathalye/porcupine"
 	"google.golang.org/grpc/codes"
 
-	pb "github.com/orderexpiry/orderexpiry/internal/gen/orderexpiry/v1"
+	pb "github.com/orderexpiry/orderexpiry/proto/orderexpiry/v1"
 )
 
 // TestLinModel holds the order model to small histories written by hand,

@@ -15,8 +15,8 @@ import (
 	"github.com/prometheus/common/model"
 	"google.golang.org/grpc/codes"
 
-	pb "github.com/orderexpiry/orderexpiry/internal/gen/orderexpiry/v1"
 	"github.com/orderexpiry/orderexpiry/internal/redistest"
+	pb "github.com/orderexpiry/orderexpiry/proto/orderexpiry/v1"
 )
 
 // TestMetrics: /metrics counts what happened to orders (a retry is not a

@@ -11,8 +11,8 @@ import (
 
 	"google.golang.org/grpc/codes"
 
-	pb "github.com/orderexpiry/orderexpiry/internal/gen/orderexpiry/v1"
 	"github.com/orderexpiry/orderexpiry/internal/serverproc"
+	pb "github.com/orderexpiry/orderexpiry/proto/orderexpiry/v1"
 )
 
 // The tests of what only the binary shows: its serving line, its exit code

@@ -11,9 +11,9 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
-	pb "github.com/orderexpiry/orderexpiry/internal/gen/orderexpiry/v1"
 	"github.com/orderexpiry/orderexpiry/internal/redistest"
 	"github.com/orderexpiry/orderexpiry/internal/serverproc"
+	pb "github.com/orderexpiry/orderexpiry/proto/orderexpiry/v1"
 )
 
 // TestRedisTLS runs the service on a redis-server that speaks only TLS and

@@ -8,7 +8,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	pb "github.com/orderexpiry/orderexpiry/internal/gen/orderexpiry/v1"
+	pb "github.com/orderexpiry/orderexpiry/proto/orderexpiry/v1"
 )
 
 // TestRescheduleGRPC: an order rescheduled later expires at its new deadline,

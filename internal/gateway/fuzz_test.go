@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	pb "github.com/orderexpiry/orderexpiry/internal/gen/orderexpiry/v1"
+	pb "github.com/orderexpiry/orderexpiry/proto/orderexpiry/v1"
 )
 
 // FuzzCheckoutBody posts arbitrary bytes as the body of POST /v1/orders to

@@ -24,7 +24,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	pb "github.com/orderexpiry/orderexpiry/internal/gen/orderexpiry/v1"
+	pb "github.com/orderexpiry/orderexpiry/proto/orderexpiry/v1"
 )
 
 // fakeServer is an OrderService whose answers the test chooses. Each

@@ -20,8 +20,8 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
-	pb "github.com/orderexpiry/orderexpiry/internal/gen/orderexpiry/v1"
 	"github.com/orderexpiry/orderexpiry/internal/order"
+	pb "github.com/orderexpiry/orderexpiry/proto/orderexpiry/v1"
 )
 
 // watchHandler serves GET /v1/expirations:watch as newline-delimited JSON:

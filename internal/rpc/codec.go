@@ -10,8 +10,8 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
-	pb "github.com/orderexpiry/orderexpiry/internal/gen/orderexpiry/v1"
 	"github.com/orderexpiry/orderexpiry/internal/order"
+	pb "github.com/orderexpiry/orderexpiry/proto/orderexpiry/v1"
 )
 
 // Codec is the server's codec: protobuf, except that an event already

@@ -15,8 +15,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	pb "github.com/orderexpiry/orderexpiry/internal/gen/orderexpiry/v1"
 	"github.com/orderexpiry/orderexpiry/internal/order"
+	pb "github.com/orderexpiry/orderexpiry/proto/orderexpiry/v1"
 )
 
 func event(ms uint64, id string) order.Event {

@@ -2143,7 +2143,7 @@ const file_orderexpiry_v1_order_service_proto_rawDesc = "" +
 	"\x16AcknowledgeExpirations\x12-.orderexpiry.v1.AcknowledgeExpirationsRequest\x1a..orderexpiry.v1.AcknowledgeExpirationsResponse\",\x82\xd3\xe4\x93\x02&:\x01*\"!/v1/groups/{group_id}:acknowledge\x12\x89\x01\n" +
 	"\x0fNackExpirations\x12&.orderexpiry.v1.NackExpirationsRequest\x1a'.orderexpiry.v1.NackExpirationsResponse\"%\x82\xd3\xe4\x93\x02\x1f:\x01*\"\x1a/v1/groups/{group_id}:nack\x12\x8d\x01\n" +
 	"\x0fListDeadLetters\x12&.orderexpiry.v1.ListDeadLettersRequest\x1a'.orderexpiry.v1.ListDeadLettersResponse\")\x82\xd3\xe4\x93\x02#\x12!/v1/groups/{group_id}/deadLetters\x12\x95\x01\n" +
-	"\x12RedriveDeadLetters\x12).orderexpiry.v1.RedriveDeadLettersRequest\x1a*.orderexpiry.v1.RedriveDeadLettersResponse\"(\x82\xd3\xe4\x93\x02\":\x01*\"\x1d/v1/groups/{group_id}:redriveBNZLgithub.com/orderexpiry/orderexpiry/internal/gen/orderexpiry/v1;orderexpiryv1b\x06proto3"
+	"\x12RedriveDeadLetters\x12).orderexpiry.v1.RedriveDeadLettersRequest\x1a*.orderexpiry.v1.RedriveDeadLettersResponse\"(\x82\xd3\xe4\x93\x02\":\x01*\"\x1d/v1/groups/{group_id}:redriveBGZEgithub.com/orderexpiry/orderexpiry/proto/orderexpiry/v1;orderexpiryv1b\x06proto3"
 
 var (
 	file_orderexpiry_v1_order_service_proto_rawDescOnce sync.Once
