@@ -1983,6 +1983,435 @@ func (x *RedriveDeadLettersResponse) GetRedriven() int64 {
 	return 0
 }
 
+// GetStatsRequest asks for the service's statistics; it has no parameters.
+type GetStatsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetStatsRequest) Reset() {
+	*x = GetStatsRequest{}
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetStatsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetStatsRequest) ProtoMessage() {}
+
+func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetStatsRequest.ProtoReflect.Descriptor instead.
+func (*GetStatsRequest) Descriptor() ([]byte, []int) {
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{29}
+}
+
+// Stats are the service's statistics, read at one call.
+type Stats struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// orders counts the orders by status.
+	Orders *OrderCounts `protobuf:"bytes,1,opt,name=orders,proto3" json:"orders,omitempty"`
+	// partitions are the partitions of the store, by index: their pending
+	// orders and next deadline.
+	Partitions []*PartitionStats `protobuf:"bytes,2,rep,name=partitions,proto3" json:"partitions,omitempty"`
+	// consumer_groups are the consumer groups by id, with their state, as
+	// ListConsumerGroups gives them.
+	ConsumerGroups []*ConsumerGroup `protobuf:"bytes,3,rep,name=consumer_groups,json=consumerGroups,proto3" json:"consumer_groups,omitempty"`
+	// replica is what the replica that answered serves.
+	Replica *ReplicaStats `protobuf:"bytes,4,opt,name=replica,proto3" json:"replica,omitempty"`
+	// read_time is when the answering replica read the statistics.
+	ReadTime      *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=read_time,json=readTime,proto3" json:"read_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Stats) Reset() {
+	*x = Stats{}
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Stats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Stats) ProtoMessage() {}
+
+func (x *Stats) ProtoReflect() protoreflect.Message {
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Stats.ProtoReflect.Descriptor instead.
+func (*Stats) Descriptor() ([]byte, []int) {
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *Stats) GetOrders() *OrderCounts {
+	if x != nil {
+		return x.Orders
+	}
+	return nil
+}
+
+func (x *Stats) GetPartitions() []*PartitionStats {
+	if x != nil {
+		return x.Partitions
+	}
+	return nil
+}
+
+func (x *Stats) GetConsumerGroups() []*ConsumerGroup {
+	if x != nil {
+		return x.ConsumerGroups
+	}
+	return nil
+}
+
+func (x *Stats) GetReplica() *ReplicaStats {
+	if x != nil {
+		return x.Replica
+	}
+	return nil
+}
+
+func (x *Stats) GetReadTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ReadTime
+	}
+	return nil
+}
+
+// OrderCounts counts the orders by status, summed over the partitions.
+type OrderCounts struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// pending counts the orders pending now: in the store's deadline index,
+	// including any whose deadline passed a moment ago and that are being
+	// expired.
+	Pending int64 `protobuf:"varint,1,opt,name=pending,proto3" json:"pending,omitempty"`
+	// expired counts every expiration the store's log has recorded since
+	// counted_since, including those retention has dropped from the log
+	// since.
+	Expired int64 `protobuf:"varint,2,opt,name=expired,proto3" json:"expired,omitempty"`
+	// completed counts the orders completed since counted_since.
+	Completed int64 `protobuf:"varint,3,opt,name=completed,proto3" json:"completed,omitempty"`
+	// cancelled counts the orders cancelled since counted_since.
+	Cancelled int64 `protobuf:"varint,4,opt,name=cancelled,proto3" json:"cancelled,omitempty"`
+	// counted_since is when the store's history began: for the memory store
+	// the process's start; for Redis the store's first start, or the last
+	// time a replica found its Redis emptied; unset for a Redis store created
+	// before versions recorded it. A Redis store that ran a version without
+	// these counts counts completed and cancelled orders only from its first
+	// run of a version with them.
+	CountedSince  *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=counted_since,json=countedSince,proto3" json:"counted_since,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OrderCounts) Reset() {
+	*x = OrderCounts{}
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OrderCounts) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OrderCounts) ProtoMessage() {}
+
+func (x *OrderCounts) ProtoReflect() protoreflect.Message {
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OrderCounts.ProtoReflect.Descriptor instead.
+func (*OrderCounts) Descriptor() ([]byte, []int) {
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *OrderCounts) GetPending() int64 {
+	if x != nil {
+		return x.Pending
+	}
+	return 0
+}
+
+func (x *OrderCounts) GetExpired() int64 {
+	if x != nil {
+		return x.Expired
+	}
+	return 0
+}
+
+func (x *OrderCounts) GetCompleted() int64 {
+	if x != nil {
+		return x.Completed
+	}
+	return 0
+}
+
+func (x *OrderCounts) GetCancelled() int64 {
+	if x != nil {
+		return x.Cancelled
+	}
+	return 0
+}
+
+func (x *OrderCounts) GetCountedSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CountedSince
+	}
+	return nil
+}
+
+// PartitionStats is one partition of the store.
+type PartitionStats struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// partition is the partition's index, from 0.
+	Partition int32 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	// pending counts the partition's pending orders, as OrderCounts.pending.
+	Pending int64 `protobuf:"varint,2,opt,name=pending,proto3" json:"pending,omitempty"`
+	// next_deadline is the earliest deadline of the partition's pending
+	// orders; unset when none is pending.
+	NextDeadline *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=next_deadline,json=nextDeadline,proto3" json:"next_deadline,omitempty"`
+	// events counts the expirations the partition's log retains now.
+	Events        int64 `protobuf:"varint,4,opt,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PartitionStats) Reset() {
+	*x = PartitionStats{}
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PartitionStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PartitionStats) ProtoMessage() {}
+
+func (x *PartitionStats) ProtoReflect() protoreflect.Message {
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PartitionStats.ProtoReflect.Descriptor instead.
+func (*PartitionStats) Descriptor() ([]byte, []int) {
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *PartitionStats) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *PartitionStats) GetPending() int64 {
+	if x != nil {
+		return x.Pending
+	}
+	return 0
+}
+
+func (x *PartitionStats) GetNextDeadline() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NextDeadline
+	}
+	return nil
+}
+
+func (x *PartitionStats) GetEvents() int64 {
+	if x != nil {
+		return x.Events
+	}
+	return 0
+}
+
+// ReplicaStats is what the replica that answered serves: each replica has
+// its own.
+type ReplicaStats struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// watchers counts the WatchExpirations streams open on this replica
+	// (REST watches included).
+	Watchers int32 `protobuf:"varint,1,opt,name=watchers,proto3" json:"watchers,omitempty"`
+	// lateness summarizes how late the expirations of the last window
+	// reached this replica's watchers.
+	Lateness      *LatenessSummary `protobuf:"bytes,2,opt,name=lateness,proto3" json:"lateness,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicaStats) Reset() {
+	*x = ReplicaStats{}
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicaStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicaStats) ProtoMessage() {}
+
+func (x *ReplicaStats) ProtoReflect() protoreflect.Message {
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicaStats.ProtoReflect.Descriptor instead.
+func (*ReplicaStats) Descriptor() ([]byte, []int) {
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *ReplicaStats) GetWatchers() int32 {
+	if x != nil {
+		return x.Watchers
+	}
+	return 0
+}
+
+func (x *ReplicaStats) GetLateness() *LatenessSummary {
+	if x != nil {
+		return x.Lateness
+	}
+	return nil
+}
+
+// LatenessSummary summarizes the lateness of the expirations that reached a
+// replica's watchers within a window: the time from each order's deadline
+// to its event's publication to the watchers, by the replica's clock.
+type LatenessSummary struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// window is how far back the summary goes from read_time.
+	Window *durationpb.Duration `protobuf:"bytes,1,opt,name=window,proto3" json:"window,omitempty"`
+	// count is how many expirations the summary is of: those of the window,
+	// at most the last 4096.
+	Count int64 `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	// p50 is their median lateness; unset when count is 0, as are the others.
+	P50 *durationpb.Duration `protobuf:"bytes,3,opt,name=p50,proto3" json:"p50,omitempty"`
+	// p99 is their 99th percentile lateness.
+	P99 *durationpb.Duration `protobuf:"bytes,4,opt,name=p99,proto3" json:"p99,omitempty"`
+	// max is the latest of them.
+	Max           *durationpb.Duration `protobuf:"bytes,5,opt,name=max,proto3" json:"max,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LatenessSummary) Reset() {
+	*x = LatenessSummary{}
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LatenessSummary) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LatenessSummary) ProtoMessage() {}
+
+func (x *LatenessSummary) ProtoReflect() protoreflect.Message {
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LatenessSummary.ProtoReflect.Descriptor instead.
+func (*LatenessSummary) Descriptor() ([]byte, []int) {
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *LatenessSummary) GetWindow() *durationpb.Duration {
+	if x != nil {
+		return x.Window
+	}
+	return nil
+}
+
+func (x *LatenessSummary) GetCount() int64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *LatenessSummary) GetP50() *durationpb.Duration {
+	if x != nil {
+		return x.P50
+	}
+	return nil
+}
+
+func (x *LatenessSummary) GetP99() *durationpb.Duration {
+	if x != nil {
+		return x.P99
+	}
+	return nil
+}
+
+func (x *LatenessSummary) GetMax() *durationpb.Duration {
+	if x != nil {
+		return x.Max
+	}
+	return nil
+}
+
 var File_orderexpiry_v1_order_service_proto protoreflect.FileDescriptor
 
 const file_orderexpiry_v1_order_service_proto_rawDesc = "" +
@@ -2111,7 +2540,36 @@ const file_orderexpiry_v1_order_service_proto_rawDesc = "" +
 	"\x0fdead_letter_ids\x18\x02 \x03(\tR\rdeadLetterIds\x12\x10\n" +
 	"\x03all\x18\x03 \x01(\bR\x03all\"8\n" +
 	"\x1aRedriveDeadLettersResponse\x12\x1a\n" +
-	"\bredriven\x18\x01 \x01(\x03R\bredriven*\x97\x01\n" +
+	"\bredriven\x18\x01 \x01(\x03R\bredriven\"\x11\n" +
+	"\x0fGetStatsRequest\"\xb5\x02\n" +
+	"\x05Stats\x123\n" +
+	"\x06orders\x18\x01 \x01(\v2\x1b.orderexpiry.v1.OrderCountsR\x06orders\x12>\n" +
+	"\n" +
+	"partitions\x18\x02 \x03(\v2\x1e.orderexpiry.v1.PartitionStatsR\n" +
+	"partitions\x12F\n" +
+	"\x0fconsumer_groups\x18\x03 \x03(\v2\x1d.orderexpiry.v1.ConsumerGroupR\x0econsumerGroups\x126\n" +
+	"\areplica\x18\x04 \x01(\v2\x1c.orderexpiry.v1.ReplicaStatsR\areplica\x127\n" +
+	"\tread_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\breadTime\"\xbe\x01\n" +
+	"\vOrderCounts\x12\x18\n" +
+	"\apending\x18\x01 \x01(\x03R\apending\x12\x18\n" +
+	"\aexpired\x18\x02 \x01(\x03R\aexpired\x12\x1c\n" +
+	"\tcompleted\x18\x03 \x01(\x03R\tcompleted\x12\x1c\n" +
+	"\tcancelled\x18\x04 \x01(\x03R\tcancelled\x12?\n" +
+	"\rcounted_since\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\fcountedSince\"\xa1\x01\n" +
+	"\x0ePartitionStats\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\x05R\tpartition\x12\x18\n" +
+	"\apending\x18\x02 \x01(\x03R\apending\x12?\n" +
+	"\rnext_deadline\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\fnextDeadline\x12\x16\n" +
+	"\x06events\x18\x04 \x01(\x03R\x06events\"g\n" +
+	"\fReplicaStats\x12\x1a\n" +
+	"\bwatchers\x18\x01 \x01(\x05R\bwatchers\x12;\n" +
+	"\blateness\x18\x02 \x01(\v2\x1f.orderexpiry.v1.LatenessSummaryR\blateness\"\xe1\x01\n" +
+	"\x0fLatenessSummary\x121\n" +
+	"\x06window\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x06window\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\x03R\x05count\x12+\n" +
+	"\x03p50\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x03p50\x12+\n" +
+	"\x03p99\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x03p99\x12+\n" +
+	"\x03max\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x03max*\x97\x01\n" +
 	"\vOrderStatus\x12\x1c\n" +
 	"\x18ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14ORDER_STATUS_PENDING\x10\x01\x12\x18\n" +
@@ -2123,7 +2581,7 @@ const file_orderexpiry_v1_order_service_proto_rawDesc = "" +
 	"\x10ACK_ID_STATUS_OK\x10\x01\x12\x19\n" +
 	"\x15ACK_ID_STATUS_UNKNOWN\x10\x02\x12\x1f\n" +
 	"\x1bACK_ID_STATUS_NOT_IN_FLIGHT\x10\x03\x12\x19\n" +
-	"\x15ACK_ID_STATUS_EXPIRED\x10\x042\xb3\x10\n" +
+	"\x15ACK_ID_STATUS_EXPIRED\x10\x042\x8a\x11\n" +
 	"\fOrderService\x12d\n" +
 	"\bCheckout\x12\x1f.orderexpiry.v1.CheckoutRequest\x1a .orderexpiry.v1.CheckoutResponse\"\x15\x82\xd3\xe4\x93\x02\x0f:\x01*\"\n" +
 	"/v1/orders\x12a\n" +
@@ -2143,7 +2601,8 @@ const file_orderexpiry_v1_order_service_proto_rawDesc = "" +
 	"\x16AcknowledgeExpirations\x12-.orderexpiry.v1.AcknowledgeExpirationsRequest\x1a..orderexpiry.v1.AcknowledgeExpirationsResponse\",\x82\xd3\xe4\x93\x02&:\x01*\"!/v1/groups/{group_id}:acknowledge\x12\x89\x01\n" +
 	"\x0fNackExpirations\x12&.orderexpiry.v1.NackExpirationsRequest\x1a'.orderexpiry.v1.NackExpirationsResponse\"%\x82\xd3\xe4\x93\x02\x1f:\x01*\"\x1a/v1/groups/{group_id}:nack\x12\x8d\x01\n" +
 	"\x0fListDeadLetters\x12&.orderexpiry.v1.ListDeadLettersRequest\x1a'.orderexpiry.v1.ListDeadLettersResponse\")\x82\xd3\xe4\x93\x02#\x12!/v1/groups/{group_id}/deadLetters\x12\x95\x01\n" +
-	"\x12RedriveDeadLetters\x12).orderexpiry.v1.RedriveDeadLettersRequest\x1a*.orderexpiry.v1.RedriveDeadLettersResponse\"(\x82\xd3\xe4\x93\x02\":\x01*\"\x1d/v1/groups/{group_id}:redriveBGZEgithub.com/orderexpiry/orderexpiry/proto/orderexpiry/v1;orderexpiryv1b\x06proto3"
+	"\x12RedriveDeadLetters\x12).orderexpiry.v1.RedriveDeadLettersRequest\x1a*.orderexpiry.v1.RedriveDeadLettersResponse\"(\x82\xd3\xe4\x93\x02\":\x01*\"\x1d/v1/groups/{group_id}:redrive\x12U\n" +
+	"\bGetStats\x12\x1f.orderexpiry.v1.GetStatsRequest\x1a\x15.orderexpiry.v1.Stats\"\x11\x82\xd3\xe4\x93\x02\v\x12\t/v1/statsBGZEgithub.com/orderexpiry/orderexpiry/proto/orderexpiry/v1;orderexpiryv1b\x06proto3"
 
 var (
 	file_orderexpiry_v1_order_service_proto_rawDescOnce sync.Once
@@ -2158,7 +2617,7 @@ func file_orderexpiry_v1_order_service_proto_rawDescGZIP() []byte {
 }
 
 var file_orderexpiry_v1_order_service_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_orderexpiry_v1_order_service_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_orderexpiry_v1_order_service_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_orderexpiry_v1_order_service_proto_goTypes = []any{
 	(OrderStatus)(0),                       // 0: orderexpiry.v1.OrderStatus
 	(AckIdStatus)(0),                       // 1: orderexpiry.v1.AckIdStatus
@@ -2191,80 +2650,100 @@ var file_orderexpiry_v1_order_service_proto_goTypes = []any{
 	(*ListDeadLettersResponse)(nil),        // 28: orderexpiry.v1.ListDeadLettersResponse
 	(*RedriveDeadLettersRequest)(nil),      // 29: orderexpiry.v1.RedriveDeadLettersRequest
 	(*RedriveDeadLettersResponse)(nil),     // 30: orderexpiry.v1.RedriveDeadLettersResponse
-	nil,                                    // 31: orderexpiry.v1.Order.MetadataEntry
-	nil,                                    // 32: orderexpiry.v1.CheckoutRequest.MetadataEntry
-	nil,                                    // 33: orderexpiry.v1.ExpirationEvent.MetadataEntry
-	(*timestamppb.Timestamp)(nil),          // 34: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),            // 35: google.protobuf.Duration
-	(*emptypb.Empty)(nil),                  // 36: google.protobuf.Empty
+	(*GetStatsRequest)(nil),                // 31: orderexpiry.v1.GetStatsRequest
+	(*Stats)(nil),                          // 32: orderexpiry.v1.Stats
+	(*OrderCounts)(nil),                    // 33: orderexpiry.v1.OrderCounts
+	(*PartitionStats)(nil),                 // 34: orderexpiry.v1.PartitionStats
+	(*ReplicaStats)(nil),                   // 35: orderexpiry.v1.ReplicaStats
+	(*LatenessSummary)(nil),                // 36: orderexpiry.v1.LatenessSummary
+	nil,                                    // 37: orderexpiry.v1.Order.MetadataEntry
+	nil,                                    // 38: orderexpiry.v1.CheckoutRequest.MetadataEntry
+	nil,                                    // 39: orderexpiry.v1.ExpirationEvent.MetadataEntry
+	(*timestamppb.Timestamp)(nil),          // 40: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),            // 41: google.protobuf.Duration
+	(*emptypb.Empty)(nil),                  // 42: google.protobuf.Empty
 }
 var file_orderexpiry_v1_order_service_proto_depIdxs = []int32{
 	0,  // 0: orderexpiry.v1.Order.status:type_name -> orderexpiry.v1.OrderStatus
-	34, // 1: orderexpiry.v1.Order.created_at:type_name -> google.protobuf.Timestamp
-	34, // 2: orderexpiry.v1.Order.deadline:type_name -> google.protobuf.Timestamp
-	35, // 3: orderexpiry.v1.Order.ttl_remaining:type_name -> google.protobuf.Duration
-	34, // 4: orderexpiry.v1.Order.closed_at:type_name -> google.protobuf.Timestamp
-	31, // 5: orderexpiry.v1.Order.metadata:type_name -> orderexpiry.v1.Order.MetadataEntry
-	35, // 6: orderexpiry.v1.CheckoutRequest.ttl:type_name -> google.protobuf.Duration
-	32, // 7: orderexpiry.v1.CheckoutRequest.metadata:type_name -> orderexpiry.v1.CheckoutRequest.MetadataEntry
+	40, // 1: orderexpiry.v1.Order.created_at:type_name -> google.protobuf.Timestamp
+	40, // 2: orderexpiry.v1.Order.deadline:type_name -> google.protobuf.Timestamp
+	41, // 3: orderexpiry.v1.Order.ttl_remaining:type_name -> google.protobuf.Duration
+	40, // 4: orderexpiry.v1.Order.closed_at:type_name -> google.protobuf.Timestamp
+	37, // 5: orderexpiry.v1.Order.metadata:type_name -> orderexpiry.v1.Order.MetadataEntry
+	41, // 6: orderexpiry.v1.CheckoutRequest.ttl:type_name -> google.protobuf.Duration
+	38, // 7: orderexpiry.v1.CheckoutRequest.metadata:type_name -> orderexpiry.v1.CheckoutRequest.MetadataEntry
 	2,  // 8: orderexpiry.v1.CheckoutResponse.order:type_name -> orderexpiry.v1.Order
-	35, // 9: orderexpiry.v1.RescheduleOrderRequest.ttl:type_name -> google.protobuf.Duration
-	34, // 10: orderexpiry.v1.RescheduleOrderRequest.deadline:type_name -> google.protobuf.Timestamp
-	34, // 11: orderexpiry.v1.RescheduleOrderRequest.expected_deadline:type_name -> google.protobuf.Timestamp
-	34, // 12: orderexpiry.v1.ExpirationEvent.deadline:type_name -> google.protobuf.Timestamp
-	34, // 13: orderexpiry.v1.ExpirationEvent.expired_at:type_name -> google.protobuf.Timestamp
-	33, // 14: orderexpiry.v1.ExpirationEvent.metadata:type_name -> orderexpiry.v1.ExpirationEvent.MetadataEntry
-	35, // 15: orderexpiry.v1.ConsumerGroup.ack_deadline:type_name -> google.protobuf.Duration
-	34, // 16: orderexpiry.v1.ConsumerGroup.create_time:type_name -> google.protobuf.Timestamp
-	35, // 17: orderexpiry.v1.ConsumerGroup.oldest_unacked_age:type_name -> google.protobuf.Duration
-	35, // 18: orderexpiry.v1.CreateConsumerGroupRequest.ack_deadline:type_name -> google.protobuf.Duration
+	41, // 9: orderexpiry.v1.RescheduleOrderRequest.ttl:type_name -> google.protobuf.Duration
+	40, // 10: orderexpiry.v1.RescheduleOrderRequest.deadline:type_name -> google.protobuf.Timestamp
+	40, // 11: orderexpiry.v1.RescheduleOrderRequest.expected_deadline:type_name -> google.protobuf.Timestamp
+	40, // 12: orderexpiry.v1.ExpirationEvent.deadline:type_name -> google.protobuf.Timestamp
+	40, // 13: orderexpiry.v1.ExpirationEvent.expired_at:type_name -> google.protobuf.Timestamp
+	39, // 14: orderexpiry.v1.ExpirationEvent.metadata:type_name -> orderexpiry.v1.ExpirationEvent.MetadataEntry
+	41, // 15: orderexpiry.v1.ConsumerGroup.ack_deadline:type_name -> google.protobuf.Duration
+	40, // 16: orderexpiry.v1.ConsumerGroup.create_time:type_name -> google.protobuf.Timestamp
+	41, // 17: orderexpiry.v1.ConsumerGroup.oldest_unacked_age:type_name -> google.protobuf.Duration
+	41, // 18: orderexpiry.v1.CreateConsumerGroupRequest.ack_deadline:type_name -> google.protobuf.Duration
 	11, // 19: orderexpiry.v1.ListConsumerGroupsResponse.consumer_groups:type_name -> orderexpiry.v1.ConsumerGroup
 	10, // 20: orderexpiry.v1.ReceivedExpiration.event:type_name -> orderexpiry.v1.ExpirationEvent
-	35, // 21: orderexpiry.v1.PullExpirationsRequest.wait:type_name -> google.protobuf.Duration
+	41, // 21: orderexpiry.v1.PullExpirationsRequest.wait:type_name -> google.protobuf.Duration
 	18, // 22: orderexpiry.v1.PullExpirationsResponse.received_expirations:type_name -> orderexpiry.v1.ReceivedExpiration
 	1,  // 23: orderexpiry.v1.AckIdResult.status:type_name -> orderexpiry.v1.AckIdStatus
 	21, // 24: orderexpiry.v1.AcknowledgeExpirationsResponse.results:type_name -> orderexpiry.v1.AckIdResult
-	35, // 25: orderexpiry.v1.NackExpirationsRequest.retry_after:type_name -> google.protobuf.Duration
+	41, // 25: orderexpiry.v1.NackExpirationsRequest.retry_after:type_name -> google.protobuf.Duration
 	21, // 26: orderexpiry.v1.NackExpirationsResponse.results:type_name -> orderexpiry.v1.AckIdResult
 	10, // 27: orderexpiry.v1.DeadLetter.event:type_name -> orderexpiry.v1.ExpirationEvent
 	27, // 28: orderexpiry.v1.ListDeadLettersResponse.dead_letters:type_name -> orderexpiry.v1.DeadLetter
-	3,  // 29: orderexpiry.v1.OrderService.Checkout:input_type -> orderexpiry.v1.CheckoutRequest
-	5,  // 30: orderexpiry.v1.OrderService.GetOrder:input_type -> orderexpiry.v1.GetOrderRequest
-	6,  // 31: orderexpiry.v1.OrderService.CompleteOrder:input_type -> orderexpiry.v1.CompleteOrderRequest
-	7,  // 32: orderexpiry.v1.OrderService.CancelOrder:input_type -> orderexpiry.v1.CancelOrderRequest
-	8,  // 33: orderexpiry.v1.OrderService.RescheduleOrder:input_type -> orderexpiry.v1.RescheduleOrderRequest
-	9,  // 34: orderexpiry.v1.OrderService.WatchExpirations:input_type -> orderexpiry.v1.WatchExpirationsRequest
-	12, // 35: orderexpiry.v1.OrderService.CreateConsumerGroup:input_type -> orderexpiry.v1.CreateConsumerGroupRequest
-	13, // 36: orderexpiry.v1.OrderService.GetConsumerGroup:input_type -> orderexpiry.v1.GetConsumerGroupRequest
-	14, // 37: orderexpiry.v1.OrderService.ListConsumerGroups:input_type -> orderexpiry.v1.ListConsumerGroupsRequest
-	16, // 38: orderexpiry.v1.OrderService.DeleteConsumerGroup:input_type -> orderexpiry.v1.DeleteConsumerGroupRequest
-	17, // 39: orderexpiry.v1.OrderService.ConsumeExpirations:input_type -> orderexpiry.v1.ConsumeExpirationsRequest
-	19, // 40: orderexpiry.v1.OrderService.PullExpirations:input_type -> orderexpiry.v1.PullExpirationsRequest
-	22, // 41: orderexpiry.v1.OrderService.AcknowledgeExpirations:input_type -> orderexpiry.v1.AcknowledgeExpirationsRequest
-	24, // 42: orderexpiry.v1.OrderService.NackExpirations:input_type -> orderexpiry.v1.NackExpirationsRequest
-	26, // 43: orderexpiry.v1.OrderService.ListDeadLetters:input_type -> orderexpiry.v1.ListDeadLettersRequest
-	29, // 44: orderexpiry.v1.OrderService.RedriveDeadLetters:input_type -> orderexpiry.v1.RedriveDeadLettersRequest
-	4,  // 45: orderexpiry.v1.OrderService.Checkout:output_type -> orderexpiry.v1.CheckoutResponse
-	2,  // 46: orderexpiry.v1.OrderService.GetOrder:output_type -> orderexpiry.v1.Order
-	2,  // 47: orderexpiry.v1.OrderService.CompleteOrder:output_type -> orderexpiry.v1.Order
-	2,  // 48: orderexpiry.v1.OrderService.CancelOrder:output_type -> orderexpiry.v1.Order
-	2,  // 49: orderexpiry.v1.OrderService.RescheduleOrder:output_type -> orderexpiry.v1.Order
-	10, // 50: orderexpiry.v1.OrderService.WatchExpirations:output_type -> orderexpiry.v1.ExpirationEvent
-	11, // 51: orderexpiry.v1.OrderService.CreateConsumerGroup:output_type -> orderexpiry.v1.ConsumerGroup
-	11, // 52: orderexpiry.v1.OrderService.GetConsumerGroup:output_type -> orderexpiry.v1.ConsumerGroup
-	15, // 53: orderexpiry.v1.OrderService.ListConsumerGroups:output_type -> orderexpiry.v1.ListConsumerGroupsResponse
-	36, // 54: orderexpiry.v1.OrderService.DeleteConsumerGroup:output_type -> google.protobuf.Empty
-	18, // 55: orderexpiry.v1.OrderService.ConsumeExpirations:output_type -> orderexpiry.v1.ReceivedExpiration
-	20, // 56: orderexpiry.v1.OrderService.PullExpirations:output_type -> orderexpiry.v1.PullExpirationsResponse
-	23, // 57: orderexpiry.v1.OrderService.AcknowledgeExpirations:output_type -> orderexpiry.v1.AcknowledgeExpirationsResponse
-	25, // 58: orderexpiry.v1.OrderService.NackExpirations:output_type -> orderexpiry.v1.NackExpirationsResponse
-	28, // 59: orderexpiry.v1.OrderService.ListDeadLetters:output_type -> orderexpiry.v1.ListDeadLettersResponse
-	30, // 60: orderexpiry.v1.OrderService.RedriveDeadLetters:output_type -> orderexpiry.v1.RedriveDeadLettersResponse
-	45, // [45:61] is the sub-list for method output_type
-	29, // [29:45] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	33, // 29: orderexpiry.v1.Stats.orders:type_name -> orderexpiry.v1.OrderCounts
+	34, // 30: orderexpiry.v1.Stats.partitions:type_name -> orderexpiry.v1.PartitionStats
+	11, // 31: orderexpiry.v1.Stats.consumer_groups:type_name -> orderexpiry.v1.ConsumerGroup
+	35, // 32: orderexpiry.v1.Stats.replica:type_name -> orderexpiry.v1.ReplicaStats
+	40, // 33: orderexpiry.v1.Stats.read_time:type_name -> google.protobuf.Timestamp
+	40, // 34: orderexpiry.v1.OrderCounts.counted_since:type_name -> google.protobuf.Timestamp
+	40, // 35: orderexpiry.v1.PartitionStats.next_deadline:type_name -> google.protobuf.Timestamp
+	36, // 36: orderexpiry.v1.ReplicaStats.lateness:type_name -> orderexpiry.v1.LatenessSummary
+	41, // 37: orderexpiry.v1.LatenessSummary.window:type_name -> google.protobuf.Duration
+	41, // 38: orderexpiry.v1.LatenessSummary.p50:type_name -> google.protobuf.Duration
+	41, // 39: orderexpiry.v1.LatenessSummary.p99:type_name -> google.protobuf.Duration
+	41, // 40: orderexpiry.v1.LatenessSummary.max:type_name -> google.protobuf.Duration
+	3,  // 41: orderexpiry.v1.OrderService.Checkout:input_type -> orderexpiry.v1.CheckoutRequest
+	5,  // 42: orderexpiry.v1.OrderService.GetOrder:input_type -> orderexpiry.v1.GetOrderRequest
+	6,  // 43: orderexpiry.v1.OrderService.CompleteOrder:input_type -> orderexpiry.v1.CompleteOrderRequest
+	7,  // 44: orderexpiry.v1.OrderService.CancelOrder:input_type -> orderexpiry.v1.CancelOrderRequest
+	8,  // 45: orderexpiry.v1.OrderService.RescheduleOrder:input_type -> orderexpiry.v1.RescheduleOrderRequest
+	9,  // 46: orderexpiry.v1.OrderService.WatchExpirations:input_type -> orderexpiry.v1.WatchExpirationsRequest
+	12, // 47: orderexpiry.v1.OrderService.CreateConsumerGroup:input_type -> orderexpiry.v1.CreateConsumerGroupRequest
+	13, // 48: orderexpiry.v1.OrderService.GetConsumerGroup:input_type -> orderexpiry.v1.GetConsumerGroupRequest
+	14, // 49: orderexpiry.v1.OrderService.ListConsumerGroups:input_type -> orderexpiry.v1.ListConsumerGroupsRequest
+	16, // 50: orderexpiry.v1.OrderService.DeleteConsumerGroup:input_type -> orderexpiry.v1.DeleteConsumerGroupRequest
+	17, // 51: orderexpiry.v1.OrderService.ConsumeExpirations:input_type -> orderexpiry.v1.ConsumeExpirationsRequest
+	19, // 52: orderexpiry.v1.OrderService.PullExpirations:input_type -> orderexpiry.v1.PullExpirationsRequest
+	22, // 53: orderexpiry.v1.OrderService.AcknowledgeExpirations:input_type -> orderexpiry.v1.AcknowledgeExpirationsRequest
+	24, // 54: orderexpiry.v1.OrderService.NackExpirations:input_type -> orderexpiry.v1.NackExpirationsRequest
+	26, // 55: orderexpiry.v1.OrderService.ListDeadLetters:input_type -> orderexpiry.v1.ListDeadLettersRequest
+	29, // 56: orderexpiry.v1.OrderService.RedriveDeadLetters:input_type -> orderexpiry.v1.RedriveDeadLettersRequest
+	31, // 57: orderexpiry.v1.OrderService.GetStats:input_type -> orderexpiry.v1.GetStatsRequest
+	4,  // 58: orderexpiry.v1.OrderService.Checkout:output_type -> orderexpiry.v1.CheckoutResponse
+	2,  // 59: orderexpiry.v1.OrderService.GetOrder:output_type -> orderexpiry.v1.Order
+	2,  // 60: orderexpiry.v1.OrderService.CompleteOrder:output_type -> orderexpiry.v1.Order
+	2,  // 61: orderexpiry.v1.OrderService.CancelOrder:output_type -> orderexpiry.v1.Order
+	2,  // 62: orderexpiry.v1.OrderService.RescheduleOrder:output_type -> orderexpiry.v1.Order
+	10, // 63: orderexpiry.v1.OrderService.WatchExpirations:output_type -> orderexpiry.v1.ExpirationEvent
+	11, // 64: orderexpiry.v1.OrderService.CreateConsumerGroup:output_type -> orderexpiry.v1.ConsumerGroup
+	11, // 65: orderexpiry.v1.OrderService.GetConsumerGroup:output_type -> orderexpiry.v1.ConsumerGroup
+	15, // 66: orderexpiry.v1.OrderService.ListConsumerGroups:output_type -> orderexpiry.v1.ListConsumerGroupsResponse
+	42, // 67: orderexpiry.v1.OrderService.DeleteConsumerGroup:output_type -> google.protobuf.Empty
+	18, // 68: orderexpiry.v1.OrderService.ConsumeExpirations:output_type -> orderexpiry.v1.ReceivedExpiration
+	20, // 69: orderexpiry.v1.OrderService.PullExpirations:output_type -> orderexpiry.v1.PullExpirationsResponse
+	23, // 70: orderexpiry.v1.OrderService.AcknowledgeExpirations:output_type -> orderexpiry.v1.AcknowledgeExpirationsResponse
+	25, // 71: orderexpiry.v1.OrderService.NackExpirations:output_type -> orderexpiry.v1.NackExpirationsResponse
+	28, // 72: orderexpiry.v1.OrderService.ListDeadLetters:output_type -> orderexpiry.v1.ListDeadLettersResponse
+	30, // 73: orderexpiry.v1.OrderService.RedriveDeadLetters:output_type -> orderexpiry.v1.RedriveDeadLettersResponse
+	32, // 74: orderexpiry.v1.OrderService.GetStats:output_type -> orderexpiry.v1.Stats
+	58, // [58:75] is the sub-list for method output_type
+	41, // [41:58] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_orderexpiry_v1_order_service_proto_init() }
@@ -2282,7 +2761,7 @@ func file_orderexpiry_v1_order_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_orderexpiry_v1_order_service_proto_rawDesc), len(file_orderexpiry_v1_order_service_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   32,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -39,6 +39,7 @@ const (
 	OrderService_NackExpirations_FullMethodName        = "/orderexpiry.v1.OrderService/NackExpirations"
 	OrderService_ListDeadLetters_FullMethodName        = "/orderexpiry.v1.OrderService/ListDeadLetters"
 	OrderService_RedriveDeadLetters_FullMethodName     = "/orderexpiry.v1.OrderService/RedriveDeadLetters"
+	OrderService_GetStats_FullMethodName               = "/orderexpiry.v1.OrderService/GetStats"
 )
 
 // OrderServiceClient is the client API for OrderService service.
@@ -117,6 +118,13 @@ type OrderServiceClient interface {
 	// RedriveDeadLetters puts dead letters back, to be delivered again at
 	// once with their attempts counted from one: those named, or all.
 	RedriveDeadLetters(ctx context.Context, in *RedriveDeadLettersRequest, opts ...grpc.CallOption) (*RedriveDeadLettersResponse, error)
+	// GetStats returns what an operator watches: the orders by status, each
+	// partition's pending orders and next deadline, the consumer groups'
+	// states, and what this replica serves (its watchers, the lateness of the
+	// expirations it published). Each number says in its field what it counts
+	// and since when. It is read from the store at each call, partition by
+	// partition: a snapshot of each, not of all at one instant.
+	GetStats(ctx context.Context, in *GetStatsRequest, opts ...grpc.CallOption) (*Stats, error)
 }
 
 type orderServiceClient struct {
@@ -305,6 +313,16 @@ func (c *orderServiceClient) RedriveDeadLetters(ctx context.Context, in *Redrive
 	return out, nil
 }
 
+func (c *orderServiceClient) GetStats(ctx context.Context, in *GetStatsRequest, opts ...grpc.CallOption) (*Stats, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Stats)
+	err := c.cc.Invoke(ctx, OrderService_GetStats_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // OrderServiceServer is the server API for OrderService service.
 // All implementations must embed UnimplementedOrderServiceServer
 // for forward compatibility.
@@ -381,6 +399,13 @@ type OrderServiceServer interface {
 	// RedriveDeadLetters puts dead letters back, to be delivered again at
 	// once with their attempts counted from one: those named, or all.
 	RedriveDeadLetters(context.Context, *RedriveDeadLettersRequest) (*RedriveDeadLettersResponse, error)
+	// GetStats returns what an operator watches: the orders by status, each
+	// partition's pending orders and next deadline, the consumer groups'
+	// states, and what this replica serves (its watchers, the lateness of the
+	// expirations it published). Each number says in its field what it counts
+	// and since when. It is read from the store at each call, partition by
+	// partition: a snapshot of each, not of all at one instant.
+	GetStats(context.Context, *GetStatsRequest) (*Stats, error)
 	mustEmbedUnimplementedOrderServiceServer()
 }
 
@@ -438,6 +463,9 @@ func (UnimplementedOrderServiceServer) ListDeadLetters(context.Context, *ListDea
 }
 func (UnimplementedOrderServiceServer) RedriveDeadLetters(context.Context, *RedriveDeadLettersRequest) (*RedriveDeadLettersResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RedriveDeadLetters not implemented")
+}
+func (UnimplementedOrderServiceServer) GetStats(context.Context, *GetStatsRequest) (*Stats, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetStats not implemented")
 }
 func (UnimplementedOrderServiceServer) mustEmbedUnimplementedOrderServiceServer() {}
 func (UnimplementedOrderServiceServer) testEmbeddedByValue()                      {}
@@ -734,6 +762,24 @@ func _OrderService_RedriveDeadLetters_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _OrderService_GetStats_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetStatsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OrderServiceServer).GetStats(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: OrderService_GetStats_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OrderServiceServer).GetStats(ctx, req.(*GetStatsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // OrderService_ServiceDesc is the grpc.ServiceDesc for OrderService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -796,6 +842,10 @@ var OrderService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RedriveDeadLetters",
 			Handler:    _OrderService_RedriveDeadLetters_Handler,
+		},
+		{
+			MethodName: "GetStats",
+			Handler:    _OrderService_GetStats_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
