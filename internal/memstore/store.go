@@ -46,6 +46,9 @@ type Store struct {
 	// appended is closed and replaced each time events are appended, to
 	// wake the readers that wait for them.
 	appended chan struct{}
+	// closedCount counts the orders closed since started, by status.
+	closedCount map[order.Status]int64
+	started     time.Time
 }
 
 // New returns an empty store.
@@ -59,6 +62,9 @@ func New(opts Options) *Store {
 		closed:    make(map[string]*order.Order),
 		appended:  make(chan struct{}),
 		groups:    make(map[string]*group),
+
+		closedCount: make(map[order.Status]int64),
+		started:     time.UnixMilli(time.Now().UnixMilli()),
 	}
 }
 
@@ -189,6 +195,7 @@ func (s *Store) close(o *order.Order, to order.Status, now time.Time) *order.Ord
 	o.Status = to
 	o.ClosedAt = now
 	s.closed[o.ID] = o
+	s.closedCount[to]++
 	if to == order.StatusExpired {
 		c := order.Cursor{Ms: uint64(now.UnixMilli())}
 		if !s.last.Less(c) {
@@ -277,6 +284,33 @@ func (s *Store) CheckCursor(_ context.Context, cursors ...order.Cursor) error {
 		}
 	}
 	return nil
+}
+
+// Stats returns the counts of orders since the store was made, and its one
+// partition's pending orders, next deadline and retained events.
+func (s *Store) Stats(context.Context) (order.Stats, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := order.PartitionStats{Pending: int64(len(s.pending)), Events: int64(len(s.log))}
+	// The heap keeps the entries of closed and rescheduled orders until
+	// they come up, to be skipped then: those on top are dropped now, as
+	// the expiry loop would, so that the top is the next deadline.
+	for len(s.deadlines) > 0 {
+		e := s.deadlines[0]
+		if o, ok := s.pending[e.id]; ok && o.Deadline.Equal(e.at) {
+			p.NextDeadline = e.at
+			break
+		}
+		heap.Pop(&s.deadlines)
+	}
+	return order.Stats{
+		Pending:    p.Pending,
+		Expired:    s.closedCount[order.StatusExpired],
+		Completed:  s.closedCount[order.StatusCompleted],
+		Cancelled:  s.closedCount[order.StatusCancelled],
+		Since:      s.started,
+		Partitions: []order.PartitionStats{p},
+	}, nil
 }
 
 // Ping always succeeds: memory is always there.

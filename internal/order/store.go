@@ -57,6 +57,12 @@ type Store interface {
 	// than what the log retains.
 	CheckCursor(ctx context.Context, cursors ...Cursor) error
 
+	// Stats returns the counts of orders by status, summed over the
+	// partitions, and each partition's pending orders, next deadline and
+	// retained events. Each partition is read at one instant, but not all
+	// of them at the same one.
+	Stats(ctx context.Context) (Stats, error)
+
 	// Ping says whether the store can serve; its error is the reason it
 	// cannot.
 	Ping(ctx context.Context) error

@@ -37,12 +37,16 @@ const epochKey = "oe:epoch{oe:partitions}"
 //	oe:{p}:events         stream of expirations, trimmed to the retention
 //	oe:{p}:wake           pub/sub channel: a checkout whose deadline comes
 //	                      before every other pending one wakes all sweepers
+//	oe:{p}:counts         hash, status -> orders closed so, for "completed"
+//	                      and "cancelled" (expirations are the events
+//	                      stream's entries-added); never trimmed
 type keys struct {
 	prefix    string
 	deadlines string
 	pending   string
 	events    string
 	wake      string
+	counts    string
 }
 
 func newKeys(partition int) keys {
@@ -53,6 +57,7 @@ func newKeys(partition int) keys {
 		pending:   p + "pending",
 		events:    p + "events",
 		wake:      p + "wake",
+		counts:    p + "counts",
 	}
 }
 

@@ -122,6 +122,7 @@ local function close(id, deadline, status)
   redis.call('DEL', prefix .. 'order:' .. id)
   local rec = record(status, created, deadline, now, meta, n)
   redis.call('SET', prefix .. 'closed:' .. id, rec, 'PX', retention)
+  if status ~= 'expired' then redis.call('HINCRBY', prefix .. 'counts', status, 1) end
   if status == 'expired' then
     redis.call('XADD', KEYS[3], 'MINID', trimHorizon(), '*',
       'id', id, 'c', created, 'd', deadline, 'x', now, 'm', meta)
