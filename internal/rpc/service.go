@@ -28,6 +28,7 @@ type Store interface {
 	Complete(ctx context.Context, id string) (order.Order, error)
 	Cancel(ctx context.Context, id string) (order.Order, error)
 	Reschedule(ctx context.Context, id string, r order.Reschedule) (order.Order, error)
+	Stats(ctx context.Context) (order.Stats, error)
 	order.GroupStore
 }
 
@@ -57,6 +58,9 @@ type Options struct {
 	// Groups bound the consumer groups; the zero value means
 	// DefaultGroupLimits.
 	Groups GroupLimits
+	// Lateness, when set, is the lateness GetStats reports; the hub's
+	// OnPublish must feed it.
+	Lateness *Lateness
 }
 
 // Service implements orderexpiry.v1.OrderService.
@@ -75,6 +79,7 @@ type Service struct {
 	log         *slog.Logger
 	encoded     *encodedEvents
 	consumers   consumers
+	lateness    *Lateness
 }
 
 // New returns the service over a store and the hub that fans out its log.
@@ -85,7 +90,7 @@ func New(store Store, hub *watch.Hub, opts Options) *Service {
 	if opts.Groups == (GroupLimits{}) {
 		opts.Groups = DefaultGroupLimits
 	}
-	return &Service{store: store, hub: hub, limits: opts.Limits, groupLimits: opts.Groups, observer: opts.Observer, log: opts.Logger, encoded: newEncodedEvents(4096)}
+	return &Service{store: store, hub: hub, limits: opts.Limits, groupLimits: opts.Groups, observer: opts.Observer, log: opts.Logger, encoded: newEncodedEvents(4096), lateness: opts.Lateness}
 }
 
 // NewServer returns a gRPC server that serves the service with Codec, so

@@ -94,13 +94,19 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s.store, s.storeAttrs, s.closeStore = st.store, st.attrs, st.close
+	// GetStats reports the lateness of the last minutes, as the metrics'
+	// histogram does of all time.
+	lateness := rpc.NewLateness(5 * time.Minute)
 	s.hub = watch.NewHub(s.store, watch.Options{
 		Buffer:      cfg.WatchBuffer,
 		MaxWatchers: cfg.MaxWatchers,
 		MaxReplays:  cfg.MaxReplays,
-		OnPublish:   m.Published,
-		OnCatchUp:   m.WatchCatchUp,
-		Logger:      log,
+		OnPublish: func(ev order.Event, at time.Time) {
+			m.Published(ev, at)
+			lateness.Observe(ev, at)
+		},
+		OnCatchUp: m.WatchCatchUp,
+		Logger:    log,
 	})
 	m.Watch(metrics.Sources{Watchers: s.hub.Watchers, Subscribed: st.subscribed, EvictionUnsafe: st.evictionUnsafe, Groups: s.groupStates, SlotRetries: st.slotRetries})
 
@@ -114,6 +120,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		Observer: m,
 		Logger:   log,
 		Groups:   rpc.GroupLimits{MaxGroups: cfg.MaxGroups, MaxConsumers: cfg.MaxConsumers, MaxInFlight: cfg.MaxInFlight},
+		Lateness: lateness,
 	})
 	// The gRPC port's clients are bounded in what they may send and hold;
 	// the gateway's calls, on the internal server, were bounded by the
