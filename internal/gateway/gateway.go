@@ -49,6 +49,10 @@ type Options struct {
 	// MaxBodyBytes bounds a request body, and the request URI (its path
 	// and query); 0 means 64 KiB.
 	MaxBodyBytes int64
+	// UI, when set, serves the dashboard under /ui/, to anyone: the page
+	// holds no data, and the calls it makes for data are the API's, which
+	// check the caller's credentials as any other call's.
+	UI http.Handler
 	// WatchWriteTimeout bounds each write of a watch's response (an event,
 	// a heartbeat): a client that has not taken what was sent before for
 	// that long has stopped reading, and its watch and connection are
@@ -130,7 +134,17 @@ func New(ctx context.Context, conn *grpc.ClientConn, opts Options) (http.Handler
 		}
 		return opts.Authorize(r)
 	}
-	return http.MaxBytesHandler(limitURI(mux, opts.MaxBodyBytes, authorize), opts.MaxBodyBytes), nil
+	api := http.MaxBytesHandler(limitURI(mux, opts.MaxBodyBytes, authorize), opts.MaxBodyBytes)
+	if opts.UI == nil {
+		return api, nil
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/ui" || strings.HasPrefix(r.URL.Path, "/ui/") {
+			opts.UI.ServeHTTP(w, r)
+			return
+		}
+		api.ServeHTTP(w, r)
+	}), nil
 }
 
 // limitURI refuses a request whose URI (path and query) is longer than

@@ -35,6 +35,7 @@ import (
 	"github.com/orderexpiry/orderexpiry/internal/metrics"
 	"github.com/orderexpiry/orderexpiry/internal/order"
 	"github.com/orderexpiry/orderexpiry/internal/rpc"
+	"github.com/orderexpiry/orderexpiry/internal/ui"
 	"github.com/orderexpiry/orderexpiry/internal/watch"
 )
 
@@ -169,6 +170,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		Open:              cfg.AuthOpen,
 		MaxBodyBytes:      int64(cfg.MaxBodyBytes),
 		WatchWriteTimeout: cfg.WatchWriteTimeout,
+		UI:                ui.Handler(),
 	})
 	if err != nil {
 		s.closeStore()
