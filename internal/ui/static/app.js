@@ -319,7 +319,10 @@ function drawChart() {
   svg.setAttribute("viewBox", "0 0 " + W + " " + H);
   const now = Date.now();
   while (points.length && points[0].at < now - CHART_WINDOW_MS) points.shift();
-  const top = niceMax(Math.max(0.001, ...points.map((p) => p.late)));
+  // This replica's p99 of the last minutes, from the stats, is drawn as a
+  // line: the range takes it in.
+  const p99 = seconds(lastStats && lastStats.replica && lastStats.replica.lateness && lastStats.replica.lateness.p99);
+  const top = niceMax(Math.max(0.001, isFinite(p99) ? p99 : 0, ...points.map((p) => p.late)));
   const x = (t) => L + ((t - (now - CHART_WINDOW_MS)) / CHART_WINDOW_MS) * (W - L - R);
   const y = (s) => T + (1 - Math.min(Math.max(s, 0), top) / top) * (H - T - B);
   const kids = [];
@@ -333,10 +336,7 @@ function drawChart() {
     kids.push(svgEl("text", { x: x(t), y: H - 6, "text-anchor": "middle", class: "tick" }, m === 5 ? "now" : "−" + (5 - m) + " min"));
   }
   for (const p of points) kids.push(svgEl("circle", { cx: x(p.at), cy: y(p.late), r: 3, class: "dot" }));
-  // This replica's p99 of the last minutes, from the stats, when it is in
-  // the chart's range.
-  const p99 = seconds(lastStats && lastStats.replica && lastStats.replica.lateness && lastStats.replica.lateness.p99);
-  if (isFinite(p99) && p99 <= top) {
+  if (isFinite(p99)) {
     kids.push(svgEl("line", { x1: L, x2: W - R, y1: y(p99), y2: y(p99), class: "p99" }));
     kids.push(svgEl("text", { x: W - R - 4, y: y(p99) - 4, "text-anchor": "end", class: "tick" }, "replica p99 " + fmtDuration(p99)));
   }
