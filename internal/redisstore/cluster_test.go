@@ -90,6 +90,24 @@ func TestClusterSpreadsOrders(t *testing.T) {
 		}
 	}
 
+	// Stats reads every partition, across the masters, in one pipeline.
+	if _, err := s.Complete(t.Context(), ids[0]); err != nil {
+		t.Fatal(err)
+	}
+	st, err := s.Stats(t.Context())
+	if err != nil {
+		t.Fatalf("Stats: %v", err)
+	}
+	if st.Pending != n-1 || st.Expired != partitions || st.Completed != 1 || st.Cancelled != 0 || len(st.Partitions) != partitions || st.Since.IsZero() {
+		t.Errorf("Stats: pending %d, expired %d, completed %d, cancelled %d, %d partitions, since %v; want %d, %d, 1, 0, %d, set",
+			st.Pending, st.Expired, st.Completed, st.Cancelled, len(st.Partitions), st.Since, n-1, partitions, partitions)
+	}
+	for p, ps := range st.Partitions {
+		if ps.Events != 1 || ps.NextDeadline.IsZero() {
+			t.Errorf("Stats: partition %d: %+v, want its one event and a next deadline", p, ps)
+		}
+	}
+
 	// One master that may evict is enough to refuse checkouts: Ping
 	// reads the policy of every master and names the one to fix.
 	redisstore.SetPolicyEvery(t, 0)
