@@ -57,7 +57,8 @@ type Options struct {
 	// Token is the bearer token sent with every call, as the header
 	// "authorization: Bearer <token>"; empty: none.
 	Token string
-	// Backoff spaces the reconnections of Watch and Consume; the zero value
+	// Backoff spaces the reconnections of Watch and Consume, and of the
+	// connection itself; the zero value
 	// waits 250ms first, then 1.6 times longer each time up to 15s, each
 	// wait 20% shorter or longer at random. It starts again from the first
 	// wait once a stream is open.
@@ -105,6 +106,10 @@ func Dial(target string, opts Options) (*Client, error) {
 		// connection that died without a word (the server allows a ping
 		// every 10 s).
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		// The connection is dialled again with the same backoff as the
+		// streams, rather than grpc's default, which grows to 2 minutes
+		// and would hold Watch back that long after an outage.
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: opts.Backoff, MinConnectTimeout: 20 * time.Second}),
 	}
 	if opts.Token != "" {
 		dial = append(dial, grpc.WithPerRPCCredentials(bearer{token: opts.Token, secure: !opts.Insecure}))
