@@ -8,10 +8,10 @@
 //     the last one its handler returned from whenever the stream ends (the
 //     server restarts, the connection breaks, the watcher fell behind), with
 //     backoff; it returns when the handler fails or the context ends.
-//   - Consume takes a consumer group's expirations, each handled once
-//     across the consumers of the group: it acknowledges an expiration
-//     whose handler returned nil and hands it back, to be delivered again,
-//     when the handler failed.
+//   - Consume takes a consumer group's expirations, shared by the group's
+//     consumers (each is with one of them at a time, delivered at least
+//     once): it acknowledges an expiration whose handler returned nil and
+//     hands it back, to be delivered again, when the handler failed.
 //
 // The messages are those of the generated package
 // github.com/orderexpiry/orderexpiry/proto/orderexpiry/v1.
