@@ -213,8 +213,9 @@ func (c *Client) watchOnce(ctx context.Context, after *string, retries *int, han
 	if err != nil {
 		return err
 	}
-	// The service sends the headers once it follows the log.
-	if _, err := stream.Header(); err == nil {
+	// The service sends the headers once it follows the log. (Header has
+	// no error to give: a stream refused at once has no headers.)
+	if md, _ := stream.Header(); md != nil {
 		*retries = 0
 	}
 	for {
@@ -275,7 +276,7 @@ func (c *Client) consumeOnce(ctx context.Context, group, consumer string, retrie
 	if err != nil {
 		return err
 	}
-	if _, err := stream.Header(); err == nil {
+	if md, _ := stream.Header(); md != nil {
 		*retries = 0
 	}
 	for {

@@ -141,6 +141,32 @@ func TestWatchResumes(t *testing.T) {
 	}
 }
 
+// TestWatchBacksOff: a server whose Redis is gone refuses each watch at
+// once; the client asks again less and less often rather than at its first
+// wait each time.
+func TestWatchBacksOff(t *testing.T) {
+	t.Parallel()
+	r := redistest.Start(t)
+	s := startServer(t, map[string]string{"REDIS_URL": r.URL()})
+	logs := &redistest.LockedBuffer{}
+	c := dial(t, s.GRPCAddr, client.Options{
+		Insecure: true,
+		Backoff:  backoff.Config{BaseDelay: 10 * time.Millisecond, Multiplier: 2, MaxDelay: time.Second},
+		Logger:   slog.New(slog.NewTextHandler(logs, nil)),
+	})
+	r.Kill()
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel()
+	err := c.Watch(ctx, "", func(*pb.ExpirationEvent) error { return nil })
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Watch returned %v, want the context's deadline", err)
+	}
+	// 10, 20, 40, … 640 ms: 8 attempts in 1.5 s; at 10 ms each, 100 or so.
+	if n := strings.Count(logs.String(), "opening it again"); n < 3 || n > 12 {
+		t.Errorf("the watch was opened again %d times in 1.5 s, want 3 to 12:\n%s", n, logs)
+	}
+}
+
 // TestWatchReturns: Watch returns its handler's error as it is, and the
 // error of a request that asking again would not mend, at once.
 func TestWatchReturns(t *testing.T) {
