@@ -8,7 +8,6 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/orderexpiry/orderexpiry/internal/backoff"
@@ -112,10 +111,15 @@ func (s *Store) sweep(ctx context.Context, p *partition) error {
 // batch fails after others succeeded. Each pass is a span, the parent of its
 // scripts' spans, that tells how many orders it claimed.
 func (s *Store) expireDue(ctx context.Context, p *partition) (_ time.Duration, err error) {
-	ctx, span := tracer.Start(ctx, "orderexpiry.sweep", trace.WithAttributes(attribute.Int("orderexpiry.partition", p.index)))
+	ctx, span := tracer.Start(ctx, "orderexpiry.sweep")
 	var expired, caughtUp int64
 	defer func() {
-		span.SetAttributes(attribute.Int64("orderexpiry.expired", expired), attribute.Int64("orderexpiry.caught_up", caughtUp))
+		// With tracing off, the span is a no-op: its attributes are not
+		// even made.
+		if span.IsRecording() {
+			span.SetAttributes(attribute.Int("orderexpiry.partition", p.index),
+				attribute.Int64("orderexpiry.expired", expired), attribute.Int64("orderexpiry.caught_up", caughtUp))
+		}
 		if err != nil {
 			span.RecordError(err)
 			span.SetStatus(codes.Error, err.Error())
