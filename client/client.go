@@ -27,7 +27,9 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"strings"
 	"time"
+	"unicode"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
@@ -91,6 +93,11 @@ func Dial(target string, opts Options) (*Client, error) {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	// Such a token would make a malformed header, which fails every call
+	// with a less telling error.
+	if strings.ContainsFunc(opts.Token, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) {
+		return nil, errors.New("orderexpiry client: the token holds white space or a control character: give the token alone, without \"Bearer \"")
 	}
 	creds := insecure.NewCredentials()
 	if !opts.Insecure {

@@ -293,4 +293,7 @@ func TestDialTLSAndToken(t *testing.T) {
 	if _, err := client.Dial(s.GRPCAddr, client.Options{CAFile: "/no/such/file"}); err == nil || !strings.Contains(err.Error(), "CA file") {
 		t.Errorf("Dial with a missing CA file returned %v, want an error about it", err)
 	}
+	if _, err := client.Dial(s.GRPCAddr, client.Options{CAFile: cert, Token: "Bearer s3cret"}); err == nil || !strings.Contains(err.Error(), "white space") {
+		t.Errorf("Dial with a token of two words returned %v, want an error about it", err)
+	}
 }
