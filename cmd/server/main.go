@@ -1,8 +1,9 @@
 // Command server runs the order-expiry service: gRPC on GRPC_ADDR; REST,
 // /healthz, /metrics and /openapi.json on HTTP_ADDR; on Redis when REDIS_URL
 // is set and on the embedded in-memory store otherwise. It turns flags and
-// environment variables into a server.Config (server.ParseFlags), opens the
-// listeners and runs the server until SIGINT or SIGTERM.
+// environment variables into a server.Config (server.ParseFlags), sets up
+// tracing from the OTEL_* variables (internal/tracing), opens the listeners
+// and runs the server until SIGINT or SIGTERM.
 package main
 
 import (
@@ -12,8 +13,10 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/orderexpiry/orderexpiry/internal/server"
+	"github.com/orderexpiry/orderexpiry/internal/tracing"
 )
 
 func main() {
@@ -31,6 +34,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 	log := server.NewLogger(f, stderr)
+	tracingOn, stopTracing, err := tracing.Setup(ctx, getenv)
+	if err != nil {
+		return err
+	}
+	// The spans not exported yet are flushed, within a bound, once the
+	// server has stopped.
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := stopTracing(ctx); err != nil {
+			log.Warn("could not export the last spans", "err", err)
+		}
+	}()
+	f.Tracing = tracingOn
 	// Listeners first, so that a taken port fails the start at once.
 	lis, err := server.Listen(f)
 	if err != nil {

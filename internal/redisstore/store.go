@@ -46,6 +46,10 @@ type Options struct {
 	// master with replicas that Redis Sentinel fails over: writes then wait
 	// for a replica, as on a cluster.
 	Sentinel bool
+	// Tracing gives the clients the store opens by itself (one per master
+	// of a cluster, for its subscription) spans as Trace does; the caller
+	// traces the client it gives New.
+	Tracing bool
 }
 
 // Store is the order store on one Redis database or on a Redis Cluster.
@@ -60,6 +64,7 @@ type Store struct {
 	retention time.Duration
 	log       *slog.Logger
 	onExpire  func(expired, caughtUp int)
+	tracing   bool
 
 	// parts is set by the first successful layout.
 	parts atomic.Pointer[[]*partition]
@@ -105,6 +110,7 @@ func New(rdb redis.UniversalClient, opts Options) *Store {
 		log:       opts.Logger,
 		onExpire:  opts.OnExpire,
 		sentinel:  opts.Sentinel,
+		tracing:   opts.Tracing,
 	}
 	switch c := rdb.(type) {
 	case *redis.Client:

@@ -217,6 +217,9 @@ func (s *Store) subscribeCluster(ctx context.Context, parts []*partition) error 
 					defer wg.Done()
 					defer close(l.done)
 					node := redis.NewClient(s.nodeOptions(addr))
+					if s.tracing {
+						Trace(node)
+					}
 					defer node.Close()
 					s.subscribeNode(lctx, node, parts)
 				}()

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/orderexpiry/orderexpiry/internal/backoff"
@@ -106,10 +108,23 @@ func (s *Store) sweep(ctx context.Context, p *partition) error {
 
 // expireDue expires the due orders and returns how long to sleep before the
 // next one is due. It reports what it expired to OnExpire, also when a
-// batch fails after others succeeded.
-func (s *Store) expireDue(ctx context.Context, p *partition) (time.Duration, error) {
+// batch fails after others succeeded. Each pass is a span, the parent of its
+// scripts' spans, that tells how many orders it claimed.
+func (s *Store) expireDue(ctx context.Context, p *partition) (_ time.Duration, err error) {
+	ctx, span := tracer.Start(ctx, "orderexpiry.sweep")
 	var expired, caughtUp int64
 	defer func() {
+		// With tracing off, the span is a no-op: its attributes are not
+		// even made.
+		if span.IsRecording() {
+			span.SetAttributes(attribute.Int("orderexpiry.partition", p.index),
+				attribute.Int64("orderexpiry.expired", expired), attribute.Int64("orderexpiry.caught_up", caughtUp))
+		}
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, err.Error())
+		}
+		span.End()
 		if expired > 0 && s.onExpire != nil {
 			s.onExpire(int(expired), int(caughtUp))
 		}

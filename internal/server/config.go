@@ -73,6 +73,11 @@ type Config struct {
 	// AuthOpen names what needs no token: "health", "reflection",
 	// "metrics", "openapi".
 	AuthOpen map[string]bool
+
+	// Tracing installs the OpenTelemetry instrumentation of gRPC, REST and
+	// Redis calls, whose spans go to the global tracer provider; the
+	// command sets it when tracing.Setup turned tracing on.
+	Tracing bool
 }
 
 // DefaultClusterPartitions spreads a new store over a cluster: with 64 the

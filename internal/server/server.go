@@ -150,9 +150,9 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	m.GRPC.InitializeMetrics(s.grpc)
 	s.internal = s.newGRPC(svc, m, gatewayPeer{}, grpc.MaxHeaderListSize(2*http.DefaultMaxHeaderBytes))
 	s.internalLis = bufconn.Listen(1 << 20)
-	s.conn, err = grpc.NewClient("passthrough:///orderexpiry-internal",
+	s.conn, err = grpc.NewClient("passthrough:///orderexpiry-internal", append(s.tracedGateway(),
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return s.internalLis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
+		grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 	if err != nil {
 		s.closeStore()
 		return nil, fmt.Errorf("gateway connection: %w", err)
@@ -177,7 +177,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		_ = s.conn.Close()
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
-	s.http = s.newHTTP(withBodyDeadline(gw, cfg.ReadTimeout))
+	s.http = s.newHTTP(withBodyDeadline(s.tracedHTTP(gw), cfg.ReadTimeout))
 	s.http.TLSConfig = serverTLS
 	s.http.IdleTimeout = cfg.IdleTimeout
 	return s, nil
@@ -223,11 +223,12 @@ func (s *Server) newGRPC(svc *rpc.Service, m *metrics.Metrics, peer interceptor,
 		unary = append(unary, s.tokens.Unary)
 		stream = append(stream, s.tokens.Stream)
 	}
-	g := rpc.NewServer(svc, append([]grpc.ServerOption{
+	opts := append([]grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
 		grpc.MaxRecvMsgSize(s.cfg.MaxBodyBytes),
-	}, extra...)...)
+	}, s.tracedServer()...)
+	g := rpc.NewServer(svc, append(opts, extra...)...)
 	healthpb.RegisterHealthServer(g, s.health)
 	reflection.Register(g)
 	return g
@@ -318,7 +319,7 @@ func (s *Server) Run(ctx context.Context, lis Listeners) error {
 		return nil
 	})
 	s.log.Info("serving", append([]any{"grpc", lis.GRPC.Addr().String(), "http", lis.HTTP.Addr().String(),
-		"tls", s.tls != nil, "auth", s.tokens != nil}, s.storeAttrs...)...)
+		"tls", s.tls != nil, "auth", s.tokens != nil, "tracing", s.cfg.Tracing}, s.storeAttrs...)...)
 	err := g.Wait()
 	s.log.Info("stopped")
 	return err

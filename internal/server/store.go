@@ -38,11 +38,14 @@ func openStore(cfg Config, log *slog.Logger, onExpire func(n, caughtUp int)) (op
 		return openedStore{store: st, attrs: []any{"store", "memory"}, close: func() {}}, nil
 	}
 	files := redisstore.TLSFiles{CA: cfg.RedisCA, Cert: cfg.RedisCert, Key: cfg.RedisKey}
-	opts := redisstore.Options{Retention: cfg.Retention, Logger: log, OnExpire: onExpire, Partitions: cfg.Partitions}
+	opts := redisstore.Options{Retention: cfg.Retention, Logger: log, OnExpire: onExpire, Partitions: cfg.Partitions, Tracing: cfg.Tracing}
 	if cfg.RedisCluster != "" {
 		rdb, err := redisstore.NewClusterClient(cfg.RedisCluster, files)
 		if err != nil {
 			return openedStore{}, err
+		}
+		if cfg.Tracing {
+			redisstore.Trace(rdb)
 		}
 		if opts.Partitions == 0 {
 			opts.Partitions = DefaultClusterPartitions
@@ -58,6 +61,9 @@ func openStore(cfg Config, log *slog.Logger, onExpire func(n, caughtUp int)) (op
 		if err != nil {
 			return openedStore{}, err
 		}
+		if cfg.Tracing {
+			redisstore.Trace(rdb)
+		}
 		opts.Sentinel = true
 		st := redisstore.New(rdb, opts)
 		// A URL may hold Redis's password: it is redacted.
@@ -72,6 +78,9 @@ func openStore(cfg Config, log *slog.Logger, onExpire func(n, caughtUp int)) (op
 	rdb, err := redisstore.NewClient(cfg.RedisURL, files)
 	if err != nil {
 		return openedStore{}, err
+	}
+	if cfg.Tracing {
+		redisstore.Trace(rdb)
 	}
 	st := redisstore.New(rdb, opts)
 	// The address and db only: the URL may hold a password.

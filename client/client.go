@@ -1,0 +1,365 @@
+// Package client is a Go client of the orderexpiry service.
+//
+// Dial opens a client; the generated OrderServiceClient is embedded in it,
+// so that every RPC (Checkout, GetOrder, CreateConsumerGroup, …) is a method
+// of the client. On top of those, two loops for the expirations:
+//
+//   - Watch follows every expiration, in the log's order, and resumes after
+//     the last one its handler returned from whenever the stream ends (the
+//     server restarts, the connection breaks, the watcher fell behind), with
+//     backoff; it returns when the handler fails or the context ends.
+//   - Consume takes a consumer group's expirations, shared by the group's
+//     consumers (each is with one of them at a time, delivered at least
+//     once): it acknowledges an expiration whose handler returned nil and
+//     hands it back, to be delivered again, when the handler failed.
+//
+// The messages are those of the generated package
+// github.com/orderexpiry/orderexpiry/proto/orderexpiry/v1.
+package client
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"strings"
+	"time"
+	"unicode"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/orderexpiry/orderexpiry/proto/orderexpiry/v1"
+)
+
+// Options say how Dial reaches the service. The zero value dials with TLS,
+// trusting the system's certificate authorities, without a token.
+type Options struct {
+	// TLS is the TLS configuration of the connection (a private CA in
+	// RootCAs, a client certificate for mutual TLS); nil: the system's
+	// roots. Ignored when Insecure is set.
+	TLS *tls.Config
+	// CAFile names a PEM file of the certificate authorities that signed
+	// the service's certificate, trusted instead of the system's (on a copy
+	// of TLS); empty: none.
+	CAFile string
+	// Insecure dials without TLS, for a service on localhost or behind a
+	// proxy that terminates TLS. The token, if any, then travels in clear.
+	Insecure bool
+	// Token is the bearer token sent with every call, as the header
+	// "authorization: Bearer <token>"; empty: none.
+	Token string
+	// Backoff spaces the reconnections of Watch and Consume, and of the
+	// connection itself; the zero value
+	// waits 250ms first, then 1.6 times longer each time up to 15s, each
+	// wait 20% shorter or longer at random. It starts again from the first
+	// wait once a stream is open.
+	Backoff backoff.Config
+	// Logger receives a warning each time Watch or Consume reconnects or
+	// an acknowledgement fails; nil: nothing is logged.
+	Logger *slog.Logger
+	// DialOptions are added to those of Dial, after them.
+	DialOptions []grpc.DialOption
+}
+
+// defaultBackoff is the Backoff of Options' zero value.
+var defaultBackoff = backoff.Config{BaseDelay: 250 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 15 * time.Second}
+
+// Client is a client of the service. The generated client's methods are
+// its own; Watch and Consume add the loops around the streams. It is safe
+// for concurrent use.
+type Client struct {
+	pb.OrderServiceClient
+	conn *grpc.ClientConn
+	opts Options
+}
+
+// Dial returns a client of the service at target ("host:port", or any
+// target grpc.NewClient takes). It does not connect yet: the first call
+// does, and a connection that breaks is opened again by the next call.
+func Dial(target string, opts Options) (*Client, error) {
+	if opts.Backoff == (backoff.Config{}) {
+		opts.Backoff = defaultBackoff
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	// Such a token would make a malformed header, which fails every call
+	// with a less telling error.
+	if strings.ContainsFunc(opts.Token, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) {
+		return nil, errors.New("orderexpiry client: the token holds white space or a control character: give the token alone, without \"Bearer \"")
+	}
+	creds := insecure.NewCredentials()
+	if !opts.Insecure {
+		c, err := tlsConfig(opts)
+		if err != nil {
+			return nil, err
+		}
+		creds = credentials.NewTLS(c)
+	}
+	dial := []grpc.DialOption{
+		grpc.WithTransportCredentials(creds),
+		// A watch can stay silent for long: pinging it every 30 s finds a
+		// connection that died without a word (the server allows a ping
+		// every 10 s).
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		// The connection is dialled again with the same backoff as the
+		// streams, rather than grpc's default, which grows to 2 minutes
+		// and would hold Watch back that long after an outage.
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: opts.Backoff, MinConnectTimeout: 20 * time.Second}),
+	}
+	if opts.Token != "" {
+		dial = append(dial, grpc.WithPerRPCCredentials(bearer{token: opts.Token, secure: !opts.Insecure}))
+	}
+	conn, err := grpc.NewClient(target, append(dial, opts.DialOptions...)...)
+	if err != nil {
+		return nil, fmt.Errorf("orderexpiry client: %w", err)
+	}
+	return &Client{OrderServiceClient: pb.NewOrderServiceClient(conn), conn: conn, opts: opts}, nil
+}
+
+// tlsConfig is the TLS configuration of opts, with the CAs of CAFile.
+func tlsConfig(opts Options) (*tls.Config, error) {
+	c := &tls.Config{}
+	if opts.TLS != nil {
+		c = opts.TLS.Clone()
+	}
+	if opts.CAFile == "" {
+		return c, nil
+	}
+	pem, err := os.ReadFile(opts.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("orderexpiry client: CA file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("orderexpiry client: CA file %s holds no PEM certificate", opts.CAFile)
+	}
+	c.RootCAs = pool
+	return c, nil
+}
+
+// Conn returns the client's connection, for other services on it (health).
+func (c *Client) Conn() *grpc.ClientConn { return c.conn }
+
+// Close closes the connection; calls still open fail.
+func (c *Client) Close() error { return c.conn.Close() }
+
+// bearer sends the token with every call.
+type bearer struct {
+	token  string
+	secure bool
+}
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + b.token}, nil
+}
+
+// RequireTransportSecurity refuses to send the token in clear unless
+// Options.Insecure asked for it.
+func (b bearer) RequireTransportSecurity() bool { return b.secure }
+
+// Watch calls handle with every expiration after the cursor after ("" for
+// live ones only, from now on; "0-0" for all the service retains), one at a
+// time, in the log's order. Whenever the stream ends, it opens it again
+// after the cursor of the last event handle returned from, after a backoff,
+// so that handle sees each expiration once and misses none within the
+// service's retention. (With after "", expirations before the first one
+// received are not replayed.)
+//
+// Watch returns handle's error as it is, ctx's error once ctx ends, and
+// the error of a stream that opening again would not mend: a malformed
+// cursor (INVALID_ARGUMENT), one the retention has overtaken (OUT_OF_RANGE:
+// expirations after it are lost; start again from "0-0" or ""), a refused
+// token (UNAUTHENTICATED).
+func (c *Client) Watch(ctx context.Context, after string, handle func(*pb.ExpirationEvent) error) error {
+	var retries int
+	for {
+		err := c.watchOnce(ctx, &after, &retries, handle)
+		var h handlerError
+		if errors.As(err, &h) {
+			return h.err
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if !retryable(err) {
+			return err
+		}
+		d := c.wait(retries)
+		retries++
+		c.opts.Logger.Warn("orderexpiry: the watch ended; opening it again", "after", after, "err", err, "retry_in", d)
+		if !sleep(ctx, d) {
+			return ctx.Err()
+		}
+	}
+}
+
+// handlerError carries the handler's error out of a stream's loop, to be
+// told from the stream's own.
+type handlerError struct{ err error }
+
+func (h handlerError) Error() string { return h.err.Error() }
+
+// watchOnce runs one stream of Watch until it ends, moving *after past each
+// event handled; *retries is reset once the stream is open.
+func (c *Client) watchOnce(ctx context.Context, after *string, retries *int, handle func(*pb.ExpirationEvent) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := c.WatchExpirations(ctx, &pb.WatchExpirationsRequest{AfterCursor: *after})
+	if err != nil {
+		return err
+	}
+	// The service sends the headers once it follows the log. (Header has
+	// no error to give: a stream refused at once has no headers.)
+	if md, _ := stream.Header(); md != nil {
+		*retries = 0
+	}
+	for {
+		ev, err := stream.Recv()
+		if err != nil {
+			return err
+		}
+		if err := handle(ev); err != nil {
+			return handlerError{err}
+		}
+		*after = ev.GetCursor()
+	}
+}
+
+// ackTimeout bounds an acknowledgement or a nack, which Consume sends also
+// once ctx has ended: an event handled is acknowledged.
+const ackTimeout = 10 * time.Second
+
+// Consume calls handle with the expirations of the consumer group, one at
+// a time, as the consumer named consumer ("": a name the service makes for
+// each stream). When handle returns nil, the expiration is acknowledged:
+// the group never delivers it again. When handle returns an error, it is
+// handed back (nacked), to be delivered again at once, to this consumer or
+// another, until the group's max_deliveries make it a dead letter; Consume
+// goes on with the next one. Delivery is at least once: an expiration whose
+// acknowledgement did not reach the service is delivered again after the
+// group's ack deadline, so handle should bear a repeat.
+//
+// Whenever the stream ends, Consume opens it again after a backoff. It
+// returns ctx's error once ctx ends, and the error of a stream that opening
+// again would not mend: an unknown group (NOT_FOUND), a malformed consumer
+// name (INVALID_ARGUMENT), a refused token (UNAUTHENTICATED).
+func (c *Client) Consume(ctx context.Context, group, consumer string, handle func(*pb.ExpirationEvent) error) error {
+	var retries int
+	for {
+		err := c.consumeOnce(ctx, group, consumer, &retries, handle)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if !retryable(err) {
+			return err
+		}
+		d := c.wait(retries)
+		retries++
+		c.opts.Logger.Warn("orderexpiry: the consumer's stream ended; opening it again", "group", group, "err", err, "retry_in", d)
+		if !sleep(ctx, d) {
+			return ctx.Err()
+		}
+	}
+}
+
+// consumeOnce runs one stream of Consume until it ends; *retries is reset
+// once the stream is open.
+func (c *Client) consumeOnce(ctx context.Context, group, consumer string, retries *int, handle func(*pb.ExpirationEvent) error) error {
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := c.ConsumeExpirations(sctx, &pb.ConsumeExpirationsRequest{GroupId: group, Consumer: consumer})
+	if err != nil {
+		return err
+	}
+	if md, _ := stream.Header(); md != nil {
+		*retries = 0
+	}
+	for {
+		rec, err := stream.Recv()
+		if err != nil {
+			return err
+		}
+		c.settle(ctx, group, rec, handle(rec.GetEvent()))
+	}
+}
+
+// settle acknowledges a delivery when its handler returned nil, and hands
+// it back otherwise. A failure is logged: the group delivers the event
+// again after its ack deadline either way.
+func (c *Client) settle(ctx context.Context, group string, rec *pb.ReceivedExpiration, handled error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ackTimeout)
+	defer cancel()
+	ids := []string{rec.GetAckId()}
+	var results []*pb.AckIdResult
+	var err error
+	what := "acknowledge"
+	if handled == nil {
+		var resp *pb.AcknowledgeExpirationsResponse
+		resp, err = c.AcknowledgeExpirations(ctx, &pb.AcknowledgeExpirationsRequest{GroupId: group, AckIds: ids})
+		results = resp.GetResults()
+	} else {
+		what = "hand back"
+		var resp *pb.NackExpirationsResponse
+		resp, err = c.NackExpirations(ctx, &pb.NackExpirationsRequest{GroupId: group, AckIds: ids})
+		results = resp.GetResults()
+	}
+	if err == nil && len(results) == 1 && results[0].GetStatus() != pb.AckIdStatus_ACK_ID_STATUS_OK {
+		err = fmt.Errorf("the service answered %v", results[0].GetStatus())
+	}
+	if err != nil {
+		c.opts.Logger.Warn("orderexpiry: could not "+what+" an expiration; the group will deliver it again",
+			"group", group, "order_id", rec.GetEvent().GetOrderId(), "err", err)
+	}
+}
+
+// retryable says whether opening a stream again may mend what ended it:
+// the end of the stream, a server stopping or unreachable, a limit that
+// frees up; not a request that the service refuses as it is.
+func retryable(err error) bool {
+	if err == nil || errors.Is(err, io.EOF) {
+		return true
+	}
+	switch status.Code(err) {
+	case codes.Unavailable, codes.ResourceExhausted, codes.Aborted, codes.Internal,
+		codes.Unknown, codes.DeadlineExceeded, codes.Canceled:
+		return true
+	}
+	return false
+}
+
+// wait returns how long to wait before the retries+1th reconnection, as
+// grpc's exponential backoff computes it from Options.Backoff.
+func (c *Client) wait(retries int) time.Duration {
+	b := c.opts.Backoff
+	d, limit := float64(b.BaseDelay), float64(b.MaxDelay)
+	for ; d < limit && retries > 0; retries-- {
+		d *= b.Multiplier
+	}
+	d = min(d, limit)
+	d *= 1 + b.Jitter*(rand.Float64()*2-1)
+	return time.Duration(max(d, 0))
+}
+
+// sleep waits d, or less if ctx ends first; it returns false if ctx ended.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

@@ -1,0 +1,70 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"os"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/orderexpiry/orderexpiry/client"
+	pb "github.com/orderexpiry/orderexpiry/proto/orderexpiry/v1"
+)
+
+// A client over TLS with a private CA and a bearer token; every RPC of the
+// service is a method of the client.
+func ExampleDial() {
+	c, err := client.Dial("orders.example.com:9090", client.Options{
+		CAFile: "ca.pem",
+		Token:  os.Getenv("ORDEREXPIRY_TOKEN"),
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	resp, err := c.Checkout(context.Background(), &pb.CheckoutRequest{OrderId: "o-42", Ttl: durationpb.New(15 * time.Minute)})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(resp.GetOrder().GetDeadline().AsTime())
+}
+
+// Every expiration from a saved cursor on, saving the cursor of each one
+// handled: after a restart, the watch goes on where it stopped.
+func ExampleClient_Watch() {
+	c, err := client.Dial("localhost:9090", client.Options{Insecure: true})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	after, _ := os.ReadFile("cursor")
+	err = c.Watch(context.Background(), string(after), func(ev *pb.ExpirationEvent) error {
+		fmt.Println("expired", ev.GetOrderId())
+		// An error here stops the watch, which returns it.
+		return os.WriteFile("cursor", []byte(ev.GetCursor()), 0o600)
+	})
+	log.Fatal(err)
+}
+
+// A worker of the group "billing": run several, and each expiration is
+// handled by one of them. An error hands the expiration back, to be
+// delivered again.
+func ExampleClient_Consume() {
+	c, err := client.Dial("localhost:9090", client.Options{Insecure: true})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	err = c.Consume(ctx, "billing", "worker-1", func(ev *pb.ExpirationEvent) error {
+		if ev.GetMetadata()["sku"] == "" {
+			return errors.New("no sku yet")
+		}
+		fmt.Println("releasing the stock of", ev.GetOrderId())
+		return nil
+	})
+	log.Fatal(err)
+}

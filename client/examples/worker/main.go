@@ -1,0 +1,75 @@
+// Command worker handles the expirations of an orderexpiry consumer group:
+// run several with the same -group and each expiration is handled by one of
+// them. It is an example of client.Consume:
+//
+//	go run ./client/examples/worker -addr localhost:9090 -insecure -group billing
+//
+// It creates the group when it does not exist yet (with the service's
+// default settings), then prints "handled <order id>" for each expiration
+// and acknowledges it. With -fail-first, it fails the first delivery of each
+// order, which hands it back to the group to be delivered again.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/orderexpiry/orderexpiry/client"
+	pb "github.com/orderexpiry/orderexpiry/proto/orderexpiry/v1"
+)
+
+func main() {
+	addr := flag.String("addr", "localhost:9090", "the service's gRPC address")
+	token := flag.String("token", os.Getenv("ORDEREXPIRY_TOKEN"), "bearer token (default $ORDEREXPIRY_TOKEN)")
+	insecure := flag.Bool("insecure", false, "dial without TLS")
+	ca := flag.String("ca", "", "PEM file of the CA that signed the service's certificate (default: the system's)")
+	group := flag.String("group", "workers", "the consumer group")
+	consumer := flag.String("consumer", "", "this worker's name in the group (default: one per stream)")
+	failFirst := flag.Bool("fail-first", false, "fail the first delivery of each order, to show it handed back")
+	flag.Parse()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, *addr, *token, *insecure, *ca, *group, *consumer, *failFirst); err != nil && !errors.Is(err, context.Canceled) {
+		fmt.Fprintln(os.Stderr, "worker:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, addr, token string, insecure bool, ca, group, consumer string, failFirst bool) error {
+	c, err := client.Dial(addr, client.Options{
+		Token:    token,
+		Insecure: insecure,
+		CAFile:   ca,
+		// The reconnections are told on stderr.
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, nil)),
+	})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	// A group that exists already, with whatever settings, is used as it is.
+	if _, err := c.CreateConsumerGroup(ctx, &pb.CreateConsumerGroupRequest{GroupId: group}); err != nil && status.Code(err) != codes.AlreadyExists {
+		return fmt.Errorf("creating the group %s: %w", group, err)
+	}
+	// Consume calls the handler for one expiration at a time.
+	failed := map[string]bool{}
+	return c.Consume(ctx, group, consumer, func(ev *pb.ExpirationEvent) error {
+		if failFirst && !failed[ev.GetOrderId()] {
+			failed[ev.GetOrderId()] = true
+			fmt.Printf("failed %s\n", ev.GetOrderId())
+			return errors.New("the first delivery fails")
+		}
+		_, err := fmt.Printf("handled %s\n", ev.GetOrderId())
+		return err
+	})
+}

@@ -1,0 +1,121 @@
+package client_test
+
+import (
+	"bufio"
+	"context"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/orderexpiry/orderexpiry/client"
+	"github.com/orderexpiry/orderexpiry/internal/redistest"
+	pb "github.com/orderexpiry/orderexpiry/proto/orderexpiry/v1"
+)
+
+// example is a running example program: what it printed, line by line, by
+// the first word of the line.
+type example struct {
+	cmd    *exec.Cmd
+	stderr *redistest.LockedBuffer
+	// lines gets the order id of each stdout line, by its first word
+	// ("expired", "handled", "failed").
+	lines map[string]*seen
+	done  chan struct{}
+}
+
+// buildExamples builds the example programs into a temporary directory and
+// returns it.
+func buildExamples(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, name := range []string{"watcher", "worker"} {
+		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, name),
+			"github.com/orderexpiry/orderexpiry/client/examples/"+name).CombinedOutput()
+		if err != nil {
+			t.Fatalf("building the %s example: %v\n%s", name, err, out)
+		}
+	}
+	return dir
+}
+
+// runExample starts the program with args and stops it with SIGTERM when
+// the test ends, checking that it then exits 0.
+func runExample(t *testing.T, bin string, args ...string) *example {
+	t.Helper()
+	e := &example{cmd: exec.Command(bin, args...), stderr: &redistest.LockedBuffer{}, done: make(chan struct{}),
+		lines: map[string]*seen{"expired": {}, "handled": {}, "failed": {}}}
+	e.cmd.Stderr = e.stderr
+	out, err := e.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		defer close(e.done)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			f := strings.Fields(sc.Text())
+			if len(f) < 2 || e.lines[f[0]] == nil {
+				t.Errorf("%s printed %q", filepath.Base(bin), sc.Text())
+				continue
+			}
+			e.lines[f[0]].add(f[1])
+		}
+	}()
+	t.Cleanup(func() {
+		_ = e.cmd.Process.Signal(syscall.SIGTERM)
+		<-e.done
+		if err := e.cmd.Wait(); err != nil {
+			t.Errorf("%s %v: %v after SIGTERM; stderr:\n%s", filepath.Base(bin), args, err, e.stderr)
+		}
+	})
+	return e
+}
+
+// TestExamples builds the watcher and the worker examples and runs them
+// against a server with a token: the watcher prints each expiration once,
+// and two workers in one group handle each once between them, although one
+// of them fails the first delivery of each order it gets.
+func TestExamples(t *testing.T) {
+	t.Parallel()
+	bin := buildExamples(t)
+	s := startServer(t, map[string]string{"AUTH_TOKENS": "ex-token"})
+	auth := []string{"-addr", s.GRPCAddr, "-insecure", "-token", "ex-token"}
+
+	watcher := runExample(t, filepath.Join(bin, "watcher"), append(auth, "-after", "0-0")...)
+	w1 := runExample(t, filepath.Join(bin, "worker"), append(auth, "-group", "fleet", "-consumer", "w1")...)
+	w2 := runExample(t, filepath.Join(bin, "worker"), append(auth, "-group", "fleet", "-consumer", "w2", "-fail-first")...)
+
+	c := dial(t, s.GRPCAddr, client.Options{Insecure: true, Token: "ex-token"})
+	// The group starts from its creation: the orders come after it.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if _, err := c.GetConsumerGroup(context.Background(), &pb.GetConsumerGroupRequest{GroupId: "fleet"}); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the workers did not create their group within 15 s; stderr:\n%s\n%s", w1.stderr, w2.stderr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	want := ids("ex-", 1, 10)
+	checkout(t, c, 300*time.Millisecond, want...)
+
+	watched := watcher.lines["expired"].waitFor(t, len(want))
+	handled := func() []string { return append(w1.lines["handled"].get(), w2.lines["handled"].get()...) }
+	deadline = time.Now().Add(15 * time.Second)
+	for len(handled()) < len(want) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Nothing more comes.
+	time.Sleep(500 * time.Millisecond)
+	once(t, watcher.lines["expired"].get(), want)
+	once(t, handled(), want)
+	// Each order w2 failed was handed back, and handled once (above).
+	t.Logf("watcher: %v\nw1 handled %v\nw2 failed %v, handled %v", watched, w1.lines["handled"].get(), w2.lines["failed"].get(), w2.lines["handled"].get())
+}

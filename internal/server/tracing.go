@@ -1,0 +1,47 @@
+package server
+
+import (
+	"net/http"
+
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"google.golang.org/grpc"
+)
+
+// The instrumentation below is installed only when Config.Tracing is set
+// (see the tracing package): off, no handler stands in the way of a call,
+// rather than one that would find a no-op tracer on every call. Its spans
+// go to the global tracer provider, and the trace context travels in W3C
+// traceparent headers: from a REST caller through the gateway's call on
+// the internal connection to the service and on to Redis.
+
+// tracedServer is the option that gives each call a gRPC server a span,
+// a child of the caller's when its metadata carries one.
+func (s *Server) tracedServer() []grpc.ServerOption {
+	if !s.cfg.Tracing {
+		return nil
+	}
+	return []grpc.ServerOption{grpc.StatsHandler(otelgrpc.NewServerHandler())}
+}
+
+// tracedGateway is the option that gives each call of the gateway on its
+// internal connection a client span, a child of the HTTP request's, and
+// sends the trace on to the internal server.
+func (s *Server) tracedGateway() []grpc.DialOption {
+	if !s.cfg.Tracing {
+		return nil
+	}
+	return []grpc.DialOption{grpc.WithStatsHandler(otelgrpc.NewClientHandler())}
+}
+
+// tracedHTTP gives each request to h a span, a child of the caller's when
+// its traceparent header names one. The probes and scrapes of /healthz and
+// /metrics, every few seconds from every monitor, get none.
+func (s *Server) tracedHTTP(h http.Handler) http.Handler {
+	if !s.cfg.Tracing {
+		return h
+	}
+	return otelhttp.NewHandler(h, "orderexpiry", otelhttp.WithFilter(func(r *http.Request) bool {
+		return r.URL.Path != "/healthz" && r.URL.Path != "/metrics"
+	}))
+}
