@@ -33,6 +33,27 @@ import (
 // must be written and run well within callTimeout.
 const maxBatch = 1000
 
+// maxBatchBytes bounds the ids and metadata of one batch. Redis checks its
+// memory limit before a script runs, not during it, so a checkout batch
+// accepted just below maxmemory may take Redis past it by as much as the
+// batch writes: a bound in bytes keeps that near what one large order
+// would, whatever the number of orders.
+const maxBatchBytes = 64 << 10
+
+// batchLen returns how many of the calls, from the first, go in one batch:
+// at least one, at most maxBatch and, past the first, at most maxBatchBytes.
+func batchLen(calls []*call) int {
+	n, size := 0, 0
+	for n < len(calls) && n < maxBatch {
+		size += calls[n].size
+		if n > 0 && size > maxBatchBytes {
+			break
+		}
+		n++
+	}
+	return n
+}
+
 // batchKind is one of the batch scripts and how it is run.
 type batchKind struct {
 	script *redis.Script
@@ -61,6 +82,8 @@ type batcher struct {
 // answer for it once the batch returns.
 type call struct {
 	args []any
+	// size is the length of its strings (id, metadata), for maxBatchBytes.
+	size int
 	w    *waiter
 
 	code, rec string
@@ -105,8 +128,10 @@ func (s *Store) batch(ctx context.Context, p *partition, b *batcher, k *batchKin
 	b.busy = true
 	b.mu.Unlock()
 	// Nothing in flight: the calls go at once, under the caller's context.
-	for chunk := range slices.Chunk(calls, maxBatch) {
-		s.send(ctx, p, k, chunk)
+	for rest := calls; len(rest) > 0; {
+		n := batchLen(rest)
+		s.send(ctx, p, k, rest[:n])
+		rest = rest[n:]
 	}
 	b.mu.Lock()
 	if len(b.queue) == 0 {
@@ -134,11 +159,11 @@ func (s *Store) drain(p *partition, b *batcher, k *batchKind) {
 			return
 		}
 		var next []*call
-		if len(b.queue) <= maxBatch {
+		if n := batchLen(b.queue); n == len(b.queue) {
 			next, b.queue = b.queue, nil
 		} else {
-			next = slices.Clone(b.queue[:maxBatch])
-			b.queue = b.queue[maxBatch:]
+			next = slices.Clone(b.queue[:n])
+			b.queue = b.queue[n:]
 		}
 		b.mu.Unlock()
 		live := next[:0]

@@ -47,6 +47,7 @@ func (s *Store) BatchCheckout(ctx context.Context, items []order.CheckoutItem) [
 		}
 		p := parts[order.PartitionOf(it.ID, len(parts))]
 		calls[i].args = []any{it.ID, it.TTL.Milliseconds(), meta}
+		calls[i].size = len(it.ID) + len(meta)
 		byPart[p] = append(byPart[p], &calls[i])
 	}
 	failed := s.eachPartition(ctx, byPart, func(p *partition) *batcher { return &p.checkouts }, &checkoutBatch)
@@ -115,7 +116,7 @@ func (s *Store) one(ctx context.Context, id string, batcherOf func(*partition) *
 	if err != nil {
 		return nil, nil, err
 	}
-	c := &call{args: args}
+	c := &call{args: args, size: len(id)}
 	if err := s.batch(ctx, p, batcherOf(p), k, []*call{c}); err != nil {
 		return nil, nil, storeError(err)
 	}
