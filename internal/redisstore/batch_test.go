@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/orderexpiry/orderexpiry/internal/order"
+	"github.com/orderexpiry/orderexpiry/internal/redisstore"
 	"github.com/orderexpiry/orderexpiry/internal/redistest"
 )
 
@@ -138,4 +140,31 @@ func TestBatchRefusedWhenFull(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// BenchmarkCheckoutParallel measures concurrent checkouts of new orders on
+// one Redis, and reports how many orders each script call took.
+func BenchmarkCheckoutParallel(b *testing.B) {
+	srv := redistest.Start(b)
+	admin := srv.Client(b)
+	s := redisstore.New(srv.Client(b), redisstore.Options{Retention: time.Hour})
+	if _, _, err := s.Checkout(b.Context(), "warm", time.Hour, nil); err != nil {
+		b.Fatal(err)
+	}
+	var seq atomic.Int64
+	before := evalshaCalls(b, admin)
+	b.SetParallelism(8) // 8 callers per CPU
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, _, err := s.Checkout(b.Context(), fmt.Sprintf("b-%d", seq.Add(1)), time.Hour, nil); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.StopTimer()
+	if calls := evalshaCalls(b, admin) - before; calls > 0 {
+		b.ReportMetric(float64(b.N)/float64(calls), "orders/script")
+	}
 }
