@@ -115,11 +115,12 @@ $(STAMPS)/%:
 	@rm -f $(STAMPS)/$(firstword $(subst @, ,$*))@*
 	@touch $@
 
-third_party: ## copy google/api's protos from the pinned grpc-gateway module
+third_party: ## copy google/api's and google/rpc/status.proto from the pinned grpc-gateway module
 	@dir=$$($(GO) mod download -json $(GOOGLEAPIS_MODULE) | sed -n 's/.*"Dir": "\(.*\)".*/\1/p'); \
-	mkdir -p third_party/googleapis/google/api && \
+	mkdir -p third_party/googleapis/google/api third_party/googleapis/google/rpc && \
 	install -m 0644 $$dir/third_party/googleapis/google/api/annotations.proto \
-		$$dir/third_party/googleapis/google/api/http.proto third_party/googleapis/google/api/
+		$$dir/third_party/googleapis/google/api/http.proto third_party/googleapis/google/api/ && \
+	install -m 0644 $$dir/third_party/googleapis/google/rpc/status.proto third_party/googleapis/google/rpc/
 
 lint: tools third_party ## buf lint the protos
 	$(BIN)/buf lint

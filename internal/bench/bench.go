@@ -28,7 +28,7 @@ import (
 )
 
 // Stages are the measurements, in the order they run.
-var Stages = []string{"lateness-a", "lateness-b", "throughput", "memory", "fanout", "cluster", "groups"}
+var Stages = []string{"lateness-a", "lateness-b", "throughput", "memory", "fanout", "cluster", "groups", "batch"}
 
 // Config says what to run.
 type Config struct {
@@ -101,7 +101,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		return fmt.Errorf("redis-server is needed (apt-get install redis-server): %w", err)
 	}
-	if _, err := exec.LookPath("redis-benchmark"); err != nil && slices.Contains(selected, "throughput") {
+	if _, err := exec.LookPath("redis-benchmark"); err != nil && (slices.Contains(selected, "throughput") || slices.Contains(selected, "batch")) {
 		return fmt.Errorf("redis-benchmark is needed (apt-get install redis-tools): %w", err)
 	}
 	if r.dir, err = os.MkdirTemp("", "orderexpiry-bench"); err != nil {
@@ -143,6 +143,8 @@ func Run(ctx context.Context, cfg Config) error {
 			err = r.cluster(ctx)
 		case "groups":
 			err = r.groups(ctx)
+		case "batch":
+			err = r.batch(ctx)
 		}
 		if err != nil {
 			if ctx.Err() != nil {

@@ -100,6 +100,7 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 // routeBodies are the bodies of the calls that need one to succeed.
 var routeBodies = map[string]string{
 	"POST /v1/orders/{orderId}:reschedule":  `{"ttl":"120s"}`,
+	"POST /v1/orders:batchCheckout":         `{"requests":[{"orderId":"openapi-batch"}]}`,
 	"POST /v1/groups":                       `{"groupId":"openapi-new-group"}`,
 	"POST /v1/groups/{groupId}:pull":        `{"wait":"0s"}`,
 	"POST /v1/groups/{groupId}:acknowledge": `{"ackIds":["0/1-0/1"]}`,

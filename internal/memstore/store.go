@@ -92,6 +92,16 @@ func (s *Store) Checkout(_ context.Context, id string, ttl time.Duration, md map
 	return s.view(o, now), true, nil
 }
 
+// BatchCheckout checks out each item as Checkout does, in turn.
+func (s *Store) BatchCheckout(ctx context.Context, items []order.CheckoutItem) []order.CheckoutResult {
+	out := make([]order.CheckoutResult, len(items))
+	for i, it := range items {
+		o, created, err := s.Checkout(ctx, it.ID, it.TTL, it.Metadata)
+		out[i] = order.CheckoutResult{Order: o, Created: created, Err: err}
+	}
+	return out
+}
+
 // Get returns an order, pending or closed.
 func (s *Store) Get(_ context.Context, id string) (order.Order, error) {
 	s.mu.Lock()

@@ -22,6 +22,12 @@ type Store interface {
 	// metadata unchanged). A checkout of an id whose order is closed starts
 	// a new order under that id. The caller has validated id, ttl and md.
 	Checkout(ctx context.Context, id string, ttl time.Duration, md map[string]string) (o Order, created bool, err error)
+	// BatchCheckout checks out each item as Checkout does, and answers each
+	// on its own, in the order of items: one item's error does not stop the
+	// others. Items with the same id are checked out in turn, so the first
+	// creates the order and the others find it pending. The caller has
+	// validated the items, and gives at most MaxBatchCheckout of them.
+	BatchCheckout(ctx context.Context, items []CheckoutItem) []CheckoutResult
 	// Get returns an order, pending or closed; KindNotFound when there is
 	// none, or it closed longer ago than retention. An order past its
 	// deadline is expired by this call if nothing expired it yet, so that
@@ -69,4 +75,22 @@ type Store interface {
 	// Run does the store's background work, expiring orders at their
 	// deadline and dropping what retention no longer keeps, until ctx ends.
 	Run(ctx context.Context) error
+}
+
+// MaxBatchCheckout is the most items one BatchCheckout takes.
+const MaxBatchCheckout = 1000
+
+// CheckoutItem is one order of a BatchCheckout: the arguments of a Checkout.
+type CheckoutItem struct {
+	ID       string
+	TTL      time.Duration
+	Metadata map[string]string
+}
+
+// CheckoutResult answers one item of a BatchCheckout as Checkout would: the
+// order and whether it was created, or the item's error.
+type CheckoutResult struct {
+	Order   Order
+	Created bool
+	Err     error
 }

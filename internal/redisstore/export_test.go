@@ -29,7 +29,7 @@ func (s *Store) CheckoutUnannounced(ctx context.Context, id string, ttl time.Dur
 	}
 	keys := p.keys.scriptKeys()
 	keys[3] = p.keys.prefix + "nobody-listens"
-	return checkoutScript.Eval(ctx, s.rdb, keys, s.args(p, checkoutArgs(id, ttl, "")...)...).Err()
+	return checkoutScript.Eval(ctx, s.rdb, keys, s.args(p, ttlKeyGrace.Milliseconds(), id, ttl.Milliseconds(), "")...).Err()
 }
 
 // ExpireDue runs the sweepers' pass once: it expires every order due now.
@@ -62,7 +62,7 @@ func (s *Store) CheckoutMany(ctx context.Context, ids []string, ttl time.Duratio
 		pipe := s.rdb.Pipeline()
 		for _, id := range chunk {
 			p := parts[order.PartitionOf(id, len(parts))]
-			checkoutScript.EvalSha(ctx, pipe, p.keys.scriptKeys(), s.args(p, checkoutArgs(id, ttl, meta)...)...)
+			checkoutScript.EvalSha(ctx, pipe, p.keys.scriptKeys(), s.args(p, ttlKeyGrace.Milliseconds(), id, ttl.Milliseconds(), meta)...)
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
 			return err

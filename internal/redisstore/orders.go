@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/orderexpiry/orderexpiry/internal/order"
@@ -13,34 +14,113 @@ import (
 // Checkout creates a pending order, or returns the one already pending under
 // this id with created false.
 func (s *Store) Checkout(ctx context.Context, id string, ttl time.Duration, md map[string]string) (order.Order, bool, error) {
-	meta, err := encodeMetadata(md)
-	if err != nil {
-		return order.Order{}, false, err
+	r := s.BatchCheckout(ctx, []order.CheckoutItem{{ID: id, TTL: ttl, Metadata: md}})[0]
+	return r.Order, r.Created, r.Err
+}
+
+// BatchCheckout checks out each item as Checkout does. The items of one
+// partition go to Redis in the partition's batches (see batch.go), the
+// partitions side by side.
+func (s *Store) BatchCheckout(ctx context.Context, items []order.CheckoutItem) []order.CheckoutResult {
+	out := make([]order.CheckoutResult, len(items))
+	fail := func(err error) []order.CheckoutResult {
+		for i := range out {
+			out[i].Err = err
+		}
+		return out
 	}
 	// A Redis that may evict would lose the order when it fills up.
 	if err := s.evictionRefusal(); err != nil {
-		return order.Order{}, false, err
+		return fail(err)
 	}
+	parts, err := s.layout(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	calls := make([]call, len(items))
+	byPart := make(map[*partition][]*call)
+	for i, it := range items {
+		meta, err := encodeMetadata(it.Metadata)
+		if err != nil {
+			out[i].Err = err
+			continue
+		}
+		p := parts[order.PartitionOf(it.ID, len(parts))]
+		calls[i].args = []any{it.ID, it.TTL.Milliseconds(), meta}
+		calls[i].size = len(it.ID) + len(meta)
+		byPart[p] = append(byPart[p], &calls[i])
+	}
+	failed := s.eachPartition(ctx, byPart, func(p *partition) *batcher { return &p.checkouts }, &checkoutBatch)
+	for i, it := range items {
+		if out[i].Err != nil {
+			continue
+		}
+		p := parts[order.PartitionOf(it.ID, len(parts))]
+		if err := failed[p]; err != nil {
+			out[i].Err = err
+			continue
+		}
+		o, err := s.answer(p, it.ID, &calls[i])
+		if err != nil {
+			out[i].Err = err
+			continue
+		}
+		created := calls[i].code == "created"
+		// A checkout that brings the earliest deadline forward publishes
+		// on the wake channel for every replica's sweeper. This replica's
+		// own sweeper is also woken here when the order is due before it
+		// planned to look, so that it keeps time while its subscription
+		// is down.
+		if created && o.Deadline.UnixMilli() < p.nextSweep.Load() {
+			p.wakeUp()
+		}
+		out[i] = order.CheckoutResult{Order: o, Created: created}
+	}
+	return out
+}
+
+// eachPartition runs the calls of each partition in that partition's
+// batches of kind k, the partitions side by side. It returns the partitions
+// whose calls were not all answered before the caller's context ended, with
+// that error: their calls must not be read, a batch may still answer them.
+func (s *Store) eachPartition(ctx context.Context, byPart map[*partition][]*call, batcherOf func(*partition) *batcher, k *batchKind) map[*partition]error {
+	var (
+		mu     sync.Mutex
+		failed map[*partition]error
+		wg     sync.WaitGroup
+	)
+	run := func(p *partition, calls []*call) {
+		if err := s.batch(ctx, p, batcherOf(p), k, calls); err != nil {
+			mu.Lock()
+			if failed == nil {
+				failed = make(map[*partition]error)
+			}
+			failed[p] = storeError(err)
+			mu.Unlock()
+		}
+	}
+	for p, calls := range byPart {
+		if len(byPart) == 1 {
+			run(p, calls)
+			break
+		}
+		wg.Go(func() { run(p, calls) })
+	}
+	wg.Wait()
+	return failed
+}
+
+// one runs one order's call of kind k.
+func (s *Store) one(ctx context.Context, id string, batcherOf func(*partition) *batcher, k *batchKind, args ...any) (*partition, *call, error) {
 	p, err := s.orderPartition(ctx, id)
 	if err != nil {
-		return order.Order{}, false, err
+		return nil, nil, err
 	}
-	res, err := s.runDurable(ctx, p, checkoutScript, checkoutArgs(id, ttl, meta)...)
-	if err != nil {
-		return order.Order{}, false, err
+	c := &call{args: args, size: len(id)}
+	if err := s.batch(ctx, p, batcherOf(p), k, []*call{c}); err != nil {
+		return nil, nil, storeError(err)
 	}
-	code, o, err := s.parseReply(p, id, res)
-	if err != nil {
-		return order.Order{}, false, err
-	}
-	// A checkout that brings the earliest deadline forward publishes on the
-	// wake channel for every replica's sweeper. This replica's own sweeper
-	// is also woken here when the order is due before it planned to look,
-	// so that it keeps time while its subscription is down.
-	if code == "created" && o.Deadline.UnixMilli() < p.nextSweep.Load() {
-		p.wakeUp()
-	}
-	return o, code == "created", nil
+	return p, c, nil
 }
 
 // ttlKeyGrace is how much longer an order's ttl key lives than the order.
@@ -55,26 +135,17 @@ func (s *Store) Checkout(ctx context.Context, id string, ttl time.Duration, md m
 // truth is the deadline in the index, never the ttl key.
 const ttlKeyGrace = 100 * time.Millisecond
 
-// checkoutArgs are checkoutScript's own arguments.
-func checkoutArgs(id string, ttl time.Duration, meta string) []any {
-	return []any{id, ttl.Milliseconds(), meta, (ttl + ttlKeyGrace).Milliseconds()}
-}
-
 // Get returns an order, pending or closed.
 func (s *Store) Get(ctx context.Context, id string) (order.Order, error) {
-	p, err := s.orderPartition(ctx, id)
+	p, c, err := s.one(ctx, id, func(p *partition) *batcher { return &p.gets }, &getBatch, id)
 	if err != nil {
 		return order.Order{}, err
 	}
-	res, err := s.run(ctx, p, getScript, id)
+	o, err := s.answer(p, id, c)
 	if err != nil {
 		return order.Order{}, err
 	}
-	code, o, err := s.parseReply(p, id, res)
-	if err != nil {
-		return order.Order{}, err
-	}
-	if code == "missing" {
+	if c.code == "missing" {
 		return order.Order{}, order.NotFound(id)
 	}
 	return o, nil
@@ -91,19 +162,15 @@ func (s *Store) Cancel(ctx context.Context, id string) (order.Order, error) {
 }
 
 func (s *Store) finish(ctx context.Context, id string, to order.Status) (order.Order, error) {
-	p, err := s.orderPartition(ctx, id)
+	p, c, err := s.one(ctx, id, func(p *partition) *batcher { return &p.finishes }, &finishBatch, id, to.String())
 	if err != nil {
 		return order.Order{}, err
 	}
-	res, err := s.runDurable(ctx, p, finishScript, id, to.String())
+	o, err := s.answer(p, id, c)
 	if err != nil {
 		return order.Order{}, err
 	}
-	code, o, err := s.parseReply(p, id, res)
-	if err != nil {
-		return order.Order{}, err
-	}
-	switch code {
+	switch c.code {
 	case "ok":
 		return o, nil
 	case "missing":
@@ -158,7 +225,7 @@ func (s *Store) Reschedule(ctx context.Context, id string, r order.Reschedule) (
 }
 
 // parseReply reads the {code, record, now, expired here, caught up here}
-// reply of the order scripts on partition p.
+// reply of rescheduleScript on partition p.
 func (s *Store) parseReply(p *partition, id string, res []any) (string, order.Order, error) {
 	if len(res) != 5 {
 		return "", order.Order{}, fmt.Errorf("redis: script reply has %d elements, want 5", len(res))
@@ -172,17 +239,36 @@ func (s *Store) parseReply(p *partition, id string, res []any) (string, order.Or
 	code, _ := res[0].(string)
 	rec, _ := res[1].(string)
 	now, _ := res[2].(int64)
+	o, err := s.parseOrder(p, id, code, rec, now)
+	return code, o, err
+}
+
+// answer reads a batch's answer to the call c on order id of partition p:
+// the order as the call left it, the zero order when it is missing.
+func (s *Store) answer(p *partition, id string, c *call) (order.Order, error) {
+	if c.err != nil {
+		return order.Order{}, c.err
+	}
+	if c.code == "error" {
+		return order.Order{}, fmt.Errorf("redis: the script failed on order %q: %s", id, c.rec)
+	}
+	return s.parseOrder(p, id, c.code, c.rec, c.now)
+}
+
+// parseOrder reads the record a script answered with code about order id of
+// partition p, at Redis's time now.
+func (s *Store) parseOrder(p *partition, id, code, rec string, now int64) (order.Order, error) {
 	if code == "missing" {
-		return code, order.Order{}, nil
+		return order.Order{}, nil
 	}
 	o, err := parseRecord(id, rec, now)
 	if err != nil {
 		// A pending order's record is assembled from its field of the
 		// pending hash, a closed one's is its tombstone.
 		if strings.HasPrefix(rec, "pending ") {
-			return "", order.Order{}, s.corrupt(p.keys.pending, err, "field", id)
+			return order.Order{}, s.corrupt(p.keys.pending, err, "field", id)
 		}
-		return "", order.Order{}, s.corrupt(p.keys.closed(id), err)
+		return order.Order{}, s.corrupt(p.keys.closed(id), err)
 	}
-	return code, o, nil
+	return o, nil
 }

@@ -26,6 +26,10 @@ type partition struct {
 	// last count; a write waits for one of them to have it (see
 	// runDurable). Always 0 on one Redis without Sentinel.
 	replicas atomic.Int32
+
+	// checkouts, finishes and gets queue the partition's calls of each
+	// batch script while one is in flight (see batch.go).
+	checkouts, finishes, gets batcher
 }
 
 func (p *partition) wakeUp() {

@@ -161,75 +161,123 @@ local function idLess(a, b)
 end
 `
 
-// The order scripts (checkout, get, finish) reply {code, record, now,
-// expired here, caught up here}: the code says what happened, the record is
-// the order's as the call leaves it (empty when missing), now is Redis's clock
-// in ms, and the last two are 1 when the call found the order due and
-// expired it itself (caught up: more than a second after its deadline), so
-// that it is counted as the sweeper's expirations are.
+// The batch scripts (checkout, get, finish) each take the calls of many
+// orders of one partition (see batch.go), run them one after the other, in
+// the order given, and reply {now, expired here, caught up here, code 1,
+// record 1, code 2, record 2, ...}: now is Redis's clock in ms; the next two
+// count the orders the calls found due and expired themselves (caught up:
+// more than a second after their deadline), so that they are counted as the
+// sweeper's expirations are; then, for each call, a code saying what
+// happened and the order's record as the call leaves it (empty when
+// missing). One order's call that fails (a key of the wrong type) answers
+// the code 'error' with Redis's message as its record, and the others go
+// on, as they would have in scripts of their own.
+//
+// luaBatch runs them: it holds the reply and a call of one order.
+const luaBatch = `
+local out = {now, 0, 0}
+-- answer runs f(...) as one order's call and appends its code and record
+-- to the reply.
+local function answer(f, ...)
+  expired_here, caught_here = 0, 0
+  local ok, code, rec = pcall(f, ...)
+  if not ok then
+    if type(code) == 'table' then code = code['err'] end
+    code, rec = 'error', tostring(code)
+  end
+  out[2], out[3] = out[2] + expired_here, out[3] + caught_here
+  out[#out + 1] = code
+  out[#out + 1] = rec
+end
+`
 
-// checkoutScript creates a pending order unless one with this id is pending.
+// checkoutScript creates pending orders, each unless one with its id is
+// pending. Per order it reads what is there and writes the ttl key; the
+// index, the pending hash and the wake-up take one command for the batch.
 //
 // KEYS, ARGV[1], ARGV[2]: see luaPrelude.
-// ARGV[3] -> order id
-// ARGV[4] -> ttl in ms
-// ARGV[5] -> metadata JSON, empty for none
-// ARGV[6] -> lifetime of the ttl key in ms: the ttl plus ttlKeyGrace (see
-// checkoutArgs)
+// ARGV[3] -> ttlKeyGrace in ms: the ttl key lives this much longer than
+// its order
+// ARGV[4], ARGV[5], ARGV[6] -> an order: its id, ttl in ms and metadata
+// JSON (empty for none); the next from ARGV[7] on, and so on
 //
-// Returns the order scripts' reply with code
+// Returns the batch scripts' reply with, for each order, the code
 // 'created' -> the order was created
-// 'exists'  -> an order with this id is pending; the record is that order's
+// 'exists'  -> an order with this id is pending (perhaps created earlier in
+// the batch); the record is that order's
 // An order closed under this id, or due (it is expired first), is replaced.
-var checkoutScript = redis.NewScript(growing + luaPrelude + `
-local id = ARGV[3]
-local state, rec = current(id)
-if state == 'pending' then return {'exists', rec, now, expired_here, caught_here} end
-local deadline = now + tonumber(ARGV[4])
+var checkoutScript = redis.NewScript(growing + luaPrelude + luaBatch + `
+local grace = tonumber(ARGV[3])
 local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-redis.call('DEL', prefix .. 'closed:' .. id)
-redis.call('ZADD', KEYS[1], deadline, id)
-redis.call('HSET', KEYS[2], id, now .. ' ' .. ARGV[5])
-redis.call('SET', prefix .. 'order:' .. id, '1', 'PX', ARGV[6])
--- A new earliest deadline: sweepers that sleep until a later one must wake.
-if #first == 0 or deadline < tonumber(first[2]) then
-  redis.call('PUBLISH', KEYS[4], deadline)
+local orderPrefix, closedPrefix = prefix .. 'order:', prefix .. 'closed:'
+local zadd, hset, made = {}, {}, {}
+local soonest
+local function checkout(id, ttl, meta)
+  if made[id] then return 'exists', made[id] end
+  local state, rec = current(id)
+  if state == 'pending' then return 'exists', rec end
+  -- Only a tombstone is there to replace: a missing order has none.
+  if state == 'closed' then redis.call('DEL', closedPrefix .. id) end
+  local deadline = now + ttl
+  redis.call('SET', orderPrefix .. id, '1', 'PX', ttl + grace)
+  zadd[#zadd + 1] = deadline
+  zadd[#zadd + 1] = id
+  hset[#hset + 1] = id
+  hset[#hset + 1] = now .. ' ' .. meta
+  if not soonest or deadline < soonest then soonest = deadline end
+  made[id] = record('pending', now, deadline, 0, meta, 0)
+  return 'created', made[id]
 end
-return {'created', record('pending', now, deadline, 0, ARGV[5], 0), now, expired_here, caught_here}
+for i = 4, #ARGV, 3 do
+  answer(checkout, ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2])
+end
+if #zadd > 0 then
+  redis.call('ZADD', KEYS[1], unpack(zadd))
+  redis.call('HSET', KEYS[2], unpack(hset))
+  -- A new earliest deadline: sweepers that sleep until a later one must wake.
+  if #first == 0 or soonest < tonumber(first[2]) then
+    redis.call('PUBLISH', KEYS[4], soonest)
+  end
+end
+return out
 `)
 
-// getScript reads an order, expiring it first if it is due, so that nobody
+// getScript reads orders, expiring each first if it is due, so that nobody
 // sees a pending order past its deadline.
 //
 // KEYS, ARGV[1], ARGV[2]: see luaPrelude.
-// ARGV[3] -> order id
+// ARGV[3], ARGV[4], ... -> the order ids
 //
-// Returns the order scripts' reply with code
+// Returns the batch scripts' reply with, for each order, the code
 // 'pending' -> the order is pending
 // 'closed'  -> the order is closed (perhaps expired by this call)
 // 'missing' -> no order has this id, or it closed longer ago than retention
-var getScript = redis.NewScript(freeing + luaPrelude + `
-local state, rec = current(ARGV[3])
-return {state, rec, now, expired_here, caught_here}
+var getScript = redis.NewScript(freeing + luaPrelude + luaBatch + `
+for i = 3, #ARGV do answer(current, ARGV[i]) end
+return out
 `)
 
-// finishScript completes or cancels a pending order that is not due.
+// finishScript completes or cancels pending orders that are not due.
 //
 // KEYS, ARGV[1], ARGV[2]: see luaPrelude.
-// ARGV[3] -> order id
-// ARGV[4] -> 'completed' or 'cancelled'
+// ARGV[3], ARGV[4] -> an order: its id, and 'completed' or 'cancelled';
+// the next from ARGV[5] on, and so on
 //
-// Returns the order scripts' reply with code
+// Returns the batch scripts' reply with, for each order, the code
 // 'ok'      -> the order is closed with the status asked for
 // 'closed'  -> the order was closed already (perhaps expired by this call,
 // being due); the record is the order as it already was
 // 'missing' -> no order has this id, or it closed longer ago than retention
-var finishScript = redis.NewScript(freeing + luaPrelude + `
-local id = ARGV[3]
-local state, rec = current(id)
-if state ~= 'pending' then return {state, rec, now, expired_here, caught_here} end
-local d = redis.call('ZSCORE', KEYS[1], id)
-return {'ok', close(id, d, ARGV[4]), now, expired_here, caught_here}
+var finishScript = redis.NewScript(freeing + luaPrelude + luaBatch + `
+local function finish(id, to)
+  -- A pending order before its deadline, the common case, is closed at
+  -- once; current() sorts out the rest (due, closed, missing).
+  local d = redis.call('ZSCORE', KEYS[1], id)
+  if d and tonumber(d) > now then return 'ok', close(id, d, to) end
+  return current(id)
+end
+for i = 3, #ARGV, 2 do answer(finish, ARGV[i], ARGV[i + 1]) end
+return out
 `)
 
 // rescheduleScript gives a pending order that is not due a new deadline.
@@ -245,7 +293,8 @@ return {'ok', close(id, d, ARGV[4]), now, expired_here, caught_here}
 // ARGV[7] -> the maximum ttl in ms
 // ARGV[8] -> ttlKeyGrace in ms
 //
-// Returns the order scripts' reply with code
+// Returns {code, record, now, expired here, caught up here}: the batch
+// scripts' reply for one order (see luaBatch), with code
 // 'ok'       -> the order has its new deadline
 // 'mismatch' -> the order's deadline is not the expected one; unchanged
 // 'bad'      -> the new deadline is not after now or past the maximum ttl;

@@ -5,7 +5,9 @@
 //
 // The files follow the concerns: client.go opens clients, keys.go names the
 // keys, scripts.go holds the Lua, orders.go and log.go the calls on orders
-// and on the expiration log, codec.go reads what the scripts store,
+// and on the expiration log, batch.go how the calls on orders of one
+// partition that come together go to Redis as one script call, codec.go
+// reads what the scripts store,
 // partition.go the partitions, epoch.go the store's identity and what
 // happens when Redis loses it, sweeper.go and subscriber.go the background
 // work of Run, cluster.go what a Redis Cluster adds, errors.go the

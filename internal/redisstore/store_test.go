@@ -269,6 +269,14 @@ func checkUnavailable(t *testing.T, addr string, limit time.Duration) {
 		call func(context.Context) error
 	}{
 		{"Checkout", func(ctx context.Context) error { _, _, err := s.Checkout(ctx, "o", time.Minute, nil); return err }},
+		{"BatchCheckout", func(ctx context.Context) error {
+			for _, r := range s.BatchCheckout(ctx, []order.CheckoutItem{{ID: "o", TTL: time.Minute}, {ID: "p", TTL: time.Minute}}) {
+				if order.KindOf(r.Err) != order.KindUnavailable {
+					return r.Err
+				}
+			}
+			return order.Unavailable(nil)
+		}},
 		{"Get", func(ctx context.Context) error { _, err := s.Get(ctx, "o"); return err }},
 		{"Complete", func(ctx context.Context) error { _, err := s.Complete(ctx, "o"); return err }},
 		{"Cancel", func(ctx context.Context) error { _, err := s.Cancel(ctx, "o"); return err }},

@@ -6,12 +6,14 @@ package rpc
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -24,6 +26,7 @@ import (
 // Store is what the service needs of an order store.
 type Store interface {
 	Checkout(ctx context.Context, id string, ttl time.Duration, md map[string]string) (order.Order, bool, error)
+	BatchCheckout(ctx context.Context, items []order.CheckoutItem) []order.CheckoutResult
 	Get(ctx context.Context, id string) (order.Order, error)
 	Complete(ctx context.Context, id string) (order.Order, error)
 	Cancel(ctx context.Context, id string) (order.Order, error)
@@ -106,27 +109,11 @@ func NewServer(svc *Service, opts ...grpc.ServerOption) *grpc.Server {
 
 // Checkout creates a pending order, or returns the one already pending.
 func (s *Service) Checkout(ctx context.Context, req *pb.CheckoutRequest) (*pb.CheckoutResponse, error) {
-	if err := malformed(req); err != nil {
-		return nil, s.status(ctx, err)
-	}
-	if err := order.ValidateID("order_id", req.GetOrderId()); err != nil {
-		return nil, s.status(ctx, err)
-	}
-	var ttl time.Duration
-	if req.Ttl != nil {
-		if err := req.Ttl.CheckValid(); err != nil {
-			return nil, s.status(ctx, order.Errorf(order.KindInvalid, "ttl is not a valid duration: %v", err))
-		}
-		ttl = req.Ttl.AsDuration()
-	}
-	ttl, err := s.limits.CheckoutTTL(ttl, req.Ttl != nil)
+	it, err := s.checkoutItem(req)
 	if err != nil {
 		return nil, s.status(ctx, err)
 	}
-	if err := s.limits.ValidateMetadata(req.GetMetadata()); err != nil {
-		return nil, s.status(ctx, err)
-	}
-	o, created, err := s.store.Checkout(ctx, req.GetOrderId(), ttl, req.GetMetadata())
+	o, created, err := s.store.Checkout(ctx, it.ID, it.TTL, it.Metadata)
 	if err != nil {
 		return nil, s.status(ctx, err)
 	}
@@ -134,6 +121,88 @@ func (s *Service) Checkout(ctx context.Context, req *pb.CheckoutRequest) (*pb.Ch
 		s.observer.CheckedOut()
 	}
 	return &pb.CheckoutResponse{Order: toProto(o), Created: created}, nil
+}
+
+// BatchCheckout checks out many orders, answering each on its own.
+func (s *Service) BatchCheckout(ctx context.Context, req *pb.BatchCheckoutRequest) (*pb.BatchCheckoutResponse, error) {
+	if err := malformed(req); err != nil {
+		return nil, s.status(ctx, err)
+	}
+	switch n := len(req.GetRequests()); {
+	case n == 0:
+		return nil, s.status(ctx, order.Errorf(order.KindInvalid, "requests is empty; give 1 to %d orders to check out", order.MaxBatchCheckout))
+	case n > order.MaxBatchCheckout:
+		return nil, s.status(ctx, order.Errorf(order.KindInvalid, "requests has %d orders; the limit is %d a call, so split them over several calls", n, order.MaxBatchCheckout))
+	}
+	results := make([]*pb.BatchCheckoutResult, len(req.GetRequests()))
+	items := make([]order.CheckoutItem, 0, len(results))
+	valid := make([]int, 0, len(results)) // the index in results of each item
+	for i, r := range req.GetRequests() {
+		it, err := s.checkoutItem(r)
+		if err != nil {
+			// The checks name the item's field ("ttl must be ..."): the
+			// message says which item it is.
+			var oe *order.Error
+			if errors.As(err, &oe) {
+				c := *oe
+				c.Msg = fmt.Sprintf("requests[%d].%s", i, c.Msg)
+				err = &c
+			}
+			results[i] = s.itemError(ctx, err)
+			continue
+		}
+		items = append(items, it)
+		valid = append(valid, i)
+	}
+	if len(items) > 0 {
+		for j, r := range s.store.BatchCheckout(ctx, items) {
+			i := valid[j]
+			if r.Err != nil {
+				results[i] = s.itemError(ctx, r.Err)
+				continue
+			}
+			if r.Created && s.observer != nil {
+				s.observer.CheckedOut()
+			}
+			results[i] = &pb.BatchCheckoutResult{Result: &pb.BatchCheckoutResult_Checkout{
+				Checkout: &pb.CheckoutResponse{Order: toProto(r.Order), Created: r.Created},
+			}}
+		}
+	}
+	return &pb.BatchCheckoutResponse{Results: results}, nil
+}
+
+// itemError is the answer to an item of a BatchCheckout that failed with
+// err: the status a Checkout of its own would have failed with.
+func (s *Service) itemError(ctx context.Context, err error) *pb.BatchCheckoutResult {
+	st, _ := status.FromError(s.status(ctx, err))
+	return &pb.BatchCheckoutResult{Result: &pb.BatchCheckoutResult_Error{Error: st.Proto()}}
+}
+
+// checkoutItem checks a checkout request against the limits, and returns
+// what the store is to check out.
+func (s *Service) checkoutItem(req *pb.CheckoutRequest) (order.CheckoutItem, error) {
+	if err := malformed(req); err != nil {
+		return order.CheckoutItem{}, err
+	}
+	if err := order.ValidateID("order_id", req.GetOrderId()); err != nil {
+		return order.CheckoutItem{}, err
+	}
+	var ttl time.Duration
+	if req.Ttl != nil {
+		if err := req.Ttl.CheckValid(); err != nil {
+			return order.CheckoutItem{}, order.Errorf(order.KindInvalid, "ttl is not a valid duration: %v", err)
+		}
+		ttl = req.Ttl.AsDuration()
+	}
+	ttl, err := s.limits.CheckoutTTL(ttl, req.Ttl != nil)
+	if err != nil {
+		return order.CheckoutItem{}, err
+	}
+	if err := s.limits.ValidateMetadata(req.GetMetadata()); err != nil {
+		return order.CheckoutItem{}, err
+	}
+	return order.CheckoutItem{ID: req.GetOrderId(), TTL: ttl, Metadata: req.GetMetadata()}, nil
 }
 
 // GetOrder returns an order.

@@ -11,6 +11,7 @@ package orderexpiryv1
 
 import (
 	_ "google.golang.org/genproto/googleapis/api/annotations"
+	status "google.golang.org/genproto/googleapis/rpc/status"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
@@ -387,6 +388,189 @@ func (x *CheckoutResponse) GetCreated() bool {
 	return false
 }
 
+// BatchCheckoutRequest checks out many orders.
+type BatchCheckoutRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// requests are the orders to check out, 1 to 1,000 of them, each as the
+	// request of a Checkout. The same order_id given twice is checked out
+	// once: the later item finds the order pending.
+	Requests      []*CheckoutRequest `protobuf:"bytes,1,rep,name=requests,proto3" json:"requests,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchCheckoutRequest) Reset() {
+	*x = BatchCheckoutRequest{}
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchCheckoutRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchCheckoutRequest) ProtoMessage() {}
+
+func (x *BatchCheckoutRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchCheckoutRequest.ProtoReflect.Descriptor instead.
+func (*BatchCheckoutRequest) Descriptor() ([]byte, []int) {
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *BatchCheckoutRequest) GetRequests() []*CheckoutRequest {
+	if x != nil {
+		return x.Requests
+	}
+	return nil
+}
+
+// BatchCheckoutResponse answers each item of a BatchCheckoutRequest.
+type BatchCheckoutResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// results answer the requests one for one, in their order.
+	Results       []*BatchCheckoutResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchCheckoutResponse) Reset() {
+	*x = BatchCheckoutResponse{}
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchCheckoutResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchCheckoutResponse) ProtoMessage() {}
+
+func (x *BatchCheckoutResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchCheckoutResponse.ProtoReflect.Descriptor instead.
+func (*BatchCheckoutResponse) Descriptor() ([]byte, []int) {
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *BatchCheckoutResponse) GetResults() []*BatchCheckoutResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+// BatchCheckoutResult is the answer to one item of a BatchCheckout.
+type BatchCheckoutResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// result is what a Checkout of the item would have answered.
+	//
+	// Types that are valid to be assigned to Result:
+	//
+	//	*BatchCheckoutResult_Checkout
+	//	*BatchCheckoutResult_Error
+	Result        isBatchCheckoutResult_Result `protobuf_oneof:"result"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchCheckoutResult) Reset() {
+	*x = BatchCheckoutResult{}
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchCheckoutResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchCheckoutResult) ProtoMessage() {}
+
+func (x *BatchCheckoutResult) ProtoReflect() protoreflect.Message {
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchCheckoutResult.ProtoReflect.Descriptor instead.
+func (*BatchCheckoutResult) Descriptor() ([]byte, []int) {
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *BatchCheckoutResult) GetResult() isBatchCheckoutResult_Result {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *BatchCheckoutResult) GetCheckout() *CheckoutResponse {
+	if x != nil {
+		if x, ok := x.Result.(*BatchCheckoutResult_Checkout); ok {
+			return x.Checkout
+		}
+	}
+	return nil
+}
+
+func (x *BatchCheckoutResult) GetError() *status.Status {
+	if x != nil {
+		if x, ok := x.Result.(*BatchCheckoutResult_Error); ok {
+			return x.Error
+		}
+	}
+	return nil
+}
+
+type isBatchCheckoutResult_Result interface {
+	isBatchCheckoutResult_Result()
+}
+
+type BatchCheckoutResult_Checkout struct {
+	// checkout is the pending order and whether this call created it.
+	Checkout *CheckoutResponse `protobuf:"bytes,1,opt,name=checkout,proto3,oneof"`
+}
+
+type BatchCheckoutResult_Error struct {
+	// error is the status a Checkout of the item would have failed with
+	// (for example INVALID_ARGUMENT for a malformed item, UNAVAILABLE or
+	// RESOURCE_EXHAUSTED when the store could not take it).
+	Error *status.Status `protobuf:"bytes,2,opt,name=error,proto3,oneof"`
+}
+
+func (*BatchCheckoutResult_Checkout) isBatchCheckoutResult_Result() {}
+
+func (*BatchCheckoutResult_Error) isBatchCheckoutResult_Result() {}
+
 // GetOrderRequest names the order to read.
 type GetOrderRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -398,7 +582,7 @@ type GetOrderRequest struct {
 
 func (x *GetOrderRequest) Reset() {
 	*x = GetOrderRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[3]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -410,7 +594,7 @@ func (x *GetOrderRequest) String() string {
 func (*GetOrderRequest) ProtoMessage() {}
 
 func (x *GetOrderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[3]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -423,7 +607,7 @@ func (x *GetOrderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOrderRequest.ProtoReflect.Descriptor instead.
 func (*GetOrderRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{3}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetOrderRequest) GetOrderId() string {
@@ -444,7 +628,7 @@ type CompleteOrderRequest struct {
 
 func (x *CompleteOrderRequest) Reset() {
 	*x = CompleteOrderRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[4]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -456,7 +640,7 @@ func (x *CompleteOrderRequest) String() string {
 func (*CompleteOrderRequest) ProtoMessage() {}
 
 func (x *CompleteOrderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[4]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -469,7 +653,7 @@ func (x *CompleteOrderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteOrderRequest.ProtoReflect.Descriptor instead.
 func (*CompleteOrderRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{4}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CompleteOrderRequest) GetOrderId() string {
@@ -490,7 +674,7 @@ type CancelOrderRequest struct {
 
 func (x *CancelOrderRequest) Reset() {
 	*x = CancelOrderRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[5]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -502,7 +686,7 @@ func (x *CancelOrderRequest) String() string {
 func (*CancelOrderRequest) ProtoMessage() {}
 
 func (x *CancelOrderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[5]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -515,7 +699,7 @@ func (x *CancelOrderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelOrderRequest.ProtoReflect.Descriptor instead.
 func (*CancelOrderRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{5}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CancelOrderRequest) GetOrderId() string {
@@ -548,7 +732,7 @@ type RescheduleOrderRequest struct {
 
 func (x *RescheduleOrderRequest) Reset() {
 	*x = RescheduleOrderRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[6]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -560,7 +744,7 @@ func (x *RescheduleOrderRequest) String() string {
 func (*RescheduleOrderRequest) ProtoMessage() {}
 
 func (x *RescheduleOrderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[6]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -573,7 +757,7 @@ func (x *RescheduleOrderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RescheduleOrderRequest.ProtoReflect.Descriptor instead.
 func (*RescheduleOrderRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{6}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RescheduleOrderRequest) GetOrderId() string {
@@ -648,7 +832,7 @@ type WatchExpirationsRequest struct {
 
 func (x *WatchExpirationsRequest) Reset() {
 	*x = WatchExpirationsRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[7]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -660,7 +844,7 @@ func (x *WatchExpirationsRequest) String() string {
 func (*WatchExpirationsRequest) ProtoMessage() {}
 
 func (x *WatchExpirationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[7]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -673,7 +857,7 @@ func (x *WatchExpirationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchExpirationsRequest.ProtoReflect.Descriptor instead.
 func (*WatchExpirationsRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{7}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *WatchExpirationsRequest) GetAfterCursor() string {
@@ -704,7 +888,7 @@ type ExpirationEvent struct {
 
 func (x *ExpirationEvent) Reset() {
 	*x = ExpirationEvent{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[8]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -716,7 +900,7 @@ func (x *ExpirationEvent) String() string {
 func (*ExpirationEvent) ProtoMessage() {}
 
 func (x *ExpirationEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[8]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -729,7 +913,7 @@ func (x *ExpirationEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExpirationEvent.ProtoReflect.Descriptor instead.
 func (*ExpirationEvent) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{8}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ExpirationEvent) GetCursor() string {
@@ -800,7 +984,7 @@ type ConsumerGroup struct {
 
 func (x *ConsumerGroup) Reset() {
 	*x = ConsumerGroup{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[9]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -812,7 +996,7 @@ func (x *ConsumerGroup) String() string {
 func (*ConsumerGroup) ProtoMessage() {}
 
 func (x *ConsumerGroup) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[9]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -825,7 +1009,7 @@ func (x *ConsumerGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumerGroup.ProtoReflect.Descriptor instead.
 func (*ConsumerGroup) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{9}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ConsumerGroup) GetGroupId() string {
@@ -910,7 +1094,7 @@ type CreateConsumerGroupRequest struct {
 
 func (x *CreateConsumerGroupRequest) Reset() {
 	*x = CreateConsumerGroupRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[10]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -922,7 +1106,7 @@ func (x *CreateConsumerGroupRequest) String() string {
 func (*CreateConsumerGroupRequest) ProtoMessage() {}
 
 func (x *CreateConsumerGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[10]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -935,7 +1119,7 @@ func (x *CreateConsumerGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateConsumerGroupRequest.ProtoReflect.Descriptor instead.
 func (*CreateConsumerGroupRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{10}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CreateConsumerGroupRequest) GetGroupId() string {
@@ -977,7 +1161,7 @@ type GetConsumerGroupRequest struct {
 
 func (x *GetConsumerGroupRequest) Reset() {
 	*x = GetConsumerGroupRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[11]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -989,7 +1173,7 @@ func (x *GetConsumerGroupRequest) String() string {
 func (*GetConsumerGroupRequest) ProtoMessage() {}
 
 func (x *GetConsumerGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[11]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1002,7 +1186,7 @@ func (x *GetConsumerGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConsumerGroupRequest.ProtoReflect.Descriptor instead.
 func (*GetConsumerGroupRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{11}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetConsumerGroupRequest) GetGroupId() string {
@@ -1025,7 +1209,7 @@ type ListConsumerGroupsRequest struct {
 
 func (x *ListConsumerGroupsRequest) Reset() {
 	*x = ListConsumerGroupsRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[12]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1037,7 +1221,7 @@ func (x *ListConsumerGroupsRequest) String() string {
 func (*ListConsumerGroupsRequest) ProtoMessage() {}
 
 func (x *ListConsumerGroupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[12]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1050,7 +1234,7 @@ func (x *ListConsumerGroupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConsumerGroupsRequest.ProtoReflect.Descriptor instead.
 func (*ListConsumerGroupsRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{12}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListConsumerGroupsRequest) GetPageSize() int32 {
@@ -1080,7 +1264,7 @@ type ListConsumerGroupsResponse struct {
 
 func (x *ListConsumerGroupsResponse) Reset() {
 	*x = ListConsumerGroupsResponse{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[13]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1092,7 +1276,7 @@ func (x *ListConsumerGroupsResponse) String() string {
 func (*ListConsumerGroupsResponse) ProtoMessage() {}
 
 func (x *ListConsumerGroupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[13]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1105,7 +1289,7 @@ func (x *ListConsumerGroupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConsumerGroupsResponse.ProtoReflect.Descriptor instead.
 func (*ListConsumerGroupsResponse) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{13}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListConsumerGroupsResponse) GetConsumerGroups() []*ConsumerGroup {
@@ -1133,7 +1317,7 @@ type DeleteConsumerGroupRequest struct {
 
 func (x *DeleteConsumerGroupRequest) Reset() {
 	*x = DeleteConsumerGroupRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[14]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1145,7 +1329,7 @@ func (x *DeleteConsumerGroupRequest) String() string {
 func (*DeleteConsumerGroupRequest) ProtoMessage() {}
 
 func (x *DeleteConsumerGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[14]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1158,7 +1342,7 @@ func (x *DeleteConsumerGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteConsumerGroupRequest.ProtoReflect.Descriptor instead.
 func (*DeleteConsumerGroupRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{14}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *DeleteConsumerGroupRequest) GetGroupId() string {
@@ -1185,7 +1369,7 @@ type ConsumeExpirationsRequest struct {
 
 func (x *ConsumeExpirationsRequest) Reset() {
 	*x = ConsumeExpirationsRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[15]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1197,7 +1381,7 @@ func (x *ConsumeExpirationsRequest) String() string {
 func (*ConsumeExpirationsRequest) ProtoMessage() {}
 
 func (x *ConsumeExpirationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[15]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1210,7 +1394,7 @@ func (x *ConsumeExpirationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumeExpirationsRequest.ProtoReflect.Descriptor instead.
 func (*ConsumeExpirationsRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{15}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ConsumeExpirationsRequest) GetGroupId() string {
@@ -1252,7 +1436,7 @@ type ReceivedExpiration struct {
 
 func (x *ReceivedExpiration) Reset() {
 	*x = ReceivedExpiration{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[16]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1264,7 +1448,7 @@ func (x *ReceivedExpiration) String() string {
 func (*ReceivedExpiration) ProtoMessage() {}
 
 func (x *ReceivedExpiration) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[16]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1277,7 +1461,7 @@ func (x *ReceivedExpiration) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceivedExpiration.ProtoReflect.Descriptor instead.
 func (*ReceivedExpiration) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{16}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ReceivedExpiration) GetAckId() string {
@@ -1319,7 +1503,7 @@ type PullExpirationsRequest struct {
 
 func (x *PullExpirationsRequest) Reset() {
 	*x = PullExpirationsRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[17]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1331,7 +1515,7 @@ func (x *PullExpirationsRequest) String() string {
 func (*PullExpirationsRequest) ProtoMessage() {}
 
 func (x *PullExpirationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[17]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1344,7 +1528,7 @@ func (x *PullExpirationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullExpirationsRequest.ProtoReflect.Descriptor instead.
 func (*PullExpirationsRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{17}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PullExpirationsRequest) GetGroupId() string {
@@ -1386,7 +1570,7 @@ type PullExpirationsResponse struct {
 
 func (x *PullExpirationsResponse) Reset() {
 	*x = PullExpirationsResponse{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[18]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1398,7 +1582,7 @@ func (x *PullExpirationsResponse) String() string {
 func (*PullExpirationsResponse) ProtoMessage() {}
 
 func (x *PullExpirationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[18]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1411,7 +1595,7 @@ func (x *PullExpirationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullExpirationsResponse.ProtoReflect.Descriptor instead.
 func (*PullExpirationsResponse) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{18}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *PullExpirationsResponse) GetReceivedExpirations() []*ReceivedExpiration {
@@ -1434,7 +1618,7 @@ type AckIdResult struct {
 
 func (x *AckIdResult) Reset() {
 	*x = AckIdResult{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[19]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1446,7 +1630,7 @@ func (x *AckIdResult) String() string {
 func (*AckIdResult) ProtoMessage() {}
 
 func (x *AckIdResult) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[19]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1459,7 +1643,7 @@ func (x *AckIdResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckIdResult.ProtoReflect.Descriptor instead.
 func (*AckIdResult) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{19}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *AckIdResult) GetAckId() string {
@@ -1489,7 +1673,7 @@ type AcknowledgeExpirationsRequest struct {
 
 func (x *AcknowledgeExpirationsRequest) Reset() {
 	*x = AcknowledgeExpirationsRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[20]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1501,7 +1685,7 @@ func (x *AcknowledgeExpirationsRequest) String() string {
 func (*AcknowledgeExpirationsRequest) ProtoMessage() {}
 
 func (x *AcknowledgeExpirationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[20]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1514,7 +1698,7 @@ func (x *AcknowledgeExpirationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcknowledgeExpirationsRequest.ProtoReflect.Descriptor instead.
 func (*AcknowledgeExpirationsRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{20}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *AcknowledgeExpirationsRequest) GetGroupId() string {
@@ -1542,7 +1726,7 @@ type AcknowledgeExpirationsResponse struct {
 
 func (x *AcknowledgeExpirationsResponse) Reset() {
 	*x = AcknowledgeExpirationsResponse{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[21]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1554,7 +1738,7 @@ func (x *AcknowledgeExpirationsResponse) String() string {
 func (*AcknowledgeExpirationsResponse) ProtoMessage() {}
 
 func (x *AcknowledgeExpirationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[21]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1567,7 +1751,7 @@ func (x *AcknowledgeExpirationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcknowledgeExpirationsResponse.ProtoReflect.Descriptor instead.
 func (*AcknowledgeExpirationsResponse) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{21}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *AcknowledgeExpirationsResponse) GetResults() []*AckIdResult {
@@ -1593,7 +1777,7 @@ type NackExpirationsRequest struct {
 
 func (x *NackExpirationsRequest) Reset() {
 	*x = NackExpirationsRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[22]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1605,7 +1789,7 @@ func (x *NackExpirationsRequest) String() string {
 func (*NackExpirationsRequest) ProtoMessage() {}
 
 func (x *NackExpirationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[22]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1618,7 +1802,7 @@ func (x *NackExpirationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NackExpirationsRequest.ProtoReflect.Descriptor instead.
 func (*NackExpirationsRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{22}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *NackExpirationsRequest) GetGroupId() string {
@@ -1653,7 +1837,7 @@ type NackExpirationsResponse struct {
 
 func (x *NackExpirationsResponse) Reset() {
 	*x = NackExpirationsResponse{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[23]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1665,7 +1849,7 @@ func (x *NackExpirationsResponse) String() string {
 func (*NackExpirationsResponse) ProtoMessage() {}
 
 func (x *NackExpirationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[23]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1678,7 +1862,7 @@ func (x *NackExpirationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NackExpirationsResponse.ProtoReflect.Descriptor instead.
 func (*NackExpirationsResponse) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{23}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *NackExpirationsResponse) GetResults() []*AckIdResult {
@@ -1703,7 +1887,7 @@ type ListDeadLettersRequest struct {
 
 func (x *ListDeadLettersRequest) Reset() {
 	*x = ListDeadLettersRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[24]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1715,7 +1899,7 @@ func (x *ListDeadLettersRequest) String() string {
 func (*ListDeadLettersRequest) ProtoMessage() {}
 
 func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[24]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1728,7 +1912,7 @@ func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeadLettersRequest.ProtoReflect.Descriptor instead.
 func (*ListDeadLettersRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{24}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListDeadLettersRequest) GetGroupId() string {
@@ -1767,7 +1951,7 @@ type DeadLetter struct {
 
 func (x *DeadLetter) Reset() {
 	*x = DeadLetter{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[25]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1779,7 +1963,7 @@ func (x *DeadLetter) String() string {
 func (*DeadLetter) ProtoMessage() {}
 
 func (x *DeadLetter) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[25]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1792,7 +1976,7 @@ func (x *DeadLetter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeadLetter.ProtoReflect.Descriptor instead.
 func (*DeadLetter) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{25}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *DeadLetter) GetDeadLetterId() string {
@@ -1830,7 +2014,7 @@ type ListDeadLettersResponse struct {
 
 func (x *ListDeadLettersResponse) Reset() {
 	*x = ListDeadLettersResponse{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[26]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1842,7 +2026,7 @@ func (x *ListDeadLettersResponse) String() string {
 func (*ListDeadLettersResponse) ProtoMessage() {}
 
 func (x *ListDeadLettersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[26]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1855,7 +2039,7 @@ func (x *ListDeadLettersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeadLettersResponse.ProtoReflect.Descriptor instead.
 func (*ListDeadLettersResponse) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{26}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListDeadLettersResponse) GetDeadLetters() []*DeadLetter {
@@ -1888,7 +2072,7 @@ type RedriveDeadLettersRequest struct {
 
 func (x *RedriveDeadLettersRequest) Reset() {
 	*x = RedriveDeadLettersRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[27]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1900,7 +2084,7 @@ func (x *RedriveDeadLettersRequest) String() string {
 func (*RedriveDeadLettersRequest) ProtoMessage() {}
 
 func (x *RedriveDeadLettersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[27]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1913,7 +2097,7 @@ func (x *RedriveDeadLettersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RedriveDeadLettersRequest.ProtoReflect.Descriptor instead.
 func (*RedriveDeadLettersRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{27}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RedriveDeadLettersRequest) GetGroupId() string {
@@ -1948,7 +2132,7 @@ type RedriveDeadLettersResponse struct {
 
 func (x *RedriveDeadLettersResponse) Reset() {
 	*x = RedriveDeadLettersResponse{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[28]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1960,7 +2144,7 @@ func (x *RedriveDeadLettersResponse) String() string {
 func (*RedriveDeadLettersResponse) ProtoMessage() {}
 
 func (x *RedriveDeadLettersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[28]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1973,7 +2157,7 @@ func (x *RedriveDeadLettersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RedriveDeadLettersResponse.ProtoReflect.Descriptor instead.
 func (*RedriveDeadLettersResponse) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{28}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RedriveDeadLettersResponse) GetRedriven() int64 {
@@ -1992,7 +2176,7 @@ type GetStatsRequest struct {
 
 func (x *GetStatsRequest) Reset() {
 	*x = GetStatsRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[29]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2004,7 +2188,7 @@ func (x *GetStatsRequest) String() string {
 func (*GetStatsRequest) ProtoMessage() {}
 
 func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[29]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2017,7 +2201,7 @@ func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatsRequest.ProtoReflect.Descriptor instead.
 func (*GetStatsRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{29}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{32}
 }
 
 // Stats are the service's statistics, read at one call.
@@ -2041,7 +2225,7 @@ type Stats struct {
 
 func (x *Stats) Reset() {
 	*x = Stats{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[30]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2053,7 +2237,7 @@ func (x *Stats) String() string {
 func (*Stats) ProtoMessage() {}
 
 func (x *Stats) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[30]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2066,7 +2250,7 @@ func (x *Stats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Stats.ProtoReflect.Descriptor instead.
 func (*Stats) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{30}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Stats) GetOrders() *OrderCounts {
@@ -2132,7 +2316,7 @@ type OrderCounts struct {
 
 func (x *OrderCounts) Reset() {
 	*x = OrderCounts{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[31]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2144,7 +2328,7 @@ func (x *OrderCounts) String() string {
 func (*OrderCounts) ProtoMessage() {}
 
 func (x *OrderCounts) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[31]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2157,7 +2341,7 @@ func (x *OrderCounts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OrderCounts.ProtoReflect.Descriptor instead.
 func (*OrderCounts) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{31}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *OrderCounts) GetPending() int64 {
@@ -2213,7 +2397,7 @@ type PartitionStats struct {
 
 func (x *PartitionStats) Reset() {
 	*x = PartitionStats{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[32]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2225,7 +2409,7 @@ func (x *PartitionStats) String() string {
 func (*PartitionStats) ProtoMessage() {}
 
 func (x *PartitionStats) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[32]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2238,7 +2422,7 @@ func (x *PartitionStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionStats.ProtoReflect.Descriptor instead.
 func (*PartitionStats) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{32}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *PartitionStats) GetPartition() int32 {
@@ -2285,7 +2469,7 @@ type ReplicaStats struct {
 
 func (x *ReplicaStats) Reset() {
 	*x = ReplicaStats{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[33]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2297,7 +2481,7 @@ func (x *ReplicaStats) String() string {
 func (*ReplicaStats) ProtoMessage() {}
 
 func (x *ReplicaStats) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[33]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2310,7 +2494,7 @@ func (x *ReplicaStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaStats.ProtoReflect.Descriptor instead.
 func (*ReplicaStats) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{33}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ReplicaStats) GetWatchers() int32 {
@@ -2349,7 +2533,7 @@ type LatenessSummary struct {
 
 func (x *LatenessSummary) Reset() {
 	*x = LatenessSummary{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[34]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2361,7 +2545,7 @@ func (x *LatenessSummary) String() string {
 func (*LatenessSummary) ProtoMessage() {}
 
 func (x *LatenessSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[34]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2374,7 +2558,7 @@ func (x *LatenessSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LatenessSummary.ProtoReflect.Descriptor instead.
 func (*LatenessSummary) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{34}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *LatenessSummary) GetWindow() *durationpb.Duration {
@@ -2416,7 +2600,7 @@ var File_orderexpiry_v1_order_service_proto protoreflect.FileDescriptor
 
 const file_orderexpiry_v1_order_service_proto_rawDesc = "" +
 	"\n" +
-	"\"orderexpiry/v1/order_service.proto\x12\x0eorderexpiry.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe3\x03\n" +
+	"\"orderexpiry/v1/order_service.proto\x12\x0eorderexpiry.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\xe3\x03\n" +
 	"\x05Order\x12\x19\n" +
 	"\border_id\x18\x01 \x01(\tR\aorderId\x123\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x1b.orderexpiry.v1.OrderStatusR\x06status\x129\n" +
@@ -2439,7 +2623,15 @@ const file_orderexpiry_v1_order_service_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"Y\n" +
 	"\x10CheckoutResponse\x12+\n" +
 	"\x05order\x18\x01 \x01(\v2\x15.orderexpiry.v1.OrderR\x05order\x12\x18\n" +
-	"\acreated\x18\x02 \x01(\bR\acreated\",\n" +
+	"\acreated\x18\x02 \x01(\bR\acreated\"S\n" +
+	"\x14BatchCheckoutRequest\x12;\n" +
+	"\brequests\x18\x01 \x03(\v2\x1f.orderexpiry.v1.CheckoutRequestR\brequests\"V\n" +
+	"\x15BatchCheckoutResponse\x12=\n" +
+	"\aresults\x18\x01 \x03(\v2#.orderexpiry.v1.BatchCheckoutResultR\aresults\"\x8b\x01\n" +
+	"\x13BatchCheckoutResult\x12>\n" +
+	"\bcheckout\x18\x01 \x01(\v2 .orderexpiry.v1.CheckoutResponseH\x00R\bcheckout\x12*\n" +
+	"\x05error\x18\x02 \x01(\v2\x12.google.rpc.StatusH\x00R\x05errorB\b\n" +
+	"\x06result\",\n" +
 	"\x0fGetOrderRequest\x12\x19\n" +
 	"\border_id\x18\x01 \x01(\tR\aorderId\"1\n" +
 	"\x14CompleteOrderRequest\x12\x19\n" +
@@ -2581,10 +2773,11 @@ const file_orderexpiry_v1_order_service_proto_rawDesc = "" +
 	"\x10ACK_ID_STATUS_OK\x10\x01\x12\x19\n" +
 	"\x15ACK_ID_STATUS_UNKNOWN\x10\x02\x12\x1f\n" +
 	"\x1bACK_ID_STATUS_NOT_IN_FLIGHT\x10\x03\x12\x19\n" +
-	"\x15ACK_ID_STATUS_EXPIRED\x10\x042\x8a\x11\n" +
+	"\x15ACK_ID_STATUS_EXPIRED\x10\x042\x8e\x12\n" +
 	"\fOrderService\x12d\n" +
 	"\bCheckout\x12\x1f.orderexpiry.v1.CheckoutRequest\x1a .orderexpiry.v1.CheckoutResponse\"\x15\x82\xd3\xe4\x93\x02\x0f:\x01*\"\n" +
-	"/v1/orders\x12a\n" +
+	"/v1/orders\x12\x81\x01\n" +
+	"\rBatchCheckout\x12$.orderexpiry.v1.BatchCheckoutRequest\x1a%.orderexpiry.v1.BatchCheckoutResponse\"#\x82\xd3\xe4\x93\x02\x1d:\x01*\"\x18/v1/orders:batchCheckout\x12a\n" +
 	"\bGetOrder\x12\x1f.orderexpiry.v1.GetOrderRequest\x1a\x15.orderexpiry.v1.Order\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/orders/{order_id}\x12w\n" +
 	"\rCompleteOrder\x12$.orderexpiry.v1.CompleteOrderRequest\x1a\x15.orderexpiry.v1.Order\")\x82\xd3\xe4\x93\x02#:\x01*\"\x1e/v1/orders/{order_id}:complete\x12q\n" +
 	"\vCancelOrder\x12\".orderexpiry.v1.CancelOrderRequest\x1a\x15.orderexpiry.v1.Order\"'\x82\xd3\xe4\x93\x02!:\x01*\"\x1c/v1/orders/{order_id}:cancel\x12}\n" +
@@ -2617,133 +2810,143 @@ func file_orderexpiry_v1_order_service_proto_rawDescGZIP() []byte {
 }
 
 var file_orderexpiry_v1_order_service_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_orderexpiry_v1_order_service_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
+var file_orderexpiry_v1_order_service_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_orderexpiry_v1_order_service_proto_goTypes = []any{
 	(OrderStatus)(0),                       // 0: orderexpiry.v1.OrderStatus
 	(AckIdStatus)(0),                       // 1: orderexpiry.v1.AckIdStatus
 	(*Order)(nil),                          // 2: orderexpiry.v1.Order
 	(*CheckoutRequest)(nil),                // 3: orderexpiry.v1.CheckoutRequest
 	(*CheckoutResponse)(nil),               // 4: orderexpiry.v1.CheckoutResponse
-	(*GetOrderRequest)(nil),                // 5: orderexpiry.v1.GetOrderRequest
-	(*CompleteOrderRequest)(nil),           // 6: orderexpiry.v1.CompleteOrderRequest
-	(*CancelOrderRequest)(nil),             // 7: orderexpiry.v1.CancelOrderRequest
-	(*RescheduleOrderRequest)(nil),         // 8: orderexpiry.v1.RescheduleOrderRequest
-	(*WatchExpirationsRequest)(nil),        // 9: orderexpiry.v1.WatchExpirationsRequest
-	(*ExpirationEvent)(nil),                // 10: orderexpiry.v1.ExpirationEvent
-	(*ConsumerGroup)(nil),                  // 11: orderexpiry.v1.ConsumerGroup
-	(*CreateConsumerGroupRequest)(nil),     // 12: orderexpiry.v1.CreateConsumerGroupRequest
-	(*GetConsumerGroupRequest)(nil),        // 13: orderexpiry.v1.GetConsumerGroupRequest
-	(*ListConsumerGroupsRequest)(nil),      // 14: orderexpiry.v1.ListConsumerGroupsRequest
-	(*ListConsumerGroupsResponse)(nil),     // 15: orderexpiry.v1.ListConsumerGroupsResponse
-	(*DeleteConsumerGroupRequest)(nil),     // 16: orderexpiry.v1.DeleteConsumerGroupRequest
-	(*ConsumeExpirationsRequest)(nil),      // 17: orderexpiry.v1.ConsumeExpirationsRequest
-	(*ReceivedExpiration)(nil),             // 18: orderexpiry.v1.ReceivedExpiration
-	(*PullExpirationsRequest)(nil),         // 19: orderexpiry.v1.PullExpirationsRequest
-	(*PullExpirationsResponse)(nil),        // 20: orderexpiry.v1.PullExpirationsResponse
-	(*AckIdResult)(nil),                    // 21: orderexpiry.v1.AckIdResult
-	(*AcknowledgeExpirationsRequest)(nil),  // 22: orderexpiry.v1.AcknowledgeExpirationsRequest
-	(*AcknowledgeExpirationsResponse)(nil), // 23: orderexpiry.v1.AcknowledgeExpirationsResponse
-	(*NackExpirationsRequest)(nil),         // 24: orderexpiry.v1.NackExpirationsRequest
-	(*NackExpirationsResponse)(nil),        // 25: orderexpiry.v1.NackExpirationsResponse
-	(*ListDeadLettersRequest)(nil),         // 26: orderexpiry.v1.ListDeadLettersRequest
-	(*DeadLetter)(nil),                     // 27: orderexpiry.v1.DeadLetter
-	(*ListDeadLettersResponse)(nil),        // 28: orderexpiry.v1.ListDeadLettersResponse
-	(*RedriveDeadLettersRequest)(nil),      // 29: orderexpiry.v1.RedriveDeadLettersRequest
-	(*RedriveDeadLettersResponse)(nil),     // 30: orderexpiry.v1.RedriveDeadLettersResponse
-	(*GetStatsRequest)(nil),                // 31: orderexpiry.v1.GetStatsRequest
-	(*Stats)(nil),                          // 32: orderexpiry.v1.Stats
-	(*OrderCounts)(nil),                    // 33: orderexpiry.v1.OrderCounts
-	(*PartitionStats)(nil),                 // 34: orderexpiry.v1.PartitionStats
-	(*ReplicaStats)(nil),                   // 35: orderexpiry.v1.ReplicaStats
-	(*LatenessSummary)(nil),                // 36: orderexpiry.v1.LatenessSummary
-	nil,                                    // 37: orderexpiry.v1.Order.MetadataEntry
-	nil,                                    // 38: orderexpiry.v1.CheckoutRequest.MetadataEntry
-	nil,                                    // 39: orderexpiry.v1.ExpirationEvent.MetadataEntry
-	(*timestamppb.Timestamp)(nil),          // 40: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),            // 41: google.protobuf.Duration
-	(*emptypb.Empty)(nil),                  // 42: google.protobuf.Empty
+	(*BatchCheckoutRequest)(nil),           // 5: orderexpiry.v1.BatchCheckoutRequest
+	(*BatchCheckoutResponse)(nil),          // 6: orderexpiry.v1.BatchCheckoutResponse
+	(*BatchCheckoutResult)(nil),            // 7: orderexpiry.v1.BatchCheckoutResult
+	(*GetOrderRequest)(nil),                // 8: orderexpiry.v1.GetOrderRequest
+	(*CompleteOrderRequest)(nil),           // 9: orderexpiry.v1.CompleteOrderRequest
+	(*CancelOrderRequest)(nil),             // 10: orderexpiry.v1.CancelOrderRequest
+	(*RescheduleOrderRequest)(nil),         // 11: orderexpiry.v1.RescheduleOrderRequest
+	(*WatchExpirationsRequest)(nil),        // 12: orderexpiry.v1.WatchExpirationsRequest
+	(*ExpirationEvent)(nil),                // 13: orderexpiry.v1.ExpirationEvent
+	(*ConsumerGroup)(nil),                  // 14: orderexpiry.v1.ConsumerGroup
+	(*CreateConsumerGroupRequest)(nil),     // 15: orderexpiry.v1.CreateConsumerGroupRequest
+	(*GetConsumerGroupRequest)(nil),        // 16: orderexpiry.v1.GetConsumerGroupRequest
+	(*ListConsumerGroupsRequest)(nil),      // 17: orderexpiry.v1.ListConsumerGroupsRequest
+	(*ListConsumerGroupsResponse)(nil),     // 18: orderexpiry.v1.ListConsumerGroupsResponse
+	(*DeleteConsumerGroupRequest)(nil),     // 19: orderexpiry.v1.DeleteConsumerGroupRequest
+	(*ConsumeExpirationsRequest)(nil),      // 20: orderexpiry.v1.ConsumeExpirationsRequest
+	(*ReceivedExpiration)(nil),             // 21: orderexpiry.v1.ReceivedExpiration
+	(*PullExpirationsRequest)(nil),         // 22: orderexpiry.v1.PullExpirationsRequest
+	(*PullExpirationsResponse)(nil),        // 23: orderexpiry.v1.PullExpirationsResponse
+	(*AckIdResult)(nil),                    // 24: orderexpiry.v1.AckIdResult
+	(*AcknowledgeExpirationsRequest)(nil),  // 25: orderexpiry.v1.AcknowledgeExpirationsRequest
+	(*AcknowledgeExpirationsResponse)(nil), // 26: orderexpiry.v1.AcknowledgeExpirationsResponse
+	(*NackExpirationsRequest)(nil),         // 27: orderexpiry.v1.NackExpirationsRequest
+	(*NackExpirationsResponse)(nil),        // 28: orderexpiry.v1.NackExpirationsResponse
+	(*ListDeadLettersRequest)(nil),         // 29: orderexpiry.v1.ListDeadLettersRequest
+	(*DeadLetter)(nil),                     // 30: orderexpiry.v1.DeadLetter
+	(*ListDeadLettersResponse)(nil),        // 31: orderexpiry.v1.ListDeadLettersResponse
+	(*RedriveDeadLettersRequest)(nil),      // 32: orderexpiry.v1.RedriveDeadLettersRequest
+	(*RedriveDeadLettersResponse)(nil),     // 33: orderexpiry.v1.RedriveDeadLettersResponse
+	(*GetStatsRequest)(nil),                // 34: orderexpiry.v1.GetStatsRequest
+	(*Stats)(nil),                          // 35: orderexpiry.v1.Stats
+	(*OrderCounts)(nil),                    // 36: orderexpiry.v1.OrderCounts
+	(*PartitionStats)(nil),                 // 37: orderexpiry.v1.PartitionStats
+	(*ReplicaStats)(nil),                   // 38: orderexpiry.v1.ReplicaStats
+	(*LatenessSummary)(nil),                // 39: orderexpiry.v1.LatenessSummary
+	nil,                                    // 40: orderexpiry.v1.Order.MetadataEntry
+	nil,                                    // 41: orderexpiry.v1.CheckoutRequest.MetadataEntry
+	nil,                                    // 42: orderexpiry.v1.ExpirationEvent.MetadataEntry
+	(*timestamppb.Timestamp)(nil),          // 43: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),            // 44: google.protobuf.Duration
+	(*status.Status)(nil),                  // 45: google.rpc.Status
+	(*emptypb.Empty)(nil),                  // 46: google.protobuf.Empty
 }
 var file_orderexpiry_v1_order_service_proto_depIdxs = []int32{
 	0,  // 0: orderexpiry.v1.Order.status:type_name -> orderexpiry.v1.OrderStatus
-	40, // 1: orderexpiry.v1.Order.created_at:type_name -> google.protobuf.Timestamp
-	40, // 2: orderexpiry.v1.Order.deadline:type_name -> google.protobuf.Timestamp
-	41, // 3: orderexpiry.v1.Order.ttl_remaining:type_name -> google.protobuf.Duration
-	40, // 4: orderexpiry.v1.Order.closed_at:type_name -> google.protobuf.Timestamp
-	37, // 5: orderexpiry.v1.Order.metadata:type_name -> orderexpiry.v1.Order.MetadataEntry
-	41, // 6: orderexpiry.v1.CheckoutRequest.ttl:type_name -> google.protobuf.Duration
-	38, // 7: orderexpiry.v1.CheckoutRequest.metadata:type_name -> orderexpiry.v1.CheckoutRequest.MetadataEntry
+	43, // 1: orderexpiry.v1.Order.created_at:type_name -> google.protobuf.Timestamp
+	43, // 2: orderexpiry.v1.Order.deadline:type_name -> google.protobuf.Timestamp
+	44, // 3: orderexpiry.v1.Order.ttl_remaining:type_name -> google.protobuf.Duration
+	43, // 4: orderexpiry.v1.Order.closed_at:type_name -> google.protobuf.Timestamp
+	40, // 5: orderexpiry.v1.Order.metadata:type_name -> orderexpiry.v1.Order.MetadataEntry
+	44, // 6: orderexpiry.v1.CheckoutRequest.ttl:type_name -> google.protobuf.Duration
+	41, // 7: orderexpiry.v1.CheckoutRequest.metadata:type_name -> orderexpiry.v1.CheckoutRequest.MetadataEntry
 	2,  // 8: orderexpiry.v1.CheckoutResponse.order:type_name -> orderexpiry.v1.Order
-	41, // 9: orderexpiry.v1.RescheduleOrderRequest.ttl:type_name -> google.protobuf.Duration
-	40, // 10: orderexpiry.v1.RescheduleOrderRequest.deadline:type_name -> google.protobuf.Timestamp
-	40, // 11: orderexpiry.v1.RescheduleOrderRequest.expected_deadline:type_name -> google.protobuf.Timestamp
-	40, // 12: orderexpiry.v1.ExpirationEvent.deadline:type_name -> google.protobuf.Timestamp
-	40, // 13: orderexpiry.v1.ExpirationEvent.expired_at:type_name -> google.protobuf.Timestamp
-	39, // 14: orderexpiry.v1.ExpirationEvent.metadata:type_name -> orderexpiry.v1.ExpirationEvent.MetadataEntry
-	41, // 15: orderexpiry.v1.ConsumerGroup.ack_deadline:type_name -> google.protobuf.Duration
-	40, // 16: orderexpiry.v1.ConsumerGroup.create_time:type_name -> google.protobuf.Timestamp
-	41, // 17: orderexpiry.v1.ConsumerGroup.oldest_unacked_age:type_name -> google.protobuf.Duration
-	41, // 18: orderexpiry.v1.CreateConsumerGroupRequest.ack_deadline:type_name -> google.protobuf.Duration
-	11, // 19: orderexpiry.v1.ListConsumerGroupsResponse.consumer_groups:type_name -> orderexpiry.v1.ConsumerGroup
-	10, // 20: orderexpiry.v1.ReceivedExpiration.event:type_name -> orderexpiry.v1.ExpirationEvent
-	41, // 21: orderexpiry.v1.PullExpirationsRequest.wait:type_name -> google.protobuf.Duration
-	18, // 22: orderexpiry.v1.PullExpirationsResponse.received_expirations:type_name -> orderexpiry.v1.ReceivedExpiration
-	1,  // 23: orderexpiry.v1.AckIdResult.status:type_name -> orderexpiry.v1.AckIdStatus
-	21, // 24: orderexpiry.v1.AcknowledgeExpirationsResponse.results:type_name -> orderexpiry.v1.AckIdResult
-	41, // 25: orderexpiry.v1.NackExpirationsRequest.retry_after:type_name -> google.protobuf.Duration
-	21, // 26: orderexpiry.v1.NackExpirationsResponse.results:type_name -> orderexpiry.v1.AckIdResult
-	10, // 27: orderexpiry.v1.DeadLetter.event:type_name -> orderexpiry.v1.ExpirationEvent
-	27, // 28: orderexpiry.v1.ListDeadLettersResponse.dead_letters:type_name -> orderexpiry.v1.DeadLetter
-	33, // 29: orderexpiry.v1.Stats.orders:type_name -> orderexpiry.v1.OrderCounts
-	34, // 30: orderexpiry.v1.Stats.partitions:type_name -> orderexpiry.v1.PartitionStats
-	11, // 31: orderexpiry.v1.Stats.consumer_groups:type_name -> orderexpiry.v1.ConsumerGroup
-	35, // 32: orderexpiry.v1.Stats.replica:type_name -> orderexpiry.v1.ReplicaStats
-	40, // 33: orderexpiry.v1.Stats.read_time:type_name -> google.protobuf.Timestamp
-	40, // 34: orderexpiry.v1.OrderCounts.counted_since:type_name -> google.protobuf.Timestamp
-	40, // 35: orderexpiry.v1.PartitionStats.next_deadline:type_name -> google.protobuf.Timestamp
-	36, // 36: orderexpiry.v1.ReplicaStats.lateness:type_name -> orderexpiry.v1.LatenessSummary
-	41, // 37: orderexpiry.v1.LatenessSummary.window:type_name -> google.protobuf.Duration
-	41, // 38: orderexpiry.v1.LatenessSummary.p50:type_name -> google.protobuf.Duration
-	41, // 39: orderexpiry.v1.LatenessSummary.p99:type_name -> google.protobuf.Duration
-	41, // 40: orderexpiry.v1.LatenessSummary.max:type_name -> google.protobuf.Duration
-	3,  // 41: orderexpiry.v1.OrderService.Checkout:input_type -> orderexpiry.v1.CheckoutRequest
-	5,  // 42: orderexpiry.v1.OrderService.GetOrder:input_type -> orderexpiry.v1.GetOrderRequest
-	6,  // 43: orderexpiry.v1.OrderService.CompleteOrder:input_type -> orderexpiry.v1.CompleteOrderRequest
-	7,  // 44: orderexpiry.v1.OrderService.CancelOrder:input_type -> orderexpiry.v1.CancelOrderRequest
-	8,  // 45: orderexpiry.v1.OrderService.RescheduleOrder:input_type -> orderexpiry.v1.RescheduleOrderRequest
-	9,  // 46: orderexpiry.v1.OrderService.WatchExpirations:input_type -> orderexpiry.v1.WatchExpirationsRequest
-	12, // 47: orderexpiry.v1.OrderService.CreateConsumerGroup:input_type -> orderexpiry.v1.CreateConsumerGroupRequest
-	13, // 48: orderexpiry.v1.OrderService.GetConsumerGroup:input_type -> orderexpiry.v1.GetConsumerGroupRequest
-	14, // 49: orderexpiry.v1.OrderService.ListConsumerGroups:input_type -> orderexpiry.v1.ListConsumerGroupsRequest
-	16, // 50: orderexpiry.v1.OrderService.DeleteConsumerGroup:input_type -> orderexpiry.v1.DeleteConsumerGroupRequest
-	17, // 51: orderexpiry.v1.OrderService.ConsumeExpirations:input_type -> orderexpiry.v1.ConsumeExpirationsRequest
-	19, // 52: orderexpiry.v1.OrderService.PullExpirations:input_type -> orderexpiry.v1.PullExpirationsRequest
-	22, // 53: orderexpiry.v1.OrderService.AcknowledgeExpirations:input_type -> orderexpiry.v1.AcknowledgeExpirationsRequest
-	24, // 54: orderexpiry.v1.OrderService.NackExpirations:input_type -> orderexpiry.v1.NackExpirationsRequest
-	26, // 55: orderexpiry.v1.OrderService.ListDeadLetters:input_type -> orderexpiry.v1.ListDeadLettersRequest
-	29, // 56: orderexpiry.v1.OrderService.RedriveDeadLetters:input_type -> orderexpiry.v1.RedriveDeadLettersRequest
-	31, // 57: orderexpiry.v1.OrderService.GetStats:input_type -> orderexpiry.v1.GetStatsRequest
-	4,  // 58: orderexpiry.v1.OrderService.Checkout:output_type -> orderexpiry.v1.CheckoutResponse
-	2,  // 59: orderexpiry.v1.OrderService.GetOrder:output_type -> orderexpiry.v1.Order
-	2,  // 60: orderexpiry.v1.OrderService.CompleteOrder:output_type -> orderexpiry.v1.Order
-	2,  // 61: orderexpiry.v1.OrderService.CancelOrder:output_type -> orderexpiry.v1.Order
-	2,  // 62: orderexpiry.v1.OrderService.RescheduleOrder:output_type -> orderexpiry.v1.Order
-	10, // 63: orderexpiry.v1.OrderService.WatchExpirations:output_type -> orderexpiry.v1.ExpirationEvent
-	11, // 64: orderexpiry.v1.OrderService.CreateConsumerGroup:output_type -> orderexpiry.v1.ConsumerGroup
-	11, // 65: orderexpiry.v1.OrderService.GetConsumerGroup:output_type -> orderexpiry.v1.ConsumerGroup
-	15, // 66: orderexpiry.v1.OrderService.ListConsumerGroups:output_type -> orderexpiry.v1.ListConsumerGroupsResponse
-	42, // 67: orderexpiry.v1.OrderService.DeleteConsumerGroup:output_type -> google.protobuf.Empty
-	18, // 68: orderexpiry.v1.OrderService.ConsumeExpirations:output_type -> orderexpiry.v1.ReceivedExpiration
-	20, // 69: orderexpiry.v1.OrderService.PullExpirations:output_type -> orderexpiry.v1.PullExpirationsResponse
-	23, // 70: orderexpiry.v1.OrderService.AcknowledgeExpirations:output_type -> orderexpiry.v1.AcknowledgeExpirationsResponse
-	25, // 71: orderexpiry.v1.OrderService.NackExpirations:output_type -> orderexpiry.v1.NackExpirationsResponse
-	28, // 72: orderexpiry.v1.OrderService.ListDeadLetters:output_type -> orderexpiry.v1.ListDeadLettersResponse
-	30, // 73: orderexpiry.v1.OrderService.RedriveDeadLetters:output_type -> orderexpiry.v1.RedriveDeadLettersResponse
-	32, // 74: orderexpiry.v1.OrderService.GetStats:output_type -> orderexpiry.v1.Stats
-	58, // [58:75] is the sub-list for method output_type
-	41, // [41:58] is the sub-list for method input_type
-	41, // [41:41] is the sub-list for extension type_name
-	41, // [41:41] is the sub-list for extension extendee
-	0,  // [0:41] is the sub-list for field type_name
+	3,  // 9: orderexpiry.v1.BatchCheckoutRequest.requests:type_name -> orderexpiry.v1.CheckoutRequest
+	7,  // 10: orderexpiry.v1.BatchCheckoutResponse.results:type_name -> orderexpiry.v1.BatchCheckoutResult
+	4,  // 11: orderexpiry.v1.BatchCheckoutResult.checkout:type_name -> orderexpiry.v1.CheckoutResponse
+	45, // 12: orderexpiry.v1.BatchCheckoutResult.error:type_name -> google.rpc.Status
+	44, // 13: orderexpiry.v1.RescheduleOrderRequest.ttl:type_name -> google.protobuf.Duration
+	43, // 14: orderexpiry.v1.RescheduleOrderRequest.deadline:type_name -> google.protobuf.Timestamp
+	43, // 15: orderexpiry.v1.RescheduleOrderRequest.expected_deadline:type_name -> google.protobuf.Timestamp
+	43, // 16: orderexpiry.v1.ExpirationEvent.deadline:type_name -> google.protobuf.Timestamp
+	43, // 17: orderexpiry.v1.ExpirationEvent.expired_at:type_name -> google.protobuf.Timestamp
+	42, // 18: orderexpiry.v1.ExpirationEvent.metadata:type_name -> orderexpiry.v1.ExpirationEvent.MetadataEntry
+	44, // 19: orderexpiry.v1.ConsumerGroup.ack_deadline:type_name -> google.protobuf.Duration
+	43, // 20: orderexpiry.v1.ConsumerGroup.create_time:type_name -> google.protobuf.Timestamp
+	44, // 21: orderexpiry.v1.ConsumerGroup.oldest_unacked_age:type_name -> google.protobuf.Duration
+	44, // 22: orderexpiry.v1.CreateConsumerGroupRequest.ack_deadline:type_name -> google.protobuf.Duration
+	14, // 23: orderexpiry.v1.ListConsumerGroupsResponse.consumer_groups:type_name -> orderexpiry.v1.ConsumerGroup
+	13, // 24: orderexpiry.v1.ReceivedExpiration.event:type_name -> orderexpiry.v1.ExpirationEvent
+	44, // 25: orderexpiry.v1.PullExpirationsRequest.wait:type_name -> google.protobuf.Duration
+	21, // 26: orderexpiry.v1.PullExpirationsResponse.received_expirations:type_name -> orderexpiry.v1.ReceivedExpiration
+	1,  // 27: orderexpiry.v1.AckIdResult.status:type_name -> orderexpiry.v1.AckIdStatus
+	24, // 28: orderexpiry.v1.AcknowledgeExpirationsResponse.results:type_name -> orderexpiry.v1.AckIdResult
+	44, // 29: orderexpiry.v1.NackExpirationsRequest.retry_after:type_name -> google.protobuf.Duration
+	24, // 30: orderexpiry.v1.NackExpirationsResponse.results:type_name -> orderexpiry.v1.AckIdResult
+	13, // 31: orderexpiry.v1.DeadLetter.event:type_name -> orderexpiry.v1.ExpirationEvent
+	30, // 32: orderexpiry.v1.ListDeadLettersResponse.dead_letters:type_name -> orderexpiry.v1.DeadLetter
+	36, // 33: orderexpiry.v1.Stats.orders:type_name -> orderexpiry.v1.OrderCounts
+	37, // 34: orderexpiry.v1.Stats.partitions:type_name -> orderexpiry.v1.PartitionStats
+	14, // 35: orderexpiry.v1.Stats.consumer_groups:type_name -> orderexpiry.v1.ConsumerGroup
+	38, // 36: orderexpiry.v1.Stats.replica:type_name -> orderexpiry.v1.ReplicaStats
+	43, // 37: orderexpiry.v1.Stats.read_time:type_name -> google.protobuf.Timestamp
+	43, // 38: orderexpiry.v1.OrderCounts.counted_since:type_name -> google.protobuf.Timestamp
+	43, // 39: orderexpiry.v1.PartitionStats.next_deadline:type_name -> google.protobuf.Timestamp
+	39, // 40: orderexpiry.v1.ReplicaStats.lateness:type_name -> orderexpiry.v1.LatenessSummary
+	44, // 41: orderexpiry.v1.LatenessSummary.window:type_name -> google.protobuf.Duration
+	44, // 42: orderexpiry.v1.LatenessSummary.p50:type_name -> google.protobuf.Duration
+	44, // 43: orderexpiry.v1.LatenessSummary.p99:type_name -> google.protobuf.Duration
+	44, // 44: orderexpiry.v1.LatenessSummary.max:type_name -> google.protobuf.Duration
+	3,  // 45: orderexpiry.v1.OrderService.Checkout:input_type -> orderexpiry.v1.CheckoutRequest
+	5,  // 46: orderexpiry.v1.OrderService.BatchCheckout:input_type -> orderexpiry.v1.BatchCheckoutRequest
+	8,  // 47: orderexpiry.v1.OrderService.GetOrder:input_type -> orderexpiry.v1.GetOrderRequest
+	9,  // 48: orderexpiry.v1.OrderService.CompleteOrder:input_type -> orderexpiry.v1.CompleteOrderRequest
+	10, // 49: orderexpiry.v1.OrderService.CancelOrder:input_type -> orderexpiry.v1.CancelOrderRequest
+	11, // 50: orderexpiry.v1.OrderService.RescheduleOrder:input_type -> orderexpiry.v1.RescheduleOrderRequest
+	12, // 51: orderexpiry.v1.OrderService.WatchExpirations:input_type -> orderexpiry.v1.WatchExpirationsRequest
+	15, // 52: orderexpiry.v1.OrderService.CreateConsumerGroup:input_type -> orderexpiry.v1.CreateConsumerGroupRequest
+	16, // 53: orderexpiry.v1.OrderService.GetConsumerGroup:input_type -> orderexpiry.v1.GetConsumerGroupRequest
+	17, // 54: orderexpiry.v1.OrderService.ListConsumerGroups:input_type -> orderexpiry.v1.ListConsumerGroupsRequest
+	19, // 55: orderexpiry.v1.OrderService.DeleteConsumerGroup:input_type -> orderexpiry.v1.DeleteConsumerGroupRequest
+	20, // 56: orderexpiry.v1.OrderService.ConsumeExpirations:input_type -> orderexpiry.v1.ConsumeExpirationsRequest
+	22, // 57: orderexpiry.v1.OrderService.PullExpirations:input_type -> orderexpiry.v1.PullExpirationsRequest
+	25, // 58: orderexpiry.v1.OrderService.AcknowledgeExpirations:input_type -> orderexpiry.v1.AcknowledgeExpirationsRequest
+	27, // 59: orderexpiry.v1.OrderService.NackExpirations:input_type -> orderexpiry.v1.NackExpirationsRequest
+	29, // 60: orderexpiry.v1.OrderService.ListDeadLetters:input_type -> orderexpiry.v1.ListDeadLettersRequest
+	32, // 61: orderexpiry.v1.OrderService.RedriveDeadLetters:input_type -> orderexpiry.v1.RedriveDeadLettersRequest
+	34, // 62: orderexpiry.v1.OrderService.GetStats:input_type -> orderexpiry.v1.GetStatsRequest
+	4,  // 63: orderexpiry.v1.OrderService.Checkout:output_type -> orderexpiry.v1.CheckoutResponse
+	6,  // 64: orderexpiry.v1.OrderService.BatchCheckout:output_type -> orderexpiry.v1.BatchCheckoutResponse
+	2,  // 65: orderexpiry.v1.OrderService.GetOrder:output_type -> orderexpiry.v1.Order
+	2,  // 66: orderexpiry.v1.OrderService.CompleteOrder:output_type -> orderexpiry.v1.Order
+	2,  // 67: orderexpiry.v1.OrderService.CancelOrder:output_type -> orderexpiry.v1.Order
+	2,  // 68: orderexpiry.v1.OrderService.RescheduleOrder:output_type -> orderexpiry.v1.Order
+	13, // 69: orderexpiry.v1.OrderService.WatchExpirations:output_type -> orderexpiry.v1.ExpirationEvent
+	14, // 70: orderexpiry.v1.OrderService.CreateConsumerGroup:output_type -> orderexpiry.v1.ConsumerGroup
+	14, // 71: orderexpiry.v1.OrderService.GetConsumerGroup:output_type -> orderexpiry.v1.ConsumerGroup
+	18, // 72: orderexpiry.v1.OrderService.ListConsumerGroups:output_type -> orderexpiry.v1.ListConsumerGroupsResponse
+	46, // 73: orderexpiry.v1.OrderService.DeleteConsumerGroup:output_type -> google.protobuf.Empty
+	21, // 74: orderexpiry.v1.OrderService.ConsumeExpirations:output_type -> orderexpiry.v1.ReceivedExpiration
+	23, // 75: orderexpiry.v1.OrderService.PullExpirations:output_type -> orderexpiry.v1.PullExpirationsResponse
+	26, // 76: orderexpiry.v1.OrderService.AcknowledgeExpirations:output_type -> orderexpiry.v1.AcknowledgeExpirationsResponse
+	28, // 77: orderexpiry.v1.OrderService.NackExpirations:output_type -> orderexpiry.v1.NackExpirationsResponse
+	31, // 78: orderexpiry.v1.OrderService.ListDeadLetters:output_type -> orderexpiry.v1.ListDeadLettersResponse
+	33, // 79: orderexpiry.v1.OrderService.RedriveDeadLetters:output_type -> orderexpiry.v1.RedriveDeadLettersResponse
+	35, // 80: orderexpiry.v1.OrderService.GetStats:output_type -> orderexpiry.v1.Stats
+	63, // [63:81] is the sub-list for method output_type
+	45, // [45:63] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_orderexpiry_v1_order_service_proto_init() }
@@ -2751,7 +2954,11 @@ func file_orderexpiry_v1_order_service_proto_init() {
 	if File_orderexpiry_v1_order_service_proto != nil {
 		return
 	}
-	file_orderexpiry_v1_order_service_proto_msgTypes[6].OneofWrappers = []any{
+	file_orderexpiry_v1_order_service_proto_msgTypes[5].OneofWrappers = []any{
+		(*BatchCheckoutResult_Checkout)(nil),
+		(*BatchCheckoutResult_Error)(nil),
+	}
+	file_orderexpiry_v1_order_service_proto_msgTypes[9].OneofWrappers = []any{
 		(*RescheduleOrderRequest_Ttl)(nil),
 		(*RescheduleOrderRequest_Deadline)(nil),
 	}
@@ -2761,7 +2968,7 @@ func file_orderexpiry_v1_order_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_orderexpiry_v1_order_service_proto_rawDesc), len(file_orderexpiry_v1_order_service_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   38,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

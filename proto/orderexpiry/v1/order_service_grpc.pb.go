@@ -24,6 +24,7 @@ const _ = grpc.SupportPackageIsVersion9
 
 const (
 	OrderService_Checkout_FullMethodName               = "/orderexpiry.v1.OrderService/Checkout"
+	OrderService_BatchCheckout_FullMethodName          = "/orderexpiry.v1.OrderService/BatchCheckout"
 	OrderService_GetOrder_FullMethodName               = "/orderexpiry.v1.OrderService/GetOrder"
 	OrderService_CompleteOrder_FullMethodName          = "/orderexpiry.v1.OrderService/CompleteOrder"
 	OrderService_CancelOrder_FullMethodName            = "/orderexpiry.v1.OrderService/CancelOrder"
@@ -54,6 +55,12 @@ type OrderServiceClient interface {
 	// PENDING changes nothing and answers created=false with the existing order,
 	// so retries are safe. An id whose last order is closed may be checked out again.
 	Checkout(ctx context.Context, in *CheckoutRequest, opts ...grpc.CallOption) (*CheckoutResponse, error)
+	// BatchCheckout checks out up to 1,000 orders in one call. Each item is
+	// validated and answered on its own, in the order given, as a Checkout of
+	// its own would be (the same idempotency: an item whose order is still
+	// PENDING answers created=false with it): one item's error does not fail
+	// the others. INVALID_ARGUMENT for a call with no items or more than 1,000.
+	BatchCheckout(ctx context.Context, in *BatchCheckoutRequest, opts ...grpc.CallOption) (*BatchCheckoutResponse, error)
 	// GetOrder returns an order: PENDING with its deadline and remaining time,
 	// or closed (EXPIRED, COMPLETED, CANCELLED) with the time it closed, for as
 	// long as the retention period keeps it. NOT_FOUND otherwise.
@@ -139,6 +146,16 @@ func (c *orderServiceClient) Checkout(ctx context.Context, in *CheckoutRequest, 
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(CheckoutResponse)
 	err := c.cc.Invoke(ctx, OrderService_Checkout_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *orderServiceClient) BatchCheckout(ctx context.Context, in *BatchCheckoutRequest, opts ...grpc.CallOption) (*BatchCheckoutResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BatchCheckoutResponse)
+	err := c.cc.Invoke(ctx, OrderService_BatchCheckout_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -335,6 +352,12 @@ type OrderServiceServer interface {
 	// PENDING changes nothing and answers created=false with the existing order,
 	// so retries are safe. An id whose last order is closed may be checked out again.
 	Checkout(context.Context, *CheckoutRequest) (*CheckoutResponse, error)
+	// BatchCheckout checks out up to 1,000 orders in one call. Each item is
+	// validated and answered on its own, in the order given, as a Checkout of
+	// its own would be (the same idempotency: an item whose order is still
+	// PENDING answers created=false with it): one item's error does not fail
+	// the others. INVALID_ARGUMENT for a call with no items or more than 1,000.
+	BatchCheckout(context.Context, *BatchCheckoutRequest) (*BatchCheckoutResponse, error)
 	// GetOrder returns an order: PENDING with its deadline and remaining time,
 	// or closed (EXPIRED, COMPLETED, CANCELLED) with the time it closed, for as
 	// long as the retention period keeps it. NOT_FOUND otherwise.
@@ -419,6 +442,9 @@ type UnimplementedOrderServiceServer struct{}
 func (UnimplementedOrderServiceServer) Checkout(context.Context, *CheckoutRequest) (*CheckoutResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Checkout not implemented")
 }
+func (UnimplementedOrderServiceServer) BatchCheckout(context.Context, *BatchCheckoutRequest) (*BatchCheckoutResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method BatchCheckout not implemented")
+}
 func (UnimplementedOrderServiceServer) GetOrder(context.Context, *GetOrderRequest) (*Order, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetOrder not implemented")
 }
@@ -502,6 +528,24 @@ func _OrderService_Checkout_Handler(srv interface{}, ctx context.Context, dec fu
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(OrderServiceServer).Checkout(ctx, req.(*CheckoutRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _OrderService_BatchCheckout_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BatchCheckoutRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OrderServiceServer).BatchCheckout(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: OrderService_BatchCheckout_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OrderServiceServer).BatchCheckout(ctx, req.(*BatchCheckoutRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -790,6 +834,10 @@ var OrderService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Checkout",
 			Handler:    _OrderService_Checkout_Handler,
+		},
+		{
+			MethodName: "BatchCheckout",
+			Handler:    _OrderService_BatchCheckout_Handler,
 		},
 		{
 			MethodName: "GetOrder",
