@@ -91,7 +91,7 @@ func TestInvoke(t *testing.T) {
 	if req.OrderId != "o-1" {
 		t.Errorf("the caller's request was changed: %v", req)
 	}
-	if header.Get("h")[0] != "1" || trailer.Get("t")[0] != "2" {
+	if h, tr := strings.Join(header.Get("h"), ","), strings.Join(trailer.Get("t"), ","); h != "1" || tr != "2" {
 		t.Errorf("header %v, trailer %v", header, trailer)
 	}
 }
