@@ -117,7 +117,10 @@ func (c *Conn) Invoke(ctx context.Context, fullMethod string, args, reply any, o
 	ctx, span := c.tracer.Start(ctx, m.span, serverSpan)
 	defer span.End()
 	md, _ := metadata.FromOutgoingContext(ctx)
-	ctx = metadata.NewIncomingContext(ctx, md)
+	// The caller's outgoing metadata (its authorization header among
+	// them) is the call's incoming metadata, and not the outgoing
+	// metadata of whatever call the method makes in turn.
+	ctx = metadata.NewIncomingContext(metadata.NewOutgoingContext(ctx, nil), md)
 	ts := &transportStream{method: fullMethod}
 	ctx = grpc.NewContextWithServerTransportStream(ctx, ts)
 

@@ -60,6 +60,9 @@ func TestInvoke(t *testing.T) {
 		if got := md.Get("authorization"); len(got) != 1 || got[0] != "Bearer x" {
 			t.Errorf("incoming authorization %q", got)
 		}
+		if out, ok := metadata.FromOutgoingContext(ctx); ok && len(out) > 0 {
+			t.Errorf("the method's outgoing metadata is %v, want none", out)
+		}
 		if m, ok := grpc.Method(ctx); !ok || m != pb.OrderService_GetOrder_FullMethodName {
 			t.Errorf("grpc.Method %q, %v", m, ok)
 		}
