@@ -72,9 +72,10 @@ type Server struct {
 	tokens   *auth.Tokens
 	grpc     *grpc.Server
 	internal *grpc.Server
-	// internalLis carries the gateway's calls to internal: TLS and client
-	// certificates are checked on the HTTP port, and the gRPC port stays
-	// closed to anyone without them.
+	// internalLis carries the gateway's streams to internal (its unary
+	// calls run in process, see inproc): TLS and client certificates are
+	// checked on the HTTP port, and the gRPC port stays closed to anyone
+	// without them.
 	internalLis *bufconn.Listener
 	conn        *grpc.ClientConn
 	http        *http.Server
