@@ -255,6 +255,8 @@ func TestREST(t *testing.T) {
 			{"negative ttl", "POST", "/v1/orders", `{"orderId":"x-3","ttl":"-5s"}`, 400, "ttl"},
 			{"ttl above max", "POST", "/v1/orders", `{"orderId":"x-4","ttl":"9999999s"}`, 400, "ttl"},
 			{"bad id in path", "GET", "/v1/orders/a%20b", "", 400, "order_id"},
+			{"id in path not UTF-8", "GET", "/v1/orders/%FF", "", 400, "order_id"},
+			{"id in path not UTF-8, complete", "POST", "/v1/orders/%FF:complete", "", 400, "order_id"},
 			{"unknown order", "GET", "/v1/orders/none-such", "", 404, "not found"},
 			{"complete unknown", "POST", "/v1/orders/none-such:complete", "", 404, "not found"},
 			{"complete expired", "POST", "/v1/orders/r-1:complete", "", 409, "expired"},

@@ -1,6 +1,7 @@
 // Package gateway is the REST/JSON face of the service: grpc-gateway
-// translates HTTP calls into calls on the gRPC server, over a real client
-// connection so that streaming works, and errors back into HTTP statuses.
+// translates HTTP calls into calls on the gRPC service, over a client
+// connection (the server's is in process, see internal/inproc), and errors
+// back into HTTP statuses.
 package gateway
 
 import (
@@ -66,8 +67,8 @@ type Options struct {
 const DefaultWatchWriteTimeout = 10 * time.Second
 
 // New returns the HTTP handler for the REST API over a connection to the
-// gRPC server, with GET /healthz, /metrics and /openapi.json.
-func New(ctx context.Context, conn *grpc.ClientConn, opts Options) (http.Handler, error) {
+// gRPC service, with GET /healthz, /metrics and /openapi.json.
+func New(ctx context.Context, conn grpc.ClientConnInterface, opts Options) (http.Handler, error) {
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = 64 << 10
 	}

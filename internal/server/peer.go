@@ -16,8 +16,10 @@ type interceptor interface {
 	Stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error
 }
 
-// gatewayPeer makes a REST call's peer the HTTP client instead of the
-// gateway's in-memory connection, so that the debug log names who called.
+// gatewayPeer makes a REST call's peer the HTTP client (instead of the
+// gateway's in-memory connection for a stream, and of no peer at all for a
+// unary call, which runs in process), so that the debug log names who
+// called.
 // The gateway appends the client's address to x-forwarded-for last, after
 // whatever the client sent itself; only the gateway reaches this server.
 type gatewayPeer struct{}

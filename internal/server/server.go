@@ -32,11 +32,13 @@ import (
 	"github.com/orderexpiry/orderexpiry/internal/auth"
 	"github.com/orderexpiry/orderexpiry/internal/gateway"
 	"github.com/orderexpiry/orderexpiry/internal/gen/openapi"
+	"github.com/orderexpiry/orderexpiry/internal/inproc"
 	"github.com/orderexpiry/orderexpiry/internal/metrics"
 	"github.com/orderexpiry/orderexpiry/internal/order"
 	"github.com/orderexpiry/orderexpiry/internal/rpc"
 	"github.com/orderexpiry/orderexpiry/internal/ui"
 	"github.com/orderexpiry/orderexpiry/internal/watch"
+	pb "github.com/orderexpiry/orderexpiry/proto/orderexpiry/v1"
 )
 
 // Listeners are where the server serves. GRPC and HTTP are required; Debug,
@@ -71,9 +73,10 @@ type Server struct {
 	tokens   *auth.Tokens
 	grpc     *grpc.Server
 	internal *grpc.Server
-	// internalLis carries the gateway's calls to internal: TLS and client
-	// certificates are checked on the HTTP port, and the gRPC port stays
-	// closed to anyone without them.
+	// internalLis carries the gateway's streams to internal (its unary
+	// calls run in process, see inproc): TLS and client certificates are
+	// checked on the HTTP port, and the gRPC port stays closed to anyone
+	// without them.
 	internalLis *bufconn.Listener
 	conn        *grpc.ClientConn
 	http        *http.Server
@@ -148,6 +151,9 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	s.grpc = s.newGRPC(svc, m, nil, external...)
 	m.GRPC.InitializeMetrics(s.grpc)
+	// The gateway's unary calls are function calls through the same
+	// interceptors (see inproc); its streams still cross an in-memory
+	// connection to the internal server.
 	s.internal = s.newGRPC(svc, m, gatewayPeer{}, grpc.MaxHeaderListSize(2*http.DefaultMaxHeaderBytes))
 	s.internalLis = bufconn.Listen(1 << 20)
 	s.conn, err = grpc.NewClient("passthrough:///orderexpiry-internal", append(s.tracedGateway(),
@@ -157,7 +163,10 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		s.closeStore()
 		return nil, fmt.Errorf("gateway connection: %w", err)
 	}
-	gw, err := gateway.New(context.Background(), s.conn, gateway.Options{
+	unary, _ := s.interceptors(m, gatewayPeer{})
+	local := inproc.New(inproc.Options{Interceptors: unary, MaxRecvMsgSize: s.cfg.MaxBodyBytes, Streams: s.conn})
+	pb.RegisterOrderServiceServer(local, svc)
+	gw, err := gateway.New(context.Background(), local, gateway.Options{
 		Health: func(context.Context) error {
 			if !s.serving.Load() {
 				return errors.New("the order store is unreachable")
@@ -205,8 +214,21 @@ func (s *Server) groupStates() []metrics.GroupState {
 // the metrics, the debug log and the token check on every call. peer, when
 // not nil, runs first on every call, to set who the caller is.
 func (s *Server) newGRPC(svc *rpc.Service, m *metrics.Metrics, peer interceptor, extra ...grpc.ServerOption) *grpc.Server {
-	var unary []grpc.UnaryServerInterceptor
-	var stream []grpc.StreamServerInterceptor
+	unary, stream := s.interceptors(m, peer)
+	opts := append([]grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(unary...),
+		grpc.ChainStreamInterceptor(stream...),
+		grpc.MaxRecvMsgSize(s.cfg.MaxBodyBytes),
+	}, s.tracedServer()...)
+	g := rpc.NewServer(svc, append(opts, extra...)...)
+	healthpb.RegisterHealthServer(g, s.health)
+	reflection.Register(g)
+	return g
+}
+
+// interceptors returns the interceptors of every call, first to last: peer
+// when not nil, the metrics, the debug log and the token check.
+func (s *Server) interceptors(m *metrics.Metrics, peer interceptor) (unary []grpc.UnaryServerInterceptor, stream []grpc.StreamServerInterceptor) {
 	if peer != nil {
 		unary = append(unary, peer.Unary)
 		stream = append(stream, peer.Stream)
@@ -223,15 +245,7 @@ func (s *Server) newGRPC(svc *rpc.Service, m *metrics.Metrics, peer interceptor,
 		unary = append(unary, s.tokens.Unary)
 		stream = append(stream, s.tokens.Stream)
 	}
-	opts := append([]grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(unary...),
-		grpc.ChainStreamInterceptor(stream...),
-		grpc.MaxRecvMsgSize(s.cfg.MaxBodyBytes),
-	}, s.tracedServer()...)
-	g := rpc.NewServer(svc, append(opts, extra...)...)
-	healthpb.RegisterHealthServer(g, s.health)
-	reflection.Register(g)
-	return g
+	return unary, stream
 }
 
 // newHTTP returns an HTTP server of h that logs net/http's own errors

@@ -1,0 +1,257 @@
+// Package inproc calls a gRPC service's unary methods in the caller's own
+// goroutine, as a function call through the server's interceptors, with
+// none of a connection's encoding, HTTP/2 framing and scheduling: the REST
+// gateway's calls come this way. Streaming calls go to another connection.
+//
+// A call sees what it would see on a gRPC server: the caller's outgoing
+// metadata as incoming metadata, a ServerTransportStream for
+// grpc.SetHeader, grpc.SendHeader and grpc.SetTrailer (whose metadata goes
+// to the grpc.Header and grpc.Trailer call options), the server's bound on
+// the size of a request, and a status for every error. Messages are copied
+// in and out, since the service may keep or change what it was given, and
+// the caller what it got back.
+package inproc
+
+import (
+	"context"
+	"sync"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	otelcodes "go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+)
+
+// Options configure a Conn.
+type Options struct {
+	// Interceptors run on every call, first to last, as
+	// grpc.ChainUnaryInterceptor would run them on a server.
+	Interceptors []grpc.UnaryServerInterceptor
+	// MaxRecvMsgSize bounds the encoded size of a request, as
+	// grpc.MaxRecvMsgSize does on a server; 0 means grpc-go's default of
+	// 4 MiB.
+	MaxRecvMsgSize int
+	// Streams serves the streaming calls; nil refuses them with
+	// UNIMPLEMENTED.
+	Streams grpc.ClientConnInterface
+}
+
+// defaultMaxRecvMsgSize is grpc-go's server default.
+const defaultMaxRecvMsgSize = 4 << 20
+
+// Conn is a client connection whose unary calls are served in process. It is
+// a grpc.ServiceRegistrar: register the services it serves before the first
+// call.
+type Conn struct {
+	methods     map[string]method
+	interceptor grpc.UnaryServerInterceptor
+	maxRecv     int
+	streams     grpc.ClientConnInterface
+	tracer      trace.Tracer
+}
+
+// method is a unary method and the service that implements it.
+type method struct {
+	srv     any
+	handler grpc.MethodHandler
+	// span names the call's span; service and name are its attributes.
+	span, service, name string
+}
+
+// serverSpan is the option of every call's span, made once: an option
+// made per call costs an allocation.
+var serverSpan = trace.WithSpanKind(trace.SpanKindServer)
+
+var (
+	_ grpc.ClientConnInterface = (*Conn)(nil)
+	_ grpc.ServiceRegistrar    = (*Conn)(nil)
+)
+
+// New returns a Conn that serves no service yet.
+func New(opts Options) *Conn {
+	if opts.MaxRecvMsgSize <= 0 {
+		opts.MaxRecvMsgSize = defaultMaxRecvMsgSize
+	}
+	return &Conn{
+		methods:     map[string]method{},
+		interceptor: chain(opts.Interceptors),
+		maxRecv:     opts.MaxRecvMsgSize,
+		streams:     opts.Streams,
+		// The global tracer provider is a no-op until the program sets
+		// one; a tracer taken from it now follows the one set later.
+		tracer: otel.Tracer("github.com/orderexpiry/orderexpiry/internal/inproc"),
+	}
+}
+
+// RegisterService serves the unary methods of desc with impl.
+func (c *Conn) RegisterService(desc *grpc.ServiceDesc, impl any) {
+	for _, m := range desc.Methods {
+		// The span is named as OpenTelemetry's gRPC instrumentation names
+		// a server's: the full method without its leading slash.
+		c.methods["/"+desc.ServiceName+"/"+m.MethodName] = method{srv: impl, handler: m.Handler,
+			span: desc.ServiceName + "/" + m.MethodName, service: desc.ServiceName, name: m.MethodName}
+	}
+}
+
+// Invoke serves a unary call: it copies args into the request, runs the
+// interceptors and the method, and copies the response into reply.
+func (c *Conn) Invoke(ctx context.Context, fullMethod string, args, reply any, opts ...grpc.CallOption) error {
+	m, ok := c.methods[fullMethod]
+	if !ok {
+		return status.Errorf(codes.Unimplemented, "unknown method %s", fullMethod)
+	}
+	req, ok := args.(proto.Message)
+	if !ok {
+		return status.Errorf(codes.Internal, "inproc: the request is a %T, not a protobuf message", args)
+	}
+	// As on a server, a request too large is refused before the
+	// interceptors see it.
+	if n := proto.Size(req); n > c.maxRecv {
+		return status.Errorf(codes.ResourceExhausted, "grpc: received message larger than max (%d vs. %d)", n, c.maxRecv)
+	}
+	ctx, span := c.tracer.Start(ctx, m.span, serverSpan)
+	defer span.End()
+	md, _ := metadata.FromOutgoingContext(ctx)
+	// The caller's outgoing metadata (its authorization header among
+	// them) is the call's incoming metadata, and not the outgoing
+	// metadata of whatever call the method makes in turn.
+	ctx = metadata.NewIncomingContext(metadata.NewOutgoingContext(ctx, nil), md)
+	ts := &transportStream{method: fullMethod}
+	ctx = grpc.NewContextWithServerTransportStream(ctx, ts)
+
+	resp, err := m.handler(m.srv, ctx, func(in any) error {
+		proto.Merge(in.(proto.Message), req)
+		return nil
+	}, c.interceptor)
+	if err != nil {
+		// Whatever the method returned, the caller gets a status, as
+		// from a server: a context's error keeps its code.
+		if _, ok := status.FromError(err); !ok {
+			err = status.FromContextError(err).Err()
+		}
+	}
+	if span.IsRecording() {
+		code := status.Code(err)
+		span.SetAttributes(
+			attribute.String("rpc.system", "grpc"),
+			attribute.String("rpc.service", m.service),
+			attribute.String("rpc.method", m.name),
+			attribute.Int("rpc.grpc.status_code", int(code)))
+		if code != codes.OK {
+			span.SetStatus(otelcodes.Error, status.Convert(err).Message())
+		}
+	}
+	header, trailer := ts.done()
+	for _, o := range opts {
+		switch o := o.(type) {
+		case grpc.HeaderCallOption:
+			*o.HeaderAddr = header
+		case grpc.TrailerCallOption:
+			*o.TrailerAddr = trailer
+		}
+	}
+	if err != nil {
+		return err
+	}
+	out, ok := reply.(proto.Message)
+	if !ok {
+		return status.Errorf(codes.Internal, "inproc: the reply is a %T, not a protobuf message", reply)
+	}
+	proto.Merge(out, resp.(proto.Message))
+	return nil
+}
+
+// NewStream opens a streaming call on Options.Streams.
+func (c *Conn) NewStream(ctx context.Context, desc *grpc.StreamDesc, fullMethod string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	if c.streams == nil {
+		return nil, status.Errorf(codes.Unimplemented, "streaming method %s is not served in process", fullMethod)
+	}
+	return c.streams.NewStream(ctx, desc, fullMethod, opts...)
+}
+
+// chain returns one interceptor that runs ints first to last, or nil for
+// none (the generated handlers then call the method directly).
+func chain(ints []grpc.UnaryServerInterceptor) grpc.UnaryServerInterceptor {
+	switch len(ints) {
+	case 0:
+		return nil
+	case 1:
+		return ints[0]
+	}
+	ints = append([]grpc.UnaryServerInterceptor(nil), ints...)
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		return ints[0](ctx, req, info, next(ints, 1, info, handler))
+	}
+}
+
+// next returns the handler that runs ints[i:] and then handler.
+func next(ints []grpc.UnaryServerInterceptor, i int, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) grpc.UnaryHandler {
+	if i == len(ints) {
+		return handler
+	}
+	return func(ctx context.Context, req any) (any, error) {
+		return ints[i](ctx, req, info, next(ints, i+1, info, handler))
+	}
+}
+
+// transportStream keeps the header and trailer a call sets, as a server's
+// stream would send them.
+type transportStream struct {
+	method string
+
+	mu              sync.Mutex
+	header, trailer metadata.MD
+	// finished is set once the call returned: a header or trailer set
+	// later (by a goroutine the method left running) is refused or lost,
+	// as it would be on a server.
+	finished bool
+	// headerSent is set by SendHeader: the header may not change after.
+	headerSent bool
+}
+
+var _ grpc.ServerTransportStream = (*transportStream)(nil)
+
+func (s *transportStream) Method() string { return s.method }
+
+func (s *transportStream) SetHeader(md metadata.MD) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.headerSent || s.finished {
+		return status.Error(codes.Internal, "transport: the stream is done or WriteHeader was already called")
+	}
+	s.header = metadata.Join(s.header, md)
+	return nil
+}
+
+func (s *transportStream) SendHeader(md metadata.MD) error {
+	if err := s.SetHeader(md); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.headerSent = true
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *transportStream) SetTrailer(md metadata.MD) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.finished {
+		return status.Error(codes.Internal, "transport: the stream is done")
+	}
+	s.trailer = metadata.Join(s.trailer, md)
+	return nil
+}
+
+// done ends the call and returns its header and trailer.
+func (s *transportStream) done() (header, trailer metadata.MD) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.finished = true
+	return s.header, s.trailer
+}
