@@ -12,8 +12,9 @@ import (
 // (see the tracing package): off, no handler stands in the way of a call,
 // rather than one that would find a no-op tracer on every call. Its spans
 // go to the global tracer provider, and the trace context travels in W3C
-// traceparent headers: from a REST caller through the gateway's call on
-// the internal connection to the service and on to Redis.
+// traceparent headers: from a REST caller through the gateway's call (in
+// process for unary calls, whose span inproc starts; on the internal
+// connection for streams) to the service and on to Redis.
 
 // tracedServer is the option that gives each call a gRPC server a span,
 // a child of the caller's when its metadata carries one.
@@ -24,7 +25,7 @@ func (s *Server) tracedServer() []grpc.ServerOption {
 	return []grpc.ServerOption{grpc.StatsHandler(otelgrpc.NewServerHandler())}
 }
 
-// tracedGateway is the option that gives each call of the gateway on its
+// tracedGateway is the option that gives each stream of the gateway on its
 // internal connection a client span, a child of the HTTP request's, and
 // sends the trace on to the internal server.
 func (s *Server) tracedGateway() []grpc.DialOption {
