@@ -22,12 +22,15 @@ type Group struct {
 	// acknowledged after that many becomes a dead letter.
 	MaxDeliveries int
 	CreatedAt     time.Time
+	// Push, when its URL is set, makes the group a push group: the
+	// service's replicas deliver its events to that endpoint.
+	Push PushConfig
 }
 
 // SameSettings says whether two groups were asked for with the same
 // settings: creating a group again with them answers the existing one.
 func (g Group) SameSettings(o Group) bool {
-	return g.ID == o.ID && g.AckDeadline == o.AckDeadline && g.MaxDeliveries == o.MaxDeliveries
+	return g.ID == o.ID && g.AckDeadline == o.AckDeadline && g.MaxDeliveries == o.MaxDeliveries && g.Push == o.Push
 }
 
 // OwnRedeliveryDelay is how much later an event whose ack deadline lapsed
@@ -174,6 +177,7 @@ func GroupExists(old, asked Group) error {
 	if old.MaxDeliveries != asked.MaxDeliveries {
 		diffs = append(diffs, fmt.Sprintf("max_deliveries %d, not %d", old.MaxDeliveries, asked.MaxDeliveries))
 	}
+	diffs = append(diffs, old.Push.diff(asked.Push)...)
 	return Errorf(KindAlreadyExists, "consumer group %q exists with other settings (%s); ask for its settings, or delete it first",
 		old.ID, strings.Join(diffs, "; "))
 }

@@ -794,8 +794,12 @@ type ConsumerGroup struct {
 	// oldest_unacked_age is the age of the oldest expiration the group has
 	// neither acknowledged nor dead-lettered; unset when there is none.
 	OldestUnackedAge *durationpb.Duration `protobuf:"bytes,9,opt,name=oldest_unacked_age,json=oldestUnackedAge,proto3" json:"oldest_unacked_age,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// push_config, when set, makes the service itself the group's consumer:
+	// it POSTs each event to the push endpoint. Its secret is never shown,
+	// only its fingerprint.
+	PushConfig    *PushConfig `protobuf:"bytes,10,opt,name=push_config,json=pushConfig,proto3" json:"push_config,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ConsumerGroup) Reset() {
@@ -891,6 +895,113 @@ func (x *ConsumerGroup) GetOldestUnackedAge() *durationpb.Duration {
 	return nil
 }
 
+func (x *ConsumerGroup) GetPushConfig() *PushConfig {
+	if x != nil {
+		return x.PushConfig
+	}
+	return nil
+}
+
+// PushConfig is a group's push endpoint: the service POSTs each of the
+// group's events there, as the JSON of an ExpirationEvent, signed as the
+// Standard Webhooks specification says (headers webhook-id,
+// webhook-timestamp, webhook-signature). A 2xx answer acknowledges the
+// event; any other answer (redirects are not followed), a timeout or a
+// refused connection hands it back, to be retried with exponential backoff
+// and jitter until the group's max_deliveries, after which it is a dead
+// letter. webhook-id is the same for every attempt of an event, so a
+// receiver can drop a repeat.
+type PushConfig struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// url is where events are POSTed: https (http only when the service
+	// allows it, -push-allow-http), a host in the service's -push-allow-hosts.
+	Url string `protobuf:"bytes,1,opt,name=url,proto3" json:"url,omitempty"`
+	// secret signs the requests, in the Standard Webhooks form "whsec_"
+	// followed by the base64 of 24 to 64 random bytes (for example
+	// "whsec_$(openssl rand -base64 32)"). Required on creation; input only:
+	// the service never returns nor logs it.
+	Secret string `protobuf:"bytes,2,opt,name=secret,proto3" json:"secret,omitempty"`
+	// secret_fingerprint is output only: "sha256:" and the first 16 hex
+	// digits of the SHA-256 of the secret as given, to tell which secret a
+	// group has without showing it.
+	SecretFingerprint string `protobuf:"bytes,3,opt,name=secret_fingerprint,json=secretFingerprint,proto3" json:"secret_fingerprint,omitempty"`
+	// max_concurrency bounds the requests in flight to the endpoint at once
+	// from each replica; default 10, from 1 to 100.
+	MaxConcurrency int32 `protobuf:"varint,4,opt,name=max_concurrency,json=maxConcurrency,proto3" json:"max_concurrency,omitempty"`
+	// timeout bounds each request; default 10s or half the group's
+	// ack_deadline when that is shorter; from 10ms to half the ack_deadline,
+	// so that the outcome is recorded before the event would be delivered
+	// again.
+	Timeout       *durationpb.Duration `protobuf:"bytes,5,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PushConfig) Reset() {
+	*x = PushConfig{}
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PushConfig) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PushConfig) ProtoMessage() {}
+
+func (x *PushConfig) ProtoReflect() protoreflect.Message {
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PushConfig.ProtoReflect.Descriptor instead.
+func (*PushConfig) Descriptor() ([]byte, []int) {
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *PushConfig) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *PushConfig) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
+func (x *PushConfig) GetSecretFingerprint() string {
+	if x != nil {
+		return x.SecretFingerprint
+	}
+	return ""
+}
+
+func (x *PushConfig) GetMaxConcurrency() int32 {
+	if x != nil {
+		return x.MaxConcurrency
+	}
+	return 0
+}
+
+func (x *PushConfig) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
 // CreateConsumerGroupRequest says what group to create.
 type CreateConsumerGroupRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -904,13 +1015,16 @@ type CreateConsumerGroupRequest struct {
 	AckDeadline *durationpb.Duration `protobuf:"bytes,3,opt,name=ack_deadline,json=ackDeadline,proto3" json:"ack_deadline,omitempty"`
 	// max_deliveries defaults to 5; from 1 to 100.
 	MaxDeliveries int32 `protobuf:"varint,4,opt,name=max_deliveries,json=maxDeliveries,proto3" json:"max_deliveries,omitempty"`
+	// push_config, when set, makes it a push group: the service delivers its
+	// events to the endpoint (see PushConfig); its secret is required.
+	PushConfig    *PushConfig `protobuf:"bytes,5,opt,name=push_config,json=pushConfig,proto3" json:"push_config,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateConsumerGroupRequest) Reset() {
 	*x = CreateConsumerGroupRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[10]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -922,7 +1036,7 @@ func (x *CreateConsumerGroupRequest) String() string {
 func (*CreateConsumerGroupRequest) ProtoMessage() {}
 
 func (x *CreateConsumerGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[10]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -935,7 +1049,7 @@ func (x *CreateConsumerGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateConsumerGroupRequest.ProtoReflect.Descriptor instead.
 func (*CreateConsumerGroupRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{10}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CreateConsumerGroupRequest) GetGroupId() string {
@@ -966,6 +1080,13 @@ func (x *CreateConsumerGroupRequest) GetMaxDeliveries() int32 {
 	return 0
 }
 
+func (x *CreateConsumerGroupRequest) GetPushConfig() *PushConfig {
+	if x != nil {
+		return x.PushConfig
+	}
+	return nil
+}
+
 // GetConsumerGroupRequest names a group.
 type GetConsumerGroupRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -977,7 +1098,7 @@ type GetConsumerGroupRequest struct {
 
 func (x *GetConsumerGroupRequest) Reset() {
 	*x = GetConsumerGroupRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[11]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -989,7 +1110,7 @@ func (x *GetConsumerGroupRequest) String() string {
 func (*GetConsumerGroupRequest) ProtoMessage() {}
 
 func (x *GetConsumerGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[11]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1002,7 +1123,7 @@ func (x *GetConsumerGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConsumerGroupRequest.ProtoReflect.Descriptor instead.
 func (*GetConsumerGroupRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{11}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetConsumerGroupRequest) GetGroupId() string {
@@ -1025,7 +1146,7 @@ type ListConsumerGroupsRequest struct {
 
 func (x *ListConsumerGroupsRequest) Reset() {
 	*x = ListConsumerGroupsRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[12]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1037,7 +1158,7 @@ func (x *ListConsumerGroupsRequest) String() string {
 func (*ListConsumerGroupsRequest) ProtoMessage() {}
 
 func (x *ListConsumerGroupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[12]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1050,7 +1171,7 @@ func (x *ListConsumerGroupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConsumerGroupsRequest.ProtoReflect.Descriptor instead.
 func (*ListConsumerGroupsRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{12}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListConsumerGroupsRequest) GetPageSize() int32 {
@@ -1080,7 +1201,7 @@ type ListConsumerGroupsResponse struct {
 
 func (x *ListConsumerGroupsResponse) Reset() {
 	*x = ListConsumerGroupsResponse{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[13]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1092,7 +1213,7 @@ func (x *ListConsumerGroupsResponse) String() string {
 func (*ListConsumerGroupsResponse) ProtoMessage() {}
 
 func (x *ListConsumerGroupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[13]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1105,7 +1226,7 @@ func (x *ListConsumerGroupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConsumerGroupsResponse.ProtoReflect.Descriptor instead.
 func (*ListConsumerGroupsResponse) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{13}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListConsumerGroupsResponse) GetConsumerGroups() []*ConsumerGroup {
@@ -1133,7 +1254,7 @@ type DeleteConsumerGroupRequest struct {
 
 func (x *DeleteConsumerGroupRequest) Reset() {
 	*x = DeleteConsumerGroupRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[14]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1145,7 +1266,7 @@ func (x *DeleteConsumerGroupRequest) String() string {
 func (*DeleteConsumerGroupRequest) ProtoMessage() {}
 
 func (x *DeleteConsumerGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[14]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1158,7 +1279,7 @@ func (x *DeleteConsumerGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteConsumerGroupRequest.ProtoReflect.Descriptor instead.
 func (*DeleteConsumerGroupRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{14}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DeleteConsumerGroupRequest) GetGroupId() string {
@@ -1185,7 +1306,7 @@ type ConsumeExpirationsRequest struct {
 
 func (x *ConsumeExpirationsRequest) Reset() {
 	*x = ConsumeExpirationsRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[15]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1197,7 +1318,7 @@ func (x *ConsumeExpirationsRequest) String() string {
 func (*ConsumeExpirationsRequest) ProtoMessage() {}
 
 func (x *ConsumeExpirationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[15]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1210,7 +1331,7 @@ func (x *ConsumeExpirationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumeExpirationsRequest.ProtoReflect.Descriptor instead.
 func (*ConsumeExpirationsRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{15}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ConsumeExpirationsRequest) GetGroupId() string {
@@ -1252,7 +1373,7 @@ type ReceivedExpiration struct {
 
 func (x *ReceivedExpiration) Reset() {
 	*x = ReceivedExpiration{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[16]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1264,7 +1385,7 @@ func (x *ReceivedExpiration) String() string {
 func (*ReceivedExpiration) ProtoMessage() {}
 
 func (x *ReceivedExpiration) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[16]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1277,7 +1398,7 @@ func (x *ReceivedExpiration) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceivedExpiration.ProtoReflect.Descriptor instead.
 func (*ReceivedExpiration) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{16}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ReceivedExpiration) GetAckId() string {
@@ -1319,7 +1440,7 @@ type PullExpirationsRequest struct {
 
 func (x *PullExpirationsRequest) Reset() {
 	*x = PullExpirationsRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[17]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1331,7 +1452,7 @@ func (x *PullExpirationsRequest) String() string {
 func (*PullExpirationsRequest) ProtoMessage() {}
 
 func (x *PullExpirationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[17]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1344,7 +1465,7 @@ func (x *PullExpirationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullExpirationsRequest.ProtoReflect.Descriptor instead.
 func (*PullExpirationsRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{17}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PullExpirationsRequest) GetGroupId() string {
@@ -1386,7 +1507,7 @@ type PullExpirationsResponse struct {
 
 func (x *PullExpirationsResponse) Reset() {
 	*x = PullExpirationsResponse{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[18]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1398,7 +1519,7 @@ func (x *PullExpirationsResponse) String() string {
 func (*PullExpirationsResponse) ProtoMessage() {}
 
 func (x *PullExpirationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[18]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1411,7 +1532,7 @@ func (x *PullExpirationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullExpirationsResponse.ProtoReflect.Descriptor instead.
 func (*PullExpirationsResponse) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{18}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PullExpirationsResponse) GetReceivedExpirations() []*ReceivedExpiration {
@@ -1434,7 +1555,7 @@ type AckIdResult struct {
 
 func (x *AckIdResult) Reset() {
 	*x = AckIdResult{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[19]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1446,7 +1567,7 @@ func (x *AckIdResult) String() string {
 func (*AckIdResult) ProtoMessage() {}
 
 func (x *AckIdResult) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[19]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1459,7 +1580,7 @@ func (x *AckIdResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckIdResult.ProtoReflect.Descriptor instead.
 func (*AckIdResult) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{19}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *AckIdResult) GetAckId() string {
@@ -1489,7 +1610,7 @@ type AcknowledgeExpirationsRequest struct {
 
 func (x *AcknowledgeExpirationsRequest) Reset() {
 	*x = AcknowledgeExpirationsRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[20]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1501,7 +1622,7 @@ func (x *AcknowledgeExpirationsRequest) String() string {
 func (*AcknowledgeExpirationsRequest) ProtoMessage() {}
 
 func (x *AcknowledgeExpirationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[20]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1514,7 +1635,7 @@ func (x *AcknowledgeExpirationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcknowledgeExpirationsRequest.ProtoReflect.Descriptor instead.
 func (*AcknowledgeExpirationsRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{20}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *AcknowledgeExpirationsRequest) GetGroupId() string {
@@ -1542,7 +1663,7 @@ type AcknowledgeExpirationsResponse struct {
 
 func (x *AcknowledgeExpirationsResponse) Reset() {
 	*x = AcknowledgeExpirationsResponse{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[21]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1554,7 +1675,7 @@ func (x *AcknowledgeExpirationsResponse) String() string {
 func (*AcknowledgeExpirationsResponse) ProtoMessage() {}
 
 func (x *AcknowledgeExpirationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[21]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1567,7 +1688,7 @@ func (x *AcknowledgeExpirationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcknowledgeExpirationsResponse.ProtoReflect.Descriptor instead.
 func (*AcknowledgeExpirationsResponse) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{21}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *AcknowledgeExpirationsResponse) GetResults() []*AckIdResult {
@@ -1593,7 +1714,7 @@ type NackExpirationsRequest struct {
 
 func (x *NackExpirationsRequest) Reset() {
 	*x = NackExpirationsRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[22]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1605,7 +1726,7 @@ func (x *NackExpirationsRequest) String() string {
 func (*NackExpirationsRequest) ProtoMessage() {}
 
 func (x *NackExpirationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[22]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1618,7 +1739,7 @@ func (x *NackExpirationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NackExpirationsRequest.ProtoReflect.Descriptor instead.
 func (*NackExpirationsRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{22}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *NackExpirationsRequest) GetGroupId() string {
@@ -1653,7 +1774,7 @@ type NackExpirationsResponse struct {
 
 func (x *NackExpirationsResponse) Reset() {
 	*x = NackExpirationsResponse{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[23]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1665,7 +1786,7 @@ func (x *NackExpirationsResponse) String() string {
 func (*NackExpirationsResponse) ProtoMessage() {}
 
 func (x *NackExpirationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[23]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1678,7 +1799,7 @@ func (x *NackExpirationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NackExpirationsResponse.ProtoReflect.Descriptor instead.
 func (*NackExpirationsResponse) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{23}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *NackExpirationsResponse) GetResults() []*AckIdResult {
@@ -1703,7 +1824,7 @@ type ListDeadLettersRequest struct {
 
 func (x *ListDeadLettersRequest) Reset() {
 	*x = ListDeadLettersRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[24]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1715,7 +1836,7 @@ func (x *ListDeadLettersRequest) String() string {
 func (*ListDeadLettersRequest) ProtoMessage() {}
 
 func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[24]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1728,7 +1849,7 @@ func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeadLettersRequest.ProtoReflect.Descriptor instead.
 func (*ListDeadLettersRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{24}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListDeadLettersRequest) GetGroupId() string {
@@ -1767,7 +1888,7 @@ type DeadLetter struct {
 
 func (x *DeadLetter) Reset() {
 	*x = DeadLetter{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[25]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1779,7 +1900,7 @@ func (x *DeadLetter) String() string {
 func (*DeadLetter) ProtoMessage() {}
 
 func (x *DeadLetter) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[25]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1792,7 +1913,7 @@ func (x *DeadLetter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeadLetter.ProtoReflect.Descriptor instead.
 func (*DeadLetter) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{25}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DeadLetter) GetDeadLetterId() string {
@@ -1830,7 +1951,7 @@ type ListDeadLettersResponse struct {
 
 func (x *ListDeadLettersResponse) Reset() {
 	*x = ListDeadLettersResponse{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[26]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1842,7 +1963,7 @@ func (x *ListDeadLettersResponse) String() string {
 func (*ListDeadLettersResponse) ProtoMessage() {}
 
 func (x *ListDeadLettersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[26]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1855,7 +1976,7 @@ func (x *ListDeadLettersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeadLettersResponse.ProtoReflect.Descriptor instead.
 func (*ListDeadLettersResponse) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{26}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListDeadLettersResponse) GetDeadLetters() []*DeadLetter {
@@ -1888,7 +2009,7 @@ type RedriveDeadLettersRequest struct {
 
 func (x *RedriveDeadLettersRequest) Reset() {
 	*x = RedriveDeadLettersRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[27]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1900,7 +2021,7 @@ func (x *RedriveDeadLettersRequest) String() string {
 func (*RedriveDeadLettersRequest) ProtoMessage() {}
 
 func (x *RedriveDeadLettersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[27]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1913,7 +2034,7 @@ func (x *RedriveDeadLettersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RedriveDeadLettersRequest.ProtoReflect.Descriptor instead.
 func (*RedriveDeadLettersRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{27}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RedriveDeadLettersRequest) GetGroupId() string {
@@ -1948,7 +2069,7 @@ type RedriveDeadLettersResponse struct {
 
 func (x *RedriveDeadLettersResponse) Reset() {
 	*x = RedriveDeadLettersResponse{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[28]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1960,7 +2081,7 @@ func (x *RedriveDeadLettersResponse) String() string {
 func (*RedriveDeadLettersResponse) ProtoMessage() {}
 
 func (x *RedriveDeadLettersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[28]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1973,7 +2094,7 @@ func (x *RedriveDeadLettersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RedriveDeadLettersResponse.ProtoReflect.Descriptor instead.
 func (*RedriveDeadLettersResponse) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{28}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RedriveDeadLettersResponse) GetRedriven() int64 {
@@ -2034,7 +2155,7 @@ const file_orderexpiry_v1_order_service_proto_rawDesc = "" +
 	"\bmetadata\x18\x05 \x03(\v2-.orderexpiry.v1.ExpirationEvent.MetadataEntryR\bmetadata\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8b\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc8\x03\n" +
 	"\rConsumerGroup\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x12<\n" +
 	"\fack_deadline\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\vackDeadline\x12%\n" +
@@ -2045,12 +2166,24 @@ const file_orderexpiry_v1_order_service_proto_rawDesc = "" +
 	"\abacklog\x18\x06 \x01(\x03R\abacklog\x12\x1b\n" +
 	"\tin_flight\x18\a \x01(\x03R\binFlight\x12!\n" +
 	"\fdead_letters\x18\b \x01(\x03R\vdeadLetters\x12G\n" +
-	"\x12oldest_unacked_age\x18\t \x01(\v2\x19.google.protobuf.DurationR\x10oldestUnackedAge\"\xca\x01\n" +
+	"\x12oldest_unacked_age\x18\t \x01(\v2\x19.google.protobuf.DurationR\x10oldestUnackedAge\x12;\n" +
+	"\vpush_config\x18\n" +
+	" \x01(\v2\x1a.orderexpiry.v1.PushConfigR\n" +
+	"pushConfig\"\xc3\x01\n" +
+	"\n" +
+	"PushConfig\x12\x10\n" +
+	"\x03url\x18\x01 \x01(\tR\x03url\x12\x16\n" +
+	"\x06secret\x18\x02 \x01(\tR\x06secret\x12-\n" +
+	"\x12secret_fingerprint\x18\x03 \x01(\tR\x11secretFingerprint\x12'\n" +
+	"\x0fmax_concurrency\x18\x04 \x01(\x05R\x0emaxConcurrency\x123\n" +
+	"\atimeout\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\x87\x02\n" +
 	"\x1aCreateConsumerGroupRequest\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x12,\n" +
 	"\x12start_after_cursor\x18\x02 \x01(\tR\x10startAfterCursor\x12<\n" +
 	"\fack_deadline\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\vackDeadline\x12%\n" +
-	"\x0emax_deliveries\x18\x04 \x01(\x05R\rmaxDeliveries\"4\n" +
+	"\x0emax_deliveries\x18\x04 \x01(\x05R\rmaxDeliveries\x12;\n" +
+	"\vpush_config\x18\x05 \x01(\v2\x1a.orderexpiry.v1.PushConfigR\n" +
+	"pushConfig\"4\n" +
 	"\x17GetConsumerGroupRequest\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\tR\agroupId\"W\n" +
 	"\x19ListConsumerGroupsRequest\x12\x1b\n" +
@@ -2158,7 +2291,7 @@ func file_orderexpiry_v1_order_service_proto_rawDescGZIP() []byte {
 }
 
 var file_orderexpiry_v1_order_service_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_orderexpiry_v1_order_service_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_orderexpiry_v1_order_service_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_orderexpiry_v1_order_service_proto_goTypes = []any{
 	(OrderStatus)(0),                       // 0: orderexpiry.v1.OrderStatus
 	(AckIdStatus)(0),                       // 1: orderexpiry.v1.AckIdStatus
@@ -2172,99 +2305,103 @@ var file_orderexpiry_v1_order_service_proto_goTypes = []any{
 	(*WatchExpirationsRequest)(nil),        // 9: orderexpiry.v1.WatchExpirationsRequest
 	(*ExpirationEvent)(nil),                // 10: orderexpiry.v1.ExpirationEvent
 	(*ConsumerGroup)(nil),                  // 11: orderexpiry.v1.ConsumerGroup
-	(*CreateConsumerGroupRequest)(nil),     // 12: orderexpiry.v1.CreateConsumerGroupRequest
-	(*GetConsumerGroupRequest)(nil),        // 13: orderexpiry.v1.GetConsumerGroupRequest
-	(*ListConsumerGroupsRequest)(nil),      // 14: orderexpiry.v1.ListConsumerGroupsRequest
-	(*ListConsumerGroupsResponse)(nil),     // 15: orderexpiry.v1.ListConsumerGroupsResponse
-	(*DeleteConsumerGroupRequest)(nil),     // 16: orderexpiry.v1.DeleteConsumerGroupRequest
-	(*ConsumeExpirationsRequest)(nil),      // 17: orderexpiry.v1.ConsumeExpirationsRequest
-	(*ReceivedExpiration)(nil),             // 18: orderexpiry.v1.ReceivedExpiration
-	(*PullExpirationsRequest)(nil),         // 19: orderexpiry.v1.PullExpirationsRequest
-	(*PullExpirationsResponse)(nil),        // 20: orderexpiry.v1.PullExpirationsResponse
-	(*AckIdResult)(nil),                    // 21: orderexpiry.v1.AckIdResult
-	(*AcknowledgeExpirationsRequest)(nil),  // 22: orderexpiry.v1.AcknowledgeExpirationsRequest
-	(*AcknowledgeExpirationsResponse)(nil), // 23: orderexpiry.v1.AcknowledgeExpirationsResponse
-	(*NackExpirationsRequest)(nil),         // 24: orderexpiry.v1.NackExpirationsRequest
-	(*NackExpirationsResponse)(nil),        // 25: orderexpiry.v1.NackExpirationsResponse
-	(*ListDeadLettersRequest)(nil),         // 26: orderexpiry.v1.ListDeadLettersRequest
-	(*DeadLetter)(nil),                     // 27: orderexpiry.v1.DeadLetter
-	(*ListDeadLettersResponse)(nil),        // 28: orderexpiry.v1.ListDeadLettersResponse
-	(*RedriveDeadLettersRequest)(nil),      // 29: orderexpiry.v1.RedriveDeadLettersRequest
-	(*RedriveDeadLettersResponse)(nil),     // 30: orderexpiry.v1.RedriveDeadLettersResponse
-	nil,                                    // 31: orderexpiry.v1.Order.MetadataEntry
-	nil,                                    // 32: orderexpiry.v1.CheckoutRequest.MetadataEntry
-	nil,                                    // 33: orderexpiry.v1.ExpirationEvent.MetadataEntry
-	(*timestamppb.Timestamp)(nil),          // 34: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),            // 35: google.protobuf.Duration
-	(*emptypb.Empty)(nil),                  // 36: google.protobuf.Empty
+	(*PushConfig)(nil),                     // 12: orderexpiry.v1.PushConfig
+	(*CreateConsumerGroupRequest)(nil),     // 13: orderexpiry.v1.CreateConsumerGroupRequest
+	(*GetConsumerGroupRequest)(nil),        // 14: orderexpiry.v1.GetConsumerGroupRequest
+	(*ListConsumerGroupsRequest)(nil),      // 15: orderexpiry.v1.ListConsumerGroupsRequest
+	(*ListConsumerGroupsResponse)(nil),     // 16: orderexpiry.v1.ListConsumerGroupsResponse
+	(*DeleteConsumerGroupRequest)(nil),     // 17: orderexpiry.v1.DeleteConsumerGroupRequest
+	(*ConsumeExpirationsRequest)(nil),      // 18: orderexpiry.v1.ConsumeExpirationsRequest
+	(*ReceivedExpiration)(nil),             // 19: orderexpiry.v1.ReceivedExpiration
+	(*PullExpirationsRequest)(nil),         // 20: orderexpiry.v1.PullExpirationsRequest
+	(*PullExpirationsResponse)(nil),        // 21: orderexpiry.v1.PullExpirationsResponse
+	(*AckIdResult)(nil),                    // 22: orderexpiry.v1.AckIdResult
+	(*AcknowledgeExpirationsRequest)(nil),  // 23: orderexpiry.v1.AcknowledgeExpirationsRequest
+	(*AcknowledgeExpirationsResponse)(nil), // 24: orderexpiry.v1.AcknowledgeExpirationsResponse
+	(*NackExpirationsRequest)(nil),         // 25: orderexpiry.v1.NackExpirationsRequest
+	(*NackExpirationsResponse)(nil),        // 26: orderexpiry.v1.NackExpirationsResponse
+	(*ListDeadLettersRequest)(nil),         // 27: orderexpiry.v1.ListDeadLettersRequest
+	(*DeadLetter)(nil),                     // 28: orderexpiry.v1.DeadLetter
+	(*ListDeadLettersResponse)(nil),        // 29: orderexpiry.v1.ListDeadLettersResponse
+	(*RedriveDeadLettersRequest)(nil),      // 30: orderexpiry.v1.RedriveDeadLettersRequest
+	(*RedriveDeadLettersResponse)(nil),     // 31: orderexpiry.v1.RedriveDeadLettersResponse
+	nil,                                    // 32: orderexpiry.v1.Order.MetadataEntry
+	nil,                                    // 33: orderexpiry.v1.CheckoutRequest.MetadataEntry
+	nil,                                    // 34: orderexpiry.v1.ExpirationEvent.MetadataEntry
+	(*timestamppb.Timestamp)(nil),          // 35: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),            // 36: google.protobuf.Duration
+	(*emptypb.Empty)(nil),                  // 37: google.protobuf.Empty
 }
 var file_orderexpiry_v1_order_service_proto_depIdxs = []int32{
 	0,  // 0: orderexpiry.v1.Order.status:type_name -> orderexpiry.v1.OrderStatus
-	34, // 1: orderexpiry.v1.Order.created_at:type_name -> google.protobuf.Timestamp
-	34, // 2: orderexpiry.v1.Order.deadline:type_name -> google.protobuf.Timestamp
-	35, // 3: orderexpiry.v1.Order.ttl_remaining:type_name -> google.protobuf.Duration
-	34, // 4: orderexpiry.v1.Order.closed_at:type_name -> google.protobuf.Timestamp
-	31, // 5: orderexpiry.v1.Order.metadata:type_name -> orderexpiry.v1.Order.MetadataEntry
-	35, // 6: orderexpiry.v1.CheckoutRequest.ttl:type_name -> google.protobuf.Duration
-	32, // 7: orderexpiry.v1.CheckoutRequest.metadata:type_name -> orderexpiry.v1.CheckoutRequest.MetadataEntry
+	35, // 1: orderexpiry.v1.Order.created_at:type_name -> google.protobuf.Timestamp
+	35, // 2: orderexpiry.v1.Order.deadline:type_name -> google.protobuf.Timestamp
+	36, // 3: orderexpiry.v1.Order.ttl_remaining:type_name -> google.protobuf.Duration
+	35, // 4: orderexpiry.v1.Order.closed_at:type_name -> google.protobuf.Timestamp
+	32, // 5: orderexpiry.v1.Order.metadata:type_name -> orderexpiry.v1.Order.MetadataEntry
+	36, // 6: orderexpiry.v1.CheckoutRequest.ttl:type_name -> google.protobuf.Duration
+	33, // 7: orderexpiry.v1.CheckoutRequest.metadata:type_name -> orderexpiry.v1.CheckoutRequest.MetadataEntry
 	2,  // 8: orderexpiry.v1.CheckoutResponse.order:type_name -> orderexpiry.v1.Order
-	35, // 9: orderexpiry.v1.RescheduleOrderRequest.ttl:type_name -> google.protobuf.Duration
-	34, // 10: orderexpiry.v1.RescheduleOrderRequest.deadline:type_name -> google.protobuf.Timestamp
-	34, // 11: orderexpiry.v1.RescheduleOrderRequest.expected_deadline:type_name -> google.protobuf.Timestamp
-	34, // 12: orderexpiry.v1.ExpirationEvent.deadline:type_name -> google.protobuf.Timestamp
-	34, // 13: orderexpiry.v1.ExpirationEvent.expired_at:type_name -> google.protobuf.Timestamp
-	33, // 14: orderexpiry.v1.ExpirationEvent.metadata:type_name -> orderexpiry.v1.ExpirationEvent.MetadataEntry
-	35, // 15: orderexpiry.v1.ConsumerGroup.ack_deadline:type_name -> google.protobuf.Duration
-	34, // 16: orderexpiry.v1.ConsumerGroup.create_time:type_name -> google.protobuf.Timestamp
-	35, // 17: orderexpiry.v1.ConsumerGroup.oldest_unacked_age:type_name -> google.protobuf.Duration
-	35, // 18: orderexpiry.v1.CreateConsumerGroupRequest.ack_deadline:type_name -> google.protobuf.Duration
-	11, // 19: orderexpiry.v1.ListConsumerGroupsResponse.consumer_groups:type_name -> orderexpiry.v1.ConsumerGroup
-	10, // 20: orderexpiry.v1.ReceivedExpiration.event:type_name -> orderexpiry.v1.ExpirationEvent
-	35, // 21: orderexpiry.v1.PullExpirationsRequest.wait:type_name -> google.protobuf.Duration
-	18, // 22: orderexpiry.v1.PullExpirationsResponse.received_expirations:type_name -> orderexpiry.v1.ReceivedExpiration
-	1,  // 23: orderexpiry.v1.AckIdResult.status:type_name -> orderexpiry.v1.AckIdStatus
-	21, // 24: orderexpiry.v1.AcknowledgeExpirationsResponse.results:type_name -> orderexpiry.v1.AckIdResult
-	35, // 25: orderexpiry.v1.NackExpirationsRequest.retry_after:type_name -> google.protobuf.Duration
-	21, // 26: orderexpiry.v1.NackExpirationsResponse.results:type_name -> orderexpiry.v1.AckIdResult
-	10, // 27: orderexpiry.v1.DeadLetter.event:type_name -> orderexpiry.v1.ExpirationEvent
-	27, // 28: orderexpiry.v1.ListDeadLettersResponse.dead_letters:type_name -> orderexpiry.v1.DeadLetter
-	3,  // 29: orderexpiry.v1.OrderService.Checkout:input_type -> orderexpiry.v1.CheckoutRequest
-	5,  // 30: orderexpiry.v1.OrderService.GetOrder:input_type -> orderexpiry.v1.GetOrderRequest
-	6,  // 31: orderexpiry.v1.OrderService.CompleteOrder:input_type -> orderexpiry.v1.CompleteOrderRequest
-	7,  // 32: orderexpiry.v1.OrderService.CancelOrder:input_type -> orderexpiry.v1.CancelOrderRequest
-	8,  // 33: orderexpiry.v1.OrderService.RescheduleOrder:input_type -> orderexpiry.v1.RescheduleOrderRequest
-	9,  // 34: orderexpiry.v1.OrderService.WatchExpirations:input_type -> orderexpiry.v1.WatchExpirationsRequest
-	12, // 35: orderexpiry.v1.OrderService.CreateConsumerGroup:input_type -> orderexpiry.v1.CreateConsumerGroupRequest
-	13, // 36: orderexpiry.v1.OrderService.GetConsumerGroup:input_type -> orderexpiry.v1.GetConsumerGroupRequest
-	14, // 37: orderexpiry.v1.OrderService.ListConsumerGroups:input_type -> orderexpiry.v1.ListConsumerGroupsRequest
-	16, // 38: orderexpiry.v1.OrderService.DeleteConsumerGroup:input_type -> orderexpiry.v1.DeleteConsumerGroupRequest
-	17, // 39: orderexpiry.v1.OrderService.ConsumeExpirations:input_type -> orderexpiry.v1.ConsumeExpirationsRequest
-	19, // 40: orderexpiry.v1.OrderService.PullExpirations:input_type -> orderexpiry.v1.PullExpirationsRequest
-	22, // 41: orderexpiry.v1.OrderService.AcknowledgeExpirations:input_type -> orderexpiry.v1.AcknowledgeExpirationsRequest
-	24, // 42: orderexpiry.v1.OrderService.NackExpirations:input_type -> orderexpiry.v1.NackExpirationsRequest
-	26, // 43: orderexpiry.v1.OrderService.ListDeadLetters:input_type -> orderexpiry.v1.ListDeadLettersRequest
-	29, // 44: orderexpiry.v1.OrderService.RedriveDeadLetters:input_type -> orderexpiry.v1.RedriveDeadLettersRequest
-	4,  // 45: orderexpiry.v1.OrderService.Checkout:output_type -> orderexpiry.v1.CheckoutResponse
-	2,  // 46: orderexpiry.v1.OrderService.GetOrder:output_type -> orderexpiry.v1.Order
-	2,  // 47: orderexpiry.v1.OrderService.CompleteOrder:output_type -> orderexpiry.v1.Order
-	2,  // 48: orderexpiry.v1.OrderService.CancelOrder:output_type -> orderexpiry.v1.Order
-	2,  // 49: orderexpiry.v1.OrderService.RescheduleOrder:output_type -> orderexpiry.v1.Order
-	10, // 50: orderexpiry.v1.OrderService.WatchExpirations:output_type -> orderexpiry.v1.ExpirationEvent
-	11, // 51: orderexpiry.v1.OrderService.CreateConsumerGroup:output_type -> orderexpiry.v1.ConsumerGroup
-	11, // 52: orderexpiry.v1.OrderService.GetConsumerGroup:output_type -> orderexpiry.v1.ConsumerGroup
-	15, // 53: orderexpiry.v1.OrderService.ListConsumerGroups:output_type -> orderexpiry.v1.ListConsumerGroupsResponse
-	36, // 54: orderexpiry.v1.OrderService.DeleteConsumerGroup:output_type -> google.protobuf.Empty
-	18, // 55: orderexpiry.v1.OrderService.ConsumeExpirations:output_type -> orderexpiry.v1.ReceivedExpiration
-	20, // 56: orderexpiry.v1.OrderService.PullExpirations:output_type -> orderexpiry.v1.PullExpirationsResponse
-	23, // 57: orderexpiry.v1.OrderService.AcknowledgeExpirations:output_type -> orderexpiry.v1.AcknowledgeExpirationsResponse
-	25, // 58: orderexpiry.v1.OrderService.NackExpirations:output_type -> orderexpiry.v1.NackExpirationsResponse
-	28, // 59: orderexpiry.v1.OrderService.ListDeadLetters:output_type -> orderexpiry.v1.ListDeadLettersResponse
-	30, // 60: orderexpiry.v1.OrderService.RedriveDeadLetters:output_type -> orderexpiry.v1.RedriveDeadLettersResponse
-	45, // [45:61] is the sub-list for method output_type
-	29, // [29:45] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	36, // 9: orderexpiry.v1.RescheduleOrderRequest.ttl:type_name -> google.protobuf.Duration
+	35, // 10: orderexpiry.v1.RescheduleOrderRequest.deadline:type_name -> google.protobuf.Timestamp
+	35, // 11: orderexpiry.v1.RescheduleOrderRequest.expected_deadline:type_name -> google.protobuf.Timestamp
+	35, // 12: orderexpiry.v1.ExpirationEvent.deadline:type_name -> google.protobuf.Timestamp
+	35, // 13: orderexpiry.v1.ExpirationEvent.expired_at:type_name -> google.protobuf.Timestamp
+	34, // 14: orderexpiry.v1.ExpirationEvent.metadata:type_name -> orderexpiry.v1.ExpirationEvent.MetadataEntry
+	36, // 15: orderexpiry.v1.ConsumerGroup.ack_deadline:type_name -> google.protobuf.Duration
+	35, // 16: orderexpiry.v1.ConsumerGroup.create_time:type_name -> google.protobuf.Timestamp
+	36, // 17: orderexpiry.v1.ConsumerGroup.oldest_unacked_age:type_name -> google.protobuf.Duration
+	12, // 18: orderexpiry.v1.ConsumerGroup.push_config:type_name -> orderexpiry.v1.PushConfig
+	36, // 19: orderexpiry.v1.PushConfig.timeout:type_name -> google.protobuf.Duration
+	36, // 20: orderexpiry.v1.CreateConsumerGroupRequest.ack_deadline:type_name -> google.protobuf.Duration
+	12, // 21: orderexpiry.v1.CreateConsumerGroupRequest.push_config:type_name -> orderexpiry.v1.PushConfig
+	11, // 22: orderexpiry.v1.ListConsumerGroupsResponse.consumer_groups:type_name -> orderexpiry.v1.ConsumerGroup
+	10, // 23: orderexpiry.v1.ReceivedExpiration.event:type_name -> orderexpiry.v1.ExpirationEvent
+	36, // 24: orderexpiry.v1.PullExpirationsRequest.wait:type_name -> google.protobuf.Duration
+	19, // 25: orderexpiry.v1.PullExpirationsResponse.received_expirations:type_name -> orderexpiry.v1.ReceivedExpiration
+	1,  // 26: orderexpiry.v1.AckIdResult.status:type_name -> orderexpiry.v1.AckIdStatus
+	22, // 27: orderexpiry.v1.AcknowledgeExpirationsResponse.results:type_name -> orderexpiry.v1.AckIdResult
+	36, // 28: orderexpiry.v1.NackExpirationsRequest.retry_after:type_name -> google.protobuf.Duration
+	22, // 29: orderexpiry.v1.NackExpirationsResponse.results:type_name -> orderexpiry.v1.AckIdResult
+	10, // 30: orderexpiry.v1.DeadLetter.event:type_name -> orderexpiry.v1.ExpirationEvent
+	28, // 31: orderexpiry.v1.ListDeadLettersResponse.dead_letters:type_name -> orderexpiry.v1.DeadLetter
+	3,  // 32: orderexpiry.v1.OrderService.Checkout:input_type -> orderexpiry.v1.CheckoutRequest
+	5,  // 33: orderexpiry.v1.OrderService.GetOrder:input_type -> orderexpiry.v1.GetOrderRequest
+	6,  // 34: orderexpiry.v1.OrderService.CompleteOrder:input_type -> orderexpiry.v1.CompleteOrderRequest
+	7,  // 35: orderexpiry.v1.OrderService.CancelOrder:input_type -> orderexpiry.v1.CancelOrderRequest
+	8,  // 36: orderexpiry.v1.OrderService.RescheduleOrder:input_type -> orderexpiry.v1.RescheduleOrderRequest
+	9,  // 37: orderexpiry.v1.OrderService.WatchExpirations:input_type -> orderexpiry.v1.WatchExpirationsRequest
+	13, // 38: orderexpiry.v1.OrderService.CreateConsumerGroup:input_type -> orderexpiry.v1.CreateConsumerGroupRequest
+	14, // 39: orderexpiry.v1.OrderService.GetConsumerGroup:input_type -> orderexpiry.v1.GetConsumerGroupRequest
+	15, // 40: orderexpiry.v1.OrderService.ListConsumerGroups:input_type -> orderexpiry.v1.ListConsumerGroupsRequest
+	17, // 41: orderexpiry.v1.OrderService.DeleteConsumerGroup:input_type -> orderexpiry.v1.DeleteConsumerGroupRequest
+	18, // 42: orderexpiry.v1.OrderService.ConsumeExpirations:input_type -> orderexpiry.v1.ConsumeExpirationsRequest
+	20, // 43: orderexpiry.v1.OrderService.PullExpirations:input_type -> orderexpiry.v1.PullExpirationsRequest
+	23, // 44: orderexpiry.v1.OrderService.AcknowledgeExpirations:input_type -> orderexpiry.v1.AcknowledgeExpirationsRequest
+	25, // 45: orderexpiry.v1.OrderService.NackExpirations:input_type -> orderexpiry.v1.NackExpirationsRequest
+	27, // 46: orderexpiry.v1.OrderService.ListDeadLetters:input_type -> orderexpiry.v1.ListDeadLettersRequest
+	30, // 47: orderexpiry.v1.OrderService.RedriveDeadLetters:input_type -> orderexpiry.v1.RedriveDeadLettersRequest
+	4,  // 48: orderexpiry.v1.OrderService.Checkout:output_type -> orderexpiry.v1.CheckoutResponse
+	2,  // 49: orderexpiry.v1.OrderService.GetOrder:output_type -> orderexpiry.v1.Order
+	2,  // 50: orderexpiry.v1.OrderService.CompleteOrder:output_type -> orderexpiry.v1.Order
+	2,  // 51: orderexpiry.v1.OrderService.CancelOrder:output_type -> orderexpiry.v1.Order
+	2,  // 52: orderexpiry.v1.OrderService.RescheduleOrder:output_type -> orderexpiry.v1.Order
+	10, // 53: orderexpiry.v1.OrderService.WatchExpirations:output_type -> orderexpiry.v1.ExpirationEvent
+	11, // 54: orderexpiry.v1.OrderService.CreateConsumerGroup:output_type -> orderexpiry.v1.ConsumerGroup
+	11, // 55: orderexpiry.v1.OrderService.GetConsumerGroup:output_type -> orderexpiry.v1.ConsumerGroup
+	16, // 56: orderexpiry.v1.OrderService.ListConsumerGroups:output_type -> orderexpiry.v1.ListConsumerGroupsResponse
+	37, // 57: orderexpiry.v1.OrderService.DeleteConsumerGroup:output_type -> google.protobuf.Empty
+	19, // 58: orderexpiry.v1.OrderService.ConsumeExpirations:output_type -> orderexpiry.v1.ReceivedExpiration
+	21, // 59: orderexpiry.v1.OrderService.PullExpirations:output_type -> orderexpiry.v1.PullExpirationsResponse
+	24, // 60: orderexpiry.v1.OrderService.AcknowledgeExpirations:output_type -> orderexpiry.v1.AcknowledgeExpirationsResponse
+	26, // 61: orderexpiry.v1.OrderService.NackExpirations:output_type -> orderexpiry.v1.NackExpirationsResponse
+	29, // 62: orderexpiry.v1.OrderService.ListDeadLetters:output_type -> orderexpiry.v1.ListDeadLettersResponse
+	31, // 63: orderexpiry.v1.OrderService.RedriveDeadLetters:output_type -> orderexpiry.v1.RedriveDeadLettersResponse
+	48, // [48:64] is the sub-list for method output_type
+	32, // [32:48] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_orderexpiry_v1_order_service_proto_init() }
@@ -2282,7 +2419,7 @@ func file_orderexpiry_v1_order_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_orderexpiry_v1_order_service_proto_rawDesc), len(file_orderexpiry_v1_order_service_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   32,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
