@@ -46,6 +46,13 @@ func (g Group) OwnRedeliveryDelay() time.Duration {
 	return min(g.AckDeadline/2, 2*time.Second)
 }
 
+// RedeliveryPoll is how often a consumer looks for the group's due
+// redeliveries: an event is delivered again at most this long after its
+// ack deadline or its nack's retry_after.
+func (g Group) RedeliveryPoll() time.Duration {
+	return min(max(g.AckDeadline/4, 50*time.Millisecond), time.Second)
+}
+
 // GroupState is where a group is in the log.
 type GroupState struct {
 	// Position is the last event delivered to the group, per partition.

@@ -137,6 +137,11 @@ func (s *Service) CreateConsumerGroup(ctx context.Context, req *pb.CreateConsume
 		}
 		g.MaxDeliveries = int(n)
 	}
+	pc, err := s.pushConfig(req.GetPushConfig(), g.AckDeadline)
+	if err != nil {
+		return nil, s.status(ctx, err)
+	}
+	g.Push = pc
 	var start order.Position
 	if c := req.GetStartAfterCursor(); c != "" {
 		p, err := order.ParsePosition(c)
@@ -173,6 +178,7 @@ func groupToProto(g order.Group, st order.GroupState) *pb.ConsumerGroup {
 		Backlog:       st.Backlog,
 		InFlight:      st.InFlight,
 		DeadLetters:   st.DeadLetters,
+		PushConfig:    pushToProto(g.Push),
 	}
 	if !st.OldestUnacked.IsZero() {
 		p.OldestUnackedAge = durationpb.New(max(time.Since(st.OldestUnacked), 0))
@@ -321,15 +327,10 @@ type consumeLoop struct {
 	inFlight map[order.AckID]time.Time
 }
 
-// redeliveryPoll is how often a stream looks for due redeliveries: an event
-// is delivered again at most this long after its ack deadline (or at once,
-// when it was handed back on this replica).
-func redeliveryPoll(ackDeadline time.Duration) time.Duration {
-	return min(max(ackDeadline/4, 50*time.Millisecond), time.Second)
-}
-
 func (c *consumeLoop) run(ctx context.Context) error {
-	poll := time.NewTicker(redeliveryPoll(c.g.AckDeadline))
+	// A stream hears at once of an event handed back on this replica, and
+	// of the others within RedeliveryPoll.
+	poll := time.NewTicker(c.g.RedeliveryPoll())
 	defer poll.Stop()
 	seen, appended := c.s.hub.Appended()
 	// nil: every partition may have something for this consumer.
@@ -487,7 +488,7 @@ func (s *Service) PullExpirations(ctx context.Context, req *pb.PullExpirationsRe
 				return nil, s.status(ctx, err)
 			}
 		}
-		t := time.NewTimer(min(left, redeliveryPoll(g.AckDeadline)))
+		t := time.NewTimer(min(left, g.RedeliveryPoll()))
 		select {
 		case <-ctx.Done():
 			t.Stop()

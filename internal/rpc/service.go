@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/orderexpiry/orderexpiry/internal/order"
+	"github.com/orderexpiry/orderexpiry/internal/push"
 	"github.com/orderexpiry/orderexpiry/internal/watch"
 	pb "github.com/orderexpiry/orderexpiry/proto/orderexpiry/v1"
 )
@@ -57,6 +58,9 @@ type Options struct {
 	// Groups bound the consumer groups; the zero value means
 	// DefaultGroupLimits.
 	Groups GroupLimits
+	// Push says which endpoints a push group may name; the zero value
+	// allows none.
+	Push push.Policy
 }
 
 // Service implements orderexpiry.v1.OrderService.
@@ -75,6 +79,7 @@ type Service struct {
 	log         *slog.Logger
 	encoded     *encodedEvents
 	consumers   consumers
+	push        push.Policy
 }
 
 // New returns the service over a store and the hub that fans out its log.
@@ -85,7 +90,7 @@ func New(store Store, hub *watch.Hub, opts Options) *Service {
 	if opts.Groups == (GroupLimits{}) {
 		opts.Groups = DefaultGroupLimits
 	}
-	return &Service{store: store, hub: hub, limits: opts.Limits, groupLimits: opts.Groups, observer: opts.Observer, log: opts.Logger, encoded: newEncodedEvents(4096)}
+	return &Service{store: store, hub: hub, limits: opts.Limits, groupLimits: opts.Groups, observer: opts.Observer, log: opts.Logger, encoded: newEncodedEvents(4096), push: opts.Push}
 }
 
 // NewServer returns a gRPC server that serves the service with Codec, so
