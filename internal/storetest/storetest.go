@@ -69,6 +69,7 @@ func Run(t *testing.T, newStore func(t *testing.T, retention time.Duration) orde
 		{"GroupDeadLetters", false, testGroupDeadLetters},
 		{"GroupState", false, testGroupState},
 		{"GroupRetention", false, testGroupRetention},
+		{"GroupPush", false, testGroupPush},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
