@@ -24,10 +24,15 @@ const (
 // options), for the bodies of push requests.
 var eventJSON = protojson.MarshalOptions{EmitDefaultValues: true}
 
-// EventJSON is an event as the REST API writes it: the JSON of an
-// ExpirationEvent. It is the body of a push request.
+// EventJSON is an event of a group as the REST API writes it: the JSON of
+// the ExpirationEvent a consumer of the group receives, without a cursor
+// (as in ConsumeExpirations: a group's deliveries are not a place in the
+// watch's log; the webhook-id names the event). It is the body of a push
+// request.
 func EventJSON(ev order.Event) ([]byte, error) {
-	return eventJSON.Marshal(eventToProto(ev))
+	p := eventToProto(ev)
+	p.Cursor = ""
+	return eventJSON.Marshal(p)
 }
 
 // pushConfig checks a creation's push settings against the service's
