@@ -446,3 +446,63 @@ func pushDeadLetters(t *testing.T, s *server, group string) int64 {
 	}
 	return g.GetDeadLetters()
 }
+
+// TestPushRefused: push settings a service does not allow, or that are out
+// of range, are INVALID_ARGUMENT at creation with what to fix, and no group
+// is created.
+func TestPushRefused(t *testing.T) {
+	ctx := context.Background()
+	off := startServer(t, nil)
+	strict := startServer(t, nil, "-push-allow-hosts=127.0.0.1,hooks.example.com")
+	loose := startServer(t, nil, pushFlags...)
+	ok := func(u string) *pb.PushConfig { return &pb.PushConfig{Url: u, Secret: pushSecret} }
+	for _, tt := range []struct {
+		name string
+		s    *server
+		push *pb.PushConfig
+		ack  time.Duration
+		says string
+	}{
+		{"push off", off, ok("https://hooks.example.com/"), 0, "push delivery is off on this service"},
+		{"http", strict, ok("http://hooks.example.com/"), 0, "-push-allow-http"},
+		{"loopback", strict, ok("https://127.0.0.1/"), 0, "-push-allow-private"},
+		{"other host", strict, ok("https://hooks.example.org/"), 0, `host "hooks.example.org" is not in this service's allowed push hosts (-push-allow-hosts 127.0.0.1,hooks.example.com)`},
+		{"no secret", loose, &pb.PushConfig{Url: "http://127.0.0.1/"}, 0, "push_config.secret is required"},
+		{"fingerprint given", loose, &pb.PushConfig{Url: "http://127.0.0.1/", Secret: pushSecret, SecretFingerprint: "sha256:0"}, 0, "output only"},
+		{"concurrency", loose, &pb.PushConfig{Url: "http://127.0.0.1/", Secret: pushSecret, MaxConcurrency: 101}, 0, "push_config.max_concurrency 101 is out of range"},
+		{"timeout past half the ack deadline", loose, &pb.PushConfig{Url: "http://127.0.0.1/", Secret: pushSecret, Timeout: durationpb.New(600 * time.Millisecond)},
+			time.Second, "push_config.timeout 600ms is out of range: give 10ms to half the ack_deadline (500ms)"},
+	} {
+		req := &pb.CreateConsumerGroupRequest{GroupId: "refused", PushConfig: tt.push}
+		if tt.ack != 0 {
+			req.AckDeadline = durationpb.New(tt.ack)
+		}
+		_, err := tt.s.Client.CreateConsumerGroup(ctx, req)
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), tt.says) {
+			t.Errorf("%s: %v; want InvalidArgument saying %q", tt.name, err, tt.says)
+		}
+		if _, err := tt.s.Client.GetConsumerGroup(ctx, &pb.GetConsumerGroupRequest{GroupId: "refused"}); status.Code(err) != codes.NotFound {
+			t.Errorf("%s: GetConsumerGroup after the refusal: %v, want NotFound", tt.name, err)
+		}
+	}
+	// The defaults: 10 requests at once, a timeout of half a short ack
+	// deadline.
+	g, err := loose.Client.CreateConsumerGroup(ctx, &pb.CreateConsumerGroupRequest{GroupId: "defaults", AckDeadline: durationpb.New(time.Second), PushConfig: ok("http://127.0.0.1:1/")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := g.GetPushConfig(); p.GetMaxConcurrency() != 10 || p.GetTimeout().AsDuration() != 500*time.Millisecond || p.GetSecret() != "" {
+		t.Errorf("push config with defaults: %v; want max_concurrency 10, timeout 500ms, no secret", p)
+	}
+	// The same settings again answer the group; another secret is
+	// ALREADY_EXISTS, by fingerprint.
+	if _, err := loose.Client.CreateConsumerGroup(ctx, &pb.CreateConsumerGroupRequest{GroupId: "defaults", AckDeadline: durationpb.New(time.Second), PushConfig: ok("http://127.0.0.1:1/")}); err != nil {
+		t.Errorf("CreateConsumerGroup again with the same push settings: %v", err)
+	}
+	other := "whsec_" + strings.Repeat("A", 32)
+	_, err = loose.Client.CreateConsumerGroup(ctx, &pb.CreateConsumerGroupRequest{GroupId: "defaults", AckDeadline: durationpb.New(time.Second),
+		PushConfig: &pb.PushConfig{Url: "http://127.0.0.1:1/", Secret: other}})
+	if status.Code(err) != codes.AlreadyExists || !strings.Contains(status.Convert(err).Message(), "push secret sha256:") || strings.Contains(err.Error(), pushKey) {
+		t.Errorf("CreateConsumerGroup with another secret: %v; want AlreadyExists naming the fingerprints only", err)
+	}
+}
