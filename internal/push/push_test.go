@@ -189,3 +189,36 @@ func TestAttemptSpans(t *testing.T) {
 		t.Errorf("group after the event was acknowledged: %+v, %v; want nothing left", st, err)
 	}
 }
+
+// TestReplicaRefusingLeavesGroup: a replica whose policy does not allow a
+// group's URL (its flags differ from the creator's) takes none of the
+// group's events: they wait for a replica that may push them, rather than
+// fail here.
+func TestReplicaRefusingLeavesGroup(t *testing.T) {
+	var reached atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { reached.Add(1) }))
+	t.Cleanup(srv.Close)
+	s, obs := run(t, srv.URL, push.Policy{AllowHosts: []string{"hooks.example.com"}, AllowPrivate: true, AllowHTTP: true}, 2)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, st, err := s.Group(t.Context(), "hooks")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Backlog == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the event did not reach the group within 10s: %+v", st)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Two rounds of the deliverer's look at the groups.
+	time.Sleep(2500 * time.Millisecond)
+	if _, st, err := s.Group(t.Context(), "hooks"); err != nil || st.Backlog != 1 || st.InFlight != 0 || st.DeadLetters != 0 {
+		t.Errorf("group after 2.5s: %+v, %v; want the event still in the backlog", st, err)
+	}
+	if n, got := reached.Load(), obs.list(); n != 0 || len(got) != 0 {
+		t.Errorf("the endpoint was reached %d times, outcomes %v; want no attempt", n, got)
+	}
+}
