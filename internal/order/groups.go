@@ -237,3 +237,44 @@ type GroupStore interface {
 	// back.
 	Redrive(ctx context.Context, group string, ids []string) (int, error)
 }
+
+// PartitionDeliverer is what a store with many partitions offers beside
+// Deliver: delivering from one partition only, the one whose log just grew.
+type PartitionDeliverer interface {
+	DeliverPartition(ctx context.Context, partition int, group, consumer string, max int) ([]Delivery, error)
+}
+
+// DeliverChanged hands a consumer up to max events: from the partitions
+// in changed when the store is a PartitionDeliverer and all is false, with
+// Deliver from every partition otherwise. A consumer woken by a grown log
+// then asks only the partitions that grew.
+func DeliverChanged(ctx context.Context, gs GroupStore, group, consumer string, all bool, changed []int, max int) ([]Delivery, error) {
+	pd, ok := gs.(PartitionDeliverer)
+	if all || !ok {
+		return gs.Deliver(ctx, group, consumer, max)
+	}
+	var out []Delivery
+	for _, p := range changed {
+		ds, err := pd.DeliverPartition(ctx, p, group, consumer, max-len(out))
+		out = append(out, ds...)
+		if err != nil || len(out) == max {
+			return out, err
+		}
+	}
+	return out, nil
+}
+
+// Moved returns the partitions whose cursor moved from a to b, or nil when
+// it cannot tell (a position not known yet).
+func Moved(a, b Position) []int {
+	if len(a) != len(b) {
+		return nil
+	}
+	var out []int
+	for p := range b {
+		if a[p] != b[p] {
+			out = append(out, p)
+		}
+	}
+	return out
+}

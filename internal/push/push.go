@@ -279,13 +279,17 @@ func (d *Deliverer) work(ctx context.Context, g order.Group) {
 	poll := time.NewTicker(g.RedeliveryPoll())
 	defer poll.Stop()
 	var appended <-chan struct{}
+	var seen order.Position
 	if d.opts.Appended != nil {
-		_, appended = d.opts.Appended()
+		seen, appended = d.opts.Appended()
 	}
 	var bo backoff.Backoff
+	// all: every partition may have something; otherwise only those in
+	// changed, whose log grew.
+	all, changed := true, []int(nil)
 	for {
-		if room := cap(sem) - len(sem); room > 0 {
-			ds, err := d.opts.Store.Deliver(ctx, g.ID, d.opts.Consumer, room)
+		if room := cap(sem) - len(sem); room > 0 && (all || len(changed) > 0) {
+			ds, err := order.DeliverChanged(ctx, d.opts.Store, g.ID, d.opts.Consumer, all, changed, room)
 			if err != nil {
 				if ctx.Err() != nil {
 					return
@@ -315,13 +319,20 @@ func (d *Deliverer) work(ctx context.Context, g order.Group) {
 				continue
 			}
 		}
+		all, changed = false, nil
 		select {
 		case <-ctx.Done():
 			return
 		case <-appended:
-			_, appended = d.opts.Appended()
+			var pos order.Position
+			pos, appended = d.opts.Appended()
+			changed = order.Moved(seen, pos)
+			all = changed == nil
+			seen = pos
 		case <-w.freed:
+			all = true
 		case <-poll.C:
+			all = true
 		}
 	}
 }

@@ -47,12 +47,6 @@ const (
 	maxPageSize          = 1000
 )
 
-// partitionDeliverer is what a store with many partitions offers to deliver
-// from one only: the one whose log just grew.
-type partitionDeliverer interface {
-	DeliverPartition(ctx context.Context, partition int, group, consumer string, max int) ([]order.Delivery, error)
-}
-
 // consumers are the ConsumeExpirations streams open on this replica, by
 // group: acks and nacks made here tell them at once which of their
 // deliveries are settled, and that redeliveries may be due.
@@ -367,7 +361,7 @@ func (c *consumeLoop) run(ctx context.Context) error {
 		case <-appended:
 			var pos order.Position
 			pos, appended = c.s.hub.Appended()
-			changed = moved(seen, pos)
+			changed = order.Moved(seen, pos)
 			all = changed == nil
 			seen = pos
 		case ids := <-c.cs.settled:
@@ -386,37 +380,10 @@ func (c *consumeLoop) run(ctx context.Context) error {
 	}
 }
 
-// moved returns the partitions whose cursor moved from a to b, or nil when
-// it cannot tell (a position not known yet).
-func moved(a, b order.Position) []int {
-	if len(a) != len(b) {
-		return nil
-	}
-	var out []int
-	for p := range b {
-		if a[p] != b[p] {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
 // deliver asks the store for up to room deliveries: from the partitions
 // that changed when the store can deliver from one, from all otherwise.
 func (c *consumeLoop) deliver(ctx context.Context, all bool, changed []int, room int) ([]order.Delivery, error) {
-	pd, ok := c.s.store.(partitionDeliverer)
-	if all || !ok {
-		return c.s.store.Deliver(ctx, c.g.ID, c.consumer, room)
-	}
-	var out []order.Delivery
-	for _, p := range changed {
-		ds, err := pd.DeliverPartition(ctx, p, c.g.ID, c.consumer, room-len(out))
-		out = append(out, ds...)
-		if err != nil || len(out) == room {
-			return out, err
-		}
-	}
-	return out, nil
+	return order.DeliverChanged(ctx, c.s.store, c.g.ID, c.consumer, all, changed, room)
 }
 
 // handBack hands the stream's unsettled deliveries on at once when it ends,
