@@ -359,7 +359,10 @@ func (w *worker) attempt(ctx context.Context, dl order.Delivery) {
 	if err != nil {
 		span.SetStatus(codes.Error, err.Error())
 	}
-	if w.d.opts.Observer != nil {
+	// An attempt cut short because this replica stops says nothing of the
+	// endpoint: it is not counted.
+	stopped := outcome != OutcomeAcked && ctx.Err() != nil
+	if w.d.opts.Observer != nil && !stopped {
 		w.d.opts.Observer.Pushed(g.ID, outcome)
 	}
 	// The outcome is recorded even when ctx ended: a request cut short by
@@ -375,18 +378,21 @@ func (w *worker) attempt(ctx context.Context, dl order.Delivery) {
 	}
 	last := dl.AckID.Attempt >= g.MaxDeliveries
 	retry := time.Duration(0)
-	if !last && ctx.Err() == nil {
+	if !last && !stopped {
 		retry = Backoff(dl.AckID.Attempt, g.AckDeadline)
 	}
 	if _, err := w.d.opts.Store.Nack(sctx, g.ID, ids, retry); err != nil {
 		w.d.log.Debug("push: could not hand an event back; it is delivered again after its ack deadline", "group", g.ID, "webhook_id", id, "err", err)
 	}
-	level := slog.LevelDebug
-	if last {
-		level = slog.LevelWarn
+	level, msg := slog.LevelDebug, "push: a delivery attempt failed; the event is retried"
+	switch {
+	case stopped:
+		msg = "push: a delivery attempt was cut short as the replica stops; the event is handed on"
+	case last:
+		level, msg = slog.LevelWarn, "push: the last delivery attempt failed; the event becomes a dead letter"
 	}
-	w.d.log.Log(ctx, level, "push: a delivery attempt failed", "group", g.ID, "webhook_id", id, "attempt", dl.AckID.Attempt,
-		"last", last, "outcome", outcome, "status", status, "err", err)
+	w.d.log.Log(ctx, level, msg, "group", g.ID, "webhook_id", id, "attempt", dl.AckID.Attempt,
+		"outcome", outcome, "status", status, "err", err)
 }
 
 // ackStatus names the first status of an ack, for the log.

@@ -2,6 +2,7 @@ package push_test
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -46,6 +47,14 @@ func (o *outcomes) list() []string {
 // and the observer.
 func run(t *testing.T, endpoint string, policy push.Policy, maxDeliveries int) (*memstore.Store, *outcomes) {
 	t.Helper()
+	s, obs, _ := runStoppable(t, endpoint, policy, maxDeliveries)
+	return s, obs
+}
+
+// runStoppable is run, with a function that stops the Deliverer and waits
+// for it.
+func runStoppable(t *testing.T, endpoint string, policy push.Policy, maxDeliveries int) (*memstore.Store, *outcomes, func()) {
+	t.Helper()
 	s := memstore.New(memstore.Options{Retention: time.Hour})
 	storetest.RunStore(t, s)
 	g := storetest.PushSettings("hooks", endpoint)
@@ -58,16 +67,20 @@ func run(t *testing.T, endpoint string, policy push.Policy, maxDeliveries int) (
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run = %v after its context ended, want nil", err)
-		}
-	})
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run = %v after its context ended, want nil", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
 	if _, _, err := s.Checkout(t.Context(), "o-1", 10*time.Millisecond, nil); err != nil {
 		t.Fatal(err)
 	}
-	return s, obs
+	return s, obs, stop
 }
 
 // waitDead waits until the group has one dead letter.
@@ -220,5 +233,38 @@ func TestReplicaRefusingLeavesGroup(t *testing.T) {
 	}
 	if n, got := reached.Load(), obs.list(); n != 0 || len(got) != 0 {
 		t.Errorf("the endpoint was reached %d times, outcomes %v; want no attempt", n, got)
+	}
+}
+
+// TestStopHandsBack: a replica that stops cuts its requests short and hands
+// their events on at once, not after the ack deadline, without counting
+// the attempt against the endpoint.
+func TestStopHandsBack(t *testing.T) {
+	started := make(chan struct{}, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+		// net/http notices the client gone only once the body is read.
+		_, _ = io.ReadAll(r.Body)
+		select {
+		case started <- struct{}{}:
+		default:
+		}
+		<-r.Context().Done()
+	}))
+	t.Cleanup(srv.Close)
+	s, obs, stop := runStoppable(t, srv.URL, push.Policy{AllowHosts: []string{hostOf(t, srv.URL)}, AllowPrivate: true, AllowHTTP: true}, 3)
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no request within 10s")
+	}
+	stop()
+	// The group's ack deadline is 1s; the push timeout 300ms has not
+	// passed either.
+	ds, err := s.Deliver(t.Context(), "hooks", "another-replica", 10)
+	if err != nil || len(ds) != 1 || ds[0].AckID.Attempt != 2 {
+		t.Fatalf("Deliver to another consumer right after the stop = %+v, %v; want the event, attempt 2", ds, err)
+	}
+	if got := obs.list(); len(got) != 0 {
+		t.Errorf("outcomes %v, want none counted for an attempt cut short by the stop", got)
 	}
 }
