@@ -212,9 +212,12 @@ func (r *pushReceiver) acked(path string) int {
 // refused at creation, and the secret never shows. On Redis, three
 // replicas deliver together.
 func TestPushDelivery(t *testing.T) {
+	// At debug level, so that the check that the secret is never logged
+	// covers every line the servers may write.
+	flags := append([]string{"-log-level=debug"}, pushFlags...)
 	t.Run("memory", func(t *testing.T) {
 		t.Parallel()
-		testPushDelivery(t, []*server{startServer(t, nil, pushFlags...)})
+		testPushDelivery(t, []*server{startServer(t, nil, flags...)})
 	})
 	t.Run("redis-3-replicas", func(t *testing.T) {
 		t.Parallel()
@@ -222,7 +225,7 @@ func TestPushDelivery(t *testing.T) {
 		env := map[string]string{"REDIS_URL": r.URL()}
 		var replicas []*server
 		for range 3 {
-			replicas = append(replicas, startServer(t, env, pushFlags...))
+			replicas = append(replicas, startServer(t, env, flags...))
 		}
 		testPushDelivery(t, replicas)
 	})

@@ -185,6 +185,8 @@ func (d *Deliverer) Run(ctx context.Context) error {
 			<-r.done
 		}
 	}()
+	d.log.Info("push delivery is on", "consumer", d.opts.Consumer, "allow_hosts", d.opts.Policy.AllowHosts,
+		"allow_private", d.opts.Policy.AllowPrivate, "allow_http", d.opts.Policy.AllowHTTP)
 	var bo backoff.Backoff
 	refused := map[string]bool{}
 	tick := time.NewTicker(groupsPoll)
