@@ -31,6 +31,7 @@ type Metrics struct {
 	deliveries   *prometheus.CounterVec
 	redeliveries *prometheus.CounterVec
 	ackAge       *prometheus.HistogramVec
+	pushes       *prometheus.CounterVec
 }
 
 // New registers the collectors, including the Go runtime's and the
@@ -77,11 +78,15 @@ func New() *Metrics {
 		Help:    "Time from an expiration to its acknowledgement through this replica, by group.",
 		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
 	}, []string{"group"})
+	m.pushes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "orderexpiry_push_deliveries_total",
+		Help: "Attempts by this replica to push a group's expiration to its endpoint, by outcome: acked (2xx), failed (another status), timeout, unreachable (the connection failed) or refused (the host resolved to an internal address).",
+	}, []string{"group", "outcome"})
 	m.registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.GRPC, m.created, m.closed, m.caughtUp, m.lateness, m.catchUps,
-		m.deliveries, m.redeliveries, m.ackAge,
+		m.deliveries, m.redeliveries, m.ackAge, m.pushes,
 	)
 	for _, o := range []string{"completed", "cancelled", "expired"} {
 		m.closed.WithLabelValues(o)
@@ -181,6 +186,9 @@ func (m *Metrics) Delivered(group string, attempt int) {
 func (m *Metrics) Acknowledged(group string, age time.Duration) {
 	m.ackAge.WithLabelValues(group).Observe(max(age, 0).Seconds())
 }
+
+// Pushed counts an attempt to push a group's event, by its outcome.
+func (m *Metrics) Pushed(group, outcome string) { m.pushes.WithLabelValues(group, outcome).Inc() }
 
 // WatchCatchUp counts a watcher that fell behind its buffer and reads on
 // from the log.

@@ -22,12 +22,15 @@ type Group struct {
 	// acknowledged after that many becomes a dead letter.
 	MaxDeliveries int
 	CreatedAt     time.Time
+	// Push, when its URL is set, makes the group a push group: the
+	// service's replicas deliver its events to that endpoint.
+	Push PushConfig
 }
 
 // SameSettings says whether two groups were asked for with the same
 // settings: creating a group again with them answers the existing one.
 func (g Group) SameSettings(o Group) bool {
-	return g.ID == o.ID && g.AckDeadline == o.AckDeadline && g.MaxDeliveries == o.MaxDeliveries
+	return g.ID == o.ID && g.AckDeadline == o.AckDeadline && g.MaxDeliveries == o.MaxDeliveries && g.Push == o.Push
 }
 
 // OwnRedeliveryDelay is how much later an event whose ack deadline lapsed
@@ -41,6 +44,13 @@ func (g Group) SameSettings(o Group) bool {
 // to every consumer alike.
 func (g Group) OwnRedeliveryDelay() time.Duration {
 	return min(g.AckDeadline/2, 2*time.Second)
+}
+
+// RedeliveryPoll is how often a consumer looks for the group's due
+// redeliveries: an event is delivered again at most this long after its
+// ack deadline or its nack's retry_after.
+func (g Group) RedeliveryPoll() time.Duration {
+	return min(max(g.AckDeadline/4, 50*time.Millisecond), time.Second)
 }
 
 // GroupState is where a group is in the log.
@@ -174,6 +184,7 @@ func GroupExists(old, asked Group) error {
 	if old.MaxDeliveries != asked.MaxDeliveries {
 		diffs = append(diffs, fmt.Sprintf("max_deliveries %d, not %d", old.MaxDeliveries, asked.MaxDeliveries))
 	}
+	diffs = append(diffs, old.Push.diff(asked.Push)...)
 	return Errorf(KindAlreadyExists, "consumer group %q exists with other settings (%s); ask for its settings, or delete it first",
 		old.ID, strings.Join(diffs, "; "))
 }
@@ -225,4 +236,45 @@ type GroupStore interface {
 	// are skipped), or all when ids is empty. It returns how many it put
 	// back.
 	Redrive(ctx context.Context, group string, ids []string) (int, error)
+}
+
+// PartitionDeliverer is what a store with many partitions offers beside
+// Deliver: delivering from one partition only, the one whose log just grew.
+type PartitionDeliverer interface {
+	DeliverPartition(ctx context.Context, partition int, group, consumer string, max int) ([]Delivery, error)
+}
+
+// DeliverChanged hands a consumer up to max events: from the partitions
+// in changed when the store is a PartitionDeliverer and all is false, with
+// Deliver from every partition otherwise. A consumer woken by a grown log
+// then asks only the partitions that grew.
+func DeliverChanged(ctx context.Context, gs GroupStore, group, consumer string, all bool, changed []int, max int) ([]Delivery, error) {
+	pd, ok := gs.(PartitionDeliverer)
+	if all || !ok {
+		return gs.Deliver(ctx, group, consumer, max)
+	}
+	var out []Delivery
+	for _, p := range changed {
+		ds, err := pd.DeliverPartition(ctx, p, group, consumer, max-len(out))
+		out = append(out, ds...)
+		if err != nil || len(out) == max {
+			return out, err
+		}
+	}
+	return out, nil
+}
+
+// Moved returns the partitions whose cursor moved from a to b, or nil when
+// it cannot tell (a position not known yet).
+func Moved(a, b Position) []int {
+	if len(a) != len(b) {
+		return nil
+	}
+	var out []int
+	for p := range b {
+		if a[p] != b[p] {
+			out = append(out, p)
+		}
+	}
+	return out
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"github.com/redis/go-redis/v9"
 
@@ -44,7 +45,10 @@ import (
 // groupsKey is the hash of every group's settings: id -> "<ack deadline ms>
 // <max deliveries> <created ms> <start>", the start being the position the
 // group started after, so that an ack id of an event before it is unknown
-// to the group.
+// to the group. A push group's record goes on with "<max concurrency>
+// <timeout ms> <url> <secret>" (neither has a space: the service refuses
+// a URL with one, and a secret is base64), so that every replica can
+// deliver and sign its events.
 const groupsKey = "oe:groups"
 
 const (
@@ -83,7 +87,8 @@ end
 //
 // KEYS[1] groupsKey.
 // ARGV[1] group id, ARGV[2] ack deadline ms, ARGV[3] max deliveries,
-// ARGV[4] the most groups there may be, ARGV[5] the start position.
+// ARGV[4] the most groups there may be, ARGV[5] the start position,
+// ARGV[6] the push settings ("" for none).
 //
 // Returns {code, settings}: 'created' with the new settings, 'exists' with
 // the existing ones, 'full' when there are ARGV[4] groups already.
@@ -93,6 +98,7 @@ if cur then return {'exists', cur} end
 if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[4]) then return {'full', ''} end
 local t = redis.call('TIME')
 local rec = ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. (tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)) .. ' ' .. ARGV[5]
+if ARGV[6] ~= '' then rec = rec .. ' ' .. ARGV[6] end
 redis.call('HSET', KEYS[1], ARGV[1], rec)
 return {'created', rec}
 `)
@@ -307,18 +313,37 @@ func (c *groupCache) drop(id string) {
 	delete(c.m, id)
 }
 
+// pushRecord is a push group's part of its settings record: "<max
+// concurrency> <timeout ms> <url> <secret>"; empty for a group without
+// push. An error is KindInvalid: a URL or secret with a space in it would
+// not read back.
+func pushRecord(p order.PushConfig) (string, error) {
+	if !p.Enabled() {
+		return "", nil
+	}
+	if p.Secret == "" || strings.ContainsFunc(p.URL+p.Secret, unicode.IsSpace) {
+		return "", order.Errorf(order.KindInvalid, "push url and secret must be set and hold no spaces; percent-encode the url's")
+	}
+	return fmt.Sprintf("%d %d %s %s", p.MaxConcurrency, p.Timeout.Milliseconds(), p.URL, p.Secret), nil
+}
+
 // parseSettings reads a group's settings: "<ack ms> <max deliveries>
-// <created ms> <start>".
+// <created ms> <start>", and for a push group "<max concurrency> <timeout
+// ms> <url> <secret>" after them. The error never holds the record, which
+// may hold a secret.
 func parseSettings(id, rec string, partitions int) (settings, error) {
 	f := strings.Fields(rec)
-	if len(f) != 4 {
-		return settings{}, fmt.Errorf("malformed settings of group %q: %q", id, rec)
+	if len(f) != 4 && len(f) != 8 {
+		return settings{}, fmt.Errorf("malformed settings of group %q: %d fields", id, len(f))
 	}
-	var n [3]int64
-	for i := range n {
-		v, err := strconv.ParseInt(f[i], 10, 64)
+	var n [5]int64
+	for i, at := range []int{0, 1, 2, 4, 5} {
+		if at >= len(f) {
+			break
+		}
+		v, err := strconv.ParseInt(f[at], 10, 64)
 		if err != nil {
-			return settings{}, fmt.Errorf("malformed settings of group %q: %q", id, rec)
+			return settings{}, fmt.Errorf("malformed settings of group %q: field %d is %q, not a number", id, at+1, f[at])
 		}
 		n[i] = v
 	}
@@ -326,10 +351,11 @@ func parseSettings(id, rec string, partitions int) (settings, error) {
 	if err != nil || len(start) != partitions {
 		return settings{}, fmt.Errorf("malformed start of group %q: %q", id, f[3])
 	}
-	return settings{
-		Group: order.Group{ID: id, AckDeadline: time.Duration(n[0]) * time.Millisecond, MaxDeliveries: int(n[1]), CreatedAt: time.UnixMilli(n[2])},
-		start: start,
-	}, nil
+	g := order.Group{ID: id, AckDeadline: time.Duration(n[0]) * time.Millisecond, MaxDeliveries: int(n[1]), CreatedAt: time.UnixMilli(n[2])}
+	if len(f) == 8 {
+		g.Push = order.PushConfig{URL: f[6], Secret: f[7], MaxConcurrency: int(n[3]), Timeout: time.Duration(n[4]) * time.Millisecond}
+	}
+	return settings{Group: g, start: start}, nil
 }
 
 // CreateGroup creates a consumer group, or answers the one that exists with
@@ -351,9 +377,13 @@ func (s *Store) CreateGroup(ctx context.Context, g order.Group, start order.Posi
 	} else if start, err = s.tails(ctx, parts); err != nil {
 		return order.Group{}, false, err
 	}
+	push, err := pushRecord(g.Push)
+	if err != nil {
+		return order.Group{}, false, err
+	}
 	cctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	res, err := createGroupScript.Run(cctx, s.rdb, []string{groupsKey}, g.ID, g.AckDeadline.Milliseconds(), g.MaxDeliveries, maxGroups, start.String()).StringSlice()
+	res, err := createGroupScript.Run(cctx, s.rdb, []string{groupsKey}, g.ID, g.AckDeadline.Milliseconds(), g.MaxDeliveries, maxGroups, start.String(), push).StringSlice()
 	if err != nil {
 		return order.Group{}, false, storeError(err)
 	}

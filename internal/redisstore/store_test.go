@@ -490,3 +490,22 @@ func (w testWriter) Write(p []byte) (int, error) {
 func logLines(b *redistest.LockedBuffer) []string {
 	return strings.Split(strings.TrimSpace(b.String()), "\n")
 }
+
+// TestGroupPushSeenByEveryReplica checks that a push group's settings,
+// secret included, are read from Redis by a store that did not create it,
+// as every replica's deliverer needs.
+func TestGroupPushSeenByEveryReplica(t *testing.T) {
+	srv := redistest.Start(t)
+	a, b := newStore(t, srv), newStore(t, srv)
+	asked := storetest.PushSettings("hooks", "https://hooks.example.com/expired")
+	if _, _, err := a.CreateGroup(t.Context(), asked, nil, 10); err != nil {
+		t.Fatalf("CreateGroup: %v", err)
+	}
+	got, _, err := b.Group(t.Context(), "hooks")
+	if err != nil {
+		t.Fatalf("Group through another store: %v", err)
+	}
+	if got.Push != asked.Push || got.Push.Secret != asked.Push.Secret {
+		t.Errorf("Group through another store: push settings %v, want %v", got.Push, asked.Push)
+	}
+}

@@ -47,12 +47,6 @@ const (
 	maxPageSize          = 1000
 )
 
-// partitionDeliverer is what a store with many partitions offers to deliver
-// from one only: the one whose log just grew.
-type partitionDeliverer interface {
-	DeliverPartition(ctx context.Context, partition int, group, consumer string, max int) ([]order.Delivery, error)
-}
-
 // consumers are the ConsumeExpirations streams open on this replica, by
 // group: acks and nacks made here tell them at once which of their
 // deliveries are settled, and that redeliveries may be due.
@@ -137,6 +131,11 @@ func (s *Service) CreateConsumerGroup(ctx context.Context, req *pb.CreateConsume
 		}
 		g.MaxDeliveries = int(n)
 	}
+	pc, err := s.pushConfig(req.GetPushConfig(), g.AckDeadline)
+	if err != nil {
+		return nil, s.status(ctx, err)
+	}
+	g.Push = pc
 	var start order.Position
 	if c := req.GetStartAfterCursor(); c != "" {
 		p, err := order.ParsePosition(c)
@@ -173,6 +172,7 @@ func groupToProto(g order.Group, st order.GroupState) *pb.ConsumerGroup {
 		Backlog:       st.Backlog,
 		InFlight:      st.InFlight,
 		DeadLetters:   st.DeadLetters,
+		PushConfig:    pushToProto(g.Push),
 	}
 	if !st.OldestUnacked.IsZero() {
 		p.OldestUnackedAge = durationpb.New(max(time.Since(st.OldestUnacked), 0))
@@ -321,15 +321,10 @@ type consumeLoop struct {
 	inFlight map[order.AckID]time.Time
 }
 
-// redeliveryPoll is how often a stream looks for due redeliveries: an event
-// is delivered again at most this long after its ack deadline (or at once,
-// when it was handed back on this replica).
-func redeliveryPoll(ackDeadline time.Duration) time.Duration {
-	return min(max(ackDeadline/4, 50*time.Millisecond), time.Second)
-}
-
 func (c *consumeLoop) run(ctx context.Context) error {
-	poll := time.NewTicker(redeliveryPoll(c.g.AckDeadline))
+	// A stream hears at once of an event handed back on this replica, and
+	// of the others within RedeliveryPoll.
+	poll := time.NewTicker(c.g.RedeliveryPoll())
 	defer poll.Stop()
 	seen, appended := c.s.hub.Appended()
 	// nil: every partition may have something for this consumer.
@@ -366,7 +361,7 @@ func (c *consumeLoop) run(ctx context.Context) error {
 		case <-appended:
 			var pos order.Position
 			pos, appended = c.s.hub.Appended()
-			changed = moved(seen, pos)
+			changed = order.Moved(seen, pos)
 			all = changed == nil
 			seen = pos
 		case ids := <-c.cs.settled:
@@ -385,37 +380,10 @@ func (c *consumeLoop) run(ctx context.Context) error {
 	}
 }
 
-// moved returns the partitions whose cursor moved from a to b, or nil when
-// it cannot tell (a position not known yet).
-func moved(a, b order.Position) []int {
-	if len(a) != len(b) {
-		return nil
-	}
-	var out []int
-	for p := range b {
-		if a[p] != b[p] {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
 // deliver asks the store for up to room deliveries: from the partitions
 // that changed when the store can deliver from one, from all otherwise.
 func (c *consumeLoop) deliver(ctx context.Context, all bool, changed []int, room int) ([]order.Delivery, error) {
-	pd, ok := c.s.store.(partitionDeliverer)
-	if all || !ok {
-		return c.s.store.Deliver(ctx, c.g.ID, c.consumer, room)
-	}
-	var out []order.Delivery
-	for _, p := range changed {
-		ds, err := pd.DeliverPartition(ctx, p, c.g.ID, c.consumer, room-len(out))
-		out = append(out, ds...)
-		if err != nil || len(out) == room {
-			return out, err
-		}
-	}
-	return out, nil
+	return order.DeliverChanged(ctx, c.s.store, c.g.ID, c.consumer, all, changed, room)
 }
 
 // handBack hands the stream's unsettled deliveries on at once when it ends,
@@ -487,7 +455,7 @@ func (s *Service) PullExpirations(ctx context.Context, req *pb.PullExpirationsRe
 				return nil, s.status(ctx, err)
 			}
 		}
-		t := time.NewTimer(min(left, redeliveryPoll(g.AckDeadline)))
+		t := time.NewTimer(min(left, g.RedeliveryPoll()))
 		select {
 		case <-ctx.Done():
 			t.Stop()

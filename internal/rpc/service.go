@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/orderexpiry/orderexpiry/internal/order"
+	"github.com/orderexpiry/orderexpiry/internal/push"
 	"github.com/orderexpiry/orderexpiry/internal/watch"
 	pb "github.com/orderexpiry/orderexpiry/proto/orderexpiry/v1"
 )
@@ -64,6 +65,9 @@ type Options struct {
 	// Lateness, when set, is the lateness GetStats reports; the hub's
 	// OnPublish must feed it.
 	Lateness *Lateness
+	// Push says which endpoints a push group may name; the zero value
+	// allows none.
+	Push push.Policy
 }
 
 // Service implements orderexpiry.v1.OrderService.
@@ -83,6 +87,7 @@ type Service struct {
 	encoded     *encodedEvents
 	consumers   consumers
 	lateness    *Lateness
+	push        push.Policy
 }
 
 // New returns the service over a store and the hub that fans out its log.
@@ -93,7 +98,7 @@ func New(store Store, hub *watch.Hub, opts Options) *Service {
 	if opts.Groups == (GroupLimits{}) {
 		opts.Groups = DefaultGroupLimits
 	}
-	return &Service{store: store, hub: hub, limits: opts.Limits, groupLimits: opts.Groups, observer: opts.Observer, log: opts.Logger, encoded: newEncodedEvents(4096), lateness: opts.Lateness}
+	return &Service{store: store, hub: hub, limits: opts.Limits, groupLimits: opts.Groups, observer: opts.Observer, log: opts.Logger, encoded: newEncodedEvents(4096), lateness: opts.Lateness, push: opts.Push}
 }
 
 // NewServer returns a gRPC server that serves the service with Codec, so

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/orderexpiry/orderexpiry/internal/order"
+	"github.com/orderexpiry/orderexpiry/internal/push"
 )
 
 // Config is what the server is built from. ParseFlags fills it from flags
@@ -62,6 +63,11 @@ type Config struct {
 	// streams of one group open at once on a replica, MaxInFlight a
 	// stream's or a pull's unacknowledged deliveries.
 	MaxGroups, MaxConsumers, MaxInFlight int
+
+	// Push says which endpoints push groups may name (see push.Policy):
+	// with no allowed host, push delivery is off and this replica runs no
+	// deliverer.
+	Push push.Policy
 
 	// TLS for the gRPC and HTTP ports; with TLSClientCA, clients must show
 	// a certificate it signed.

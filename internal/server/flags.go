@@ -72,6 +72,14 @@ func ParseFlags(args []string, getenv func(string) string, stderr io.Writer) (Fl
 		}
 		fs.DurationVar(p, name, d, usage(u, envName))
 	}
+	boolean := func(p *bool, name, envName string, u string) {
+		v := fromEnv(name, envName, "false")
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			envErrs[name] = fmt.Errorf("%s=%q: not true or false", envName, v)
+		}
+		fs.BoolVar(p, name, b, usage(u, envName))
+	}
 	num := func(p *int, name, envName string, def int, u string) {
 		v := fromEnv(name, envName, strconv.Itoa(def))
 		n, err := strconv.Atoi(v)
@@ -118,6 +126,10 @@ func ParseFlags(args []string, getenv func(string) string, stderr io.Writer) (Fl
 	num(&c.MaxGroups, "max-groups", "MAX_GROUPS", 100, "consumer groups the store may hold")
 	num(&c.MaxConsumers, "max-consumers", "MAX_CONSUMERS", 100, "ConsumeExpirations streams of one group one replica serves at once")
 	num(&c.MaxInFlight, "max-in-flight", "MAX_IN_FLIGHT", 1000, "largest max_in_flight of a consumer's stream and max_events of a pull")
+	var pushHosts string
+	str(&pushHosts, "push-allow-hosts", "PUSH_ALLOW_HOSTS", "", "hosts push groups may POST to, comma-separated: a name or IP as in the URL, *.example.com for the hosts under it, * for any; empty: push delivery is off")
+	boolean(&c.Push.AllowPrivate, "push-allow-private", "PUSH_ALLOW_PRIVATE", "let push endpoints be at loopback, private or link-local addresses (checked after DNS, at every connection); off: refused")
+	boolean(&c.Push.AllowHTTP, "push-allow-http", "PUSH_ALLOW_HTTP", "let push URLs be http://; off: https only")
 	num(&c.MaxReplays, "max-replays", "MAX_REPLAYS", watch.DefaultMaxReplays, "watches with a cursor that replay the log at once; the others wait their turn")
 	dur(&c.WatchWriteTimeout, "watch-write-timeout", "WATCH_WRITE_TIMEOUT", "10s", "longest wait for one write of a REST watch; a client that has not taken what was sent for that long loses its watch and connection")
 	num(&c.WatchBuffer, "watch-buffer", "WATCH_BUFFER", 1024, "events a watcher may fall behind before it is closed with a cursor to resume from")
@@ -161,6 +173,15 @@ func ParseFlags(args []string, getenv func(string) string, stderr io.Writer) (Fl
 			return c, fmt.Errorf("-auth-open: unknown %q; want some of %s", name, strings.Join(openables, ", "))
 		}
 		c.AuthOpen[name] = true
+	}
+	for _, h := range strings.Split(pushHosts, ",") {
+		if h = strings.TrimSpace(h); h == "" {
+			continue
+		}
+		if strings.ContainsAny(h, "/:@ ") && !strings.HasPrefix(h, "[") && net.ParseIP(h) == nil {
+			return c, fmt.Errorf("-push-allow-hosts: %q is not a host; give names such as hooks.example.com or *.example.com, without scheme, port or path", h)
+		}
+		c.Push.AllowHosts = append(c.Push.AllowHosts, h)
 	}
 	tokens, err := auth.LoadTokens(tokensFile, tokensList)
 	if err != nil {

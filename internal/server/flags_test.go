@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/orderexpiry/orderexpiry/internal/order"
+	"github.com/orderexpiry/orderexpiry/internal/push"
 )
 
 func mapEnv(m map[string]string) func(string) string {
@@ -157,6 +158,14 @@ func TestParseFlags(t *testing.T) {
 			want: with(func(c *Flags) { c.MaxGroups, c.MaxConsumers, c.MaxInFlight = 2, 3, 4 })},
 		{name: "no groups", args: []string{"-max-groups=0"}, wantErr: "-max-groups, -max-consumers and -max-in-flight must be at least 1"},
 		{name: "no streams", args: []string{"-max-streams=0"}, wantErr: "max streams must be at least 1, got 0"},
+		{name: "push flags", args: []string{"-push-allow-hosts= hooks.example.com,*.example.org,::1", "-push-allow-private", "-push-allow-http"},
+			want: with(func(c *Flags) {
+				c.Push = push.Policy{AllowHosts: []string{"hooks.example.com", "*.example.org", "::1"}, AllowPrivate: true, AllowHTTP: true}
+			})},
+		{name: "push variables", env: map[string]string{"PUSH_ALLOW_HOSTS": "*", "PUSH_ALLOW_PRIVATE": "true", "PUSH_ALLOW_HTTP": "0"},
+			want: with(func(c *Flags) { c.Push = push.Policy{AllowHosts: []string{"*"}, AllowPrivate: true} })},
+		{name: "push host with a scheme", args: []string{"-push-allow-hosts=https://hooks.example.com"}, wantErr: `-push-allow-hosts: "https://hooks.example.com" is not a host`},
+		{name: "bad PUSH_ALLOW_HTTP", env: map[string]string{"PUSH_ALLOW_HTTP": "yes please"}, wantErr: `PUSH_ALLOW_HTTP="yes please": not true or false`},
 		{name: "bad log format", args: []string{"-log-format=xml"}, wantErr: `log format "xml"`},
 		{name: "unknown open endpoint", args: []string{"-auth-open=health,admin"}, wantErr: `unknown "admin"`},
 		{name: "missing tokens file", args: []string{"-auth-tokens-file=/nonexistent/tokens"}, wantErr: "auth tokens file"},

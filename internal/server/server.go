@@ -35,6 +35,7 @@ import (
 	"github.com/orderexpiry/orderexpiry/internal/inproc"
 	"github.com/orderexpiry/orderexpiry/internal/metrics"
 	"github.com/orderexpiry/orderexpiry/internal/order"
+	"github.com/orderexpiry/orderexpiry/internal/push"
 	"github.com/orderexpiry/orderexpiry/internal/rpc"
 	"github.com/orderexpiry/orderexpiry/internal/ui"
 	"github.com/orderexpiry/orderexpiry/internal/watch"
@@ -80,6 +81,8 @@ type Server struct {
 	internalLis *bufconn.Listener
 	conn        *grpc.ClientConn
 	http        *http.Server
+	// pusher delivers the push groups' events; nil when push is off.
+	pusher *push.Deliverer
 }
 
 // New builds the server: it opens the store's client (without calling it
@@ -125,7 +128,11 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		Logger:   log,
 		Groups:   rpc.GroupLimits{MaxGroups: cfg.MaxGroups, MaxConsumers: cfg.MaxConsumers, MaxInFlight: cfg.MaxInFlight},
 		Lateness: lateness,
+		Push:     cfg.Push,
 	})
+	if len(cfg.Push.AllowHosts) > 0 {
+		s.pusher = push.New(push.Options{Store: s.store, Policy: cfg.Push, Encode: rpc.EventJSON, Appended: s.hub.Appended, Observer: m, Logger: log})
+	}
 	// The gRPC port's clients are bounded in what they may send and hold;
 	// the gateway's calls, on the internal server, were bounded by the
 	// HTTP server already, whose header limit is net/http's default.
@@ -293,6 +300,9 @@ func (s *Server) Run(ctx context.Context, lis Listeners) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.store.Run(gctx) })
 	g.Go(func() error { return s.hub.Run(gctx) })
+	if s.pusher != nil {
+		g.Go(func() error { return s.pusher.Run(gctx) })
+	}
 	g.Go(func() error {
 		s.monitorHealth(gctx)
 		return nil

@@ -963,3 +963,78 @@ func waitTrimmed(t *testing.T, s order.Store, ev order.Event, since time.Time) {
 		time.Sleep(50 * time.Millisecond) // polling: nothing announces a trim
 	}
 }
+
+// PushSettings returns the settings of a push group to create, with a
+// secret in the Standard Webhooks form.
+func PushSettings(id, url string) order.Group {
+	g := settings(id, 10*time.Second, 3)
+	g.Push = order.PushConfig{URL: url, Secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", MaxConcurrency: 4, Timeout: 1500 * time.Millisecond}
+	return g
+}
+
+// testGroupPush: a group's push endpoint and secret are kept with it, read
+// back by Group and Groups as created; creating it again with other push
+// settings is KindAlreadyExists naming them, never showing a secret; a
+// group without push has none.
+func testGroupPush(t *testing.T, su suite) {
+	s := su.start(t, retention)
+	gs := groupStore(t, s)
+	ctx := t.Context()
+
+	asked := PushSettings("hooks", "https://hooks.example.com/expired?team=a%20b")
+	g := createGroup(t, gs, asked, nil)
+	if g.Push != asked.Push {
+		t.Errorf("CreateGroup answered push settings %v, want %v", g.Push, asked.Push)
+	}
+	createGroup(t, gs, settings("pull", time.Second, 1), nil)
+	got, _, err := gs.Group(ctx, "hooks")
+	if err != nil {
+		t.Fatalf("Group: %v", err)
+	}
+	if got.Push != asked.Push || got.Push.Secret != asked.Push.Secret {
+		t.Errorf("Group: push settings %v, want %v (the secret too, which the deliverer signs with)", got.Push, asked.Push)
+	}
+	list, err := gs.Groups(ctx)
+	if err != nil || len(list) != 2 {
+		t.Fatalf("Groups = %+v, %v; want hooks and pull", list, err)
+	}
+	if list[0].Push != asked.Push || list[0].Push.Secret != asked.Push.Secret {
+		t.Errorf("Groups: hooks has push settings %v, want %v", list[0].Push, asked.Push)
+	}
+	if list[1].Push.Enabled() || list[1].Push != (order.PushConfig{}) {
+		t.Errorf("Groups: pull has push settings %v, want none", list[1].Push)
+	}
+	if again, created, err := gs.CreateGroup(ctx, asked, nil, maxGroups); err != nil || created || again.Push != asked.Push {
+		t.Errorf("CreateGroup again with the same push settings = %v, created %v, %v; want the existing group", again.Push, created, err)
+	}
+
+	other := func(f func(*order.PushConfig)) order.Group {
+		g := asked
+		f(&g.Push)
+		return g
+	}
+	for _, o := range []struct {
+		g     order.Group
+		names string
+	}{
+		{other(func(p *order.PushConfig) { p.URL = "https://elsewhere.example.com/" }), "push url"},
+		{other(func(p *order.PushConfig) { p.Secret = "whsec_bm90IHRoZSBzYW1lIHNlY3JldCBhdCBhbGwh" }), "push secret"},
+		{other(func(p *order.PushConfig) { p.MaxConcurrency = 5 }), "push max_concurrency"},
+		{other(func(p *order.PushConfig) { p.Timeout = time.Second }), "push timeout"},
+		{other(func(p *order.PushConfig) { *p = order.PushConfig{} }), "push url"},
+	} {
+		_, _, err := gs.CreateGroup(ctx, o.g, nil, maxGroups)
+		wantKind(t, "CreateGroup with another "+o.names, err, order.KindAlreadyExists)
+		if err == nil {
+			continue
+		}
+		if !strings.Contains(err.Error(), o.names) {
+			t.Errorf("CreateGroup with another %s: %q does not name it", o.names, err)
+		}
+		for _, secret := range []string{asked.Push.Secret, o.g.Push.Secret} {
+			if secret != "" && strings.Contains(err.Error(), strings.TrimPrefix(secret, "whsec_")) {
+				t.Errorf("CreateGroup with another %s: %q shows a secret", o.names, err)
+			}
+		}
+	}
+}

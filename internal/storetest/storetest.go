@@ -74,6 +74,7 @@ func Run(t *testing.T, newStore func(t *testing.T, retention time.Duration) orde
 		{"GroupRetention", false, testGroupRetention},
 		{"Stats", false, testStats},
 		{"StatsAfterRetention", false, testStatsAfterRetention},
+		{"GroupPush", false, testGroupPush},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

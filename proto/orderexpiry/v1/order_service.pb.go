@@ -978,8 +978,12 @@ type ConsumerGroup struct {
 	// oldest_unacked_age is the age of the oldest expiration the group has
 	// neither acknowledged nor dead-lettered; unset when there is none.
 	OldestUnackedAge *durationpb.Duration `protobuf:"bytes,9,opt,name=oldest_unacked_age,json=oldestUnackedAge,proto3" json:"oldest_unacked_age,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// push_config, when set, makes the service itself the group's consumer:
+	// it POSTs each event to the push endpoint. Its secret is never shown,
+	// only its fingerprint.
+	PushConfig    *PushConfig `protobuf:"bytes,10,opt,name=push_config,json=pushConfig,proto3" json:"push_config,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ConsumerGroup) Reset() {
@@ -1075,6 +1079,113 @@ func (x *ConsumerGroup) GetOldestUnackedAge() *durationpb.Duration {
 	return nil
 }
 
+func (x *ConsumerGroup) GetPushConfig() *PushConfig {
+	if x != nil {
+		return x.PushConfig
+	}
+	return nil
+}
+
+// PushConfig is a group's push endpoint: the service POSTs each of the
+// group's events there, as the JSON of an ExpirationEvent, signed as the
+// Standard Webhooks specification says (headers webhook-id,
+// webhook-timestamp, webhook-signature). A 2xx answer acknowledges the
+// event; any other answer (redirects are not followed), a timeout or a
+// refused connection hands it back, to be retried with exponential backoff
+// and jitter until the group's max_deliveries, after which it is a dead
+// letter. webhook-id is the same for every attempt of an event, so a
+// receiver can drop a repeat.
+type PushConfig struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// url is where events are POSTed: https (http only when the service
+	// allows it, -push-allow-http), a host in the service's -push-allow-hosts.
+	Url string `protobuf:"bytes,1,opt,name=url,proto3" json:"url,omitempty"`
+	// secret signs the requests, in the Standard Webhooks form "whsec_"
+	// followed by the base64 of 24 to 64 random bytes (for example
+	// "whsec_$(openssl rand -base64 32)"). Required on creation; input only:
+	// the service never returns nor logs it.
+	Secret string `protobuf:"bytes,2,opt,name=secret,proto3" json:"secret,omitempty"`
+	// secret_fingerprint is output only: "sha256:" and the first 16 hex
+	// digits of the SHA-256 of the secret as given, to tell which secret a
+	// group has without showing it.
+	SecretFingerprint string `protobuf:"bytes,3,opt,name=secret_fingerprint,json=secretFingerprint,proto3" json:"secret_fingerprint,omitempty"`
+	// max_concurrency bounds the requests in flight to the endpoint at once
+	// from each replica; default 10, from 1 to 100.
+	MaxConcurrency int32 `protobuf:"varint,4,opt,name=max_concurrency,json=maxConcurrency,proto3" json:"max_concurrency,omitempty"`
+	// timeout bounds each request; default 10s or half the group's
+	// ack_deadline when that is shorter; from 10ms to half the ack_deadline,
+	// so that the outcome is recorded before the event would be delivered
+	// again.
+	Timeout       *durationpb.Duration `protobuf:"bytes,5,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PushConfig) Reset() {
+	*x = PushConfig{}
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PushConfig) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PushConfig) ProtoMessage() {}
+
+func (x *PushConfig) ProtoReflect() protoreflect.Message {
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PushConfig.ProtoReflect.Descriptor instead.
+func (*PushConfig) Descriptor() ([]byte, []int) {
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *PushConfig) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *PushConfig) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
+func (x *PushConfig) GetSecretFingerprint() string {
+	if x != nil {
+		return x.SecretFingerprint
+	}
+	return ""
+}
+
+func (x *PushConfig) GetMaxConcurrency() int32 {
+	if x != nil {
+		return x.MaxConcurrency
+	}
+	return 0
+}
+
+func (x *PushConfig) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
 // CreateConsumerGroupRequest says what group to create.
 type CreateConsumerGroupRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1088,13 +1199,16 @@ type CreateConsumerGroupRequest struct {
 	AckDeadline *durationpb.Duration `protobuf:"bytes,3,opt,name=ack_deadline,json=ackDeadline,proto3" json:"ack_deadline,omitempty"`
 	// max_deliveries defaults to 5; from 1 to 100.
 	MaxDeliveries int32 `protobuf:"varint,4,opt,name=max_deliveries,json=maxDeliveries,proto3" json:"max_deliveries,omitempty"`
+	// push_config, when set, makes it a push group: the service delivers its
+	// events to the endpoint (see PushConfig); its secret is required.
+	PushConfig    *PushConfig `protobuf:"bytes,5,opt,name=push_config,json=pushConfig,proto3" json:"push_config,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateConsumerGroupRequest) Reset() {
 	*x = CreateConsumerGroupRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[13]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1106,7 +1220,7 @@ func (x *CreateConsumerGroupRequest) String() string {
 func (*CreateConsumerGroupRequest) ProtoMessage() {}
 
 func (x *CreateConsumerGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[13]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1119,7 +1233,7 @@ func (x *CreateConsumerGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateConsumerGroupRequest.ProtoReflect.Descriptor instead.
 func (*CreateConsumerGroupRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{13}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CreateConsumerGroupRequest) GetGroupId() string {
@@ -1150,6 +1264,13 @@ func (x *CreateConsumerGroupRequest) GetMaxDeliveries() int32 {
 	return 0
 }
 
+func (x *CreateConsumerGroupRequest) GetPushConfig() *PushConfig {
+	if x != nil {
+		return x.PushConfig
+	}
+	return nil
+}
+
 // GetConsumerGroupRequest names a group.
 type GetConsumerGroupRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1161,7 +1282,7 @@ type GetConsumerGroupRequest struct {
 
 func (x *GetConsumerGroupRequest) Reset() {
 	*x = GetConsumerGroupRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[14]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1173,7 +1294,7 @@ func (x *GetConsumerGroupRequest) String() string {
 func (*GetConsumerGroupRequest) ProtoMessage() {}
 
 func (x *GetConsumerGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[14]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1186,7 +1307,7 @@ func (x *GetConsumerGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConsumerGroupRequest.ProtoReflect.Descriptor instead.
 func (*GetConsumerGroupRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{14}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetConsumerGroupRequest) GetGroupId() string {
@@ -1209,7 +1330,7 @@ type ListConsumerGroupsRequest struct {
 
 func (x *ListConsumerGroupsRequest) Reset() {
 	*x = ListConsumerGroupsRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[15]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1221,7 +1342,7 @@ func (x *ListConsumerGroupsRequest) String() string {
 func (*ListConsumerGroupsRequest) ProtoMessage() {}
 
 func (x *ListConsumerGroupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[15]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1234,7 +1355,7 @@ func (x *ListConsumerGroupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConsumerGroupsRequest.ProtoReflect.Descriptor instead.
 func (*ListConsumerGroupsRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{15}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListConsumerGroupsRequest) GetPageSize() int32 {
@@ -1264,7 +1385,7 @@ type ListConsumerGroupsResponse struct {
 
 func (x *ListConsumerGroupsResponse) Reset() {
 	*x = ListConsumerGroupsResponse{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[16]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1276,7 +1397,7 @@ func (x *ListConsumerGroupsResponse) String() string {
 func (*ListConsumerGroupsResponse) ProtoMessage() {}
 
 func (x *ListConsumerGroupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[16]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1289,7 +1410,7 @@ func (x *ListConsumerGroupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConsumerGroupsResponse.ProtoReflect.Descriptor instead.
 func (*ListConsumerGroupsResponse) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{16}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListConsumerGroupsResponse) GetConsumerGroups() []*ConsumerGroup {
@@ -1317,7 +1438,7 @@ type DeleteConsumerGroupRequest struct {
 
 func (x *DeleteConsumerGroupRequest) Reset() {
 	*x = DeleteConsumerGroupRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[17]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1329,7 +1450,7 @@ func (x *DeleteConsumerGroupRequest) String() string {
 func (*DeleteConsumerGroupRequest) ProtoMessage() {}
 
 func (x *DeleteConsumerGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[17]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1342,7 +1463,7 @@ func (x *DeleteConsumerGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteConsumerGroupRequest.ProtoReflect.Descriptor instead.
 func (*DeleteConsumerGroupRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{17}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DeleteConsumerGroupRequest) GetGroupId() string {
@@ -1369,7 +1490,7 @@ type ConsumeExpirationsRequest struct {
 
 func (x *ConsumeExpirationsRequest) Reset() {
 	*x = ConsumeExpirationsRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[18]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1381,7 +1502,7 @@ func (x *ConsumeExpirationsRequest) String() string {
 func (*ConsumeExpirationsRequest) ProtoMessage() {}
 
 func (x *ConsumeExpirationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[18]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1394,7 +1515,7 @@ func (x *ConsumeExpirationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumeExpirationsRequest.ProtoReflect.Descriptor instead.
 func (*ConsumeExpirationsRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{18}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ConsumeExpirationsRequest) GetGroupId() string {
@@ -1436,7 +1557,7 @@ type ReceivedExpiration struct {
 
 func (x *ReceivedExpiration) Reset() {
 	*x = ReceivedExpiration{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[19]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1448,7 +1569,7 @@ func (x *ReceivedExpiration) String() string {
 func (*ReceivedExpiration) ProtoMessage() {}
 
 func (x *ReceivedExpiration) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[19]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1461,7 +1582,7 @@ func (x *ReceivedExpiration) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceivedExpiration.ProtoReflect.Descriptor instead.
 func (*ReceivedExpiration) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{19}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ReceivedExpiration) GetAckId() string {
@@ -1503,7 +1624,7 @@ type PullExpirationsRequest struct {
 
 func (x *PullExpirationsRequest) Reset() {
 	*x = PullExpirationsRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[20]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1515,7 +1636,7 @@ func (x *PullExpirationsRequest) String() string {
 func (*PullExpirationsRequest) ProtoMessage() {}
 
 func (x *PullExpirationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[20]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1528,7 +1649,7 @@ func (x *PullExpirationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullExpirationsRequest.ProtoReflect.Descriptor instead.
 func (*PullExpirationsRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{20}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *PullExpirationsRequest) GetGroupId() string {
@@ -1570,7 +1691,7 @@ type PullExpirationsResponse struct {
 
 func (x *PullExpirationsResponse) Reset() {
 	*x = PullExpirationsResponse{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[21]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1582,7 +1703,7 @@ func (x *PullExpirationsResponse) String() string {
 func (*PullExpirationsResponse) ProtoMessage() {}
 
 func (x *PullExpirationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[21]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1595,7 +1716,7 @@ func (x *PullExpirationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullExpirationsResponse.ProtoReflect.Descriptor instead.
 func (*PullExpirationsResponse) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{21}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *PullExpirationsResponse) GetReceivedExpirations() []*ReceivedExpiration {
@@ -1618,7 +1739,7 @@ type AckIdResult struct {
 
 func (x *AckIdResult) Reset() {
 	*x = AckIdResult{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[22]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1630,7 +1751,7 @@ func (x *AckIdResult) String() string {
 func (*AckIdResult) ProtoMessage() {}
 
 func (x *AckIdResult) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[22]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1643,7 +1764,7 @@ func (x *AckIdResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckIdResult.ProtoReflect.Descriptor instead.
 func (*AckIdResult) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{22}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *AckIdResult) GetAckId() string {
@@ -1673,7 +1794,7 @@ type AcknowledgeExpirationsRequest struct {
 
 func (x *AcknowledgeExpirationsRequest) Reset() {
 	*x = AcknowledgeExpirationsRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[23]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1685,7 +1806,7 @@ func (x *AcknowledgeExpirationsRequest) String() string {
 func (*AcknowledgeExpirationsRequest) ProtoMessage() {}
 
 func (x *AcknowledgeExpirationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[23]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1698,7 +1819,7 @@ func (x *AcknowledgeExpirationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcknowledgeExpirationsRequest.ProtoReflect.Descriptor instead.
 func (*AcknowledgeExpirationsRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{23}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *AcknowledgeExpirationsRequest) GetGroupId() string {
@@ -1726,7 +1847,7 @@ type AcknowledgeExpirationsResponse struct {
 
 func (x *AcknowledgeExpirationsResponse) Reset() {
 	*x = AcknowledgeExpirationsResponse{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[24]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1738,7 +1859,7 @@ func (x *AcknowledgeExpirationsResponse) String() string {
 func (*AcknowledgeExpirationsResponse) ProtoMessage() {}
 
 func (x *AcknowledgeExpirationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[24]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1751,7 +1872,7 @@ func (x *AcknowledgeExpirationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcknowledgeExpirationsResponse.ProtoReflect.Descriptor instead.
 func (*AcknowledgeExpirationsResponse) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{24}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *AcknowledgeExpirationsResponse) GetResults() []*AckIdResult {
@@ -1777,7 +1898,7 @@ type NackExpirationsRequest struct {
 
 func (x *NackExpirationsRequest) Reset() {
 	*x = NackExpirationsRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[25]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1789,7 +1910,7 @@ func (x *NackExpirationsRequest) String() string {
 func (*NackExpirationsRequest) ProtoMessage() {}
 
 func (x *NackExpirationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[25]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1802,7 +1923,7 @@ func (x *NackExpirationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NackExpirationsRequest.ProtoReflect.Descriptor instead.
 func (*NackExpirationsRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{25}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *NackExpirationsRequest) GetGroupId() string {
@@ -1837,7 +1958,7 @@ type NackExpirationsResponse struct {
 
 func (x *NackExpirationsResponse) Reset() {
 	*x = NackExpirationsResponse{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[26]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1849,7 +1970,7 @@ func (x *NackExpirationsResponse) String() string {
 func (*NackExpirationsResponse) ProtoMessage() {}
 
 func (x *NackExpirationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[26]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1862,7 +1983,7 @@ func (x *NackExpirationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NackExpirationsResponse.ProtoReflect.Descriptor instead.
 func (*NackExpirationsResponse) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{26}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *NackExpirationsResponse) GetResults() []*AckIdResult {
@@ -1887,7 +2008,7 @@ type ListDeadLettersRequest struct {
 
 func (x *ListDeadLettersRequest) Reset() {
 	*x = ListDeadLettersRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[27]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1899,7 +2020,7 @@ func (x *ListDeadLettersRequest) String() string {
 func (*ListDeadLettersRequest) ProtoMessage() {}
 
 func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[27]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1912,7 +2033,7 @@ func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeadLettersRequest.ProtoReflect.Descriptor instead.
 func (*ListDeadLettersRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{27}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ListDeadLettersRequest) GetGroupId() string {
@@ -1951,7 +2072,7 @@ type DeadLetter struct {
 
 func (x *DeadLetter) Reset() {
 	*x = DeadLetter{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[28]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1963,7 +2084,7 @@ func (x *DeadLetter) String() string {
 func (*DeadLetter) ProtoMessage() {}
 
 func (x *DeadLetter) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[28]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1976,7 +2097,7 @@ func (x *DeadLetter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeadLetter.ProtoReflect.Descriptor instead.
 func (*DeadLetter) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{28}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *DeadLetter) GetDeadLetterId() string {
@@ -2014,7 +2135,7 @@ type ListDeadLettersResponse struct {
 
 func (x *ListDeadLettersResponse) Reset() {
 	*x = ListDeadLettersResponse{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[29]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2026,7 +2147,7 @@ func (x *ListDeadLettersResponse) String() string {
 func (*ListDeadLettersResponse) ProtoMessage() {}
 
 func (x *ListDeadLettersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[29]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2039,7 +2160,7 @@ func (x *ListDeadLettersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeadLettersResponse.ProtoReflect.Descriptor instead.
 func (*ListDeadLettersResponse) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{29}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListDeadLettersResponse) GetDeadLetters() []*DeadLetter {
@@ -2072,7 +2193,7 @@ type RedriveDeadLettersRequest struct {
 
 func (x *RedriveDeadLettersRequest) Reset() {
 	*x = RedriveDeadLettersRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[30]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2084,7 +2205,7 @@ func (x *RedriveDeadLettersRequest) String() string {
 func (*RedriveDeadLettersRequest) ProtoMessage() {}
 
 func (x *RedriveDeadLettersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[30]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2097,7 +2218,7 @@ func (x *RedriveDeadLettersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RedriveDeadLettersRequest.ProtoReflect.Descriptor instead.
 func (*RedriveDeadLettersRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{30}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RedriveDeadLettersRequest) GetGroupId() string {
@@ -2132,7 +2253,7 @@ type RedriveDeadLettersResponse struct {
 
 func (x *RedriveDeadLettersResponse) Reset() {
 	*x = RedriveDeadLettersResponse{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[31]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2144,7 +2265,7 @@ func (x *RedriveDeadLettersResponse) String() string {
 func (*RedriveDeadLettersResponse) ProtoMessage() {}
 
 func (x *RedriveDeadLettersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[31]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2157,7 +2278,7 @@ func (x *RedriveDeadLettersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RedriveDeadLettersResponse.ProtoReflect.Descriptor instead.
 func (*RedriveDeadLettersResponse) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{31}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RedriveDeadLettersResponse) GetRedriven() int64 {
@@ -2176,7 +2297,7 @@ type GetStatsRequest struct {
 
 func (x *GetStatsRequest) Reset() {
 	*x = GetStatsRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[32]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2188,7 +2309,7 @@ func (x *GetStatsRequest) String() string {
 func (*GetStatsRequest) ProtoMessage() {}
 
 func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[32]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2201,7 +2322,7 @@ func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatsRequest.ProtoReflect.Descriptor instead.
 func (*GetStatsRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{32}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{33}
 }
 
 // Stats are the service's statistics, read at one call.
@@ -2225,7 +2346,7 @@ type Stats struct {
 
 func (x *Stats) Reset() {
 	*x = Stats{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[33]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2237,7 +2358,7 @@ func (x *Stats) String() string {
 func (*Stats) ProtoMessage() {}
 
 func (x *Stats) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[33]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2250,7 +2371,7 @@ func (x *Stats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Stats.ProtoReflect.Descriptor instead.
 func (*Stats) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{33}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Stats) GetOrders() *OrderCounts {
@@ -2316,7 +2437,7 @@ type OrderCounts struct {
 
 func (x *OrderCounts) Reset() {
 	*x = OrderCounts{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[34]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2328,7 +2449,7 @@ func (x *OrderCounts) String() string {
 func (*OrderCounts) ProtoMessage() {}
 
 func (x *OrderCounts) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[34]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2341,7 +2462,7 @@ func (x *OrderCounts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OrderCounts.ProtoReflect.Descriptor instead.
 func (*OrderCounts) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{34}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *OrderCounts) GetPending() int64 {
@@ -2397,7 +2518,7 @@ type PartitionStats struct {
 
 func (x *PartitionStats) Reset() {
 	*x = PartitionStats{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[35]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2409,7 +2530,7 @@ func (x *PartitionStats) String() string {
 func (*PartitionStats) ProtoMessage() {}
 
 func (x *PartitionStats) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[35]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2422,7 +2543,7 @@ func (x *PartitionStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionStats.ProtoReflect.Descriptor instead.
 func (*PartitionStats) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{35}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *PartitionStats) GetPartition() int32 {
@@ -2469,7 +2590,7 @@ type ReplicaStats struct {
 
 func (x *ReplicaStats) Reset() {
 	*x = ReplicaStats{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[36]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2481,7 +2602,7 @@ func (x *ReplicaStats) String() string {
 func (*ReplicaStats) ProtoMessage() {}
 
 func (x *ReplicaStats) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[36]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2494,7 +2615,7 @@ func (x *ReplicaStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaStats.ProtoReflect.Descriptor instead.
 func (*ReplicaStats) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{36}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ReplicaStats) GetWatchers() int32 {
@@ -2533,7 +2654,7 @@ type LatenessSummary struct {
 
 func (x *LatenessSummary) Reset() {
 	*x = LatenessSummary{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[37]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2545,7 +2666,7 @@ func (x *LatenessSummary) String() string {
 func (*LatenessSummary) ProtoMessage() {}
 
 func (x *LatenessSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[37]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2558,7 +2679,7 @@ func (x *LatenessSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LatenessSummary.ProtoReflect.Descriptor instead.
 func (*LatenessSummary) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{37}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *LatenessSummary) GetWindow() *durationpb.Duration {
@@ -2655,7 +2776,7 @@ const file_orderexpiry_v1_order_service_proto_rawDesc = "" +
 	"\bmetadata\x18\x05 \x03(\v2-.orderexpiry.v1.ExpirationEvent.MetadataEntryR\bmetadata\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8b\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc8\x03\n" +
 	"\rConsumerGroup\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x12<\n" +
 	"\fack_deadline\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\vackDeadline\x12%\n" +
@@ -2666,12 +2787,24 @@ const file_orderexpiry_v1_order_service_proto_rawDesc = "" +
 	"\abacklog\x18\x06 \x01(\x03R\abacklog\x12\x1b\n" +
 	"\tin_flight\x18\a \x01(\x03R\binFlight\x12!\n" +
 	"\fdead_letters\x18\b \x01(\x03R\vdeadLetters\x12G\n" +
-	"\x12oldest_unacked_age\x18\t \x01(\v2\x19.google.protobuf.DurationR\x10oldestUnackedAge\"\xca\x01\n" +
+	"\x12oldest_unacked_age\x18\t \x01(\v2\x19.google.protobuf.DurationR\x10oldestUnackedAge\x12;\n" +
+	"\vpush_config\x18\n" +
+	" \x01(\v2\x1a.orderexpiry.v1.PushConfigR\n" +
+	"pushConfig\"\xc3\x01\n" +
+	"\n" +
+	"PushConfig\x12\x10\n" +
+	"\x03url\x18\x01 \x01(\tR\x03url\x12\x16\n" +
+	"\x06secret\x18\x02 \x01(\tR\x06secret\x12-\n" +
+	"\x12secret_fingerprint\x18\x03 \x01(\tR\x11secretFingerprint\x12'\n" +
+	"\x0fmax_concurrency\x18\x04 \x01(\x05R\x0emaxConcurrency\x123\n" +
+	"\atimeout\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\x87\x02\n" +
 	"\x1aCreateConsumerGroupRequest\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x12,\n" +
 	"\x12start_after_cursor\x18\x02 \x01(\tR\x10startAfterCursor\x12<\n" +
 	"\fack_deadline\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\vackDeadline\x12%\n" +
-	"\x0emax_deliveries\x18\x04 \x01(\x05R\rmaxDeliveries\"4\n" +
+	"\x0emax_deliveries\x18\x04 \x01(\x05R\rmaxDeliveries\x12;\n" +
+	"\vpush_config\x18\x05 \x01(\v2\x1a.orderexpiry.v1.PushConfigR\n" +
+	"pushConfig\"4\n" +
 	"\x17GetConsumerGroupRequest\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\tR\agroupId\"W\n" +
 	"\x19ListConsumerGroupsRequest\x12\x1b\n" +
@@ -2810,7 +2943,7 @@ func file_orderexpiry_v1_order_service_proto_rawDescGZIP() []byte {
 }
 
 var file_orderexpiry_v1_order_service_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_orderexpiry_v1_order_service_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
+var file_orderexpiry_v1_order_service_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
 var file_orderexpiry_v1_order_service_proto_goTypes = []any{
 	(OrderStatus)(0),                       // 0: orderexpiry.v1.OrderStatus
 	(AckIdStatus)(0),                       // 1: orderexpiry.v1.AckIdStatus
@@ -2827,126 +2960,130 @@ var file_orderexpiry_v1_order_service_proto_goTypes = []any{
 	(*WatchExpirationsRequest)(nil),        // 12: orderexpiry.v1.WatchExpirationsRequest
 	(*ExpirationEvent)(nil),                // 13: orderexpiry.v1.ExpirationEvent
 	(*ConsumerGroup)(nil),                  // 14: orderexpiry.v1.ConsumerGroup
-	(*CreateConsumerGroupRequest)(nil),     // 15: orderexpiry.v1.CreateConsumerGroupRequest
-	(*GetConsumerGroupRequest)(nil),        // 16: orderexpiry.v1.GetConsumerGroupRequest
-	(*ListConsumerGroupsRequest)(nil),      // 17: orderexpiry.v1.ListConsumerGroupsRequest
-	(*ListConsumerGroupsResponse)(nil),     // 18: orderexpiry.v1.ListConsumerGroupsResponse
-	(*DeleteConsumerGroupRequest)(nil),     // 19: orderexpiry.v1.DeleteConsumerGroupRequest
-	(*ConsumeExpirationsRequest)(nil),      // 20: orderexpiry.v1.ConsumeExpirationsRequest
-	(*ReceivedExpiration)(nil),             // 21: orderexpiry.v1.ReceivedExpiration
-	(*PullExpirationsRequest)(nil),         // 22: orderexpiry.v1.PullExpirationsRequest
-	(*PullExpirationsResponse)(nil),        // 23: orderexpiry.v1.PullExpirationsResponse
-	(*AckIdResult)(nil),                    // 24: orderexpiry.v1.AckIdResult
-	(*AcknowledgeExpirationsRequest)(nil),  // 25: orderexpiry.v1.AcknowledgeExpirationsRequest
-	(*AcknowledgeExpirationsResponse)(nil), // 26: orderexpiry.v1.AcknowledgeExpirationsResponse
-	(*NackExpirationsRequest)(nil),         // 27: orderexpiry.v1.NackExpirationsRequest
-	(*NackExpirationsResponse)(nil),        // 28: orderexpiry.v1.NackExpirationsResponse
-	(*ListDeadLettersRequest)(nil),         // 29: orderexpiry.v1.ListDeadLettersRequest
-	(*DeadLetter)(nil),                     // 30: orderexpiry.v1.DeadLetter
-	(*ListDeadLettersResponse)(nil),        // 31: orderexpiry.v1.ListDeadLettersResponse
-	(*RedriveDeadLettersRequest)(nil),      // 32: orderexpiry.v1.RedriveDeadLettersRequest
-	(*RedriveDeadLettersResponse)(nil),     // 33: orderexpiry.v1.RedriveDeadLettersResponse
-	(*GetStatsRequest)(nil),                // 34: orderexpiry.v1.GetStatsRequest
-	(*Stats)(nil),                          // 35: orderexpiry.v1.Stats
-	(*OrderCounts)(nil),                    // 36: orderexpiry.v1.OrderCounts
-	(*PartitionStats)(nil),                 // 37: orderexpiry.v1.PartitionStats
-	(*ReplicaStats)(nil),                   // 38: orderexpiry.v1.ReplicaStats
-	(*LatenessSummary)(nil),                // 39: orderexpiry.v1.LatenessSummary
-	nil,                                    // 40: orderexpiry.v1.Order.MetadataEntry
-	nil,                                    // 41: orderexpiry.v1.CheckoutRequest.MetadataEntry
-	nil,                                    // 42: orderexpiry.v1.ExpirationEvent.MetadataEntry
-	(*timestamppb.Timestamp)(nil),          // 43: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),            // 44: google.protobuf.Duration
-	(*status.Status)(nil),                  // 45: google.rpc.Status
-	(*emptypb.Empty)(nil),                  // 46: google.protobuf.Empty
+	(*PushConfig)(nil),                     // 15: orderexpiry.v1.PushConfig
+	(*CreateConsumerGroupRequest)(nil),     // 16: orderexpiry.v1.CreateConsumerGroupRequest
+	(*GetConsumerGroupRequest)(nil),        // 17: orderexpiry.v1.GetConsumerGroupRequest
+	(*ListConsumerGroupsRequest)(nil),      // 18: orderexpiry.v1.ListConsumerGroupsRequest
+	(*ListConsumerGroupsResponse)(nil),     // 19: orderexpiry.v1.ListConsumerGroupsResponse
+	(*DeleteConsumerGroupRequest)(nil),     // 20: orderexpiry.v1.DeleteConsumerGroupRequest
+	(*ConsumeExpirationsRequest)(nil),      // 21: orderexpiry.v1.ConsumeExpirationsRequest
+	(*ReceivedExpiration)(nil),             // 22: orderexpiry.v1.ReceivedExpiration
+	(*PullExpirationsRequest)(nil),         // 23: orderexpiry.v1.PullExpirationsRequest
+	(*PullExpirationsResponse)(nil),        // 24: orderexpiry.v1.PullExpirationsResponse
+	(*AckIdResult)(nil),                    // 25: orderexpiry.v1.AckIdResult
+	(*AcknowledgeExpirationsRequest)(nil),  // 26: orderexpiry.v1.AcknowledgeExpirationsRequest
+	(*AcknowledgeExpirationsResponse)(nil), // 27: orderexpiry.v1.AcknowledgeExpirationsResponse
+	(*NackExpirationsRequest)(nil),         // 28: orderexpiry.v1.NackExpirationsRequest
+	(*NackExpirationsResponse)(nil),        // 29: orderexpiry.v1.NackExpirationsResponse
+	(*ListDeadLettersRequest)(nil),         // 30: orderexpiry.v1.ListDeadLettersRequest
+	(*DeadLetter)(nil),                     // 31: orderexpiry.v1.DeadLetter
+	(*ListDeadLettersResponse)(nil),        // 32: orderexpiry.v1.ListDeadLettersResponse
+	(*RedriveDeadLettersRequest)(nil),      // 33: orderexpiry.v1.RedriveDeadLettersRequest
+	(*RedriveDeadLettersResponse)(nil),     // 34: orderexpiry.v1.RedriveDeadLettersResponse
+	(*GetStatsRequest)(nil),                // 35: orderexpiry.v1.GetStatsRequest
+	(*Stats)(nil),                          // 36: orderexpiry.v1.Stats
+	(*OrderCounts)(nil),                    // 37: orderexpiry.v1.OrderCounts
+	(*PartitionStats)(nil),                 // 38: orderexpiry.v1.PartitionStats
+	(*ReplicaStats)(nil),                   // 39: orderexpiry.v1.ReplicaStats
+	(*LatenessSummary)(nil),                // 40: orderexpiry.v1.LatenessSummary
+	nil,                                    // 41: orderexpiry.v1.Order.MetadataEntry
+	nil,                                    // 42: orderexpiry.v1.CheckoutRequest.MetadataEntry
+	nil,                                    // 43: orderexpiry.v1.ExpirationEvent.MetadataEntry
+	(*timestamppb.Timestamp)(nil),          // 44: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),            // 45: google.protobuf.Duration
+	(*status.Status)(nil),                  // 46: google.rpc.Status
+	(*emptypb.Empty)(nil),                  // 47: google.protobuf.Empty
 }
 var file_orderexpiry_v1_order_service_proto_depIdxs = []int32{
 	0,  // 0: orderexpiry.v1.Order.status:type_name -> orderexpiry.v1.OrderStatus
-	43, // 1: orderexpiry.v1.Order.created_at:type_name -> google.protobuf.Timestamp
-	43, // 2: orderexpiry.v1.Order.deadline:type_name -> google.protobuf.Timestamp
-	44, // 3: orderexpiry.v1.Order.ttl_remaining:type_name -> google.protobuf.Duration
-	43, // 4: orderexpiry.v1.Order.closed_at:type_name -> google.protobuf.Timestamp
-	40, // 5: orderexpiry.v1.Order.metadata:type_name -> orderexpiry.v1.Order.MetadataEntry
-	44, // 6: orderexpiry.v1.CheckoutRequest.ttl:type_name -> google.protobuf.Duration
-	41, // 7: orderexpiry.v1.CheckoutRequest.metadata:type_name -> orderexpiry.v1.CheckoutRequest.MetadataEntry
+	44, // 1: orderexpiry.v1.Order.created_at:type_name -> google.protobuf.Timestamp
+	44, // 2: orderexpiry.v1.Order.deadline:type_name -> google.protobuf.Timestamp
+	45, // 3: orderexpiry.v1.Order.ttl_remaining:type_name -> google.protobuf.Duration
+	44, // 4: orderexpiry.v1.Order.closed_at:type_name -> google.protobuf.Timestamp
+	41, // 5: orderexpiry.v1.Order.metadata:type_name -> orderexpiry.v1.Order.MetadataEntry
+	45, // 6: orderexpiry.v1.CheckoutRequest.ttl:type_name -> google.protobuf.Duration
+	42, // 7: orderexpiry.v1.CheckoutRequest.metadata:type_name -> orderexpiry.v1.CheckoutRequest.MetadataEntry
 	2,  // 8: orderexpiry.v1.CheckoutResponse.order:type_name -> orderexpiry.v1.Order
 	3,  // 9: orderexpiry.v1.BatchCheckoutRequest.requests:type_name -> orderexpiry.v1.CheckoutRequest
 	7,  // 10: orderexpiry.v1.BatchCheckoutResponse.results:type_name -> orderexpiry.v1.BatchCheckoutResult
 	4,  // 11: orderexpiry.v1.BatchCheckoutResult.checkout:type_name -> orderexpiry.v1.CheckoutResponse
-	45, // 12: orderexpiry.v1.BatchCheckoutResult.error:type_name -> google.rpc.Status
-	44, // 13: orderexpiry.v1.RescheduleOrderRequest.ttl:type_name -> google.protobuf.Duration
-	43, // 14: orderexpiry.v1.RescheduleOrderRequest.deadline:type_name -> google.protobuf.Timestamp
-	43, // 15: orderexpiry.v1.RescheduleOrderRequest.expected_deadline:type_name -> google.protobuf.Timestamp
-	43, // 16: orderexpiry.v1.ExpirationEvent.deadline:type_name -> google.protobuf.Timestamp
-	43, // 17: orderexpiry.v1.ExpirationEvent.expired_at:type_name -> google.protobuf.Timestamp
-	42, // 18: orderexpiry.v1.ExpirationEvent.metadata:type_name -> orderexpiry.v1.ExpirationEvent.MetadataEntry
-	44, // 19: orderexpiry.v1.ConsumerGroup.ack_deadline:type_name -> google.protobuf.Duration
-	43, // 20: orderexpiry.v1.ConsumerGroup.create_time:type_name -> google.protobuf.Timestamp
-	44, // 21: orderexpiry.v1.ConsumerGroup.oldest_unacked_age:type_name -> google.protobuf.Duration
-	44, // 22: orderexpiry.v1.CreateConsumerGroupRequest.ack_deadline:type_name -> google.protobuf.Duration
-	14, // 23: orderexpiry.v1.ListConsumerGroupsResponse.consumer_groups:type_name -> orderexpiry.v1.ConsumerGroup
-	13, // 24: orderexpiry.v1.ReceivedExpiration.event:type_name -> orderexpiry.v1.ExpirationEvent
-	44, // 25: orderexpiry.v1.PullExpirationsRequest.wait:type_name -> google.protobuf.Duration
-	21, // 26: orderexpiry.v1.PullExpirationsResponse.received_expirations:type_name -> orderexpiry.v1.ReceivedExpiration
-	1,  // 27: orderexpiry.v1.AckIdResult.status:type_name -> orderexpiry.v1.AckIdStatus
-	24, // 28: orderexpiry.v1.AcknowledgeExpirationsResponse.results:type_name -> orderexpiry.v1.AckIdResult
-	44, // 29: orderexpiry.v1.NackExpirationsRequest.retry_after:type_name -> google.protobuf.Duration
-	24, // 30: orderexpiry.v1.NackExpirationsResponse.results:type_name -> orderexpiry.v1.AckIdResult
-	13, // 31: orderexpiry.v1.DeadLetter.event:type_name -> orderexpiry.v1.ExpirationEvent
-	30, // 32: orderexpiry.v1.ListDeadLettersResponse.dead_letters:type_name -> orderexpiry.v1.DeadLetter
-	36, // 33: orderexpiry.v1.Stats.orders:type_name -> orderexpiry.v1.OrderCounts
-	37, // 34: orderexpiry.v1.Stats.partitions:type_name -> orderexpiry.v1.PartitionStats
-	14, // 35: orderexpiry.v1.Stats.consumer_groups:type_name -> orderexpiry.v1.ConsumerGroup
-	38, // 36: orderexpiry.v1.Stats.replica:type_name -> orderexpiry.v1.ReplicaStats
-	43, // 37: orderexpiry.v1.Stats.read_time:type_name -> google.protobuf.Timestamp
-	43, // 38: orderexpiry.v1.OrderCounts.counted_since:type_name -> google.protobuf.Timestamp
-	43, // 39: orderexpiry.v1.PartitionStats.next_deadline:type_name -> google.protobuf.Timestamp
-	39, // 40: orderexpiry.v1.ReplicaStats.lateness:type_name -> orderexpiry.v1.LatenessSummary
-	44, // 41: orderexpiry.v1.LatenessSummary.window:type_name -> google.protobuf.Duration
-	44, // 42: orderexpiry.v1.LatenessSummary.p50:type_name -> google.protobuf.Duration
-	44, // 43: orderexpiry.v1.LatenessSummary.p99:type_name -> google.protobuf.Duration
-	44, // 44: orderexpiry.v1.LatenessSummary.max:type_name -> google.protobuf.Duration
-	3,  // 45: orderexpiry.v1.OrderService.Checkout:input_type -> orderexpiry.v1.CheckoutRequest
-	5,  // 46: orderexpiry.v1.OrderService.BatchCheckout:input_type -> orderexpiry.v1.BatchCheckoutRequest
-	8,  // 47: orderexpiry.v1.OrderService.GetOrder:input_type -> orderexpiry.v1.GetOrderRequest
-	9,  // 48: orderexpiry.v1.OrderService.CompleteOrder:input_type -> orderexpiry.v1.CompleteOrderRequest
-	10, // 49: orderexpiry.v1.OrderService.CancelOrder:input_type -> orderexpiry.v1.CancelOrderRequest
-	11, // 50: orderexpiry.v1.OrderService.RescheduleOrder:input_type -> orderexpiry.v1.RescheduleOrderRequest
-	12, // 51: orderexpiry.v1.OrderService.WatchExpirations:input_type -> orderexpiry.v1.WatchExpirationsRequest
-	15, // 52: orderexpiry.v1.OrderService.CreateConsumerGroup:input_type -> orderexpiry.v1.CreateConsumerGroupRequest
-	16, // 53: orderexpiry.v1.OrderService.GetConsumerGroup:input_type -> orderexpiry.v1.GetConsumerGroupRequest
-	17, // 54: orderexpiry.v1.OrderService.ListConsumerGroups:input_type -> orderexpiry.v1.ListConsumerGroupsRequest
-	19, // 55: orderexpiry.v1.OrderService.DeleteConsumerGroup:input_type -> orderexpiry.v1.DeleteConsumerGroupRequest
-	20, // 56: orderexpiry.v1.OrderService.ConsumeExpirations:input_type -> orderexpiry.v1.ConsumeExpirationsRequest
-	22, // 57: orderexpiry.v1.OrderService.PullExpirations:input_type -> orderexpiry.v1.PullExpirationsRequest
-	25, // 58: orderexpiry.v1.OrderService.AcknowledgeExpirations:input_type -> orderexpiry.v1.AcknowledgeExpirationsRequest
-	27, // 59: orderexpiry.v1.OrderService.NackExpirations:input_type -> orderexpiry.v1.NackExpirationsRequest
-	29, // 60: orderexpiry.v1.OrderService.ListDeadLetters:input_type -> orderexpiry.v1.ListDeadLettersRequest
-	32, // 61: orderexpiry.v1.OrderService.RedriveDeadLetters:input_type -> orderexpiry.v1.RedriveDeadLettersRequest
-	34, // 62: orderexpiry.v1.OrderService.GetStats:input_type -> orderexpiry.v1.GetStatsRequest
-	4,  // 63: orderexpiry.v1.OrderService.Checkout:output_type -> orderexpiry.v1.CheckoutResponse
-	6,  // 64: orderexpiry.v1.OrderService.BatchCheckout:output_type -> orderexpiry.v1.BatchCheckoutResponse
-	2,  // 65: orderexpiry.v1.OrderService.GetOrder:output_type -> orderexpiry.v1.Order
-	2,  // 66: orderexpiry.v1.OrderService.CompleteOrder:output_type -> orderexpiry.v1.Order
-	2,  // 67: orderexpiry.v1.OrderService.CancelOrder:output_type -> orderexpiry.v1.Order
-	2,  // 68: orderexpiry.v1.OrderService.RescheduleOrder:output_type -> orderexpiry.v1.Order
-	13, // 69: orderexpiry.v1.OrderService.WatchExpirations:output_type -> orderexpiry.v1.ExpirationEvent
-	14, // 70: orderexpiry.v1.OrderService.CreateConsumerGroup:output_type -> orderexpiry.v1.ConsumerGroup
-	14, // 71: orderexpiry.v1.OrderService.GetConsumerGroup:output_type -> orderexpiry.v1.ConsumerGroup
-	18, // 72: orderexpiry.v1.OrderService.ListConsumerGroups:output_type -> orderexpiry.v1.ListConsumerGroupsResponse
-	46, // 73: orderexpiry.v1.OrderService.DeleteConsumerGroup:output_type -> google.protobuf.Empty
-	21, // 74: orderexpiry.v1.OrderService.ConsumeExpirations:output_type -> orderexpiry.v1.ReceivedExpiration
-	23, // 75: orderexpiry.v1.OrderService.PullExpirations:output_type -> orderexpiry.v1.PullExpirationsResponse
-	26, // 76: orderexpiry.v1.OrderService.AcknowledgeExpirations:output_type -> orderexpiry.v1.AcknowledgeExpirationsResponse
-	28, // 77: orderexpiry.v1.OrderService.NackExpirations:output_type -> orderexpiry.v1.NackExpirationsResponse
-	31, // 78: orderexpiry.v1.OrderService.ListDeadLetters:output_type -> orderexpiry.v1.ListDeadLettersResponse
-	33, // 79: orderexpiry.v1.OrderService.RedriveDeadLetters:output_type -> orderexpiry.v1.RedriveDeadLettersResponse
-	35, // 80: orderexpiry.v1.OrderService.GetStats:output_type -> orderexpiry.v1.Stats
-	63, // [63:81] is the sub-list for method output_type
-	45, // [45:63] is the sub-list for method input_type
-	45, // [45:45] is the sub-list for extension type_name
-	45, // [45:45] is the sub-list for extension extendee
-	0,  // [0:45] is the sub-list for field type_name
+	46, // 12: orderexpiry.v1.BatchCheckoutResult.error:type_name -> google.rpc.Status
+	45, // 13: orderexpiry.v1.RescheduleOrderRequest.ttl:type_name -> google.protobuf.Duration
+	44, // 14: orderexpiry.v1.RescheduleOrderRequest.deadline:type_name -> google.protobuf.Timestamp
+	44, // 15: orderexpiry.v1.RescheduleOrderRequest.expected_deadline:type_name -> google.protobuf.Timestamp
+	44, // 16: orderexpiry.v1.ExpirationEvent.deadline:type_name -> google.protobuf.Timestamp
+	44, // 17: orderexpiry.v1.ExpirationEvent.expired_at:type_name -> google.protobuf.Timestamp
+	43, // 18: orderexpiry.v1.ExpirationEvent.metadata:type_name -> orderexpiry.v1.ExpirationEvent.MetadataEntry
+	45, // 19: orderexpiry.v1.ConsumerGroup.ack_deadline:type_name -> google.protobuf.Duration
+	44, // 20: orderexpiry.v1.ConsumerGroup.create_time:type_name -> google.protobuf.Timestamp
+	45, // 21: orderexpiry.v1.ConsumerGroup.oldest_unacked_age:type_name -> google.protobuf.Duration
+	15, // 22: orderexpiry.v1.ConsumerGroup.push_config:type_name -> orderexpiry.v1.PushConfig
+	45, // 23: orderexpiry.v1.PushConfig.timeout:type_name -> google.protobuf.Duration
+	45, // 24: orderexpiry.v1.CreateConsumerGroupRequest.ack_deadline:type_name -> google.protobuf.Duration
+	15, // 25: orderexpiry.v1.CreateConsumerGroupRequest.push_config:type_name -> orderexpiry.v1.PushConfig
+	14, // 26: orderexpiry.v1.ListConsumerGroupsResponse.consumer_groups:type_name -> orderexpiry.v1.ConsumerGroup
+	13, // 27: orderexpiry.v1.ReceivedExpiration.event:type_name -> orderexpiry.v1.ExpirationEvent
+	45, // 28: orderexpiry.v1.PullExpirationsRequest.wait:type_name -> google.protobuf.Duration
+	22, // 29: orderexpiry.v1.PullExpirationsResponse.received_expirations:type_name -> orderexpiry.v1.ReceivedExpiration
+	1,  // 30: orderexpiry.v1.AckIdResult.status:type_name -> orderexpiry.v1.AckIdStatus
+	25, // 31: orderexpiry.v1.AcknowledgeExpirationsResponse.results:type_name -> orderexpiry.v1.AckIdResult
+	45, // 32: orderexpiry.v1.NackExpirationsRequest.retry_after:type_name -> google.protobuf.Duration
+	25, // 33: orderexpiry.v1.NackExpirationsResponse.results:type_name -> orderexpiry.v1.AckIdResult
+	13, // 34: orderexpiry.v1.DeadLetter.event:type_name -> orderexpiry.v1.ExpirationEvent
+	31, // 35: orderexpiry.v1.ListDeadLettersResponse.dead_letters:type_name -> orderexpiry.v1.DeadLetter
+	37, // 36: orderexpiry.v1.Stats.orders:type_name -> orderexpiry.v1.OrderCounts
+	38, // 37: orderexpiry.v1.Stats.partitions:type_name -> orderexpiry.v1.PartitionStats
+	14, // 38: orderexpiry.v1.Stats.consumer_groups:type_name -> orderexpiry.v1.ConsumerGroup
+	39, // 39: orderexpiry.v1.Stats.replica:type_name -> orderexpiry.v1.ReplicaStats
+	44, // 40: orderexpiry.v1.Stats.read_time:type_name -> google.protobuf.Timestamp
+	44, // 41: orderexpiry.v1.OrderCounts.counted_since:type_name -> google.protobuf.Timestamp
+	44, // 42: orderexpiry.v1.PartitionStats.next_deadline:type_name -> google.protobuf.Timestamp
+	40, // 43: orderexpiry.v1.ReplicaStats.lateness:type_name -> orderexpiry.v1.LatenessSummary
+	45, // 44: orderexpiry.v1.LatenessSummary.window:type_name -> google.protobuf.Duration
+	45, // 45: orderexpiry.v1.LatenessSummary.p50:type_name -> google.protobuf.Duration
+	45, // 46: orderexpiry.v1.LatenessSummary.p99:type_name -> google.protobuf.Duration
+	45, // 47: orderexpiry.v1.LatenessSummary.max:type_name -> google.protobuf.Duration
+	3,  // 48: orderexpiry.v1.OrderService.Checkout:input_type -> orderexpiry.v1.CheckoutRequest
+	5,  // 49: orderexpiry.v1.OrderService.BatchCheckout:input_type -> orderexpiry.v1.BatchCheckoutRequest
+	8,  // 50: orderexpiry.v1.OrderService.GetOrder:input_type -> orderexpiry.v1.GetOrderRequest
+	9,  // 51: orderexpiry.v1.OrderService.CompleteOrder:input_type -> orderexpiry.v1.CompleteOrderRequest
+	10, // 52: orderexpiry.v1.OrderService.CancelOrder:input_type -> orderexpiry.v1.CancelOrderRequest
+	11, // 53: orderexpiry.v1.OrderService.RescheduleOrder:input_type -> orderexpiry.v1.RescheduleOrderRequest
+	12, // 54: orderexpiry.v1.OrderService.WatchExpirations:input_type -> orderexpiry.v1.WatchExpirationsRequest
+	16, // 55: orderexpiry.v1.OrderService.CreateConsumerGroup:input_type -> orderexpiry.v1.CreateConsumerGroupRequest
+	17, // 56: orderexpiry.v1.OrderService.GetConsumerGroup:input_type -> orderexpiry.v1.GetConsumerGroupRequest
+	18, // 57: orderexpiry.v1.OrderService.ListConsumerGroups:input_type -> orderexpiry.v1.ListConsumerGroupsRequest
+	20, // 58: orderexpiry.v1.OrderService.DeleteConsumerGroup:input_type -> orderexpiry.v1.DeleteConsumerGroupRequest
+	21, // 59: orderexpiry.v1.OrderService.ConsumeExpirations:input_type -> orderexpiry.v1.ConsumeExpirationsRequest
+	23, // 60: orderexpiry.v1.OrderService.PullExpirations:input_type -> orderexpiry.v1.PullExpirationsRequest
+	26, // 61: orderexpiry.v1.OrderService.AcknowledgeExpirations:input_type -> orderexpiry.v1.AcknowledgeExpirationsRequest
+	28, // 62: orderexpiry.v1.OrderService.NackExpirations:input_type -> orderexpiry.v1.NackExpirationsRequest
+	30, // 63: orderexpiry.v1.OrderService.ListDeadLetters:input_type -> orderexpiry.v1.ListDeadLettersRequest
+	33, // 64: orderexpiry.v1.OrderService.RedriveDeadLetters:input_type -> orderexpiry.v1.RedriveDeadLettersRequest
+	35, // 65: orderexpiry.v1.OrderService.GetStats:input_type -> orderexpiry.v1.GetStatsRequest
+	4,  // 66: orderexpiry.v1.OrderService.Checkout:output_type -> orderexpiry.v1.CheckoutResponse
+	6,  // 67: orderexpiry.v1.OrderService.BatchCheckout:output_type -> orderexpiry.v1.BatchCheckoutResponse
+	2,  // 68: orderexpiry.v1.OrderService.GetOrder:output_type -> orderexpiry.v1.Order
+	2,  // 69: orderexpiry.v1.OrderService.CompleteOrder:output_type -> orderexpiry.v1.Order
+	2,  // 70: orderexpiry.v1.OrderService.CancelOrder:output_type -> orderexpiry.v1.Order
+	2,  // 71: orderexpiry.v1.OrderService.RescheduleOrder:output_type -> orderexpiry.v1.Order
+	13, // 72: orderexpiry.v1.OrderService.WatchExpirations:output_type -> orderexpiry.v1.ExpirationEvent
+	14, // 73: orderexpiry.v1.OrderService.CreateConsumerGroup:output_type -> orderexpiry.v1.ConsumerGroup
+	14, // 74: orderexpiry.v1.OrderService.GetConsumerGroup:output_type -> orderexpiry.v1.ConsumerGroup
+	19, // 75: orderexpiry.v1.OrderService.ListConsumerGroups:output_type -> orderexpiry.v1.ListConsumerGroupsResponse
+	47, // 76: orderexpiry.v1.OrderService.DeleteConsumerGroup:output_type -> google.protobuf.Empty
+	22, // 77: orderexpiry.v1.OrderService.ConsumeExpirations:output_type -> orderexpiry.v1.ReceivedExpiration
+	24, // 78: orderexpiry.v1.OrderService.PullExpirations:output_type -> orderexpiry.v1.PullExpirationsResponse
+	27, // 79: orderexpiry.v1.OrderService.AcknowledgeExpirations:output_type -> orderexpiry.v1.AcknowledgeExpirationsResponse
+	29, // 80: orderexpiry.v1.OrderService.NackExpirations:output_type -> orderexpiry.v1.NackExpirationsResponse
+	32, // 81: orderexpiry.v1.OrderService.ListDeadLetters:output_type -> orderexpiry.v1.ListDeadLettersResponse
+	34, // 82: orderexpiry.v1.OrderService.RedriveDeadLetters:output_type -> orderexpiry.v1.RedriveDeadLettersResponse
+	36, // 83: orderexpiry.v1.OrderService.GetStats:output_type -> orderexpiry.v1.Stats
+	66, // [66:84] is the sub-list for method output_type
+	48, // [48:66] is the sub-list for method input_type
+	48, // [48:48] is the sub-list for extension type_name
+	48, // [48:48] is the sub-list for extension extendee
+	0,  // [0:48] is the sub-list for field type_name
 }
 
 func init() { file_orderexpiry_v1_order_service_proto_init() }
@@ -2968,7 +3105,7 @@ func file_orderexpiry_v1_order_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_orderexpiry_v1_order_service_proto_rawDesc), len(file_orderexpiry_v1_order_service_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   41,
+			NumMessages:   42,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,0 +1,459 @@
+// Package push delivers the events of push consumer groups to their HTTP
+// endpoints. Every replica runs a Deliverer; for each push group it is one
+// more consumer of the group, under a name of its own, so the group's own
+// semantics hold: each event is in flight at one replica at a time, an
+// event not settled within the ack deadline goes to another, and after
+// max_deliveries it is a dead letter.
+//
+// Each attempt POSTs the event's JSON, signed as the Standard Webhooks
+// specification says. A 2xx answer acknowledges the event; any other
+// answer (redirects are not followed), a timeout or a failed connection
+// hands it back (a nack) to be delivered again after an exponential
+// backoff with jitter, capped by the group's ack deadline; a failed last
+// attempt is handed back at once, and the store turns it into a dead
+// letter.
+package push
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"io"
+	"log/slog"
+	mathrand "math/rand/v2"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/orderexpiry/orderexpiry/internal/backoff"
+	"github.com/orderexpiry/orderexpiry/internal/order"
+)
+
+// The outcomes of one attempt, as Observer.Pushed hears them.
+const (
+	// OutcomeAcked: the endpoint answered 2xx; the event is acknowledged.
+	OutcomeAcked = "acked"
+	// OutcomeFailed: the endpoint answered with another status.
+	OutcomeFailed = "failed"
+	// OutcomeTimeout: no answer within the group's push timeout.
+	OutcomeTimeout = "timeout"
+	// OutcomeUnreachable: the connection failed (refused, reset, DNS, TLS).
+	OutcomeUnreachable = "unreachable"
+	// OutcomeRefused: the policy refused the address the host resolved to.
+	OutcomeRefused = "refused"
+)
+
+// Header names beside the Standard Webhooks ones.
+const (
+	// HeaderAttempt carries the delivery's attempt, 1 for the first.
+	HeaderAttempt = "orderexpiry-delivery-attempt"
+)
+
+const (
+	// groupsPoll is how often the list of push groups is read again.
+	groupsPoll = time.Second
+	// firstRetry is the backoff of the first retry; each next one doubles,
+	// up to the group's ack deadline (the most a nack may ask for).
+	firstRetry = 500 * time.Millisecond
+	// settleTimeout bounds an ack or a nack.
+	settleTimeout = 5 * time.Second
+	// maxResponseBytes is how much of an answer's body is read (and
+	// dropped), so that its connection can be used again.
+	maxResponseBytes = 64 << 10
+
+	dialTimeout   = 10 * time.Second
+	dialKeepAlive = 30 * time.Second
+)
+
+// tracerName names the tracer of delivery attempts.
+const tracerName = "github.com/orderexpiry/orderexpiry/internal/push"
+
+// Observer hears the outcome of each attempt.
+type Observer interface {
+	Pushed(group, outcome string)
+}
+
+// Options are what a Deliverer is built from.
+type Options struct {
+	// Store holds the groups.
+	Store order.GroupStore
+	// Policy says which endpoints may be called.
+	Policy Policy
+	// Encode writes an event as the body of a request: the JSON of the
+	// API's ExpirationEvent.
+	Encode func(order.Event) ([]byte, error)
+	// Appended, when set, returns the log's position and a channel closed
+	// when the log grows past it (watch.Hub.Appended), so that a new event
+	// is pushed at once rather than at the next poll.
+	Appended func() (order.Position, <-chan struct{})
+	// Consumer is this replica's consumer name in every push group; empty:
+	// one made of the host name, the process id and random bytes.
+	Consumer string
+	// Observer, when set, hears each attempt's outcome.
+	Observer Observer
+	// Logger: nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Deliverer pushes the events of every push group. Run it once.
+type Deliverer struct {
+	opts   Options
+	log    *slog.Logger
+	client *http.Client
+	tracer trace.Tracer
+}
+
+// New returns a Deliverer.
+func New(opts Options) *Deliverer {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Consumer == "" {
+		opts.Consumer = ConsumerName()
+	}
+	transport := &http.Transport{
+		// No proxy: the policy checks the address dialed, which would be
+		// the proxy's.
+		Proxy:               nil,
+		DialContext:         opts.Policy.dialer().DialContext,
+		ForceAttemptHTTP2:   true,
+		TLSHandshakeTimeout: dialTimeout,
+		MaxIdleConnsPerHost: 100,
+		IdleConnTimeout:     90 * time.Second,
+	}
+	return &Deliverer{
+		opts: opts,
+		log:  opts.Logger,
+		client: &http.Client{
+			Transport: transport,
+			// A redirect is an answer that is not 2xx, not a place to go.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+		tracer: otel.Tracer(tracerName),
+	}
+}
+
+// ConsumerName returns a consumer name for this process: "push-", the host
+// name, the process id and 4 random bytes, so that two replicas never share
+// one.
+func ConsumerName() string {
+	host, _ := os.Hostname()
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return "push-" + host + "-" + strconv.Itoa(os.Getpid()) + "-" + hex.EncodeToString(b)
+}
+
+// Consumer returns the consumer name the Deliverer uses in every group.
+func (d *Deliverer) Consumer() string { return d.opts.Consumer }
+
+// WebhookID is the webhook-id of an event of a group: the same for every
+// attempt (and after a redrive), so that a receiver can drop a repeat.
+func WebhookID(group string, id order.AckID) string {
+	return group + "_" + order.DeadLetterID(id.Partition, id.Cursor)
+}
+
+// Run delivers until ctx ends: it reads the push groups every second and
+// runs one worker for each, stopping a worker when its group is deleted or
+// created again with other settings. It returns nil when ctx ends.
+func (d *Deliverer) Run(ctx context.Context) error {
+	type running struct {
+		g      order.Group
+		cancel context.CancelFunc
+		done   chan struct{}
+	}
+	workers := map[string]*running{}
+	stop := func(r *running) {
+		r.cancel()
+		<-r.done
+	}
+	defer func() {
+		for _, r := range workers {
+			r.cancel()
+		}
+		for _, r := range workers {
+			<-r.done
+		}
+	}()
+	d.log.Info("push delivery is on", "consumer", d.opts.Consumer, "allow_hosts", d.opts.Policy.AllowHosts,
+		"allow_private", d.opts.Policy.AllowPrivate, "allow_http", d.opts.Policy.AllowHTTP)
+	var bo backoff.Backoff
+	refused := map[string]bool{}
+	tick := time.NewTicker(groupsPoll)
+	defer tick.Stop()
+	for {
+		groups, err := d.opts.Store.Groups(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			d.log.Debug("push: could not list the groups; trying again", "err", err)
+			if !bo.Wait(ctx) {
+				return nil
+			}
+			continue
+		}
+		bo.Reset()
+		seen := map[string]bool{}
+		for _, g := range groups {
+			if !g.Push.Enabled() {
+				continue
+			}
+			// A replica whose policy refuses the URL (its flags differ from
+			// those of the replica that created the group) leaves the group
+			// to the others rather than failing its events.
+			if _, err := d.opts.Policy.CheckURL(g.Push.URL); err != nil {
+				if !refused[g.ID] {
+					d.log.Warn("push: this replica's policy refuses a group's endpoint; it leaves the group to the other replicas", "group", g.ID, "err", err)
+					refused[g.ID] = true
+				}
+				continue
+			}
+			delete(refused, g.ID)
+			seen[g.ID] = true
+			if r, ok := workers[g.ID]; ok {
+				if r.g.SameSettings(g) && r.g.CreatedAt.Equal(g.CreatedAt) {
+					continue
+				}
+				stop(r)
+			}
+			wctx, cancel := context.WithCancel(ctx)
+			r := &running{g: g, cancel: cancel, done: make(chan struct{})}
+			workers[g.ID] = r
+			go func() {
+				defer close(r.done)
+				d.work(wctx, g)
+			}()
+		}
+		for id, r := range workers {
+			if !seen[id] {
+				stop(r)
+				delete(workers, id)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// worker pushes the events of one group.
+type worker struct {
+	d     *Deliverer
+	g     order.Group
+	url   *url.URL
+	hook  *standardwebhooks.Webhook
+	freed chan struct{}
+}
+
+// work delivers a group's events until ctx ends, up to the group's
+// MaxConcurrency at once; at the end it waits for the requests in flight,
+// whose events are handed back.
+func (d *Deliverer) work(ctx context.Context, g order.Group) {
+	u, err := d.opts.Policy.CheckURL(g.Push.URL)
+	if err == nil {
+		err = CheckSecret(g.Push.Secret)
+	}
+	var hook *standardwebhooks.Webhook
+	if err == nil {
+		hook, err = standardwebhooks.NewWebhook(g.Push.Secret)
+	}
+	if err != nil {
+		d.log.Error("push: a group's push settings are unusable; its events are not pushed from this replica", "group", g.ID, "err", err)
+		return
+	}
+	w := &worker{d: d, g: g, url: u, hook: hook, freed: make(chan struct{}, 1)}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	sem := make(chan struct{}, g.Push.MaxConcurrency)
+	poll := time.NewTicker(g.RedeliveryPoll())
+	defer poll.Stop()
+	var appended <-chan struct{}
+	var seen order.Position
+	if d.opts.Appended != nil {
+		seen, appended = d.opts.Appended()
+	}
+	var bo backoff.Backoff
+	// all: every partition may have something; otherwise only those in
+	// changed, whose log grew.
+	all, changed := true, []int(nil)
+	for {
+		if room := cap(sem) - len(sem); room > 0 && (all || len(changed) > 0) {
+			ds, err := order.DeliverChanged(ctx, d.opts.Store, g.ID, d.opts.Consumer, all, changed, room)
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				d.log.Debug("push: could not take deliveries; trying again", "group", g.ID, "err", err)
+				if !bo.Wait(ctx) {
+					return
+				}
+				continue
+			}
+			bo.Reset()
+			for _, dl := range ds {
+				sem <- struct{}{}
+				wg.Go(func() {
+					defer func() {
+						<-sem
+						select {
+						case w.freed <- struct{}{}:
+						default:
+						}
+					}()
+					w.attempt(ctx, dl)
+				})
+			}
+			// A full batch: there may be more ready at once.
+			if len(ds) == room {
+				continue
+			}
+		}
+		all, changed = false, nil
+		select {
+		case <-ctx.Done():
+			return
+		case <-appended:
+			var pos order.Position
+			pos, appended = d.opts.Appended()
+			changed = order.Moved(seen, pos)
+			all = changed == nil
+			seen = pos
+		case <-w.freed:
+			all = true
+		case <-poll.C:
+			all = true
+		}
+	}
+}
+
+// attempt makes one delivery attempt and settles it: an ack for a 2xx
+// answer, a nack with the backoff otherwise.
+func (w *worker) attempt(ctx context.Context, dl order.Delivery) {
+	g := w.g
+	id := WebhookID(g.ID, dl.AckID)
+	ctx, span := w.d.tracer.Start(ctx, "push "+g.ID, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(
+		attribute.String("orderexpiry.group", g.ID),
+		attribute.Int("orderexpiry.delivery_attempt", dl.AckID.Attempt),
+		attribute.String("webhook.id", id),
+		attribute.String("http.request.method", http.MethodPost),
+		attribute.String("server.address", w.url.Hostname()),
+	))
+	defer span.End()
+
+	outcome, status, err := w.post(ctx, id, dl)
+	span.SetAttributes(attribute.String("orderexpiry.push.outcome", outcome))
+	if status != 0 {
+		span.SetAttributes(attribute.Int("http.response.status_code", status))
+	}
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+	}
+	// An attempt cut short because this replica stops says nothing of the
+	// endpoint: it is not counted.
+	stopped := outcome != OutcomeAcked && ctx.Err() != nil
+	if w.d.opts.Observer != nil && !stopped {
+		w.d.opts.Observer.Pushed(g.ID, outcome)
+	}
+	// The outcome is recorded even when ctx ended: a request cut short by
+	// a stopping replica is handed on at once, not after the ack deadline.
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
+	defer cancel()
+	ids := []order.AckID{dl.AckID}
+	if outcome == OutcomeAcked {
+		if st, err := w.d.opts.Store.Ack(sctx, g.ID, ids); err != nil || st[0] != order.AckDone {
+			w.d.log.Warn("push: an event the endpoint took could not be acknowledged; it is delivered again", "group", g.ID, "webhook_id", id, "status", ackStatus(st), "err", err)
+		}
+		return
+	}
+	last := dl.AckID.Attempt >= g.MaxDeliveries
+	retry := time.Duration(0)
+	if !last && !stopped {
+		retry = Backoff(dl.AckID.Attempt, g.AckDeadline)
+	}
+	if _, err := w.d.opts.Store.Nack(sctx, g.ID, ids, retry); err != nil {
+		w.d.log.Debug("push: could not hand an event back; it is delivered again after its ack deadline", "group", g.ID, "webhook_id", id, "err", err)
+	}
+	level, msg := slog.LevelDebug, "push: a delivery attempt failed; the event is retried"
+	switch {
+	case stopped:
+		msg = "push: a delivery attempt was cut short as the replica stops; the event is handed on"
+	case last:
+		level, msg = slog.LevelWarn, "push: the last delivery attempt failed; the event becomes a dead letter"
+	}
+	w.d.log.Log(ctx, level, msg, "group", g.ID, "webhook_id", id, "attempt", dl.AckID.Attempt,
+		"outcome", outcome, "status", status, "err", err)
+}
+
+// ackStatus names the first status of an ack, for the log.
+func ackStatus(st []order.AckStatus) string {
+	if len(st) == 0 {
+		return ""
+	}
+	return st[0].String()
+}
+
+// post sends one signed request and classifies its answer.
+func (w *worker) post(ctx context.Context, id string, dl order.Delivery) (outcome string, status int, err error) {
+	body, err := w.d.opts.Encode(dl.Event)
+	if err != nil {
+		return OutcomeFailed, 0, err
+	}
+	now := time.Now()
+	sig, err := w.hook.Sign(id, now, body)
+	if err != nil {
+		return OutcomeFailed, 0, err
+	}
+	rctx, cancel := context.WithTimeout(ctx, w.g.Push.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(rctx, http.MethodPost, w.url.String(), bytes.NewReader(body))
+	if err != nil {
+		return OutcomeFailed, 0, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", "orderexpiry-push")
+	req.Header.Set(standardwebhooks.HeaderWebhookID, id)
+	req.Header.Set(standardwebhooks.HeaderWebhookTimestamp, strconv.FormatInt(now.Unix(), 10))
+	req.Header.Set(standardwebhooks.HeaderWebhookSignature, sig)
+	req.Header.Set(HeaderAttempt, strconv.Itoa(dl.AckID.Attempt))
+	resp, err := w.d.client.Do(req)
+	if err != nil {
+		switch {
+		case errors.Is(err, errInternalAddress):
+			return OutcomeRefused, 0, err
+		case rctx.Err() != nil && ctx.Err() == nil:
+			return OutcomeTimeout, 0, err
+		}
+		return OutcomeUnreachable, 0, err
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxResponseBytes))
+	_ = resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return OutcomeFailed, resp.StatusCode, errors.New("the endpoint answered " + resp.Status)
+	}
+	return OutcomeAcked, resp.StatusCode, nil
+}
+
+// Backoff is the wait before the attempt after a failed one: firstRetry
+// doubled with each attempt, at most the ack deadline, of which a random
+// part (up to half) is taken off, so that the retries of events that
+// failed together spread out.
+func Backoff(attempt int, ackDeadline time.Duration) time.Duration {
+	d := ackDeadline
+	if attempt < 30 {
+		d = min(firstRetry<<(attempt-1), ackDeadline)
+	}
+	return d - mathrand.N(d/2+1)
+}
