@@ -58,6 +58,21 @@ func startService(bin, redisURL string, flags ...string) (*Service, error) {
 	return s, nil
 }
 
+// startBaseline runs the baseline servers (cmd/bench/baseline) on redisURL
+// as the service is run, and waits for its /healthz. It has no debug port.
+func startBaseline(bin, redisURL string) (*Service, error) {
+	p, err := serverproc.Start(serverproc.Options{Binary: bin, Env: []string{"REDIS_URL=" + redisURL}})
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{p}
+	if err := p.WaitHealthy(10*time.Second, serverproc.Health{}); err != nil {
+		s.Stop()
+		return nil, err
+	}
+	return s, nil
+}
+
 // Stop stops the service gracefully (SIGTERM), killing it after 15 s.
 func (s *Service) Stop() { s.Process.Stop(syscall.SIGTERM) }
 
