@@ -28,7 +28,7 @@ import (
 )
 
 // Stages are the measurements, in the order they run.
-var Stages = []string{"lateness-a", "lateness-b", "throughput", "memory", "fanout", "cluster", "groups"}
+var Stages = []string{"lateness-a", "lateness-b", "throughput", "memory", "scale", "fanout", "cluster", "groups"}
 
 // Config says what to run.
 type Config struct {
@@ -64,17 +64,22 @@ type sizes struct {
 	fanFor             time.Duration // how long they go on
 	groupRate          int           // stage 7: expirations per second
 	groupFor           time.Duration // how long they go on
+	scalePending       int           // stage 5: orders pending throughout
+	scaleRate          int           // stage 5: expirations per second
+	scaleFor           time.Duration // stage 5: how long they go on
 }
 
 var (
 	full = sizes{callers: 50, lateDue: 1000, lateBg: 100_000, heavyDue: 100_000,
 		naiveWait: 60 * time.Second, svcWait: 30 * time.Second, loadFor: 10 * time.Second, warmup: time.Second,
 		benchN: 1_000_000, memOrders: 100_000, watchers: []int{1, 100, 1000}, fanRate: 1000, fanFor: 3 * time.Second,
-		groupRate: 1000, groupFor: 20 * time.Second}
+		groupRate: 1000, groupFor: 20 * time.Second,
+		scalePending: 1_000_000, scaleRate: 10_000, scaleFor: 60 * time.Second}
 	quick = sizes{callers: 50, lateDue: 200, lateBg: 5_000, heavyDue: 5_000,
 		naiveWait: 5 * time.Second, svcWait: 10 * time.Second, loadFor: 2 * time.Second, warmup: 300 * time.Millisecond,
 		benchN: 100_000, memOrders: 5_000, watchers: []int{1, 10, 100}, fanRate: 1000, fanFor: time.Second,
-		groupRate: 1000, groupFor: 2 * time.Second}
+		groupRate: 1000, groupFor: 2 * time.Second,
+		scalePending: 20_000, scaleRate: 1000, scaleFor: 3 * time.Second}
 )
 
 type runner struct {
@@ -149,6 +154,8 @@ func Run(ctx context.Context, cfg Config) error {
 			err = r.throughput(ctx)
 		case "memory":
 			err = r.memory(ctx)
+		case "scale":
+			err = r.scale(ctx)
 		case "fanout":
 			err = r.fanout(ctx)
 		case "cluster":
