@@ -143,7 +143,8 @@ grpcurl: $(BIN)/grpcurl ## install grpcurl into ./bin
 # The benchmarks, each figure beside its baseline measured in the same run
 # (see BENCHMARKS.md); about 3 minutes. It starts its own redis-server and
 # the built server. A subset: make bench BENCH=lateness,fanout (stages:
-# lateness, lateness-a, lateness-b, throughput, memory, fanout, cluster); a
+# lateness, lateness-a, lateness-b, throughput, memory, scale, fanout, cluster,
+# groups); a
 # smoke test with small numbers: make bench QUICK=1; more flags (-pprof DIR,
 # -naive=false, -markdown): make bench BENCHFLAGS='…'.
 BENCH      ?=
