@@ -2,6 +2,7 @@ package bench
 
 import (
 	"math"
+	"strings"
 	"testing"
 	"time"
 )
@@ -54,5 +55,41 @@ func TestCPUPerCall(t *testing.T) {
 	}
 	if c.total() != 1470*time.Millisecond {
 		t.Errorf("total = %s; the other processes must not count", c.total())
+	}
+}
+
+// TestThroughputRows: a stage-2 call's rows carry each goal beside its
+// baseline; a faster service with failed calls does not meet its goal, and
+// GetOrder has no p99 goal.
+func TestThroughputRows(t *testing.T) {
+	fast := loadResult{calls: 2000, rate: 200, lat: dist{N: 2000, P50: time.Millisecond, P99: 11 * time.Millisecond}}
+	base := loadResult{calls: 1000, rate: 100, lat: dist{N: 1000, P50: time.Millisecond, P99: 10 * time.Millisecond}}
+	met := func(rows []row) (rate, p99 string) {
+		for _, r := range rows {
+			switch {
+			case strings.HasSuffix(r.Measure, " rate"):
+				rate = r.Goal + " " + r.Met
+			case strings.HasSuffix(r.Measure, " p99"):
+				p99 = r.Goal + " " + r.Met
+			}
+		}
+		return rate, p99
+	}
+	for _, tc := range []struct {
+		name      string
+		svc       loadResult
+		p99Goal   bool
+		rate, p99 string
+	}{
+		{"faster, p99 within 1.2×", fast, true, "≥ 1.0× yes", "≤ 1.2× yes"},
+		{"failed calls", loadResult{calls: 2000, errs: 1, rate: 200, lat: fast.lat}, true, "≥ 1.0× NO", "≤ 1.2× NO"},
+		{"slower, p99 over", loadResult{calls: 900, rate: 90, lat: dist{N: 900, P99: 13 * time.Millisecond}}, true, "≥ 1.0× NO", "≤ 1.2× NO"},
+		{"no p99 goal", fast, false, "≥ 1.0× yes", " "},
+	} {
+		r := &runner{}
+		r.throughputRows("Checkout gRPC", tc.svc, base, "minimal", tc.p99Goal)
+		if rate, p99 := met(r.t.rows); rate != tc.rate || p99 != tc.p99 {
+			t.Errorf("%s: rate goal %q, p99 goal %q; want %q, %q", tc.name, rate, p99, tc.rate, tc.p99)
+		}
 	}
 }
