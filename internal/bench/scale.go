@@ -4,7 +4,14 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"sync/atomic"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	pb "github.com/orderexpiry/orderexpiry/proto/orderexpiry/v1"
 )
 
 // scale runs stage 5, sustained scale: scalePending orders are checked out
@@ -95,7 +102,8 @@ func (r *runner) serviceScale(ctx context.Context, pending, due int) (lateResult
 	}
 	r.logf("  loading %d pending orders (ttl 2h) through gRPC Checkout: %d callers over %d connections", pending, callers, loadConns)
 	cpu := e.cpu()
-	took, err := checkoutAll(ctx, clients, callers, pending, func(i int) string { return "sp-" + strconv.Itoa(i) }, fixed(2*time.Hour))
+	var retried atomic.Int64
+	took, err := loadOrders(ctx, clients, callers, pending, func(i int) string { return "sp-" + strconv.Itoa(i) }, fixed(2*time.Hour), &retried)
 	if err != nil {
 		return lateResult{}, 0, err
 	}
@@ -120,10 +128,11 @@ func (r *runner) serviceScale(ctx context.Context, pending, due int) (lateResult
 	start := time.Now().Add(lead)
 	last := start.Add(r.sz.scaleFor)
 	r.logf("  checking out %d orders due from %s to %s", due, lead.Round(time.Millisecond), (lead + r.sz.scaleFor).Round(time.Millisecond))
-	took, err = checkoutAll(ctx, clients, callers, due, func(i int) string { return prefix + strconv.Itoa(i) }, until(start, r.sz.scaleFor, due))
+	took, err = loadOrders(ctx, clients, callers, due, func(i int) string { return prefix + strconv.Itoa(i) }, until(start, r.sz.scaleFor, due), &retried)
 	if err != nil {
 		return lateResult{}, 0, err
 	}
+	r.t.note("5: loading the pending and the due orders, %d checkouts answered UNAVAILABLE were retried", retried.Load())
 	gap := time.Until(start)
 	r.logf("  checked out in %s, %s before the first deadline; waiting for the events", took.Round(time.Millisecond), gap.Round(time.Millisecond))
 	r.t.note("5: the %d due orders were checked out in %s, the last %s before the first deadline", due, took.Round(time.Millisecond), gap.Round(time.Millisecond))
@@ -148,4 +157,45 @@ func (r *runner) serviceScale(ctx context.Context, pending, due int) (lateResult
 	res.waited = waited
 	r.logf("  delivered %d/%d, p50 %s, p99 %s, max %s", res.got, res.want, res.fmt(res.late.P50), res.fmt(res.late.P99), res.fmt(res.late.Max))
 	return res, perOrder, nil
+}
+
+// loadRetries bounds the attempts of one checkout of loadOrders.
+const loadRetries = 5
+
+// loadOrders checks out orders id(0)…id(n-1) as checkoutAll does, but as a
+// client of a busy service would: a checkout answered UNAVAILABLE ("retry
+// later": the service's Redis did not answer in time) is tried again, up to
+// loadRetries times with a growing pause, and a retry that finds its order
+// already pending counts as done, since the attempt before created it and
+// only its answer was lost. Each retry is counted in retried.
+func loadOrders(ctx context.Context, clients []pb.OrderServiceClient, callers, n int, id func(int) string, ttl func(int) time.Duration, retried *atomic.Int64) (time.Duration, error) {
+	return callAll(ctx, callers, n, func(ctx context.Context, i int) error {
+		var err error
+		for attempt := range loadRetries {
+			if attempt > 0 {
+				retried.Add(1)
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(time.Duration(50<<attempt) * time.Millisecond):
+				}
+			}
+			d := ttl(i)
+			if d < time.Millisecond {
+				return fmt.Errorf("checkout %s: its deadline passed before it was checked out (the load was slower than planned)", id(i))
+			}
+			var resp *pb.CheckoutResponse
+			resp, err = clients[i%len(clients)].Checkout(ctx, &pb.CheckoutRequest{OrderId: id(i), Ttl: durationpb.New(d)})
+			switch {
+			case status.Code(err) == codes.Unavailable:
+				continue
+			case err != nil:
+				return fmt.Errorf("checkout %s: %w", id(i), err)
+			case !resp.GetCreated() && attempt == 0:
+				return fmt.Errorf("checkout %s: the order already existed", id(i))
+			}
+			return nil
+		}
+		return fmt.Errorf("checkout %s: %d attempts: %w", id(i), loadRetries, err)
+	})
 }
