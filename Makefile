@@ -141,7 +141,7 @@ clean: ## remove ./bin and third_party
 grpcurl: $(BIN)/grpcurl ## install grpcurl into ./bin
 
 # The benchmarks, each figure beside its baseline measured in the same run
-# (see BENCHMARKS.md); about 12 minutes. It starts its own redis-server
+# (see BENCHMARKS.md); 15 minutes or more. It starts its own redis-server
 # processes, the built server and the baselines (cmd/bench/baseline). A
 # subset: make bench BENCH=lateness,fanout (stages: lateness, lateness-a,
 # lateness-b, throughput, memory, scale, fanout, cluster, groups); a smoke
