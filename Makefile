@@ -142,10 +142,11 @@ clean: ## remove ./bin and third_party
 grpcurl: $(BIN)/grpcurl ## install grpcurl into ./bin
 
 # The benchmarks, each figure beside its baseline measured in the same run
-# (see BENCHMARKS.md); about 3 minutes. It starts its own redis-server and
-# the built server. A subset: make bench BENCH=lateness,fanout (stages:
-# lateness, lateness-a, lateness-b, throughput, memory, fanout, cluster); a
-# smoke test with small numbers: make bench QUICK=1; more flags (-pprof DIR,
+# (see BENCHMARKS.md); 15 minutes or more. It starts its own redis-server
+# processes, the built server and the baselines (cmd/bench/baseline). A
+# subset: make bench BENCH=lateness,fanout (stages: lateness, lateness-a,
+# lateness-b, throughput, memory, scale, fanout, cluster, groups); a smoke
+# test with small numbers: make bench QUICK=1; more flags (-pprof DIR,
 # -naive=false, -markdown): make bench BENCHFLAGS='…'.
 BENCH      ?=
 BENCHFLAGS ?=

@@ -28,7 +28,7 @@ import (
 )
 
 // Stages are the measurements, in the order they run.
-var Stages = []string{"lateness-a", "lateness-b", "throughput", "memory", "fanout", "cluster", "groups", "batch"}
+var Stages = []string{"lateness-a", "lateness-b", "throughput", "memory", "scale", "fanout", "cluster", "groups", "batch"}
 
 // Config says what to run.
 type Config struct {
@@ -64,17 +64,22 @@ type sizes struct {
 	fanFor             time.Duration // how long they go on
 	groupRate          int           // stage 7: expirations per second
 	groupFor           time.Duration // how long they go on
+	scalePending       int           // stage 5: orders pending throughout
+	scaleRate          int           // stage 5: expirations per second
+	scaleFor           time.Duration // stage 5: how long they go on
 }
 
 var (
 	full = sizes{callers: 50, lateDue: 1000, lateBg: 100_000, heavyDue: 100_000,
 		naiveWait: 60 * time.Second, svcWait: 30 * time.Second, loadFor: 10 * time.Second, warmup: time.Second,
 		benchN: 1_000_000, memOrders: 100_000, watchers: []int{1, 100, 1000}, fanRate: 1000, fanFor: 3 * time.Second,
-		groupRate: 1000, groupFor: 20 * time.Second}
+		groupRate: 1000, groupFor: 20 * time.Second,
+		scalePending: 1_000_000, scaleRate: 10_000, scaleFor: 60 * time.Second}
 	quick = sizes{callers: 50, lateDue: 200, lateBg: 5_000, heavyDue: 5_000,
 		naiveWait: 5 * time.Second, svcWait: 10 * time.Second, loadFor: 2 * time.Second, warmup: 300 * time.Millisecond,
 		benchN: 100_000, memOrders: 5_000, watchers: []int{1, 10, 100}, fanRate: 1000, fanFor: time.Second,
-		groupRate: 1000, groupFor: 2 * time.Second}
+		groupRate: 1000, groupFor: 2 * time.Second,
+		scalePending: 20_000, scaleRate: 1000, scaleFor: 3 * time.Second}
 )
 
 type runner struct {
@@ -82,7 +87,9 @@ type runner struct {
 	sz        sizes
 	dir       string
 	serverBin string
-	t         table
+	// baselineBin is cmd/bench/baseline, built when a stage needs it.
+	baselineBin string
+	t           table
 }
 
 // Run runs the selected stages and prints the table.
@@ -123,6 +130,16 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("building the service: %w", err)
 	}
 
+	if slices.Contains(selected, "throughput") {
+		r.baselineBin = filepath.Join(r.dir, "baseline")
+		r.logf("building the baselines: go build -o %s ./cmd/bench/baseline", r.baselineBin)
+		build := exec.CommandContext(ctx, "go", "build", "-o", r.baselineBin, "github.com/orderexpiry/orderexpiry/cmd/bench/baseline")
+		build.Stdout, build.Stderr = cfg.Log, cfg.Log
+		if err := build.Run(); err != nil {
+			return fmt.Errorf("building the baselines: %w", err)
+		}
+	}
+
 	began := time.Now()
 	var failed []string
 	for _, s := range selected {
@@ -137,6 +154,8 @@ func Run(ctx context.Context, cfg Config) error {
 			err = r.throughput(ctx)
 		case "memory":
 			err = r.memory(ctx)
+		case "scale":
+			err = r.scale(ctx)
 		case "fanout":
 			err = r.fanout(ctx)
 		case "cluster":
@@ -268,11 +287,22 @@ type env struct {
 
 // startEnv starts a fresh redis-server and a service on it.
 func (r *runner) startEnv() (*env, error) {
+	return r.startEnvWith(func(redisURL string) (*Service, error) { return startService(r.serverBin, redisURL) })
+}
+
+// startBaselineEnv starts a fresh redis-server and the baseline servers
+// (cmd/bench/baseline) on it, in the service's place.
+func (r *runner) startBaselineEnv() (*env, error) {
+	return r.startEnvWith(func(redisURL string) (*Service, error) { return startBaseline(r.baselineBin, redisURL) })
+}
+
+// startEnvWith starts a fresh redis-server and, with start, a server on it.
+func (r *runner) startEnvWith(start func(redisURL string) (*Service, error)) (*env, error) {
 	rd, err := startRedis(r.dir)
 	if err != nil {
 		return nil, err
 	}
-	svc, err := startService(r.serverBin, rd.URL())
+	svc, err := start(rd.URL())
 	if err != nil {
 		rd.Stop()
 		return nil, err
@@ -320,16 +350,47 @@ func (e *env) cpu() cpuSnap {
 	return cpuSnap{at: time.Now(), svc: cpuTime(e.svc.PID()), redis: cpuTime(e.redis.PID()), gen: selfCPU(), total: machineBusy()}
 }
 
-// cpuSince says how much CPU each process used since s, and how much the
-// rest of the machine used (other processes; this machine may be shared).
-// extra is CPU used by a child counted apart (redis-benchmark).
-func (e *env) cpuSince(s cpuSnap, extra time.Duration) string {
-	n := e.cpu()
-	svc, rd, gen := n.svc-s.svc, n.redis-s.redis, n.gen-s.gen
-	other := max(n.total-s.total-svc-rd-gen-extra, 0)
-	return fmt.Sprintf("CPU over %s: service %.2fs, redis %.2fs, load generator %.2fs, other processes %.2fs",
-		n.at.Sub(s.at).Round(10*time.Millisecond), svc.Seconds(), rd.Seconds(), gen.Seconds(), other.Seconds())
+// cpuUse is the CPU each process used over a window: the service (or the
+// baseline server standing in for it), Redis, this load generator, a child
+// counted apart (extra: redis-benchmark) and the rest of the machine (other
+// processes; this machine may be shared).
+type cpuUse struct {
+	wall                           time.Duration
+	svc, redis, gen, extra, others time.Duration
 }
+
+// String says how much CPU each process used over the window.
+func (c cpuUse) String() string {
+	return fmt.Sprintf("CPU over %s: service %.2fs, redis %.2fs, load generator %.2fs, other processes %.2fs",
+		c.wall.Round(10*time.Millisecond), c.svc.Seconds(), c.redis.Seconds(), c.gen.Seconds(), c.others.Seconds())
+}
+
+// perCall splits the CPU of n calls: "service + Redis + load generator"
+// microseconds per call.
+func (c cpuUse) perCall(n int) string {
+	if n <= 0 {
+		return "-"
+	}
+	us := func(d time.Duration) float64 { return float64(d) / float64(n) / 1e3 }
+	return fmt.Sprintf("%.0f + %.0f + %.0f µs", us(c.svc), us(c.redis), us(c.gen))
+}
+
+// total is the CPU of the service, Redis and the load generator together.
+func (c cpuUse) total() time.Duration { return c.svc + c.redis + c.gen }
+
+// cpuUsed measures the CPU each process used since s. extra is CPU used by a
+// child counted apart (redis-benchmark).
+func (e *env) cpuUsed(s cpuSnap, extra time.Duration) cpuUse {
+	n := e.cpu()
+	c := cpuUse{wall: n.at.Sub(s.at), svc: n.svc - s.svc, redis: n.redis - s.redis, gen: n.gen - s.gen, extra: extra}
+	c.others = max(n.total-s.total-c.svc-c.redis-c.gen-extra, 0)
+	return c
+}
+
+// cpuSince says how much CPU each process used since s, and how much the
+// rest of the machine used. extra is CPU used by a child counted apart
+// (redis-benchmark).
+func (e *env) cpuSince(s cpuSnap, extra time.Duration) string { return e.cpuUsed(s, extra).String() }
 
 // callAll makes n calls with `callers` concurrent callers and stops at the
 // first error.
@@ -365,7 +426,7 @@ type profiling struct{ done chan struct{} }
 // profile takes a 10 s CPU profile of the service from `at`, into
 // <ProfileDir>/<name>.pprof, when profiling was asked for.
 func (r *runner) profile(svc *Service, name string, at time.Time) *profiling {
-	if r.cfg.ProfileDir == "" {
+	if r.cfg.ProfileDir == "" || svc.DebugAddr == "" {
 		return nil
 	}
 	p := &profiling{done: make(chan struct{})}

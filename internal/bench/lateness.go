@@ -22,6 +22,7 @@ type lateResult struct {
 	claim                       dist // expired_at - deadline (service only)
 	waited                      time.Duration
 	lastErr                     error
+	perKey                      float64 // naive: Redis used_memory growth per background key
 }
 
 // never stands for the lateness of an event that did not arrive.
@@ -272,12 +273,22 @@ func (r *runner) naiveLateness(ctx context.Context, background, due int, spread 
 		}
 		return nil
 	}
+	memBefore, err := usedMemory(ctx, rdb)
+	if err != nil {
+		return lateResult{}, err
+	}
 	t0 := time.Now()
 	if err := set(background, func(i int) string { return "order:bg-" + strconv.Itoa(i) }, fixed(time.Hour)); err != nil {
 		return lateResult{}, err
 	}
+	var perKey float64
 	if background > 0 {
 		r.logf("  loaded %d keys (PX 1h) with pipelining in %s", background, time.Since(t0).Round(time.Millisecond))
+		memAfter, err := usedMemory(ctx, rdb)
+		if err != nil {
+			return lateResult{}, err
+		}
+		perKey = float64(memAfter-memBefore) / float64(background)
 	}
 	lead := 2*time.Second + time.Duration(due)*20*time.Microsecond
 	start := time.Now().Add(lead)
@@ -327,5 +338,5 @@ func (r *runner) naiveLateness(ctx context.Context, background, due int, spread 
 			got++
 		}
 	}
-	return lateResult{want: due, got: got, dups: int(dups.Load()), late: summarize(late), waited: waited}, nil
+	return lateResult{want: due, got: got, dups: int(dups.Load()), late: summarize(late), waited: waited, perKey: perKey}, nil
 }

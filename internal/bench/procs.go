@@ -42,11 +42,17 @@ type Service struct{ *serverproc.Process }
 // startService runs the server binary on redisURL with /debug/pprof/ on,
 // waits for its serving line and then for /healthz to say SERVING.
 func startService(bin, redisURL string, flags ...string) (*Service, error) {
-	p, err := serverproc.Start(serverproc.Options{
-		Binary: bin,
-		Env:    []string{"REDIS_URL=" + redisURL},
-		Flags:  append([]string{"-debug-addr", "127.0.0.1:0"}, flags...),
-	})
+	return launch(bin, redisURL, append([]string{"-debug-addr", "127.0.0.1:0"}, flags...))
+}
+
+// startBaseline runs the baseline servers (cmd/bench/baseline) on redisURL
+// as the service is run; they have no debug port.
+func startBaseline(bin, redisURL string) (*Service, error) { return launch(bin, redisURL, nil) }
+
+// launch runs a server binary on redisURL, on free loopback ports, and
+// waits for its serving line and then for /healthz to answer 200.
+func launch(bin, redisURL string, flags []string) (*Service, error) {
+	p, err := serverproc.Start(serverproc.Options{Binary: bin, Env: []string{"REDIS_URL=" + redisURL}, Flags: flags})
 	if err != nil {
 		return nil, err
 	}

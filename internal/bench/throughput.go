@@ -27,6 +27,7 @@ type loadResult struct {
 	lat         dist
 	firstErr    error
 	cpu         string
+	use         cpuUse // the CPU over the measured window
 }
 
 // hammer runs `callers` concurrent callers of op for warmup+d and measures
@@ -62,10 +63,10 @@ func hammer(ctx context.Context, e *env, callers int, warmup, d time.Duration, o
 	time.Sleep(time.Until(from))
 	cpu := e.cpu()
 	time.Sleep(time.Until(to))
-	cpuNote := e.cpuSince(cpu, 0)
+	use := e.cpuUsed(cpu, 0)
 	wg.Wait()
 	var all []time.Duration
-	res := loadResult{firstErr: firstErr, cpu: cpuNote}
+	res := loadResult{firstErr: firstErr, cpu: use.String(), use: use}
 	for w := range callers {
 		all = append(all, lats[w]...)
 		res.errs += errs[w]
@@ -117,13 +118,96 @@ func (r *runner) redisBenchmark(ctx context.Context, e *env, test string) (bench
 	return benchResult{rate: rps, p50: time.Duration(p50 * 1e6), p99: time.Duration(p99 * 1e6), cpu: note}, nil
 }
 
-// throughput runs stage 2: Checkout and GetOrder over gRPC and REST at 50
-// concurrent callers, beside redis-benchmark SET and GET on the same
+// The baselines of stage 2, each run by cmd/bench/baseline on its own fresh
 // redis-server.
+const (
+	grpcBaseline = "minimal gRPC"
+	restBaseline = "seeds' REST"
+)
+
+// contended is what one contender measured over one protocol, on its own
+// fresh redis-server: Checkout, then GetOrder of the orders it created.
+type contended struct {
+	checkout, get loadResult
+}
+
+// throughput runs stage 2: Checkout and GetOrder at 50 concurrent callers,
+// over gRPC beside the minimal gRPC server (one SET NX PX, one GET a call)
+// and over REST beside the seeds' REST recipe (one SETNX with an expiry, one
+// GET). The contenders alternate, each on a fresh redis-server: the service
+// over gRPC, the gRPC baseline, the service over REST, the REST baseline.
 func (r *runner) throughput(ctx context.Context) error {
-	e, err := r.startEnv()
+	// Redis alone, for scale: redis-benchmark SET and GET without
+	// pipelining, on a fresh redis-server of their own.
+	e, err := r.startBaselineEnv()
 	if err != nil {
 		return err
+	}
+	set, err := r.redisBenchmark(ctx, e, "set")
+	var get benchResult
+	if err == nil {
+		get, err = r.redisBenchmark(ctx, e, "get")
+	}
+	e.stop()
+	if err != nil {
+		return err
+	}
+	r.t.note("2: redis-benchmark SET: %s", set.cpu)
+	r.t.note("2: redis-benchmark GET: %s", get.cpu)
+
+	var got [2][2]contended // [protocol][service, baseline]
+	for p, proto := range []string{"gRPC", "REST"} {
+		for k := range 2 {
+			c, err := r.contend(ctx, proto, k == 1)
+			if err != nil {
+				return err
+			}
+			got[p][k] = c
+		}
+	}
+	g, gb, rs, rb := got[0][0], got[0][1], got[1][0], got[1][1]
+	r.throughputRows("Checkout gRPC", g.checkout, gb.checkout, grpcBaseline+" SET NX PX", true)
+	r.throughputRows("Checkout REST", rs.checkout, rb.checkout, restBaseline+" SETNX", true)
+	r.throughputRows("GetOrder gRPC", g.get, gb.get, grpcBaseline+" GET", false)
+	r.throughputRows("GetOrder REST", rs.get, rb.get, restBaseline+" GET", false)
+	// The service beside Redis alone, and its REST path beside its gRPC
+	// path, from the same run; no goals.
+	r.t.add(row{"2", "Checkout gRPC rate beside SET", rate(g.checkout.rate), rate(set.rate) + " SET", ratio(g.checkout.rate, set.rate), "", ""})
+	r.t.add(row{"2", "GetOrder gRPC rate beside GET", rate(g.get.rate), rate(get.rate) + " GET", ratio(g.get.rate, get.rate), "", ""})
+	r.t.add(row{"2", "Checkout REST rate beside gRPC", rate(rs.checkout.rate), rate(g.checkout.rate) + " gRPC", ratio(rs.checkout.rate, g.checkout.rate), "", ""})
+	r.t.add(row{"2", "GetOrder REST rate beside gRPC", rate(rs.get.rate), rate(g.get.rate) + " gRPC", ratio(rs.get.rate, g.get.rate), "", ""})
+	return nil
+}
+
+// throughputRows adds a call's rows: its rate (goal ≥ 1.0× the baseline's),
+// p50, p99 (for Checkout, goal ≤ 1.2× the baseline's) and CPU per call.
+func (r *runner) throughputRows(name string, svc, base loadResult, bname string, p99Goal bool) {
+	clean := svc.errs == 0 && base.errs == 0 && svc.calls > 0 && base.calls > 0
+	goal, met := atLeast(svc.rate, base.rate, 1.0)
+	r.t.add(row{"2", name + " rate", rate(svc.rate), rate(base.rate) + " " + bname, ratio(svc.rate, base.rate), goal, verdict(met, clean)})
+	r.t.add(row{"2", name + " p50", ms(svc.lat.P50), ms(base.lat.P50), ratio(float64(svc.lat.P50), float64(base.lat.P50)), "", ""})
+	goal, met = atMost(float64(svc.lat.P99), float64(base.lat.P99), 1.2)
+	p99Met := verdict(met, clean)
+	if !p99Goal {
+		goal, p99Met = "", ""
+	}
+	r.t.add(row{"2", name + " p99", ms(svc.lat.P99), ms(base.lat.P99), ratio(float64(svc.lat.P99), float64(base.lat.P99)), goal, p99Met})
+	r.t.add(row{"2", name + " CPU/call svc+redis+gen", svc.use.perCall(svc.calls), base.use.perCall(base.calls),
+		ratio(float64(svc.use.total())/float64(max(svc.calls, 1)), float64(base.use.total())/float64(max(base.calls, 1))), "", ""})
+}
+
+// contend measures one contender over one protocol on a fresh
+// redis-server: Checkout for warmup+loadFor, then GetOrder of random orders
+// it created.
+func (r *runner) contend(ctx context.Context, proto string, baseline bool) (contended, error) {
+	who, start := "orderexpiry", r.startEnv
+	if baseline {
+		who, start = map[string]string{"gRPC": grpcBaseline, "REST": restBaseline}[proto], r.startBaselineEnv
+	}
+	r.logf("  %s over %s, on a fresh redis-server", who, proto)
+	e, err := start()
+	if err != nil {
+		return contended{}, err
 	}
 	defer e.stop()
 	httpc := &http.Client{Transport: &http.Transport{MaxIdleConns: 2 * r.sz.callers, MaxIdleConnsPerHost: 2 * r.sz.callers, DisableCompression: true}}
@@ -135,67 +219,60 @@ func (r *runner) throughput(ctx context.Context) error {
 	randID := func() string { return "tp-" + strconv.FormatInt(rand.Int64N(max(seq.Load(), 1)), 10) }
 	ttl := durationpb.New(time.Hour)
 
-	grpcCheckout := func(ctx context.Context, w int) error {
-		resp, err := e.clients[w%len(e.clients)].Checkout(ctx, &pb.CheckoutRequest{OrderId: nextID(), Ttl: ttl})
-		if err == nil && !resp.GetCreated() {
-			err = fmt.Errorf("checkout %s: not created", resp.GetOrder().GetOrderId())
+	var checkout, get func(ctx context.Context, w int) error
+	switch proto {
+	case "gRPC":
+		// The same calls for the service and the gRPC baseline, which
+		// implements Checkout and GetOrder of the same OrderService.
+		checkout = func(ctx context.Context, w int) error {
+			resp, err := e.clients[w%len(e.clients)].Checkout(ctx, &pb.CheckoutRequest{OrderId: nextID(), Ttl: ttl})
+			if err == nil && !resp.GetCreated() {
+				err = fmt.Errorf("checkout %s: not created", resp.GetOrder().GetOrderId())
+			}
+			return err
 		}
-		return err
-	}
-	restCheckout := func(ctx context.Context, _ int) error {
-		return rest(ctx, httpc, http.MethodPost, base+"/v1/orders", `{"orderId":"`+nextID()+`","ttl":"3600s"}`)
-	}
-	grpcGet := func(ctx context.Context, w int) error {
-		_, err := e.clients[w%len(e.clients)].GetOrder(ctx, &pb.GetOrderRequest{OrderId: randID()})
-		return err
-	}
-	restGet := func(ctx context.Context, _ int) error {
-		return rest(ctx, httpc, http.MethodGet, base+"/v1/orders/"+randID(), "")
+		get = func(ctx context.Context, w int) error {
+			_, err := e.clients[w%len(e.clients)].GetOrder(ctx, &pb.GetOrderRequest{OrderId: randID()})
+			return err
+		}
+	default:
+		// The service's REST body, or the seeds' recipe's {"id","expire"};
+		// both read an order at the same path.
+		body := func() string { return `{"orderId":"` + nextID() + `","ttl":"3600s"}` }
+		if baseline {
+			body = func() string { return `{"id":"` + nextID() + `","expire":3600}` }
+		}
+		checkout = func(ctx context.Context, _ int) error {
+			return rest(ctx, httpc, http.MethodPost, base+"/v1/orders", body())
+		}
+		get = func(ctx context.Context, _ int) error {
+			return rest(ctx, httpc, http.MethodGet, base+"/v1/orders/"+randID(), "")
+		}
 	}
 
 	rdb := e.redis.Client()
 	defer rdb.Close()
-	run := func(what string, op func(context.Context, int) error) loadResult {
+	run := func(call string, op func(context.Context, int) error) loadResult {
+		what := fmt.Sprintf("orderexpiry %s %s", proto, call)
+		if baseline {
+			what = fmt.Sprintf("baseline %s %s", who, call)
+		}
 		stats := readRedisStats(ctx, rdb)
 		defer func() { r.t.note("2: %s: %s", what, readRedisStats(ctx, rdb).since(stats)) }()
-		r.logf("  %s: %d callers for %s (after %s of warm-up)", what, r.sz.callers, r.sz.loadFor, r.sz.warmup)
-		prof := r.profile(e.svc, "throughput-"+strings.ReplaceAll(what, " ", "-"), time.Now().Add(r.sz.warmup))
+		r.logf("    %s: %d callers for %s (after %s of warm-up)", call, r.sz.callers, r.sz.loadFor, r.sz.warmup)
+		prof := r.profile(e.svc, "throughput-"+proto+"-"+call, time.Now().Add(r.sz.warmup))
 		res := hammer(ctx, e, r.sz.callers, r.sz.warmup, r.sz.loadFor, op)
 		prof.wait()
-		r.logf("    %.0f/s, p50 %s, p99 %s, %d errors; %s", res.rate, ms(res.lat.P50), ms(res.lat.P99), res.errs, res.cpu)
+		r.logf("      %.0f/s, p50 %s, p99 %s, %d errors; %s", res.rate, ms(res.lat.P50), ms(res.lat.P99), res.errs, res.cpu)
 		if res.errs > 0 {
 			r.t.note("2: %s had %d failed calls, the first: %v", what, res.errs, res.firstErr)
 		}
-		r.t.note("2: %s: %s", what, res.cpu)
+		r.t.note("2: %s: %s; per call (service + Redis + load generator) %s", what, res.cpu, res.use.perCall(res.calls))
 		return res
 	}
-
-	set, err := r.redisBenchmark(ctx, e, "set")
-	if err != nil {
-		return err
-	}
-	r.t.note("2: redis-benchmark SET: %s", set.cpu)
-	gck := run("gRPC Checkout", grpcCheckout)
-	rck := run("REST Checkout", restCheckout)
-	get, err := r.redisBenchmark(ctx, e, "get")
-	if err != nil {
-		return err
-	}
-	r.t.note("2: redis-benchmark GET: %s", get.cpu)
-	gget := run("gRPC GetOrder", grpcGet)
-	rget := run("REST GetOrder", restGet)
-
-	add := func(name string, g, rs loadResult, b benchResult, bname string) {
-		r.t.add(row{"2", name + " gRPC rate", rate(g.rate), rate(b.rate) + " " + bname, ratio(g.rate, b.rate), "≥ 0.5× " + bname, yesNo(g.rate >= 0.5*b.rate && g.errs == 0)})
-		r.t.add(row{"2", name + " gRPC p50", ms(g.lat.P50), ms(b.p50) + " " + bname, ratio(float64(g.lat.P50), float64(b.p50)), "", ""})
-		r.t.add(row{"2", name + " gRPC p99", ms(g.lat.P99), ms(b.p99) + " " + bname, ratio(float64(g.lat.P99), float64(b.p99)), "", ""})
-		r.t.add(row{"2", name + " REST rate", rate(rs.rate), rate(g.rate) + " gRPC", ratio(rs.rate, g.rate), "≥ 0.5× gRPC", yesNo(rs.rate >= 0.5*g.rate && rs.errs == 0)})
-		r.t.add(row{"2", name + " REST p50", ms(rs.lat.P50), ms(g.lat.P50) + " gRPC", ratio(float64(rs.lat.P50), float64(g.lat.P50)), "", ""})
-		r.t.add(row{"2", name + " REST p99", ms(rs.lat.P99), ms(g.lat.P99) + " gRPC", ratio(float64(rs.lat.P99), float64(g.lat.P99)), "", ""})
-	}
-	add("Checkout", gck, rck, set, "SET")
-	add("GetOrder", gget, rget, get, "GET")
-	return nil
+	c := contended{checkout: run("Checkout", checkout)}
+	c.get = run("GetOrder", get)
+	return c, e.exited()
 }
 
 // rest makes one REST call and fails unless it answers 200.
