@@ -291,18 +291,11 @@ func (d *Deliverer) work(ctx context.Context, g order.Group) {
 	all, changed := true, []int(nil)
 	for {
 		if room := cap(sem) - len(sem); room > 0 && (all || len(changed) > 0) {
+			// Events taken before an error (from the partitions read
+			// first) are in flight to this replica: they are attempted
+			// whatever the error, or each would lose an attempt waiting
+			// for its ack deadline.
 			ds, err := order.DeliverChanged(ctx, d.opts.Store, g.ID, d.opts.Consumer, all, changed, room)
-			if err != nil {
-				if ctx.Err() != nil {
-					return
-				}
-				d.log.Debug("push: could not take deliveries; trying again", "group", g.ID, "err", err)
-				if !bo.Wait(ctx) {
-					return
-				}
-				continue
-			}
-			bo.Reset()
 			for _, dl := range ds {
 				sem <- struct{}{}
 				wg.Go(func() {
@@ -316,6 +309,17 @@ func (d *Deliverer) work(ctx context.Context, g order.Group) {
 					w.attempt(ctx, dl)
 				})
 			}
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				d.log.Debug("push: could not take deliveries; trying again", "group", g.ID, "err", err)
+				if !bo.Wait(ctx) {
+					return
+				}
+				continue
+			}
+			bo.Reset()
 			// A full batch: there may be more ready at once.
 			if len(ds) == room {
 				continue
@@ -353,7 +357,11 @@ func (w *worker) attempt(ctx context.Context, dl order.Delivery) {
 	))
 	defer span.End()
 
-	outcome, status, err := w.post(ctx, id, dl)
+	// An attempt begun is finished even when this replica stops: it is
+	// bounded by the push timeout (at most half the ack deadline), and
+	// one cut short would count as an attempt all the same, so that a
+	// stop during an event's last attempt would make it a dead letter.
+	outcome, status, err := w.post(context.WithoutCancel(ctx), id, dl)
 	span.SetAttributes(attribute.String("orderexpiry.push.outcome", outcome))
 	if status != 0 {
 		span.SetAttributes(attribute.Int("http.response.status_code", status))
@@ -361,14 +369,10 @@ func (w *worker) attempt(ctx context.Context, dl order.Delivery) {
 	if err != nil {
 		span.SetStatus(codes.Error, err.Error())
 	}
-	// An attempt cut short because this replica stops says nothing of the
-	// endpoint: it is not counted.
-	stopped := outcome != OutcomeAcked && ctx.Err() != nil
-	if w.d.opts.Observer != nil && !stopped {
+	if w.d.opts.Observer != nil {
 		w.d.opts.Observer.Pushed(g.ID, outcome)
 	}
-	// The outcome is recorded even when ctx ended: a request cut short by
-	// a stopping replica is handed on at once, not after the ack deadline.
+	// The outcome is recorded even when ctx ended meanwhile.
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
 	defer cancel()
 	ids := []order.AckID{dl.AckID}
@@ -380,17 +384,14 @@ func (w *worker) attempt(ctx context.Context, dl order.Delivery) {
 	}
 	last := dl.AckID.Attempt >= g.MaxDeliveries
 	retry := time.Duration(0)
-	if !last && !stopped {
+	if !last {
 		retry = Backoff(dl.AckID.Attempt, g.AckDeadline)
 	}
 	if _, err := w.d.opts.Store.Nack(sctx, g.ID, ids, retry); err != nil {
 		w.d.log.Debug("push: could not hand an event back; it is delivered again after its ack deadline", "group", g.ID, "webhook_id", id, "err", err)
 	}
 	level, msg := slog.LevelDebug, "push: a delivery attempt failed; the event is retried"
-	switch {
-	case stopped:
-		msg = "push: a delivery attempt was cut short as the replica stops; the event is handed on"
-	case last:
+	if last {
 		level, msg = slog.LevelWarn, "push: the last delivery attempt failed; the event becomes a dead letter"
 	}
 	w.d.log.Log(ctx, level, msg, "group", g.ID, "webhook_id", id, "attempt", dl.AckID.Attempt,
