@@ -338,16 +338,20 @@ func (c *consumeLoop) run(ctx context.Context) error {
 			}
 		}
 		if room := c.limit - len(c.inFlight); room > 0 && (all || len(changed) > 0) {
+			// Events taken before an error (from the partitions read
+			// first) are this consumer's now: they are sent before the
+			// error ends the stream, or each would wait out its ack
+			// deadline and lose an attempt.
 			ds, err := c.deliver(ctx, all, changed, room)
-			if err != nil {
-				return err
-			}
 			for _, d := range ds {
 				if err := c.send(d); err != nil {
 					return err
 				}
 				c.inFlight[d.AckID] = time.Now().Add(c.g.AckDeadline)
 				c.s.observeDelivery(c.g.ID, d)
+			}
+			if err != nil {
+				return err
 			}
 			// A full batch: there may be more ready at once.
 			if len(ds) == room {
