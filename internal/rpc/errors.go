@@ -30,6 +30,12 @@ func (s *Service) status(ctx context.Context, err error) error {
 	if err == nil {
 		return nil
 	}
+	// A call whose own deadline passed is told so, whatever the store made
+	// of the work that deadline cut short (a Redis call or a wait for its
+	// partition's batch is "unavailable" to the store).
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return status.Error(codes.DeadlineExceeded, "the call's deadline passed")
+	}
 	var oe *order.Error
 	if errors.As(err, &oe) {
 		if c, ok := kindCodes[oe.Kind]; ok {
