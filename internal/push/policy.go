@@ -125,19 +125,38 @@ func (p Policy) Control(_, address string, _ syscall.RawConn) error {
 }
 
 // internalPrefixes are the ranges beside netip's own tests that do not lead
-// to the public internet: "this network", the carrier-grade NAT range, the
+// to a public host: "this network", the carrier-grade NAT range, the IETF
+// protocol assignments, the benchmarking range, the reserved 240/4 and the
+// broadcast address, the IPv4-compatible IPv6 range (::a.b.c.d), and the
 // old IPv6 site-local range.
 var internalPrefixes = []netip.Prefix{
 	netip.MustParsePrefix("0.0.0.0/8"),
 	netip.MustParsePrefix("100.64.0.0/10"),
+	netip.MustParsePrefix("192.0.0.0/24"),
+	netip.MustParsePrefix("198.18.0.0/15"),
+	netip.MustParsePrefix("240.0.0.0/4"),
+	netip.MustParsePrefix("::/96"),
 	netip.MustParsePrefix("fec0::/10"),
 }
 
+// embeddedIPv4 are the IPv6 ranges that carry an IPv4 address and lead to
+// it: NAT64 (64:ff9b::/96, the address in the last 32 bits) and 6to4
+// (2002::/16, the address in bits 16 to 48).
+var (
+	nat64  = netip.MustParsePrefix("64:ff9b::/96")
+	sixTo4 = netip.MustParsePrefix("2002::/16")
+)
+
 // internal says whether an address is loopback, private, link-local,
 // unspecified, multicast or in internalPrefixes; an IPv4 address written
-// as IPv6 is judged as IPv4.
+// as IPv6, or carried in a NAT64 or 6to4 address, is judged as IPv4.
 func internal(a netip.Addr) bool {
 	a = a.Unmap()
+	if b := a.As16(); nat64.Contains(a) {
+		a = netip.AddrFrom4([4]byte(b[12:16]))
+	} else if sixTo4.Contains(a) {
+		a = netip.AddrFrom4([4]byte(b[2:6]))
+	}
 	if a.IsLoopback() || a.IsPrivate() || a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() ||
 		a.IsInterfaceLocalMulticast() || a.IsMulticast() || a.IsUnspecified() {
 		return true

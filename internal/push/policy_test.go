@@ -61,6 +61,11 @@ func TestControlRefusesInternalAddresses(t *testing.T) {
 		{"192.168.1.1:443", true}, {"169.254.169.254:80", true}, {"[fe80::1]:80", true}, {"[fc00::1]:80", true},
 		{"0.0.0.0:80", true}, {"[::]:80", true}, {"100.64.0.1:80", true}, {"[::ffff:127.0.0.1]:80", true},
 		{"224.0.0.1:80", true}, {"203.0.113.7:443", false}, {"[2001:db8::1]:443", false}, {"8.8.8.8:443", false},
+		// IPv4 carried in IPv6 (NAT64, 6to4, IPv4-compatible), and the
+		// IPv4 ranges that lead to no public host.
+		{"[64:ff9b::a00:1]:443", true}, {"[2002:a00:1::1]:443", true}, {"[::7f00:1]:443", true},
+		{"[64:ff9b::808:808]:443", false}, {"[2002:808:808::1]:443", false},
+		{"198.18.0.1:443", true}, {"192.0.0.1:443", true}, {"240.0.0.1:443", true}, {"255.255.255.255:443", true},
 	} {
 		err := Policy{}.Control("tcp", tt.addr, nil)
 		if got := errors.Is(err, errInternalAddress); got != tt.internal {
