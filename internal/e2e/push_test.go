@@ -502,6 +502,18 @@ func TestPushRefused(t *testing.T) {
 	if _, err := loose.Client.CreateConsumerGroup(ctx, &pb.CreateConsumerGroupRequest{GroupId: "defaults", AckDeadline: durationpb.New(time.Second), PushConfig: ok("http://127.0.0.1:1/")}); err != nil {
 		t.Errorf("CreateConsumerGroup again with the same push settings: %v", err)
 	}
+	// A push group's events go to its endpoint: a consumer of its own,
+	// streaming or pulling, is refused rather than let take some.
+	if _, err := loose.Client.PullExpirations(ctx, &pb.PullExpirationsRequest{GroupId: "defaults", Wait: durationpb.New(0)}); status.Code(err) != codes.FailedPrecondition || !strings.Contains(status.Convert(err).Message(), "push endpoint") {
+		t.Errorf("PullExpirations of a push group: %v; want FailedPrecondition naming the push endpoint", err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if st, err := loose.Client.ConsumeExpirations(cctx, &pb.ConsumeExpirationsRequest{GroupId: "defaults", Consumer: "c"}); err != nil {
+		t.Errorf("ConsumeExpirations: %v", err)
+	} else if _, err := st.Recv(); status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("ConsumeExpirations of a push group: %v; want FailedPrecondition", err)
+	}
 	other := "whsec_" + strings.Repeat("A", 32)
 	_, err = loose.Client.CreateConsumerGroup(ctx, &pb.CreateConsumerGroupRequest{GroupId: "defaults", AckDeadline: durationpb.New(time.Second),
 		PushConfig: &pb.PushConfig{Url: "http://127.0.0.1:1/", Secret: other}})

@@ -292,6 +292,9 @@ func (s *Service) ConsumeExpirations(req *pb.ConsumeExpirationsRequest, stream p
 	if err != nil {
 		return s.status(ctx, err)
 	}
+	if err := notPushed(g); err != nil {
+		return s.status(ctx, err)
+	}
 	cs, ok := s.consumers.add(group, s.groupLimits.MaxConsumers)
 	if !ok {
 		return s.status(ctx, order.Errorf(order.KindResourceExhausted, "consumer group %q has %d streams open on this replica, the most it serves; close one or consume through another replica", group, s.groupLimits.MaxConsumers))
@@ -438,7 +441,13 @@ func (s *Service) PullExpirations(ctx context.Context, req *pb.PullExpirationsRe
 		wait = w.AsDuration()
 	}
 	until := time.Now().Add(wait)
-	var g order.Group
+	g, _, err := s.store.Group(ctx, group)
+	if err != nil {
+		return nil, s.status(ctx, err)
+	}
+	if err := notPushed(g); err != nil {
+		return nil, s.status(ctx, err)
+	}
 	for {
 		_, appended := s.hub.Appended()
 		ds, err := s.store.Deliver(ctx, group, consumer, n)
@@ -454,11 +463,6 @@ func (s *Service) PullExpirations(ctx context.Context, req *pb.PullExpirationsRe
 			}
 			return resp, nil
 		}
-		if g.ID == "" {
-			if g, _, err = s.store.Group(ctx, group); err != nil {
-				return nil, s.status(ctx, err)
-			}
-		}
 		t := time.NewTimer(min(left, g.RedeliveryPoll()))
 		select {
 		case <-ctx.Done():
@@ -469,6 +473,16 @@ func (s *Service) PullExpirations(ctx context.Context, req *pb.PullExpirationsRe
 		}
 		t.Stop()
 	}
+}
+
+// notPushed refuses a consumer of a push group: the replicas' deliverers
+// take its events, and a consumer beside them would take some away from
+// the endpoint without a word.
+func notPushed(g order.Group) error {
+	if g.Push.Enabled() {
+		return order.Errorf(order.KindFailedPrecondition, "consumer group %q delivers its events to its push endpoint; consume a group created without push_config", g.ID)
+	}
+	return nil
 }
 
 // parseAckIDs reads ack ids; those that are no ack id are reported unknown.
