@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 	"syscall"
 	"unicode"
@@ -61,6 +62,10 @@ func (p Policy) CheckURL(raw string) (*url.URL, error) {
 	if err != nil || !u.IsAbs() || u.Host == "" || u.Opaque != "" {
 		return invalid("%q is not an absolute URL; give one such as https://hooks.example.com/expired", order.Clip(raw))
 	}
+	// Push off says so first: the other advice would not help.
+	if len(p.AllowHosts) == 0 {
+		return invalid("%q: push delivery is off on this service, which allows no push hosts; start it with -push-allow-hosts naming the endpoint's host", order.Clip(raw))
+	}
 	switch {
 	case u.Scheme == "https":
 	case u.Scheme == "http" && p.AllowHTTP:
@@ -75,10 +80,12 @@ func (p Policy) CheckURL(raw string) (*url.URL, error) {
 	if u.Fragment != "" {
 		return invalid("has a fragment (#...), which is never sent; drop it")
 	}
-	host := strings.ToLower(u.Hostname())
-	if len(p.AllowHosts) == 0 {
-		return invalid("%q: push delivery is off on this service, which allows no push hosts; start it with -push-allow-hosts naming the endpoint's host", order.Clip(raw))
+	if port := u.Port(); port != "" {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return invalid("%q has port %q; give a port from 1 to 65535, or none for the scheme's own", order.Clip(raw), port)
+		}
 	}
+	host := strings.ToLower(u.Hostname())
 	if !p.hostAllowed(host) {
 		return invalid("host %q is not in this service's allowed push hosts (-push-allow-hosts %s); use one of them, or add it there",
 			host, strings.Join(p.AllowHosts, ","))

@@ -36,6 +36,9 @@ func TestCheckURL(t *testing.T) {
 		{strict, "", "is required"},
 		{strict, "https://hooks.example.com/" + strings.Repeat("a", 3000), "more than 2048"},
 		{Policy{}, "https://hooks.example.com/", "push delivery is off"},
+		{Policy{}, "http://127.0.0.1:18082/expired", "push delivery is off"},
+		{loose, "http://127.0.0.1:99999/x", `port "99999"`},
+		{loose, "http://127.0.0.1:0/x", `port "0"`},
 		{loose, "http://127.0.0.1:8080/hook", ""},
 		{loose, "https://169.254.169.254/latest/meta-data", ""},
 	}
