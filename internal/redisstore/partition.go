@@ -75,10 +75,6 @@ func (s *Store) loadLayout(ctx context.Context) ([]*partition, error) {
 		return nil, err
 	}
 	n := id.partitions
-	if n != s.want {
-		s.log.Warn("the store keeps the number of partitions recorded at its first start; the one asked for now is ignored",
-			"partitions", n, "asked", s.want)
-	}
 	parts := make([]*partition, n)
 	for i := range parts {
 		parts[i] = &partition{index: i, keys: newKeys(i), wake: make(chan struct{}, 1)}
@@ -92,6 +88,12 @@ func (s *Store) loadLayout(ctx context.Context) ([]*partition, error) {
 	s.epoch.CompareAndSwap(nil, &id.epoch)
 	if !s.parts.CompareAndSwap(nil, &parts) {
 		return *s.parts.Load(), nil // another caller was quicker
+	}
+	// Said once, by the caller that set the layout, and only when a number
+	// was asked for: the default asks for none.
+	if s.asked != 0 && n != s.asked {
+		s.log.Warn("the store keeps the number of partitions recorded at its first start; the one asked for now is ignored",
+			"partitions", n, "asked", s.asked)
 	}
 	return parts, nil
 }

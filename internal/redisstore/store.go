@@ -60,9 +60,11 @@ type Store struct {
 	// cluster is rdb when it is a Redis Cluster, nil on one Redis.
 	cluster *redis.ClusterClient
 	// sentinel: rdb is on the master Redis Sentinel names.
-	sentinel  bool
-	db        int
-	want      int
+	sentinel bool
+	db       int
+	want     int
+	// asked is Options.Partitions as given: 0 when none was asked for.
+	asked     int
 	retention time.Duration
 	log       *slog.Logger
 	onExpire  func(expired, caughtUp int)
@@ -108,6 +110,7 @@ func New(rdb redis.UniversalClient, opts Options) *Store {
 	s := &Store{
 		rdb:       rdb,
 		want:      max(opts.Partitions, 1),
+		asked:     opts.Partitions,
 		retention: opts.Retention,
 		log:       opts.Logger,
 		onExpire:  opts.OnExpire,
