@@ -193,7 +193,8 @@ async function redrive(group) {
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ all: true }),
     });
-    out.textContent = "Redrove " + fmtCount(r.redriven) + " dead letters of " + group + ".";
+    const n = Number(r.redriven || 0);
+    out.textContent = "Redrove " + fmtCount(r.redriven) + (n === 1 ? " dead letter of " : " dead letters of ") + group + ".";
   } catch (e) {
     out.textContent = "Redrive of " + group + " failed: " + e.message;
   } finally {
