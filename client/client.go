@@ -39,6 +39,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
+	retry "github.com/orderexpiry/orderexpiry/internal/backoff"
 	pb "github.com/orderexpiry/orderexpiry/proto/orderexpiry/v1"
 )
 
@@ -199,7 +200,7 @@ func (c *Client) Watch(ctx context.Context, after string, handle func(*pb.Expira
 		d := c.wait(retries)
 		retries++
 		c.opts.Logger.Warn("orderexpiry: the watch ended; opening it again", "after", after, "err", err, "retry_in", d)
-		if !sleep(ctx, d) {
+		if !retry.Sleep(ctx, d) {
 			return ctx.Err()
 		}
 	}
@@ -268,7 +269,7 @@ func (c *Client) Consume(ctx context.Context, group, consumer string, handle fun
 		d := c.wait(retries)
 		retries++
 		c.opts.Logger.Warn("orderexpiry: the consumer's stream ended; opening it again", "group", group, "err", err, "retry_in", d)
-		if !sleep(ctx, d) {
+		if !retry.Sleep(ctx, d) {
 			return ctx.Err()
 		}
 	}
@@ -331,6 +332,12 @@ func retryable(err error) bool {
 	if err == nil || errors.Is(err, io.EOF) {
 		return true
 	}
+	// A failed TLS handshake (a certificate the client does not trust, a
+	// server that does not speak TLS) fails alike at every try: the
+	// client's settings (CAFile, TLS, Insecure) are what to mend.
+	if status.Code(err) == codes.Unavailable && strings.Contains(status.Convert(err).Message(), "authentication handshake failed") {
+		return false
+	}
 	switch status.Code(err) {
 	case codes.Unavailable, codes.ResourceExhausted, codes.Aborted, codes.Internal,
 		codes.Unknown, codes.DeadlineExceeded, codes.Canceled:
@@ -352,14 +359,3 @@ func (c *Client) wait(retries int) time.Duration {
 	return time.Duration(max(d, 0))
 }
 
-// sleep waits d, or less if ctx ends first; it returns false if ctx ended.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}

@@ -289,6 +289,13 @@ func TestDialTLSAndToken(t *testing.T) {
 	if _, err := untrusted.GetOrder(short, &pb.GetOrderRequest{OrderId: "t-1"}); status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "certificate") {
 		t.Errorf("a call trusting the system's CAs only returned %v, want UNAVAILABLE for the certificate", err)
 	}
+	// A watch does not retry a handshake that the certificate fails: it
+	// returns at once, naming the certificate.
+	wshort, wcancel := context.WithTimeout(ctx, 5*time.Second)
+	defer wcancel()
+	if err := untrusted.Watch(wshort, "", func(*pb.ExpirationEvent) error { return nil }); status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "certificate") {
+		t.Errorf("Watch trusting the system's CAs only returned %v, want UNAVAILABLE for the certificate before its context ended", err)
+	}
 
 	if _, err := client.Dial(s.GRPCAddr, client.Options{CAFile: "/no/such/file"}); err == nil || !strings.Contains(err.Error(), "CA file") {
 		t.Errorf("Dial with a missing CA file returned %v, want an error about it", err)
