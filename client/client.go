@@ -358,4 +358,3 @@ func (c *Client) wait(retries int) time.Duration {
 	d *= 1 + b.Jitter*(rand.Float64()*2-1)
 	return time.Duration(max(d, 0))
 }
-
