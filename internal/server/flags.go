@@ -132,7 +132,7 @@ func ParseFlags(args []string, getenv func(string) string, stderr io.Writer) (Fl
 	boolean(&c.Push.AllowHTTP, "push-allow-http", "PUSH_ALLOW_HTTP", "let push URLs be http://; off: https only")
 	num(&c.MaxReplays, "max-replays", "MAX_REPLAYS", watch.DefaultMaxReplays, "watches with a cursor that replay the log at once; the others wait their turn")
 	dur(&c.WatchWriteTimeout, "watch-write-timeout", "WATCH_WRITE_TIMEOUT", "10s", "longest wait for one write of a REST watch; a client that has not taken what was sent for that long loses its watch and connection")
-	num(&c.WatchBuffer, "watch-buffer", "WATCH_BUFFER", 1024, "events a watcher may fall behind before it is closed with a cursor to resume from")
+	num(&c.WatchBuffer, "watch-buffer", "WATCH_BUFFER", 1024, "events a watcher may fall behind the live fan-out; one further behind reads on from the log until it has caught up")
 	str(&level, "log-level", "LOG_LEVEL", "info", "debug (one line per RPC), info, warn or error")
 	str(&logFormat, "log-format", "LOG_FORMAT", "text", "text or json")
 
