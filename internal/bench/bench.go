@@ -122,21 +122,23 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	fmt.Fprint(cfg.Out, machine(selected, cfg))
-	r.serverBin = filepath.Join(r.dir, "orderexpiry")
-	r.logf("building the service: go build -o %s ./cmd/server", r.serverBin)
-	build := exec.CommandContext(ctx, "go", "build", "-o", r.serverBin, "github.com/orderexpiry/orderexpiry/cmd/server")
-	build.Stdout, build.Stderr = cfg.Log, cfg.Log
-	if err := build.Run(); err != nil {
-		return fmt.Errorf("building the service: %w", err)
-	}
-
-	if slices.Contains(selected, "throughput") {
-		r.baselineBin = filepath.Join(r.dir, "baseline")
-		r.logf("building the baselines: go build -o %s ./cmd/bench/baseline", r.baselineBin)
-		build := exec.CommandContext(ctx, "go", "build", "-o", r.baselineBin, "github.com/orderexpiry/orderexpiry/cmd/bench/baseline")
+	// goBuild builds a command of the module into the run's directory.
+	goBuild := func(what, name, pkg string) (string, error) {
+		bin := filepath.Join(r.dir, name)
+		r.logf("building the %s: go build -o %s ./%s", what, bin, pkg)
+		build := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/orderexpiry/orderexpiry/"+pkg)
 		build.Stdout, build.Stderr = cfg.Log, cfg.Log
 		if err := build.Run(); err != nil {
-			return fmt.Errorf("building the baselines: %w", err)
+			return "", fmt.Errorf("building the %s: %w", what, err)
+		}
+		return bin, nil
+	}
+	if r.serverBin, err = goBuild("service", "orderexpiry", "cmd/server"); err != nil {
+		return err
+	}
+	if slices.Contains(selected, "throughput") {
+		if r.baselineBin, err = goBuild("baselines", "baseline", "cmd/bench/baseline"); err != nil {
+			return err
 		}
 	}
 
