@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"time"
 
-	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -20,7 +19,7 @@ import (
 type Metrics struct {
 	registry *prometheus.Registry
 	// GRPC counts and times every RPC; its interceptors go on the server.
-	GRPC *grpcprom.ServerMetrics
+	GRPC *GRPCMetrics
 
 	closed   *prometheus.CounterVec
 	created  prometheus.Counter
@@ -40,9 +39,7 @@ type Metrics struct {
 func New() *Metrics {
 	m := &Metrics{
 		registry: prometheus.NewRegistry(),
-		GRPC: grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
-			grpcprom.WithHistogramBuckets([]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1}),
-		)),
+		GRPC:     newGRPCMetrics(rpcBuckets),
 		created: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "orderexpiry_orders_checked_out_total",
 			Help: "Orders created by Checkout on this replica (retries of a pending order not counted).",
@@ -93,6 +90,9 @@ func New() *Metrics {
 	}
 	return m
 }
+
+// rpcBuckets are the bounds of grpc_server_handling_seconds.
+var rpcBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1}
 
 // Sources are what the gauges read at each scrape.
 type Sources struct {
