@@ -508,8 +508,12 @@ func (s *Service) PullExpirations(ctx context.Context, req *pb.PullExpirationsRe
 			t.Stop()
 			return nil, s.status(ctx, ctx.Err())
 		case <-s.stopping:
-			// The server is stopping: one more look, and the answer.
-			until = time.Now()
+			// The server is stopping: the pull has nothing, and says so
+			// at once. Another look could take the deliveries a stopping
+			// stream just handed back, for a caller about to lose this
+			// replica.
+			t.Stop()
+			return &pb.PullExpirationsResponse{}, nil
 		case <-appended:
 		case <-t.C:
 		}
