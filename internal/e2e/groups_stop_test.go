@@ -20,12 +20,12 @@ import (
 	pb "github.com/orderexpiry/orderexpiry/proto/orderexpiry/v1"
 )
 
-// TestGroupsGracefulStop: SIGTERM ends a consume stream and long pulls at
+// TestGroupsGracefulStop: SIGTERM ends consume streams and long pulls at
 // once, as it ends watches, instead of waiting out the shutdown timeout.
-// The stream ends UNAVAILABLE after handing its unacknowledged deliveries
-// back to the group: on Redis another replica gets them again at once,
-// with attempt 2, not after their ack deadline. Each pull, over gRPC and
-// REST, answers what it has (nothing).
+// Each stream, over gRPC and REST, ends UNAVAILABLE after handing its
+// unacknowledged deliveries back to the group: on Redis another replica
+// gets them again at once, with attempt 2, not after their ack deadline.
+// Each pull, over gRPC and REST, answers what it has (nothing).
 func TestGroupsGracefulStop(t *testing.T) {
 	const shutdownTimeout = 10 * time.Second
 	for _, backend := range []string{"memory", "redis"} {
@@ -43,17 +43,35 @@ func TestGroupsGracefulStop(t *testing.T) {
 				t.Fatal(err)
 			}
 			c := s.consume(t, "stop", "x", 10)
-			const n = 2
+			rc := restConsume(t, s, "stop", "y")
+			const n = 4
 			for i := range n {
 				if _, err := s.Client.Checkout(ctx, &pb.CheckoutRequest{OrderId: fmt.Sprint("stop-", i), Ttl: ttl(50 * time.Millisecond)}); err != nil {
 					t.Fatal(err)
 				}
 			}
+			// The two streams share the events; neither acknowledges any.
 			held := map[string]bool{}
-			for range n {
-				d := c.next(t, 5*time.Second)
-				held[d.GetEvent().GetOrderId()] = true
+			viaREST := 0
+			for len(held) < n {
+				select {
+				case d := <-c.deliveries:
+					held[d.GetEvent().GetOrderId()] = true
+				case l := <-rc.lines:
+					id, _ := field(l, "event", "orderId").(string)
+					if id == "" {
+						t.Fatalf("REST consume line %v", l)
+					}
+					held[id] = true
+					viaREST++
+				case err := <-c.done:
+					t.Fatalf("the gRPC stream ended: %v", err)
+				case <-time.After(5 * time.Second):
+					t.Fatalf("%d of %d events delivered: %v", len(held), n, held)
+				}
 			}
+
+			t.Logf("%d of the %d events held by the gRPC stream, %d by the REST one", n-viaREST, n, viaREST)
 
 			// Two pulls wait for events that will not come before the
 			// stop: one over gRPC, one over REST.
@@ -91,6 +109,13 @@ func TestGroupsGracefulStop(t *testing.T) {
 			case <-time.After(5 * time.Second):
 				t.Fatal("the consume stream did not end")
 			}
+			last := rc.next(t)
+			if field(last, "error", "status") != "UNAVAILABLE" || field(last, "error", "message") != "the server is shutting down; reconnect" {
+				t.Errorf("last REST consume line: %v", last)
+			}
+			if l, ok := <-rc.lines; ok {
+				t.Errorf("the REST consume stream went on after its error line: %v", l)
+			}
 			for range 2 {
 				select {
 				case got := <-pulls:
@@ -125,6 +150,26 @@ func TestGroupsGracefulStop(t *testing.T) {
 			}
 		})
 	}
+}
+
+// restConsume opens GET /v1/groups/{group}/expirations:consume as consumer
+// and reads its lines.
+func restConsume(t *testing.T, s *server, group, consumer string) *ndjson {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	req, err := s.newRequest(ctx, "GET", "/v1/groups/"+group+"/expirations:consume?consumer="+consumer, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := s.HTTP.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("consume: %s", resp.Status)
+	}
+	return readNDJSON(resp.Body, cancel)
 }
 
 // restPull pulls over REST and describes the answer as the gRPC pull's
