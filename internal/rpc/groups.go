@@ -474,12 +474,6 @@ func (s *Service) PullExpirations(ctx context.Context, req *pb.PullExpirationsRe
 		wait = w.AsDuration()
 	}
 	until := time.Now().Add(wait)
-	select {
-	case <-s.stopping:
-		// A stopping server answers at once what is ready.
-		until = time.Now()
-	default:
-	}
 	g, _, err := s.store.Group(ctx, group)
 	if err != nil {
 		return nil, s.status(ctx, err)
