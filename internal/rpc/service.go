@@ -109,8 +109,9 @@ func New(store Store, hub *watch.Hub, opts Options) *Service {
 // the hub ends the watches: a long pull answers at once with what it has,
 // possibly nothing, and a ConsumeExpirations stream hands its
 // unacknowledged deliveries back to its group, for another consumer to
-// take them at once, and ends UNAVAILABLE. Streams and pulls that arrive
-// later are served as stopped. Stop returns when every stream has handed
+// take them at once, and ends UNAVAILABLE. A stream that comes later is
+// refused UNAVAILABLE; a pull that comes later looks once and answers at
+// once. Stop returns when every stream has handed
 // its deliveries back, or when ctx ends: the store must stay open until
 // then.
 func (s *Service) Stop(ctx context.Context) {
