@@ -53,7 +53,14 @@ const (
 type consumers struct {
 	mu sync.Mutex
 	m  map[string]map[*consumerStream]struct{}
+	// stopped is set by stop: no stream opens after it. open counts the
+	// streams added and not yet removed, which stop waits for.
+	stopped bool
+	open    sync.WaitGroup
 }
+
+// errShuttingDown ends the consume streams of a stopping server.
+var errShuttingDown = order.Errorf(order.KindUnavailable, "the server is shutting down; reconnect")
 
 // consumerStream is what a stream hears from the rest of the replica.
 type consumerStream struct {
@@ -63,21 +70,29 @@ type consumerStream struct {
 	kick chan struct{}
 }
 
-func (c *consumers) add(group string, limit int) (*consumerStream, bool) {
+// add registers a stream of group, unless the group has limit streams
+// open; once the consumers are stopped it refuses with errShuttingDown.
+func (c *consumers) add(group string, limit int) (*consumerStream, bool, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.stopped {
+		return nil, false, errShuttingDown
+	}
 	if c.m == nil {
 		c.m = make(map[string]map[*consumerStream]struct{})
 	}
 	if len(c.m[group]) >= limit {
-		return nil, false
+		return nil, false, nil
 	}
 	if c.m[group] == nil {
 		c.m[group] = make(map[*consumerStream]struct{})
 	}
 	cs := &consumerStream{settled: make(chan []order.AckID, 16), kick: make(chan struct{}, 1)}
 	c.m[group][cs] = struct{}{}
-	return cs, true
+	// Under mu and before stopped is set: every Add happens before stop's
+	// Wait, as a WaitGroup requires.
+	c.open.Add(1)
+	return cs, true, nil
 }
 
 func (c *consumers) remove(group string, cs *consumerStream) {
@@ -87,6 +102,15 @@ func (c *consumers) remove(group string, cs *consumerStream) {
 	if len(c.m[group]) == 0 {
 		delete(c.m, group)
 	}
+	c.open.Done()
+}
+
+// stop refuses new streams and waits until every open one is removed.
+func (c *consumers) stop() {
+	c.mu.Lock()
+	c.stopped = true
+	c.mu.Unlock()
+	c.open.Wait()
 }
 
 // tell passes settled ack ids (none: only a kick) to a group's streams,
@@ -295,10 +319,15 @@ func (s *Service) ConsumeExpirations(req *pb.ConsumeExpirationsRequest, stream p
 	if err := notPushed(g); err != nil {
 		return s.status(ctx, err)
 	}
-	cs, ok := s.consumers.add(group, s.groupLimits.MaxConsumers)
+	cs, ok, err := s.consumers.add(group, s.groupLimits.MaxConsumers)
+	if err != nil {
+		return s.status(ctx, err)
+	}
 	if !ok {
 		return s.status(ctx, order.Errorf(order.KindResourceExhausted, "consumer group %q has %d streams open on this replica, the most it serves; close one or consume through another replica", group, s.groupLimits.MaxConsumers))
 	}
+	// Removed only after the hand-back (defers run last first): a stopping
+	// server closes its store once every stream is removed.
 	defer s.consumers.remove(group, cs)
 	if err := stream.SendHeader(metadata.MD{}); err != nil {
 		return err
@@ -365,6 +394,10 @@ func (c *consumeLoop) run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-c.s.stopping:
+			// handBack hands the stream's deliveries on before the
+			// status ends it.
+			return errShuttingDown
 		case <-appended:
 			var pos order.Position
 			pos, appended = c.s.hub.Appended()
@@ -468,6 +501,13 @@ func (s *Service) PullExpirations(ctx context.Context, req *pb.PullExpirationsRe
 		case <-ctx.Done():
 			t.Stop()
 			return nil, s.status(ctx, ctx.Err())
+		case <-s.stopping:
+			// The server is stopping: the pull has nothing, and says so
+			// at once. Another look could take the deliveries a stopping
+			// stream just handed back, for a caller about to lose this
+			// replica.
+			t.Stop()
+			return &pb.PullExpirationsResponse{}, nil
 		case <-appended:
 		case <-t.C:
 		}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -88,6 +89,9 @@ type Service struct {
 	consumers   consumers
 	lateness    *Lateness
 	push        push.Policy
+	// stopping is closed by Stop: consume streams and long pulls end.
+	stopping chan struct{}
+	stopOnce sync.Once
 }
 
 // New returns the service over a store and the hub that fans out its log.
@@ -98,7 +102,30 @@ func New(store Store, hub *watch.Hub, opts Options) *Service {
 	if opts.Groups == (GroupLimits{}) {
 		opts.Groups = DefaultGroupLimits
 	}
-	return &Service{store: store, hub: hub, limits: opts.Limits, groupLimits: opts.Groups, observer: opts.Observer, log: opts.Logger, encoded: newEncodedEvents(4096), lateness: opts.Lateness, push: opts.Push}
+	return &Service{store: store, hub: hub, limits: opts.Limits, groupLimits: opts.Groups, observer: opts.Observer, log: opts.Logger, encoded: newEncodedEvents(4096), lateness: opts.Lateness, push: opts.Push, stopping: make(chan struct{})}
+}
+
+// Stop ends the consumer groups' open calls for a stop of the server, as
+// the hub ends the watches: a long pull answers at once with what it has,
+// possibly nothing, and a ConsumeExpirations stream hands its
+// unacknowledged deliveries back to its group, for another consumer to
+// take them at once, and ends UNAVAILABLE. A stream that comes later is
+// refused UNAVAILABLE; a pull that comes later looks once and answers at
+// once. Stop returns when every stream has handed
+// its deliveries back, or when ctx ends: the store must stay open until
+// then.
+func (s *Service) Stop(ctx context.Context) {
+	s.stopOnce.Do(func() { close(s.stopping) })
+	ended := make(chan struct{})
+	go func() {
+		s.consumers.stop()
+		close(ended)
+	}()
+	select {
+	case <-ended:
+	case <-ctx.Done():
+		s.log.Warn("consumer streams did not hand their deliveries back in time; they are delivered again after their ack deadline")
+	}
 }
 
 // NewServer returns a gRPC server that serves the service with Codec, so

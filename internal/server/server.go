@@ -66,6 +66,7 @@ type Server struct {
 	storeAttrs []any
 	closeStore func()
 	hub        *watch.Hub
+	svc        *rpc.Service
 	health     *health.Server
 	// serving mirrors the health status for /healthz.
 	serving atomic.Bool
@@ -130,6 +131,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		Lateness: lateness,
 		Push:     cfg.Push,
 	})
+	s.svc = svc
 	if len(cfg.Push.AllowHosts) > 0 {
 		s.pusher = push.New(push.Options{Store: s.store, Policy: cfg.Push, Encode: rpc.EventJSON, Appended: s.hub.Appended, Observer: m, Logger: log})
 	}
@@ -349,14 +351,18 @@ func (s *Server) Run(ctx context.Context, lis Listeners) error {
 	return err
 }
 
-// shutdown stops the servers within the timeout: in-flight calls finish and
+// shutdown stops the servers within the timeout: in-flight calls finish,
 // watch streams end with a cursor to resume from (the hub closes them when
-// the context ends); whatever is still open at the bound is cut.
+// the context ends), long pulls answer what they have and consume streams
+// end after handing their deliveries back (the service's Stop); whatever is
+// still open at the bound is cut. It returns only once the streams handed
+// back (or the bound passed), since Run closes the store after it.
 func (s *Server) shutdown(httpServers []*http.Server) {
 	s.health.Shutdown()
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
 	var wg sync.WaitGroup
+	wg.Go(func() { s.svc.Stop(ctx) })
 	for _, srv := range httpServers {
 		wg.Go(func() {
 			if err := srv.Shutdown(ctx); err != nil {
