@@ -333,10 +333,15 @@ func TestGroupsREST(t *testing.T) {
 			t.Fatalf("pulled: %v", d)
 		}
 		ackID := d["ackId"].(string)
-		// A nack with max_deliveries 1 makes it a dead letter.
+		// A nack with max_deliveries 1 makes it a dead letter, at once:
+		// the group shows it so before any pull.
 		code, body = s.restCall(t, "POST", "/v1/groups/stock:nack", `{"ackIds":["`+ackID+`"]}`)
 		if code != 200 || field(body["results"].([]any)[0].(map[string]any), "status") != "ACK_ID_STATUS_OK" {
 			t.Fatalf("nack: %d %v", code, body)
+		}
+		code, body = s.restCall(t, "GET", "/v1/groups/stock", "")
+		if code != 200 || body["inFlight"] != "0" || body["deadLetters"] != "1" || body["backlog"] != "0" || body["oldestUnackedAge"] != nil {
+			t.Errorf("group after its last delivery was nacked: %d %v, want in flight 0, dead letters 1, backlog 0, no oldest unacknowledged", code, body)
 		}
 		if code, body := s.restCall(t, "POST", "/v1/groups/stock:pull", `{"wait":"0.3s"}`); code != 200 || body["receivedExpirations"] != nil && len(body["receivedExpirations"].([]any)) != 0 {
 			t.Fatalf("pull after the last delivery was nacked: %d %v, want none", code, body)
@@ -350,6 +355,12 @@ func TestGroupsREST(t *testing.T) {
 		code, body = s.restCall(t, "POST", "/v1/groups/stock:redrive", `{"deadLetterIds":["`+id+`"]}`)
 		if code != 200 || body["redriven"] != "1" {
 			t.Fatalf("redrive: %d %v", code, body)
+		}
+		// Until it is pulled again, a redriven event is backlog: no
+		// consumer has it.
+		code, body = s.restCall(t, "GET", "/v1/groups/stock", "")
+		if code != 200 || body["inFlight"] != "0" || body["deadLetters"] != "0" || body["backlog"] != "1" {
+			t.Errorf("group after the redrive: %d %v, want in flight 0, dead letters 0, backlog 1", code, body)
 		}
 		code, body = s.restCall(t, "POST", "/v1/groups/stock:pull", `{"wait":"5s"}`)
 		recv, _ = body["receivedExpirations"].([]any)
@@ -394,6 +405,43 @@ func TestGroupsREST(t *testing.T) {
 		}
 		if code, _ := s.restCall(t, "GET", "/v1/groups/stock", ""); code != 404 {
 			t.Errorf("get after delete: %d", code)
+		}
+	})
+}
+
+// TestGroupsLastDeliveryLapsed: an event whose last delivery is not
+// acknowledged within its ack deadline is a dead letter from the deadline
+// on, in the group's state, its dead letters and a redrive of all, with no
+// pull in between to move it.
+func TestGroupsLastDeliveryLapsed(t *testing.T) {
+	backends(t, func(t *testing.T, start func(t *testing.T) *server) {
+		s := start(t)
+		if code, body := s.restCall(t, "POST", "/v1/groups", `{"groupId":"audit","ackDeadline":"0.2s","maxDeliveries":1}`); code != 200 {
+			t.Fatalf("create: %d %v", code, body)
+		}
+		if code, body := s.restCall(t, "POST", "/v1/orders", `{"orderId":"lapse-1","ttl":"0.2s"}`); code != 200 {
+			t.Fatalf("checkout: %d %v", code, body)
+		}
+		code, body := s.restCall(t, "POST", "/v1/groups/audit:pull", `{"wait":"5s"}`)
+		if recv, _ := body["receivedExpirations"].([]any); code != 200 || len(recv) != 1 {
+			t.Fatalf("pull: %d %v", code, body)
+		}
+		pulled := time.Now()
+		time.Sleep(400 * time.Millisecond) // past the ack deadline: nothing to wait on
+		code, body = s.restCall(t, "GET", "/v1/groups/audit", "")
+		if code != 200 || body["inFlight"] != "0" || body["deadLetters"] != "1" || body["oldestUnackedAge"] != nil {
+			t.Errorf("group %v after the only delivery: %d %v, want in flight 0, dead letters 1, no oldest unacknowledged", time.Since(pulled).Round(time.Millisecond), code, body)
+		}
+		code, body = s.restCall(t, "GET", "/v1/groups/audit/deadLetters", "")
+		if letters, _ := body["deadLetters"].([]any); code != 200 || len(letters) != 1 || field(letters[0].(map[string]any), "event", "orderId") != "lapse-1" {
+			t.Errorf("dead letters: %d %v, want lapse-1's", code, body)
+		}
+		if code, body := s.restCall(t, "POST", "/v1/groups/audit:redrive", `{"all":true}`); code != 200 || body["redriven"] != "1" {
+			t.Errorf("redrive of all: %d %v, want 1", code, body)
+		}
+		code, body = s.restCall(t, "GET", "/v1/groups/audit", "")
+		if code != 200 || body["inFlight"] != "0" || body["deadLetters"] != "0" || body["backlog"] != "1" {
+			t.Errorf("group after the redrive: %d %v, want backlog 1, in flight 0, dead letters 0", code, body)
 		}
 	})
 }

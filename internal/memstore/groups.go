@@ -28,6 +28,32 @@ type group struct {
 	dead map[order.Cursor]int
 }
 
+// spent reports whether a delivery was the event's last and is over: its
+// ack deadline passed. The event is then a dead letter, whether or not
+// bury has moved it yet.
+func (g *group) spent(d *delivery, now time.Time) bool {
+	return d.attempt >= g.settings.MaxDeliveries && !now.Before(d.due)
+}
+
+// bury makes the event at c, in flight as d, a dead letter.
+func (g *group) bury(c order.Cursor, d *delivery) {
+	delete(g.inFlight, c)
+	g.dead[c] = d.attempt
+}
+
+// buryLapsed makes dead letters of the events whose last delivery's ack
+// deadline passed. Every call that reads or hands out the group's events
+// runs it first, so that such an event is a dead letter from its deadline
+// on, whether or not a consumer asked for events since. The caller holds
+// mu.
+func (g *group) buryLapsed(now time.Time) {
+	for c, d := range g.inFlight {
+		if g.spent(d, now) {
+			g.bury(c, d)
+		}
+	}
+}
+
 // delivery is an event in flight at a consumer.
 type delivery struct {
 	// consumer is the consumer it was last delivered to, whose it is until
@@ -35,7 +61,7 @@ type delivery struct {
 	// from the dead letters), when it is due to every consumer alike.
 	consumer string
 	// attempt counts the event's deliveries; 0 for a dead letter put back,
-	// which has not been delivered again yet.
+	// which has not been delivered again yet and so counts as backlog.
 	attempt int
 	// due is when it may be delivered again: its ack deadline, or the end
 	// of a nack's retry_after.
@@ -99,11 +125,20 @@ func (s *Store) Group(_ context.Context, id string) (order.Group, order.GroupSta
 	if err != nil {
 		return order.Group{}, order.GroupState{}, err
 	}
+	g.buryLapsed(s.nowMs())
+	// A dead letter put back is backlog, not in flight: no consumer has
+	// it yet.
+	redriven := 0
+	for _, d := range g.inFlight {
+		if d.attempt == 0 {
+			redriven++
+		}
+	}
 	next := s.after(g.position)
 	st := order.GroupState{
 		Position:    order.Position{g.position},
-		Backlog:     int64(len(s.log) - next),
-		InFlight:    int64(len(g.inFlight)),
+		Backlog:     int64(len(s.log) - next + redriven),
+		InFlight:    int64(len(g.inFlight) - redriven),
 		DeadLetters: int64(len(g.dead)),
 	}
 	// The oldest unacknowledged event is the oldest in flight or, when
@@ -155,6 +190,7 @@ func (s *Store) Deliver(_ context.Context, groupID, consumer string, maxEvents i
 		return nil, err
 	}
 	now := s.nowMs()
+	g.buryLapsed(now)
 	due := now.Add(g.settings.AckDeadline)
 	var out []order.Delivery
 
@@ -175,11 +211,6 @@ func (s *Store) Deliver(_ context.Context, groupID, consumer string, maxEvents i
 			break
 		}
 		d := g.inFlight[c]
-		if d.attempt >= g.settings.MaxDeliveries {
-			delete(g.inFlight, c)
-			g.dead[c] = d.attempt
-			continue
-		}
 		ev, ok := s.event(c)
 		if !ok {
 			return nil, order.Errorf(order.KindInternal, "consumer group %q has event %s in flight, but the log has no such event", groupID, c)
@@ -207,9 +238,14 @@ func (s *Store) Ack(_ context.Context, groupID string, ids []order.AckID) ([]ord
 }
 
 // Nack hands deliveries back, to be delivered again after retryAfter, at
-// most the group's ack deadline, to any consumer.
+// most the group's ack deadline, to any consumer. A delivery that was the
+// event's last makes it a dead letter at once.
 func (s *Store) Nack(_ context.Context, groupID string, ids []order.AckID, retryAfter time.Duration) ([]order.AckStatus, error) {
-	return s.settle(groupID, ids, func(g *group, _ order.Cursor, d *delivery, now time.Time) {
+	return s.settle(groupID, ids, func(g *group, c order.Cursor, d *delivery, now time.Time) {
+		if d.attempt >= g.settings.MaxDeliveries {
+			g.bury(c, d)
+			return
+		}
 		d.consumer = ""
 		d.due = now.Add(min(max(retryAfter, 0), g.settings.AckDeadline))
 	})
@@ -227,6 +263,10 @@ func (s *Store) settle(groupID string, ids []order.AckID, done func(g *group, c 
 	now := s.nowMs()
 	out := make([]order.AckStatus, len(ids))
 	for i, id := range ids {
+		// A spent delivery's event is a dead letter already.
+		if d, ok := g.inFlight[id.Cursor]; ok && id.Partition == 0 && g.spent(d, now) {
+			g.bury(id.Cursor, d)
+		}
 		out[i] = s.ackStatus(g, id, now)
 		if out[i] == order.AckDone {
 			done(g, id.Cursor, g.inFlight[id.Cursor], now)
@@ -278,6 +318,7 @@ func (s *Store) DeadLetters(_ context.Context, groupID, pageToken string, limit 
 	if err != nil {
 		return nil, "", err
 	}
+	g.buryLapsed(s.nowMs())
 	var cs []order.Cursor
 	for c := range g.dead {
 		if after.Less(c) {
@@ -302,7 +343,8 @@ func (s *Store) DeadLetters(_ context.Context, groupID, pageToken string, limit 
 }
 
 // Redrive puts dead letters back in flight, due at once with no delivery
-// counted, so that the next Deliver hands them out as attempt 1.
+// counted, so that the next Deliver hands them out as attempt 1; until
+// then they count as backlog.
 func (s *Store) Redrive(_ context.Context, groupID string, ids []string) (int, error) {
 	cs := make([]order.Cursor, 0, len(ids))
 	for _, id := range ids {
@@ -316,10 +358,11 @@ func (s *Store) Redrive(_ context.Context, groupID string, ids []string) (int, e
 	if err != nil {
 		return 0, err
 	}
+	now := s.nowMs()
+	g.buryLapsed(now)
 	if len(ids) == 0 {
 		cs = slices.Collect(maps.Keys(g.dead))
 	}
-	now := s.nowMs()
 	n := 0
 	for _, c := range cs {
 		if _, ok := g.dead[c]; !ok {

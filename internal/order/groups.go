@@ -57,10 +57,13 @@ func (g Group) RedeliveryPoll() time.Duration {
 type GroupState struct {
 	// Position is the last event delivered to the group, per partition.
 	Position Position
-	// Backlog counts the events after Position: not delivered yet.
+	// Backlog counts the events no consumer has: those after Position,
+	// not delivered yet, and the dead letters put back (Redrive), not
+	// delivered again yet.
 	Backlog int64
 	// InFlight counts the events delivered and neither acknowledged nor
-	// dead-lettered, redeliveries due included.
+	// dead-lettered, redeliveries due included. An event whose last
+	// delivery lapsed is a dead letter, not in flight.
 	InFlight int64
 	// DeadLetters counts the events the group gave up on.
 	DeadLetters int64
@@ -215,8 +218,10 @@ type GroupStore interface {
 	// Deliver hands up to max events to a consumer of a group, without
 	// waiting: first the redeliveries that are due (an ack deadline passed,
 	// or a nack's retry_after), oldest first, each with its attempt one
-	// higher, turning those that had all their deliveries into dead letters
-	// instead; then events after the group's position. An event whose ack
+	// higher; then events after the group's position. An event whose last
+	// delivery (the MaxDeliveries-th) lapsed is a dead letter from its ack
+	// deadline on, in Group, DeadLetters and Redrive too, and never
+	// delivered again until redriven. An event whose ack
 	// deadline lapsed at this same consumer is due to it only
 	// Group.OwnRedeliveryDelay later. It returns none when nothing is due.
 	Deliver(ctx context.Context, group, consumer string, max int) ([]Delivery, error)
@@ -225,7 +230,8 @@ type GroupStore interface {
 	Ack(ctx context.Context, group string, ids []AckID) ([]AckStatus, error)
 	// Nack hands deliveries back, to be delivered again after retryAfter
 	// (at most the group's ack deadline) to any consumer, the one that
-	// nacked them too, with the same outcomes as Ack.
+	// nacked them too, with the same outcomes as Ack. A nacked delivery
+	// that was the event's last makes it a dead letter at once.
 	Nack(ctx context.Context, group string, ids []AckID, retryAfter time.Duration) ([]AckStatus, error)
 	// DeadLetters lists a group's dead letters, oldest first, up to limit,
 	// after the page token (empty: from the first); next is the token of

@@ -27,9 +27,22 @@ import (
 //	dead     owns the dead letters: events that had all their deliveries.
 //	         They stay in the PEL, so that trimming keeps them and a redrive
 //	         can hand them back with XCLAIM.
-//	back     owns the events handed back: nacked, or put back from the dead
-//	         letters, each idle so that it is due when it is to be
-//	         delivered again, to every consumer alike.
+//	back     owns the events nacked, each idle so that it is due when it
+//	         is to be delivered again, to every consumer alike.
+//	redriven owns the events put back from the dead letters, due at once
+//	         with a delivery count of 0: apart from back, so that a group's
+//	         state counts them as backlog (no consumer has them) without
+//	         reading every entry.
+//
+// An event is a dead letter once its last delivery (a delivery count of
+// max deliveries) is nacked, at once, or its ack deadline passes. The
+// latter has no call to make it so at that moment, so every script that
+// shows or hands back dead letters first gives dead the client consumers'
+// entries that are past their deadline at their last delivery
+// (buryLapsed), and an acknowledgement or nack of one does the same; the
+// deliver script gives them to dead as it comes upon them. Nobody can
+// then see such an event in flight after its deadline. Entries of back and
+// redriven are never at their last delivery: a nack of one goes to dead.
 //
 // The scripts' flags (see scripts.go): creating a group is refused when
 // Redis is full; delivering, settling and redriving run with allow-oom,
@@ -80,6 +93,33 @@ local function groupInfo(key, g)
     if t['name'] == g then return t end
   end
   return nil
+end
+
+-- isClient says whether a consumer name is a client's ("c:<name>"), not one
+-- of the store's own.
+local function isClient(name)
+  return string.sub(name, 1, 2) == 'c:'
+end
+
+-- spent says whether a pending entry {id, consumer, idle, count} is a
+-- client's delivery that was the event's last (count maxd) and whose ack
+-- deadline dl passed: the event is a dead letter then.
+local function spent(e, dl, maxd)
+  return isClient(e[2]) and tonumber(e[4]) >= maxd and tonumber(e[3]) >= dl
+end
+
+-- buryLapsed gives the dead consumer every spent entry of group g (JUSTID
+-- keeps its count).
+local function buryLapsed(key, g, dl, maxd)
+  for _, ci in ipairs(redis.call('XINFO', 'CONSUMERS', key, g)) do
+    local info = kv(ci)
+    local pending = tonumber(info['pending'])
+    if isClient(info['name']) and pending > 0 then
+      for _, e in ipairs(redis.call('XPENDING', key, g, 'IDLE', dl, '-', '+', pending, info['name'])) do
+        if spent(e, dl, maxd) then redis.call('XCLAIM', key, g, 'dead', 0, e[1], 'JUSTID') end
+      end
+    end
+  end
 end
 `
 
@@ -152,17 +192,19 @@ return out
 //
 // KEYS[1] the partition's events stream.
 // ARGV[1] group id, ARGV[2] ack deadline ms, ARGV[3] 'ack', or the nack's
-// retry_after in ms, ARGV[4] the group's start on this partition; then
-// pairs of event id and attempt.
+// retry_after in ms, ARGV[4] the group's start on this partition, ARGV[5]
+// max deliveries; then pairs of event id and attempt.
 //
 // Returns one code a pair (see order.AckStatus): 0 done, 1 unknown (no
 // such event delivered to the group), 2 not in flight (acknowledged or
 // dead-lettered), 3 expired (past its ack deadline, or delivered again).
+// A nack of an event's last delivery makes it a dead letter, and an entry
+// found spent is made one.
 var settleScript = redis.NewScript(freeing + groupsLua + `
-local key, g, dl, start = KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[4]
+local key, g, dl, start, maxd = KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[4], tonumber(ARGV[5])
 local last
 local res = {}
-for i = 5, #ARGV, 2 do
+for i = 6, #ARGV, 2 do
   local id, attempt = ARGV[i], tonumber(ARGV[i + 1])
   local p = redis.call('XPENDING', key, g, id, id, 1)
   local st
@@ -173,11 +215,16 @@ for i = 5, #ARGV, 2 do
     local e = p[1]
     if e[2] == 'dead' then
       st = 2
+    elseif spent(e, dl, maxd) then
+      redis.call('XCLAIM', key, g, 'dead', 0, id, 'JUSTID')
+      st = 2
     elseif tonumber(e[4]) ~= attempt or tonumber(e[3]) >= dl then
       st = 3
     else
       if ARGV[3] == 'ack' then
         redis.call('XACK', key, g, id)
+      elseif tonumber(e[4]) >= maxd then
+        redis.call('XCLAIM', key, g, 'dead', 0, id, 'JUSTID')
       else
         local retry = math.min(tonumber(ARGV[3]), dl)
         redis.call('XCLAIM', key, g, 'back', 0, id, 'IDLE', dl - retry, 'RETRYCOUNT', e[4], 'JUSTID')
@@ -190,26 +237,29 @@ end
 return res
 `)
 
-// groupStateScript reads a group's state on one partition.
+// groupStateScript reads a group's state on one partition, after making
+// dead letters of its spent entries (buryLapsed).
 //
 // KEYS[1] the partition's events stream.
-// ARGV[1] group id.
+// ARGV[1] group id, ARGV[2] ack deadline ms, ARGV[3] max deliveries.
 //
 // Returns {last delivered id, backlog, in flight, dead letters, when the
 // oldest unacknowledged event was logged (its x field, in ms) or ”}, or
-// false when the group is missing here.
-var groupStateScript = redis.NewScript(reading + groupsLua + `
+// false when the group is missing here. The redriven events are backlog.
+var groupStateScript = redis.NewScript(freeing + groupsLua + `
 local key, g = KEYS[1], ARGV[1]
 local info = groupInfo(key, g)
 if not info then return false end
+buryLapsed(key, g, tonumber(ARGV[2]), tonumber(ARGV[3]))
 local last = info['last-delivered-id']
 local sum = redis.call('XPENDING', key, g)
-local dead, oldest = 0, nil
+local dead, redriven, oldest = 0, 0, nil
 if tonumber(sum[1]) > 0 then
   for _, cc in ipairs(sum[4]) do
     if cc[1] == 'dead' then
       dead = tonumber(cc[2])
     else
+      if cc[1] == 'redriven' then redriven = tonumber(cc[2]) end
       local e = redis.call('XPENDING', key, g, '-', '+', 1, cc[1])
       if e[1] and (not oldest or idLess(e[1][1], oldest)) then oldest = e[1][1] end
     end
@@ -225,17 +275,20 @@ if oldest then
   local r = redis.call('XRANGE', key, oldest, oldest)
   if r[1] then logged = kv(r[1][2])['x'] end
 end
-return {last, backlog, tonumber(sum[1]) - dead, dead, logged}
+return {last, backlog + redriven, tonumber(sum[1]) - dead - redriven, dead, logged}
 `)
 
-// deadLettersScript lists dead letters of one partition.
+// deadLettersScript lists dead letters of one partition, after making dead
+// letters of its spent entries (buryLapsed).
 //
 // KEYS[1] the partition's events stream.
-// ARGV[1] group id, ARGV[2] '-' or '(<id>' to start after id, ARGV[3] most.
+// ARGV[1] group id, ARGV[2] '-' or '(<id>' to start after id, ARGV[3] most,
+// ARGV[4] ack deadline ms, ARGV[5] max deliveries.
 //
 // Returns a list of {id, deliveries, fields}.
-var deadLettersScript = redis.NewScript(reading + `
+var deadLettersScript = redis.NewScript(freeing + groupsLua + `
 local key, g = KEYS[1], ARGV[1]
+buryLapsed(key, g, tonumber(ARGV[4]), tonumber(ARGV[5]))
 local out = {}
 for _, e in ipairs(redis.call('XPENDING', key, g, ARGV[2], '+', tonumber(ARGV[3]), 'dead')) do
   local r = redis.call('XRANGE', key, e[1], e[1])
@@ -244,18 +297,20 @@ end
 return out
 `)
 
-// redriveScript hands dead letters of one partition back.
+// redriveScript hands dead letters of one partition back to the redriven
+// consumer, after making dead letters of its spent entries (buryLapsed).
 //
 // KEYS[1] the partition's events stream.
-// ARGV[1] group id, ARGV[2] ack deadline ms, ARGV[3] most, then the ids;
-// none: the first ARGV[3] dead letters.
+// ARGV[1] group id, ARGV[2] ack deadline ms, ARGV[3] most, ARGV[4] max
+// deliveries, then the ids; none: the first ARGV[3] dead letters.
 //
 // Returns how many it handed back.
-var redriveScript = redis.NewScript(freeing + `
+var redriveScript = redis.NewScript(freeing + groupsLua + `
 local key, g, dl = KEYS[1], ARGV[1], tonumber(ARGV[2])
+buryLapsed(key, g, dl, tonumber(ARGV[4]))
 local ids = {}
-if #ARGV > 3 then
-  for i = 4, #ARGV do ids[#ids + 1] = ARGV[i] end
+if #ARGV > 4 then
+  for i = 5, #ARGV do ids[#ids + 1] = ARGV[i] end
 else
   for _, e in ipairs(redis.call('XPENDING', key, g, '-', '+', tonumber(ARGV[3]), 'dead')) do ids[#ids + 1] = e[1] end
 end
@@ -263,7 +318,7 @@ local n = 0
 for _, id in ipairs(ids) do
   local p = redis.call('XPENDING', key, g, id, id, 1)
   if p[1] and p[1][2] == 'dead' then
-    redis.call('XCLAIM', key, g, 'back', 0, id, 'IDLE', dl, 'RETRYCOUNT', 0, 'JUSTID')
+    redis.call('XCLAIM', key, g, 'redriven', 0, id, 'IDLE', dl, 'RETRYCOUNT', 0, 'JUSTID')
     n = n + 1
   end
 end
@@ -485,7 +540,7 @@ func (s *Store) Group(ctx context.Context, id string) (order.Group, order.GroupS
 	pipe := s.rdb.Pipeline()
 	cmds := make([]*redis.Cmd, len(parts))
 	for i, p := range parts {
-		cmds[i] = groupStateScript.Eval(ctx, pipe, []string{p.keys.events}, id)
+		cmds[i] = groupStateScript.Eval(ctx, pipe, []string{p.keys.events}, id, g.AckDeadline.Milliseconds(), g.MaxDeliveries)
 	}
 	// Exec's error is each command's: they are read below.
 	_, _ = pipe.Exec(ctx)
@@ -691,7 +746,7 @@ func (s *Store) settle(ctx context.Context, group string, ids []order.AckID, how
 	pipe := s.rdb.Pipeline()
 	cmds := map[int]*redis.Cmd{}
 	for p, idx := range byPart {
-		args := []any{g.ID, g.AckDeadline.Milliseconds(), how, g.start[p].String()}
+		args := []any{g.ID, g.AckDeadline.Milliseconds(), how, g.start[p].String(), g.MaxDeliveries}
 		for _, i := range idx {
 			args = append(args, ids[i].Cursor.String(), ids[i].Attempt)
 		}
@@ -716,7 +771,7 @@ func (s *Store) settle(ctx context.Context, group string, ids []order.AckID, how
 // DeadLetters lists a group's dead letters, partition after partition, each
 // oldest first. The page token is the ID of the last letter returned.
 func (s *Store) DeadLetters(ctx context.Context, group, pageToken string, limit int) ([]order.DeadLetter, string, error) {
-	_, parts, err := s.groupOn(ctx, group)
+	g, parts, err := s.groupOn(ctx, group)
 	if err != nil {
 		return nil, "", err
 	}
@@ -734,7 +789,7 @@ func (s *Store) DeadLetters(ctx context.Context, group, pageToken string, limit 
 			after = "-"
 		}
 		cctx, cancel := context.WithTimeout(ctx, callTimeout)
-		res, err := deadLettersScript.Run(cctx, s.rdb, []string{parts[p].keys.events}, group, after, limit-len(out)).Slice()
+		res, err := deadLettersScript.Run(cctx, s.rdb, []string{parts[p].keys.events}, group, after, limit-len(out), g.AckDeadline.Milliseconds(), g.MaxDeliveries).Slice()
 		cancel()
 		if err != nil {
 			if redis.HasErrorPrefix(err, "NOGROUP") {
@@ -776,7 +831,7 @@ func (s *Store) Redrive(ctx context.Context, group string, ids []string) (int, e
 	run := func(p int, named []any) (int, error) {
 		ctx, cancel := context.WithTimeout(ctx, callTimeout)
 		defer cancel()
-		n, err := redriveScript.Run(ctx, s.rdb, []string{parts[p].keys.events}, append([]any{g.ID, g.AckDeadline.Milliseconds(), redriveBatch}, named...)...).Int()
+		n, err := redriveScript.Run(ctx, s.rdb, []string{parts[p].keys.events}, append([]any{g.ID, g.AckDeadline.Milliseconds(), redriveBatch, g.MaxDeliveries}, named...)...).Int()
 		if redis.HasErrorPrefix(err, "NOGROUP") {
 			return 0, s.groupMissing(g.ID, p)
 		}

@@ -139,8 +139,8 @@ func deliverNone(t *testing.T, gs order.GroupStore, group, consumer, why string)
 }
 
 // deliverUntilDead calls Deliver, which must hand out nothing, until the
-// group has the wanted number of dead letters: Deliver turns the events
-// that had all their deliveries into dead letters.
+// group has the wanted number of dead letters: an event that had all its
+// deliveries is never delivered again, only counted as a dead letter.
 func deliverUntilDead(t *testing.T, gs order.GroupStore, group string, want int64) {
 	t.Helper()
 	deadline := time.Now().Add(eventTimeout)
@@ -759,7 +759,7 @@ func testGroupDeadLetters(t *testing.T, su suite) {
 		t.Fatalf("DeadLetters after a redrive: next %q, %v", next, err)
 	}
 	checkLetters(t, "DeadLetters after a redrive", left, rest, 2)
-	checkState(t, "two redriven", gs, "g", order.GroupState{Position: tails(t, s), InFlight: 2, DeadLetters: 3, OldestUnacked: oldest(some)})
+	checkState(t, "two redriven", gs, "g", order.GroupState{Position: tails(t, s), Backlog: 2, DeadLetters: 3, OldestUnacked: oldest(some)})
 	rd := deliverN(t, gs, "g", "c1", 2)
 	checkDeliveries(t, "Deliver after a redrive", rd, some, 1)
 
@@ -777,6 +777,57 @@ func testGroupDeadLetters(t *testing.T, su suite) {
 	if n, err := gs.Redrive(ctx, "g", nil); err != nil || n != 0 {
 		t.Errorf("Redrive with no dead letters = %d, %v; want 0", n, err)
 	}
+}
+
+// testGroupLastAttempt: an event whose last delivery is nacked is a dead
+// letter at once, and one whose last delivery lapses is one from its ack
+// deadline on, in the group's state and its list of dead letters, without
+// any Deliver to move it; put back, both are backlog until delivered again.
+func testGroupLastAttempt(t *testing.T, su suite) {
+	const ackDeadline = 300 * time.Millisecond
+	s := su.start(t, retention)
+	gs := groupStore(t, s)
+	ctx := t.Context()
+	createGroup(t, gs, settings("g", ackDeadline, 1), nil)
+	evs := expire(t, s, "la-nacked", "la-lapsed")
+	nacked, lapsed := evs[0], evs[1]
+	sent := time.Now()
+	ds := deliverN(t, gs, "g", "c1", 2)
+	checkDeliveries(t, "Deliver", ds, evs, 1)
+	byID := byOrder(ds)
+
+	// With a retry_after, so that the event would not be due again before
+	// the checks below if the nack only handed it back.
+	nack(t, gs, "g", time.Minute, order.AckDone, byID[nacked.OrderID].AckID)
+	if time.Since(sent) > ackDeadline/2 {
+		t.Fatalf("delivery and nack took %v, too close to the ack deadline of %v to test it", time.Since(sent), ackDeadline)
+	}
+	checkState(t, "the last attempt nacked", gs, "g", order.GroupState{Position: tails(t, s), InFlight: 1, DeadLetters: 1, OldestUnacked: lapsed.ExpiredAt})
+	letters, _, err := gs.DeadLetters(ctx, "g", "", 10)
+	if err != nil {
+		t.Fatalf("DeadLetters: %v", err)
+	}
+	checkLetters(t, "DeadLetters after a nack of the last attempt", letters, evs[:1], 1)
+	ack(t, gs, "g", order.AckNotInFlight, byID[nacked.OrderID].AckID)
+
+	time.Sleep(time.Until(sent.Add(ackDeadline + clockSlack))) // past the deadline: nothing to wait on
+	checkState(t, "the last attempt lapsed", gs, "g", order.GroupState{Position: tails(t, s), DeadLetters: 2})
+	letters, _, err = gs.DeadLetters(ctx, "g", "", 10)
+	if err != nil {
+		t.Fatalf("DeadLetters: %v", err)
+	}
+	checkLetters(t, "DeadLetters after the last attempt lapsed", letters, evs, 1)
+	ack(t, gs, "g", order.AckNotInFlight, byID[lapsed.OrderID].AckID)
+
+	if n, err := gs.Redrive(ctx, "g", nil); err != nil || n != 2 {
+		t.Fatalf("Redrive of all = %d, %v; want 2", n, err)
+	}
+	checkState(t, "redriven", gs, "g", order.GroupState{Position: tails(t, s), Backlog: 2, OldestUnacked: oldest(evs)})
+	again := deliverN(t, gs, "g", "c2", 2)
+	checkDeliveries(t, "Deliver after the redrive", again, evs, 1)
+	checkState(t, "redelivered", gs, "g", order.GroupState{Position: tails(t, s), InFlight: 2, OldestUnacked: oldest(evs)})
+	ack(t, gs, "g", order.AckDone, ackIDs(again)...)
+	checkState(t, "acknowledged", gs, "g", order.GroupState{Position: tails(t, s)})
 }
 
 // checkLetters checks that dead letters are of the wanted events, each once,
@@ -847,7 +898,7 @@ func testGroupState(t *testing.T, su suite) {
 	if n, err := gs.Redrive(t.Context(), "g", nil); err != nil || n != 1 {
 		t.Fatalf("Redrive = %d, %v; want 1", n, err)
 	}
-	checkState(t, "redriven", gs, "g", order.GroupState{Position: at(evs[2].Cursor), InFlight: 1, OldestUnacked: evs[1].ExpiredAt})
+	checkState(t, "redriven", gs, "g", order.GroupState{Position: at(evs[2].Cursor), Backlog: 1, OldestUnacked: evs[1].ExpiredAt})
 }
 
 // testGroupRetention: trimming keeps every event a group still needs (not

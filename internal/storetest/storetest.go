@@ -70,6 +70,7 @@ func Run(t *testing.T, newStore func(t *testing.T, retention time.Duration) orde
 		{"GroupOwnRedelivery", false, testGroupOwnRedelivery},
 		{"GroupNack", false, testGroupNack},
 		{"GroupDeadLetters", false, testGroupDeadLetters},
+		{"GroupLastAttempt", false, testGroupLastAttempt},
 		{"GroupState", false, testGroupState},
 		{"GroupRetention", false, testGroupRetention},
 		{"Stats", false, testStats},
