@@ -22,7 +22,7 @@ import (
 // group's pending entries list (PEL) from its delivery until it is
 // acknowledged (XACK); its owner is the consumer it was delivered to, its
 // delivery count the attempt, its idle time what tells a due redelivery.
-// Two consumer names are the store's own, beside the clients' ("c:<name>"):
+// Three consumer names are the store's own, beside the clients' ("c:<name>"):
 //
 //	dead     owns the dead letters: events that had all their deliveries.
 //	         They stay in the PEL, so that trimming keeps them and a redrive
