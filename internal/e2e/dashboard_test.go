@@ -126,7 +126,7 @@ func TestDashboard(t *testing.T) {
 	b.waitFor(t, "billing's events acknowledged", `group("billing", "backlog") === "0" && group("billing", "in-flight") === "0"`)
 
 	// audit: its one delivery of each event lapses, so they become dead
-	// letters at the next pull; then the page's button redrives them.
+	// letters; then the page's button redrives them, back to the backlog.
 	pulled := 0
 	for pulled < expiring {
 		resp, err := s.Client.PullExpirations(ctx, &pb.PullExpirationsRequest{GroupId: "audit", MaxEvents: 100, Wait: durationpb.New(time.Second)})
@@ -156,7 +156,7 @@ func TestDashboard(t *testing.T) {
 		!document.querySelector('#groups tr[data-group="audit"] button.redrive').disabled`)
 	b.do(t, chromedp.Click(chromedp.CSS(`#groups tr[data-group="audit"] button.redrive`)))
 	b.waitFor(t, "the redrive to be done", `text("redrive-result") === "Redrove 12 dead letters of audit." &&
-		group("audit", "dead-letters") === "0" && group("audit", "in-flight") === "12"`)
+		group("audit", "dead-letters") === "0" && group("audit", "backlog") === "12" && group("audit", "in-flight") === "0"`)
 	if n := deadLetters(); n != 0 {
 		t.Fatalf("audit has %d dead letters after the page's redrive, want 0", n)
 	}
