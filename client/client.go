@@ -184,9 +184,20 @@ func (b bearer) RequireTransportSecurity() bool { return b.secure }
 // expirations after it are lost; start again from "0-0" or ""), a refused
 // token (UNAUTHENTICATED).
 func (c *Client) Watch(ctx context.Context, after string, handle func(*pb.ExpirationEvent) error) error {
+	return c.reopening(ctx, "watch", func() []any { return []any{"after", after} }, func(retries *int) error {
+		return c.watchOnce(ctx, &after, retries, handle)
+	})
+}
+
+// reopening runs one stream after another with once, after a backoff
+// between them, until once returns a handler's error (returned as it is),
+// ctx ends, or the stream's error is one that opening again would not mend.
+// once resets *retries when its stream opens; attrs are logged with each
+// reopening.
+func (c *Client) reopening(ctx context.Context, what string, attrs func() []any, once func(retries *int) error) error {
 	var retries int
 	for {
-		err := c.watchOnce(ctx, &after, &retries, handle)
+		err := once(&retries)
 		var h handlerError
 		if errors.As(err, &h) {
 			return h.err
@@ -199,7 +210,7 @@ func (c *Client) Watch(ctx context.Context, after string, handle func(*pb.Expira
 		}
 		d := c.wait(retries)
 		retries++
-		c.opts.Logger.Warn("orderexpiry: the watch ended; opening it again", "after", after, "err", err, "retry_in", d)
+		c.opts.Logger.Warn("orderexpiry: the "+what+" ended; opening it again", append(attrs(), "err", err, "retry_in", d)...)
 		if !retry.Sleep(ctx, d) {
 			return ctx.Err()
 		}
@@ -257,22 +268,9 @@ const ackTimeout = 10 * time.Second
 // again would not mend: an unknown group (NOT_FOUND), a malformed consumer
 // name (INVALID_ARGUMENT), a refused token (UNAUTHENTICATED).
 func (c *Client) Consume(ctx context.Context, group, consumer string, handle func(*pb.ExpirationEvent) error) error {
-	var retries int
-	for {
-		err := c.consumeOnce(ctx, group, consumer, &retries, handle)
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if !retryable(err) {
-			return err
-		}
-		d := c.wait(retries)
-		retries++
-		c.opts.Logger.Warn("orderexpiry: the consumer's stream ended; opening it again", "group", group, "err", err, "retry_in", d)
-		if !retry.Sleep(ctx, d) {
-			return ctx.Err()
-		}
-	}
+	return c.reopening(ctx, "consumer's stream", func() []any { return []any{"group", group} }, func(retries *int) error {
+		return c.consumeOnce(ctx, group, consumer, retries, handle)
+	})
 }
 
 // consumeOnce runs one stream of Consume until it ends; *retries is reset
