@@ -210,12 +210,7 @@ func (s *Store) send(ctx context.Context, p *partition, k *batchKind, calls []*c
 	var now int64
 	if err == nil {
 		now, _ = res[0].(int64)
-		// The calls found orders due and expired them: count them as the
-		// sweeper's expirations are.
-		if n, _ := res[1].(int64); n > 0 && s.onExpire != nil {
-			caught, _ := res[2].(int64)
-			s.onExpire(int(n), int(caught))
-		}
+		s.expiredByCall(res[1], res[2])
 	}
 	for i, c := range calls {
 		if err != nil {

@@ -230,17 +230,22 @@ func (s *Store) parseReply(p *partition, id string, res []any) (string, order.Or
 	if len(res) != 5 {
 		return "", order.Order{}, fmt.Errorf("redis: script reply has %d elements, want 5", len(res))
 	}
-	// The call found the order due and expired it: count it as the
-	// sweeper's expirations are.
-	if n, _ := res[3].(int64); n > 0 && s.onExpire != nil {
-		caught, _ := res[4].(int64)
-		s.onExpire(int(n), int(caught))
-	}
+	s.expiredByCall(res[3], res[4])
 	code, _ := res[0].(string)
 	rec, _ := res[1].(string)
 	now, _ := res[2].(int64)
 	o, err := s.parseOrder(p, id, code, rec, now)
 	return code, o, err
+}
+
+// expiredByCall counts the orders a call found due and expired itself
+// (expired, of them caught up: a script's integer replies) as the
+// sweeper's expirations are counted.
+func (s *Store) expiredByCall(expired, caughtUp any) {
+	if n, _ := expired.(int64); n > 0 && s.onExpire != nil {
+		caught, _ := caughtUp.(int64)
+		s.onExpire(int(n), int(caught))
+	}
 }
 
 // answer reads a batch's answer to the call c on order id of partition p:
