@@ -47,7 +47,8 @@ import (
 // The scripts' flags (see scripts.go): creating a group is refused when
 // Redis is full; delivering, settling and redriving run with allow-oom,
 // since what they add to the pending list is bounded by the events there
-// are, and an acknowledgement frees an entry.
+// are, and an acknowledgement frees an entry; so do reading a group's
+// state and its dead letters, which may give lapsed entries to dead first.
 //
 // A nack gives an entry to back with an idle time of the ack deadline less
 // retry_after, so that it is due again after retry_after, as an
