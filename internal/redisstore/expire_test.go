@@ -190,3 +190,47 @@ func TestSweeperDeletesTTLKeys(t *testing.T) {
 		t.Errorf("ttl keys left after every order expired: %v", keys)
 	}
 }
+
+// TestCallExpiryCounted: a call that finds its order due expires it itself
+// (no sweeper runs here), and OnExpire counts it as the sweeper's
+// expirations are, once, for a single call and for a batch.
+func TestCallExpiryCounted(t *testing.T) {
+	srv := redistest.Start(t)
+	var (
+		mu      sync.Mutex
+		expired int
+	)
+	s := redisstore.New(srv.Client(t), redisstore.Options{
+		Retention: time.Hour,
+		Logger:    testLogger(t),
+		OnExpire: func(n, _ int) {
+			mu.Lock()
+			defer mu.Unlock()
+			expired += n
+		},
+	})
+	for _, id := range []string{"due-1", "due-2", "due-3"} {
+		if _, _, err := s.Checkout(t.Context(), id, 10*time.Millisecond, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(50 * time.Millisecond)
+	if o, err := s.Get(t.Context(), "due-1"); err != nil || o.Status != order.StatusExpired {
+		t.Fatalf("Get(due-1) = %+v, %v; want it expired", o, err)
+	}
+	// A checkout of a due order expires it and checks it out anew.
+	res := s.BatchCheckout(t.Context(), []order.CheckoutItem{{ID: "due-2", TTL: time.Hour}, {ID: "due-3", TTL: time.Hour}})
+	for i, r := range res {
+		if r.Err != nil {
+			t.Fatalf("BatchCheckout item %d: %v", i, r.Err)
+		}
+	}
+	if _, err := s.Get(t.Context(), "due-1"); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if expired != 3 {
+		t.Errorf("OnExpire counted %d expirations made by calls, want 3", expired)
+	}
+}
