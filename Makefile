@@ -142,7 +142,7 @@ clean: ## remove ./bin and third_party
 grpcurl: $(BIN)/grpcurl ## install grpcurl into ./bin
 
 # The benchmarks, each figure beside its baseline measured in the same run
-# (see BENCHMARKS.md); 15 minutes or more. It starts its own redis-server
+# (see docs/benchmarks.md); 15 minutes or more. It starts its own redis-server
 # processes, the built server and the baselines (cmd/bench/baseline). A
 # subset: make bench BENCH=lateness,fanout (stages: lateness, lateness-a,
 # lateness-b, throughput, memory, scale, fanout, cluster, groups); a smoke
@@ -150,5 +150,5 @@ grpcurl: $(BIN)/grpcurl ## install grpcurl into ./bin
 # -naive=false, -markdown): make bench BENCHFLAGS='…'.
 BENCH      ?=
 BENCHFLAGS ?=
-bench: ## run the benchmarks (BENCH=stage,… QUICK=1 BENCHFLAGS=…; see BENCHMARKS.md)
+bench: ## run the benchmarks (BENCH=stage,… QUICK=1 BENCHFLAGS=…; see docs/benchmarks.md)
 	$(GO) run ./cmd/bench -only '$(BENCH)' $(if $(QUICK),-quick) $(BENCHFLAGS)

@@ -1,7 +1,7 @@
 // Command bench measures the order-expiry service beside its baselines in
 // one run: `make bench`, or `go run ./cmd/bench -only lateness -quick`. It
 // starts its own redis-server processes and the built server; see
-// BENCHMARKS.md.
+// docs/benchmarks.md.
 package main
 
 import (

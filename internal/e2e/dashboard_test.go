@@ -21,7 +21,7 @@ import (
 	pb "github.com/orderexpiry/orderexpiry/proto/orderexpiry/v1"
 )
 
-// dashboardScreenshot is the screenshot the README shows. The test writes
+// dashboardScreenshot is the screenshot docs/dashboard.md shows. The test writes
 // it there when UPDATE_SCREENSHOT is set, and to its temporary directory
 // otherwise, so that a run does not change the checked-in file.
 const dashboardScreenshot = "testdata/dashboard.png"

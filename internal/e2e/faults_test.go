@@ -7,7 +7,7 @@ package e2e
 // black-holes traffic, a watcher that stops reading). Every scenario asserts
 // that no acknowledged order is lost, none expires twice, and every watcher
 // receives every event in log order after resuming from its cursor. Each
-// logs a RESULT line with its figures; RELIABILITY.md records a run.
+// logs a RESULT line with its figures; docs/reliability.md records a run.
 
 import (
 	"context"

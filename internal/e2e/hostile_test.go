@@ -4,7 +4,7 @@ package e2e
 // as an attacker would, through the real ports, and checks that the server
 // answers with the right code and keeps its memory, descriptors and
 // goroutines bounded. Tests about resources log a RESULT line with the
-// figures, for RELIABILITY.md.
+// figures, for docs/reliability.md.
 
 import (
 	"bufio"
