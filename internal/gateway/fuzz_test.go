@@ -26,6 +26,11 @@ func FuzzCheckoutBody(f *testing.F) {
 		`null`,
 		`[]`,
 		`{"ttl":"-1s"}`,
+		`{"orderId":"ord-2","ttl":"1h30m"}`,
+		`{"ttl":"2500ms","metadata":{"ttl":"5m"}}`,
+		`{"ttl":5}`,
+		`{"ttl":"5 minutes"}`,
+		`{"ttl":"5m","ttl":"5m"}`,
 		`{"orderId":"\ud800"}`,
 		"{\"orderId\":\"\xff\"}",
 	} {

@@ -285,7 +285,23 @@ func (m *jsonMarshaler) NewDecoder(r io.Reader) runtime.Decoder {
 		if len(bytes.TrimSpace(body)) == 0 {
 			return io.EOF // no body: the fields come from the path
 		}
-		if err := m.unmarshal(body, v); err != nil {
+		err = m.unmarshal(body, v)
+		if err != nil {
+			// A duration written the Go way ("5m") is rewritten in
+			// protobuf's form ("300s") and the body decoded again.
+			// (Only then: a body that decodes as it is costs nothing more.)
+			if pm, ok := v.(proto.Message); ok {
+				fixed, derr := goDurations(body, pm.ProtoReflect().Descriptor())
+				if derr != nil {
+					return errors.New(strings.ToValidUTF8("request body: "+derr.Error(), "\uFFFD"))
+				}
+				if fixed != nil {
+					body = fixed
+					err = m.unmarshal(body, v)
+				}
+			}
+		}
+		if err != nil {
 			msg := "request body: " + err.Error()
 			if field := m.badField(body, v); field != "" {
 				msg = fmt.Sprintf("request body: field %q: %v", field, err)

@@ -361,7 +361,7 @@ func TestRequestBody(t *testing.T) {
 		{name: "array", method: http.MethodPost, path: "/v1/orders", body: `[]`,
 			wantHTTP: http.StatusBadRequest},
 		{name: "bad ttl", method: http.MethodPost, path: "/v1/orders", body: `{"orderId":"a","ttl":"soon"}`,
-			wantHTTP: http.StatusBadRequest, wantParts: []string{`field "ttl"`, "Duration", `"soon"`}},
+			wantHTTP: http.StatusBadRequest, wantParts: []string{`field "ttl"`, `"soon" is not a duration`, `"5m"`}},
 		{name: "ttl of the wrong type", method: http.MethodPost, path: "/v1/orders", body: `{"orderId":"a","ttl":5}`,
 			wantHTTP: http.StatusBadRequest, wantParts: []string{`field "ttl"`}},
 		{name: "metadata value of the wrong type", method: http.MethodPost, path: "/v1/orders", body: `{"orderId":"a","metadata":{"k":1}}`,

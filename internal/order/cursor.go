@@ -65,7 +65,7 @@ func CheckCursor(c Cursor, nowMs, retentionMs uint64) error {
 		return Errorf(KindOutOfRange, "after_cursor %s is ahead of this event log (it is later than the store's clock); it does not come from this service's log", c)
 	}
 	if nowMs > retentionMs && c.Ms < nowMs-retentionMs {
-		return Errorf(KindOutOfRange, "after_cursor %s is older than the retention period (%s), so events after it may be gone; start a new watch without after_cursor", c, time.Duration(retentionMs)*time.Millisecond)
+		return Errorf(KindOutOfRange, "after_cursor %s is older than the retention period (%s), so events after it may be gone; start a new watch without after_cursor", c, FormatDuration(time.Duration(retentionMs)*time.Millisecond))
 	}
 	return nil
 }

@@ -183,7 +183,7 @@ func TestCheckCursor(t *testing.T) {
 		{name: "exactly the retention ago", c: Cursor{Ms: now - retention}, now: now, ret: retention},
 		{name: "exactly the retention ago with a seq", c: Cursor{Ms: now - retention, Seq: 9}, now: now, ret: retention},
 		{name: "1ms older than the retention", c: Cursor{Ms: now - retention - 1, Seq: 99}, now: now, ret: retention,
-			wantParts: []string{"after_cursor 1799913599999-99 is older than the retention period (24h0m0s)", "start a new watch without after_cursor"}},
+			wantParts: []string{"after_cursor 1799913599999-99 is older than the retention period (24h)", "start a new watch without after_cursor"}},
 		{name: "far older than the retention", c: Cursor{Ms: 1}, now: now, ret: retention,
 			wantParts: []string{"after_cursor 1-0 is older than the retention period"}},
 		{name: "0-1 is not the zero cursor", c: Cursor{Seq: 1}, now: now, ret: retention,

@@ -106,5 +106,5 @@ func BadNewDeadline(at, now time.Time, maxTTL time.Duration) error {
 			at.UTC().Format(time.RFC3339Nano), now.UTC().Format(time.RFC3339Nano))
 	}
 	return Errorf(KindInvalid, "deadline %s is more than the maximum ttl of %s from now (%s)",
-		at.UTC().Format(time.RFC3339Nano), maxTTL, now.UTC().Format(time.RFC3339Nano))
+		at.UTC().Format(time.RFC3339Nano), FormatDuration(maxTTL), now.UTC().Format(time.RFC3339Nano))
 }

@@ -182,7 +182,7 @@ func GroupNotFound(id string) error {
 func GroupExists(old, asked Group) error {
 	var diffs []string
 	if old.AckDeadline != asked.AckDeadline {
-		diffs = append(diffs, fmt.Sprintf("ack_deadline %s, not %s", old.AckDeadline, asked.AckDeadline))
+		diffs = append(diffs, fmt.Sprintf("ack_deadline %s, not %s", FormatDuration(old.AckDeadline), FormatDuration(asked.AckDeadline)))
 	}
 	if old.MaxDeliveries != asked.MaxDeliveries {
 		diffs = append(diffs, fmt.Sprintf("max_deliveries %d, not %d", old.MaxDeliveries, asked.MaxDeliveries))

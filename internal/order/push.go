@@ -44,7 +44,7 @@ func (p PushConfig) Fingerprint() string {
 
 // String shows the config with its secret's fingerprint in its place.
 func (p PushConfig) String() string {
-	return fmt.Sprintf("{URL:%s Secret:%s MaxConcurrency:%d Timeout:%s}", p.URL, p.Fingerprint(), p.MaxConcurrency, p.Timeout)
+	return fmt.Sprintf("{URL:%s Secret:%s MaxConcurrency:%d Timeout:%s}", p.URL, p.Fingerprint(), p.MaxConcurrency, FormatDuration(p.Timeout))
 }
 
 // GoString is String, so that %#v does not show the secret either.
@@ -70,7 +70,7 @@ func (p PushConfig) diff(o PushConfig) []string {
 		d = append(d, fmt.Sprintf("push max_concurrency %d, not %d", p.MaxConcurrency, o.MaxConcurrency))
 	}
 	if p.Timeout != o.Timeout {
-		d = append(d, fmt.Sprintf("push timeout %s, not %s", p.Timeout, o.Timeout))
+		d = append(d, fmt.Sprintf("push timeout %s, not %s", FormatDuration(p.Timeout), FormatDuration(o.Timeout)))
 	}
 	return d
 }

@@ -75,7 +75,7 @@ func (l Limits) CheckoutTTL(ttl time.Duration, has bool) (time.Duration, error) 
 		return l.DefaultTTL, nil
 	}
 	if ttl <= 0 {
-		return 0, Errorf(KindInvalid, "ttl must be more than zero (got %s); leave it out for the default of %s", ttl, l.DefaultTTL)
+		return 0, Errorf(KindInvalid, "ttl must be more than zero (got %s); leave it out for the default of %s", FormatDuration(ttl), FormatDuration(l.DefaultTTL))
 	}
 	// Round up first (as the stores will), then compare: the rounded ttl
 	// is the one that must stay within the maximum.
@@ -83,7 +83,7 @@ func (l Limits) CheckoutTTL(ttl time.Duration, has bool) (time.Duration, error) 
 		ttl += time.Millisecond - r
 	}
 	if ttl > l.MaxTTL {
-		return 0, Errorf(KindInvalid, "ttl %s is more than the maximum of %s", ttl, l.MaxTTL)
+		return 0, Errorf(KindInvalid, "ttl %s is more than the maximum of %s", FormatDuration(ttl), FormatDuration(l.MaxTTL))
 	}
 	return ttl, nil
 }
@@ -131,9 +131,9 @@ func printable(s string) bool {
 func (l Limits) Validate() error {
 	switch {
 	case l.DefaultTTL <= 0:
-		return fmt.Errorf("default ttl must be more than zero, got %s", l.DefaultTTL)
+		return fmt.Errorf("default ttl must be more than zero, got %s", FormatDuration(l.DefaultTTL))
 	case l.MaxTTL < l.DefaultTTL:
-		return fmt.Errorf("max ttl %s is less than the default ttl %s", l.MaxTTL, l.DefaultTTL)
+		return fmt.Errorf("max ttl %s is less than the default ttl %s", FormatDuration(l.MaxTTL), FormatDuration(l.DefaultTTL))
 	}
 	return nil
 }

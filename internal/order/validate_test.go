@@ -124,11 +124,11 @@ func TestCheckoutTTL(t *testing.T) {
 		{name: "unset ignores the value", limits: l, ttl: -time.Hour, has: false, want: 15 * time.Minute},
 		{name: "unset with another default", limits: Limits{DefaultTTL: time.Minute, MaxTTL: time.Hour}, want: time.Minute},
 		{name: "zero", limits: l, ttl: 0, has: true,
-			parts: []string{"ttl must be more than zero (got 0s)", "default of 15m0s"}},
+			parts: []string{"ttl must be more than zero (got 0s)", "default of 15m"}},
 		{name: "negative", limits: l, ttl: -time.Second, has: true, parts: []string{"ttl must be more than zero (got -1s)"}},
 		{name: "one nanosecond below zero", limits: l, ttl: -1, has: true, parts: []string{"more than zero"}},
 		{name: "above the max", limits: l, ttl: 7*24*time.Hour + time.Millisecond, has: true,
-			parts: []string{"ttl 168h0m0.001s is more than the maximum of 168h0m0s"}},
+			parts: []string{"ttl 168h0m0.001s is more than the maximum of 168h"}},
 		{name: "one nanosecond above the max", limits: l, ttl: 7*24*time.Hour + 1, has: true, parts: []string{"maximum"}},
 		{name: "exactly the max", limits: l, ttl: 7 * 24 * time.Hour, has: true, want: 7 * 24 * time.Hour},
 		{name: "one second", limits: l, ttl: time.Second, has: true, want: time.Second},
@@ -242,7 +242,7 @@ func TestLimitsValidate(t *testing.T) {
 		{name: "max equals default", limits: Limits{DefaultTTL: time.Minute, MaxTTL: time.Minute}},
 		{name: "zero default", limits: Limits{MaxTTL: time.Minute}, wantErr: "default ttl must be more than zero"},
 		{name: "negative default", limits: Limits{DefaultTTL: -1, MaxTTL: time.Minute}, wantErr: "default ttl must be more than zero"},
-		{name: "max below default", limits: Limits{DefaultTTL: time.Hour, MaxTTL: time.Minute}, wantErr: "max ttl 1m0s is less than the default ttl 1h0m0s"},
+		{name: "max below default", limits: Limits{DefaultTTL: time.Hour, MaxTTL: time.Minute}, wantErr: "max ttl 1m is less than the default ttl 1h"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -145,7 +145,7 @@ func (s *Service) CreateConsumerGroup(ctx context.Context, req *pb.CreateConsume
 	if d := req.GetAckDeadline(); d != nil {
 		if err := d.CheckValid(); err != nil || d.AsDuration() < minAckDeadline || d.AsDuration() > maxAckDeadline {
 			return nil, s.status(ctx, order.Errorf(order.KindInvalid, "ack_deadline %s is out of range: give %s to %s, or leave it out for %s",
-				d.AsDuration(), minAckDeadline, maxAckDeadline, defaultAckDeadline))
+				order.FormatDuration(d.AsDuration()), order.FormatDuration(minAckDeadline), order.FormatDuration(maxAckDeadline), order.FormatDuration(defaultAckDeadline)))
 		}
 		g.AckDeadline = d.AsDuration().Truncate(time.Millisecond)
 	}
@@ -469,7 +469,7 @@ func (s *Service) PullExpirations(ctx context.Context, req *pb.PullExpirationsRe
 	wait := defaultPullWait
 	if w := req.GetWait(); w != nil {
 		if err := w.CheckValid(); err != nil || w.AsDuration() < 0 || w.AsDuration() > maxPullWait {
-			return nil, s.status(ctx, order.Errorf(order.KindInvalid, "wait %s is out of range: give 0s to %s, or leave it out for %s", w.AsDuration(), maxPullWait, defaultPullWait))
+			return nil, s.status(ctx, order.Errorf(order.KindInvalid, "wait %s is out of range: give 0s to %s, or leave it out for %s", order.FormatDuration(w.AsDuration()), order.FormatDuration(maxPullWait), order.FormatDuration(defaultPullWait)))
 		}
 		wait = w.AsDuration()
 	}
@@ -598,7 +598,7 @@ func (s *Service) NackExpirations(ctx context.Context, req *pb.NackExpirationsRe
 	var retry time.Duration
 	if r := req.GetRetryAfter(); r != nil {
 		if err := r.CheckValid(); err != nil || r.AsDuration() < 0 {
-			return nil, s.status(ctx, order.Errorf(order.KindInvalid, "retry_after %s must not be negative", r.AsDuration()))
+			return nil, s.status(ctx, order.Errorf(order.KindInvalid, "retry_after %s must not be negative", order.FormatDuration(r.AsDuration())))
 		}
 		retry = r.AsDuration()
 	}

@@ -63,7 +63,7 @@ func (s *Service) pushConfig(req *pb.PushConfig, ackDeadline time.Duration) (ord
 		if err := d.CheckValid(); err != nil || d.AsDuration() < minPushTimeout || d.AsDuration() > most {
 			return order.PushConfig{}, order.Errorf(order.KindInvalid,
 				"push_config.timeout %s is out of range: give %s to half the ack_deadline (%s), so that an attempt ends before the event is due again, or leave it out for %s",
-				d.AsDuration(), minPushTimeout, most, p.Timeout)
+				order.FormatDuration(d.AsDuration()), order.FormatDuration(minPushTimeout), order.FormatDuration(most), order.FormatDuration(p.Timeout))
 		}
 		p.Timeout = d.AsDuration().Truncate(time.Millisecond)
 	}

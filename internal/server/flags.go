@@ -193,7 +193,7 @@ func ParseFlags(args []string, getenv func(string) string, stderr io.Writer) (Fl
 	}
 	switch {
 	case c.Retention < time.Second:
-		return c, fmt.Errorf("retention %s is too short; it must be at least 1s", c.Retention)
+		return c, fmt.Errorf("retention %s is too short; it must be at least 1s", order.FormatDuration(c.Retention))
 	case c.WatchBuffer < 1:
 		return c, fmt.Errorf("watch buffer must be at least 1, got %d", c.WatchBuffer)
 	case c.MaxWatchers < 1:
