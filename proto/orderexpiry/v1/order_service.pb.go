@@ -273,6 +273,8 @@ type CheckoutRequest struct {
 	OrderId string `protobuf:"bytes,1,opt,name=order_id,json=orderId,proto3" json:"order_id,omitempty"`
 	// ttl is how long the order may stay pending; the server's default when
 	// unset, otherwise more than zero and at most the server's maximum.
+	// In JSON a string: "300s" (protobuf's form), or Go's "5m", "1h30m",
+	// "2500ms".
 	Ttl *durationpb.Duration `protobuf:"bytes,2,opt,name=ttl,proto3" json:"ttl,omitempty"`
 	// metadata is attached to the order and delivered with its expiration
 	// event (for example a customer id for the e-mail that follows).
@@ -805,7 +807,8 @@ type isRescheduleOrderRequest_NewDeadline interface {
 
 type RescheduleOrderRequest_Ttl struct {
 	// ttl is the time from now (the server's clock) to the new deadline:
-	// more than zero and at most the server's maximum ttl.
+	// more than zero and at most the server's maximum ttl. In JSON a
+	// string: "300s", or Go's "5m", "1h30m", "2500ms".
 	Ttl *durationpb.Duration `protobuf:"bytes,2,opt,name=ttl,proto3,oneof"`
 }
 
@@ -1115,7 +1118,7 @@ type PushConfig struct {
 	// timeout bounds each request; default 10s or half the group's
 	// ack_deadline when that is shorter; from 10ms to half the ack_deadline,
 	// so that the outcome is recorded before the event would be delivered
-	// again.
+	// again. In JSON a string: "2.500s" (protobuf's form), or Go's "2500ms".
 	Timeout       *durationpb.Duration `protobuf:"bytes,5,opt,name=timeout,proto3" json:"timeout,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1196,6 +1199,8 @@ type CreateConsumerGroupRequest struct {
 	// expiration log ("0-0": all that is retained). Empty: from now on.
 	StartAfterCursor string `protobuf:"bytes,2,opt,name=start_after_cursor,json=startAfterCursor,proto3" json:"start_after_cursor,omitempty"`
 	// ack_deadline defaults to 30s; from 100ms to 10m.
+	// In JSON a string: "300s" (protobuf's form), or Go's "5m", "1h30m",
+	// "2500ms".
 	AckDeadline *durationpb.Duration `protobuf:"bytes,3,opt,name=ack_deadline,json=ackDeadline,proto3" json:"ack_deadline,omitempty"`
 	// max_deliveries defaults to 5; from 1 to 100.
 	MaxDeliveries int32 `protobuf:"varint,4,opt,name=max_deliveries,json=maxDeliveries,proto3" json:"max_deliveries,omitempty"`
@@ -1617,6 +1622,8 @@ type PullExpirationsRequest struct {
 	MaxEvents int32 `protobuf:"varint,3,opt,name=max_events,json=maxEvents,proto3" json:"max_events,omitempty"`
 	// wait is how long to wait for the first expiration when none is ready;
 	// unset: 10s, at most 60s; 0s: answer at once.
+	// In JSON a string: "300s" (protobuf's form), or Go's "5m", "1h30m",
+	// "2500ms".
 	Wait          *durationpb.Duration `protobuf:"bytes,4,opt,name=wait,proto3" json:"wait,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1891,6 +1898,8 @@ type NackExpirationsRequest struct {
 	AckIds []string `protobuf:"bytes,2,rep,name=ack_ids,json=ackIds,proto3" json:"ack_ids,omitempty"`
 	// retry_after is how long before they are delivered again; unset: at once;
 	// at most the group's ack deadline.
+	// In JSON a string: "300s" (protobuf's form), or Go's "5m", "1h30m",
+	// "2500ms".
 	RetryAfter    *durationpb.Duration `protobuf:"bytes,3,opt,name=retry_after,json=retryAfter,proto3" json:"retry_after,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
