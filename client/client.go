@@ -119,6 +119,7 @@ func Dial(target string, opts Options) (*Client, error) {
 		// and would hold Watch back that long after an outage.
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: opts.Backoff, MinConnectTimeout: 20 * time.Second}),
 	}
+	dial = append(dial, explaining(opts)...)
 	if opts.Token != "" {
 		dial = append(dial, grpc.WithPerRPCCredentials(bearer{token: opts.Token, secure: !opts.Insecure}))
 	}

@@ -3,6 +3,8 @@ package client_test
 import (
 	"bufio"
 	"context"
+	"errors"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -118,4 +120,45 @@ func TestExamples(t *testing.T) {
 	once(t, handled(), want)
 	// Each order w2 failed was handed back, and handled once (above).
 	t.Logf("watcher: %v\nw1 handled %v\nw2 failed %v, handled %v", watched, w1.lines["handled"].get(), w2.lines["failed"].get(), w2.lines["handled"].get())
+}
+
+// TestExamplesSayWhatToSet runs the examples with the settings a new user
+// gets wrong first: the default TLS against a plaintext server (as `make
+// run` starts), and no token against a server that wants one. Each exits 1
+// at once, saying which flag to set.
+func TestExamplesSayWhatToSet(t *testing.T) {
+	t.Parallel()
+	bin := buildExamples(t)
+	s := startServer(t, map[string]string{"AUTH_TOKENS": "ex-token"})
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		mention []string
+	}{
+		{"TLS against plaintext", []string{"-addr", s.GRPCAddr, "-token", "ex-token"}, []string{"does not speak TLS", "-insecure"}},
+		{"no token", []string{"-addr", s.GRPCAddr, "-insecure"}, []string{"missing bearer token", "-token", "ORDEREXPIRY_TOKEN"}},
+	} {
+		for _, name := range []string{"watcher", "worker"} {
+			t.Run(tc.name+"/"+name, func(t *testing.T) {
+				args := tc.args
+				if name == "worker" {
+					args = append(args, "-group", "g")
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+				defer cancel()
+				cmd := exec.CommandContext(ctx, filepath.Join(bin, name), args...)
+				cmd.Env = append(os.Environ(), "ORDEREXPIRY_TOKEN=")
+				out, err := cmd.CombinedOutput()
+				var exit *exec.ExitError
+				if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+					t.Fatalf("%s %v: %v, want exit status 1; output:\n%s", name, args, err, out)
+				}
+				for _, m := range tc.mention {
+					if !strings.Contains(string(out), m) {
+						t.Errorf("%s %v printed %q, which does not say %q", name, args, out, m)
+					}
+				}
+			})
+		}
+	}
 }
