@@ -23,13 +23,14 @@ GRPCURL_VERSION        := v1.9.4
 
 .PHONY: help all build run test torture fuzz vet fmt staticcheck tools third_party lint generate check-generated clean grpcurl bench
 
-all: build ## build the server into ./bin/orderexpiry
+all: build ## build the server and the CLI into ./bin
 
 help: ## list the targets
 	@awk 'BEGIN { FS = ":.*## " } /^[a-z][a-z_-]*:.*## / { printf "  %-16s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
 
-build: ## build the server into ./bin/orderexpiry
+build: ## build the server into ./bin/orderexpiry and the CLI into ./bin/orderexpiryctl
 	$(GO) build -o $(BIN)/orderexpiry ./cmd/server
+	$(GO) build -o $(BIN)/orderexpiryctl ./cmd/orderexpiryctl
 
 run: ## run the server (embedded store, or Redis with REDIS_URL=...)
 	$(GO) run ./cmd/server
