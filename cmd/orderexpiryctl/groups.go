@@ -39,7 +39,7 @@ func groupsCommand() *command {
 			{name: "redrive", args: "GROUP_ID [DEAD_LETTER_ID...]", summary: "deliver dead letters again: those named, or -all",
 				help: `Examples:
   orderexpiryctl groups redrive billing -all
-  orderexpiryctl groups redrive billing 0:1796127975813-0`,
+  orderexpiryctl groups redrive billing 0/1796127975813-0`,
 				setup: redriveSetup},
 		},
 	}
