@@ -485,7 +485,7 @@ return '0-0'
 // KEYS, ARGV[1], ARGV[2]: see luaPrelude.
 // ARGV[3] -> 'pending', 'closed' or 'both': which indexes
 // ARGV[4] -> 'asc' or 'desc'
-// ARGV[5], ARGV[6] -> the position's deadline (ms) and id, or '' and ''
+// ARGV[5], ARGV[6] -> the position's deadline (ms) and id, both empty
 // for the start
 // ARGV[7], ARGV[8] -> the least and greatest deadline wanted, in ms, or
 // '-inf' and '+inf'
