@@ -353,12 +353,7 @@ func (s *Store) expireDue() time.Duration {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.nowMs()
-	for len(s.deadlines) > 0 && !s.deadlines[0].at.After(now) {
-		e := heap.Pop(&s.deadlines).(deadlineEntry)
-		if o, ok := s.pending[e.id]; ok && o.Deadline.Equal(e.at) {
-			s.close(o, order.StatusExpired, now)
-		}
-	}
+	s.expireDueLocked(now)
 	if now.Sub(s.trimmed) >= trimInterval {
 		s.trim(now)
 		s.trimmed = now
@@ -369,6 +364,16 @@ func (s *Store) expireDue() time.Duration {
 		return trimInterval
 	}
 	return min(s.deadlines[0].at.Sub(now), trimInterval)
+}
+
+// expireDueLocked expires every order due at now. The caller holds mu.
+func (s *Store) expireDueLocked(now time.Time) {
+	for len(s.deadlines) > 0 && !s.deadlines[0].at.After(now) {
+		e := heap.Pop(&s.deadlines).(deadlineEntry)
+		if o, ok := s.pending[e.id]; ok && o.Deadline.Equal(e.at) {
+			s.close(o, order.StatusExpired, now)
+		}
+	}
 }
 
 // trim drops events and closed orders older than retention. The caller

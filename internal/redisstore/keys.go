@@ -34,6 +34,13 @@ const epochKey = "oe:epoch{oe:partitions}"
 //	                      apart from the ttl key, whose value Redis drops
 //	oe:{p}:closed:<id>    string "<status> <created> <deadline> <closed>
 //	                      <metadata JSON>" with the retention as ttl
+//	oe:{p}:retained       sorted set, id -> deadline (unix ms) of closed
+//	                      orders, for listing them in deadline order beside
+//	                      the pending ones; an entry goes a retention after
+//	                      its deadline (the sweep trims it), or when the id
+//	                      is checked out again, so that it may outlive its
+//	                      tombstone (a completed order's by the time it had
+//	                      left) and is then skipped
 //	oe:{p}:events         stream of expirations, trimmed to the retention
 //	oe:{p}:wake           pub/sub channel: a checkout whose deadline comes
 //	                      before every other pending one wakes all sweepers

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/orderexpiry/orderexpiry/internal/filter"
 	"github.com/orderexpiry/orderexpiry/internal/order"
 	"github.com/orderexpiry/orderexpiry/internal/push"
 	"github.com/orderexpiry/orderexpiry/internal/watch"
@@ -35,6 +36,7 @@ type Store interface {
 	Reschedule(ctx context.Context, id string, r order.Reschedule) (order.Order, error)
 	Stats(ctx context.Context) (order.Stats, error)
 	order.GroupStore
+	filter.Lister
 }
 
 // Observer hears of the orders calls create and close, and of the

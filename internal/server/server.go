@@ -62,7 +62,7 @@ type Server struct {
 	cfg Config
 	log *slog.Logger
 
-	store      order.Store
+	store      listingStore
 	storeAttrs []any
 	closeStore func()
 	hub        *watch.Hub

@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/orderexpiry/orderexpiry/internal/filter"
 	"github.com/orderexpiry/orderexpiry/internal/memstore"
 	"github.com/orderexpiry/orderexpiry/internal/order"
 	"github.com/orderexpiry/orderexpiry/internal/redisstore"
@@ -13,7 +14,7 @@ import (
 // openedStore is the store the configuration names, with what the serving
 // line says of it and how to release it.
 type openedStore struct {
-	store order.Store
+	store listingStore
 	// attrs describe the store for the log, without secrets.
 	attrs []any
 	close func()
@@ -26,6 +27,12 @@ type openedStore struct {
 	// slotRetries counts the calls the store made again while a Redis
 	// Cluster moved their slot; nil for the other stores.
 	slotRetries func() uint64
+}
+
+// listingStore is an order store that lists orders too; both stores are.
+type listingStore interface {
+	order.Store
+	filter.Lister
 }
 
 // openStore opens a Redis Cluster, a master under Sentinel or one Redis when

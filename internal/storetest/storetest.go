@@ -76,6 +76,12 @@ func Run(t *testing.T, newStore func(t *testing.T, retention time.Duration) orde
 		{"Stats", false, testStats},
 		{"StatsAfterRetention", false, testStatsAfterRetention},
 		{"GroupPush", false, testGroupPush},
+		{"ListFilters", false, testListFilters},
+		{"ListSameDeadline", false, testListSameDeadline},
+		{"ListBudget", false, testListBudget},
+		{"ListDueOrder", false, testListDueOrder},
+		{"ListRetention", false, testListRetention},
+		{"ListPagingUnderChurn", true, testListPagingUnderChurn},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
