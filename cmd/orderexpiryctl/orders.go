@@ -17,7 +17,7 @@ import (
 func ordersCommand() *command {
 	return &command{
 		name:    "orders",
-		summary: "check out, read, complete, cancel and reschedule orders",
+		summary: "check out, read, list, complete, cancel and reschedule orders",
 		subs: []*command{
 			{name: "get", args: "ORDER_ID", summary: "show an order", help: `Examples:
   orderexpiryctl orders get ord-1
@@ -28,6 +28,17 @@ func ordersCommand() *command {
   orderexpiryctl orders checkout ord-1
   orderexpiryctl orders checkout ord-1 -ttl 30m -meta customer=c-7 -meta cart=42`,
 				setup: checkoutSetup},
+			{name: "list", summary: "list orders, pending and closed, by deadline, with a filter",
+				help: `The filter is AIP-160, as ListOrders takes it: comparisons of status,
+deadline, created_at, closed_at, order_id (a prefix: order_id:"abc*"),
+metadata.KEY and reschedules, joined with AND, OR and NOT.
+
+Examples:
+  orderexpiryctl orders list
+  orderexpiryctl orders list -filter 'status = PENDING AND deadline < "2026-12-24T18:00:00Z"'
+  orderexpiryctl orders list -filter 'metadata.customer = "c-7"' -order-by "deadline desc" -limit 10
+  orderexpiryctl orders list -filter 'status = EXPIRED' -o json | jq -r '.orders[].orderId'`,
+				setup: listSetup},
 			{name: "complete", args: "ORDER_ID", summary: "mark a pending order paid, before its deadline", help: `Example:
   orderexpiryctl orders complete ord-1`,
 				setup: func(*flag.FlagSet) action { return orderCall(completeOrder) }},
@@ -156,6 +167,44 @@ func rescheduleSetup(fs *flag.FlagSet) action {
 				return err
 			}
 			return a.show(o, func(t *table) { orderRows(t, o) })
+		})
+	}
+}
+
+func listSetup(fs *flag.FlagSet) action {
+	filter := fs.String("filter", "", "which orders, in the AIP-160 syntax; empty: all")
+	orderBy := fs.String("order-by", "", `"deadline" (the default) or "deadline desc"`)
+	limit := fs.Int("limit", 50, "the most orders to show; the rest is a -page-token away")
+	token := fs.String("page-token", "", "go on from where a previous list stopped, with the same -filter and -order-by")
+	return func(ctx context.Context, a *app, args []string) error {
+		if err := a.exactly(args); err != nil {
+			return err
+		}
+		if *limit < 1 {
+			return a.usagef("-limit %d: give 1 or more", *limit)
+		}
+		return a.call(ctx, func(ctx context.Context, c *client.Client) error {
+			// A page may hold fewer orders than asked, even none, and
+			// still have a next one: pages are read until the limit or
+			// the end.
+			all := &pb.ListOrdersResponse{NextPageToken: *token}
+			for first := true; first || all.GetNextPageToken() != ""; first = false {
+				want := min(*limit-len(all.Orders), 1000)
+				if want == 0 {
+					break
+				}
+				page, err := c.ListOrders(ctx, &pb.ListOrdersRequest{Filter: *filter, OrderBy: *orderBy, PageSize: int32(want), PageToken: all.GetNextPageToken()})
+				if err != nil {
+					return err
+				}
+				all.Orders = append(all.Orders, page.GetOrders()...)
+				all.NextPageToken = page.GetNextPageToken()
+			}
+			err := a.show(all, func(t *table) { orderRows(t, all.GetOrders()...) })
+			if next := all.GetNextPageToken(); next != "" && a.output == "table" {
+				fmt.Fprintf(a.stderr, "more: -page-token %s\n", next)
+			}
+			return err
 		})
 	}
 }

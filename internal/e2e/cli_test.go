@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -133,6 +134,28 @@ func TestCLI(t *testing.T) {
 		if out := c.ok(t, "orders", "cancel", "--", "cli-2"); !strings.Contains(out, "CANCELLED") {
 			t.Errorf("cancel printed:\n%s", out)
 		}
+		ids := func(list map[string]any) []string {
+			var out []string
+			for _, o := range list["orders"].([]any) {
+				out = append(out, o.(map[string]any)["orderId"].(string))
+			}
+			return out
+		}
+		if got := ids(c.json(t, "orders", "list", "-filter", `order_id:"cli-*"`)); fmt.Sprint(got) != "[cli-2 cli-1]" {
+			t.Errorf("orders list by deadline: %v, want [cli-2 cli-1]", got)
+		}
+		if got := ids(c.json(t, "orders", "list", "-filter", `order_id:"cli-*" AND status = COMPLETED`)); fmt.Sprint(got) != "[cli-1]" {
+			t.Errorf("orders list of the completed: %v, want [cli-1]", got)
+		}
+		out, errOut, code := c.run(t, "orders", "list", "-filter", `order_id:"cli-*"`, "-order-by", "deadline desc", "-limit", "1")
+		next, _ := strings.CutPrefix(strings.TrimSpace(errOut), "more: -page-token ")
+		if code != 0 || !strings.Contains(out, "cli-1") || strings.Contains(out, "cli-2") || next == "" || strings.Contains(next, " ") {
+			t.Fatalf("orders list -limit 1: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+		}
+		if out := c.ok(t, "orders", "list", "-filter", `order_id:"cli-*"`, "-order-by", "deadline desc", "-page-token", next); !strings.Contains(out, "cli-2") || strings.Contains(out, "cli-1") {
+			t.Errorf("orders list -page-token: %s", out)
+		}
+		c.fails(t, 2, []string{"INVALID_ARGUMENT", "bogus"}, "orders", "list", "-filter", "bogus = 1")
 		c.fails(t, 3, []string{"NOT_FOUND"}, "orders", "get", "none-such")
 		c.fails(t, 2, []string{"INVALID_ARGUMENT", "order_id"}, "orders", "checkout", "a:b")
 		c.fails(t, 2, []string{"orders get: want ORDER_ID", "orderexpiryctl orders get --help"}, "orders", "get")
