@@ -105,7 +105,7 @@ func (c ctl) fails(t *testing.T, wantCode int, mentions []string, args ...string
 func TestCLI(t *testing.T) {
 	t.Parallel()
 	bin := buildCtl(t)
-	s := startServerWith(t, serverOptions{Token: "cli-token"}, map[string]string{"AUTH_TOKENS": "cli-token"})
+	s := startServerWith(t, serverOptions{Token: "cli-token"}, map[string]string{"AUTH_TOKENS": "cli-token"}, pushFlags...)
 	c := ctl{bin: bin, env: []string{"ORDEREXPIRY_ADDR=" + s.GRPCAddr, "ORDEREXPIRY_TOKEN=cli-token", "ORDEREXPIRY_INSECURE=true"}}
 
 	t.Run("orders", func(t *testing.T) {
@@ -292,6 +292,17 @@ func TestCLI(t *testing.T) {
 		if r := c.json(t, "groups", "redrive", "g-1", "-all"); r["redriven"] != "0" {
 			t.Errorf("redrive -all with none: %v", r)
 		}
+		// A push group, its secret from a file.
+		secret := filepath.Join(t.TempDir(), "whsec.txt")
+		if err := os.WriteFile(secret, []byte("whsec_"+strings.Repeat("QUJD", 8)+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		g := c.json(t, "groups", "create", "hooks", "-push-url", "http://127.0.0.1:9/hook", "-push-secret-file", secret, "-push-timeout", "2500ms")
+		if field(g, "pushConfig", "timeout") != "2.500s" || !strings.HasPrefix(fmt.Sprint(field(g, "pushConfig", "secretFingerprint")), "sha256:") {
+			t.Errorf("groups create with push -o json: %v", g)
+		}
+		c.ok(t, "groups", "delete", "hooks")
+		c.fails(t, 2, []string{"-push-secret-file", "no such file"}, "groups", "create", "hooks", "-push-url", "http://127.0.0.1:9/hook", "-push-secret-file", secret+".none")
 		c.ok(t, "groups", "delete", "g-1")
 		c.fails(t, 3, []string{"NOT_FOUND"}, "groups", "get", "g-1")
 		c.fails(t, 3, []string{"NOT_FOUND"}, "groups", "delete", "g-1")
