@@ -21,7 +21,7 @@ STATICCHECK_VERSION    := v0.8.2
 # grpcurl, for trying the API by hand as the README does.
 GRPCURL_VERSION        := v1.9.4
 
-.PHONY: help all build run test torture fuzz vet fmt staticcheck tools third_party lint generate check-generated clean grpcurl bench
+.PHONY: help all build install image flagdoc run test torture fuzz vet fmt staticcheck tools third_party lint generate check-generated clean grpcurl bench
 
 all: build ## build the server and the CLI into ./bin
 
@@ -31,6 +31,22 @@ help: ## list the targets
 build: ## build the server into ./bin/orderexpiry and the CLI into ./bin/orderexpiryctl
 	$(GO) build -o $(BIN)/orderexpiry ./cmd/server
 	$(GO) build -o $(BIN)/orderexpiryctl ./cmd/orderexpiryctl
+
+install: ## install the server as orderexpiry into $GOBIN (or ~/go/bin)
+	$(GO) build -o $$($(GO) env GOBIN | grep . || echo $$($(GO) env GOPATH)/bin)/orderexpiry ./cmd/server
+
+# The container image, built without Docker (cmd/image, internal/image):
+# FROM scratch, the static binary, user 65532, the CA certificates of this
+# machine (Debian's ca-certificates). ./bin/image is an OCI image layout,
+# ./bin/orderexpiry-image.tar a tarball for docker load / podman load.
+image: ## build the container image: ./bin/image (OCI layout) and ./bin/orderexpiry-image.tar
+	CGO_ENABLED=0 GOOS=linux $(GO) build -trimpath -o $(BIN)/linux/orderexpiry ./cmd/server
+	$(GO) run ./cmd/image -binary $(BIN)/linux/orderexpiry -arch $$($(GO) env GOARCH) -layout $(BIN)/image -tar $(BIN)/orderexpiry-image.tar
+
+# The flag table of docs/configuration.md, generated from
+# internal/server/flags.go; `make test` fails while it is stale.
+flagdoc: ## regenerate the flag table of docs/configuration.md
+	$(GO) test -count=1 -run '^TestConfigurationDoc$$' ./internal/server -update
 
 run: ## run the server (embedded store, or Redis with REDIS_URL=...)
 	$(GO) run ./cmd/server

@@ -4,6 +4,11 @@
 // environment variables into a server.Config (server.ParseFlags), sets up
 // tracing from the OTEL_* variables (internal/tracing), opens the listeners
 // and runs the server until SIGINT or SIGTERM.
+//
+// `orderexpiry healthcheck` (with the same flags and variables) asks the
+// /healthz of the server they describe, on loopback, and exits 0 when it
+// answers SERVING: the container image's health check, which has no shell
+// or curl to do it.
 package main
 
 import (
@@ -22,7 +27,12 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stderr); err != nil {
+	run := run
+	args := os.Args[1:]
+	if len(args) > 0 && args[0] == "healthcheck" {
+		run, args = healthcheck, args[1:]
+	}
+	if err := run(ctx, args, os.Getenv, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "orderexpiry:", err)
 		os.Exit(1)
 	}

@@ -675,6 +675,12 @@ func TestRedisDown(t *testing.T) {
 	if code, body := s.restCall(t, "GET", "/healthz", ""); code != 503 {
 		t.Fatalf("healthz: %d %v", code, body)
 	}
+	// Alive all the same: the liveness probe does not restart it, and the
+	// alert on orderexpiry_serving fires.
+	if code, body := s.restCall(t, "GET", "/livez", ""); code != 200 {
+		t.Fatalf("livez: %d %v", code, body)
+	}
+	checkMetrics(t, s, []wantSample{{name: "orderexpiry_serving", value: 0}})
 	if code, body := s.restCall(t, "POST", "/v1/orders", `{"orderId":"down-2"}`); code != 503 {
 		t.Fatalf("checkout over REST: %d %v", code, body)
 	}

@@ -285,7 +285,8 @@ func checkOpen(t *testing.T, s *server, open map[string]bool) {
 			}
 		}
 	})
-	for name, path := range map[string]string{"health": "/healthz", "metrics": "/metrics", "openapi": "/openapi.json"} {
+	for _, route := range []struct{ name, path string }{{"health", "/healthz"}, {"health", "/livez"}, {"metrics", "/metrics"}, {"openapi", "/openapi.json"}} {
+		name, path := route.name, route.path
 		t.Run(path, func(t *testing.T) {
 			code, h, body := httpCall(t, s.HTTP, "GET", s.URL(path), "", "")
 			if open[name] {

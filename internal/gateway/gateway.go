@@ -116,8 +116,11 @@ func New(ctx context.Context, conn grpc.ClientConnInterface, opts Options) (http
 			h.ServeHTTP(w, r)
 		}
 	}
-	routes := map[string]http.Handler{"/healthz": healthHandler(opts.Health)}
-	names := map[string]string{"/healthz": "health", "/metrics": "metrics", "/openapi.json": "openapi"}
+	// /livez says only that the process serves HTTP, whatever the store:
+	// a liveness probe on /healthz would restart every replica while Redis
+	// is away, which cures nothing.
+	routes := map[string]http.Handler{"/healthz": healthHandler(opts.Health), "/livez": healthHandler(func(context.Context) error { return nil })}
+	names := map[string]string{"/healthz": "health", "/livez": "health", "/metrics": "metrics", "/openapi.json": "openapi"}
 	if opts.Metrics != nil {
 		routes["/metrics"] = opts.Metrics
 	}

@@ -486,6 +486,12 @@ func TestHealthz(t *testing.T) {
 			if got := strings.TrimSpace(string(body)); got != tt.wantBody {
 				t.Errorf("body %q, want %q", got, tt.wantBody)
 			}
+			// /livez answers SERVING whatever the store: it is the liveness
+			// probe, which must not restart replicas while Redis is away.
+			resp, body = do(t, http.MethodGet, g.url("/livez"), "")
+			if got := strings.TrimSpace(string(body)); resp.StatusCode != http.StatusOK || got != `{"status":"SERVING"}` {
+				t.Errorf("/livez: %d %q, want 200 {\"status\":\"SERVING\"}", resp.StatusCode, got)
+			}
 		})
 	}
 }

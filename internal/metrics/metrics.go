@@ -110,12 +110,27 @@ type Sources struct {
 	// their slot was moving between masters; nil for a store that has no
 	// slots.
 	SlotRetries func() uint64
+	// Serving says whether health reports SERVING.
+	Serving func() bool
+	// RedisMemory reads each Redis's memory use and maxmemory; nil for a
+	// store that is not Redis.
+	RedisMemory func() []RedisMemory
+}
+
+// RedisMemory is one Redis's (one master's, on a cluster) memory use and
+// limit (0: none), in bytes.
+type RedisMemory struct {
+	Addr      string
+	Used, Max int64
 }
 
 // GroupState is a consumer group's state, as the gauges show it.
 type GroupState struct {
 	ID                             string
 	Backlog, InFlight, DeadLetters int64
+	// OldestUnacked is how long ago the oldest expiration the group has
+	// not acknowledged was logged; 0 when there is none.
+	OldestUnacked time.Duration
 }
 
 // Watch registers the gauges that read src; call it once.
@@ -134,6 +149,9 @@ func (m *Metrics) Watch(src Sources) {
 	if src.Groups != nil {
 		m.registry.MustRegister(groupCollector(src.Groups))
 	}
+	if src.RedisMemory != nil {
+		m.registry.MustRegister(memoryCollector(src.RedisMemory))
+	}
 	if src.SlotRetries != nil {
 		m.registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "orderexpiry_redis_slot_retries_total",
@@ -150,6 +168,7 @@ func (m *Metrics) Watch(src Sources) {
 	}
 	m.registry.MustRegister(
 		gauge("orderexpiry_watchers", "Watch streams open on this replica.", func() float64 { return float64(src.Watchers()) }),
+		gauge("orderexpiry_serving", "1 while this replica's health (gRPC health and /healthz) says SERVING, 0 while NOT_SERVING: the store is unreachable or its eviction policy unsafe.", flag(src.Serving)),
 		gauge("orderexpiry_subscriber_connected", "1 while this replica's subscription to Redis's expired-key events is up (always 1 on the memory store).", flag(subscribed)),
 		gauge("orderexpiry_redis_eviction_policy_unsafe", "1 while Redis's maxmemory-policy, read every 10 s, could evict the store's keys (anything but noeviction with a maxmemory): checkouts are refused and health says NOT_SERVING.", flag(unsafe)),
 	)
@@ -206,7 +225,28 @@ var (
 		"Expirations delivered to the group's consumers and not yet acknowledged.", []string{"group"}, nil)
 	groupDeadLetters = prometheus.NewDesc("orderexpiry_group_dead_letters",
 		"The group's dead letters: expirations not acknowledged after max_deliveries deliveries.", []string{"group"}, nil)
+	groupOldest = prometheus.NewDesc("orderexpiry_group_oldest_unacked_age_seconds",
+		"Age of the oldest expiration the group has not acknowledged (delivered or not), 0 when there is none.", []string{"group"}, nil)
+	redisUsed = prometheus.NewDesc("orderexpiry_redis_memory_used_bytes",
+		"Memory Redis uses (INFO memory used_memory), read at each scrape, by Redis (each master of a cluster).", []string{"redis"}, nil)
+	redisMax = prometheus.NewDesc("orderexpiry_redis_maxmemory_bytes",
+		"Redis's maxmemory (0: no limit), read at each scrape. Under noeviction a Redis that reaches it refuses checkouts.", []string{"redis"}, nil)
 )
+
+// memoryCollector reads Redis's memory at each scrape.
+type memoryCollector func() []RedisMemory
+
+func (memoryCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- redisUsed
+	ch <- redisMax
+}
+
+func (c memoryCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, r := range c() {
+		ch <- prometheus.MustNewConstMetric(redisUsed, prometheus.GaugeValue, float64(r.Used), r.Addr)
+		ch <- prometheus.MustNewConstMetric(redisMax, prometheus.GaugeValue, float64(r.Max), r.Addr)
+	}
+}
 
 // groupCollector reads the groups' states at each scrape.
 type groupCollector func() []GroupState
@@ -215,6 +255,7 @@ func (groupCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- groupBacklog
 	ch <- groupInFlight
 	ch <- groupDeadLetters
+	ch <- groupOldest
 }
 
 func (c groupCollector) Collect(ch chan<- prometheus.Metric) {
@@ -222,5 +263,6 @@ func (c groupCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(groupBacklog, prometheus.GaugeValue, float64(g.Backlog), g.ID)
 		ch <- prometheus.MustNewConstMetric(groupInFlight, prometheus.GaugeValue, float64(g.InFlight), g.ID)
 		ch <- prometheus.MustNewConstMetric(groupDeadLetters, prometheus.GaugeValue, float64(g.DeadLetters), g.ID)
+		ch <- prometheus.MustNewConstMetric(groupOldest, prometheus.GaugeValue, g.OldestUnacked.Seconds(), g.ID)
 	}
 }

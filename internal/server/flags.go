@@ -39,6 +39,18 @@ var openables = []string{"health", "reflection", "metrics", "openapi"}
 // the environment through getenv, and checks what they say. Usage and flag
 // errors are written to stderr; -h returns flag.ErrHelp.
 func ParseFlags(args []string, getenv func(string) string, stderr io.Writer) (Flags, error) {
+	return parseFlags(args, getenv, stderr, nil)
+}
+
+// flagDef is one flag, or one variable without a flag, as the
+// configuration doc shows it (see FlagTable).
+type flagDef struct {
+	Name, Env, Default, Usage string
+}
+
+// parseFlags is ParseFlags; when defs is not nil, it appends every flag to
+// it as it is defined.
+func parseFlags(args []string, getenv func(string) string, stderr io.Writer, defs *[]flagDef) (Flags, error) {
 	c := Flags{Config: Config{Limits: order.DefaultLimits}}
 	fs := flag.NewFlagSet("orderexpiry", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -47,6 +59,9 @@ func ParseFlags(args []string, getenv func(string) string, stderr io.Writer) (Fl
 	// does not parse is an error unless the flag overrides it.
 	envErrs := map[string]error{}
 	fromEnv := func(name, envName, def string) string {
+		if defs != nil {
+			*defs = append(*defs, flagDef{Name: name, Env: envName, Default: def})
+		}
 		if envName == "" {
 			return def
 		}
@@ -56,10 +71,20 @@ func ParseFlags(args []string, getenv func(string) string, stderr io.Writer) (Fl
 		return def
 	}
 	usage := func(u, envName string) string {
+		if defs != nil {
+			(*defs)[len(*defs)-1].Usage = u
+		}
 		if envName == "" {
 			return u
 		}
 		return u + " ($" + envName + ")"
+	}
+	// envOnly reads a variable that has no flag.
+	envOnly := func(envName, u string) string {
+		if defs != nil {
+			*defs = append(*defs, flagDef{Env: envName, Usage: u})
+		}
+		return getenv(envName)
 	}
 	str := func(p *string, name, envName, def, u string) {
 		fs.StringVar(p, name, fromEnv(name, envName, def), usage(u, envName))
@@ -89,16 +114,16 @@ func ParseFlags(args []string, getenv func(string) string, stderr io.Writer) (Fl
 		fs.IntVar(p, name, n, usage(u, envName))
 	}
 
-	str(&c.GRPCAddr, "grpc-addr", "GRPC_ADDR", ":9090", "gRPC listen address")
-	str(&c.HTTPAddr, "http-addr", "HTTP_ADDR", ":8080", "REST, /healthz, /metrics and /openapi.json listen address")
+	str(&c.GRPCAddr, "grpc-addr", "GRPC_ADDR", ":9090", "gRPC listen address (reflection and grpc.health.v1 included)")
+	str(&c.HTTPAddr, "http-addr", "HTTP_ADDR", ":8080", "listen address of REST, /healthz, /livez, /metrics, /openapi.json and the dashboard (/ui/)")
 	str(&c.DebugAddr, "debug-addr", "DEBUG_ADDR", "", "listen address for /debug/pprof/ (profiles, goroutines, heap); empty: off. Keep it private")
-	str(&c.RedisURL, "redis-url", "REDIS_URL", "", "redis:// or rediss:// URL, with password and db; empty: the embedded in-memory store")
+	str(&c.RedisURL, "redis-url", "REDIS_URL", "", "redis://[:password@]host:port/db or rediss://...; empty: the embedded in-memory store, of which nothing survives a restart")
 	str(&c.RedisCluster, "redis-cluster-addrs", "REDIS_CLUSTER_ADDRS", "", "Redis Cluster seeds, host:port,host:port,... or redis://[user:password@]host:port?addr=host:port&addr=... (rediss:// for TLS); instead of REDIS_URL")
 	str(&c.RedisSentinel, "redis-sentinel-addrs", "REDIS_SENTINEL_ADDRS", "", "Redis Sentinel instead of REDIS_URL: the sentinels, host:port,host:port,... or redis://[user:password@]host:port[/db]?addr=host:port&addr=... (Redis's user and password; rediss:// for TLS)")
 	str(&c.RedisSentinelMaster, "redis-sentinel-master", "REDIS_SENTINEL_MASTER", "", "name of the master the sentinels watch (sentinel monitor <name> ...)")
 	// A password has no flag: the command line is visible to every user of
 	// the host.
-	c.RedisSentinelPassword = getenv("REDIS_SENTINEL_PASSWORD")
+	c.RedisSentinelPassword = envOnly("REDIS_SENTINEL_PASSWORD", "the sentinels' own password (requirepass in sentinel.conf); no flag, so that it stays off the command line")
 	num(&c.Partitions, "redis-partitions", "REDIS_PARTITIONS", 0, fmt.Sprintf("partitions of a new store (recorded in Redis at the first start, never changed after); 0: 1 on one Redis, %d on a cluster", DefaultClusterPartitions))
 	str(&c.RedisCA, "redis-ca", "REDIS_CA_FILE", "", "PEM file of the CA that signed Redis's certificate (rediss://), instead of the system's")
 	str(&c.RedisCert, "redis-cert", "REDIS_CERT_FILE", "", "PEM client certificate for Redis over TLS, when Redis asks for one")
@@ -108,20 +133,20 @@ func ParseFlags(args []string, getenv func(string) string, stderr io.Writer) (Fl
 	str(&c.TLSClientCA, "tls-client-ca", "TLS_CLIENT_CA_FILE", "", "PEM CA file: clients of both ports must show a certificate it signed (mutual TLS)")
 	var tokensFile, tokensList, open, logFormat, level string
 	str(&tokensFile, "auth-tokens-file", "AUTH_TOKENS_FILE", "", "file of accepted bearer tokens, one a line; with $AUTH_TOKENS (comma-separated) and none given, authentication is off")
-	tokensList = getenv("AUTH_TOKENS")
+	tokensList = envOnly("AUTH_TOKENS", "accepted bearer tokens, comma-separated, besides those of -auth-tokens-file; no flag, so that they stay off the command line")
 	str(&open, "auth-open", "AUTH_OPEN", "health,metrics,openapi", "what needs no token, from "+strings.Join(openables, ", ")+"; empty: everything needs one")
 	dur(&c.Limits.DefaultTTL, "default-ttl", "DEFAULT_TTL", "15m", "ttl of a checkout that gives none")
 	dur(&c.Limits.MaxTTL, "max-ttl", "MAX_TTL", "168h", "longest ttl a checkout may ask for")
-	dur(&c.Retention, "retention", "RETENTION", "24h", "how long closed orders and expiration events are kept")
-	dur(&c.ShutdownTimeout, "shutdown-timeout", "SHUTDOWN_TIMEOUT", "10s", "bound on the graceful stop")
+	dur(&c.Retention, "retention", "RETENTION", "24h", "how long closed orders stay readable and expiration events replayable")
+	dur(&c.ShutdownTimeout, "shutdown-timeout", "SHUTDOWN_TIMEOUT", "10s", "bound on the graceful stop after SIGINT or SIGTERM")
 	num(&c.Limits.MaxMetadataEntries, "max-metadata-entries", "MAX_METADATA_ENTRIES", order.DefaultLimits.MaxMetadataEntries, "metadata entries an order may carry")
 	num(&c.Limits.MaxMetadataBytes, "max-metadata-bytes", "MAX_METADATA_BYTES", order.DefaultLimits.MaxMetadataBytes, "bytes of metadata (keys and values) an order may carry")
-	num(&c.MaxBodyBytes, "max-request-bytes", "MAX_REQUEST_BYTES", 64<<10, "largest request: gRPC message or REST body")
+	num(&c.MaxBodyBytes, "max-request-bytes", "MAX_REQUEST_BYTES", 64<<10, "largest gRPC message, REST body or REST request URI")
 	num(&c.MaxWatchers, "max-watchers", "MAX_WATCHERS", 10000, "watch streams one replica serves at once")
 	num(&c.MaxConnections, "max-connections", "MAX_CONNECTIONS", 4096, "connections open at once on each port; past it the HTTP connection idle the longest is closed to make room, or the new one is")
 	dur(&c.IdleTimeout, "idle-timeout", "IDLE_TIMEOUT", "60s", "closes an HTTP keep-alive connection, or a gRPC connection with no call, idle this long")
 	dur(&c.ReadTimeout, "read-timeout", "READ_TIMEOUT", "10s", "bound on reading a REST request's headers, and then its body, and on a new gRPC connection's handshake")
-	num(&c.MaxHeaderBytes, "max-header-bytes", "MAX_HEADER_BYTES", 32<<10, "largest metadata (header list) of a gRPC call")
+	num(&c.MaxHeaderBytes, "max-header-bytes", "MAX_HEADER_BYTES", 32<<10, "largest metadata (header list) of a gRPC call; the HTTP port keeps net/http's 1 MiB (431 past it)")
 	num(&c.MaxStreams, "max-streams", "MAX_STREAMS", 1000, "calls open at once on one gRPC connection; more wait for a free one")
 	num(&c.MaxGroups, "max-groups", "MAX_GROUPS", 100, "consumer groups the store may hold")
 	num(&c.MaxConsumers, "max-consumers", "MAX_CONSUMERS", 100, "ConsumeExpirations streams of one group one replica serves at once")

@@ -116,7 +116,8 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		OnCatchUp: m.WatchCatchUp,
 		Logger:    log,
 	})
-	m.Watch(metrics.Sources{Watchers: s.hub.Watchers, Subscribed: st.subscribed, EvictionUnsafe: st.evictionUnsafe, Groups: s.groupStates, SlotRetries: st.slotRetries})
+	m.Watch(metrics.Sources{Watchers: s.hub.Watchers, Subscribed: st.subscribed, EvictionUnsafe: st.evictionUnsafe, Groups: s.groupStates,
+		SlotRetries: st.slotRetries, Serving: s.serving.Load, RedisMemory: st.memory})
 
 	s.health = health.NewServer()
 	// NOT_SERVING until the first ping of the store says otherwise.
@@ -213,7 +214,11 @@ func (s *Server) groupStates() []metrics.GroupState {
 	out := make([]metrics.GroupState, 0, len(groups))
 	for _, g := range groups {
 		if _, st, err := s.store.Group(ctx, g.ID); err == nil {
-			out = append(out, metrics.GroupState{ID: g.ID, Backlog: st.Backlog, InFlight: st.InFlight, DeadLetters: st.DeadLetters})
+			gs := metrics.GroupState{ID: g.ID, Backlog: st.Backlog, InFlight: st.InFlight, DeadLetters: st.DeadLetters}
+			if !st.OldestUnacked.IsZero() {
+				gs.OldestUnacked = max(time.Since(st.OldestUnacked), 0)
+			}
+			out = append(out, gs)
 		}
 	}
 	return out

@@ -1,12 +1,14 @@
 package server
 
 import (
+	"context"
 	"log/slog"
 	"net/url"
 	"strings"
 
 	"github.com/orderexpiry/orderexpiry/internal/filter"
 	"github.com/orderexpiry/orderexpiry/internal/memstore"
+	"github.com/orderexpiry/orderexpiry/internal/metrics"
 	"github.com/orderexpiry/orderexpiry/internal/order"
 	"github.com/orderexpiry/orderexpiry/internal/redisstore"
 )
@@ -27,6 +29,21 @@ type openedStore struct {
 	// slotRetries counts the calls the store made again while a Redis
 	// Cluster moved their slot; nil for the other stores.
 	slotRetries func() uint64
+	// memory reads Redis's memory use and limit; nil for the memory store.
+	memory func() []metrics.RedisMemory
+}
+
+// redisMemory reads st's Redis memory for the metrics; a Redis that cannot
+// be read is left out of that scrape.
+func redisMemory(st *redisstore.Store) func() []metrics.RedisMemory {
+	return func() []metrics.RedisMemory {
+		nodes, _ := st.Memory(context.Background())
+		out := make([]metrics.RedisMemory, 0, len(nodes))
+		for _, n := range nodes {
+			out = append(out, metrics.RedisMemory{Addr: n.Addr, Used: n.Used, Max: n.Max})
+		}
+		return out
+	}
 }
 
 // listingStore is an order store that lists orders too; both stores are.
@@ -60,7 +77,7 @@ func openStore(cfg Config, log *slog.Logger, onExpire func(n, caughtUp int)) (op
 		st := redisstore.New(rdb, opts)
 		// The seeds only: a URL may hold a password.
 		attrs := []any{"store", "redis-cluster", "redis_seeds", strings.Join(rdb.Options().Addrs, ","), "redis_tls", rdb.Options().TLSConfig != nil}
-		return openedStore{store: st, attrs: attrs, close: func() { _ = rdb.Close() }, subscribed: st.Subscribed, evictionUnsafe: st.EvictionUnsafe, slotRetries: st.SlotRetries}, nil
+		return openedStore{store: st, attrs: attrs, close: func() { _ = rdb.Close() }, subscribed: st.Subscribed, evictionUnsafe: st.EvictionUnsafe, slotRetries: st.SlotRetries, memory: redisMemory(st)}, nil
 	}
 	if cfg.RedisSentinel != "" {
 		so := redisstore.SentinelOptions{Addrs: cfg.RedisSentinel, Master: cfg.RedisSentinelMaster, Password: cfg.RedisSentinelPassword}
@@ -80,7 +97,7 @@ func openStore(cfg Config, log *slog.Logger, onExpire func(n, caughtUp int)) (op
 		}
 		attrs := []any{"store", "redis-sentinel", "redis_sentinels", sentinels, "redis_master", cfg.RedisSentinelMaster,
 			"redis_db", rdb.Options().DB, "redis_tls", rdb.Options().TLSConfig != nil}
-		return openedStore{store: st, attrs: attrs, close: func() { _ = rdb.Close() }, subscribed: st.Subscribed, evictionUnsafe: st.EvictionUnsafe}, nil
+		return openedStore{store: st, attrs: attrs, close: func() { _ = rdb.Close() }, subscribed: st.Subscribed, evictionUnsafe: st.EvictionUnsafe, memory: redisMemory(st)}, nil
 	}
 	rdb, err := redisstore.NewClient(cfg.RedisURL, files)
 	if err != nil {
@@ -92,5 +109,5 @@ func openStore(cfg Config, log *slog.Logger, onExpire func(n, caughtUp int)) (op
 	st := redisstore.New(rdb, opts)
 	// The address and db only: the URL may hold a password.
 	attrs := []any{"store", "redis", "redis_addr", rdb.Options().Addr, "redis_db", rdb.Options().DB, "redis_tls", rdb.Options().TLSConfig != nil}
-	return openedStore{store: st, attrs: attrs, close: func() { _ = rdb.Close() }, subscribed: st.Subscribed, evictionUnsafe: st.EvictionUnsafe}, nil
+	return openedStore{store: st, attrs: attrs, close: func() { _ = rdb.Close() }, subscribed: st.Subscribed, evictionUnsafe: st.EvictionUnsafe, memory: redisMemory(st)}, nil
 }

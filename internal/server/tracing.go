@@ -36,13 +36,13 @@ func (s *Server) tracedGateway() []grpc.DialOption {
 }
 
 // tracedHTTP gives each request to h a span, a child of the caller's when
-// its traceparent header names one. The probes and scrapes of /healthz and
-// /metrics, every few seconds from every monitor, get none.
+// its traceparent header names one. The probes and scrapes of /healthz,
+// /livez and /metrics, every few seconds from every monitor, get none.
 func (s *Server) tracedHTTP(h http.Handler) http.Handler {
 	if !s.cfg.Tracing {
 		return h
 	}
 	return otelhttp.NewHandler(h, "orderexpiry", otelhttp.WithFilter(func(r *http.Request) bool {
-		return r.URL.Path != "/healthz" && r.URL.Path != "/metrics"
+		return r.URL.Path != "/healthz" && r.URL.Path != "/livez" && r.URL.Path != "/metrics"
 	}))
 }
