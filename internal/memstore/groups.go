@@ -251,6 +251,17 @@ func (s *Store) Nack(_ context.Context, groupID string, ids []order.AckID, retry
 	})
 }
 
+// Release hands deliveries back uncounted: due at once to any consumer,
+// with the attempt they had before. An event released from its first
+// delivery (attempt 0 again) is backlog, as a redriven one is.
+func (s *Store) Release(_ context.Context, groupID string, ids []order.AckID) ([]order.AckStatus, error) {
+	return s.settle(groupID, ids, func(_ *group, _ order.Cursor, d *delivery, now time.Time) {
+		d.attempt--
+		d.consumer = ""
+		d.due = now
+	})
+}
+
 // settle checks each ack id against the group's deliveries and applies done
 // to those that name a delivery still in flight before its deadline.
 func (s *Store) settle(groupID string, ids []order.AckID, done func(g *group, c order.Cursor, d *delivery, now time.Time)) ([]order.AckStatus, error) {

@@ -233,6 +233,11 @@ type GroupStore interface {
 	// nacked them too, with the same outcomes as Ack. A nacked delivery
 	// that was the event's last makes it a dead letter at once.
 	Nack(ctx context.Context, group string, ids []AckID, retryAfter time.Duration) ([]AckStatus, error)
+	// Release hands deliveries back as though they had not been made: due
+	// at once to any consumer, their attempt not counted, so that a
+	// delivery cut short by its holder (a replica that stops, a push
+	// request cancelled) never makes a dead letter; the outcomes are Ack's.
+	Release(ctx context.Context, group string, ids []AckID) ([]AckStatus, error)
 	// DeadLetters lists a group's dead letters, oldest first, up to limit,
 	// after the page token (empty: from the first); next is the token of
 	// the next page, empty after the last. KindInvalid for a bad token.

@@ -192,15 +192,17 @@ return out
 // settleScript acknowledges deliveries, or hands them back.
 //
 // KEYS[1] the partition's events stream.
-// ARGV[1] group id, ARGV[2] ack deadline ms, ARGV[3] 'ack', or the nack's
-// retry_after in ms, ARGV[4] the group's start on this partition, ARGV[5]
+// ARGV[1] group id, ARGV[2] ack deadline ms, ARGV[3] 'ack', 'release', or
+// the nack's retry_after in ms, ARGV[4] the group's start on this partition, ARGV[5]
 // max deliveries; then pairs of event id and attempt.
 //
 // Returns one code a pair (see order.AckStatus): 0 done, 1 unknown (no
 // such event delivered to the group), 2 not in flight (acknowledged or
 // dead-lettered), 3 expired (past its ack deadline, or delivered again).
 // A nack of an event's last delivery makes it a dead letter, and an entry
-// found spent is made one.
+// found spent is made one. A release hands the entry back due at once with
+// its delivery count one lower: to back, or to redriven when that is 0
+// (no consumer has had it, as after a redrive).
 var settleScript = redis.NewScript(freeing + groupsLua + `
 local key, g, dl, start, maxd = KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[4], tonumber(ARGV[5])
 local last
@@ -224,6 +226,11 @@ for i = 6, #ARGV, 2 do
     else
       if ARGV[3] == 'ack' then
         redis.call('XACK', key, g, id)
+      elseif ARGV[3] == 'release' then
+        local n = tonumber(e[4]) - 1
+        local to = 'back'
+        if n <= 0 then to = 'redriven' end
+        redis.call('XCLAIM', key, g, to, 0, id, 'IDLE', dl, 'RETRYCOUNT', math.max(n, 0), 'JUSTID')
       elseif tonumber(e[4]) >= maxd then
         redis.call('XCLAIM', key, g, 'dead', 0, id, 'JUSTID')
       else
@@ -724,6 +731,11 @@ func (s *Store) Ack(ctx context.Context, group string, ids []order.AckID) ([]ord
 // Nack hands deliveries back, to be delivered again after retryAfter.
 func (s *Store) Nack(ctx context.Context, group string, ids []order.AckID, retryAfter time.Duration) ([]order.AckStatus, error) {
 	return s.settle(ctx, group, ids, max(retryAfter, 0).Milliseconds())
+}
+
+// Release hands deliveries back uncounted, due at once.
+func (s *Store) Release(ctx context.Context, group string, ids []order.AckID) ([]order.AckStatus, error) {
+	return s.settle(ctx, group, ids, "release")
 }
 
 // settle runs settleScript once per partition named by ids, in a pipeline.

@@ -830,6 +830,48 @@ func testGroupLastAttempt(t *testing.T, su suite) {
 	checkState(t, "acknowledged", gs, "g", order.GroupState{Position: tails(t, s)})
 }
 
+// testGroupRelease: a released delivery is due again at once, to any
+// consumer, with the attempt it had: a release of an event's last delivery
+// never makes it a dead letter, and one of a first delivery is backlog
+// again.
+func testGroupRelease(t *testing.T, su suite) {
+	const ackDeadline = 5 * time.Second
+	s := su.start(t, retention)
+	gs := groupStore(t, s)
+	ctx := t.Context()
+	createGroup(t, gs, settings("g", ackDeadline, 2), nil)
+	evs := expire(t, s, "rl-0")
+	d1 := deliverN(t, gs, "g", "c1", 1)
+	release := func(want order.AckStatus, ids ...order.AckID) {
+		t.Helper()
+		st, err := gs.Release(ctx, "g", ids)
+		if err != nil {
+			t.Fatalf("Release: %v", err)
+		}
+		checkStatuses(t, "Release", st, want, ids)
+	}
+	released := time.Now()
+	release(order.AckDone, d1[0].AckID)
+	checkState(t, "the first delivery released", gs, "g", order.GroupState{Position: tails(t, s), Backlog: 1, OldestUnacked: evs[0].ExpiredAt})
+	d2 := deliverN(t, gs, "g", "c1", 1)
+	if d := time.Since(released); d > ackDeadline/2 {
+		t.Errorf("redelivered %v after a release, want at once", d)
+	}
+	checkDeliveries(t, "Deliver after a release of attempt 1", d2, evs, 1)
+
+	nack(t, gs, "g", 0, order.AckDone, d2[0].AckID)
+	d3 := deliverN(t, gs, "g", "c2", 1)
+	checkDeliveries(t, "Deliver after a nack", d3, evs, 2)
+	// The last delivery released: handed back, not a dead letter.
+	release(order.AckDone, d3[0].AckID)
+	checkState(t, "the last delivery released", gs, "g", order.GroupState{Position: tails(t, s), InFlight: 1, OldestUnacked: evs[0].ExpiredAt})
+	d4 := deliverN(t, gs, "g", "c1", 1)
+	checkDeliveries(t, "Deliver after a release of the last attempt", d4, evs, 2)
+	ack(t, gs, "g", order.AckDone, d4[0].AckID)
+	release(order.AckNotInFlight, d4[0].AckID)
+	checkState(t, "acknowledged", gs, "g", order.GroupState{Position: tails(t, s)})
+}
+
 // checkLetters checks that dead letters are of the wanted events, each once,
 // oldest first in each partition, with the given attempts.
 func checkLetters(t *testing.T, what string, letters []order.DeadLetter, want []order.Event, attempts int) {

@@ -71,6 +71,7 @@ func Run(t *testing.T, newStore func(t *testing.T, retention time.Duration) orde
 		{"GroupNack", false, testGroupNack},
 		{"GroupDeadLetters", false, testGroupDeadLetters},
 		{"GroupLastAttempt", false, testGroupLastAttempt},
+		{"GroupRelease", false, testGroupRelease},
 		{"GroupState", false, testGroupState},
 		{"GroupRetention", false, testGroupRetention},
 		{"Stats", false, testStats},
