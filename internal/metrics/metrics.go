@@ -77,7 +77,7 @@ func New() *Metrics {
 	}, []string{"group"})
 	m.pushes = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "orderexpiry_push_deliveries_total",
-		Help: "Attempts by this replica to push a group's expiration to its endpoint, by outcome: acked (2xx), failed (another status), timeout, unreachable (the connection failed) or refused (the host resolved to an internal address).",
+		Help: "Attempts by this replica to push a group's expiration to its endpoint, by outcome: acked (2xx), failed (another status), timeout, unreachable (the connection failed, or the answer's headers passed 16 KiB), refused (the host resolved to an internal address) or cancelled (cut short by a stop of this replica, or by a change or deletion of the group; the event is handed back uncounted).",
 	}, []string{"group", "outcome"})
 	m.registry.MustRegister(
 		collectors.NewGoCollector(),
