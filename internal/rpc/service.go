@@ -48,6 +48,9 @@ type Observer interface {
 	// Acknowledged observes an acknowledgement, age after the event was
 	// logged (within milliseconds of its deadline).
 	Acknowledged(group string, age time.Duration)
+	// GroupDeleted forgets what was observed of a group deleted through
+	// this replica.
+	GroupDeleted(group string)
 }
 
 // Options configure the service.

@@ -203,21 +203,24 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 }
 
 // groupStates reads every consumer group's state for the metrics, within a
-// bound; a group that cannot be read is left out of that scrape.
-func (s *Server) groupStates() []metrics.GroupState {
+// bound; a group whose state cannot be read is left out of that scrape,
+// and ok is false when the list of groups could not be read.
+func (s *Server) groupStates() ([]string, []metrics.GroupState, bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	groups, err := s.store.Groups(ctx)
 	if err != nil {
-		return nil
+		return nil, nil, false
 	}
+	ids := make([]string, len(groups))
 	out := make([]metrics.GroupState, 0, len(groups))
-	for _, g := range groups {
+	for i, g := range groups {
+		ids[i] = g.ID
 		if _, st, err := s.store.Group(ctx, g.ID); err == nil {
 			out = append(out, metrics.GroupState{ID: g.ID, Backlog: st.Backlog, InFlight: st.InFlight, DeadLetters: st.DeadLetters})
 		}
 	}
-	return out
+	return ids, out, true
 }
 
 // newGRPC returns a gRPC server of the service, health and reflection, with
