@@ -54,6 +54,22 @@ func (g *group) buryLapsed(now time.Time) {
 	}
 }
 
+// holders counts the other consumers that hold deliveries, and says
+// whether consumer holds one. The caller holds mu.
+func (g *group) holders(consumer string) (others int, holds bool) {
+	seen := map[string]bool{}
+	for _, d := range g.inFlight {
+		switch d.consumer {
+		case "":
+		case consumer:
+			holds = true
+		default:
+			seen[d.consumer] = true
+		}
+	}
+	return len(seen), holds
+}
+
 // delivery is an event in flight at a consumer.
 type delivery struct {
 	// consumer is the consumer it was last delivered to, whose it is until
@@ -221,6 +237,11 @@ func (s *Store) Deliver(_ context.Context, groupID, consumer string, maxEvents i
 		out = append(out, order.Delivery{AckID: order.AckID{Cursor: c, Attempt: d.attempt}, Event: ev})
 	}
 
+	if len(out) == 0 {
+		if holders, holds := g.holders(consumer); !holds && holders >= s.maxGroupConsumers {
+			return nil, order.TooManyConsumers(groupID, s.maxGroupConsumers)
+		}
+	}
 	for i := s.after(g.position); i < len(s.log) && len(out) < maxEvents; i++ {
 		ev := s.log[i]
 		g.inFlight[ev.Cursor] = &delivery{consumer: consumer, attempt: 1, due: due}

@@ -147,7 +147,7 @@ func New(opts Options) *Deliverer {
 		MaxIdleConnsPerHost: 100,
 		// Also the HTTP/2 header list limit (SETTINGS_MAX_HEADER_LIST_SIZE).
 		MaxResponseHeaderBytes: maxResponseHeaderBytes,
-		IdleConnTimeout:     90 * time.Second,
+		IdleConnTimeout:        90 * time.Second,
 	}
 	return &Deliverer{
 		opts: opts,

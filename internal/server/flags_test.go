@@ -39,6 +39,7 @@ func TestParseFlags(t *testing.T) {
 			MaxGroups:         100,
 			MaxConsumers:      100,
 			MaxInFlight:       1000,
+			MaxGroupConsumers: 1000,
 			AuthOpen:          map[string]bool{"health": true, "metrics": true, "openapi": true},
 		},
 	}

@@ -190,6 +190,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		MaxBodyBytes:      int64(cfg.MaxBodyBytes),
 		WatchWriteTimeout: cfg.WatchWriteTimeout,
 		UI:                ui.Handler(),
+		CrossSite:         gateway.CrossSite{Check: s.tokens == nil, AllowOrigins: cfg.AllowOrigins, AllowHosts: cfg.AllowHosts},
 	})
 	if err != nil {
 		s.closeStore()
