@@ -74,7 +74,7 @@ type Store struct {
 	onExpire  func(expired, caughtUp int)
 	// maxGroupConsumers is Options.MaxGroupConsumers.
 	maxGroupConsumers int
-	tracing   bool
+	tracing           bool
 
 	// parts is set by the first successful layout.
 	parts atomic.Pointer[[]*partition]
