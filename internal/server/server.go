@@ -241,7 +241,8 @@ func (s *Server) newGRPC(svc *rpc.Service, m *metrics.Metrics, peer interceptor,
 }
 
 // interceptors returns the interceptors of every call, first to last: peer
-// when not nil, the metrics, the debug log and the token check.
+// when not nil, the metrics, the debug log, the token check and the check
+// that the request decoded.
 func (s *Server) interceptors(m *metrics.Metrics, peer interceptor) (unary []grpc.UnaryServerInterceptor, stream []grpc.StreamServerInterceptor) {
 	if peer != nil {
 		unary = append(unary, peer.Unary)
@@ -259,6 +260,10 @@ func (s *Server) interceptors(m *metrics.Metrics, peer interceptor) (unary []grp
 		unary = append(unary, s.tokens.Unary)
 		stream = append(stream, s.tokens.Stream)
 	}
+	// Last: a request that did not decode is refused once its call is let
+	// in, for every method alike.
+	unary = append(unary, rpc.DecodeUnary)
+	stream = append(stream, rpc.DecodeStream)
 	return unary, stream
 }
 
