@@ -1,12 +1,9 @@
 package e2e
 
 import (
-	"context"
 	"strings"
 	"testing"
-	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -40,23 +37,7 @@ func TestMalformedEveryMethod(t *testing.T) {
 	}
 	for _, m := range methods {
 		t.Run(m.name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			full := "/" + desc.ServiceName + "/" + m.name
-			var err error
-			var out []byte
-			if !m.stream {
-				err = s.Conn.Invoke(ctx, full, bad, &out, grpc.ForceCodec(rawCodec{}))
-			} else {
-				var cs grpc.ClientStream
-				cs, err = s.Conn.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true}, full, grpc.ForceCodec(rawCodec{}))
-				if err == nil {
-					if err = cs.SendMsg(bad); err == nil {
-						_ = cs.CloseSend()
-						err = cs.RecvMsg(&out)
-					}
-				}
-			}
+			err := rawCall(s.Conn, m.name, bad, m.stream)
 			if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), "is not a valid orderexpiry.v1.") {
 				t.Errorf("%s with a request that does not decode: %v; want INVALID_ARGUMENT saying it is not a valid message", m.name, err)
 			}

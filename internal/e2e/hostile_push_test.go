@@ -109,9 +109,14 @@ func TestHostilePushHeaders(t *testing.T) {
 	}
 	result(t, "requests_answered=%d rss_before_mb=%d rss_peak_mb=%d vmhwm_mb=%d", answered.Load(), rssBefore>>10, peak>>10, hwm>>10)
 	// 200 requests in flight with 16 KiB of headers each, and the
-	// transport's buffers: a few MB over the start, far under 9 MB each.
-	if grown := hwm - rssBefore; grown > 100<<10 {
-		t.Errorf("the server grew by %d MB (VmHWM %d MB, %d MB before) against an endpoint answering 9 MB of headers; want under 100 MB", grown>>10, hwm>>10, rssBefore>>10)
+	// transport's buffers: some 20 MB over the start (100 MB allowed; the
+	// race detector's shadow memory multiplies it), far under 9 MB each.
+	limit := 100
+	if raceEnabled {
+		limit = 400
+	}
+	if grown := hwm - rssBefore; grown > limit<<10 {
+		t.Errorf("the server grew by %d MB (VmHWM %d MB, %d MB before) against an endpoint answering 9 MB of headers; want under %d MB", grown>>10, hwm>>10, rssBefore>>10, limit)
 	}
 }
 
