@@ -499,6 +499,53 @@ func testGroupConsumers(t *testing.T, su suite) {
 	deliverNone(t, gs, "g", "c1", "every event was acknowledged")
 }
 
+// testGroupConsumerLimit: at most order.DefaultMaxGroupConsumers consumers
+// hold deliveries of a group; past it a consumer that holds nothing and
+// finds no redelivery due is refused, KindResourceExhausted, while the
+// holders go on; one that settled all it held takes no place. (A
+// partitioned store bounds each partition; the runs on one partition check
+// the bound.)
+func testGroupConsumerLimit(t *testing.T, su suite) {
+	const limit = order.DefaultMaxGroupConsumers
+	s := su.start(t, retention)
+	gs := groupStore(t, s)
+	if len(tails(t, s)) > 1 {
+		t.Log("a partitioned store bounds the consumers of each partition; the runs on one partition check the bound")
+		return
+	}
+	createGroup(t, gs, settings("g", time.Minute, 5), nil)
+	const events = limit + 11
+	for i := range events {
+		checkout(t, s, "cl-"+strconv.Itoa(i), 20*time.Millisecond, nil)
+	}
+	for deadline := time.Now().Add(30 * time.Second); groupState(t, gs, "g").Backlog < events; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the group's backlog is %d after 30s, want %d", groupState(t, gs, "g").Backlog, events)
+		}
+	}
+	var held []order.Delivery
+	for i := range limit - 1 {
+		held = append(held, deliverN(t, gs, "g", "holder-"+strconv.Itoa(i), 1)...)
+	}
+	// Each is the last place's holder for a moment, then holds nothing.
+	for i := range 10 {
+		ds := deliverN(t, gs, "g", "passer-"+strconv.Itoa(i), 1)
+		ack(t, gs, "g", order.AckDone, ackIDs(ds)...)
+	}
+	held = append(held, deliverN(t, gs, "g", "holder-last", 1)...)
+	refused := func(consumer string) {
+		t.Helper()
+		if ds, err := gs.Deliver(t.Context(), "g", consumer, 1); order.KindOf(err) != order.KindResourceExhausted || len(ds) != 0 {
+			t.Fatalf("Deliver to %s past %d holding consumers: %d deliveries, %v; want KindResourceExhausted", consumer, limit, len(ds), err)
+		}
+	}
+	refused("extra")
+	refused("passer-0")
+	ack(t, gs, "g", order.AckDone, held[0].AckID)
+	deliverN(t, gs, "g", "extra", 1)
+	refused("passer-1")
+}
+
 // testGroupAck: the outcome of each kind of ack id.
 func testGroupAck(t *testing.T, su suite) {
 	s := su.start(t, retention)

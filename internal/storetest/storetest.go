@@ -65,6 +65,7 @@ func Run(t *testing.T, newStore func(t *testing.T, retention time.Duration) orde
 		{"GroupDelete", false, testGroupDelete},
 		{"GroupStart", false, testGroupStart},
 		{"GroupConsumers", false, testGroupConsumers},
+		{"GroupConsumerLimit", false, testGroupConsumerLimit},
 		{"GroupAck", false, testGroupAck},
 		{"GroupRedelivery", false, testGroupRedelivery},
 		{"GroupOwnRedelivery", false, testGroupOwnRedelivery},
