@@ -208,27 +208,7 @@ func TestHostileMalformedProtobuf(t *testing.T) {
 		{"invalid UTF-8 in after_cursor", "WatchExpirations", str(1, "1-\xff"), true},
 		{"truncated watch request", "WatchExpirations", []byte{0x0a, 0x05, '1'}, true},
 	}
-	call := func(conn *grpc.ClientConn, method string, msg []byte, stream bool) error {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		full := "/orderexpiry.v1.OrderService/" + method
-		if !stream {
-			var out []byte
-			return conn.Invoke(ctx, full, msg, &out, grpc.ForceCodec(rawCodec{}))
-		}
-		cs, err := conn.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true}, full, grpc.ForceCodec(rawCodec{}))
-		if err != nil {
-			return err
-		}
-		if err := cs.SendMsg(msg); err != nil {
-			return err
-		}
-		if err := cs.CloseSend(); err != nil {
-			return err
-		}
-		var out []byte
-		return cs.RecvMsg(&out)
-	}
+	call := rawCall
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			err := call(withToken, tc.method, tc.msg, tc.stream)
@@ -374,6 +354,31 @@ func TestHostileLiveWatchRedisDown(t *testing.T) {
 		t.Fatalf("event %v", ev)
 	}
 	result(t, "live_watch_refused_after=%s", took.Round(time.Millisecond))
+}
+
+// rawCall calls a method of the service with msg as the request's bytes,
+// as they are; for a server stream, it returns the error of the first
+// message.
+func rawCall(conn *grpc.ClientConn, method string, msg []byte, stream bool) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	full := "/orderexpiry.v1.OrderService/" + method
+	if !stream {
+		var out []byte
+		return conn.Invoke(ctx, full, msg, &out, grpc.ForceCodec(rawCodec{}))
+	}
+	cs, err := conn.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true}, full, grpc.ForceCodec(rawCodec{}))
+	if err != nil {
+		return err
+	}
+	if err := cs.SendMsg(msg); err != nil {
+		return err
+	}
+	if err := cs.CloseSend(); err != nil {
+		return err
+	}
+	var out []byte
+	return cs.RecvMsg(&out)
 }
 
 // procStatus returns a field of the server process's /proc status in kB

@@ -42,6 +42,7 @@ func FuzzCheckoutBody(f *testing.F) {
 	g := startGateway(f, fake, nil)
 	f.Fuzz(func(t *testing.T, body []byte) {
 		req := httptest.NewRequest(http.MethodPost, "/v1/orders", bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
 		rec := httptest.NewRecorder()
 		served := make(chan struct{})
 		go func() {

@@ -59,6 +59,8 @@ type Options struct {
 	// that long has stopped reading, and its watch and connection are
 	// closed. 0 means DefaultWatchWriteTimeout.
 	WatchWriteTimeout time.Duration
+	// CrossSite says which requests of web pages are taken.
+	CrossSite CrossSite
 }
 
 // DefaultWatchWriteTimeout is WatchWriteTimeout when it is not set: long
@@ -138,17 +140,17 @@ func New(ctx context.Context, conn grpc.ClientConnInterface, opts Options) (http
 		}
 		return opts.Authorize(r)
 	}
-	api := http.MaxBytesHandler(limitURI(mux, opts.MaxBodyBytes, authorize), opts.MaxBodyBytes)
+	api := jsonOnly(mux, http.MaxBytesHandler(limitURI(mux, opts.MaxBodyBytes, authorize), opts.MaxBodyBytes))
 	if opts.UI == nil {
-		return api, nil
+		return crossSite(mux, opts.CrossSite, api), nil
 	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return crossSite(mux, opts.CrossSite, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/ui" || strings.HasPrefix(r.URL.Path, "/ui/") {
 			opts.UI.ServeHTTP(w, r)
 			return
 		}
 		api.ServeHTTP(w, r)
-	}), nil
+	})), nil
 }
 
 // limitURI refuses a request whose URI (path and query) is longer than

@@ -54,6 +54,22 @@ func (g *group) buryLapsed(now time.Time) {
 	}
 }
 
+// holders counts the other consumers that hold deliveries, and says
+// whether consumer holds one. The caller holds mu.
+func (g *group) holders(consumer string) (others int, holds bool) {
+	seen := map[string]bool{}
+	for _, d := range g.inFlight {
+		switch d.consumer {
+		case "":
+		case consumer:
+			holds = true
+		default:
+			seen[d.consumer] = true
+		}
+	}
+	return len(seen), holds
+}
+
 // delivery is an event in flight at a consumer.
 type delivery struct {
 	// consumer is the consumer it was last delivered to, whose it is until
@@ -221,6 +237,11 @@ func (s *Store) Deliver(_ context.Context, groupID, consumer string, maxEvents i
 		out = append(out, order.Delivery{AckID: order.AckID{Cursor: c, Attempt: d.attempt}, Event: ev})
 	}
 
+	if len(out) == 0 {
+		if holders, holds := g.holders(consumer); !holds && holders >= s.maxGroupConsumers {
+			return nil, order.TooManyConsumers(groupID, s.maxGroupConsumers)
+		}
+	}
 	for i := s.after(g.position); i < len(s.log) && len(out) < maxEvents; i++ {
 		ev := s.log[i]
 		g.inFlight[ev.Cursor] = &delivery{consumer: consumer, attempt: 1, due: due}
@@ -248,6 +269,17 @@ func (s *Store) Nack(_ context.Context, groupID string, ids []order.AckID, retry
 		}
 		d.consumer = ""
 		d.due = now.Add(min(max(retryAfter, 0), g.settings.AckDeadline))
+	})
+}
+
+// Release hands deliveries back uncounted: due at once to any consumer,
+// with the attempt they had before. An event released from its first
+// delivery (attempt 0 again) is backlog, as a redriven one is.
+func (s *Store) Release(_ context.Context, groupID string, ids []order.AckID) ([]order.AckStatus, error) {
+	return s.settle(groupID, ids, func(_ *group, _ order.Cursor, d *delivery, now time.Time) {
+		d.attempt--
+		d.consumer = ""
+		d.due = now
 	})
 }
 

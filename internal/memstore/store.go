@@ -23,6 +23,10 @@ type Options struct {
 	// than a second after the deadline. It runs under the store's lock and
 	// must not block.
 	OnExpire func(expired, caughtUp int)
+	// MaxGroupConsumers bounds the consumers that hold deliveries of a
+	// group (see order.GroupStore.Deliver); 0 means
+	// order.DefaultMaxGroupConsumers.
+	MaxGroupConsumers int
 }
 
 // Store is an in-memory order store. Its zero value is not usable; call New.
@@ -30,6 +34,8 @@ type Store struct {
 	onExpire  func(expired, caughtUp int)
 	retention time.Duration
 	now       func() time.Time
+	// maxGroupConsumers is Options.MaxGroupConsumers.
+	maxGroupConsumers int
 
 	// wake tells the expiry loop that the earliest deadline may have changed.
 	wake chan struct{}
@@ -53,15 +59,19 @@ type Store struct {
 
 // New returns an empty store.
 func New(opts Options) *Store {
+	if opts.MaxGroupConsumers <= 0 {
+		opts.MaxGroupConsumers = order.DefaultMaxGroupConsumers
+	}
 	return &Store{
-		onExpire:  opts.OnExpire,
-		retention: opts.Retention,
-		now:       time.Now,
-		wake:      make(chan struct{}, 1),
-		pending:   make(map[string]*order.Order),
-		closed:    make(map[string]*order.Order),
-		appended:  make(chan struct{}),
-		groups:    make(map[string]*group),
+		maxGroupConsumers: opts.MaxGroupConsumers,
+		onExpire:          opts.OnExpire,
+		retention:         opts.Retention,
+		now:               time.Now,
+		wake:              make(chan struct{}, 1),
+		pending:           make(map[string]*order.Order),
+		closed:            make(map[string]*order.Order),
+		appended:          make(chan struct{}),
+		groups:            make(map[string]*group),
 
 		closedCount: make(map[order.Status]int64),
 		started:     time.UnixMilli(time.Now().UnixMilli()),

@@ -6,6 +6,7 @@ package metrics
 
 import (
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -31,6 +32,11 @@ type Metrics struct {
 	redeliveries *prometheus.CounterVec
 	ackAge       *prometheus.HistogramVec
 	pushes       *prometheus.CounterVec
+
+	// mu guards groups: the groups the per-group series above were made
+	// for, so that those of a deleted group can be dropped.
+	mu     sync.Mutex
+	groups map[string]bool
 }
 
 // New registers the collectors, including the Go runtime's and the
@@ -39,6 +45,7 @@ type Metrics struct {
 func New() *Metrics {
 	m := &Metrics{
 		registry: prometheus.NewRegistry(),
+		groups:   map[string]bool{},
 		GRPC:     newGRPCMetrics(rpcBuckets),
 		created: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "orderexpiry_orders_checked_out_total",
@@ -77,7 +84,7 @@ func New() *Metrics {
 	}, []string{"group"})
 	m.pushes = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "orderexpiry_push_deliveries_total",
-		Help: "Attempts by this replica to push a group's expiration to its endpoint, by outcome: acked (2xx), failed (another status), timeout, unreachable (the connection failed) or refused (the host resolved to an internal address).",
+		Help: "Attempts by this replica to push a group's expiration to its endpoint, by outcome: acked (2xx), failed (another status), timeout, unreachable (the connection failed, or the answer's headers passed 16 KiB), refused (the host resolved to an internal address) or cancelled (cut short by a stop of this replica, or by a change or deletion of the group; the event is handed back uncounted).",
 	}, []string{"group", "outcome"})
 	m.registry.MustRegister(
 		collectors.NewGoCollector(),
@@ -104,8 +111,9 @@ type Sources struct {
 	// EvictionUnsafe says whether Redis's maxmemory-policy could evict the
 	// store's keys; nil for a store that cannot evict.
 	EvictionUnsafe func() bool
-	// Groups returns the consumer groups' states, read from the store.
-	Groups func() []GroupState
+	// Groups returns the consumer groups' ids and the states it could
+	// read, from the store; ok is false when the list could not be read.
+	Groups func() (ids []string, states []GroupState, ok bool)
 	// SlotRetries counts the calls to a Redis Cluster made again because
 	// their slot was moving between masters; nil for a store that has no
 	// slots.
@@ -147,7 +155,7 @@ func (m *Metrics) Watch(src Sources) {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
 	if src.Groups != nil {
-		m.registry.MustRegister(groupCollector(src.Groups))
+		m.registry.MustRegister(groupCollector{read: src.Groups, keep: m.keepGroups})
 	}
 	if src.RedisMemory != nil {
 		m.registry.MustRegister(memoryCollector(src.RedisMemory))
@@ -192,8 +200,54 @@ func (m *Metrics) Expired(n, caughtUp int) {
 	m.caughtUp.Add(float64(caughtUp))
 }
 
+// perGroup are the collectors with a series per group.
+func (m *Metrics) perGroup() []interface {
+	DeletePartialMatch(prometheus.Labels) int
+} {
+	return []interface {
+		DeletePartialMatch(prometheus.Labels) int
+	}{m.deliveries, m.redeliveries, m.ackAge, m.pushes}
+}
+
+// seen notes a group that has series now.
+func (m *Metrics) seen(group string) {
+	m.mu.Lock()
+	m.groups[group] = true
+	m.mu.Unlock()
+}
+
+// GroupDeleted drops the series of a group: a deleted group's series would
+// otherwise stay until the process ends, and a client that creates and
+// deletes groups in turn could grow /metrics without bound.
+func (m *Metrics) GroupDeleted(group string) {
+	m.mu.Lock()
+	delete(m.groups, group)
+	m.mu.Unlock()
+	for _, c := range m.perGroup() {
+		c.DeletePartialMatch(prometheus.Labels{"group": group})
+	}
+}
+
+// keepGroups drops the series of every group not in live, the groups the
+// store holds: a group deleted through another replica goes at the next
+// scrape.
+func (m *Metrics) keepGroups(live map[string]bool) {
+	m.mu.Lock()
+	var gone []string
+	for g := range m.groups {
+		if !live[g] {
+			gone = append(gone, g)
+		}
+	}
+	m.mu.Unlock()
+	for _, g := range gone {
+		m.GroupDeleted(g)
+	}
+}
+
 // Delivered counts a delivery to a group's consumer.
 func (m *Metrics) Delivered(group string, attempt int) {
+	m.seen(group)
 	m.deliveries.WithLabelValues(group).Inc()
 	if attempt > 1 {
 		m.redeliveries.WithLabelValues(group).Inc()
@@ -203,11 +257,15 @@ func (m *Metrics) Delivered(group string, attempt int) {
 // Acknowledged observes how long after its expiration an event was
 // acknowledged.
 func (m *Metrics) Acknowledged(group string, age time.Duration) {
+	m.seen(group)
 	m.ackAge.WithLabelValues(group).Observe(max(age, 0).Seconds())
 }
 
 // Pushed counts an attempt to push a group's event, by its outcome.
-func (m *Metrics) Pushed(group, outcome string) { m.pushes.WithLabelValues(group, outcome).Inc() }
+func (m *Metrics) Pushed(group, outcome string) {
+	m.seen(group)
+	m.pushes.WithLabelValues(group, outcome).Inc()
+}
 
 // WatchCatchUp counts a watcher that fell behind its buffer and reads on
 // from the log.
@@ -248,8 +306,12 @@ func (c memoryCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// groupCollector reads the groups' states at each scrape.
-type groupCollector func() []GroupState
+// groupCollector reads the groups' states at each scrape, and drops the
+// other series of the groups that are no longer there.
+type groupCollector struct {
+	read func() ([]string, []GroupState, bool)
+	keep func(live map[string]bool)
+}
 
 func (groupCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- groupBacklog
@@ -259,10 +321,19 @@ func (groupCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c groupCollector) Collect(ch chan<- prometheus.Metric) {
-	for _, g := range c() {
+	ids, states, ok := c.read()
+	if !ok {
+		return
+	}
+	live := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		live[id] = true
+	}
+	for _, g := range states {
 		ch <- prometheus.MustNewConstMetric(groupBacklog, prometheus.GaugeValue, float64(g.Backlog), g.ID)
 		ch <- prometheus.MustNewConstMetric(groupInFlight, prometheus.GaugeValue, float64(g.InFlight), g.ID)
 		ch <- prometheus.MustNewConstMetric(groupDeadLetters, prometheus.GaugeValue, float64(g.DeadLetters), g.ID)
 		ch <- prometheus.MustNewConstMetric(groupOldest, prometheus.GaugeValue, g.OldestUnacked.Seconds(), g.ID)
 	}
+	c.keep(live)
 }

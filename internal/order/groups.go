@@ -192,6 +192,17 @@ func GroupExists(old, asked Group) error {
 		old.ID, strings.Join(diffs, "; "))
 }
 
+// DefaultMaxGroupConsumers is how many consumers may hold deliveries of a
+// group at once when the store is not told otherwise.
+const DefaultMaxGroupConsumers = 1000
+
+// TooManyConsumers is the error for a consumer name that holds nothing
+// asking for events of a group whose limit of consumers holding deliveries
+// is reached.
+func TooManyConsumers(group string, limit int) error {
+	return Errorf(KindResourceExhausted, "consumer group %q has %d consumers holding deliveries, the most it may have (-max-group-consumers); a new consumer name is taken once one of them settles its deliveries or lets them lapse: reuse the names of consumers that are gone", group, limit)
+}
+
 // BadPageToken is the error for a page token of a list that it did not give.
 func BadPageToken(token string) error {
 	return Errorf(KindInvalid, "page_token %q is not a page token of this list; pass the next_page_token of the page before, or none for the first page", Clip(token))
@@ -224,6 +235,11 @@ type GroupStore interface {
 	// delivered again until redriven. An event whose ack
 	// deadline lapsed at this same consumer is due to it only
 	// Group.OwnRedeliveryDelay later. It returns none when nothing is due.
+	// A consumer that holds no delivery and finds no redelivery due is
+	// refused, KindResourceExhausted (TooManyConsumers), while the store's
+	// limit of consumers holding deliveries of the group is reached (on a
+	// partitioned store, of a partition); only consumers that hold
+	// deliveries are kept, so that a name that pulled once costs nothing.
 	Deliver(ctx context.Context, group, consumer string, max int) ([]Delivery, error)
 	// Ack acknowledges deliveries: an acknowledged event is never
 	// delivered again. It reports each id's outcome, in order.
@@ -233,6 +249,11 @@ type GroupStore interface {
 	// nacked them too, with the same outcomes as Ack. A nacked delivery
 	// that was the event's last makes it a dead letter at once.
 	Nack(ctx context.Context, group string, ids []AckID, retryAfter time.Duration) ([]AckStatus, error)
+	// Release hands deliveries back as though they had not been made: due
+	// at once to any consumer, their attempt not counted, so that a
+	// delivery cut short by its holder (a replica that stops, a push
+	// request cancelled) never makes a dead letter; the outcomes are Ack's.
+	Release(ctx context.Context, group string, ids []AckID) ([]AckStatus, error)
 	// DeadLetters lists a group's dead letters, oldest first, up to limit,
 	// after the page token (empty: from the first); next is the token of
 	// the next page, empty after the last. KindInvalid for a bad token.

@@ -26,6 +26,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -52,6 +53,10 @@ const (
 	OutcomeUnreachable = "unreachable"
 	// OutcomeRefused: the policy refused the address the host resolved to.
 	OutcomeRefused = "refused"
+	// OutcomeCancelled: the attempt was cut short, by a stop of this
+	// replica or a change or deletion of its group; the event was handed
+	// back uncounted (order.GroupStore.Release).
+	OutcomeCancelled = "cancelled"
 )
 
 // Header names beside the Standard Webhooks ones.
@@ -69,8 +74,13 @@ const (
 	// settleTimeout bounds an ack or a nack.
 	settleTimeout = 5 * time.Second
 	// maxResponseBytes is how much of an answer's body is read (and
-	// dropped), so that its connection can be used again.
-	maxResponseBytes = 64 << 10
+	// dropped), so that its connection can be used again; a longer body
+	// costs the connection, not memory.
+	maxResponseBytes = 4 << 10
+	// maxResponseHeaderBytes bounds an answer's headers: an endpoint that
+	// sends more fails the attempt. With Go's default of 10 MiB, one group
+	// of max_concurrency 100 could be made to hold 1 GB.
+	maxResponseHeaderBytes = 16 << 10
 
 	dialTimeout   = 10 * time.Second
 	dialKeepAlive = 30 * time.Second
@@ -104,6 +114,11 @@ type Options struct {
 	Observer Observer
 	// Logger: nil means slog.Default().
 	Logger *slog.Logger
+	// StopTimeout bounds Run's return once its context ends: the requests
+	// in flight may finish until a quarter of it (at most 2s) is left;
+	// then they are cancelled and their events handed back uncounted, in
+	// what is left. 0 cancels them at once.
+	StopTimeout time.Duration
 }
 
 // Deliverer pushes the events of every push group. Run it once.
@@ -130,7 +145,9 @@ func New(opts Options) *Deliverer {
 		ForceAttemptHTTP2:   true,
 		TLSHandshakeTimeout: dialTimeout,
 		MaxIdleConnsPerHost: 100,
-		IdleConnTimeout:     90 * time.Second,
+		// Also the HTTP/2 header list limit (SETTINGS_MAX_HEADER_LIST_SIZE).
+		MaxResponseHeaderBytes: maxResponseHeaderBytes,
+		IdleConnTimeout:        90 * time.Second,
 	}
 	return &Deliverer{
 		opts: opts,
@@ -164,24 +181,37 @@ func WebhookID(group string, id order.AckID) string {
 }
 
 // Run delivers until ctx ends: it reads the push groups every second and
-// runs one worker for each, stopping a worker when its group is deleted or
-// created again with other settings. It returns nil when ctx ends.
+// runs one worker for each, replacing a worker when its group is deleted or
+// created again with other settings. A worker replaced has its requests
+// cancelled and ends on its own: its end never holds up the other groups.
+// Run returns nil within Options.StopTimeout of the end of ctx.
 func (d *Deliverer) Run(ctx context.Context) error {
 	type running struct {
-		g      order.Group
-		cancel context.CancelFunc
-		done   chan struct{}
+		g    order.Group
+		stop context.CancelFunc
+		done chan struct{}
 	}
+	// requests ends the requests in flight, a while after ctx ends;
+	// settles ends the acks, nacks and releases after them.
+	grace := d.opts.StopTimeout - min(d.opts.StopTimeout/4, 2*time.Second)
+	requests, endRequests := context.WithCancel(context.WithoutCancel(ctx))
+	settles, endSettles := context.WithCancel(context.WithoutCancel(ctx))
+	defer endSettles()
+	defer endRequests()
+	context.AfterFunc(ctx, func() { time.AfterFunc(grace, endRequests) })
+	context.AfterFunc(requests, func() { time.AfterFunc(d.opts.StopTimeout-grace, endSettles) })
+
 	workers := map[string]*running{}
-	stop := func(r *running) {
-		r.cancel()
-		<-r.done
+	var retired []*running
+	retire := func(r *running) {
+		r.stop()
+		retired = append(retired, r)
 	}
 	defer func() {
 		for _, r := range workers {
-			r.cancel()
+			<-r.done
 		}
-		for _, r := range workers {
+		for _, r := range retired {
 			<-r.done
 		}
 	}()
@@ -192,6 +222,14 @@ func (d *Deliverer) Run(ctx context.Context) error {
 	tick := time.NewTicker(groupsPoll)
 	defer tick.Stop()
 	for {
+		retired = slices.DeleteFunc(retired, func(r *running) bool {
+			select {
+			case <-r.done:
+				return true
+			default:
+				return false
+			}
+		})
 		groups, err := d.opts.Store.Groups(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -225,19 +263,24 @@ func (d *Deliverer) Run(ctx context.Context) error {
 				if r.g.SameSettings(g) && r.g.CreatedAt.Equal(g.CreatedAt) {
 					continue
 				}
-				stop(r)
+				retire(r)
 			}
-			wctx, cancel := context.WithCancel(ctx)
-			r := &running{g: g, cancel: cancel, done: make(chan struct{})}
+			take, stopTaking := context.WithCancel(ctx)
+			reqs, stopRequests := context.WithCancel(requests)
+			r := &running{g: g, done: make(chan struct{}), stop: func() {
+				stopTaking()
+				stopRequests()
+			}}
 			workers[g.ID] = r
 			go func() {
 				defer close(r.done)
-				d.work(wctx, g)
+				defer r.stop()
+				d.work(take, reqs, settles, g)
 			}()
 		}
 		for id, r := range workers {
 			if !seen[id] {
-				stop(r)
+				retire(r)
 				delete(workers, id)
 			}
 		}
@@ -256,12 +299,15 @@ type worker struct {
 	url   *url.URL
 	hook  *standardwebhooks.Webhook
 	freed chan struct{}
+	// settles bounds the acks, nacks and releases.
+	settles context.Context
 }
 
-// work delivers a group's events until ctx ends, up to the group's
-// MaxConcurrency at once; at the end it waits for the requests in flight,
-// whose events are handed back.
-func (d *Deliverer) work(ctx context.Context, g order.Group) {
+// work takes a group's events until ctx ends, up to the group's
+// MaxConcurrency in flight at once, and pushes them under reqs; at the end
+// it waits for the requests in flight, which end with reqs. The acks,
+// nacks and releases run under settles.
+func (d *Deliverer) work(ctx, reqs, settles context.Context, g order.Group) {
 	u, err := d.opts.Policy.CheckURL(g.Push.URL)
 	if err == nil {
 		err = CheckSecret(g.Push.Secret)
@@ -274,7 +320,7 @@ func (d *Deliverer) work(ctx context.Context, g order.Group) {
 		d.log.Error("push: a group's push settings are unusable; its events are not pushed from this replica", "group", g.ID, "err", err)
 		return
 	}
-	w := &worker{d: d, g: g, url: u, hook: hook, freed: make(chan struct{}, 1)}
+	w := &worker{d: d, g: g, url: u, hook: hook, freed: make(chan struct{}, 1), settles: settles}
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	sem := make(chan struct{}, g.Push.MaxConcurrency)
@@ -306,7 +352,7 @@ func (d *Deliverer) work(ctx context.Context, g order.Group) {
 						default:
 						}
 					}()
-					w.attempt(ctx, dl)
+					w.attempt(reqs, dl)
 				})
 			}
 			if err != nil {
@@ -343,8 +389,11 @@ func (d *Deliverer) work(ctx context.Context, g order.Group) {
 	}
 }
 
-// attempt makes one delivery attempt and settles it: an ack for a 2xx
-// answer, a nack with the backoff otherwise.
+// attempt makes one delivery attempt under ctx and settles it: an ack for a
+// 2xx answer, a nack with the backoff otherwise, and a release when ctx
+// ended first (a stop, or the group changed or deleted): an attempt cut
+// short is not counted, so that a stop during an event's last attempt
+// never makes it a dead letter.
 func (w *worker) attempt(ctx context.Context, dl order.Delivery) {
 	g := w.g
 	id := WebhookID(g.ID, dl.AckID)
@@ -357,11 +406,10 @@ func (w *worker) attempt(ctx context.Context, dl order.Delivery) {
 	))
 	defer span.End()
 
-	// An attempt begun is finished even when this replica stops: it is
-	// bounded by the push timeout (at most half the ack deadline), and
-	// one cut short would count as an attempt all the same, so that a
-	// stop during an event's last attempt would make it a dead letter.
-	outcome, status, err := w.post(context.WithoutCancel(ctx), id, dl)
+	outcome, status, err := w.post(ctx, id, dl)
+	if outcome != OutcomeAcked && ctx.Err() != nil {
+		outcome = OutcomeCancelled
+	}
 	span.SetAttributes(attribute.String("orderexpiry.push.outcome", outcome))
 	if status != 0 {
 		span.SetAttributes(attribute.Int("http.response.status_code", status))
@@ -373,12 +421,19 @@ func (w *worker) attempt(ctx context.Context, dl order.Delivery) {
 		w.d.opts.Observer.Pushed(g.ID, outcome)
 	}
 	// The outcome is recorded even when ctx ended meanwhile.
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
+	sctx, cancel := context.WithTimeout(w.settles, settleTimeout)
 	defer cancel()
 	ids := []order.AckID{dl.AckID}
-	if outcome == OutcomeAcked {
+	switch outcome {
+	case OutcomeAcked:
 		if st, err := w.d.opts.Store.Ack(sctx, g.ID, ids); err != nil || st[0] != order.AckDone {
 			w.d.log.Warn("push: an event the endpoint took could not be acknowledged; it is delivered again", "group", g.ID, "webhook_id", id, "status", ackStatus(st), "err", err)
+		}
+		return
+	case OutcomeCancelled:
+		// A deleted group's events are gone with it: nothing to hand back.
+		if _, err := w.d.opts.Store.Release(sctx, g.ID, ids); err != nil && order.KindOf(err) != order.KindNotFound {
+			w.d.log.Warn("push: could not hand back an event whose attempt was cut short; it is delivered again after its ack deadline", "group", g.ID, "webhook_id", id, "err", err)
 		}
 		return
 	}

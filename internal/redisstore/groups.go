@@ -66,10 +66,6 @@ import (
 const groupsKey = "oe:groups"
 
 const (
-	// forgetConsumerAfter is how long a consumer with nothing in flight is
-	// kept in a stream's group: consumers come and go with their streams,
-	// and each one costs every delivery a look.
-	forgetConsumerAfter = 10 * time.Minute
 	// settingsTTL is how long a replica trusts its copy of a group's
 	// settings: they never change, but a group may be deleted and created
 	// again with others.
@@ -109,16 +105,33 @@ local function spent(e, dl, maxd)
   return isClient(e[2]) and tonumber(e[4]) >= maxd and tonumber(e[3]) >= dl
 end
 
+-- forgetEmpty deletes the client consumers of a set (name -> true) that
+-- hold nothing: a consumer is kept only while it holds deliveries.
+local function forgetEmpty(key, g, names)
+  for name in pairs(names) do
+    if isClient(name) and #redis.call('XPENDING', key, g, '-', '+', 1, name) == 0 then
+      redis.call('XGROUP', 'DELCONSUMER', key, g, name)
+    end
+  end
+end
+
 -- buryLapsed gives the dead consumer every spent entry of group g (JUSTID
--- keeps its count).
+-- keeps its count), and deletes the client consumers left holding nothing.
 local function buryLapsed(key, g, dl, maxd)
   for _, ci in ipairs(redis.call('XINFO', 'CONSUMERS', key, g)) do
     local info = kv(ci)
-    local pending = tonumber(info['pending'])
-    if isClient(info['name']) and pending > 0 then
-      for _, e in ipairs(redis.call('XPENDING', key, g, 'IDLE', dl, '-', '+', pending, info['name'])) do
-        if spent(e, dl, maxd) then redis.call('XCLAIM', key, g, 'dead', 0, e[1], 'JUSTID') end
+    local name, pending = info['name'], tonumber(info['pending'])
+    if isClient(name) then
+      local left = pending
+      if pending > 0 then
+        for _, e in ipairs(redis.call('XPENDING', key, g, 'IDLE', dl, '-', '+', pending, name)) do
+          if spent(e, dl, maxd) then
+            redis.call('XCLAIM', key, g, 'dead', 0, e[1], 'JUSTID')
+            left = left - 1
+          end
+        end
       end
+      if left <= 0 then redis.call('XGROUP', 'DELCONSUMER', key, g, name) end
     end
   end
 end
@@ -149,20 +162,26 @@ return {'created', rec}
 //
 // KEYS[1] the partition's events stream.
 // ARGV[1] group id, ARGV[2] consumer, ARGV[3] most events, ARGV[4] ack
-// deadline ms, ARGV[5] max deliveries, ARGV[6] forgetConsumerAfter in ms,
-// ARGV[7] OwnRedeliveryDelay in ms.
+// deadline ms, ARGV[5] max deliveries, ARGV[6] the most client consumers
+// that may hold deliveries, ARGV[7] OwnRedeliveryDelay in ms.
 //
-// Returns a list of {id, attempt, fields}. An event due again after its
+// Returns a list of {id, attempt, fields}, or {'full', n} when the
+// consumer holds nothing, took no redelivery, and n other client
+// consumers hold deliveries, ARGV[6] or more. An event due again after its
 // last delivery goes to the dead consumer instead (JUSTID keeps its count).
-// Consumers with nothing pending and idle long are forgotten.
+// A client consumer left holding nothing is deleted: only those that hold
+// deliveries are kept, so that the walk over them costs what is in flight,
+// not every name that ever pulled.
 var deliverScript = redis.NewScript(freeing + groupsLua + `
 local key, g, c = KEYS[1], ARGV[1], ARGV[2]
 local want, dl, maxd = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local out = {}
+local holders, mine = 0, 0
 for _, ci in ipairs(redis.call('XINFO', 'CONSUMERS', key, g)) do
   local info = kv(ci)
   local name, pending = info['name'], tonumber(info['pending'])
   if name ~= 'dead' then
+    local left = pending
     if pending > 0 and #out < want then
       local idle = dl
       if name == c then idle = dl + tonumber(ARGV[7]) end
@@ -170,15 +189,27 @@ for _, ci in ipairs(redis.call('XINFO', 'CONSUMERS', key, g)) do
         local id, count = e[1], tonumber(e[4])
         if count >= maxd then
           redis.call('XCLAIM', key, g, 'dead', 0, id, 'JUSTID')
+          left = left - 1
         else
           local got = redis.call('XCLAIM', key, g, c, 0, id)
           if got[1] then out[#out + 1] = {got[1][1], count + 1, got[1][2]} end
+          if name ~= c then left = left - 1 end
         end
       end
-    elseif pending == 0 and name ~= c and tonumber(info['idle']) > tonumber(ARGV[6]) then
-      redis.call('XGROUP', 'DELCONSUMER', key, g, name)
+    end
+    if name == c then
+      mine = left
+    elseif isClient(name) then
+      if left <= 0 then
+        redis.call('XGROUP', 'DELCONSUMER', key, g, name)
+      else
+        holders = holders + 1
+      end
     end
   end
+end
+if #out == 0 and mine == 0 and holders >= tonumber(ARGV[6]) then
+  return {'full', holders}
 end
 if #out < want then
   local r = redis.call('XREADGROUP', 'GROUP', g, c, 'COUNT', want - #out, 'STREAMS', key, '>')
@@ -186,25 +217,31 @@ if #out < want then
     for _, e in ipairs(r[1][2]) do out[#out + 1] = {e[1], 1, e[2]} end
   end
 end
+if #out == 0 and mine == 0 then
+  redis.call('XGROUP', 'DELCONSUMER', key, g, c)
+end
 return out
 `)
 
 // settleScript acknowledges deliveries, or hands them back.
 //
 // KEYS[1] the partition's events stream.
-// ARGV[1] group id, ARGV[2] ack deadline ms, ARGV[3] 'ack', or the nack's
-// retry_after in ms, ARGV[4] the group's start on this partition, ARGV[5]
+// ARGV[1] group id, ARGV[2] ack deadline ms, ARGV[3] 'ack', 'release', or
+// the nack's retry_after in ms, ARGV[4] the group's start on this partition, ARGV[5]
 // max deliveries; then pairs of event id and attempt.
 //
 // Returns one code a pair (see order.AckStatus): 0 done, 1 unknown (no
 // such event delivered to the group), 2 not in flight (acknowledged or
 // dead-lettered), 3 expired (past its ack deadline, or delivered again).
 // A nack of an event's last delivery makes it a dead letter, and an entry
-// found spent is made one.
+// found spent is made one. A release hands the entry back due at once with
+// its delivery count one lower: to back, or to redriven when that is 0
+// (no consumer has had it, as after a redrive).
 var settleScript = redis.NewScript(freeing + groupsLua + `
 local key, g, dl, start, maxd = KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[4], tonumber(ARGV[5])
 local last
 local res = {}
+local owners = {}
 for i = 6, #ARGV, 2 do
   local id, attempt = ARGV[i], tonumber(ARGV[i + 1])
   local p = redis.call('XPENDING', key, g, id, id, 1)
@@ -218,12 +255,19 @@ for i = 6, #ARGV, 2 do
       st = 2
     elseif spent(e, dl, maxd) then
       redis.call('XCLAIM', key, g, 'dead', 0, id, 'JUSTID')
+      owners[e[2]] = true
       st = 2
     elseif tonumber(e[4]) ~= attempt or tonumber(e[3]) >= dl then
       st = 3
     else
+      owners[e[2]] = true
       if ARGV[3] == 'ack' then
         redis.call('XACK', key, g, id)
+      elseif ARGV[3] == 'release' then
+        local n = tonumber(e[4]) - 1
+        local to = 'back'
+        if n <= 0 then to = 'redriven' end
+        redis.call('XCLAIM', key, g, to, 0, id, 'IDLE', dl, 'RETRYCOUNT', math.max(n, 0), 'JUSTID')
       elseif tonumber(e[4]) >= maxd then
         redis.call('XCLAIM', key, g, 'dead', 0, id, 'JUSTID')
       else
@@ -235,6 +279,7 @@ for i = 6, #ARGV, 2 do
   end
   res[#res + 1] = st
 end
+forgetEmpty(key, g, owners)
 return res
 `)
 
@@ -675,12 +720,15 @@ func (s *Store) deliverPartition(ctx context.Context, p *partition, g settings, 
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
 	res, err := deliverScript.Run(ctx, s.rdb, []string{p.keys.events}, g.ID, consumerName(consumer), max,
-		g.AckDeadline.Milliseconds(), g.MaxDeliveries, forgetConsumerAfter.Milliseconds(), g.OwnRedeliveryDelay().Milliseconds()).Slice()
+		g.AckDeadline.Milliseconds(), g.MaxDeliveries, s.maxGroupConsumers, g.OwnRedeliveryDelay().Milliseconds()).Slice()
 	if err != nil {
 		if redis.HasErrorPrefix(err, "NOGROUP") {
 			return nil, s.groupMissing(g.ID, p.index)
 		}
 		return nil, storeError(err)
+	}
+	if len(res) == 2 && res[0] == "full" {
+		return nil, order.TooManyConsumers(g.ID, s.maxGroupConsumers)
 	}
 	out := make([]order.Delivery, 0, len(res))
 	for _, r := range res {
@@ -724,6 +772,11 @@ func (s *Store) Ack(ctx context.Context, group string, ids []order.AckID) ([]ord
 // Nack hands deliveries back, to be delivered again after retryAfter.
 func (s *Store) Nack(ctx context.Context, group string, ids []order.AckID, retryAfter time.Duration) ([]order.AckStatus, error) {
 	return s.settle(ctx, group, ids, max(retryAfter, 0).Milliseconds())
+}
+
+// Release hands deliveries back uncounted, due at once.
+func (s *Store) Release(ctx context.Context, group string, ids []order.AckID) ([]order.AckStatus, error) {
+	return s.settle(ctx, group, ids, "release")
 }
 
 // settle runs settleScript once per partition named by ids, in a pipeline.

@@ -48,6 +48,10 @@ type Options struct {
 	// master with replicas that Redis Sentinel fails over: writes then wait
 	// for a replica, as on a cluster.
 	Sentinel bool
+	// MaxGroupConsumers bounds the consumers that hold deliveries of a
+	// group on each partition (see order.GroupStore.Deliver); 0 means
+	// order.DefaultMaxGroupConsumers.
+	MaxGroupConsumers int
 	// Tracing gives the clients the store opens by itself (one per master
 	// of a cluster, for its subscription) spans as Trace does; the caller
 	// traces the client it gives New.
@@ -68,7 +72,9 @@ type Store struct {
 	retention time.Duration
 	log       *slog.Logger
 	onExpire  func(expired, caughtUp int)
-	tracing   bool
+	// maxGroupConsumers is Options.MaxGroupConsumers.
+	maxGroupConsumers int
+	tracing           bool
 
 	// parts is set by the first successful layout.
 	parts atomic.Pointer[[]*partition]
@@ -116,6 +122,11 @@ func New(rdb redis.UniversalClient, opts Options) *Store {
 		onExpire:  opts.OnExpire,
 		sentinel:  opts.Sentinel,
 		tracing:   opts.Tracing,
+
+		maxGroupConsumers: opts.MaxGroupConsumers,
+	}
+	if s.maxGroupConsumers <= 0 {
+		s.maxGroupConsumers = order.DefaultMaxGroupConsumers
 	}
 	switch c := rdb.(type) {
 	case *redis.Client:

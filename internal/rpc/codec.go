@@ -1,12 +1,16 @@
 package rpc
 
 import (
+	"context"
 	"strings"
 	"sync"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/encoding"
 	protocodec "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
@@ -37,9 +41,10 @@ func (c codec) Marshal(v any) (mem.BufferSlice, error) {
 // decoder's limit) is not an error here, since grpc-go answers any codec
 // error with INTERNAL, and before the interceptors: the message is left
 // empty but for the decoding error, kept in an unknown field of its own
-// (malformedField), and the method refuses it with INVALID_ARGUMENT (see
-// malformed), once the call has been authenticated like any other. Other
-// services' messages (health, reflection) keep grpc-go's answer.
+// (malformedField), and DecodeUnary or DecodeStream refuses it with
+// INVALID_ARGUMENT (see malformed), once the call has been authenticated
+// like any other. Other services' messages (health, reflection) keep
+// grpc-go's answer.
 func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
 	err := c.CodecV2.Unmarshal(data, v)
 	if err == nil {
@@ -61,8 +66,8 @@ func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
 const malformedField protowire.Number = 19999
 
 // malformed returns the INVALID_ARGUMENT error of a request that did not
-// decode (see Unmarshal), or nil for a request that did. Each method calls
-// it first.
+// decode (see Unmarshal), or nil for a request that did. DecodeUnary and
+// DecodeStream call it for every method, so that none can forget it.
 func malformed(req proto.Message) error {
 	b := req.ProtoReflect().GetUnknown()
 	for len(b) > 0 {
@@ -84,6 +89,46 @@ func malformed(req proto.Message) error {
 			return nil
 		}
 		b = b[n:]
+	}
+	return nil
+}
+
+// DecodeUnary is the interceptor that refuses a unary call whose request
+// did not decode (see Codec) with INVALID_ARGUMENT, before the method runs.
+// Put it after the token check, so that such a call is authenticated like
+// any other.
+func DecodeUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if err := malformedStatus(req); err != nil {
+		return nil, err
+	}
+	return handler(ctx, req)
+}
+
+// DecodeStream is DecodeUnary for streams: each message received is
+// checked as it is read, the request of a server stream before the method
+// runs.
+func DecodeStream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	return handler(srv, decodedStream{ss})
+}
+
+type decodedStream struct{ grpc.ServerStream }
+
+func (s decodedStream) RecvMsg(m any) error {
+	if err := s.ServerStream.RecvMsg(m); err != nil {
+		return err
+	}
+	return malformedStatus(m)
+}
+
+// malformedStatus is malformed's error as a gRPC status, nil for a message
+// that decoded or one that is not a protobuf message.
+func malformedStatus(m any) error {
+	pm, ok := m.(proto.Message)
+	if !ok {
+		return nil
+	}
+	if err := malformed(pm); err != nil {
+		return status.Error(codes.InvalidArgument, err.(*order.Error).Msg)
 	}
 	return nil
 }

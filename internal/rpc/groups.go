@@ -267,6 +267,9 @@ func (s *Service) DeleteConsumerGroup(ctx context.Context, req *pb.DeleteConsume
 	if err := s.store.DeleteGroup(ctx, req.GetGroupId()); err != nil {
 		return nil, s.status(ctx, err)
 	}
+	if s.observer != nil {
+		s.observer.GroupDeleted(req.GetGroupId())
+	}
 	return &emptypb.Empty{}, nil
 }
 

@@ -50,6 +50,9 @@ type Observer interface {
 	// Acknowledged observes an acknowledgement, age after the event was
 	// logged (within milliseconds of its deadline).
 	Acknowledged(group string, age time.Duration)
+	// GroupDeleted forgets what was observed of a group deleted through
+	// this replica.
+	GroupDeleted(group string)
 }
 
 // Options configure the service.
@@ -159,9 +162,6 @@ func (s *Service) Checkout(ctx context.Context, req *pb.CheckoutRequest) (*pb.Ch
 
 // BatchCheckout checks out many orders, answering each on its own.
 func (s *Service) BatchCheckout(ctx context.Context, req *pb.BatchCheckoutRequest) (*pb.BatchCheckoutResponse, error) {
-	if err := malformed(req); err != nil {
-		return nil, s.status(ctx, err)
-	}
 	switch n := len(req.GetRequests()); {
 	case n == 0:
 		return nil, s.status(ctx, order.Errorf(order.KindInvalid, "requests is empty; give 1 to %d orders to check out", order.MaxBatchCheckout))
@@ -216,9 +216,6 @@ func (s *Service) itemError(ctx context.Context, err error) *pb.BatchCheckoutRes
 // checkoutItem checks a checkout request against the limits, and returns
 // what the store is to check out.
 func (s *Service) checkoutItem(req *pb.CheckoutRequest) (order.CheckoutItem, error) {
-	if err := malformed(req); err != nil {
-		return order.CheckoutItem{}, err
-	}
 	if err := order.ValidateID("order_id", req.GetOrderId()); err != nil {
 		return order.CheckoutItem{}, err
 	}
@@ -307,9 +304,6 @@ func (s *Service) observed(op func(context.Context, string) (order.Order, error)
 
 // byID serves a call on one order: req, whose order id is id.
 func (s *Service) byID(ctx context.Context, req proto.Message, id string, op func(context.Context, string) (order.Order, error)) (*pb.Order, error) {
-	if err := malformed(req); err != nil {
-		return nil, s.status(ctx, err)
-	}
 	if err := order.ValidateID("order_id", id); err != nil {
 		return nil, s.status(ctx, err)
 	}
@@ -329,9 +323,6 @@ const ResumeCursorTrailer = "resume-cursor"
 // that clients (and the REST gateway) learn at once that the watch is on.
 func (s *Service) WatchExpirations(req *pb.WatchExpirationsRequest, stream pb.OrderService_WatchExpirationsServer) error {
 	ctx := stream.Context()
-	if err := malformed(req); err != nil {
-		return s.status(ctx, err)
-	}
 	var after order.Position
 	if req.GetAfterCursor() != "" {
 		var err error

@@ -17,9 +17,6 @@ import (
 // GetStats returns the orders by status, the partitions, the consumer
 // groups and what this replica serves.
 func (s *Service) GetStats(ctx context.Context, req *pb.GetStatsRequest) (*pb.Stats, error) {
-	if err := malformed(req); err != nil {
-		return nil, s.status(ctx, err)
-	}
 	st, err := s.store.Stats(ctx)
 	if err != nil {
 		return nil, s.status(ctx, err)

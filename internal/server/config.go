@@ -63,6 +63,9 @@ type Config struct {
 	// streams of one group open at once on a replica, MaxInFlight a
 	// stream's or a pull's unacknowledged deliveries.
 	MaxGroups, MaxConsumers, MaxInFlight int
+	// MaxGroupConsumers bounds the consumer names that hold deliveries of
+	// one group in the store.
+	MaxGroupConsumers int
 
 	// Push says which endpoints push groups may name (see push.Policy):
 	// with no allowed host, push delivery is off and this replica runs no
@@ -79,6 +82,11 @@ type Config struct {
 	// AuthOpen names what needs no token: "health", "reflection",
 	// "metrics", "openapi".
 	AuthOpen map[string]bool
+	// AllowOrigins and AllowHosts widen what the HTTP port takes from web
+	// pages when no token is set (see gateway.CrossSite): the origins of
+	// pages that may call, and the Host names answered besides IP
+	// addresses and localhost.
+	AllowOrigins, AllowHosts []string
 
 	// Tracing installs the OpenTelemetry instrumentation of gRPC, REST and
 	// Redis calls, whose spans go to the global tracer provider; the

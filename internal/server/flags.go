@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"sort"
 	"strconv"
 	"strings"
@@ -135,6 +136,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer, def
 	str(&tokensFile, "auth-tokens-file", "AUTH_TOKENS_FILE", "", "file of accepted bearer tokens, one a line; with $AUTH_TOKENS (comma-separated) and none given, authentication is off")
 	tokensList = envOnly("AUTH_TOKENS", "accepted bearer tokens, comma-separated, besides those of -auth-tokens-file; no flag, so that they stay off the command line")
 	str(&open, "auth-open", "AUTH_OPEN", "health,metrics,openapi", "what needs no token, from "+strings.Join(openables, ", ")+"; empty: everything needs one")
+	var allowOrigins, allowHosts string
+	str(&allowOrigins, "allow-origins", "ALLOW_ORIGINS", "", "with no bearer token set: origins of web pages that may call the HTTP port besides its own, comma-separated (https://app.example.com), * for any")
+	str(&allowHosts, "allow-hosts", "ALLOW_HOSTS", "", "with no bearer token set: Host names the HTTP port answers to besides IP addresses and localhost, comma-separated (orderexpiry.internal, *.example.com), * for any")
 	dur(&c.Limits.DefaultTTL, "default-ttl", "DEFAULT_TTL", "15m", "ttl of a checkout that gives none")
 	dur(&c.Limits.MaxTTL, "max-ttl", "MAX_TTL", "168h", "longest ttl a checkout may ask for")
 	dur(&c.Retention, "retention", "RETENTION", "24h", "how long closed orders stay readable and expiration events replayable")
@@ -150,6 +154,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer, def
 	num(&c.MaxStreams, "max-streams", "MAX_STREAMS", 1000, "calls open at once on one gRPC connection; more wait for a free one")
 	num(&c.MaxGroups, "max-groups", "MAX_GROUPS", 100, "consumer groups the store may hold")
 	num(&c.MaxConsumers, "max-consumers", "MAX_CONSUMERS", 100, "ConsumeExpirations streams of one group one replica serves at once")
+	num(&c.MaxGroupConsumers, "max-group-consumers", "MAX_GROUP_CONSUMERS", order.DefaultMaxGroupConsumers, "consumer names that may hold deliveries of one group at once (on each partition of a Redis store); past it a new name is refused until one settles or lapses")
 	num(&c.MaxInFlight, "max-in-flight", "MAX_IN_FLIGHT", 1000, "largest max_in_flight of a consumer's stream and max_events of a pull")
 	var pushHosts string
 	str(&pushHosts, "push-allow-hosts", "PUSH_ALLOW_HOSTS", "", "hosts push groups may POST to, comma-separated: a name or IP as in the URL, *.example.com for the hosts under it, * for any; empty: push delivery is off")
@@ -208,6 +213,18 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer, def
 		}
 		c.Push.AllowHosts = append(c.Push.AllowHosts, h)
 	}
+	for _, o := range splitList(allowOrigins) {
+		if u, err := url.Parse(o); o != "*" && (err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/")) {
+			return c, fmt.Errorf("-allow-origins: %q is not an origin; give scheme://host[:port] such as https://app.example.com, or *", o)
+		}
+		c.AllowOrigins = append(c.AllowOrigins, o)
+	}
+	for _, h := range splitList(allowHosts) {
+		if strings.ContainsAny(h, "/@ ") {
+			return c, fmt.Errorf("-allow-hosts: %q is not a host name; give names such as orderexpiry.internal or *.example.com, without scheme or path", h)
+		}
+		c.AllowHosts = append(c.AllowHosts, h)
+	}
 	tokens, err := auth.LoadTokens(tokensFile, tokensList)
 	if err != nil {
 		return c, err
@@ -233,8 +250,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer, def
 		return c, fmt.Errorf("max replays must be at least 1, got %d", c.MaxReplays)
 	case c.WatchWriteTimeout <= 0:
 		return c, fmt.Errorf("-watch-write-timeout must be more than zero")
-	case c.MaxGroups < 1 || c.MaxConsumers < 1 || c.MaxInFlight < 1:
-		return c, fmt.Errorf("-max-groups, -max-consumers and -max-in-flight must be at least 1")
+	case c.MaxGroups < 1 || c.MaxConsumers < 1 || c.MaxInFlight < 1 || c.MaxGroupConsumers < 1:
+		return c, fmt.Errorf("-max-groups, -max-consumers, -max-group-consumers and -max-in-flight must be at least 1")
 	case c.MaxStreams < 1:
 		return c, fmt.Errorf("max streams must be at least 1, got %d", c.MaxStreams)
 	case c.MaxBodyBytes < 1024:
@@ -255,6 +272,18 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer, def
 		return c, fmt.Errorf("-redis-partitions %d: want 1 to %d, or 0 for the default", c.Partitions, order.MaxPartitions)
 	}
 	return c, nil
+}
+
+// splitList returns the items of a comma-separated list, trimmed, without
+// empty ones.
+func splitList(list string) []string {
+	var out []string
+	for _, v := range strings.Split(list, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 // countSet counts the values that are not empty.

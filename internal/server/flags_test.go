@@ -39,6 +39,7 @@ func TestParseFlags(t *testing.T) {
 			MaxGroups:         100,
 			MaxConsumers:      100,
 			MaxInFlight:       1000,
+			MaxGroupConsumers: 1000,
 			AuthOpen:          map[string]bool{"health": true, "metrics": true, "openapi": true},
 		},
 	}
@@ -156,7 +157,7 @@ func TestParseFlags(t *testing.T) {
 		{name: "no replays", args: []string{"-max-replays=0"}, wantErr: "max replays must be at least 1, got 0"},
 		{name: "group limits", args: []string{"-max-groups=2", "-max-consumers=3", "-max-in-flight=4"},
 			want: with(func(c *Flags) { c.MaxGroups, c.MaxConsumers, c.MaxInFlight = 2, 3, 4 })},
-		{name: "no groups", args: []string{"-max-groups=0"}, wantErr: "-max-groups, -max-consumers and -max-in-flight must be at least 1"},
+		{name: "no groups", args: []string{"-max-groups=0"}, wantErr: "-max-groups, -max-consumers, -max-group-consumers and -max-in-flight must be at least 1"},
 		{name: "no streams", args: []string{"-max-streams=0"}, wantErr: "max streams must be at least 1, got 0"},
 		{name: "push flags", args: []string{"-push-allow-hosts= hooks.example.com,*.example.org,::1", "-push-allow-private", "-push-allow-http"},
 			want: with(func(c *Flags) {

@@ -134,7 +134,8 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	})
 	s.svc = svc
 	if len(cfg.Push.AllowHosts) > 0 {
-		s.pusher = push.New(push.Options{Store: s.store, Policy: cfg.Push, Encode: rpc.EventJSON, Appended: s.hub.Appended, Observer: m, Logger: log})
+		s.pusher = push.New(push.Options{Store: s.store, Policy: cfg.Push, Encode: rpc.EventJSON, Appended: s.hub.Appended, Observer: m, Logger: log,
+			StopTimeout: cfg.ShutdownTimeout})
 	}
 	// The gRPC port's clients are bounded in what they may send and hold;
 	// the gateway's calls, on the internal server, were bounded by the
@@ -190,6 +191,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		MaxBodyBytes:      int64(cfg.MaxBodyBytes),
 		WatchWriteTimeout: cfg.WatchWriteTimeout,
 		UI:                ui.Handler(),
+		CrossSite:         gateway.CrossSite{Check: s.tokens == nil, AllowOrigins: cfg.AllowOrigins, AllowHosts: cfg.AllowHosts},
 	})
 	if err != nil {
 		s.closeStore()
@@ -203,16 +205,19 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 }
 
 // groupStates reads every consumer group's state for the metrics, within a
-// bound; a group that cannot be read is left out of that scrape.
-func (s *Server) groupStates() []metrics.GroupState {
+// bound; a group whose state cannot be read is left out of that scrape,
+// and ok is false when the list of groups could not be read.
+func (s *Server) groupStates() ([]string, []metrics.GroupState, bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	groups, err := s.store.Groups(ctx)
 	if err != nil {
-		return nil
+		return nil, nil, false
 	}
+	ids := make([]string, len(groups))
 	out := make([]metrics.GroupState, 0, len(groups))
-	for _, g := range groups {
+	for i, g := range groups {
+		ids[i] = g.ID
 		if _, st, err := s.store.Group(ctx, g.ID); err == nil {
 			gs := metrics.GroupState{ID: g.ID, Backlog: st.Backlog, InFlight: st.InFlight, DeadLetters: st.DeadLetters}
 			if !st.OldestUnacked.IsZero() {
@@ -221,7 +226,7 @@ func (s *Server) groupStates() []metrics.GroupState {
 			out = append(out, gs)
 		}
 	}
-	return out
+	return ids, out, true
 }
 
 // newGRPC returns a gRPC server of the service, health and reflection, with
@@ -241,7 +246,8 @@ func (s *Server) newGRPC(svc *rpc.Service, m *metrics.Metrics, peer interceptor,
 }
 
 // interceptors returns the interceptors of every call, first to last: peer
-// when not nil, the metrics, the debug log and the token check.
+// when not nil, the metrics, the debug log, the token check and the check
+// that the request decoded.
 func (s *Server) interceptors(m *metrics.Metrics, peer interceptor) (unary []grpc.UnaryServerInterceptor, stream []grpc.StreamServerInterceptor) {
 	if peer != nil {
 		unary = append(unary, peer.Unary)
@@ -259,6 +265,10 @@ func (s *Server) interceptors(m *metrics.Metrics, peer interceptor) (unary []grp
 		unary = append(unary, s.tokens.Unary)
 		stream = append(stream, s.tokens.Stream)
 	}
+	// Last: a request that did not decode is refused once its call is let
+	// in, for every method alike.
+	unary = append(unary, rpc.DecodeUnary)
+	stream = append(stream, rpc.DecodeStream)
 	return unary, stream
 }
 

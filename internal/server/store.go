@@ -58,11 +58,11 @@ type listingStore interface {
 func openStore(cfg Config, log *slog.Logger, onExpire func(n, caughtUp int)) (openedStore, error) {
 	if cfg.RedisURL == "" && cfg.RedisCluster == "" && cfg.RedisSentinel == "" {
 		log.Info("REDIS_URL is not set: using the embedded in-memory store; orders and events are lost when the process stops")
-		st := memstore.New(memstore.Options{Retention: cfg.Retention, OnExpire: onExpire})
+		st := memstore.New(memstore.Options{Retention: cfg.Retention, OnExpire: onExpire, MaxGroupConsumers: cfg.MaxGroupConsumers})
 		return openedStore{store: st, attrs: []any{"store", "memory"}, close: func() {}}, nil
 	}
 	files := redisstore.TLSFiles{CA: cfg.RedisCA, Cert: cfg.RedisCert, Key: cfg.RedisKey}
-	opts := redisstore.Options{Retention: cfg.Retention, Logger: log, OnExpire: onExpire, Partitions: cfg.Partitions, Tracing: cfg.Tracing}
+	opts := redisstore.Options{Retention: cfg.Retention, Logger: log, OnExpire: onExpire, Partitions: cfg.Partitions, Tracing: cfg.Tracing, MaxGroupConsumers: cfg.MaxGroupConsumers}
 	if cfg.RedisCluster != "" {
 		rdb, err := redisstore.NewClusterClient(cfg.RedisCluster, files)
 		if err != nil {

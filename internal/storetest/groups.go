@@ -499,6 +499,53 @@ func testGroupConsumers(t *testing.T, su suite) {
 	deliverNone(t, gs, "g", "c1", "every event was acknowledged")
 }
 
+// testGroupConsumerLimit: at most order.DefaultMaxGroupConsumers consumers
+// hold deliveries of a group; past it a consumer that holds nothing and
+// finds no redelivery due is refused, KindResourceExhausted, while the
+// holders go on; one that settled all it held takes no place. (A
+// partitioned store bounds each partition; the runs on one partition check
+// the bound.)
+func testGroupConsumerLimit(t *testing.T, su suite) {
+	const limit = order.DefaultMaxGroupConsumers
+	s := su.start(t, retention)
+	gs := groupStore(t, s)
+	if len(tails(t, s)) > 1 {
+		t.Log("a partitioned store bounds the consumers of each partition; the runs on one partition check the bound")
+		return
+	}
+	createGroup(t, gs, settings("g", time.Minute, 5), nil)
+	const events = limit + 11
+	for i := range events {
+		checkout(t, s, "cl-"+strconv.Itoa(i), 20*time.Millisecond, nil)
+	}
+	for deadline := time.Now().Add(30 * time.Second); groupState(t, gs, "g").Backlog < events; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the group's backlog is %d after 30s, want %d", groupState(t, gs, "g").Backlog, events)
+		}
+	}
+	var held []order.Delivery
+	for i := range limit - 1 {
+		held = append(held, deliverN(t, gs, "g", "holder-"+strconv.Itoa(i), 1)...)
+	}
+	// Each is the last place's holder for a moment, then holds nothing.
+	for i := range 10 {
+		ds := deliverN(t, gs, "g", "passer-"+strconv.Itoa(i), 1)
+		ack(t, gs, "g", order.AckDone, ackIDs(ds)...)
+	}
+	held = append(held, deliverN(t, gs, "g", "holder-last", 1)...)
+	refused := func(consumer string) {
+		t.Helper()
+		if ds, err := gs.Deliver(t.Context(), "g", consumer, 1); order.KindOf(err) != order.KindResourceExhausted || len(ds) != 0 {
+			t.Fatalf("Deliver to %s past %d holding consumers: %d deliveries, %v; want KindResourceExhausted", consumer, limit, len(ds), err)
+		}
+	}
+	refused("extra")
+	refused("passer-0")
+	ack(t, gs, "g", order.AckDone, held[0].AckID)
+	deliverN(t, gs, "g", "extra", 1)
+	refused("passer-1")
+}
+
 // testGroupAck: the outcome of each kind of ack id.
 func testGroupAck(t *testing.T, su suite) {
 	s := su.start(t, retention)
@@ -827,6 +874,48 @@ func testGroupLastAttempt(t *testing.T, su suite) {
 	checkDeliveries(t, "Deliver after the redrive", again, evs, 1)
 	checkState(t, "redelivered", gs, "g", order.GroupState{Position: tails(t, s), InFlight: 2, OldestUnacked: oldest(evs)})
 	ack(t, gs, "g", order.AckDone, ackIDs(again)...)
+	checkState(t, "acknowledged", gs, "g", order.GroupState{Position: tails(t, s)})
+}
+
+// testGroupRelease: a released delivery is due again at once, to any
+// consumer, with the attempt it had: a release of an event's last delivery
+// never makes it a dead letter, and one of a first delivery is backlog
+// again.
+func testGroupRelease(t *testing.T, su suite) {
+	const ackDeadline = 5 * time.Second
+	s := su.start(t, retention)
+	gs := groupStore(t, s)
+	ctx := t.Context()
+	createGroup(t, gs, settings("g", ackDeadline, 2), nil)
+	evs := expire(t, s, "rl-0")
+	d1 := deliverN(t, gs, "g", "c1", 1)
+	release := func(want order.AckStatus, ids ...order.AckID) {
+		t.Helper()
+		st, err := gs.Release(ctx, "g", ids)
+		if err != nil {
+			t.Fatalf("Release: %v", err)
+		}
+		checkStatuses(t, "Release", st, want, ids)
+	}
+	released := time.Now()
+	release(order.AckDone, d1[0].AckID)
+	checkState(t, "the first delivery released", gs, "g", order.GroupState{Position: tails(t, s), Backlog: 1, OldestUnacked: evs[0].ExpiredAt})
+	d2 := deliverN(t, gs, "g", "c1", 1)
+	if d := time.Since(released); d > ackDeadline/2 {
+		t.Errorf("redelivered %v after a release, want at once", d)
+	}
+	checkDeliveries(t, "Deliver after a release of attempt 1", d2, evs, 1)
+
+	nack(t, gs, "g", 0, order.AckDone, d2[0].AckID)
+	d3 := deliverN(t, gs, "g", "c2", 1)
+	checkDeliveries(t, "Deliver after a nack", d3, evs, 2)
+	// The last delivery released: handed back, not a dead letter.
+	release(order.AckDone, d3[0].AckID)
+	checkState(t, "the last delivery released", gs, "g", order.GroupState{Position: tails(t, s), InFlight: 1, OldestUnacked: evs[0].ExpiredAt})
+	d4 := deliverN(t, gs, "g", "c1", 1)
+	checkDeliveries(t, "Deliver after a release of the last attempt", d4, evs, 2)
+	ack(t, gs, "g", order.AckDone, d4[0].AckID)
+	release(order.AckNotInFlight, d4[0].AckID)
 	checkState(t, "acknowledged", gs, "g", order.GroupState{Position: tails(t, s)})
 }
 
