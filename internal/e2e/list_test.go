@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	pb "github.com/orderexpiry/orderexpiry/proto/orderexpiry/v1"
 )
@@ -181,6 +182,107 @@ func TestListOrders(t *testing.T) {
 					t.Errorf("got %d %v, want 400 naming %q", code, body, tc.mention)
 				}
 			})
+		}
+	})
+}
+
+// TestListOrdersPagingUnderChurn pages through 10,000 orders over REST, 100
+// a page, while more orders are checked out over gRPC and the listed ones
+// expire and are cancelled underneath: each of the 10,000 is listed once.
+func TestListOrdersPagingUnderChurn(t *testing.T) {
+	backends(t, func(t *testing.T, start func(t *testing.T) *server) {
+		s := start(t)
+		ctx := t.Context()
+		const n = 10000
+		began := time.Now()
+		// Deadlines a millisecond apart from 300 ms on: the first pages
+		// have expired when they are read, the last have not (the pages
+		// move through deadlines faster than the clock), and those between
+		// expire while they are read.
+		for b := 0; b < n; b += 1000 {
+			var reqs []*pb.CheckoutRequest
+			for i := b; i < b+1000; i++ {
+				reqs = append(reqs, &pb.CheckoutRequest{OrderId: fmt.Sprintf("churn-%05d", i), Ttl: ttl(300*time.Millisecond + time.Duration(i)*time.Millisecond)})
+			}
+			if _, err := s.Client.BatchCheckout(ctx, &pb.BatchCheckoutRequest{Requests: reqs}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		stop := make(chan struct{})
+		done := make(chan error, 1)
+		go func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					done <- nil
+					return
+				default:
+				}
+				if _, err := s.Client.Checkout(ctx, &pb.CheckoutRequest{OrderId: fmt.Sprintf("new-%05d", i), Ttl: ttl(time.Duration(1+i%5000) * time.Millisecond)}); err != nil {
+					done <- err
+					return
+				}
+				time.Sleep(2 * time.Millisecond)
+			}
+		}()
+		time.Sleep(400*time.Millisecond - time.Since(began))
+		seen := map[string]int{}
+		statuses := map[string]int{}
+		token := ""
+		pages := 0
+		for ; ; pages++ {
+			if pages > 1000 {
+				t.Fatal("no last page after 1,000 pages")
+			}
+			q := url.Values{"pageSize": {"100"}}
+			if token != "" {
+				q.Set("pageToken", token)
+			}
+			code, body := s.restCall(t, "GET", "/v1/orders?"+q.Encode(), "")
+			if code != 200 {
+				t.Fatalf("page %d: %d %v", pages, code, body)
+			}
+			orders, _ := body["orders"].([]any)
+			for _, o := range orders {
+				m := o.(map[string]any)
+				id := m["orderId"].(string)
+				seen[id]++
+				if strings.HasPrefix(id, "churn-") {
+					statuses[m["status"].(string)]++
+				}
+			}
+			if token, _ = body["nextPageToken"].(string); token == "" {
+				break
+			}
+			// An order ahead of the pages and one behind them are cancelled.
+			for _, i := range []int{(pages * 7919) % n, (pages*104729 + 11) % n} {
+				_, err := s.Client.CancelOrder(ctx, &pb.CancelOrderRequest{OrderId: fmt.Sprintf("churn-%05d", i)})
+				if err != nil && status.Code(err) != codes.FailedPrecondition {
+					t.Fatal(err)
+				}
+			}
+		}
+		close(stop)
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		for id, c := range seen {
+			if c > 1 {
+				t.Errorf("%s listed %d times", id, c)
+			}
+		}
+		missed := 0
+		for i := range n {
+			if seen[fmt.Sprintf("churn-%05d", i)] != 1 {
+				missed++
+			}
+		}
+		if missed > 0 {
+			t.Errorf("%d of the %d orders were not listed", missed, n)
+		}
+		t.Logf("%d pages in %v; the 10,000 by status when listed: %v; %d orders listed in all", pages+1, time.Since(began).Round(time.Millisecond), statuses, len(seen))
+		if statuses["ORDER_STATUS_EXPIRED"] == 0 || statuses["ORDER_STATUS_PENDING"] == 0 {
+			t.Errorf("the orders did not expire while being listed (%v): the test proves nothing", statuses)
 		}
 	})
 }
