@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"net/http"
 	"net/url"
 	"strings"
 	"testing"
@@ -285,4 +286,27 @@ func TestListOrdersPagingUnderChurn(t *testing.T) {
 			t.Errorf("the orders did not expire while being listed (%v): the test proves nothing", statuses)
 		}
 	})
+}
+
+// TestListOrdersAuth checks that a listing, even one with an unknown query
+// parameter, asks for the token before anything else.
+func TestListOrdersAuth(t *testing.T) {
+	const token = "list-token-1"
+	s := startServerWith(t, serverOptions{Token: token}, map[string]string{"AUTH_TOKENS": token})
+	for _, path := range []string{"/v1/orders", "/v1/orders?colour=red", "/v1/orders?filter=status%20%3D%20PAID"} {
+		resp, err := http.Get(s.URL(path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("GET %s without a token: %d, want 401", path, resp.StatusCode)
+		}
+	}
+	if code, body := s.restCall(t, "GET", "/v1/orders?colour=red", ""); code != 400 {
+		t.Errorf("GET /v1/orders?colour=red with the token: %d %v, want 400", code, body)
+	}
+	if code, body := s.restCall(t, "GET", "/v1/orders", ""); code != 200 {
+		t.Errorf("GET /v1/orders with the token: %d %v, want 200", code, body)
+	}
 }
