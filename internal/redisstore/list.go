@@ -21,10 +21,10 @@ const maxListChunk = 1000
 // retained closed orders', read together (listScript). The page merges the
 // partitions in q's order: each is read in chunks after the position, and
 // an entry is taken only when every partition that may still hold an
-// earlier one has been read past it. A page of pending orders by deadline therefore
-// costs Redis in proportion to the page (and the number of partitions), not
-// to the number of orders; a filter that the indexes cannot narrow (on
-// metadata, an id prefix, created_at) is checked order by order, at most
+// earlier one has been read past it. A page of pending orders by deadline
+// therefore costs Redis in proportion to the page (and the number of
+// partitions), not to the number of orders; what the indexes cannot narrow
+// (metadata, an id prefix, created_at) is checked order by order, at most
 // q.Budget of them per call, and the page ends early with a position to go
 // on from.
 func (s *Store) List(ctx context.Context, q filter.Query) (filter.Page, error) {
@@ -75,8 +75,8 @@ func (s *Store) List(ctx context.Context, q filter.Query) (filter.Page, error) {
 		if err := s.fill(ctx, srcs, q, lo, hi); err != nil {
 			return filter.Page{}, err
 		}
-		// The next entry: the earliest head of an index. Every index that
-		// is not done has a head after fill.
+		// The next entry: the earliest head of a partition's entries.
+		// Every partition that is not done has a head after fill.
 		var next *listSource
 		for _, src := range srcs {
 			if len(src.rows) > 0 && (next == nil || q.Before(src.rows[0].key, next.rows[0].key)) {
@@ -84,7 +84,7 @@ func (s *Store) List(ctx context.Context, q filter.Query) (filter.Page, error) {
 			}
 		}
 		if next == nil {
-			return page, nil // every index is done
+			return page, nil // every partition is done
 		}
 		row := next.rows[0]
 		next.rows = next.rows[1:]
