@@ -68,3 +68,19 @@ func ExampleClient_Consume() {
 	})
 	log.Fatal(err)
 }
+
+// One merchant's pending orders, earliest deadline first, page after page.
+func ExampleClient_Orders() {
+	c, err := client.Dial("localhost:9090", client.Options{Insecure: true})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	req := &pb.ListOrdersRequest{Filter: `status = PENDING AND metadata.merchant = "m-42"`, PageSize: 200}
+	for o, err := range c.Orders(context.Background(), req) {
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Println(o.GetOrderId(), o.GetDeadline().AsTime())
+	}
+}

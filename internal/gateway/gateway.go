@@ -140,7 +140,7 @@ func New(ctx context.Context, conn grpc.ClientConnInterface, opts Options) (http
 		}
 		return opts.Authorize(r)
 	}
-	api := jsonOnly(mux, http.MaxBytesHandler(limitURI(mux, opts.MaxBodyBytes, authorize), opts.MaxBodyBytes))
+	api := jsonOnly(mux, http.MaxBytesHandler(strictListQuery(mux, limitURI(mux, opts.MaxBodyBytes, authorize), authorize), opts.MaxBodyBytes))
 	if opts.UI == nil {
 		return crossSite(mux, opts.CrossSite, api), nil
 	}
@@ -151,6 +151,26 @@ func New(ctx context.Context, conn grpc.ClientConnInterface, opts Options) (http
 		}
 		api.ServeHTTP(w, r)
 	})), nil
+}
+
+// strictListQuery refuses the query parameters of GET /v1/orders that
+// ListOrders does not have, once authorize has let the caller in; the
+// generated handler would ignore them, and a misspelt "filtr" would list
+// every order instead of the few asked for.
+func strictListQuery(mux *runtime.ServeMux, next http.Handler, authorize func(*http.Request) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && r.URL.Path == "/v1/orders" {
+			if _, err := query(r, "filter", "order_by", "page_size", "page_token"); err != nil {
+				if aerr := authorize(r); aerr != nil {
+					err = aerr
+				}
+				_, outbound := runtime.MarshalerForRequest(mux, r)
+				runtime.HTTPError(r.Context(), mux, outbound, w, r, err)
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // limitURI refuses a request whose URI (path and query) is longer than

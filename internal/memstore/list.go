@@ -2,18 +2,17 @@ package memstore
 
 import (
 	"context"
-	"slices"
+	"math"
 
 	"github.com/orderexpiry/orderexpiry/internal/filter"
-	"github.com/orderexpiry/orderexpiry/internal/order"
 )
 
-// List returns a page of the orders that match q. The memory store keeps no
-// index by deadline that it can walk in order (its heap only finds the
-// earliest), so a page looks at every pending and retained order once,
-// under the lock: its cost is in proportion to the store, not to the page,
-// which is fine for the embedded store's sizes; the Redis store walks its
-// indexes instead. Due orders are expired first, as the expiry loop would.
+// List returns a page of the orders that match q. The store keeps its
+// pending and retained closed orders in a B-tree by deadline, then id
+// (byDeadline), as the Redis store keeps its indexes: a page walks it from
+// the position, examining at most q's budget of orders, so that it costs
+// in proportion to what it examines, not to the store. Due orders are
+// expired first, as the expiry loop would.
 func (s *Store) List(_ context.Context, q filter.Query) (filter.Page, error) {
 	f := q.Filter
 	if f == nil {
@@ -26,45 +25,52 @@ func (s *Store) List(_ context.Context, q filter.Query) (filter.Page, error) {
 	defer s.mu.Unlock()
 	now := s.nowMs()
 	s.expireDueLocked(now)
-	var cands []*order.Order
-	keep := func(o *order.Order) {
-		k := filter.KeyOf(o)
-		if (q.After == nil || q.Before(*q.After, k)) && f.Statuses.Has(o.Status) && f.Deadline.Contains(k.Deadline) {
-			cands = append(cands, o)
-		}
-	}
-	for _, o := range s.pending {
-		keep(o)
-	}
 	horizon := now.Add(-s.retention)
-	for _, o := range s.closed {
-		if o.ClosedAt.After(horizon) {
-			keep(o)
-		}
-	}
-	slices.SortFunc(cands, func(a, b *order.Order) int {
-		ka, kb := filter.KeyOf(a), filter.KeyOf(b)
-		switch {
-		case q.Before(ka, kb):
-			return -1
-		case q.Before(kb, ka):
-			return 1
-		}
-		return 0
-	})
-	// Examined in order, at most the budget of them, as the Redis store
-	// does: a page can end short of its size with a position to go on.
-	var p filter.Page
+
+	var (
+		p        filter.Page
+		last     *filter.Key
+		examined int
+	)
 	budget := q.Budgeted()
-	for i, o := range cands {
-		if len(p.Orders) == q.PageSize || i == budget {
-			k := filter.KeyOf(cands[i-1])
-			p.Next = &k
-			break
+	visit := func(k filter.Key) bool {
+		if q.After != nil && !q.Before(*q.After, k) {
+			return true // the position itself
 		}
-		if f.Match(o) {
+		if !f.Deadline.Contains(k.Deadline) {
+			return false // past the deadlines asked for: the walk is done
+		}
+		if len(p.Orders) == q.PageSize || examined == budget {
+			p.Next = last
+			return false
+		}
+		last = &k
+		examined++
+		o, ok := s.pending[k.ID]
+		if !ok || o.Deadline.UnixMilli() != k.Deadline {
+			o, ok = s.closed[k.ID]
+			if !ok || !o.ClosedAt.After(horizon) {
+				return true // dropped by retention, not yet trimmed
+			}
+		}
+		if f.Statuses.Has(o.Status) && f.Match(o) {
 			p.Orders = append(p.Orders, s.view(o, now))
 		}
+		return true
+	}
+	switch {
+	case !q.Desc && q.After != nil:
+		s.byDeadline.AscendGreaterOrEqual(*q.After, visit)
+	case !q.Desc:
+		s.byDeadline.AscendGreaterOrEqual(filter.Key{Deadline: f.Deadline.Min}, visit)
+	case q.After != nil:
+		s.byDeadline.DescendLessOrEqual(*q.After, visit)
+	default:
+		s.byDeadline.DescendLessOrEqual(filter.Key{Deadline: f.Deadline.Max, ID: maxID}, visit)
 	}
 	return p, nil
 }
+
+// maxID comes after every order id in byte order: ids are printable ASCII
+// (order.ValidateID).
+var maxID = string([]byte{math.MaxUint8})

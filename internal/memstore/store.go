@@ -11,6 +11,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/btree"
+
+	"github.com/orderexpiry/orderexpiry/internal/filter"
 	"github.com/orderexpiry/orderexpiry/internal/order"
 )
 
@@ -44,9 +47,13 @@ type Store struct {
 	pending   map[string]*order.Order
 	closed    map[string]*order.Order
 	deadlines deadlineHeap
-	log       []order.Event
-	last      order.Cursor
-	trimmed   time.Time // when trim last ran
+	// byDeadline orders the pending and the retained closed orders by
+	// deadline, then id, for List: an order keeps its place when it
+	// closes, and leaves when it is dropped or replaced (list.go).
+	byDeadline *btree.BTreeG[filter.Key]
+	log        []order.Event
+	last       order.Cursor
+	trimmed    time.Time // when trim last ran
 	// groups are the consumer groups, by id (groups.go).
 	groups map[string]*group
 	// appended is closed and replaced each time events are appended, to
@@ -72,6 +79,7 @@ func New(opts Options) *Store {
 		closed:            make(map[string]*order.Order),
 		appended:          make(chan struct{}),
 		groups:            make(map[string]*group),
+		byDeadline:        btree.NewG(32, filter.Key.Less),
 
 		closedCount: make(map[order.Status]int64),
 		started:     time.UnixMilli(time.Now().UnixMilli()),
@@ -89,7 +97,9 @@ func (s *Store) Checkout(_ context.Context, id string, ttl time.Duration, md map
 	if o, ok := s.current(id, now); ok && o.Status == order.StatusPending {
 		return s.view(o, now), false, nil
 	}
-	delete(s.closed, id)
+	if old, ok := s.closed[id]; ok {
+		s.dropClosed(old)
+	}
 	o := &order.Order{
 		ID:        id,
 		Status:    order.StatusPending,
@@ -98,6 +108,7 @@ func (s *Store) Checkout(_ context.Context, id string, ttl time.Duration, md map
 		Metadata:  maps.Clone(md),
 	}
 	s.pending[id] = o
+	s.byDeadline.ReplaceOrInsert(filter.KeyOf(o))
 	s.schedule(id, o.Deadline)
 	return s.view(o, now), true, nil
 }
@@ -172,7 +183,9 @@ func (s *Store) Reschedule(_ context.Context, id string, r order.Reschedule) (or
 	}
 	// The old heap entry stays behind and is skipped, its time no longer
 	// the order's deadline.
+	s.byDeadline.Delete(filter.KeyOf(o))
 	o.Deadline = at
+	s.byDeadline.ReplaceOrInsert(filter.KeyOf(o))
 	o.Reschedules++
 	s.schedule(id, at)
 	return s.view(o, now), nil
@@ -201,7 +214,7 @@ func (s *Store) current(id string, now time.Time) (*order.Order, bool) {
 	}
 	o, ok := s.closed[id]
 	if ok && !o.ClosedAt.Add(s.retention).After(now) {
-		delete(s.closed, id)
+		s.dropClosed(o)
 		return nil, false
 	}
 	return o, ok
@@ -376,6 +389,12 @@ func (s *Store) expireDue() time.Duration {
 	return min(s.deadlines[0].at.Sub(now), trimInterval)
 }
 
+// dropClosed forgets a closed order. The caller holds mu.
+func (s *Store) dropClosed(o *order.Order) {
+	delete(s.closed, o.ID)
+	s.byDeadline.Delete(filter.KeyOf(o))
+}
+
 // expireDueLocked expires every order due at now. The caller holds mu.
 func (s *Store) expireDueLocked(now time.Time) {
 	for len(s.deadlines) > 0 && !s.deadlines[0].at.After(now) {
@@ -405,9 +424,9 @@ func (s *Store) trim(now time.Time) {
 	if i > 0 {
 		s.log = append([]order.Event(nil), s.log[i:]...)
 	}
-	for id, o := range s.closed {
+	for _, o := range s.closed {
 		if !o.ClosedAt.After(horizon) {
-			delete(s.closed, id)
+			s.dropClosed(o)
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/orderexpiry/orderexpiry/internal/filter"
@@ -20,10 +21,10 @@ const maxListChunk = 1000
 // retained closed orders', read together (listScript). The page merges the
 // partitions in q's order: each is read in chunks after the position, and
 // an entry is taken only when every partition that may still hold an
-// earlier one has been read past it. A page of pending orders by deadline therefore
-// costs Redis in proportion to the page (and the number of partitions), not
-// to the number of orders; a filter that the indexes cannot narrow (on
-// metadata, an id prefix, created_at) is checked order by order, at most
+// earlier one has been read past it. A page of pending orders by deadline
+// therefore costs Redis in proportion to the page (and the number of
+// partitions), not to the number of orders; what the indexes cannot narrow
+// (metadata, an id prefix, created_at) is checked order by order, at most
 // q.Budget of them per call, and the page ends early with a position to go
 // on from.
 func (s *Store) List(ctx context.Context, q filter.Query) (filter.Page, error) {
@@ -68,13 +69,14 @@ func (s *Store) List(ctx context.Context, q filter.Query) (filter.Page, error) {
 		page     filter.Page
 		last     *filter.Key // the last entry examined
 		examined int
+		expired  int // due orders this call expired itself (see listed)
 	)
 	for {
 		if err := s.fill(ctx, srcs, q, lo, hi); err != nil {
 			return filter.Page{}, err
 		}
-		// The next entry: the earliest head of an index. Every index that
-		// is not done has a head after fill.
+		// The next entry: the earliest head of a partition's entries.
+		// Every partition that is not done has a head after fill.
 		var next *listSource
 		for _, src := range srcs {
 			if len(src.rows) > 0 && (next == nil || q.Before(src.rows[0].key, next.rows[0].key)) {
@@ -82,17 +84,20 @@ func (s *Store) List(ctx context.Context, q filter.Query) (filter.Page, error) {
 			}
 		}
 		if next == nil {
-			return page, nil // every index is done
+			return page, nil // every partition is done
 		}
 		row := next.rows[0]
 		next.rows = next.rows[1:]
-		if len(page.Orders) == q.PageSize || examined == budget {
+		if len(page.Orders) == q.PageSize || examined == budget || expired == maxListExpiries {
 			page.Next = last
 			return page, nil
 		}
 		k := row.key
 		last = &k
 		examined++
+		if due(row, next.now) {
+			expired++
+		}
 		o, ok, err := s.listed(ctx, next.p, row, next.now)
 		if err != nil {
 			return filter.Page{}, err
@@ -101,6 +106,18 @@ func (s *Store) List(ctx context.Context, q filter.Query) (filter.Page, error) {
 			page.Orders = append(page.Orders, o)
 		}
 	}
+}
+
+// maxListExpiries bounds the due orders one List expires itself, each with
+// a call of its own: the sweepers expire orders within milliseconds of their
+// deadline, so that many are met only while they cannot (Redis was out of
+// reach), and then the page ends early rather than wait on each.
+const maxListExpiries = 100
+
+// due reports whether an index entry is a pending order past its deadline
+// at now.
+func due(row listRow, now int64) bool {
+	return strings.HasPrefix(row.rec, "pending ") && row.key.Deadline <= now
 }
 
 // listed reads an index entry as an order; false for a closed order whose
@@ -115,7 +132,7 @@ func (s *Store) listed(ctx context.Context, p *partition, row listRow, now int64
 	if err != nil {
 		return order.Order{}, false, err
 	}
-	if o.Status != order.StatusPending || row.key.Deadline > now {
+	if !due(row, now) {
 		return o, true, nil
 	}
 	o, err = s.Get(ctx, row.key.ID)

@@ -122,3 +122,95 @@ func TestClusterListSpansPartitions(t *testing.T) {
 		})
 	}
 }
+
+// TestRetainedIndexTrimmed checks the index of closed orders that List
+// reads: a closed order enters it, a new checkout of its id takes it out,
+// and the sweep drops it a retention after its deadline.
+func TestRetainedIndexTrimmed(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	const retention = 300 * time.Millisecond
+	s := redisstore.New(rdb, redisstore.Options{Retention: retention, Logger: testLogger(t)})
+	run(t, s)
+	ctx := t.Context()
+	card := func() int64 {
+		t.Helper()
+		n, err := rdb.ZCard(ctx, "oe:{0}:retained").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	for _, id := range []string{"a", "b", "c"} {
+		if _, _, err := s.Checkout(ctx, id, 100*time.Millisecond, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.Complete(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Cancel(ctx, "b"); err != nil {
+		t.Fatal(err)
+	}
+	if n := card(); n != 2 {
+		t.Fatalf("%d entries after a completion and a cancellation, want 2", n)
+	}
+	if _, _, err := s.Checkout(ctx, "b", time.Hour, nil); err != nil {
+		t.Fatal(err)
+	}
+	if n := card(); n != 1 {
+		t.Fatalf("%d entries after b was checked out again, want 1", n)
+	}
+	// c expires (an entry of its own); then, a retention after their
+	// deadlines, the sweep drops both.
+	for end := time.Now().Add(5 * time.Second); card() != 2; {
+		if time.Now().After(end) {
+			t.Fatalf("c's expiry did not enter the index: %d entries", card())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for end := time.Now().Add(5 * time.Second); card() != 0; {
+		if time.Now().After(end) {
+			t.Fatalf("%d entries 5s after their deadlines, with a retention of %s", card(), retention)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestListExpiriesBounded lists 150 due orders that no sweeper expired (the
+// store does not run): a page expires at most 100 of them itself and ends
+// there, with a position to go on; the next page expires the rest.
+func TestListExpiriesBounded(t *testing.T) {
+	srv := redistest.Start(t)
+	s := redisstore.New(srv.Client(t), redisstore.Options{Retention: time.Hour, Logger: testLogger(t)})
+	ctx := t.Context()
+	var items []order.CheckoutItem
+	for i := range 150 {
+		items = append(items, order.CheckoutItem{ID: fmt.Sprintf("due-%03d", i), TTL: 20 * time.Millisecond})
+	}
+	for _, r := range s.BatchCheckout(ctx, items) {
+		if r.Err != nil {
+			t.Fatal(r.Err)
+		}
+	}
+	time.Sleep(50 * time.Millisecond)
+	first, err := s.List(ctx, filter.Query{Filter: filter.All(), PageSize: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(first.Orders) != 100 || first.Next == nil {
+		t.Fatalf("the first page has %d orders (next %v), want the 100 it expired and a position", len(first.Orders), first.Next)
+	}
+	second, err := s.List(ctx, filter.Query{Filter: filter.All(), PageSize: 1000, After: first.Next})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(second.Orders) != 50 || second.Next != nil {
+		t.Fatalf("the second page has %d orders (next %v), want 50 and no more", len(second.Orders), second.Next)
+	}
+	for _, o := range append(first.Orders, second.Orders...) {
+		if o.Status != order.StatusExpired {
+			t.Fatalf("%s listed %v, want expired", o.ID, o.Status)
+		}
+	}
+}

@@ -1,7 +1,8 @@
 // The orderexpiry dashboard. Everything it shows comes from the service's
 // REST API on this same origin: GET /v1/stats (polled every second), the
 // watch GET /v1/expirations:watch as Server-Sent Events, GET
-// /v1/orders/{id} and POST /v1/groups/{id}:redrive. Data from the service
+// /v1/orders/{id}, GET /v1/orders (the search) and POST
+// /v1/groups/{id}:redrive. Data from the service
 // is only ever put into the page as text (textContent), never as markup.
 "use strict";
 
@@ -377,10 +378,83 @@ async function lookup(ev) {
   }
 }
 
+// ---- search -------------------------------------------------------------------
+
+const SEARCH_PAGE = 25;
+// The search shown: its filter and order, the page tokens of the pages
+// before (tokens[i] fetches page i; page 0 has none) and the page number.
+const search = { filter: "", orderBy: "deadline", tokens: [""], page: 0, next: "" };
+
+async function showPage() {
+  const err = $("search-error");
+  const tbody = $("search-results").tBodies[0];
+  $("search-prev").disabled = $("search-next").disabled = true;
+  const q = new URLSearchParams({ filter: search.filter, orderBy: search.orderBy, pageSize: String(SEARCH_PAGE) });
+  const token = search.tokens[search.page];
+  if (token) q.set("pageToken", token);
+  try {
+    const r = await api("/v1/orders?" + q.toString());
+    err.hidden = true;
+    const orders = r.orders || [];
+    search.next = r.nextPageToken || "";
+    tbody.replaceChildren(...orders.map((o) => {
+      const md = Object.entries(o.metadata || {}).map(([k, v]) => k + "=" + v).join(" ");
+      const tr = row([
+        el("td", o.orderId, "order-id"),
+        el("td", String(o.status || "").replace("ORDER_STATUS_", "").toLowerCase(), "status"),
+        el("td", o.deadline ? new Date(o.deadline).toLocaleString() : "–", "deadline"),
+        el("td", o.ttlRemaining ? fmtDuration(seconds(o.ttlRemaining)) : "–", "remaining"),
+        el("td", md, "md"),
+      ]);
+      tr.dataset.order = o.orderId;
+      return tr;
+    }));
+    // A page may be short, even empty, and still have a next one: the
+    // service examines a bounded number of orders a call.
+    let text = "page " + (search.page + 1) + ": " + orders.length + (orders.length === 1 ? " order" : " orders");
+    if (orders.length < SEARCH_PAGE && search.next) text += " (the service stopped looking here; there may be more)";
+    else if (!search.next) text += ", the last page";
+    $("search-page").textContent = text;
+    $("search-prev").disabled = search.page === 0;
+    $("search-next").disabled = !search.next;
+  } catch (e) {
+    tbody.replaceChildren();
+    err.hidden = false;
+    err.textContent = e.message;
+    $("search-page").textContent = "";
+    $("search-prev").disabled = search.page === 0;
+  }
+}
+
+function startSearch(ev) {
+  ev.preventDefault();
+  search.filter = $("search-filter").value.trim();
+  search.orderBy = $("search-order").value;
+  search.tokens = [""];
+  search.page = 0;
+  showPage();
+}
+
+function nextPage() {
+  if (!search.next) return;
+  search.page++;
+  search.tokens[search.page] = search.next;
+  showPage();
+}
+
+function prevPage() {
+  if (search.page === 0) return;
+  search.page--;
+  showPage();
+}
+
 // ---- start --------------------------------------------------------------------
 
 function start() {
   $("lookup-form").addEventListener("submit", lookup);
+  $("search-form").addEventListener("submit", startSearch);
+  $("search-next").addEventListener("click", nextPage);
+  $("search-prev").addEventListener("click", prevPage);
   $("forget-token").addEventListener("click", () => {
     sessionStorage.removeItem(TOKEN_KEY);
     location.reload();
