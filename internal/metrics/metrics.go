@@ -151,6 +151,10 @@ func (m *Metrics) Watch(src Sources) {
 	if unsafe == nil {
 		unsafe = func() bool { return false }
 	}
+	serving := src.Serving
+	if serving == nil {
+		serving = func() bool { return true }
+	}
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
@@ -176,7 +180,7 @@ func (m *Metrics) Watch(src Sources) {
 	}
 	m.registry.MustRegister(
 		gauge("orderexpiry_watchers", "Watch streams open on this replica.", func() float64 { return float64(src.Watchers()) }),
-		gauge("orderexpiry_serving", "1 while this replica's health (gRPC health and /healthz) says SERVING, 0 while NOT_SERVING: the store is unreachable or its eviction policy unsafe.", flag(src.Serving)),
+		gauge("orderexpiry_serving", "1 while this replica's health (gRPC health and /healthz) says SERVING, 0 while NOT_SERVING: the store is unreachable or its eviction policy unsafe.", flag(serving)),
 		gauge("orderexpiry_subscriber_connected", "1 while this replica's subscription to Redis's expired-key events is up (always 1 on the memory store).", flag(subscribed)),
 		gauge("orderexpiry_redis_eviction_policy_unsafe", "1 while Redis's maxmemory-policy, read every 10 s, could evict the store's keys (anything but noeviction with a maxmemory): checkouts are refused and health says NOT_SERVING.", flag(unsafe)),
 	)
