@@ -14,6 +14,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/signal"
 	"strconv"
@@ -349,6 +350,16 @@ func (a *app) exactly(args []string, names ...string) error {
 		return a.usagef("want %s, got %d argument(s)", strings.Join(names, " "), len(args))
 	}
 	return nil
+}
+
+// int32Of is the value v of the int flag name for an int32 field of a
+// request: a value past int32 is refused, where a conversion would wrap it
+// round (4294967297 to 1) and send what nobody asked for.
+func (a *app) int32Of(name string, v int) (int32, error) {
+	if v < math.MinInt32 || v > math.MaxInt32 {
+		return 0, a.usagef("-%s %d is out of range", name, v)
+	}
+	return int32(v), nil
 }
 
 // usagef is a usage error of the running command.

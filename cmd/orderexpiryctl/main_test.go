@@ -1,0 +1,44 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+)
+
+// runArgs runs the command line args against an address where nothing
+// listens: the commands here must fail before they dial.
+func runArgs(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	env := map[string]string{"ORDEREXPIRY_ADDR": "127.0.0.1:1", "ORDEREXPIRY_INSECURE": "true"}
+	code = run(context.Background(), args, func(k string) string { return env[k] }, &out, &errOut)
+	return out.String(), errOut.String(), code
+}
+
+// TestCommandLineRefused: a value the command line cannot send as given is
+// refused with exit status 2 and a message naming the flag, before any call,
+// rather than sent as something else or left out.
+func TestCommandLineRefused(t *testing.T) {
+	for _, tc := range []struct {
+		args    []string
+		mention string
+	}{
+		// flag's int is wider than the requests' int32: 4294967297 would
+		// wrap round to 1.
+		{[]string{"groups", "create", "g", "-max-deliveries", "4294967297"}, "-max-deliveries 4294967297 is out of range"},
+		{[]string{"groups", "create", "g", "-push-url", "http://h/x", "-push-max-concurrency", "-4294967295"}, "-push-max-concurrency -4294967295 is out of range"},
+		{[]string{"groups", "dead-letters", "g", "-page-size", "4294967396"}, "-page-size 4294967396 is out of range"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			out, errOut, code := runArgs(t, tc.args...)
+			if code != exitUsage || !strings.Contains(errOut, tc.mention) {
+				t.Errorf("exit %d, stdout %q, stderr %q; want %d saying %q", code, out, errOut, exitUsage, tc.mention)
+			}
+			if strings.Contains(errOut, "UNAVAILABLE") {
+				t.Errorf("it dialed the service: %s", errOut)
+			}
+		})
+	}
+}
