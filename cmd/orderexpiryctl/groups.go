@@ -102,6 +102,11 @@ func createGroupSetup(fs *flag.FlagSet) action {
 		if *ack != 0 {
 			req.AckDeadline = durationpb.New(*ack)
 		}
+		if *pushURL == "" && (*secretFile != "" || *pushTimeout != 0 || *pushConc != 0) {
+			// Without a URL the group is a pull group: they would be
+			// dropped without a word.
+			return a.usagef("-push-secret-file, -push-timeout and -push-max-concurrency go with -push-url")
+		}
 		if *pushURL != "" {
 			secret := os.Getenv("ORDEREXPIRY_PUSH_SECRET")
 			if *secretFile != "" {

@@ -30,6 +30,10 @@ func TestCommandLineRefused(t *testing.T) {
 		{[]string{"groups", "create", "g", "-max-deliveries", "4294967297"}, "-max-deliveries 4294967297 is out of range"},
 		{[]string{"groups", "create", "g", "-push-url", "http://h/x", "-push-max-concurrency", "-4294967295"}, "-push-max-concurrency -4294967295 is out of range"},
 		{[]string{"groups", "dead-letters", "g", "-page-size", "4294967396"}, "-page-size 4294967396 is out of range"},
+		// A push setting without -push-url would make a pull group.
+		{[]string{"groups", "create", "g", "-push-timeout", "5s"}, "go with -push-url"},
+		{[]string{"groups", "create", "g", "-push-secret-file", "whsec.txt"}, "go with -push-url"},
+		{[]string{"groups", "create", "g", "-push-max-concurrency", "3"}, "go with -push-url"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			out, errOut, code := runArgs(t, tc.args...)
