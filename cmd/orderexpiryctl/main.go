@@ -47,7 +47,7 @@ const exitHelp = `Exit status:
   3  no such order or group (NOT_FOUND)
   4  the order or group is not in a state for this (FAILED_PRECONDITION, ABORTED, ALREADY_EXISTS)
   5  the service cannot be reached, or did not answer in time (UNAVAILABLE, DEADLINE_EXCEEDED)
-  6  the token is missing or refused (UNAUTHENTICATED)
+  6  the token is missing or refused (UNAUTHENTICATED, PERMISSION_DENIED)
 `
 
 func main() {

@@ -3,8 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"os"
 	"strings"
 	"testing"
+
+	"google.golang.org/genproto/googleapis/rpc/code"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // runArgs runs the command line args against an address where nothing
@@ -45,4 +51,39 @@ func TestCommandLineRefused(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestExitStatusHelp: the exit statuses --help and docs/cli.md list name
+// every code of the service that exitCode maps to each, so that a script
+// written from them tests what the tool does.
+func TestExitStatusHelp(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/cli.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for c := codes.OK + 1; c <= codes.Unauthenticated; c++ {
+		n := exitCode(status.Error(c, "x"))
+		if n == exitError {
+			continue
+		}
+		name := code.Code(c).String()
+		help := lineWith(exitHelp, fmt.Sprintf("  %d  ", n))
+		row := lineWith(string(doc), fmt.Sprintf("| %d |", n))
+		if !strings.Contains(help, name) {
+			t.Errorf("%s exits %d, and --help says %q", name, n, help)
+		}
+		if !strings.Contains(row, "`"+name+"`") {
+			t.Errorf("%s exits %d, and docs/cli.md says %q", name, n, row)
+		}
+	}
+}
+
+// lineWith is the first line of text that starts with prefix.
+func lineWith(text, prefix string) string {
+	for _, l := range strings.Split(text, "\n") {
+		if strings.HasPrefix(l, prefix) {
+			return l
+		}
+	}
+	return ""
 }
