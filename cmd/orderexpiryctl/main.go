@@ -311,9 +311,14 @@ func (a *app) flagDefaults(register func(*flag.FlagSet)) string {
 	return b.String()
 }
 
+// options are the client's options from the global settings.
+func (a *app) options() client.Options {
+	return client.Options{Token: a.token, Insecure: a.insecure, CAFile: a.ca}
+}
+
 // dial opens a client with the global settings.
 func (a *app) dial() (*client.Client, error) {
-	return client.Dial(a.addr, client.Options{Token: a.token, Insecure: a.insecure, CAFile: a.ca})
+	return client.Dial(a.addr, a.options())
 }
 
 // call runs one call with the client, within the timeout.

@@ -42,9 +42,10 @@ func watchSetup(fs *flag.FlagSet) action {
 		if err := a.exactly(args); err != nil {
 			return err
 		}
-		c, err := client.Dial(a.addr, client.Options{Token: a.token, Insecure: a.insecure, CAFile: a.ca,
-			// The reconnections are told on stderr.
-			Logger: slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+		opts := a.options()
+		// The reconnections are told on stderr.
+		opts.Logger = slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		c, err := client.Dial(a.addr, opts)
 		if err != nil {
 			return err
 		}
