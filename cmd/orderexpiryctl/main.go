@@ -250,6 +250,10 @@ func (a *app) runLeaf(ctx context.Context, cmd *command, path string, args []str
 	if a.output != "table" && a.output != "json" {
 		return usagef(path, "-o %q: give table or json", a.output)
 	}
+	if a.timeout <= 0 {
+		// Every call would end before it started, DEADLINE_EXCEEDED.
+		return usagef(path, "-timeout %s: give more than zero", a.timeout)
+	}
 	return act(ctx, a, positional)
 }
 

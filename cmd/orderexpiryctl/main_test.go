@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/code"
 	"google.golang.org/grpc/codes"
@@ -19,7 +20,11 @@ func runArgs(t *testing.T, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
 	var out, errOut bytes.Buffer
 	env := map[string]string{"ORDEREXPIRY_ADDR": "127.0.0.1:1", "ORDEREXPIRY_INSECURE": "true"}
-	code = run(context.Background(), args, func(k string) string { return env[k] }, &out, &errOut)
+	// Bounded, so that a command that does dial (a watch retries for
+	// ever) fails the test rather than hanging it.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	code = run(ctx, args, func(k string) string { return env[k] }, &out, &errOut)
 	return out.String(), errOut.String(), code
 }
 
@@ -40,6 +45,11 @@ func TestCommandLineRefused(t *testing.T) {
 		{[]string{"groups", "create", "g", "-push-timeout", "5s"}, "go with -push-url"},
 		{[]string{"groups", "create", "g", "-push-secret-file", "whsec.txt"}, "go with -push-url"},
 		{[]string{"groups", "create", "g", "-push-max-concurrency", "3"}, "go with -push-url"},
+		// A bound of zero ends every call before it starts.
+		{[]string{"stats", "-timeout", "0s"}, "-timeout 0s: give more than zero"},
+		{[]string{"-timeout", "-1s", "orders", "get", "o"}, "-timeout -1s: give more than zero"},
+		// A negative -limit would watch for ever.
+		{[]string{"watch", "-limit", "-3"}, "-limit -3: give 0"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			out, errOut, code := runArgs(t, tc.args...)

@@ -42,6 +42,9 @@ func watchSetup(fs *flag.FlagSet) action {
 		if err := a.exactly(args); err != nil {
 			return err
 		}
+		if *limit < 0 {
+			return a.usagef("-limit %d: give 0 (never stop) or more", *limit)
+		}
 		opts := a.options()
 		// The reconnections are told on stderr.
 		opts.Logger = slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
