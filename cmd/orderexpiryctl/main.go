@@ -320,14 +320,21 @@ func (a *app) options() client.Options {
 	return client.Options{Token: a.token, Insecure: a.insecure, CAFile: a.ca}
 }
 
-// dial opens a client with the global settings.
-func (a *app) dial() (*client.Client, error) {
-	return client.Dial(a.addr, a.options())
+// dial opens a client with opts. It does not connect yet, so that its
+// errors are settings that cannot be used (a CA file that cannot be read, a
+// token with white space): a bad command line, as a missing
+// -push-secret-file is.
+func (a *app) dial(opts client.Options) (*client.Client, error) {
+	c, err := client.Dial(a.addr, opts)
+	if err != nil {
+		return nil, a.usagef("%v", err)
+	}
+	return c, nil
 }
 
 // call runs one call with the client, within the timeout.
 func (a *app) call(ctx context.Context, f func(ctx context.Context, c *client.Client) error) error {
-	c, err := a.dial()
+	c, err := a.dial(a.options())
 	if err != nil {
 		return err
 	}

@@ -48,6 +48,10 @@ func TestCommandLineRefused(t *testing.T) {
 		// A bound of zero ends every call before it starts.
 		{[]string{"stats", "-timeout", "0s"}, "-timeout 0s: give more than zero"},
 		{[]string{"-timeout", "-1s", "orders", "get", "o"}, "-timeout -1s: give more than zero"},
+		// Settings the client cannot use, as -push-secret-file.
+		{[]string{"stats", "-insecure=false", "-ca", "/nonexistent/ca.pem"}, "/nonexistent/ca.pem"},
+		{[]string{"watch", "-insecure=false", "-ca", "/nonexistent/ca.pem"}, "/nonexistent/ca.pem"},
+		{[]string{"orders", "get", "o", "-token", "Bearer t"}, "white space"},
 		// A negative -limit would watch for ever.
 		{[]string{"watch", "-limit", "-3"}, "-limit -3: give 0"},
 	} {

@@ -10,7 +10,6 @@ import (
 
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	"github.com/orderexpiry/orderexpiry/client"
 	pb "github.com/orderexpiry/orderexpiry/proto/orderexpiry/v1"
 )
 
@@ -48,7 +47,7 @@ func watchSetup(fs *flag.FlagSet) action {
 		opts := a.options()
 		// The reconnections are told on stderr.
 		opts.Logger = slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-		c, err := client.Dial(a.addr, opts)
+		c, err := a.dial(opts)
 		if err != nil {
 			return err
 		}
