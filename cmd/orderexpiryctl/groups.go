@@ -90,9 +90,22 @@ func createGroupSetup(fs *flag.FlagSet) action {
 		if err := a.exactly(args, "GROUP_ID"); err != nil {
 			return err
 		}
-		req := &pb.CreateConsumerGroupRequest{GroupId: args[0], StartAfterCursor: *start, MaxDeliveries: int32(*maxDeliveries)}
+		deliveries, err := a.int32Of("max-deliveries", *maxDeliveries)
+		if err != nil {
+			return err
+		}
+		conc, err := a.int32Of("push-max-concurrency", *pushConc)
+		if err != nil {
+			return err
+		}
+		req := &pb.CreateConsumerGroupRequest{GroupId: args[0], StartAfterCursor: *start, MaxDeliveries: deliveries}
 		if *ack != 0 {
 			req.AckDeadline = durationpb.New(*ack)
+		}
+		if *pushURL == "" && (*secretFile != "" || *pushTimeout != 0 || *pushConc != 0) {
+			// Without a URL the group is a pull group: they would be
+			// dropped without a word.
+			return a.usagef("-push-secret-file, -push-timeout and -push-max-concurrency go with -push-url")
 		}
 		if *pushURL != "" {
 			secret := os.Getenv("ORDEREXPIRY_PUSH_SECRET")
@@ -103,7 +116,7 @@ func createGroupSetup(fs *flag.FlagSet) action {
 				}
 				secret = strings.TrimSpace(string(b))
 			}
-			req.PushConfig = &pb.PushConfig{Url: *pushURL, Secret: secret, MaxConcurrency: int32(*pushConc)}
+			req.PushConfig = &pb.PushConfig{Url: *pushURL, Secret: secret, MaxConcurrency: conc}
 			if *pushTimeout != 0 {
 				req.PushConfig.Timeout = durationpb.New(*pushTimeout)
 			}
@@ -138,8 +151,12 @@ func deadLettersSetup(fs *flag.FlagSet) action {
 		if err := a.exactly(args, "GROUP_ID"); err != nil {
 			return err
 		}
+		pageSize, err := a.int32Of("page-size", *size)
+		if err != nil {
+			return err
+		}
 		return a.call(ctx, func(ctx context.Context, c *client.Client) error {
-			resp, err := c.ListDeadLetters(ctx, &pb.ListDeadLettersRequest{GroupId: args[0], PageSize: int32(*size), PageToken: *token})
+			resp, err := c.ListDeadLetters(ctx, &pb.ListDeadLettersRequest{GroupId: args[0], PageSize: pageSize, PageToken: *token})
 			if err != nil {
 				return err
 			}

@@ -14,6 +14,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/signal"
 	"strconv"
@@ -46,7 +47,7 @@ const exitHelp = `Exit status:
   3  no such order or group (NOT_FOUND)
   4  the order or group is not in a state for this (FAILED_PRECONDITION, ABORTED, ALREADY_EXISTS)
   5  the service cannot be reached, or did not answer in time (UNAVAILABLE, DEADLINE_EXCEEDED)
-  6  the token is missing or refused (UNAUTHENTICATED)
+  6  the token is missing or refused (UNAUTHENTICATED, PERMISSION_DENIED)
 `
 
 func main() {
@@ -249,6 +250,10 @@ func (a *app) runLeaf(ctx context.Context, cmd *command, path string, args []str
 	if a.output != "table" && a.output != "json" {
 		return usagef(path, "-o %q: give table or json", a.output)
 	}
+	if a.timeout <= 0 {
+		// Every call would end before it started, DEADLINE_EXCEEDED.
+		return usagef(path, "-timeout %s: give more than zero", a.timeout)
+	}
 	return act(ctx, a, positional)
 }
 
@@ -310,14 +315,26 @@ func (a *app) flagDefaults(register func(*flag.FlagSet)) string {
 	return b.String()
 }
 
-// dial opens a client with the global settings.
-func (a *app) dial() (*client.Client, error) {
-	return client.Dial(a.addr, client.Options{Token: a.token, Insecure: a.insecure, CAFile: a.ca})
+// options are the client's options from the global settings.
+func (a *app) options() client.Options {
+	return client.Options{Token: a.token, Insecure: a.insecure, CAFile: a.ca}
+}
+
+// dial opens a client with opts. It does not connect yet, so that its
+// errors are settings that cannot be used (a CA file that cannot be read, a
+// token with white space): a bad command line, as a missing
+// -push-secret-file is.
+func (a *app) dial(opts client.Options) (*client.Client, error) {
+	c, err := client.Dial(a.addr, opts)
+	if err != nil {
+		return nil, a.usagef("%v", err)
+	}
+	return c, nil
 }
 
 // call runs one call with the client, within the timeout.
 func (a *app) call(ctx context.Context, f func(ctx context.Context, c *client.Client) error) error {
-	c, err := a.dial()
+	c, err := a.dial(a.options())
 	if err != nil {
 		return err
 	}
@@ -349,6 +366,16 @@ func (a *app) exactly(args []string, names ...string) error {
 		return a.usagef("want %s, got %d argument(s)", strings.Join(names, " "), len(args))
 	}
 	return nil
+}
+
+// int32Of is the value v of the int flag name for an int32 field of a
+// request: a value past int32 is refused, where a conversion would wrap it
+// round (4294967297 to 1) and send what nobody asked for.
+func (a *app) int32Of(name string, v int) (int32, error) {
+	if v < math.MinInt32 || v > math.MaxInt32 {
+		return 0, a.usagef("-%s %d is out of range", name, v)
+	}
+	return int32(v), nil
 }
 
 // usagef is a usage error of the running command.

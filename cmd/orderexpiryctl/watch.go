@@ -10,7 +10,6 @@ import (
 
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	"github.com/orderexpiry/orderexpiry/client"
 	pb "github.com/orderexpiry/orderexpiry/proto/orderexpiry/v1"
 )
 
@@ -42,9 +41,13 @@ func watchSetup(fs *flag.FlagSet) action {
 		if err := a.exactly(args); err != nil {
 			return err
 		}
-		c, err := client.Dial(a.addr, client.Options{Token: a.token, Insecure: a.insecure, CAFile: a.ca,
-			// The reconnections are told on stderr.
-			Logger: slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+		if *limit < 0 {
+			return a.usagef("-limit %d: give 0 (never stop) or more", *limit)
+		}
+		opts := a.options()
+		// The reconnections are told on stderr.
+		opts.Logger = slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		c, err := a.dial(opts)
 		if err != nil {
 			return err
 		}

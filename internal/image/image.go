@@ -32,9 +32,9 @@ const (
 	// UID and GID are the non-root user's, distroless's "nonroot".
 	UID = 65532
 	GID = 65532
-	// caPath is where Go's crypto/x509 looks first on Linux.
-	caPath = "/etc/ssl/certs/ca-certificates.crt"
-	// DefaultCACerts is the bundle Debian's ca-certificates package keeps.
+	// DefaultCACerts is the bundle Debian's ca-certificates package keeps,
+	// and where the image holds its own: where Go's crypto/x509 looks
+	// first on Linux.
 	DefaultCACerts = "/etc/ssl/certs/ca-certificates.crt"
 )
 
@@ -155,7 +155,7 @@ func layerTar(created time.Time, bin, certs []byte) ([]byte, error) {
 		func() error { return file("etc/group", 0o644, []byte(group)) },
 		func() error { return dir("etc/ssl", 0o755, 0) },
 		func() error { return dir("etc/ssl/certs", 0o755, 0) },
-		func() error { return file(caPath[1:], 0o644, certs) },
+		func() error { return file(DefaultCACerts[1:], 0o644, certs) },
 		func() error { return dir("home", 0o755, 0) },
 		func() error { return dir("home/nonroot", 0o700, UID) },
 		// Go's os.TempDir for anything that wants one.

@@ -73,6 +73,19 @@ func TestFlagTable(t *testing.T) {
 			}
 		}
 	}
+	// Durations are written one way, as the service's messages write
+	// them: "15m", never time.Duration's "15m0s".
+	for _, want := range []string{"(default 15m)", "(default 168h)", "(default 1m)"} {
+		if !strings.Contains(usage.String(), want) {
+			t.Errorf("-h does not say %s", want)
+		}
+	}
+	if strings.Contains(usage.String(), "m0s)") || strings.Contains(table, "m0s`") {
+		t.Errorf("-h or the table writes a duration with its zero seconds:\n%s\n%s", usage.String(), table)
+	}
+	if !strings.Contains(table, "| `-idle-timeout` | `IDLE_TIMEOUT` | `1m` |") {
+		t.Errorf("the table's -idle-timeout default is not written as -h writes it (1m)")
+	}
 	if n < 40 || strings.Count(table, "| `-") != n {
 		t.Errorf("-h lists %d flags, the table %d", n, strings.Count(table, "| `-"))
 	}

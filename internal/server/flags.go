@@ -97,6 +97,12 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer, def
 			envErrs[name] = fmt.Errorf("%s=%q: not a duration (like 30s, 15m, 24h)", envName, v)
 		}
 		fs.DurationVar(p, name, d, usage(u, envName))
+		// -h and the flag table write the default as the service's
+		// messages write durations ("15m", not time.Duration's "15m0s").
+		fs.Lookup(name).DefValue = order.FormatDuration(d)
+		if defs != nil && err == nil {
+			(*defs)[len(*defs)-1].Default = order.FormatDuration(d)
+		}
 	}
 	boolean := func(p *bool, name, envName string, u string) {
 		v := fromEnv(name, envName, "false")
