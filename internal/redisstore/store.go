@@ -48,6 +48,9 @@ type Options struct {
 	// master with replicas that Redis Sentinel fails over: writes then wait
 	// for a replica, as on a cluster.
 	Sentinel bool
+	// Durability is what an OK to a write promises (see Durability); the
+	// zero value is DurabilityFast.
+	Durability Durability
 	// Tracing gives the clients the store opens by itself (one per master
 	// of a cluster, for its subscription) spans as Trace does; the caller
 	// traces the client it gives New.
@@ -98,6 +101,20 @@ type Store struct {
 	deliverTurn atomic.Uint32
 	// ev is what the store knows of Redis's eviction policy.
 	ev eviction
+
+	// durability is what an OK to a write promises; dur what the store
+	// knows of the settings of Redis that keep the promise (see
+	// durability.go).
+	durability Durability
+	dur        settingsCheck
+	// nodeReplicas is the replicas the master of the last group write had,
+	// where its confirmation starts (partitions keep their own count).
+	nodeReplicas atomic.Int32
+	// unconfirmedWrites counts the strict writes that their replicas did
+	// not confirm in time.
+	unconfirmedWrites atomic.Uint64
+	// fastWindow logs once what the fast mode can lose.
+	fastWindow sync.Once
 }
 
 // New returns a Store on a client of one Redis (*redis.Client) or of a
@@ -116,6 +133,8 @@ func New(rdb redis.UniversalClient, opts Options) *Store {
 		onExpire:  opts.OnExpire,
 		sentinel:  opts.Sentinel,
 		tracing:   opts.Tracing,
+
+		durability: opts.Durability,
 	}
 	switch c := rdb.(type) {
 	case *redis.Client:

@@ -13,6 +13,7 @@ import (
 
 	"github.com/orderexpiry/orderexpiry/internal/auth"
 	"github.com/orderexpiry/orderexpiry/internal/order"
+	"github.com/orderexpiry/orderexpiry/internal/redisstore"
 	"github.com/orderexpiry/orderexpiry/internal/watch"
 )
 
@@ -99,6 +100,8 @@ func ParseFlags(args []string, getenv func(string) string, stderr io.Writer) (Fl
 	// A password has no flag: the command line is visible to every user of
 	// the host.
 	c.RedisSentinelPassword = getenv("REDIS_SENTINEL_PASSWORD")
+	var durability string
+	str(&durability, "durability", "DURABILITY", "fast", "what an OK to a write promises on Redis: strict (it survives one Redis failure: on every replica, or fsynced where there is none; otherwise UNAVAILABLE, safe to repeat) or fast (the Redis master has it)")
 	num(&c.Partitions, "redis-partitions", "REDIS_PARTITIONS", 0, fmt.Sprintf("partitions of a new store (recorded in Redis at the first start, never changed after); 0: 1 on one Redis, %d on a cluster", DefaultClusterPartitions))
 	str(&c.RedisCA, "redis-ca", "REDIS_CA_FILE", "", "PEM file of the CA that signed Redis's certificate (rediss://), instead of the system's")
 	str(&c.RedisCert, "redis-cert", "REDIS_CERT_FILE", "", "PEM client certificate for Redis over TLS, when Redis asks for one")
@@ -154,6 +157,11 @@ func ParseFlags(args []string, getenv func(string) string, stderr io.Writer) (Fl
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
+	d, err := redisstore.ParseDurability(durability)
+	if err != nil {
+		return c, fmt.Errorf("-durability: %w", err)
+	}
+	c.Durability = d
 	if err := c.LogLevel.UnmarshalText([]byte(level)); err != nil {
 		return c, fmt.Errorf("log level %q: want debug, info, warn or error", level)
 	}
