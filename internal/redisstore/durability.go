@@ -398,6 +398,14 @@ func (s *Store) readDurability(ctx context.Context) (string, error) {
 		return "", nil
 	}
 	for _, ns := range nodes {
+		if (s.sentinel || s.cluster != nil) && ns.replicas == 0 {
+			// Not a setting but a state, often brief (a replica
+			// resyncing after a failover), and of one master of a
+			// cluster: its writes are answered UNAVAILABLE by the wait
+			// itself, the others' go on.
+			s.log.Warn("durability strict: "+ns.name+" has no replica connected: its writes are answered UNAVAILABLE until one connects, "+
+				"since a write it alone has would be lost by the failover that promotes a replica in its place", "min_replicas_to_write", ns.minReplicas)
+		}
 		if r := s.strictReason(ns); r != "" {
 			return r, nil
 		}
@@ -408,12 +416,12 @@ func (s *Store) readDurability(ctx context.Context) (string, error) {
 // strictReason says why one node's settings break the strict promise, or "".
 func (s *Store) strictReason(ns nodeSettings) string {
 	const prefix = "durability strict: writes are refused: "
-	replicated := s.sentinel || s.cluster != nil
-	switch {
-	case replicated && ns.replicas == 0:
-		return prefix + ns.name + " has no replica connected, so a write it confirms would be lost by the failover that promotes a replica in its place; " +
-			"give it a replica (replicaof), wait for the replica to connect, or run with -durability=fast"
-	case !replicated && (ns.appendonly != "yes" || ns.appendfsync != "always"):
+	if s.sentinel || s.cluster != nil {
+		// A write waits for every replica of its master, at least one:
+		// the master's own persistence adds nothing to that promise.
+		return ""
+	}
+	if ns.appendonly != "yes" || ns.appendfsync != "always" {
 		return prefix + fmt.Sprintf("%s has appendonly %s and appendfsync %s, so a write it confirms may not be on disk yet and a crash of Redis or of its machine loses it; "+
 			"set appendonly yes and appendfsync always on it (CONFIG SET appendonly yes, CONFIG SET appendfsync always, and in its redis.conf), "+
 			"or run with -durability=fast", ns.name, ns.appendonly, ns.appendfsync)
