@@ -442,8 +442,10 @@ func (s *Store) logFastWindow(nodes []nodeSettings) {
 		case ns.replicas > 0:
 			s.log.Info("durability fast: a confirmed write is lost if the master fails before its replicas have it; "+
 				"nothing bounds that window while the replicas lag (set min-replicas-to-write 1 and min-replicas-max-lag, or run with -durability=strict)", attrs...)
+		case ns.appendonly == "yes" && ns.appendfsync == "always":
+			s.log.Info("durability fast: Redis fsyncs its AOF at every write and has no replica: a confirmed write survives a crash as in the strict mode", attrs...)
 		case ns.appendonly == "yes":
-			s.log.Info("durability fast: a crash of Redis's machine loses the writes its AOF had not fsynced (appendfsync everysec: about a second)", attrs...)
+			s.log.Info("durability fast: a crash of Redis's machine loses the writes its AOF had not fsynced (appendfsync everysec: about a second; no: what the kernel had not written)", attrs...)
 		default:
 			s.log.Warn("durability fast: Redis keeps no AOF and has no replica: a restart of Redis loses every order (the store then reports its epoch lost)", attrs...)
 		}
