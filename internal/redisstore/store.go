@@ -45,8 +45,8 @@ type Options struct {
 	// with: the partition of an order follows from it.
 	Partitions int
 	// Sentinel says that the client is one of NewSentinelClient, on a
-	// master with replicas that Redis Sentinel fails over: writes then wait
-	// for a replica, as on a cluster.
+	// master with replicas that Redis Sentinel fails over: a strict write
+	// then needs a replica to confirm it, as on a cluster.
 	Sentinel bool
 	// Durability is what an OK to a write promises (see Durability); the
 	// zero value is DurabilityFast.
