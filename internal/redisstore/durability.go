@@ -291,31 +291,43 @@ func (c *settingsCheck) refusal() error {
 // checkDurability reads Redis's durability settings when due and returns
 // an error naming what to change while they break the strict promise.
 func (s *Store) checkDurability(ctx context.Context) error {
-	if !s.dur.due() {
+	return s.checkSettings(ctx, &s.dur, s.readDurability,
+		"Redis's settings keep the strict durability's promise again: writes are accepted",
+		func(err error) {
+			// The fast mode enforces nothing: its log of the loss
+			// window is all that is missed.
+			if s.durability == DurabilityStrict {
+				s.log.Warn("cannot read Redis's persistence and replication settings (CONFIG GET is refused): verify by hand "+
+					"what the strict durability needs (docs/operations.md, Redis settings for production); writes still wait for every replica", "err", err)
+			}
+		})
+}
+
+// checkSettings reads a group of Redis's settings with read when c says it
+// is due, logs each change (the reason, or safeAgain), and returns the
+// refusal while they are unsafe. A Redis that cannot be reached now is
+// Ping's own concern: they are read again at the next call. Managed Redis
+// often refuses CONFIG: what cannot be read is taken as safe, and refused
+// is called once, to tell the operator what to check by hand.
+func (s *Store) checkSettings(ctx context.Context, c *settingsCheck, read func(context.Context) (string, error), safeAgain string, refused func(error)) error {
+	if !c.due() {
 		return nil
 	}
-	reason, err := s.readDurability(ctx)
+	reason, err := read(ctx)
 	switch {
 	case err == nil:
-		if s.dur.set(reason) {
+		if c.set(reason) {
 			if reason != "" {
 				s.log.Error(reason)
 			} else {
-				s.log.Info("Redis's settings keep the strict durability's promise again: writes are accepted")
+				s.log.Info(safeAgain)
 			}
 		}
-	case order.KindOf(err) != order.KindUnavailable && s.durability != DurabilityStrict:
-		// The fast mode enforces nothing: its log of the loss window
-		// is all that is missed.
-		s.dur.readAt.Store(time.Now().UnixNano())
 	case order.KindOf(err) != order.KindUnavailable:
-		s.dur.readAt.Store(time.Now().UnixNano())
-		s.dur.refused.Do(func() {
-			s.log.Warn("cannot read Redis's persistence and replication settings (CONFIG GET is refused): verify by hand "+
-				"what the strict durability needs (docs/operations.md, Redis settings for production); writes still wait for every replica", "err", err)
-		})
+		c.readAt.Store(time.Now().UnixNano())
+		c.refused.Do(func() { refused(err) })
 	}
-	return s.dur.refusal()
+	return c.refusal()
 }
 
 // durabilityRefusal is the error of a write while the settings are unsafe.
