@@ -35,10 +35,13 @@ for run in $(seq 1 "$RUNS"); do
 		[ "$status" = FAIL ] && grep -E '^\s+\S+_test\.go:[0-9]+: ' "$log" | grep -v RESULT | head -5 | sed 's/^/    /'
 	done
 done
-# Totals over every RESULT line: lost, doubled, refused calls.
+# Totals over every RESULT line, by durability mode (the Sentinel and
+# Cluster tests run strict): lost, doubled, refused calls, and the slowest
+# failover.
 grep -ho 'RESULT .*' "$out"/*.log | awk '
-	{ for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
-	{ lost += v["lost"]; doubled += v["doubled"]; refused += v["unavailable"] + v["refused"]; n++; delete v }
-	END { printf "torture-failover: %d results: lost=%d doubled=%d refused_calls=%d\n", n, lost, doubled, refused }'
+	{ delete v; for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
+	{ m = ("mode" in v) ? v["mode"] : "strict"; n[m]++; lost[m] += v["lost"]; doubled[m] += v["doubled"]
+	  refused[m] += v["unavailable"] + v["refused"]; f = v["failover"] + 0; if (f > slow[m]) slow[m] = f }
+	END { for (m in n) printf "torture-failover: %s: %d results: lost=%d doubled=%d refused_calls=%d slowest_failover=%ss\n", m, n[m], lost[m], doubled[m], refused[m], slow[m] }'
 echo "torture-failover: $failed failed runs; logs in $out"
 [ "$failed" -eq 0 ]
