@@ -177,11 +177,20 @@ func (s *Store) durably(ctx context.Context, node *redis.Client, queue func(pipe
 	defer conn.Close()
 	started := time.Now()
 	var c *confirmation
-	_, err := conn.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+	cmds, err := conn.Pipelined(ctx, func(pipe redis.Pipeliner) error {
 		queue(pipe)
 		c = s.queueConfirm(ctx, pipe, s.nodeReplicas.Load())
 		return nil
 	})
+	for _, cmd := range cmds {
+		if _, moved := parseSlotMove(cmd.Err()); moved && s.cluster != nil {
+			// Sent to the node the client's slot map names, not
+			// through the cluster client: the map is learnt again so
+			// that a repeat goes where the slot is now.
+			s.cluster.ReloadState(ctx)
+			break
+		}
+	}
 	if c == nil {
 		return nil // the fast mode: the caller reads each command's error
 	}
