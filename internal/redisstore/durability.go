@@ -359,7 +359,6 @@ type nodeSettings struct {
 	appendonly, appendfsync string
 	minReplicas, minLag     string
 	replicas                int
-	version                 string
 }
 
 // readNode reads one node's settings.
