@@ -175,14 +175,7 @@ func stalledFailover(t *testing.T, mode string) {
 	// Every confirmed checkout is pending on the new master.
 	lost := 0
 	for _, id := range confirmed {
-		var o *pb.Order
-		var err error
-		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-			o, err = s.Client.GetOrder(ctx, &pb.GetOrderRequest{OrderId: id})
-			if status.Code(err) != codes.Unavailable || time.Now().After(deadline) {
-				break
-			}
-		}
+		o, err := getOrder(ctx, s, id)
 		switch {
 		case status.Code(err) == codes.NotFound:
 			lost++
