@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -228,5 +230,72 @@ func pollUntil(t *testing.T, timeout time.Duration, what string, cond func() boo
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out after %v waiting for %s", timeout, what)
 		}
+	}
+}
+
+// TestStrictRedisCrash: with -durability=strict on one Redis (appendonly
+// yes, appendfsync always), Redis SIGKILLed in the middle of checkouts from
+// 4 goroutines and restarted from its AOF loses no checkout answered OK.
+func TestStrictRedisCrash(t *testing.T) {
+	if testing.Short() {
+		t.Skip("Redis SIGKILLed and restarted: not in -short")
+	}
+	r := redistest.Start(t, "--appendonly", "yes", "--appendfsync", "always")
+	s := startServer(t, map[string]string{"REDIS_URL": r.URL(), "DURABILITY": "strict"})
+	ctx := context.Background()
+	var (
+		mu       sync.Mutex
+		ok       []string
+		refused  int
+		stopped  atomic.Bool
+		wg       sync.WaitGroup
+		killedAt time.Time
+	)
+	for w := range 4 {
+		wg.Go(func() {
+			for k := 0; !stopped.Load(); k++ {
+				id := fmt.Sprintf("rc-%d-%d", w, k)
+				cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+				_, err := s.Client.Checkout(cctx, &pb.CheckoutRequest{OrderId: id, Ttl: durationOf(time.Hour)})
+				cancel()
+				mu.Lock()
+				switch status.Code(err) {
+				case codes.OK:
+					ok = append(ok, id)
+				case codes.Unavailable, codes.DeadlineExceeded:
+					refused++
+				default:
+					t.Errorf("checkout %s: %v", id, err)
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	time.Sleep(1500 * time.Millisecond)
+	mu.Lock()
+	before := len(ok)
+	killedAt = time.Now()
+	mu.Unlock()
+	r.Restart(t) // SIGKILL, then a new process on the same AOF
+	restarted := time.Since(killedAt)
+	time.Sleep(2 * time.Second)
+	stopped.Store(true)
+	wg.Wait()
+	lost := 0
+	for _, id := range ok {
+		o, err := getOrder(ctx, s, id)
+		switch {
+		case status.Code(err) == codes.NotFound:
+			lost++
+			t.Errorf("%s was confirmed and is NOT_FOUND after Redis restarted", id)
+		case err != nil:
+			t.Errorf("GetOrder(%s): %v", id, err)
+		case o.GetStatus() != pb.OrderStatus_ORDER_STATUS_PENDING:
+			t.Errorf("%s is %v; want pending", id, o.GetStatus())
+		}
+	}
+	result(t, "confirmed=%d (before the kill %d) refused=%d lost=%d restarted_in=%s", len(ok), before, refused, lost, restarted.Round(time.Millisecond))
+	if before < 50 || len(ok) <= before {
+		t.Errorf("%d checkouts confirmed before the kill and %d in all: the load did not run on both sides of the crash", before, len(ok))
 	}
 }
