@@ -128,7 +128,7 @@ func (s *Store) runDurable(ctx context.Context, p *partition, script *redis.Scri
 				pipe.Do(ctx, "ASKING")
 			}
 			res = script.EvalSha(ctx, pipe, p.keys.scriptKeys(), s.args(p, args...)...)
-			confirm = s.queueConfirm(ctx, pipe, p.replicas.Load())
+			confirm = s.queueConfirm(ctx, pipe, p.replicas.Load(), p.keys.deadlines)
 			return nil
 		})
 		if !loaded && redis.HasErrorPrefix(res.Err(), "NOSCRIPT") {

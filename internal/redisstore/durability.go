@@ -83,17 +83,46 @@ func (s *Store) unconfirmed(detail string) error {
 // replicas that acknowledged everything this connection wrote before it,
 // and ROLE, the replicas the master has now.
 type confirmation struct {
-	wait, role *redis.Cmd
+	sync, wait, role *redis.Cmd
 	// asked is the number WAIT was given; floor the fewest replicas that
 	// must confirm whatever ROLE says (1 under Sentinel and on a cluster,
 	// where a master without a replica cannot promise anything).
 	asked, floor int64
 }
 
+// syncScript is a strict write's barrier, run on the write's connection
+// before WAIT: WAIT counts the replicas that have this connection's last
+// write, and a script that changed nothing (a checkout repeated after an
+// unknown outcome, which finds the order) wrote nothing, so that WAIT
+// alone would confirm at once what another connection wrote and the
+// replicas may not have yet. The barrier always writes, and Redis
+// replicates its writes in the order it applies them: once the replicas
+// have the barrier, they have everything before it. (Tried on Redis 7.0
+// with a replica stopped by SIGSTOP after a SET on one connection: on a
+// fresh connection, GET then WAIT 1 answered 1 at once, SET then WAIT 1
+// answered 0.) allow-oom: it must run in a full Redis, as completions do.
+var syncScript = redis.NewScript(`#!lua flags=allow-oom
+redis.call('SET', KEYS[1], '1')
+return 1
+`)
+
+// syncKey is the barrier's key for a write to key: in key's slot of a
+// Redis Cluster (Redis hashes the text between the first { and the next }
+// when there is any).
+func syncKey(key string) string {
+	if i := strings.IndexByte(key, '{'); i >= 0 {
+		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
+			return "oe:{" + key[i+1:i+1+j] + "}:sync"
+		}
+	}
+	return "oe:sync{" + key + "}"
+}
+
 // queueConfirm appends the confirmation of the writes queued on pipe
-// before it; known is the number of replicas the master had when last
-// seen. It returns nil in the fast mode: nothing is waited for.
-func (s *Store) queueConfirm(ctx context.Context, pipe redis.Pipeliner, known int32) *confirmation {
+// before it, which are writes to key's slot; known is the number of
+// replicas the master had when last seen. It returns nil in the fast mode:
+// nothing is waited for.
+func (s *Store) queueConfirm(ctx context.Context, pipe redis.Pipeliner, known int32, key string) *confirmation {
 	if s.durability != DurabilityStrict {
 		return nil
 	}
@@ -102,6 +131,7 @@ func (s *Store) queueConfirm(ctx context.Context, pipe redis.Pipeliner, known in
 		floor = 1
 	}
 	c := &confirmation{asked: max(int64(known), floor), floor: floor}
+	c.sync = syncScript.Eval(ctx, pipe, []string{syncKey(key)})
 	c.wait = pipe.Do(ctx, "WAIT", c.asked, replicaWait.Milliseconds())
 	c.role = pipe.Do(ctx, "ROLE")
 	return c
@@ -116,6 +146,9 @@ func (s *Store) queueConfirm(ctx context.Context, pipe redis.Pipeliner, known in
 func (s *Store) confirm(ctx context.Context, conn *redis.Conn, c *confirmation, started time.Time) (int32, error) {
 	if c == nil {
 		return 0, nil
+	}
+	if err := c.sync.Err(); err != nil {
+		return 0, s.nodeError(err)
 	}
 	acked, err := c.wait.Int64()
 	if err != nil {
@@ -165,11 +198,11 @@ func roleReplicas(cmd *redis.Cmd) (int, error) {
 }
 
 // durably runs the writes that queue adds to a pipeline on node, one
-// connection, and, in the strict mode, confirms them as runDurable
+// connection, writes to key's slot, and, in the strict mode, confirms them as runDurable
 // confirms a script (see confirm). It is for the writes that are not an
 // order's script: those of the consumer groups. The commands' own errors
 // are the caller's to read; err is the pipeline's or the confirmation's.
-func (s *Store) durably(ctx context.Context, node *redis.Client, queue func(pipe redis.Pipeliner)) error {
+func (s *Store) durably(ctx context.Context, node *redis.Client, key string, queue func(pipe redis.Pipeliner)) error {
 	if err := s.durabilityRefusal(); err != nil {
 		return err
 	}
@@ -179,7 +212,7 @@ func (s *Store) durably(ctx context.Context, node *redis.Client, queue func(pipe
 	var c *confirmation
 	cmds, err := conn.Pipelined(ctx, func(pipe redis.Pipeliner) error {
 		queue(pipe)
-		c = s.queueConfirm(ctx, pipe, s.nodeReplicas.Load())
+		c = s.queueConfirm(ctx, pipe, s.nodeReplicas.Load(), key)
 		return nil
 	})
 	for _, cmd := range cmds {
@@ -219,7 +252,7 @@ func (s *Store) durablyOn(ctx context.Context, keys []string, queue func(pipe re
 		byNode[node] = append(byNode[node], i)
 	}
 	for _, node := range nodes {
-		err := s.durably(ctx, node, func(pipe redis.Pipeliner) {
+		err := s.durably(ctx, node, keys[byNode[node][0]], func(pipe redis.Pipeliner) {
 			for _, i := range byNode[node] {
 				queue(pipe, i)
 			}
