@@ -21,7 +21,7 @@ STATICCHECK_VERSION    := v0.8.2
 # grpcurl, for trying the API by hand as the README does.
 GRPCURL_VERSION        := v1.9.4
 
-.PHONY: help all build install image flagdoc run test torture fuzz vet fmt staticcheck tools third_party lint generate check-generated clean grpcurl bench
+.PHONY: help all build install image flagdoc run test torture torture-failover fuzz vet fmt staticcheck tools third_party lint generate check-generated clean grpcurl bench
 
 all: build ## build the server and the CLI into ./bin
 
@@ -70,6 +70,14 @@ TORTURE_DURATION ?= 60s
 torture: ## run the linearizability test longer, over random seeds (TORTURE_RUNS=5 TORTURE_DURATION=60s)
 	LIN_SEED=random LIN_DURATION=$(TORTURE_DURATION) $(GO) test -race -count=$(TORTURE_RUNS) -timeout 60m -v \
 		-run '^TestLinearizability$$' ./internal/e2e
+
+# The failover tests (Sentinel, Cluster, a stalled-replica failover, a
+# partitioned master), RUNS times each under two CPU burners, with the sum of
+# what they lost, doubled and refused (scripts/torture-failover.sh). About
+# 2 minutes a run on an idle 2-core machine.
+RUNS ?= 20
+torture-failover: ## run the failover tests RUNS times each under two CPU burners, and sum lost, doubled, refused (RUNS=20)
+	RUNS=$(RUNS) GO=$(GO) ./scripts/torture-failover.sh
 
 # Each fuzz target briefly, from its seed corpus in testdata/fuzz (go test
 # -fuzz takes one target at a time), for a number of executions, about 10 s

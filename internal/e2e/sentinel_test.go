@@ -24,14 +24,19 @@ import (
 // acknowledged checkout ends as it was acknowledged: completed or cancelled
 // when that was acknowledged, otherwise expired exactly once, as GetOrder and
 // a watch from 0-0 on the new master both tell; calls fail only with
-// UNAVAILABLE, only around the failover.
+// UNAVAILABLE, only around the failover. The servers run with
+// -durability=strict, whose promise this is.
 func TestSentinelFailover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("Sentinel failover: not in -short")
+	}
 	sn := redistest.StartSentinel(t, 2, 3, "--requirepass", "s3cret")
 	addrs := strings.Split(sn.Addrs(), ",")
 	env := map[string]string{
 		"REDIS_SENTINEL_ADDRS":    fmt.Sprintf("redis://:s3cret@%s?addr=%s&addr=%s", addrs[0], addrs[1], addrs[2]),
 		"REDIS_SENTINEL_MASTER":   redistest.SentinelMaster,
 		"REDIS_SENTINEL_PASSWORD": "s3cret",
+		"DURABILITY":              "strict",
 	}
 	reps := []*server{startServer(t, env), startServer(t, env)}
 	live := follow(t, anyAlive(0, reps...), "0-0")

@@ -33,8 +33,12 @@ type Health func(ctx context.Context) error
 
 // Options say what the HTTP port serves besides the REST API.
 type Options struct {
-	// Health backs GET /healthz.
+	// Health backs GET /healthz: the error's message is the body's
+	// reason, so it must be fit for any caller of /healthz.
 	Health Health
+	// HealthDetail are fields /healthz adds to its body, such as the
+	// durability mode.
+	HealthDetail map[string]string
 	// Metrics is served at GET /metrics when not nil.
 	Metrics http.Handler
 	// OpenAPI is served at GET /openapi.json when not empty.
@@ -121,7 +125,7 @@ func New(ctx context.Context, conn grpc.ClientConnInterface, opts Options) (http
 	// /livez says only that the process serves HTTP, whatever the store:
 	// a liveness probe on /healthz would restart every replica while Redis
 	// is away, which cures nothing.
-	routes := map[string]http.Handler{"/healthz": healthHandler(opts.Health), "/livez": healthHandler(func(context.Context) error { return nil })}
+	routes := map[string]http.Handler{"/healthz": healthHandler(opts.Health, opts.HealthDetail), "/livez": healthHandler(func(context.Context) error { return nil }, nil)}
 	names := map[string]string{"/healthz": "health", "/livez": "health", "/metrics": "metrics", "/openapi.json": "openapi"}
 	if opts.Metrics != nil {
 		routes["/metrics"] = opts.Metrics
@@ -279,15 +283,23 @@ func (w challengeWriter) WriteHeader(code int) {
 	w.ResponseWriter.WriteHeader(code)
 }
 
-func healthHandler(health Health) http.Handler {
+// healthHandler answers {"status":"SERVING"} or, with 503,
+// {"status":"NOT_SERVING","reason":...}, with detail's fields besides.
+func healthHandler(health Health, detail map[string]string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		if err := health(r.Context()); err != nil {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			_, _ = w.Write([]byte(`{"status":"NOT_SERVING"}` + "\n"))
-			return
+		body := map[string]string{"status": "SERVING"}
+		for k, v := range detail {
+			body[k] = v
 		}
-		_, _ = w.Write([]byte(`{"status":"SERVING"}` + "\n"))
+		code := http.StatusOK
+		if err := health(r.Context()); err != nil {
+			code = http.StatusServiceUnavailable
+			body["status"], body["reason"] = "NOT_SERVING", err.Error()
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(code)
+		out, _ := json.Marshal(body) // a map of strings always marshals
+		_, _ = w.Write(append(out, '\n'))
 	})
 }
 

@@ -474,7 +474,7 @@ func TestHealthz(t *testing.T) {
 		wantBody string
 	}{
 		{name: "serving", wantHTTP: http.StatusOK, wantBody: `{"status":"SERVING"}`},
-		{name: "not serving", err: errors.New("the order store is unreachable"), wantHTTP: http.StatusServiceUnavailable, wantBody: `{"status":"NOT_SERVING"}`},
+		{name: "not serving", err: errors.New("the order store is unreachable"), wantHTTP: http.StatusServiceUnavailable, wantBody: `{"reason":"the order store is unreachable","status":"NOT_SERVING"}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

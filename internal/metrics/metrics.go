@@ -123,6 +123,14 @@ type Sources struct {
 	// RedisMemory reads each Redis's memory use and maxmemory; nil for a
 	// store that is not Redis.
 	RedisMemory func() []RedisMemory
+	// Durability is the Redis store's durability mode, strict or fast;
+	// empty for the memory store. DurabilityUnsafe says whether Redis's
+	// settings break the strict mode's promise, Unconfirmed counts the
+	// writes refused because Redis could not confirm them durable in time;
+	// both nil for the memory store.
+	Durability       string
+	DurabilityUnsafe func() bool
+	Unconfirmed      func() uint64
 }
 
 // RedisMemory is one Redis's (one master's, on a cluster) memory use and
@@ -177,6 +185,24 @@ func (m *Metrics) Watch(src Sources) {
 			}
 			return 0
 		}
+	}
+	if src.Durability != "" {
+		m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "orderexpiry_durability_mode",
+			Help:        "1, labelled with the durability mode of the Redis store: strict (an OK survives one Redis failure) or fast (an OK means the Redis master has the write).",
+			ConstLabels: prometheus.Labels{"mode": src.Durability},
+		}, func() float64 { return 1 }))
+	}
+	if src.DurabilityUnsafe != nil {
+		m.registry.MustRegister(gauge("orderexpiry_redis_durability_unsafe",
+			"1 while Redis's settings (appendonly, appendfsync, replicas), read every 10 s, break the strict durability's promise: writes are refused and health says NOT_SERVING.",
+			flag(src.DurabilityUnsafe)))
+	}
+	if src.Unconfirmed != nil {
+		m.registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "orderexpiry_writes_unconfirmed_total",
+			Help: "Writes answered UNAVAILABLE in the strict durability because Redis's replicas did not confirm them in time (their outcome is unknown; repeating them is safe).",
+		}, func() float64 { return float64(src.Unconfirmed()) }))
 	}
 	m.registry.MustRegister(
 		gauge("orderexpiry_watchers", "Watch streams open on this replica.", func() float64 { return float64(src.Watchers()) }),

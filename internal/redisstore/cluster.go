@@ -19,9 +19,6 @@ import (
 // a replica, and writes that wait for that replica (runDurable). The
 // subscriptions that follow the masters are in subscriber.go.
 
-// replicaWait bounds how long a write waits for a replica to have it.
-const replicaWait = 250 * time.Millisecond
-
 // clusterLayout finds each partition's slot and its master's replicas.
 func (s *Store) clusterLayout(ctx context.Context, parts []*partition) error {
 	pipe := s.cluster.Pipeline()
@@ -89,18 +86,22 @@ func nodeAddr(n redis.Node) string {
 	return net.JoinHostPort(host, strconv.FormatInt(port, 10))
 }
 
-// runDurable runs a script that changes an order as run does and, in a
-// Redis Cluster whose partition has a replica, or on a master under Sentinel
-// that has one, waits (WAIT, on the same connection) until a replica has the
-// change too. Redis replicates
-// asynchronously: without the wait, a master that dies right after
-// answering takes a checkout, a completion or a cancellation with it, and
-// its promoted replica would not know the order, or would expire a paid one.
-// When no replica confirms within replicaWait the change stands (it is on
-// the master) and a warning says it is not yet safe from a failover.
+// runDurable runs a script that changes an order as run does, and makes
+// its OK mean what the store's durability mode promises (see
+// durability.go). In the fast mode that is run itself. In the strict mode
+// the script, WAIT and ROLE go to the partition's master in one pipeline on
+// one connection, since WAIT counts the replicas that have what its own
+// connection wrote; the call is answered UNAVAILABLE unless every replica
+// the master has now (at least one under Sentinel and on a cluster)
+// confirms the change within replicaWait. The count of replicas the wait
+// starts from is the one the last write found; it never lets a write go
+// without the wait.
 func (s *Store) runDurable(ctx context.Context, p *partition, script *redis.Script, args ...any) ([]any, error) {
-	if p.replicas.Load() == 0 {
+	if s.durability != DurabilityStrict {
 		return s.run(ctx, p, script, args...)
+	}
+	if err := s.durabilityRefusal(); err != nil {
+		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
@@ -116,14 +117,22 @@ func (s *Store) runDurable(ctx context.Context, p *partition, script *redis.Scri
 		retry                      slotRetry
 	)
 	for {
-		pipe := node.Pipeline()
-		if asking {
-			pipe.Do(ctx, "ASKING")
-		}
-		res := script.EvalSha(ctx, pipe, p.keys.scriptKeys(), s.args(p, args...)...)
-		acked := pipe.Do(ctx, "WAIT", 1, replicaWait.Milliseconds())
-		_, err := pipe.Exec(ctx)
-		if err != nil && !loaded && redis.HasErrorPrefix(res.Err(), "NOSCRIPT") {
+		conn := node.Conn()
+		var (
+			res     *redis.Cmd
+			confirm *confirmation
+		)
+		started := time.Now()
+		_, _ = conn.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+			if asking {
+				pipe.Do(ctx, "ASKING")
+			}
+			res = script.EvalSha(ctx, pipe, p.keys.scriptKeys(), s.args(p, args...)...)
+			confirm = s.queueConfirm(ctx, pipe, p.replicas.Load(), p.keys.deadlines)
+			return nil
+		})
+		if !loaded && redis.HasErrorPrefix(res.Err(), "NOSCRIPT") {
+			_ = conn.Close()
 			loaded = true
 			if err := script.Load(ctx, node).Err(); err != nil {
 				return nil, s.nodeError(err)
@@ -131,6 +140,7 @@ func (s *Store) runDurable(ctx context.Context, p *partition, script *redis.Scri
 			continue
 		}
 		if m, ok := parseSlotMove(res.Err()); ok {
+			_ = conn.Close()
 			// A redirection is followed at once, as go-redis does; a
 			// second one in a row, or TRYAGAIN, waits a little first, so
 			// that two nodes that disagree for a moment about who has
@@ -174,14 +184,14 @@ func (s *Store) runDurable(ctx context.Context, p *partition, script *redis.Scri
 			continue
 		}
 		if err := res.Err(); err != nil {
+			_ = conn.Close()
 			return nil, s.nodeError(err)
 		}
-		if err := acked.Err(); err != nil {
-			return nil, s.nodeError(err)
-		}
-		if n, _ := acked.Int64(); n < 1 {
-			s.log.Warn("no replica confirmed a write in time: a failover of this master could still lose it",
-				"partition", p.index, "waited", replicaWait)
+		n, err := s.confirm(ctx, conn, confirm, started)
+		_ = conn.Close()
+		p.replicas.Store(n)
+		if err != nil {
+			return nil, err
 		}
 		return res.Slice()
 	}

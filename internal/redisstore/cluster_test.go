@@ -229,7 +229,7 @@ func TestClusterSlotMoving(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { rdb.Close() })
-	s := redisstore.New(rdb, redisstore.Options{Retention: time.Hour, Logger: testLogger(t), Partitions: 1})
+	s := redisstore.New(rdb, redisstore.Options{Retention: time.Hour, Logger: testLogger(t), Partitions: 1, Durability: redisstore.DurabilityStrict})
 	ctx := t.Context()
 	for i := range 20 {
 		if _, _, err := s.Checkout(ctx, fmt.Sprintf("before-%d", i), time.Minute, nil); err != nil {

@@ -126,7 +126,10 @@ func (s *Store) Ping(ctx context.Context) error {
 	}
 	s.allow()
 	if id.state == "same" {
-		return s.checkEviction(ctx)
+		if err := s.checkEviction(ctx); err != nil {
+			return err
+		}
+		return s.checkDurability(ctx)
 	}
 	s.epoch.Store(&id.epoch)
 	e, _ := parseEpoch(id.epoch)

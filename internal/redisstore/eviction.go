@@ -5,12 +5,9 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
-
-	"github.com/orderexpiry/orderexpiry/internal/order"
 )
 
 // A Redis with a maxmemory makes room, when it is full, as its
@@ -36,56 +33,20 @@ import (
 // a variable for the tests.
 var policyEvery = 10 * time.Second
 
-// eviction is what the store last learnt of Redis's eviction policy.
-type eviction struct {
-	// readAt is when the policy was last read, in unix ns; 0 makes the
-	// next Ping read it.
-	readAt atomic.Int64
-	// unsafe is the reason checkouts are refused, nil while the policy is
-	// safe (or cannot be read).
-	unsafe atomic.Pointer[string]
-	// refused warns once that CONFIG GET is refused.
-	refused sync.Once
-}
+// eviction is what the store last learnt of Redis's eviction policy: the
+// reason checkouts are refused, nil while the policy is safe (or cannot be
+// read).
+type eviction struct{ settingsCheck }
 
 // checkEviction reads the eviction policy when it is due (see above) and
-// returns an error naming the setting to change while it is unsafe. A Redis
-// that cannot be reached now is Ping's own concern: the policy is read again
-// at the next call.
+// returns an error naming the setting to change while it is unsafe.
 func (s *Store) checkEviction(ctx context.Context) error {
-	if s.ev.unsafe.Load() == nil && time.Since(time.Unix(0, s.ev.readAt.Load())) < policyEvery {
-		return nil
-	}
-	reason, err := s.readEviction(ctx)
-	switch {
-	case err == nil:
-		s.ev.readAt.Store(time.Now().UnixNano())
-		s.setEviction(reason)
-	case order.KindOf(err) != order.KindUnavailable:
-		// Managed Redis often refuses CONFIG: what cannot be read is
-		// taken as safe, and the operator is told what to check.
-		s.ev.readAt.Store(time.Now().UnixNano())
-		s.ev.refused.Do(func() {
+	return s.checkSettings(ctx, &s.ev.settingsCheck, s.readEviction,
+		"Redis's maxmemory-policy is safe again (noeviction): checkouts are accepted",
+		func(err error) {
 			s.log.Warn("cannot read Redis's maxmemory-policy (CONFIG GET is refused): verify by hand that it is noeviction; "+
 				"any other policy lets a full Redis evict pending orders, which then never expire", "err", err)
 		})
-	}
-	return s.evictionRefusal()
-}
-
-// setEviction records what the last read found, and logs each change.
-func (s *Store) setEviction(reason string) {
-	var next *string
-	if reason != "" {
-		next = &reason
-	}
-	prev := s.ev.unsafe.Swap(next)
-	switch {
-	case next != nil && (prev == nil || *prev != reason):
-		s.log.Error(reason)
-	case next == nil && prev != nil:
-		s.log.Info("Redis's maxmemory-policy is safe again (noeviction): checkouts are accepted")
-	}
 }
 
 // readEviction reads maxmemory and maxmemory-policy from one Redis, or from
@@ -137,9 +98,4 @@ func evictionReason(ctx context.Context, node *redis.Client, name string) (strin
 func (s *Store) EvictionUnsafe() bool { return s.ev.unsafe.Load() != nil }
 
 // evictionRefusal is the error of a checkout while the policy is unsafe.
-func (s *Store) evictionRefusal() error {
-	if r := s.ev.unsafe.Load(); r != nil {
-		return order.Errorf(order.KindFailedPrecondition, "%s", *r)
-	}
-	return nil
-}
+func (s *Store) evictionRefusal() error { return s.ev.refusal() }

@@ -484,7 +484,13 @@ func (s *Store) CreateGroup(ctx context.Context, g order.Group, start order.Posi
 	}
 	cctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	res, err := createGroupScript.Run(cctx, s.rdb, []string{groupsKey}, g.ID, g.AckDeadline.Milliseconds(), g.MaxDeliveries, maxGroups, start.String(), push).StringSlice()
+	var created *redis.Cmd
+	if err := s.durablyOn(cctx, []string{groupsKey}, func(pipe redis.Pipeliner, _ int) {
+		created = createGroupScript.Eval(cctx, pipe, []string{groupsKey}, g.ID, g.AckDeadline.Milliseconds(), g.MaxDeliveries, maxGroups, start.String(), push)
+	}); err != nil {
+		return order.Group{}, false, err
+	}
+	res, err := created.StringSlice()
 	if err != nil {
 		return order.Group{}, false, storeError(err)
 	}
@@ -499,12 +505,12 @@ func (s *Store) CreateGroup(ctx context.Context, g order.Group, start order.Posi
 		return order.Group{}, false, order.GroupExists(got.Group, g)
 	}
 	// At the recorded start, which is this call's unless the group existed.
-	pipe := s.rdb.Pipeline()
 	cmds := make([]*redis.StatusCmd, len(parts))
-	for i, p := range parts {
-		cmds[i] = pipe.XGroupCreateMkStream(cctx, p.keys.events, g.ID, got.start[i].String())
+	if err := s.durablyOn(cctx, eventKeys(parts), func(pipe redis.Pipeliner, i int) {
+		cmds[i] = pipe.XGroupCreateMkStream(cctx, parts[i].keys.events, g.ID, got.start[i].String())
+	}); err != nil {
+		return order.Group{}, false, err
 	}
-	_, _ = pipe.Exec(cctx)
 	for _, c := range cmds {
 		if err := c.Err(); err != nil && !redis.HasErrorPrefix(err, "BUSYGROUP") {
 			return order.Group{}, false, storeError(err)
@@ -667,15 +673,26 @@ func (s *Store) DeleteGroup(ctx context.Context, id string) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	pipe := s.rdb.Pipeline()
-	for _, p := range parts {
-		pipe.XGroupDestroy(ctx, p.keys.events, id)
+	// The streams' groups first, then the settings: a call that fails
+	// between the two is finished by the next DeleteGroup.
+	keys := append(eventKeys(parts), groupsKey)
+	cmds := make([]redis.Cmder, len(keys))
+	if err := s.durablyOn(ctx, keys, func(pipe redis.Pipeliner, i int) {
+		if i < len(parts) {
+			cmds[i] = pipe.XGroupDestroy(ctx, keys[i], id)
+		} else {
+			cmds[i] = pipe.HDel(ctx, groupsKey, id)
+		}
+	}); err != nil {
+		return err
 	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		return storeError(err)
+	for _, c := range cmds {
+		if err := c.Err(); err != nil {
+			return storeError(err)
+		}
 	}
 	s.groups.drop(id)
-	return storeError(s.rdb.HDel(ctx, groupsKey, id).Err())
+	return nil
 }
 
 // Deliver hands up to max events to a consumer, partition after partition,
@@ -797,16 +814,25 @@ func (s *Store) settle(ctx context.Context, group string, ids []order.AckID, how
 	}
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	pipe := s.rdb.Pipeline()
+	named := make([]int, 0, len(byPart))
+	for p := range byPart {
+		named = append(named, p)
+	}
+	keys := make([]string, len(named))
+	for j, p := range named {
+		keys[j] = parts[p].keys.events
+	}
 	cmds := map[int]*redis.Cmd{}
-	for p, idx := range byPart {
+	if err := s.durablyOn(ctx, keys, func(pipe redis.Pipeliner, j int) {
+		p := named[j]
 		args := []any{g.ID, g.AckDeadline.Milliseconds(), how, g.start[p].String(), g.MaxDeliveries}
-		for _, i := range idx {
+		for _, i := range byPart[p] {
 			args = append(args, ids[i].Cursor.String(), ids[i].Attempt)
 		}
 		cmds[p] = settleScript.Eval(ctx, pipe, []string{parts[p].keys.events}, args...)
+	}); err != nil {
+		return nil, err
 	}
-	_, _ = pipe.Exec(ctx)
 	for p, c := range cmds {
 		res, err := c.Int64Slice()
 		if err != nil {
@@ -885,7 +911,13 @@ func (s *Store) Redrive(ctx context.Context, group string, ids []string) (int, e
 	run := func(p int, named []any) (int, error) {
 		ctx, cancel := context.WithTimeout(ctx, callTimeout)
 		defer cancel()
-		n, err := redriveScript.Run(ctx, s.rdb, []string{parts[p].keys.events}, append([]any{g.ID, g.AckDeadline.Milliseconds(), redriveBatch, g.MaxDeliveries}, named...)...).Int()
+		var cmd *redis.Cmd
+		if err := s.durablyOn(ctx, []string{parts[p].keys.events}, func(pipe redis.Pipeliner, _ int) {
+			cmd = redriveScript.Eval(ctx, pipe, []string{parts[p].keys.events}, append([]any{g.ID, g.AckDeadline.Milliseconds(), redriveBatch, g.MaxDeliveries}, named...)...)
+		}); err != nil {
+			return 0, err
+		}
+		n, err := cmd.Int()
 		if redis.HasErrorPrefix(err, "NOGROUP") {
 			return 0, s.groupMissing(g.ID, p)
 		}

@@ -47,6 +47,8 @@ const epochKey = "oe:epoch{oe:partitions}"
 //	oe:{p}:counts         hash, status -> orders closed so, for "completed"
 //	                      and "cancelled" (expirations are the events
 //	                      stream's entries-added); never trimmed
+//	oe:{p}:sync           string "1", written by every strict write as the
+//	                      barrier its WAIT confirms (see syncScript)
 type keys struct {
 	prefix    string
 	deadlines string

@@ -13,7 +13,7 @@ import (
 
 // Redis Sentinel fails a master over to one of its replicas. What it adds to
 // one Redis is here: a client that asks the sentinels where the master is,
-// and the count of the master's replicas, so that writes wait for one of them
+// and the count of the master's replicas, which strict writes wait for
 // (runDurable) as on a cluster. The subscriber needs nothing more: each of
 // its (re)subscriptions dials the master the sentinels name, and enables
 // keyspace events there (see listen).
@@ -93,10 +93,11 @@ func NewSentinelClient(so SentinelOptions, files TLSFiles) (*redis.Client, error
 const replicasEvery = time.Second
 
 // followReplicas counts, every replicasEvery, the replicas that are in sync
-// with the master the client is on, until ctx ends: a write waits for one of
-// them (see runDurable) while there is one. After a failover the new master
-// has none until the sentinels point the others at it, and writes do not
-// wait meanwhile.
+// with the master the client is on, until ctx ends: the count a strict
+// write's WAIT starts from (see runDurable), which the write itself
+// corrects from ROLE. No write goes without the wait whatever the count:
+// right after a failover it is 0, and a strict write still needs one
+// replica.
 func (s *Store) followReplicas(ctx context.Context, parts []*partition) error {
 	tick := time.NewTicker(replicasEvery)
 	defer tick.Stop()

@@ -99,7 +99,7 @@ func TestSentinelFailoverFollowed(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { rdb.Close() })
-	s := redisstore.New(rdb, redisstore.Options{Retention: time.Hour, Logger: testLogger(t), Sentinel: true})
+	s := redisstore.New(rdb, redisstore.Options{Retention: time.Hour, Logger: testLogger(t), Sentinel: true, Durability: redisstore.DurabilityStrict})
 	run(t, s)
 	ctx := t.Context()
 	waitUntil(t, 5*time.Second, "the store to count 2 replicas", func() bool {

@@ -45,13 +45,16 @@ type Options struct {
 	// with: the partition of an order follows from it.
 	Partitions int
 	// Sentinel says that the client is one of NewSentinelClient, on a
-	// master with replicas that Redis Sentinel fails over: writes then wait
-	// for a replica, as on a cluster.
+	// master with replicas that Redis Sentinel fails over: a strict write
+	// then needs a replica to confirm it, as on a cluster.
 	Sentinel bool
 	// MaxGroupConsumers bounds the consumers that hold deliveries of a
 	// group on each partition (see order.GroupStore.Deliver); 0 means
 	// order.DefaultMaxGroupConsumers.
 	MaxGroupConsumers int
+	// Durability is what an OK to a write promises (see Durability); the
+	// zero value is DurabilityFast.
+	Durability Durability
 	// Tracing gives the clients the store opens by itself (one per master
 	// of a cluster, for its subscription) spans as Trace does; the caller
 	// traces the client it gives New.
@@ -104,6 +107,20 @@ type Store struct {
 	deliverTurn atomic.Uint32
 	// ev is what the store knows of Redis's eviction policy.
 	ev eviction
+
+	// durability is what an OK to a write promises; dur what the store
+	// knows of the settings of Redis that keep the promise (see
+	// durability.go).
+	durability Durability
+	dur        settingsCheck
+	// nodeReplicas is the replicas the master of the last group write had,
+	// where its confirmation starts (partitions keep their own count).
+	nodeReplicas atomic.Int32
+	// unconfirmedWrites counts the strict writes that their replicas did
+	// not confirm in time.
+	unconfirmedWrites atomic.Uint64
+	// fastWindow logs once what the fast mode can lose.
+	fastWindow sync.Once
 }
 
 // New returns a Store on a client of one Redis (*redis.Client) or of a
@@ -123,6 +140,7 @@ func New(rdb redis.UniversalClient, opts Options) *Store {
 		sentinel:  opts.Sentinel,
 		tracing:   opts.Tracing,
 
+		durability:        opts.Durability,
 		maxGroupConsumers: opts.MaxGroupConsumers,
 	}
 	if s.maxGroupConsumers <= 0 {

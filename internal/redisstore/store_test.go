@@ -39,6 +39,21 @@ func TestConformancePartitioned(t *testing.T) {
 	})
 }
 
+// TestConformanceStrict runs the suite in the strict durability mode, on a
+// Redis that fsyncs its AOF at every write and has a replica: every write
+// goes through the wait, and answers as in the fast mode.
+func TestConformanceStrict(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the suite a second time, with a replica: not in -short")
+	}
+	storetest.Run(t, func(t *testing.T, retention time.Duration) order.Store {
+		srv := redistest.Start(t, "--appendonly", "yes", "--appendfsync", "always")
+		host, port, _ := net.SplitHostPort(srv.Addr)
+		redistest.Start(t, "--replicaof", host, port)
+		return redisstore.New(srv.Client(t), redisstore.Options{Retention: retention, Logger: testLogger(t), Partitions: 3, Durability: redisstore.DurabilityStrict})
+	})
+}
+
 // TestPartitionsRecorded checks that the number of partitions is the one
 // recorded at the first start, whatever a later start asks for.
 func TestPartitionsRecorded(t *testing.T) {

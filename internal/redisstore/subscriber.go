@@ -89,8 +89,10 @@ func (s *Store) listen(ctx context.Context, node *redis.Client, parts []*partiti
 				s.subscribed.Add(1)
 				bo.Reset()
 				// This may be another Redis than before (a restart, a
-				// failover): the next Ping reads its eviction policy.
+				// failover): the next Ping reads its eviction policy
+				// and its durability settings.
 				s.ev.readAt.Store(0)
+				s.dur.readAt.Store(0)
 				for _, p := range parts {
 					p.wakeUp()
 				}

@@ -104,6 +104,19 @@ func (sn *Sentinel) add(s *Server) {
 	sn.clients[s] = redis.NewClient(sn.options(s))
 }
 
+// StartSentinels starts n sentinels (a quorum of a majority) that monitor
+// the master at addr as SentinelMaster, with the timings of StartSentinel,
+// for a test that builds the master and its replicas itself (replicas that
+// replicate through a proxy, say). They stop at t.Cleanup.
+func StartSentinels(t testing.TB, addr string, n int) []*Server {
+	t.Helper()
+	out := make([]*Server, n)
+	for i := range out {
+		out[i] = startSentinelProcess(t, addr, n/2+1, "")
+	}
+	return out
+}
+
 // startSentinelProcess starts one redis-server --sentinel monitoring the
 // master at addr, from a config file of its own (a sentinel rewrites it).
 func startSentinelProcess(t testing.TB, addr string, quorum int, password string) *Server {

@@ -5,6 +5,7 @@ import (
 
 	"github.com/orderexpiry/orderexpiry/internal/order"
 	"github.com/orderexpiry/orderexpiry/internal/push"
+	"github.com/orderexpiry/orderexpiry/internal/redisstore"
 )
 
 // Config is what the server is built from. ParseFlags fills it from flags
@@ -21,6 +22,10 @@ type Config struct {
 	RedisSentinel         string
 	RedisSentinelMaster   string
 	RedisSentinelPassword string
+	// Durability is what an OK to a write promises on Redis (see
+	// redisstore.Durability); the memory store keeps nothing across a
+	// restart whatever it says.
+	Durability redisstore.Durability
 	// Partitions is asked for when the store is new; 0: 1 on one Redis
 	// (with or without Sentinel), DefaultClusterPartitions on a cluster.
 	Partitions int

@@ -14,6 +14,7 @@ import (
 
 	"github.com/orderexpiry/orderexpiry/internal/auth"
 	"github.com/orderexpiry/orderexpiry/internal/order"
+	"github.com/orderexpiry/orderexpiry/internal/redisstore"
 	"github.com/orderexpiry/orderexpiry/internal/watch"
 )
 
@@ -131,6 +132,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer, def
 	// A password has no flag: the command line is visible to every user of
 	// the host.
 	c.RedisSentinelPassword = envOnly("REDIS_SENTINEL_PASSWORD", "the sentinels' own password (requirepass in sentinel.conf); no flag, so that it stays off the command line")
+	var durability string
+	str(&durability, "durability", "DURABILITY", "fast", "what an OK to a write promises on Redis: strict (it survives one Redis failure: on every replica, or fsynced where there is none; otherwise UNAVAILABLE, safe to repeat) or fast (the Redis master has it)")
 	num(&c.Partitions, "redis-partitions", "REDIS_PARTITIONS", 0, fmt.Sprintf("partitions of a new store (recorded in Redis at the first start, never changed after); 0: 1 on one Redis, %d on a cluster", DefaultClusterPartitions))
 	str(&c.RedisCA, "redis-ca", "REDIS_CA_FILE", "", "PEM file of the CA that signed Redis's certificate (rediss://), instead of the system's")
 	str(&c.RedisCert, "redis-cert", "REDIS_CERT_FILE", "", "PEM client certificate for Redis over TLS, when Redis asks for one")
@@ -190,6 +193,11 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer, def
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
+	d, err := redisstore.ParseDurability(durability)
+	if err != nil {
+		return c, fmt.Errorf("-durability: %w", err)
+	}
+	c.Durability = d
 	if err := c.LogLevel.UnmarshalText([]byte(level)); err != nil {
 		return c, fmt.Errorf("log level %q: want debug, info, warn or error", level)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/orderexpiry/orderexpiry/internal/order"
 	"github.com/orderexpiry/orderexpiry/internal/push"
+	"github.com/orderexpiry/orderexpiry/internal/redisstore"
 )
 
 func mapEnv(m map[string]string) func(string) string {
@@ -120,6 +121,8 @@ func TestParseFlags(t *testing.T) {
 		{name: "a flag beats a bad variable", env: map[string]string{"DEFAULT_TTL": "soon"}, args: []string{"-default-ttl=1m"},
 			want: with(func(c *Flags) { c.Limits.DefaultTTL = time.Minute })},
 		{name: "json logs", env: map[string]string{"LOG_FORMAT": "json"}, want: with(func(c *Flags) { c.LogJSON = true })},
+		{name: "strict durability", args: []string{"-durability=strict"}, want: with(func(c *Flags) { c.Durability = redisstore.DurabilityStrict })},
+		{name: "durability from the environment", env: map[string]string{"DURABILITY": "strict"}, want: with(func(c *Flags) { c.Durability = redisstore.DurabilityStrict })},
 		{name: "tokens from the environment", env: map[string]string{"AUTH_TOKENS": "a, b"}, want: with(func(c *Flags) { c.Tokens = []string{"a", "b"} })},
 		{name: "nothing open", args: []string{"-auth-open="}, want: with(func(c *Flags) { c.AuthOpen = map[string]bool{} })},
 		{name: "limits", args: []string{"-max-watchers=5", "-max-request-bytes=2048", "-max-metadata-entries=3", "-max-metadata-bytes=100"},
@@ -141,6 +144,7 @@ func TestParseFlags(t *testing.T) {
 			want: with(func(c *Flags) { c.RedisSentinel = "s1:26379" })},
 		{name: "URL and sentinels", env: map[string]string{"REDIS_URL": "redis://h:6379/0", "REDIS_SENTINEL_ADDRS": "s1:26379"},
 			wantErr: "REDIS_URL, REDIS_CLUSTER_ADDRS and REDIS_SENTINEL_ADDRS each name a store; give one"},
+		{name: "unknown durability", args: []string{"-durability=safe"}, wantErr: "-durability: \"safe\" is not a durability mode: give strict"},
 		{name: "cluster and sentinels", args: []string{"-redis-cluster-addrs=h:7000", "-redis-sentinel-addrs=s1:26379"},
 			wantErr: "give one of them"},
 		{name: "URL and cluster", args: []string{"-redis-url=redis://h:6379/0", "-redis-cluster-addrs=h:7000"},

@@ -2,10 +2,12 @@ package server
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/orderexpiry/orderexpiry/internal/order"
 	pb "github.com/orderexpiry/orderexpiry/proto/orderexpiry/v1"
 )
 
@@ -34,6 +36,10 @@ func (s *Server) monitorHealth(ctx context.Context) {
 			return
 		}
 		ok := err == nil
+		if !ok {
+			reason := publicReason(err)
+			s.notServing.Store(&reason)
+		}
 		if first || ok != s.serving.Load() {
 			status := healthpb.HealthCheckResponse_SERVING
 			if !ok {
@@ -52,4 +58,24 @@ func (s *Server) monitorHealth(ctx context.Context) {
 		case <-tick.C:
 		}
 	}
+}
+
+// publicReason is what /healthz says of a failed ping: the message a
+// domain error carries for callers (a setting to change, or that the store
+// is unavailable), never the detail that names addresses.
+func publicReason(err error) string {
+	var oe *order.Error
+	if errors.As(err, &oe) && oe.Msg != "" {
+		return oe.Msg
+	}
+	return "the order store is unreachable"
+}
+
+// healthDetail are the fields /healthz adds to its status: the durability
+// mode of a Redis store.
+func healthDetail(durability string) map[string]string {
+	if durability == "" {
+		return nil
+	}
+	return map[string]string{"durability": durability}
 }

@@ -68,8 +68,10 @@ type Server struct {
 	hub        *watch.Hub
 	svc        *rpc.Service
 	health     *health.Server
-	// serving mirrors the health status for /healthz.
-	serving atomic.Bool
+	// serving mirrors the health status for /healthz; notServing is why
+	// not, as a caller may read it (the store error's public message).
+	serving    atomic.Bool
+	notServing atomic.Pointer[string]
 
 	tls      *tls.Config
 	tokens   *auth.Tokens
@@ -117,7 +119,8 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		Logger:    log,
 	})
 	m.Watch(metrics.Sources{Watchers: s.hub.Watchers, Subscribed: st.subscribed, EvictionUnsafe: st.evictionUnsafe, Groups: s.groupStates,
-		SlotRetries: st.slotRetries, Serving: s.serving.Load, RedisMemory: st.memory})
+		SlotRetries: st.slotRetries, Serving: s.serving.Load, RedisMemory: st.memory,
+		Durability: st.durability, DurabilityUnsafe: st.durabilityUnsafe, Unconfirmed: st.unconfirmed})
 
 	s.health = health.NewServer()
 	// NOT_SERVING until the first ping of the store says otherwise.
@@ -180,10 +183,14 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	gw, err := gateway.New(context.Background(), local, gateway.Options{
 		Health: func(context.Context) error {
 			if !s.serving.Load() {
+				if r := s.notServing.Load(); r != nil {
+					return errors.New(*r)
+				}
 				return errors.New("the order store is unreachable")
 			}
 			return nil
 		},
+		HealthDetail:      healthDetail(st.durability),
 		Metrics:           m.Handler(),
 		OpenAPI:           openapi.OrderService,
 		Authorize:         s.tokens.HTTP(),

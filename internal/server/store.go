@@ -26,6 +26,14 @@ type openedStore struct {
 	// evictionUnsafe says whether Redis could evict the store's keys; nil
 	// for the memory store.
 	evictionUnsafe func() bool
+	// durabilityUnsafe says whether Redis's settings break the strict
+	// durability's promise, unconfirmed counts the writes refused because
+	// their replicas did not confirm them; nil for the memory store.
+	durabilityUnsafe func() bool
+	unconfirmed      func() uint64
+	// durability names the mode for the serving line, /healthz and the
+	// metrics; empty for the memory store.
+	durability string
 	// slotRetries counts the calls the store made again while a Redis
 	// Cluster moved their slot; nil for the other stores.
 	slotRetries func() uint64
@@ -62,7 +70,12 @@ func openStore(cfg Config, log *slog.Logger, onExpire func(n, caughtUp int)) (op
 		return openedStore{store: st, attrs: []any{"store", "memory"}, close: func() {}}, nil
 	}
 	files := redisstore.TLSFiles{CA: cfg.RedisCA, Cert: cfg.RedisCert, Key: cfg.RedisKey}
-	opts := redisstore.Options{Retention: cfg.Retention, Logger: log, OnExpire: onExpire, Partitions: cfg.Partitions, Tracing: cfg.Tracing, MaxGroupConsumers: cfg.MaxGroupConsumers}
+	opts := redisstore.Options{Retention: cfg.Retention, Logger: log, OnExpire: onExpire, Partitions: cfg.Partitions, Tracing: cfg.Tracing, Durability: cfg.Durability, MaxGroupConsumers: cfg.MaxGroupConsumers}
+	opened := func(st *redisstore.Store, rdb interface{ Close() error }, attrs []any) openedStore {
+		return openedStore{store: st, attrs: append(attrs, "durability", st.Durability().String()), close: func() { _ = rdb.Close() },
+			subscribed: st.Subscribed, evictionUnsafe: st.EvictionUnsafe, durabilityUnsafe: st.DurabilityUnsafe,
+			unconfirmed: st.UnconfirmedWrites, durability: st.Durability().String(), memory: redisMemory(st)}
+	}
 	if cfg.RedisCluster != "" {
 		rdb, err := redisstore.NewClusterClient(cfg.RedisCluster, files)
 		if err != nil {
@@ -77,7 +90,9 @@ func openStore(cfg Config, log *slog.Logger, onExpire func(n, caughtUp int)) (op
 		st := redisstore.New(rdb, opts)
 		// The seeds only: a URL may hold a password.
 		attrs := []any{"store", "redis-cluster", "redis_seeds", strings.Join(rdb.Options().Addrs, ","), "redis_tls", rdb.Options().TLSConfig != nil}
-		return openedStore{store: st, attrs: attrs, close: func() { _ = rdb.Close() }, subscribed: st.Subscribed, evictionUnsafe: st.EvictionUnsafe, slotRetries: st.SlotRetries, memory: redisMemory(st)}, nil
+		o := opened(st, rdb, attrs)
+		o.slotRetries = st.SlotRetries
+		return o, nil
 	}
 	if cfg.RedisSentinel != "" {
 		so := redisstore.SentinelOptions{Addrs: cfg.RedisSentinel, Master: cfg.RedisSentinelMaster, Password: cfg.RedisSentinelPassword}
@@ -97,7 +112,7 @@ func openStore(cfg Config, log *slog.Logger, onExpire func(n, caughtUp int)) (op
 		}
 		attrs := []any{"store", "redis-sentinel", "redis_sentinels", sentinels, "redis_master", cfg.RedisSentinelMaster,
 			"redis_db", rdb.Options().DB, "redis_tls", rdb.Options().TLSConfig != nil}
-		return openedStore{store: st, attrs: attrs, close: func() { _ = rdb.Close() }, subscribed: st.Subscribed, evictionUnsafe: st.EvictionUnsafe, memory: redisMemory(st)}, nil
+		return opened(st, rdb, attrs), nil
 	}
 	rdb, err := redisstore.NewClient(cfg.RedisURL, files)
 	if err != nil {
@@ -109,5 +124,5 @@ func openStore(cfg Config, log *slog.Logger, onExpire func(n, caughtUp int)) (op
 	st := redisstore.New(rdb, opts)
 	// The address and db only: the URL may hold a password.
 	attrs := []any{"store", "redis", "redis_addr", rdb.Options().Addr, "redis_db", rdb.Options().DB, "redis_tls", rdb.Options().TLSConfig != nil}
-	return openedStore{store: st, attrs: attrs, close: func() { _ = rdb.Close() }, subscribed: st.Subscribed, evictionUnsafe: st.EvictionUnsafe, memory: redisMemory(st)}, nil
+	return opened(st, rdb, attrs), nil
 }
