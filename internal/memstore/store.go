@@ -71,32 +71,47 @@ func New(opts Options) *Store {
 func (s *Store) nowMs() time.Time { return time.UnixMilli(s.now().UnixMilli()) }
 
 // Checkout creates a pending order, or returns the one already pending under
-// this id with created false.
+// this id with created false when this is the same request.
 func (s *Store) Checkout(_ context.Context, id string, ttl time.Duration, md map[string]string) (order.Order, bool, error) {
+	return s.checkout(order.CheckoutItem{ID: id, TTL: ttl, Metadata: md})
+}
+
+func (s *Store) checkout(it order.CheckoutItem) (order.Order, bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.nowMs()
-	if o, ok := s.current(id, now); ok && o.Status == order.StatusPending {
+	if o, ok := s.current(it.ID, now); ok && o.Status == order.StatusPending {
+		if err := order.CheckoutConflict(*o, it); err != nil {
+			return order.Order{}, false, err
+		}
 		return s.view(o, now), false, nil
 	}
-	delete(s.closed, id)
 	o := &order.Order{
-		ID:        id,
+		ID:        it.ID,
 		Status:    order.StatusPending,
 		CreatedAt: now,
-		Deadline:  now.Add(ttl.Truncate(time.Millisecond)),
-		Metadata:  maps.Clone(md),
+		Deadline:  now.Add(it.TTL.Truncate(time.Millisecond)),
+		Metadata:  maps.Clone(it.Metadata),
+		AskedTTL:  it.TTL.Truncate(time.Millisecond),
 	}
-	s.pending[id] = o
-	s.schedule(id, o.Deadline)
+	if !it.At.IsZero() {
+		at := it.At.Truncate(time.Millisecond)
+		if !at.After(now) || at.After(now.Add(it.MaxTTL)) {
+			return order.Order{}, false, order.BadNewDeadline(at, now, it.MaxTTL)
+		}
+		o.Deadline, o.AskedTTL, o.AskedAt = at, 0, at
+	}
+	delete(s.closed, it.ID)
+	s.pending[it.ID] = o
+	s.schedule(it.ID, o.Deadline)
 	return s.view(o, now), true, nil
 }
 
 // BatchCheckout checks out each item as Checkout does, in turn.
-func (s *Store) BatchCheckout(ctx context.Context, items []order.CheckoutItem) []order.CheckoutResult {
+func (s *Store) BatchCheckout(_ context.Context, items []order.CheckoutItem) []order.CheckoutResult {
 	out := make([]order.CheckoutResult, len(items))
 	for i, it := range items {
-		o, created, err := s.Checkout(ctx, it.ID, it.TTL, it.Metadata)
+		o, created, err := s.checkout(it)
 		out[i] = order.CheckoutResult{Order: o, Created: created, Err: err}
 	}
 	return out
@@ -204,6 +219,7 @@ func (s *Store) close(o *order.Order, to order.Status, now time.Time) *order.Ord
 	delete(s.pending, o.ID)
 	o.Status = to
 	o.ClosedAt = now
+	o.AskedTTL, o.AskedAt = 0, time.Time{}
 	s.closed[o.ID] = o
 	s.closedCount[to]++
 	if to == order.StatusExpired {

@@ -19,8 +19,12 @@ type Store interface {
 
 	// Checkout creates a pending order that expires after ttl, or returns
 	// the order already pending under id with created false (its ttl and
-	// metadata unchanged). A checkout of an id whose order is closed starts
-	// a new order under that id. The caller has validated id, ttl and md.
+	// metadata unchanged) when it was created by the same request: the same
+	// metadata and the same ttl. Otherwise, when the pending order was asked
+	// with other metadata or another ttl or deadline, it is
+	// KindAlreadyExists (see CheckoutConflict) and nothing changes. A
+	// checkout of an id whose order is closed starts a new order under that
+	// id. The caller has validated id, ttl and md.
 	Checkout(ctx context.Context, id string, ttl time.Duration, md map[string]string) (o Order, created bool, err error)
 	// BatchCheckout checks out each item as Checkout does, and answers each
 	// on its own, in the order of items: one item's error does not stop the
@@ -81,9 +85,14 @@ type Store interface {
 const MaxBatchCheckout = 1000
 
 // CheckoutItem is one order of a BatchCheckout: the arguments of a Checkout.
+// With At set, the order's deadline is At (to the millisecond) and TTL is
+// ignored; At must then be after the store's now and at most MaxTTL from it,
+// else the item fails KindInvalid.
 type CheckoutItem struct {
 	ID       string
 	TTL      time.Duration
+	At       time.Time
+	MaxTTL   time.Duration
 	Metadata map[string]string
 }
 

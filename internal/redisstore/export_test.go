@@ -3,6 +3,7 @@ package redisstore
 import (
 	"context"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -29,7 +30,7 @@ func (s *Store) CheckoutUnannounced(ctx context.Context, id string, ttl time.Dur
 	}
 	keys := p.keys.scriptKeys()
 	keys[3] = p.keys.prefix + "nobody-listens"
-	return checkoutScript.Eval(ctx, s.rdb, keys, s.args(p, ttlKeyGrace.Milliseconds(), id, ttl.Milliseconds(), "")...).Err()
+	return checkoutScript.Eval(ctx, s.rdb, keys, s.args(p, ttlKeyGrace.Milliseconds(), id, "t"+strconv.FormatInt(ttl.Milliseconds(), 10), 0, "")...).Err()
 }
 
 // ExpireDue runs the sweepers' pass once: it expires every order due now.
@@ -62,7 +63,7 @@ func (s *Store) CheckoutMany(ctx context.Context, ids []string, ttl time.Duratio
 		pipe := s.rdb.Pipeline()
 		for _, id := range chunk {
 			p := parts[order.PartitionOf(id, len(parts))]
-			checkoutScript.EvalSha(ctx, pipe, p.keys.scriptKeys(), s.args(p, ttlKeyGrace.Milliseconds(), id, ttl.Milliseconds(), meta)...)
+			checkoutScript.EvalSha(ctx, pipe, p.keys.scriptKeys(), s.args(p, ttlKeyGrace.Milliseconds(), id, "t"+strconv.FormatInt(ttl.Milliseconds(), 10), 0, meta)...)
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
 			return err

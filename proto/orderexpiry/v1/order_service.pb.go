@@ -272,11 +272,16 @@ type CheckoutRequest struct {
 	// ".", "~" (the characters that need no escaping in a URL path).
 	OrderId string `protobuf:"bytes,1,opt,name=order_id,json=orderId,proto3" json:"order_id,omitempty"`
 	// ttl is how long the order may stay pending; the server's default when
-	// unset, otherwise more than zero and at most the server's maximum.
+	// neither ttl nor deadline is set, otherwise more than zero and at most
+	// the server's maximum. Give ttl or deadline, not both.
 	Ttl *durationpb.Duration `protobuf:"bytes,2,opt,name=ttl,proto3" json:"ttl,omitempty"`
 	// metadata is attached to the order and delivered with its expiration
 	// event (for example a customer id for the e-mail that follows).
-	Metadata      map[string]string `protobuf:"bytes,3,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Metadata map[string]string `protobuf:"bytes,3,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// deadline is when the order expires, instead of a ttl: after now (the
+	// server's clock) and at most the server's maximum ttl from now.
+	// Milliseconds count; finer is dropped.
+	Deadline      *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=deadline,proto3" json:"deadline,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -328,6 +333,13 @@ func (x *CheckoutRequest) GetTtl() *durationpb.Duration {
 func (x *CheckoutRequest) GetMetadata() map[string]string {
 	if x != nil {
 		return x.Metadata
+	}
+	return nil
+}
+
+func (x *CheckoutRequest) GetDeadline() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Deadline
 	}
 	return nil
 }
@@ -2734,11 +2746,12 @@ const file_orderexpiry_v1_order_service_proto_rawDesc = "" +
 	"\vreschedules\x18\b \x01(\x05R\vreschedules\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe1\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x99\x02\n" +
 	"\x0fCheckoutRequest\x12\x19\n" +
 	"\border_id\x18\x01 \x01(\tR\aorderId\x12+\n" +
 	"\x03ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12I\n" +
-	"\bmetadata\x18\x03 \x03(\v2-.orderexpiry.v1.CheckoutRequest.MetadataEntryR\bmetadata\x1a;\n" +
+	"\bmetadata\x18\x03 \x03(\v2-.orderexpiry.v1.CheckoutRequest.MetadataEntryR\bmetadata\x126\n" +
+	"\bdeadline\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"Y\n" +
@@ -3003,87 +3016,88 @@ var file_orderexpiry_v1_order_service_proto_depIdxs = []int32{
 	41, // 5: orderexpiry.v1.Order.metadata:type_name -> orderexpiry.v1.Order.MetadataEntry
 	45, // 6: orderexpiry.v1.CheckoutRequest.ttl:type_name -> google.protobuf.Duration
 	42, // 7: orderexpiry.v1.CheckoutRequest.metadata:type_name -> orderexpiry.v1.CheckoutRequest.MetadataEntry
-	2,  // 8: orderexpiry.v1.CheckoutResponse.order:type_name -> orderexpiry.v1.Order
-	3,  // 9: orderexpiry.v1.BatchCheckoutRequest.requests:type_name -> orderexpiry.v1.CheckoutRequest
-	7,  // 10: orderexpiry.v1.BatchCheckoutResponse.results:type_name -> orderexpiry.v1.BatchCheckoutResult
-	4,  // 11: orderexpiry.v1.BatchCheckoutResult.checkout:type_name -> orderexpiry.v1.CheckoutResponse
-	46, // 12: orderexpiry.v1.BatchCheckoutResult.error:type_name -> google.rpc.Status
-	45, // 13: orderexpiry.v1.RescheduleOrderRequest.ttl:type_name -> google.protobuf.Duration
-	44, // 14: orderexpiry.v1.RescheduleOrderRequest.deadline:type_name -> google.protobuf.Timestamp
-	44, // 15: orderexpiry.v1.RescheduleOrderRequest.expected_deadline:type_name -> google.protobuf.Timestamp
-	44, // 16: orderexpiry.v1.ExpirationEvent.deadline:type_name -> google.protobuf.Timestamp
-	44, // 17: orderexpiry.v1.ExpirationEvent.expired_at:type_name -> google.protobuf.Timestamp
-	43, // 18: orderexpiry.v1.ExpirationEvent.metadata:type_name -> orderexpiry.v1.ExpirationEvent.MetadataEntry
-	45, // 19: orderexpiry.v1.ConsumerGroup.ack_deadline:type_name -> google.protobuf.Duration
-	44, // 20: orderexpiry.v1.ConsumerGroup.create_time:type_name -> google.protobuf.Timestamp
-	45, // 21: orderexpiry.v1.ConsumerGroup.oldest_unacked_age:type_name -> google.protobuf.Duration
-	15, // 22: orderexpiry.v1.ConsumerGroup.push_config:type_name -> orderexpiry.v1.PushConfig
-	45, // 23: orderexpiry.v1.PushConfig.timeout:type_name -> google.protobuf.Duration
-	45, // 24: orderexpiry.v1.CreateConsumerGroupRequest.ack_deadline:type_name -> google.protobuf.Duration
-	15, // 25: orderexpiry.v1.CreateConsumerGroupRequest.push_config:type_name -> orderexpiry.v1.PushConfig
-	14, // 26: orderexpiry.v1.ListConsumerGroupsResponse.consumer_groups:type_name -> orderexpiry.v1.ConsumerGroup
-	13, // 27: orderexpiry.v1.ReceivedExpiration.event:type_name -> orderexpiry.v1.ExpirationEvent
-	45, // 28: orderexpiry.v1.PullExpirationsRequest.wait:type_name -> google.protobuf.Duration
-	22, // 29: orderexpiry.v1.PullExpirationsResponse.received_expirations:type_name -> orderexpiry.v1.ReceivedExpiration
-	1,  // 30: orderexpiry.v1.AckIdResult.status:type_name -> orderexpiry.v1.AckIdStatus
-	25, // 31: orderexpiry.v1.AcknowledgeExpirationsResponse.results:type_name -> orderexpiry.v1.AckIdResult
-	45, // 32: orderexpiry.v1.NackExpirationsRequest.retry_after:type_name -> google.protobuf.Duration
-	25, // 33: orderexpiry.v1.NackExpirationsResponse.results:type_name -> orderexpiry.v1.AckIdResult
-	13, // 34: orderexpiry.v1.DeadLetter.event:type_name -> orderexpiry.v1.ExpirationEvent
-	31, // 35: orderexpiry.v1.ListDeadLettersResponse.dead_letters:type_name -> orderexpiry.v1.DeadLetter
-	37, // 36: orderexpiry.v1.Stats.orders:type_name -> orderexpiry.v1.OrderCounts
-	38, // 37: orderexpiry.v1.Stats.partitions:type_name -> orderexpiry.v1.PartitionStats
-	14, // 38: orderexpiry.v1.Stats.consumer_groups:type_name -> orderexpiry.v1.ConsumerGroup
-	39, // 39: orderexpiry.v1.Stats.replica:type_name -> orderexpiry.v1.ReplicaStats
-	44, // 40: orderexpiry.v1.Stats.read_time:type_name -> google.protobuf.Timestamp
-	44, // 41: orderexpiry.v1.OrderCounts.counted_since:type_name -> google.protobuf.Timestamp
-	44, // 42: orderexpiry.v1.PartitionStats.next_deadline:type_name -> google.protobuf.Timestamp
-	40, // 43: orderexpiry.v1.ReplicaStats.lateness:type_name -> orderexpiry.v1.LatenessSummary
-	45, // 44: orderexpiry.v1.LatenessSummary.window:type_name -> google.protobuf.Duration
-	45, // 45: orderexpiry.v1.LatenessSummary.p50:type_name -> google.protobuf.Duration
-	45, // 46: orderexpiry.v1.LatenessSummary.p99:type_name -> google.protobuf.Duration
-	45, // 47: orderexpiry.v1.LatenessSummary.max:type_name -> google.protobuf.Duration
-	3,  // 48: orderexpiry.v1.OrderService.Checkout:input_type -> orderexpiry.v1.CheckoutRequest
-	5,  // 49: orderexpiry.v1.OrderService.BatchCheckout:input_type -> orderexpiry.v1.BatchCheckoutRequest
-	8,  // 50: orderexpiry.v1.OrderService.GetOrder:input_type -> orderexpiry.v1.GetOrderRequest
-	9,  // 51: orderexpiry.v1.OrderService.CompleteOrder:input_type -> orderexpiry.v1.CompleteOrderRequest
-	10, // 52: orderexpiry.v1.OrderService.CancelOrder:input_type -> orderexpiry.v1.CancelOrderRequest
-	11, // 53: orderexpiry.v1.OrderService.RescheduleOrder:input_type -> orderexpiry.v1.RescheduleOrderRequest
-	12, // 54: orderexpiry.v1.OrderService.WatchExpirations:input_type -> orderexpiry.v1.WatchExpirationsRequest
-	16, // 55: orderexpiry.v1.OrderService.CreateConsumerGroup:input_type -> orderexpiry.v1.CreateConsumerGroupRequest
-	17, // 56: orderexpiry.v1.OrderService.GetConsumerGroup:input_type -> orderexpiry.v1.GetConsumerGroupRequest
-	18, // 57: orderexpiry.v1.OrderService.ListConsumerGroups:input_type -> orderexpiry.v1.ListConsumerGroupsRequest
-	20, // 58: orderexpiry.v1.OrderService.DeleteConsumerGroup:input_type -> orderexpiry.v1.DeleteConsumerGroupRequest
-	21, // 59: orderexpiry.v1.OrderService.ConsumeExpirations:input_type -> orderexpiry.v1.ConsumeExpirationsRequest
-	23, // 60: orderexpiry.v1.OrderService.PullExpirations:input_type -> orderexpiry.v1.PullExpirationsRequest
-	26, // 61: orderexpiry.v1.OrderService.AcknowledgeExpirations:input_type -> orderexpiry.v1.AcknowledgeExpirationsRequest
-	28, // 62: orderexpiry.v1.OrderService.NackExpirations:input_type -> orderexpiry.v1.NackExpirationsRequest
-	30, // 63: orderexpiry.v1.OrderService.ListDeadLetters:input_type -> orderexpiry.v1.ListDeadLettersRequest
-	33, // 64: orderexpiry.v1.OrderService.RedriveDeadLetters:input_type -> orderexpiry.v1.RedriveDeadLettersRequest
-	35, // 65: orderexpiry.v1.OrderService.GetStats:input_type -> orderexpiry.v1.GetStatsRequest
-	4,  // 66: orderexpiry.v1.OrderService.Checkout:output_type -> orderexpiry.v1.CheckoutResponse
-	6,  // 67: orderexpiry.v1.OrderService.BatchCheckout:output_type -> orderexpiry.v1.BatchCheckoutResponse
-	2,  // 68: orderexpiry.v1.OrderService.GetOrder:output_type -> orderexpiry.v1.Order
-	2,  // 69: orderexpiry.v1.OrderService.CompleteOrder:output_type -> orderexpiry.v1.Order
-	2,  // 70: orderexpiry.v1.OrderService.CancelOrder:output_type -> orderexpiry.v1.Order
-	2,  // 71: orderexpiry.v1.OrderService.RescheduleOrder:output_type -> orderexpiry.v1.Order
-	13, // 72: orderexpiry.v1.OrderService.WatchExpirations:output_type -> orderexpiry.v1.ExpirationEvent
-	14, // 73: orderexpiry.v1.OrderService.CreateConsumerGroup:output_type -> orderexpiry.v1.ConsumerGroup
-	14, // 74: orderexpiry.v1.OrderService.GetConsumerGroup:output_type -> orderexpiry.v1.ConsumerGroup
-	19, // 75: orderexpiry.v1.OrderService.ListConsumerGroups:output_type -> orderexpiry.v1.ListConsumerGroupsResponse
-	47, // 76: orderexpiry.v1.OrderService.DeleteConsumerGroup:output_type -> google.protobuf.Empty
-	22, // 77: orderexpiry.v1.OrderService.ConsumeExpirations:output_type -> orderexpiry.v1.ReceivedExpiration
-	24, // 78: orderexpiry.v1.OrderService.PullExpirations:output_type -> orderexpiry.v1.PullExpirationsResponse
-	27, // 79: orderexpiry.v1.OrderService.AcknowledgeExpirations:output_type -> orderexpiry.v1.AcknowledgeExpirationsResponse
-	29, // 80: orderexpiry.v1.OrderService.NackExpirations:output_type -> orderexpiry.v1.NackExpirationsResponse
-	32, // 81: orderexpiry.v1.OrderService.ListDeadLetters:output_type -> orderexpiry.v1.ListDeadLettersResponse
-	34, // 82: orderexpiry.v1.OrderService.RedriveDeadLetters:output_type -> orderexpiry.v1.RedriveDeadLettersResponse
-	36, // 83: orderexpiry.v1.OrderService.GetStats:output_type -> orderexpiry.v1.Stats
-	66, // [66:84] is the sub-list for method output_type
-	48, // [48:66] is the sub-list for method input_type
-	48, // [48:48] is the sub-list for extension type_name
-	48, // [48:48] is the sub-list for extension extendee
-	0,  // [0:48] is the sub-list for field type_name
+	44, // 8: orderexpiry.v1.CheckoutRequest.deadline:type_name -> google.protobuf.Timestamp
+	2,  // 9: orderexpiry.v1.CheckoutResponse.order:type_name -> orderexpiry.v1.Order
+	3,  // 10: orderexpiry.v1.BatchCheckoutRequest.requests:type_name -> orderexpiry.v1.CheckoutRequest
+	7,  // 11: orderexpiry.v1.BatchCheckoutResponse.results:type_name -> orderexpiry.v1.BatchCheckoutResult
+	4,  // 12: orderexpiry.v1.BatchCheckoutResult.checkout:type_name -> orderexpiry.v1.CheckoutResponse
+	46, // 13: orderexpiry.v1.BatchCheckoutResult.error:type_name -> google.rpc.Status
+	45, // 14: orderexpiry.v1.RescheduleOrderRequest.ttl:type_name -> google.protobuf.Duration
+	44, // 15: orderexpiry.v1.RescheduleOrderRequest.deadline:type_name -> google.protobuf.Timestamp
+	44, // 16: orderexpiry.v1.RescheduleOrderRequest.expected_deadline:type_name -> google.protobuf.Timestamp
+	44, // 17: orderexpiry.v1.ExpirationEvent.deadline:type_name -> google.protobuf.Timestamp
+	44, // 18: orderexpiry.v1.ExpirationEvent.expired_at:type_name -> google.protobuf.Timestamp
+	43, // 19: orderexpiry.v1.ExpirationEvent.metadata:type_name -> orderexpiry.v1.ExpirationEvent.MetadataEntry
+	45, // 20: orderexpiry.v1.ConsumerGroup.ack_deadline:type_name -> google.protobuf.Duration
+	44, // 21: orderexpiry.v1.ConsumerGroup.create_time:type_name -> google.protobuf.Timestamp
+	45, // 22: orderexpiry.v1.ConsumerGroup.oldest_unacked_age:type_name -> google.protobuf.Duration
+	15, // 23: orderexpiry.v1.ConsumerGroup.push_config:type_name -> orderexpiry.v1.PushConfig
+	45, // 24: orderexpiry.v1.PushConfig.timeout:type_name -> google.protobuf.Duration
+	45, // 25: orderexpiry.v1.CreateConsumerGroupRequest.ack_deadline:type_name -> google.protobuf.Duration
+	15, // 26: orderexpiry.v1.CreateConsumerGroupRequest.push_config:type_name -> orderexpiry.v1.PushConfig
+	14, // 27: orderexpiry.v1.ListConsumerGroupsResponse.consumer_groups:type_name -> orderexpiry.v1.ConsumerGroup
+	13, // 28: orderexpiry.v1.ReceivedExpiration.event:type_name -> orderexpiry.v1.ExpirationEvent
+	45, // 29: orderexpiry.v1.PullExpirationsRequest.wait:type_name -> google.protobuf.Duration
+	22, // 30: orderexpiry.v1.PullExpirationsResponse.received_expirations:type_name -> orderexpiry.v1.ReceivedExpiration
+	1,  // 31: orderexpiry.v1.AckIdResult.status:type_name -> orderexpiry.v1.AckIdStatus
+	25, // 32: orderexpiry.v1.AcknowledgeExpirationsResponse.results:type_name -> orderexpiry.v1.AckIdResult
+	45, // 33: orderexpiry.v1.NackExpirationsRequest.retry_after:type_name -> google.protobuf.Duration
+	25, // 34: orderexpiry.v1.NackExpirationsResponse.results:type_name -> orderexpiry.v1.AckIdResult
+	13, // 35: orderexpiry.v1.DeadLetter.event:type_name -> orderexpiry.v1.ExpirationEvent
+	31, // 36: orderexpiry.v1.ListDeadLettersResponse.dead_letters:type_name -> orderexpiry.v1.DeadLetter
+	37, // 37: orderexpiry.v1.Stats.orders:type_name -> orderexpiry.v1.OrderCounts
+	38, // 38: orderexpiry.v1.Stats.partitions:type_name -> orderexpiry.v1.PartitionStats
+	14, // 39: orderexpiry.v1.Stats.consumer_groups:type_name -> orderexpiry.v1.ConsumerGroup
+	39, // 40: orderexpiry.v1.Stats.replica:type_name -> orderexpiry.v1.ReplicaStats
+	44, // 41: orderexpiry.v1.Stats.read_time:type_name -> google.protobuf.Timestamp
+	44, // 42: orderexpiry.v1.OrderCounts.counted_since:type_name -> google.protobuf.Timestamp
+	44, // 43: orderexpiry.v1.PartitionStats.next_deadline:type_name -> google.protobuf.Timestamp
+	40, // 44: orderexpiry.v1.ReplicaStats.lateness:type_name -> orderexpiry.v1.LatenessSummary
+	45, // 45: orderexpiry.v1.LatenessSummary.window:type_name -> google.protobuf.Duration
+	45, // 46: orderexpiry.v1.LatenessSummary.p50:type_name -> google.protobuf.Duration
+	45, // 47: orderexpiry.v1.LatenessSummary.p99:type_name -> google.protobuf.Duration
+	45, // 48: orderexpiry.v1.LatenessSummary.max:type_name -> google.protobuf.Duration
+	3,  // 49: orderexpiry.v1.OrderService.Checkout:input_type -> orderexpiry.v1.CheckoutRequest
+	5,  // 50: orderexpiry.v1.OrderService.BatchCheckout:input_type -> orderexpiry.v1.BatchCheckoutRequest
+	8,  // 51: orderexpiry.v1.OrderService.GetOrder:input_type -> orderexpiry.v1.GetOrderRequest
+	9,  // 52: orderexpiry.v1.OrderService.CompleteOrder:input_type -> orderexpiry.v1.CompleteOrderRequest
+	10, // 53: orderexpiry.v1.OrderService.CancelOrder:input_type -> orderexpiry.v1.CancelOrderRequest
+	11, // 54: orderexpiry.v1.OrderService.RescheduleOrder:input_type -> orderexpiry.v1.RescheduleOrderRequest
+	12, // 55: orderexpiry.v1.OrderService.WatchExpirations:input_type -> orderexpiry.v1.WatchExpirationsRequest
+	16, // 56: orderexpiry.v1.OrderService.CreateConsumerGroup:input_type -> orderexpiry.v1.CreateConsumerGroupRequest
+	17, // 57: orderexpiry.v1.OrderService.GetConsumerGroup:input_type -> orderexpiry.v1.GetConsumerGroupRequest
+	18, // 58: orderexpiry.v1.OrderService.ListConsumerGroups:input_type -> orderexpiry.v1.ListConsumerGroupsRequest
+	20, // 59: orderexpiry.v1.OrderService.DeleteConsumerGroup:input_type -> orderexpiry.v1.DeleteConsumerGroupRequest
+	21, // 60: orderexpiry.v1.OrderService.ConsumeExpirations:input_type -> orderexpiry.v1.ConsumeExpirationsRequest
+	23, // 61: orderexpiry.v1.OrderService.PullExpirations:input_type -> orderexpiry.v1.PullExpirationsRequest
+	26, // 62: orderexpiry.v1.OrderService.AcknowledgeExpirations:input_type -> orderexpiry.v1.AcknowledgeExpirationsRequest
+	28, // 63: orderexpiry.v1.OrderService.NackExpirations:input_type -> orderexpiry.v1.NackExpirationsRequest
+	30, // 64: orderexpiry.v1.OrderService.ListDeadLetters:input_type -> orderexpiry.v1.ListDeadLettersRequest
+	33, // 65: orderexpiry.v1.OrderService.RedriveDeadLetters:input_type -> orderexpiry.v1.RedriveDeadLettersRequest
+	35, // 66: orderexpiry.v1.OrderService.GetStats:input_type -> orderexpiry.v1.GetStatsRequest
+	4,  // 67: orderexpiry.v1.OrderService.Checkout:output_type -> orderexpiry.v1.CheckoutResponse
+	6,  // 68: orderexpiry.v1.OrderService.BatchCheckout:output_type -> orderexpiry.v1.BatchCheckoutResponse
+	2,  // 69: orderexpiry.v1.OrderService.GetOrder:output_type -> orderexpiry.v1.Order
+	2,  // 70: orderexpiry.v1.OrderService.CompleteOrder:output_type -> orderexpiry.v1.Order
+	2,  // 71: orderexpiry.v1.OrderService.CancelOrder:output_type -> orderexpiry.v1.Order
+	2,  // 72: orderexpiry.v1.OrderService.RescheduleOrder:output_type -> orderexpiry.v1.Order
+	13, // 73: orderexpiry.v1.OrderService.WatchExpirations:output_type -> orderexpiry.v1.ExpirationEvent
+	14, // 74: orderexpiry.v1.OrderService.CreateConsumerGroup:output_type -> orderexpiry.v1.ConsumerGroup
+	14, // 75: orderexpiry.v1.OrderService.GetConsumerGroup:output_type -> orderexpiry.v1.ConsumerGroup
+	19, // 76: orderexpiry.v1.OrderService.ListConsumerGroups:output_type -> orderexpiry.v1.ListConsumerGroupsResponse
+	47, // 77: orderexpiry.v1.OrderService.DeleteConsumerGroup:output_type -> google.protobuf.Empty
+	22, // 78: orderexpiry.v1.OrderService.ConsumeExpirations:output_type -> orderexpiry.v1.ReceivedExpiration
+	24, // 79: orderexpiry.v1.OrderService.PullExpirations:output_type -> orderexpiry.v1.PullExpirationsResponse
+	27, // 80: orderexpiry.v1.OrderService.AcknowledgeExpirations:output_type -> orderexpiry.v1.AcknowledgeExpirationsResponse
+	29, // 81: orderexpiry.v1.OrderService.NackExpirations:output_type -> orderexpiry.v1.NackExpirationsResponse
+	32, // 82: orderexpiry.v1.OrderService.ListDeadLetters:output_type -> orderexpiry.v1.ListDeadLettersResponse
+	34, // 83: orderexpiry.v1.OrderService.RedriveDeadLetters:output_type -> orderexpiry.v1.RedriveDeadLettersResponse
+	36, // 84: orderexpiry.v1.OrderService.GetStats:output_type -> orderexpiry.v1.Stats
+	67, // [67:85] is the sub-list for method output_type
+	49, // [49:67] is the sub-list for method input_type
+	49, // [49:49] is the sub-list for extension type_name
+	49, // [49:49] is the sub-list for extension extendee
+	0,  // [0:49] is the sub-list for field type_name
 }
 
 func init() { file_orderexpiry_v1_order_service_proto_init() }

@@ -50,10 +50,14 @@ const (
 // OrderService holds pending orders until they are completed, cancelled or
 // reach their deadline, and tells every watcher of each expiration exactly once.
 type OrderServiceClient interface {
-	// Checkout creates a PENDING order that expires after ttl unless it is
-	// completed or cancelled first. Repeating it while the order is still
-	// PENDING changes nothing and answers created=false with the existing order,
-	// so retries are safe. An id whose last order is closed may be checked out again.
+	// Checkout creates a PENDING order that expires after ttl, or at deadline,
+	// unless it is completed or cancelled first. Repeating the same request
+	// (the same metadata, and the same ttl or deadline) while the order is
+	// still PENDING changes nothing and answers created=false with the
+	// existing order, so retries are safe; a checkout of a PENDING id that
+	// asks for other metadata or another ttl or deadline is ALREADY_EXISTS,
+	// naming what differs, and changes nothing. An id whose last order is
+	// closed may be checked out again: it starts a new order.
 	Checkout(ctx context.Context, in *CheckoutRequest, opts ...grpc.CallOption) (*CheckoutResponse, error)
 	// BatchCheckout checks out up to 1,000 orders in one call. Each item is
 	// validated and answered on its own, in the order given, as a Checkout of
@@ -347,10 +351,14 @@ func (c *orderServiceClient) GetStats(ctx context.Context, in *GetStatsRequest, 
 // OrderService holds pending orders until they are completed, cancelled or
 // reach their deadline, and tells every watcher of each expiration exactly once.
 type OrderServiceServer interface {
-	// Checkout creates a PENDING order that expires after ttl unless it is
-	// completed or cancelled first. Repeating it while the order is still
-	// PENDING changes nothing and answers created=false with the existing order,
-	// so retries are safe. An id whose last order is closed may be checked out again.
+	// Checkout creates a PENDING order that expires after ttl, or at deadline,
+	// unless it is completed or cancelled first. Repeating the same request
+	// (the same metadata, and the same ttl or deadline) while the order is
+	// still PENDING changes nothing and answers created=false with the
+	// existing order, so retries are safe; a checkout of a PENDING id that
+	// asks for other metadata or another ttl or deadline is ALREADY_EXISTS,
+	// naming what differs, and changes nothing. An id whose last order is
+	// closed may be checked out again: it starts a new order.
 	Checkout(context.Context, *CheckoutRequest) (*CheckoutResponse, error)
 	// BatchCheckout checks out up to 1,000 orders in one call. Each item is
 	// validated and answered on its own, in the order given, as a Checkout of
