@@ -27,8 +27,8 @@ func testBatchCheckout(t *testing.T, su suite) {
 		order.CheckoutItem{ID: "b-pending", TTL: time.Minute, Metadata: map[string]string{"cart": "A"}},
 		order.CheckoutItem{ID: "b-closed", TTL: 2 * time.Minute},
 		order.CheckoutItem{ID: "b-pending", TTL: time.Hour, Metadata: map[string]string{"cart": "B"}}, // another request: refused
-		order.CheckoutItem{ID: "b-3", TTL: time.Hour},                                                // given twice, another request: refused
-		order.CheckoutItem{ID: "b-3", TTL: items[3].TTL, Metadata: items[3].Metadata},                // given twice, the same: the first stands
+		order.CheckoutItem{ID: "b-3", TTL: time.Hour},                                                 // given twice, another request: refused
+		order.CheckoutItem{ID: "b-3", TTL: items[3].TTL, Metadata: items[3].Metadata},                 // given twice, the same: the first stands
 	)
 	res := s.BatchCheckout(t.Context(), items)
 	if len(res) != len(items) {
