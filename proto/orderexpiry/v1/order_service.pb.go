@@ -629,6 +629,136 @@ func (x *GetOrderRequest) GetOrderId() string {
 	return ""
 }
 
+// ListOrdersRequest asks for a page of orders.
+type ListOrdersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The most orders to return: 1 to 1,000, or 0 for 50.
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The next_page_token of the previous page, or empty for the first page.
+	// It must come from a call with the same filter and order_by.
+	PageToken string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Which orders to list, in the AIP-160 syntax (see ListOrders); empty for
+	// every order.
+	Filter string `protobuf:"bytes,3,opt,name=filter,proto3" json:"filter,omitempty"`
+	// "deadline" (the default) or "deadline desc".
+	OrderBy       string `protobuf:"bytes,4,opt,name=order_by,json=orderBy,proto3" json:"order_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListOrdersRequest) Reset() {
+	*x = ListOrdersRequest{}
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListOrdersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListOrdersRequest) ProtoMessage() {}
+
+func (x *ListOrdersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListOrdersRequest.ProtoReflect.Descriptor instead.
+func (*ListOrdersRequest) Descriptor() ([]byte, []int) {
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ListOrdersRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListOrdersRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListOrdersRequest) GetFilter() string {
+	if x != nil {
+		return x.Filter
+	}
+	return ""
+}
+
+func (x *ListOrdersRequest) GetOrderBy() string {
+	if x != nil {
+		return x.OrderBy
+	}
+	return ""
+}
+
+// ListOrdersResponse is a page of orders.
+type ListOrdersResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The orders of the page, in the order asked for.
+	Orders []*Order `protobuf:"bytes,1,rep,name=orders,proto3" json:"orders,omitempty"`
+	// Pass it as page_token for the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListOrdersResponse) Reset() {
+	*x = ListOrdersResponse{}
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListOrdersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListOrdersResponse) ProtoMessage() {}
+
+func (x *ListOrdersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListOrdersResponse.ProtoReflect.Descriptor instead.
+func (*ListOrdersResponse) Descriptor() ([]byte, []int) {
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ListOrdersResponse) GetOrders() []*Order {
+	if x != nil {
+		return x.Orders
+	}
+	return nil
+}
+
+func (x *ListOrdersResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
 // CompleteOrderRequest names the order that was paid.
 type CompleteOrderRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -640,7 +770,7 @@ type CompleteOrderRequest struct {
 
 func (x *CompleteOrderRequest) Reset() {
 	*x = CompleteOrderRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[7]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -652,7 +782,7 @@ func (x *CompleteOrderRequest) String() string {
 func (*CompleteOrderRequest) ProtoMessage() {}
 
 func (x *CompleteOrderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[7]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -665,7 +795,7 @@ func (x *CompleteOrderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteOrderRequest.ProtoReflect.Descriptor instead.
 func (*CompleteOrderRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{7}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CompleteOrderRequest) GetOrderId() string {
@@ -686,7 +816,7 @@ type CancelOrderRequest struct {
 
 func (x *CancelOrderRequest) Reset() {
 	*x = CancelOrderRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[8]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -698,7 +828,7 @@ func (x *CancelOrderRequest) String() string {
 func (*CancelOrderRequest) ProtoMessage() {}
 
 func (x *CancelOrderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[8]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -711,7 +841,7 @@ func (x *CancelOrderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelOrderRequest.ProtoReflect.Descriptor instead.
 func (*CancelOrderRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{8}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CancelOrderRequest) GetOrderId() string {
@@ -744,7 +874,7 @@ type RescheduleOrderRequest struct {
 
 func (x *RescheduleOrderRequest) Reset() {
 	*x = RescheduleOrderRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[9]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -756,7 +886,7 @@ func (x *RescheduleOrderRequest) String() string {
 func (*RescheduleOrderRequest) ProtoMessage() {}
 
 func (x *RescheduleOrderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[9]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -769,7 +899,7 @@ func (x *RescheduleOrderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RescheduleOrderRequest.ProtoReflect.Descriptor instead.
 func (*RescheduleOrderRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{9}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RescheduleOrderRequest) GetOrderId() string {
@@ -844,7 +974,7 @@ type WatchExpirationsRequest struct {
 
 func (x *WatchExpirationsRequest) Reset() {
 	*x = WatchExpirationsRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[10]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -856,7 +986,7 @@ func (x *WatchExpirationsRequest) String() string {
 func (*WatchExpirationsRequest) ProtoMessage() {}
 
 func (x *WatchExpirationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[10]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -869,7 +999,7 @@ func (x *WatchExpirationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchExpirationsRequest.ProtoReflect.Descriptor instead.
 func (*WatchExpirationsRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{10}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *WatchExpirationsRequest) GetAfterCursor() string {
@@ -900,7 +1030,7 @@ type ExpirationEvent struct {
 
 func (x *ExpirationEvent) Reset() {
 	*x = ExpirationEvent{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[11]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -912,7 +1042,7 @@ func (x *ExpirationEvent) String() string {
 func (*ExpirationEvent) ProtoMessage() {}
 
 func (x *ExpirationEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[11]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -925,7 +1055,7 @@ func (x *ExpirationEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExpirationEvent.ProtoReflect.Descriptor instead.
 func (*ExpirationEvent) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{11}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ExpirationEvent) GetCursor() string {
@@ -1000,7 +1130,7 @@ type ConsumerGroup struct {
 
 func (x *ConsumerGroup) Reset() {
 	*x = ConsumerGroup{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[12]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1012,7 +1142,7 @@ func (x *ConsumerGroup) String() string {
 func (*ConsumerGroup) ProtoMessage() {}
 
 func (x *ConsumerGroup) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[12]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1025,7 +1155,7 @@ func (x *ConsumerGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumerGroup.ProtoReflect.Descriptor instead.
 func (*ConsumerGroup) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{12}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ConsumerGroup) GetGroupId() string {
@@ -1135,7 +1265,7 @@ type PushConfig struct {
 
 func (x *PushConfig) Reset() {
 	*x = PushConfig{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[13]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1147,7 +1277,7 @@ func (x *PushConfig) String() string {
 func (*PushConfig) ProtoMessage() {}
 
 func (x *PushConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[13]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1160,7 +1290,7 @@ func (x *PushConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushConfig.ProtoReflect.Descriptor instead.
 func (*PushConfig) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{13}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PushConfig) GetUrl() string {
@@ -1220,7 +1350,7 @@ type CreateConsumerGroupRequest struct {
 
 func (x *CreateConsumerGroupRequest) Reset() {
 	*x = CreateConsumerGroupRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[14]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1232,7 +1362,7 @@ func (x *CreateConsumerGroupRequest) String() string {
 func (*CreateConsumerGroupRequest) ProtoMessage() {}
 
 func (x *CreateConsumerGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[14]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1245,7 +1375,7 @@ func (x *CreateConsumerGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateConsumerGroupRequest.ProtoReflect.Descriptor instead.
 func (*CreateConsumerGroupRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{14}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CreateConsumerGroupRequest) GetGroupId() string {
@@ -1294,7 +1424,7 @@ type GetConsumerGroupRequest struct {
 
 func (x *GetConsumerGroupRequest) Reset() {
 	*x = GetConsumerGroupRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[15]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1306,7 +1436,7 @@ func (x *GetConsumerGroupRequest) String() string {
 func (*GetConsumerGroupRequest) ProtoMessage() {}
 
 func (x *GetConsumerGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[15]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1319,7 +1449,7 @@ func (x *GetConsumerGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConsumerGroupRequest.ProtoReflect.Descriptor instead.
 func (*GetConsumerGroupRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{15}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetConsumerGroupRequest) GetGroupId() string {
@@ -1342,7 +1472,7 @@ type ListConsumerGroupsRequest struct {
 
 func (x *ListConsumerGroupsRequest) Reset() {
 	*x = ListConsumerGroupsRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[16]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1354,7 +1484,7 @@ func (x *ListConsumerGroupsRequest) String() string {
 func (*ListConsumerGroupsRequest) ProtoMessage() {}
 
 func (x *ListConsumerGroupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[16]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1367,7 +1497,7 @@ func (x *ListConsumerGroupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConsumerGroupsRequest.ProtoReflect.Descriptor instead.
 func (*ListConsumerGroupsRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{16}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListConsumerGroupsRequest) GetPageSize() int32 {
@@ -1397,7 +1527,7 @@ type ListConsumerGroupsResponse struct {
 
 func (x *ListConsumerGroupsResponse) Reset() {
 	*x = ListConsumerGroupsResponse{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[17]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1409,7 +1539,7 @@ func (x *ListConsumerGroupsResponse) String() string {
 func (*ListConsumerGroupsResponse) ProtoMessage() {}
 
 func (x *ListConsumerGroupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[17]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1422,7 +1552,7 @@ func (x *ListConsumerGroupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConsumerGroupsResponse.ProtoReflect.Descriptor instead.
 func (*ListConsumerGroupsResponse) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{17}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListConsumerGroupsResponse) GetConsumerGroups() []*ConsumerGroup {
@@ -1450,7 +1580,7 @@ type DeleteConsumerGroupRequest struct {
 
 func (x *DeleteConsumerGroupRequest) Reset() {
 	*x = DeleteConsumerGroupRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[18]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1462,7 +1592,7 @@ func (x *DeleteConsumerGroupRequest) String() string {
 func (*DeleteConsumerGroupRequest) ProtoMessage() {}
 
 func (x *DeleteConsumerGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[18]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1475,7 +1605,7 @@ func (x *DeleteConsumerGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteConsumerGroupRequest.ProtoReflect.Descriptor instead.
 func (*DeleteConsumerGroupRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{18}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DeleteConsumerGroupRequest) GetGroupId() string {
@@ -1502,7 +1632,7 @@ type ConsumeExpirationsRequest struct {
 
 func (x *ConsumeExpirationsRequest) Reset() {
 	*x = ConsumeExpirationsRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[19]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1514,7 +1644,7 @@ func (x *ConsumeExpirationsRequest) String() string {
 func (*ConsumeExpirationsRequest) ProtoMessage() {}
 
 func (x *ConsumeExpirationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[19]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1527,7 +1657,7 @@ func (x *ConsumeExpirationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumeExpirationsRequest.ProtoReflect.Descriptor instead.
 func (*ConsumeExpirationsRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{19}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ConsumeExpirationsRequest) GetGroupId() string {
@@ -1569,7 +1699,7 @@ type ReceivedExpiration struct {
 
 func (x *ReceivedExpiration) Reset() {
 	*x = ReceivedExpiration{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[20]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1581,7 +1711,7 @@ func (x *ReceivedExpiration) String() string {
 func (*ReceivedExpiration) ProtoMessage() {}
 
 func (x *ReceivedExpiration) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[20]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1594,7 +1724,7 @@ func (x *ReceivedExpiration) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceivedExpiration.ProtoReflect.Descriptor instead.
 func (*ReceivedExpiration) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{20}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ReceivedExpiration) GetAckId() string {
@@ -1636,7 +1766,7 @@ type PullExpirationsRequest struct {
 
 func (x *PullExpirationsRequest) Reset() {
 	*x = PullExpirationsRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[21]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1648,7 +1778,7 @@ func (x *PullExpirationsRequest) String() string {
 func (*PullExpirationsRequest) ProtoMessage() {}
 
 func (x *PullExpirationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[21]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1661,7 +1791,7 @@ func (x *PullExpirationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullExpirationsRequest.ProtoReflect.Descriptor instead.
 func (*PullExpirationsRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{21}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *PullExpirationsRequest) GetGroupId() string {
@@ -1703,7 +1833,7 @@ type PullExpirationsResponse struct {
 
 func (x *PullExpirationsResponse) Reset() {
 	*x = PullExpirationsResponse{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[22]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1715,7 +1845,7 @@ func (x *PullExpirationsResponse) String() string {
 func (*PullExpirationsResponse) ProtoMessage() {}
 
 func (x *PullExpirationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[22]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1728,7 +1858,7 @@ func (x *PullExpirationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullExpirationsResponse.ProtoReflect.Descriptor instead.
 func (*PullExpirationsResponse) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{22}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *PullExpirationsResponse) GetReceivedExpirations() []*ReceivedExpiration {
@@ -1751,7 +1881,7 @@ type AckIdResult struct {
 
 func (x *AckIdResult) Reset() {
 	*x = AckIdResult{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[23]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1763,7 +1893,7 @@ func (x *AckIdResult) String() string {
 func (*AckIdResult) ProtoMessage() {}
 
 func (x *AckIdResult) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[23]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1776,7 +1906,7 @@ func (x *AckIdResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckIdResult.ProtoReflect.Descriptor instead.
 func (*AckIdResult) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{23}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *AckIdResult) GetAckId() string {
@@ -1806,7 +1936,7 @@ type AcknowledgeExpirationsRequest struct {
 
 func (x *AcknowledgeExpirationsRequest) Reset() {
 	*x = AcknowledgeExpirationsRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[24]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1818,7 +1948,7 @@ func (x *AcknowledgeExpirationsRequest) String() string {
 func (*AcknowledgeExpirationsRequest) ProtoMessage() {}
 
 func (x *AcknowledgeExpirationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[24]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1831,7 +1961,7 @@ func (x *AcknowledgeExpirationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcknowledgeExpirationsRequest.ProtoReflect.Descriptor instead.
 func (*AcknowledgeExpirationsRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{24}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *AcknowledgeExpirationsRequest) GetGroupId() string {
@@ -1859,7 +1989,7 @@ type AcknowledgeExpirationsResponse struct {
 
 func (x *AcknowledgeExpirationsResponse) Reset() {
 	*x = AcknowledgeExpirationsResponse{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[25]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1871,7 +2001,7 @@ func (x *AcknowledgeExpirationsResponse) String() string {
 func (*AcknowledgeExpirationsResponse) ProtoMessage() {}
 
 func (x *AcknowledgeExpirationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[25]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1884,7 +2014,7 @@ func (x *AcknowledgeExpirationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcknowledgeExpirationsResponse.ProtoReflect.Descriptor instead.
 func (*AcknowledgeExpirationsResponse) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{25}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *AcknowledgeExpirationsResponse) GetResults() []*AckIdResult {
@@ -1910,7 +2040,7 @@ type NackExpirationsRequest struct {
 
 func (x *NackExpirationsRequest) Reset() {
 	*x = NackExpirationsRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[26]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1922,7 +2052,7 @@ func (x *NackExpirationsRequest) String() string {
 func (*NackExpirationsRequest) ProtoMessage() {}
 
 func (x *NackExpirationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[26]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1935,7 +2065,7 @@ func (x *NackExpirationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NackExpirationsRequest.ProtoReflect.Descriptor instead.
 func (*NackExpirationsRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{26}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *NackExpirationsRequest) GetGroupId() string {
@@ -1970,7 +2100,7 @@ type NackExpirationsResponse struct {
 
 func (x *NackExpirationsResponse) Reset() {
 	*x = NackExpirationsResponse{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[27]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1982,7 +2112,7 @@ func (x *NackExpirationsResponse) String() string {
 func (*NackExpirationsResponse) ProtoMessage() {}
 
 func (x *NackExpirationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[27]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1995,7 +2125,7 @@ func (x *NackExpirationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NackExpirationsResponse.ProtoReflect.Descriptor instead.
 func (*NackExpirationsResponse) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{27}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *NackExpirationsResponse) GetResults() []*AckIdResult {
@@ -2020,7 +2150,7 @@ type ListDeadLettersRequest struct {
 
 func (x *ListDeadLettersRequest) Reset() {
 	*x = ListDeadLettersRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[28]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2032,7 +2162,7 @@ func (x *ListDeadLettersRequest) String() string {
 func (*ListDeadLettersRequest) ProtoMessage() {}
 
 func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[28]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2045,7 +2175,7 @@ func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeadLettersRequest.ProtoReflect.Descriptor instead.
 func (*ListDeadLettersRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{28}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListDeadLettersRequest) GetGroupId() string {
@@ -2084,7 +2214,7 @@ type DeadLetter struct {
 
 func (x *DeadLetter) Reset() {
 	*x = DeadLetter{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[29]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2096,7 +2226,7 @@ func (x *DeadLetter) String() string {
 func (*DeadLetter) ProtoMessage() {}
 
 func (x *DeadLetter) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[29]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2109,7 +2239,7 @@ func (x *DeadLetter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeadLetter.ProtoReflect.Descriptor instead.
 func (*DeadLetter) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{29}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *DeadLetter) GetDeadLetterId() string {
@@ -2147,7 +2277,7 @@ type ListDeadLettersResponse struct {
 
 func (x *ListDeadLettersResponse) Reset() {
 	*x = ListDeadLettersResponse{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[30]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2159,7 +2289,7 @@ func (x *ListDeadLettersResponse) String() string {
 func (*ListDeadLettersResponse) ProtoMessage() {}
 
 func (x *ListDeadLettersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[30]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2172,7 +2302,7 @@ func (x *ListDeadLettersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeadLettersResponse.ProtoReflect.Descriptor instead.
 func (*ListDeadLettersResponse) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{30}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ListDeadLettersResponse) GetDeadLetters() []*DeadLetter {
@@ -2205,7 +2335,7 @@ type RedriveDeadLettersRequest struct {
 
 func (x *RedriveDeadLettersRequest) Reset() {
 	*x = RedriveDeadLettersRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[31]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2217,7 +2347,7 @@ func (x *RedriveDeadLettersRequest) String() string {
 func (*RedriveDeadLettersRequest) ProtoMessage() {}
 
 func (x *RedriveDeadLettersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[31]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2230,7 +2360,7 @@ func (x *RedriveDeadLettersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RedriveDeadLettersRequest.ProtoReflect.Descriptor instead.
 func (*RedriveDeadLettersRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{31}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RedriveDeadLettersRequest) GetGroupId() string {
@@ -2265,7 +2395,7 @@ type RedriveDeadLettersResponse struct {
 
 func (x *RedriveDeadLettersResponse) Reset() {
 	*x = RedriveDeadLettersResponse{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[32]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2277,7 +2407,7 @@ func (x *RedriveDeadLettersResponse) String() string {
 func (*RedriveDeadLettersResponse) ProtoMessage() {}
 
 func (x *RedriveDeadLettersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[32]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2290,7 +2420,7 @@ func (x *RedriveDeadLettersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RedriveDeadLettersResponse.ProtoReflect.Descriptor instead.
 func (*RedriveDeadLettersResponse) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{32}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RedriveDeadLettersResponse) GetRedriven() int64 {
@@ -2309,7 +2439,7 @@ type GetStatsRequest struct {
 
 func (x *GetStatsRequest) Reset() {
 	*x = GetStatsRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[33]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2321,7 +2451,7 @@ func (x *GetStatsRequest) String() string {
 func (*GetStatsRequest) ProtoMessage() {}
 
 func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[33]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2334,7 +2464,7 @@ func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatsRequest.ProtoReflect.Descriptor instead.
 func (*GetStatsRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{33}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{35}
 }
 
 // Stats are the service's statistics, read at one call.
@@ -2358,7 +2488,7 @@ type Stats struct {
 
 func (x *Stats) Reset() {
 	*x = Stats{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[34]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2370,7 +2500,7 @@ func (x *Stats) String() string {
 func (*Stats) ProtoMessage() {}
 
 func (x *Stats) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[34]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2383,7 +2513,7 @@ func (x *Stats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Stats.ProtoReflect.Descriptor instead.
 func (*Stats) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{34}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Stats) GetOrders() *OrderCounts {
@@ -2449,7 +2579,7 @@ type OrderCounts struct {
 
 func (x *OrderCounts) Reset() {
 	*x = OrderCounts{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[35]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2461,7 +2591,7 @@ func (x *OrderCounts) String() string {
 func (*OrderCounts) ProtoMessage() {}
 
 func (x *OrderCounts) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[35]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2474,7 +2604,7 @@ func (x *OrderCounts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OrderCounts.ProtoReflect.Descriptor instead.
 func (*OrderCounts) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{35}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *OrderCounts) GetPending() int64 {
@@ -2530,7 +2660,7 @@ type PartitionStats struct {
 
 func (x *PartitionStats) Reset() {
 	*x = PartitionStats{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[36]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2542,7 +2672,7 @@ func (x *PartitionStats) String() string {
 func (*PartitionStats) ProtoMessage() {}
 
 func (x *PartitionStats) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[36]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2555,7 +2685,7 @@ func (x *PartitionStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionStats.ProtoReflect.Descriptor instead.
 func (*PartitionStats) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{36}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *PartitionStats) GetPartition() int32 {
@@ -2602,7 +2732,7 @@ type ReplicaStats struct {
 
 func (x *ReplicaStats) Reset() {
 	*x = ReplicaStats{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[37]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2614,7 +2744,7 @@ func (x *ReplicaStats) String() string {
 func (*ReplicaStats) ProtoMessage() {}
 
 func (x *ReplicaStats) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[37]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2627,7 +2757,7 @@ func (x *ReplicaStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaStats.ProtoReflect.Descriptor instead.
 func (*ReplicaStats) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{37}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ReplicaStats) GetWatchers() int32 {
@@ -2666,7 +2796,7 @@ type LatenessSummary struct {
 
 func (x *LatenessSummary) Reset() {
 	*x = LatenessSummary{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[38]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2678,7 +2808,7 @@ func (x *LatenessSummary) String() string {
 func (*LatenessSummary) ProtoMessage() {}
 
 func (x *LatenessSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[38]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2691,7 +2821,7 @@ func (x *LatenessSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LatenessSummary.ProtoReflect.Descriptor instead.
 func (*LatenessSummary) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{38}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *LatenessSummary) GetWindow() *durationpb.Duration {
@@ -2767,7 +2897,16 @@ const file_orderexpiry_v1_order_service_proto_rawDesc = "" +
 	"\x05error\x18\x02 \x01(\v2\x12.google.rpc.StatusH\x00R\x05errorB\b\n" +
 	"\x06result\",\n" +
 	"\x0fGetOrderRequest\x12\x19\n" +
-	"\border_id\x18\x01 \x01(\tR\aorderId\"1\n" +
+	"\border_id\x18\x01 \x01(\tR\aorderId\"\x82\x01\n" +
+	"\x11ListOrdersRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\x12\x16\n" +
+	"\x06filter\x18\x03 \x01(\tR\x06filter\x12\x19\n" +
+	"\border_by\x18\x04 \x01(\tR\aorderBy\"k\n" +
+	"\x12ListOrdersResponse\x12-\n" +
+	"\x06orders\x18\x01 \x03(\v2\x15.orderexpiry.v1.OrderR\x06orders\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"1\n" +
 	"\x14CompleteOrderRequest\x12\x19\n" +
 	"\border_id\x18\x01 \x01(\tR\aorderId\"/\n" +
 	"\x12CancelOrderRequest\x12\x19\n" +
@@ -2919,12 +3058,15 @@ const file_orderexpiry_v1_order_service_proto_rawDesc = "" +
 	"\x10ACK_ID_STATUS_OK\x10\x01\x12\x19\n" +
 	"\x15ACK_ID_STATUS_UNKNOWN\x10\x02\x12\x1f\n" +
 	"\x1bACK_ID_STATUS_NOT_IN_FLIGHT\x10\x03\x12\x19\n" +
-	"\x15ACK_ID_STATUS_EXPIRED\x10\x042\x8e\x12\n" +
+	"\x15ACK_ID_STATUS_EXPIRED\x10\x042\xf7\x12\n" +
 	"\fOrderService\x12d\n" +
 	"\bCheckout\x12\x1f.orderexpiry.v1.CheckoutRequest\x1a .orderexpiry.v1.CheckoutResponse\"\x15\x82\xd3\xe4\x93\x02\x0f:\x01*\"\n" +
 	"/v1/orders\x12\x81\x01\n" +
 	"\rBatchCheckout\x12$.orderexpiry.v1.BatchCheckoutRequest\x1a%.orderexpiry.v1.BatchCheckoutResponse\"#\x82\xd3\xe4\x93\x02\x1d:\x01*\"\x18/v1/orders:batchCheckout\x12a\n" +
-	"\bGetOrder\x12\x1f.orderexpiry.v1.GetOrderRequest\x1a\x15.orderexpiry.v1.Order\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/orders/{order_id}\x12w\n" +
+	"\bGetOrder\x12\x1f.orderexpiry.v1.GetOrderRequest\x1a\x15.orderexpiry.v1.Order\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/orders/{order_id}\x12g\n" +
+	"\n" +
+	"ListOrders\x12!.orderexpiry.v1.ListOrdersRequest\x1a\".orderexpiry.v1.ListOrdersResponse\"\x12\x82\xd3\xe4\x93\x02\f\x12\n" +
+	"/v1/orders\x12w\n" +
 	"\rCompleteOrder\x12$.orderexpiry.v1.CompleteOrderRequest\x1a\x15.orderexpiry.v1.Order\")\x82\xd3\xe4\x93\x02#:\x01*\"\x1e/v1/orders/{order_id}:complete\x12q\n" +
 	"\vCancelOrder\x12\".orderexpiry.v1.CancelOrderRequest\x1a\x15.orderexpiry.v1.Order\"'\x82\xd3\xe4\x93\x02!:\x01*\"\x1c/v1/orders/{order_id}:cancel\x12}\n" +
 	"\x0fRescheduleOrder\x12&.orderexpiry.v1.RescheduleOrderRequest\x1a\x15.orderexpiry.v1.Order\"+\x82\xd3\xe4\x93\x02%:\x01*\" /v1/orders/{order_id}:reschedule\x12}\n" +
@@ -2956,7 +3098,7 @@ func file_orderexpiry_v1_order_service_proto_rawDescGZIP() []byte {
 }
 
 var file_orderexpiry_v1_order_service_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_orderexpiry_v1_order_service_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
+var file_orderexpiry_v1_order_service_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
 var file_orderexpiry_v1_order_service_proto_goTypes = []any{
 	(OrderStatus)(0),                       // 0: orderexpiry.v1.OrderStatus
 	(AckIdStatus)(0),                       // 1: orderexpiry.v1.AckIdStatus
@@ -2967,137 +3109,142 @@ var file_orderexpiry_v1_order_service_proto_goTypes = []any{
 	(*BatchCheckoutResponse)(nil),          // 6: orderexpiry.v1.BatchCheckoutResponse
 	(*BatchCheckoutResult)(nil),            // 7: orderexpiry.v1.BatchCheckoutResult
 	(*GetOrderRequest)(nil),                // 8: orderexpiry.v1.GetOrderRequest
-	(*CompleteOrderRequest)(nil),           // 9: orderexpiry.v1.CompleteOrderRequest
-	(*CancelOrderRequest)(nil),             // 10: orderexpiry.v1.CancelOrderRequest
-	(*RescheduleOrderRequest)(nil),         // 11: orderexpiry.v1.RescheduleOrderRequest
-	(*WatchExpirationsRequest)(nil),        // 12: orderexpiry.v1.WatchExpirationsRequest
-	(*ExpirationEvent)(nil),                // 13: orderexpiry.v1.ExpirationEvent
-	(*ConsumerGroup)(nil),                  // 14: orderexpiry.v1.ConsumerGroup
-	(*PushConfig)(nil),                     // 15: orderexpiry.v1.PushConfig
-	(*CreateConsumerGroupRequest)(nil),     // 16: orderexpiry.v1.CreateConsumerGroupRequest
-	(*GetConsumerGroupRequest)(nil),        // 17: orderexpiry.v1.GetConsumerGroupRequest
-	(*ListConsumerGroupsRequest)(nil),      // 18: orderexpiry.v1.ListConsumerGroupsRequest
-	(*ListConsumerGroupsResponse)(nil),     // 19: orderexpiry.v1.ListConsumerGroupsResponse
-	(*DeleteConsumerGroupRequest)(nil),     // 20: orderexpiry.v1.DeleteConsumerGroupRequest
-	(*ConsumeExpirationsRequest)(nil),      // 21: orderexpiry.v1.ConsumeExpirationsRequest
-	(*ReceivedExpiration)(nil),             // 22: orderexpiry.v1.ReceivedExpiration
-	(*PullExpirationsRequest)(nil),         // 23: orderexpiry.v1.PullExpirationsRequest
-	(*PullExpirationsResponse)(nil),        // 24: orderexpiry.v1.PullExpirationsResponse
-	(*AckIdResult)(nil),                    // 25: orderexpiry.v1.AckIdResult
-	(*AcknowledgeExpirationsRequest)(nil),  // 26: orderexpiry.v1.AcknowledgeExpirationsRequest
-	(*AcknowledgeExpirationsResponse)(nil), // 27: orderexpiry.v1.AcknowledgeExpirationsResponse
-	(*NackExpirationsRequest)(nil),         // 28: orderexpiry.v1.NackExpirationsRequest
-	(*NackExpirationsResponse)(nil),        // 29: orderexpiry.v1.NackExpirationsResponse
-	(*ListDeadLettersRequest)(nil),         // 30: orderexpiry.v1.ListDeadLettersRequest
-	(*DeadLetter)(nil),                     // 31: orderexpiry.v1.DeadLetter
-	(*ListDeadLettersResponse)(nil),        // 32: orderexpiry.v1.ListDeadLettersResponse
-	(*RedriveDeadLettersRequest)(nil),      // 33: orderexpiry.v1.RedriveDeadLettersRequest
-	(*RedriveDeadLettersResponse)(nil),     // 34: orderexpiry.v1.RedriveDeadLettersResponse
-	(*GetStatsRequest)(nil),                // 35: orderexpiry.v1.GetStatsRequest
-	(*Stats)(nil),                          // 36: orderexpiry.v1.Stats
-	(*OrderCounts)(nil),                    // 37: orderexpiry.v1.OrderCounts
-	(*PartitionStats)(nil),                 // 38: orderexpiry.v1.PartitionStats
-	(*ReplicaStats)(nil),                   // 39: orderexpiry.v1.ReplicaStats
-	(*LatenessSummary)(nil),                // 40: orderexpiry.v1.LatenessSummary
-	nil,                                    // 41: orderexpiry.v1.Order.MetadataEntry
-	nil,                                    // 42: orderexpiry.v1.CheckoutRequest.MetadataEntry
-	nil,                                    // 43: orderexpiry.v1.ExpirationEvent.MetadataEntry
-	(*timestamppb.Timestamp)(nil),          // 44: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),            // 45: google.protobuf.Duration
-	(*status.Status)(nil),                  // 46: google.rpc.Status
-	(*emptypb.Empty)(nil),                  // 47: google.protobuf.Empty
+	(*ListOrdersRequest)(nil),              // 9: orderexpiry.v1.ListOrdersRequest
+	(*ListOrdersResponse)(nil),             // 10: orderexpiry.v1.ListOrdersResponse
+	(*CompleteOrderRequest)(nil),           // 11: orderexpiry.v1.CompleteOrderRequest
+	(*CancelOrderRequest)(nil),             // 12: orderexpiry.v1.CancelOrderRequest
+	(*RescheduleOrderRequest)(nil),         // 13: orderexpiry.v1.RescheduleOrderRequest
+	(*WatchExpirationsRequest)(nil),        // 14: orderexpiry.v1.WatchExpirationsRequest
+	(*ExpirationEvent)(nil),                // 15: orderexpiry.v1.ExpirationEvent
+	(*ConsumerGroup)(nil),                  // 16: orderexpiry.v1.ConsumerGroup
+	(*PushConfig)(nil),                     // 17: orderexpiry.v1.PushConfig
+	(*CreateConsumerGroupRequest)(nil),     // 18: orderexpiry.v1.CreateConsumerGroupRequest
+	(*GetConsumerGroupRequest)(nil),        // 19: orderexpiry.v1.GetConsumerGroupRequest
+	(*ListConsumerGroupsRequest)(nil),      // 20: orderexpiry.v1.ListConsumerGroupsRequest
+	(*ListConsumerGroupsResponse)(nil),     // 21: orderexpiry.v1.ListConsumerGroupsResponse
+	(*DeleteConsumerGroupRequest)(nil),     // 22: orderexpiry.v1.DeleteConsumerGroupRequest
+	(*ConsumeExpirationsRequest)(nil),      // 23: orderexpiry.v1.ConsumeExpirationsRequest
+	(*ReceivedExpiration)(nil),             // 24: orderexpiry.v1.ReceivedExpiration
+	(*PullExpirationsRequest)(nil),         // 25: orderexpiry.v1.PullExpirationsRequest
+	(*PullExpirationsResponse)(nil),        // 26: orderexpiry.v1.PullExpirationsResponse
+	(*AckIdResult)(nil),                    // 27: orderexpiry.v1.AckIdResult
+	(*AcknowledgeExpirationsRequest)(nil),  // 28: orderexpiry.v1.AcknowledgeExpirationsRequest
+	(*AcknowledgeExpirationsResponse)(nil), // 29: orderexpiry.v1.AcknowledgeExpirationsResponse
+	(*NackExpirationsRequest)(nil),         // 30: orderexpiry.v1.NackExpirationsRequest
+	(*NackExpirationsResponse)(nil),        // 31: orderexpiry.v1.NackExpirationsResponse
+	(*ListDeadLettersRequest)(nil),         // 32: orderexpiry.v1.ListDeadLettersRequest
+	(*DeadLetter)(nil),                     // 33: orderexpiry.v1.DeadLetter
+	(*ListDeadLettersResponse)(nil),        // 34: orderexpiry.v1.ListDeadLettersResponse
+	(*RedriveDeadLettersRequest)(nil),      // 35: orderexpiry.v1.RedriveDeadLettersRequest
+	(*RedriveDeadLettersResponse)(nil),     // 36: orderexpiry.v1.RedriveDeadLettersResponse
+	(*GetStatsRequest)(nil),                // 37: orderexpiry.v1.GetStatsRequest
+	(*Stats)(nil),                          // 38: orderexpiry.v1.Stats
+	(*OrderCounts)(nil),                    // 39: orderexpiry.v1.OrderCounts
+	(*PartitionStats)(nil),                 // 40: orderexpiry.v1.PartitionStats
+	(*ReplicaStats)(nil),                   // 41: orderexpiry.v1.ReplicaStats
+	(*LatenessSummary)(nil),                // 42: orderexpiry.v1.LatenessSummary
+	nil,                                    // 43: orderexpiry.v1.Order.MetadataEntry
+	nil,                                    // 44: orderexpiry.v1.CheckoutRequest.MetadataEntry
+	nil,                                    // 45: orderexpiry.v1.ExpirationEvent.MetadataEntry
+	(*timestamppb.Timestamp)(nil),          // 46: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),            // 47: google.protobuf.Duration
+	(*status.Status)(nil),                  // 48: google.rpc.Status
+	(*emptypb.Empty)(nil),                  // 49: google.protobuf.Empty
 }
 var file_orderexpiry_v1_order_service_proto_depIdxs = []int32{
 	0,  // 0: orderexpiry.v1.Order.status:type_name -> orderexpiry.v1.OrderStatus
-	44, // 1: orderexpiry.v1.Order.created_at:type_name -> google.protobuf.Timestamp
-	44, // 2: orderexpiry.v1.Order.deadline:type_name -> google.protobuf.Timestamp
-	45, // 3: orderexpiry.v1.Order.ttl_remaining:type_name -> google.protobuf.Duration
-	44, // 4: orderexpiry.v1.Order.closed_at:type_name -> google.protobuf.Timestamp
-	41, // 5: orderexpiry.v1.Order.metadata:type_name -> orderexpiry.v1.Order.MetadataEntry
-	45, // 6: orderexpiry.v1.CheckoutRequest.ttl:type_name -> google.protobuf.Duration
-	42, // 7: orderexpiry.v1.CheckoutRequest.metadata:type_name -> orderexpiry.v1.CheckoutRequest.MetadataEntry
-	44, // 8: orderexpiry.v1.CheckoutRequest.deadline:type_name -> google.protobuf.Timestamp
+	46, // 1: orderexpiry.v1.Order.created_at:type_name -> google.protobuf.Timestamp
+	46, // 2: orderexpiry.v1.Order.deadline:type_name -> google.protobuf.Timestamp
+	47, // 3: orderexpiry.v1.Order.ttl_remaining:type_name -> google.protobuf.Duration
+	46, // 4: orderexpiry.v1.Order.closed_at:type_name -> google.protobuf.Timestamp
+	43, // 5: orderexpiry.v1.Order.metadata:type_name -> orderexpiry.v1.Order.MetadataEntry
+	47, // 6: orderexpiry.v1.CheckoutRequest.ttl:type_name -> google.protobuf.Duration
+	44, // 7: orderexpiry.v1.CheckoutRequest.metadata:type_name -> orderexpiry.v1.CheckoutRequest.MetadataEntry
+	46, // 8: orderexpiry.v1.CheckoutRequest.deadline:type_name -> google.protobuf.Timestamp
 	2,  // 9: orderexpiry.v1.CheckoutResponse.order:type_name -> orderexpiry.v1.Order
 	3,  // 10: orderexpiry.v1.BatchCheckoutRequest.requests:type_name -> orderexpiry.v1.CheckoutRequest
 	7,  // 11: orderexpiry.v1.BatchCheckoutResponse.results:type_name -> orderexpiry.v1.BatchCheckoutResult
 	4,  // 12: orderexpiry.v1.BatchCheckoutResult.checkout:type_name -> orderexpiry.v1.CheckoutResponse
-	46, // 13: orderexpiry.v1.BatchCheckoutResult.error:type_name -> google.rpc.Status
-	45, // 14: orderexpiry.v1.RescheduleOrderRequest.ttl:type_name -> google.protobuf.Duration
-	44, // 15: orderexpiry.v1.RescheduleOrderRequest.deadline:type_name -> google.protobuf.Timestamp
-	44, // 16: orderexpiry.v1.RescheduleOrderRequest.expected_deadline:type_name -> google.protobuf.Timestamp
-	44, // 17: orderexpiry.v1.ExpirationEvent.deadline:type_name -> google.protobuf.Timestamp
-	44, // 18: orderexpiry.v1.ExpirationEvent.expired_at:type_name -> google.protobuf.Timestamp
-	43, // 19: orderexpiry.v1.ExpirationEvent.metadata:type_name -> orderexpiry.v1.ExpirationEvent.MetadataEntry
-	45, // 20: orderexpiry.v1.ConsumerGroup.ack_deadline:type_name -> google.protobuf.Duration
-	44, // 21: orderexpiry.v1.ConsumerGroup.create_time:type_name -> google.protobuf.Timestamp
-	45, // 22: orderexpiry.v1.ConsumerGroup.oldest_unacked_age:type_name -> google.protobuf.Duration
-	15, // 23: orderexpiry.v1.ConsumerGroup.push_config:type_name -> orderexpiry.v1.PushConfig
-	45, // 24: orderexpiry.v1.PushConfig.timeout:type_name -> google.protobuf.Duration
-	45, // 25: orderexpiry.v1.CreateConsumerGroupRequest.ack_deadline:type_name -> google.protobuf.Duration
-	15, // 26: orderexpiry.v1.CreateConsumerGroupRequest.push_config:type_name -> orderexpiry.v1.PushConfig
-	14, // 27: orderexpiry.v1.ListConsumerGroupsResponse.consumer_groups:type_name -> orderexpiry.v1.ConsumerGroup
-	13, // 28: orderexpiry.v1.ReceivedExpiration.event:type_name -> orderexpiry.v1.ExpirationEvent
-	45, // 29: orderexpiry.v1.PullExpirationsRequest.wait:type_name -> google.protobuf.Duration
-	22, // 30: orderexpiry.v1.PullExpirationsResponse.received_expirations:type_name -> orderexpiry.v1.ReceivedExpiration
-	1,  // 31: orderexpiry.v1.AckIdResult.status:type_name -> orderexpiry.v1.AckIdStatus
-	25, // 32: orderexpiry.v1.AcknowledgeExpirationsResponse.results:type_name -> orderexpiry.v1.AckIdResult
-	45, // 33: orderexpiry.v1.NackExpirationsRequest.retry_after:type_name -> google.protobuf.Duration
-	25, // 34: orderexpiry.v1.NackExpirationsResponse.results:type_name -> orderexpiry.v1.AckIdResult
-	13, // 35: orderexpiry.v1.DeadLetter.event:type_name -> orderexpiry.v1.ExpirationEvent
-	31, // 36: orderexpiry.v1.ListDeadLettersResponse.dead_letters:type_name -> orderexpiry.v1.DeadLetter
-	37, // 37: orderexpiry.v1.Stats.orders:type_name -> orderexpiry.v1.OrderCounts
-	38, // 38: orderexpiry.v1.Stats.partitions:type_name -> orderexpiry.v1.PartitionStats
-	14, // 39: orderexpiry.v1.Stats.consumer_groups:type_name -> orderexpiry.v1.ConsumerGroup
-	39, // 40: orderexpiry.v1.Stats.replica:type_name -> orderexpiry.v1.ReplicaStats
-	44, // 41: orderexpiry.v1.Stats.read_time:type_name -> google.protobuf.Timestamp
-	44, // 42: orderexpiry.v1.OrderCounts.counted_since:type_name -> google.protobuf.Timestamp
-	44, // 43: orderexpiry.v1.PartitionStats.next_deadline:type_name -> google.protobuf.Timestamp
-	40, // 44: orderexpiry.v1.ReplicaStats.lateness:type_name -> orderexpiry.v1.LatenessSummary
-	45, // 45: orderexpiry.v1.LatenessSummary.window:type_name -> google.protobuf.Duration
-	45, // 46: orderexpiry.v1.LatenessSummary.p50:type_name -> google.protobuf.Duration
-	45, // 47: orderexpiry.v1.LatenessSummary.p99:type_name -> google.protobuf.Duration
-	45, // 48: orderexpiry.v1.LatenessSummary.max:type_name -> google.protobuf.Duration
-	3,  // 49: orderexpiry.v1.OrderService.Checkout:input_type -> orderexpiry.v1.CheckoutRequest
-	5,  // 50: orderexpiry.v1.OrderService.BatchCheckout:input_type -> orderexpiry.v1.BatchCheckoutRequest
-	8,  // 51: orderexpiry.v1.OrderService.GetOrder:input_type -> orderexpiry.v1.GetOrderRequest
-	9,  // 52: orderexpiry.v1.OrderService.CompleteOrder:input_type -> orderexpiry.v1.CompleteOrderRequest
-	10, // 53: orderexpiry.v1.OrderService.CancelOrder:input_type -> orderexpiry.v1.CancelOrderRequest
-	11, // 54: orderexpiry.v1.OrderService.RescheduleOrder:input_type -> orderexpiry.v1.RescheduleOrderRequest
-	12, // 55: orderexpiry.v1.OrderService.WatchExpirations:input_type -> orderexpiry.v1.WatchExpirationsRequest
-	16, // 56: orderexpiry.v1.OrderService.CreateConsumerGroup:input_type -> orderexpiry.v1.CreateConsumerGroupRequest
-	17, // 57: orderexpiry.v1.OrderService.GetConsumerGroup:input_type -> orderexpiry.v1.GetConsumerGroupRequest
-	18, // 58: orderexpiry.v1.OrderService.ListConsumerGroups:input_type -> orderexpiry.v1.ListConsumerGroupsRequest
-	20, // 59: orderexpiry.v1.OrderService.DeleteConsumerGroup:input_type -> orderexpiry.v1.DeleteConsumerGroupRequest
-	21, // 60: orderexpiry.v1.OrderService.ConsumeExpirations:input_type -> orderexpiry.v1.ConsumeExpirationsRequest
-	23, // 61: orderexpiry.v1.OrderService.PullExpirations:input_type -> orderexpiry.v1.PullExpirationsRequest
-	26, // 62: orderexpiry.v1.OrderService.AcknowledgeExpirations:input_type -> orderexpiry.v1.AcknowledgeExpirationsRequest
-	28, // 63: orderexpiry.v1.OrderService.NackExpirations:input_type -> orderexpiry.v1.NackExpirationsRequest
-	30, // 64: orderexpiry.v1.OrderService.ListDeadLetters:input_type -> orderexpiry.v1.ListDeadLettersRequest
-	33, // 65: orderexpiry.v1.OrderService.RedriveDeadLetters:input_type -> orderexpiry.v1.RedriveDeadLettersRequest
-	35, // 66: orderexpiry.v1.OrderService.GetStats:input_type -> orderexpiry.v1.GetStatsRequest
-	4,  // 67: orderexpiry.v1.OrderService.Checkout:output_type -> orderexpiry.v1.CheckoutResponse
-	6,  // 68: orderexpiry.v1.OrderService.BatchCheckout:output_type -> orderexpiry.v1.BatchCheckoutResponse
-	2,  // 69: orderexpiry.v1.OrderService.GetOrder:output_type -> orderexpiry.v1.Order
-	2,  // 70: orderexpiry.v1.OrderService.CompleteOrder:output_type -> orderexpiry.v1.Order
-	2,  // 71: orderexpiry.v1.OrderService.CancelOrder:output_type -> orderexpiry.v1.Order
-	2,  // 72: orderexpiry.v1.OrderService.RescheduleOrder:output_type -> orderexpiry.v1.Order
-	13, // 73: orderexpiry.v1.OrderService.WatchExpirations:output_type -> orderexpiry.v1.ExpirationEvent
-	14, // 74: orderexpiry.v1.OrderService.CreateConsumerGroup:output_type -> orderexpiry.v1.ConsumerGroup
-	14, // 75: orderexpiry.v1.OrderService.GetConsumerGroup:output_type -> orderexpiry.v1.ConsumerGroup
-	19, // 76: orderexpiry.v1.OrderService.ListConsumerGroups:output_type -> orderexpiry.v1.ListConsumerGroupsResponse
-	47, // 77: orderexpiry.v1.OrderService.DeleteConsumerGroup:output_type -> google.protobuf.Empty
-	22, // 78: orderexpiry.v1.OrderService.ConsumeExpirations:output_type -> orderexpiry.v1.ReceivedExpiration
-	24, // 79: orderexpiry.v1.OrderService.PullExpirations:output_type -> orderexpiry.v1.PullExpirationsResponse
-	27, // 80: orderexpiry.v1.OrderService.AcknowledgeExpirations:output_type -> orderexpiry.v1.AcknowledgeExpirationsResponse
-	29, // 81: orderexpiry.v1.OrderService.NackExpirations:output_type -> orderexpiry.v1.NackExpirationsResponse
-	32, // 82: orderexpiry.v1.OrderService.ListDeadLetters:output_type -> orderexpiry.v1.ListDeadLettersResponse
-	34, // 83: orderexpiry.v1.OrderService.RedriveDeadLetters:output_type -> orderexpiry.v1.RedriveDeadLettersResponse
-	36, // 84: orderexpiry.v1.OrderService.GetStats:output_type -> orderexpiry.v1.Stats
-	67, // [67:85] is the sub-list for method output_type
-	49, // [49:67] is the sub-list for method input_type
-	49, // [49:49] is the sub-list for extension type_name
-	49, // [49:49] is the sub-list for extension extendee
-	0,  // [0:49] is the sub-list for field type_name
+	48, // 13: orderexpiry.v1.BatchCheckoutResult.error:type_name -> google.rpc.Status
+	2,  // 14: orderexpiry.v1.ListOrdersResponse.orders:type_name -> orderexpiry.v1.Order
+	47, // 15: orderexpiry.v1.RescheduleOrderRequest.ttl:type_name -> google.protobuf.Duration
+	46, // 16: orderexpiry.v1.RescheduleOrderRequest.deadline:type_name -> google.protobuf.Timestamp
+	46, // 17: orderexpiry.v1.RescheduleOrderRequest.expected_deadline:type_name -> google.protobuf.Timestamp
+	46, // 18: orderexpiry.v1.ExpirationEvent.deadline:type_name -> google.protobuf.Timestamp
+	46, // 19: orderexpiry.v1.ExpirationEvent.expired_at:type_name -> google.protobuf.Timestamp
+	45, // 20: orderexpiry.v1.ExpirationEvent.metadata:type_name -> orderexpiry.v1.ExpirationEvent.MetadataEntry
+	47, // 21: orderexpiry.v1.ConsumerGroup.ack_deadline:type_name -> google.protobuf.Duration
+	46, // 22: orderexpiry.v1.ConsumerGroup.create_time:type_name -> google.protobuf.Timestamp
+	47, // 23: orderexpiry.v1.ConsumerGroup.oldest_unacked_age:type_name -> google.protobuf.Duration
+	17, // 24: orderexpiry.v1.ConsumerGroup.push_config:type_name -> orderexpiry.v1.PushConfig
+	47, // 25: orderexpiry.v1.PushConfig.timeout:type_name -> google.protobuf.Duration
+	47, // 26: orderexpiry.v1.CreateConsumerGroupRequest.ack_deadline:type_name -> google.protobuf.Duration
+	17, // 27: orderexpiry.v1.CreateConsumerGroupRequest.push_config:type_name -> orderexpiry.v1.PushConfig
+	16, // 28: orderexpiry.v1.ListConsumerGroupsResponse.consumer_groups:type_name -> orderexpiry.v1.ConsumerGroup
+	15, // 29: orderexpiry.v1.ReceivedExpiration.event:type_name -> orderexpiry.v1.ExpirationEvent
+	47, // 30: orderexpiry.v1.PullExpirationsRequest.wait:type_name -> google.protobuf.Duration
+	24, // 31: orderexpiry.v1.PullExpirationsResponse.received_expirations:type_name -> orderexpiry.v1.ReceivedExpiration
+	1,  // 32: orderexpiry.v1.AckIdResult.status:type_name -> orderexpiry.v1.AckIdStatus
+	27, // 33: orderexpiry.v1.AcknowledgeExpirationsResponse.results:type_name -> orderexpiry.v1.AckIdResult
+	47, // 34: orderexpiry.v1.NackExpirationsRequest.retry_after:type_name -> google.protobuf.Duration
+	27, // 35: orderexpiry.v1.NackExpirationsResponse.results:type_name -> orderexpiry.v1.AckIdResult
+	15, // 36: orderexpiry.v1.DeadLetter.event:type_name -> orderexpiry.v1.ExpirationEvent
+	33, // 37: orderexpiry.v1.ListDeadLettersResponse.dead_letters:type_name -> orderexpiry.v1.DeadLetter
+	39, // 38: orderexpiry.v1.Stats.orders:type_name -> orderexpiry.v1.OrderCounts
+	40, // 39: orderexpiry.v1.Stats.partitions:type_name -> orderexpiry.v1.PartitionStats
+	16, // 40: orderexpiry.v1.Stats.consumer_groups:type_name -> orderexpiry.v1.ConsumerGroup
+	41, // 41: orderexpiry.v1.Stats.replica:type_name -> orderexpiry.v1.ReplicaStats
+	46, // 42: orderexpiry.v1.Stats.read_time:type_name -> google.protobuf.Timestamp
+	46, // 43: orderexpiry.v1.OrderCounts.counted_since:type_name -> google.protobuf.Timestamp
+	46, // 44: orderexpiry.v1.PartitionStats.next_deadline:type_name -> google.protobuf.Timestamp
+	42, // 45: orderexpiry.v1.ReplicaStats.lateness:type_name -> orderexpiry.v1.LatenessSummary
+	47, // 46: orderexpiry.v1.LatenessSummary.window:type_name -> google.protobuf.Duration
+	47, // 47: orderexpiry.v1.LatenessSummary.p50:type_name -> google.protobuf.Duration
+	47, // 48: orderexpiry.v1.LatenessSummary.p99:type_name -> google.protobuf.Duration
+	47, // 49: orderexpiry.v1.LatenessSummary.max:type_name -> google.protobuf.Duration
+	3,  // 50: orderexpiry.v1.OrderService.Checkout:input_type -> orderexpiry.v1.CheckoutRequest
+	5,  // 51: orderexpiry.v1.OrderService.BatchCheckout:input_type -> orderexpiry.v1.BatchCheckoutRequest
+	8,  // 52: orderexpiry.v1.OrderService.GetOrder:input_type -> orderexpiry.v1.GetOrderRequest
+	9,  // 53: orderexpiry.v1.OrderService.ListOrders:input_type -> orderexpiry.v1.ListOrdersRequest
+	11, // 54: orderexpiry.v1.OrderService.CompleteOrder:input_type -> orderexpiry.v1.CompleteOrderRequest
+	12, // 55: orderexpiry.v1.OrderService.CancelOrder:input_type -> orderexpiry.v1.CancelOrderRequest
+	13, // 56: orderexpiry.v1.OrderService.RescheduleOrder:input_type -> orderexpiry.v1.RescheduleOrderRequest
+	14, // 57: orderexpiry.v1.OrderService.WatchExpirations:input_type -> orderexpiry.v1.WatchExpirationsRequest
+	18, // 58: orderexpiry.v1.OrderService.CreateConsumerGroup:input_type -> orderexpiry.v1.CreateConsumerGroupRequest
+	19, // 59: orderexpiry.v1.OrderService.GetConsumerGroup:input_type -> orderexpiry.v1.GetConsumerGroupRequest
+	20, // 60: orderexpiry.v1.OrderService.ListConsumerGroups:input_type -> orderexpiry.v1.ListConsumerGroupsRequest
+	22, // 61: orderexpiry.v1.OrderService.DeleteConsumerGroup:input_type -> orderexpiry.v1.DeleteConsumerGroupRequest
+	23, // 62: orderexpiry.v1.OrderService.ConsumeExpirations:input_type -> orderexpiry.v1.ConsumeExpirationsRequest
+	25, // 63: orderexpiry.v1.OrderService.PullExpirations:input_type -> orderexpiry.v1.PullExpirationsRequest
+	28, // 64: orderexpiry.v1.OrderService.AcknowledgeExpirations:input_type -> orderexpiry.v1.AcknowledgeExpirationsRequest
+	30, // 65: orderexpiry.v1.OrderService.NackExpirations:input_type -> orderexpiry.v1.NackExpirationsRequest
+	32, // 66: orderexpiry.v1.OrderService.ListDeadLetters:input_type -> orderexpiry.v1.ListDeadLettersRequest
+	35, // 67: orderexpiry.v1.OrderService.RedriveDeadLetters:input_type -> orderexpiry.v1.RedriveDeadLettersRequest
+	37, // 68: orderexpiry.v1.OrderService.GetStats:input_type -> orderexpiry.v1.GetStatsRequest
+	4,  // 69: orderexpiry.v1.OrderService.Checkout:output_type -> orderexpiry.v1.CheckoutResponse
+	6,  // 70: orderexpiry.v1.OrderService.BatchCheckout:output_type -> orderexpiry.v1.BatchCheckoutResponse
+	2,  // 71: orderexpiry.v1.OrderService.GetOrder:output_type -> orderexpiry.v1.Order
+	10, // 72: orderexpiry.v1.OrderService.ListOrders:output_type -> orderexpiry.v1.ListOrdersResponse
+	2,  // 73: orderexpiry.v1.OrderService.CompleteOrder:output_type -> orderexpiry.v1.Order
+	2,  // 74: orderexpiry.v1.OrderService.CancelOrder:output_type -> orderexpiry.v1.Order
+	2,  // 75: orderexpiry.v1.OrderService.RescheduleOrder:output_type -> orderexpiry.v1.Order
+	15, // 76: orderexpiry.v1.OrderService.WatchExpirations:output_type -> orderexpiry.v1.ExpirationEvent
+	16, // 77: orderexpiry.v1.OrderService.CreateConsumerGroup:output_type -> orderexpiry.v1.ConsumerGroup
+	16, // 78: orderexpiry.v1.OrderService.GetConsumerGroup:output_type -> orderexpiry.v1.ConsumerGroup
+	21, // 79: orderexpiry.v1.OrderService.ListConsumerGroups:output_type -> orderexpiry.v1.ListConsumerGroupsResponse
+	49, // 80: orderexpiry.v1.OrderService.DeleteConsumerGroup:output_type -> google.protobuf.Empty
+	24, // 81: orderexpiry.v1.OrderService.ConsumeExpirations:output_type -> orderexpiry.v1.ReceivedExpiration
+	26, // 82: orderexpiry.v1.OrderService.PullExpirations:output_type -> orderexpiry.v1.PullExpirationsResponse
+	29, // 83: orderexpiry.v1.OrderService.AcknowledgeExpirations:output_type -> orderexpiry.v1.AcknowledgeExpirationsResponse
+	31, // 84: orderexpiry.v1.OrderService.NackExpirations:output_type -> orderexpiry.v1.NackExpirationsResponse
+	34, // 85: orderexpiry.v1.OrderService.ListDeadLetters:output_type -> orderexpiry.v1.ListDeadLettersResponse
+	36, // 86: orderexpiry.v1.OrderService.RedriveDeadLetters:output_type -> orderexpiry.v1.RedriveDeadLettersResponse
+	38, // 87: orderexpiry.v1.OrderService.GetStats:output_type -> orderexpiry.v1.Stats
+	69, // [69:88] is the sub-list for method output_type
+	50, // [50:69] is the sub-list for method input_type
+	50, // [50:50] is the sub-list for extension type_name
+	50, // [50:50] is the sub-list for extension extendee
+	0,  // [0:50] is the sub-list for field type_name
 }
 
 func init() { file_orderexpiry_v1_order_service_proto_init() }
@@ -3109,7 +3256,7 @@ func file_orderexpiry_v1_order_service_proto_init() {
 		(*BatchCheckoutResult_Checkout)(nil),
 		(*BatchCheckoutResult_Error)(nil),
 	}
-	file_orderexpiry_v1_order_service_proto_msgTypes[9].OneofWrappers = []any{
+	file_orderexpiry_v1_order_service_proto_msgTypes[11].OneofWrappers = []any{
 		(*RescheduleOrderRequest_Ttl)(nil),
 		(*RescheduleOrderRequest_Deadline)(nil),
 	}
@@ -3119,7 +3266,7 @@ func file_orderexpiry_v1_order_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_orderexpiry_v1_order_service_proto_rawDesc), len(file_orderexpiry_v1_order_service_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   42,
+			NumMessages:   44,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

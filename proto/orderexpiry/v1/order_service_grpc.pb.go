@@ -26,6 +26,7 @@ const (
 	OrderService_Checkout_FullMethodName               = "/orderexpiry.v1.OrderService/Checkout"
 	OrderService_BatchCheckout_FullMethodName          = "/orderexpiry.v1.OrderService/BatchCheckout"
 	OrderService_GetOrder_FullMethodName               = "/orderexpiry.v1.OrderService/GetOrder"
+	OrderService_ListOrders_FullMethodName             = "/orderexpiry.v1.OrderService/ListOrders"
 	OrderService_CompleteOrder_FullMethodName          = "/orderexpiry.v1.OrderService/CompleteOrder"
 	OrderService_CancelOrder_FullMethodName            = "/orderexpiry.v1.OrderService/CancelOrder"
 	OrderService_RescheduleOrder_FullMethodName        = "/orderexpiry.v1.OrderService/RescheduleOrder"
@@ -69,6 +70,23 @@ type OrderServiceClient interface {
 	// or closed (EXPIRED, COMPLETED, CANCELLED) with the time it closed, for as
 	// long as the retention period keeps it. NOT_FOUND otherwise.
 	GetOrder(ctx context.Context, in *GetOrderRequest, opts ...grpc.CallOption) (*Order, error)
+	// ListOrders lists orders, PENDING and closed ones while the retention
+	// period keeps them, a page at a time (AIP-132, AIP-158), those that match
+	// filter (AIP-160) and ordered by deadline, earliest first, unless
+	// order_by says "deadline desc". Orders with the same deadline come in
+	// order_id order. A filter joins comparisons with AND, OR and NOT:
+	// status = PENDING, deadline < "2026-12-07T10:00:00Z" (also created_at or
+	// create_time, closed_at or close_time; =, !=, <, <=, >, >=),
+	// metadata.merchant = "m-42", metadata:merchant (has the key),
+	// order_id:"abc*" (an id prefix), reschedules > 0. A page may hold fewer
+	// orders than page_size, even none, and still have a next_page_token: a
+	// call examines a bounded number of orders, so that a filter that few
+	// orders match does not hold the store for a whole scan; keep paging until
+	// next_page_token is empty. INVALID_ARGUMENT for a bad filter (naming the
+	// column and what was expected there), an unknown order_by, and a page
+	// token that is damaged, expired, or from a call with another filter or
+	// order_by.
+	ListOrders(ctx context.Context, in *ListOrdersRequest, opts ...grpc.CallOption) (*ListOrdersResponse, error)
 	// CompleteOrder marks a PENDING order as paid before its deadline; it will
 	// never expire. FAILED_PRECONDITION if the order is closed or its deadline
 	// has passed, NOT_FOUND for an unknown id.
@@ -170,6 +188,16 @@ func (c *orderServiceClient) GetOrder(ctx context.Context, in *GetOrderRequest, 
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(Order)
 	err := c.cc.Invoke(ctx, OrderService_GetOrder_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *orderServiceClient) ListOrders(ctx context.Context, in *ListOrdersRequest, opts ...grpc.CallOption) (*ListOrdersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListOrdersResponse)
+	err := c.cc.Invoke(ctx, OrderService_ListOrders_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -370,6 +398,23 @@ type OrderServiceServer interface {
 	// or closed (EXPIRED, COMPLETED, CANCELLED) with the time it closed, for as
 	// long as the retention period keeps it. NOT_FOUND otherwise.
 	GetOrder(context.Context, *GetOrderRequest) (*Order, error)
+	// ListOrders lists orders, PENDING and closed ones while the retention
+	// period keeps them, a page at a time (AIP-132, AIP-158), those that match
+	// filter (AIP-160) and ordered by deadline, earliest first, unless
+	// order_by says "deadline desc". Orders with the same deadline come in
+	// order_id order. A filter joins comparisons with AND, OR and NOT:
+	// status = PENDING, deadline < "2026-12-07T10:00:00Z" (also created_at or
+	// create_time, closed_at or close_time; =, !=, <, <=, >, >=),
+	// metadata.merchant = "m-42", metadata:merchant (has the key),
+	// order_id:"abc*" (an id prefix), reschedules > 0. A page may hold fewer
+	// orders than page_size, even none, and still have a next_page_token: a
+	// call examines a bounded number of orders, so that a filter that few
+	// orders match does not hold the store for a whole scan; keep paging until
+	// next_page_token is empty. INVALID_ARGUMENT for a bad filter (naming the
+	// column and what was expected there), an unknown order_by, and a page
+	// token that is damaged, expired, or from a call with another filter or
+	// order_by.
+	ListOrders(context.Context, *ListOrdersRequest) (*ListOrdersResponse, error)
 	// CompleteOrder marks a PENDING order as paid before its deadline; it will
 	// never expire. FAILED_PRECONDITION if the order is closed or its deadline
 	// has passed, NOT_FOUND for an unknown id.
@@ -455,6 +500,9 @@ func (UnimplementedOrderServiceServer) BatchCheckout(context.Context, *BatchChec
 }
 func (UnimplementedOrderServiceServer) GetOrder(context.Context, *GetOrderRequest) (*Order, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetOrder not implemented")
+}
+func (UnimplementedOrderServiceServer) ListOrders(context.Context, *ListOrdersRequest) (*ListOrdersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListOrders not implemented")
 }
 func (UnimplementedOrderServiceServer) CompleteOrder(context.Context, *CompleteOrderRequest) (*Order, error) {
 	return nil, status.Error(codes.Unimplemented, "method CompleteOrder not implemented")
@@ -572,6 +620,24 @@ func _OrderService_GetOrder_Handler(srv interface{}, ctx context.Context, dec fu
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(OrderServiceServer).GetOrder(ctx, req.(*GetOrderRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _OrderService_ListOrders_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListOrdersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OrderServiceServer).ListOrders(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: OrderService_ListOrders_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OrderServiceServer).ListOrders(ctx, req.(*ListOrdersRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -850,6 +916,10 @@ var OrderService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetOrder",
 			Handler:    _OrderService_GetOrder_Handler,
+		},
+		{
+			MethodName: "ListOrders",
+			Handler:    _OrderService_ListOrders_Handler,
 		},
 		{
 			MethodName: "CompleteOrder",
