@@ -49,6 +49,11 @@ type Store struct {
 	// closedCount counts the orders closed since started, by status.
 	closedCount map[order.Status]int64
 	started     time.Time
+
+	// ops are the bulk operations, by id (bulk.go); bulkWake wakes their
+	// worker for a new one.
+	ops      map[string]*bulkOp
+	bulkWake chan struct{}
 }
 
 // New returns an empty store.
@@ -58,6 +63,7 @@ func New(opts Options) *Store {
 		retention: opts.Retention,
 		now:       time.Now,
 		wake:      make(chan struct{}, 1),
+		bulkWake:  make(chan struct{}, 1),
 		pending:   make(map[string]*order.Order),
 		closed:    make(map[string]*order.Order),
 		appended:  make(chan struct{}),
@@ -345,6 +351,12 @@ func (s *Store) Ping(context.Context) error { return nil }
 // Run expires orders at their deadline and drops what retention no longer
 // keeps, until ctx ends.
 func (s *Store) Run(ctx context.Context) error {
+	ops := make(chan struct{})
+	go func() {
+		defer close(ops)
+		s.runOperations(ctx)
+	}()
+	defer func() { <-ops }()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {

@@ -16,6 +16,7 @@ import (
 // cannot read back, and the kinds each method names below.
 type Store interface {
 	GroupStore
+	BulkStore
 
 	// Checkout creates a pending order that expires after ttl, or returns
 	// the order already pending under id with created false (its ttl and
@@ -102,4 +103,21 @@ type CheckoutResult struct {
 	Order   Order
 	Created bool
 	Err     error
+}
+
+// BulkStore keeps bulk operations (see Operation) and works them to their
+// end in Run: the operation and its progress are in the store, so that
+// whichever replica runs them finishes them.
+type BulkStore interface {
+	// StartOperation records a new operation (the store sets its ID, State,
+	// Created and Updated) and returns it; Run works it. A filter that
+	// does not parse is KindInvalid. The caller has validated the change.
+	StartOperation(ctx context.Context, op Operation) (Operation, error)
+	// GetOperation returns an operation with its progress; KindNotFound for
+	// an unknown id, or one that ended longer ago than retention.
+	GetOperation(ctx context.Context, id string) (Operation, error)
+	// ListOperations returns the operations, newest first.
+	ListOperations(ctx context.Context) ([]Operation, error)
+	// CancelOperation asks a running operation to stop, and returns it.
+	CancelOperation(ctx context.Context, id string) (Operation, error)
 }

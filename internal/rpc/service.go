@@ -35,6 +35,7 @@ type Store interface {
 	Reschedule(ctx context.Context, id string, r order.Reschedule) (order.Order, error)
 	Stats(ctx context.Context) (order.Stats, error)
 	order.GroupStore
+	order.BulkStore
 }
 
 // Observer hears of the orders calls create and close, and of the

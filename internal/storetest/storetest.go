@@ -45,6 +45,8 @@ func Run(t *testing.T, newStore func(t *testing.T, retention time.Duration) orde
 		{"Checkout", false, testCheckout},
 		{"CheckoutWhilePending", false, testCheckoutWhilePending},
 		{"CheckoutAt", false, testCheckoutAt},
+		{"BulkChange", false, testBulkChange},
+		{"BulkCancelOperation", false, testBulkCancelOperation},
 		{"BatchCheckout", false, testBatchCheckout},
 		{"BatchCheckoutExpires", false, testBatchCheckoutExpires},
 		{"ConcurrentCallsOwnResults", false, testConcurrentCallsOwnResults},
