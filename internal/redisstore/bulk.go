@@ -324,13 +324,13 @@ return out
 // ARGV[5] -> the next cursor ('0': the scan is through)
 // ARGV[6], ARGV[7] -> a matched order: its id and deadline; and so on
 //
-// Returns how many orders it added (none when another replica moved the
-// scan on first).
+// Returns {added}: how many orders it added (none when another replica
+// moved the scan on first).
 var bulkMatchedScript = redis.NewScript(growing + luaPrelude + `
 local opKey = prefix .. 'op:' .. ARGV[3]
 local todo = opKey .. ':todo'
-if redis.call('HGET', opKey, 'scanned') == '1' then return 0 end
-if (redis.call('HGET', opKey, 'cursor') or '0') ~= ARGV[4] then return 0 end
+if redis.call('HGET', opKey, 'scanned') == '1' then return {0} end
+if (redis.call('HGET', opKey, 'cursor') or '0') ~= ARGV[4] then return {0} end
 local added = 0
 for i = 6, #ARGV, 2 do
   added = added + redis.call('ZADD', todo, 'NX', ARGV[i + 1], ARGV[i])
@@ -341,7 +341,7 @@ if ARGV[5] == '0' then
 else
   redis.call('HSET', opKey, 'cursor', ARGV[5])
 end
-return added
+return {added}
 `)
 
 // bulkChangeScript deals with a chunk of an operation's matched orders,
