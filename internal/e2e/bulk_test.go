@@ -251,4 +251,3 @@ func TestBulkRescheduleSurvivesKill(t *testing.T) {
 		m.GetMatched(), m.GetChanged(), m.GetSkipped(), atKill.GetChanged(), rescheduled, expired,
 		m.GetEndTime().AsTime().Sub(m.GetCreateTime().AsTime()).Round(time.Millisecond))
 }
-
