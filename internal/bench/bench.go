@@ -28,7 +28,7 @@ import (
 )
 
 // Stages are the measurements, in the order they run.
-var Stages = []string{"lateness-a", "lateness-b", "throughput", "memory", "scale", "fanout", "cluster", "groups", "batch"}
+var Stages = []string{"lateness-a", "lateness-b", "throughput", "memory", "scale", "fanout", "cluster", "groups", "batch", "bulk"}
 
 // Config says what to run.
 type Config struct {
@@ -166,6 +166,8 @@ func Run(ctx context.Context, cfg Config) error {
 			err = r.groups(ctx)
 		case "batch":
 			err = r.batch(ctx)
+		case "bulk":
+			err = r.bulk(ctx)
 		}
 		if err != nil {
 			if ctx.Err() != nil {
