@@ -604,16 +604,13 @@ func (s *Store) scanPage(ctx context.Context, p *partition, id string, f *filter
 	from, _ := res[0].(string)
 	next, _ := res[1].(string)
 	args := []any{id, from, next}
-	for i := 2; i+1 < len(res); i += 2 {
-		oid, _ := res[i].(string)
-		rec, _ := res[i+1].(string)
-		o, err := s.parseOrder(p, oid, "pending", rec, 0)
-		if err != nil {
-			return false, err
+	err = s.matchRecords(p, res, 2, f, func(oid string, d int64, match bool) {
+		if match {
+			args = append(args, oid, d)
 		}
-		if f.Match(&o) {
-			args = append(args, oid, o.Deadline.UnixMilli())
-		}
+	})
+	if err != nil {
+		return false, err
 	}
 	if _, err := s.run(ctx, p, bulkMatchedScript, args...); err != nil {
 		return false, err
@@ -658,18 +655,15 @@ func (s *Store) changeChunk(ctx context.Context, p *partition, id string, sp opS
 		}
 		s.expiredByCall(res[1], res[2])
 		pairs = pairs[:0]
-		for i := 3; i+1 < len(res); i += 2 {
-			oid, _ := res[i].(string)
-			rec, _ := res[i+1].(string)
-			o, err := s.parseOrder(p, oid, "pending", rec, 0)
-			if err != nil {
-				return false, err
-			}
-			if f.Match(&o) {
-				pairs = append(pairs, oid, o.Deadline.UnixMilli())
+		err = s.matchRecords(p, res, 3, f, func(oid string, d int64, match bool) {
+			if match {
+				pairs = append(pairs, oid, d)
 			} else {
 				pairs = append(pairs, oid, "-")
 			}
+		})
+		if err != nil {
+			return false, err
 		}
 	}
 	return true, nil
@@ -680,4 +674,20 @@ func newOwner() string {
 	b := make([]byte, 8)
 	rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// matchRecords reads the pending orders of partition p in a script's reply,
+// pairs of id and record from index from on, and calls each with an
+// order's id, deadline (unix ms) and whether the filter matches it.
+func (s *Store) matchRecords(p *partition, res []any, from int, f *filter.Filter, each func(id string, deadline int64, match bool)) error {
+	for i := from; i+1 < len(res); i += 2 {
+		oid, _ := res[i].(string)
+		rec, _ := res[i+1].(string)
+		o, err := s.parseOrder(p, oid, "pending", rec, 0)
+		if err != nil {
+			return err
+		}
+		each(oid, o.Deadline.UnixMilli(), f.Match(&o))
+	}
+	return nil
 }
