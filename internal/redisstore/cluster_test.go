@@ -366,6 +366,9 @@ func TestClusterSlotMoving(t *testing.T) {
 // every master. A shift and a cancel change each matching order once, and
 // no other; two stores (two replicas) work them side by side.
 func TestClusterBulkChange(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a Redis Cluster: not in -short")
+	}
 	c := redistest.StartCluster(t, 3, 0)
 	var stores []*redisstore.Store
 	for range 2 {
