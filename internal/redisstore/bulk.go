@@ -186,15 +186,22 @@ func progressOf(h map[string]string) order.Progress {
 	return order.Progress{Matched: n("matched"), Changed: n("changed"), Skipped: n("skipped"), Failed: n("failed")}
 }
 
-// opProgress sums the counts of an operation's partitions.
+// opProgress sums the counts of an operation's partitions, read in one
+// pipeline (one per master on a cluster).
 func (s *Store) opProgress(ctx context.Context, parts []*partition, id string) (order.Progress, error) {
-	var sum order.Progress
-	for _, p := range parts {
-		h, err := s.rdb.HGetAll(ctx, p.keys.prefix+"op:"+id).Result()
-		if err != nil {
-			return order.Progress{}, storeError(err)
+	cmds := make([]*redis.MapStringStringCmd, len(parts))
+	_, err := s.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		for i, p := range parts {
+			cmds[i] = pipe.HGetAll(ctx, p.keys.prefix+"op:"+id)
 		}
-		sum.Add(progressOf(h))
+		return nil
+	})
+	if err != nil {
+		return order.Progress{}, storeError(err)
+	}
+	var sum order.Progress
+	for _, c := range cmds {
+		sum.Add(progressOf(c.Val()))
 	}
 	return sum, nil
 }
