@@ -28,7 +28,7 @@ import (
 )
 
 // Stages are the measurements, in the order they run.
-var Stages = []string{"lateness-a", "lateness-b", "throughput", "memory", "scale", "fanout", "cluster", "groups", "batch", "list"}
+var Stages = []string{"lateness-a", "lateness-b", "throughput", "memory", "scale", "fanout", "cluster", "groups", "batch", "list", "bulk"}
 
 // Config says what to run.
 type Config struct {
@@ -169,6 +169,8 @@ func Run(ctx context.Context, cfg Config) error {
 			err = r.batch(ctx)
 		case "list":
 			err = r.list(ctx)
+		case "bulk":
+			err = r.bulk(ctx)
 		}
 		if err != nil {
 			if ctx.Err() != nil {

@@ -31,7 +31,7 @@ func TestBatchCheckoutGRPC(t *testing.T) {
 			{OrderId: "bt-2", Ttl: ttl(400 * time.Millisecond), Metadata: md},
 			{OrderId: "bad id", Ttl: ttl(time.Second)},
 			{OrderId: "bt-3", Ttl: ttl(0)},
-			{OrderId: "bt-1", Ttl: ttl(time.Hour)},
+			{OrderId: "bt-1", Ttl: ttl(300 * time.Millisecond)},
 			{OrderId: "bt-4", Ttl: ttl(500 * time.Millisecond)},
 		}}
 		res, err := s.Client.BatchCheckout(ctx, req)
@@ -120,7 +120,7 @@ func TestBatchCheckoutREST(t *testing.T) {
 	backends(t, func(t *testing.T, start func(t *testing.T) *server) {
 		s := start(t)
 		code, body := s.restCall(t, "POST", "/v1/orders:batchCheckout",
-			`{"requests":[{"orderId":"rb-1","ttl":"60s","metadata":{"k":"v"}},{"orderId":"a:b"},{"orderId":"rb-1"}]}`)
+			`{"requests":[{"orderId":"rb-1","ttl":"60s","metadata":{"k":"v"}},{"orderId":"a:b"},{"orderId":"rb-1","ttl":"60s","metadata":{"k":"v"}}]}`)
 		if code != 200 {
 			t.Fatalf("batch checkout: %d %v", code, body)
 		}

@@ -154,7 +154,20 @@ func TestDashboard(t *testing.T) {
 	}
 	b.waitFor(t, "audit's 12 dead letters, and its redrive button enabled", `group("audit", "dead-letters") === "12" &&
 		!document.querySelector('#groups tr[data-group="audit"] button.redrive').disabled`)
+	// The redrive asks first: cancelled, nothing moves; confirmed, it runs.
 	b.do(t, chromedp.Click(chromedp.CSS(`#groups tr[data-group="audit"] button.redrive`)))
+	b.waitFor(t, "the redrive to ask for confirmation", `!document.getElementById("redrive-confirm").hidden &&
+		document.querySelector("#redrive-confirm .confirm-text").textContent.startsWith("Redrive 12 dead letters of audit?")`)
+	b.do(t, chromedp.Click(chromedp.CSS(`#redrive-confirm button.confirm-no`)))
+	b.waitFor(t, "the redrive to be called off", `text("redrive-result") === "Redrive of audit not done." &&
+		document.getElementById("redrive-confirm").hidden`)
+	if n := deadLetters(); n != expiring {
+		t.Fatalf("audit has %d dead letters after a redrive called off, want %d", n, expiring)
+	}
+	b.waitFor(t, "the redrive button enabled again", `!document.querySelector('#groups tr[data-group="audit"] button.redrive').disabled`)
+	b.do(t, chromedp.Click(chromedp.CSS(`#groups tr[data-group="audit"] button.redrive`)))
+	b.waitFor(t, "the redrive to ask again", `!document.getElementById("redrive-confirm").hidden`)
+	b.do(t, chromedp.Click(chromedp.CSS(`#redrive-confirm button.confirm-yes`)))
 	b.waitFor(t, "the redrive to be done", `text("redrive-result") === "Redrove 12 dead letters of audit." &&
 		group("audit", "dead-letters") === "0" && group("audit", "backlog") === "12" && group("audit", "in-flight") === "0"`)
 	if n := deadLetters(); n != 0 {
@@ -188,6 +201,34 @@ func TestDashboard(t *testing.T) {
 	b.do(t, chromedp.SendKeys(chromedp.CSS("#lookup-input"), "keep-3"), chromedp.Click(chromedp.CSS("#lookup-button")))
 	b.waitFor(t, "the lookup of keep-3", `field("status") === "completed" && field("metadata customer") === "c-103" &&
 		document.getElementById("lookup-error").hidden`)
+
+	// A bulk change: previewed by a dry run, whose count the confirmation
+	// shows; called off, then confirmed. keep-0..2 are the pending ones.
+	reschedules := func(id string) int32 {
+		t.Helper()
+		o, err := s.Client.GetOrder(ctx, &pb.GetOrderRequest{OrderId: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return o.GetReschedules()
+	}
+	b.do(t, chromedp.SendKeys(chromedp.CSS("#bulk-filter"), `order_id = "keep-*"`), chromedp.Click(chromedp.CSS("#bulk-button")))
+	b.waitFor(t, "the bulk change to ask with the dry run's count", `!document.getElementById("bulk-confirm").hidden &&
+		document.querySelector("#bulk-confirm .confirm-text").textContent.startsWith("Shift by 1200s for 3 pending orders matching")`)
+	b.do(t, chromedp.Click(chromedp.CSS(`#bulk-confirm button.confirm-no`)))
+	b.waitFor(t, "the bulk change to be called off", `text("bulk-result") === "Not done: nothing was changed."`)
+	if n := reschedules("keep-0"); n != 0 {
+		t.Fatalf("keep-0 rescheduled %d times by a bulk change called off", n)
+	}
+	b.do(t, chromedp.Click(chromedp.CSS("#bulk-button")))
+	b.waitFor(t, "the bulk change to ask again", `!document.getElementById("bulk-confirm").hidden`)
+	b.do(t, chromedp.Click(chromedp.CSS(`#bulk-confirm button.confirm-yes`)))
+	b.waitFor(t, "the bulk change to be done", `text("bulk-result") === "Done: matched 3, changed 3, skipped 0, failed 0."`)
+	for _, id := range []string{"keep-0", "keep-1", "keep-2"} {
+		if n := reschedules(id); n != 1 {
+			t.Errorf("%s rescheduled %d times by the page's bulk change, want 1", id, n)
+		}
+	}
 
 	// More expirations, so that the screenshot shows them arrive.
 	for i := range 8 {

@@ -80,8 +80,11 @@ func TestLifecycleGRPC(t *testing.T) {
 		if r := o.GetTtlRemaining().AsDuration(); r <= 0 || r > 300*time.Millisecond {
 			t.Fatalf("ttl_remaining = %s", r)
 		}
-		// A retry changes nothing, whatever it asks.
-		again, err := s.Client.Checkout(ctx, &pb.CheckoutRequest{OrderId: "ord-1", Ttl: ttl(time.Hour)})
+		// A retry of the same request changes nothing; another request
+		// under the pending id is refused, and changes nothing either.
+		_, err = s.Client.Checkout(ctx, &pb.CheckoutRequest{OrderId: "ord-1", Ttl: ttl(time.Hour), Metadata: md})
+		wantCode(t, err, codes.AlreadyExists)
+		again, err := s.Client.Checkout(ctx, &pb.CheckoutRequest{OrderId: "ord-1", Ttl: ttl(300 * time.Millisecond), Metadata: md})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -216,9 +219,13 @@ func TestREST(t *testing.T) {
 		if code != 200 || body["created"] != true || field(body, "order", "status") != "ORDER_STATUS_PENDING" {
 			t.Fatalf("checkout: %d %v", code, body)
 		}
-		code, body = s.restCall(t, "POST", "/v1/orders", `{"order_id":"r-1","ttl":"30s"}`)
+		code, body = s.restCall(t, "POST", "/v1/orders", `{"order_id":"r-1","ttl":"0.3s","metadata":{"customer":"c-7"}}`)
 		if code != 200 || body["created"] != false {
 			t.Fatalf("retry: %d %v", code, body)
+		}
+		code, body = s.restCall(t, "POST", "/v1/orders", `{"order_id":"r-1","ttl":"30s"}`)
+		if code != 409 {
+			t.Fatalf("another request under the pending id: %d %v, want 409", code, body)
 		}
 		ev := lines.next(t)
 		if ev["orderId"] != "r-1" || field(ev, "metadata", "customer") != "c-7" || ev["cursor"] == "" {

@@ -232,12 +232,14 @@ func linDefinite(a linState, in linInput, out linOutput) []linState {
 	missing := a.Status == pb.OrderStatus_ORDER_STATUS_UNSPECIFIED
 	switch in.Kind {
 	case linCheckout:
+		if a.Status == pending {
+			// Every checkout of the test carries its own gen token in its
+			// metadata: under a pending id it is another request, refused
+			// (ALREADY_EXISTS), and it changes nothing.
+			return one(a, out.Code == codes.AlreadyExists)
+		}
 		if out.Code != codes.OK {
 			return nil
-		}
-		if a.Status == pending {
-			s, ok := linShows(a, in, out)
-			return one(s, ok && !out.Created)
 		}
 		// No order, or a closed one: a new order under the id.
 		ok := out.Created && out.Status == pending && out.Token == in.Token && linSetAt(in, out.Deadline)

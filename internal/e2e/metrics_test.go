@@ -34,7 +34,7 @@ func TestMetrics(t *testing.T) {
 		if _, err := s.Client.Checkout(ctx, &pb.CheckoutRequest{OrderId: "m-expire", Ttl: ttl(200 * time.Millisecond)}); err != nil {
 			t.Fatal(err)
 		}
-		if res, err := s.Client.Checkout(ctx, &pb.CheckoutRequest{OrderId: "m-expire", Ttl: ttl(time.Hour)}); err != nil || res.GetCreated() {
+		if res, err := s.Client.Checkout(ctx, &pb.CheckoutRequest{OrderId: "m-expire", Ttl: ttl(200 * time.Millisecond)}); err != nil || res.GetCreated() {
 			t.Fatalf("retry: %v %v", res, err)
 		}
 		if code, body := s.restCall(t, "POST", "/v1/orders", `{"orderId":"m-complete","ttl":"60s"}`); code != 200 {

@@ -2,10 +2,13 @@ package e2e
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/orderexpiry/orderexpiry/proto/orderexpiry/v1"
@@ -115,6 +118,72 @@ func TestRescheduleREST(t *testing.T) {
 		code, body = s.restCall(t, "POST", "/v1/orders/rr-2:reschedule", `{}`)
 		if code != 400 {
 			t.Errorf("reschedule with no deadline: %d %v", code, body)
+		}
+	})
+}
+
+// TestCheckoutDeadlineAndRepeats: a checkout with an absolute deadline,
+// through both ports; the same request repeated answers the order
+// (created false), another request under the pending id ALREADY_EXISTS
+// (409) naming what differs, and ttl with deadline INVALID_ARGUMENT (400).
+func TestCheckoutDeadlineAndRepeats(t *testing.T) {
+	backends(t, func(t *testing.T, start func(t *testing.T) *server) {
+		s := start(t)
+		ctx := context.Background()
+		at := time.Now().Add(time.Hour).Truncate(time.Millisecond)
+		req := &pb.CheckoutRequest{OrderId: "cd-1", Deadline: timestamppb.New(at), Metadata: map[string]string{"cart": "A"}}
+		co, err := s.Client.Checkout(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !co.GetCreated() || !co.GetOrder().GetDeadline().AsTime().Equal(at) {
+			t.Fatalf("Checkout at %v: %v", at, co)
+		}
+		again, err := s.Client.Checkout(ctx, req)
+		if err != nil || again.GetCreated() || !again.GetOrder().GetDeadline().AsTime().Equal(at) {
+			t.Fatalf("the same Checkout again: %v, %v", again, err)
+		}
+		_, err = s.Client.Checkout(ctx, &pb.CheckoutRequest{OrderId: "cd-1", Deadline: timestamppb.New(at), Metadata: map[string]string{"cart": "B"}})
+		wantCode(t, err, codes.AlreadyExists)
+		if !strings.Contains(status.Convert(err).Message(), `metadata differs at key "cart"`) {
+			t.Errorf("Checkout with other metadata: %v, want it to name the key", err)
+		}
+
+		body := `{"orderId":"cd-1","deadline":"` + at.Add(time.Minute).UTC().Format(time.RFC3339Nano) + `","metadata":{"cart":"A"}}`
+		code, got := s.restCall(t, "POST", "/v1/orders", body)
+		if code != 409 || !strings.Contains(fmt.Sprint(got["message"]), "it was checked out with deadline") {
+			t.Errorf("REST checkout at another deadline: %d %v, want 409 naming the deadline", code, got)
+		}
+		code, got = s.restCall(t, "POST", "/v1/orders", `{"orderId":"cd-1","ttl":"60s","metadata":{"cart":"A"}}`)
+		if code != 409 || !strings.Contains(fmt.Sprint(got["message"]), "this asks for a ttl of 1m0s") {
+			t.Errorf("REST checkout with a ttl instead: %d %v, want 409 naming the ttl", code, got)
+		}
+		code, got = s.restCall(t, "POST", "/v1/orders", `{"orderId":"cd-2","ttl":"60s","deadline":"`+at.UTC().Format(time.RFC3339)+`"}`)
+		if code != 400 || !strings.Contains(fmt.Sprint(got["message"]), "ttl or deadline, not both") {
+			t.Errorf("REST checkout with both: %d %v, want 400", code, got)
+		}
+		code, got = s.restCall(t, "POST", "/v1/orders", `{"orderId":"cd-3","deadline":"2020-01-01T00:00:00Z"}`)
+		if code != 400 || !strings.Contains(fmt.Sprint(got["message"]), "is not after now") {
+			t.Errorf("REST checkout at a past deadline: %d %v, want 400", code, got)
+		}
+		// A batch item answers as a checkout of its own would.
+		bc, err := s.Client.BatchCheckout(ctx, &pb.BatchCheckoutRequest{Requests: []*pb.CheckoutRequest{
+			req,
+			{OrderId: "cd-1", Ttl: ttl(time.Hour), Metadata: map[string]string{"cart": "A"}},
+			{OrderId: "cd-4", Deadline: timestamppb.New(at)},
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := bc.GetResults()
+		if r[0].GetCheckout().GetCreated() || r[0].GetError() != nil {
+			t.Errorf("batch item 0, the same request: %v", r[0])
+		}
+		if codes.Code(r[1].GetError().GetCode()) != codes.AlreadyExists {
+			t.Errorf("batch item 1, another request: %v, want ALREADY_EXISTS", r[1])
+		}
+		if !r[2].GetCheckout().GetCreated() || !r[2].GetCheckout().GetOrder().GetDeadline().AsTime().Equal(at) {
+			t.Errorf("batch item 2, a new order at a deadline: %v", r[2])
 		}
 	})
 }

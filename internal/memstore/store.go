@@ -62,6 +62,11 @@ type Store struct {
 	// closedCount counts the orders closed since started, by status.
 	closedCount map[order.Status]int64
 	started     time.Time
+
+	// ops are the bulk operations, by id (bulk.go); bulkWake wakes their
+	// worker for a new one.
+	ops      map[string]*bulkOp
+	bulkWake chan struct{}
 }
 
 // New returns an empty store.
@@ -80,6 +85,7 @@ func New(opts Options) *Store {
 		appended:          make(chan struct{}),
 		groups:            make(map[string]*group),
 		byDeadline:        btree.NewG(32, filter.Key.Less),
+		bulkWake:          make(chan struct{}, 1),
 
 		closedCount: make(map[order.Status]int64),
 		started:     time.UnixMilli(time.Now().UnixMilli()),
@@ -89,35 +95,50 @@ func New(opts Options) *Store {
 func (s *Store) nowMs() time.Time { return time.UnixMilli(s.now().UnixMilli()) }
 
 // Checkout creates a pending order, or returns the one already pending under
-// this id with created false.
+// this id with created false when this is the same request.
 func (s *Store) Checkout(_ context.Context, id string, ttl time.Duration, md map[string]string) (order.Order, bool, error) {
+	return s.checkout(order.CheckoutItem{ID: id, TTL: ttl, Metadata: md})
+}
+
+func (s *Store) checkout(it order.CheckoutItem) (order.Order, bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.nowMs()
-	if o, ok := s.current(id, now); ok && o.Status == order.StatusPending {
+	if o, ok := s.current(it.ID, now); ok && o.Status == order.StatusPending {
+		if err := order.CheckoutConflict(*o, it); err != nil {
+			return order.Order{}, false, err
+		}
 		return s.view(o, now), false, nil
 	}
-	if old, ok := s.closed[id]; ok {
+	if old, ok := s.closed[it.ID]; ok {
 		s.dropClosed(old)
 	}
 	o := &order.Order{
-		ID:        id,
+		ID:        it.ID,
 		Status:    order.StatusPending,
 		CreatedAt: now,
-		Deadline:  now.Add(ttl.Truncate(time.Millisecond)),
-		Metadata:  maps.Clone(md),
+		Deadline:  now.Add(it.TTL.Truncate(time.Millisecond)),
+		Metadata:  maps.Clone(it.Metadata),
+		AskedTTL:  it.TTL.Truncate(time.Millisecond),
 	}
-	s.pending[id] = o
+	if !it.At.IsZero() {
+		at := it.At.Truncate(time.Millisecond)
+		if !at.After(now) || at.After(now.Add(it.MaxTTL)) {
+			return order.Order{}, false, order.BadNewDeadline(at, now, it.MaxTTL)
+		}
+		o.Deadline, o.AskedTTL, o.AskedAt = at, 0, at
+	}
+	s.pending[it.ID] = o
 	s.byDeadline.ReplaceOrInsert(filter.KeyOf(o))
-	s.schedule(id, o.Deadline)
+	s.schedule(it.ID, o.Deadline)
 	return s.view(o, now), true, nil
 }
 
 // BatchCheckout checks out each item as Checkout does, in turn.
-func (s *Store) BatchCheckout(ctx context.Context, items []order.CheckoutItem) []order.CheckoutResult {
+func (s *Store) BatchCheckout(_ context.Context, items []order.CheckoutItem) []order.CheckoutResult {
 	out := make([]order.CheckoutResult, len(items))
 	for i, it := range items {
-		o, created, err := s.Checkout(ctx, it.ID, it.TTL, it.Metadata)
+		o, created, err := s.checkout(it)
 		out[i] = order.CheckoutResult{Order: o, Created: created, Err: err}
 	}
 	return out
@@ -227,6 +248,7 @@ func (s *Store) close(o *order.Order, to order.Status, now time.Time) *order.Ord
 	delete(s.pending, o.ID)
 	o.Status = to
 	o.ClosedAt = now
+	o.AskedTTL, o.AskedAt = 0, time.Time{}
 	s.closed[o.ID] = o
 	s.closedCount[to]++
 	if to == order.StatusExpired {
@@ -352,6 +374,12 @@ func (s *Store) Ping(context.Context) error { return nil }
 // Run expires orders at their deadline and drops what retention no longer
 // keeps, until ctx ends.
 func (s *Store) Run(ctx context.Context) error {
+	ops := make(chan struct{})
+	go func() {
+		defer close(ops)
+		s.runOperations(ctx)
+	}()
+	defer func() { <-ops }()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {

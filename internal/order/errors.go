@@ -3,6 +3,9 @@ package order
 import (
 	"errors"
 	"fmt"
+	"sort"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -107,4 +110,73 @@ func BadNewDeadline(at, now time.Time, maxTTL time.Duration) error {
 	}
 	return Errorf(KindInvalid, "deadline %s is more than the maximum ttl of %s from now (%s)",
 		at.UTC().Format(time.RFC3339Nano), FormatDuration(maxTTL), now.UTC().Format(time.RFC3339Nano))
+}
+
+// CheckoutConflict says whether a checkout item repeats the request that
+// created the pending order o: nil when it does (the checkout answers the
+// order, created false), else a KindAlreadyExists error naming what
+// differs. Only the same request is a safe retry, as with Stripe's
+// idempotency keys: a checkout that asks for other metadata or another ttl
+// or deadline under a pending id is a mistake (two carts under one id, a
+// reused id) that a silent success would hide. A ttl is compared as asked,
+// not as the deadline it gave, so that a retry later in time is still the
+// same request. An order whose request was not recorded (created by an
+// older version) is compared by its metadata only.
+func CheckoutConflict(o Order, it CheckoutItem) error {
+	var diffs []string
+	if keys := metadataDiff(o.Metadata, it.Metadata); len(keys) > 0 {
+		diffs = append(diffs, "metadata differs at "+keys)
+	}
+	at := it.At.Truncate(time.Millisecond)
+	switch {
+	case o.AskedTTL == 0 && o.AskedAt.IsZero():
+		// Not recorded: nothing to compare.
+	case !o.AskedAt.IsZero() && !at.IsZero():
+		if !o.AskedAt.Equal(at) {
+			diffs = append(diffs, fmt.Sprintf("it was checked out with deadline %s, this asks for deadline %s",
+				o.AskedAt.UTC().Format(time.RFC3339Nano), at.UTC().Format(time.RFC3339Nano)))
+		}
+	case !o.AskedAt.IsZero():
+		diffs = append(diffs, fmt.Sprintf("it was checked out with deadline %s, this asks for a ttl of %s",
+			o.AskedAt.UTC().Format(time.RFC3339Nano), it.TTL))
+	case !at.IsZero():
+		diffs = append(diffs, fmt.Sprintf("it was checked out with a ttl of %s, this asks for deadline %s",
+			o.AskedTTL, at.UTC().Format(time.RFC3339Nano)))
+	case o.AskedTTL != it.TTL.Truncate(time.Millisecond):
+		diffs = append(diffs, fmt.Sprintf("it was checked out with a ttl of %s, this asks for %s", o.AskedTTL, it.TTL))
+	}
+	if len(diffs) == 0 {
+		return nil
+	}
+	return Errorf(KindAlreadyExists, "order %q is already pending, checked out by another request: %s; repeat the same request to read it, or use another order id",
+		o.ID, strings.Join(diffs, "; "))
+}
+
+// metadataDiff names the keys whose values differ between a and b, sorted
+// and clipped, or "" when they are equal. Values are not shown: they may
+// be long, and they are the caller's.
+func metadataDiff(a, b map[string]string) string {
+	var keys []string
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			keys = append(keys, strconv.Quote(Clip(k)))
+		}
+	}
+	for k := range b {
+		if _, ok := a[k]; !ok {
+			keys = append(keys, strconv.Quote(Clip(k)))
+		}
+	}
+	if len(keys) == 0 {
+		return ""
+	}
+	sort.Strings(keys)
+	const most = 5
+	if len(keys) > most {
+		return "keys " + strings.Join(keys[:most], ", ") + fmt.Sprintf(" and %d more", len(keys)-most)
+	}
+	if len(keys) == 1 {
+		return "key " + keys[0]
+	}
+	return "keys " + strings.Join(keys, ", ")
 }

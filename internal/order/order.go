@@ -56,6 +56,13 @@ type Order struct {
 	Metadata map[string]string
 	// Reschedules counts the times its deadline was changed.
 	Reschedules int
+	// AskedTTL and AskedAt are what the checkout that created a pending
+	// order asked for: a ttl, or an absolute deadline. A repeated checkout
+	// is the same request only when it asks for the same (see
+	// CheckoutConflict). Both are zero for a closed order, and for one
+	// created by a version that did not record them.
+	AskedTTL time.Duration
+	AskedAt  time.Time
 }
 
 // Reschedule asks for a pending order's new deadline: At, or TTL from the

@@ -16,11 +16,16 @@ import (
 // cannot read back, and the kinds each method names below.
 type Store interface {
 	GroupStore
+	BulkStore
 
 	// Checkout creates a pending order that expires after ttl, or returns
 	// the order already pending under id with created false (its ttl and
-	// metadata unchanged). A checkout of an id whose order is closed starts
-	// a new order under that id. The caller has validated id, ttl and md.
+	// metadata unchanged) when it was created by the same request: the same
+	// metadata and the same ttl. Otherwise, when the pending order was asked
+	// with other metadata or another ttl or deadline, it is
+	// KindAlreadyExists (see CheckoutConflict) and nothing changes. A
+	// checkout of an id whose order is closed starts a new order under that
+	// id. The caller has validated id, ttl and md.
 	Checkout(ctx context.Context, id string, ttl time.Duration, md map[string]string) (o Order, created bool, err error)
 	// BatchCheckout checks out each item as Checkout does, and answers each
 	// on its own, in the order of items: one item's error does not stop the
@@ -81,9 +86,14 @@ type Store interface {
 const MaxBatchCheckout = 1000
 
 // CheckoutItem is one order of a BatchCheckout: the arguments of a Checkout.
+// With At set, the order's deadline is At (to the millisecond) and TTL is
+// ignored; At must then be after the store's now and at most MaxTTL from it,
+// else the item fails KindInvalid.
 type CheckoutItem struct {
 	ID       string
 	TTL      time.Duration
+	At       time.Time
+	MaxTTL   time.Duration
 	Metadata map[string]string
 }
 
@@ -93,4 +103,21 @@ type CheckoutResult struct {
 	Order   Order
 	Created bool
 	Err     error
+}
+
+// BulkStore keeps bulk operations (see Operation) and works them to their
+// end in Run: the operation and its progress are in the store, so that
+// whichever replica runs them finishes them.
+type BulkStore interface {
+	// StartOperation records a new operation (the store sets its ID, State,
+	// Created and Updated) and returns it; Run works it. A filter that
+	// does not parse is KindInvalid. The caller has validated the change.
+	StartOperation(ctx context.Context, op Operation) (Operation, error)
+	// GetOperation returns an operation with its progress; KindNotFound for
+	// an unknown id, or one that ended longer ago than retention.
+	GetOperation(ctx context.Context, id string) (Operation, error)
+	// ListOperations returns the operations, newest first.
+	ListOperations(ctx context.Context) ([]Operation, error)
+	// CancelOperation asks a running operation to stop, and returns it.
+	CancelOperation(ctx context.Context, id string) (Operation, error)
 }

@@ -360,3 +360,84 @@ func TestClusterSlotMoving(t *testing.T) {
 		t.Errorf("order before-1 after its completion: %+v, %v; want it completed", o, err)
 	}
 }
+
+// TestClusterBulkChange runs bulk operations on a cluster of three masters:
+// the operation's own keys and each partition's are in their own slots, on
+// every master. A shift and a cancel change each matching order once, and
+// no other; two stores (two replicas) work them side by side.
+func TestClusterBulkChange(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a Redis Cluster: not in -short")
+	}
+	c := redistest.StartCluster(t, 3, 0)
+	var stores []*redisstore.Store
+	for range 2 {
+		rdb, err := redisstore.NewClusterClient(strings.Join(c.Addrs(), ","), redisstore.TLSFiles{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { rdb.Close() })
+		s := redisstore.New(rdb, redisstore.Options{Retention: time.Hour, Logger: testLogger(t), Partitions: 8})
+		run(t, s)
+		stores = append(stores, s)
+	}
+	s := stores[0]
+	const n = 3000
+	for _, m := range []string{"a", "b"} {
+		items := make([]order.CheckoutItem, 0, 1000)
+		for i := range n {
+			items = append(items, order.CheckoutItem{ID: fmt.Sprintf("cb-%s-%d", m, i), TTL: time.Hour, Metadata: map[string]string{"m": m}})
+			if len(items) == cap(items) {
+				for _, r := range s.BatchCheckout(t.Context(), items) {
+					if r.Err != nil {
+						t.Fatal(r.Err)
+					}
+				}
+				items = items[:0]
+			}
+		}
+	}
+	before, err := s.Get(t.Context(), "cb-a-7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait := func(op order.Operation) order.Operation {
+		t.Helper()
+		for until := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			got, err := stores[1].GetOperation(t.Context(), op.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Done() {
+				return got
+			}
+			if time.Now().After(until) {
+				t.Fatalf("operation not done after 20s: %+v", got)
+			}
+		}
+	}
+	shift, err := s.StartOperation(t.Context(), order.Operation{Filter: `metadata.m = "a"`, Change: order.BulkChange{Shift: time.Minute, MaxTTL: 24 * time.Hour}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel, err := stores[1].StartOperation(t.Context(), order.Operation{Filter: `metadata.m = "b" AND order_id = "cb-b-1*"`, Change: order.BulkChange{Cancel: true, MaxTTL: 24 * time.Hour}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := wait(shift); got.State != order.OpSucceeded || got.Progress != (order.Progress{Matched: n, Changed: n}) {
+		t.Errorf("shift: %v %+v, want %d matched and changed", got.State, got.Progress, n)
+	}
+	if got := wait(cancel); got.Progress.Matched != 1111 || got.Progress.Changed != 1111 {
+		t.Errorf("cancel: %+v, want the 1111 ids cb-b-1* matched and changed", got.Progress)
+	}
+	after, err := s.Get(t.Context(), "cb-a-7")
+	if err != nil || !after.Deadline.Equal(before.Deadline.Add(time.Minute)) || after.Reschedules != 1 {
+		t.Errorf("cb-a-7: due %v after %d reschedules (%v); want %v, once", after.Deadline, after.Reschedules, err, before.Deadline.Add(time.Minute))
+	}
+	if o, _ := s.Get(t.Context(), "cb-b-15"); o.Status != order.StatusCancelled {
+		t.Errorf("cb-b-15 is %v, want cancelled", o.Status)
+	}
+	if o, _ := s.Get(t.Context(), "cb-b-20"); o.Status != order.StatusPending || o.Reschedules != 0 {
+		t.Errorf("cb-b-20 is %v with %d reschedules, want pending and unchanged", o.Status, o.Reschedules)
+	}
+}

@@ -33,15 +33,28 @@ func parseRecord(id, rec string, nowMs int64) (order.Order, error) {
 		ms[i] = v
 	}
 	// "r<n> " before the metadata: rescheduled n times (see resched in
-	// scripts.go).
+	// scripts.go); "t<ms> " or "a<ms> ": what the checkout of a pending
+	// order asked for (see askedTok).
 	meta, reschedules := f[4], 0
-	if r, ok := strings.CutPrefix(meta, "r"); ok {
-		num, rest, _ := strings.Cut(r, " ")
-		n, err := strconv.Atoi(num)
-		if err != nil || n < 1 {
+	var askedTTL time.Duration
+	var askedAt time.Time
+	for meta != "" && meta[0] >= 'a' && meta[0] <= 'z' {
+		tok, rest, ok := strings.Cut(meta, " ")
+		n, err := strconv.ParseInt(tok[1:], 10, 64)
+		if !ok || err != nil || n < 1 {
 			return order.Order{}, fmt.Errorf("malformed record for order %q: %q", id, rec)
 		}
-		meta, reschedules = rest, n
+		switch tok[0] {
+		case 'r':
+			reschedules = int(n)
+		case 't':
+			askedTTL = time.Duration(n) * time.Millisecond
+		case 'a':
+			askedAt = time.UnixMilli(n)
+		default:
+			return order.Order{}, fmt.Errorf("malformed record for order %q: %q", id, rec)
+		}
+		meta = rest
 	}
 	md, err := decodeMetadata(meta)
 	if err != nil {
@@ -56,6 +69,7 @@ func parseRecord(id, rec string, nowMs int64) (order.Order, error) {
 		Reschedules: reschedules,
 	}
 	if o.Status == order.StatusPending {
+		o.AskedTTL, o.AskedAt = askedTTL, askedAt
 		o.TTLRemaining = time.Duration(ms[1]-nowMs) * time.Millisecond
 	} else {
 		o.ClosedAt = time.UnixMilli(ms[2])

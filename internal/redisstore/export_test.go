@@ -3,9 +3,11 @@ package redisstore
 import (
 	"context"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
+	"github.com/orderexpiry/orderexpiry/internal/filter"
 	"github.com/orderexpiry/orderexpiry/internal/order"
 )
 
@@ -29,7 +31,7 @@ func (s *Store) CheckoutUnannounced(ctx context.Context, id string, ttl time.Dur
 	}
 	keys := p.keys.scriptKeys()
 	keys[3] = p.keys.prefix + "nobody-listens"
-	return checkoutScript.Eval(ctx, s.rdb, keys, s.args(p, ttlKeyGrace.Milliseconds(), id, ttl.Milliseconds(), "")...).Err()
+	return checkoutScript.Eval(ctx, s.rdb, keys, s.args(p, ttlKeyGrace.Milliseconds(), id, "t"+strconv.FormatInt(ttl.Milliseconds(), 10), 0, "")...).Err()
 }
 
 // ExpireDue runs the sweepers' pass once: it expires every order due now.
@@ -62,7 +64,7 @@ func (s *Store) CheckoutMany(ctx context.Context, ids []string, ttl time.Duratio
 		pipe := s.rdb.Pipeline()
 		for _, id := range chunk {
 			p := parts[order.PartitionOf(id, len(parts))]
-			checkoutScript.EvalSha(ctx, pipe, p.keys.scriptKeys(), s.args(p, ttlKeyGrace.Milliseconds(), id, ttl.Milliseconds(), meta)...)
+			checkoutScript.EvalSha(ctx, pipe, p.keys.scriptKeys(), s.args(p, ttlKeyGrace.Milliseconds(), id, "t"+strconv.FormatInt(ttl.Milliseconds(), 10), 0, meta)...)
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
 			return err
@@ -120,4 +122,35 @@ func SetPolicyEvery(t testing.TB, d time.Duration) {
 	prev := policyEvery
 	policyEvery = d
 	t.Cleanup(func() { policyEvery = prev })
+}
+
+// WorkOperationSplit works operation id as a replica would, but in two
+// halves: every partition's scan, then between, then every partition's
+// changes; it does not end the operation. The store's Run must not be
+// running, so that nothing else works it.
+func (s *Store) WorkOperationSplit(ctx context.Context, id string, between func()) (order.Progress, error) {
+	parts, err := s.layout(ctx)
+	if err != nil {
+		return order.Progress{}, err
+	}
+	sp, _, err := s.claim(ctx, id)
+	if err != nil {
+		return order.Progress{}, err
+	}
+	f, err := filter.Parse(sp.Filter)
+	if err != nil {
+		return order.Progress{}, err
+	}
+	renew := func() error { return nil }
+	if err := s.eachChunk(parts, renew, func(p *partition) (bool, error) {
+		through, err := s.scanPage(ctx, p, id, f)
+		return !through, err
+	}); err != nil {
+		return order.Progress{}, err
+	}
+	between()
+	if err := s.eachChunk(parts, renew, func(p *partition) (bool, error) { return s.changeChunk(ctx, p, id, sp, f) }); err != nil {
+		return order.Progress{}, err
+	}
+	return s.opProgress(ctx, parts, id)
 }

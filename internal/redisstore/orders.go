@@ -12,7 +12,7 @@ import (
 )
 
 // Checkout creates a pending order, or returns the one already pending under
-// this id with created false.
+// this id with created false when this is the same request.
 func (s *Store) Checkout(ctx context.Context, id string, ttl time.Duration, md map[string]string) (order.Order, bool, error) {
 	r := s.BatchCheckout(ctx, []order.CheckoutItem{{ID: id, TTL: ttl, Metadata: md}})[0]
 	return r.Order, r.Created, r.Err
@@ -46,7 +46,11 @@ func (s *Store) BatchCheckout(ctx context.Context, items []order.CheckoutItem) [
 			continue
 		}
 		p := parts[order.PartitionOf(it.ID, len(parts))]
-		calls[i].args = []any{it.ID, it.TTL.Milliseconds(), meta}
+		asked := "t" + strconv.FormatInt(it.TTL.Milliseconds(), 10)
+		if !it.At.IsZero() {
+			asked = "a" + strconv.FormatInt(it.At.UnixMilli(), 10)
+		}
+		calls[i].args = []any{it.ID, asked, it.MaxTTL.Milliseconds(), meta}
 		calls[i].size = len(it.ID) + len(meta)
 		byPart[p] = append(byPart[p], &calls[i])
 	}
@@ -60,12 +64,22 @@ func (s *Store) BatchCheckout(ctx context.Context, items []order.CheckoutItem) [
 			out[i].Err = err
 			continue
 		}
+		if calls[i].code == "bad" {
+			out[i].Err = order.BadNewDeadline(it.At.Truncate(time.Millisecond), time.UnixMilli(calls[i].now), it.MaxTTL)
+			continue
+		}
 		o, err := s.answer(p, it.ID, &calls[i])
 		if err != nil {
 			out[i].Err = err
 			continue
 		}
 		created := calls[i].code == "created"
+		if !created {
+			if err := order.CheckoutConflict(o, it); err != nil {
+				out[i].Err = err
+				continue
+			}
+		}
 		// A checkout that brings the earliest deadline forward publishes
 		// on the wake channel for every replica's sweeper. This replica's
 		// own sweeper is also woken here when the order is due before it

@@ -58,31 +58,48 @@ local function resched(n)
   return ''
 end
 
+-- asked is the "t<ms> " or "a<ms> " that records what the checkout of a
+-- pending order asked for (a ttl, or an absolute deadline), so that a
+-- repeated checkout can be told the same request or another; '' for none
+-- (a closed order, or one created before it was recorded).
+local function askedTok(a)
+  if a ~= '' then return a .. ' ' end
+  return ''
+end
+
 -- record builds the record of an order, pending or closed (then it is the
 -- tombstone's value): the one place that knows its layout.
-local function record(status, created, deadline, closed, meta, n)
-  return status .. ' ' .. created .. ' ' .. deadline .. ' ' .. closed .. ' ' .. resched(n) .. meta
+local function record(status, created, deadline, closed, meta, n, asked)
+  return status .. ' ' .. created .. ' ' .. deadline .. ' ' .. closed .. ' ' .. resched(n) .. askedTok(asked or '') .. meta
+end
+
+-- pendingValue builds a field of the pending hash.
+local function pendingValue(created, meta, n, asked)
+  return created .. ' ' .. resched(n) .. askedTok(asked) .. meta
 end
 
 -- splitPending reads a field of the pending hash, "<created ms>
--- [r<reschedules>] <metadata>", into the created time, the metadata and
--- the number of reschedules; a missing field (false) reads as created 0,
--- no metadata and none.
+-- [r<reschedules>] [t<ttl ms>|a<deadline ms>] <metadata>", into the
+-- created time, the metadata, the number of reschedules and the asked
+-- token; a missing field (false) reads as created 0, no metadata, none and
+-- ''. The tokens start with a lower-case letter; the metadata, JSON, with
+-- '{'.
 local function splitPending(rec)
-  if not rec then return '0', '', 0 end
+  if not rec then return '0', '', 0, '' end
   local sp = string.find(rec, ' ', 1, true)
   local created, rest = string.sub(rec, 1, sp - 1), string.sub(rec, sp + 1)
-  local n = 0
-  if string.sub(rest, 1, 1) == 'r' then
+  local n, asked = 0, ''
+  while string.find(rest, '^[a-z]') do
     local sp2 = string.find(rest, ' ', 1, true)
-    n = tonumber(string.sub(rest, 2, sp2 - 1))
+    local tok = string.sub(rest, 1, sp2 - 1)
     rest = string.sub(rest, sp2 + 1)
+    if string.sub(tok, 1, 1) == 'r' then n = tonumber(string.sub(tok, 2)) else asked = tok end
   end
-  return created, rest, n
+  return created, rest, n, asked
 end
 
--- pendingFields returns the created time, metadata and number of
--- reschedules of a pending order.
+-- pendingFields returns the created time, metadata, number of
+-- reschedules and asked token of a pending order.
 local function pendingFields(id)
   return splitPending(redis.call('HGET', KEYS[2], id))
 end
@@ -137,8 +154,8 @@ local function current(id)
   local d = redis.call('ZSCORE', KEYS[1], id)
   if d then
     if tonumber(d) > now then
-      local created, meta, n = pendingFields(id)
-      return 'pending', record('pending', created, d, 0, meta, n)
+      local created, meta, n, asked = pendingFields(id)
+      return 'pending', record('pending', created, d, 0, meta, n, asked)
     end
     expired_here = 1
     if now - tonumber(d) > 1000 then caught_here = 1 end
@@ -199,13 +216,18 @@ end
 // KEYS, ARGV[1], ARGV[2]: see luaPrelude.
 // ARGV[3] -> ttlKeyGrace in ms: the ttl key lives this much longer than
 // its order
-// ARGV[4], ARGV[5], ARGV[6] -> an order: its id, ttl in ms and metadata
-// JSON (empty for none); the next from ARGV[7] on, and so on
+// ARGV[4], ARGV[5], ARGV[6], ARGV[7] -> an order: its id, what it asks for
+// ("t<ttl ms>", or "a<deadline unix ms>"), the maximum ttl in ms (for a
+// deadline) and metadata JSON (empty for none); the next from ARGV[8] on,
+// and so on
 //
 // Returns the batch scripts' reply with, for each order, the code
 // 'created' -> the order was created
 // 'exists'  -> an order with this id is pending (perhaps created earlier in
-// the batch); the record is that order's
+// the batch); the record is that order's, with what its checkout asked for,
+// for the caller to tell a retry from another request
+// 'bad'     -> the deadline asked for is not after now or past the maximum
+// ttl; nothing was written
 // An order closed under this id, or due (it is expired first), is replaced.
 var checkoutScript = redis.NewScript(growing + luaPrelude + luaBatch + `
 local grace = tonumber(ARGV[3])
@@ -213,10 +235,15 @@ local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 local orderPrefix, closedPrefix = prefix .. 'order:', prefix .. 'closed:'
 local zadd, hset, made = {}, {}, {}
 local soonest
-local function checkout(id, ttl, meta)
+local function checkout(id, asked, maxTTL, meta)
   if made[id] then return 'exists', made[id] end
   local state, rec = current(id)
   if state == 'pending' then return 'exists', rec end
+  local ttl = tonumber(string.sub(asked, 2))
+  if string.sub(asked, 1, 1) == 'a' then
+    ttl = ttl - now
+    if ttl <= 0 or ttl > maxTTL then return 'bad', '' end
+  end
   -- Only a tombstone is there to replace: a missing order has none.
   if state == 'closed' then
     redis.call('DEL', closedPrefix .. id)
@@ -227,13 +254,13 @@ local function checkout(id, ttl, meta)
   zadd[#zadd + 1] = deadline
   zadd[#zadd + 1] = id
   hset[#hset + 1] = id
-  hset[#hset + 1] = now .. ' ' .. meta
+  hset[#hset + 1] = pendingValue(now, meta, 0, asked)
   if not soonest or deadline < soonest then soonest = deadline end
-  made[id] = record('pending', now, deadline, 0, meta, 0)
+  made[id] = record('pending', now, deadline, 0, meta, 0, asked)
   return 'created', made[id]
 end
-for i = 4, #ARGV, 3 do
-  answer(checkout, ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2])
+for i = 4, #ARGV, 4 do
+  answer(checkout, ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3])
 end
 if #zadd > 0 then
   redis.call('ZADD', KEYS[1], unpack(zadd))
@@ -314,16 +341,16 @@ if ARGV[6] ~= '' and tonumber(ARGV[6]) ~= d then return {'mismatch', rec, now, 0
 local nd = tonumber(ARGV[5])
 if ARGV[4] == 'ttl' then nd = now + nd end
 if nd <= now or nd > now + tonumber(ARGV[7]) then return {'bad', rec, now, 0, 0} end
-local created, meta, n = pendingFields(id)
+local created, meta, n, asked = pendingFields(id)
 n = n + 1
 local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 redis.call('ZADD', KEYS[1], 'XX', nd, id)
-redis.call('HSET', KEYS[2], id, created .. ' ' .. resched(n) .. meta)
+redis.call('HSET', KEYS[2], id, pendingValue(created, meta, n, asked))
 redis.call('SET', prefix .. 'order:' .. id, '1', 'PX', nd - now + tonumber(ARGV[8]))
 if nd < tonumber(first[2]) then
   redis.call('PUBLISH', KEYS[4], nd)
 end
-return {'ok', record('pending', created, nd, 0, meta, n), now, 0, 0}
+return {'ok', record('pending', created, nd, 0, meta, n, asked), now, 0, 0}
 `)
 
 // expireDueScript expires up to a batch of due orders, oldest deadline

@@ -103,6 +103,10 @@ type Store struct {
 
 	// groups holds the settings of the consumer groups this replica serves.
 	groups groupCache
+	// owner names this replica as the holder of a bulk operation's lease
+	// (bulk.go); opWake wakes its worker for a new or cancelled one.
+	owner  string
+	opWake chan struct{}
 	// deliverTurn turns the partition Deliver starts at.
 	deliverTurn atomic.Uint32
 	// ev is what the store knows of Redis's eviction policy.
@@ -139,6 +143,8 @@ func New(rdb redis.UniversalClient, opts Options) *Store {
 		onExpire:  opts.OnExpire,
 		sentinel:  opts.Sentinel,
 		tracing:   opts.Tracing,
+		owner:     newOwner(),
+		opWake:    make(chan struct{}, 1),
 
 		durability:        opts.Durability,
 		maxGroupConsumers: opts.MaxGroupConsumers,

@@ -57,6 +57,7 @@ func (s *Store) Run(ctx context.Context) error {
 	if s.sentinel {
 		g.Go(func() error { return s.followReplicas(ctx, parts) })
 	}
+	g.Go(func() error { return s.runOperations(ctx, parts) })
 	g.Go(func() error {
 		if s.cluster != nil {
 			return s.subscribeCluster(ctx, parts)

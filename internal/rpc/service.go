@@ -37,6 +37,7 @@ type Store interface {
 	Stats(ctx context.Context) (order.Stats, error)
 	order.GroupStore
 	filter.Lister
+	order.BulkStore
 }
 
 // Observer hears of the orders calls create and close, and of the
@@ -144,13 +145,17 @@ func NewServer(svc *Service, opts ...grpc.ServerOption) *grpc.Server {
 	return s
 }
 
-// Checkout creates a pending order, or returns the one already pending.
+// Checkout creates a pending order, or returns the one already pending when
+// this is the same request.
 func (s *Service) Checkout(ctx context.Context, req *pb.CheckoutRequest) (*pb.CheckoutResponse, error) {
 	it, err := s.checkoutItem(req)
 	if err != nil {
 		return nil, s.status(ctx, err)
 	}
-	o, created, err := s.store.Checkout(ctx, it.ID, it.TTL, it.Metadata)
+	// One path for a checkout, alone or in a batch: the batch's item
+	// carries a deadline as well as a ttl.
+	r := s.store.BatchCheckout(ctx, []order.CheckoutItem{it})[0]
+	o, created, err := r.Order, r.Created, r.Err
 	if err != nil {
 		return nil, s.status(ctx, err)
 	}
@@ -219,6 +224,24 @@ func (s *Service) checkoutItem(req *pb.CheckoutRequest) (order.CheckoutItem, err
 	if err := order.ValidateID("order_id", req.GetOrderId()); err != nil {
 		return order.CheckoutItem{}, err
 	}
+	if err := s.limits.ValidateMetadata(req.GetMetadata()); err != nil {
+		return order.CheckoutItem{}, err
+	}
+	it := order.CheckoutItem{ID: req.GetOrderId(), Metadata: req.GetMetadata(), MaxTTL: s.limits.MaxTTL}
+	if d := req.GetDeadline(); d != nil {
+		if req.Ttl != nil {
+			return order.CheckoutItem{}, order.Errorf(order.KindInvalid, "give ttl or deadline, not both (got ttl %s and deadline %s)",
+				req.Ttl.AsDuration(), d.AsTime().UTC().Format(time.RFC3339Nano))
+		}
+		if err := d.CheckValid(); err != nil {
+			return order.CheckoutItem{}, order.Errorf(order.KindInvalid, "deadline is not a valid timestamp: %v", err)
+		}
+		it.At = d.AsTime()
+		if it.At.UnixMilli() <= 0 {
+			return order.CheckoutItem{}, order.Errorf(order.KindInvalid, "deadline %s is not after now; give a later one, or a ttl", it.At.UTC().Format(time.RFC3339Nano))
+		}
+		return it, nil
+	}
 	var ttl time.Duration
 	if req.Ttl != nil {
 		if err := req.Ttl.CheckValid(); err != nil {
@@ -230,10 +253,8 @@ func (s *Service) checkoutItem(req *pb.CheckoutRequest) (order.CheckoutItem, err
 	if err != nil {
 		return order.CheckoutItem{}, err
 	}
-	if err := s.limits.ValidateMetadata(req.GetMetadata()); err != nil {
-		return order.CheckoutItem{}, err
-	}
-	return order.CheckoutItem{ID: req.GetOrderId(), TTL: ttl, Metadata: req.GetMetadata()}, nil
+	it.TTL = ttl
+	return it, nil
 }
 
 // GetOrder returns an order.

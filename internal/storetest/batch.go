@@ -24,9 +24,11 @@ func testBatchCheckout(t *testing.T, su suite) {
 		items = append(items, order.CheckoutItem{ID: "b-" + strconv.Itoa(i), TTL: time.Duration(i+1) * time.Minute, Metadata: map[string]string{"i": strconv.Itoa(i)}})
 	}
 	items = append(items,
-		order.CheckoutItem{ID: "b-pending", TTL: time.Hour, Metadata: map[string]string{"cart": "B"}},
+		order.CheckoutItem{ID: "b-pending", TTL: time.Minute, Metadata: map[string]string{"cart": "A"}},
 		order.CheckoutItem{ID: "b-closed", TTL: 2 * time.Minute},
-		order.CheckoutItem{ID: "b-3", TTL: time.Hour}, // given twice: the first stands
+		order.CheckoutItem{ID: "b-pending", TTL: time.Hour, Metadata: map[string]string{"cart": "B"}}, // another request: refused
+		order.CheckoutItem{ID: "b-3", TTL: time.Hour},                                                 // given twice, another request: refused
+		order.CheckoutItem{ID: "b-3", TTL: items[3].TTL, Metadata: items[3].Metadata},                 // given twice, the same: the first stands
 	)
 	res := s.BatchCheckout(t.Context(), items)
 	if len(res) != len(items) {
@@ -35,6 +37,10 @@ func testBatchCheckout(t *testing.T, su suite) {
 	for i, r := range res {
 		it := items[i]
 		op := fmt.Sprintf("BatchCheckout item %d (%s)", i, it.ID)
+		if i == len(items)-3 || i == len(items)-2 {
+			wantKind(t, op, r.Err, order.KindAlreadyExists)
+			continue
+		}
 		if r.Err != nil {
 			t.Errorf("%s: %v", op, r.Err)
 			continue

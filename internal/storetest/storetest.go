@@ -44,6 +44,9 @@ func Run(t *testing.T, newStore func(t *testing.T, retention time.Duration) orde
 		{"PromptWithManyPending", true, testPromptWithManyPending},
 		{"Checkout", false, testCheckout},
 		{"CheckoutWhilePending", false, testCheckoutWhilePending},
+		{"CheckoutAt", false, testCheckoutAt},
+		{"BulkChange", false, testBulkChange},
+		{"BulkCancelOperation", false, testBulkCancelOperation},
 		{"BatchCheckout", false, testBatchCheckout},
 		{"BatchCheckoutExpires", false, testBatchCheckoutExpires},
 		{"ConcurrentCallsOwnResults", false, testConcurrentCallsOwnResults},
@@ -190,23 +193,107 @@ func testCheckoutWhilePending(t *testing.T, su suite) {
 	s := su.start(t, retention)
 	md := map[string]string{"cart": "A"}
 	first := checkout(t, s, "dup", time.Minute, md)
-	again, created, err := s.Checkout(t.Context(), "dup", 2*time.Hour, map[string]string{"cart": "B", "extra": "1"})
+	// The same request, later in time: the same ttl counts, not the same
+	// deadline.
+	time.Sleep(5 * time.Millisecond)
+	again, created, err := s.Checkout(t.Context(), "dup", time.Minute, map[string]string{"cart": "A"})
 	if err != nil {
-		t.Fatalf("second Checkout: %v", err)
+		t.Fatalf("second Checkout, the same request: %v", err)
 	}
 	if created {
 		t.Errorf("second Checkout while pending: created = true, want false")
 	}
-	// The pending order is returned as it is: the second ttl and metadata
-	// are ignored.
 	checkPending(t, "second Checkout", again, "dup", time.Minute, md)
 	if !again.CreatedAt.Equal(first.CreatedAt) || !again.Deadline.Equal(first.Deadline) {
 		t.Errorf("second Checkout: created_at %v, deadline %v; want the first order's %v, %v", again.CreatedAt, again.Deadline, first.CreatedAt, first.Deadline)
+	}
+	// Another request under the pending id: refused, naming what differs.
+	for _, tt := range []struct {
+		name string
+		it   order.CheckoutItem
+		says []string
+	}{
+		{"other metadata", order.CheckoutItem{TTL: time.Minute, Metadata: map[string]string{"cart": "B", "extra": "1"}}, []string{`"cart"`, `"extra"`, "metadata"}},
+		{"no metadata", order.CheckoutItem{TTL: time.Minute}, []string{`key "cart"`}},
+		{"other ttl", order.CheckoutItem{TTL: 2 * time.Hour, Metadata: md}, []string{"ttl of 1m0s", "2h0m0s"}},
+		{"a deadline", order.CheckoutItem{At: first.Deadline, MaxTTL: 24 * time.Hour, Metadata: md}, []string{"ttl of 1m0s", "deadline"}},
+	} {
+		tt.it.ID = "dup"
+		r := s.BatchCheckout(t.Context(), []order.CheckoutItem{tt.it})[0]
+		wantKind(t, "Checkout with "+tt.name, r.Err, order.KindAlreadyExists)
+		for _, w := range tt.says {
+			if r.Err != nil && !strings.Contains(r.Err.Error(), w) {
+				t.Errorf("Checkout with %s: %q does not say %q", tt.name, r.Err, w)
+			}
+		}
 	}
 	got := get(t, s, "dup")
 	checkPending(t, "Get", got, "dup", time.Minute, md)
 	if !got.Deadline.Equal(first.Deadline) {
 		t.Errorf("Get: deadline %v, want the first order's %v", got.Deadline, first.Deadline)
+	}
+	// A reschedule does not change what the checkout asked for: its
+	// retry still answers the order, with its new deadline.
+	moved, err := s.Reschedule(t.Context(), "dup", order.Reschedule{TTL: time.Hour, MaxTTL: 24 * time.Hour})
+	if err != nil {
+		t.Fatalf("Reschedule: %v", err)
+	}
+	again, created, err = s.Checkout(t.Context(), "dup", time.Minute, md)
+	if err != nil || created || !again.Deadline.Equal(moved.Deadline) {
+		t.Errorf("Checkout after a reschedule: created %v, deadline %v, %v; want the order, due %v", created, again.Deadline, err, moved.Deadline)
+	}
+}
+
+// testCheckoutAt checks a checkout that asks for an absolute deadline: the
+// order is due then, the same request repeated answers it, another
+// deadline is refused, and a deadline not after now or past the maximum
+// ttl fails KindInvalid and creates nothing.
+func testCheckoutAt(t *testing.T, su suite) {
+	s := su.start(t, retention)
+	const maxTTL = time.Hour
+	at := time.Now().Add(10 * time.Minute).Truncate(time.Millisecond)
+	one := func(it order.CheckoutItem) order.CheckoutResult {
+		it.MaxTTL = maxTTL
+		return s.BatchCheckout(t.Context(), []order.CheckoutItem{it})[0]
+	}
+	r := one(order.CheckoutItem{ID: "at", At: at.Add(400 * time.Microsecond), Metadata: map[string]string{"k": "v"}})
+	if r.Err != nil || !r.Created {
+		t.Fatalf("Checkout at %v: created %v, %v", at, r.Created, r.Err)
+	}
+	if !r.Order.Deadline.Equal(at) || r.Order.Status != order.StatusPending {
+		t.Errorf("Checkout at %v: %v, deadline %v", at, r.Order.Status, r.Order.Deadline)
+	}
+	if got := get(t, s, "at"); !got.Deadline.Equal(at) {
+		t.Errorf("Get: deadline %v, want %v", got.Deadline, at)
+	}
+	r = one(order.CheckoutItem{ID: "at", At: at, Metadata: map[string]string{"k": "v"}})
+	if r.Err != nil || r.Created || !r.Order.Deadline.Equal(at) {
+		t.Errorf("the same Checkout again: created %v, deadline %v, %v; want the order", r.Created, r.Order.Deadline, r.Err)
+	}
+	r = one(order.CheckoutItem{ID: "at", At: at.Add(time.Second), Metadata: map[string]string{"k": "v"}})
+	wantKind(t, "Checkout at another deadline", r.Err, order.KindAlreadyExists)
+	r = one(order.CheckoutItem{ID: "at", TTL: 10 * time.Minute, Metadata: map[string]string{"k": "v"}})
+	wantKind(t, "Checkout with a ttl instead", r.Err, order.KindAlreadyExists)
+
+	for name, bad := range map[string]time.Time{
+		"past":           time.Now().Add(-time.Second),
+		"beyond max ttl": time.Now().Add(maxTTL + time.Minute),
+	} {
+		r := one(order.CheckoutItem{ID: "at-bad", At: bad})
+		wantKind(t, "Checkout at a deadline "+name, r.Err, order.KindInvalid)
+		if _, err := s.Get(t.Context(), "at-bad"); order.KindOf(err) != order.KindNotFound {
+			t.Errorf("after a refused Checkout %s: Get = %v, want not found", name, err)
+		}
+	}
+	// A deadline a moment away expires then.
+	after := tails(t, s)
+	soon := time.Now().Add(150 * time.Millisecond)
+	if r := one(order.CheckoutItem{ID: "at-soon", At: soon}); r.Err != nil {
+		t.Fatalf("Checkout at %v: %v", soon, r.Err)
+	}
+	evs := waitEvents(t, s, after, 1, nil)
+	if evs[0].OrderID != "at-soon" || !evs[0].Deadline.Equal(soon.Truncate(time.Millisecond)) {
+		t.Errorf("event %+v, want at-soon due %v", evs[0], soon.Truncate(time.Millisecond))
 	}
 }
 

@@ -1,8 +1,9 @@
 // The orderexpiry dashboard. Everything it shows comes from the service's
 // REST API on this same origin: GET /v1/stats (polled every second), the
 // watch GET /v1/expirations:watch as Server-Sent Events, GET
-// /v1/orders/{id}, GET /v1/orders (the search) and POST
-// /v1/groups/{id}:redrive. Data from the service
+// /v1/orders/{id}, GET /v1/orders (the search), POST /v1/groups/{id}:redrive
+// and the bulk changes (POST /v1/orders:bulkChange, GET /v1/operations/{id}).
+// Data from the service
 // is only ever put into the page as text (textContent), never as markup.
 "use strict";
 
@@ -168,7 +169,7 @@ function renderStats(st) {
     const btn = el("button", "redrive", "redrive");
     btn.type = "button";
     btn.disabled = dead === 0 || redriving.has(g.groupId);
-    btn.addEventListener("click", () => redrive(g.groupId));
+    btn.addEventListener("click", () => redrive(g.groupId, dead));
     const td = el("td");
     td.append(btn);
     const tr = row([
@@ -184,10 +185,19 @@ function renderStats(st) {
   }));
 }
 
-async function redrive(group) {
+async function redrive(group, dead) {
+  const out = $("redrive-result");
   redriving.add(group);
   if (lastStats) renderStats(lastStats);
-  const out = $("redrive-result");
+  const yes = await confirmIn("redrive-confirm",
+    "Redrive " + fmtCount(dead) + (dead === 1 ? " dead letter" : " dead letters") + " of " + group +
+    "? They are delivered again, from their first attempt.");
+  if (!yes) {
+    redriving.delete(group);
+    if (lastStats) renderStats(lastStats);
+    out.textContent = "Redrive of " + group + " not done.";
+    return;
+  }
   try {
     const r = await api("/v1/groups/" + encodeURIComponent(group) + ":redrive", {
       method: "POST",
@@ -448,6 +458,88 @@ function prevPage() {
   showPage();
 }
 
+// ---- confirmations ------------------------------------------------------------
+
+// confirmIn shows the confirmation box id with text, and resolves true when
+// its confirm button is pressed, false for its cancel button. An action
+// that changes many things waits for it.
+function confirmIn(id, text) {
+  const box = $(id);
+  box.querySelector(".confirm-text").textContent = text;
+  box.hidden = false;
+  return new Promise((resolve) => {
+    const yes = box.querySelector("button.confirm-yes");
+    const no = box.querySelector("button.confirm-no");
+    const done = (v) => {
+      yes.onclick = null;
+      no.onclick = null;
+      box.hidden = true;
+      resolve(v);
+    };
+    yes.onclick = () => done(true);
+    no.onclick = () => done(false);
+    yes.focus();
+  });
+}
+
+// ---- bulk changes ---------------------------------------------------------------
+
+// bulkRequest builds a BulkChangeOrders request from the form.
+function bulkRequest(dryRun) {
+  const req = { filter: $("bulk-filter").value.trim(), dryRun };
+  const v = $("bulk-value").value.trim();
+  switch ($("bulk-action").value) {
+    case "shift": req.shift = v; break;
+    case "ttl": req.ttl = v; break;
+    case "cancel": req.cancel = true; break;
+  }
+  return req;
+}
+
+// runOperation starts a bulk operation and polls it until it is done,
+// showing its progress in out; it returns the operation.
+async function runOperation(req, out) {
+  let op = await api("/v1/orders:bulkChange", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(req),
+  });
+  while (!op.done) {
+    const m = op.metadata || {};
+    out.textContent = "Running " + op.name + ": matched " + fmtCount(m.matched) + ", changed " + fmtCount(m.changed) + "…";
+    await new Promise((r) => setTimeout(r, 250));
+    op = await api("/v1/" + op.name);
+  }
+  return op;
+}
+
+// bulk previews a bulk change with a dry run, asks for confirmation with
+// its count, and runs it.
+async function bulk(ev) {
+  ev.preventDefault();
+  const out = $("bulk-result");
+  const button = $("bulk-button");
+  button.disabled = true;
+  try {
+    const dry = await runOperation(bulkRequest(true), out);
+    const n = Number((dry.metadata || {}).matched || 0);
+    const what = $("bulk-action").value === "cancel" ? "Cancel" : ($("bulk-action").value === "shift" ? "Shift by " : "Set a ttl of ") + $("bulk-value").value.trim() + " for";
+    if (!await confirmIn("bulk-confirm", what + " " + fmtCount(n) + (n === 1 ? " pending order" : " pending orders") + " matching " +
+        JSON.stringify($("bulk-filter").value.trim()) + " (counted by a dry run just now)?")) {
+      out.textContent = "Not done: nothing was changed.";
+      return;
+    }
+    const op = await runOperation(bulkRequest(false), out);
+    const m = op.metadata || {};
+    out.textContent = "Done: matched " + fmtCount(m.matched) + ", changed " + fmtCount(m.changed) + ", skipped " +
+      fmtCount(m.skipped) + ", failed " + fmtCount(m.failed) + ".";
+  } catch (e) {
+    out.textContent = "Bulk change failed: " + e.message;
+  } finally {
+    button.disabled = false;
+  }
+}
+
 // ---- start --------------------------------------------------------------------
 
 function start() {
@@ -455,6 +547,8 @@ function start() {
   $("search-form").addEventListener("submit", startSearch);
   $("search-next").addEventListener("click", nextPage);
   $("search-prev").addEventListener("click", prevPage);
+  $("bulk-form").addEventListener("submit", bulk);
+  $("bulk-action").addEventListener("change", () => { $("bulk-value").disabled = $("bulk-action").value === "cancel"; });
   $("forget-token").addEventListener("click", () => {
     sessionStorage.removeItem(TOKEN_KEY);
     location.reload();

@@ -92,6 +92,67 @@ func (OrderStatus) EnumDescriptor() ([]byte, []int) {
 	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{0}
 }
 
+// BulkChangeState is where a bulk operation is.
+type BulkChangeState int32
+
+const (
+	// BULK_CHANGE_STATE_UNSPECIFIED is never sent.
+	BulkChangeState_BULK_CHANGE_STATE_UNSPECIFIED BulkChangeState = 0
+	// BULK_CHANGE_STATE_RUNNING: orders are being matched or changed.
+	BulkChangeState_BULK_CHANGE_STATE_RUNNING BulkChangeState = 1
+	// BULK_CHANGE_STATE_SUCCEEDED: every matching order was dealt with.
+	BulkChangeState_BULK_CHANGE_STATE_SUCCEEDED BulkChangeState = 2
+	// BULK_CHANGE_STATE_CANCELLED: CancelOperation stopped it.
+	BulkChangeState_BULK_CHANGE_STATE_CANCELLED BulkChangeState = 3
+	// BULK_CHANGE_STATE_FAILED: it could not go on; see the error.
+	BulkChangeState_BULK_CHANGE_STATE_FAILED BulkChangeState = 4
+)
+
+// Enum value maps for BulkChangeState.
+var (
+	BulkChangeState_name = map[int32]string{
+		0: "BULK_CHANGE_STATE_UNSPECIFIED",
+		1: "BULK_CHANGE_STATE_RUNNING",
+		2: "BULK_CHANGE_STATE_SUCCEEDED",
+		3: "BULK_CHANGE_STATE_CANCELLED",
+		4: "BULK_CHANGE_STATE_FAILED",
+	}
+	BulkChangeState_value = map[string]int32{
+		"BULK_CHANGE_STATE_UNSPECIFIED": 0,
+		"BULK_CHANGE_STATE_RUNNING":     1,
+		"BULK_CHANGE_STATE_SUCCEEDED":   2,
+		"BULK_CHANGE_STATE_CANCELLED":   3,
+		"BULK_CHANGE_STATE_FAILED":      4,
+	}
+)
+
+func (x BulkChangeState) Enum() *BulkChangeState {
+	p := new(BulkChangeState)
+	*p = x
+	return p
+}
+
+func (x BulkChangeState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (BulkChangeState) Descriptor() protoreflect.EnumDescriptor {
+	return file_orderexpiry_v1_order_service_proto_enumTypes[1].Descriptor()
+}
+
+func (BulkChangeState) Type() protoreflect.EnumType {
+	return &file_orderexpiry_v1_order_service_proto_enumTypes[1]
+}
+
+func (x BulkChangeState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use BulkChangeState.Descriptor instead.
+func (BulkChangeState) EnumDescriptor() ([]byte, []int) {
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{1}
+}
+
 // AckIdStatus is what became of one ack id.
 type AckIdStatus int32
 
@@ -139,11 +200,11 @@ func (x AckIdStatus) String() string {
 }
 
 func (AckIdStatus) Descriptor() protoreflect.EnumDescriptor {
-	return file_orderexpiry_v1_order_service_proto_enumTypes[1].Descriptor()
+	return file_orderexpiry_v1_order_service_proto_enumTypes[2].Descriptor()
 }
 
 func (AckIdStatus) Type() protoreflect.EnumType {
-	return &file_orderexpiry_v1_order_service_proto_enumTypes[1]
+	return &file_orderexpiry_v1_order_service_proto_enumTypes[2]
 }
 
 func (x AckIdStatus) Number() protoreflect.EnumNumber {
@@ -152,7 +213,7 @@ func (x AckIdStatus) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use AckIdStatus.Descriptor instead.
 func (AckIdStatus) EnumDescriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{1}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{2}
 }
 
 // Order is one checkout and its outcome.
@@ -272,13 +333,18 @@ type CheckoutRequest struct {
 	// ".", "~" (the characters that need no escaping in a URL path).
 	OrderId string `protobuf:"bytes,1,opt,name=order_id,json=orderId,proto3" json:"order_id,omitempty"`
 	// ttl is how long the order may stay pending; the server's default when
-	// unset, otherwise more than zero and at most the server's maximum.
+	// neither ttl nor deadline is set, otherwise more than zero and at most
+	// the server's maximum. Give ttl or deadline, not both.
 	// In JSON a string: "300s" (protobuf's form), or Go's "5m", "1h30m",
 	// "2500ms".
 	Ttl *durationpb.Duration `protobuf:"bytes,2,opt,name=ttl,proto3" json:"ttl,omitempty"`
 	// metadata is attached to the order and delivered with its expiration
 	// event (for example a customer id for the e-mail that follows).
-	Metadata      map[string]string `protobuf:"bytes,3,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Metadata map[string]string `protobuf:"bytes,3,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// deadline is when the order expires, instead of a ttl: after now (the
+	// server's clock) and at most the server's maximum ttl from now.
+	// Milliseconds count; finer is dropped.
+	Deadline      *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=deadline,proto3" json:"deadline,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -330,6 +396,13 @@ func (x *CheckoutRequest) GetTtl() *durationpb.Duration {
 func (x *CheckoutRequest) GetMetadata() map[string]string {
 	if x != nil {
 		return x.Metadata
+	}
+	return nil
+}
+
+func (x *CheckoutRequest) GetDeadline() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Deadline
 	}
 	return nil
 }
@@ -749,6 +822,547 @@ func (x *ListOrdersResponse) GetNextPageToken() string {
 	return ""
 }
 
+// BulkChangeOrdersRequest says which pending orders to change, and how.
+type BulkChangeOrdersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// filter selects the orders, in the syntax of ListOrders' filter; only
+	// PENDING orders are changed. Empty: every pending order.
+	Filter string `protobuf:"bytes,1,opt,name=filter,proto3" json:"filter,omitempty"`
+	// change is what to do to each matching order; one is required.
+	//
+	// Types that are valid to be assigned to Change:
+	//
+	//	*BulkChangeOrdersRequest_Ttl
+	//	*BulkChangeOrdersRequest_Deadline
+	//	*BulkChangeOrdersRequest_Shift
+	//	*BulkChangeOrdersRequest_Cancel
+	Change isBulkChangeOrdersRequest_Change `protobuf_oneof:"change"`
+	// dry_run only counts the matching orders (metadata.matched) and
+	// changes nothing.
+	DryRun        bool `protobuf:"varint,6,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BulkChangeOrdersRequest) Reset() {
+	*x = BulkChangeOrdersRequest{}
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BulkChangeOrdersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BulkChangeOrdersRequest) ProtoMessage() {}
+
+func (x *BulkChangeOrdersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BulkChangeOrdersRequest.ProtoReflect.Descriptor instead.
+func (*BulkChangeOrdersRequest) Descriptor() ([]byte, []int) {
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *BulkChangeOrdersRequest) GetFilter() string {
+	if x != nil {
+		return x.Filter
+	}
+	return ""
+}
+
+func (x *BulkChangeOrdersRequest) GetChange() isBulkChangeOrdersRequest_Change {
+	if x != nil {
+		return x.Change
+	}
+	return nil
+}
+
+func (x *BulkChangeOrdersRequest) GetTtl() *durationpb.Duration {
+	if x != nil {
+		if x, ok := x.Change.(*BulkChangeOrdersRequest_Ttl); ok {
+			return x.Ttl
+		}
+	}
+	return nil
+}
+
+func (x *BulkChangeOrdersRequest) GetDeadline() *timestamppb.Timestamp {
+	if x != nil {
+		if x, ok := x.Change.(*BulkChangeOrdersRequest_Deadline); ok {
+			return x.Deadline
+		}
+	}
+	return nil
+}
+
+func (x *BulkChangeOrdersRequest) GetShift() *durationpb.Duration {
+	if x != nil {
+		if x, ok := x.Change.(*BulkChangeOrdersRequest_Shift); ok {
+			return x.Shift
+		}
+	}
+	return nil
+}
+
+func (x *BulkChangeOrdersRequest) GetCancel() bool {
+	if x != nil {
+		if x, ok := x.Change.(*BulkChangeOrdersRequest_Cancel); ok {
+			return x.Cancel
+		}
+	}
+	return false
+}
+
+func (x *BulkChangeOrdersRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+type isBulkChangeOrdersRequest_Change interface {
+	isBulkChangeOrdersRequest_Change()
+}
+
+type BulkChangeOrdersRequest_Ttl struct {
+	// ttl gives each order a new deadline this long after the moment the
+	// operation changes it.
+	Ttl *durationpb.Duration `protobuf:"bytes,2,opt,name=ttl,proto3,oneof"`
+}
+
+type BulkChangeOrdersRequest_Deadline struct {
+	// deadline gives each order this deadline.
+	Deadline *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=deadline,proto3,oneof"`
+}
+
+type BulkChangeOrdersRequest_Shift struct {
+	// shift moves each order's deadline by this much, later (positive) or
+	// earlier (negative).
+	Shift *durationpb.Duration `protobuf:"bytes,4,opt,name=shift,proto3,oneof"`
+}
+
+type BulkChangeOrdersRequest_Cancel struct {
+	// cancel cancels each order, as CancelOrder does.
+	Cancel bool `protobuf:"varint,5,opt,name=cancel,proto3,oneof"`
+}
+
+func (*BulkChangeOrdersRequest_Ttl) isBulkChangeOrdersRequest_Change() {}
+
+func (*BulkChangeOrdersRequest_Deadline) isBulkChangeOrdersRequest_Change() {}
+
+func (*BulkChangeOrdersRequest_Shift) isBulkChangeOrdersRequest_Change() {}
+
+func (*BulkChangeOrdersRequest_Cancel) isBulkChangeOrdersRequest_Change() {}
+
+// Operation is a long-running operation, in the shape of AIP-151's
+// google.longrunning.Operation.
+type Operation struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is "operations/<id>".
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// metadata is the operation's request and progress.
+	Metadata *BulkChangeMetadata `protobuf:"bytes,2,opt,name=metadata,proto3" json:"metadata,omitempty"`
+	// done is true once the operation succeeded, was cancelled or failed.
+	Done bool `protobuf:"varint,3,opt,name=done,proto3" json:"done,omitempty"`
+	// error is set when it failed, or CANCELLED when it was cancelled.
+	Error         *status.Status `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Operation) Reset() {
+	*x = Operation{}
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Operation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Operation) ProtoMessage() {}
+
+func (x *Operation) ProtoReflect() protoreflect.Message {
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Operation.ProtoReflect.Descriptor instead.
+func (*Operation) Descriptor() ([]byte, []int) {
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *Operation) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Operation) GetMetadata() *BulkChangeMetadata {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+func (x *Operation) GetDone() bool {
+	if x != nil {
+		return x.Done
+	}
+	return false
+}
+
+func (x *Operation) GetError() *status.Status {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+// BulkChangeMetadata is a bulk operation's request and progress. Once it
+// succeeded, matched = changed + skipped + failed.
+type BulkChangeMetadata struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// request is the request that started it.
+	Request *BulkChangeOrdersRequest `protobuf:"bytes,1,opt,name=request,proto3" json:"request,omitempty"`
+	// state is where it is.
+	State BulkChangeState `protobuf:"varint,2,opt,name=state,proto3,enum=orderexpiry.v1.BulkChangeState" json:"state,omitempty"`
+	// matched counts the pending orders the filter matched.
+	Matched int64 `protobuf:"varint,3,opt,name=matched,proto3" json:"matched,omitempty"`
+	// changed counts the orders it rescheduled or cancelled.
+	Changed int64 `protobuf:"varint,4,opt,name=changed,proto3" json:"changed,omitempty"`
+	// skipped counts the matched orders that were closed or due when it
+	// came to them (expired, completed or cancelled meanwhile), or that no
+	// longer matched after another change.
+	Skipped int64 `protobuf:"varint,5,opt,name=skipped,proto3" json:"skipped,omitempty"`
+	// failed counts the matched orders it could not change: a new deadline
+	// not after now, or past the maximum ttl from now.
+	Failed int64 `protobuf:"varint,6,opt,name=failed,proto3" json:"failed,omitempty"`
+	// create_time is when it was started.
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// update_time is when its progress last moved.
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// end_time is when it ended; unset while running.
+	EndTime       *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BulkChangeMetadata) Reset() {
+	*x = BulkChangeMetadata{}
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BulkChangeMetadata) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BulkChangeMetadata) ProtoMessage() {}
+
+func (x *BulkChangeMetadata) ProtoReflect() protoreflect.Message {
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BulkChangeMetadata.ProtoReflect.Descriptor instead.
+func (*BulkChangeMetadata) Descriptor() ([]byte, []int) {
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *BulkChangeMetadata) GetRequest() *BulkChangeOrdersRequest {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+func (x *BulkChangeMetadata) GetState() BulkChangeState {
+	if x != nil {
+		return x.State
+	}
+	return BulkChangeState_BULK_CHANGE_STATE_UNSPECIFIED
+}
+
+func (x *BulkChangeMetadata) GetMatched() int64 {
+	if x != nil {
+		return x.Matched
+	}
+	return 0
+}
+
+func (x *BulkChangeMetadata) GetChanged() int64 {
+	if x != nil {
+		return x.Changed
+	}
+	return 0
+}
+
+func (x *BulkChangeMetadata) GetSkipped() int64 {
+	if x != nil {
+		return x.Skipped
+	}
+	return 0
+}
+
+func (x *BulkChangeMetadata) GetFailed() int64 {
+	if x != nil {
+		return x.Failed
+	}
+	return 0
+}
+
+func (x *BulkChangeMetadata) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *BulkChangeMetadata) GetUpdateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdateTime
+	}
+	return nil
+}
+
+func (x *BulkChangeMetadata) GetEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndTime
+	}
+	return nil
+}
+
+// GetOperationRequest names an operation.
+type GetOperationRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is "operations/<id>".
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetOperationRequest) Reset() {
+	*x = GetOperationRequest{}
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetOperationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetOperationRequest) ProtoMessage() {}
+
+func (x *GetOperationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetOperationRequest.ProtoReflect.Descriptor instead.
+func (*GetOperationRequest) Descriptor() ([]byte, []int) {
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *GetOperationRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// ListOperationsRequest asks for a page of operations.
+type ListOperationsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// page_size is the most operations to return; 0: 50, at most 1000.
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// page_token is next_page_token of the previous page; empty: the first.
+	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListOperationsRequest) Reset() {
+	*x = ListOperationsRequest{}
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListOperationsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListOperationsRequest) ProtoMessage() {}
+
+func (x *ListOperationsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListOperationsRequest.ProtoReflect.Descriptor instead.
+func (*ListOperationsRequest) Descriptor() ([]byte, []int) {
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ListOperationsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListOperationsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListOperationsResponse is a page of operations, newest first.
+type ListOperationsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// operations of this page.
+	Operations []*Operation `protobuf:"bytes,1,rep,name=operations,proto3" json:"operations,omitempty"`
+	// next_page_token fetches the next page; empty after the last.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListOperationsResponse) Reset() {
+	*x = ListOperationsResponse{}
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListOperationsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListOperationsResponse) ProtoMessage() {}
+
+func (x *ListOperationsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListOperationsResponse.ProtoReflect.Descriptor instead.
+func (*ListOperationsResponse) Descriptor() ([]byte, []int) {
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ListOperationsResponse) GetOperations() []*Operation {
+	if x != nil {
+		return x.Operations
+	}
+	return nil
+}
+
+func (x *ListOperationsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// CancelOperationRequest names the operation to stop.
+type CancelOperationRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is "operations/<id>".
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelOperationRequest) Reset() {
+	*x = CancelOperationRequest{}
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelOperationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelOperationRequest) ProtoMessage() {}
+
+func (x *CancelOperationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelOperationRequest.ProtoReflect.Descriptor instead.
+func (*CancelOperationRequest) Descriptor() ([]byte, []int) {
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *CancelOperationRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
 // CompleteOrderRequest names the order that was paid.
 type CompleteOrderRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -760,7 +1374,7 @@ type CompleteOrderRequest struct {
 
 func (x *CompleteOrderRequest) Reset() {
 	*x = CompleteOrderRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[9]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -772,7 +1386,7 @@ func (x *CompleteOrderRequest) String() string {
 func (*CompleteOrderRequest) ProtoMessage() {}
 
 func (x *CompleteOrderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[9]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -785,7 +1399,7 @@ func (x *CompleteOrderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteOrderRequest.ProtoReflect.Descriptor instead.
 func (*CompleteOrderRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{9}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CompleteOrderRequest) GetOrderId() string {
@@ -806,7 +1420,7 @@ type CancelOrderRequest struct {
 
 func (x *CancelOrderRequest) Reset() {
 	*x = CancelOrderRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[10]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -818,7 +1432,7 @@ func (x *CancelOrderRequest) String() string {
 func (*CancelOrderRequest) ProtoMessage() {}
 
 func (x *CancelOrderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[10]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -831,7 +1445,7 @@ func (x *CancelOrderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelOrderRequest.ProtoReflect.Descriptor instead.
 func (*CancelOrderRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{10}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CancelOrderRequest) GetOrderId() string {
@@ -864,7 +1478,7 @@ type RescheduleOrderRequest struct {
 
 func (x *RescheduleOrderRequest) Reset() {
 	*x = RescheduleOrderRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[11]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -876,7 +1490,7 @@ func (x *RescheduleOrderRequest) String() string {
 func (*RescheduleOrderRequest) ProtoMessage() {}
 
 func (x *RescheduleOrderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[11]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -889,7 +1503,7 @@ func (x *RescheduleOrderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RescheduleOrderRequest.ProtoReflect.Descriptor instead.
 func (*RescheduleOrderRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{11}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RescheduleOrderRequest) GetOrderId() string {
@@ -965,7 +1579,7 @@ type WatchExpirationsRequest struct {
 
 func (x *WatchExpirationsRequest) Reset() {
 	*x = WatchExpirationsRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[12]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -977,7 +1591,7 @@ func (x *WatchExpirationsRequest) String() string {
 func (*WatchExpirationsRequest) ProtoMessage() {}
 
 func (x *WatchExpirationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[12]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -990,7 +1604,7 @@ func (x *WatchExpirationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchExpirationsRequest.ProtoReflect.Descriptor instead.
 func (*WatchExpirationsRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{12}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *WatchExpirationsRequest) GetAfterCursor() string {
@@ -1021,7 +1635,7 @@ type ExpirationEvent struct {
 
 func (x *ExpirationEvent) Reset() {
 	*x = ExpirationEvent{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[13]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1033,7 +1647,7 @@ func (x *ExpirationEvent) String() string {
 func (*ExpirationEvent) ProtoMessage() {}
 
 func (x *ExpirationEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[13]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1046,7 +1660,7 @@ func (x *ExpirationEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExpirationEvent.ProtoReflect.Descriptor instead.
 func (*ExpirationEvent) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{13}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ExpirationEvent) GetCursor() string {
@@ -1121,7 +1735,7 @@ type ConsumerGroup struct {
 
 func (x *ConsumerGroup) Reset() {
 	*x = ConsumerGroup{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[14]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1133,7 +1747,7 @@ func (x *ConsumerGroup) String() string {
 func (*ConsumerGroup) ProtoMessage() {}
 
 func (x *ConsumerGroup) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[14]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1146,7 +1760,7 @@ func (x *ConsumerGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumerGroup.ProtoReflect.Descriptor instead.
 func (*ConsumerGroup) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{14}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ConsumerGroup) GetGroupId() string {
@@ -1256,7 +1870,7 @@ type PushConfig struct {
 
 func (x *PushConfig) Reset() {
 	*x = PushConfig{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[15]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1268,7 +1882,7 @@ func (x *PushConfig) String() string {
 func (*PushConfig) ProtoMessage() {}
 
 func (x *PushConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[15]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1281,7 +1895,7 @@ func (x *PushConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushConfig.ProtoReflect.Descriptor instead.
 func (*PushConfig) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{15}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *PushConfig) GetUrl() string {
@@ -1343,7 +1957,7 @@ type CreateConsumerGroupRequest struct {
 
 func (x *CreateConsumerGroupRequest) Reset() {
 	*x = CreateConsumerGroupRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[16]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1355,7 +1969,7 @@ func (x *CreateConsumerGroupRequest) String() string {
 func (*CreateConsumerGroupRequest) ProtoMessage() {}
 
 func (x *CreateConsumerGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[16]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1368,7 +1982,7 @@ func (x *CreateConsumerGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateConsumerGroupRequest.ProtoReflect.Descriptor instead.
 func (*CreateConsumerGroupRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{16}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CreateConsumerGroupRequest) GetGroupId() string {
@@ -1417,7 +2031,7 @@ type GetConsumerGroupRequest struct {
 
 func (x *GetConsumerGroupRequest) Reset() {
 	*x = GetConsumerGroupRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[17]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1429,7 +2043,7 @@ func (x *GetConsumerGroupRequest) String() string {
 func (*GetConsumerGroupRequest) ProtoMessage() {}
 
 func (x *GetConsumerGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[17]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1442,7 +2056,7 @@ func (x *GetConsumerGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConsumerGroupRequest.ProtoReflect.Descriptor instead.
 func (*GetConsumerGroupRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{17}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GetConsumerGroupRequest) GetGroupId() string {
@@ -1465,7 +2079,7 @@ type ListConsumerGroupsRequest struct {
 
 func (x *ListConsumerGroupsRequest) Reset() {
 	*x = ListConsumerGroupsRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[18]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1477,7 +2091,7 @@ func (x *ListConsumerGroupsRequest) String() string {
 func (*ListConsumerGroupsRequest) ProtoMessage() {}
 
 func (x *ListConsumerGroupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[18]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1490,7 +2104,7 @@ func (x *ListConsumerGroupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConsumerGroupsRequest.ProtoReflect.Descriptor instead.
 func (*ListConsumerGroupsRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{18}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListConsumerGroupsRequest) GetPageSize() int32 {
@@ -1520,7 +2134,7 @@ type ListConsumerGroupsResponse struct {
 
 func (x *ListConsumerGroupsResponse) Reset() {
 	*x = ListConsumerGroupsResponse{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[19]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1532,7 +2146,7 @@ func (x *ListConsumerGroupsResponse) String() string {
 func (*ListConsumerGroupsResponse) ProtoMessage() {}
 
 func (x *ListConsumerGroupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[19]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1545,7 +2159,7 @@ func (x *ListConsumerGroupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConsumerGroupsResponse.ProtoReflect.Descriptor instead.
 func (*ListConsumerGroupsResponse) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{19}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListConsumerGroupsResponse) GetConsumerGroups() []*ConsumerGroup {
@@ -1573,7 +2187,7 @@ type DeleteConsumerGroupRequest struct {
 
 func (x *DeleteConsumerGroupRequest) Reset() {
 	*x = DeleteConsumerGroupRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[20]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1585,7 +2199,7 @@ func (x *DeleteConsumerGroupRequest) String() string {
 func (*DeleteConsumerGroupRequest) ProtoMessage() {}
 
 func (x *DeleteConsumerGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[20]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1598,7 +2212,7 @@ func (x *DeleteConsumerGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteConsumerGroupRequest.ProtoReflect.Descriptor instead.
 func (*DeleteConsumerGroupRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{20}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *DeleteConsumerGroupRequest) GetGroupId() string {
@@ -1625,7 +2239,7 @@ type ConsumeExpirationsRequest struct {
 
 func (x *ConsumeExpirationsRequest) Reset() {
 	*x = ConsumeExpirationsRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[21]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1637,7 +2251,7 @@ func (x *ConsumeExpirationsRequest) String() string {
 func (*ConsumeExpirationsRequest) ProtoMessage() {}
 
 func (x *ConsumeExpirationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[21]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1650,7 +2264,7 @@ func (x *ConsumeExpirationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumeExpirationsRequest.ProtoReflect.Descriptor instead.
 func (*ConsumeExpirationsRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{21}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ConsumeExpirationsRequest) GetGroupId() string {
@@ -1692,7 +2306,7 @@ type ReceivedExpiration struct {
 
 func (x *ReceivedExpiration) Reset() {
 	*x = ReceivedExpiration{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[22]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1704,7 +2318,7 @@ func (x *ReceivedExpiration) String() string {
 func (*ReceivedExpiration) ProtoMessage() {}
 
 func (x *ReceivedExpiration) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[22]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1717,7 +2331,7 @@ func (x *ReceivedExpiration) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceivedExpiration.ProtoReflect.Descriptor instead.
 func (*ReceivedExpiration) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{22}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ReceivedExpiration) GetAckId() string {
@@ -1761,7 +2375,7 @@ type PullExpirationsRequest struct {
 
 func (x *PullExpirationsRequest) Reset() {
 	*x = PullExpirationsRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[23]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1773,7 +2387,7 @@ func (x *PullExpirationsRequest) String() string {
 func (*PullExpirationsRequest) ProtoMessage() {}
 
 func (x *PullExpirationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[23]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1786,7 +2400,7 @@ func (x *PullExpirationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullExpirationsRequest.ProtoReflect.Descriptor instead.
 func (*PullExpirationsRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{23}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *PullExpirationsRequest) GetGroupId() string {
@@ -1828,7 +2442,7 @@ type PullExpirationsResponse struct {
 
 func (x *PullExpirationsResponse) Reset() {
 	*x = PullExpirationsResponse{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[24]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1840,7 +2454,7 @@ func (x *PullExpirationsResponse) String() string {
 func (*PullExpirationsResponse) ProtoMessage() {}
 
 func (x *PullExpirationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[24]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1853,7 +2467,7 @@ func (x *PullExpirationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullExpirationsResponse.ProtoReflect.Descriptor instead.
 func (*PullExpirationsResponse) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{24}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *PullExpirationsResponse) GetReceivedExpirations() []*ReceivedExpiration {
@@ -1876,7 +2490,7 @@ type AckIdResult struct {
 
 func (x *AckIdResult) Reset() {
 	*x = AckIdResult{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[25]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1888,7 +2502,7 @@ func (x *AckIdResult) String() string {
 func (*AckIdResult) ProtoMessage() {}
 
 func (x *AckIdResult) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[25]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1901,7 +2515,7 @@ func (x *AckIdResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckIdResult.ProtoReflect.Descriptor instead.
 func (*AckIdResult) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{25}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *AckIdResult) GetAckId() string {
@@ -1931,7 +2545,7 @@ type AcknowledgeExpirationsRequest struct {
 
 func (x *AcknowledgeExpirationsRequest) Reset() {
 	*x = AcknowledgeExpirationsRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[26]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1943,7 +2557,7 @@ func (x *AcknowledgeExpirationsRequest) String() string {
 func (*AcknowledgeExpirationsRequest) ProtoMessage() {}
 
 func (x *AcknowledgeExpirationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[26]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1956,7 +2570,7 @@ func (x *AcknowledgeExpirationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcknowledgeExpirationsRequest.ProtoReflect.Descriptor instead.
 func (*AcknowledgeExpirationsRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{26}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *AcknowledgeExpirationsRequest) GetGroupId() string {
@@ -1984,7 +2598,7 @@ type AcknowledgeExpirationsResponse struct {
 
 func (x *AcknowledgeExpirationsResponse) Reset() {
 	*x = AcknowledgeExpirationsResponse{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[27]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1996,7 +2610,7 @@ func (x *AcknowledgeExpirationsResponse) String() string {
 func (*AcknowledgeExpirationsResponse) ProtoMessage() {}
 
 func (x *AcknowledgeExpirationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[27]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2009,7 +2623,7 @@ func (x *AcknowledgeExpirationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcknowledgeExpirationsResponse.ProtoReflect.Descriptor instead.
 func (*AcknowledgeExpirationsResponse) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{27}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *AcknowledgeExpirationsResponse) GetResults() []*AckIdResult {
@@ -2037,7 +2651,7 @@ type NackExpirationsRequest struct {
 
 func (x *NackExpirationsRequest) Reset() {
 	*x = NackExpirationsRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[28]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2049,7 +2663,7 @@ func (x *NackExpirationsRequest) String() string {
 func (*NackExpirationsRequest) ProtoMessage() {}
 
 func (x *NackExpirationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[28]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2062,7 +2676,7 @@ func (x *NackExpirationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NackExpirationsRequest.ProtoReflect.Descriptor instead.
 func (*NackExpirationsRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{28}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *NackExpirationsRequest) GetGroupId() string {
@@ -2097,7 +2711,7 @@ type NackExpirationsResponse struct {
 
 func (x *NackExpirationsResponse) Reset() {
 	*x = NackExpirationsResponse{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[29]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2109,7 +2723,7 @@ func (x *NackExpirationsResponse) String() string {
 func (*NackExpirationsResponse) ProtoMessage() {}
 
 func (x *NackExpirationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[29]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2122,7 +2736,7 @@ func (x *NackExpirationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NackExpirationsResponse.ProtoReflect.Descriptor instead.
 func (*NackExpirationsResponse) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{29}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *NackExpirationsResponse) GetResults() []*AckIdResult {
@@ -2147,7 +2761,7 @@ type ListDeadLettersRequest struct {
 
 func (x *ListDeadLettersRequest) Reset() {
 	*x = ListDeadLettersRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[30]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2159,7 +2773,7 @@ func (x *ListDeadLettersRequest) String() string {
 func (*ListDeadLettersRequest) ProtoMessage() {}
 
 func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[30]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2172,7 +2786,7 @@ func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeadLettersRequest.ProtoReflect.Descriptor instead.
 func (*ListDeadLettersRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{30}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ListDeadLettersRequest) GetGroupId() string {
@@ -2211,7 +2825,7 @@ type DeadLetter struct {
 
 func (x *DeadLetter) Reset() {
 	*x = DeadLetter{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[31]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2223,7 +2837,7 @@ func (x *DeadLetter) String() string {
 func (*DeadLetter) ProtoMessage() {}
 
 func (x *DeadLetter) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[31]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2236,7 +2850,7 @@ func (x *DeadLetter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeadLetter.ProtoReflect.Descriptor instead.
 func (*DeadLetter) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{31}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *DeadLetter) GetDeadLetterId() string {
@@ -2274,7 +2888,7 @@ type ListDeadLettersResponse struct {
 
 func (x *ListDeadLettersResponse) Reset() {
 	*x = ListDeadLettersResponse{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[32]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2286,7 +2900,7 @@ func (x *ListDeadLettersResponse) String() string {
 func (*ListDeadLettersResponse) ProtoMessage() {}
 
 func (x *ListDeadLettersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[32]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2299,7 +2913,7 @@ func (x *ListDeadLettersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeadLettersResponse.ProtoReflect.Descriptor instead.
 func (*ListDeadLettersResponse) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{32}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ListDeadLettersResponse) GetDeadLetters() []*DeadLetter {
@@ -2332,7 +2946,7 @@ type RedriveDeadLettersRequest struct {
 
 func (x *RedriveDeadLettersRequest) Reset() {
 	*x = RedriveDeadLettersRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[33]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2344,7 +2958,7 @@ func (x *RedriveDeadLettersRequest) String() string {
 func (*RedriveDeadLettersRequest) ProtoMessage() {}
 
 func (x *RedriveDeadLettersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[33]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2357,7 +2971,7 @@ func (x *RedriveDeadLettersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RedriveDeadLettersRequest.ProtoReflect.Descriptor instead.
 func (*RedriveDeadLettersRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{33}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RedriveDeadLettersRequest) GetGroupId() string {
@@ -2392,7 +3006,7 @@ type RedriveDeadLettersResponse struct {
 
 func (x *RedriveDeadLettersResponse) Reset() {
 	*x = RedriveDeadLettersResponse{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[34]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2404,7 +3018,7 @@ func (x *RedriveDeadLettersResponse) String() string {
 func (*RedriveDeadLettersResponse) ProtoMessage() {}
 
 func (x *RedriveDeadLettersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[34]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2417,7 +3031,7 @@ func (x *RedriveDeadLettersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RedriveDeadLettersResponse.ProtoReflect.Descriptor instead.
 func (*RedriveDeadLettersResponse) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{34}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *RedriveDeadLettersResponse) GetRedriven() int64 {
@@ -2436,7 +3050,7 @@ type GetStatsRequest struct {
 
 func (x *GetStatsRequest) Reset() {
 	*x = GetStatsRequest{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[35]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2448,7 +3062,7 @@ func (x *GetStatsRequest) String() string {
 func (*GetStatsRequest) ProtoMessage() {}
 
 func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[35]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2461,7 +3075,7 @@ func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatsRequest.ProtoReflect.Descriptor instead.
 func (*GetStatsRequest) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{35}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{42}
 }
 
 // Stats are the service's statistics, read at one call.
@@ -2485,7 +3099,7 @@ type Stats struct {
 
 func (x *Stats) Reset() {
 	*x = Stats{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[36]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2497,7 +3111,7 @@ func (x *Stats) String() string {
 func (*Stats) ProtoMessage() {}
 
 func (x *Stats) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[36]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2510,7 +3124,7 @@ func (x *Stats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Stats.ProtoReflect.Descriptor instead.
 func (*Stats) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{36}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *Stats) GetOrders() *OrderCounts {
@@ -2576,7 +3190,7 @@ type OrderCounts struct {
 
 func (x *OrderCounts) Reset() {
 	*x = OrderCounts{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[37]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2588,7 +3202,7 @@ func (x *OrderCounts) String() string {
 func (*OrderCounts) ProtoMessage() {}
 
 func (x *OrderCounts) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[37]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2601,7 +3215,7 @@ func (x *OrderCounts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OrderCounts.ProtoReflect.Descriptor instead.
 func (*OrderCounts) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{37}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *OrderCounts) GetPending() int64 {
@@ -2657,7 +3271,7 @@ type PartitionStats struct {
 
 func (x *PartitionStats) Reset() {
 	*x = PartitionStats{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[38]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2669,7 +3283,7 @@ func (x *PartitionStats) String() string {
 func (*PartitionStats) ProtoMessage() {}
 
 func (x *PartitionStats) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[38]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2682,7 +3296,7 @@ func (x *PartitionStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionStats.ProtoReflect.Descriptor instead.
 func (*PartitionStats) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{38}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *PartitionStats) GetPartition() int32 {
@@ -2729,7 +3343,7 @@ type ReplicaStats struct {
 
 func (x *ReplicaStats) Reset() {
 	*x = ReplicaStats{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[39]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2741,7 +3355,7 @@ func (x *ReplicaStats) String() string {
 func (*ReplicaStats) ProtoMessage() {}
 
 func (x *ReplicaStats) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[39]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2754,7 +3368,7 @@ func (x *ReplicaStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaStats.ProtoReflect.Descriptor instead.
 func (*ReplicaStats) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{39}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ReplicaStats) GetWatchers() int32 {
@@ -2793,7 +3407,7 @@ type LatenessSummary struct {
 
 func (x *LatenessSummary) Reset() {
 	*x = LatenessSummary{}
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[40]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2805,7 +3419,7 @@ func (x *LatenessSummary) String() string {
 func (*LatenessSummary) ProtoMessage() {}
 
 func (x *LatenessSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[40]
+	mi := &file_orderexpiry_v1_order_service_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2818,7 +3432,7 @@ func (x *LatenessSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LatenessSummary.ProtoReflect.Descriptor instead.
 func (*LatenessSummary) Descriptor() ([]byte, []int) {
-	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{40}
+	return file_orderexpiry_v1_order_service_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *LatenessSummary) GetWindow() *durationpb.Duration {
@@ -2873,11 +3487,12 @@ const file_orderexpiry_v1_order_service_proto_rawDesc = "" +
 	"\vreschedules\x18\b \x01(\x05R\vreschedules\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe1\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x99\x02\n" +
 	"\x0fCheckoutRequest\x12\x19\n" +
 	"\border_id\x18\x01 \x01(\tR\aorderId\x12+\n" +
 	"\x03ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12I\n" +
-	"\bmetadata\x18\x03 \x03(\v2-.orderexpiry.v1.CheckoutRequest.MetadataEntryR\bmetadata\x1a;\n" +
+	"\bmetadata\x18\x03 \x03(\v2-.orderexpiry.v1.CheckoutRequest.MetadataEntryR\bmetadata\x126\n" +
+	"\bdeadline\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"Y\n" +
@@ -2902,7 +3517,45 @@ const file_orderexpiry_v1_order_service_proto_rawDesc = "" +
 	"\border_by\x18\x04 \x01(\tR\aorderBy\"k\n" +
 	"\x12ListOrdersResponse\x12-\n" +
 	"\x06orders\x18\x01 \x03(\v2\x15.orderexpiry.v1.OrderR\x06orders\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"1\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x8a\x02\n" +
+	"\x17BulkChangeOrdersRequest\x12\x16\n" +
+	"\x06filter\x18\x01 \x01(\tR\x06filter\x12-\n" +
+	"\x03ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationH\x00R\x03ttl\x128\n" +
+	"\bdeadline\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampH\x00R\bdeadline\x121\n" +
+	"\x05shift\x18\x04 \x01(\v2\x19.google.protobuf.DurationH\x00R\x05shift\x12\x18\n" +
+	"\x06cancel\x18\x05 \x01(\bH\x00R\x06cancel\x12\x17\n" +
+	"\adry_run\x18\x06 \x01(\bR\x06dryRunB\b\n" +
+	"\x06change\"\x9d\x01\n" +
+	"\tOperation\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12>\n" +
+	"\bmetadata\x18\x02 \x01(\v2\".orderexpiry.v1.BulkChangeMetadataR\bmetadata\x12\x12\n" +
+	"\x04done\x18\x03 \x01(\bR\x04done\x12(\n" +
+	"\x05error\x18\x04 \x01(\v2\x12.google.rpc.StatusR\x05error\"\xa5\x03\n" +
+	"\x12BulkChangeMetadata\x12A\n" +
+	"\arequest\x18\x01 \x01(\v2'.orderexpiry.v1.BulkChangeOrdersRequestR\arequest\x125\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x1f.orderexpiry.v1.BulkChangeStateR\x05state\x12\x18\n" +
+	"\amatched\x18\x03 \x01(\x03R\amatched\x12\x18\n" +
+	"\achanged\x18\x04 \x01(\x03R\achanged\x12\x18\n" +
+	"\askipped\x18\x05 \x01(\x03R\askipped\x12\x16\n" +
+	"\x06failed\x18\x06 \x01(\x03R\x06failed\x12;\n" +
+	"\vcreate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\x12;\n" +
+	"\vupdate_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"updateTime\x125\n" +
+	"\bend_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\")\n" +
+	"\x13GetOperationRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"S\n" +
+	"\x15ListOperationsRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\"{\n" +
+	"\x16ListOperationsResponse\x129\n" +
+	"\n" +
+	"operations\x18\x01 \x03(\v2\x19.orderexpiry.v1.OperationR\n" +
+	"operations\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\",\n" +
+	"\x16CancelOperationRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"1\n" +
 	"\x14CompleteOrderRequest\x12\x19\n" +
 	"\border_id\x18\x01 \x01(\tR\aorderId\"/\n" +
 	"\x12CancelOrderRequest\x12\x19\n" +
@@ -3048,13 +3701,19 @@ const file_orderexpiry_v1_order_service_proto_rawDesc = "" +
 	"\x14ORDER_STATUS_PENDING\x10\x01\x12\x18\n" +
 	"\x14ORDER_STATUS_EXPIRED\x10\x02\x12\x1a\n" +
 	"\x16ORDER_STATUS_COMPLETED\x10\x03\x12\x1a\n" +
-	"\x16ORDER_STATUS_CANCELLED\x10\x04*\x99\x01\n" +
+	"\x16ORDER_STATUS_CANCELLED\x10\x04*\xb3\x01\n" +
+	"\x0fBulkChangeState\x12!\n" +
+	"\x1dBULK_CHANGE_STATE_UNSPECIFIED\x10\x00\x12\x1d\n" +
+	"\x19BULK_CHANGE_STATE_RUNNING\x10\x01\x12\x1f\n" +
+	"\x1bBULK_CHANGE_STATE_SUCCEEDED\x10\x02\x12\x1f\n" +
+	"\x1bBULK_CHANGE_STATE_CANCELLED\x10\x03\x12\x1c\n" +
+	"\x18BULK_CHANGE_STATE_FAILED\x10\x04*\x99\x01\n" +
 	"\vAckIdStatus\x12\x1d\n" +
 	"\x19ACK_ID_STATUS_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10ACK_ID_STATUS_OK\x10\x01\x12\x19\n" +
 	"\x15ACK_ID_STATUS_UNKNOWN\x10\x02\x12\x1f\n" +
 	"\x1bACK_ID_STATUS_NOT_IN_FLIGHT\x10\x03\x12\x19\n" +
-	"\x15ACK_ID_STATUS_EXPIRED\x10\x042\xf7\x12\n" +
+	"\x15ACK_ID_STATUS_EXPIRED\x10\x042\xdc\x16\n" +
 	"\fOrderService\x12d\n" +
 	"\bCheckout\x12\x1f.orderexpiry.v1.CheckoutRequest\x1a .orderexpiry.v1.CheckoutResponse\"\x15\x82\xd3\xe4\x93\x02\x0f:\x01*\"\n" +
 	"/v1/orders\x12\x81\x01\n" +
@@ -3062,7 +3721,11 @@ const file_orderexpiry_v1_order_service_proto_rawDesc = "" +
 	"\bGetOrder\x12\x1f.orderexpiry.v1.GetOrderRequest\x1a\x15.orderexpiry.v1.Order\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/orders/{order_id}\x12g\n" +
 	"\n" +
 	"ListOrders\x12!.orderexpiry.v1.ListOrdersRequest\x1a\".orderexpiry.v1.ListOrdersResponse\"\x12\x82\xd3\xe4\x93\x02\f\x12\n" +
-	"/v1/orders\x12w\n" +
+	"/v1/orders\x12x\n" +
+	"\x10BulkChangeOrders\x12'.orderexpiry.v1.BulkChangeOrdersRequest\x1a\x19.orderexpiry.v1.Operation\" \x82\xd3\xe4\x93\x02\x1a:\x01*\"\x15/v1/orders:bulkChange\x12o\n" +
+	"\fGetOperation\x12#.orderexpiry.v1.GetOperationRequest\x1a\x19.orderexpiry.v1.Operation\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/{name=operations/*}\x12w\n" +
+	"\x0eListOperations\x12%.orderexpiry.v1.ListOperationsRequest\x1a&.orderexpiry.v1.ListOperationsResponse\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/v1/operations\x12\x7f\n" +
+	"\x0fCancelOperation\x12&.orderexpiry.v1.CancelOperationRequest\x1a\x19.orderexpiry.v1.Operation\")\x82\xd3\xe4\x93\x02#:\x01*\"\x1e/v1/{name=operations/*}:cancel\x12w\n" +
 	"\rCompleteOrder\x12$.orderexpiry.v1.CompleteOrderRequest\x1a\x15.orderexpiry.v1.Order\")\x82\xd3\xe4\x93\x02#:\x01*\"\x1e/v1/orders/{order_id}:complete\x12q\n" +
 	"\vCancelOrder\x12\".orderexpiry.v1.CancelOrderRequest\x1a\x15.orderexpiry.v1.Order\"'\x82\xd3\xe4\x93\x02!:\x01*\"\x1c/v1/orders/{order_id}:cancel\x12}\n" +
 	"\x0fRescheduleOrder\x12&.orderexpiry.v1.RescheduleOrderRequest\x1a\x15.orderexpiry.v1.Order\"+\x82\xd3\xe4\x93\x02%:\x01*\" /v1/orders/{order_id}:reschedule\x12}\n" +
@@ -3093,153 +3756,181 @@ func file_orderexpiry_v1_order_service_proto_rawDescGZIP() []byte {
 	return file_orderexpiry_v1_order_service_proto_rawDescData
 }
 
-var file_orderexpiry_v1_order_service_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_orderexpiry_v1_order_service_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
+var file_orderexpiry_v1_order_service_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_orderexpiry_v1_order_service_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
 var file_orderexpiry_v1_order_service_proto_goTypes = []any{
 	(OrderStatus)(0),                       // 0: orderexpiry.v1.OrderStatus
-	(AckIdStatus)(0),                       // 1: orderexpiry.v1.AckIdStatus
-	(*Order)(nil),                          // 2: orderexpiry.v1.Order
-	(*CheckoutRequest)(nil),                // 3: orderexpiry.v1.CheckoutRequest
-	(*CheckoutResponse)(nil),               // 4: orderexpiry.v1.CheckoutResponse
-	(*BatchCheckoutRequest)(nil),           // 5: orderexpiry.v1.BatchCheckoutRequest
-	(*BatchCheckoutResponse)(nil),          // 6: orderexpiry.v1.BatchCheckoutResponse
-	(*BatchCheckoutResult)(nil),            // 7: orderexpiry.v1.BatchCheckoutResult
-	(*GetOrderRequest)(nil),                // 8: orderexpiry.v1.GetOrderRequest
-	(*ListOrdersRequest)(nil),              // 9: orderexpiry.v1.ListOrdersRequest
-	(*ListOrdersResponse)(nil),             // 10: orderexpiry.v1.ListOrdersResponse
-	(*CompleteOrderRequest)(nil),           // 11: orderexpiry.v1.CompleteOrderRequest
-	(*CancelOrderRequest)(nil),             // 12: orderexpiry.v1.CancelOrderRequest
-	(*RescheduleOrderRequest)(nil),         // 13: orderexpiry.v1.RescheduleOrderRequest
-	(*WatchExpirationsRequest)(nil),        // 14: orderexpiry.v1.WatchExpirationsRequest
-	(*ExpirationEvent)(nil),                // 15: orderexpiry.v1.ExpirationEvent
-	(*ConsumerGroup)(nil),                  // 16: orderexpiry.v1.ConsumerGroup
-	(*PushConfig)(nil),                     // 17: orderexpiry.v1.PushConfig
-	(*CreateConsumerGroupRequest)(nil),     // 18: orderexpiry.v1.CreateConsumerGroupRequest
-	(*GetConsumerGroupRequest)(nil),        // 19: orderexpiry.v1.GetConsumerGroupRequest
-	(*ListConsumerGroupsRequest)(nil),      // 20: orderexpiry.v1.ListConsumerGroupsRequest
-	(*ListConsumerGroupsResponse)(nil),     // 21: orderexpiry.v1.ListConsumerGroupsResponse
-	(*DeleteConsumerGroupRequest)(nil),     // 22: orderexpiry.v1.DeleteConsumerGroupRequest
-	(*ConsumeExpirationsRequest)(nil),      // 23: orderexpiry.v1.ConsumeExpirationsRequest
-	(*ReceivedExpiration)(nil),             // 24: orderexpiry.v1.ReceivedExpiration
-	(*PullExpirationsRequest)(nil),         // 25: orderexpiry.v1.PullExpirationsRequest
-	(*PullExpirationsResponse)(nil),        // 26: orderexpiry.v1.PullExpirationsResponse
-	(*AckIdResult)(nil),                    // 27: orderexpiry.v1.AckIdResult
-	(*AcknowledgeExpirationsRequest)(nil),  // 28: orderexpiry.v1.AcknowledgeExpirationsRequest
-	(*AcknowledgeExpirationsResponse)(nil), // 29: orderexpiry.v1.AcknowledgeExpirationsResponse
-	(*NackExpirationsRequest)(nil),         // 30: orderexpiry.v1.NackExpirationsRequest
-	(*NackExpirationsResponse)(nil),        // 31: orderexpiry.v1.NackExpirationsResponse
-	(*ListDeadLettersRequest)(nil),         // 32: orderexpiry.v1.ListDeadLettersRequest
-	(*DeadLetter)(nil),                     // 33: orderexpiry.v1.DeadLetter
-	(*ListDeadLettersResponse)(nil),        // 34: orderexpiry.v1.ListDeadLettersResponse
-	(*RedriveDeadLettersRequest)(nil),      // 35: orderexpiry.v1.RedriveDeadLettersRequest
-	(*RedriveDeadLettersResponse)(nil),     // 36: orderexpiry.v1.RedriveDeadLettersResponse
-	(*GetStatsRequest)(nil),                // 37: orderexpiry.v1.GetStatsRequest
-	(*Stats)(nil),                          // 38: orderexpiry.v1.Stats
-	(*OrderCounts)(nil),                    // 39: orderexpiry.v1.OrderCounts
-	(*PartitionStats)(nil),                 // 40: orderexpiry.v1.PartitionStats
-	(*ReplicaStats)(nil),                   // 41: orderexpiry.v1.ReplicaStats
-	(*LatenessSummary)(nil),                // 42: orderexpiry.v1.LatenessSummary
-	nil,                                    // 43: orderexpiry.v1.Order.MetadataEntry
-	nil,                                    // 44: orderexpiry.v1.CheckoutRequest.MetadataEntry
-	nil,                                    // 45: orderexpiry.v1.ExpirationEvent.MetadataEntry
-	(*timestamppb.Timestamp)(nil),          // 46: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),            // 47: google.protobuf.Duration
-	(*status.Status)(nil),                  // 48: google.rpc.Status
-	(*emptypb.Empty)(nil),                  // 49: google.protobuf.Empty
+	(BulkChangeState)(0),                   // 1: orderexpiry.v1.BulkChangeState
+	(AckIdStatus)(0),                       // 2: orderexpiry.v1.AckIdStatus
+	(*Order)(nil),                          // 3: orderexpiry.v1.Order
+	(*CheckoutRequest)(nil),                // 4: orderexpiry.v1.CheckoutRequest
+	(*CheckoutResponse)(nil),               // 5: orderexpiry.v1.CheckoutResponse
+	(*BatchCheckoutRequest)(nil),           // 6: orderexpiry.v1.BatchCheckoutRequest
+	(*BatchCheckoutResponse)(nil),          // 7: orderexpiry.v1.BatchCheckoutResponse
+	(*BatchCheckoutResult)(nil),            // 8: orderexpiry.v1.BatchCheckoutResult
+	(*GetOrderRequest)(nil),                // 9: orderexpiry.v1.GetOrderRequest
+	(*ListOrdersRequest)(nil),              // 10: orderexpiry.v1.ListOrdersRequest
+	(*ListOrdersResponse)(nil),             // 11: orderexpiry.v1.ListOrdersResponse
+	(*BulkChangeOrdersRequest)(nil),        // 12: orderexpiry.v1.BulkChangeOrdersRequest
+	(*Operation)(nil),                      // 13: orderexpiry.v1.Operation
+	(*BulkChangeMetadata)(nil),             // 14: orderexpiry.v1.BulkChangeMetadata
+	(*GetOperationRequest)(nil),            // 15: orderexpiry.v1.GetOperationRequest
+	(*ListOperationsRequest)(nil),          // 16: orderexpiry.v1.ListOperationsRequest
+	(*ListOperationsResponse)(nil),         // 17: orderexpiry.v1.ListOperationsResponse
+	(*CancelOperationRequest)(nil),         // 18: orderexpiry.v1.CancelOperationRequest
+	(*CompleteOrderRequest)(nil),           // 19: orderexpiry.v1.CompleteOrderRequest
+	(*CancelOrderRequest)(nil),             // 20: orderexpiry.v1.CancelOrderRequest
+	(*RescheduleOrderRequest)(nil),         // 21: orderexpiry.v1.RescheduleOrderRequest
+	(*WatchExpirationsRequest)(nil),        // 22: orderexpiry.v1.WatchExpirationsRequest
+	(*ExpirationEvent)(nil),                // 23: orderexpiry.v1.ExpirationEvent
+	(*ConsumerGroup)(nil),                  // 24: orderexpiry.v1.ConsumerGroup
+	(*PushConfig)(nil),                     // 25: orderexpiry.v1.PushConfig
+	(*CreateConsumerGroupRequest)(nil),     // 26: orderexpiry.v1.CreateConsumerGroupRequest
+	(*GetConsumerGroupRequest)(nil),        // 27: orderexpiry.v1.GetConsumerGroupRequest
+	(*ListConsumerGroupsRequest)(nil),      // 28: orderexpiry.v1.ListConsumerGroupsRequest
+	(*ListConsumerGroupsResponse)(nil),     // 29: orderexpiry.v1.ListConsumerGroupsResponse
+	(*DeleteConsumerGroupRequest)(nil),     // 30: orderexpiry.v1.DeleteConsumerGroupRequest
+	(*ConsumeExpirationsRequest)(nil),      // 31: orderexpiry.v1.ConsumeExpirationsRequest
+	(*ReceivedExpiration)(nil),             // 32: orderexpiry.v1.ReceivedExpiration
+	(*PullExpirationsRequest)(nil),         // 33: orderexpiry.v1.PullExpirationsRequest
+	(*PullExpirationsResponse)(nil),        // 34: orderexpiry.v1.PullExpirationsResponse
+	(*AckIdResult)(nil),                    // 35: orderexpiry.v1.AckIdResult
+	(*AcknowledgeExpirationsRequest)(nil),  // 36: orderexpiry.v1.AcknowledgeExpirationsRequest
+	(*AcknowledgeExpirationsResponse)(nil), // 37: orderexpiry.v1.AcknowledgeExpirationsResponse
+	(*NackExpirationsRequest)(nil),         // 38: orderexpiry.v1.NackExpirationsRequest
+	(*NackExpirationsResponse)(nil),        // 39: orderexpiry.v1.NackExpirationsResponse
+	(*ListDeadLettersRequest)(nil),         // 40: orderexpiry.v1.ListDeadLettersRequest
+	(*DeadLetter)(nil),                     // 41: orderexpiry.v1.DeadLetter
+	(*ListDeadLettersResponse)(nil),        // 42: orderexpiry.v1.ListDeadLettersResponse
+	(*RedriveDeadLettersRequest)(nil),      // 43: orderexpiry.v1.RedriveDeadLettersRequest
+	(*RedriveDeadLettersResponse)(nil),     // 44: orderexpiry.v1.RedriveDeadLettersResponse
+	(*GetStatsRequest)(nil),                // 45: orderexpiry.v1.GetStatsRequest
+	(*Stats)(nil),                          // 46: orderexpiry.v1.Stats
+	(*OrderCounts)(nil),                    // 47: orderexpiry.v1.OrderCounts
+	(*PartitionStats)(nil),                 // 48: orderexpiry.v1.PartitionStats
+	(*ReplicaStats)(nil),                   // 49: orderexpiry.v1.ReplicaStats
+	(*LatenessSummary)(nil),                // 50: orderexpiry.v1.LatenessSummary
+	nil,                                    // 51: orderexpiry.v1.Order.MetadataEntry
+	nil,                                    // 52: orderexpiry.v1.CheckoutRequest.MetadataEntry
+	nil,                                    // 53: orderexpiry.v1.ExpirationEvent.MetadataEntry
+	(*timestamppb.Timestamp)(nil),          // 54: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),            // 55: google.protobuf.Duration
+	(*status.Status)(nil),                  // 56: google.rpc.Status
+	(*emptypb.Empty)(nil),                  // 57: google.protobuf.Empty
 }
 var file_orderexpiry_v1_order_service_proto_depIdxs = []int32{
 	0,  // 0: orderexpiry.v1.Order.status:type_name -> orderexpiry.v1.OrderStatus
-	46, // 1: orderexpiry.v1.Order.created_at:type_name -> google.protobuf.Timestamp
-	46, // 2: orderexpiry.v1.Order.deadline:type_name -> google.protobuf.Timestamp
-	47, // 3: orderexpiry.v1.Order.ttl_remaining:type_name -> google.protobuf.Duration
-	46, // 4: orderexpiry.v1.Order.closed_at:type_name -> google.protobuf.Timestamp
-	43, // 5: orderexpiry.v1.Order.metadata:type_name -> orderexpiry.v1.Order.MetadataEntry
-	47, // 6: orderexpiry.v1.CheckoutRequest.ttl:type_name -> google.protobuf.Duration
-	44, // 7: orderexpiry.v1.CheckoutRequest.metadata:type_name -> orderexpiry.v1.CheckoutRequest.MetadataEntry
-	2,  // 8: orderexpiry.v1.CheckoutResponse.order:type_name -> orderexpiry.v1.Order
-	3,  // 9: orderexpiry.v1.BatchCheckoutRequest.requests:type_name -> orderexpiry.v1.CheckoutRequest
-	7,  // 10: orderexpiry.v1.BatchCheckoutResponse.results:type_name -> orderexpiry.v1.BatchCheckoutResult
-	4,  // 11: orderexpiry.v1.BatchCheckoutResult.checkout:type_name -> orderexpiry.v1.CheckoutResponse
-	48, // 12: orderexpiry.v1.BatchCheckoutResult.error:type_name -> google.rpc.Status
-	2,  // 13: orderexpiry.v1.ListOrdersResponse.orders:type_name -> orderexpiry.v1.Order
-	47, // 14: orderexpiry.v1.RescheduleOrderRequest.ttl:type_name -> google.protobuf.Duration
-	46, // 15: orderexpiry.v1.RescheduleOrderRequest.deadline:type_name -> google.protobuf.Timestamp
-	46, // 16: orderexpiry.v1.RescheduleOrderRequest.expected_deadline:type_name -> google.protobuf.Timestamp
-	46, // 17: orderexpiry.v1.ExpirationEvent.deadline:type_name -> google.protobuf.Timestamp
-	46, // 18: orderexpiry.v1.ExpirationEvent.expired_at:type_name -> google.protobuf.Timestamp
-	45, // 19: orderexpiry.v1.ExpirationEvent.metadata:type_name -> orderexpiry.v1.ExpirationEvent.MetadataEntry
-	47, // 20: orderexpiry.v1.ConsumerGroup.ack_deadline:type_name -> google.protobuf.Duration
-	46, // 21: orderexpiry.v1.ConsumerGroup.create_time:type_name -> google.protobuf.Timestamp
-	47, // 22: orderexpiry.v1.ConsumerGroup.oldest_unacked_age:type_name -> google.protobuf.Duration
-	17, // 23: orderexpiry.v1.ConsumerGroup.push_config:type_name -> orderexpiry.v1.PushConfig
-	47, // 24: orderexpiry.v1.PushConfig.timeout:type_name -> google.protobuf.Duration
-	47, // 25: orderexpiry.v1.CreateConsumerGroupRequest.ack_deadline:type_name -> google.protobuf.Duration
-	17, // 26: orderexpiry.v1.CreateConsumerGroupRequest.push_config:type_name -> orderexpiry.v1.PushConfig
-	16, // 27: orderexpiry.v1.ListConsumerGroupsResponse.consumer_groups:type_name -> orderexpiry.v1.ConsumerGroup
-	15, // 28: orderexpiry.v1.ReceivedExpiration.event:type_name -> orderexpiry.v1.ExpirationEvent
-	47, // 29: orderexpiry.v1.PullExpirationsRequest.wait:type_name -> google.protobuf.Duration
-	24, // 30: orderexpiry.v1.PullExpirationsResponse.received_expirations:type_name -> orderexpiry.v1.ReceivedExpiration
-	1,  // 31: orderexpiry.v1.AckIdResult.status:type_name -> orderexpiry.v1.AckIdStatus
-	27, // 32: orderexpiry.v1.AcknowledgeExpirationsResponse.results:type_name -> orderexpiry.v1.AckIdResult
-	47, // 33: orderexpiry.v1.NackExpirationsRequest.retry_after:type_name -> google.protobuf.Duration
-	27, // 34: orderexpiry.v1.NackExpirationsResponse.results:type_name -> orderexpiry.v1.AckIdResult
-	15, // 35: orderexpiry.v1.DeadLetter.event:type_name -> orderexpiry.v1.ExpirationEvent
-	33, // 36: orderexpiry.v1.ListDeadLettersResponse.dead_letters:type_name -> orderexpiry.v1.DeadLetter
-	39, // 37: orderexpiry.v1.Stats.orders:type_name -> orderexpiry.v1.OrderCounts
-	40, // 38: orderexpiry.v1.Stats.partitions:type_name -> orderexpiry.v1.PartitionStats
-	16, // 39: orderexpiry.v1.Stats.consumer_groups:type_name -> orderexpiry.v1.ConsumerGroup
-	41, // 40: orderexpiry.v1.Stats.replica:type_name -> orderexpiry.v1.ReplicaStats
-	46, // 41: orderexpiry.v1.Stats.read_time:type_name -> google.protobuf.Timestamp
-	46, // 42: orderexpiry.v1.OrderCounts.counted_since:type_name -> google.protobuf.Timestamp
-	46, // 43: orderexpiry.v1.PartitionStats.next_deadline:type_name -> google.protobuf.Timestamp
-	42, // 44: orderexpiry.v1.ReplicaStats.lateness:type_name -> orderexpiry.v1.LatenessSummary
-	47, // 45: orderexpiry.v1.LatenessSummary.window:type_name -> google.protobuf.Duration
-	47, // 46: orderexpiry.v1.LatenessSummary.p50:type_name -> google.protobuf.Duration
-	47, // 47: orderexpiry.v1.LatenessSummary.p99:type_name -> google.protobuf.Duration
-	47, // 48: orderexpiry.v1.LatenessSummary.max:type_name -> google.protobuf.Duration
-	3,  // 49: orderexpiry.v1.OrderService.Checkout:input_type -> orderexpiry.v1.CheckoutRequest
-	5,  // 50: orderexpiry.v1.OrderService.BatchCheckout:input_type -> orderexpiry.v1.BatchCheckoutRequest
-	8,  // 51: orderexpiry.v1.OrderService.GetOrder:input_type -> orderexpiry.v1.GetOrderRequest
-	9,  // 52: orderexpiry.v1.OrderService.ListOrders:input_type -> orderexpiry.v1.ListOrdersRequest
-	11, // 53: orderexpiry.v1.OrderService.CompleteOrder:input_type -> orderexpiry.v1.CompleteOrderRequest
-	12, // 54: orderexpiry.v1.OrderService.CancelOrder:input_type -> orderexpiry.v1.CancelOrderRequest
-	13, // 55: orderexpiry.v1.OrderService.RescheduleOrder:input_type -> orderexpiry.v1.RescheduleOrderRequest
-	14, // 56: orderexpiry.v1.OrderService.WatchExpirations:input_type -> orderexpiry.v1.WatchExpirationsRequest
-	18, // 57: orderexpiry.v1.OrderService.CreateConsumerGroup:input_type -> orderexpiry.v1.CreateConsumerGroupRequest
-	19, // 58: orderexpiry.v1.OrderService.GetConsumerGroup:input_type -> orderexpiry.v1.GetConsumerGroupRequest
-	20, // 59: orderexpiry.v1.OrderService.ListConsumerGroups:input_type -> orderexpiry.v1.ListConsumerGroupsRequest
-	22, // 60: orderexpiry.v1.OrderService.DeleteConsumerGroup:input_type -> orderexpiry.v1.DeleteConsumerGroupRequest
-	23, // 61: orderexpiry.v1.OrderService.ConsumeExpirations:input_type -> orderexpiry.v1.ConsumeExpirationsRequest
-	25, // 62: orderexpiry.v1.OrderService.PullExpirations:input_type -> orderexpiry.v1.PullExpirationsRequest
-	28, // 63: orderexpiry.v1.OrderService.AcknowledgeExpirations:input_type -> orderexpiry.v1.AcknowledgeExpirationsRequest
-	30, // 64: orderexpiry.v1.OrderService.NackExpirations:input_type -> orderexpiry.v1.NackExpirationsRequest
-	32, // 65: orderexpiry.v1.OrderService.ListDeadLetters:input_type -> orderexpiry.v1.ListDeadLettersRequest
-	35, // 66: orderexpiry.v1.OrderService.RedriveDeadLetters:input_type -> orderexpiry.v1.RedriveDeadLettersRequest
-	37, // 67: orderexpiry.v1.OrderService.GetStats:input_type -> orderexpiry.v1.GetStatsRequest
-	4,  // 68: orderexpiry.v1.OrderService.Checkout:output_type -> orderexpiry.v1.CheckoutResponse
-	6,  // 69: orderexpiry.v1.OrderService.BatchCheckout:output_type -> orderexpiry.v1.BatchCheckoutResponse
-	2,  // 70: orderexpiry.v1.OrderService.GetOrder:output_type -> orderexpiry.v1.Order
-	10, // 71: orderexpiry.v1.OrderService.ListOrders:output_type -> orderexpiry.v1.ListOrdersResponse
-	2,  // 72: orderexpiry.v1.OrderService.CompleteOrder:output_type -> orderexpiry.v1.Order
-	2,  // 73: orderexpiry.v1.OrderService.CancelOrder:output_type -> orderexpiry.v1.Order
-	2,  // 74: orderexpiry.v1.OrderService.RescheduleOrder:output_type -> orderexpiry.v1.Order
-	15, // 75: orderexpiry.v1.OrderService.WatchExpirations:output_type -> orderexpiry.v1.ExpirationEvent
-	16, // 76: orderexpiry.v1.OrderService.CreateConsumerGroup:output_type -> orderexpiry.v1.ConsumerGroup
-	16, // 77: orderexpiry.v1.OrderService.GetConsumerGroup:output_type -> orderexpiry.v1.ConsumerGroup
-	21, // 78: orderexpiry.v1.OrderService.ListConsumerGroups:output_type -> orderexpiry.v1.ListConsumerGroupsResponse
-	49, // 79: orderexpiry.v1.OrderService.DeleteConsumerGroup:output_type -> google.protobuf.Empty
-	24, // 80: orderexpiry.v1.OrderService.ConsumeExpirations:output_type -> orderexpiry.v1.ReceivedExpiration
-	26, // 81: orderexpiry.v1.OrderService.PullExpirations:output_type -> orderexpiry.v1.PullExpirationsResponse
-	29, // 82: orderexpiry.v1.OrderService.AcknowledgeExpirations:output_type -> orderexpiry.v1.AcknowledgeExpirationsResponse
-	31, // 83: orderexpiry.v1.OrderService.NackExpirations:output_type -> orderexpiry.v1.NackExpirationsResponse
-	34, // 84: orderexpiry.v1.OrderService.ListDeadLetters:output_type -> orderexpiry.v1.ListDeadLettersResponse
-	36, // 85: orderexpiry.v1.OrderService.RedriveDeadLetters:output_type -> orderexpiry.v1.RedriveDeadLettersResponse
-	38, // 86: orderexpiry.v1.OrderService.GetStats:output_type -> orderexpiry.v1.Stats
-	68, // [68:87] is the sub-list for method output_type
-	49, // [49:68] is the sub-list for method input_type
-	49, // [49:49] is the sub-list for extension type_name
-	49, // [49:49] is the sub-list for extension extendee
-	0,  // [0:49] is the sub-list for field type_name
+	54, // 1: orderexpiry.v1.Order.created_at:type_name -> google.protobuf.Timestamp
+	54, // 2: orderexpiry.v1.Order.deadline:type_name -> google.protobuf.Timestamp
+	55, // 3: orderexpiry.v1.Order.ttl_remaining:type_name -> google.protobuf.Duration
+	54, // 4: orderexpiry.v1.Order.closed_at:type_name -> google.protobuf.Timestamp
+	51, // 5: orderexpiry.v1.Order.metadata:type_name -> orderexpiry.v1.Order.MetadataEntry
+	55, // 6: orderexpiry.v1.CheckoutRequest.ttl:type_name -> google.protobuf.Duration
+	52, // 7: orderexpiry.v1.CheckoutRequest.metadata:type_name -> orderexpiry.v1.CheckoutRequest.MetadataEntry
+	54, // 8: orderexpiry.v1.CheckoutRequest.deadline:type_name -> google.protobuf.Timestamp
+	3,  // 9: orderexpiry.v1.CheckoutResponse.order:type_name -> orderexpiry.v1.Order
+	4,  // 10: orderexpiry.v1.BatchCheckoutRequest.requests:type_name -> orderexpiry.v1.CheckoutRequest
+	8,  // 11: orderexpiry.v1.BatchCheckoutResponse.results:type_name -> orderexpiry.v1.BatchCheckoutResult
+	5,  // 12: orderexpiry.v1.BatchCheckoutResult.checkout:type_name -> orderexpiry.v1.CheckoutResponse
+	56, // 13: orderexpiry.v1.BatchCheckoutResult.error:type_name -> google.rpc.Status
+	3,  // 14: orderexpiry.v1.ListOrdersResponse.orders:type_name -> orderexpiry.v1.Order
+	55, // 15: orderexpiry.v1.BulkChangeOrdersRequest.ttl:type_name -> google.protobuf.Duration
+	54, // 16: orderexpiry.v1.BulkChangeOrdersRequest.deadline:type_name -> google.protobuf.Timestamp
+	55, // 17: orderexpiry.v1.BulkChangeOrdersRequest.shift:type_name -> google.protobuf.Duration
+	14, // 18: orderexpiry.v1.Operation.metadata:type_name -> orderexpiry.v1.BulkChangeMetadata
+	56, // 19: orderexpiry.v1.Operation.error:type_name -> google.rpc.Status
+	12, // 20: orderexpiry.v1.BulkChangeMetadata.request:type_name -> orderexpiry.v1.BulkChangeOrdersRequest
+	1,  // 21: orderexpiry.v1.BulkChangeMetadata.state:type_name -> orderexpiry.v1.BulkChangeState
+	54, // 22: orderexpiry.v1.BulkChangeMetadata.create_time:type_name -> google.protobuf.Timestamp
+	54, // 23: orderexpiry.v1.BulkChangeMetadata.update_time:type_name -> google.protobuf.Timestamp
+	54, // 24: orderexpiry.v1.BulkChangeMetadata.end_time:type_name -> google.protobuf.Timestamp
+	13, // 25: orderexpiry.v1.ListOperationsResponse.operations:type_name -> orderexpiry.v1.Operation
+	55, // 26: orderexpiry.v1.RescheduleOrderRequest.ttl:type_name -> google.protobuf.Duration
+	54, // 27: orderexpiry.v1.RescheduleOrderRequest.deadline:type_name -> google.protobuf.Timestamp
+	54, // 28: orderexpiry.v1.RescheduleOrderRequest.expected_deadline:type_name -> google.protobuf.Timestamp
+	54, // 29: orderexpiry.v1.ExpirationEvent.deadline:type_name -> google.protobuf.Timestamp
+	54, // 30: orderexpiry.v1.ExpirationEvent.expired_at:type_name -> google.protobuf.Timestamp
+	53, // 31: orderexpiry.v1.ExpirationEvent.metadata:type_name -> orderexpiry.v1.ExpirationEvent.MetadataEntry
+	55, // 32: orderexpiry.v1.ConsumerGroup.ack_deadline:type_name -> google.protobuf.Duration
+	54, // 33: orderexpiry.v1.ConsumerGroup.create_time:type_name -> google.protobuf.Timestamp
+	55, // 34: orderexpiry.v1.ConsumerGroup.oldest_unacked_age:type_name -> google.protobuf.Duration
+	25, // 35: orderexpiry.v1.ConsumerGroup.push_config:type_name -> orderexpiry.v1.PushConfig
+	55, // 36: orderexpiry.v1.PushConfig.timeout:type_name -> google.protobuf.Duration
+	55, // 37: orderexpiry.v1.CreateConsumerGroupRequest.ack_deadline:type_name -> google.protobuf.Duration
+	25, // 38: orderexpiry.v1.CreateConsumerGroupRequest.push_config:type_name -> orderexpiry.v1.PushConfig
+	24, // 39: orderexpiry.v1.ListConsumerGroupsResponse.consumer_groups:type_name -> orderexpiry.v1.ConsumerGroup
+	23, // 40: orderexpiry.v1.ReceivedExpiration.event:type_name -> orderexpiry.v1.ExpirationEvent
+	55, // 41: orderexpiry.v1.PullExpirationsRequest.wait:type_name -> google.protobuf.Duration
+	32, // 42: orderexpiry.v1.PullExpirationsResponse.received_expirations:type_name -> orderexpiry.v1.ReceivedExpiration
+	2,  // 43: orderexpiry.v1.AckIdResult.status:type_name -> orderexpiry.v1.AckIdStatus
+	35, // 44: orderexpiry.v1.AcknowledgeExpirationsResponse.results:type_name -> orderexpiry.v1.AckIdResult
+	55, // 45: orderexpiry.v1.NackExpirationsRequest.retry_after:type_name -> google.protobuf.Duration
+	35, // 46: orderexpiry.v1.NackExpirationsResponse.results:type_name -> orderexpiry.v1.AckIdResult
+	23, // 47: orderexpiry.v1.DeadLetter.event:type_name -> orderexpiry.v1.ExpirationEvent
+	41, // 48: orderexpiry.v1.ListDeadLettersResponse.dead_letters:type_name -> orderexpiry.v1.DeadLetter
+	47, // 49: orderexpiry.v1.Stats.orders:type_name -> orderexpiry.v1.OrderCounts
+	48, // 50: orderexpiry.v1.Stats.partitions:type_name -> orderexpiry.v1.PartitionStats
+	24, // 51: orderexpiry.v1.Stats.consumer_groups:type_name -> orderexpiry.v1.ConsumerGroup
+	49, // 52: orderexpiry.v1.Stats.replica:type_name -> orderexpiry.v1.ReplicaStats
+	54, // 53: orderexpiry.v1.Stats.read_time:type_name -> google.protobuf.Timestamp
+	54, // 54: orderexpiry.v1.OrderCounts.counted_since:type_name -> google.protobuf.Timestamp
+	54, // 55: orderexpiry.v1.PartitionStats.next_deadline:type_name -> google.protobuf.Timestamp
+	50, // 56: orderexpiry.v1.ReplicaStats.lateness:type_name -> orderexpiry.v1.LatenessSummary
+	55, // 57: orderexpiry.v1.LatenessSummary.window:type_name -> google.protobuf.Duration
+	55, // 58: orderexpiry.v1.LatenessSummary.p50:type_name -> google.protobuf.Duration
+	55, // 59: orderexpiry.v1.LatenessSummary.p99:type_name -> google.protobuf.Duration
+	55, // 60: orderexpiry.v1.LatenessSummary.max:type_name -> google.protobuf.Duration
+	4,  // 61: orderexpiry.v1.OrderService.Checkout:input_type -> orderexpiry.v1.CheckoutRequest
+	6,  // 62: orderexpiry.v1.OrderService.BatchCheckout:input_type -> orderexpiry.v1.BatchCheckoutRequest
+	9,  // 63: orderexpiry.v1.OrderService.GetOrder:input_type -> orderexpiry.v1.GetOrderRequest
+	10, // 64: orderexpiry.v1.OrderService.ListOrders:input_type -> orderexpiry.v1.ListOrdersRequest
+	12, // 65: orderexpiry.v1.OrderService.BulkChangeOrders:input_type -> orderexpiry.v1.BulkChangeOrdersRequest
+	15, // 66: orderexpiry.v1.OrderService.GetOperation:input_type -> orderexpiry.v1.GetOperationRequest
+	16, // 67: orderexpiry.v1.OrderService.ListOperations:input_type -> orderexpiry.v1.ListOperationsRequest
+	18, // 68: orderexpiry.v1.OrderService.CancelOperation:input_type -> orderexpiry.v1.CancelOperationRequest
+	19, // 69: orderexpiry.v1.OrderService.CompleteOrder:input_type -> orderexpiry.v1.CompleteOrderRequest
+	20, // 70: orderexpiry.v1.OrderService.CancelOrder:input_type -> orderexpiry.v1.CancelOrderRequest
+	21, // 71: orderexpiry.v1.OrderService.RescheduleOrder:input_type -> orderexpiry.v1.RescheduleOrderRequest
+	22, // 72: orderexpiry.v1.OrderService.WatchExpirations:input_type -> orderexpiry.v1.WatchExpirationsRequest
+	26, // 73: orderexpiry.v1.OrderService.CreateConsumerGroup:input_type -> orderexpiry.v1.CreateConsumerGroupRequest
+	27, // 74: orderexpiry.v1.OrderService.GetConsumerGroup:input_type -> orderexpiry.v1.GetConsumerGroupRequest
+	28, // 75: orderexpiry.v1.OrderService.ListConsumerGroups:input_type -> orderexpiry.v1.ListConsumerGroupsRequest
+	30, // 76: orderexpiry.v1.OrderService.DeleteConsumerGroup:input_type -> orderexpiry.v1.DeleteConsumerGroupRequest
+	31, // 77: orderexpiry.v1.OrderService.ConsumeExpirations:input_type -> orderexpiry.v1.ConsumeExpirationsRequest
+	33, // 78: orderexpiry.v1.OrderService.PullExpirations:input_type -> orderexpiry.v1.PullExpirationsRequest
+	36, // 79: orderexpiry.v1.OrderService.AcknowledgeExpirations:input_type -> orderexpiry.v1.AcknowledgeExpirationsRequest
+	38, // 80: orderexpiry.v1.OrderService.NackExpirations:input_type -> orderexpiry.v1.NackExpirationsRequest
+	40, // 81: orderexpiry.v1.OrderService.ListDeadLetters:input_type -> orderexpiry.v1.ListDeadLettersRequest
+	43, // 82: orderexpiry.v1.OrderService.RedriveDeadLetters:input_type -> orderexpiry.v1.RedriveDeadLettersRequest
+	45, // 83: orderexpiry.v1.OrderService.GetStats:input_type -> orderexpiry.v1.GetStatsRequest
+	5,  // 84: orderexpiry.v1.OrderService.Checkout:output_type -> orderexpiry.v1.CheckoutResponse
+	7,  // 85: orderexpiry.v1.OrderService.BatchCheckout:output_type -> orderexpiry.v1.BatchCheckoutResponse
+	3,  // 86: orderexpiry.v1.OrderService.GetOrder:output_type -> orderexpiry.v1.Order
+	11, // 87: orderexpiry.v1.OrderService.ListOrders:output_type -> orderexpiry.v1.ListOrdersResponse
+	13, // 88: orderexpiry.v1.OrderService.BulkChangeOrders:output_type -> orderexpiry.v1.Operation
+	13, // 89: orderexpiry.v1.OrderService.GetOperation:output_type -> orderexpiry.v1.Operation
+	17, // 90: orderexpiry.v1.OrderService.ListOperations:output_type -> orderexpiry.v1.ListOperationsResponse
+	13, // 91: orderexpiry.v1.OrderService.CancelOperation:output_type -> orderexpiry.v1.Operation
+	3,  // 92: orderexpiry.v1.OrderService.CompleteOrder:output_type -> orderexpiry.v1.Order
+	3,  // 93: orderexpiry.v1.OrderService.CancelOrder:output_type -> orderexpiry.v1.Order
+	3,  // 94: orderexpiry.v1.OrderService.RescheduleOrder:output_type -> orderexpiry.v1.Order
+	23, // 95: orderexpiry.v1.OrderService.WatchExpirations:output_type -> orderexpiry.v1.ExpirationEvent
+	24, // 96: orderexpiry.v1.OrderService.CreateConsumerGroup:output_type -> orderexpiry.v1.ConsumerGroup
+	24, // 97: orderexpiry.v1.OrderService.GetConsumerGroup:output_type -> orderexpiry.v1.ConsumerGroup
+	29, // 98: orderexpiry.v1.OrderService.ListConsumerGroups:output_type -> orderexpiry.v1.ListConsumerGroupsResponse
+	57, // 99: orderexpiry.v1.OrderService.DeleteConsumerGroup:output_type -> google.protobuf.Empty
+	32, // 100: orderexpiry.v1.OrderService.ConsumeExpirations:output_type -> orderexpiry.v1.ReceivedExpiration
+	34, // 101: orderexpiry.v1.OrderService.PullExpirations:output_type -> orderexpiry.v1.PullExpirationsResponse
+	37, // 102: orderexpiry.v1.OrderService.AcknowledgeExpirations:output_type -> orderexpiry.v1.AcknowledgeExpirationsResponse
+	39, // 103: orderexpiry.v1.OrderService.NackExpirations:output_type -> orderexpiry.v1.NackExpirationsResponse
+	42, // 104: orderexpiry.v1.OrderService.ListDeadLetters:output_type -> orderexpiry.v1.ListDeadLettersResponse
+	44, // 105: orderexpiry.v1.OrderService.RedriveDeadLetters:output_type -> orderexpiry.v1.RedriveDeadLettersResponse
+	46, // 106: orderexpiry.v1.OrderService.GetStats:output_type -> orderexpiry.v1.Stats
+	84, // [84:107] is the sub-list for method output_type
+	61, // [61:84] is the sub-list for method input_type
+	61, // [61:61] is the sub-list for extension type_name
+	61, // [61:61] is the sub-list for extension extendee
+	0,  // [0:61] is the sub-list for field type_name
 }
 
 func init() { file_orderexpiry_v1_order_service_proto_init() }
@@ -3251,7 +3942,13 @@ func file_orderexpiry_v1_order_service_proto_init() {
 		(*BatchCheckoutResult_Checkout)(nil),
 		(*BatchCheckoutResult_Error)(nil),
 	}
-	file_orderexpiry_v1_order_service_proto_msgTypes[11].OneofWrappers = []any{
+	file_orderexpiry_v1_order_service_proto_msgTypes[9].OneofWrappers = []any{
+		(*BulkChangeOrdersRequest_Ttl)(nil),
+		(*BulkChangeOrdersRequest_Deadline)(nil),
+		(*BulkChangeOrdersRequest_Shift)(nil),
+		(*BulkChangeOrdersRequest_Cancel)(nil),
+	}
+	file_orderexpiry_v1_order_service_proto_msgTypes[18].OneofWrappers = []any{
 		(*RescheduleOrderRequest_Ttl)(nil),
 		(*RescheduleOrderRequest_Deadline)(nil),
 	}
@@ -3260,8 +3957,8 @@ func file_orderexpiry_v1_order_service_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_orderexpiry_v1_order_service_proto_rawDesc), len(file_orderexpiry_v1_order_service_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   44,
+			NumEnums:      3,
+			NumMessages:   51,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -27,6 +27,10 @@ const (
 	OrderService_BatchCheckout_FullMethodName          = "/orderexpiry.v1.OrderService/BatchCheckout"
 	OrderService_GetOrder_FullMethodName               = "/orderexpiry.v1.OrderService/GetOrder"
 	OrderService_ListOrders_FullMethodName             = "/orderexpiry.v1.OrderService/ListOrders"
+	OrderService_BulkChangeOrders_FullMethodName       = "/orderexpiry.v1.OrderService/BulkChangeOrders"
+	OrderService_GetOperation_FullMethodName           = "/orderexpiry.v1.OrderService/GetOperation"
+	OrderService_ListOperations_FullMethodName         = "/orderexpiry.v1.OrderService/ListOperations"
+	OrderService_CancelOperation_FullMethodName        = "/orderexpiry.v1.OrderService/CancelOperation"
 	OrderService_CompleteOrder_FullMethodName          = "/orderexpiry.v1.OrderService/CompleteOrder"
 	OrderService_CancelOrder_FullMethodName            = "/orderexpiry.v1.OrderService/CancelOrder"
 	OrderService_RescheduleOrder_FullMethodName        = "/orderexpiry.v1.OrderService/RescheduleOrder"
@@ -51,10 +55,14 @@ const (
 // OrderService holds pending orders until they are completed, cancelled or
 // reach their deadline, and tells every watcher of each expiration exactly once.
 type OrderServiceClient interface {
-	// Checkout creates a PENDING order that expires after ttl unless it is
-	// completed or cancelled first. Repeating it while the order is still
-	// PENDING changes nothing and answers created=false with the existing order,
-	// so retries are safe. An id whose last order is closed may be checked out again.
+	// Checkout creates a PENDING order that expires after ttl, or at deadline,
+	// unless it is completed or cancelled first. Repeating the same request
+	// (the same metadata, and the same ttl or deadline) while the order is
+	// still PENDING changes nothing and answers created=false with the
+	// existing order, so retries are safe; a checkout of a PENDING id that
+	// asks for other metadata or another ttl or deadline is ALREADY_EXISTS,
+	// naming what differs, and changes nothing. An id whose last order is
+	// closed may be checked out again: it starts a new order.
 	Checkout(ctx context.Context, in *CheckoutRequest, opts ...grpc.CallOption) (*CheckoutResponse, error)
 	// BatchCheckout checks out up to 1,000 orders in one call. Each item is
 	// validated and answered on its own, in the order given, as a Checkout of
@@ -83,6 +91,26 @@ type OrderServiceClient interface {
 	// token that is damaged, expired, or from a call with another filter or
 	// order_by.
 	ListOrders(ctx context.Context, in *ListOrdersRequest, opts ...grpc.CallOption) (*ListOrdersResponse, error)
+	// BulkChangeOrders starts a long-running operation (AIP-151) that
+	// reschedules or cancels every PENDING order the filter matches, and
+	// answers it at once; the service finishes it even if the caller goes
+	// away, and another replica takes it up if the one running it dies. Each
+	// matching order is changed at most once, atomically against its expiry
+	// and every other change: an order that closes or comes due before the
+	// operation reaches it is counted skipped, never changed. With dry_run it
+	// only counts the matching orders. Follow it with GetOperation.
+	BulkChangeOrders(ctx context.Context, in *BulkChangeOrdersRequest, opts ...grpc.CallOption) (*Operation, error)
+	// GetOperation returns a bulk operation with its progress so far.
+	// NOT_FOUND for an unknown one, or one that ended longer ago than the
+	// retention period.
+	GetOperation(ctx context.Context, in *GetOperationRequest, opts ...grpc.CallOption) (*Operation, error)
+	// ListOperations lists the bulk operations, newest first.
+	ListOperations(ctx context.Context, in *ListOperationsRequest, opts ...grpc.CallOption) (*ListOperationsResponse, error)
+	// CancelOperation asks a running operation to stop before its next chunk
+	// of orders (what it changed stays changed) and answers it as it is then;
+	// it reads done with state CANCELLED soon after. An ended operation is
+	// answered as it is.
+	CancelOperation(ctx context.Context, in *CancelOperationRequest, opts ...grpc.CallOption) (*Operation, error)
 	// CompleteOrder marks a PENDING order as paid before its deadline; it will
 	// never expire. FAILED_PRECONDITION if the order is closed or its deadline
 	// has passed, NOT_FOUND for an unknown id.
@@ -194,6 +222,46 @@ func (c *orderServiceClient) ListOrders(ctx context.Context, in *ListOrdersReque
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListOrdersResponse)
 	err := c.cc.Invoke(ctx, OrderService_ListOrders_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *orderServiceClient) BulkChangeOrders(ctx context.Context, in *BulkChangeOrdersRequest, opts ...grpc.CallOption) (*Operation, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Operation)
+	err := c.cc.Invoke(ctx, OrderService_BulkChangeOrders_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *orderServiceClient) GetOperation(ctx context.Context, in *GetOperationRequest, opts ...grpc.CallOption) (*Operation, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Operation)
+	err := c.cc.Invoke(ctx, OrderService_GetOperation_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *orderServiceClient) ListOperations(ctx context.Context, in *ListOperationsRequest, opts ...grpc.CallOption) (*ListOperationsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListOperationsResponse)
+	err := c.cc.Invoke(ctx, OrderService_ListOperations_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *orderServiceClient) CancelOperation(ctx context.Context, in *CancelOperationRequest, opts ...grpc.CallOption) (*Operation, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Operation)
+	err := c.cc.Invoke(ctx, OrderService_CancelOperation_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -375,10 +443,14 @@ func (c *orderServiceClient) GetStats(ctx context.Context, in *GetStatsRequest, 
 // OrderService holds pending orders until they are completed, cancelled or
 // reach their deadline, and tells every watcher of each expiration exactly once.
 type OrderServiceServer interface {
-	// Checkout creates a PENDING order that expires after ttl unless it is
-	// completed or cancelled first. Repeating it while the order is still
-	// PENDING changes nothing and answers created=false with the existing order,
-	// so retries are safe. An id whose last order is closed may be checked out again.
+	// Checkout creates a PENDING order that expires after ttl, or at deadline,
+	// unless it is completed or cancelled first. Repeating the same request
+	// (the same metadata, and the same ttl or deadline) while the order is
+	// still PENDING changes nothing and answers created=false with the
+	// existing order, so retries are safe; a checkout of a PENDING id that
+	// asks for other metadata or another ttl or deadline is ALREADY_EXISTS,
+	// naming what differs, and changes nothing. An id whose last order is
+	// closed may be checked out again: it starts a new order.
 	Checkout(context.Context, *CheckoutRequest) (*CheckoutResponse, error)
 	// BatchCheckout checks out up to 1,000 orders in one call. Each item is
 	// validated and answered on its own, in the order given, as a Checkout of
@@ -407,6 +479,26 @@ type OrderServiceServer interface {
 	// token that is damaged, expired, or from a call with another filter or
 	// order_by.
 	ListOrders(context.Context, *ListOrdersRequest) (*ListOrdersResponse, error)
+	// BulkChangeOrders starts a long-running operation (AIP-151) that
+	// reschedules or cancels every PENDING order the filter matches, and
+	// answers it at once; the service finishes it even if the caller goes
+	// away, and another replica takes it up if the one running it dies. Each
+	// matching order is changed at most once, atomically against its expiry
+	// and every other change: an order that closes or comes due before the
+	// operation reaches it is counted skipped, never changed. With dry_run it
+	// only counts the matching orders. Follow it with GetOperation.
+	BulkChangeOrders(context.Context, *BulkChangeOrdersRequest) (*Operation, error)
+	// GetOperation returns a bulk operation with its progress so far.
+	// NOT_FOUND for an unknown one, or one that ended longer ago than the
+	// retention period.
+	GetOperation(context.Context, *GetOperationRequest) (*Operation, error)
+	// ListOperations lists the bulk operations, newest first.
+	ListOperations(context.Context, *ListOperationsRequest) (*ListOperationsResponse, error)
+	// CancelOperation asks a running operation to stop before its next chunk
+	// of orders (what it changed stays changed) and answers it as it is then;
+	// it reads done with state CANCELLED soon after. An ended operation is
+	// answered as it is.
+	CancelOperation(context.Context, *CancelOperationRequest) (*Operation, error)
 	// CompleteOrder marks a PENDING order as paid before its deadline; it will
 	// never expire. FAILED_PRECONDITION if the order is closed or its deadline
 	// has passed, NOT_FOUND for an unknown id.
@@ -495,6 +587,18 @@ func (UnimplementedOrderServiceServer) GetOrder(context.Context, *GetOrderReques
 }
 func (UnimplementedOrderServiceServer) ListOrders(context.Context, *ListOrdersRequest) (*ListOrdersResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListOrders not implemented")
+}
+func (UnimplementedOrderServiceServer) BulkChangeOrders(context.Context, *BulkChangeOrdersRequest) (*Operation, error) {
+	return nil, status.Error(codes.Unimplemented, "method BulkChangeOrders not implemented")
+}
+func (UnimplementedOrderServiceServer) GetOperation(context.Context, *GetOperationRequest) (*Operation, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetOperation not implemented")
+}
+func (UnimplementedOrderServiceServer) ListOperations(context.Context, *ListOperationsRequest) (*ListOperationsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListOperations not implemented")
+}
+func (UnimplementedOrderServiceServer) CancelOperation(context.Context, *CancelOperationRequest) (*Operation, error) {
+	return nil, status.Error(codes.Unimplemented, "method CancelOperation not implemented")
 }
 func (UnimplementedOrderServiceServer) CompleteOrder(context.Context, *CompleteOrderRequest) (*Order, error) {
 	return nil, status.Error(codes.Unimplemented, "method CompleteOrder not implemented")
@@ -630,6 +734,78 @@ func _OrderService_ListOrders_Handler(srv interface{}, ctx context.Context, dec 
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(OrderServiceServer).ListOrders(ctx, req.(*ListOrdersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _OrderService_BulkChangeOrders_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BulkChangeOrdersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OrderServiceServer).BulkChangeOrders(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: OrderService_BulkChangeOrders_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OrderServiceServer).BulkChangeOrders(ctx, req.(*BulkChangeOrdersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _OrderService_GetOperation_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetOperationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OrderServiceServer).GetOperation(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: OrderService_GetOperation_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OrderServiceServer).GetOperation(ctx, req.(*GetOperationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _OrderService_ListOperations_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListOperationsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OrderServiceServer).ListOperations(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: OrderService_ListOperations_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OrderServiceServer).ListOperations(ctx, req.(*ListOperationsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _OrderService_CancelOperation_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CancelOperationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OrderServiceServer).CancelOperation(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: OrderService_CancelOperation_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OrderServiceServer).CancelOperation(ctx, req.(*CancelOperationRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -912,6 +1088,22 @@ var OrderService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListOrders",
 			Handler:    _OrderService_ListOrders_Handler,
+		},
+		{
+			MethodName: "BulkChangeOrders",
+			Handler:    _OrderService_BulkChangeOrders_Handler,
+		},
+		{
+			MethodName: "GetOperation",
+			Handler:    _OrderService_GetOperation_Handler,
+		},
+		{
+			MethodName: "ListOperations",
+			Handler:    _OrderService_ListOperations_Handler,
+		},
+		{
+			MethodName: "CancelOperation",
+			Handler:    _OrderService_CancelOperation_Handler,
 		},
 		{
 			MethodName: "CompleteOrder",
