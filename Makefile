@@ -32,8 +32,9 @@ build: ## build the server into ./bin/orderexpiry and the CLI into ./bin/orderex
 	$(GO) build -o $(BIN)/orderexpiry ./cmd/server
 	$(GO) build -o $(BIN)/orderexpiryctl ./cmd/orderexpiryctl
 
-install: ## install the server as orderexpiry into $GOBIN (or ~/go/bin)
+install: ## install the server as orderexpiry and the CLI as orderexpiryctl into $GOBIN (or ~/go/bin)
 	$(GO) build -o $$($(GO) env GOBIN | grep . || echo $$($(GO) env GOPATH)/bin)/orderexpiry ./cmd/server
+	$(GO) build -o $$($(GO) env GOBIN | grep . || echo $$($(GO) env GOPATH)/bin)/orderexpiryctl ./cmd/orderexpiryctl
 
 # The container image, built without Docker (cmd/image, internal/image):
 # FROM scratch, the static binary, user 65532, the CA certificates of this
