@@ -423,7 +423,8 @@ func (c *consumeLoop) run(ctx context.Context) error {
 // deliver asks the store for up to room deliveries: from the partitions
 // that changed when the store can deliver from one, from all otherwise.
 func (c *consumeLoop) deliver(ctx context.Context, all bool, changed []int, room int) ([]order.Delivery, error) {
-	return order.DeliverChanged(ctx, c.s.store, c.g.ID, c.consumer, all, changed, room)
+	ds, err := order.DeliverChanged(ctx, c.s.store, c.g.ID, c.consumer, all, changed, room)
+	return c.s.hub.DropRepeats(ctx, c.s.store, c.g.ID, ds), err
 }
 
 // handBack hands the stream's unsettled deliveries on at once when it ends,
@@ -487,6 +488,7 @@ func (s *Service) PullExpirations(ctx context.Context, req *pb.PullExpirationsRe
 		if err != nil {
 			return nil, s.status(ctx, err)
 		}
+		ds = s.hub.DropRepeats(ctx, s.store, group, ds)
 		left := time.Until(until)
 		if len(ds) > 0 || left <= 0 {
 			resp := &pb.PullExpirationsResponse{}

@@ -133,7 +133,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	})
 	s.svc = svc
 	if len(cfg.Push.AllowHosts) > 0 {
-		s.pusher = push.New(push.Options{Store: s.store, Policy: cfg.Push, Encode: rpc.EventJSON, Appended: s.hub.Appended, Observer: m, Logger: log})
+		s.pusher = push.New(push.Options{Store: s.store, Policy: cfg.Push, Encode: rpc.EventJSON, Appended: s.hub.Appended, DropRepeats: s.hub.DropRepeats, Observer: m, Logger: log})
 	}
 	// The gRPC port's clients are bounded in what they may send and hold;
 	// the gateway's calls, on the internal server, were bounded by the
