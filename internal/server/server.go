@@ -84,6 +84,9 @@ type Server struct {
 	http        *http.Server
 	// pusher delivers the push groups' events; nil when push is off.
 	pusher *push.Deliverer
+	// servingAgain hears each time the store becomes able to serve (see
+	// keepGroups).
+	servingAgain chan struct{}
 }
 
 // New builds the server: it opens the store's client (without calling it
@@ -132,6 +135,11 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		Push:     cfg.Push,
 	})
 	s.svc = svc
+	s.servingAgain = make(chan struct{}, 1)
+	if err := s.checkGroupsFile(); err != nil {
+		st.close()
+		return nil, err
+	}
 	if len(cfg.Push.AllowHosts) > 0 {
 		s.pusher = push.New(push.Options{Store: s.store, Policy: cfg.Push, Encode: rpc.EventJSON, Appended: s.hub.Appended, DropRepeats: s.hub.DropRepeats, Observer: m, Logger: log})
 	}
@@ -309,6 +317,12 @@ func (s *Server) Run(ctx context.Context, lis Listeners) error {
 		s.monitorHealth(gctx)
 		return nil
 	})
+	if len(s.cfg.Groups) > 0 {
+		g.Go(func() error {
+			s.keepGroups(gctx)
+			return nil
+		})
+	}
 	for _, gs := range []struct {
 		srv *grpc.Server
 		lis net.Listener
