@@ -11,7 +11,7 @@ import (
 func TestLoadGroupsFile(t *testing.T) {
 	for _, tc := range []struct {
 		name, text, wantErr string
-		groups               int
+		groups              int
 	}{
 		{"yaml", "groups:\n  - group_id: pay\n    ack_deadline: 30s\n  - groupId: hook\n    pushConfig: {url: 'https://h.example.com/', secret: whsec_x}\n", "", 2},
 		{"json", `{"groups": [{"group_id": "pay", "max_deliveries": 3}]}`, "", 1},
