@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/orderexpiry/orderexpiry/internal/order"
 	pb "github.com/orderexpiry/orderexpiry/proto/orderexpiry/v1"
 )
 
@@ -221,6 +222,66 @@ func checkLedger(t *testing.T, pick func() *server, acked []string, followers []
 		t.Errorf("lost %d, doubled %d of %d acknowledged orders", l.Lost, l.Doubled, len(acked))
 	}
 	return l
+}
+
+// checkLedgerByOrder is checkLedger for a fault that may make Redis lose
+// the tail of its log (a crash with appendfsync everysec): the orders of
+// the lost expirations expire again with new cursors, so a follower that
+// had the first expirations holds cursors the log no longer does. It checks
+// that every follower received every order of the log exactly once, in
+// increasing cursors, and returns how many of the events the followers
+// received are no longer in the log.
+func checkLedgerByOrder(t *testing.T, pick func() *server, acked []string, followers []*follower, timeout time.Duration) (ledger, int) {
+	t.Helper()
+	log := readLog(t, pick, acked, timeout)
+	l := tally(acked, log)
+	inLog := map[string]bool{}
+	for _, e := range log {
+		inLog[e.cursor] = true
+	}
+	gone := 0
+	for i, f := range followers {
+		deadline := time.Now().Add(timeout)
+		for {
+			seen := map[string]int{}
+			for _, ev := range f.received() {
+				seen[ev.GetOrderId()]++
+			}
+			missing := 0
+			for _, e := range log {
+				if seen[e.orderID] == 0 {
+					missing++
+				}
+			}
+			if missing == 0 || time.Now().After(deadline) {
+				if missing > 0 {
+					t.Errorf("follower %d did not receive %d orders of the log", i, missing)
+				}
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		got := f.received()
+		seen := map[string]int{}
+		var prev order.Cursor
+		for j, ev := range got {
+			if seen[ev.GetOrderId()]++; seen[ev.GetOrderId()] == 2 {
+				t.Errorf("follower %d received %s twice", i, ev.GetOrderId())
+			}
+			c, err := order.ParseCursor(ev.GetCursor())
+			if err != nil || (j > 0 && !prev.Less(c)) {
+				t.Errorf("follower %d: event %d has cursor %s after %s", i, j, ev.GetCursor(), prev)
+			}
+			prev = c
+			if !inLog[ev.GetCursor()] {
+				gone++
+			}
+		}
+	}
+	if l.Lost > 0 || l.Doubled > 0 {
+		t.Errorf("lost %d, doubled %d of %d acknowledged orders", l.Lost, l.Doubled, len(acked))
+	}
+	return l, gone
 }
 
 // tally counts the acknowledged orders the log lost and the expirations it
