@@ -118,6 +118,13 @@ func TestLogRewind(t *testing.T) {
 		if !strings.Contains(s.Logs(), "the expiration log went back") {
 			t.Errorf("replica %s did not log that the expiration log went back", name)
 		}
+		if n := s.gauge(t, "orderexpiry_log_rewinds_total"); n != 1 {
+			t.Errorf("replica %s: orderexpiry_log_rewinds_total = %d, want 1", name, n)
+		}
+		// Its watcher skipped the 100 repeats; replica a's group too.
+		if n := s.gauge(t, "orderexpiry_expiration_repeats_skipped_total"); n < each {
+			t.Errorf("replica %s: orderexpiry_expiration_repeats_skipped_total = %d, want %d or more", name, n, each)
+		}
 	}
 	ds, _ := g.snapshot()
 	delivered := map[string]int{}

@@ -117,6 +117,8 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 			lateness.Observe(ev, at)
 		},
 		OnCatchUp: m.WatchCatchUp,
+		OnRepeat:  m.RepeatSkipped,
+		OnRewind:  m.LogRewound,
 		Logger:    log,
 	})
 	m.Watch(metrics.Sources{Watchers: s.hub.Watchers, Subscribed: st.subscribed, EvictionUnsafe: st.evictionUnsafe, Groups: s.groupStates, SlotRetries: st.slotRetries})
