@@ -351,7 +351,7 @@ func (h *Hub) Run(ctx context.Context) error {
 	}
 	h.mu.Lock()
 	h.pos = pos
-	h.memory = make([]memory, n)
+	h.memory = newMemories(n)
 	h.rewinds = make([]rewind, n)
 	delete(h.failing, -1)
 	h.mu.Unlock()
