@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/orderexpiry/orderexpiry/client"
 	"github.com/orderexpiry/orderexpiry/internal/redistest"
@@ -160,5 +163,55 @@ func TestExamplesSayWhatToSet(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestWorkerGroupLost: Redis is emptied under a running worker, its group
+// with it; the worker creates the group again and handles the expirations
+// that come after.
+func TestWorkerGroupLost(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a Redis emptied under a worker: skipped with -short")
+	}
+	t.Parallel()
+	bin := buildExamples(t)
+	r := redistest.Start(t)
+	s := startServer(t, map[string]string{"REDIS_URL": r.URL()})
+	w := runExample(t, filepath.Join(bin, "worker"), "-addr", s.GRPCAddr, "-insecure", "-group", "kept")
+	c := dial(t, s.GRPCAddr, client.Options{Insecure: true})
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if _, err := c.GetConsumerGroup(context.Background(), &pb.GetConsumerGroupRequest{GroupId: "kept"}); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the worker did not create its group within 15 s; stderr:\n%s", w.stderr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	checkout(t, c, 200*time.Millisecond, "before")
+	w.lines["handled"].waitFor(t, 1)
+
+	if err := r.Client(t).FlushAll(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	// Orders checked out after the flush, one every half second, until the
+	// worker handles one: the first may expire before the worker finds its
+	// group gone.
+	deadline = time.Now().Add(20 * time.Second)
+	for i := 0; len(w.lines["handled"].get()) < 2; i++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("the worker handled nothing after the flush within 20 s; stderr:\n%s", w.stderr)
+		}
+		if _, err := c.Checkout(context.Background(), &pb.CheckoutRequest{OrderId: fmt.Sprint("after-", i), Ttl: durationpb.New(200 * time.Millisecond)}); err != nil {
+			t.Logf("checkout after the flush: %v", err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if !strings.Contains(w.stderr.String(), "creating it again") {
+		t.Errorf("the worker did not say it created its group again; stderr:\n%s", w.stderr)
+	}
+	if err := w.cmd.Process.Signal(syscall.Signal(0)); err != nil {
+		t.Errorf("the worker exited: %v; stderr:\n%s", err, w.stderr)
 	}
 }

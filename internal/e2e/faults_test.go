@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -30,6 +29,14 @@ import (
 	pb "github.com/orderexpiry/orderexpiry/proto/orderexpiry/v1"
 )
 
+// faultTest skips a fault-injection test in the fast tier (go test -short).
+func faultTest(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("fault injection: skipped with -short")
+	}
+}
+
 func result(t *testing.T, format string, args ...any) {
 	t.Helper()
 	t.Logf("RESULT %s: "+format, append([]any{t.Name()}, args...)...)
@@ -38,13 +45,15 @@ func result(t *testing.T, format string, args ...any) {
 // TestFaultPubSubKilled kills the subscribers' connections over and over
 // (CLIENT KILL TYPE pubsub) while thousands of orders expire on two replicas.
 func TestFaultPubSubKilled(t *testing.T) {
+	faultTest(t)
 	r := redistest.Start(t)
 	env := map[string]string{"REDIS_URL": r.URL()}
 	a, b := startServer(t, env), startServer(t, env)
 	fa, fb := follow(t, anyAlive(0, a, b), "0-0"), follow(t, anyAlive(1, a, b), "0-0")
 
 	admin := r.Client(t)
-	var kills atomic.Int64
+	var mu sync.Mutex
+	var kills []time.Time // one per connection killed
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -56,30 +65,41 @@ func TestFaultPubSubKilled(t *testing.T) {
 			}
 			n, err := admin.ClientKillByFilter(context.Background(), "TYPE", "pubsub").Result()
 			if err == nil {
-				kills.Add(n)
+				mu.Lock()
+				for range n {
+					kills = append(kills, time.Now())
+				}
+				mu.Unlock()
 			}
 		}
 	})
 	const n = 3000
-	acked := checkoutAll(t, roundRobin(a, b), ids("ps-", n), func(i int) time.Duration {
-		return 500*time.Millisecond + time.Duration(i)*2*time.Millisecond
-	})
-	time.Sleep(time.Until(time.Now().Add(500*time.Millisecond + n*2*time.Millisecond)))
+	sched := schedule{first: time.Now().Add(2 * time.Second), step: 2 * time.Millisecond}
+	acked := checkoutAll(t, roundRobin(a, b), ids("ps-", n), sched.due)
+	time.Sleep(time.Until(sched.due(n - 1)))
 	close(stop)
 	wg.Wait()
+	// The kills must strike while the orders expire.
+	during := 0
+	for _, at := range kills {
+		if !at.Before(sched.due(0)) && !at.After(sched.due(n-1)) {
+			during++
+		}
+	}
+	if during < 20 {
+		t.Errorf("only %d of %d subscriber connections were killed while the orders expired", during, len(kills))
+	}
 	l := checkLedger(t, roundRobin(a, b), acked, []*follower{fa, fb}, 20*time.Second)
 	p99, maxLate := lateness(fa.received())
-	if kills.Load() < 20 {
-		t.Errorf("only %d subscriber connections were killed", kills.Load())
-	}
-	result(t, "events=%d lost=%d doubled=%d pubsub_kills=%d lateness_p99=%s max=%s",
-		l.Events, l.Lost, l.Doubled, kills.Load(), p99, maxLate)
+	result(t, "events=%d lost=%d doubled=%d pubsub_kills=%d during_expirations=%d lateness_p99=%s max=%s",
+		l.Events, l.Lost, l.Doubled, len(kills), during, p99, maxLate)
 }
 
 // TestFaultReplicaKilled sends SIGKILL to one of three replicas in the
 // middle of a burst of expirations: the survivors go on expiring on time,
 // and watchers of the dead one resume on a survivor.
 func TestFaultReplicaKilled(t *testing.T) {
+	faultTest(t)
 	r := redistest.Start(t)
 	env := map[string]string{"REDIS_URL": r.URL()}
 	reps := []*server{startProcess(t, env), startProcess(t, env), startProcess(t, env)}
@@ -88,14 +108,18 @@ func TestFaultReplicaKilled(t *testing.T) {
 		fs = append(fs, follow(t, anyAlive(i, reps...), "0-0"))
 	}
 	const n = 3000
-	start := time.Now()
-	acked := checkoutAll(t, roundRobin(reps...), ids("rk-", n), func(i int) time.Duration {
-		return time.Until(start.Add(2*time.Second + time.Duration(i)*time.Millisecond))
-	})
-	time.Sleep(time.Until(start.Add(3500 * time.Millisecond))) // mid-burst
+	sched := schedule{first: time.Now().Add(3 * time.Second), step: time.Millisecond}
+	acked := checkoutAll(t, roundRobin(reps...), ids("rk-", n), sched.due)
+	time.Sleep(time.Until(sched.due(n / 2))) // mid-burst
 	killedAt := time.Now()
 	if !reps[0].Stop(syscall.SIGKILL) {
 		t.Fatal("replica 0 did not die")
+	}
+	// The kill must come while orders are still to expire: at least a
+	// quarter of them (half, unless the checkouts ran late).
+	dueAfterKill := sched.dueAfter(n, killedAt)
+	if dueAfterKill < n/4 {
+		t.Errorf("only %d of %d orders were due after the kill: the checkouts ran late, and the kill tested little", dueAfterKill, n)
 	}
 	l := checkLedger(t, roundRobin(reps...), acked, fs, 20*time.Second)
 	var after []*pb.ExpirationEvent
@@ -105,6 +129,9 @@ func TestFaultReplicaKilled(t *testing.T) {
 		}
 	}
 	p99, maxLate := lateness(after)
+	if len(after) < dueAfterKill {
+		t.Errorf("the survivors' watcher received %d expirations due after the kill; %d were due", len(after), dueAfterKill)
+	}
 	if p99 > 250*time.Millisecond {
 		t.Errorf("after the kill, the survivors expired orders late: p99 %s, max %s", p99, maxLate)
 	}
@@ -116,15 +143,19 @@ func TestFaultReplicaKilled(t *testing.T) {
 // it is down, and starts it again: it catches them all up within a second
 // of becoming ready.
 func TestFaultRestartCatchUp(t *testing.T) {
+	faultTest(t)
 	r := redistest.Start(t)
 	env := map[string]string{"REDIS_URL": r.URL()}
 	s := startProcess(t, env)
 	const n = 1000
-	acked := checkoutAll(t, func() *server { return s }, ids("rs-", n), func(i int) time.Duration {
-		return time.Second + time.Duration(i)*time.Millisecond
-	})
+	sched := schedule{first: time.Now().Add(3 * time.Second), step: time.Millisecond}
+	acked := checkoutAll(t, func() *server { return s }, ids("rs-", n), sched.due)
 	s.Stop(syscall.SIGKILL)
-	time.Sleep(2500 * time.Millisecond) // every order comes due while no replica runs
+	// Every order must come due while no replica runs.
+	if killedAt := time.Now(); !killedAt.Before(sched.due(0)) {
+		t.Fatalf("the checkouts took until %s after the first deadline: orders came due before the kill", killedAt.Sub(sched.due(0)))
+	}
+	time.Sleep(time.Until(sched.due(n - 1).Add(500 * time.Millisecond)))
 	restarted := time.Now()
 	s2 := startProcess(t, env)
 	ready := time.Now()
@@ -148,21 +179,26 @@ func TestFaultRestartCatchUp(t *testing.T) {
 // TestFaultRedisCrashAOF kills Redis with SIGKILL in the middle of a burst
 // and starts it again from its append-only file. Orders come due while it is
 // down; Redis drops their keys while loading without an event, and the
-// service still expires them, once.
+// service still expires them, once. Should Redis lose the tail of its log
+// (see checkLedgerByOrder), no follower receives an order twice.
 func TestFaultRedisCrashAOF(t *testing.T) {
+	faultTest(t)
 	r := redistest.Start(t, "--appendonly", "yes", "--appendfsync", "everysec")
 	env := map[string]string{"REDIS_URL": r.URL()}
 	a, b := startServer(t, env), startServer(t, env)
 	fa, fb := follow(t, anyAlive(0, a, b), "0-0"), follow(t, anyAlive(1, a, b), "0-0")
 	const n = 2000
-	start := time.Now()
-	acked := checkoutAll(t, roundRobin(a, b), ids("aof-", n), func(i int) time.Duration {
-		return time.Until(start.Add(2500*time.Millisecond + time.Duration(i)*2*time.Millisecond))
-	})
-	// The crash comes more than a second after the last acknowledgement,
-	// in the middle of the expirations (due from 2.5 s to 6.5 s).
-	time.Sleep(time.Until(start.Add(3500 * time.Millisecond)))
+	sched := schedule{first: time.Now().Add(3 * time.Second), step: 2 * time.Millisecond}
+	acked := checkoutAll(t, roundRobin(a, b), ids("aof-", n), sched.due)
+	// The crash comes in the middle of the expirations (due from 3 s to
+	// 7 s), and more than a second after the last acknowledgement, so
+	// that the AOF (fsync every second) holds every checkout.
+	time.Sleep(time.Until(latest(sched.due(n/2), time.Now().Add(1100*time.Millisecond))))
 	before := len(fa.received()) // as far as a follower had received them
+	dueAfterCrash := sched.dueAfter(n, time.Now())
+	if before == 0 || dueAfterCrash < n/10 {
+		t.Errorf("at the crash %d expirations had been received and %d orders were still to come due: the crash was not in the middle of the expirations", before, dueAfterCrash)
+	}
 	r.Kill()
 	crashed := time.Now()
 	time.Sleep(1500 * time.Millisecond)
@@ -175,15 +211,20 @@ func TestFaultRedisCrashAOF(t *testing.T) {
 	if recovered > 2*time.Second {
 		t.Errorf("the service took %s to serve again after Redis came back", recovered)
 	}
-	l := checkLedger(t, roundRobin(a, b), acked, []*follower{fa, fb}, 20*time.Second)
-	result(t, "events=%d lost=%d doubled=%d expired_before_crash=%d redis_down=%s recovery_after_restart=%s",
-		l.Events, l.Lost, l.Doubled, before, restarted.Sub(crashed).Round(time.Millisecond), recovered.Round(time.Millisecond))
+	// With appendfsync everysec on a busy disk, Redis may lose the last
+	// expirations it logged (it postpones its AOF write while an fsync
+	// runs): their orders expire again, and the followers, which had them,
+	// must not receive them twice.
+	l, gone := checkLedgerByOrder(t, roundRobin(a, b), acked, []*follower{fa, fb}, 20*time.Second)
+	result(t, "events=%d lost=%d doubled=%d expired_before_crash=%d due_after_crash=%d redis_down=%s recovery_after_restart=%s received_then_lost_by_redis=%d",
+		l.Events, l.Lost, l.Doubled, before, dueAfterCrash, restarted.Sub(crashed).Round(time.Millisecond), recovered.Round(time.Millisecond), gone)
 }
 
 // TestFaultNetwork puts Toxiproxy between the replicas and Redis and injects
 // latency, connection resets, a black hole and an outage while orders
 // expire and checkouts go on.
 func TestFaultNetwork(t *testing.T) {
+	faultTest(t)
 	r := redistest.Start(t)
 	tp := startToxiproxy(t)
 	proxy, err := tp.CreateProxy("redis", "127.0.0.1:0", r.Addr)
@@ -195,11 +236,9 @@ func TestFaultNetwork(t *testing.T) {
 	fa, fb := follow(t, anyAlive(0, a, b), "0-0"), follow(t, anyAlive(1, a, b), "0-0")
 
 	// Orders due all through the faults, and more checked out during them.
-	start := time.Now()
 	const n = 2000
-	acked := checkoutAll(t, roundRobin(a, b), ids("net-", n), func(i int) time.Duration {
-		return time.Until(start.Add(time.Second + time.Duration(i)*5*time.Millisecond))
-	})
+	sched := schedule{first: time.Now().Add(3 * time.Second), step: 5 * time.Millisecond}
+	acked := checkoutAll(t, roundRobin(a, b), ids("net-", n), sched.due)
 	var during []string
 	var dmu sync.Mutex
 	stop := make(chan struct{})
@@ -211,7 +250,8 @@ func TestFaultNetwork(t *testing.T) {
 				return
 			default:
 			}
-			got := checkoutAll(t, roundRobin(a, b), []string{fmt.Sprint("net-during-", i)}, func(int) time.Duration { return 4 * time.Second })
+			// Refused for good during the outage, as may be.
+			got, _ := checkoutEach(t, roundRobin(a, b), []string{fmt.Sprint("net-during-", i)}, func(int) time.Time { return time.Now().Add(4 * time.Second) })
 			dmu.Lock()
 			during = append(during, got...)
 			dmu.Unlock()
@@ -219,6 +259,7 @@ func TestFaultNetwork(t *testing.T) {
 		}
 	})
 
+	faultsBegan := time.Now()
 	phase := func(name string, d time.Duration, typ string, attrs toxiproxy.Attributes) {
 		t.Helper()
 		withToxic(t, proxy, name, typ, attrs, d)
@@ -257,6 +298,11 @@ func TestFaultNetwork(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	recovered := time.Since(back)
+	// The orders must come due during the faults: a quarter of them at
+	// least.
+	if dueDuring := sched.dueAfter(n, faultsBegan) - sched.dueAfter(n, back); dueDuring < n/4 {
+		t.Errorf("only %d of %d orders came due during the faults", dueDuring, n)
+	}
 	if recovered > 2*time.Second {
 		t.Errorf("recovered %s after the outage, want within 2s", recovered)
 	}
@@ -290,6 +336,7 @@ func waitHealth(t *testing.T, s *server, want healthpb.HealthCheckResponse_Servi
 // left it, and goes on live on the same stream. The other watcher and the
 // server's memory are unaffected while it is stalled.
 func TestFaultStalledWatcher(t *testing.T) {
+	faultTest(t)
 	r := redistest.Start(t)
 	s := startProcess(t, map[string]string{"REDIS_URL": r.URL()}, "-watch-buffer", "64", "-debug-addr", "127.0.0.1:0")
 	healthy := follow(t, func() *server { return s }, "0-0")

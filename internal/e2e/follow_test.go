@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/orderexpiry/orderexpiry/internal/order"
 	pb "github.com/orderexpiry/orderexpiry/proto/orderexpiry/v1"
 )
 
@@ -223,6 +224,66 @@ func checkLedger(t *testing.T, pick func() *server, acked []string, followers []
 	return l
 }
 
+// checkLedgerByOrder is checkLedger for a fault that may make Redis lose
+// the tail of its log (a crash with appendfsync everysec): the orders of
+// the lost expirations expire again with new cursors, so a follower that
+// had the first expirations holds cursors the log no longer does. It checks
+// that every follower received every order of the log exactly once, in
+// increasing cursors, and returns how many of the events the followers
+// received are no longer in the log.
+func checkLedgerByOrder(t *testing.T, pick func() *server, acked []string, followers []*follower, timeout time.Duration) (ledger, int) {
+	t.Helper()
+	log := readLog(t, pick, acked, timeout)
+	l := tally(acked, log)
+	inLog := map[string]bool{}
+	for _, e := range log {
+		inLog[e.cursor] = true
+	}
+	gone := 0
+	for i, f := range followers {
+		deadline := time.Now().Add(timeout)
+		for {
+			seen := map[string]int{}
+			for _, ev := range f.received() {
+				seen[ev.GetOrderId()]++
+			}
+			missing := 0
+			for _, e := range log {
+				if seen[e.orderID] == 0 {
+					missing++
+				}
+			}
+			if missing == 0 || time.Now().After(deadline) {
+				if missing > 0 {
+					t.Errorf("follower %d did not receive %d orders of the log", i, missing)
+				}
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		got := f.received()
+		seen := map[string]int{}
+		var prev order.Cursor
+		for j, ev := range got {
+			if seen[ev.GetOrderId()]++; seen[ev.GetOrderId()] == 2 {
+				t.Errorf("follower %d received %s twice", i, ev.GetOrderId())
+			}
+			c, err := order.ParseCursor(ev.GetCursor())
+			if err != nil || (j > 0 && !prev.Less(c)) {
+				t.Errorf("follower %d: event %d has cursor %s after %s", i, j, ev.GetCursor(), prev)
+			}
+			prev = c
+			if !inLog[ev.GetCursor()] {
+				gone++
+			}
+		}
+	}
+	if l.Lost > 0 || l.Doubled > 0 {
+		t.Errorf("lost %d, doubled %d of %d acknowledged orders", l.Lost, l.Doubled, len(acked))
+	}
+	return l, gone
+}
+
 // tally counts the acknowledged orders the log lost and the expirations it
 // holds more than once.
 func tally(acked []string, log []logEntry) ledger {
@@ -244,48 +305,181 @@ func tally(acked []string, log []logEntry) ledger {
 	return l
 }
 
-// checkoutAll checks out orders, retrying each on UNAVAILABLE, on the replica
-// pick gives, and returns the ids that were acknowledged. ttl gives each
-// order its time to live. A retry is safe while the order a failed attempt
-// may have created is still pending (the retry then finds it); once that
-// order may have expired, a retry would create a second order under the same
-// id, so retries stop after half the ttl.
-func checkoutAll(t *testing.T, pick func() *server, ids []string, ttl func(i int) time.Duration) []string {
+// checkoutAll checks out orders, each due at the absolute time due(i)
+// gives (asked once per order, so that retries and a busy machine cannot
+// move it), in batches (BatchCheckout), so that a busy machine checks them
+// out in time for their schedule, retrying each on UNAVAILABLE on the
+// replica pick gives, and returns the ids that were acknowledged. An order
+// that could not be checked out fails the test: a fault test that loses
+// its orders before the fault tests nothing.
+func checkoutAll(t *testing.T, pick func() *server, ids []string, due func(i int) time.Time) []string {
 	t.Helper()
-	var acked []string
+	acked, gaveUp := checkoutBatches(t, pick, ids, due)
+	if len(gaveUp) > 0 {
+		t.Errorf("%d of %d orders could not be checked out before their deadline (the first: %s)", len(gaveUp), len(ids), gaveUp[0])
+	}
+	return acked
+}
+
+// checkoutBatches checks out orders as checkoutAll does, and returns the
+// ids acknowledged and those it gave up on, as checkoutEach does.
+func checkoutBatches(t *testing.T, pick func() *server, ids []string, due func(i int) time.Time) (acked, gaveUp []string) {
+	t.Helper()
+	const batch, workers = 200, 4
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for first := w * batch; first < len(ids); first += workers * batch {
+				var todo []int
+				deadlines := map[int]time.Time{}
+				for i := first; i < min(first+batch, len(ids)); i++ {
+					todo = append(todo, i)
+					deadlines[i] = due(i)
+				}
+				for len(todo) > 0 {
+					now := time.Now()
+					req := &pb.BatchCheckoutRequest{}
+					var sent []int
+					for _, i := range todo {
+						if ttl := deadlines[i].Sub(now); ttl >= checkoutRetryMargin {
+							req.Requests = append(req.Requests, &pb.CheckoutRequest{OrderId: ids[i], Ttl: durationOf(ttl)})
+							sent = append(sent, i)
+							continue
+						}
+						mu.Lock()
+						gaveUp = append(gaveUp, ids[i])
+						mu.Unlock()
+					}
+					todo = nil
+					s := pick()
+					if len(sent) == 0 || s == nil {
+						todo = sent
+						time.Sleep(50 * time.Millisecond)
+						continue
+					}
+					ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+					res, err := s.Client.BatchCheckout(ctx, req)
+					cancel()
+					if err != nil {
+						if c := status.Code(err); c != codes.Unavailable && c != codes.DeadlineExceeded {
+							t.Errorf("batch checkout of %s…: %v", ids[sent[0]], err)
+							return
+						}
+						todo = sent
+						time.Sleep(20 * time.Millisecond)
+						continue
+					}
+					for k, r := range res.GetResults() {
+						i := sent[k]
+						if r.GetError() == nil {
+							mu.Lock()
+							acked = append(acked, ids[i])
+							mu.Unlock()
+							continue
+						}
+						if c := codes.Code(r.GetError().GetCode()); c != codes.Unavailable {
+							t.Errorf("checkout %s: %v %s", ids[i], c, r.GetError().GetMessage())
+							continue
+						}
+						todo = append(todo, i)
+					}
+					if len(todo) > 0 {
+						time.Sleep(20 * time.Millisecond)
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return acked, gaveUp
+}
+
+// checkoutRetryMargin is how long before its deadline checkoutEach makes
+// its last attempt at an order.
+const checkoutRetryMargin = 50 * time.Millisecond
+
+// checkoutEach is checkoutAll for a scenario where a checkout may be
+// refused for good (one sent during an outage): it returns the ids
+// acknowledged and those it gave up on. Each attempt sends the time left
+// until the order's deadline, read once. A retry is safe until the
+// deadline: an order that a failed attempt may have created is due at the
+// same deadline or later, so it is still pending and the retry finds it;
+// after the deadline a retry could create a second order under the same
+// id, so the attempts stop checkoutRetryMargin before it.
+func checkoutEach(t *testing.T, pick func() *server, ids []string, due func(i int) time.Time) (acked, gaveUp []string) {
+	t.Helper()
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	const workers = 16
 	for w := range workers {
 		wg.Go(func() {
 			for i := w; i < len(ids); i += workers {
-				giveUp := time.Now().Add(ttl(i) / 2)
-				for time.Now().Before(giveUp) {
+				deadline := due(i)
+				ok := false
+				for {
+					ttl := time.Until(deadline)
+					if ttl < checkoutRetryMargin {
+						break
+					}
 					s := pick()
 					if s == nil {
 						time.Sleep(50 * time.Millisecond)
 						continue
 					}
-					ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-					_, err := s.Client.Checkout(ctx, &pb.CheckoutRequest{OrderId: ids[i], Ttl: durationOf(ttl(i))})
+					ctx, cancel := context.WithTimeout(context.Background(), min(2*time.Second, ttl))
+					_, err := s.Client.Checkout(ctx, &pb.CheckoutRequest{OrderId: ids[i], Ttl: durationOf(ttl)})
 					cancel()
 					if err == nil {
-						mu.Lock()
-						acked = append(acked, ids[i])
-						mu.Unlock()
+						ok = true
 						break
 					}
 					if c := status.Code(err); c != codes.Unavailable && c != codes.DeadlineExceeded {
 						t.Errorf("checkout %s: %v", ids[i], err)
-						return
+						break
 					}
 					time.Sleep(20 * time.Millisecond)
 				}
+				mu.Lock()
+				if ok {
+					acked = append(acked, ids[i])
+				} else {
+					gaveUp = append(gaveUp, ids[i])
+				}
+				mu.Unlock()
 			}
 		})
 	}
 	wg.Wait()
-	return acked
+	return acked, gaveUp
+}
+
+// latest returns the later of two times.
+func latest(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// schedule fixes the deadlines of a burst of orders once: order i is due
+// at first + i*step.
+type schedule struct {
+	first time.Time
+	step  time.Duration
+}
+
+func (s schedule) due(i int) time.Time { return s.first.Add(time.Duration(i) * s.step) }
+
+// dueAfter counts the orders of n due after at.
+func (s schedule) dueAfter(n int, at time.Time) int {
+	c := 0
+	for i := range n {
+		if s.due(i).After(at) {
+			c++
+		}
+	}
+	return c
 }
 
 // lateness returns the largest expired_at - deadline among events.

@@ -811,13 +811,14 @@ func gfDeadLetters(t *testing.T, s *server, group string) []*pb.DeadLetter {
 // that consumers saw; the test would have to excuse repeats around the
 // crash.
 func TestGroupFaults(t *testing.T) {
+	faultTest(t)
 	const (
 		n = 5000
 		// Orders are due from firstDue after the start, spacing apart, and
 		// no sooner than minTTL after their checkout: a busy machine may
 		// take longer over the checkouts than the schedule, and the faults
-		// come after them (checkoutAll gives up a checkout that fails for
-		// half its ttl), while expirations are still due.
+		// come after them (checkoutAll fails the test for a checkout that
+		// fails until its deadline), while expirations are still due.
 		firstDue    = 5 * time.Second
 		spacing     = 2 * time.Millisecond // 500 expirations/s, due over 10 s
 		minTTL      = 5 * time.Second
@@ -892,8 +893,8 @@ func TestGroupFaults(t *testing.T) {
 		orderIDs = append(orderIDs, id)
 	}
 	start := time.Now()
-	checkedOut := checkoutAll(t, roundRobin(reps...), orderIDs, func(i int) time.Duration {
-		return max(time.Until(start.Add(firstDue+time.Duration(i)*spacing)), minTTL)
+	checkedOut := checkoutAll(t, roundRobin(reps...), orderIDs, func(i int) time.Time {
+		return latest(start.Add(firstDue+time.Duration(i)*spacing), time.Now().Add(minTTL))
 	})
 	loaded := time.Since(start)
 	if len(checkedOut) != n {

@@ -27,6 +27,8 @@ type Metrics struct {
 	caughtUp prometheus.Counter
 	lateness prometheus.Histogram
 	catchUps prometheus.Counter
+	repeats  prometheus.Counter
+	rewinds  prometheus.Counter
 
 	deliveries   *prometheus.CounterVec
 	redeliveries *prometheus.CounterVec
@@ -68,6 +70,14 @@ func New() *Metrics {
 			Name: "orderexpiry_watch_catchups_total",
 			Help: "Times a watcher on this replica fell more than -watch-buffer events behind and went back to reading the expiration log until it caught up.",
 		}),
+		repeats: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "orderexpiry_expiration_repeats_skipped_total",
+			Help: "Expirations repeated because Redis lost the tail of its log, not sent again to a watcher or group of this replica that had them.",
+		}),
+		rewinds: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "orderexpiry_log_rewinds_total",
+			Help: "Times this replica found that a partition of the expiration log lost events it had read (Redis lost the tail of its log).",
+		}),
 	}
 	m.deliveries = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "orderexpiry_group_deliveries_total",
@@ -89,7 +99,7 @@ func New() *Metrics {
 	m.registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.GRPC, m.created, m.closed, m.caughtUp, m.lateness, m.catchUps,
+		m.GRPC, m.created, m.closed, m.caughtUp, m.lateness, m.catchUps, m.repeats, m.rewinds,
 		m.deliveries, m.redeliveries, m.ackAge, m.pushes,
 	)
 	for _, o := range []string{"completed", "cancelled", "expired"} {
@@ -300,6 +310,14 @@ func (m *Metrics) Pushed(group, outcome string) {
 // WatchCatchUp counts a watcher that fell behind its buffer and reads on
 // from the log.
 func (m *Metrics) WatchCatchUp() { m.catchUps.Inc() }
+
+// RepeatSkipped counts a repeated expiration not sent again (see
+// watch.Options.OnRepeat).
+func (m *Metrics) RepeatSkipped() { m.repeats.Inc() }
+
+// LogRewound counts a partition of the log found to have lost events the
+// replica had read (see watch.Options.OnRewind).
+func (m *Metrics) LogRewound(int) { m.rewinds.Inc() }
 
 // Published observes an event as it reaches this replica's watchers.
 func (m *Metrics) Published(ev order.Event, at time.Time) {

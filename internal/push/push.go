@@ -107,6 +107,10 @@ type Options struct {
 	// when the log grows past it (watch.Hub.Appended), so that a new event
 	// is pushed at once rather than at the next poll.
 	Appended func() (order.Position, <-chan struct{})
+	// DropRepeats, when set, takes each batch of deliveries and returns
+	// those to push, leaving out repeats of expirations the group had
+	// (watch.Hub.DropRepeats).
+	DropRepeats func(ctx context.Context, gs order.GroupStore, group string, ds []order.Delivery) []order.Delivery
 	// Consumer is this replica's consumer name in every push group; empty:
 	// one made of the host name, the process id and random bytes.
 	Consumer string
@@ -342,6 +346,9 @@ func (d *Deliverer) work(ctx, reqs, settles context.Context, g order.Group) {
 			// whatever the error, or each would lose an attempt waiting
 			// for its ack deadline.
 			ds, err := order.DeliverChanged(ctx, d.opts.Store, g.ID, d.opts.Consumer, all, changed, room)
+			if d.opts.DropRepeats != nil {
+				ds = d.opts.DropRepeats(ctx, d.opts.Store, g.ID, ds)
+			}
 			for _, dl := range ds {
 				sem <- struct{}{}
 				wg.Go(func() {

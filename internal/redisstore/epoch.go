@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -126,19 +127,27 @@ func (s *Store) Ping(ctx context.Context) error {
 	}
 	s.allow()
 	if id.state == "same" {
+		// The groups, for the log line should the store be emptied: they
+		// are lost with it, and nothing else would name them.
+		if ids, err := s.rdb.HKeys(ctx, groupsKey).Result(); err == nil {
+			slices.Sort(ids)
+			s.groupIDs = ids
+		}
 		if err := s.checkEviction(ctx); err != nil {
 			return err
 		}
 		return s.checkDurability(ctx)
 	}
+	lostGroups := strings.Join(s.groupIDs, ",")
+	s.groupIDs = nil
 	s.epoch.Store(&id.epoch)
 	e, _ := parseEpoch(id.epoch)
 	what := "the epoch key of the order store (" + epochKey + ") is gone: Redis was emptied (FLUSHALL or FLUSHDB, a restart without persistence, keys evicted)"
 	if id.state == "changed" {
 		what = "the order store's epoch changed: Redis was emptied and another replica renewed the store, or it was replaced"
 	}
-	s.log.Error(what+"; every order pending then, every closed order and the expiration log before now are lost, and watches resuming from an older cursor get OUT_OF_RANGE. This replica now runs on the renewed store",
-		"old_epoch", epochID(remembered), "epoch", e.id, "history_since", time.UnixMilli(int64(e.since)).UTC(), "partitions", len(parts))
+	s.log.Error(what+"; every order pending then, every closed order, the expiration log before now and the consumer groups (groups_lost; a groups file creates its groups again) are lost, and watches resuming from an older cursor get OUT_OF_RANGE. This replica now runs on the renewed store",
+		"old_epoch", epochID(remembered), "epoch", e.id, "history_since", time.UnixMilli(int64(e.since)).UTC(), "partitions", len(parts), "groups_lost", lostGroups)
 	return order.Unavailable(fmt.Errorf("%s; the store was renewed, and serves again from the next check", what))
 }
 

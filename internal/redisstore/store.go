@@ -89,6 +89,9 @@ type Store struct {
 	fault atomic.Pointer[order.Error]
 	// checking serialises Ping's checks of the epoch.
 	checking sync.Mutex
+	// groupIDs are the consumer groups the last Ping found, for the log
+	// line of an emptied store to name those lost; guarded by checking.
+	groupIDs []string
 
 	// masters is how many masters the subscriber listens to, subscribed
 	// how many of those subscriptions are up.

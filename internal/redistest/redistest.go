@@ -272,6 +272,10 @@ func (s *Server) Client(t testing.TB) *redis.Client {
 	return rdb
 }
 
+// Dir is the server's data directory, where it keeps dump.rdb and its
+// AOF: a test may copy them, and put an older copy back before Restart.
+func (s *Server) Dir() string { return s.dir }
+
 // PID is the server's process id.
 func (s *Server) PID() int { return s.cmd.Process.Pid }
 

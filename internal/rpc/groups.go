@@ -138,28 +138,10 @@ func (c *consumers) tell(group string, settled []order.AckID, kick bool) {
 // CreateConsumerGroup creates a group, or answers the one with the same
 // settings.
 func (s *Service) CreateConsumerGroup(ctx context.Context, req *pb.CreateConsumerGroupRequest) (*pb.ConsumerGroup, error) {
-	g := order.Group{ID: req.GetGroupId(), AckDeadline: defaultAckDeadline, MaxDeliveries: defaultMaxDeliveries}
-	if err := order.ValidateID("group_id", g.ID); err != nil {
-		return nil, s.status(ctx, err)
-	}
-	if d := req.GetAckDeadline(); d != nil {
-		if err := d.CheckValid(); err != nil || d.AsDuration() < minAckDeadline || d.AsDuration() > maxAckDeadline {
-			return nil, s.status(ctx, order.Errorf(order.KindInvalid, "ack_deadline %s is out of range: give %s to %s, or leave it out for %s",
-				order.FormatDuration(d.AsDuration()), order.FormatDuration(minAckDeadline), order.FormatDuration(maxAckDeadline), order.FormatDuration(defaultAckDeadline)))
-		}
-		g.AckDeadline = d.AsDuration().Truncate(time.Millisecond)
-	}
-	if n := req.GetMaxDeliveries(); n != 0 {
-		if n < 1 || n > maxMaxDeliveries {
-			return nil, s.status(ctx, order.Errorf(order.KindInvalid, "max_deliveries %d is out of range: give 1 to %d, or leave it out for %d", n, maxMaxDeliveries, defaultMaxDeliveries))
-		}
-		g.MaxDeliveries = int(n)
-	}
-	pc, err := s.pushConfig(req.GetPushConfig(), g.AckDeadline)
+	g, err := s.groupSettings(req)
 	if err != nil {
 		return nil, s.status(ctx, err)
 	}
-	g.Push = pc
 	var start order.Position
 	if c := req.GetStartAfterCursor(); c != "" {
 		p, err := order.ParsePosition(c)
@@ -175,6 +157,49 @@ func (s *Service) CreateConsumerGroup(ctx context.Context, req *pb.CreateConsume
 		return nil, s.status(ctx, err)
 	}
 	return s.consumerGroup(ctx, g.ID)
+}
+
+// CheckGroupRequest says what is wrong with a request to create a group,
+// as CreateConsumerGroup would, without the store: its settings, and the
+// form of its start_after_cursor. The groups file is checked with it when
+// the server starts.
+func (s *Service) CheckGroupRequest(req *pb.CreateConsumerGroupRequest) error {
+	if _, err := s.groupSettings(req); err != nil {
+		return err
+	}
+	if c := req.GetStartAfterCursor(); c != "" {
+		if _, err := order.ParsePosition(c); err != nil {
+			return renameField(err, "after_cursor", "start_after_cursor")
+		}
+	}
+	return nil
+}
+
+// groupSettings reads and checks the settings of a group to create.
+func (s *Service) groupSettings(req *pb.CreateConsumerGroupRequest) (order.Group, error) {
+	g := order.Group{ID: req.GetGroupId(), AckDeadline: defaultAckDeadline, MaxDeliveries: defaultMaxDeliveries}
+	if err := order.ValidateID("group_id", g.ID); err != nil {
+		return g, err
+	}
+	if d := req.GetAckDeadline(); d != nil {
+		if err := d.CheckValid(); err != nil || d.AsDuration() < minAckDeadline || d.AsDuration() > maxAckDeadline {
+			return g, order.Errorf(order.KindInvalid, "ack_deadline %s is out of range: give %s to %s, or leave it out for %s",
+				order.FormatDuration(d.AsDuration()), order.FormatDuration(minAckDeadline), order.FormatDuration(maxAckDeadline), order.FormatDuration(defaultAckDeadline))
+		}
+		g.AckDeadline = d.AsDuration().Truncate(time.Millisecond)
+	}
+	if n := req.GetMaxDeliveries(); n != 0 {
+		if n < 1 || n > maxMaxDeliveries {
+			return g, order.Errorf(order.KindInvalid, "max_deliveries %d is out of range: give 1 to %d, or leave it out for %d", n, maxMaxDeliveries, defaultMaxDeliveries)
+		}
+		g.MaxDeliveries = int(n)
+	}
+	pc, err := s.pushConfig(req.GetPushConfig(), g.AckDeadline)
+	if err != nil {
+		return g, err
+	}
+	g.Push = pc
+	return g, nil
 }
 
 // consumerGroup reads a group and its state.
@@ -426,7 +451,8 @@ func (c *consumeLoop) run(ctx context.Context) error {
 // deliver asks the store for up to room deliveries: from the partitions
 // that changed when the store can deliver from one, from all otherwise.
 func (c *consumeLoop) deliver(ctx context.Context, all bool, changed []int, room int) ([]order.Delivery, error) {
-	return order.DeliverChanged(ctx, c.s.store, c.g.ID, c.consumer, all, changed, room)
+	ds, err := order.DeliverChanged(ctx, c.s.store, c.g.ID, c.consumer, all, changed, room)
+	return c.s.hub.DropRepeats(ctx, c.s.store, c.g.ID, ds), err
 }
 
 // handBack hands the stream's unsettled deliveries on at once when it ends,
@@ -490,6 +516,7 @@ func (s *Service) PullExpirations(ctx context.Context, req *pb.PullExpirationsRe
 		if err != nil {
 			return nil, s.status(ctx, err)
 		}
+		ds = s.hub.DropRepeats(ctx, s.store, group, ds)
 		left := time.Until(until)
 		if len(ds) > 0 || left <= 0 {
 			resp := &pb.PullExpirationsResponse{}

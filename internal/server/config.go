@@ -6,6 +6,7 @@ import (
 	"github.com/orderexpiry/orderexpiry/internal/order"
 	"github.com/orderexpiry/orderexpiry/internal/push"
 	"github.com/orderexpiry/orderexpiry/internal/redisstore"
+	pb "github.com/orderexpiry/orderexpiry/proto/orderexpiry/v1"
 )
 
 // Config is what the server is built from. ParseFlags fills it from flags
@@ -76,6 +77,11 @@ type Config struct {
 	// with no allowed host, push delivery is off and this replica runs no
 	// deliverer.
 	Push push.Policy
+	// GroupsFile names the groups file, and Groups are its groups: every
+	// replica creates those missing at its start and whenever the store
+	// can serve again (see groupsfile.go).
+	GroupsFile string
+	Groups     []*pb.CreateConsumerGroupRequest
 
 	// TLS for the gRPC and HTTP ports; with TLSClientCA, clients must show
 	// a certificate it signed.

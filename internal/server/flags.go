@@ -169,6 +169,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer, def
 	str(&pushHosts, "push-allow-hosts", "PUSH_ALLOW_HOSTS", "", "hosts push groups may POST to, comma-separated: a name or IP as in the URL, *.example.com for the hosts under it, * for any; empty: push delivery is off")
 	boolean(&c.Push.AllowPrivate, "push-allow-private", "PUSH_ALLOW_PRIVATE", "let push endpoints be at loopback, private or link-local addresses (checked after DNS, at every connection); off: refused")
 	boolean(&c.Push.AllowHTTP, "push-allow-http", "PUSH_ALLOW_HTTP", "let push URLs be http://; off: https only")
+	str(&c.GroupsFile, "groups-file", "GROUPS_FILE", "", "YAML or JSON file of consumer groups (push groups too) that every replica creates when missing, at its start and whenever the store can serve again, as after Redis was emptied; empty: none")
 	num(&c.MaxReplays, "max-replays", "MAX_REPLAYS", watch.DefaultMaxReplays, "watches with a cursor that replay the log at once; the others wait their turn")
 	dur(&c.WatchWriteTimeout, "watch-write-timeout", "WATCH_WRITE_TIMEOUT", "10s", "longest wait for one write of a REST watch; a client that has not taken what was sent for that long loses its watch and connection")
 	num(&c.WatchBuffer, "watch-buffer", "WATCH_BUFFER", 1024, "events a watcher may fall behind the live fan-out; one further behind reads on from the log until it has caught up")
@@ -238,6 +239,13 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer, def
 			return c, fmt.Errorf("-allow-hosts: %q is not a host name; give names such as orderexpiry.internal or *.example.com, without scheme or path", h)
 		}
 		c.AllowHosts = append(c.AllowHosts, h)
+	}
+	if c.GroupsFile != "" {
+		groups, err := loadGroupsFile(c.GroupsFile)
+		if err != nil {
+			return c, err
+		}
+		c.Groups = groups
 	}
 	tokens, err := auth.LoadTokens(tokensFile, tokensList)
 	if err != nil {

@@ -50,6 +50,12 @@ func (s *Server) monitorHealth(ctx context.Context) {
 			}
 			s.serving.Store(ok)
 			s.setHealth(status)
+			if ok {
+				select {
+				case s.servingAgain <- struct{}{}:
+				default:
+				}
+			}
 			first = false
 		}
 		select {

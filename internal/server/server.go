@@ -86,6 +86,9 @@ type Server struct {
 	http        *http.Server
 	// pusher delivers the push groups' events; nil when push is off.
 	pusher *push.Deliverer
+	// servingAgain hears each time the store becomes able to serve (see
+	// keepGroups).
+	servingAgain chan struct{}
 }
 
 // New builds the server: it opens the store's client (without calling it
@@ -116,6 +119,8 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 			lateness.Observe(ev, at)
 		},
 		OnCatchUp: m.WatchCatchUp,
+		OnRepeat:  m.RepeatSkipped,
+		OnRewind:  m.LogRewound,
 		Logger:    log,
 	})
 	m.Watch(metrics.Sources{Watchers: s.hub.Watchers, Subscribed: st.subscribed, EvictionUnsafe: st.evictionUnsafe, Groups: s.groupStates,
@@ -136,8 +141,13 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		Push:     cfg.Push,
 	})
 	s.svc = svc
+	s.servingAgain = make(chan struct{}, 1)
+	if err := s.checkGroupsFile(); err != nil {
+		st.close()
+		return nil, err
+	}
 	if len(cfg.Push.AllowHosts) > 0 {
-		s.pusher = push.New(push.Options{Store: s.store, Policy: cfg.Push, Encode: rpc.EventJSON, Appended: s.hub.Appended, Observer: m, Logger: log,
+		s.pusher = push.New(push.Options{Store: s.store, Policy: cfg.Push, Encode: rpc.EventJSON, Appended: s.hub.Appended, DropRepeats: s.hub.DropRepeats, Observer: m, Logger: log,
 			StopTimeout: cfg.ShutdownTimeout})
 	}
 	// The gRPC port's clients are bounded in what they may send and hold;
@@ -331,6 +341,12 @@ func (s *Server) Run(ctx context.Context, lis Listeners) error {
 		s.monitorHealth(gctx)
 		return nil
 	})
+	if len(s.cfg.Groups) > 0 {
+		g.Go(func() error {
+			s.keepGroups(gctx)
+			return nil
+		})
+	}
 	for _, gs := range []struct {
 		srv *grpc.Server
 		lis net.Listener

@@ -49,6 +49,9 @@ const replayHold = time.Second
 // which the watcher can resume.
 func (h *Hub) Follow(ctx context.Context, after order.Position, started func() error, send func(ev order.Event, live bool) error) (order.Position, error) {
 	var last order.Position
+	// Where the watch was in each partition's old history when the log
+	// went back (see repeats.go).
+	var cr []crossing
 	// The watch holds its place under MaxWatchers either as sub or, while
 	// it replays, as a reservation.
 	var sub *Subscription
@@ -86,11 +89,12 @@ func (h *Hub) Follow(ctx context.Context, after order.Position, started func() e
 			return last, err
 		}
 	}
+	cr = make([]crossing, len(last))
 	for {
 		if sub == nil {
 			// Catch up before subscribing, so that a long replay does not
 			// fill the live buffer.
-			if err := h.replay(ctx, last, nil, send); err != nil {
+			if err := h.replay(ctx, last, nil, cr, send); err != nil {
 				return last, err
 			}
 			reserved = false
@@ -99,7 +103,7 @@ func (h *Hub) Follow(ctx context.Context, after order.Position, started func() e
 				return last, subscribeError(err, last)
 			}
 			// Events that came between the replay and the subscription.
-			if err := h.replay(ctx, last, sub.From, send); err != nil {
+			if err := h.replay(ctx, last, sub.From, cr, send); err != nil {
 				return last, err
 			}
 		}
@@ -107,7 +111,7 @@ func (h *Hub) Follow(ctx context.Context, after order.Position, started func() e
 		case <-ctx.Done():
 			return last, ctx.Err()
 		case ev := <-sub.C:
-			if err := sendLive(ev, last, send); err != nil {
+			if err := h.sendLive(ev, last, cr, send); err != nil {
 				return last, err
 			}
 		case <-sub.Done():
@@ -117,7 +121,7 @@ func (h *Hub) Follow(ctx context.Context, after order.Position, started func() e
 			// What the buffer holds comes next, in order: send it, then
 			// read on from the log after it.
 			for len(sub.C) > 0 {
-				if err := sendLive(<-sub.C, last, send); err != nil {
+				if err := h.sendLive(<-sub.C, last, cr, send); err != nil {
 					return last, err
 				}
 			}
@@ -134,10 +138,15 @@ func (h *Hub) Follow(ctx context.Context, after order.Position, started func() e
 }
 
 // sendLive sends an event of the fan-out that the watcher at last has not
-// sent yet, and moves last past it.
-func sendLive(ev order.Event, last order.Position, send func(order.Event, bool) error) error {
+// sent yet, and moves last past it. A repeat of an expiration the watcher
+// had is not sent (see repeats.go).
+func (h *Hub) sendLive(ev order.Event, last order.Position, cr []crossing, send func(order.Event, bool) error) error {
 	if !last.Behind(ev) {
 		return nil // already replayed
+	}
+	if h.hadIt(ev, last, cr) {
+		last[ev.Partition] = ev.Cursor
+		return nil
 	}
 	if err := send(ev, true); err != nil {
 		return err
@@ -189,13 +198,13 @@ func (h *Hub) CheckPosition(ctx context.Context, p order.Position) (order.Positi
 // replay sends the events after last from the log, partition by partition,
 // up to and including until when it is not nil, or to the end of the log.
 // It moves last forward, in place, with each event sent.
-func (h *Hub) replay(ctx context.Context, last, until order.Position, send func(order.Event, bool) error) error {
+func (h *Hub) replay(ctx context.Context, last, until order.Position, cr []crossing, send func(order.Event, bool) error) error {
 	for p := range last {
 		if until != nil && !last[p].Less(until[p]) {
 			continue
 		}
 		for {
-			done, err := h.replayBatch(ctx, p, last, until, send)
+			done, err := h.replayBatch(ctx, p, last, until, cr, send)
 			if err != nil {
 				return err
 			}
@@ -209,7 +218,7 @@ func (h *Hub) replay(ctx context.Context, last, until order.Position, send func(
 
 // replayBatch replays one batch of partition p under a replay slot; it says
 // whether the partition is done.
-func (h *Hub) replayBatch(ctx context.Context, p int, last, until order.Position, send func(order.Event, bool) error) (bool, error) {
+func (h *Hub) replayBatch(ctx context.Context, p int, last, until order.Position, cr []crossing, send func(order.Event, bool) error) (bool, error) {
 	release, err := h.replaySlot(ctx)
 	if err != nil {
 		return false, err
@@ -225,6 +234,10 @@ func (h *Hub) replayBatch(ctx context.Context, p int, last, until order.Position
 	for _, ev := range events {
 		if until != nil && until[p].Less(ev.Cursor) {
 			return true, nil
+		}
+		if h.hadIt(ev, last, cr) {
+			last[p] = ev.Cursor
+			continue
 		}
 		ev.Position = last.Clone()
 		ev.Position[p] = ev.Cursor

@@ -74,6 +74,12 @@ type Options struct {
 	// behind its buffer and so is to read on from the log. The hub calls it
 	// with its lock held: it must be quick and must not call the hub.
 	OnCatchUp func()
+	// OnRepeat, when set, is called for each repeat of an expiration that
+	// a watcher or a group is not sent (see repeats.go).
+	OnRepeat func()
+	// OnRewind, when set, is called when the hub finds that a partition's
+	// log lost events it had read (see repeats.go).
+	OnRewind func(partition int)
 	// Logger receives the hub's warnings; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -108,6 +114,15 @@ type Hub struct {
 	// appended is closed and replaced each time events reach the hub (see
 	// Appended).
 	appended chan struct{}
+	// memory holds, by partition, the last expirations read (see
+	// repeats.go); delivered, by group and partition, the furthest event
+	// delivered to the group on this replica.
+	memory  []memory
+	rewinds []rewind
+	// groupsMu guards delivered, which DropRepeats reads and writes
+	// around calls that take mu.
+	groupsMu  sync.Mutex
+	delivered map[string]map[int]*groupMark
 }
 
 // NewHub returns a hub over log.
@@ -336,6 +351,8 @@ func (h *Hub) Run(ctx context.Context) error {
 	}
 	h.mu.Lock()
 	h.pos = pos
+	h.memory = newMemories(n)
+	h.rewinds = make([]rewind, n)
 	delete(h.failing, -1)
 	h.mu.Unlock()
 	h.readyOnce.Do(func() { close(h.ready) })
@@ -368,6 +385,7 @@ func (h *Hub) tail(ctx context.Context, p int, after order.Cursor) {
 		if failing {
 			failing = false
 			h.recovered(p)
+			h.checkRewind(ctx, p, after)
 		}
 		bo.Reset()
 		if len(events) > 0 {
@@ -394,8 +412,14 @@ func (h *Hub) publish(p int, events []order.Event) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for i := range events {
+		// The first repeat tells where the log went back, if the hub did
+		// not notice it when its read recovered.
+		if c0, ok := h.memory[p].repeatOf(events[i]); ok && h.rewinds[p].from.Less(c0) {
+			h.noteRewind(p, h.pos[p])
+		}
 		h.pos[p] = events[i].Cursor
 		events[i].Position = h.pos.Clone()
+		h.memory[p].remember(events[i])
 	}
 	for s := range h.subs {
 		for _, ev := range events {

@@ -5,8 +5,9 @@
 //	go run ./client/examples/worker -addr localhost:9090 -insecure -group billing
 //
 // It creates the group when it does not exist yet (with the service's
-// default settings), then prints "handled <order id>" for each expiration
-// and acknowledges it. With -fail-first, it fails the first delivery of each
+// default settings), and again whenever the group is gone (NOT_FOUND: it
+// was deleted, or Redis lost it with the rest of its data), then prints
+// "handled <order id>" for each expiration and acknowledges it. With -fail-first, it fails the first delivery of each
 // order, which hands it back to the group to be delivered again.
 package main
 
@@ -18,7 +19,9 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -57,13 +60,10 @@ func run(ctx context.Context, addr, token string, insecure bool, ca, group, cons
 		return err
 	}
 	defer c.Close()
-	// A group that exists already, with whatever settings, is used as it is.
-	if _, err := c.CreateConsumerGroup(ctx, &pb.CreateConsumerGroupRequest{GroupId: group}); err != nil && status.Code(err) != codes.AlreadyExists {
-		return fmt.Errorf("creating the group %s: %w", group, err)
-	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	// Consume calls the handler for one expiration at a time.
 	failed := map[string]bool{}
-	return c.Consume(ctx, group, consumer, func(ev *pb.ExpirationEvent) error {
+	handle := func(ev *pb.ExpirationEvent) error {
 		if failFirst && !failed[ev.GetOrderId()] {
 			failed[ev.GetOrderId()] = true
 			fmt.Printf("failed %s\n", ev.GetOrderId())
@@ -71,5 +71,33 @@ func run(ctx context.Context, addr, token string, insecure bool, ca, group, cons
 		}
 		_, err := fmt.Printf("handled %s\n", ev.GetOrderId())
 		return err
-	})
+	}
+	for {
+		// A group that exists already, with whatever settings, is used as
+		// it is.
+		if _, err := c.CreateConsumerGroup(ctx, &pb.CreateConsumerGroupRequest{GroupId: group}); err != nil && status.Code(err) != codes.AlreadyExists {
+			return fmt.Errorf("creating the group %s: %w", group, err)
+		}
+		err := c.Consume(ctx, group, consumer, handle)
+		if !gone(err) {
+			return err
+		}
+		// The group is gone: deleted, or lost with Redis's data. The
+		// expirations since are lost to it; those from now on are not.
+		log.Warn("worker: the consumer group is gone; creating it again", "group", group, "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// gone says whether Consume ended because the group is gone: NOT_FOUND,
+// or, for a second after Redis lost its data, FAILED_PRECONDITION saying
+// that the group is incomplete and to create it again.
+func gone(err error) bool {
+	st := status.Convert(err)
+	return st.Code() == codes.NotFound ||
+		st.Code() == codes.FailedPrecondition && strings.Contains(st.Message(), "create it again")
 }

@@ -1,0 +1,125 @@
+package watch
+
+import (
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/orderexpiry/orderexpiry/internal/order"
+)
+
+// rewindLog makes l lose its last n events, as Redis that lost the tail of
+// its log, and logs their orders' expirations again after the newest
+// cursor it ever had (Redis's clock moved on), with new cursors: repeats.
+func rewindLog(l *fakeLog, n int) []order.Event {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	lost := append([]order.Event(nil), l.events[len(l.events)-n:]...)
+	next := l.events[len(l.events)-1].Cursor
+	l.events = l.events[:len(l.events)-n]
+	var again []order.Event
+	for _, ev := range lost {
+		next = order.Cursor{Ms: next.Ms + 1}
+		ev.Cursor = next
+		again = append(again, ev)
+	}
+	l.events = append(l.events, again...)
+	l.notify()
+	return again
+}
+
+// appendNew logs n new expirations after the newest cursor of l.
+func appendNew(l *fakeLog, n int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	next := l.events[len(l.events)-1].Cursor
+	for i := range n {
+		next = order.Cursor{Ms: next.Ms + 1}
+		l.events = append(l.events, order.Event{Cursor: next, OrderID: fmt.Sprintf("new-%d", i)})
+	}
+	l.notify()
+}
+
+// TestRepeatsNotSentTwice: the log loses its last 5 events while a live
+// watcher has them, and their orders expire again. The live watcher gets
+// none of them twice, and goes on with new events; a watch from the start
+// of the log, and one from the middle of the lost events, get each order
+// once.
+func TestRepeatsNotSentTwice(t *testing.T) {
+	l := newFakeLog()
+	l.add(10)
+	var repeats atomic.Int64
+	h := startHubWith(t, l, Options{Buffer: 100, OnRepeat: func() { repeats.Add(1) }})
+	live := follow(t, h.Hub, nil, nil, nil)
+	live.waitSent(t, 0)
+	eventually(t, "the live watch subscribed", func() bool { return subscribed(h.Hub) == 1 })
+	l.add(10) // ord-10 … ord-19, live
+	live.waitSent(t, 10)
+
+	// Redis goes away and comes back having lost ord-15 … ord-19, which
+	// expire again.
+	l.failLive(errors.New("connection refused"))
+	time.Sleep(50 * time.Millisecond)
+	rewindLog(l, 5)
+	l.failLive(nil)
+	appendNew(l, 3)
+	eventually(t, "the hub read the new events", func() bool {
+		pos, _ := h.Appended()
+		return pos != nil && pos[0] == l.at(len(l.events)-1).Cursor
+	})
+
+	count := func(f *follower) map[string]int {
+		m := map[string]int{}
+		for _, ev := range f.sentEvents() {
+			m[ev.OrderID]++
+		}
+		return m
+	}
+	live.waitSent(t, 13)
+	time.Sleep(100 * time.Millisecond)
+	for id, n := range count(live) {
+		if n != 1 {
+			t.Errorf("the live watcher got %s %d times", id, n)
+		}
+	}
+	if got := len(live.sentEvents()); got != 13 {
+		t.Errorf("the live watcher got %d events; want 13 (ord-10 … ord-19, then 3 new)", got)
+	}
+
+	// From the start of the log: the 23 orders once each, the lost ones by
+	// their repeats.
+	all := follow(t, h.Hub, &order.Cursor{}, nil, nil)
+	all.waitSent(t, 23)
+	time.Sleep(100 * time.Millisecond)
+	if got := count(all); len(got) != 23 || len(all.sentEvents()) != 23 {
+		t.Errorf("a watch from the start got %d events of %d orders; want 23 of 23", len(all.sentEvents()), len(got))
+	}
+
+	// From ord-16's first cursor (lost from the log): ord-17 … ord-19 once,
+	// by their repeats, and the 3 new ones; not ord-15 or ord-16 again.
+	var c16 order.Cursor
+	for _, ev := range live.sentEvents() {
+		if ev.OrderID == "ord-16" {
+			c16 = ev.Cursor
+		}
+	}
+	part := follow(t, h.Hub, &c16, nil, nil)
+	part.waitSent(t, 6)
+	time.Sleep(100 * time.Millisecond)
+	got := count(part)
+	for _, id := range []string{"ord-15", "ord-16"} {
+		if got[id] != 0 {
+			t.Errorf("a watch after ord-16's cursor got %s, which it had", id)
+		}
+	}
+	for _, id := range []string{"ord-17", "ord-18", "ord-19"} {
+		if got[id] != 1 {
+			t.Errorf("a watch after ord-16's cursor got %s %d times, want once", id, got[id])
+		}
+	}
+	if repeats.Load() == 0 {
+		t.Errorf("OnRepeat was never called")
+	}
+}
