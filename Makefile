@@ -73,11 +73,11 @@ torture: ## run the linearizability test longer, over random seeds (TORTURE_RUNS
 
 # The failover tests (Sentinel, Cluster, a stalled-replica failover, a
 # partitioned master), RUNS times each under two CPU burners, with the sum of
-# what they lost, doubled and refused (scripts/torture-failover.sh). About
+# what they lost, doubled and refused (internal/e2e/torture-failover.sh). About
 # 2 minutes a run on an idle 2-core machine.
 RUNS ?= 20
 torture-failover: ## run the failover tests RUNS times each under two CPU burners, and sum lost, doubled, refused (RUNS=20)
-	RUNS=$(RUNS) GO=$(GO) ./scripts/torture-failover.sh
+	RUNS=$(RUNS) GO=$(GO) ./internal/e2e/torture-failover.sh
 
 # The fault suite (internal/e2e: TestFault*, TestGroupFaults, TestLogRewind*)
 # FAULT_RUNS times, each run under load that cmd/contend starts beside it:

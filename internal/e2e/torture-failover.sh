@@ -2,22 +2,21 @@
 # torture-failover runs the failover tests RUNS times each under two CPU
 # burners, and sums what they report: orders lost and expired twice, calls
 # refused, failover and rejoin times, lateness after the failover. The
-# burners are busy loops that this script starts, and kills when it ends
-# (they also stop by themselves after MAX_TIME). Logs stay in a temporary
-# directory, named at the end.
+# burners are cmd/contend's (as make torture-faults uses), which this script
+# starts and kills when it ends (they also stop by themselves after
+# MAX_TIME, or when the script goes). Logs stay in a temporary directory,
+# named at the end. Run it from the repository's root (make
+# torture-failover does).
 set -u
 RUNS=${RUNS:-20}
 GO=${GO:-go}
 MAX_TIME=${MAX_TIME:-3h}
 TESTS=${TESTS:-TestSentinelFailover TestClusterFailover TestStrictFailoverKeepsConfirmed TestPartitionedMaster}
 out=$(mktemp -d /tmp/torture-failover.XXXXXX)
-burners=()
-cleanup() { for p in "${burners[@]}"; do kill "$p" 2>/dev/null; done; }
-trap cleanup EXIT INT TERM
-for _ in 1 2; do
-	timeout "$MAX_TIME" sh -c 'while :; do :; done' &
-	burners+=($!)
-done
+$GO build -o "$out/contend" ./cmd/contend || exit 1
+"$out/contend" -cpu 2 -disk 0 -for "$MAX_TIME" &
+burner=$!
+trap 'kill $burner 2>/dev/null' EXIT INT TERM
 echo "torture-failover: RUNS=$RUNS under 2 CPU burners; logs in $out"
 failed=0
 for run in $(seq 1 "$RUNS"); do
