@@ -29,7 +29,7 @@ func TestDurabilitySettings(t *testing.T) {
 	admin := r.Client(t)
 	s := startServerWith(t, serverOptions{Unhealthy: true}, map[string]string{"REDIS_URL": r.URL(), "DURABILITY": "strict"})
 	var body string
-	pollUntil(t, 10*time.Second, "/healthz to name appendfsync", func() bool {
+	waitUntil(t, 10*time.Second, "/healthz to name appendfsync", func() bool {
 		code, b := get(t, s, "/healthz")
 		body = b
 		return code == http.StatusServiceUnavailable && strings.Contains(b, "appendfsync always")
@@ -60,7 +60,7 @@ func TestDurabilitySettings(t *testing.T) {
 		}
 	}
 	fixed := time.Now()
-	pollUntil(t, 10*time.Second, "/healthz SERVING", func() bool {
+	waitUntil(t, 10*time.Second, "/healthz SERVING", func() bool {
 		code, b := get(t, s, "/healthz")
 		body = b
 		return code == http.StatusOK
@@ -220,17 +220,6 @@ func get(t *testing.T, s *server, path string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
-}
-
-// pollUntil polls cond every 50 ms until it holds, failing the test after
-// timeout.
-func pollUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(timeout); !cond(); time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-	}
 }
 
 // TestStrictRedisCrash: with -durability=strict on one Redis (appendonly

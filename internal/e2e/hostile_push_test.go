@@ -162,7 +162,8 @@ func startHangingEndpoint(t *testing.T) *hangingEndpoint {
 	return h
 }
 
-// waitFor polls cond every 20 ms until it holds, or fails after timeout.
+// waitUntil polls cond every 20 ms until it holds, or fails the test after
+// timeout.
 func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	for end := time.Now().Add(timeout); !cond(); time.Sleep(20 * time.Millisecond) {

@@ -71,7 +71,7 @@ func partitionedMaster(t *testing.T, mode string) {
 		replicas = append(replicas, r)
 	}
 	admin := master.Client(t)
-	pollUntil(t, 10*time.Second, "two replicas online", func() bool {
+	waitUntil(t, 10*time.Second, "two replicas online", func() bool {
 		return strings.Count(admin.Info(ctx, "replication").Val(), "state=online") == 2
 	})
 	sentinels := redistest.StartSentinels(t, master.Addr, 3)
@@ -79,7 +79,7 @@ func partitionedMaster(t *testing.T, mode string) {
 	for i, s := range sentinels {
 		addrs[i] = s.Addr
 	}
-	pollUntil(t, 10*time.Second, "the sentinels to know both replicas", func() bool {
+	waitUntil(t, 10*time.Second, "the sentinels to know both replicas", func() bool {
 		for _, s := range sentinels {
 			info := s.Client(t).Info(ctx, "sentinel").Val()
 			if !strings.Contains(info, "slaves=2,sentinels=3") {
@@ -142,7 +142,7 @@ func partitionedMaster(t *testing.T, mode string) {
 	}
 	// The sentinels promote a replica.
 	var promoted *redistest.Server
-	pollUntil(t, 30*time.Second, "the sentinels to promote a replica", func() bool {
+	waitUntil(t, 30*time.Second, "the sentinels to promote a replica", func() bool {
 		for _, s := range sentinels {
 			a, err := s.Client(t).Do(ctx, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", redistest.SentinelMaster).StringSlice()
 			if err != nil || len(a) != 2 || net.JoinHostPort(a[0], a[1]) == master.Addr {
@@ -172,7 +172,7 @@ func partitionedMaster(t *testing.T, mode string) {
 		t.Fatal(err)
 	}
 	healed := time.Now()
-	pollUntil(t, 30*time.Second, "the old master to replicate the new one", func() bool {
+	waitUntil(t, 30*time.Second, "the old master to replicate the new one", func() bool {
 		info := svc.Info(ctx, "replication").Val()
 		return strings.Contains(info, "role:slave") && strings.Contains(info, "master_link_status:up")
 	})
