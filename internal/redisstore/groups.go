@@ -388,7 +388,7 @@ return {last, backlog + redriven, tonumber(sum[1]) - dead - redriven, dead, logg
 // ARGV[1] group id, ARGV[2] '-' or '(<id>' to start after id, ARGV[3] most,
 // ARGV[4] ack deadline ms, ARGV[5] max deliveries.
 //
-// Returns a list of {id, deliveries, fields, why record or ''}. The why
+// Returns a list of {id, deliveries, fields, why record or empty}. The why
 // field of a dead letter whose event was trimmed goes.
 var deadLettersScript = redis.NewScript(freeing + groupsLua + `
 local key, g, why = KEYS[1], ARGV[1], KEYS[2]
