@@ -1192,7 +1192,6 @@ func testGroupDeadLetterWhy(t *testing.T, su suite) {
 	evs := expire(t, s, "why-nacked", "why-bare", "why-lapsed")
 	first := time.Now()
 	ds := deliverN(t, gs, "g", "c1", 3)
-	byID := byOrder(ds)
 	nackWith := func(reason string, ids ...order.AckID) {
 		t.Helper()
 		st, err := gs.Nack(ctx, "g", ids, 0, reason)
@@ -1206,7 +1205,7 @@ func testGroupDeadLetterWhy(t *testing.T, su suite) {
 	second := time.Now()
 	ds = deliverN(t, gs, "g", "c2", 3)
 	checkDeliveries(t, "second delivery", ds, evs, 2)
-	byID = byOrder(ds)
+	byID := byOrder(ds)
 	nackWith("card declined", byID["why-nacked"].AckID)
 	nacked := time.Now()
 	nackWith("", byID["why-bare"].AckID)
