@@ -23,7 +23,7 @@ func TestNackReason(t *testing.T) {
 	}
 	for in, want := range map[string]string{
 		"dial tcp: refused\r\n": "dial tcp: refused  ",
-		"bad \xff byte":        "bad  byte",
+		"bad \xff byte":         "bad  byte",
 	} {
 		if got := order.CleanReason(in); got != want {
 			t.Errorf("CleanReason(%q) = %q, want %q", in, got, want)
