@@ -40,6 +40,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	retry "github.com/orderexpiry/orderexpiry/internal/backoff"
+	"github.com/orderexpiry/orderexpiry/internal/order"
 	pb "github.com/orderexpiry/orderexpiry/proto/orderexpiry/v1"
 )
 
@@ -258,8 +259,9 @@ const ackTimeout = 10 * time.Second
 // a time, as the consumer named consumer ("": a name the service makes for
 // each stream). When handle returns nil, the expiration is acknowledged:
 // the group never delivers it again. When handle returns an error, it is
-// handed back (nacked), to be delivered again at once, to this consumer or
-// another, until the group's max_deliveries make it a dead letter; Consume
+// handed back (nacked) with the error's text as the reason, to be
+// delivered again at once, to this consumer or another, until the group's
+// max_deliveries make it a dead letter, which then shows that reason; Consume
 // goes on with the next one. Delivery is at least once: an expiration whose
 // acknowledgement did not reach the service is delivered again after the
 // group's ack deadline, so handle should bear a repeat.
@@ -312,7 +314,7 @@ func (c *Client) settle(ctx context.Context, group string, rec *pb.ReceivedExpir
 	} else {
 		what = "hand back"
 		var resp *pb.NackExpirationsResponse
-		resp, err = c.NackExpirations(ctx, &pb.NackExpirationsRequest{GroupId: group, AckIds: ids})
+		resp, err = c.NackExpirations(ctx, &pb.NackExpirationsRequest{GroupId: group, AckIds: ids, Reason: order.CleanReason(handled.Error())})
 		results = resp.GetResults()
 	}
 	if err == nil && len(results) == 1 && results[0].GetStatus() != pb.AckIdStatus_ACK_ID_STATUS_OK {

@@ -304,3 +304,38 @@ func TestDialTLSAndToken(t *testing.T) {
 		t.Errorf("Dial with a token of two words returned %v, want an error about it", err)
 	}
 }
+
+// TestConsumeNackReason: an expiration whose handler fails hands it back
+// with the error's text, cleaned to one line, which its dead letter shows.
+func TestConsumeNackReason(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, nil)
+	c := dial(t, s.GRPCAddr, client.Options{Insecure: true})
+	ctx := context.Background()
+	if _, err := c.CreateConsumerGroup(ctx, &pb.CreateConsumerGroupRequest{GroupId: "g", MaxDeliveries: 1}); err != nil {
+		t.Fatal(err)
+	}
+	checkout(t, c, 100*time.Millisecond, "r-1")
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		_ = c.Consume(cctx, "g", "", func(*pb.ExpirationEvent) error {
+			return errors.New("payment API answered 502\nretry later")
+		})
+	}()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		resp, err := c.ListDeadLetters(ctx, &pb.ListDeadLettersRequest{GroupId: "g"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(resp.GetDeadLetters()) == 1 {
+			if got, want := resp.GetDeadLetters()[0].GetLastFailure(), "payment API answered 502 retry later"; got != want {
+				t.Errorf("dead letter says %q, want %q", got, want)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no dead letter after 10s")
+		}
+	}
+}

@@ -161,11 +161,12 @@ func deadLettersSetup(fs *flag.FlagSet) action {
 				return err
 			}
 			err = a.show(resp, func(t *table) {
-				t.row("DEAD-LETTER", "ORDER", "ATTEMPTS", "DEADLINE", "EXPIRED-AT", "METADATA")
+				// The reason last: it may hold spaces.
+				t.row("DEAD-LETTER", "ORDER", "EXPIRED-AT", "ATTEMPTS", "FIRST-DELIVERY", "FAILED-AT", "METADATA", "REASON")
 				for _, d := range resp.GetDeadLetters() {
 					ev := d.GetEvent()
-					t.row(d.GetDeadLetterId(), ev.GetOrderId(), fmt.Sprint(d.GetDeliveryAttempts()), when(ev.GetDeadline()),
-						when(ev.GetExpiredAt()), pairs(ev.GetMetadata()))
+					t.row(d.GetDeadLetterId(), ev.GetOrderId(), when(ev.GetExpiredAt()), fmt.Sprint(d.GetDeliveryAttempts()),
+						when(d.GetFirstDeliveryTime()), when(d.GetLastFailureTime()), pairs(ev.GetMetadata()), orDash(d.GetLastFailure()))
 				}
 			})
 			if next := resp.GetNextPageToken(); next != "" && a.output == "table" {

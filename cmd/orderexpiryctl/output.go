@@ -117,3 +117,11 @@ func groupRows(t *table, groups ...*pb.ConsumerGroup) {
 			fmt.Sprint(g.GetInFlight()), fmt.Sprint(g.GetDeadLetters()), span(g.GetOldestUnackedAge()), push)
 	}
 }
+
+// orDash writes s, or "-" when it is empty.
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

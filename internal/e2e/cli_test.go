@@ -270,11 +270,11 @@ func TestCLI(t *testing.T) {
 			t.Fatalf("pull: %d %v", code, body)
 		}
 		ackID := got[0].(map[string]any)["ackId"].(string)
-		if code, body := s.restCall(t, "POST", "/v1/groups/g-1:nack", `{"ackIds":["`+ackID+`"]}`); code != 200 {
+		if code, body := s.restCall(t, "POST", "/v1/groups/g-1:nack", `{"ackIds":["`+ackID+`"],"reason":"out of stock"}`); code != 200 {
 			t.Fatalf("nack: %d %v", code, body)
 		}
 		out := c.ok(t, "groups", "dead-letters", "g-1")
-		if !strings.Contains(out, "DEAD-LETTER") || !strings.Contains(out, "dl-1") {
+		if !strings.Contains(out, "DEAD-LETTER") || !strings.Contains(out, "dl-1") || !strings.Contains(out, "REASON") || !strings.Contains(out, "out of stock") {
 			t.Fatalf("dead-letters printed:\n%s", out)
 		}
 		dl := c.json(t, "groups", "dead-letters", "g-1")

@@ -166,6 +166,8 @@ func (r *pushReceiver) handle(w http.ResponseWriter, req *http.Request) {
 		a.answered = http.StatusBadRequest
 	case req.URL.Path == "/fail":
 		a.answered = http.StatusInternalServerError
+	case req.URL.Path == "/unavailable":
+		a.answered = http.StatusServiceUnavailable
 	case first && strings.HasSuffix(id, "-fail1"):
 		a.answered = http.StatusInternalServerError
 	case first && strings.HasSuffix(id, "-slow1"):

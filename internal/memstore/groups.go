@@ -24,8 +24,9 @@ type group struct {
 	// inFlight holds the events delivered and neither acknowledged nor
 	// dead-lettered, by cursor.
 	inFlight map[order.Cursor]*delivery
-	// dead holds the dead letters: how many times each event was delivered.
-	dead map[order.Cursor]int
+	// dead holds the dead letters: each event's last delivery, with why it
+	// failed.
+	dead map[order.Cursor]*delivery
 }
 
 // spent reports whether a delivery was the event's last and is over: its
@@ -35,10 +36,12 @@ func (g *group) spent(d *delivery, now time.Time) bool {
 	return d.attempt >= g.settings.MaxDeliveries && !now.Before(d.due)
 }
 
-// bury makes the event at c, in flight as d, a dead letter.
-func (g *group) bury(c order.Cursor, d *delivery) {
+// bury makes the event at c, in flight as d, a dead letter whose last
+// delivery failed at at for reason.
+func (g *group) bury(c order.Cursor, d *delivery, reason string, at time.Time) {
 	delete(g.inFlight, c)
-	g.dead[c] = d.attempt
+	d.reason, d.failedAt = reason, at
+	g.dead[c] = d
 }
 
 // buryLapsed makes dead letters of the events whose last delivery's ack
@@ -49,7 +52,7 @@ func (g *group) bury(c order.Cursor, d *delivery) {
 func (g *group) buryLapsed(now time.Time) {
 	for c, d := range g.inFlight {
 		if g.spent(d, now) {
-			g.bury(c, d)
+			g.bury(c, d, order.ReasonAckDeadline, d.due)
 		}
 	}
 }
@@ -82,6 +85,12 @@ type delivery struct {
 	// due is when it may be delivered again: its ack deadline, or the end
 	// of a nack's retry_after.
 	due time.Time
+	// first and last are when it was first and last delivered.
+	first, last time.Time
+	// reason and failedAt say why and when its last delivery failed, once
+	// it is a dead letter.
+	reason   string
+	failedAt time.Time
 }
 
 var _ order.GroupStore = (*Store)(nil)
@@ -119,7 +128,7 @@ func (s *Store) CreateGroup(ctx context.Context, g order.Group, start order.Posi
 		start:    pos,
 		position: pos,
 		inFlight: make(map[order.Cursor]*delivery),
-		dead:     make(map[order.Cursor]int),
+		dead:     make(map[order.Cursor]*delivery),
 	}
 	return g, true, nil
 }
@@ -234,6 +243,10 @@ func (s *Store) Deliver(_ context.Context, groupID, consumer string, maxEvents i
 		d.attempt++
 		d.consumer = consumer
 		d.due = due
+		if d.first.IsZero() {
+			d.first = now
+		}
+		d.last = now
 		out = append(out, order.Delivery{AckID: order.AckID{Cursor: c, Attempt: d.attempt}, Event: ev})
 	}
 
@@ -244,7 +257,7 @@ func (s *Store) Deliver(_ context.Context, groupID, consumer string, maxEvents i
 	}
 	for i := s.after(g.position); i < len(s.log) && len(out) < maxEvents; i++ {
 		ev := s.log[i]
-		g.inFlight[ev.Cursor] = &delivery{consumer: consumer, attempt: 1, due: due}
+		g.inFlight[ev.Cursor] = &delivery{consumer: consumer, attempt: 1, due: due, first: now, last: now}
 		g.position = ev.Cursor
 		out = append(out, order.Delivery{AckID: order.AckID{Cursor: ev.Cursor, Attempt: 1}, Event: ev})
 	}
@@ -260,11 +273,11 @@ func (s *Store) Ack(_ context.Context, groupID string, ids []order.AckID) ([]ord
 
 // Nack hands deliveries back, to be delivered again after retryAfter, at
 // most the group's ack deadline, to any consumer. A delivery that was the
-// event's last makes it a dead letter at once.
-func (s *Store) Nack(_ context.Context, groupID string, ids []order.AckID, retryAfter time.Duration) ([]order.AckStatus, error) {
+// event's last makes it a dead letter at once, failed for reason.
+func (s *Store) Nack(_ context.Context, groupID string, ids []order.AckID, retryAfter time.Duration, reason string) ([]order.AckStatus, error) {
 	return s.settle(groupID, ids, func(g *group, c order.Cursor, d *delivery, now time.Time) {
 		if d.attempt >= g.settings.MaxDeliveries {
-			g.bury(c, d)
+			g.bury(c, d, order.FailureReason(reason), now)
 			return
 		}
 		d.consumer = ""
@@ -297,7 +310,7 @@ func (s *Store) settle(groupID string, ids []order.AckID, done func(g *group, c 
 	for i, id := range ids {
 		// A spent delivery's event is a dead letter already.
 		if d, ok := g.inFlight[id.Cursor]; ok && id.Partition == 0 && g.spent(d, now) {
-			g.bury(id.Cursor, d)
+			g.bury(id.Cursor, d, order.ReasonAckDeadline, d.due)
 		}
 		out[i] = s.ackStatus(g, id, now)
 		if out[i] == order.AckDone {
@@ -369,7 +382,9 @@ func (s *Store) DeadLetters(_ context.Context, groupID, pageToken string, limit 
 		if !ok {
 			return nil, "", order.Errorf(order.KindInternal, "consumer group %q has dead letter %s, but the log has no such event", groupID, c)
 		}
-		out = append(out, order.DeadLetter{ID: order.DeadLetterID(0, c), Attempts: g.dead[c], Event: ev})
+		d := g.dead[c]
+		out = append(out, order.DeadLetter{ID: order.DeadLetterID(0, c), Attempts: d.attempt, Event: ev,
+			FirstDelivered: d.first, LastDelivered: d.last, Reason: d.reason, FailedAt: d.failedAt})
 	}
 	return out, next, nil
 }

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Group is a consumer group: a named, durable subscription to the
@@ -146,6 +148,53 @@ type DeadLetter struct {
 	// Attempts is how many times the event was delivered.
 	Attempts int
 	Event    Event
+	// FirstDelivered and LastDelivered are when its first and last
+	// deliveries were made; zero when the store does not know (a dead
+	// letter buried before the store kept them).
+	FirstDelivered, LastDelivered time.Time
+	// Reason says why the last delivery failed: the nack's reason (for a
+	// push group, the endpoint's HTTP status or the error), or
+	// ReasonAckDeadline when it was neither acknowledged nor handed back.
+	Reason string
+	// FailedAt is when the last delivery failed: the nack, or the ack
+	// deadline that passed.
+	FailedAt time.Time
+}
+
+// ReasonAckDeadline is a dead letter's reason when its last delivery's ack
+// deadline passed.
+const ReasonAckDeadline = "ack deadline passed"
+
+// ReasonNacked is a dead letter's reason when its last delivery was handed
+// back without a reason.
+const ReasonNacked = "nacked"
+
+// MaxNackReason is the longest nack reason in bytes: a reason is kept with
+// each entry in flight, so it is short.
+const MaxNackReason = 256
+
+// ValidateNackReason checks a nack's reason: at most MaxNackReason bytes
+// of UTF-8 text with no control characters (it is shown in tables and
+// logs).
+func ValidateNackReason(r string) error {
+	if len(r) > MaxNackReason {
+		return Errorf(KindInvalid, "reason has %d bytes; give at most %d", len(r), MaxNackReason)
+	}
+	if !utf8.ValidString(r) {
+		return Errorf(KindInvalid, "reason is not valid UTF-8")
+	}
+	if i := strings.IndexFunc(r, unicode.IsControl); i >= 0 {
+		return Errorf(KindInvalid, "reason has a control character at byte %d; give one line of text", i)
+	}
+	return nil
+}
+
+// FailureReason is the reason a dead letter shows for a nack with reason r.
+func FailureReason(r string) string {
+	if r == "" {
+		return ReasonNacked
+	}
+	return r
 }
 
 // DeadLetterID is the ID of the dead letter of the event at a cursor of a
@@ -247,14 +296,16 @@ type GroupStore interface {
 	// Nack hands deliveries back, to be delivered again after retryAfter
 	// (at most the group's ack deadline) to any consumer, the one that
 	// nacked them too, with the same outcomes as Ack. A nacked delivery
-	// that was the event's last makes it a dead letter at once.
-	Nack(ctx context.Context, group string, ids []AckID, retryAfter time.Duration) ([]AckStatus, error)
+	// that was the event's last makes it a dead letter at once; reason
+	// (ValidateNackReason) is what its DeadLetter says then.
+	Nack(ctx context.Context, group string, ids []AckID, retryAfter time.Duration, reason string) ([]AckStatus, error)
 	// Release hands deliveries back as though they had not been made: due
 	// at once to any consumer, their attempt not counted, so that a
 	// delivery cut short by its holder (a replica that stops, a push
 	// request cancelled) never makes a dead letter; the outcomes are Ack's.
 	Release(ctx context.Context, group string, ids []AckID) ([]AckStatus, error)
 	// DeadLetters lists a group's dead letters, oldest first, up to limit,
+	// each with its attempts, their times and why the last failed,
 	// after the page token (empty: from the first); next is the token of
 	// the next page, empty after the last. KindInvalid for a bad token.
 	DeadLetters(ctx context.Context, group, pageToken string, limit int) (letters []DeadLetter, next string, err error)
@@ -304,4 +355,27 @@ func Moved(a, b Position) []int {
 		}
 	}
 	return out
+}
+
+// CleanReason makes s a valid nack reason (ValidateNackReason): control
+// characters become spaces, bad UTF-8 goes, and the text is cut to
+// MaxNackReason bytes on a character's boundary, ending "…" when cut. It is
+// for reasons the service writes from errors it did not choose the text of.
+func CleanReason(s string) string {
+	s = strings.ToValidUTF8(s, "")
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, s)
+	if len(s) <= MaxNackReason {
+		return s
+	}
+	const ellipsis = "…"
+	cut := MaxNackReason - len(ellipsis)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + ellipsis
 }

@@ -449,7 +449,7 @@ func (w *worker) attempt(ctx context.Context, dl order.Delivery) {
 	if !last {
 		retry = Backoff(dl.AckID.Attempt, g.AckDeadline)
 	}
-	if _, err := w.d.opts.Store.Nack(sctx, g.ID, ids, retry); err != nil {
+	if _, err := w.d.opts.Store.Nack(sctx, g.ID, ids, retry, FailureReason(outcome, status, err)); err != nil {
 		w.d.log.Debug("push: could not hand an event back; it is delivered again after its ack deadline", "group", g.ID, "webhook_id", id, "err", err)
 	}
 	level, msg := slog.LevelDebug, "push: a delivery attempt failed; the event is retried"
@@ -519,4 +519,21 @@ func Backoff(attempt int, ackDeadline time.Duration) time.Duration {
 		d = min(firstRetry<<(attempt-1), ackDeadline)
 	}
 	return d - mathrand.N(d/2+1)
+}
+
+// FailureReason is what a failed attempt's nack records, for the dead
+// letter it may make: the endpoint's HTTP status when it answered ("HTTP
+// 503 Service Unavailable"), the outcome and the error otherwise.
+func FailureReason(outcome string, status int, err error) string {
+	if status != 0 {
+		r := "HTTP " + strconv.Itoa(status)
+		if text := http.StatusText(status); text != "" {
+			r += " " + text
+		}
+		return r
+	}
+	if err == nil {
+		return outcome
+	}
+	return order.CleanReason(outcome + ": " + err.Error())
 }

@@ -441,3 +441,66 @@ func TestClusterBulkChange(t *testing.T) {
 		t.Errorf("cb-b-20 is %v with %d reschedules, want pending and unchanged", o.Status, o.Reschedules)
 	}
 }
+
+// TestClusterDeadLetterWhy: on Redis Cluster, with partitions on every
+// master, dead letters say why (each partition's why hash shares its
+// stream's slot), and deleting the group deletes every why hash.
+func TestClusterDeadLetterWhy(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a Redis Cluster")
+	}
+	c := redistest.StartCluster(t, 3, 0)
+	rdb := c.Client(t)
+	s := redisstore.New(rdb, redisstore.Options{Retention: time.Hour, Logger: testLogger(t), Partitions: 8})
+	run(t, s)
+	ctx := t.Context()
+	if _, _, err := s.CreateGroup(ctx, order.Group{ID: "g", AckDeadline: time.Minute, MaxDeliveries: 1}, nil, 10); err != nil {
+		t.Fatal(err)
+	}
+	const n = 24
+	for i := range n {
+		if _, _, err := s.Checkout(ctx, fmt.Sprintf("why-%d", i), 50*time.Millisecond, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var ds []order.Delivery
+	for deadline := time.Now().Add(10 * time.Second); len(ds) < n; time.Sleep(20 * time.Millisecond) {
+		got, err := s.Deliver(ctx, "g", "c", n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ds = append(ds, got...)
+		if time.Now().After(deadline) {
+			t.Fatalf("delivered %d of %d after 10s", len(ds), n)
+		}
+	}
+	ids := make([]order.AckID, len(ds))
+	for i, d := range ds {
+		ids[i] = d.AckID
+	}
+	if _, err := s.Nack(ctx, "g", ids, 0, "out of stock"); err != nil {
+		t.Fatal(err)
+	}
+	letters, _, err := s.DeadLetters(ctx, "g", "", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts := map[int]bool{}
+	for _, l := range letters {
+		parts[l.Event.Partition] = true
+		if l.Reason != "out of stock" || l.Attempts != 1 || l.FirstDelivered.IsZero() || l.FailedAt.Before(l.LastDelivered) {
+			t.Errorf("dead letter %s: %+v; want reason %q after 1 attempt, with its times", l.ID, l, "out of stock")
+		}
+	}
+	if len(letters) != n || len(parts) < 2 {
+		t.Errorf("%d dead letters over %d partitions, want %d over several", len(letters), len(parts), n)
+	}
+	if err := s.DeleteGroup(ctx, "g"); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range c.Masters(t) {
+		if keys, err := m.Client(t).Keys(ctx, "*:why:*").Result(); err != nil || len(keys) != 0 {
+			t.Errorf("master %s after DeleteGroup: why keys %v (%v), want none", m.Addr, keys, err)
+		}
+	}
+}

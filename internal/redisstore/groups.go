@@ -55,6 +55,16 @@ import (
 // unacknowledged one is after the ack deadline. An entry whose deadline
 // lapsed at a consumer is due to that same consumer only
 // order.Group.OwnRedeliveryDelay later than to the others.
+//
+// Why a dead letter failed is kept beside the PEL, in a hash per partition
+// and group (whyKey): entry id -> "<first delivery ms> <last delivery ms>"
+// and, once a delivery was nacked, " <attempt> <nack ms> <reason>". The
+// deliver script writes the times, a nack the rest; an acknowledgement, a
+// redrive and the trimming of the entry (found when it is next read)
+// delete the field, and DeleteGroup the hash, so that it holds no more
+// than the PEL. A dead letter whose last delivery was not the one nacked
+// lapsed: its reason is order.ReasonAckDeadline, at its last delivery plus
+// the ack deadline.
 
 // groupsKey is the hash of every group's settings: id -> "<ack deadline ms>
 // <max deliveries> <created ms> <start>", the start being the position the
@@ -90,6 +100,39 @@ local function groupInfo(key, g)
     if t['name'] == g then return t end
   end
   return nil
+end
+
+-- nowMs is Redis's clock in ms.
+local function nowMs()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- whyTimes reads the first and last delivery times of entry id from the
+-- why hash, or nil.
+local function whyTimes(why, id)
+  local cur = redis.call('HGET', why, id)
+  if not cur then return nil end
+  return string.match(cur, '^(%d+) (%d+)')
+end
+
+-- noteDelivered records a delivery of entry id at ms now, keeping the
+-- first delivery's time and the last nack.
+local function noteDelivered(why, id, now)
+  local cur = redis.call('HGET', why, id)
+  local first, rest = now, ''
+  if cur then
+    local f, r = string.match(cur, '^(%d+) %d+(.*)$')
+    if f then first, rest = f, r end
+  end
+  redis.call('HSET', why, id, first .. ' ' .. now .. rest)
+end
+
+-- noteNacked records that attempt n of entry id was nacked at now.
+local function noteNacked(why, id, n, now, reason)
+  local first, last = whyTimes(why, id)
+  if not first then first, last = now, now end
+  redis.call('HSET', why, id, first .. ' ' .. last .. ' ' .. n .. ' ' .. now .. ' ' .. reason)
 end
 
 -- isClient says whether a consumer name is a client's ("c:<name>"), not one
@@ -160,7 +203,7 @@ return {'created', rec}
 // deliverScript hands a consumer up to a number of events of one partition:
 // first the due redeliveries, then new events.
 //
-// KEYS[1] the partition's events stream.
+// KEYS[1] the partition's events stream, KEYS[2] its why hash of the group.
 // ARGV[1] group id, ARGV[2] consumer, ARGV[3] most events, ARGV[4] ack
 // deadline ms, ARGV[5] max deliveries, ARGV[6] the most client consumers
 // that may hold deliveries, ARGV[7] OwnRedeliveryDelay in ms.
@@ -173,8 +216,9 @@ return {'created', rec}
 // deliveries are kept, so that the walk over them costs what is in flight,
 // not every name that ever pulled.
 var deliverScript = redis.NewScript(freeing + groupsLua + `
-local key, g, c = KEYS[1], ARGV[1], ARGV[2]
+local key, g, c, why = KEYS[1], ARGV[1], ARGV[2], KEYS[2]
 local want, dl, maxd = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local now = nowMs()
 local out = {}
 local holders, mine = 0, 0
 for _, ci in ipairs(redis.call('XINFO', 'CONSUMERS', key, g)) do
@@ -192,7 +236,12 @@ for _, ci in ipairs(redis.call('XINFO', 'CONSUMERS', key, g)) do
           left = left - 1
         else
           local got = redis.call('XCLAIM', key, g, c, 0, id)
-          if got[1] then out[#out + 1] = {got[1][1], count + 1, got[1][2]} end
+          if got[1] then
+            out[#out + 1] = {got[1][1], count + 1, got[1][2]}
+            noteDelivered(why, id, now)
+          else
+            redis.call('HDEL', why, id)
+          end
           if name ~= c then left = left - 1 end
         end
       end
@@ -214,7 +263,10 @@ end
 if #out < want then
   local r = redis.call('XREADGROUP', 'GROUP', g, c, 'COUNT', want - #out, 'STREAMS', key, '>')
   if r then
-    for _, e in ipairs(r[1][2]) do out[#out + 1] = {e[1], 1, e[2]} end
+    for _, e in ipairs(r[1][2]) do
+      out[#out + 1] = {e[1], 1, e[2]}
+      noteDelivered(why, e[1], now)
+    end
   end
 end
 if #out == 0 and mine == 0 then
@@ -225,10 +277,11 @@ return out
 
 // settleScript acknowledges deliveries, or hands them back.
 //
-// KEYS[1] the partition's events stream.
+// KEYS[1] the partition's events stream, KEYS[2] its why hash of the group.
 // ARGV[1] group id, ARGV[2] ack deadline ms, ARGV[3] 'ack', 'release', or
 // the nack's retry_after in ms, ARGV[4] the group's start on this partition, ARGV[5]
-// max deliveries; then pairs of event id and attempt.
+// max deliveries, ARGV[6] the nack's reason; then pairs of event id and
+// attempt.
 //
 // Returns one code a pair (see order.AckStatus): 0 done, 1 unknown (no
 // such event delivered to the group), 2 not in flight (acknowledged or
@@ -239,10 +292,11 @@ return out
 // (no consumer has had it, as after a redrive).
 var settleScript = redis.NewScript(freeing + groupsLua + `
 local key, g, dl, start, maxd = KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[4], tonumber(ARGV[5])
+local why, reason = KEYS[2], ARGV[6]
 local last
 local res = {}
 local owners = {}
-for i = 6, #ARGV, 2 do
+for i = 7, #ARGV, 2 do
   local id, attempt = ARGV[i], tonumber(ARGV[i + 1])
   local p = redis.call('XPENDING', key, g, id, id, 1)
   local st
@@ -263,14 +317,17 @@ for i = 6, #ARGV, 2 do
       owners[e[2]] = true
       if ARGV[3] == 'ack' then
         redis.call('XACK', key, g, id)
+        redis.call('HDEL', why, id)
       elseif ARGV[3] == 'release' then
         local n = tonumber(e[4]) - 1
         local to = 'back'
         if n <= 0 then to = 'redriven' end
         redis.call('XCLAIM', key, g, to, 0, id, 'IDLE', dl, 'RETRYCOUNT', math.max(n, 0), 'JUSTID')
       elseif tonumber(e[4]) >= maxd then
+        noteNacked(why, id, e[4], nowMs(), reason)
         redis.call('XCLAIM', key, g, 'dead', 0, id, 'JUSTID')
       else
+        noteNacked(why, id, e[4], nowMs(), reason)
         local retry = math.min(tonumber(ARGV[3]), dl)
         redis.call('XCLAIM', key, g, 'back', 0, id, 'IDLE', dl - retry, 'RETRYCOUNT', e[4], 'JUSTID')
       end
@@ -327,18 +384,23 @@ return {last, backlog + redriven, tonumber(sum[1]) - dead - redriven, dead, logg
 // deadLettersScript lists dead letters of one partition, after making dead
 // letters of its spent entries (buryLapsed).
 //
-// KEYS[1] the partition's events stream.
+// KEYS[1] the partition's events stream, KEYS[2] its why hash of the group.
 // ARGV[1] group id, ARGV[2] '-' or '(<id>' to start after id, ARGV[3] most,
 // ARGV[4] ack deadline ms, ARGV[5] max deliveries.
 //
-// Returns a list of {id, deliveries, fields}.
+// Returns a list of {id, deliveries, fields, why record or empty}. The why
+// field of a dead letter whose event was trimmed goes.
 var deadLettersScript = redis.NewScript(freeing + groupsLua + `
-local key, g = KEYS[1], ARGV[1]
+local key, g, why = KEYS[1], ARGV[1], KEYS[2]
 buryLapsed(key, g, tonumber(ARGV[4]), tonumber(ARGV[5]))
 local out = {}
 for _, e in ipairs(redis.call('XPENDING', key, g, ARGV[2], '+', tonumber(ARGV[3]), 'dead')) do
   local r = redis.call('XRANGE', key, e[1], e[1])
-  if r[1] then out[#out + 1] = {e[1], e[4], r[1][2]} end
+  if r[1] then
+    out[#out + 1] = {e[1], e[4], r[1][2], redis.call('HGET', why, e[1]) or ''}
+  else
+    redis.call('HDEL', why, e[1])
+  end
 end
 return out
 `)
@@ -346,7 +408,7 @@ return out
 // redriveScript hands dead letters of one partition back to the redriven
 // consumer, after making dead letters of its spent entries (buryLapsed).
 //
-// KEYS[1] the partition's events stream.
+// KEYS[1] the partition's events stream, KEYS[2] its why hash of the group.
 // ARGV[1] group id, ARGV[2] ack deadline ms, ARGV[3] most, ARGV[4] max
 // deliveries, then the ids; none: the first ARGV[3] dead letters.
 //
@@ -365,6 +427,7 @@ for _, id in ipairs(ids) do
   local p = redis.call('XPENDING', key, g, id, id, 1)
   if p[1] and p[1][2] == 'dead' then
     redis.call('XCLAIM', key, g, 'redriven', 0, id, 'IDLE', dl, 'RETRYCOUNT', 0, 'JUSTID')
+    redis.call('HDEL', KEYS[2], id)
     n = n + 1
   end
 end
@@ -679,6 +742,7 @@ func (s *Store) DeleteGroup(ctx context.Context, id string) error {
 	cmds := make([]redis.Cmder, len(keys))
 	if err := s.durablyOn(ctx, keys, func(pipe redis.Pipeliner, i int) {
 		if i < len(parts) {
+			pipe.Del(ctx, whyKey(parts[i], id))
 			cmds[i] = pipe.XGroupDestroy(ctx, keys[i], id)
 		} else {
 			cmds[i] = pipe.HDel(ctx, groupsKey, id)
@@ -736,7 +800,7 @@ func (s *Store) DeliverPartition(ctx context.Context, partition int, group, cons
 func (s *Store) deliverPartition(ctx context.Context, p *partition, g settings, consumer string, max int) ([]order.Delivery, error) {
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	res, err := deliverScript.Run(ctx, s.rdb, []string{p.keys.events}, g.ID, consumerName(consumer), max,
+	res, err := deliverScript.Run(ctx, s.rdb, []string{p.keys.events, whyKey(p, g.ID)}, g.ID, consumerName(consumer), max,
 		g.AckDeadline.Milliseconds(), g.MaxDeliveries, s.maxGroupConsumers, g.OwnRedeliveryDelay().Milliseconds()).Slice()
 	if err != nil {
 		if redis.HasErrorPrefix(err, "NOGROUP") {
@@ -762,7 +826,7 @@ func (s *Store) deliverPartition(ctx context.Context, p *partition, g settings, 
 // count, fields}, of partition p.
 func (s *Store) parseCounted(p *partition, group string, r any) (order.Event, int, error) {
 	e, _ := r.([]any)
-	if len(e) != 3 {
+	if len(e) < 3 {
 		return order.Event{}, 0, s.corrupt(p.keys.events, fmt.Errorf("script reply %v", r), "group", group)
 	}
 	id, _ := e[0].(string)
@@ -783,21 +847,21 @@ func (s *Store) parseCounted(p *partition, group string, r any) (order.Event, in
 
 // Ack acknowledges deliveries.
 func (s *Store) Ack(ctx context.Context, group string, ids []order.AckID) ([]order.AckStatus, error) {
-	return s.settle(ctx, group, ids, "ack")
+	return s.settle(ctx, group, ids, "ack", "")
 }
 
 // Nack hands deliveries back, to be delivered again after retryAfter.
-func (s *Store) Nack(ctx context.Context, group string, ids []order.AckID, retryAfter time.Duration) ([]order.AckStatus, error) {
-	return s.settle(ctx, group, ids, max(retryAfter, 0).Milliseconds())
+func (s *Store) Nack(ctx context.Context, group string, ids []order.AckID, retryAfter time.Duration, reason string) ([]order.AckStatus, error) {
+	return s.settle(ctx, group, ids, max(retryAfter, 0).Milliseconds(), order.FailureReason(reason))
 }
 
 // Release hands deliveries back uncounted, due at once.
 func (s *Store) Release(ctx context.Context, group string, ids []order.AckID) ([]order.AckStatus, error) {
-	return s.settle(ctx, group, ids, "release")
+	return s.settle(ctx, group, ids, "release", "")
 }
 
 // settle runs settleScript once per partition named by ids, in a pipeline.
-func (s *Store) settle(ctx context.Context, group string, ids []order.AckID, how any) ([]order.AckStatus, error) {
+func (s *Store) settle(ctx context.Context, group string, ids []order.AckID, how any, reason string) ([]order.AckStatus, error) {
 	g, parts, err := s.groupOn(ctx, group)
 	if err != nil {
 		return nil, err
@@ -825,11 +889,11 @@ func (s *Store) settle(ctx context.Context, group string, ids []order.AckID, how
 	cmds := map[int]*redis.Cmd{}
 	if err := s.durablyOn(ctx, keys, func(pipe redis.Pipeliner, j int) {
 		p := named[j]
-		args := []any{g.ID, g.AckDeadline.Milliseconds(), how, g.start[p].String(), g.MaxDeliveries}
+		args := []any{g.ID, g.AckDeadline.Milliseconds(), how, g.start[p].String(), g.MaxDeliveries, reason}
 		for _, i := range byPart[p] {
 			args = append(args, ids[i].Cursor.String(), ids[i].Attempt)
 		}
-		cmds[p] = settleScript.Eval(ctx, pipe, []string{parts[p].keys.events}, args...)
+		cmds[p] = settleScript.Eval(ctx, pipe, []string{parts[p].keys.events, whyKey(parts[p], g.ID)}, args...)
 	}); err != nil {
 		return nil, err
 	}
@@ -869,7 +933,7 @@ func (s *Store) DeadLetters(ctx context.Context, group, pageToken string, limit 
 			after = "-"
 		}
 		cctx, cancel := context.WithTimeout(ctx, callTimeout)
-		res, err := deadLettersScript.Run(cctx, s.rdb, []string{parts[p].keys.events}, group, after, limit-len(out), g.AckDeadline.Milliseconds(), g.MaxDeliveries).Slice()
+		res, err := deadLettersScript.Run(cctx, s.rdb, []string{parts[p].keys.events, whyKey(parts[p], group)}, group, after, limit-len(out), g.AckDeadline.Milliseconds(), g.MaxDeliveries).Slice()
 		cancel()
 		if err != nil {
 			if redis.HasErrorPrefix(err, "NOGROUP") {
@@ -882,7 +946,15 @@ func (s *Store) DeadLetters(ctx context.Context, group, pageToken string, limit 
 			if err != nil {
 				return nil, "", err
 			}
-			out = append(out, order.DeadLetter{ID: order.DeadLetterID(p, ev.Cursor), Attempts: n, Event: ev})
+			l := order.DeadLetter{ID: order.DeadLetterID(p, ev.Cursor), Attempts: n, Event: ev}
+			if e, _ := r.([]any); len(e) == 4 {
+				if rec, _ := e[3].(string); rec != "" {
+					if err := readWhy(&l, rec, g.AckDeadline); err != nil {
+						return nil, "", s.corrupt(whyKey(parts[p], group), err, "field", ev.Cursor.String())
+					}
+				}
+			}
+			out = append(out, l)
 		}
 	}
 	next := ""
@@ -913,7 +985,7 @@ func (s *Store) Redrive(ctx context.Context, group string, ids []string) (int, e
 		defer cancel()
 		var cmd *redis.Cmd
 		if err := s.durablyOn(ctx, []string{parts[p].keys.events}, func(pipe redis.Pipeliner, _ int) {
-			cmd = redriveScript.Eval(ctx, pipe, []string{parts[p].keys.events}, append([]any{g.ID, g.AckDeadline.Milliseconds(), redriveBatch, g.MaxDeliveries}, named...)...)
+			cmd = redriveScript.Eval(ctx, pipe, []string{parts[p].keys.events, whyKey(parts[p], g.ID)}, append([]any{g.ID, g.AckDeadline.Milliseconds(), redriveBatch, g.MaxDeliveries}, named...)...)
 		}); err != nil {
 			return 0, err
 		}
@@ -947,4 +1019,34 @@ func (s *Store) Redrive(ctx context.Context, group string, ids []string) (int, e
 		}
 	}
 	return total, nil
+}
+
+// whyKey is the hash of why the deliveries of a group on partition p
+// failed (see the top of this file); it shares the partition's hash tag.
+func whyKey(p *partition, group string) string { return p.keys.events + ":why:" + group }
+
+// readWhy fills in a dead letter's delivery times and why its last
+// delivery failed from its why record, "<first ms> <last ms>[ <attempt>
+// <nack ms> <reason>]". A letter whose last attempt was not the one nacked
+// lapsed at its ack deadline.
+func readWhy(l *order.DeadLetter, rec string, ackDeadline time.Duration) error {
+	f := strings.SplitN(rec, " ", 5)
+	if len(f) != 2 && len(f) != 5 {
+		return fmt.Errorf("why record has %d fields", len(f))
+	}
+	var n [4]int64
+	for i := range min(len(f), 4) {
+		v, err := strconv.ParseInt(f[i], 10, 64)
+		if err != nil {
+			return fmt.Errorf("why record field %d is %q, not a number", i+1, f[i])
+		}
+		n[i] = v
+	}
+	l.FirstDelivered, l.LastDelivered = time.UnixMilli(n[0]), time.UnixMilli(n[1])
+	if len(f) == 5 && int(n[2]) == l.Attempts {
+		l.Reason, l.FailedAt = f[4], time.UnixMilli(n[3])
+		return nil
+	}
+	l.Reason, l.FailedAt = order.ReasonAckDeadline, l.LastDelivered.Add(ackDeadline)
+	return nil
 }

@@ -467,7 +467,7 @@ func (c *consumeLoop) handBack() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	if _, err := c.s.store.Nack(ctx, c.g.ID, ids, 0); err != nil {
+	if _, err := c.s.store.Nack(ctx, c.g.ID, ids, 0, "the consumer's stream closed"); err != nil {
 		c.s.log.Warn("could not hand a closed stream's deliveries on; they are delivered again after their ack deadline",
 			"group", c.g.ID, "consumer", c.consumer, "deliveries", len(ids), "err", err)
 		return
@@ -632,8 +632,11 @@ func (s *Service) NackExpirations(ctx context.Context, req *pb.NackExpirationsRe
 		}
 		retry = r.AsDuration()
 	}
+	if err := order.ValidateNackReason(req.GetReason()); err != nil {
+		return nil, s.status(ctx, err)
+	}
 	results, err := s.settle(ctx, req.GetGroupId(), req.GetAckIds(), func(ids []order.AckID) ([]order.AckStatus, error) {
-		return s.store.Nack(ctx, req.GetGroupId(), ids, retry)
+		return s.store.Nack(ctx, req.GetGroupId(), ids, retry, req.GetReason())
 	}, false)
 	if err != nil {
 		return nil, s.status(ctx, err)
@@ -658,7 +661,9 @@ func (s *Service) ListDeadLetters(ctx context.Context, req *pb.ListDeadLettersRe
 	for _, l := range letters {
 		ev := eventToProto(l.Event)
 		ev.Cursor = ""
-		resp.DeadLetters = append(resp.DeadLetters, &pb.DeadLetter{DeadLetterId: l.ID, DeliveryAttempts: int32(l.Attempts), Event: ev})
+		resp.DeadLetters = append(resp.DeadLetters, &pb.DeadLetter{DeadLetterId: l.ID, DeliveryAttempts: int32(l.Attempts), Event: ev,
+			LastFailure: l.Reason, LastFailureTime: timestampOrNil(l.FailedAt),
+			FirstDeliveryTime: timestampOrNil(l.FirstDelivered), LastDeliveryTime: timestampOrNil(l.LastDelivered)})
 	}
 	return resp, nil
 }
@@ -697,4 +702,12 @@ func (s *Service) observeDelivery(group string, d order.Delivery) {
 	if s.observer != nil {
 		s.observer.Delivered(group, d.AckID.Attempt)
 	}
+}
+
+// timestampOrNil is t as a timestamp, or nil (unset) for the zero time.
+func timestampOrNil(t time.Time) *timestamppb.Timestamp {
+	if t.IsZero() {
+		return nil
+	}
+	return timestamppb.New(t)
 }

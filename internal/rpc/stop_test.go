@@ -26,9 +26,9 @@ import (
 // a network does: Stop must wait for it.
 type slowNack struct{ *memstore.Store }
 
-func (s slowNack) Nack(ctx context.Context, group string, ids []order.AckID, retry time.Duration) ([]order.AckStatus, error) {
+func (s slowNack) Nack(ctx context.Context, group string, ids []order.AckID, retry time.Duration, reason string) ([]order.AckStatus, error) {
 	time.Sleep(100 * time.Millisecond)
-	return s.Store.Nack(ctx, group, ids, retry)
+	return s.Store.Nack(ctx, group, ids, retry, reason)
 }
 
 // TestStopHandsBackFirst: Stop returns only once every consume stream has

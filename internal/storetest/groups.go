@@ -226,7 +226,7 @@ func ack(t *testing.T, gs order.GroupStore, group string, want order.AckStatus, 
 // nack hands ack ids back and checks each one's outcome.
 func nack(t *testing.T, gs order.GroupStore, group string, retryAfter time.Duration, want order.AckStatus, ids ...order.AckID) {
 	t.Helper()
-	got, err := gs.Nack(t.Context(), group, ids, retryAfter)
+	got, err := gs.Nack(t.Context(), group, ids, retryAfter, "")
 	if err != nil {
 		t.Fatalf("Nack(%s, %v, %v): %v", group, ids, retryAfter, err)
 	}
@@ -349,7 +349,7 @@ func testGroupCreate(t *testing.T, su suite) {
 		{"DeleteGroup", func() error { return gs.DeleteGroup(ctx, "nope") }},
 		{"Deliver", func() error { _, err := gs.Deliver(ctx, "nope", "c", 10); return err }},
 		{"Ack", func() error { _, err := gs.Ack(ctx, "nope", []order.AckID{id}); return err }},
-		{"Nack", func() error { _, err := gs.Nack(ctx, "nope", []order.AckID{id}, 0); return err }},
+		{"Nack", func() error { _, err := gs.Nack(ctx, "nope", []order.AckID{id}, 0, ""); return err }},
 		{"DeadLetters", func() error { _, _, err := gs.DeadLetters(ctx, "nope", "", 10); return err }},
 		{"Redrive", func() error { _, err := gs.Redrive(ctx, "nope", nil); return err }},
 	}
@@ -1176,5 +1176,99 @@ func testGroupPush(t *testing.T, su suite) {
 				t.Errorf("CreateGroup with another %s: %q shows a secret", o.names, err)
 			}
 		}
+	}
+}
+
+// testGroupDeadLetterWhy: a dead letter says why its last delivery failed,
+// when, and when its first and last deliveries were: the reason of a nack
+// of the last attempt ("nacked" for none), or "ack deadline passed" at its
+// last delivery's deadline when that lapsed, whatever earlier nacks said.
+func testGroupDeadLetterWhy(t *testing.T, su suite) {
+	const ackDeadline = 400 * time.Millisecond
+	s := su.start(t, retention)
+	gs := groupStore(t, s)
+	ctx := t.Context()
+	createGroup(t, gs, settings("g", ackDeadline, 2), nil)
+	evs := expire(t, s, "why-nacked", "why-bare", "why-lapsed")
+	first := time.Now()
+	ds := deliverN(t, gs, "g", "c1", 3)
+	nackWith := func(reason string, ids ...order.AckID) {
+		t.Helper()
+		st, err := gs.Nack(ctx, "g", ids, 0, reason)
+		if err != nil {
+			t.Fatalf("Nack: %v", err)
+		}
+		checkStatuses(t, "Nack", st, order.AckDone, ids)
+	}
+	nackWith("first try", ackIDs(ds)...)
+	time.Sleep(50 * time.Millisecond) // so that the two deliveries' times differ
+	second := time.Now()
+	ds = deliverN(t, gs, "g", "c2", 3)
+	checkDeliveries(t, "second delivery", ds, evs, 2)
+	byID := byOrder(ds)
+	nackWith("card declined", byID["why-nacked"].AckID)
+	nacked := time.Now()
+	nackWith("", byID["why-bare"].AckID)
+	time.Sleep(time.Until(second.Add(ackDeadline + clockSlack)))
+	done := time.Now()
+
+	letters, _, err := gs.DeadLetters(ctx, "g", "", 10)
+	if err != nil {
+		t.Fatalf("DeadLetters: %v", err)
+	}
+	checkLetters(t, "DeadLetters", letters, evs, 2)
+	within := func(what string, got, from, to time.Time) {
+		t.Helper()
+		if got.Before(from.Add(-clockSlack)) || got.After(to.Add(clockSlack)) {
+			t.Errorf("%s is %v, want between %v and %v", what, got.Format(time.StampMilli), from.Format(time.StampMilli), to.Format(time.StampMilli))
+		}
+	}
+	for _, l := range letters {
+		id := l.Event.OrderID
+		within(id+" first delivery", l.FirstDelivered, first, second)
+		within(id+" last delivery", l.LastDelivered, second, nacked)
+		switch id {
+		case "why-nacked":
+			if l.Reason != "card declined" {
+				t.Errorf("%s: reason %q, want the nack's %q", id, l.Reason, "card declined")
+			}
+			within(id+" failure", l.FailedAt, second, nacked)
+		case "why-bare":
+			if l.Reason != order.ReasonNacked {
+				t.Errorf("%s: reason %q, want %q for a nack without one", id, l.Reason, order.ReasonNacked)
+			}
+			within(id+" failure", l.FailedAt, second, done)
+		case "why-lapsed":
+			if l.Reason != order.ReasonAckDeadline {
+				t.Errorf("%s: reason %q, want %q (not the first attempt's nack)", id, l.Reason, order.ReasonAckDeadline)
+			}
+			if !l.FailedAt.Equal(l.LastDelivered.Add(ackDeadline)) {
+				t.Errorf("%s: failed at %v, want its last delivery %v plus the ack deadline %v", id, l.FailedAt, l.LastDelivered, ackDeadline)
+			}
+		}
+	}
+
+	// Put back and delivered again, an event starts afresh: a dead letter
+	// again, it shows only its new deliveries.
+	if n, err := gs.Redrive(ctx, "g", []string{letters[0].ID}); err != nil || n != 1 {
+		t.Fatalf("Redrive = %d, %v; want 1", n, err)
+	}
+	third := time.Now()
+	again := deliverN(t, gs, "g", "c1", 1)
+	nackWith("again", again[0].AckID)
+	again = deliverN(t, gs, "g", "c1", 1)
+	nackWith("and again", again[0].AckID)
+	letters, _, err = gs.DeadLetters(ctx, "g", "", 10)
+	if err != nil {
+		t.Fatalf("DeadLetters: %v", err)
+	}
+	i := slices.IndexFunc(letters, func(l order.DeadLetter) bool { return l.Event.OrderID == again[0].Event.OrderID })
+	if i < 0 {
+		t.Fatalf("the redriven event %s is not a dead letter again: %+v", again[0].Event.OrderID, letters)
+	}
+	l := letters[i]
+	within("redriven first delivery", l.FirstDelivered, third, time.Now())
+	if l.Reason != "and again" || l.Attempts != 2 {
+		t.Errorf("redriven dead letter: reason %q after %d attempts, want %q after 2", l.Reason, l.Attempts, "and again")
 	}
 }

@@ -75,6 +75,7 @@ func Run(t *testing.T, newStore func(t *testing.T, retention time.Duration) orde
 		{"GroupNack", false, testGroupNack},
 		{"GroupDeadLetters", false, testGroupDeadLetters},
 		{"GroupLastAttempt", false, testGroupLastAttempt},
+		{"GroupDeadLetterWhy", false, testGroupDeadLetterWhy},
 		{"GroupRelease", false, testGroupRelease},
 		{"GroupState", false, testGroupState},
 		{"GroupRetention", false, testGroupRetention},

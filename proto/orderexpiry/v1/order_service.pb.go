@@ -2644,7 +2644,10 @@ type NackExpirationsRequest struct {
 	// at most the group's ack deadline.
 	// In JSON a string: "300s" (protobuf's form), or Go's "5m", "1h30m",
 	// "2500ms".
-	RetryAfter    *durationpb.Duration `protobuf:"bytes,3,opt,name=retry_after,json=retryAfter,proto3" json:"retry_after,omitempty"`
+	RetryAfter *durationpb.Duration `protobuf:"bytes,3,opt,name=retry_after,json=retryAfter,proto3" json:"retry_after,omitempty"`
+	// reason says why, in at most 256 bytes of text on one line; a dead
+	// letter made by this nack shows it. Empty: "nacked".
+	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2698,6 +2701,13 @@ func (x *NackExpirationsRequest) GetRetryAfter() *durationpb.Duration {
 		return x.RetryAfter
 	}
 	return nil
+}
+
+func (x *NackExpirationsRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
 }
 
 // NackExpirationsResponse has the outcome of each ack id, in order.
@@ -2818,9 +2828,20 @@ type DeadLetter struct {
 	// delivery_attempts is how many times it was delivered.
 	DeliveryAttempts int32 `protobuf:"varint,2,opt,name=delivery_attempts,json=deliveryAttempts,proto3" json:"delivery_attempts,omitempty"`
 	// event is the expiration; its cursor is empty.
-	Event         *ExpirationEvent `protobuf:"bytes,3,opt,name=event,proto3" json:"event,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Event *ExpirationEvent `protobuf:"bytes,3,opt,name=event,proto3" json:"event,omitempty"`
+	// last_failure says why its last delivery failed: the nack's reason; for
+	// a push group the endpoint's HTTP status ("HTTP 503") or the error; or
+	// "ack deadline passed" when it was neither acknowledged nor nacked.
+	LastFailure string `protobuf:"bytes,4,opt,name=last_failure,json=lastFailure,proto3" json:"last_failure,omitempty"`
+	// last_failure_time is when its last delivery failed: the nack, or the
+	// ack deadline that passed.
+	LastFailureTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=last_failure_time,json=lastFailureTime,proto3" json:"last_failure_time,omitempty"`
+	// first_delivery_time is when it was first delivered.
+	FirstDeliveryTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=first_delivery_time,json=firstDeliveryTime,proto3" json:"first_delivery_time,omitempty"`
+	// last_delivery_time is when it was last delivered.
+	LastDeliveryTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=last_delivery_time,json=lastDeliveryTime,proto3" json:"last_delivery_time,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *DeadLetter) Reset() {
@@ -2870,6 +2891,34 @@ func (x *DeadLetter) GetDeliveryAttempts() int32 {
 func (x *DeadLetter) GetEvent() *ExpirationEvent {
 	if x != nil {
 		return x.Event
+	}
+	return nil
+}
+
+func (x *DeadLetter) GetLastFailure() string {
+	if x != nil {
+		return x.LastFailure
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetLastFailureTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastFailureTime
+	}
+	return nil
+}
+
+func (x *DeadLetter) GetFirstDeliveryTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FirstDeliveryTime
+	}
+	return nil
+}
+
+func (x *DeadLetter) GetLastDeliveryTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastDeliveryTime
 	}
 	return nil
 }
@@ -3640,24 +3689,29 @@ const file_orderexpiry_v1_order_service_proto_rawDesc = "" +
 	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x12\x17\n" +
 	"\aack_ids\x18\x02 \x03(\tR\x06ackIds\"W\n" +
 	"\x1eAcknowledgeExpirationsResponse\x125\n" +
-	"\aresults\x18\x01 \x03(\v2\x1b.orderexpiry.v1.AckIdResultR\aresults\"\x88\x01\n" +
+	"\aresults\x18\x01 \x03(\v2\x1b.orderexpiry.v1.AckIdResultR\aresults\"\xa0\x01\n" +
 	"\x16NackExpirationsRequest\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x12\x17\n" +
 	"\aack_ids\x18\x02 \x03(\tR\x06ackIds\x12:\n" +
 	"\vretry_after\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\n" +
-	"retryAfter\"P\n" +
+	"retryAfter\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"P\n" +
 	"\x17NackExpirationsResponse\x125\n" +
 	"\aresults\x18\x01 \x03(\v2\x1b.orderexpiry.v1.AckIdResultR\aresults\"o\n" +
 	"\x16ListDeadLettersRequest\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x12\x1b\n" +
 	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x03 \x01(\tR\tpageToken\"\x96\x01\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"\x97\x03\n" +
 	"\n" +
 	"DeadLetter\x12$\n" +
 	"\x0edead_letter_id\x18\x01 \x01(\tR\fdeadLetterId\x12+\n" +
 	"\x11delivery_attempts\x18\x02 \x01(\x05R\x10deliveryAttempts\x125\n" +
-	"\x05event\x18\x03 \x01(\v2\x1f.orderexpiry.v1.ExpirationEventR\x05event\"\x80\x01\n" +
+	"\x05event\x18\x03 \x01(\v2\x1f.orderexpiry.v1.ExpirationEventR\x05event\x12!\n" +
+	"\flast_failure\x18\x04 \x01(\tR\vlastFailure\x12F\n" +
+	"\x11last_failure_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x0flastFailureTime\x12J\n" +
+	"\x13first_delivery_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x11firstDeliveryTime\x12H\n" +
+	"\x12last_delivery_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x10lastDeliveryTime\"\x80\x01\n" +
 	"\x17ListDeadLettersResponse\x12=\n" +
 	"\fdead_letters\x18\x01 \x03(\v2\x1a.orderexpiry.v1.DeadLetterR\vdeadLetters\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"p\n" +
@@ -3867,70 +3921,73 @@ var file_orderexpiry_v1_order_service_proto_depIdxs = []int32{
 	55, // 45: orderexpiry.v1.NackExpirationsRequest.retry_after:type_name -> google.protobuf.Duration
 	35, // 46: orderexpiry.v1.NackExpirationsResponse.results:type_name -> orderexpiry.v1.AckIdResult
 	23, // 47: orderexpiry.v1.DeadLetter.event:type_name -> orderexpiry.v1.ExpirationEvent
-	41, // 48: orderexpiry.v1.ListDeadLettersResponse.dead_letters:type_name -> orderexpiry.v1.DeadLetter
-	47, // 49: orderexpiry.v1.Stats.orders:type_name -> orderexpiry.v1.OrderCounts
-	48, // 50: orderexpiry.v1.Stats.partitions:type_name -> orderexpiry.v1.PartitionStats
-	24, // 51: orderexpiry.v1.Stats.consumer_groups:type_name -> orderexpiry.v1.ConsumerGroup
-	49, // 52: orderexpiry.v1.Stats.replica:type_name -> orderexpiry.v1.ReplicaStats
-	54, // 53: orderexpiry.v1.Stats.read_time:type_name -> google.protobuf.Timestamp
-	54, // 54: orderexpiry.v1.OrderCounts.counted_since:type_name -> google.protobuf.Timestamp
-	54, // 55: orderexpiry.v1.PartitionStats.next_deadline:type_name -> google.protobuf.Timestamp
-	50, // 56: orderexpiry.v1.ReplicaStats.lateness:type_name -> orderexpiry.v1.LatenessSummary
-	55, // 57: orderexpiry.v1.LatenessSummary.window:type_name -> google.protobuf.Duration
-	55, // 58: orderexpiry.v1.LatenessSummary.p50:type_name -> google.protobuf.Duration
-	55, // 59: orderexpiry.v1.LatenessSummary.p99:type_name -> google.protobuf.Duration
-	55, // 60: orderexpiry.v1.LatenessSummary.max:type_name -> google.protobuf.Duration
-	4,  // 61: orderexpiry.v1.OrderService.Checkout:input_type -> orderexpiry.v1.CheckoutRequest
-	6,  // 62: orderexpiry.v1.OrderService.BatchCheckout:input_type -> orderexpiry.v1.BatchCheckoutRequest
-	9,  // 63: orderexpiry.v1.OrderService.GetOrder:input_type -> orderexpiry.v1.GetOrderRequest
-	10, // 64: orderexpiry.v1.OrderService.ListOrders:input_type -> orderexpiry.v1.ListOrdersRequest
-	12, // 65: orderexpiry.v1.OrderService.BulkChangeOrders:input_type -> orderexpiry.v1.BulkChangeOrdersRequest
-	15, // 66: orderexpiry.v1.OrderService.GetOperation:input_type -> orderexpiry.v1.GetOperationRequest
-	16, // 67: orderexpiry.v1.OrderService.ListOperations:input_type -> orderexpiry.v1.ListOperationsRequest
-	18, // 68: orderexpiry.v1.OrderService.CancelOperation:input_type -> orderexpiry.v1.CancelOperationRequest
-	19, // 69: orderexpiry.v1.OrderService.CompleteOrder:input_type -> orderexpiry.v1.CompleteOrderRequest
-	20, // 70: orderexpiry.v1.OrderService.CancelOrder:input_type -> orderexpiry.v1.CancelOrderRequest
-	21, // 71: orderexpiry.v1.OrderService.RescheduleOrder:input_type -> orderexpiry.v1.RescheduleOrderRequest
-	22, // 72: orderexpiry.v1.OrderService.WatchExpirations:input_type -> orderexpiry.v1.WatchExpirationsRequest
-	26, // 73: orderexpiry.v1.OrderService.CreateConsumerGroup:input_type -> orderexpiry.v1.CreateConsumerGroupRequest
-	27, // 74: orderexpiry.v1.OrderService.GetConsumerGroup:input_type -> orderexpiry.v1.GetConsumerGroupRequest
-	28, // 75: orderexpiry.v1.OrderService.ListConsumerGroups:input_type -> orderexpiry.v1.ListConsumerGroupsRequest
-	30, // 76: orderexpiry.v1.OrderService.DeleteConsumerGroup:input_type -> orderexpiry.v1.DeleteConsumerGroupRequest
-	31, // 77: orderexpiry.v1.OrderService.ConsumeExpirations:input_type -> orderexpiry.v1.ConsumeExpirationsRequest
-	33, // 78: orderexpiry.v1.OrderService.PullExpirations:input_type -> orderexpiry.v1.PullExpirationsRequest
-	36, // 79: orderexpiry.v1.OrderService.AcknowledgeExpirations:input_type -> orderexpiry.v1.AcknowledgeExpirationsRequest
-	38, // 80: orderexpiry.v1.OrderService.NackExpirations:input_type -> orderexpiry.v1.NackExpirationsRequest
-	40, // 81: orderexpiry.v1.OrderService.ListDeadLetters:input_type -> orderexpiry.v1.ListDeadLettersRequest
-	43, // 82: orderexpiry.v1.OrderService.RedriveDeadLetters:input_type -> orderexpiry.v1.RedriveDeadLettersRequest
-	45, // 83: orderexpiry.v1.OrderService.GetStats:input_type -> orderexpiry.v1.GetStatsRequest
-	5,  // 84: orderexpiry.v1.OrderService.Checkout:output_type -> orderexpiry.v1.CheckoutResponse
-	7,  // 85: orderexpiry.v1.OrderService.BatchCheckout:output_type -> orderexpiry.v1.BatchCheckoutResponse
-	3,  // 86: orderexpiry.v1.OrderService.GetOrder:output_type -> orderexpiry.v1.Order
-	11, // 87: orderexpiry.v1.OrderService.ListOrders:output_type -> orderexpiry.v1.ListOrdersResponse
-	13, // 88: orderexpiry.v1.OrderService.BulkChangeOrders:output_type -> orderexpiry.v1.Operation
-	13, // 89: orderexpiry.v1.OrderService.GetOperation:output_type -> orderexpiry.v1.Operation
-	17, // 90: orderexpiry.v1.OrderService.ListOperations:output_type -> orderexpiry.v1.ListOperationsResponse
-	13, // 91: orderexpiry.v1.OrderService.CancelOperation:output_type -> orderexpiry.v1.Operation
-	3,  // 92: orderexpiry.v1.OrderService.CompleteOrder:output_type -> orderexpiry.v1.Order
-	3,  // 93: orderexpiry.v1.OrderService.CancelOrder:output_type -> orderexpiry.v1.Order
-	3,  // 94: orderexpiry.v1.OrderService.RescheduleOrder:output_type -> orderexpiry.v1.Order
-	23, // 95: orderexpiry.v1.OrderService.WatchExpirations:output_type -> orderexpiry.v1.ExpirationEvent
-	24, // 96: orderexpiry.v1.OrderService.CreateConsumerGroup:output_type -> orderexpiry.v1.ConsumerGroup
-	24, // 97: orderexpiry.v1.OrderService.GetConsumerGroup:output_type -> orderexpiry.v1.ConsumerGroup
-	29, // 98: orderexpiry.v1.OrderService.ListConsumerGroups:output_type -> orderexpiry.v1.ListConsumerGroupsResponse
-	57, // 99: orderexpiry.v1.OrderService.DeleteConsumerGroup:output_type -> google.protobuf.Empty
-	32, // 100: orderexpiry.v1.OrderService.ConsumeExpirations:output_type -> orderexpiry.v1.ReceivedExpiration
-	34, // 101: orderexpiry.v1.OrderService.PullExpirations:output_type -> orderexpiry.v1.PullExpirationsResponse
-	37, // 102: orderexpiry.v1.OrderService.AcknowledgeExpirations:output_type -> orderexpiry.v1.AcknowledgeExpirationsResponse
-	39, // 103: orderexpiry.v1.OrderService.NackExpirations:output_type -> orderexpiry.v1.NackExpirationsResponse
-	42, // 104: orderexpiry.v1.OrderService.ListDeadLetters:output_type -> orderexpiry.v1.ListDeadLettersResponse
-	44, // 105: orderexpiry.v1.OrderService.RedriveDeadLetters:output_type -> orderexpiry.v1.RedriveDeadLettersResponse
-	46, // 106: orderexpiry.v1.OrderService.GetStats:output_type -> orderexpiry.v1.Stats
-	84, // [84:107] is the sub-list for method output_type
-	61, // [61:84] is the sub-list for method input_type
-	61, // [61:61] is the sub-list for extension type_name
-	61, // [61:61] is the sub-list for extension extendee
-	0,  // [0:61] is the sub-list for field type_name
+	54, // 48: orderexpiry.v1.DeadLetter.last_failure_time:type_name -> google.protobuf.Timestamp
+	54, // 49: orderexpiry.v1.DeadLetter.first_delivery_time:type_name -> google.protobuf.Timestamp
+	54, // 50: orderexpiry.v1.DeadLetter.last_delivery_time:type_name -> google.protobuf.Timestamp
+	41, // 51: orderexpiry.v1.ListDeadLettersResponse.dead_letters:type_name -> orderexpiry.v1.DeadLetter
+	47, // 52: orderexpiry.v1.Stats.orders:type_name -> orderexpiry.v1.OrderCounts
+	48, // 53: orderexpiry.v1.Stats.partitions:type_name -> orderexpiry.v1.PartitionStats
+	24, // 54: orderexpiry.v1.Stats.consumer_groups:type_name -> orderexpiry.v1.ConsumerGroup
+	49, // 55: orderexpiry.v1.Stats.replica:type_name -> orderexpiry.v1.ReplicaStats
+	54, // 56: orderexpiry.v1.Stats.read_time:type_name -> google.protobuf.Timestamp
+	54, // 57: orderexpiry.v1.OrderCounts.counted_since:type_name -> google.protobuf.Timestamp
+	54, // 58: orderexpiry.v1.PartitionStats.next_deadline:type_name -> google.protobuf.Timestamp
+	50, // 59: orderexpiry.v1.ReplicaStats.lateness:type_name -> orderexpiry.v1.LatenessSummary
+	55, // 60: orderexpiry.v1.LatenessSummary.window:type_name -> google.protobuf.Duration
+	55, // 61: orderexpiry.v1.LatenessSummary.p50:type_name -> google.protobuf.Duration
+	55, // 62: orderexpiry.v1.LatenessSummary.p99:type_name -> google.protobuf.Duration
+	55, // 63: orderexpiry.v1.LatenessSummary.max:type_name -> google.protobuf.Duration
+	4,  // 64: orderexpiry.v1.OrderService.Checkout:input_type -> orderexpiry.v1.CheckoutRequest
+	6,  // 65: orderexpiry.v1.OrderService.BatchCheckout:input_type -> orderexpiry.v1.BatchCheckoutRequest
+	9,  // 66: orderexpiry.v1.OrderService.GetOrder:input_type -> orderexpiry.v1.GetOrderRequest
+	10, // 67: orderexpiry.v1.OrderService.ListOrders:input_type -> orderexpiry.v1.ListOrdersRequest
+	12, // 68: orderexpiry.v1.OrderService.BulkChangeOrders:input_type -> orderexpiry.v1.BulkChangeOrdersRequest
+	15, // 69: orderexpiry.v1.OrderService.GetOperation:input_type -> orderexpiry.v1.GetOperationRequest
+	16, // 70: orderexpiry.v1.OrderService.ListOperations:input_type -> orderexpiry.v1.ListOperationsRequest
+	18, // 71: orderexpiry.v1.OrderService.CancelOperation:input_type -> orderexpiry.v1.CancelOperationRequest
+	19, // 72: orderexpiry.v1.OrderService.CompleteOrder:input_type -> orderexpiry.v1.CompleteOrderRequest
+	20, // 73: orderexpiry.v1.OrderService.CancelOrder:input_type -> orderexpiry.v1.CancelOrderRequest
+	21, // 74: orderexpiry.v1.OrderService.RescheduleOrder:input_type -> orderexpiry.v1.RescheduleOrderRequest
+	22, // 75: orderexpiry.v1.OrderService.WatchExpirations:input_type -> orderexpiry.v1.WatchExpirationsRequest
+	26, // 76: orderexpiry.v1.OrderService.CreateConsumerGroup:input_type -> orderexpiry.v1.CreateConsumerGroupRequest
+	27, // 77: orderexpiry.v1.OrderService.GetConsumerGroup:input_type -> orderexpiry.v1.GetConsumerGroupRequest
+	28, // 78: orderexpiry.v1.OrderService.ListConsumerGroups:input_type -> orderexpiry.v1.ListConsumerGroupsRequest
+	30, // 79: orderexpiry.v1.OrderService.DeleteConsumerGroup:input_type -> orderexpiry.v1.DeleteConsumerGroupRequest
+	31, // 80: orderexpiry.v1.OrderService.ConsumeExpirations:input_type -> orderexpiry.v1.ConsumeExpirationsRequest
+	33, // 81: orderexpiry.v1.OrderService.PullExpirations:input_type -> orderexpiry.v1.PullExpirationsRequest
+	36, // 82: orderexpiry.v1.OrderService.AcknowledgeExpirations:input_type -> orderexpiry.v1.AcknowledgeExpirationsRequest
+	38, // 83: orderexpiry.v1.OrderService.NackExpirations:input_type -> orderexpiry.v1.NackExpirationsRequest
+	40, // 84: orderexpiry.v1.OrderService.ListDeadLetters:input_type -> orderexpiry.v1.ListDeadLettersRequest
+	43, // 85: orderexpiry.v1.OrderService.RedriveDeadLetters:input_type -> orderexpiry.v1.RedriveDeadLettersRequest
+	45, // 86: orderexpiry.v1.OrderService.GetStats:input_type -> orderexpiry.v1.GetStatsRequest
+	5,  // 87: orderexpiry.v1.OrderService.Checkout:output_type -> orderexpiry.v1.CheckoutResponse
+	7,  // 88: orderexpiry.v1.OrderService.BatchCheckout:output_type -> orderexpiry.v1.BatchCheckoutResponse
+	3,  // 89: orderexpiry.v1.OrderService.GetOrder:output_type -> orderexpiry.v1.Order
+	11, // 90: orderexpiry.v1.OrderService.ListOrders:output_type -> orderexpiry.v1.ListOrdersResponse
+	13, // 91: orderexpiry.v1.OrderService.BulkChangeOrders:output_type -> orderexpiry.v1.Operation
+	13, // 92: orderexpiry.v1.OrderService.GetOperation:output_type -> orderexpiry.v1.Operation
+	17, // 93: orderexpiry.v1.OrderService.ListOperations:output_type -> orderexpiry.v1.ListOperationsResponse
+	13, // 94: orderexpiry.v1.OrderService.CancelOperation:output_type -> orderexpiry.v1.Operation
+	3,  // 95: orderexpiry.v1.OrderService.CompleteOrder:output_type -> orderexpiry.v1.Order
+	3,  // 96: orderexpiry.v1.OrderService.CancelOrder:output_type -> orderexpiry.v1.Order
+	3,  // 97: orderexpiry.v1.OrderService.RescheduleOrder:output_type -> orderexpiry.v1.Order
+	23, // 98: orderexpiry.v1.OrderService.WatchExpirations:output_type -> orderexpiry.v1.ExpirationEvent
+	24, // 99: orderexpiry.v1.OrderService.CreateConsumerGroup:output_type -> orderexpiry.v1.ConsumerGroup
+	24, // 100: orderexpiry.v1.OrderService.GetConsumerGroup:output_type -> orderexpiry.v1.ConsumerGroup
+	29, // 101: orderexpiry.v1.OrderService.ListConsumerGroups:output_type -> orderexpiry.v1.ListConsumerGroupsResponse
+	57, // 102: orderexpiry.v1.OrderService.DeleteConsumerGroup:output_type -> google.protobuf.Empty
+	32, // 103: orderexpiry.v1.OrderService.ConsumeExpirations:output_type -> orderexpiry.v1.ReceivedExpiration
+	34, // 104: orderexpiry.v1.OrderService.PullExpirations:output_type -> orderexpiry.v1.PullExpirationsResponse
+	37, // 105: orderexpiry.v1.OrderService.AcknowledgeExpirations:output_type -> orderexpiry.v1.AcknowledgeExpirationsResponse
+	39, // 106: orderexpiry.v1.OrderService.NackExpirations:output_type -> orderexpiry.v1.NackExpirationsResponse
+	42, // 107: orderexpiry.v1.OrderService.ListDeadLetters:output_type -> orderexpiry.v1.ListDeadLettersResponse
+	44, // 108: orderexpiry.v1.OrderService.RedriveDeadLetters:output_type -> orderexpiry.v1.RedriveDeadLettersResponse
+	46, // 109: orderexpiry.v1.OrderService.GetStats:output_type -> orderexpiry.v1.Stats
+	87, // [87:110] is the sub-list for method output_type
+	64, // [64:87] is the sub-list for method input_type
+	64, // [64:64] is the sub-list for extension type_name
+	64, // [64:64] is the sub-list for extension extendee
+	0,  // [0:64] is the sub-list for field type_name
 }
 
 func init() { file_orderexpiry_v1_order_service_proto_init() }
