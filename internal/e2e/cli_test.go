@@ -114,9 +114,10 @@ func TestCLI(t *testing.T) {
 			!strings.Contains(out, "1h") || !strings.Contains(out, "customer=c-7") {
 			t.Errorf("checkout printed:\n%s", out)
 		}
-		if _, errOut, code := c.run(t, "orders", "checkout", "cli-1"); code != 0 || !strings.Contains(errOut, "pending already") {
+		if _, errOut, code := c.run(t, "orders", "checkout", "cli-1", "-ttl", "1h", "-meta", "customer=c-7"); code != 0 || !strings.Contains(errOut, "pending already") {
 			t.Errorf("a repeated checkout: exit %d, stderr %q; want 0, saying the order was pending already", code, errOut)
 		}
+		c.fails(t, 4, []string{"ALREADY_EXISTS", "customer"}, "orders", "checkout", "cli-1")
 		o := c.json(t, "orders", "get", "cli-1")
 		if o["status"] != "ORDER_STATUS_PENDING" || field(o, "metadata", "customer") != "c-7" {
 			t.Errorf("get -o json: %v", o)

@@ -87,10 +87,14 @@ func TestLinModel(t *testing.T) {
 			op(0, checkout, created, 0, 10),
 			op(1, complete, linOutput{Code: codes.FailedPrecondition}, 500, 510),
 		}, porcupine.Illegal},
-		{"a second checkout of a pending order", []porcupine.Operation{
+		{"a second checkout of a pending order, with other metadata", []porcupine.Operation{
+			op(0, checkout, created, 0, 10),
+			op(1, linInput{Kind: linCheckout, ID: "a", TTL: 1000, Token: "g2"}, linOutput{Code: codes.AlreadyExists}, 500, 510),
+		}, porcupine.Ok},
+		{"a second checkout of a pending order, with other metadata, answered with the old order", []porcupine.Operation{
 			op(0, checkout, created, 0, 10),
 			op(1, linInput{Kind: linCheckout, ID: "a", TTL: 1000, Token: "g2"}, asStatus(created, pending), 500, 510),
-		}, porcupine.Ok},
+		}, porcupine.Illegal},
 		{"a second checkout that replaced a pending order", []porcupine.Operation{
 			op(0, checkout, created, 0, 10),
 			op(1, linInput{Kind: linCheckout, ID: "a", TTL: 1000, Token: "g2"},
