@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/orderexpiry/orderexpiry/internal/order"
 	pb "github.com/orderexpiry/orderexpiry/proto/orderexpiry/v1"
@@ -343,7 +344,7 @@ func checkoutBatches(t *testing.T, pick func() *server, ids []string, due func(i
 					var sent []int
 					for _, i := range todo {
 						if ttl := deadlines[i].Sub(now); ttl >= checkoutRetryMargin {
-							req.Requests = append(req.Requests, &pb.CheckoutRequest{OrderId: ids[i], Ttl: durationOf(ttl)})
+							req.Requests = append(req.Requests, &pb.CheckoutRequest{OrderId: ids[i], Deadline: timestamppb.New(deadlines[i])})
 							sent = append(sent, i)
 							continue
 						}
@@ -401,9 +402,11 @@ const checkoutRetryMargin = 50 * time.Millisecond
 
 // checkoutEach is checkoutAll for a scenario where a checkout may be
 // refused for good (one sent during an outage): it returns the ids
-// acknowledged and those it gave up on. Each attempt sends the time left
-// until the order's deadline, read once. A retry is safe until the
-// deadline: an order that a failed attempt may have created is due at the
+// acknowledged and those it gave up on. Each attempt sends the order's
+// deadline, fixed once, so that a retry is the same request (one with
+// another ttl would be refused as ALREADY_EXISTS once an earlier attempt
+// that answered UNAVAILABLE had in fact created the order). A retry is
+// safe until the deadline: an order that a failed attempt may have created is due at the
 // same deadline or later, so it is still pending and the retry finds it;
 // after the deadline a retry could create a second order under the same
 // id, so the attempts stop checkoutRetryMargin before it.
@@ -428,7 +431,7 @@ func checkoutEach(t *testing.T, pick func() *server, ids []string, due func(i in
 						continue
 					}
 					ctx, cancel := context.WithTimeout(context.Background(), min(2*time.Second, ttl))
-					_, err := s.Client.Checkout(ctx, &pb.CheckoutRequest{OrderId: ids[i], Ttl: durationOf(ttl)})
+					_, err := s.Client.Checkout(ctx, &pb.CheckoutRequest{OrderId: ids[i], Deadline: timestamppb.New(deadline)})
 					cancel()
 					if err == nil {
 						ok = true
