@@ -472,7 +472,12 @@ type schedule struct {
 	step  time.Duration
 }
 
-func (s schedule) due(i int) time.Time { return s.first.Add(time.Duration(i) * s.step) }
+// due is order i's deadline, to the millisecond as the server keeps it, so
+// that the test counts an order due after an instant exactly as its event's
+// deadline says.
+func (s schedule) due(i int) time.Time {
+	return s.first.Add(time.Duration(i) * s.step).Truncate(time.Millisecond)
+}
 
 // dueAfter counts the orders of n due after at.
 func (s schedule) dueAfter(n int, at time.Time) int {
