@@ -1,6 +1,7 @@
 package memstore
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -18,7 +19,10 @@ const bulkChunk = 500
 // bulkOp is a bulk operation and what is left of it: the matched orders,
 // each with the deadline it had when matched, not yet dealt with.
 type bulkOp struct {
-	op      order.Operation
+	op order.Operation
+	// seq orders operations started in the same millisecond, newest
+	// first, as their start order.
+	seq     uint64
 	match   *filter.Filter
 	todo    []deadlineEntry
 	scanned bool
@@ -45,7 +49,8 @@ func (s *Store) StartOperation(_ context.Context, op order.Operation) (order.Ope
 	if s.ops == nil {
 		s.ops = make(map[string]*bulkOp)
 	}
-	s.ops[op.ID] = &bulkOp{op: op, match: f}
+	s.opSeq++
+	s.ops[op.ID] = &bulkOp{op: op, match: f, seq: s.opSeq}
 	select {
 	case s.bulkWake <- struct{}{}:
 	default:
@@ -68,11 +73,15 @@ func (s *Store) GetOperation(_ context.Context, id string) (order.Operation, err
 func (s *Store) ListOperations(context.Context) ([]order.Operation, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]order.Operation, 0, len(s.ops))
+	bs := make([]*bulkOp, 0, len(s.ops))
 	for _, b := range s.ops {
-		out = append(out, b.op)
+		bs = append(bs, b)
 	}
-	slices.SortFunc(out, func(a, b order.Operation) int { return b.Created.Compare(a.Created) })
+	slices.SortFunc(bs, func(a, b *bulkOp) int { return cmp.Compare(b.seq, a.seq) })
+	out := make([]order.Operation, len(bs))
+	for i, b := range bs {
+		out[i] = b.op
+	}
 	return out, nil
 }
 

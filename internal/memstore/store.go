@@ -66,6 +66,7 @@ type Store struct {
 	// ops are the bulk operations, by id (bulk.go); bulkWake wakes their
 	// worker for a new one.
 	ops      map[string]*bulkOp
+	opSeq    uint64
 	bulkWake chan struct{}
 }
 
