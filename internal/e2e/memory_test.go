@@ -102,6 +102,9 @@ func TestRedisFull(t *testing.T) {
 // before still expires on time. Switched back to noeviction, the server is
 // SERVING again within a couple of seconds.
 func TestEvictionPolicyUnsafe(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits out the eviction-policy check period: skipped with -short")
+	}
 	r := redistest.Start(t, "--maxmemory", "64mb", "--maxmemory-policy", "noeviction")
 	admin := r.Client(t)
 	s := startServer(t, map[string]string{"REDIS_URL": r.URL()})
