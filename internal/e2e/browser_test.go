@@ -31,6 +31,9 @@ import (
 // orders expire, and sees the browser reconnect by itself with
 // Last-Event-ID and receive every expiration exactly once, in order.
 func TestBrowserEventSource(t *testing.T) {
+	if testing.Short() {
+		t.Skip("drives Chromium: skipped with -short")
+	}
 	chromium := chromiumPath(t)
 	s := startServer(t, nil)
 	ctx := context.Background()

@@ -181,6 +181,9 @@ func closedWithin(c net.Conn, d time.Duration) bool {
 // at the connection cap /healthz still answers, and the descriptors stay
 // under the cap.
 func TestConnectionLimits(t *testing.T) {
+	if testing.Short() {
+		t.Skip("connections held to their timeouts: skipped with -short")
+	}
 	const limit = 40
 	s := startProcess(t, nil, "-max-connections", strconv.Itoa(limit), "-idle-timeout", "3s", "-read-timeout", "2s")
 	pid := s.PID()

@@ -43,6 +43,9 @@ func median(n int, f func()) time.Duration {
 // -max-group-consumers: past it a new name is refused with
 // RESOURCE_EXHAUSTED naming the limit, and taken again once one settles.
 func TestHostileConsumerNames(t *testing.T) {
+	if testing.Short() {
+		t.Skip("3,000 consumer names: skipped with -short")
+	}
 	t.Parallel()
 	const names, limit = 3000, 50
 	r := redistest.Start(t)
@@ -211,6 +214,9 @@ func TestHostileConsumerNamesMemory(t *testing.T) {
 // over leaves /metrics where it started: a deleted group's series go with
 // it.
 func TestHostileGroupCycling(t *testing.T) {
+	if testing.Short() {
+		t.Skip("3,000 group cycles: skipped with -short")
+	}
 	t.Parallel()
 	const cycles = 3000
 	s := startProcess(t, nil)

@@ -78,6 +78,9 @@ func hugeHeaderEndpoint(t *testing.T) (url string, answered *atomic.Int64) {
 // server a bounded few MB, not the 9 MB per request in flight (2 GB) it
 // once did; its answers fail the attempts, which are retried.
 func TestHostilePushHeaders(t *testing.T) {
+	if testing.Short() {
+		t.Skip("9 MB of push response headers: skipped with -short")
+	}
 	t.Parallel()
 	url, answered := hugeHeaderEndpoint(t)
 	s := startProcess(t, nil, pushFlags...)
@@ -229,6 +232,9 @@ func TestHostilePushDeleteHung(t *testing.T) {
 // events handed back uncounted, so that none is a dead letter (the group
 // allows one delivery) and the next replica delivers them all.
 func TestHostilePushStop(t *testing.T) {
+	if testing.Short() {
+		t.Skip("SIGTERM under hung push requests: skipped with -short")
+	}
 	t.Parallel()
 	const shutdown = 3 * time.Second
 	r := redistest.Start(t)

@@ -305,6 +305,9 @@ func TestHostileLongURI(t *testing.T) {
 // /healthz says, instead of being accepted and left silent; once Redis is
 // back, live watches are accepted and get events again.
 func TestHostileLiveWatchRedisDown(t *testing.T) {
+	if testing.Short() {
+		t.Skip("Redis killed and restarted: skipped with -short")
+	}
 	t.Parallel()
 	r := redistest.Start(t, "--appendonly", "yes")
 	s := startServer(t, map[string]string{"REDIS_URL": r.URL()})
@@ -580,6 +583,9 @@ func (c stalledConn) closedByServer(d time.Duration) bool {
 // descriptors and goroutines come back to where they were, instead of
 // staying until the clients leave.
 func TestHostileStalledRESTWatcher(t *testing.T) {
+	if testing.Short() {
+		t.Skip("20 stalled watchers held past the write deadline: skipped with -short")
+	}
 	t.Parallel()
 	const stalled = 20
 	s := startProcess(t, nil, "-watch-buffer", "64", "-debug-addr", "127.0.0.1:0")

@@ -250,6 +250,9 @@ func linClient(t *testing.T, n int, seed uint64, rs *replicaSet, rec *linRecorde
 
 // TestLinearizability: see the top of this file.
 func TestLinearizability(t *testing.T) {
+	if testing.Short() {
+		t.Skip("Toxiproxy and killed servers: skipped with -short")
+	}
 	seed, runFor := linSeed(t), linDuration(t)
 	t.Logf("seed %d (rerun with LIN_SEED=%d), clients run for %s", seed, seed, runFor)
 	rng := rand.New(rand.NewPCG(seed, 0))

@@ -19,6 +19,9 @@ import (
 // names Redis's memory limit, and leaves no order behind; completing works
 // and a pending order still expires to its watchers.
 func TestRedisFull(t *testing.T) {
+	if testing.Short() {
+		t.Skip("Redis filled to its maxmemory: skipped with -short")
+	}
 	r := redistest.Start(t, "--maxmemory", "3mb", "--maxmemory-policy", "noeviction")
 	s := startServer(t, map[string]string{"REDIS_URL": r.URL()})
 	ctx := t.Context()
@@ -102,6 +105,9 @@ func TestRedisFull(t *testing.T) {
 // before still expires on time. Switched back to noeviction, the server is
 // SERVING again within a couple of seconds.
 func TestEvictionPolicyUnsafe(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits out the eviction-policy check period: skipped with -short")
+	}
 	r := redistest.Start(t, "--maxmemory", "64mb", "--maxmemory-policy", "noeviction")
 	admin := r.Client(t)
 	s := startServer(t, map[string]string{"REDIS_URL": r.URL()})

@@ -31,6 +31,9 @@ const reshardSlots = 4000
 // exactly once, none that was acknowledged completed or cancelled expires,
 // and the watchers, from 0-0, see every partition's log in order.
 func TestClusterReshard(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a Redis Cluster resharded: skipped with -short")
+	}
 	c := redistest.StartCluster(t, 3, 1)
 	// At debug level the servers log the Redis error behind each failed
 	// call, which the server log of a failed run then shows.

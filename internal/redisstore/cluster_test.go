@@ -18,6 +18,9 @@ import (
 // masters: each master holds between 25% and 42% of them, the store
 // subscribes to every master, and orders of every partition expire.
 func TestClusterSpreadsOrders(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a Redis Cluster: skipped with -short")
+	}
 	c := redistest.StartCluster(t, 3, 0)
 	rdb, err := redisstore.NewClusterClient(fmt.Sprintf("%s,%s", c.Addrs()[0], c.Addrs()[1]), redisstore.TLSFiles{})
 	if err != nil {
@@ -164,6 +167,9 @@ func TestNewClusterClientInput(t *testing.T) {
 // master fails over it subscribes to the new master, whose partitions have
 // no replica left.
 func TestClusterTopologyFollowed(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a Redis Cluster failover: skipped with -short")
+	}
 	c := redistest.StartCluster(t, 3, 1)
 	rdb, err := redisstore.NewClusterClient(strings.Join(c.Addrs(), ","), redisstore.TLSFiles{})
 	if err != nil {
@@ -223,6 +229,9 @@ func TestClusterTopologyFollowed(t *testing.T) {
 // after the slot moved back, with the client's slot map still naming the
 // other master (MOVED), succeeds as well.
 func TestClusterSlotMoving(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a Redis Cluster: skipped with -short")
+	}
 	c := redistest.StartCluster(t, 3, 1)
 	rdb, err := redisstore.NewClusterClient(strings.Join(c.Addrs(), ","), redisstore.TLSFiles{})
 	if err != nil {

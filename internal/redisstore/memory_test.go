@@ -33,6 +33,9 @@ func dueAfter(i int) time.Duration {
 // completing, cancelling, reading and expiring go on, and pending orders
 // still expire on time into the log.
 func TestMemoryLimit(t *testing.T) {
+	if testing.Short() {
+		t.Skip("Redis filled to its maxmemory: skipped with -short")
+	}
 	srv := redistest.Start(t, "--maxmemory", "3mb", "--maxmemory-policy", "noeviction")
 	admin := srv.Client(t)
 	s := newStore(t, srv)

@@ -87,6 +87,9 @@ func TestNewSentinelClientInput(t *testing.T) {
 // before the kill expires there on time, checkouts work again, and the
 // subscription and keyspace events are up on the new master.
 func TestSentinelFailoverFollowed(t *testing.T) {
+	if testing.Short() {
+		t.Skip("Sentinel failover: skipped with -short")
+	}
 	sn := redistest.StartSentinel(t, 2, 3, "--requirepass", "pw")
 	first := sn.Master(t)
 	addrs := strings.Split(sn.Addrs(), ",")

@@ -32,6 +32,9 @@ func TestTrace(t *testing.T) {
 			return redistest.Start(t).Client(t)
 		},
 		"cluster": func(t *testing.T) redis.UniversalClient {
+			if testing.Short() {
+				t.Skip("a Redis Cluster: skipped with -short")
+			}
 			c := redistest.StartCluster(t, 3, 0)
 			rdb, err := redisstore.NewClusterClient(strings.Join(c.Addrs(), ","), redisstore.TLSFiles{})
 			if err != nil {
@@ -41,6 +44,9 @@ func TestTrace(t *testing.T) {
 			return rdb
 		},
 		"sentinel": func(t *testing.T) redis.UniversalClient {
+			if testing.Short() {
+				t.Skip("Sentinel: skipped with -short")
+			}
 			sn := redistest.StartSentinel(t, 1, 1)
 			rdb, err := redisstore.NewSentinelClient(redisstore.SentinelOptions{Addrs: sn.Addrs(), Master: redistest.SentinelMaster}, redisstore.TLSFiles{})
 			if err != nil {

@@ -24,6 +24,9 @@ func TestKeySlot(t *testing.T) {
 }
 
 func TestClusterFailover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a Redis Cluster failover: skipped with -short")
+	}
 	began := time.Now()
 	c := StartCluster(t, 3, 1)
 	t.Logf("cluster of %d nodes up in %s", len(c.Nodes), time.Since(began).Round(time.Millisecond))

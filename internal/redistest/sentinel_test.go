@@ -12,6 +12,9 @@ import (
 // sentinels, kills the master and waits until the sentinels have promoted a
 // replica, which the other replica then follows.
 func TestSentinelFailover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("Sentinel failover: skipped with -short")
+	}
 	sn := redistest.StartSentinel(t, 2, 3, "--requirepass", "pw")
 	old := sn.Master(t)
 	if old != sn.Nodes[0] {
