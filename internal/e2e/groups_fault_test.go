@@ -728,9 +728,18 @@ func recoveryOf(t *testing.T, g *gfGroup, f gfFaults, rules gfRules) gfRecovery 
 	for _, s := range settles {
 		bySettle[s.ackID] = append(bySettle[s.ackID], s)
 	}
-	received := map[string]time.Time{} // "<order id>/<attempt>" -> when
-	for _, d := range deliveries {
-		received[d.orderID+"/"+strconv.Itoa(d.attempt)] = d.at
+	// laterOf finds the first delivery of an order received with a later
+	// attempt: not always the next one, which Redis may have handed out
+	// to a stream that broke before it reached its consumer.
+	laterOf := func(d gfDelivery) (time.Time, bool) {
+		var at time.Time
+		found := false
+		for _, e := range deliveries {
+			if e.orderID == d.orderID && e.attempt > d.attempt && (!found || e.at.Before(at)) {
+				at, found = e.at, true
+			}
+		}
+		return at, found
 	}
 	// held follows the deliveries that match and that their consumer held
 	// at t0: received before it, not settled by then, and not the last
@@ -744,7 +753,7 @@ func recoveryOf(t *testing.T, g *gfGroup, f gfFaults, rules gfRules) gfRecovery 
 				continue
 			}
 			h.held++
-			at, again := received[d.orderID+"/"+strconv.Itoa(d.attempt+1)]
+			at, again := laterOf(d)
 			switch {
 			case slices.ContainsFunc(bySettle[d.ackID], func(s gfSettle) bool {
 				return !s.nack && (s.status == pb.AckIdStatus_ACK_ID_STATUS_OK || s.status == pb.AckIdStatus_ACK_ID_STATUS_NOT_IN_FLIGHT)
