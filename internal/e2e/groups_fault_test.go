@@ -35,10 +35,10 @@ import (
 type gfRules struct {
 	ackDeadline   time.Duration
 	maxDeliveries int
-	// deadlineSlack is how much earlier than ackDeadline after a delivery
-	// a consumer may receive the event again: the service counts the
-	// deadline from when Redis handed the event out, the test from when
-	// the consumer received it, a little later.
+	// deadlineSlack is how much earlier than ackDeadline after the
+	// earliest moment Redis can have handed a delivery out (see
+	// gfDelivery.handedOutBy) another consumer may receive the event
+	// again: Redis keeps times in whole milliseconds.
 	deadlineSlack time.Duration
 	// endSlack is how much earlier than its consumer saw a stream end
 	// another consumer may receive an event handed back from it: the
@@ -95,7 +95,19 @@ type gfDelivery struct {
 	ackID, orderID, consumer string
 	attempt                  int
 	at                       time.Time
-	stream                   *gfStream
+	// expiredAt is when the event was logged.
+	expiredAt time.Time
+	stream    *gfStream
+}
+
+// handedOutBy is the earliest moment Redis can have handed the delivery out,
+// which is when its ack deadline starts: not before the event was logged,
+// nor before the consumer opened the stream it came on. The consumer may
+// receive it much later: a starved replica took 0.8 s to pass deliveries
+// on under load, so the consumer's own receipt is no start for the
+// deadline.
+func (d gfDelivery) handedOutBy() time.Time {
+	return latest(d.expiredAt, d.stream.opened)
 }
 
 // gfSettle is the outcome of one ack id in an AcknowledgeExpirations or
@@ -130,6 +142,8 @@ type gfGroup struct {
 	// sent holds the ack ids the acknowledger dealt with: put in an ack or
 	// nack call, or dropped.
 	sent map[string]bool
+	// calling counts each consumer's ack and nack calls under way.
+	calling map[string]int
 }
 
 func (g *gfGroup) opened(consumer string, s *server) *gfStream {
@@ -150,7 +164,7 @@ func (g *gfGroup) delivered(st *gfStream, d *pb.ReceivedExpiration, at time.Time
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.deliveries = append(g.deliveries, gfDelivery{ackID: d.GetAckId(), orderID: d.GetEvent().GetOrderId(), consumer: st.consumer,
-		attempt: int(d.GetDeliveryAttempt()), at: at, stream: st})
+		attempt: int(d.GetDeliveryAttempt()), at: at, expiredAt: d.GetEvent().GetExpiredAt().AsTime(), stream: st})
 }
 
 func (g *gfGroup) ended(st *gfStream, at time.Time, err error) {
@@ -162,10 +176,15 @@ func (g *gfGroup) ended(st *gfStream, at time.Time, err error) {
 // holdsFresh says whether a consumer holds deliveries it received on a
 // replica and has not dealt with yet, each received less than
 // within ago: so that it will hold them for a while yet, its acknowledger
-// waiting gfHandleTime from the first of a batch.
-func (g *gfGroup) holdsFresh(consumer string, s *server, within time.Duration) bool {
+// waiting gfHandleTime from the first of a batch. With idle, only while
+// none of its ack or nack calls is under way: a call to a replica that is
+// then killed is made again on another and settles what it carried.
+func (g *gfGroup) holdsFresh(consumer string, s *server, within time.Duration, idle bool) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if idle && g.calling[consumer] > 0 {
+		return false
+	}
 	n := 0
 	for _, d := range g.deliveries {
 		if d.consumer == consumer && d.stream.srv == s && !g.sent[d.ackID] {
@@ -212,8 +231,10 @@ const (
 	// gfKeeps settles what it received on a stream that has ended since,
 	// through another replica: an ack id is good on any.
 	gfKeeps gfBehaviour = iota
-	// gfDrops gives up what it received on a stream that has ended, as a
-	// consumer that restarts when it loses its connection does.
+	// gfDrops gives up what it received on a stream that has ended, or
+	// whose replica died (its stream may not have seen it yet on a busy
+	// machine), as a consumer that restarts when it loses its connection
+	// does.
 	gfDrops
 	// gfSilent receives and never answers.
 	gfSilent
@@ -324,7 +345,7 @@ func (c *gfConsumer) acknowledge(ctx context.Context, in <-chan gfReceived) {
 		c.g.mu.Lock()
 		for _, r := range batch {
 			switch {
-			case c.how == gfDrops && !r.st.ended.IsZero():
+			case c.how == gfDrops && (!r.st.ended.IsZero() || !r.st.srv.alive()):
 				c.g.dropped++
 			case gfRefused(r.d.GetEvent().GetOrderId()):
 				nacks = append(nacks, r.d)
@@ -350,6 +371,14 @@ func (c *gfConsumer) settle(ctx context.Context, ds []*pb.ReceivedExpiration, na
 	for i, d := range ds {
 		ids[i] = d.GetAckId()
 	}
+	c.g.mu.Lock()
+	c.g.calling[c.name]++
+	c.g.mu.Unlock()
+	defer func() {
+		c.g.mu.Lock()
+		c.g.calling[c.name]--
+		c.g.mu.Unlock()
+	}()
 	sent, retried := time.Now(), false
 	for ctx.Err() == nil {
 		if s := c.pick(); s != nil {
@@ -405,8 +434,12 @@ type gfFigures struct {
 	// the orders among them that another consumer acknowledged after.
 	silent, silentOrders int
 	// minGap is the shortest time between two successive deliveries of an
-	// event to which the ack deadline applied.
-	minGap time.Duration
+	// event to which the ack deadline applied, as the consumers received
+	// them; maxLate the longest a consumer received such a first delivery
+	// after the earliest moment Redis can have handed it out.
+	minGap, maxLate time.Duration
+	// lapsed counts the dead letters of orders no consumer refused.
+	lapsed int
 }
 
 // checkGroup holds a group's record to what the service promises:
@@ -417,15 +450,19 @@ type gfFigures struct {
 //   - Exclusivity. Take two successive deliveries of an event, d1 and d2
 //     (by attempt; d2 to any consumer, the same one too). The consumer of
 //     d1 held it until its ack deadline unless it nacked it, or its stream
-//     ended and the service handed it on. So d2 must be received at least
-//     ackDeadline - deadlineSlack after d1, unless a nack of d1 was sent
+//     ended and the service handed it on. The deadline runs from when
+//     Redis handed d1 out, which is no earlier than d1.handedOutBy(); so
+//     d2 must be received no earlier than ackDeadline - deadlineSlack
+//     after that, unless a nack of d1 was sent
 //     before d2 was received, or d1's stream had ended (as its consumer
 //     saw it, less endSlack) before d2 was received and the service could
 //     hand it back then (gfFaults.handedBack: not on the replica that was
 //     SIGKILLed, not while Redis was down).
 //   - Every refused order was never acknowledged, and the dead letters
-//     are exactly the refused orders, each after max_deliveries
-//     deliveries.
+//     are the refused orders, each after max_deliveries deliveries, and
+//     the orders whose ack deadline lapsed max_deliveries times, none of
+//     them ever acknowledged or nacked (a consumer that dies or never
+//     answers spends a delivery).
 //   - Every other order was acknowledged exactly once: one ACK_ID_STATUS_OK,
 //     for its last delivery; none is a lost order, two a double. One
 //     exception: an ack call that failed (its replica killed under it) may
@@ -502,6 +539,31 @@ func checkGroup(t *testing.T, g *gfGroup, checkedOut []string, silent string, le
 		}
 		return b.String()
 	}
+	// lapsed holds the orders no consumer refused that are dead letters
+	// because their ack deadline lapsed max_deliveries times, or the last
+	// time their stream closed and handed them back: a delivery to
+	// the silent consumer, to a consumer of the replica killed, held when
+	// Redis died or dropped with its stream is never answered, and a
+	// consumer on a busy machine may answer after the deadline (the
+	// service then says NOT_IN_FLIGHT). That is what max_deliveries is
+	// for; but such an event must never have been acknowledged or nacked.
+	lapsed := map[string]bool{}
+	for _, dl := range letters {
+		if id := dl.GetEvent().GetOrderId(); !gfRefused(id) {
+			nacks := slices.ContainsFunc(settles, func(s gfSettle) bool { return s.orderID == id && s.nack })
+			switch {
+			case len(oks[id]) > 0 || nacks:
+				fail("%s is a dead letter (%q); it was acknowledged or nacked:%s", id, dl.GetLastFailure(), history(id))
+			case dl.GetLastFailure() != order.ReasonAckDeadline && dl.GetLastFailure() != order.ReasonStreamClosed ||
+				dl.GetDeliveryAttempts() != int32(rules.maxDeliveries):
+				fail("%s is a dead letter (%q, after %d deliveries); no consumer refused it:%s", id, dl.GetLastFailure(), dl.GetDeliveryAttempts(), history(id))
+			default:
+				lapsed[id] = true
+				t.Logf("group %s: %s is a dead letter, its ack deadline lapsed %d times:%s", g.id, id, rules.maxDeliveries, history(id))
+			}
+		}
+	}
+	f.lapsed = len(lapsed)
 	for _, id := range checkedOut {
 		ds := byOrder[id]
 		sort.SliceStable(ds, func(i, j int) bool { return ds[i].attempt < ds[j].attempt })
@@ -523,10 +585,15 @@ func checkGroup(t *testing.T, g *gfGroup, checkedOut []string, silent string, le
 			}
 			gap := d2.at.Sub(d1.at)
 			f.minGap = min(f.minGap, gap)
-			if gap < rules.ackDeadline-rules.deadlineSlack {
-				fail("%s: in flight at two consumers at once: attempt %d received %s after attempt %d, before the ack deadline of %s:%s",
-					id, d2.attempt, gap.Round(time.Millisecond), d1.attempt, rules.ackDeadline, history(id))
+			f.maxLate = max(f.maxLate, d1.at.Sub(d1.handedOutBy()))
+			if early := d1.handedOutBy().Add(rules.ackDeadline - rules.deadlineSlack).Sub(d2.at); early > 0 {
+				fail("%s: in flight at two consumers at once: attempt %d received %s after attempt %d (handed out at the earliest %s before that), %s before its ack deadline of %s:%s",
+					id, d2.attempt, gap.Round(time.Millisecond), d1.attempt, d1.at.Sub(d1.handedOutBy()).Round(time.Millisecond),
+					early.Round(time.Millisecond), rules.ackDeadline, history(id))
 			}
+		}
+		if lapsed[id] {
+			continue
 		}
 		if gfRefused(id) {
 			if len(oks[id]) > 0 {
@@ -568,10 +635,10 @@ func checkGroup(t *testing.T, g *gfGroup, checkedOut []string, silent string, le
 	for _, dl := range letters {
 		id := dl.GetEvent().GetOrderId()
 		switch {
-		case !gfRefused(id):
-			fail("%s is a dead letter; no consumer refused it:%s", id, history(id))
 		case seen[id]:
 			fail("%s is a dead letter twice", id)
+		case !gfRefused(id):
+			// A lapsed one, or failed above.
 		case dl.GetDeliveryAttempts() != int32(rules.maxDeliveries):
 			fail("dead letter %s after %d deliveries, want %d:%s", id, dl.GetDeliveryAttempts(), rules.maxDeliveries, history(id))
 		}
@@ -676,9 +743,18 @@ func recoveryOf(t *testing.T, g *gfGroup, f gfFaults, rules gfRules) gfRecovery 
 	for _, s := range settles {
 		bySettle[s.ackID] = append(bySettle[s.ackID], s)
 	}
-	received := map[string]time.Time{} // "<order id>/<attempt>" -> when
-	for _, d := range deliveries {
-		received[d.orderID+"/"+strconv.Itoa(d.attempt)] = d.at
+	// laterOf finds the first delivery of an order received with a later
+	// attempt: not always the next one, which Redis may have handed out
+	// to a stream that broke before it reached its consumer.
+	laterOf := func(d gfDelivery) (time.Time, bool) {
+		var at time.Time
+		found := false
+		for _, e := range deliveries {
+			if e.orderID == d.orderID && e.attempt > d.attempt && (!found || e.at.Before(at)) {
+				at, found = e.at, true
+			}
+		}
+		return at, found
 	}
 	// held follows the deliveries that match and that their consumer held
 	// at t0: received before it, not settled by then, and not the last
@@ -692,7 +768,7 @@ func recoveryOf(t *testing.T, g *gfGroup, f gfFaults, rules gfRules) gfRecovery 
 				continue
 			}
 			h.held++
-			at, again := received[d.orderID+"/"+strconv.Itoa(d.attempt+1)]
+			at, again := laterOf(d)
 			switch {
 			case slices.ContainsFunc(bySettle[d.ackID], func(s gfSettle) bool {
 				return !s.nack && (s.status == pb.AckIdStatus_ACK_ID_STATUS_OK || s.status == pb.AckIdStatus_ACK_ID_STATUS_NOT_IN_FLIGHT)
@@ -828,7 +904,7 @@ func TestGroupFaults(t *testing.T) {
 		maxInFlight = 50
 		silentMax   = 20
 	)
-	rules := gfRules{ackDeadline: 2 * time.Second, maxDeliveries: 3, deadlineSlack: 500 * time.Millisecond, endSlack: 250 * time.Millisecond}
+	rules := gfRules{ackDeadline: 2 * time.Second, maxDeliveries: 3, deadlineSlack: 10 * time.Millisecond, endSlack: 250 * time.Millisecond}
 	r := redistest.Start(t, "--appendonly", "yes", "--appendfsync", "always")
 	env := map[string]string{"REDIS_URL": r.URL()}
 	// The replica to SIGKILL runs as a process of its own; the others in
@@ -852,7 +928,7 @@ func TestGroupFaults(t *testing.T) {
 	var consumers []*gfConsumer
 	var silent *gfConsumer
 	for _, id := range groupIDs {
-		g := &gfGroup{id: id, callErrors: map[codes.Code]int{}, sent: map[string]bool{}}
+		g := &gfGroup{id: id, callErrors: map[codes.Code]int{}, sent: map[string]bool{}, calling: map[string]int{}}
 		groups[id] = g
 		for i := range reps {
 			name := fmt.Sprint(id, "-", i)
@@ -906,7 +982,7 @@ func TestGroupFaults(t *testing.T) {
 	// of waiting for that).
 	time.Sleep(time.Until(start.Add(killAt)))
 	for waited := time.Now(); time.Since(waited) < 3*time.Second; time.Sleep(5 * time.Millisecond) {
-		if groups["pay"].holdsFresh("pay-0", killed, gfHandleTime/2) && groups["stock"].holdsFresh("stock-0", killed, gfHandleTime/2) {
+		if groups["pay"].holdsFresh("pay-0", killed, gfHandleTime/2, false) && groups["stock"].holdsFresh("stock-0", killed, gfHandleTime/2, true) {
 			break
 		}
 	}
@@ -953,11 +1029,12 @@ func TestGroupFaults(t *testing.T) {
 	silentLeft := silent.stop()
 	stopped[silent] = true
 
-	// Every event settles: acknowledged, or a dead letter.
+	// Every event settles: acknowledged, or a dead letter (the refused
+	// orders, and any whose ack deadline lapsed max_deliveries times).
 	settled := func() bool {
 		for _, id := range groupIDs {
 			g := gfGroupNow(t, survivors, id, 5*time.Second)
-			if g.GetBacklog() != 0 || g.GetInFlight() != 0 || g.GetDeadLetters() != int64(len(refused)) {
+			if g.GetBacklog() != 0 || g.GetInFlight() != 0 || g.GetDeadLetters() < int64(len(refused)) {
 				return false
 			}
 		}
@@ -1007,9 +1084,9 @@ func TestGroupFaults(t *testing.T) {
 		if len(logged) > 0 && final.GetPosition() != logged[len(logged)-1].cursor {
 			t.Errorf("group %s ends at position %s; the log's last event is %s", id, final.GetPosition(), logged[len(logged)-1].cursor)
 		}
-		if final.GetBacklog() != 0 || final.GetInFlight() != 0 || final.GetDeadLetters() != int64(len(refused)) {
+		if final.GetBacklog() != 0 || final.GetInFlight() != 0 || final.GetDeadLetters() != int64(len(refused)+f.lapsed) {
 			t.Errorf("group %s ends with backlog %d, in flight %d, dead letters %d; want 0, 0, %d", id,
-				final.GetBacklog(), final.GetInFlight(), final.GetDeadLetters(), len(refused))
+				final.GetBacklog(), final.GetInFlight(), final.GetDeadLetters(), len(refused)+f.lapsed)
 		}
 
 		deliveries, _ := g.snapshot()
@@ -1071,11 +1148,11 @@ func TestGroupFaults(t *testing.T) {
 			}
 		}
 
-		result(t, "group=%s events=%d deliveries=%d redeliveries=%d acks=%d doubles=%d lost=%d ambiguous_acks=%d dead_letters=%d "+
-			"silent_deliveries=%d silent_orders_redelivered=%d handed_back_on_leave=%d min_deadline_gap=%s "+
+		result(t, "group=%s events=%d deliveries=%d redeliveries=%d acks=%d doubles=%d lost=%d ambiguous_acks=%d dead_letters=%d lapsed_dead_letters=%d "+
+			"silent_deliveries=%d silent_orders_redelivered=%d handed_back_on_leave=%d min_deadline_gap=%s max_receipt_late=%s "+
 			"kill_reconnected=%s kill_held=%v redis_reconnected=%s redis_acks_ok=%s crash_held=%v dropped=%d ack_call_errors=%s stream_ends=%v",
-			id, n, f.deliveries, f.redeliveries, f.acks, f.doubles, f.lost, f.ambiguous, f.deadLetters,
-			f.silent, f.silentOrders, handedBack, f.minGap.Round(time.Millisecond),
+			id, n, f.deliveries, f.redeliveries, f.acks, f.doubles, f.lost, f.ambiguous, f.deadLetters, f.lapsed,
+			f.silent, f.silentOrders, handedBack, f.minGap.Round(time.Millisecond), f.maxLate.Round(time.Millisecond),
 			rec.killReconnect.Round(time.Millisecond), rec.killHeld, rec.redisReconnect.Round(time.Millisecond),
 			rec.acksBack.Round(time.Millisecond), rec.crashHeld, dropped, callErrors, ends)
 	}

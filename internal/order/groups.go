@@ -169,6 +169,10 @@ const ReasonAckDeadline = "ack deadline passed"
 // back without a reason.
 const ReasonNacked = "nacked"
 
+// ReasonStreamClosed is a dead letter's reason when its last delivery was
+// handed back because the stream that held it closed.
+const ReasonStreamClosed = "the consumer's stream closed"
+
 // MaxNackReason is the longest nack reason in bytes: a reason is kept with
 // each entry in flight, so it is short.
 const MaxNackReason = 256

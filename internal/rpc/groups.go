@@ -467,7 +467,7 @@ func (c *consumeLoop) handBack() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	if _, err := c.s.store.Nack(ctx, c.g.ID, ids, 0, "the consumer's stream closed"); err != nil {
+	if _, err := c.s.store.Nack(ctx, c.g.ID, ids, 0, order.ReasonStreamClosed); err != nil {
 		c.s.log.Warn("could not hand a closed stream's deliveries on; they are delivered again after their ack deadline",
 			"group", c.g.ID, "consumer", c.consumer, "deliveries", len(ids), "err", err)
 		return
