@@ -124,6 +124,11 @@ type gfSettle struct {
 	done    time.Time
 }
 
+// newGFGroup returns the record of group id, its maps made.
+func newGFGroup(id string) *gfGroup {
+	return &gfGroup{id: id, callErrors: map[codes.Code]int{}, sent: map[string]bool{}, calling: map[string]int{}}
+}
+
 // gfGroup records what the consumers of one group saw.
 type gfGroup struct {
 	id string
@@ -928,7 +933,7 @@ func TestGroupFaults(t *testing.T) {
 	var consumers []*gfConsumer
 	var silent *gfConsumer
 	for _, id := range groupIDs {
-		g := &gfGroup{id: id, callErrors: map[codes.Code]int{}, sent: map[string]bool{}, calling: map[string]int{}}
+		g := newGFGroup(id)
 		groups[id] = g
 		for i := range reps {
 			name := fmt.Sprint(id, "-", i)

@@ -64,7 +64,7 @@ groups:
 		t.Errorf("group hook from the file: %v", g)
 	}
 
-	g := &gfGroup{id: "pay", callErrors: map[codes.Code]int{}, sent: map[string]bool{}}
+	g := newGFGroup("pay")
 	c := startGFConsumer(g, "pay-0", gfKeeps, roundRobin(a, b), 100)
 	t.Cleanup(func() { c.stop() })
 	received := func(id string, timeout time.Duration) {

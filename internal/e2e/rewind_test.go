@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/orderexpiry/orderexpiry/internal/redistest"
@@ -33,7 +32,7 @@ func TestLogRewind(t *testing.T) {
 	if _, err := a.Client.CreateConsumerGroup(context.Background(), &pb.CreateConsumerGroupRequest{GroupId: "rw", AckDeadline: durationpb.New(5 * time.Second)}); err != nil {
 		t.Fatal(err)
 	}
-	g := &gfGroup{id: "rw", callErrors: map[codes.Code]int{}, sent: map[string]bool{}}
+	g := newGFGroup("rw")
 	c := startGFConsumer(g, "rw-0", gfKeeps, func() *server { return a }, 100)
 	t.Cleanup(func() { c.stop() })
 
