@@ -23,23 +23,36 @@ import (
 //		fmt.Println(o.GetOrderId(), o.GetDeadline().AsTime())
 //	}
 func (c *Client) Orders(ctx context.Context, req *pb.ListOrdersRequest, opts ...grpc.CallOption) iter.Seq2[*pb.Order, error] {
-	return func(yield func(*pb.Order, error) bool) {
+	return pages(req.GetPageToken(), func(token string) ([]*pb.Order, string, error) {
 		r := proto.CloneOf(req)
-		for {
-			resp, err := c.ListOrders(ctx, r, opts...)
+		r.PageToken = token
+		resp, err := c.ListOrders(ctx, r, opts...)
+		return resp.GetOrders(), resp.GetNextPageToken(), err
+	})
+}
+
+// pages walks a paged listing from the page token first: list answers a
+// page's items and the next page's token ("" after the last page). It
+// yields every item; a failed call is yielded as the error and ends the
+// walk, and so does a loop that stops early.
+func pages[T any](first string, list func(token string) ([]T, string, error)) iter.Seq2[T, error] {
+	return func(yield func(T, error) bool) {
+		for token := first; ; {
+			items, next, err := list(token)
 			if err != nil {
-				yield(nil, err)
+				var zero T
+				yield(zero, err)
 				return
 			}
-			for _, o := range resp.GetOrders() {
-				if !yield(o, nil) {
+			for _, it := range items {
+				if !yield(it, nil) {
 					return
 				}
 			}
-			if resp.GetNextPageToken() == "" {
+			if next == "" {
 				return
 			}
-			r.PageToken = resp.GetNextPageToken()
+			token = next
 		}
 	}
 }

@@ -34,23 +34,8 @@ func (c *Client) WaitOperation(ctx context.Context, name string, poll time.Durat
 // Operations iterates over the bulk operations, newest first, a page at a
 // time; it stops at the first error, which it yields.
 func (c *Client) Operations(ctx context.Context) iter.Seq2[*pb.Operation, error] {
-	return func(yield func(*pb.Operation, error) bool) {
-		req := &pb.ListOperationsRequest{PageSize: 100}
-		for {
-			resp, err := c.ListOperations(ctx, req)
-			if err != nil {
-				yield(nil, err)
-				return
-			}
-			for _, op := range resp.GetOperations() {
-				if !yield(op, nil) {
-					return
-				}
-			}
-			if resp.GetNextPageToken() == "" {
-				return
-			}
-			req.PageToken = resp.GetNextPageToken()
-		}
-	}
+	return pages("", func(token string) ([]*pb.Operation, string, error) {
+		resp, err := c.ListOperations(ctx, &pb.ListOperationsRequest{PageSize: 100, PageToken: token})
+		return resp.GetOperations(), resp.GetNextPageToken(), err
+	})
 }
