@@ -73,39 +73,25 @@ torture: ## run the linearizability test longer, over random seeds (TORTURE_RUNS
 
 # The failover tests (Sentinel, Cluster, a stalled-replica failover, a
 # partitioned master), RUNS times each under two CPU burners, with the sum of
-# what they lost, doubled and refused (internal/e2e/torture-failover.sh). About
-# 2 minutes a run on an idle 2-core machine.
+# what they lost, doubled and refused. About 2 minutes a run on an idle
+# 2-core machine. Both torture targets run internal/e2e/torture.sh: the load
+# is cmd/contend's, each run's output goes to bin/<target>/run-N.log, and
+# the last line counts the passes and failures and names what failed.
 RUNS ?= 20
+FAILOVER_TESTS := ^TestSentinelFailover$$ ^TestClusterFailover$$ ^TestStrictFailoverKeepsConfirmed$$ ^TestPartitionedMaster$$
 torture-failover: ## run the failover tests RUNS times each under two CPU burners, and sum lost, doubled, refused (RUNS=20)
-	RUNS=$(RUNS) GO=$(GO) ./internal/e2e/torture-failover.sh
+	NAME=torture-failover RUNS=$(RUNS) GO=$(GO) TESTS='$(FAILOVER_TESTS)' CPU=2 DISK=0 ./internal/e2e/torture.sh
 
-# The fault suite (internal/e2e: TestFault*, TestGroupFaults, TestLogRewind*)
-# FAULT_RUNS times, each run under load that cmd/contend starts beside it:
-# CONTEND_CPU goroutines that spin and CONTEND_DISK writers that fsync 1 MiB
-# over and over in the tests' temporary directory (where their Redis keeps
-# its AOF). The burners stop by themselves after the run, or 20 minutes, or
-# when make goes. Each run's output goes to $(FAULT_LOGS)/run-N.log; the
-# last line counts the runs, passes and failures, and names what failed.
+# The fault suite (internal/e2e: TestFault*, TestGroupFaults, TestLogRewind*),
+# with -race, FAULT_RUNS times under CONTEND_CPU goroutines that spin and
+# CONTEND_DISK writers that fsync 1 MiB over and over in the tests'
+# temporary directory (where their Redis keeps its AOF).
 FAULT_RUNS   ?= 5
 FAULT_TESTS  ?= ^(TestFault|TestGroupFaults$$|TestLogRewind)
 CONTEND_CPU  ?= 2
 CONTEND_DISK ?= 1
-FAULT_LOGS   ?= $(CURDIR)/bin/torture-faults
 torture-faults: ## run the fault suite FAULT_RUNS=5 times under CPU and fsync load (CONTEND_CPU=2 CONTEND_DISK=1)
-	@mkdir -p $(FAULT_LOGS)
-	$(GO) build -o $(BIN)/contend ./cmd/contend
-	$(GO) test -c -race -o $(BIN)/e2e.test ./internal/e2e
-	@pass=0; fail=0; failed=""; \
-	for i in $$(seq $(FAULT_RUNS)); do \
-		$(BIN)/contend -cpu $(CONTEND_CPU) -disk $(CONTEND_DISK) -for 20m & burn=$$!; \
-		if (cd internal/e2e && $(BIN)/e2e.test -test.run '$(FAULT_TESTS)' -test.count=1 -test.timeout 15m -test.v) >$(FAULT_LOGS)/run-$$i.log 2>&1; \
-		then pass=$$((pass+1)); echo "run $$i: pass"; \
-		else fail=$$((fail+1)); what=$$(grep -o -- '--- FAIL: [A-Za-z0-9_/]*' $(FAULT_LOGS)/run-$$i.log | sed 's/--- FAIL: //' | tr '\n' ' '); \
-			failed="$$failed run$$i:[$${what:-see log}]"; echo "run $$i: FAIL $$what($(FAULT_LOGS)/run-$$i.log)"; fi; \
-		kill $$burn 2>/dev/null; wait $$burn 2>/dev/null; \
-	done; \
-	echo "torture-faults: runs=$(FAULT_RUNS) passed=$$pass failed=$$fail$${failed:+ failures:$$failed}"; \
-	test $$fail -eq 0
+	NAME=torture-faults RUNS=$(FAULT_RUNS) GO=$(GO) TESTS='$(FAULT_TESTS)' CPU=$(CONTEND_CPU) DISK=$(CONTEND_DISK) RACE=1 ./internal/e2e/torture.sh
 
 # Each fuzz target briefly, from its seed corpus in testdata/fuzz (go test
 # -fuzz takes one target at a time), for a number of executions, about 10 s

@@ -1,5 +1,5 @@
 // Command contend loads the machine for the fault suite under contention
-// (make torture-faults): CPU burners that spin, and disk burners that write
+// (make torture-faults and torture-failover): CPU burners that spin, and disk burners that write
 // and fsync a file over and over, the load under which Redis's everysec
 // AOF postpones its writes. It stops by itself after -for, when its parent
 // exits, or on SIGINT or SIGTERM, and removes its files.
