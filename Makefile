@@ -111,10 +111,10 @@ fuzz: ## run each fuzz target briefly (FUZZTIME=5m for longer)
 
 vet: ## go vet, and fail if a file needs gofmt
 	$(GO) vet ./...
-	@out=$$(gofmt -l cmd internal); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	@out=$$(gofmt -l cmd internal client); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 fmt: ## gofmt every Go file in place
-	gofmt -w cmd internal
+	gofmt -w cmd internal client
 
 staticcheck: $(BIN)/staticcheck ## run the pinned staticcheck on every package
 	$(BIN)/staticcheck ./...
