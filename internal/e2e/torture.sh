@@ -21,6 +21,8 @@ MAX_TIME=${MAX_TIME:-3h}
 LOGS=${LOGS:-$PWD/bin/$NAME}
 mkdir -p "$LOGS" || exit 1
 rm -f "$LOGS"/run-*.log
+# The patterns, split on spaces and never globbed.
+read -r -a tests <<<"$TESTS"
 race=""
 [ "$RACE" = 1 ] && race=-race
 $GO build -o "$LOGS/contend" ./cmd/contend || exit 1
@@ -32,7 +34,7 @@ echo "$NAME: RUNS=$RUNS under $CPU CPU and $DISK disk burners; logs in $LOGS"
 pass=0 fail=0 failed=""
 for run in $(seq 1 "$RUNS"); do
 	log="$LOGS/run-$run.log"
-	for t in $TESTS; do
+	for t in "${tests[@]}"; do
 		if (cd internal/e2e && "$LOGS/e2e.test" -test.run "$t" -test.count=1 -test.timeout 15m -test.v) >"$log.part" 2>&1; then
 			status=PASS pass=$((pass + 1))
 		else
