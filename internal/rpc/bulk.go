@@ -19,9 +19,6 @@ const opPrefix = "operations/"
 
 // BulkChangeOrders starts a bulk operation.
 func (s *Service) BulkChangeOrders(ctx context.Context, req *pb.BulkChangeOrdersRequest) (*pb.Operation, error) {
-	if err := malformed(req); err != nil {
-		return nil, s.status(ctx, err)
-	}
 	c := order.BulkChange{MaxTTL: s.limits.MaxTTL}
 	switch ch := req.GetChange().(type) {
 	case *pb.BulkChangeOrdersRequest_Cancel:
