@@ -49,7 +49,7 @@ func (s *Service) BulkChangeOrders(ctx context.Context, req *pb.BulkChangeOrders
 		}
 		c.Shift = ch.Shift.AsDuration()
 		if c.Shift.Abs() < 1e6 {
-			return nil, s.status(ctx, order.Errorf(order.KindInvalid, "shift must move deadlines by a millisecond or more, later or earlier (got %s)", c.Shift))
+			return nil, s.status(ctx, order.Errorf(order.KindInvalid, "shift must move deadlines by a millisecond or more, later or earlier (got %s)", order.FormatDuration(c.Shift)))
 		}
 	}
 	if err := order.ValidateBulkChange(c); err != nil {

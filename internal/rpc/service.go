@@ -231,7 +231,7 @@ func (s *Service) checkoutItem(req *pb.CheckoutRequest) (order.CheckoutItem, err
 	if d := req.GetDeadline(); d != nil {
 		if req.Ttl != nil {
 			return order.CheckoutItem{}, order.Errorf(order.KindInvalid, "give ttl or deadline, not both (got ttl %s and deadline %s)",
-				req.Ttl.AsDuration(), d.AsTime().UTC().Format(time.RFC3339Nano))
+				order.FormatDuration(req.Ttl.AsDuration()), d.AsTime().UTC().Format(time.RFC3339Nano))
 		}
 		if err := d.CheckValid(); err != nil {
 			return order.CheckoutItem{}, order.Errorf(order.KindInvalid, "deadline is not a valid timestamp: %v", err)
