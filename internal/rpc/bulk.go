@@ -27,22 +27,17 @@ func (s *Service) BulkChangeOrders(ctx context.Context, req *pb.BulkChangeOrders
 		}
 		c.Cancel = true
 	case *pb.BulkChangeOrdersRequest_Ttl:
-		if err := ch.Ttl.CheckValid(); err != nil {
-			return nil, s.status(ctx, order.Errorf(order.KindInvalid, "ttl is not a valid duration: %v", err))
-		}
-		ttl, err := s.limits.CheckoutTTL(ch.Ttl.AsDuration(), true)
+		ttl, err := s.ttlOf(ch.Ttl)
 		if err != nil {
 			return nil, s.status(ctx, err)
 		}
 		c.TTL = ttl
 	case *pb.BulkChangeOrdersRequest_Deadline:
-		if err := ch.Deadline.CheckValid(); err != nil {
-			return nil, s.status(ctx, order.Errorf(order.KindInvalid, "deadline is not a valid timestamp: %v", err))
+		at, err := deadlineOf(ch.Deadline)
+		if err != nil {
+			return nil, s.status(ctx, err)
 		}
-		c.At = ch.Deadline.AsTime()
-		if c.At.UnixMilli() <= 0 {
-			return nil, s.status(ctx, order.Errorf(order.KindInvalid, "deadline must be after 1970-01-01T00:00:00Z"))
-		}
+		c.At = at
 	case *pb.BulkChangeOrdersRequest_Shift:
 		if err := ch.Shift.CheckValid(); err != nil {
 			return nil, s.status(ctx, order.Errorf(order.KindInvalid, "shift is not a valid duration: %v", err))

@@ -233,28 +233,46 @@ func (s *Service) checkoutItem(req *pb.CheckoutRequest) (order.CheckoutItem, err
 			return order.CheckoutItem{}, order.Errorf(order.KindInvalid, "give ttl or deadline, not both (got ttl %s and deadline %s)",
 				order.FormatDuration(req.Ttl.AsDuration()), d.AsTime().UTC().Format(time.RFC3339Nano))
 		}
-		if err := d.CheckValid(); err != nil {
-			return order.CheckoutItem{}, order.Errorf(order.KindInvalid, "deadline is not a valid timestamp: %v", err)
+		at, err := deadlineOf(d)
+		if err != nil {
+			return order.CheckoutItem{}, err
 		}
-		it.At = d.AsTime()
-		if it.At.UnixMilli() <= 0 {
-			return order.CheckoutItem{}, order.Errorf(order.KindInvalid, "deadline %s is not after now; give a later one, or a ttl", it.At.UTC().Format(time.RFC3339Nano))
-		}
+		it.At = at
 		return it, nil
 	}
-	var ttl time.Duration
+	it.TTL = s.limits.DefaultTTL
 	if req.Ttl != nil {
-		if err := req.Ttl.CheckValid(); err != nil {
-			return order.CheckoutItem{}, order.Errorf(order.KindInvalid, "ttl is not a valid duration: %v", err)
+		ttl, err := s.ttlOf(req.Ttl)
+		if err != nil {
+			return order.CheckoutItem{}, err
 		}
-		ttl = req.Ttl.AsDuration()
+		it.TTL = ttl
 	}
-	ttl, err := s.limits.CheckoutTTL(ttl, req.Ttl != nil)
-	if err != nil {
-		return order.CheckoutItem{}, err
-	}
-	it.TTL = ttl
 	return it, nil
+}
+
+// ttlOf reads the ttl given to a checkout, reschedule or bulk change: a
+// duration within the limits.
+func (s *Service) ttlOf(d *durationpb.Duration) (time.Duration, error) {
+	if err := d.CheckValid(); err != nil {
+		return 0, order.Errorf(order.KindInvalid, "ttl is not a valid duration: %v", err)
+	}
+	return s.limits.CheckoutTTL(d.AsDuration(), true)
+}
+
+// deadlineOf reads a deadline field of a checkout, reschedule or bulk
+// change: a valid timestamp after the Unix epoch, from which the stores
+// count deadlines in milliseconds. Whether it is after now is the store's
+// to say, by its clock.
+func deadlineOf(ts *timestamppb.Timestamp) (time.Time, error) {
+	if err := ts.CheckValid(); err != nil {
+		return time.Time{}, order.Errorf(order.KindInvalid, "deadline is not a valid timestamp: %v", err)
+	}
+	at := ts.AsTime()
+	if at.UnixMilli() <= 0 {
+		return time.Time{}, order.Errorf(order.KindInvalid, "deadline %s is not after now; give a later one, or a ttl", at.UTC().Format(time.RFC3339Nano))
+	}
+	return at, nil
 }
 
 // GetOrder returns an order.
@@ -280,22 +298,17 @@ func (s *Service) RescheduleOrder(ctx context.Context, req *pb.RescheduleOrderRe
 	r := order.Reschedule{MaxTTL: s.limits.MaxTTL}
 	switch nd := req.GetNewDeadline().(type) {
 	case *pb.RescheduleOrderRequest_Ttl:
-		if err := nd.Ttl.CheckValid(); err != nil {
-			return nil, s.status(ctx, order.Errorf(order.KindInvalid, "ttl is not a valid duration: %v", err))
-		}
-		ttl, err := s.limits.CheckoutTTL(nd.Ttl.AsDuration(), true)
+		ttl, err := s.ttlOf(nd.Ttl)
 		if err != nil {
 			return nil, s.status(ctx, err)
 		}
 		r.TTL = ttl
 	case *pb.RescheduleOrderRequest_Deadline:
-		if err := nd.Deadline.CheckValid(); err != nil {
-			return nil, s.status(ctx, order.Errorf(order.KindInvalid, "deadline is not a valid timestamp: %v", err))
+		at, err := deadlineOf(nd.Deadline)
+		if err != nil {
+			return nil, s.status(ctx, err)
 		}
-		r.At = nd.Deadline.AsTime()
-		if r.At.IsZero() {
-			return nil, s.status(ctx, order.Errorf(order.KindInvalid, "deadline %s is not after now; give a later one, or a ttl", r.At.UTC().Format(time.RFC3339)))
-		}
+		r.At = at
 	default:
 		return nil, s.status(ctx, order.Errorf(order.KindInvalid, "give the new deadline: ttl (from now) or deadline"))
 	}
