@@ -100,12 +100,9 @@ func (s *Service) CancelOperation(ctx context.Context, req *pb.CancelOperationRe
 // is the number of operations before the page: operations are few, and
 // kept for the retention period.
 func (s *Service) ListOperations(ctx context.Context, req *pb.ListOperationsRequest) (*pb.ListOperationsResponse, error) {
-	size := int(req.GetPageSize())
-	switch {
-	case size < 0 || size > 1000:
-		return nil, s.status(ctx, order.Errorf(order.KindInvalid, "page_size must be 0 to 1000 (got %d)", size))
-	case size == 0:
-		size = 50
+	size, err := pageSize(req.GetPageSize(), defaultPageSize)
+	if err != nil {
+		return nil, s.status(ctx, err)
 	}
 	from := 0
 	if t := req.GetPageToken(); t != "" {
