@@ -137,10 +137,14 @@ func (s *Service) Stop(ctx context.Context) {
 // NewServer returns a gRPC server that serves the service with Codec, so
 // that each live event is encoded once for all watchers, and with opts.
 // Serving the service on a server without Codec still works, but encodes
-// each event once per watcher.
+// each event once per watcher. A request that Codec could not decode is
+// refused by decodeUnary or decodeStream, which run after the interceptors
+// of opts (a token check among them), so that such a call is let in or
+// not like any other.
 func NewServer(svc *Service, opts ...grpc.ServerOption) *grpc.Server {
 	svc.preEncode = true
-	s := grpc.NewServer(append([]grpc.ServerOption{grpc.ForceServerCodecV2(Codec)}, opts...)...)
+	opts = append([]grpc.ServerOption{grpc.ForceServerCodecV2(Codec)}, opts...)
+	s := grpc.NewServer(append(opts, grpc.ChainUnaryInterceptor(decodeUnary), grpc.ChainStreamInterceptor(decodeStream))...)
 	pb.RegisterOrderServiceServer(s, svc)
 	return s
 }
