@@ -108,7 +108,7 @@ func (s *Service) ListOperations(ctx context.Context, req *pb.ListOperationsRequ
 	if t := req.GetPageToken(); t != "" {
 		n, err := strconv.Atoi(t)
 		if err != nil || n < 0 {
-			return nil, s.status(ctx, order.Errorf(order.KindInvalid, "page_token %q is not one ListOperations gave; leave it empty for the first page", order.Clip(t)))
+			return nil, s.status(ctx, order.BadPageToken(t))
 		}
 		from = n
 	}
