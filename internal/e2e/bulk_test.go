@@ -108,6 +108,18 @@ func TestBulkOperations(t *testing.T) {
 		if ops, _ := body["operations"].([]any); code != 200 || len(ops) != 3 {
 			t.Errorf("REST ListOperations: %d %v, want 3 operations", code, body)
 		}
+		code, body = s.restCall(t, "GET", "/v1/operations?pageSize=2", "")
+		if ops, _ := body["operations"].([]any); code != 200 || len(ops) != 2 || body["nextPageToken"] != "2" {
+			t.Errorf("REST ListOperations with pageSize=2: %d %v, want 2 operations and a next page", code, body)
+		}
+		code, body = s.restCall(t, "GET", "/v1/operations?pageSize=1001", "")
+		if msg, _ := body["message"].(string); code != 400 || !strings.Contains(msg, "page_size 1001 is out of range: give 1 to 1000, or 0 for 50") {
+			t.Errorf("REST ListOperations with pageSize=1001: %d %v, want 400 saying the range", code, body)
+		}
+		code, body = s.restCall(t, "GET", "/v1/operations?pageToken=x", "")
+		if msg, _ := body["message"].(string); code != 400 || !strings.Contains(msg, `page_token "x" is not a page token of this list`) {
+			t.Errorf("REST ListOperations with pageToken=x: %d %v, want 400 saying it is no page token", code, body)
+		}
 		code, body = s.restCall(t, "GET", "/v1/"+cancel.GetName(), "")
 		if md, _ := body["metadata"].(map[string]any); code != 200 || md["changed"] != "100" {
 			t.Errorf("REST GetOperation: %d %v", code, body)

@@ -162,7 +162,7 @@ func DecodeToken(s string, f *Filter, desc bool, now time.Time) (Key, error) {
 		return Key{}, bad("is from the future, so not a page token of this service")
 	}
 	if now.Sub(made) > TokenLifetime {
-		return Key{}, bad("has expired (page tokens last " + TokenLifetime.String() + ")")
+		return Key{}, bad("has expired (page tokens last " + order.FormatDuration(TokenLifetime) + ")")
 	}
 	k := Key{Deadline: int64(binary.BigEndian.Uint64(body[9:17])), ID: string(body[17:])}
 	if order.ValidateID("page_token", k.ID) != nil {

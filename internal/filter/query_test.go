@@ -34,7 +34,7 @@ func TestToken(t *testing.T) {
 	}{
 		{"other filter", tok, g, false, t0, "another filter"},
 		{"other order", tok, f, true, t0, "another filter or order_by"},
-		{"expired", tok, f, false, t0.Add(TokenLifetime + time.Second), "expired"},
+		{"expired", tok, f, false, t0.Add(TokenLifetime + time.Second), "has expired (page tokens last 24h)"},
 		{"future", tok, f, false, t0.Add(-time.Hour), "future"},
 		{"damaged", string(flipped), f, false, t0, "page_token"},
 		{"not base64", "!!!", f, false, t0, "not a page token"},

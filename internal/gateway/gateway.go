@@ -165,11 +165,7 @@ func strictListQuery(mux *runtime.ServeMux, next http.Handler, authorize func(*h
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodGet && r.URL.Path == "/v1/orders" {
 			if _, err := query(r, "filter", "order_by", "page_size", "page_token"); err != nil {
-				if aerr := authorize(r); aerr != nil {
-					err = aerr
-				}
-				_, outbound := runtime.MarshalerForRequest(mux, r)
-				runtime.HTTPError(r.Context(), mux, outbound, w, r, err)
+				refuseAuthorized(mux, w, r, authorize, err)
 				return
 			}
 		}
@@ -188,14 +184,20 @@ func limitURI(mux *runtime.ServeMux, limit int64, authorize func(*http.Request) 
 			mux.ServeHTTP(w, r)
 			return
 		}
-		_, outbound := runtime.MarshalerForRequest(mux, r)
-		err := authorize(r)
-		if err == nil {
-			err = &runtime.HTTPStatusError{HTTPStatus: http.StatusRequestURITooLong,
-				Err: status.Errorf(codes.InvalidArgument, "the request URI is %d bytes long; the limit is %d bytes", len(r.RequestURI), limit)}
-		}
-		runtime.HTTPError(r.Context(), mux, outbound, w, r, err)
+		refuseAuthorized(mux, w, r, authorize, &runtime.HTTPStatusError{HTTPStatus: http.StatusRequestURITooLong,
+			Err: status.Errorf(codes.InvalidArgument, "the request URI is %d bytes long; the limit is %d bytes", len(r.RequestURI), limit)})
 	})
+}
+
+// refuseAuthorized answers err to a caller that authorize lets in, and
+// authorize's error to one it does not: a caller without a valid token
+// learns only that it needs one.
+func refuseAuthorized(mux *runtime.ServeMux, w http.ResponseWriter, r *http.Request, authorize func(*http.Request) error, err error) {
+	if aerr := authorize(r); aerr != nil {
+		err = aerr
+	}
+	_, outbound := runtime.MarshalerForRequest(mux, r)
+	runtime.HTTPError(r.Context(), mux, outbound, w, r, err)
 }
 
 func staticJSON(body []byte) http.Handler {

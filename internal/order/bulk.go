@@ -1,9 +1,6 @@
 package order
 
-import (
-	"fmt"
-	"time"
-)
+import "time"
 
 // BulkChange is what a bulk operation does to each pending order it
 // matches: cancel it, or give it a new deadline (a TTL from the moment of
@@ -123,11 +120,11 @@ func ValidateBulkChange(c BulkChange) error {
 	case n > 1:
 		return Errorf(KindInvalid, "give one change only: cancel, ttl, deadline or shift")
 	case c.TTL < 0:
-		return Errorf(KindInvalid, "ttl must be more than zero (got %s)", c.TTL)
+		return Errorf(KindInvalid, "ttl must be more than zero (got %s)", FormatDuration(c.TTL))
 	case c.TTL > c.MaxTTL:
-		return Errorf(KindInvalid, "ttl %s is more than the maximum of %s", c.TTL, c.MaxTTL)
+		return Errorf(KindInvalid, "ttl %s is more than the maximum of %s", FormatDuration(c.TTL), FormatDuration(c.MaxTTL))
 	case c.Shift < -c.MaxTTL || c.Shift > c.MaxTTL:
-		return Errorf(KindInvalid, "shift %s is more than the maximum ttl of %s either way", c.Shift, c.MaxTTL)
+		return Errorf(KindInvalid, "shift %s is more than the maximum ttl of %s either way", FormatDuration(c.Shift), FormatDuration(c.MaxTTL))
 	}
 	return nil
 }
@@ -140,7 +137,7 @@ func (c BulkChange) String() string {
 	case !c.At.IsZero():
 		return "deadline " + c.At.UTC().Format(time.RFC3339Nano)
 	case c.Shift != 0:
-		return fmt.Sprintf("shift %s", c.Shift)
+		return "shift " + FormatDuration(c.Shift)
 	}
-	return fmt.Sprintf("ttl %s", c.TTL)
+	return "ttl " + FormatDuration(c.TTL)
 }

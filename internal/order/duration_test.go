@@ -1,6 +1,7 @@
 package order
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -30,6 +31,30 @@ func TestFormatDuration(t *testing.T) {
 		// What it writes reads back as the same duration.
 		if back, err := time.ParseDuration(got); err != nil || back != tc.d {
 			t.Errorf("time.ParseDuration(%q) = %v, %v; want %v", got, back, err, tc.d)
+		}
+	}
+}
+
+// TestMessagesFormatDurations: the errors and log text that name a ttl or
+// a shift write it as FormatDuration does ("1m", "2h"), not "1m0s".
+func TestMessagesFormatDurations(t *testing.T) {
+	at := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name string
+		got  string
+		want string
+	}{
+		{"negative bulk ttl", ValidateBulkChange(BulkChange{TTL: -time.Minute, MaxTTL: time.Hour}).Error(), "(got -1m)"},
+		{"bulk ttl past the maximum", ValidateBulkChange(BulkChange{TTL: 2 * time.Hour, MaxTTL: time.Hour}).Error(), "ttl 2h is more than the maximum of 1h"},
+		{"bulk shift past the maximum", ValidateBulkChange(BulkChange{Shift: -2 * time.Hour, MaxTTL: time.Hour}).Error(), "shift -2h is more than the maximum ttl of 1h"},
+		{"bulk shift for the log", BulkChange{Shift: time.Minute}.String(), "shift 1m"},
+		{"bulk ttl for the log", BulkChange{TTL: time.Hour}.String(), "ttl 1h"},
+		{"deadline asked, ttl given", CheckoutConflict(Order{AskedAt: at}, CheckoutItem{TTL: time.Minute}).Error(), "this asks for a ttl of 1m"},
+		{"ttl asked, deadline given", CheckoutConflict(Order{AskedTTL: time.Hour}, CheckoutItem{At: at}).Error(), "checked out with a ttl of 1h,"},
+		{"another ttl", CheckoutConflict(Order{AskedTTL: time.Hour}, CheckoutItem{TTL: 30 * time.Minute}).Error(), "a ttl of 1h, this asks for 30m"},
+	} {
+		if !strings.Contains(tc.got, tc.want) {
+			t.Errorf("%s: %q, want it to contain %q", tc.name, tc.got, tc.want)
 		}
 	}
 }

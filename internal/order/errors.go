@@ -138,12 +138,12 @@ func CheckoutConflict(o Order, it CheckoutItem) error {
 		}
 	case !o.AskedAt.IsZero():
 		diffs = append(diffs, fmt.Sprintf("it was checked out with deadline %s, this asks for a ttl of %s",
-			o.AskedAt.UTC().Format(time.RFC3339Nano), it.TTL))
+			o.AskedAt.UTC().Format(time.RFC3339Nano), FormatDuration(it.TTL)))
 	case !at.IsZero():
 		diffs = append(diffs, fmt.Sprintf("it was checked out with a ttl of %s, this asks for deadline %s",
-			o.AskedTTL, at.UTC().Format(time.RFC3339Nano)))
+			FormatDuration(o.AskedTTL), at.UTC().Format(time.RFC3339Nano)))
 	case o.AskedTTL != it.TTL.Truncate(time.Millisecond):
-		diffs = append(diffs, fmt.Sprintf("it was checked out with a ttl of %s, this asks for %s", o.AskedTTL, it.TTL))
+		diffs = append(diffs, fmt.Sprintf("it was checked out with a ttl of %s, this asks for %s", FormatDuration(o.AskedTTL), FormatDuration(it.TTL)))
 	}
 	if len(diffs) == 0 {
 		return nil

@@ -19,9 +19,6 @@ const opPrefix = "operations/"
 
 // BulkChangeOrders starts a bulk operation.
 func (s *Service) BulkChangeOrders(ctx context.Context, req *pb.BulkChangeOrdersRequest) (*pb.Operation, error) {
-	if err := malformed(req); err != nil {
-		return nil, s.status(ctx, err)
-	}
 	c := order.BulkChange{MaxTTL: s.limits.MaxTTL}
 	switch ch := req.GetChange().(type) {
 	case *pb.BulkChangeOrdersRequest_Cancel:
@@ -30,29 +27,24 @@ func (s *Service) BulkChangeOrders(ctx context.Context, req *pb.BulkChangeOrders
 		}
 		c.Cancel = true
 	case *pb.BulkChangeOrdersRequest_Ttl:
-		if err := ch.Ttl.CheckValid(); err != nil {
-			return nil, s.status(ctx, order.Errorf(order.KindInvalid, "ttl is not a valid duration: %v", err))
-		}
-		ttl, err := s.limits.CheckoutTTL(ch.Ttl.AsDuration(), true)
+		ttl, err := s.ttlOf(ch.Ttl)
 		if err != nil {
 			return nil, s.status(ctx, err)
 		}
 		c.TTL = ttl
 	case *pb.BulkChangeOrdersRequest_Deadline:
-		if err := ch.Deadline.CheckValid(); err != nil {
-			return nil, s.status(ctx, order.Errorf(order.KindInvalid, "deadline is not a valid timestamp: %v", err))
+		at, err := deadlineOf(ch.Deadline)
+		if err != nil {
+			return nil, s.status(ctx, err)
 		}
-		c.At = ch.Deadline.AsTime()
-		if c.At.UnixMilli() <= 0 {
-			return nil, s.status(ctx, order.Errorf(order.KindInvalid, "deadline must be after 1970-01-01T00:00:00Z"))
-		}
+		c.At = at
 	case *pb.BulkChangeOrdersRequest_Shift:
 		if err := ch.Shift.CheckValid(); err != nil {
 			return nil, s.status(ctx, order.Errorf(order.KindInvalid, "shift is not a valid duration: %v", err))
 		}
 		c.Shift = ch.Shift.AsDuration()
 		if c.Shift.Abs() < 1e6 {
-			return nil, s.status(ctx, order.Errorf(order.KindInvalid, "shift must move deadlines by a millisecond or more, later or earlier (got %s)", c.Shift))
+			return nil, s.status(ctx, order.Errorf(order.KindInvalid, "shift must move deadlines by a millisecond or more, later or earlier (got %s)", order.FormatDuration(c.Shift)))
 		}
 	}
 	if err := order.ValidateBulkChange(c); err != nil {
@@ -108,18 +100,15 @@ func (s *Service) CancelOperation(ctx context.Context, req *pb.CancelOperationRe
 // is the number of operations before the page: operations are few, and
 // kept for the retention period.
 func (s *Service) ListOperations(ctx context.Context, req *pb.ListOperationsRequest) (*pb.ListOperationsResponse, error) {
-	size := int(req.GetPageSize())
-	switch {
-	case size < 0 || size > 1000:
-		return nil, s.status(ctx, order.Errorf(order.KindInvalid, "page_size must be 0 to 1000 (got %d)", size))
-	case size == 0:
-		size = 50
+	size, err := pageSize(req.GetPageSize(), defaultPageSize)
+	if err != nil {
+		return nil, s.status(ctx, err)
 	}
 	from := 0
 	if t := req.GetPageToken(); t != "" {
 		n, err := strconv.Atoi(t)
 		if err != nil || n < 0 {
-			return nil, s.status(ctx, order.Errorf(order.KindInvalid, "page_token %q is not one ListOperations gave; leave it empty for the first page", order.Clip(t)))
+			return nil, s.status(ctx, order.BadPageToken(t))
 		}
 		from = n
 	}

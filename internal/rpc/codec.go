@@ -41,7 +41,7 @@ func (c codec) Marshal(v any) (mem.BufferSlice, error) {
 // decoder's limit) is not an error here, since grpc-go answers any codec
 // error with INTERNAL, and before the interceptors: the message is left
 // empty but for the decoding error, kept in an unknown field of its own
-// (malformedField), and DecodeUnary or DecodeStream refuses it with
+// (malformedField), and decodeUnary or decodeStream refuses it with
 // INVALID_ARGUMENT (see malformed), once the call has been authenticated
 // like any other. Other services' messages (health, reflection) keep
 // grpc-go's answer.
@@ -66,8 +66,8 @@ func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
 const malformedField protowire.Number = 19999
 
 // malformed returns the INVALID_ARGUMENT error of a request that did not
-// decode (see Unmarshal), or nil for a request that did. DecodeUnary and
-// DecodeStream call it for every method, so that none can forget it.
+// decode (see Unmarshal), or nil for a request that did. decodeUnary and
+// decodeStream call it for every method, so that none can forget it.
 func malformed(req proto.Message) error {
 	b := req.ProtoReflect().GetUnknown()
 	for len(b) > 0 {
@@ -93,21 +93,20 @@ func malformed(req proto.Message) error {
 	return nil
 }
 
-// DecodeUnary is the interceptor that refuses a unary call whose request
+// decodeUnary is the interceptor that refuses a unary call whose request
 // did not decode (see Codec) with INVALID_ARGUMENT, before the method runs.
-// Put it after the token check, so that such a call is authenticated like
-// any other.
-func DecodeUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+// NewServer installs it, last.
+func decodeUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	if err := malformedStatus(req); err != nil {
 		return nil, err
 	}
 	return handler(ctx, req)
 }
 
-// DecodeStream is DecodeUnary for streams: each message received is
+// decodeStream is decodeUnary for streams: each message received is
 // checked as it is read, the request of a server stream before the method
 // runs.
-func DecodeStream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+func decodeStream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	return handler(srv, decodedStream{ss})
 }
 

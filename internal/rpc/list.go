@@ -12,9 +12,6 @@ import (
 // deadline. The page token is the position after the page, bound to the
 // filter and order (see filter.EncodeToken).
 func (s *Service) ListOrders(ctx context.Context, req *pb.ListOrdersRequest) (*pb.ListOrdersResponse, error) {
-	if err := malformed(req); err != nil {
-		return nil, s.status(ctx, err)
-	}
 	size, err := pageSize(req.GetPageSize(), defaultPageSize)
 	if err != nil {
 		return nil, s.status(ctx, err)

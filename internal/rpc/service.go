@@ -137,10 +137,14 @@ func (s *Service) Stop(ctx context.Context) {
 // NewServer returns a gRPC server that serves the service with Codec, so
 // that each live event is encoded once for all watchers, and with opts.
 // Serving the service on a server without Codec still works, but encodes
-// each event once per watcher.
+// each event once per watcher. A request that Codec could not decode is
+// refused by decodeUnary or decodeStream, which run after the interceptors
+// of opts (a token check among them), so that such a call is let in or
+// not like any other.
 func NewServer(svc *Service, opts ...grpc.ServerOption) *grpc.Server {
 	svc.preEncode = true
-	s := grpc.NewServer(append([]grpc.ServerOption{grpc.ForceServerCodecV2(Codec)}, opts...)...)
+	opts = append([]grpc.ServerOption{grpc.ForceServerCodecV2(Codec)}, opts...)
+	s := grpc.NewServer(append(opts, grpc.ChainUnaryInterceptor(decodeUnary), grpc.ChainStreamInterceptor(decodeStream))...)
 	pb.RegisterOrderServiceServer(s, svc)
 	return s
 }
@@ -231,30 +235,48 @@ func (s *Service) checkoutItem(req *pb.CheckoutRequest) (order.CheckoutItem, err
 	if d := req.GetDeadline(); d != nil {
 		if req.Ttl != nil {
 			return order.CheckoutItem{}, order.Errorf(order.KindInvalid, "give ttl or deadline, not both (got ttl %s and deadline %s)",
-				req.Ttl.AsDuration(), d.AsTime().UTC().Format(time.RFC3339Nano))
+				order.FormatDuration(req.Ttl.AsDuration()), d.AsTime().UTC().Format(time.RFC3339Nano))
 		}
-		if err := d.CheckValid(); err != nil {
-			return order.CheckoutItem{}, order.Errorf(order.KindInvalid, "deadline is not a valid timestamp: %v", err)
+		at, err := deadlineOf(d)
+		if err != nil {
+			return order.CheckoutItem{}, err
 		}
-		it.At = d.AsTime()
-		if it.At.UnixMilli() <= 0 {
-			return order.CheckoutItem{}, order.Errorf(order.KindInvalid, "deadline %s is not after now; give a later one, or a ttl", it.At.UTC().Format(time.RFC3339Nano))
-		}
+		it.At = at
 		return it, nil
 	}
-	var ttl time.Duration
+	it.TTL = s.limits.DefaultTTL
 	if req.Ttl != nil {
-		if err := req.Ttl.CheckValid(); err != nil {
-			return order.CheckoutItem{}, order.Errorf(order.KindInvalid, "ttl is not a valid duration: %v", err)
+		ttl, err := s.ttlOf(req.Ttl)
+		if err != nil {
+			return order.CheckoutItem{}, err
 		}
-		ttl = req.Ttl.AsDuration()
+		it.TTL = ttl
 	}
-	ttl, err := s.limits.CheckoutTTL(ttl, req.Ttl != nil)
-	if err != nil {
-		return order.CheckoutItem{}, err
-	}
-	it.TTL = ttl
 	return it, nil
+}
+
+// ttlOf reads the ttl given to a checkout, reschedule or bulk change: a
+// duration within the limits.
+func (s *Service) ttlOf(d *durationpb.Duration) (time.Duration, error) {
+	if err := d.CheckValid(); err != nil {
+		return 0, order.Errorf(order.KindInvalid, "ttl is not a valid duration: %v", err)
+	}
+	return s.limits.CheckoutTTL(d.AsDuration(), true)
+}
+
+// deadlineOf reads a deadline field of a checkout, reschedule or bulk
+// change: a valid timestamp after the Unix epoch, from which the stores
+// count deadlines in milliseconds. Whether it is after now is the store's
+// to say, by its clock.
+func deadlineOf(ts *timestamppb.Timestamp) (time.Time, error) {
+	if err := ts.CheckValid(); err != nil {
+		return time.Time{}, order.Errorf(order.KindInvalid, "deadline is not a valid timestamp: %v", err)
+	}
+	at := ts.AsTime()
+	if at.UnixMilli() <= 0 {
+		return time.Time{}, order.Errorf(order.KindInvalid, "deadline %s is not after now; give a later one, or a ttl", at.UTC().Format(time.RFC3339Nano))
+	}
+	return at, nil
 }
 
 // GetOrder returns an order.
@@ -280,22 +302,17 @@ func (s *Service) RescheduleOrder(ctx context.Context, req *pb.RescheduleOrderRe
 	r := order.Reschedule{MaxTTL: s.limits.MaxTTL}
 	switch nd := req.GetNewDeadline().(type) {
 	case *pb.RescheduleOrderRequest_Ttl:
-		if err := nd.Ttl.CheckValid(); err != nil {
-			return nil, s.status(ctx, order.Errorf(order.KindInvalid, "ttl is not a valid duration: %v", err))
-		}
-		ttl, err := s.limits.CheckoutTTL(nd.Ttl.AsDuration(), true)
+		ttl, err := s.ttlOf(nd.Ttl)
 		if err != nil {
 			return nil, s.status(ctx, err)
 		}
 		r.TTL = ttl
 	case *pb.RescheduleOrderRequest_Deadline:
-		if err := nd.Deadline.CheckValid(); err != nil {
-			return nil, s.status(ctx, order.Errorf(order.KindInvalid, "deadline is not a valid timestamp: %v", err))
+		at, err := deadlineOf(nd.Deadline)
+		if err != nil {
+			return nil, s.status(ctx, err)
 		}
-		r.At = nd.Deadline.AsTime()
-		if r.At.IsZero() {
-			return nil, s.status(ctx, order.Errorf(order.KindInvalid, "deadline %s is not after now; give a later one, or a ttl", r.At.UTC().Format(time.RFC3339)))
-		}
+		r.At = at
 	default:
 		return nil, s.status(ctx, order.Errorf(order.KindInvalid, "give the new deadline: ttl (from now) or deadline"))
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/orderexpiry/orderexpiry/internal/auth"
+	"github.com/orderexpiry/orderexpiry/internal/gateway"
 	"github.com/orderexpiry/orderexpiry/internal/order"
 	"github.com/orderexpiry/orderexpiry/internal/redisstore"
 	"github.com/orderexpiry/orderexpiry/internal/watch"
@@ -148,8 +149,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer, def
 	var allowOrigins, allowHosts string
 	str(&allowOrigins, "allow-origins", "ALLOW_ORIGINS", "", "with no bearer token set: origins of web pages that may call the HTTP port besides its own, comma-separated (https://app.example.com), * for any")
 	str(&allowHosts, "allow-hosts", "ALLOW_HOSTS", "", "with no bearer token set: Host names the HTTP port answers to besides IP addresses and localhost, comma-separated (orderexpiry.internal, *.example.com), * for any")
-	dur(&c.Limits.DefaultTTL, "default-ttl", "DEFAULT_TTL", "15m", "ttl of a checkout that gives none")
-	dur(&c.Limits.MaxTTL, "max-ttl", "MAX_TTL", "168h", "longest ttl a checkout may ask for")
+	dur(&c.Limits.DefaultTTL, "default-ttl", "DEFAULT_TTL", order.FormatDuration(order.DefaultLimits.DefaultTTL), "ttl of a checkout that gives none")
+	dur(&c.Limits.MaxTTL, "max-ttl", "MAX_TTL", order.FormatDuration(order.DefaultLimits.MaxTTL), "longest ttl a checkout may ask for")
 	dur(&c.Retention, "retention", "RETENTION", "24h", "how long closed orders stay readable and expiration events replayable")
 	dur(&c.ShutdownTimeout, "shutdown-timeout", "SHUTDOWN_TIMEOUT", "10s", "bound on the graceful stop after SIGINT or SIGTERM")
 	num(&c.Limits.MaxMetadataEntries, "max-metadata-entries", "MAX_METADATA_ENTRIES", order.DefaultLimits.MaxMetadataEntries, "metadata entries an order may carry")
@@ -171,7 +172,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer, def
 	boolean(&c.Push.AllowHTTP, "push-allow-http", "PUSH_ALLOW_HTTP", "let push URLs be http://; off: https only")
 	str(&c.GroupsFile, "groups-file", "GROUPS_FILE", "", "YAML or JSON file of consumer groups (push groups too) that every replica creates when missing, at its start and whenever the store can serve again, as after Redis was emptied; empty: none")
 	num(&c.MaxReplays, "max-replays", "MAX_REPLAYS", watch.DefaultMaxReplays, "watches with a cursor that replay the log at once; the others wait their turn")
-	dur(&c.WatchWriteTimeout, "watch-write-timeout", "WATCH_WRITE_TIMEOUT", "10s", "longest wait for one write of a REST watch; a client that has not taken what was sent for that long loses its watch and connection")
+	dur(&c.WatchWriteTimeout, "watch-write-timeout", "WATCH_WRITE_TIMEOUT", order.FormatDuration(gateway.DefaultWatchWriteTimeout), "longest wait for one write of a REST watch; a client that has not taken what was sent for that long loses its watch and connection")
 	num(&c.WatchBuffer, "watch-buffer", "WATCH_BUFFER", 1024, "events a watcher may fall behind the live fan-out; one further behind reads on from the log until it has caught up")
 	str(&level, "log-level", "LOG_LEVEL", "info", "debug (one line per RPC), info, warn or error")
 	str(&logFormat, "log-format", "LOG_FORMAT", "text", "text or json")

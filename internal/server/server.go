@@ -263,8 +263,8 @@ func (s *Server) newGRPC(svc *rpc.Service, m *metrics.Metrics, peer interceptor,
 }
 
 // interceptors returns the interceptors of every call, first to last: peer
-// when not nil, the metrics, the debug log, the token check and the check
-// that the request decoded.
+// when not nil, the metrics, the debug log and the token check. (The check
+// that the request decoded comes after them: rpc.NewServer adds it.)
 func (s *Server) interceptors(m *metrics.Metrics, peer interceptor) (unary []grpc.UnaryServerInterceptor, stream []grpc.StreamServerInterceptor) {
 	if peer != nil {
 		unary = append(unary, peer.Unary)
@@ -282,10 +282,6 @@ func (s *Server) interceptors(m *metrics.Metrics, peer interceptor) (unary []grp
 		unary = append(unary, s.tokens.Unary)
 		stream = append(stream, s.tokens.Stream)
 	}
-	// Last: a request that did not decode is refused once its call is let
-	// in, for every method alike.
-	unary = append(unary, rpc.DecodeUnary)
-	stream = append(stream, rpc.DecodeStream)
 	return unary, stream
 }
 

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -119,6 +120,10 @@ type Hub struct {
 	// delivered to the group on this replica.
 	memory  []memory
 	rewinds []rewind
+	// rewound is set once any partition's log went back: until then no
+	// event is a repeat a reader had, and the check of each event by each
+	// reader takes no lock.
+	rewound atomic.Bool
 	// groupsMu guards delivered, which DropRepeats reads and writes
 	// around calls that take mu.
 	groupsMu  sync.Mutex

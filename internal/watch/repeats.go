@@ -122,6 +122,7 @@ func (h *Hub) noteRewind(p int, from order.Cursor) {
 	if r := &h.rewinds[p]; r.from.Less(from) {
 		r.from = from
 		r.seq++
+		h.rewound.Store(true)
 	}
 }
 
@@ -136,6 +137,11 @@ type crossing struct {
 // last (whose crossing is cr), repeats an expiration that the reader had,
 // and moves cr when ev is the first event of a new history it meets.
 func (h *Hub) isRepeatHad(ev order.Event, last order.Cursor, cr *crossing) bool {
+	// A reader's crossing moves only after a rewind, and a repeat is one
+	// it had only at or before its crossing: with no rewind, none is.
+	if !h.rewound.Load() {
+		return false
+	}
 	h.mu.Lock()
 	if ev.Partition < 0 || ev.Partition >= len(h.memory) {
 		h.mu.Unlock()

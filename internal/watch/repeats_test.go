@@ -123,3 +123,31 @@ func TestRepeatsNotSentTwice(t *testing.T) {
 		t.Errorf("OnRepeat was never called")
 	}
 }
+
+// BenchmarkRepeatCheck is the repeat check every watcher makes for each
+// event of the fan-out (see sendLive), by many watchers at once, on a log
+// that never went back: the common case.
+func BenchmarkRepeatCheck(b *testing.B) {
+	h := NewHub(newFakeLog(), Options{Logger: discard})
+	h.memory = newMemories(1)
+	h.rewinds = make([]rewind, 1)
+	h.pos = make(order.Position, 1)
+	events := make([]order.Event, 1000)
+	for i := range events {
+		events[i] = order.Event{Cursor: cursorAt(i), OrderID: fmt.Sprintf("ord-%d", i)}
+	}
+	h.publish(0, events)
+	b.RunParallel(func(pb *testing.PB) {
+		last := make(order.Position, 1)
+		cr := make([]crossing, 1)
+		i := 0
+		for pb.Next() {
+			ev := events[i%len(events)]
+			if h.hadIt(ev, last, cr) {
+				b.Fatal("a new expiration was taken for a repeat")
+			}
+			last[0] = ev.Cursor
+			i++
+		}
+	})
+}
