@@ -203,9 +203,12 @@ func testListFilters(t *testing.T, su suite) {
 // at a time: the position within a deadline is the id.
 func testListSameDeadline(t *testing.T, su suite) {
 	s := su.start(t, retention)
+	// An absolute deadline, so that the orders share it whatever the
+	// store's clock reads between them.
+	at := time.Now().Add(time.Hour).Truncate(time.Millisecond)
 	var items []order.CheckoutItem
 	for i := range 50 {
-		items = append(items, order.CheckoutItem{ID: fmt.Sprintf("same-%03d", (i*37)%50), TTL: time.Hour})
+		items = append(items, order.CheckoutItem{ID: fmt.Sprintf("same-%03d", (i*37)%50), At: at, MaxTTL: 2 * time.Hour})
 	}
 	for _, r := range s.BatchCheckout(t.Context(), items) {
 		if r.Err != nil {
@@ -219,6 +222,11 @@ func testListSameDeadline(t *testing.T, su suite) {
 				t.Fatalf("desc=%v by %d: %d orders listed, want 50: %s", desc, size, len(got), ids(got))
 			}
 			checkSorted(t, fmt.Sprintf("desc=%v by %d", desc, size), got, desc)
+			for _, o := range got {
+				if !o.Deadline.Equal(at) {
+					t.Fatalf("%s is due %v, not at the deadline %v the orders share", o.ID, o.Deadline, at)
+				}
+			}
 		}
 	}
 }
