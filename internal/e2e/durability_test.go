@@ -88,9 +88,7 @@ func TestStrictFailoverKeepsConfirmed(t *testing.T) {
 	if testing.Short() {
 		t.Skip("Sentinel failover with stalled replicas: not in -short")
 	}
-	for _, mode := range []string{"strict", "fast"} {
-		t.Run(mode, func(t *testing.T) { stalledFailover(t, mode) })
-	}
+	durabilityModes(t, stalledFailover)
 }
 
 func stalledFailover(t *testing.T, mode string) {
@@ -177,17 +175,8 @@ func stalledFailover(t *testing.T, mode string) {
 	// Every confirmed checkout is pending on the new master.
 	lost := 0
 	for _, id := range confirmed {
-		o, err := getOrder(ctx, s, id)
-		switch {
-		case status.Code(err) == codes.NotFound:
+		if confirmedLost(ctx, t, s, id, mode == "strict", "after the failover") {
 			lost++
-			if mode == "strict" {
-				t.Errorf("%s was confirmed and is NOT_FOUND after the failover", id)
-			}
-		case err != nil:
-			t.Errorf("GetOrder(%s): %v", id, err)
-		case o.GetStatus() != pb.OrderStatus_ORDER_STATUS_PENDING:
-			t.Errorf("%s is %v after the failover; want pending", id, o.GetStatus())
 		}
 	}
 	result(t, "mode=%s confirmed_before_stall=20 during_stall: confirmed=%d refused=%d (each within %s) lost=%d failover=%s",
@@ -272,15 +261,8 @@ func TestStrictRedisCrash(t *testing.T) {
 	wg.Wait()
 	lost := 0
 	for _, id := range ok {
-		o, err := getOrder(ctx, s, id)
-		switch {
-		case status.Code(err) == codes.NotFound:
+		if confirmedLost(ctx, t, s, id, true, "after Redis restarted") {
 			lost++
-			t.Errorf("%s was confirmed and is NOT_FOUND after Redis restarted", id)
-		case err != nil:
-			t.Errorf("GetOrder(%s): %v", id, err)
-		case o.GetStatus() != pb.OrderStatus_ORDER_STATUS_PENDING:
-			t.Errorf("%s is %v; want pending", id, o.GetStatus())
 		}
 	}
 	result(t, "confirmed=%d (before the kill %d) refused=%d lost=%d restarted_in=%s", len(ok), before, refused, lost, restarted.Round(time.Millisecond))
