@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/orderexpiry/orderexpiry/internal/storetest"
 	pb "github.com/orderexpiry/orderexpiry/proto/orderexpiry/v1"
 )
 
@@ -267,20 +268,7 @@ func TestListOrdersPagingUnderChurn(t *testing.T) {
 		if err := <-done; err != nil {
 			t.Fatal(err)
 		}
-		for id, c := range seen {
-			if c > 1 {
-				t.Errorf("%s listed %d times", id, c)
-			}
-		}
-		missed := 0
-		for i := range n {
-			if seen[fmt.Sprintf("churn-%05d", i)] != 1 {
-				missed++
-			}
-		}
-		if missed > 0 {
-			t.Errorf("%d of the %d orders were not listed", missed, n)
-		}
+		storetest.CheckListedOnce(t, seen, "churn-%05d", n)
 		t.Logf("%d pages in %v; the 10,000 by status when listed: %v; %d orders listed in all", pages+1, time.Since(began).Round(time.Millisecond), statuses, len(seen))
 		if statuses["ORDER_STATUS_EXPIRED"] == 0 || statuses["ORDER_STATUS_PENDING"] == 0 {
 			t.Errorf("the orders did not expire while being listed (%v): the test proves nothing", statuses)

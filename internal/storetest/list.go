@@ -393,6 +393,18 @@ func testListPagingUnderChurn(t *testing.T, su suite) {
 	}
 	stop.Store(true)
 	wg.Wait()
+	CheckListedOnce(t, seen, "churn-%05d", n)
+	t.Logf("%d pages in %v; of the 10,000: %d listed pending, %d expired; %d orders created meanwhile", pages, time.Since(start).Round(time.Millisecond), pendingSeen, expiredSeen, created.Load())
+	if expiredSeen == 0 || pendingSeen == 0 {
+		t.Errorf("the orders did not expire while being listed (%d pending, %d expired): the test proves nothing", pendingSeen, expiredSeen)
+	}
+}
+
+// CheckListedOnce fails t for each order listed more than once in seen (a
+// count by id of what a paging listed) and unless each of the n orders
+// named by idFormat from 0 on was listed.
+func CheckListedOnce(t *testing.T, seen map[string]int, idFormat string, n int) {
+	t.Helper()
 	for id, c := range seen {
 		if c > 1 {
 			t.Errorf("%s listed %d times", id, c)
@@ -406,10 +418,6 @@ func testListPagingUnderChurn(t *testing.T, su suite) {
 	}
 	if missed > 0 {
 		t.Errorf("%d of the %d orders were not listed", missed, n)
-	}
-	t.Logf("%d pages in %v; of the 10,000: %d listed pending, %d expired; %d orders created meanwhile", pages, time.Since(start).Round(time.Millisecond), pendingSeen, expiredSeen, created.Load())
-	if expiredSeen == 0 || pendingSeen == 0 {
-		t.Errorf("the orders did not expire while being listed (%d pending, %d expired): the test proves nothing", pendingSeen, expiredSeen)
 	}
 }
 
