@@ -165,17 +165,6 @@ func startHangingEndpoint(t *testing.T) *hangingEndpoint {
 	return h
 }
 
-// waitUntil polls cond every 20 ms until it holds, or fails the test after
-// timeout.
-func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	for end := time.Now().Add(timeout); !cond(); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(end) {
-			t.Fatalf("%s: not within %s", what, timeout)
-		}
-	}
-}
-
 // TestHostilePushDeleteHung: deleting a push group whose endpoint hangs
 // cancels its requests at once and never delays another group: a group
 // created right after gets its first request within a couple of polls of
