@@ -143,7 +143,7 @@ func TestBrowserCrossSite(t *testing.T) {
 	done := make(chan string, 1)
 	page := `<!doctype html><html><body>
 <form id="f" method="POST" action="` + target + `" enctype="text/plain" target="sink">
-<input name='{"orderId":"csrf-form","ttl":"60s","x":"' value='"}'></form>
+<input name='{"orderId":"csrf-form","ttl":"60s","metadata":{"x":"' value='"}}'></form>
 <iframe name="sink"></iframe>
 <script>
 (async () => {
