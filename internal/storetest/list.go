@@ -412,7 +412,7 @@ func CheckListedOnce(t *testing.T, seen map[string]int, idFormat string, n int) 
 	}
 	missed := 0
 	for i := range n {
-		if seen[fmt.Sprintf("churn-%05d", i)] != 1 {
+		if seen[fmt.Sprintf(idFormat, i)] != 1 {
 			missed++
 		}
 	}
