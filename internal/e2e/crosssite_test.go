@@ -134,9 +134,6 @@ func TestHostileCrossSite(t *testing.T) {
 // with text/plain and typeless bodies, and a form post) against the
 // service on loopback with no token set; none creates an order.
 func TestBrowserCrossSite(t *testing.T) {
-	if testing.Short() {
-		t.Skip("needs Chromium")
-	}
 	chromium := chromiumPath(t)
 	s := startServer(t, nil)
 	target := "http://" + s.HTTPAddr + "/v1/orders"
