@@ -110,6 +110,9 @@ func TestHostilePushHeaders(t *testing.T) {
 	if acked != 0 {
 		t.Errorf("%v attempts acknowledged by an answer whose headers pass the limit; want none", acked)
 	}
+	if failed, err := sampleValue(fams, "orderexpiry_push_deliveries_total", map[string]string{"group": "huge-a", "outcome": "unreachable"}); err != nil || failed == 0 {
+		t.Errorf("attempts counted unreachable (headers past the limit): %v, %v; want some", failed, err)
+	}
 	result(t, "requests_answered=%d rss_before_mb=%d rss_peak_mb=%d vmhwm_mb=%d", answered.Load(), rssBefore>>10, peak>>10, hwm>>10)
 	// 200 requests in flight with 16 KiB of headers each, and the
 	// transport's buffers: some 20 MB over the start (100 MB allowed; the
