@@ -6,8 +6,6 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -226,48 +224,28 @@ func TestStrictRedisCrash(t *testing.T) {
 	r := redistest.Start(t, "--appendonly", "yes", "--appendfsync", "always")
 	s := startServer(t, map[string]string{"REDIS_URL": r.URL(), "DURABILITY": "strict"})
 	ctx := context.Background()
-	var (
-		mu       sync.Mutex
-		ok       []string
-		refused  int
-		stopped  atomic.Bool
-		wg       sync.WaitGroup
-		killedAt time.Time
-	)
-	for w := range 4 {
-		wg.Go(func() {
-			for k := 0; !stopped.Load(); k++ {
-				id := fmt.Sprintf("rc-%d-%d", w, k)
-				cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-				_, err := s.Client.Checkout(cctx, &pb.CheckoutRequest{OrderId: id, Ttl: durationOf(time.Hour)})
-				cancel()
-				mu.Lock()
-				switch status.Code(err) {
-				case codes.OK:
-					ok = append(ok, id)
-				case codes.Unavailable, codes.DeadlineExceeded:
-					refused++
-				default:
-					t.Errorf("checkout %s: %v", id, err)
-				}
-				mu.Unlock()
-			}
-		})
-	}
+	stop := checkoutLoad(ctx, s, "rc", 3*time.Second, 0)
 	time.Sleep(1500 * time.Millisecond)
-	mu.Lock()
-	before := len(ok)
-	killedAt = time.Now()
-	mu.Unlock()
+	killedAt := time.Now()
 	r.Restart(t) // SIGKILL, then a new process on the same AOF
 	restarted := time.Since(killedAt)
 	time.Sleep(2 * time.Second)
-	stopped.Store(true)
-	wg.Wait()
-	lost := 0
-	for _, id := range ok {
-		if confirmedLost(ctx, t, s, id, true, "after Redis restarted") {
-			lost++
+	var ok []string
+	var before, refused, lost int
+	for _, c := range stop() {
+		switch c.code {
+		case codes.OK:
+			ok = append(ok, c.id)
+			if c.end.Before(killedAt) {
+				before++
+			}
+			if confirmedLost(ctx, t, s, c.id, true, "after Redis restarted") {
+				lost++
+			}
+		case codes.Unavailable, codes.DeadlineExceeded:
+			refused++
+		default:
+			t.Errorf("checkout %s: %v %s", c.id, c.code, c.message)
 		}
 	}
 	result(t, "confirmed=%d (before the kill %d) refused=%d lost=%d restarted_in=%s", len(ok), before, refused, lost, restarted.Round(time.Millisecond))

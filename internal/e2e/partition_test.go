@@ -93,34 +93,7 @@ func partitionedMaster(t *testing.T, mode string) {
 	}
 	s := startServer(t, env)
 
-	// Checkouts from 4 goroutines, each call recorded.
-	type call struct {
-		id      string
-		at, end time.Time
-		code    codes.Code
-		message string
-	}
-	var (
-		mu      sync.Mutex
-		calls   []call
-		stopped atomic.Bool
-		wg      sync.WaitGroup
-	)
-	for w := range 4 {
-		wg.Go(func() {
-			for k := 0; !stopped.Load(); k++ {
-				id := fmt.Sprintf("pm-%d-%d", w, k)
-				cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-				at := time.Now()
-				_, err := s.Client.Checkout(cctx, &pb.CheckoutRequest{OrderId: id, Ttl: durationOf(time.Hour)})
-				cancel()
-				mu.Lock()
-				calls = append(calls, call{id: id, at: at, end: time.Now(), code: status.Code(err), message: status.Convert(err).Message()})
-				mu.Unlock()
-				time.Sleep(5 * time.Millisecond)
-			}
-		})
-	}
+	stop := checkoutLoad(ctx, s, "pm", 5*time.Second, 5*time.Millisecond)
 	time.Sleep(2 * time.Second)
 
 	// The split: the replicas' links blackholed, the sentinels' commands
@@ -176,8 +149,7 @@ func partitionedMaster(t *testing.T, mode string) {
 	})
 	rejoined := time.Since(healed)
 	time.Sleep(time.Second)
-	stopped.Store(true)
-	wg.Wait()
+	calls := stop()
 
 	// Every confirmed checkout, on either side of the split, is pending.
 	var ok, refused, other, lost, okDuringSplit, lostDuringSplit int
@@ -224,6 +196,46 @@ func getOrder(ctx context.Context, s *server, id string) (*pb.Order, error) {
 			return o, err
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// loadCall is one checkout of checkoutLoad, as it went.
+type loadCall struct {
+	id      string
+	at, end time.Time
+	code    codes.Code
+	message string
+}
+
+// checkoutLoad checks out orders due in an hour, prefix-<worker>-<n>, from
+// 4 goroutines, each call bounded by timeout and followed by pause, until
+// the stop it returns is called; stop returns every call.
+func checkoutLoad(ctx context.Context, s *server, prefix string, timeout, pause time.Duration) (stop func() []loadCall) {
+	var (
+		mu      sync.Mutex
+		calls   []loadCall
+		stopped atomic.Bool
+		wg      sync.WaitGroup
+	)
+	for w := range 4 {
+		wg.Go(func() {
+			for k := 0; !stopped.Load(); k++ {
+				id := fmt.Sprintf("%s-%d-%d", prefix, w, k)
+				cctx, cancel := context.WithTimeout(ctx, timeout)
+				at := time.Now()
+				_, err := s.Client.Checkout(cctx, &pb.CheckoutRequest{OrderId: id, Ttl: durationOf(time.Hour)})
+				cancel()
+				mu.Lock()
+				calls = append(calls, loadCall{id: id, at: at, end: time.Now(), code: status.Code(err), message: status.Convert(err).Message()})
+				mu.Unlock()
+				time.Sleep(pause)
+			}
+		})
+	}
+	return func() []loadCall {
+		stopped.Store(true)
+		wg.Wait()
+		return calls
 	}
 }
 
