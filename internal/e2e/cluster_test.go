@@ -234,7 +234,7 @@ func startSideOps(pick func() *server) *sideOps {
 				id := fmt.Sprintf("side-%d-%d", w, k)
 				s := pick()
 				if !o.call(ctx, "checkout", id, func(ctx context.Context) error {
-					_, err := s.Client.Checkout(ctx, &pb.CheckoutRequest{OrderId: id, Ttl: durationOf(2 * time.Second)})
+					_, err := s.Client.Checkout(ctx, &pb.CheckoutRequest{OrderId: id, Ttl: ttl(2 * time.Second)})
 					return err
 				}) {
 					continue

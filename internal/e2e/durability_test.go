@@ -39,7 +39,7 @@ func TestDurabilitySettings(t *testing.T) {
 	if msg, _ := out["message"].(string); code != http.StatusConflict || !strings.Contains(msg, "appendfsync always") {
 		t.Errorf("checkout: %d %v; want 409 naming appendfsync always", code, out)
 	}
-	if _, err := s.Client.Checkout(context.Background(), &pb.CheckoutRequest{OrderId: "d-2", Ttl: durationOf(time.Minute)}); status.Code(err) != codes.FailedPrecondition {
+	if _, err := s.Client.Checkout(context.Background(), &pb.CheckoutRequest{OrderId: "d-2", Ttl: ttl(time.Minute)}); status.Code(err) != codes.FailedPrecondition {
 		t.Errorf("gRPC checkout: %v; want FAILED_PRECONDITION", err)
 	}
 	if n := admin.DBSize(context.Background()).Val(); n > 2 {
@@ -105,7 +105,7 @@ func stalledFailover(t *testing.T, mode string) {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		start := time.Now()
-		_, err := s.Client.Checkout(cctx, &pb.CheckoutRequest{OrderId: id, Ttl: durationOf(time.Hour)})
+		_, err := s.Client.Checkout(cctx, &pb.CheckoutRequest{OrderId: id, Ttl: ttl(time.Hour)})
 		return status.Code(err), status.Convert(err).Message(), time.Since(start)
 	}
 	var confirmed []string

@@ -223,7 +223,7 @@ func checkoutLoad(ctx context.Context, s *server, prefix string, timeout, pause 
 				id := fmt.Sprintf("%s-%d-%d", prefix, w, k)
 				cctx, cancel := context.WithTimeout(ctx, timeout)
 				at := time.Now()
-				_, err := s.Client.Checkout(cctx, &pb.CheckoutRequest{OrderId: id, Ttl: durationOf(time.Hour)})
+				_, err := s.Client.Checkout(cctx, &pb.CheckoutRequest{OrderId: id, Ttl: ttl(time.Hour)})
 				cancel()
 				mu.Lock()
 				calls = append(calls, loadCall{id: id, at: at, end: time.Now(), code: status.Code(err), message: status.Convert(err).Message()})
