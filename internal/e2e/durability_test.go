@@ -83,9 +83,7 @@ func TestDurabilitySettings(t *testing.T) {
 // checkouts it confirmed during the stall: the subtest asserts that it
 // loses some, which shows the stall opens the window strict closes.
 func TestStrictFailoverKeepsConfirmed(t *testing.T) {
-	if testing.Short() {
-		t.Skip("Sentinel failover with stalled replicas: not in -short")
-	}
+	faultTest(t)
 	durabilityModes(t, stalledFailover)
 }
 
@@ -218,9 +216,7 @@ func get(t *testing.T, s *server, path string) (int, string) {
 // not what strict adds (fsync at every write), which only a machine crash
 // would test.
 func TestStrictRedisCrash(t *testing.T) {
-	if testing.Short() {
-		t.Skip("Redis SIGKILLed and restarted: not in -short")
-	}
+	faultTest(t)
 	r := redistest.Start(t, "--appendonly", "yes", "--appendfsync", "always")
 	s := startServer(t, map[string]string{"REDIS_URL": r.URL(), "DURABILITY": "strict"})
 	ctx := context.Background()

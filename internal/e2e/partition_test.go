@@ -36,9 +36,7 @@ import (
 // the split is lost; in the fast mode some are (the subtest asserts it,
 // which shows the split opens the window that strict closes).
 func TestPartitionedMaster(t *testing.T) {
-	if testing.Short() {
-		t.Skip("Sentinel failover behind a partition, with Toxiproxy: not in -short")
-	}
+	faultTest(t)
 	durabilityModes(t, partitionedMaster)
 }
 
