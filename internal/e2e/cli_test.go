@@ -149,8 +149,8 @@ func TestCLI(t *testing.T) {
 			t.Errorf("orders list of the completed: %v, want [cli-1]", got)
 		}
 		out, errOut, code := c.run(t, "orders", "list", "-filter", `order_id:"cli-*"`, "-order-by", "deadline desc", "-limit", "1")
-		next, _ := strings.CutPrefix(strings.TrimSpace(errOut), "more: -page-token ")
-		if code != 0 || !strings.Contains(out, "cli-1") || strings.Contains(out, "cli-2") || next == "" || strings.Contains(next, " ") {
+		next, more := strings.CutPrefix(strings.TrimSpace(errOut), "more: -page-token ")
+		if code != 0 || !strings.Contains(out, "cli-1") || strings.Contains(out, "cli-2") || !more || next == "" || strings.Contains(next, " ") {
 			t.Fatalf("orders list -limit 1: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
 		}
 		if out := c.ok(t, "orders", "list", "-filter", `order_id:"cli-*"`, "-order-by", "deadline desc", "-page-token", next); !strings.Contains(out, "cli-2") || strings.Contains(out, "cli-1") {

@@ -60,13 +60,12 @@ func TestClusterFailover(t *testing.T) {
 	// checkouts take 4 s (an idle machine) or half a minute (a busy one).
 	const n = 20000
 	start := time.Now()
-	var acked []string
+	var acked, gaveUp []string
 	checkedOut := make(chan struct{})
 	go func() {
 		defer close(checkedOut)
 		// Checkouts of the dead master's partitions may be refused for
 		// longer than their ttl during the failover.
-		var gaveUp []string
 		acked, gaveUp = checkoutEach(t, roundRobin(reps...), ids("cf-", n), func(i int) time.Time {
 			return time.Now().Add(3*time.Second + time.Duration(i%1000)*8*time.Millisecond)
 		})
@@ -104,6 +103,12 @@ func TestClusterFailover(t *testing.T) {
 	time.Sleep(3 * time.Second) // calls after the failover
 	calls := ops.stop()
 	<-checkedOut
+	// Only the dead master's partitions may refuse a checkout for good.
+	for _, id := range gaveUp {
+		if p := order.PartitionOf(id, clusterPartitions); !onVictim[p] {
+			t.Errorf("checkout %s (partition %d, not on the dead master) refused until its deadline", id, p)
+		}
+	}
 
 	l := checkClusterLedger(t, roundRobin(reps...), acked, fs, 30*time.Second)
 
@@ -229,7 +234,7 @@ func startSideOps(pick func() *server) *sideOps {
 				id := fmt.Sprintf("side-%d-%d", w, k)
 				s := pick()
 				if !o.call(ctx, "checkout", id, func(ctx context.Context) error {
-					_, err := s.Client.Checkout(ctx, &pb.CheckoutRequest{OrderId: id, Ttl: durationOf(2 * time.Second)})
+					_, err := s.Client.Checkout(ctx, &pb.CheckoutRequest{OrderId: id, Ttl: ttl(2 * time.Second)})
 					return err
 				}) {
 					continue

@@ -134,16 +134,13 @@ func TestHostileCrossSite(t *testing.T) {
 // with text/plain and typeless bodies, and a form post) against the
 // service on loopback with no token set; none creates an order.
 func TestBrowserCrossSite(t *testing.T) {
-	if testing.Short() {
-		t.Skip("needs Chromium")
-	}
 	chromium := chromiumPath(t)
 	s := startServer(t, nil)
 	target := "http://" + s.HTTPAddr + "/v1/orders"
 	done := make(chan string, 1)
 	page := `<!doctype html><html><body>
 <form id="f" method="POST" action="` + target + `" enctype="text/plain" target="sink">
-<input name='{"orderId":"csrf-form","ttl":"60s","x":"' value='"}'></form>
+<input name='{"orderId":"csrf-form","ttl":"60s","metadata":{"x":"' value='"}}'></form>
 <iframe name="sink"></iframe>
 <script>
 (async () => {

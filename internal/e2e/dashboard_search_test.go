@@ -16,9 +16,6 @@ import (
 // next and previous pages; the order can be reversed; a bad filter shows the
 // service's message, which names the column.
 func TestDashboardSearch(t *testing.T) {
-	if testing.Short() {
-		t.Skip("drives Chromium")
-	}
 	chromium := chromiumPath(t)
 	s := startServerWith(t, serverOptions{}, nil)
 	ctx := context.Background()

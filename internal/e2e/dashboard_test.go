@@ -36,9 +36,6 @@ const dashboardScreenshot = "testdata/dashboard.png"
 // back by the page's redrive button, and the order lookup finds an order.
 // Every request the page makes goes to the server's own origin.
 func TestDashboard(t *testing.T) {
-	if testing.Short() {
-		t.Skip("drives Chromium: skipped with -short")
-	}
 	chromium := chromiumPath(t)
 	const token = "dashboard-token-1"
 	r := redistest.Start(t)

@@ -89,6 +89,9 @@ func TestDeadLetterSaysWhy(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if len(resp.GetDeadLetters()) != 2 {
+			t.Fatalf("gRPC dead letters: %v, want two", resp)
+		}
 		slack := 50 * time.Millisecond
 		for _, l := range resp.GetDeadLetters() {
 			first, last, failed := l.GetFirstDeliveryTime().AsTime(), l.GetLastDeliveryTime().AsTime(), l.GetLastFailureTime().AsTime()

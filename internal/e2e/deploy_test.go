@@ -77,17 +77,10 @@ func TestDeployQueriesUseExportedMetrics(t *testing.T) {
 	})
 	// The push group's expirations end as dead letters (2 deliveries, each
 	// refused by the endpoint).
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		fams := s.scrape(t)
-		if v, err := sampleValue(fams, "orderexpiry_group_dead_letters", map[string]string{"group": "hooks"}); err == nil && v > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no dead letters in the push group after 15s")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitUntil(t, 15*time.Second, "dead letters in the push group", func() bool {
+		v, err := sampleValue(s.scrape(t), "orderexpiry_group_dead_letters", map[string]string{"group": "hooks"})
+		return err == nil && v > 0
+	})
 
 	exported := exportedNames(s.scrape(t))
 	queries, err := deploycheck.AlertRules("../../deploy/prometheus/alerts.yaml")

@@ -6,8 +6,6 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -41,7 +39,7 @@ func TestDurabilitySettings(t *testing.T) {
 	if msg, _ := out["message"].(string); code != http.StatusConflict || !strings.Contains(msg, "appendfsync always") {
 		t.Errorf("checkout: %d %v; want 409 naming appendfsync always", code, out)
 	}
-	if _, err := s.Client.Checkout(context.Background(), &pb.CheckoutRequest{OrderId: "d-2", Ttl: durationOf(time.Minute)}); status.Code(err) != codes.FailedPrecondition {
+	if _, err := s.Client.Checkout(context.Background(), &pb.CheckoutRequest{OrderId: "d-2", Ttl: ttl(time.Minute)}); status.Code(err) != codes.FailedPrecondition {
 		t.Errorf("gRPC checkout: %v; want FAILED_PRECONDITION", err)
 	}
 	if n := admin.DBSize(context.Background()).Val(); n > 2 {
@@ -85,12 +83,8 @@ func TestDurabilitySettings(t *testing.T) {
 // checkouts it confirmed during the stall: the subtest asserts that it
 // loses some, which shows the stall opens the window strict closes.
 func TestStrictFailoverKeepsConfirmed(t *testing.T) {
-	if testing.Short() {
-		t.Skip("Sentinel failover with stalled replicas: not in -short")
-	}
-	for _, mode := range []string{"strict", "fast"} {
-		t.Run(mode, func(t *testing.T) { stalledFailover(t, mode) })
-	}
+	faultTest(t)
+	durabilityModes(t, stalledFailover)
 }
 
 func stalledFailover(t *testing.T, mode string) {
@@ -109,7 +103,7 @@ func stalledFailover(t *testing.T, mode string) {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		start := time.Now()
-		_, err := s.Client.Checkout(cctx, &pb.CheckoutRequest{OrderId: id, Ttl: durationOf(time.Hour)})
+		_, err := s.Client.Checkout(cctx, &pb.CheckoutRequest{OrderId: id, Ttl: ttl(time.Hour)})
 		return status.Code(err), status.Convert(err).Message(), time.Since(start)
 	}
 	var confirmed []string
@@ -177,17 +171,8 @@ func stalledFailover(t *testing.T, mode string) {
 	// Every confirmed checkout is pending on the new master.
 	lost := 0
 	for _, id := range confirmed {
-		o, err := getOrder(ctx, s, id)
-		switch {
-		case status.Code(err) == codes.NotFound:
+		if confirmedLost(ctx, t, s, id, mode == "strict", "after the failover") {
 			lost++
-			if mode == "strict" {
-				t.Errorf("%s was confirmed and is NOT_FOUND after the failover", id)
-			}
-		case err != nil:
-			t.Errorf("GetOrder(%s): %v", id, err)
-		case o.GetStatus() != pb.OrderStatus_ORDER_STATUS_PENDING:
-			t.Errorf("%s is %v after the failover; want pending", id, o.GetStatus())
 		}
 	}
 	result(t, "mode=%s confirmed_before_stall=20 during_stall: confirmed=%d refused=%d (each within %s) lost=%d failover=%s",
@@ -224,63 +209,39 @@ func get(t *testing.T, s *server, path string) (int, string) {
 
 // TestStrictRedisCrash: with -durability=strict on one Redis (appendonly
 // yes, appendfsync always), Redis SIGKILLed in the middle of checkouts from
-// 4 goroutines and restarted from its AOF loses no checkout answered OK.
+// 4 goroutines and restarted from its AOF loses no checkout answered OK,
+// and the service serves again. A killed process loses nothing the kernel
+// had, whatever appendfsync says: this run passes in the fast mode with
+// appendfsync no too, so it shows the service through a Redis restart,
+// not what strict adds (fsync at every write), which only a machine crash
+// would test.
 func TestStrictRedisCrash(t *testing.T) {
-	if testing.Short() {
-		t.Skip("Redis SIGKILLed and restarted: not in -short")
-	}
+	faultTest(t)
 	r := redistest.Start(t, "--appendonly", "yes", "--appendfsync", "always")
 	s := startServer(t, map[string]string{"REDIS_URL": r.URL(), "DURABILITY": "strict"})
 	ctx := context.Background()
-	var (
-		mu       sync.Mutex
-		ok       []string
-		refused  int
-		stopped  atomic.Bool
-		wg       sync.WaitGroup
-		killedAt time.Time
-	)
-	for w := range 4 {
-		wg.Go(func() {
-			for k := 0; !stopped.Load(); k++ {
-				id := fmt.Sprintf("rc-%d-%d", w, k)
-				cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-				_, err := s.Client.Checkout(cctx, &pb.CheckoutRequest{OrderId: id, Ttl: durationOf(time.Hour)})
-				cancel()
-				mu.Lock()
-				switch status.Code(err) {
-				case codes.OK:
-					ok = append(ok, id)
-				case codes.Unavailable, codes.DeadlineExceeded:
-					refused++
-				default:
-					t.Errorf("checkout %s: %v", id, err)
-				}
-				mu.Unlock()
-			}
-		})
-	}
+	stop := checkoutLoad(ctx, s, "rc", 3*time.Second, 0)
 	time.Sleep(1500 * time.Millisecond)
-	mu.Lock()
-	before := len(ok)
-	killedAt = time.Now()
-	mu.Unlock()
+	killedAt := time.Now()
 	r.Restart(t) // SIGKILL, then a new process on the same AOF
 	restarted := time.Since(killedAt)
 	time.Sleep(2 * time.Second)
-	stopped.Store(true)
-	wg.Wait()
-	lost := 0
-	for _, id := range ok {
-		o, err := getOrder(ctx, s, id)
-		switch {
-		case status.Code(err) == codes.NotFound:
-			lost++
-			t.Errorf("%s was confirmed and is NOT_FOUND after Redis restarted", id)
-		case err != nil:
-			t.Errorf("GetOrder(%s): %v", id, err)
-		case o.GetStatus() != pb.OrderStatus_ORDER_STATUS_PENDING:
-			t.Errorf("%s is %v; want pending", id, o.GetStatus())
+	var ok []string
+	var before, refused, lost int
+	for _, c := range stop() {
+		switch c.code {
+		case codes.OK:
+			ok = append(ok, c.id)
+			if c.end.Before(killedAt) {
+				before++
+			}
+			if confirmedLost(ctx, t, s, c.id, true, "after Redis restarted") {
+				lost++
+			}
+		case codes.Unavailable, codes.DeadlineExceeded:
+			refused++
+		default:
+			t.Errorf("checkout %s: %v %s", c.id, c.code, c.message)
 		}
 	}
 	result(t, "confirmed=%d (before the kill %d) refused=%d lost=%d restarted_in=%s", len(ok), before, refused, lost, restarted.Round(time.Millisecond))

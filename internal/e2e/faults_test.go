@@ -288,7 +288,7 @@ func TestFaultNetwork(t *testing.T) {
 	back := time.Now()
 	waitHealth(t, a, healthpb.HealthCheckResponse_SERVING, 5*time.Second)
 	for {
-		_, err := a.Client.Checkout(context.Background(), &pb.CheckoutRequest{OrderId: "net-after", Ttl: durationOf(200 * time.Millisecond)})
+		_, err := a.Client.Checkout(context.Background(), &pb.CheckoutRequest{OrderId: "net-after", Ttl: ttl(200 * time.Millisecond)})
 		if err == nil {
 			break
 		}
@@ -365,7 +365,7 @@ func TestFaultStalledWatcher(t *testing.T) {
 	var acked []string
 	for i := range n {
 		id := fmt.Sprint("st-", i)
-		if _, err := s.Client.Checkout(context.Background(), &pb.CheckoutRequest{OrderId: id, Ttl: durationOf(500*time.Millisecond + time.Duration(i/2)*time.Millisecond), Metadata: md}); err != nil {
+		if _, err := s.Client.Checkout(context.Background(), &pb.CheckoutRequest{OrderId: id, Ttl: ttl(500*time.Millisecond + time.Duration(i/2)*time.Millisecond), Metadata: md}); err != nil {
 			t.Fatal(err)
 		}
 		acked = append(acked, id)
@@ -420,7 +420,7 @@ func TestFaultStalledWatcher(t *testing.T) {
 	caughtUp := time.Since(drained)
 	// Caught up, it is live again: a new expiration comes next, on the
 	// same stream.
-	if _, err := s.Client.Checkout(context.Background(), &pb.CheckoutRequest{OrderId: "st-after", Ttl: durationOf(50 * time.Millisecond)}); err != nil {
+	if _, err := s.Client.Checkout(context.Background(), &pb.CheckoutRequest{OrderId: "st-after", Ttl: ttl(50 * time.Millisecond)}); err != nil {
 		t.Fatal(err)
 	}
 	if ev := recv("after it caught up"); ev.GetOrderId() != "st-after" {
@@ -481,7 +481,7 @@ func TestManyWatchersNoLeak(t *testing.T) {
 		wg.Wait()
 		peakG = max(peakG, s.goroutines(t))
 		id := fmt.Sprint("leak-", round)
-		if _, err := s.Client.Checkout(context.Background(), &pb.CheckoutRequest{OrderId: id, Ttl: durationOf(100 * time.Millisecond)}); err != nil {
+		if _, err := s.Client.Checkout(context.Background(), &pb.CheckoutRequest{OrderId: id, Ttl: ttl(100 * time.Millisecond)}); err != nil {
 			t.Fatal(err)
 		}
 		for _, w := range watchers {

@@ -14,7 +14,6 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/orderexpiry/orderexpiry/internal/order"
@@ -554,8 +553,6 @@ func (s *server) goroutines(t *testing.T) int {
 func (s *server) heapInuse(t *testing.T) int {
 	return s.debugValue(t, "/debug/pprof/heap?debug=1&gc=1", heapInuseRe)
 }
-
-func durationOf(d time.Duration) *durationpb.Duration { return durationpb.New(d) }
 
 // anyAlive returns a pick function that prefers servers[i] and otherwise
 // takes the first live one.

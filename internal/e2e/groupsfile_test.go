@@ -57,12 +57,17 @@ groups:
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
-	if g := waitGroup("pay", 5*time.Second); g.GetAckDeadline().AsDuration() != 5*time.Second || g.GetMaxDeliveries() != 3 {
-		t.Errorf("group pay from the file: %v", g)
+	// fromFile waits for the file's groups, as the file says them.
+	fromFile := func(when string, timeout time.Duration) {
+		t.Helper()
+		if g := waitGroup("pay", timeout); g.GetAckDeadline().AsDuration() != 5*time.Second || g.GetMaxDeliveries() != 3 {
+			t.Errorf("group pay from the file %s: %v", when, g)
+		}
+		if g := waitGroup("hook", timeout); g.GetPushConfig().GetUrl() != rcv.url("/gf") {
+			t.Errorf("group hook from the file %s: %v", when, g)
+		}
 	}
-	if g := waitGroup("hook", 5*time.Second); g.GetPushConfig().GetUrl() != rcv.url("/gf") {
-		t.Errorf("group hook from the file: %v", g)
-	}
+	fromFile("at the start", 5*time.Second)
 
 	g := newGFGroup("pay")
 	c := startGFConsumer(g, "pay-0", gfKeeps, roundRobin(a, b), 100)
@@ -98,8 +103,7 @@ groups:
 		t.Fatal(err)
 	}
 	flushed := time.Now()
-	waitGroup("pay", 10*time.Second)
-	waitGroup("hook", 10*time.Second)
+	fromFile("after the flush", 10*time.Second)
 	back := time.Since(flushed)
 	for name, s := range map[string]*server{"a": a, "b": b} {
 		if logs := s.Logs(); !strings.Contains(logs, "groups_lost=hook,pay") {

@@ -382,3 +382,14 @@ func (w *watcher) quiet(t *testing.T, d time.Duration) {
 	case <-time.After(d):
 	}
 }
+
+// waitUntil polls cond every 20 ms until it holds, or fails the test after
+// timeout.
+func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(timeout); !cond(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("%s: not within %s", what, timeout)
+		}
+	}
+}

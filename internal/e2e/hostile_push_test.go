@@ -110,6 +110,9 @@ func TestHostilePushHeaders(t *testing.T) {
 	if acked != 0 {
 		t.Errorf("%v attempts acknowledged by an answer whose headers pass the limit; want none", acked)
 	}
+	if failed, err := sampleValue(fams, "orderexpiry_push_deliveries_total", map[string]string{"group": "huge-a", "outcome": "unreachable"}); err != nil || failed == 0 {
+		t.Errorf("attempts counted unreachable (headers past the limit): %v, %v; want some", failed, err)
+	}
 	result(t, "requests_answered=%d rss_before_mb=%d rss_peak_mb=%d vmhwm_mb=%d", answered.Load(), rssBefore>>10, peak>>10, hwm>>10)
 	// 200 requests in flight with 16 KiB of headers each, and the
 	// transport's buffers: some 20 MB over the start (100 MB allowed; the
@@ -163,17 +166,6 @@ func startHangingEndpoint(t *testing.T) *hangingEndpoint {
 	})
 	h.url = "http://" + lis.Addr().String() + "/hook"
 	return h
-}
-
-// waitUntil polls cond every 20 ms until it holds, or fails the test after
-// timeout.
-func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	for end := time.Now().Add(timeout); !cond(); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(end) {
-			t.Fatalf("%s: not within %s", what, timeout)
-		}
-	}
 }
 
 // TestHostilePushDeleteHung: deleting a push group whose endpoint hangs

@@ -151,7 +151,7 @@ func linCall(s *server, in linInput) linOutput {
 	switch in.Kind {
 	case linCheckout:
 		var r *pb.CheckoutResponse
-		r, err = s.Client.Checkout(ctx, &pb.CheckoutRequest{OrderId: in.ID, Ttl: durationOf(time.Duration(in.TTL) * time.Millisecond), Metadata: map[string]string{"gen": in.Token}})
+		r, err = s.Client.Checkout(ctx, &pb.CheckoutRequest{OrderId: in.ID, Ttl: ttl(time.Duration(in.TTL) * time.Millisecond), Metadata: map[string]string{"gen": in.Token}})
 		o, created = r.GetOrder(), r.GetCreated()
 	case linGet:
 		o, err = s.Client.GetOrder(ctx, &pb.GetOrderRequest{OrderId: in.ID})
@@ -164,7 +164,7 @@ func linCall(s *server, in linInput) linOutput {
 		if in.At != 0 {
 			req.NewDeadline = &pb.RescheduleOrderRequest_Deadline{Deadline: timestamppb.New(time.UnixMilli(in.At))}
 		} else {
-			req.NewDeadline = &pb.RescheduleOrderRequest_Ttl{Ttl: durationOf(time.Duration(in.TTL) * time.Millisecond)}
+			req.NewDeadline = &pb.RescheduleOrderRequest_Ttl{Ttl: ttl(time.Duration(in.TTL) * time.Millisecond)}
 		}
 		if in.Expected != 0 {
 			req.ExpectedDeadline = timestamppb.New(time.UnixMilli(in.Expected))

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/orderexpiry/orderexpiry/internal/storetest"
 	pb "github.com/orderexpiry/orderexpiry/proto/orderexpiry/v1"
 )
 
@@ -200,15 +201,7 @@ func TestListOrdersPagingUnderChurn(t *testing.T) {
 		// have expired when they are read, the last have not (the pages
 		// move through deadlines faster than the clock), and those between
 		// expire while they are read.
-		for b := 0; b < n; b += 1000 {
-			var reqs []*pb.CheckoutRequest
-			for i := b; i < b+1000; i++ {
-				reqs = append(reqs, &pb.CheckoutRequest{OrderId: fmt.Sprintf("churn-%05d", i), Ttl: ttl(300*time.Millisecond + time.Duration(i)*time.Millisecond)})
-			}
-			if _, err := s.Client.BatchCheckout(ctx, &pb.BatchCheckoutRequest{Requests: reqs}); err != nil {
-				t.Fatal(err)
-			}
-		}
+		batchCheckout(t, s, ids("churn-", n), func(i int) time.Duration { return 300*time.Millisecond + time.Duration(i)*time.Millisecond }, nil)
 		stop := make(chan struct{})
 		done := make(chan error, 1)
 		go func() {
@@ -257,7 +250,7 @@ func TestListOrdersPagingUnderChurn(t *testing.T) {
 			}
 			// An order ahead of the pages and one behind them are cancelled.
 			for _, i := range []int{(pages * 7919) % n, (pages*104729 + 11) % n} {
-				_, err := s.Client.CancelOrder(ctx, &pb.CancelOrderRequest{OrderId: fmt.Sprintf("churn-%05d", i)})
+				_, err := s.Client.CancelOrder(ctx, &pb.CancelOrderRequest{OrderId: fmt.Sprint("churn-", i)})
 				if err != nil && status.Code(err) != codes.FailedPrecondition {
 					t.Fatal(err)
 				}
@@ -267,20 +260,7 @@ func TestListOrdersPagingUnderChurn(t *testing.T) {
 		if err := <-done; err != nil {
 			t.Fatal(err)
 		}
-		for id, c := range seen {
-			if c > 1 {
-				t.Errorf("%s listed %d times", id, c)
-			}
-		}
-		missed := 0
-		for i := range n {
-			if seen[fmt.Sprintf("churn-%05d", i)] != 1 {
-				missed++
-			}
-		}
-		if missed > 0 {
-			t.Errorf("%d of the %d orders were not listed", missed, n)
-		}
+		storetest.CheckListedOnce(t, seen, "churn-%d", n)
 		t.Logf("%d pages in %v; the 10,000 by status when listed: %v; %d orders listed in all", pages+1, time.Since(began).Round(time.Millisecond), statuses, len(seen))
 		if statuses["ORDER_STATUS_EXPIRED"] == 0 || statuses["ORDER_STATUS_PENDING"] == 0 {
 			t.Errorf("the orders did not expire while being listed (%v): the test proves nothing", statuses)

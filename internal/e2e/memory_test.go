@@ -36,7 +36,7 @@ func TestRedisFull(t *testing.T) {
 	deadlines := map[string]time.Time{}
 	for _, d := range dues {
 		id := fmt.Sprintf("due-%v", d)
-		o, err := s.Client.Checkout(ctx, &pb.CheckoutRequest{OrderId: id, Ttl: durationOf(d), Metadata: md})
+		o, err := s.Client.Checkout(ctx, &pb.CheckoutRequest{OrderId: id, Ttl: ttl(d), Metadata: md})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -45,7 +45,7 @@ func TestRedisFull(t *testing.T) {
 	var refused error
 	n := 0
 	for ; refused == nil; n++ {
-		_, err := s.Client.Checkout(ctx, &pb.CheckoutRequest{OrderId: fmt.Sprintf("fill-%d", n), Ttl: durationOf(time.Hour), Metadata: md})
+		_, err := s.Client.Checkout(ctx, &pb.CheckoutRequest{OrderId: fmt.Sprintf("fill-%d", n), Ttl: ttl(time.Hour), Metadata: md})
 		switch {
 		case err == nil:
 		case status.Code(err) == codes.ResourceExhausted:
@@ -118,7 +118,7 @@ func TestEvictionPolicyUnsafe(t *testing.T) {
 	checkMetrics(t, s, unsafe(0))
 	w := s.watch(t, "")
 	// Due after the change is seen: it is read every 10 s.
-	if _, err := s.Client.Checkout(ctx, &pb.CheckoutRequest{OrderId: "pending", Ttl: durationOf(13 * time.Second)}); err != nil {
+	if _, err := s.Client.Checkout(ctx, &pb.CheckoutRequest{OrderId: "pending", Ttl: ttl(13 * time.Second)}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -128,7 +128,7 @@ func TestEvictionPolicyUnsafe(t *testing.T) {
 	changed := time.Now()
 	waitHealth(t, s, healthpb.HealthCheckResponse_NOT_SERVING, 12*time.Second)
 	seen := time.Since(changed)
-	_, err := s.Client.Checkout(ctx, &pb.CheckoutRequest{OrderId: "refused", Ttl: durationOf(time.Minute)})
+	_, err := s.Client.Checkout(ctx, &pb.CheckoutRequest{OrderId: "refused", Ttl: ttl(time.Minute)})
 	if msg := status.Convert(err).Message(); status.Code(err) != codes.FailedPrecondition || !strings.Contains(msg, "maxmemory-policy allkeys-lru") || !strings.Contains(msg, "noeviction") {
 		t.Errorf("checkout on allkeys-lru: %v; want FAILED_PRECONDITION naming maxmemory-policy allkeys-lru and noeviction", err)
 	}
@@ -152,7 +152,7 @@ func TestEvictionPolicyUnsafe(t *testing.T) {
 	fixed := time.Now()
 	waitHealth(t, s, healthpb.HealthCheckResponse_SERVING, 3*time.Second)
 	back := time.Since(fixed)
-	if _, err := s.Client.Checkout(ctx, &pb.CheckoutRequest{OrderId: "accepted", Ttl: durationOf(time.Minute)}); err != nil {
+	if _, err := s.Client.Checkout(ctx, &pb.CheckoutRequest{OrderId: "accepted", Ttl: ttl(time.Minute)}); err != nil {
 		t.Errorf("checkout on noeviction again: %v", err)
 	}
 	checkMetrics(t, s, unsafe(0))

@@ -36,11 +36,16 @@ import (
 // the split is lost; in the fast mode some are (the subtest asserts it,
 // which shows the split opens the window that strict closes).
 func TestPartitionedMaster(t *testing.T) {
-	if testing.Short() {
-		t.Skip("Sentinel failover behind a partition, with Toxiproxy: not in -short")
-	}
+	faultTest(t)
+	durabilityModes(t, partitionedMaster)
+}
+
+// durabilityModes runs a fault test in the strict durability mode, which
+// must lose no confirmed checkout, and in the fast mode, whose run must
+// lose some to show that the fault opens the window strict closes.
+func durabilityModes(t *testing.T, run func(t *testing.T, mode string)) {
 	for _, mode := range []string{"strict", "fast"} {
-		t.Run(mode, func(t *testing.T) { partitionedMaster(t, mode) })
+		t.Run(mode, func(t *testing.T) { run(t, mode) })
 	}
 }
 
@@ -74,20 +79,11 @@ func partitionedMaster(t *testing.T, mode string) {
 	waitUntil(t, 10*time.Second, "two replicas online", func() bool {
 		return strings.Count(admin.Info(ctx, "replication").Val(), "state=online") == 2
 	})
-	sentinels := redistest.StartSentinels(t, master.Addr, 3)
+	sentinels := redistest.StartSentinels(t, master.Addr, len(replicas), 3)
 	addrs := make([]string, len(sentinels))
 	for i, s := range sentinels {
 		addrs[i] = s.Addr
 	}
-	waitUntil(t, 10*time.Second, "the sentinels to know both replicas", func() bool {
-		for _, s := range sentinels {
-			info := s.Client(t).Info(ctx, "sentinel").Val()
-			if !strings.Contains(info, "slaves=2,sentinels=3") {
-				return false
-			}
-		}
-		return true
-	})
 	env := map[string]string{
 		"REDIS_SENTINEL_ADDRS":  "redis://svc:svc-pw@" + addrs[0] + "?addr=" + addrs[1] + "&addr=" + addrs[2],
 		"REDIS_SENTINEL_MASTER": redistest.SentinelMaster,
@@ -95,34 +91,7 @@ func partitionedMaster(t *testing.T, mode string) {
 	}
 	s := startServer(t, env)
 
-	// Checkouts from 4 goroutines, each call recorded.
-	type call struct {
-		id      string
-		at, end time.Time
-		code    codes.Code
-		message string
-	}
-	var (
-		mu      sync.Mutex
-		calls   []call
-		stopped atomic.Bool
-		wg      sync.WaitGroup
-	)
-	for w := range 4 {
-		wg.Go(func() {
-			for k := 0; !stopped.Load(); k++ {
-				id := fmt.Sprintf("pm-%d-%d", w, k)
-				cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-				at := time.Now()
-				_, err := s.Client.Checkout(cctx, &pb.CheckoutRequest{OrderId: id, Ttl: durationOf(time.Hour)})
-				cancel()
-				mu.Lock()
-				calls = append(calls, call{id: id, at: at, end: time.Now(), code: status.Code(err), message: status.Convert(err).Message()})
-				mu.Unlock()
-				time.Sleep(5 * time.Millisecond)
-			}
-		})
-	}
+	stop := checkoutLoad(ctx, s, "pm", 5*time.Second, 5*time.Millisecond)
 	time.Sleep(2 * time.Second)
 
 	// The split: the replicas' links blackholed, the sentinels' commands
@@ -178,8 +147,7 @@ func partitionedMaster(t *testing.T, mode string) {
 	})
 	rejoined := time.Since(healed)
 	time.Sleep(time.Second)
-	stopped.Store(true)
-	wg.Wait()
+	calls := stop()
 
 	// Every confirmed checkout, on either side of the split, is pending.
 	var ok, refused, other, lost, okDuringSplit, lostDuringSplit int
@@ -199,20 +167,11 @@ func partitionedMaster(t *testing.T, mode string) {
 		if during {
 			okDuringSplit++
 		}
-		o, err := getOrder(ctx, s, c.id)
-		switch {
-		case status.Code(err) == codes.NotFound:
+		if confirmedLost(ctx, t, s, c.id, mode == "strict", fmt.Sprintf("after the split healed (confirmed %v after the split)", c.end.Sub(split).Round(time.Millisecond))) {
 			lost++
 			if during {
 				lostDuringSplit++
 			}
-			if mode == "strict" {
-				t.Errorf("%s was confirmed %v after the split and is NOT_FOUND after it healed", c.id, c.end.Sub(split).Round(time.Millisecond))
-			}
-		case err != nil:
-			t.Errorf("GetOrder(%s): %v", c.id, err)
-		case o.GetStatus() != pb.OrderStatus_ORDER_STATUS_PENDING:
-			t.Errorf("%s is %v; want pending", c.id, o.GetStatus())
 		}
 	}
 	result(t, "mode=%s calls=%d confirmed=%d refused=%d other=%d confirmed_during_split=%d lost=%d (during the split %d) failover=%s rejoined_after_heal=%s",
@@ -236,4 +195,64 @@ func getOrder(ctx context.Context, s *server, id string) (*pb.Order, error) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// loadCall is one checkout of checkoutLoad, as it went.
+type loadCall struct {
+	id      string
+	at, end time.Time
+	code    codes.Code
+	message string
+}
+
+// checkoutLoad checks out orders due in an hour, prefix-<worker>-<n>, from
+// 4 goroutines, each call bounded by timeout and followed by pause, until
+// the stop it returns is called; stop returns every call.
+func checkoutLoad(ctx context.Context, s *server, prefix string, timeout, pause time.Duration) (stop func() []loadCall) {
+	var (
+		mu      sync.Mutex
+		calls   []loadCall
+		stopped atomic.Bool
+		wg      sync.WaitGroup
+	)
+	for w := range 4 {
+		wg.Go(func() {
+			for k := 0; !stopped.Load(); k++ {
+				id := fmt.Sprintf("%s-%d-%d", prefix, w, k)
+				cctx, cancel := context.WithTimeout(ctx, timeout)
+				at := time.Now()
+				_, err := s.Client.Checkout(cctx, &pb.CheckoutRequest{OrderId: id, Ttl: ttl(time.Hour)})
+				cancel()
+				mu.Lock()
+				calls = append(calls, loadCall{id: id, at: at, end: time.Now(), code: status.Code(err), message: status.Convert(err).Message()})
+				mu.Unlock()
+				time.Sleep(pause)
+			}
+		})
+	}
+	return func() []loadCall {
+		stopped.Store(true)
+		wg.Wait()
+		return calls
+	}
+}
+
+// confirmedLost reads an order whose checkout the service confirmed: it
+// must be pending. It says whether the order is gone (NOT_FOUND), which is
+// an error where keep is set; when says at what point it was read.
+func confirmedLost(ctx context.Context, t *testing.T, s *server, id string, keep bool, when string) bool {
+	t.Helper()
+	o, err := getOrder(ctx, s, id)
+	switch {
+	case status.Code(err) == codes.NotFound:
+		if keep {
+			t.Errorf("%s was confirmed and is NOT_FOUND %s", id, when)
+		}
+		return true
+	case err != nil:
+		t.Errorf("GetOrder(%s): %v", id, err)
+	case o.GetStatus() != pb.OrderStatus_ORDER_STATUS_PENDING:
+		t.Errorf("%s is %v %s; want pending", id, o.GetStatus(), when)
+	}
+	return false
 }

@@ -35,7 +35,7 @@ func TestRedisTLS(t *testing.T) {
 		w := s.watch(t, "")
 		ctx := context.Background()
 		md := map[string]string{"over": "tls"}
-		if _, err := s.Client.Checkout(ctx, &pb.CheckoutRequest{OrderId: "tls-1", Ttl: durationOf(200 * time.Millisecond), Metadata: md}); err != nil {
+		if _, err := s.Client.Checkout(ctx, &pb.CheckoutRequest{OrderId: "tls-1", Ttl: ttl(200 * time.Millisecond), Metadata: md}); err != nil {
 			t.Fatal(err)
 		}
 		ev := w.next(t, 5*time.Second)

@@ -179,10 +179,10 @@ func startReshardLoad(pick func() *server) *reshardLoad {
 		l.wg.Go(func() {
 			for k := 0; ctx.Err() == nil; k++ {
 				id := fmt.Sprintf("rs-%d-%d", w, k)
-				ttl := time.Second + time.Duration(k%20)*100*time.Millisecond
+				life := time.Second + time.Duration(k%20)*100*time.Millisecond
 				s := pick()
 				if !l.call(ctx, "checkout", id, func(ctx context.Context) error {
-					_, err := s.Client.Checkout(ctx, &pb.CheckoutRequest{OrderId: id, Ttl: durationOf(ttl)})
+					_, err := s.Client.Checkout(ctx, &pb.CheckoutRequest{OrderId: id, Ttl: ttl(life)})
 					return err
 				}) {
 					continue

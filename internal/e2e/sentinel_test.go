@@ -221,9 +221,9 @@ func startBurst(pick func() *server, workers int) *burst {
 			for k := 0; !b.stopped.Load(); k++ {
 				s := pick()
 				id := fmt.Sprintf("sb-%d-%d", w, k)
-				ttl := 2*time.Second + rand.N(6*time.Second)
-				if !b.call(ctx, "checkout", id, ttl, func(ctx context.Context) error {
-					_, err := s.Client.Checkout(ctx, &pb.CheckoutRequest{OrderId: id, Ttl: durationOf(ttl)})
+				life := 2*time.Second + rand.N(6*time.Second)
+				if !b.call(ctx, "checkout", id, life, func(ctx context.Context) error {
+					_, err := s.Client.Checkout(ctx, &pb.CheckoutRequest{OrderId: id, Ttl: ttl(life)})
 					return err
 				}) {
 					continue

@@ -77,8 +77,16 @@ func StartSentinel(t testing.TB, replicas, sentinels int, args ...string) *Senti
 		sn.add(Start(t, append(append(common, "--replicaof", host, port), args...)...))
 	}
 	sn.settle(t, func(ctx context.Context) error { return sn.replicasUp(ctx, master, replicas) })
-	for range sentinels {
-		s := startSentinelProcess(t, master.Addr, sentinels/2+1, sn.password)
+	sn.startSentinels(t, master.Addr, replicas, sentinels)
+	return sn
+}
+
+// startSentinels starts n sentinels that monitor the master at addr and
+// waits until each knows its replicas and the other sentinels.
+func (sn *Sentinel) startSentinels(t testing.TB, addr string, replicas, n int) {
+	t.Helper()
+	for range n {
+		s := startSentinelProcess(t, addr, n/2+1, sn.password)
 		sn.Sentinels = append(sn.Sentinels, s)
 		sn.sentinels[s] = redis.NewSentinelClient(sn.options(s))
 	}
@@ -88,14 +96,13 @@ func StartSentinel(t testing.TB, replicas, sentinels int, args ...string) *Senti
 			if err != nil {
 				return fmt.Errorf("sentinel %s: SENTINEL MASTER: %w", s.Addr, err)
 			}
-			if m["num-slaves"] != strconv.Itoa(replicas) || m["num-other-sentinels"] != strconv.Itoa(sentinels-1) {
+			if m["num-slaves"] != strconv.Itoa(replicas) || m["num-other-sentinels"] != strconv.Itoa(n-1) {
 				return fmt.Errorf("sentinel %s knows %s replicas and %s other sentinels, want %d and %d",
-					s.Addr, m["num-slaves"], m["num-other-sentinels"], replicas, sentinels-1)
+					s.Addr, m["num-slaves"], m["num-other-sentinels"], replicas, n-1)
 			}
 		}
 		return nil
 	})
-	return sn
 }
 
 func (sn *Sentinel) add(s *Server) {
@@ -107,14 +114,19 @@ func (sn *Sentinel) add(s *Server) {
 // StartSentinels starts n sentinels (a quorum of a majority) that monitor
 // the master at addr as SentinelMaster, with the timings of StartSentinel,
 // for a test that builds the master and its replicas itself (replicas that
-// replicate through a proxy, say). They stop at t.Cleanup.
-func StartSentinels(t testing.TB, addr string, n int) []*Server {
+// replicate through a proxy, say), and waits as StartSentinel does until
+// each knows the master's replicas replicas and the other sentinels. They
+// stop at t.Cleanup.
+func StartSentinels(t testing.TB, addr string, replicas, n int) []*Server {
 	t.Helper()
-	out := make([]*Server, n)
-	for i := range out {
-		out[i] = startSentinelProcess(t, addr, n/2+1, "")
-	}
-	return out
+	sn := &Sentinel{sentinels: map[*Server]*redis.SentinelClient{}}
+	t.Cleanup(func() {
+		for _, c := range sn.sentinels {
+			_ = c.Close()
+		}
+	})
+	sn.startSentinels(t, addr, replicas, n)
+	return sn.Sentinels
 }
 
 // startSentinelProcess starts one redis-server --sentinel monitoring the

@@ -510,8 +510,7 @@ func testGroupConsumerLimit(t *testing.T, su suite) {
 	s := su.start(t, retention)
 	gs := groupStore(t, s)
 	if len(tails(t, s)) > 1 {
-		t.Log("a partitioned store bounds the consumers of each partition; the runs on one partition check the bound")
-		return
+		t.Skip("a partitioned store bounds the consumers of each partition; the runs on one partition check the bound")
 	}
 	createGroup(t, gs, settings("g", time.Minute, 5), nil)
 	const events = limit + 11

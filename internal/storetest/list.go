@@ -203,9 +203,12 @@ func testListFilters(t *testing.T, su suite) {
 // at a time: the position within a deadline is the id.
 func testListSameDeadline(t *testing.T, su suite) {
 	s := su.start(t, retention)
+	// An absolute deadline, so that the orders share it whatever the
+	// store's clock reads between them.
+	at := time.Now().Add(time.Hour).Truncate(time.Millisecond)
 	var items []order.CheckoutItem
 	for i := range 50 {
-		items = append(items, order.CheckoutItem{ID: fmt.Sprintf("same-%03d", (i*37)%50), TTL: time.Hour})
+		items = append(items, order.CheckoutItem{ID: fmt.Sprintf("same-%03d", (i*37)%50), At: at, MaxTTL: 2 * time.Hour})
 	}
 	for _, r := range s.BatchCheckout(t.Context(), items) {
 		if r.Err != nil {
@@ -219,6 +222,11 @@ func testListSameDeadline(t *testing.T, su suite) {
 				t.Fatalf("desc=%v by %d: %d orders listed, want 50: %s", desc, size, len(got), ids(got))
 			}
 			checkSorted(t, fmt.Sprintf("desc=%v by %d", desc, size), got, desc)
+			for _, o := range got {
+				if !o.Deadline.Equal(at) {
+					t.Fatalf("%s is due %v, not at the deadline %v the orders share", o.ID, o.Deadline, at)
+				}
+			}
 		}
 	}
 }
@@ -385,6 +393,18 @@ func testListPagingUnderChurn(t *testing.T, su suite) {
 	}
 	stop.Store(true)
 	wg.Wait()
+	CheckListedOnce(t, seen, "churn-%05d", n)
+	t.Logf("%d pages in %v; of the 10,000: %d listed pending, %d expired; %d orders created meanwhile", pages, time.Since(start).Round(time.Millisecond), pendingSeen, expiredSeen, created.Load())
+	if expiredSeen == 0 || pendingSeen == 0 {
+		t.Errorf("the orders did not expire while being listed (%d pending, %d expired): the test proves nothing", pendingSeen, expiredSeen)
+	}
+}
+
+// CheckListedOnce fails t for each order listed more than once in seen (a
+// count by id of what a paging listed) and unless each of the n orders
+// named by idFormat from 0 on was listed.
+func CheckListedOnce(t *testing.T, seen map[string]int, idFormat string, n int) {
+	t.Helper()
 	for id, c := range seen {
 		if c > 1 {
 			t.Errorf("%s listed %d times", id, c)
@@ -392,16 +412,12 @@ func testListPagingUnderChurn(t *testing.T, su suite) {
 	}
 	missed := 0
 	for i := range n {
-		if seen[fmt.Sprintf("churn-%05d", i)] != 1 {
+		if seen[fmt.Sprintf(idFormat, i)] != 1 {
 			missed++
 		}
 	}
 	if missed > 0 {
 		t.Errorf("%d of the %d orders were not listed", missed, n)
-	}
-	t.Logf("%d pages in %v; of the 10,000: %d listed pending, %d expired; %d orders created meanwhile", pages, time.Since(start).Round(time.Millisecond), pendingSeen, expiredSeen, created.Load())
-	if expiredSeen == 0 || pendingSeen == 0 {
-		t.Errorf("the orders did not expire while being listed (%d pending, %d expired): the test proves nothing", pendingSeen, expiredSeen)
 	}
 }
 
