@@ -116,7 +116,7 @@ local function whyTimes(why, id)
   return string.match(cur, '^(%d+) (%d+)')
 end
 
--- noteDelivered records a delivery of entry id at ms now, keeping the
+-- noteDelivered records a redelivery of entry id at ms now, keeping the
 -- first delivery's time and the last nack.
 local function noteDelivered(why, id, now)
   local cur = redis.call('HGET', why, id)
@@ -265,7 +265,8 @@ if #out < want then
   if r then
     for _, e in ipairs(r[1][2]) do
       out[#out + 1] = {e[1], 1, e[2]}
-      noteDelivered(why, e[1], now)
+      -- A first delivery: no record to keep anything of.
+      redis.call('HSET', why, e[1], now .. ' ' .. now)
     end
   end
 end
