@@ -20,7 +20,9 @@ import (
 // can finish one that another started, and one that a replica was working
 // when it died is taken up by the next replica to look (within opLease):
 //
-//	oe:ops                  sorted set, operation id -> created (unix ms)
+//	oe:ops                  sorted set, operation id -> created (unix µs,
+//	                        so that operations started in the same ms
+//	                        are listed in the order they started)
 //	oe:op:<id>              hash: spec (the operation as JSON), state,
 //	                        created, updated, ended, error, owner and lease
 //	                        (the replica working it, and until when), cancel
@@ -105,15 +107,16 @@ func (s *Store) StartOperation(ctx context.Context, op order.Operation) (order.O
 	if err != nil {
 		return order.Operation{}, err
 	}
-	now, err := s.redisNow(ctx)
+	t, err := s.rdb.Time(ctx).Result()
 	if err != nil {
-		return order.Operation{}, err
+		return order.Operation{}, storeError(err)
 	}
+	now := time.UnixMilli(t.UnixMilli())
 	ms := now.UnixMilli()
 	if err := s.rdb.HSet(ctx, opKey(op.ID), "spec", string(spec), "state", order.OpRunning.String(), "created", ms, "updated", ms).Err(); err != nil {
 		return order.Operation{}, storeError(err)
 	}
-	if err := s.rdb.ZAdd(ctx, opsKey, redis.Z{Score: float64(ms), Member: op.ID}).Err(); err != nil {
+	if err := s.rdb.ZAdd(ctx, opsKey, redis.Z{Score: float64(t.UnixMicro()), Member: op.ID}).Err(); err != nil {
 		return order.Operation{}, storeError(err)
 	}
 	select {
@@ -122,15 +125,6 @@ func (s *Store) StartOperation(ctx context.Context, op order.Operation) (order.O
 	}
 	op.State, op.Created, op.Updated, op.Progress = order.OpRunning, now, now, order.Progress{}
 	return op, nil
-}
-
-// redisNow reads Redis's clock.
-func (s *Store) redisNow(ctx context.Context) (time.Time, error) {
-	t, err := s.rdb.Time(ctx).Result()
-	if err != nil {
-		return time.Time{}, storeError(err)
-	}
-	return time.UnixMilli(t.UnixMilli()), nil
 }
 
 // GetOperation returns a bulk operation with its counts: the final ones

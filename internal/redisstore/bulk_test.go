@@ -70,3 +70,32 @@ func TestBulkChangeRechecksChangedOrders(t *testing.T) {
 		t.Errorf("rc-done is %v, want completed", o.Status)
 	}
 }
+
+// TestListOperationsStartOrder: operations started within the same
+// millisecond are listed newest first all the same, not in the order of
+// their random ids.
+func TestListOperationsStartOrder(t *testing.T) {
+	srv := redistest.Start(t)
+	s := newStore(t, srv) // not run: the operations stay running
+	ctx := t.Context()
+	var started []string
+	for range 30 {
+		op, err := s.StartOperation(ctx, order.Operation{Filter: `metadata.m = "none"`, Change: order.BulkChange{Cancel: true}, DryRun: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		started = append(started, op.ID)
+	}
+	ops, err := s.ListOperations(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ops) != len(started) {
+		t.Fatalf("ListOperations: %d operations, want %d", len(ops), len(started))
+	}
+	for i, op := range ops {
+		if want := started[len(started)-1-i]; op.ID != want {
+			t.Fatalf("ListOperations[%d] is %s (created %v), want %s: not newest first", i, op.ID, op.Created.Format(time.StampMilli), want)
+		}
+	}
+}
