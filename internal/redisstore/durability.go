@@ -208,11 +208,14 @@ func (s *Store) durably(ctx context.Context, node *redis.Client, key string, que
 	}
 	conn := node.Conn()
 	defer conn.Close()
+	addr := node.Options().Addr
+	v, _ := s.nodeReplicas.Load(addr)
+	known, _ := v.(int32)
 	started := time.Now()
 	var c *confirmation
 	cmds, err := conn.Pipelined(ctx, func(pipe redis.Pipeliner) error {
 		queue(pipe)
-		c = s.queueConfirm(ctx, pipe, s.nodeReplicas.Load(), key)
+		c = s.queueConfirm(ctx, pipe, known, key)
 		return nil
 	})
 	for _, cmd := range cmds {
@@ -231,7 +234,7 @@ func (s *Store) durably(ctx context.Context, node *redis.Client, key string, que
 		return s.nodeError(err)
 	}
 	n, err := s.confirm(ctx, conn, c, started)
-	s.nodeReplicas.Store(n)
+	s.nodeReplicas.Store(addr, n)
 	return err
 }
 

@@ -120,9 +120,12 @@ type Store struct {
 	// durability.go).
 	durability Durability
 	dur        settingsCheck
-	// nodeReplicas is the replicas the master of the last group write had,
-	// where its confirmation starts (partitions keep their own count).
-	nodeReplicas atomic.Int32
+	// nodeReplicas is, by master address, the replicas the master had at
+	// its last group write, where the next one's confirmation starts
+	// (partitions keep their own count): one count for every master would
+	// make a write to a master with fewer replicas than the last one's
+	// wait out replicaWait for replicas it does not have.
+	nodeReplicas sync.Map
 	// unconfirmedWrites counts the strict writes that their replicas did
 	// not confirm in time.
 	unconfirmedWrites atomic.Uint64
