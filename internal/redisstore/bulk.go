@@ -100,9 +100,7 @@ func (s *Store) StartOperation(ctx context.Context, op order.Operation) (order.O
 	if _, err := s.layout(ctx); err != nil {
 		return order.Operation{}, err
 	}
-	b := make([]byte, 8)
-	rand.Read(b)
-	op.ID = hex.EncodeToString(b)
+	op.ID = randomID()
 	spec, err := json.Marshal(specOf(op))
 	if err != nil {
 		return order.Operation{}, err
@@ -670,8 +668,9 @@ func (s *Store) changeChunk(ctx context.Context, p *partition, id string, sp opS
 	return true, nil
 }
 
-// newOwner returns a random name for this replica, as a lease holder.
-func newOwner() string {
+// randomID returns 64 random bits in hex: an operation's id, and the name
+// of this replica as a lease holder.
+func randomID() string {
 	b := make([]byte, 8)
 	rand.Read(b)
 	return hex.EncodeToString(b)

@@ -149,7 +149,7 @@ func New(rdb redis.UniversalClient, opts Options) *Store {
 		onExpire:  opts.OnExpire,
 		sentinel:  opts.Sentinel,
 		tracing:   opts.Tracing,
-		owner:     newOwner(),
+		owner:     randomID(),
 		opWake:    make(chan struct{}, 1),
 
 		durability:        opts.Durability,
