@@ -33,15 +33,10 @@ import (
 // a variable for the tests.
 var policyEvery = 10 * time.Second
 
-// eviction is what the store last learnt of Redis's eviction policy: the
-// reason checkouts are refused, nil while the policy is safe (or cannot be
-// read).
-type eviction struct{ settingsCheck }
-
 // checkEviction reads the eviction policy when it is due (see above) and
 // returns an error naming the setting to change while it is unsafe.
 func (s *Store) checkEviction(ctx context.Context) error {
-	return s.checkSettings(ctx, &s.ev.settingsCheck, s.readEviction,
+	return s.checkSettings(ctx, &s.ev, s.readEviction,
 		"Redis's maxmemory-policy is safe again (noeviction): checkouts are accepted",
 		func(err error) {
 			s.log.Warn("cannot read Redis's maxmemory-policy (CONFIG GET is refused): verify by hand that it is noeviction; "+

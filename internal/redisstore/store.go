@@ -112,8 +112,9 @@ type Store struct {
 	opWake chan struct{}
 	// deliverTurn turns the partition Deliver starts at.
 	deliverTurn atomic.Uint32
-	// ev is what the store knows of Redis's eviction policy.
-	ev eviction
+	// ev is what the store knows of Redis's eviction policy: the reason
+	// checkouts are refused, nil while it is safe (or cannot be read).
+	ev settingsCheck
 
 	// durability is what an OK to a write promises; dur what the store
 	// knows of the settings of Redis that keep the promise (see
