@@ -446,15 +446,23 @@ func (s *Store) workOperations(ctx context.Context, parts []*partition) error {
 	if err != nil {
 		return err
 	}
+	// Every operation's state in one pipeline: this runs every opPoll,
+	// and the ended ones stay for the retention period.
+	cmds := make([]*redis.SliceCmd, len(ids))
+	if _, err := s.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		for i, id := range ids {
+			cmds[i] = pipe.HMGet(ctx, opKey(id), "state", "ended")
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
 	now := time.Now()
-	for _, id := range ids {
+	for i, id := range ids {
 		if ctx.Err() != nil {
 			return nil
 		}
-		h, err := s.rdb.HMGet(ctx, opKey(id), "state", "ended").Result()
-		if err != nil {
-			return err
-		}
+		h := cmds[i].Val()
 		if h[0] == nil {
 			s.rdb.ZRem(ctx, opsKey, id)
 			continue

@@ -99,3 +99,27 @@ func TestListOperationsStartOrder(t *testing.T) {
 		}
 	}
 }
+
+// TestEndedOperationsDropped: an ended operation is kept for the retention
+// period, then dropped with its place in the list.
+func TestEndedOperationsDropped(t *testing.T) {
+	srv := redistest.Start(t)
+	s := redisstore.New(srv.Client(t), redisstore.Options{Retention: time.Second, Logger: testLogger(t)})
+	run(t, s)
+	ctx := t.Context()
+	op, err := s.StartOperation(ctx, order.Operation{Filter: `metadata.m = "none"`, Change: order.BulkChange{Cancel: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 5*time.Second, "the operation to end", func() bool {
+		got, err := s.GetOperation(ctx, op.ID)
+		return err == nil && got.Done()
+	})
+	if ops, err := s.ListOperations(ctx); err != nil || len(ops) != 1 {
+		t.Fatalf("ListOperations after the end: %d operations, %v; want it kept", len(ops), err)
+	}
+	waitUntil(t, 10*time.Second, "the operation dropped a retention after its end", func() bool {
+		_, err := s.GetOperation(ctx, op.ID)
+		return order.KindOf(err) == order.KindNotFound && srv.Client(t).ZCard(ctx, "oe:ops").Val() == 0
+	})
+}
