@@ -286,6 +286,41 @@ func (s *Store) groupNode(ctx context.Context, key string) (*redis.Client, error
 	return node, storeError(err)
 }
 
+// eachNode calls read, within callTimeout, on the Redis of the store, or on
+// every master of a cluster at once, with the name a log line or a reason
+// gives the node, and returns what each read returned; err is the first
+// failure's.
+func eachNode[T any](ctx context.Context, s *Store, read func(ctx context.Context, node *redis.Client, name string) (T, error)) ([]T, error) {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	if s.cluster == nil {
+		name := "Redis"
+		if s.sentinel {
+			name = "the Redis master the sentinels name"
+		}
+		v, err := read(ctx, s.rdb.(*redis.Client), name)
+		if err != nil {
+			return nil, err
+		}
+		return []T{v}, nil
+	}
+	var (
+		mu  sync.Mutex
+		out []T
+	)
+	err := s.cluster.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
+		v, err := read(ctx, node, "Redis master "+node.Options().Addr)
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		out = append(out, v)
+		return nil
+	})
+	return out, storeError(err)
+}
+
 // Redis's settings decide whether the strict mode can keep its promise.
 // Ping reads them as it reads the eviction policy (see eviction.go): at the
 // first call, then every policyEvery, every second while they are unsafe,
@@ -423,31 +458,9 @@ func readNode(ctx context.Context, node *redis.Client, name string) (nodeSetting
 // readDurability reads the settings of the Redis, or of every master of a
 // cluster, and returns why they break the strict promise, or "".
 func (s *Store) readDurability(ctx context.Context) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, callTimeout)
-	defer cancel()
-	var nodes []nodeSettings
-	if s.cluster == nil {
-		name := "Redis"
-		if s.sentinel {
-			name = "the Redis master the sentinels name"
-		}
-		ns, err := readNode(ctx, s.rdb.(*redis.Client), name)
-		if err != nil {
-			return "", err
-		}
-		nodes = append(nodes, ns)
-	} else {
-		var mu sync.Mutex
-		err := s.cluster.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
-			ns, err := readNode(ctx, node, "Redis master "+node.Options().Addr)
-			mu.Lock()
-			defer mu.Unlock()
-			nodes = append(nodes, ns)
-			return err
-		})
-		if err != nil {
-			return "", storeError(err)
-		}
+	nodes, err := eachNode(ctx, s, readNode)
+	if err != nil {
+		return "", err
 	}
 	if s.durability != DurabilityStrict {
 		s.fastWindow.Do(func() { s.logFastWindow(nodes) })

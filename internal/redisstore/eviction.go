@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -47,27 +46,16 @@ func (s *Store) checkEviction(ctx context.Context) error {
 // readEviction reads maxmemory and maxmemory-policy from one Redis, or from
 // every master of a cluster, and returns why they are unsafe, or "".
 func (s *Store) readEviction(ctx context.Context) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, callTimeout)
-	defer cancel()
-	if s.cluster == nil {
-		name := "Redis"
-		if s.sentinel {
-			name = "the Redis master the sentinels name"
-		}
-		return evictionReason(ctx, s.rdb.(*redis.Client), name)
+	reasons, err := eachNode(ctx, s, evictionReason)
+	if err != nil {
+		return "", err
 	}
-	var mu sync.Mutex
-	var reason string
-	err := s.cluster.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
-		r, err := evictionReason(ctx, node, "Redis master "+node.Options().Addr)
-		mu.Lock()
-		defer mu.Unlock()
-		if reason == "" {
-			reason = r
+	for _, r := range reasons {
+		if r != "" {
+			return r, nil
 		}
-		return err
-	})
-	return reason, storeError(err)
+	}
+	return "", nil
 }
 
 // evictionReason reads the settings of one node, named name in the reason:
