@@ -429,7 +429,7 @@ func TestClusterBulkChange(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cancel, err := stores[1].StartOperation(t.Context(), order.Operation{Filter: `metadata.m = "b" AND mastersid = "cb-b-1*"`, Change: order.BulkChange{Cancel: true, MaxTTL: 24 * time.Hour}})
+	cancel, err := stores[1].StartOperation(t.Context(), order.Operation{Filter: `metadata.m = "b" AND order_id = "cb-b-1*"`, Change: order.BulkChange{Cancel: true, MaxTTL: 24 * time.Hour}})
 	if err != nil {
 		t.Fatal(err)
 	}
