@@ -525,9 +525,14 @@ func (s *Store) workOperation(ctx context.Context, parts []*partition, id string
 		if err := endOpScript.Run(ctx, s.rdb, []string{opKey(id)}, st.String(), msg, sum.Matched, sum.Changed, sum.Skipped, sum.Failed).Err(); err != nil {
 			return storeError(err)
 		}
-		for _, p := range parts {
-			s.rdb.Del(ctx, p.keys.prefix+"op:"+id, p.keys.prefix+"op:"+id+":todo")
-		}
+		// Its partitions' counts and todo sets, in one pipeline: what a
+		// failure leaves, nothing reads again.
+		_, _ = s.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+			for _, p := range parts {
+				pipe.Del(ctx, p.keys.prefix+"op:"+id, p.keys.prefix+"op:"+id+":todo")
+			}
+			return nil
+		})
 		s.log.Info("bulk operation ended", "operation", id, "state", st, "matched", sum.Matched, "changed", sum.Changed, "skipped", sum.Skipped, "failed", sum.Failed)
 		return nil
 	}

@@ -1,6 +1,7 @@
 package redisstore_test
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -104,16 +105,26 @@ func TestListOperationsStartOrder(t *testing.T) {
 // period, then dropped with its place in the list.
 func TestEndedOperationsDropped(t *testing.T) {
 	srv := redistest.Start(t)
-	s := redisstore.New(srv.Client(t), redisstore.Options{Retention: time.Second, Logger: testLogger(t)})
+	s := redisstore.New(srv.Client(t), redisstore.Options{Retention: time.Second, Logger: testLogger(t), Partitions: 3})
 	run(t, s)
 	ctx := t.Context()
-	op, err := s.StartOperation(ctx, order.Operation{Filter: `metadata.m = "none"`, Change: order.BulkChange{Cancel: true}})
+	for i := range 10 {
+		if _, _, err := s.Checkout(ctx, fmt.Sprintf("ed-%d", i), time.Hour, map[string]string{"m": "a"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	op, err := s.StartOperation(ctx, order.Operation{Filter: `metadata.m = "a"`, Change: order.BulkChange{Cancel: true}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	waitUntil(t, 5*time.Second, "the operation to end", func() bool {
 		got, err := s.GetOperation(ctx, op.ID)
 		return err == nil && got.Done()
+	})
+	// Its partitions' keys go with its end; its own hash stays.
+	waitUntil(t, 5*time.Second, "the partitions' keys of the ended operation deleted", func() bool {
+		keys, err := srv.Client(t).Keys(ctx, "oe:{*}:op:*").Result()
+		return err == nil && len(keys) == 0
 	})
 	if ops, err := s.ListOperations(ctx); err != nil || len(ops) != 1 {
 		t.Fatalf("ListOperations after the end: %d operations, %v; want it kept", len(ops), err)
