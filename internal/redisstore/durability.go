@@ -240,7 +240,11 @@ func (s *Store) durably(ctx context.Context, node *redis.Client, key string, que
 
 // durablyOn runs, through durably, the writes that queue adds for each of
 // keys (queue is given the key's index) on the master that holds the key:
-// one pipeline, and one confirmation, per master, in the order of keys.
+// one pipeline, and one confirmation, per master, the masters in the order
+// of their first key. A key's writes may therefore run before those of an
+// earlier key on another master, and in the fast mode every master's run
+// whatever another's did: writes that must follow others' success take a
+// call of their own (see DeleteGroup).
 func (s *Store) durablyOn(ctx context.Context, keys []string, queue func(pipe redis.Pipeliner, i int)) error {
 	var nodes []*redis.Client
 	byNode := map[*redis.Client][]int{}
