@@ -180,10 +180,6 @@ func (s *Store) bulkApply(b *bulkOp, e deadlineEntry, now time.Time) order.Progr
 	if !allowed {
 		return order.Progress{Failed: 1}
 	}
-	s.byDeadline.Delete(filter.KeyOf(o))
-	o.Deadline = nd
-	s.byDeadline.ReplaceOrInsert(filter.KeyOf(o))
-	o.Reschedules++
-	s.schedule(o.ID, nd)
+	s.reschedule(o, nd)
 	return order.Progress{Changed: 1}
 }

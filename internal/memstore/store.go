@@ -203,14 +203,20 @@ func (s *Store) Reschedule(_ context.Context, id string, r order.Reschedule) (or
 	if !at.After(now) || at.After(now.Add(r.MaxTTL)) {
 		return order.Order{}, order.BadNewDeadline(at, now, r.MaxTTL)
 	}
-	// The old heap entry stays behind and is skipped, its time no longer
-	// the order's deadline.
+	s.reschedule(o, at)
+	return s.view(o, now), nil
+}
+
+// reschedule moves pending order o to deadline at, in the listing's index
+// and the expiry heap, and counts it; the caller holds mu. The old heap
+// entry stays behind and is skipped, its time no longer the order's
+// deadline.
+func (s *Store) reschedule(o *order.Order, at time.Time) {
 	s.byDeadline.Delete(filter.KeyOf(o))
 	o.Deadline = at
 	s.byDeadline.ReplaceOrInsert(filter.KeyOf(o))
 	o.Reschedules++
-	s.schedule(id, at)
-	return s.view(o, now), nil
+	s.schedule(o.ID, at)
 }
 
 // schedule adds an order's deadline to the heap, and wakes the expiry loop

@@ -20,7 +20,9 @@ import (
 // can finish one that another started, and one that a replica was working
 // when it died is taken up by the next replica to look (within opLease):
 //
-//	oe:ops                  sorted set, operation id -> created (unix ms)
+//	oe:ops                  sorted set, operation id -> created (unix µs,
+//	                        so that operations started in the same ms
+//	                        are listed in the order they started)
 //	oe:op:<id>              hash: spec (the operation as JSON), state,
 //	                        created, updated, ended, error, owner and lease
 //	                        (the replica working it, and until when), cancel
@@ -98,22 +100,21 @@ func (s *Store) StartOperation(ctx context.Context, op order.Operation) (order.O
 	if _, err := s.layout(ctx); err != nil {
 		return order.Operation{}, err
 	}
-	b := make([]byte, 8)
-	rand.Read(b)
-	op.ID = hex.EncodeToString(b)
+	op.ID = randomID()
 	spec, err := json.Marshal(specOf(op))
 	if err != nil {
 		return order.Operation{}, err
 	}
-	now, err := s.redisNow(ctx)
+	t, err := s.rdb.Time(ctx).Result()
 	if err != nil {
-		return order.Operation{}, err
+		return order.Operation{}, storeError(err)
 	}
+	now := time.UnixMilli(t.UnixMilli())
 	ms := now.UnixMilli()
 	if err := s.rdb.HSet(ctx, opKey(op.ID), "spec", string(spec), "state", order.OpRunning.String(), "created", ms, "updated", ms).Err(); err != nil {
 		return order.Operation{}, storeError(err)
 	}
-	if err := s.rdb.ZAdd(ctx, opsKey, redis.Z{Score: float64(ms), Member: op.ID}).Err(); err != nil {
+	if err := s.rdb.ZAdd(ctx, opsKey, redis.Z{Score: float64(t.UnixMicro()), Member: op.ID}).Err(); err != nil {
 		return order.Operation{}, storeError(err)
 	}
 	select {
@@ -122,15 +123,6 @@ func (s *Store) StartOperation(ctx context.Context, op order.Operation) (order.O
 	}
 	op.State, op.Created, op.Updated, op.Progress = order.OpRunning, now, now, order.Progress{}
 	return op, nil
-}
-
-// redisNow reads Redis's clock.
-func (s *Store) redisNow(ctx context.Context) (time.Time, error) {
-	t, err := s.rdb.Time(ctx).Result()
-	if err != nil {
-		return time.Time{}, storeError(err)
-	}
-	return time.UnixMilli(t.UnixMilli()), nil
 }
 
 // GetOperation returns a bulk operation with its counts: the final ones
@@ -454,15 +446,23 @@ func (s *Store) workOperations(ctx context.Context, parts []*partition) error {
 	if err != nil {
 		return err
 	}
+	// Every operation's state in one pipeline: this runs every opPoll,
+	// and the ended ones stay for the retention period.
+	cmds := make([]*redis.SliceCmd, len(ids))
+	if _, err := s.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		for i, id := range ids {
+			cmds[i] = pipe.HMGet(ctx, opKey(id), "state", "ended")
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
 	now := time.Now()
-	for _, id := range ids {
+	for i, id := range ids {
 		if ctx.Err() != nil {
 			return nil
 		}
-		h, err := s.rdb.HMGet(ctx, opKey(id), "state", "ended").Result()
-		if err != nil {
-			return err
-		}
+		h := cmds[i].Val()
 		if h[0] == nil {
 			s.rdb.ZRem(ctx, opsKey, id)
 			continue
@@ -525,9 +525,14 @@ func (s *Store) workOperation(ctx context.Context, parts []*partition, id string
 		if err := endOpScript.Run(ctx, s.rdb, []string{opKey(id)}, st.String(), msg, sum.Matched, sum.Changed, sum.Skipped, sum.Failed).Err(); err != nil {
 			return storeError(err)
 		}
-		for _, p := range parts {
-			s.rdb.Del(ctx, p.keys.prefix+"op:"+id, p.keys.prefix+"op:"+id+":todo")
-		}
+		// Its partitions' counts and todo sets, in one pipeline: what a
+		// failure leaves, nothing reads again.
+		_, _ = s.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+			for _, p := range parts {
+				pipe.Del(ctx, p.keys.prefix+"op:"+id, p.keys.prefix+"op:"+id+":todo")
+			}
+			return nil
+		})
 		s.log.Info("bulk operation ended", "operation", id, "state", st, "matched", sum.Matched, "changed", sum.Changed, "skipped", sum.Skipped, "failed", sum.Failed)
 		return nil
 	}
@@ -676,8 +681,9 @@ func (s *Store) changeChunk(ctx context.Context, p *partition, id string, sp opS
 	return true, nil
 }
 
-// newOwner returns a random name for this replica, as a lease holder.
-func newOwner() string {
+// randomID returns 64 random bits in hex: an operation's id, and the name
+// of this replica as a lease holder.
+func randomID() string {
 	b := make([]byte, 8)
 	rand.Read(b)
 	return hex.EncodeToString(b)

@@ -1,6 +1,7 @@
 package redisstore_test
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -69,4 +70,67 @@ func TestBulkChangeRechecksChangedOrders(t *testing.T) {
 	if o, _ := s.Get(ctx, "rc-done"); o.Status != order.StatusCompleted {
 		t.Errorf("rc-done is %v, want completed", o.Status)
 	}
+}
+
+// TestListOperationsStartOrder: operations started within the same
+// millisecond are listed newest first all the same, not in the order of
+// their random ids.
+func TestListOperationsStartOrder(t *testing.T) {
+	srv := redistest.Start(t)
+	s := newStore(t, srv) // not run: the operations stay running
+	ctx := t.Context()
+	var started []string
+	for range 30 {
+		op, err := s.StartOperation(ctx, order.Operation{Filter: `metadata.m = "none"`, Change: order.BulkChange{Cancel: true}, DryRun: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		started = append(started, op.ID)
+	}
+	ops, err := s.ListOperations(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ops) != len(started) {
+		t.Fatalf("ListOperations: %d operations, want %d", len(ops), len(started))
+	}
+	for i, op := range ops {
+		if want := started[len(started)-1-i]; op.ID != want {
+			t.Fatalf("ListOperations[%d] is %s (created %v), want %s: not newest first", i, op.ID, op.Created.Format(time.StampMilli), want)
+		}
+	}
+}
+
+// TestEndedOperationsDropped: an ended operation is kept for the retention
+// period, then dropped with its place in the list.
+func TestEndedOperationsDropped(t *testing.T) {
+	srv := redistest.Start(t)
+	s := redisstore.New(srv.Client(t), redisstore.Options{Retention: time.Second, Logger: testLogger(t), Partitions: 3})
+	run(t, s)
+	ctx := t.Context()
+	for i := range 10 {
+		if _, _, err := s.Checkout(ctx, fmt.Sprintf("ed-%d", i), time.Hour, map[string]string{"m": "a"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	op, err := s.StartOperation(ctx, order.Operation{Filter: `metadata.m = "a"`, Change: order.BulkChange{Cancel: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 5*time.Second, "the operation to end", func() bool {
+		got, err := s.GetOperation(ctx, op.ID)
+		return err == nil && got.Done()
+	})
+	// Its partitions' keys go with its end; its own hash stays.
+	waitUntil(t, 5*time.Second, "the partitions' keys of the ended operation deleted", func() bool {
+		keys, err := srv.Client(t).Keys(ctx, "oe:{*}:op:*").Result()
+		return err == nil && len(keys) == 0
+	})
+	if ops, err := s.ListOperations(ctx); err != nil || len(ops) != 1 {
+		t.Fatalf("ListOperations after the end: %d operations, %v; want it kept", len(ops), err)
+	}
+	waitUntil(t, 10*time.Second, "the operation dropped a retention after its end", func() bool {
+		_, err := s.GetOperation(ctx, op.ID)
+		return order.KindOf(err) == order.KindNotFound && srv.Client(t).ZCard(ctx, "oe:ops").Val() == 0
+	})
 }

@@ -513,3 +513,45 @@ func TestClusterDeadLetterWhy(t *testing.T) {
 		}
 	}
 }
+
+// TestClusterDeleteGroupKeepsSettingsOnFailure: DeleteGroup deletes the
+// group's settings only once every stream's group is gone. A master that
+// cannot be reached fails the call, and the group is still there for the
+// next DeleteGroup to finish, even where the settings' master is written
+// before the dead one.
+func TestClusterDeleteGroupKeepsSettingsOnFailure(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a Redis Cluster")
+	}
+	c := redistest.StartCluster(t, 3, 0)
+	const partitions = 6
+	s := redisstore.New(c.Client(t), redisstore.Options{Retention: time.Hour, Logger: testLogger(t), Partitions: partitions})
+	ctx := t.Context()
+	if _, _, err := s.CreateGroup(ctx, order.Group{ID: "g", AckDeadline: time.Minute, MaxDeliveries: 3}, nil, 10); err != nil {
+		t.Fatal(err)
+	}
+	// The masters in the order DeleteGroup first writes to them: that of
+	// each partition's stream, in partition order. The one to kill is the
+	// last, and must not hold the settings.
+	settings := c.MasterOf(t, "oe:groups")
+	var masters []*redistest.Server
+	seen := map[string]bool{}
+	for i := range partitions {
+		m := c.MasterOf(t, fmt.Sprintf("oe:{%d}:events", i))
+		if !seen[m.Addr] {
+			seen[m.Addr] = true
+			masters = append(masters, m)
+		}
+	}
+	dead := masters[len(masters)-1]
+	if dead.Addr == settings.Addr || !seen[settings.Addr] {
+		t.Fatalf("the slots put the settings' master %s last or nowhere among %d: the test needs another layout", settings.Addr, len(masters))
+	}
+	dead.Kill()
+	if err := s.DeleteGroup(ctx, "g"); err == nil {
+		t.Fatalf("DeleteGroup with master %s dead: nil, want an error", dead.Addr)
+	}
+	if ok, err := settings.Client(t).HExists(ctx, "oe:groups", "g").Result(); err != nil || !ok {
+		t.Errorf("after a DeleteGroup that failed on master %s, the settings of g are gone (%v): the next DeleteGroup cannot find the group to finish it", dead.Addr, err)
+	}
+}

@@ -208,11 +208,14 @@ func (s *Store) durably(ctx context.Context, node *redis.Client, key string, que
 	}
 	conn := node.Conn()
 	defer conn.Close()
+	addr := node.Options().Addr
+	v, _ := s.nodeReplicas.Load(addr)
+	known, _ := v.(int32)
 	started := time.Now()
 	var c *confirmation
 	cmds, err := conn.Pipelined(ctx, func(pipe redis.Pipeliner) error {
 		queue(pipe)
-		c = s.queueConfirm(ctx, pipe, s.nodeReplicas.Load(), key)
+		c = s.queueConfirm(ctx, pipe, known, key)
 		return nil
 	})
 	for _, cmd := range cmds {
@@ -231,13 +234,17 @@ func (s *Store) durably(ctx context.Context, node *redis.Client, key string, que
 		return s.nodeError(err)
 	}
 	n, err := s.confirm(ctx, conn, c, started)
-	s.nodeReplicas.Store(n)
+	s.nodeReplicas.Store(addr, n)
 	return err
 }
 
 // durablyOn runs, through durably, the writes that queue adds for each of
 // keys (queue is given the key's index) on the master that holds the key:
-// one pipeline, and one confirmation, per master, in the order of keys.
+// one pipeline, and one confirmation, per master, the masters in the order
+// of their first key. A key's writes may therefore run before those of an
+// earlier key on another master, and in the fast mode every master's run
+// whatever another's did: writes that must follow others' success take a
+// call of their own (see DeleteGroup).
 func (s *Store) durablyOn(ctx context.Context, keys []string, queue func(pipe redis.Pipeliner, i int)) error {
 	var nodes []*redis.Client
 	byNode := map[*redis.Client][]int{}
@@ -281,6 +288,41 @@ func (s *Store) groupNode(ctx context.Context, key string) (*redis.Client, error
 	}
 	node, err := s.cluster.MasterForKey(ctx, key)
 	return node, storeError(err)
+}
+
+// eachNode calls read, within callTimeout, on the Redis of the store, or on
+// every master of a cluster at once, with the name a log line or a reason
+// gives the node, and returns what each read returned; err is the first
+// failure's.
+func eachNode[T any](ctx context.Context, s *Store, read func(ctx context.Context, node *redis.Client, name string) (T, error)) ([]T, error) {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	if s.cluster == nil {
+		name := "Redis"
+		if s.sentinel {
+			name = "the Redis master the sentinels name"
+		}
+		v, err := read(ctx, s.rdb.(*redis.Client), name)
+		if err != nil {
+			return nil, err
+		}
+		return []T{v}, nil
+	}
+	var (
+		mu  sync.Mutex
+		out []T
+	)
+	err := s.cluster.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
+		v, err := read(ctx, node, "Redis master "+node.Options().Addr)
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		out = append(out, v)
+		return nil
+	})
+	return out, storeError(err)
 }
 
 // Redis's settings decide whether the strict mode can keep its promise.
@@ -420,31 +462,9 @@ func readNode(ctx context.Context, node *redis.Client, name string) (nodeSetting
 // readDurability reads the settings of the Redis, or of every master of a
 // cluster, and returns why they break the strict promise, or "".
 func (s *Store) readDurability(ctx context.Context) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, callTimeout)
-	defer cancel()
-	var nodes []nodeSettings
-	if s.cluster == nil {
-		name := "Redis"
-		if s.sentinel {
-			name = "the Redis master the sentinels name"
-		}
-		ns, err := readNode(ctx, s.rdb.(*redis.Client), name)
-		if err != nil {
-			return "", err
-		}
-		nodes = append(nodes, ns)
-	} else {
-		var mu sync.Mutex
-		err := s.cluster.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
-			ns, err := readNode(ctx, node, "Redis master "+node.Options().Addr)
-			mu.Lock()
-			defer mu.Unlock()
-			nodes = append(nodes, ns)
-			return err
-		})
-		if err != nil {
-			return "", storeError(err)
-		}
+	nodes, err := eachNode(ctx, s, readNode)
+	if err != nil {
+		return "", err
 	}
 	if s.durability != DurabilityStrict {
 		s.fastWindow.Do(func() { s.logFastWindow(nodes) })

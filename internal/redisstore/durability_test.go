@@ -1,11 +1,15 @@
 package redisstore_test
 
 import (
+	"bufio"
+	"fmt"
 	"net"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/orderexpiry/orderexpiry/internal/order"
 	"github.com/orderexpiry/orderexpiry/internal/redisstore"
@@ -198,4 +202,114 @@ func TestStrictWaitsForEveryReplica(t *testing.T) {
 	if err := s.DeleteGroup(ctx, "g"); err != nil {
 		t.Errorf("DeleteGroup: %v", err)
 	}
+}
+
+// TestStrictGroupWaitPerMaster: a group write waits for the replicas of
+// the master it went to, as that master last counted them, not as the last
+// master written counted its own: on a cluster whose masters have
+// different numbers of replicas, a write to the master with fewer is not
+// made to wait out replicaWait for replicas it does not have. MONITOR on
+// that master shows what its WAITs asked for.
+func TestStrictGroupWaitPerMaster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a Redis Cluster")
+	}
+	c := redistest.StartCluster(t, 3, 1)
+	ctx := t.Context()
+	// The master of the groups' hash, written first, gets a second
+	// replica (outside the cluster's own view, which WAIT does not need).
+	rich := c.MasterOf(t, "oe:groups")
+	host, port, _ := net.SplitHostPort(rich.Addr)
+	redistest.Start(t, "--replicaof", host, port)
+	waitUntil(t, 10*time.Second, "the second replica online", func() bool {
+		return strings.Count(rich.Client(t).Info(ctx, "replication").Val(), "state=online") == 2
+	})
+	waitUntil(t, 10*time.Second, "both replicas to confirm a write", func() bool {
+		conn := rich.Client(t).Conn()
+		defer conn.Close()
+		conn.Set(ctx, "{oe:groups}warm", "1", 0)
+		n, _ := conn.Do(ctx, "WAIT", 2, 100).Int()
+		return n == 2
+	})
+	s := redisstore.New(c.Client(t), redisstore.Options{Retention: time.Hour, Logger: testLogger(t), Partitions: 6, Durability: redisstore.DurabilityStrict})
+	if err := s.Ping(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// MONITOR on each other master, over a plain connection: Redis
+	// answers +OK, then a line a command.
+	type monitored struct {
+		addr  string
+		lines chan string
+	}
+	var poor []monitored
+	for _, m := range c.Masters(t) {
+		if m.Addr == rich.Addr {
+			continue
+		}
+		conn, err := net.Dial("tcp", m.Addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		r := bufio.NewReader(conn)
+		if _, err := conn.Write([]byte("MONITOR\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := r.ReadString('\n'); err != nil || ok != "+OK\r\n" {
+			t.Fatalf("MONITOR on %s: %q, %v", m.Addr, ok, err)
+		}
+		lines := make(chan string, 10000)
+		go func() {
+			defer close(lines)
+			for {
+				line, err := r.ReadString('\n')
+				if err != nil {
+					return
+				}
+				lines <- strings.TrimSpace(line)
+			}
+		}()
+		poor = append(poor, monitored{m.Addr, lines})
+	}
+	for i := range 3 {
+		id := fmt.Sprintf("g%d", i)
+		if _, _, err := s.CreateGroup(ctx, order.Group{ID: id, AckDeadline: time.Minute, MaxDeliveries: 3}, nil, 10); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waits := 0
+	for _, m := range poor {
+		// A marker after the writes, so that every WAIT before it was read.
+		mc := redis.NewClient(&redis.Options{Addr: m.addr})
+		if err := mc.Echo(ctx, "done").Err(); err != nil {
+			t.Fatal(err)
+		}
+		_ = mc.Close()
+		timeout := time.After(10 * time.Second)
+	read:
+		for {
+			select {
+			case <-timeout:
+				t.Fatalf("master %s: MONITOR did not show the marker within 10s", m.addr)
+			case line, ok := <-m.lines:
+				if !ok {
+					t.Fatalf("master %s: MONITOR ended before the marker", m.addr)
+				}
+				if strings.Contains(line, `"done"`) {
+					break read
+				}
+				if i := strings.Index(strings.ToUpper(line), `"WAIT" `); i >= 0 {
+					waits++
+					if w := line[i:]; !strings.HasPrefix(strings.ToUpper(w), `"WAIT" "1" `) {
+						t.Errorf("master %s, with one replica, ran %s; want WAIT 1 (its own count), not the other master's", m.addr, w)
+					}
+				}
+			}
+		}
+	}
+	if waits == 0 {
+		t.Fatalf("the masters with one replica ran no WAIT for three group creations")
+	}
+	t.Logf("%d WAITs on the masters with one replica", waits)
 }

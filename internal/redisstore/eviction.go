@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -33,15 +32,10 @@ import (
 // a variable for the tests.
 var policyEvery = 10 * time.Second
 
-// eviction is what the store last learnt of Redis's eviction policy: the
-// reason checkouts are refused, nil while the policy is safe (or cannot be
-// read).
-type eviction struct{ settingsCheck }
-
 // checkEviction reads the eviction policy when it is due (see above) and
 // returns an error naming the setting to change while it is unsafe.
 func (s *Store) checkEviction(ctx context.Context) error {
-	return s.checkSettings(ctx, &s.ev.settingsCheck, s.readEviction,
+	return s.checkSettings(ctx, &s.ev, s.readEviction,
 		"Redis's maxmemory-policy is safe again (noeviction): checkouts are accepted",
 		func(err error) {
 			s.log.Warn("cannot read Redis's maxmemory-policy (CONFIG GET is refused): verify by hand that it is noeviction; "+
@@ -52,27 +46,16 @@ func (s *Store) checkEviction(ctx context.Context) error {
 // readEviction reads maxmemory and maxmemory-policy from one Redis, or from
 // every master of a cluster, and returns why they are unsafe, or "".
 func (s *Store) readEviction(ctx context.Context) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, callTimeout)
-	defer cancel()
-	if s.cluster == nil {
-		name := "Redis"
-		if s.sentinel {
-			name = "the Redis master the sentinels name"
-		}
-		return evictionReason(ctx, s.rdb.(*redis.Client), name)
+	reasons, err := eachNode(ctx, s, evictionReason)
+	if err != nil {
+		return "", err
 	}
-	var mu sync.Mutex
-	var reason string
-	err := s.cluster.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
-		r, err := evictionReason(ctx, node, "Redis master "+node.Options().Addr)
-		mu.Lock()
-		defer mu.Unlock()
-		if reason == "" {
-			reason = r
+	for _, r := range reasons {
+		if r != "" {
+			return r, nil
 		}
-		return err
-	})
-	return reason, storeError(err)
+	}
+	return "", nil
 }
 
 // evictionReason reads the settings of one node, named name in the reason:

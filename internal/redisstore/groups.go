@@ -116,7 +116,7 @@ local function whyTimes(why, id)
   return string.match(cur, '^(%d+) (%d+)')
 end
 
--- noteDelivered records a delivery of entry id at ms now, keeping the
+-- noteDelivered records a redelivery of entry id at ms now, keeping the
 -- first delivery's time and the last nack.
 local function noteDelivered(why, id, now)
   local cur = redis.call('HGET', why, id)
@@ -265,7 +265,8 @@ if #out < want then
   if r then
     for _, e in ipairs(r[1][2]) do
       out[#out + 1] = {e[1], 1, e[2]}
-      noteDelivered(why, e[1], now)
+      -- A first delivery: no record to keep anything of.
+      redis.call('HSET', why, e[1], now .. ' ' .. now)
     end
   end
 end
@@ -736,17 +737,15 @@ func (s *Store) DeleteGroup(ctx context.Context, id string) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	// The streams' groups first, then the settings: a call that fails
-	// between the two is finished by the next DeleteGroup.
-	keys := append(eventKeys(parts), groupsKey)
-	cmds := make([]redis.Cmder, len(keys))
-	if err := s.durablyOn(ctx, keys, func(pipe redis.Pipeliner, i int) {
-		if i < len(parts) {
-			pipe.Del(ctx, whyKey(parts[i], id))
-			cmds[i] = pipe.XGroupDestroy(ctx, keys[i], id)
-		} else {
-			cmds[i] = pipe.HDel(ctx, groupsKey, id)
-		}
+	// The streams' groups first, then, once every one is gone, the
+	// settings: a call that fails between the two is finished by the next
+	// DeleteGroup, which finds the settings. (One pipeline for both would
+	// not do: on a cluster the settings' master may be written before
+	// another that fails, and a pipeline goes on past a failed command.)
+	cmds := make([]*redis.IntCmd, len(parts))
+	if err := s.durablyOn(ctx, eventKeys(parts), func(pipe redis.Pipeliner, i int) {
+		pipe.Del(ctx, whyKey(parts[i], id))
+		cmds[i] = pipe.XGroupDestroy(ctx, parts[i].keys.events, id)
 	}); err != nil {
 		return err
 	}
@@ -754,6 +753,15 @@ func (s *Store) DeleteGroup(ctx context.Context, id string) error {
 		if err := c.Err(); err != nil {
 			return storeError(err)
 		}
+	}
+	var del *redis.IntCmd
+	if err := s.durablyOn(ctx, []string{groupsKey}, func(pipe redis.Pipeliner, _ int) {
+		del = pipe.HDel(ctx, groupsKey, id)
+	}); err != nil {
+		return err
+	}
+	if err := del.Err(); err != nil {
+		return storeError(err)
 	}
 	s.groups.drop(id)
 	return nil

@@ -4,7 +4,6 @@ import (
 	"context"
 	"strconv"
 	"strings"
-	"sync"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -22,32 +21,11 @@ type NodeMemory struct {
 // within callTimeout. INFO is allowed where CONFIG is often not (managed
 // Redis), so this works where the eviction check cannot.
 func (s *Store) Memory(ctx context.Context) ([]NodeMemory, error) {
-	ctx, cancel := context.WithTimeout(ctx, callTimeout)
-	defer cancel()
-	if s.cluster == nil {
-		c := s.rdb.(*redis.Client)
-		m, err := nodeMemory(ctx, c)
-		if err != nil {
-			return nil, err
-		}
-		return []NodeMemory{m}, nil
-	}
-	var mu sync.Mutex
-	var out []NodeMemory
-	err := s.cluster.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
-		m, err := nodeMemory(ctx, node)
-		mu.Lock()
-		defer mu.Unlock()
-		if err == nil {
-			out = append(out, m)
-		}
-		return err
-	})
-	return out, storeError(err)
+	return eachNode(ctx, s, nodeMemory)
 }
 
 // nodeMemory reads one node's INFO memory.
-func nodeMemory(ctx context.Context, node *redis.Client) (NodeMemory, error) {
+func nodeMemory(ctx context.Context, node *redis.Client, _ string) (NodeMemory, error) {
 	m := NodeMemory{Addr: node.Options().Addr}
 	info, err := node.Info(ctx, "memory").Result()
 	if err != nil {

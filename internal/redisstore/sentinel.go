@@ -95,7 +95,8 @@ const replicasEvery = time.Second
 // followReplicas counts, every replicasEvery, the replicas that are in sync
 // with the master the client is on, until ctx ends: the count a strict
 // write's WAIT starts from (see runDurable), which the write itself
-// corrects from ROLE. No write goes without the wait whatever the count:
+// corrects from ROLE; it runs in the strict mode only, the fast mode
+// waiting for nothing. No write goes without the wait whatever the count:
 // right after a failover it is 0, and a strict write still needs one
 // replica.
 func (s *Store) followReplicas(ctx context.Context, parts []*partition) error {

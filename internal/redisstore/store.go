@@ -112,17 +112,21 @@ type Store struct {
 	opWake chan struct{}
 	// deliverTurn turns the partition Deliver starts at.
 	deliverTurn atomic.Uint32
-	// ev is what the store knows of Redis's eviction policy.
-	ev eviction
+	// ev is what the store knows of Redis's eviction policy: the reason
+	// checkouts are refused, nil while it is safe (or cannot be read).
+	ev settingsCheck
 
 	// durability is what an OK to a write promises; dur what the store
 	// knows of the settings of Redis that keep the promise (see
 	// durability.go).
 	durability Durability
 	dur        settingsCheck
-	// nodeReplicas is the replicas the master of the last group write had,
-	// where its confirmation starts (partitions keep their own count).
-	nodeReplicas atomic.Int32
+	// nodeReplicas is, by master address, the replicas the master had at
+	// its last group write, where the next one's confirmation starts
+	// (partitions keep their own count): one count for every master would
+	// make a write to a master with fewer replicas than the last one's
+	// wait out replicaWait for replicas it does not have.
+	nodeReplicas sync.Map
 	// unconfirmedWrites counts the strict writes that their replicas did
 	// not confirm in time.
 	unconfirmedWrites atomic.Uint64
@@ -146,7 +150,7 @@ func New(rdb redis.UniversalClient, opts Options) *Store {
 		onExpire:  opts.OnExpire,
 		sentinel:  opts.Sentinel,
 		tracing:   opts.Tracing,
-		owner:     newOwner(),
+		owner:     randomID(),
 		opWake:    make(chan struct{}, 1),
 
 		durability:        opts.Durability,

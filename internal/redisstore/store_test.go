@@ -303,6 +303,13 @@ func checkUnavailable(t *testing.T, addr string, limit time.Duration) {
 		{"Tail", func(ctx context.Context) error { _, err := s.Tail(ctx, 0); return err }},
 		{"CheckCursor", func(ctx context.Context) error { return s.CheckCursor(ctx, order.Cursor{Ms: 1}) }},
 		{"Ping", s.Ping},
+		{"StartOperation", func(ctx context.Context) error {
+			_, err := s.StartOperation(ctx, order.Operation{Filter: `metadata.m = "a"`, Change: order.BulkChange{Cancel: true}})
+			return err
+		}},
+		{"GetOperation", func(ctx context.Context) error { _, err := s.GetOperation(ctx, "op"); return err }},
+		{"ListOperations", func(ctx context.Context) error { _, err := s.ListOperations(ctx); return err }},
+		{"CancelOperation", func(ctx context.Context) error { _, err := s.CancelOperation(ctx, "op"); return err }},
 	}
 	t.Run("calls", func(t *testing.T) {
 		for _, tt := range tests {

@@ -54,7 +54,8 @@ func (s *Store) Run(ctx context.Context) error {
 	for _, p := range parts {
 		g.Go(func() error { return s.sweep(ctx, p) })
 	}
-	if s.sentinel {
+	if s.sentinel && s.durability == DurabilityStrict {
+		// The count is only where a strict write's wait starts.
 		g.Go(func() error { return s.followReplicas(ctx, parts) })
 	}
 	g.Go(func() error { return s.runOperations(ctx, parts) })
