@@ -216,8 +216,8 @@ func testCheckoutWhilePending(t *testing.T, su suite) {
 	}{
 		{"other metadata", order.CheckoutItem{TTL: time.Minute, Metadata: map[string]string{"cart": "B", "extra": "1"}}, []string{`"cart"`, `"extra"`, "metadata"}},
 		{"no metadata", order.CheckoutItem{TTL: time.Minute}, []string{`key "cart"`}},
-		{"other ttl", order.CheckoutItem{TTL: 2 * time.Hour, Metadata: md}, []string{"ttl of 1m0s", "2h0m0s"}},
-		{"a deadline", order.CheckoutItem{At: first.Deadline, MaxTTL: 24 * time.Hour, Metadata: md}, []string{"ttl of 1m0s", "deadline"}},
+		{"other ttl", order.CheckoutItem{TTL: 2 * time.Hour, Metadata: md}, []string{"ttl of 1m,", "this asks for 2h;"}},
+		{"a deadline", order.CheckoutItem{At: first.Deadline, MaxTTL: 24 * time.Hour, Metadata: md}, []string{"ttl of 1m,", "deadline"}},
 	} {
 		tt.it.ID = "dup"
 		r := s.BatchCheckout(t.Context(), []order.CheckoutItem{tt.it})[0]
