@@ -373,7 +373,11 @@ func TestPullWaitsForFirst(t *testing.T) {
 		resp, err := f.svc.PullExpirations(t.Context(), &pb.PullExpirationsRequest{GroupId: f.group, Wait: durationpb.New(wait)})
 		done <- answer{resp, err}
 	}()
-	<-f.st.looked
+	select {
+	case <-f.st.looked:
+	case <-time.After(wait):
+		t.Fatalf("the pull did not look for deliveries within %s", wait)
+	}
 	f.expire("a")
 	select {
 	case a := <-done:
