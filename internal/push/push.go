@@ -38,6 +38,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/orderexpiry/orderexpiry/internal/backoff"
+	"github.com/orderexpiry/orderexpiry/internal/consume"
 	"github.com/orderexpiry/orderexpiry/internal/order"
 )
 
@@ -296,13 +297,22 @@ func (d *Deliverer) Run(ctx context.Context) error {
 	}
 }
 
-// worker pushes the events of one group.
+// worker pushes the events of one group: it is the consume loop's Sink,
+// each delivery a request on a goroutine of its own, up to the group's
+// MaxConcurrency at once.
 type worker struct {
-	d     *Deliverer
-	g     order.Group
-	url   *url.URL
-	hook  *standardwebhooks.Webhook
+	d    *Deliverer
+	g    order.Group
+	url  *url.URL
+	hook *standardwebhooks.Webhook
+	// sem holds a token for each request in flight; only the loop's
+	// goroutine adds one, so that Room stays true until its Puts.
+	sem chan struct{}
+	// freed tells the loop that a request ended and its slot is free.
 	freed chan struct{}
+	// running are the requests in flight, under reqs.
+	running sync.WaitGroup
+	reqs    context.Context
 	// settles bounds the acks, nacks and releases.
 	settles context.Context
 }
@@ -324,77 +334,47 @@ func (d *Deliverer) work(ctx, reqs, settles context.Context, g order.Group) {
 		d.log.Error("push: a group's push settings are unusable; its events are not pushed from this replica", "group", g.ID, "err", err)
 		return
 	}
-	w := &worker{d: d, g: g, url: u, hook: hook, freed: make(chan struct{}, 1), settles: settles}
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	sem := make(chan struct{}, g.Push.MaxConcurrency)
-	poll := time.NewTicker(g.RedeliveryPoll())
-	defer poll.Stop()
-	var appended <-chan struct{}
-	var seen order.Position
-	if d.opts.Appended != nil {
-		seen, appended = d.opts.Appended()
-	}
-	var bo backoff.Backoff
-	// all: every partition may have something; otherwise only those in
-	// changed, whose log grew.
-	all, changed := true, []int(nil)
-	for {
-		if room := cap(sem) - len(sem); room > 0 && (all || len(changed) > 0) {
-			// Events taken before an error (from the partitions read
-			// first) are in flight to this replica: they are attempted
-			// whatever the error, or each would lose an attempt waiting
-			// for its ack deadline.
-			ds, err := order.DeliverChanged(ctx, d.opts.Store, g.ID, d.opts.Consumer, all, changed, room)
-			if d.opts.DropRepeats != nil {
-				ds = d.opts.DropRepeats(ctx, d.opts.Store, g.ID, ds)
-			}
-			for _, dl := range ds {
-				sem <- struct{}{}
-				wg.Go(func() {
-					defer func() {
-						<-sem
-						select {
-						case w.freed <- struct{}{}:
-						default:
-						}
-					}()
-					w.attempt(reqs, dl)
-				})
-			}
-			if err != nil {
-				if ctx.Err() != nil {
-					return
-				}
-				d.log.Debug("push: could not take deliveries; trying again", "group", g.ID, "err", err)
-				if !bo.Wait(ctx) {
-					return
-				}
-				continue
-			}
-			bo.Reset()
-			// A full batch: there may be more ready at once.
-			if len(ds) == room {
-				continue
-			}
-		}
-		all, changed = false, nil
-		select {
-		case <-ctx.Done():
-			return
-		case <-appended:
-			var pos order.Position
-			pos, appended = d.opts.Appended()
-			changed = order.Moved(seen, pos)
-			all = changed == nil
-			seen = pos
-		case <-w.freed:
-			all = true
-		case <-poll.C:
-			all = true
-		}
-	}
+	w := &worker{d: d, g: g, url: u, hook: hook, sem: make(chan struct{}, g.Push.MaxConcurrency), freed: make(chan struct{}, 1), reqs: reqs, settles: settles}
+	defer w.running.Wait()
+	src := consume.Source{Store: d.opts.Store, Group: g, Consumer: d.opts.Consumer, Appended: d.opts.Appended, DropRepeats: d.opts.DropRepeats}
+	// It ends only with ctx: the worker's Failed retries.
+	_ = consume.Run(ctx, src, w)
 }
+
+// Room is the slots free for requests.
+func (w *worker) Room() int { return cap(w.sem) - len(w.sem) }
+
+// Put starts a delivery's request; Room said there is a slot for it.
+func (w *worker) Put(_ context.Context, dl order.Delivery) error {
+	w.sem <- struct{}{}
+	w.running.Go(func() {
+		defer func() {
+			<-w.sem
+			select {
+			case w.freed <- struct{}{}:
+			default:
+			}
+		}()
+		w.attempt(w.reqs, dl)
+	})
+	return nil
+}
+
+// Failed lets the loop try again after a backoff, until ctx ends.
+func (w *worker) Failed(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	w.d.log.Debug("push: could not take deliveries; trying again", "group", w.g.ID, "err", err)
+	return nil
+}
+
+// Wake says that a request ended: its slot is free.
+func (w *worker) Wake() <-chan struct{} { return w.freed }
+
+// Woken asks for a look at every partition: a freed slot may take an
+// event that waited for one anywhere.
+func (w *worker) Woken() (bool, error) { return true, nil }
 
 // attempt makes one delivery attempt under ctx and settles it: an ack for a
 // 2xx answer, a nack with the backoff otherwise, and a release when ctx

@@ -95,9 +95,14 @@ type Service struct {
 	consumers   consumers
 	lateness    *Lateness
 	push        push.Policy
-	// stopping is closed by Stop: consume streams and long pulls end.
+	// stopping is closed by Stop: long pulls end. (Consume streams hear
+	// of it from consumers.stop.)
 	stopping chan struct{}
 	stopOnce sync.Once
+
+	// consumePoll, when set, replaces each group's RedeliveryPoll in the
+	// consume streams; tests set it long, so that only wakes deliver.
+	consumePoll time.Duration
 }
 
 // New returns the service over a store and the hub that fans out its log.
