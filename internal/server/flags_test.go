@@ -128,7 +128,9 @@ func TestParseFlags(t *testing.T) {
 				c.Store.RedisSentinel, c.Store.RedisSentinelMaster, c.Store.RedisSentinelPassword = "s1:26379,s2:26379", "m", "pw"
 			})},
 		{name: "sentinel by flags", args: []string{"-redis-sentinel-addrs=redis://:pw@s1:26379?addr=s2:26379", "-redis-sentinel-master=m"},
-			want: with(func(c *Flags) { c.Store.RedisSentinel, c.Store.RedisSentinelMaster = "redis://:pw@s1:26379?addr=s2:26379", "m" })},
+			want: with(func(c *Flags) {
+				c.Store.RedisSentinel, c.Store.RedisSentinelMaster = "redis://:pw@s1:26379?addr=s2:26379", "m"
+			})},
 		{name: "sentinel flag beats an empty REDIS_URL", env: map[string]string{"REDIS_URL": ""}, args: []string{"-redis-sentinel-addrs=s1:26379"},
 			want: with(func(c *Flags) { c.Store.RedisSentinel = "s1:26379" })},
 		{name: "URL and sentinels", env: map[string]string{"REDIS_URL": "redis://h:6379/0", "REDIS_SENTINEL_ADDRS": "s1:26379"},
