@@ -86,6 +86,8 @@ func TestSubConfigPairs(t *testing.T) {
 		{config: "store", args: []string{"-redis-key=k.pem"}, want: []string{"-redis-cert and -redis-key go together: give both, or neither"}},
 		{config: "tls", args: []string{"-tls-key=k.pem"}, want: []string{"-tls-cert and -tls-key go together: give both, or neither"}},
 		{config: "tls", env: map[string]string{"TLS_CLIENT_CA_FILE": "ca.pem"}, want: []string{"-tls-client-ca needs -tls-cert and -tls-key"}},
+		{config: "limits", env: map[string]string{"DEFAULT_TTL": "200h"}, want: []string{"DEFAULT_TTL: max ttl 168h is less than the default ttl 200h; raise -max-ttl or lower -default-ttl"}},
+		{config: "limits", args: []string{"-default-ttl=2h", "-max-ttl=1h"}, want: []string{"-max-ttl: max ttl 1h is less than the default ttl 2h"}},
 		{config: "auth", env: map[string]string{"AUTH_TOKENS": "good,not a token"}, want: []string{"token 2 of AUTH_TOKENS", "is not a bearer token"}},
 		{config: "groups", args: []string{"-groups-file=/nonexistent/groups.yaml"}, want: []string{"-groups-file: ", "no such file"}},
 	}

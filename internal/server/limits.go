@@ -1,6 +1,8 @@
 package server
 
 import (
+	"errors"
+
 	"github.com/orderexpiry/orderexpiry/internal/gateway"
 	"github.com/orderexpiry/orderexpiry/internal/order"
 )
@@ -24,7 +26,16 @@ func (c *LimitsConfig) register(o *options) {
 	o.Int(&c.MaxRequestBytes, "max-request-bytes", "MAX_REQUEST_BYTES", gateway.DefaultMaxBodyBytes, "largest gRPC message, REST body or REST request URI")
 }
 
-func (c *LimitsConfig) parse(*options) error { return c.validate() }
+// parse checks the limits. A default ttl above the max ttl is blamed on
+// whichever of the two the user gave.
+func (c *LimitsConfig) parse(o *options) error {
+	err := c.validate()
+	var bad *badOption
+	if errors.As(err, &bad) && bad.flag == "max-ttl" && !o.given("max-ttl") && o.given("default-ttl") {
+		bad.flag = "default-ttl"
+	}
+	return err
+}
 
 // validate checks the limits; the rule between the two ttls is the
 // domain's (order.Limits.Validate), named here by the flag to change.

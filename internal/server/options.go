@@ -173,16 +173,18 @@ func optionErrorf(flag, format string, args ...any) error {
 	return &badOption{flag: flag, err: fmt.Errorf(format, args...)}
 }
 
+// given says whether the option was set, by its flag or its variable.
+func (o *options) given(name string) bool {
+	return o.set[name] || o.getenv(o.env[name]) != ""
+}
+
 // name rewrites a badOption to name the variable rather than the flag when
 // the value came from the variable, so that the error names what the user
 // set; other errors pass unchanged.
 func (o *options) name(err error) error {
 	var bad *badOption
-	if !errors.As(err, &bad) || o.set[bad.flag] {
+	if !errors.As(err, &bad) || o.set[bad.flag] || !o.given(bad.flag) {
 		return err
 	}
-	if envName := o.env[bad.flag]; envName != "" && o.getenv(envName) != "" {
-		return fmt.Errorf("%s: %w", envName, bad.err)
-	}
-	return err
+	return fmt.Errorf("%s: %w", o.env[bad.flag], bad.err)
 }
