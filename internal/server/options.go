@@ -77,14 +77,7 @@ func (o *options) text(name string) string { return *o.texts[name] }
 // Int registers a whole-number option.
 func (o *options) Int(p *int, name, envName string, def int, usage string) {
 	v, usage := o.lookup(name, envName, strconv.Itoa(def), usage)
-	if v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			o.envErrs[name] = fmt.Errorf("%s=%q: not a whole number", envName, v)
-		}
-		def = n
-	}
-	o.fs.IntVar(p, name, def, usage)
+	o.fs.IntVar(p, name, fromEnv(o, name, v, def, strconv.Atoi, "not a whole number"), usage)
 }
 
 // Duration registers a duration option. -h and the table write its
@@ -92,29 +85,29 @@ func (o *options) Int(p *int, name, envName string, def int, usage string) {
 // time.Duration's "15m0s").
 func (o *options) Duration(p *time.Duration, name, envName string, def time.Duration, usage string) {
 	v, usage := o.lookup(name, envName, order.FormatDuration(def), usage)
-	if v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			o.envErrs[name] = fmt.Errorf("%s=%q: not a duration (like 30s, 15m, 24h)", envName, v)
-		}
-		def = d
-	}
-	o.fs.DurationVar(p, name, def, usage)
-	o.fs.Lookup(name).DefValue = order.FormatDuration(def)
+	d := fromEnv(o, name, v, def, time.ParseDuration, "not a duration (like 30s, 15m, 24h)")
+	o.fs.DurationVar(p, name, d, usage)
+	o.fs.Lookup(name).DefValue = order.FormatDuration(d)
 }
 
 // Bool registers an option that is off by default.
 func (o *options) Bool(p *bool, name, envName, usage string) {
 	v, usage := o.lookup(name, envName, "false", usage)
-	on := false
-	if v != "" {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			o.envErrs[name] = fmt.Errorf("%s=%q: not true or false", envName, v)
-		}
-		on = b
+	o.fs.BoolVar(p, name, fromEnv(o, name, v, false, strconv.ParseBool, "not true or false"), usage)
+}
+
+// fromEnv is the default an option's variable gives, v, read by parse; def
+// when v is empty. A value that does not parse is kept in envErrs, saying
+// what it should be (want).
+func fromEnv[T any](o *options, name, v string, def T, parse func(string) (T, error), want string) T {
+	if v == "" {
+		return def
 	}
-	o.fs.BoolVar(p, name, on, usage)
+	x, err := parse(v)
+	if err != nil {
+		o.envErrs[name] = fmt.Errorf("%s=%q: %s", o.env[name], v, want)
+	}
+	return x
 }
 
 // Secret reads a variable that has no flag, since the command line is
