@@ -44,8 +44,9 @@ func newOptions(getenv func(string) string, fs *flag.FlagSet, defs *[]flagDef) *
 	return &options{fs: fs, getenv: getenv, env: map[string]string{}, envErrs: map[string]error{}, texts: map[string]*string{}, defs: defs}
 }
 
-// lookup records the option for the table and returns its variable's value,
-// or def (written as -h and the table write it) when the variable is unset.
+// lookup records the option, with its default as -h and the table write it
+// (def), and returns its variable's value (empty when unset) and its usage
+// naming the variable.
 func (o *options) lookup(name, envName, def, usage string) (string, string) {
 	o.env[name] = envName
 	if o.defs != nil {
