@@ -46,7 +46,7 @@ image: ## build the container image: ./bin/image (OCI layout) and ./bin/orderexp
 	$(GO) run ./cmd/image -binary $(BIN)/linux/orderexpiry -arch $$($(GO) env GOARCH) -layout $(BIN)/image -tar $(BIN)/orderexpiry-image.tar
 
 # The flag table of docs/configuration.md, generated from
-# internal/server/flags.go; `make test` fails while it is stale.
+# the sub-configs of internal/server; `make test` fails while it is stale.
 flagdoc: ## regenerate the flag table of docs/configuration.md
 	$(GO) test -count=1 -run '^TestConfigurationDoc$$' ./internal/server -update
 

@@ -48,15 +48,15 @@ func healthcheck(ctx context.Context, args []string, getenv func(string) string,
 // healthURL is the /healthz of f's HTTP port, on loopback when the port
 // listens on every address.
 func healthURL(f server.Flags) (string, error) {
-	host, port, err := net.SplitHostPort(f.HTTPAddr)
+	host, port, err := net.SplitHostPort(f.Listen.HTTPAddr)
 	if err != nil {
-		return "", fmt.Errorf("healthcheck: -http-addr %q: %w", f.HTTPAddr, err)
+		return "", fmt.Errorf("healthcheck: -http-addr %q: %w", f.Listen.HTTPAddr, err)
 	}
 	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
 		host = "127.0.0.1"
 	}
 	scheme := "http"
-	if f.TLSCert != "" {
+	if f.TLS.Cert != "" {
 		scheme = "https"
 	}
 	return scheme + "://" + net.JoinHostPort(host, port) + "/healthz", nil

@@ -20,14 +20,14 @@ func TestHealthURL(t *testing.T) {
 		{"[::1]:8080", "", "http://[::1]:8080/healthz"},
 		{":8443", "server.pem", "https://127.0.0.1:8443/healthz"},
 	} {
-		f := server.Flags{HTTPAddr: tc.addr}
-		f.TLSCert = tc.cert
+		f := server.Flags{Listen: server.ListenConfig{HTTPAddr: tc.addr}}
+		f.TLS.Cert = tc.cert
 		got, err := healthURL(f)
 		if err != nil || got != tc.want {
 			t.Errorf("healthURL(%q, tls %q) = %q, %v; want %q", tc.addr, tc.cert, got, err, tc.want)
 		}
 	}
-	if _, err := healthURL(server.Flags{HTTPAddr: "8080"}); err == nil {
+	if _, err := healthURL(server.Flags{Listen: server.ListenConfig{HTTPAddr: "8080"}}); err == nil {
 		t.Error("an address without a port was taken")
 	}
 }

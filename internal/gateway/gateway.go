@@ -52,7 +52,7 @@ type Options struct {
 	// "metrics", "openapi".
 	Open map[string]bool
 	// MaxBodyBytes bounds a request body, and the request URI (its path
-	// and query); 0 means 64 KiB.
+	// and query); 0 means DefaultMaxBodyBytes.
 	MaxBodyBytes int64
 	// UI, when set, serves the dashboard under /ui/, to anyone: the page
 	// holds no data, and the calls it makes for data are the API's, which
@@ -67,6 +67,10 @@ type Options struct {
 	CrossSite CrossSite
 }
 
+// DefaultMaxBodyBytes is MaxBodyBytes when it is not set, and the server's
+// default for gRPC messages too (-max-request-bytes).
+const DefaultMaxBodyBytes = 64 << 10
+
 // DefaultWatchWriteTimeout is WatchWriteTimeout when it is not set: long
 // enough for a slow network to catch up, since a write waits only once the
 // socket's buffers are full.
@@ -76,7 +80,7 @@ const DefaultWatchWriteTimeout = 10 * time.Second
 // gRPC service, with GET /healthz, /metrics and /openapi.json.
 func New(ctx context.Context, conn grpc.ClientConnInterface, opts Options) (http.Handler, error) {
 	if opts.MaxBodyBytes <= 0 {
-		opts.MaxBodyBytes = 64 << 10
+		opts.MaxBodyBytes = DefaultMaxBodyBytes
 	}
 	if opts.WatchWriteTimeout <= 0 {
 		opts.WatchWriteTimeout = DefaultWatchWriteTimeout

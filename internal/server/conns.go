@@ -6,7 +6,55 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/orderexpiry/orderexpiry/internal/order"
 )
+
+// ConnConfig bounds what one client may hold open on the gRPC and HTTP
+// ports, and for how long.
+type ConnConfig struct {
+	// MaxConnections caps the connections open on each port; past it an
+	// idle HTTP connection is closed to make room, or the new one is (see
+	// limitListener).
+	MaxConnections int
+	// IdleTimeout closes an HTTP keep-alive connection, or a gRPC
+	// connection with no call, idle this long.
+	IdleTimeout time.Duration
+	// ReadTimeout bounds reading a REST request's headers and its body,
+	// and a new gRPC connection's handshake.
+	ReadTimeout time.Duration
+	// MaxHeaderBytes bounds a gRPC call's metadata (its header list).
+	MaxHeaderBytes int
+	// MaxStreams bounds the calls open at once on one gRPC connection.
+	MaxStreams int
+}
+
+func (c *ConnConfig) register(o *options) {
+	o.Int(&c.MaxConnections, "max-connections", "MAX_CONNECTIONS", 4096, "connections open at once on each port; past it the HTTP connection idle the longest is closed to make room, or the new one is")
+	o.Duration(&c.IdleTimeout, "idle-timeout", "IDLE_TIMEOUT", time.Minute, "closes an HTTP keep-alive connection, or a gRPC connection with no call, idle this long")
+	o.Duration(&c.ReadTimeout, "read-timeout", "READ_TIMEOUT", 10*time.Second, "bound on reading a REST request's headers, and then its body, and on a new gRPC connection's handshake")
+	o.Int(&c.MaxHeaderBytes, "max-header-bytes", "MAX_HEADER_BYTES", 32<<10, "largest metadata (header list) of a gRPC call; the HTTP port keeps net/http's 1 MiB (431 past it)")
+	o.Int(&c.MaxStreams, "max-streams", "MAX_STREAMS", 1000, "calls open at once on one gRPC connection; more wait for a free one")
+}
+
+func (c *ConnConfig) parse(*options) error { return c.validate() }
+
+// validate checks the bounds: each lets at least something through.
+func (c *ConnConfig) validate() error {
+	switch {
+	case c.MaxConnections < 1:
+		return optionErrorf("max-connections", "max connections must be at least 1, got %d", c.MaxConnections)
+	case c.IdleTimeout <= 0:
+		return optionErrorf("idle-timeout", "-idle-timeout and -read-timeout must be more than zero, got %s", order.FormatDuration(c.IdleTimeout))
+	case c.ReadTimeout <= 0:
+		return optionErrorf("read-timeout", "-idle-timeout and -read-timeout must be more than zero, got %s", order.FormatDuration(c.ReadTimeout))
+	case c.MaxHeaderBytes < 1024:
+		return optionErrorf("max-header-bytes", "max header bytes must be at least 1024, got %d", c.MaxHeaderBytes)
+	case c.MaxStreams < 1:
+		return optionErrorf("max-streams", "max streams must be at least 1, got %d", c.MaxStreams)
+	}
+	return nil
+}
 
 // limitListener caps the connections open through a listener, so that a
 // client opening connections until the process runs out of descriptors

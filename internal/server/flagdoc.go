@@ -7,13 +7,13 @@ import (
 )
 
 // FlagTable returns the Markdown table of every flag and environment
-// variable, in the order flags.go defines them, with their defaults and
-// usage: the table of docs/configuration.md, which a test keeps in step
-// (TestConfigurationDoc).
+// variable, in the order the sub-configs register them, with their
+// defaults and usage: the table of docs/configuration.md, which a test
+// keeps in step (TestConfigurationDoc).
 func FlagTable() string {
 	var defs []flagDef
 	// -h stops the parse once every flag is defined; no variable is set,
-	// so the defaults are flags.go's.
+	// so the defaults are the sub-configs' own.
 	_, _ = parseFlags([]string{"-h"}, func(string) string { return "" }, io.Discard, &defs)
 	code := func(s string) string {
 		if s == "" {

@@ -11,7 +11,7 @@ var update = flag.Bool("update", false, "rewrite the flag table of docs/configur
 
 const (
 	configDoc  = "../../docs/configuration.md"
-	tableBegin = "<!-- flag table: generated from internal/server/flags.go; run `make flagdoc` after changing a flag -->\n"
+	tableBegin = "<!-- flag table: generated from the sub-configs of internal/server (Config.register); run `make flagdoc` after changing a flag -->\n"
 	tableEnd   = "<!-- end of the flag table -->\n"
 )
 

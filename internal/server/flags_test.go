@@ -12,6 +12,7 @@ import (
 	"github.com/orderexpiry/orderexpiry/internal/order"
 	"github.com/orderexpiry/orderexpiry/internal/push"
 	"github.com/orderexpiry/orderexpiry/internal/redisstore"
+	"github.com/orderexpiry/orderexpiry/internal/rpc"
 )
 
 func mapEnv(m map[string]string) func(string) string {
@@ -20,33 +21,21 @@ func mapEnv(m map[string]string) func(string) string {
 
 func TestParseFlags(t *testing.T) {
 	defaults := Flags{
-		GRPCAddr: ":9090",
-		HTTPAddr: ":8080",
-		LogLevel: slog.LevelInfo,
+		Listen: ListenConfig{GRPCAddr: ":9090", HTTPAddr: ":8080"},
+		Log:    LogConfig{Level: slog.LevelInfo},
 		Config: Config{
-			Limits:            order.DefaultLimits,
-			Retention:         24 * time.Hour,
-			WatchBuffer:       1024,
-			MaxWatchers:       10000,
-			MaxBodyBytes:      64 << 10,
-			ShutdownTimeout:   10 * time.Second,
-			MaxConnections:    4096,
-			IdleTimeout:       time.Minute,
-			ReadTimeout:       10 * time.Second,
-			MaxHeaderBytes:    32 << 10,
-			MaxStreams:        1000,
-			MaxReplays:        8,
-			WatchWriteTimeout: 10 * time.Second,
-			MaxGroups:         100,
-			MaxConsumers:      100,
-			MaxInFlight:       1000,
-			MaxGroupConsumers: 1000,
-			AuthOpen:          map[string]bool{"health": true, "metrics": true, "openapi": true},
+			Store:           StoreConfig{Retention: 24 * time.Hour},
+			Limits:          LimitsConfig{Limits: order.DefaultLimits, MaxRequestBytes: 64 << 10},
+			Watch:           WatchConfig{Buffer: 1024, MaxWatchers: 10000, MaxReplays: 8, WriteTimeout: 10 * time.Second},
+			ShutdownTimeout: 10 * time.Second,
+			Conns:           ConnConfig{MaxConnections: 4096, IdleTimeout: time.Minute, ReadTimeout: 10 * time.Second, MaxHeaderBytes: 32 << 10, MaxStreams: 1000},
+			Groups:          GroupsConfig{GroupLimits: rpc.GroupLimits{MaxGroups: 100, MaxConsumers: 100, MaxInFlight: 1000}, MaxGroupConsumers: 1000},
+			Auth:            AuthConfig{Open: map[string]bool{"health": true, "metrics": true, "openapi": true}},
 		},
 	}
 	with := func(f func(*Flags)) Flags {
 		c := defaults
-		c.AuthOpen = maps.Clone(defaults.AuthOpen)
+		c.Auth.Open = maps.Clone(defaults.Auth.Open)
 		f(&c)
 		return c
 	}
@@ -62,15 +51,15 @@ func TestParseFlags(t *testing.T) {
 		"LOG_LEVEL":        "debug",
 	}
 	fromEnv := with(func(c *Flags) {
-		c.GRPCAddr = "127.0.0.1:1"
-		c.HTTPAddr = "127.0.0.1:2"
-		c.DebugAddr = "127.0.0.1:6060"
-		c.RedisURL = "redis://localhost:6379/3"
+		c.Listen.GRPCAddr = "127.0.0.1:1"
+		c.Listen.HTTPAddr = "127.0.0.1:2"
+		c.Listen.DebugAddr = "127.0.0.1:6060"
+		c.Store.RedisURL = "redis://localhost:6379/3"
 		c.Limits.DefaultTTL = time.Minute
 		c.Limits.MaxTTL = 2 * time.Hour
-		c.Retention = 90 * time.Minute
+		c.Store.Retention = 90 * time.Minute
 		c.ShutdownTimeout = 3 * time.Second
-		c.LogLevel = slog.LevelDebug
+		c.Log.Level = slog.LevelDebug
 	})
 	tests := []struct {
 		name    string
@@ -87,61 +76,63 @@ func TestParseFlags(t *testing.T) {
 			"-default-ttl", "30s", "-max-ttl", "1h", "-retention", "2h", "-shutdown-timeout", "1s",
 			"-watch-buffer", "7", "-log-level", "warn",
 		}, want: with(func(c *Flags) {
-			c.GRPCAddr = "127.0.0.1:3"
-			c.HTTPAddr = "127.0.0.1:4"
-			c.DebugAddr = ":6061"
-			c.RedisURL = "rediss://h:6380/1"
+			c.Listen.GRPCAddr = "127.0.0.1:3"
+			c.Listen.HTTPAddr = "127.0.0.1:4"
+			c.Listen.DebugAddr = ":6061"
+			c.Store.RedisURL = "rediss://h:6380/1"
 			c.Limits.DefaultTTL = 30 * time.Second
 			c.Limits.MaxTTL = time.Hour
-			c.Retention = 2 * time.Hour
+			c.Store.Retention = 2 * time.Hour
 			c.ShutdownTimeout = time.Second
-			c.WatchBuffer = 7
-			c.LogLevel = slog.LevelWarn
+			c.Watch.Buffer = 7
+			c.Log.Level = slog.LevelWarn
 		})},
 		{name: "flags beat variables", env: allEnv, args: []string{
 			"-grpc-addr=:1", "-http-addr=:2", "-debug-addr=", "-redis-url=", "-default-ttl=2m", "-max-ttl=3h",
 			"-retention=5s", "-shutdown-timeout=4s", "-log-level=error",
 		}, want: with(func(c *Flags) {
-			c.GRPCAddr = ":1"
-			c.HTTPAddr = ":2"
+			c.Listen.GRPCAddr = ":1"
+			c.Listen.HTTPAddr = ":2"
 			c.Limits.DefaultTTL = 2 * time.Minute
 			c.Limits.MaxTTL = 3 * time.Hour
-			c.Retention = 5 * time.Second
+			c.Store.Retention = 5 * time.Second
 			c.ShutdownTimeout = 4 * time.Second
-			c.LogLevel = slog.LevelError
+			c.Log.Level = slog.LevelError
 		})},
 		{name: "one flag beats its variable and leaves the others", env: allEnv, args: []string{"--max-ttl", "5h"},
 			want: func() Flags { c := fromEnv; c.Limits.MaxTTL = 5 * time.Hour; return c }()},
-		{name: "log level is case-insensitive", env: map[string]string{"LOG_LEVEL": "WARN"}, want: with(func(c *Flags) { c.LogLevel = slog.LevelWarn })},
+		{name: "log level is case-insensitive", env: map[string]string{"LOG_LEVEL": "WARN"}, want: with(func(c *Flags) { c.Log.Level = slog.LevelWarn })},
 		{name: "max equal to default", args: []string{"-default-ttl=1h", "-max-ttl=1h"},
 			want: with(func(c *Flags) { c.Limits.DefaultTTL = time.Hour; c.Limits.MaxTTL = time.Hour })},
-		{name: "retention of exactly 1s", args: []string{"-retention=1s"}, want: with(func(c *Flags) { c.Retention = time.Second })},
-		{name: "watch buffer of 1", args: []string{"-watch-buffer=1"}, want: with(func(c *Flags) { c.WatchBuffer = 1 })},
+		{name: "retention of exactly 1s", args: []string{"-retention=1s"}, want: with(func(c *Flags) { c.Store.Retention = time.Second })},
+		{name: "watch buffer of 1", args: []string{"-watch-buffer=1"}, want: with(func(c *Flags) { c.Watch.Buffer = 1 })},
 
 		{name: "a flag beats a bad variable", env: map[string]string{"DEFAULT_TTL": "soon"}, args: []string{"-default-ttl=1m"},
 			want: with(func(c *Flags) { c.Limits.DefaultTTL = time.Minute })},
-		{name: "json logs", env: map[string]string{"LOG_FORMAT": "json"}, want: with(func(c *Flags) { c.LogJSON = true })},
-		{name: "strict durability", args: []string{"-durability=strict"}, want: with(func(c *Flags) { c.Durability = redisstore.DurabilityStrict })},
-		{name: "durability from the environment", env: map[string]string{"DURABILITY": "strict"}, want: with(func(c *Flags) { c.Durability = redisstore.DurabilityStrict })},
-		{name: "tokens from the environment", env: map[string]string{"AUTH_TOKENS": "a, b"}, want: with(func(c *Flags) { c.Tokens = []string{"a", "b"} })},
-		{name: "nothing open", args: []string{"-auth-open="}, want: with(func(c *Flags) { c.AuthOpen = map[string]bool{} })},
+		{name: "json logs", env: map[string]string{"LOG_FORMAT": "json"}, want: with(func(c *Flags) { c.Log.JSON = true })},
+		{name: "strict durability", args: []string{"-durability=strict"}, want: with(func(c *Flags) { c.Store.Durability = redisstore.DurabilityStrict })},
+		{name: "durability from the environment", env: map[string]string{"DURABILITY": "strict"}, want: with(func(c *Flags) { c.Store.Durability = redisstore.DurabilityStrict })},
+		{name: "tokens from the environment", env: map[string]string{"AUTH_TOKENS": "a, b"}, want: with(func(c *Flags) { c.Auth.Tokens = []string{"a", "b"} })},
+		{name: "nothing open", args: []string{"-auth-open="}, want: with(func(c *Flags) { c.Auth.Open = map[string]bool{} })},
 		{name: "limits", args: []string{"-max-watchers=5", "-max-request-bytes=2048", "-max-metadata-entries=3", "-max-metadata-bytes=100"},
 			want: with(func(c *Flags) {
-				c.MaxWatchers, c.MaxBodyBytes = 5, 2048
+				c.Watch.MaxWatchers, c.Limits.MaxRequestBytes = 5, 2048
 				c.Limits.MaxMetadataEntries, c.Limits.MaxMetadataBytes = 3, 100
 			})},
 		{name: "connection limits", args: []string{"-max-connections=10", "-idle-timeout=2s", "-read-timeout=1s", "-max-header-bytes=4096", "-max-streams=3"},
 			want: with(func(c *Flags) {
-				c.MaxConnections, c.IdleTimeout, c.ReadTimeout, c.MaxHeaderBytes, c.MaxStreams = 10, 2*time.Second, time.Second, 4096, 3
+				c.Conns.MaxConnections, c.Conns.IdleTimeout, c.Conns.ReadTimeout, c.Conns.MaxHeaderBytes, c.Conns.MaxStreams = 10, 2*time.Second, time.Second, 4096, 3
 			})},
 		{name: "sentinel", env: map[string]string{"REDIS_SENTINEL_ADDRS": "s1:26379,s2:26379", "REDIS_SENTINEL_MASTER": "m", "REDIS_SENTINEL_PASSWORD": "pw"},
 			want: with(func(c *Flags) {
-				c.RedisSentinel, c.RedisSentinelMaster, c.RedisSentinelPassword = "s1:26379,s2:26379", "m", "pw"
+				c.Store.RedisSentinel, c.Store.RedisSentinelMaster, c.Store.RedisSentinelPassword = "s1:26379,s2:26379", "m", "pw"
 			})},
 		{name: "sentinel by flags", args: []string{"-redis-sentinel-addrs=redis://:pw@s1:26379?addr=s2:26379", "-redis-sentinel-master=m"},
-			want: with(func(c *Flags) { c.RedisSentinel, c.RedisSentinelMaster = "redis://:pw@s1:26379?addr=s2:26379", "m" })},
+			want: with(func(c *Flags) {
+				c.Store.RedisSentinel, c.Store.RedisSentinelMaster = "redis://:pw@s1:26379?addr=s2:26379", "m"
+			})},
 		{name: "sentinel flag beats an empty REDIS_URL", env: map[string]string{"REDIS_URL": ""}, args: []string{"-redis-sentinel-addrs=s1:26379"},
-			want: with(func(c *Flags) { c.RedisSentinel = "s1:26379" })},
+			want: with(func(c *Flags) { c.Store.RedisSentinel = "s1:26379" })},
 		{name: "URL and sentinels", env: map[string]string{"REDIS_URL": "redis://h:6379/0", "REDIS_SENTINEL_ADDRS": "s1:26379"},
 			wantErr: "REDIS_URL, REDIS_CLUSTER_ADDRS and REDIS_SENTINEL_ADDRS each name a store; give one"},
 		{name: "unknown durability", args: []string{"-durability=safe"}, wantErr: "-durability: \"safe\" is not a durability mode: give strict"},
@@ -157,18 +148,18 @@ func TestParseFlags(t *testing.T) {
 		{name: "zero idle timeout", args: []string{"-idle-timeout=0s"}, wantErr: "-idle-timeout and -read-timeout must be more than zero"},
 		{name: "tiny header limit", args: []string{"-max-header-bytes=10"}, wantErr: "max header bytes must be at least 1024, got 10"},
 		{name: "replay limits", args: []string{"-max-replays=2", "-watch-write-timeout=1s"},
-			want: with(func(c *Flags) { c.MaxReplays, c.WatchWriteTimeout = 2, time.Second })},
+			want: with(func(c *Flags) { c.Watch.MaxReplays, c.Watch.WriteTimeout = 2, time.Second })},
 		{name: "no replays", args: []string{"-max-replays=0"}, wantErr: "max replays must be at least 1, got 0"},
 		{name: "group limits", args: []string{"-max-groups=2", "-max-consumers=3", "-max-in-flight=4"},
-			want: with(func(c *Flags) { c.MaxGroups, c.MaxConsumers, c.MaxInFlight = 2, 3, 4 })},
+			want: with(func(c *Flags) { c.Groups.MaxGroups, c.Groups.MaxConsumers, c.Groups.MaxInFlight = 2, 3, 4 })},
 		{name: "no groups", args: []string{"-max-groups=0"}, wantErr: "-max-groups, -max-consumers, -max-group-consumers and -max-in-flight must be at least 1"},
 		{name: "no streams", args: []string{"-max-streams=0"}, wantErr: "max streams must be at least 1, got 0"},
 		{name: "push flags", args: []string{"-push-allow-hosts= hooks.example.com,*.example.org,::1", "-push-allow-private", "-push-allow-http"},
 			want: with(func(c *Flags) {
-				c.Push = push.Policy{AllowHosts: []string{"hooks.example.com", "*.example.org", "::1"}, AllowPrivate: true, AllowHTTP: true}
+				c.Push.Policy = push.Policy{AllowHosts: []string{"hooks.example.com", "*.example.org", "::1"}, AllowPrivate: true, AllowHTTP: true}
 			})},
 		{name: "push variables", env: map[string]string{"PUSH_ALLOW_HOSTS": "*", "PUSH_ALLOW_PRIVATE": "true", "PUSH_ALLOW_HTTP": "0"},
-			want: with(func(c *Flags) { c.Push = push.Policy{AllowHosts: []string{"*"}, AllowPrivate: true} })},
+			want: with(func(c *Flags) { c.Push.Policy = push.Policy{AllowHosts: []string{"*"}, AllowPrivate: true} })},
 		{name: "push host with a scheme", args: []string{"-push-allow-hosts=https://hooks.example.com"}, wantErr: `-push-allow-hosts: "https://hooks.example.com" is not a host`},
 		{name: "bad PUSH_ALLOW_HTTP", env: map[string]string{"PUSH_ALLOW_HTTP": "yes please"}, wantErr: `PUSH_ALLOW_HTTP="yes please": not true or false`},
 		{name: "bad log format", args: []string{"-log-format=xml"}, wantErr: `log format "xml"`},

@@ -77,9 +77,9 @@ func loadGroupsFile(path string) ([]*pb.CreateConsumerGroupRequest, error) {
 // CreateConsumerGroup would, so that a mistake stops the start rather than
 // surfacing later in the log.
 func (s *Server) checkGroupsFile() error {
-	for i, req := range s.cfg.Groups {
+	for i, req := range s.cfg.Groups.FileGroups {
 		if err := s.svc.CheckGroupRequest(req); err != nil {
-			return fmt.Errorf("-groups-file %s: groups[%d] (%s): %w", s.cfg.GroupsFile, i, req.GetGroupId(), err)
+			return fmt.Errorf("-groups-file %s: groups[%d] (%s): %w", s.cfg.Groups.File, i, req.GetGroupId(), err)
 		}
 	}
 	return nil
@@ -89,7 +89,7 @@ func (s *Server) checkGroupsFile() error {
 // false when the store could not be reached, so that it is tried again.
 func (s *Server) applyGroups(ctx context.Context) bool {
 	var created, kept []string
-	for _, req := range s.cfg.Groups {
+	for _, req := range s.cfg.Groups.FileGroups {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		_, _, gerr := s.store.Group(cctx, req.GetGroupId())
 		if gerr != nil && order.KindOf(gerr) != order.KindNotFound {

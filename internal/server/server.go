@@ -95,7 +95,7 @@ type Server struct {
 // yet) and wires every part. Run releases what New opened.
 func New(cfg Config, log *slog.Logger) (*Server, error) {
 	s := &Server{cfg: cfg, log: log}
-	serverTLS, err := loadServerTLS(cfg)
+	serverTLS, err := loadServerTLS(cfg.TLS)
 	if err != nil {
 		return nil, err
 	}
@@ -111,9 +111,9 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	// histogram does of all time.
 	lateness := rpc.NewLateness(5 * time.Minute)
 	s.hub = watch.NewHub(s.store, watch.Options{
-		Buffer:      cfg.WatchBuffer,
-		MaxWatchers: cfg.MaxWatchers,
-		MaxReplays:  cfg.MaxReplays,
+		Buffer:      cfg.Watch.Buffer,
+		MaxWatchers: cfg.Watch.MaxWatchers,
+		MaxReplays:  cfg.Watch.MaxReplays,
 		OnPublish: func(ev order.Event, at time.Time) {
 			m.Published(ev, at)
 			lateness.Observe(ev, at)
@@ -133,12 +133,12 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	s.tokens = authenticator(cfg, log)
 
 	svc := rpc.New(s.store, s.hub, rpc.Options{
-		Limits:   cfg.Limits,
+		Limits:   cfg.Limits.Limits,
 		Observer: m,
 		Logger:   log,
-		Groups:   rpc.GroupLimits{MaxGroups: cfg.MaxGroups, MaxConsumers: cfg.MaxConsumers, MaxInFlight: cfg.MaxInFlight},
+		Groups:   cfg.Groups.GroupLimits,
 		Lateness: lateness,
-		Push:     cfg.Push,
+		Push:     cfg.Push.Policy,
 	})
 	s.svc = svc
 	s.servingAgain = make(chan struct{}, 1)
@@ -147,18 +147,18 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	if len(cfg.Push.AllowHosts) > 0 {
-		s.pusher = push.New(push.Options{Store: s.store, Policy: cfg.Push, Encode: rpc.EventJSON, Appended: s.hub.Appended, DropRepeats: s.hub.DropRepeats, Observer: m, Logger: log,
+		s.pusher = push.New(push.Options{Store: s.store, Policy: cfg.Push.Policy, Encode: rpc.EventJSON, Appended: s.hub.Appended, DropRepeats: s.hub.DropRepeats, Observer: m, Logger: log,
 			StopTimeout: cfg.ShutdownTimeout})
 	}
 	// The gRPC port's clients are bounded in what they may send and hold;
 	// the gateway's calls, on the internal server, were bounded by the
 	// HTTP server already, whose header limit is net/http's default.
 	external := []grpc.ServerOption{
-		grpc.MaxHeaderListSize(uint32(cfg.MaxHeaderBytes)),
-		grpc.MaxConcurrentStreams(uint32(cfg.MaxStreams)),
-		grpc.ConnectionTimeout(cfg.ReadTimeout),
+		grpc.MaxHeaderListSize(uint32(cfg.Conns.MaxHeaderBytes)),
+		grpc.MaxConcurrentStreams(uint32(cfg.Conns.MaxStreams)),
+		grpc.ConnectionTimeout(cfg.Conns.ReadTimeout),
 		grpc.KeepaliveParams(keepalive.ServerParameters{
-			MaxConnectionIdle: cfg.IdleTimeout,
+			MaxConnectionIdle: cfg.Conns.IdleTimeout,
 			// Pings a connection silent this long, and closes it when the
 			// ping goes unanswered: a client gone without a word (its host
 			// died, a NAT forgot it) does not hold a watch open forever.
@@ -188,7 +188,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("gateway connection: %w", err)
 	}
 	unary, _ := s.interceptors(m, gatewayPeer{})
-	local := inproc.New(inproc.Options{Interceptors: unary, MaxRecvMsgSize: s.cfg.MaxBodyBytes, Streams: s.conn})
+	local := inproc.New(inproc.Options{Interceptors: unary, MaxRecvMsgSize: s.cfg.Limits.MaxRequestBytes, Streams: s.conn})
 	pb.RegisterOrderServiceServer(local, svc)
 	gw, err := gateway.New(context.Background(), local, gateway.Options{
 		Health: func(context.Context) error {
@@ -204,20 +204,20 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		Metrics:           m.Handler(),
 		OpenAPI:           openapi.OrderService,
 		Authorize:         s.tokens.HTTP(),
-		Open:              cfg.AuthOpen,
-		MaxBodyBytes:      int64(cfg.MaxBodyBytes),
-		WatchWriteTimeout: cfg.WatchWriteTimeout,
+		Open:              cfg.Auth.Open,
+		MaxBodyBytes:      int64(cfg.Limits.MaxRequestBytes),
+		WatchWriteTimeout: cfg.Watch.WriteTimeout,
 		UI:                ui.Handler(),
-		CrossSite:         gateway.CrossSite{Check: s.tokens == nil, AllowOrigins: cfg.AllowOrigins, AllowHosts: cfg.AllowHosts},
+		CrossSite:         gateway.CrossSite{Check: s.tokens == nil, AllowOrigins: cfg.Auth.AllowOrigins, AllowHosts: cfg.Auth.AllowHosts},
 	})
 	if err != nil {
 		s.closeStore()
 		_ = s.conn.Close()
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
-	s.http = s.newHTTP(withBodyDeadline(s.tracedHTTP(gw), cfg.ReadTimeout))
+	s.http = s.newHTTP(withBodyDeadline(s.tracedHTTP(gw), cfg.Conns.ReadTimeout))
 	s.http.TLSConfig = serverTLS
-	s.http.IdleTimeout = cfg.IdleTimeout
+	s.http.IdleTimeout = cfg.Conns.IdleTimeout
 	return s, nil
 }
 
@@ -254,7 +254,7 @@ func (s *Server) newGRPC(svc *rpc.Service, m *metrics.Metrics, peer interceptor,
 	opts := append([]grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
-		grpc.MaxRecvMsgSize(s.cfg.MaxBodyBytes),
+		grpc.MaxRecvMsgSize(s.cfg.Limits.MaxRequestBytes),
 	}, s.tracedServer()...)
 	g := rpc.NewServer(svc, append(opts, extra...)...)
 	healthpb.RegisterHealthServer(g, s.health)
@@ -290,7 +290,7 @@ func (s *Server) interceptors(m *metrics.Metrics, peer interceptor) (unary []grp
 func (s *Server) newHTTP(h http.Handler) *http.Server {
 	return &http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: s.cfg.ReadTimeout,
+		ReadHeaderTimeout: s.cfg.Conns.ReadTimeout,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 }
@@ -319,7 +319,7 @@ func (s *Server) Run(ctx context.Context, lis Listeners) error {
 		srv *http.Server
 		lis net.Listener
 	}
-	httpLis := newLimitListener(lis.HTTP, s.cfg.MaxConnections, s.log)
+	httpLis := newLimitListener(lis.HTTP, s.cfg.Conns.MaxConnections, s.log)
 	s.http.ConnState = httpLis.connState
 	https := []httpServe{{s.http, httpLis}}
 	if lis.Debug != nil {
@@ -337,7 +337,7 @@ func (s *Server) Run(ctx context.Context, lis Listeners) error {
 		s.monitorHealth(gctx)
 		return nil
 	})
-	if len(s.cfg.Groups) > 0 {
+	if len(s.cfg.Groups.FileGroups) > 0 {
 		g.Go(func() error {
 			s.keepGroups(gctx)
 			return nil
@@ -346,7 +346,7 @@ func (s *Server) Run(ctx context.Context, lis Listeners) error {
 	for _, gs := range []struct {
 		srv *grpc.Server
 		lis net.Listener
-	}{{s.grpc, newLimitListener(lis.GRPC, s.cfg.MaxConnections, s.log)}, {s.internal, s.internalLis}} {
+	}{{s.grpc, newLimitListener(lis.GRPC, s.cfg.Conns.MaxConnections, s.log)}, {s.internal, s.internalLis}} {
 		g.Go(func() error {
 			if err := gs.srv.Serve(gs.lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 				return fmt.Errorf("gRPC server: %w", err)
@@ -425,17 +425,17 @@ func (s *Server) shutdown(httpServers []*http.Server) {
 
 // authenticator returns the token checker, or nil when no token is set.
 func authenticator(cfg Config, log *slog.Logger) *auth.Tokens {
-	if len(cfg.Tokens) == 0 {
+	if len(cfg.Auth.Tokens) == 0 {
 		log.Warn("no bearer tokens are set (AUTH_TOKENS, -auth-tokens-file): every call is let in")
 		return nil
 	}
 	var open []string
 	for name, prefix := range auth.OpenServices {
-		if cfg.AuthOpen[name] {
+		if cfg.Auth.Open[name] {
 			open = append(open, prefix)
 		}
 	}
-	return auth.New(cfg.Tokens, open)
+	return auth.New(cfg.Auth.Tokens, open)
 }
 
 // rpcLogOptions log one line per finished RPC, at debug level whatever its
