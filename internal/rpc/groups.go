@@ -60,7 +60,7 @@ type consumers struct {
 }
 
 // errShuttingDown ends the consume streams of a stopping server.
-var errShuttingDown = order.Errorf(order.KindUnavailable, "the server is shutting down; reconnect")
+var errShuttingDown = order.Fail(order.ReasonShuttingDown, "", "the server is shutting down; reconnect")
 
 // consumerStream is what a stream hears from the rest of the replica.
 type consumerStream struct {
@@ -140,21 +140,21 @@ func (c *consumers) tell(group string, settled []order.AckID, kick bool) {
 func (s *Service) CreateConsumerGroup(ctx context.Context, req *pb.CreateConsumerGroupRequest) (*pb.ConsumerGroup, error) {
 	g, err := s.groupSettings(req)
 	if err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	var start order.Position
 	if c := req.GetStartAfterCursor(); c != "" {
-		p, err := order.ParsePosition(c)
+		p, err := order.ParsePosition("start_after_cursor", c)
 		if err == nil {
 			p, err = s.hub.CheckPosition(ctx, p)
 		}
 		if err != nil {
-			return nil, s.status(ctx, renameField(err, "after_cursor", "start_after_cursor"))
+			return nil, order.WithField(err, "start_after_cursor")
 		}
 		start = p
 	}
 	if _, _, err := s.store.CreateGroup(ctx, g, start, s.groupLimits.MaxGroups); err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	return s.consumerGroup(ctx, g.ID)
 }
@@ -168,8 +168,8 @@ func (s *Service) CheckGroupRequest(req *pb.CreateConsumerGroupRequest) error {
 		return err
 	}
 	if c := req.GetStartAfterCursor(); c != "" {
-		if _, err := order.ParsePosition(c); err != nil {
-			return renameField(err, "after_cursor", "start_after_cursor")
+		if _, err := order.ParsePosition("start_after_cursor", c); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -183,14 +183,14 @@ func (s *Service) groupSettings(req *pb.CreateConsumerGroupRequest) (order.Group
 	}
 	if d := req.GetAckDeadline(); d != nil {
 		if err := d.CheckValid(); err != nil || d.AsDuration() < minAckDeadline || d.AsDuration() > maxAckDeadline {
-			return g, order.Errorf(order.KindInvalid, "ack_deadline %s is out of range: give %s to %s, or leave it out for %s",
+			return g, order.Fail(order.ReasonInvalidArgument, "ack_deadline", "ack_deadline %s is out of range: give %s to %s, or leave it out for %s",
 				order.FormatDuration(d.AsDuration()), order.FormatDuration(minAckDeadline), order.FormatDuration(maxAckDeadline), order.FormatDuration(defaultAckDeadline))
 		}
 		g.AckDeadline = d.AsDuration().Truncate(time.Millisecond)
 	}
 	if n := req.GetMaxDeliveries(); n != 0 {
 		if n < 1 || n > maxMaxDeliveries {
-			return g, order.Errorf(order.KindInvalid, "max_deliveries %d is out of range: give 1 to %d, or leave it out for %d", n, maxMaxDeliveries, defaultMaxDeliveries)
+			return g, order.Fail(order.ReasonInvalidArgument, "max_deliveries", "max_deliveries %d is out of range: give 1 to %d, or leave it out for %d", n, maxMaxDeliveries, defaultMaxDeliveries)
 		}
 		g.MaxDeliveries = int(n)
 	}
@@ -206,7 +206,7 @@ func (s *Service) groupSettings(req *pb.CreateConsumerGroupRequest) (order.Group
 func (s *Service) consumerGroup(ctx context.Context, id string) (*pb.ConsumerGroup, error) {
 	g, st, err := s.store.Group(ctx, id)
 	if err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	return groupToProto(g, st), nil
 }
@@ -232,7 +232,7 @@ func groupToProto(g order.Group, st order.GroupState) *pb.ConsumerGroup {
 // GetConsumerGroup returns a group with its state.
 func (s *Service) GetConsumerGroup(ctx context.Context, req *pb.GetConsumerGroupRequest) (*pb.ConsumerGroup, error) {
 	if err := order.ValidateID("group_id", req.GetGroupId()); err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	return s.consumerGroup(ctx, req.GetGroupId())
 }
@@ -242,16 +242,16 @@ func (s *Service) GetConsumerGroup(ctx context.Context, req *pb.GetConsumerGroup
 func (s *Service) ListConsumerGroups(ctx context.Context, req *pb.ListConsumerGroupsRequest) (*pb.ListConsumerGroupsResponse, error) {
 	size, err := pageSize(req.GetPageSize(), defaultPageSize)
 	if err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	if t := req.GetPageToken(); t != "" {
 		if err := order.ValidateID("page_token", t); err != nil {
-			return nil, s.status(ctx, err)
+			return nil, err
 		}
 	}
 	groups, err := s.store.Groups(ctx)
 	if err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	resp := &pb.ListConsumerGroupsResponse{}
 	for _, g := range groups {
@@ -279,7 +279,7 @@ func pageSize(n int32, def int) (int, error) {
 	case n == 0:
 		return def, nil
 	case n < 0 || n > maxPageSize:
-		return 0, order.Errorf(order.KindInvalid, "page_size %d is out of range: give 1 to %d, or 0 for %d", n, maxPageSize, def)
+		return 0, order.Fail(order.ReasonInvalidArgument, "page_size", "page_size %d is out of range: give 1 to %d, or 0 for %d", n, maxPageSize, def)
 	}
 	return int(n), nil
 }
@@ -287,10 +287,10 @@ func pageSize(n int32, def int) (int, error) {
 // DeleteConsumerGroup deletes a group.
 func (s *Service) DeleteConsumerGroup(ctx context.Context, req *pb.DeleteConsumerGroupRequest) (*emptypb.Empty, error) {
 	if err := order.ValidateID("group_id", req.GetGroupId()); err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	if err := s.store.DeleteGroup(ctx, req.GetGroupId()); err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	if s.observer != nil {
 		s.observer.GroupDeleted(req.GetGroupId())
@@ -318,9 +318,9 @@ func (s *Service) inFlightLimit(field string, n int32, def int) (int, error) {
 	case n == 0:
 		return min(def, s.groupLimits.MaxInFlight), nil
 	case n < 0:
-		return 0, order.Errorf(order.KindInvalid, "%s %d must be more than zero, or 0 for %d", field, n, def)
+		return 0, order.Fail(order.ReasonInvalidArgument, field, "%s %d must be more than zero, or 0 for %d", field, n, def)
 	case int(n) > s.groupLimits.MaxInFlight:
-		return 0, order.Errorf(order.KindResourceExhausted, "%s %d is more than this service's limit of %d", field, n, s.groupLimits.MaxInFlight)
+		return 0, order.Fail(order.ReasonInFlightLimit, field, "%s %d is more than this service's limit of %d", field, n, s.groupLimits.MaxInFlight)
 	}
 	return int(n), nil
 }
@@ -330,29 +330,29 @@ func (s *Service) ConsumeExpirations(req *pb.ConsumeExpirationsRequest, stream p
 	ctx := stream.Context()
 	group := req.GetGroupId()
 	if err := order.ValidateID("group_id", group); err != nil {
-		return s.status(ctx, err)
+		return err
 	}
 	consumer, err := consumerOf(req.GetConsumer(), "")
 	if err != nil {
-		return s.status(ctx, err)
+		return err
 	}
 	limit, err := s.inFlightLimit("max_in_flight", req.GetMaxInFlight(), defaultMaxInFlight)
 	if err != nil {
-		return s.status(ctx, err)
+		return err
 	}
 	g, _, err := s.store.Group(ctx, group)
 	if err != nil {
-		return s.status(ctx, err)
+		return err
 	}
 	if err := notPushed(g); err != nil {
-		return s.status(ctx, err)
+		return err
 	}
 	cs, ok, err := s.consumers.add(group, s.groupLimits.MaxConsumers)
 	if err != nil {
-		return s.status(ctx, err)
+		return err
 	}
 	if !ok {
-		return s.status(ctx, order.Errorf(order.KindResourceExhausted, "consumer group %q has %d streams open on this replica, the most it serves; close one or consume through another replica", group, s.groupLimits.MaxConsumers))
+		return order.Fail(order.ReasonTooManyStreams, "group_id", "consumer group %q has %d streams open on this replica, the most it serves; close one or consume through another replica", group, s.groupLimits.MaxConsumers)
 	}
 	// Removed only after the hand-back (defers run last first): a stopping
 	// server closes its store once every stream is removed.
@@ -363,7 +363,7 @@ func (s *Service) ConsumeExpirations(req *pb.ConsumeExpirationsRequest, stream p
 	c := &consumeLoop{s: s, g: g, consumer: consumer, limit: limit, cs: cs, inFlight: map[order.AckID]time.Time{},
 		send: func(d order.Delivery) error { return stream.Send(deliveryToProto(d)) }}
 	defer c.handBack()
-	return s.status(ctx, c.run(ctx))
+	return c.run(ctx)
 }
 
 // consumeLoop is one ConsumeExpirations stream: it delivers while it has
@@ -485,36 +485,36 @@ func deliveryToProto(d order.Delivery) *pb.ReceivedExpiration {
 func (s *Service) PullExpirations(ctx context.Context, req *pb.PullExpirationsRequest) (*pb.PullExpirationsResponse, error) {
 	group := req.GetGroupId()
 	if err := order.ValidateID("group_id", group); err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	consumer, err := consumerOf(req.GetConsumer(), "pull")
 	if err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	n, err := s.inFlightLimit("max_events", req.GetMaxEvents(), defaultMaxInFlight)
 	if err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	wait := defaultPullWait
 	if w := req.GetWait(); w != nil {
 		if err := w.CheckValid(); err != nil || w.AsDuration() < 0 || w.AsDuration() > maxPullWait {
-			return nil, s.status(ctx, order.Errorf(order.KindInvalid, "wait %s is out of range: give 0s to %s, or leave it out for %s", order.FormatDuration(w.AsDuration()), order.FormatDuration(maxPullWait), order.FormatDuration(defaultPullWait)))
+			return nil, order.Fail(order.ReasonInvalidArgument, "wait", "wait %s is out of range: give 0s to %s, or leave it out for %s", order.FormatDuration(w.AsDuration()), order.FormatDuration(maxPullWait), order.FormatDuration(defaultPullWait))
 		}
 		wait = w.AsDuration()
 	}
 	until := time.Now().Add(wait)
 	g, _, err := s.store.Group(ctx, group)
 	if err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	if err := notPushed(g); err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	for {
 		_, appended := s.hub.Appended()
 		ds, err := s.store.Deliver(ctx, group, consumer, n)
 		if err != nil {
-			return nil, s.status(ctx, err)
+			return nil, err
 		}
 		ds = s.hub.DropRepeats(ctx, s.store, group, ds)
 		left := time.Until(until)
@@ -530,7 +530,7 @@ func (s *Service) PullExpirations(ctx context.Context, req *pb.PullExpirationsRe
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return nil, s.status(ctx, ctx.Err())
+			return nil, ctx.Err()
 		case <-s.stopping:
 			// The server is stopping: the pull has nothing, and says so
 			// at once. Another look could take the deliveries a stopping
@@ -550,7 +550,7 @@ func (s *Service) PullExpirations(ctx context.Context, req *pb.PullExpirationsRe
 // the endpoint without a word.
 func notPushed(g order.Group) error {
 	if g.Push.Enabled() {
-		return order.Errorf(order.KindFailedPrecondition, "consumer group %q delivers its events to its push endpoint; consume a group created without push_config", g.ID)
+		return order.Fail(order.ReasonPushGroup, "group_id", "consumer group %q delivers its events to its push endpoint; consume a group created without push_config", g.ID)
 	}
 	return nil
 }
@@ -558,7 +558,7 @@ func notPushed(g order.Group) error {
 // parseAckIDs reads ack ids; those that are no ack id are reported unknown.
 func parseAckIDs(raw []string) (ids []order.AckID, at []int, results []*pb.AckIdResult, err error) {
 	if len(raw) == 0 || len(raw) > maxAckIDs {
-		return nil, nil, nil, order.Errorf(order.KindInvalid, "ack_ids has %d ids: give 1 to %d", len(raw), maxAckIDs)
+		return nil, nil, nil, order.Fail(order.ReasonInvalidArgument, "ack_ids", "ack_ids has %d ids: give 1 to %d", len(raw), maxAckIDs)
 	}
 	results = make([]*pb.AckIdResult, len(raw))
 	for i, r := range raw {
@@ -618,7 +618,7 @@ func (s *Service) AcknowledgeExpirations(ctx context.Context, req *pb.Acknowledg
 		return s.store.Ack(ctx, req.GetGroupId(), ids)
 	}, true)
 	if err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	return &pb.AcknowledgeExpirationsResponse{Results: results}, nil
 }
@@ -628,18 +628,18 @@ func (s *Service) NackExpirations(ctx context.Context, req *pb.NackExpirationsRe
 	var retry time.Duration
 	if r := req.GetRetryAfter(); r != nil {
 		if err := r.CheckValid(); err != nil || r.AsDuration() < 0 {
-			return nil, s.status(ctx, order.Errorf(order.KindInvalid, "retry_after %s must not be negative", order.FormatDuration(r.AsDuration())))
+			return nil, order.Fail(order.ReasonInvalidArgument, "retry_after", "retry_after %s must not be negative", order.FormatDuration(r.AsDuration()))
 		}
 		retry = r.AsDuration()
 	}
 	if err := order.ValidateNackReason(req.GetReason()); err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	results, err := s.settle(ctx, req.GetGroupId(), req.GetAckIds(), func(ids []order.AckID) ([]order.AckStatus, error) {
 		return s.store.Nack(ctx, req.GetGroupId(), ids, retry, req.GetReason())
 	}, false)
 	if err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	return &pb.NackExpirationsResponse{Results: results}, nil
 }
@@ -647,15 +647,15 @@ func (s *Service) NackExpirations(ctx context.Context, req *pb.NackExpirationsRe
 // ListDeadLetters lists a group's dead letters.
 func (s *Service) ListDeadLetters(ctx context.Context, req *pb.ListDeadLettersRequest) (*pb.ListDeadLettersResponse, error) {
 	if err := order.ValidateID("group_id", req.GetGroupId()); err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	size, err := pageSize(req.GetPageSize(), 100)
 	if err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	letters, next, err := s.store.DeadLetters(ctx, req.GetGroupId(), req.GetPageToken(), size)
 	if err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	resp := &pb.ListDeadLettersResponse{NextPageToken: next}
 	for _, l := range letters {
@@ -671,25 +671,25 @@ func (s *Service) ListDeadLetters(ctx context.Context, req *pb.ListDeadLettersRe
 // RedriveDeadLetters puts dead letters back.
 func (s *Service) RedriveDeadLetters(ctx context.Context, req *pb.RedriveDeadLettersRequest) (*pb.RedriveDeadLettersResponse, error) {
 	if err := order.ValidateID("group_id", req.GetGroupId()); err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	ids := req.GetDeadLetterIds()
 	switch {
 	case len(ids) == 0 && !req.GetAll():
-		return nil, s.status(ctx, order.Errorf(order.KindInvalid, "give dead_letter_ids, or all: true to put every dead letter back"))
+		return nil, order.Fail(order.ReasonInvalidArgument, "dead_letter_ids", "give dead_letter_ids, or all: true to put every dead letter back")
 	case len(ids) > 0 && req.GetAll():
-		return nil, s.status(ctx, order.Errorf(order.KindInvalid, "give dead_letter_ids or all, not both"))
+		return nil, order.Fail(order.ReasonInvalidArgument, "dead_letter_ids", "give dead_letter_ids or all, not both")
 	case len(ids) > maxAckIDs:
-		return nil, s.status(ctx, order.Errorf(order.KindInvalid, "dead_letter_ids has %d ids: give at most %d, or all", len(ids), maxAckIDs))
+		return nil, order.Fail(order.ReasonInvalidArgument, "dead_letter_ids", "dead_letter_ids has %d ids: give at most %d, or all", len(ids), maxAckIDs)
 	}
 	for _, id := range ids {
 		if _, _, ok := order.ParseDeadLetterID(id); !ok {
-			return nil, s.status(ctx, order.Errorf(order.KindInvalid, "dead_letter_ids: %q is not a dead letter id; pass the dead_letter_id of a listed one, like \"0/1732170000000-0\"", order.Clip(id)))
+			return nil, order.Fail(order.ReasonInvalidID, "dead_letter_ids", "dead_letter_ids: %q is not a dead letter id; pass the dead_letter_id of a listed one, like \"0/1732170000000-0\"", order.Clip(id))
 		}
 	}
 	n, err := s.store.Redrive(ctx, req.GetGroupId(), ids)
 	if err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	if n > 0 {
 		s.consumers.tell(req.GetGroupId(), nil, true)

@@ -139,6 +139,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		Groups:   rpc.GroupLimits{MaxGroups: cfg.MaxGroups, MaxConsumers: cfg.MaxConsumers, MaxInFlight: cfg.MaxInFlight},
 		Lateness: lateness,
 		Push:     cfg.Push,
+		Settings: errorSettings,
 	})
 	s.svc = svc
 	s.servingAgain = make(chan struct{}, 1)
