@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/orderexpiry/orderexpiry/internal/inproc"
 	"github.com/orderexpiry/orderexpiry/internal/memstore"
 	"github.com/orderexpiry/orderexpiry/internal/order"
 	"github.com/orderexpiry/orderexpiry/internal/rpc"
@@ -35,8 +36,9 @@ func (downStats) Stats(context.Context) (order.Stats, error) {
 	return order.Stats{}, order.Unavailable(errors.New("connection refused"))
 }
 
-// edgeServer serves the service over a buffer, as NewServer builds it.
-func edgeServer(t *testing.T, opts rpc.Options) *grpc.ClientConn {
+// edgeServer serves the service over a buffer, as NewServer builds it, and
+// in process, as the gateway calls it: the connections to each.
+func edgeServer(t *testing.T, opts rpc.Options) (*grpc.ClientConn, *inproc.Conn) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -46,7 +48,8 @@ func edgeServer(t *testing.T, opts rpc.Options) *grpc.ClientConn {
 	go func() { _ = hub.Run(ctx) }()
 	opts.Limits = order.DefaultLimits
 	opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	srv := rpc.NewServer(rpc.New(downStats{st}, hub, opts))
+	svc := rpc.New(downStats{st}, hub, opts)
+	srv := rpc.NewServer(svc)
 	lis := bufconn.Listen(1 << 20)
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)
@@ -57,17 +60,20 @@ func edgeServer(t *testing.T, opts rpc.Options) *grpc.ClientConn {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return conn
+	local := inproc.New(inproc.Options{Interceptors: svc.UnaryInterceptors(), Streams: conn})
+	pb.RegisterOrderServiceServer(local, svc)
+	return conn, local
 }
 
 // TestEveryMethodsErrorsHaveDetails: every method of the service, unary or
 // stream, answers a domain error with the status of its kind and the
 // details the edge adds (ErrorInfo with the reason in ErrorDomain; for an
 // invalid request about a field, BadRequest naming it), so that no method
-// can return its errors past the interceptors. The table is checked
-// against the service descriptor: a method added without a row fails.
+// can return its errors past the interceptors, on the gRPC port or in the
+// gateway's in-process calls. The table is checked against the service
+// descriptor: a method added without a row fails.
 func TestEveryMethodsErrorsHaveDetails(t *testing.T) {
-	conn := edgeServer(t, rpc.Options{Settings: rpc.Settings{order.ReasonInFlightLimit: "-max-in-flight"}})
+	conn, local := edgeServer(t, rpc.Options{Settings: rpc.Settings{order.ReasonInFlightLimit: "-max-in-flight"}})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := pb.NewOrderServiceClient(conn).CreateConsumerGroup(ctx, &pb.CreateConsumerGroupRequest{GroupId: "g"}); err != nil {
@@ -118,16 +124,22 @@ func TestEveryMethodsErrorsHaveDetails(t *testing.T) {
 		t.Fatalf("the service descriptor has %d methods, the proto file %d", len(names), methods.Len())
 	}
 	for _, name := range names {
-		t.Run(name, func(t *testing.T) {
-			r, ok := rows[name]
-			if !ok {
-				t.Fatalf("no row for %s: give it a request that fails", name)
-			}
-			delete(rows, name)
-			md := methods.ByName(protoreflect.Name(name))
-			err := call(ctx, conn, "/"+desc.ServiceName+"/"+name, md, r.req)
-			checkDetails(t, err, r.reason, r.field)
-		})
+		r, ok := rows[name]
+		if !ok {
+			t.Errorf("no row for %s: give it a request that fails", name)
+			continue
+		}
+		delete(rows, name)
+		md := methods.ByName(protoreflect.Name(name))
+		for _, port := range []struct {
+			name string
+			conn grpc.ClientConnInterface
+		}{{"grpc", conn}, {"inproc", local}} {
+			t.Run(name+"/"+port.name, func(t *testing.T) {
+				err := call(ctx, port.conn, "/"+desc.ServiceName+"/"+name, md, r.req)
+				checkDetails(t, err, r.reason, r.field)
+			})
+		}
 	}
 	for name := range rows {
 		t.Errorf("row %s names no method of the service", name)
@@ -136,7 +148,7 @@ func TestEveryMethodsErrorsHaveDetails(t *testing.T) {
 
 // call calls a method with req and returns its error, reading a stream
 // until it ends.
-func call(ctx context.Context, conn *grpc.ClientConn, method string, md protoreflect.MethodDescriptor, req proto.Message) error {
+func call(ctx context.Context, conn grpc.ClientConnInterface, method string, md protoreflect.MethodDescriptor, req proto.Message) error {
 	mt, err := protoregistry.GlobalTypes.FindMessageByName(md.Output().FullName())
 	if err != nil {
 		return err
@@ -215,7 +227,7 @@ func kindCode(k order.Kind) codes.Code {
 // a batch's item has the details a call of its own would have, about the
 // item's field.
 func TestErrorDetailsOfSettingsAndItems(t *testing.T) {
-	conn := edgeServer(t, rpc.Options{Settings: rpc.Settings{order.ReasonInFlightLimit: "-max-in-flight"}})
+	conn, _ := edgeServer(t, rpc.Options{Settings: rpc.Settings{order.ReasonInFlightLimit: "-max-in-flight"}})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	client := pb.NewOrderServiceClient(conn)

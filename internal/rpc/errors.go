@@ -36,6 +36,20 @@ var kindCodes = map[order.Kind]codes.Code{
 // flags' names (see server.errorSettings), which the domain must not know.
 type Settings map[order.ErrorReason]string
 
+// UnaryInterceptors are the interceptors the service's unary methods need,
+// first to last, after any other: unaryErrors, the one place where domain
+// errors become statuses, and decodeUnary. NewServer installs them; a
+// caller that serves the methods another way (the gateway's in-process
+// calls) must run them too.
+func (s *Service) UnaryInterceptors() []grpc.UnaryServerInterceptor {
+	return []grpc.UnaryServerInterceptor{s.unaryErrors, decodeUnary}
+}
+
+// StreamInterceptors are UnaryInterceptors for streams.
+func (s *Service) StreamInterceptors() []grpc.StreamServerInterceptor {
+	return []grpc.StreamServerInterceptor{s.streamErrors, decodeStream}
+}
+
 // unaryErrors is the interceptor that turns the error a method returns
 // into its status (see statusOf), for every unary method: the methods
 // return domain errors as they are.

@@ -143,15 +143,14 @@ func (s *Service) Stop(ctx context.Context) {
 // each event once per watcher. A request that Codec could not decode is
 // refused by decodeUnary or decodeStream, which run after the interceptors
 // of opts (a token check among them), so that such a call is let in or
-// not like any other. Between the two, unaryErrors and streamErrors turn
-// every error a method returns into its status: the one place where
-// domain errors become statuses.
+// not like any other. Before them, the service's own interceptors (see
+// UnaryInterceptors) turn every error a method returns into its status.
 func NewServer(svc *Service, opts ...grpc.ServerOption) *grpc.Server {
 	svc.preEncode = true
 	opts = append([]grpc.ServerOption{grpc.ForceServerCodecV2(Codec)}, opts...)
 	s := grpc.NewServer(append(opts,
-		grpc.ChainUnaryInterceptor(svc.unaryErrors, decodeUnary),
-		grpc.ChainStreamInterceptor(svc.streamErrors, decodeStream))...)
+		grpc.ChainUnaryInterceptor(svc.UnaryInterceptors()...),
+		grpc.ChainStreamInterceptor(svc.StreamInterceptors()...))...)
 	pb.RegisterOrderServiceServer(s, svc)
 	return s
 }

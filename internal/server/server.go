@@ -189,7 +189,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("gateway connection: %w", err)
 	}
 	unary, _ := s.interceptors(m, gatewayPeer{})
-	local := inproc.New(inproc.Options{Interceptors: unary, MaxRecvMsgSize: s.cfg.MaxBodyBytes, Streams: s.conn})
+	local := inproc.New(inproc.Options{Interceptors: append(unary, svc.UnaryInterceptors()...), MaxRecvMsgSize: s.cfg.MaxBodyBytes, Streams: s.conn})
 	pb.RegisterOrderServiceServer(local, svc)
 	gw, err := gateway.New(context.Background(), local, gateway.Options{
 		Health: func(context.Context) error {
