@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/orderexpiry/orderexpiry/internal/inproc"
 	"github.com/orderexpiry/orderexpiry/internal/memstore"
@@ -247,6 +248,7 @@ func TestErrorDetailsOfSettingsAndItems(t *testing.T) {
 
 	resp, err := client.BatchCheckout(ctx, &pb.BatchCheckoutRequest{Requests: []*pb.CheckoutRequest{
 		{OrderId: "a"}, {OrderId: "b", Ttl: durationpb.New(-time.Second)},
+		{OrderId: "c", Deadline: timestamppb.New(time.Now().Add(-time.Hour))},
 	}})
 	if err != nil {
 		t.Fatal(err)
@@ -254,6 +256,7 @@ func TestErrorDetailsOfSettingsAndItems(t *testing.T) {
 	if resp.GetResults()[0].GetCheckout() == nil {
 		t.Fatalf("item 0: %v, want a checkout", resp.GetResults()[0])
 	}
-	item := status.FromProto(resp.GetResults()[1].GetError())
-	checkDetails(t, item.Err(), order.ReasonInvalidTTL, "requests[1].ttl")
+	// Item 1 is refused by the service's checks, item 2 by the store.
+	checkDetails(t, status.FromProto(resp.GetResults()[1].GetError()).Err(), order.ReasonInvalidTTL, "requests[1].ttl")
+	checkDetails(t, status.FromProto(resp.GetResults()[2].GetError()).Err(), order.ReasonInvalidDeadline, "requests[2].deadline")
 }

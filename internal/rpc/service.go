@@ -190,18 +190,14 @@ func (s *Service) BatchCheckout(ctx context.Context, req *pb.BatchCheckoutReques
 		it, err := s.checkoutItem(r)
 		if err != nil {
 			// The checks name the item's field ("ttl must be ..."): the
-			// message says which item it is, and the field is the
-			// item's.
+			// message says which item it is.
 			var oe *order.Error
 			if errors.As(err, &oe) {
 				c := *oe
 				c.Msg = fmt.Sprintf("requests[%d].%s", i, c.Msg)
-				if c.Field != "" {
-					c.Field = fmt.Sprintf("requests[%d].%s", i, c.Field)
-				}
 				err = &c
 			}
-			results[i] = s.itemError(ctx, err)
+			results[i] = s.itemError(ctx, i, err)
 			continue
 		}
 		items = append(items, it)
@@ -211,7 +207,7 @@ func (s *Service) BatchCheckout(ctx context.Context, req *pb.BatchCheckoutReques
 		for j, r := range s.store.BatchCheckout(ctx, items) {
 			i := valid[j]
 			if r.Err != nil {
-				results[i] = s.itemError(ctx, r.Err)
+				results[i] = s.itemError(ctx, i, r.Err)
 				continue
 			}
 			if r.Created && s.observer != nil {
@@ -225,9 +221,16 @@ func (s *Service) BatchCheckout(ctx context.Context, req *pb.BatchCheckoutReques
 	return &pb.BatchCheckoutResponse{Results: results}, nil
 }
 
-// itemError is the answer to an item of a BatchCheckout that failed with
-// err: the status a Checkout of its own would have failed with.
-func (s *Service) itemError(ctx context.Context, err error) *pb.BatchCheckoutResult {
+// itemError is the answer to item i of a BatchCheckout that failed with
+// err: the status a Checkout of its own would have failed with, about the
+// item's field (requests[i].ttl).
+func (s *Service) itemError(ctx context.Context, i int, err error) *pb.BatchCheckoutResult {
+	var oe *order.Error
+	if errors.As(err, &oe) && oe.Field != "" {
+		c := *oe
+		c.Field = fmt.Sprintf("requests[%d].%s", i, c.Field)
+		err = &c
+	}
 	return &pb.BatchCheckoutResult{Result: &pb.BatchCheckoutResult_Error{Error: s.statusOf(ctx, err).Proto()}}
 }
 
