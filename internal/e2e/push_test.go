@@ -471,7 +471,7 @@ func TestPushRefused(t *testing.T) {
 		{"push off", off, ok("https://hooks.example.com/"), 0, "push delivery is off on this service"},
 		{"http", strict, ok("http://hooks.example.com/"), 0, "-push-allow-http"},
 		{"loopback", strict, ok("https://127.0.0.1/"), 0, "-push-allow-private"},
-		{"other host", strict, ok("https://hooks.example.org/"), 0, `host "hooks.example.org" is not in this service's allowed push hosts (-push-allow-hosts 127.0.0.1,hooks.example.com)`},
+		{"other host", strict, ok("https://hooks.example.org/"), 0, `host "hooks.example.org" is not in this service's allowed push hosts (127.0.0.1,hooks.example.com); use one of them, or add it there (-push-allow-hosts)`},
 		{"no secret", loose, &pb.PushConfig{Url: "http://127.0.0.1/"}, 0, "push_config.secret is required"},
 		{"fingerprint given", loose, &pb.PushConfig{Url: "http://127.0.0.1/", Secret: pushSecret, SecretFingerprint: "sha256:0"}, 0, "output only"},
 		{"concurrency", loose, &pb.PushConfig{Url: "http://127.0.0.1/", Secret: pushSecret, MaxConcurrency: 101}, 0, "push_config.max_concurrency 101 is out of range"},

@@ -126,7 +126,7 @@ func Parse(text string) (*Filter, error) {
 		return f, nil
 	}
 	if len(text) > MaxLength {
-		return nil, order.Errorf(order.KindInvalid, "filter is %d bytes long; the limit is %d", len(text), MaxLength)
+		return nil, order.Fail(order.ReasonInvalidFilter, "filter", "filter is %d bytes long; the limit is %d", len(text), MaxLength)
 	}
 	// Columns are counted in the text as given: the parser sees it trimmed.
 	lead := len(text) - len(strings.TrimLeft(text, " \t\r\n"))
@@ -162,7 +162,7 @@ func syntaxError(text string, lead int, err error) error {
 		}
 	}
 	if last == nil {
-		return order.Errorf(order.KindInvalid, "filter %q is not a valid filter: %v", order.Clip(text), err)
+		return order.Fail(order.ReasonInvalidFilter, "filter", "filter %q is not a valid filter: %v", order.Clip(text), err)
 	}
 	msg := last.Message()
 	switch {
@@ -173,7 +173,7 @@ func syntaxError(text string, lead int, err error) error {
 	case strings.HasPrefix(msg, "unexpected trailing token "):
 		msg = "unexpected " + strings.TrimPrefix(msg, "unexpected trailing token ") + " (keys and values with spaces, - or other punctuation need quotes)"
 	}
-	return order.Errorf(order.KindInvalid, "filter %q: at column %d: %s; expected a filter like %s",
+	return order.Fail(order.ReasonInvalidFilter, "filter", "filter %q: at column %d: %s; expected a filter like %s",
 		order.Clip(text), lead+int(last.Position().Offset)+1, msg, example)
 }
 
@@ -200,7 +200,7 @@ type checker struct {
 
 func (c *checker) errorf(e *expr.Expr, format string, args ...any) error {
 	col := c.lead + int(c.positions[e.GetId()]) + 1
-	return order.Errorf(order.KindInvalid, "filter %q: at column %d: %s", order.Clip(c.text), col, fmt.Sprintf(format, args...))
+	return order.Fail(order.ReasonInvalidFilter, "filter", "filter %q: at column %d: %s", order.Clip(c.text), col, fmt.Sprintf(format, args...))
 }
 
 func (c *checker) node(e *expr.Expr) (node, error) {

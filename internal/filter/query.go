@@ -100,7 +100,7 @@ func ParseOrderBy(s string) (desc bool, err error) {
 	case f[0] == FieldDeadline && len(f) == 2 && (f[1] == "asc" || f[1] == "desc"):
 		return f[1] == "desc", nil
 	}
-	return false, order.Errorf(order.KindInvalid, "order_by %q is not supported: give \"deadline\" (the default, earliest first) or \"deadline desc\"", order.Clip(s))
+	return false, order.Fail(order.ReasonInvalidArgument, "order_by", "order_by %q is not supported: give \"deadline\" (the default, earliest first) or \"deadline desc\"", order.Clip(s))
 }
 
 // TokenLifetime is how long a page token is accepted after it was made.
@@ -147,7 +147,7 @@ func EncodeToken(k Key, f *Filter, desc bool, now time.Time) string {
 // listing, or older than TokenLifetime at now.
 func DecodeToken(s string, f *Filter, desc bool, now time.Time) (Key, error) {
 	bad := func(why string) error {
-		return order.Errorf(order.KindInvalid, "page_token %q %s; pass the next_page_token of the page before, with the same filter and order_by, or none for the first page", order.Clip(s), why)
+		return order.Fail(order.ReasonInvalidPageToken, "page_token", "page_token %q %s; pass the next_page_token of the page before, with the same filter and order_by, or none for the first page", order.Clip(s), why)
 	}
 	b, err := base64.RawURLEncoding.DecodeString(s)
 	if err != nil || len(b) < 1+8+8+12 || b[0] != tokenVersion {

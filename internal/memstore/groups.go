@@ -109,7 +109,7 @@ func (s *Store) CreateGroup(ctx context.Context, g order.Group, start order.Posi
 	pos := s.last
 	if start != nil {
 		if len(start) != 1 {
-			return order.Group{}, false, order.Errorf(order.KindInvalid,
+			return order.Group{}, false, order.Fail(order.ReasonInvalidCursor, "",
 				"start position %s has %d parts, but this log has one partition; pass a single cursor such as \"1732170000000-0\", or \"0-0\" for all that is retained",
 				start, len(start))
 		}
@@ -119,8 +119,8 @@ func (s *Store) CreateGroup(ctx context.Context, g order.Group, start order.Posi
 		pos = start[0]
 	}
 	if len(s.groups) >= maxGroups {
-		return order.Group{}, false, order.Errorf(order.KindResourceExhausted,
-			"there are %d consumer groups already, the limit; delete one you no longer need", len(s.groups))
+		return order.Group{}, false, order.Fail(order.ReasonTooManyGroups, "",
+			"there are %d consumer groups already, the limit; delete one you no longer need, or raise the limit", len(s.groups))
 	}
 	g.CreatedAt = s.nowMs()
 	s.groups[g.ID] = &group{

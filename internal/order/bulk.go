@@ -102,7 +102,7 @@ func (o Operation) Done() bool { return o.State != OpRunning }
 
 // OperationNotFound is the error for an unknown operation id.
 func OperationNotFound(id string) error {
-	return Errorf(KindNotFound, "operation %q not found (never started, or ended longer ago than the retention period)", id)
+	return Fail(ReasonOperationNotFound, "name", "operation %q not found (never started, or ended longer ago than the retention period)", id)
 }
 
 // ValidateBulkChange checks a bulk change's request: exactly one of
@@ -120,11 +120,11 @@ func ValidateBulkChange(c BulkChange) error {
 	case n > 1:
 		return Errorf(KindInvalid, "give one change only: cancel, ttl, deadline or shift")
 	case c.TTL < 0:
-		return Errorf(KindInvalid, "ttl must be more than zero (got %s)", FormatDuration(c.TTL))
+		return Fail(ReasonInvalidTTL, "ttl", "ttl must be more than zero (got %s)", FormatDuration(c.TTL))
 	case c.TTL > c.MaxTTL:
-		return Errorf(KindInvalid, "ttl %s is more than the maximum of %s", FormatDuration(c.TTL), FormatDuration(c.MaxTTL))
+		return Fail(ReasonInvalidTTL, "ttl", "ttl %s is more than the maximum of %s", FormatDuration(c.TTL), FormatDuration(c.MaxTTL))
 	case c.Shift < -c.MaxTTL || c.Shift > c.MaxTTL:
-		return Errorf(KindInvalid, "shift %s is more than the maximum ttl of %s either way", FormatDuration(c.Shift), FormatDuration(c.MaxTTL))
+		return Fail(ReasonInvalidArgument, "shift", "shift %s is more than the maximum ttl of %s either way", FormatDuration(c.Shift), FormatDuration(c.MaxTTL))
 	}
 	return nil
 }

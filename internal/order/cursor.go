@@ -15,16 +15,19 @@ type Cursor struct {
 	Seq uint64
 }
 
-// ParseCursor reads the text form of a Cursor.
-func ParseCursor(s string) (Cursor, error) {
+// ParseCursor reads the text form of a Cursor; its error names after_cursor.
+func ParseCursor(s string) (Cursor, error) { return parseCursor("after_cursor", s) }
+
+// parseCursor is ParseCursor with an error about field.
+func parseCursor(field, s string) (Cursor, error) {
 	ms, seq, ok := strings.Cut(s, "-")
 	if !ok || ms == "" || seq == "" || len(s) > 41 {
-		return Cursor{}, Errorf(KindInvalid, "after_cursor %q is not a cursor: pass the cursor field of a received event, like \"1732170000000-0\"", Clip(s))
+		return Cursor{}, Fail(ReasonInvalidCursor, field, "%s %q is not a cursor: pass the cursor field of a received event, like \"1732170000000-0\"", field, Clip(s))
 	}
 	m, err1 := strconv.ParseUint(ms, 10, 64)
 	q, err2 := strconv.ParseUint(seq, 10, 64)
 	if err1 != nil || err2 != nil {
-		return Cursor{}, Errorf(KindInvalid, "after_cursor %q is not a cursor: pass the cursor field of a received event, like \"1732170000000-0\"", Clip(s))
+		return Cursor{}, Fail(ReasonInvalidCursor, field, "%s %q is not a cursor: pass the cursor field of a received event, like \"1732170000000-0\"", field, Clip(s))
 	}
 	return Cursor{Ms: m, Seq: q}, nil
 }
@@ -62,10 +65,10 @@ func CheckCursor(c Cursor, nowMs, retentionMs uint64) error {
 		return nil
 	}
 	if c.Ms > nowMs {
-		return Errorf(KindOutOfRange, "after_cursor %s is ahead of this event log (it is later than the store's clock); it does not come from this service's log", c)
+		return Fail(ReasonCursorUnknown, "", "cursor %s is ahead of this event log (it is later than the store's clock); it does not come from this service's log", c)
 	}
 	if nowMs > retentionMs && c.Ms < nowMs-retentionMs {
-		return Errorf(KindOutOfRange, "after_cursor %s is older than the retention period (%s), so events after it may be gone; start a new watch without after_cursor", c, FormatDuration(time.Duration(retentionMs)*time.Millisecond))
+		return Fail(ReasonCursorExpired, "", "cursor %s is older than the retention period (%s), so events after it may be gone; start again without a cursor", c, FormatDuration(time.Duration(retentionMs)*time.Millisecond))
 	}
 	return nil
 }
@@ -82,20 +85,21 @@ type Position []Cursor
 const MaxPartitions = 1024
 
 // ParsePosition reads the text form of a Position. Whether it has as many
-// parts as the log has partitions is for the log to say.
-func ParsePosition(s string) (Position, error) {
+// parts as the log has partitions is for the log to say. Its error is
+// about field, the request field that held s.
+func ParsePosition(field, s string) (Position, error) {
 	parts := strings.Split(s, ",")
 	if len(parts) > MaxPartitions {
-		return nil, Errorf(KindInvalid, "after_cursor is not a cursor: it has more than %d parts; pass the cursor field of a received event", MaxPartitions)
+		return nil, Fail(ReasonInvalidCursor, field, "%s is not a cursor: it has more than %d parts; pass the cursor field of a received event", field, MaxPartitions)
 	}
 	p := make(Position, len(parts))
 	for i, part := range parts {
-		c, err := ParseCursor(part)
+		c, err := parseCursor(field, part)
 		if err != nil {
 			if len(parts) == 1 {
 				return nil, err
 			}
-			return nil, Errorf(KindInvalid, "after_cursor %q is not a cursor: part %d, %q, is not of the form \"1732170000000-0\"; pass the cursor field of a received event", Clip(s), i+1, Clip(part))
+			return nil, Fail(ReasonInvalidCursor, field, "%s %q is not a cursor: part %d, %q, is not of the form \"1732170000000-0\"; pass the cursor field of a received event", field, Clip(s), i+1, Clip(part))
 		}
 		p[i] = c
 	}
@@ -103,10 +107,11 @@ func ParsePosition(s string) (Position, error) {
 }
 
 // CheckParts says whether p has one part per partition of a log of n
-// partitions. The message quotes p clipped: a cursor can be 43 KB long.
+// partitions. The message quotes p clipped: a cursor can be 43 KB long. It
+// names no field: the caller's request knows it (see WithField).
 func (p Position) CheckParts(n int) error {
 	if len(p) != n {
-		return Errorf(KindInvalid, "after_cursor %q has %d part(s), but this service's expiration log has %d partition(s): it does not come from this service; pass the cursor field of a received event", Clip(p.String()), len(p), n)
+		return Fail(ReasonInvalidCursor, "", "cursor %q has %d part(s), but this service's expiration log has %d partition(s): it does not come from this service; pass the cursor field of a received event", Clip(p.String()), len(p), n)
 	}
 	return nil
 }

@@ -182,13 +182,13 @@ const MaxNackReason = 256
 // logs).
 func ValidateNackReason(r string) error {
 	if len(r) > MaxNackReason {
-		return Errorf(KindInvalid, "reason has %d bytes; give at most %d", len(r), MaxNackReason)
+		return Fail(ReasonInvalidArgument, "reason", "reason has %d bytes; give at most %d", len(r), MaxNackReason)
 	}
 	if !utf8.ValidString(r) {
-		return Errorf(KindInvalid, "reason is not valid UTF-8")
+		return Fail(ReasonInvalidArgument, "reason", "reason is not valid UTF-8")
 	}
 	if i := strings.IndexFunc(r, unicode.IsControl); i >= 0 {
-		return Errorf(KindInvalid, "reason has a control character at byte %d; give one line of text", i)
+		return Fail(ReasonInvalidArgument, "reason", "reason has a control character at byte %d; give one line of text", i)
 	}
 	return nil
 }
@@ -227,7 +227,7 @@ func ParseDeadLetterID(s string) (partition int, c Cursor, ok bool) {
 
 // GroupNotFound is the error for a group id with no group.
 func GroupNotFound(id string) error {
-	return Errorf(KindNotFound, "consumer group %q not found; create it first", id)
+	return Fail(ReasonGroupNotFound, "group_id", "consumer group %q not found; create it first", id)
 }
 
 // GroupExists is the error for creating a group that exists with other
@@ -241,7 +241,7 @@ func GroupExists(old, asked Group) error {
 		diffs = append(diffs, fmt.Sprintf("max_deliveries %d, not %d", old.MaxDeliveries, asked.MaxDeliveries))
 	}
 	diffs = append(diffs, old.Push.diff(asked.Push)...)
-	return Errorf(KindAlreadyExists, "consumer group %q exists with other settings (%s); ask for its settings, or delete it first",
+	return Fail(ReasonGroupExists, "group_id", "consumer group %q exists with other settings (%s); ask for its settings, or delete it first",
 		old.ID, strings.Join(diffs, "; "))
 }
 
@@ -253,12 +253,12 @@ const DefaultMaxGroupConsumers = 1000
 // asking for events of a group whose limit of consumers holding deliveries
 // is reached.
 func TooManyConsumers(group string, limit int) error {
-	return Errorf(KindResourceExhausted, "consumer group %q has %d consumers holding deliveries, the most it may have (-max-group-consumers); a new consumer name is taken once one of them settles its deliveries or lets them lapse: reuse the names of consumers that are gone", group, limit)
+	return Fail(ReasonTooManyConsumers, "consumer", "consumer group %q has %d consumers holding deliveries, the most it may have; a new consumer name is taken once one of them settles its deliveries or lets them lapse: reuse the names of consumers that are gone, or raise the limit", group, limit)
 }
 
 // BadPageToken is the error for a page token of a list that it did not give.
 func BadPageToken(token string) error {
-	return Errorf(KindInvalid, "page_token %q is not a page token of this list; pass the next_page_token of the page before, or none for the first page", Clip(token))
+	return Fail(ReasonInvalidPageToken, "page_token", "page_token %q is not a page token of this list; pass the next_page_token of the page before, or none for the first page", Clip(token))
 }
 
 // GroupStore is the part of the store contract that keeps consumer groups.

@@ -44,24 +44,24 @@ const MaxIDBytes = 128
 // never reach the order.
 func ValidateID(field, id string) error {
 	if id == "" {
-		return Errorf(KindInvalid, "%s is required", field)
+		return Fail(ReasonInvalidID, field, "%s is required", field)
 	}
 	if len(id) > MaxIDBytes {
-		return Errorf(KindInvalid, "%s is %d bytes long; the limit is %d", field, len(id), MaxIDBytes)
+		return Fail(ReasonInvalidID, field, "%s is %d bytes long; the limit is %d", field, len(id), MaxIDBytes)
 	}
 	if id == "." || id == ".." {
-		return Errorf(KindInvalid, "%s %q is a relative path segment, which URL clients remove from a path; use another id (dots are fine beside other characters)", field, id)
+		return Fail(ReasonInvalidID, field, "%s %q is a relative path segment, which URL clients remove from a path; use another id (dots are fine beside other characters)", field, id)
 	}
 	for i := 0; i < len(id); i++ {
 		c := id[i]
 		switch {
 		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_', c == '.', c == '~':
 		case c < 0x20 || c == 0x7f:
-			return Errorf(KindInvalid, "%s has a non-printable character (byte 0x%02x at offset %d); use letters, digits and - _ . ~", field, c, i)
+			return Fail(ReasonInvalidID, field, "%s has a non-printable character (byte 0x%02x at offset %d); use letters, digits and - _ . ~", field, c, i)
 		case c >= 0x80:
-			return Errorf(KindInvalid, "%s has a non-ASCII character at offset %d; use letters, digits and - _ . ~", field, i)
+			return Fail(ReasonInvalidID, field, "%s has a non-ASCII character at offset %d; use letters, digits and - _ . ~", field, i)
 		default:
-			return Errorf(KindInvalid, "%s has the character %q at offset %d; use letters, digits and - _ . ~", field, c, i)
+			return Fail(ReasonInvalidID, field, "%s has the character %q at offset %d; use letters, digits and - _ . ~", field, c, i)
 		}
 	}
 	return nil
@@ -75,7 +75,7 @@ func (l Limits) CheckoutTTL(ttl time.Duration, has bool) (time.Duration, error) 
 		return l.DefaultTTL, nil
 	}
 	if ttl <= 0 {
-		return 0, Errorf(KindInvalid, "ttl must be more than zero (got %s); leave it out for the default of %s", FormatDuration(ttl), FormatDuration(l.DefaultTTL))
+		return 0, Fail(ReasonInvalidTTL, "ttl", "ttl must be more than zero (got %s); leave it out for the default of %s", FormatDuration(ttl), FormatDuration(l.DefaultTTL))
 	}
 	// Round up first (as the stores will), then compare: the rounded ttl
 	// is the one that must stay within the maximum.
@@ -83,7 +83,7 @@ func (l Limits) CheckoutTTL(ttl time.Duration, has bool) (time.Duration, error) 
 		ttl += time.Millisecond - r
 	}
 	if ttl > l.MaxTTL {
-		return 0, Errorf(KindInvalid, "ttl %s is more than the maximum of %s", FormatDuration(ttl), FormatDuration(l.MaxTTL))
+		return 0, Fail(ReasonInvalidTTL, "ttl", "ttl %s is more than the maximum of %s", FormatDuration(ttl), FormatDuration(l.MaxTTL))
 	}
 	return ttl, nil
 }
@@ -91,26 +91,26 @@ func (l Limits) CheckoutTTL(ttl time.Duration, has bool) (time.Duration, error) 
 // ValidateMetadata checks the metadata of a checkout against the limits.
 func (l Limits) ValidateMetadata(md map[string]string) error {
 	if len(md) > l.MaxMetadataEntries {
-		return Errorf(KindInvalid, "metadata has %d entries; the limit is %d", len(md), l.MaxMetadataEntries)
+		return Fail(ReasonInvalidMetadata, "metadata", "metadata has %d entries; the limit is %d", len(md), l.MaxMetadataEntries)
 	}
 	total := 0
 	for k, v := range md {
 		switch {
 		case k == "":
-			return Errorf(KindInvalid, "metadata has an empty key")
+			return Fail(ReasonInvalidMetadata, "metadata", "metadata has an empty key")
 		case len(k) > l.MaxMetadataKeyBytes:
-			return Errorf(KindInvalid, "metadata key %q is %d bytes long; the limit is %d", Clip(k), len(k), l.MaxMetadataKeyBytes)
+			return Fail(ReasonInvalidMetadata, "metadata", "metadata key %q is %d bytes long; the limit is %d", Clip(k), len(k), l.MaxMetadataKeyBytes)
 		case !printable(k):
-			return Errorf(KindInvalid, "metadata key %q must be printable UTF-8", Clip(k))
+			return Fail(ReasonInvalidMetadata, "metadata", "metadata key %q must be printable UTF-8", Clip(k))
 		case len(v) > l.MaxMetadataValueBytes:
-			return Errorf(KindInvalid, "metadata[%q] is %d bytes long; the limit is %d", k, len(v), l.MaxMetadataValueBytes)
+			return Fail(ReasonInvalidMetadata, "metadata", "metadata[%q] is %d bytes long; the limit is %d", k, len(v), l.MaxMetadataValueBytes)
 		case !utf8.ValidString(v):
-			return Errorf(KindInvalid, "metadata[%q] must be valid UTF-8", k)
+			return Fail(ReasonInvalidMetadata, "metadata", "metadata[%q] must be valid UTF-8", k)
 		}
 		total += len(k) + len(v)
 	}
 	if total > l.MaxMetadataBytes {
-		return Errorf(KindInvalid, "metadata is %d bytes in all; the limit is %d", total, l.MaxMetadataBytes)
+		return Fail(ReasonInvalidMetadata, "metadata", "metadata is %d bytes in all; the limit is %d", total, l.MaxMetadataBytes)
 	}
 	return nil
 }

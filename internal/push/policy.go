@@ -42,12 +42,17 @@ const (
 )
 
 // CheckURL says whether a push URL is one this policy allows; its error is
-// KindInvalid and says what to fix. It does not resolve the host: a host
+// KindInvalid, about push_config.url, and says what to fix. A URL the
+// policy refuses gets a reason of its own (PUSH_DISABLED and the
+// PUSH_*_NOT_ALLOWED), for which the server names the setting to change. It does not resolve the host: a host
 // name is checked at each connection instead (Control), where a DNS answer
 // that changed since cannot get past it.
 func (p Policy) CheckURL(raw string) (*url.URL, error) {
+	refuse := func(reason order.ErrorReason, format string, args ...any) (*url.URL, error) {
+		return nil, order.Fail(reason, "push_config.url", "push_config.url "+format, args...)
+	}
 	invalid := func(format string, args ...any) (*url.URL, error) {
-		return nil, order.Errorf(order.KindInvalid, "push_config.url "+format, args...)
+		return refuse(order.ReasonInvalidPushConfig, format, args...)
 	}
 	if raw == "" {
 		return invalid("is required: give the endpoint the events are POSTed to, such as https://hooks.example.com/expired")
@@ -64,13 +69,13 @@ func (p Policy) CheckURL(raw string) (*url.URL, error) {
 	}
 	// Push off says so first: the other advice would not help.
 	if len(p.AllowHosts) == 0 {
-		return invalid("%q: push delivery is off on this service, which allows no push hosts; start it with -push-allow-hosts naming the endpoint's host", order.Clip(raw))
+		return refuse(order.ReasonPushDisabled, "%q: push delivery is off on this service, which allows no push hosts; start it with the endpoint's host among its allowed push hosts", order.Clip(raw))
 	}
 	switch {
 	case u.Scheme == "https":
 	case u.Scheme == "http" && p.AllowHTTP:
 	case u.Scheme == "http":
-		return invalid("%q is http, and this service pushes over https only; use https, or start the service with -push-allow-http", order.Clip(raw))
+		return refuse(order.ReasonPushHTTPNotAllowed, "%q is http, and this service pushes over https only; use https, or start the service allowing http push URLs", order.Clip(raw))
 	default:
 		return invalid("%q has scheme %q; use https", order.Clip(raw), u.Scheme)
 	}
@@ -87,11 +92,11 @@ func (p Policy) CheckURL(raw string) (*url.URL, error) {
 	}
 	host := strings.ToLower(u.Hostname())
 	if !p.hostAllowed(host) {
-		return invalid("host %q is not in this service's allowed push hosts (-push-allow-hosts %s); use one of them, or add it there",
+		return refuse(order.ReasonPushHostNotAllowed, "host %q is not in this service's allowed push hosts (%s); use one of them, or add it there",
 			host, strings.Join(p.AllowHosts, ","))
 	}
 	if a, err := netip.ParseAddr(host); err == nil && !p.AllowPrivate && internal(a) {
-		return invalid("host %s is a loopback, private or link-local address, which this service does not push to; use a public address, or start the service with -push-allow-private", host)
+		return refuse(order.ReasonPushPrivateNotAllowed, "host %s is a loopback, private or link-local address, which this service does not push to; use a public address, or start the service allowing private push addresses", host)
 	}
 	return u, nil
 }
@@ -111,7 +116,7 @@ func (p Policy) hostAllowed(host string) bool {
 }
 
 // errInternalAddress is why a connection to an internal address is refused.
-var errInternalAddress = errors.New("refused to connect to a loopback, private or link-local address (the service's -push-allow-private is off)")
+var errInternalAddress = errors.New("refused to connect to a loopback, private or link-local address (the service does not allow private push addresses)")
 
 // Control is a net.Dialer's Control: it runs after DNS, on the address
 // about to be dialed, and refuses an internal one unless AllowPrivate. So a
@@ -182,18 +187,18 @@ func internal(a netip.Addr) bool {
 func CheckSecret(secret string) error {
 	const how = `give "whsec_" and the base64 of 24 to 64 random bytes, such as "whsec_$(openssl rand -base64 32)"`
 	if secret == "" {
-		return order.Errorf(order.KindInvalid, "push_config.secret is required to sign the requests; %s", how)
+		return order.Fail(order.ReasonInvalidPushConfig, "push_config.secret", "push_config.secret is required to sign the requests; %s", how)
 	}
 	key, ok := strings.CutPrefix(secret, secretPrefix)
 	if !ok {
-		return order.Errorf(order.KindInvalid, "push_config.secret does not start with %q; %s", secretPrefix, how)
+		return order.Fail(order.ReasonInvalidPushConfig, "push_config.secret", "push_config.secret does not start with %q; %s", secretPrefix, how)
 	}
 	b, err := base64.StdEncoding.DecodeString(key)
 	if err != nil {
-		return order.Errorf(order.KindInvalid, "push_config.secret after %q is not standard base64; %s", secretPrefix, how)
+		return order.Fail(order.ReasonInvalidPushConfig, "push_config.secret", "push_config.secret after %q is not standard base64; %s", secretPrefix, how)
 	}
 	if len(b) < minSecretBytes || len(b) > maxSecretBytes {
-		return order.Errorf(order.KindInvalid, "push_config.secret holds %d bytes; %s", len(b), how)
+		return order.Fail(order.ReasonInvalidPushConfig, "push_config.secret", "push_config.secret holds %d bytes; %s", len(b), how)
 	}
 	return nil
 }

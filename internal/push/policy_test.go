@@ -1,6 +1,7 @@
 package push
 
 import (
+	"cmp"
 	"errors"
 	"net/netip"
 	"strings"
@@ -17,30 +18,32 @@ func TestCheckURL(t *testing.T) {
 		p       Policy
 		url     string
 		wantErr string // a substring of the error; empty: allowed
+		// reason is the error's reason; empty: INVALID_PUSH_CONFIG.
+		reason order.ErrorReason
 	}{
-		{strict, "https://hooks.example.com/expired", ""},
-		{strict, "https://HOOKS.example.com:8443/x?y=1", ""},
-		{strict, "https://a.b.example.org/", ""},
-		{strict, "https://203.0.113.7/", ""},
-		{strict, "https://example.org/", `host "example.org" is not in this service's allowed push hosts`},
-		{strict, "https://evil.example.com/", "use one of them, or add it there"},
-		{strict, "https://hooks.example.com.evil.net/", "not in this service's allowed push hosts"},
-		{strict, "http://hooks.example.com/", "start the service with -push-allow-http"},
-		{strict, "ftp://hooks.example.com/", `scheme "ftp"`},
-		{strict, "https://10.0.0.1/", "-push-allow-private"},
-		{strict, "https://[::1]:9/", "-push-allow-private"},
-		{strict, "https://user:pw@hooks.example.com/", "user name or password"},
-		{strict, "https://hooks.example.com/#frag", "fragment"},
-		{strict, "https://hooks.example.com/a b", "percent-encode"},
-		{strict, "/relative", "not an absolute URL"},
-		{strict, "", "is required"},
-		{strict, "https://hooks.example.com/" + strings.Repeat("a", 3000), "more than 2048"},
-		{Policy{}, "https://hooks.example.com/", "push delivery is off"},
-		{Policy{}, "http://127.0.0.1:18082/expired", "push delivery is off"},
-		{loose, "http://127.0.0.1:99999/x", `port "99999"`},
-		{loose, "http://127.0.0.1:0/x", `port "0"`},
-		{loose, "http://127.0.0.1:8080/hook", ""},
-		{loose, "https://169.254.169.254/latest/meta-data", ""},
+		{strict, "https://hooks.example.com/expired", "", ""},
+		{strict, "https://HOOKS.example.com:8443/x?y=1", "", ""},
+		{strict, "https://a.b.example.org/", "", ""},
+		{strict, "https://203.0.113.7/", "", ""},
+		{strict, "https://example.org/", `host "example.org" is not in this service's allowed push hosts (hooks.example.com,*.example.org,203.0.113.7,10.0.0.1,[::1]); use one`, order.ReasonPushHostNotAllowed},
+		{strict, "https://evil.example.com/", "use one of them, or add it there", order.ReasonPushHostNotAllowed},
+		{strict, "https://hooks.example.com.evil.net/", "not in this service's allowed push hosts", order.ReasonPushHostNotAllowed},
+		{strict, "http://hooks.example.com/", "start the service allowing http push URLs", order.ReasonPushHTTPNotAllowed},
+		{strict, "ftp://hooks.example.com/", `scheme "ftp"`, ""},
+		{strict, "https://10.0.0.1/", "start the service allowing private push addresses", order.ReasonPushPrivateNotAllowed},
+		{strict, "https://[::1]:9/", "loopback, private or link-local", order.ReasonPushPrivateNotAllowed},
+		{strict, "https://user:pw@hooks.example.com/", "user name or password", ""},
+		{strict, "https://hooks.example.com/#frag", "fragment", ""},
+		{strict, "https://hooks.example.com/a b", "percent-encode", ""},
+		{strict, "/relative", "not an absolute URL", ""},
+		{strict, "", "is required", ""},
+		{strict, "https://hooks.example.com/" + strings.Repeat("a", 3000), "more than 2048", ""},
+		{Policy{}, "https://hooks.example.com/", "push delivery is off", order.ReasonPushDisabled},
+		{Policy{}, "http://127.0.0.1:18082/expired", "push delivery is off", order.ReasonPushDisabled},
+		{loose, "http://127.0.0.1:99999/x", `port "99999"`, ""},
+		{loose, "http://127.0.0.1:0/x", `port "0"`, ""},
+		{loose, "http://127.0.0.1:8080/hook", "", ""},
+		{loose, "https://169.254.169.254/latest/meta-data", "", ""},
 	}
 	for _, tt := range tests {
 		_, err := tt.p.CheckURL(tt.url)
@@ -51,6 +54,11 @@ func TestCheckURL(t *testing.T) {
 			t.Errorf("CheckURL(%q) = %v, want an error with %q", tt.url, err, tt.wantErr)
 		case err != nil && order.KindOf(err) != order.KindInvalid:
 			t.Errorf("CheckURL(%q): kind %v, want KindInvalid", tt.url, order.KindOf(err))
+		case err != nil && strings.Contains(err.Error(), "-push-"):
+			t.Errorf("CheckURL(%q) = %v: it names a flag, which is the server's to add", tt.url, err)
+		}
+		if want := cmp.Or(tt.reason, order.ReasonInvalidPushConfig); err != nil && order.ReasonOf(err) != want {
+			t.Errorf("CheckURL(%q): reason %s, want %s", tt.url, order.ReasonOf(err), want)
 		}
 	}
 }

@@ -74,7 +74,7 @@ const errUnconfirmed = "the write was not confirmed durable in time (%s): its ou
 // reach every replica within replicaWait.
 func (s *Store) unconfirmed(detail string) error {
 	s.unconfirmedWrites.Add(1)
-	return &order.Error{Kind: order.KindUnavailable, Msg: fmt.Sprintf(errUnconfirmed, detail),
+	return &order.Error{Kind: order.KindUnavailable, Reason: order.ReasonWriteUnconfirmed, Msg: fmt.Sprintf(errUnconfirmed, detail),
 		Err: fmt.Errorf("redis: %s", detail)}
 }
 
@@ -367,7 +367,7 @@ func (c *settingsCheck) set(reason string) (changed bool) {
 // refusal is the error of a refused write while the settings are unsafe.
 func (c *settingsCheck) refusal() error {
 	if r := c.unsafe.Load(); r != nil {
-		return order.Errorf(order.KindFailedPrecondition, "%s", *r)
+		return order.Fail(order.ReasonStoreUnsafe, "", "%s", *r)
 	}
 	return nil
 }

@@ -166,8 +166,9 @@ func (s *Store) refuse(id identity, own int) error {
 		recorded = "the order store records no number of partitions"
 	}
 	err := &order.Error{
-		Kind: order.KindUnavailable,
-		Msg:  "this replica of the service cannot serve: it runs with another number of partitions than the order store records; retry later",
+		Kind:   order.KindUnavailable,
+		Reason: order.ReasonStoreUnavailable,
+		Msg:    "this replica of the service cannot serve: it runs with another number of partitions than the order store records; retry later",
 		Err: fmt.Errorf("%s (%s, epoch %s), but this replica runs with %d: it refuses every call so that replicas never disagree about where an order is; restart it to take the recorded number",
 			recorded, partitionsKey, epochID(id.epoch), own),
 	}

@@ -25,7 +25,7 @@ func storeError(err error) error {
 	if errors.As(err, &rerr) {
 		msg := rerr.Error()
 		if strings.HasPrefix(msg, "OOM") {
-			return &order.Error{Kind: order.KindResourceExhausted, Msg: errFull, Err: err}
+			return &order.Error{Kind: order.KindResourceExhausted, Reason: order.ReasonStoreFull, Msg: errFull, Err: err}
 		}
 		for _, p := range []string{"LOADING", "READONLY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "BUSY", "NOREPLICAS", "WRONGPASS", "NOAUTH", "MOVED", "ASK"} {
 			if strings.HasPrefix(msg, p) {

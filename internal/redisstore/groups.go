@@ -512,7 +512,7 @@ func parseSettings(id, rec string, partitions int) (settings, error) {
 		}
 		n[i] = v
 	}
-	start, err := order.ParsePosition(f[3])
+	start, err := order.ParsePosition("start_after_cursor", f[3])
 	if err != nil || len(start) != partitions {
 		return settings{}, fmt.Errorf("malformed start of group %q: %q", id, f[3])
 	}
@@ -533,7 +533,7 @@ func (s *Store) CreateGroup(ctx context.Context, g order.Group, start order.Posi
 		return order.Group{}, false, err
 	}
 	if start != nil && len(start) != len(parts) {
-		return order.Group{}, false, order.Errorf(order.KindInvalid, "the start cursor has %d part(s), but this service's expiration log has %d partition(s)", len(start), len(parts))
+		return order.Group{}, false, order.Fail(order.ReasonInvalidCursor, "", "the start cursor has %d part(s), but this service's expiration log has %d partition(s)", len(start), len(parts))
 	}
 	if start != nil {
 		if err := s.CheckCursor(ctx, start...); err != nil {
@@ -559,7 +559,7 @@ func (s *Store) CreateGroup(ctx context.Context, g order.Group, start order.Posi
 		return order.Group{}, false, storeError(err)
 	}
 	if res[0] == "full" {
-		return order.Group{}, false, order.Errorf(order.KindResourceExhausted, "there are %d consumer groups already, the most this service keeps; delete one first", maxGroups)
+		return order.Group{}, false, order.Fail(order.ReasonTooManyGroups, "", "there are %d consumer groups already, the most this service keeps; delete one first, or raise the limit", maxGroups)
 	}
 	got, err := parseSettings(g.ID, res[1], len(parts))
 	if err != nil {
@@ -701,7 +701,7 @@ func (s *Store) Group(ctx context.Context, id string) (order.Group, order.GroupS
 // Redis lost the stream.
 func (s *Store) groupMissing(id string, partition int) error {
 	s.log.Error("a consumer group is missing on a partition's stream; create it again (same settings) to restore it", "group", id, "partition", partition)
-	return &order.Error{Kind: order.KindFailedPrecondition, Msg: fmt.Sprintf("consumer group %q is incomplete in the store (partition %d); create it again with the same settings to finish it", id, partition)}
+	return &order.Error{Kind: order.KindFailedPrecondition, Reason: order.ReasonGroupIncomplete, Msg: fmt.Sprintf("consumer group %q is incomplete in the store (partition %d); create it again with the same settings to finish it", id, partition)}
 }
 
 // Groups returns every group, by id.

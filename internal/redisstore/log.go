@@ -142,10 +142,10 @@ func (s *Store) CheckCursor(ctx context.Context, cursors ...order.Cursor) error 
 			return err
 		}
 		if emptied {
-			return order.Errorf(order.KindOutOfRange, "after_cursor %s is from a history of the expiration log that is lost: the order store was emptied (it has no epoch); start a new watch without after_cursor", c)
+			return order.Fail(order.ReasonCursorExpired, "", "cursor %s is from a history of the expiration log that is lost: the order store was emptied (it has no epoch); start again without a cursor", c)
 		}
 		if c.Ms < since {
-			return order.Errorf(order.KindOutOfRange, "after_cursor %s is from before the order store was emptied and started again, at %s: the events after it are lost; start a new watch without after_cursor",
+			return order.Fail(order.ReasonCursorExpired, "", "cursor %s is from before the order store was emptied and started again, at %s: the events after it are lost; start again without a cursor",
 				c, time.UnixMilli(int64(since)).UTC().Format(time.RFC3339Nano))
 		}
 		v, err := last[i].Text()
@@ -157,7 +157,7 @@ func (s *Store) CheckCursor(ctx context.Context, cursors ...order.Cursor) error 
 			return s.corrupt(parts[i].keys.events, err)
 		}
 		if tail.Less(c) {
-			return order.Errorf(order.KindOutOfRange, "after_cursor %s is beyond the last event of partition %d of the expiration log (%s): it does not come from this log's history; start a new watch without after_cursor", c, i, tail)
+			return order.Fail(order.ReasonCursorUnknown, "", "cursor %s is beyond the last event of partition %d of the expiration log (%s): it does not come from this log's history; start again without a cursor", c, i, tail)
 		}
 	}
 	return nil

@@ -15,7 +15,7 @@ const maxAckIDs = 1000
 // parseAckIDs reads ack ids; those that are no ack id are reported unknown.
 func parseAckIDs(raw []string) (ids []order.AckID, at []int, results []*pb.AckIdResult, err error) {
 	if len(raw) == 0 || len(raw) > maxAckIDs {
-		return nil, nil, nil, order.Errorf(order.KindInvalid, "ack_ids has %d ids: give 1 to %d", len(raw), maxAckIDs)
+		return nil, nil, nil, order.Fail(order.ReasonInvalidArgument, "ack_ids", "ack_ids has %d ids: give 1 to %d", len(raw), maxAckIDs)
 	}
 	results = make([]*pb.AckIdResult, len(raw))
 	for i, r := range raw {
@@ -75,7 +75,7 @@ func (s *Service) AcknowledgeExpirations(ctx context.Context, req *pb.Acknowledg
 		return s.store.Ack(ctx, req.GetGroupId(), ids)
 	}, true)
 	if err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	return &pb.AcknowledgeExpirationsResponse{Results: results}, nil
 }
@@ -85,18 +85,18 @@ func (s *Service) NackExpirations(ctx context.Context, req *pb.NackExpirationsRe
 	var retry time.Duration
 	if r := req.GetRetryAfter(); r != nil {
 		if err := r.CheckValid(); err != nil || r.AsDuration() < 0 {
-			return nil, s.status(ctx, order.Errorf(order.KindInvalid, "retry_after %s must not be negative", order.FormatDuration(r.AsDuration())))
+			return nil, order.Fail(order.ReasonInvalidArgument, "retry_after", "retry_after %s must not be negative", order.FormatDuration(r.AsDuration()))
 		}
 		retry = r.AsDuration()
 	}
 	if err := order.ValidateNackReason(req.GetReason()); err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	results, err := s.settle(ctx, req.GetGroupId(), req.GetAckIds(), func(ids []order.AckID) ([]order.AckStatus, error) {
 		return s.store.Nack(ctx, req.GetGroupId(), ids, retry, req.GetReason())
 	}, false)
 	if err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	return &pb.NackExpirationsResponse{Results: results}, nil
 }

@@ -23,36 +23,36 @@ func (s *Service) BulkChangeOrders(ctx context.Context, req *pb.BulkChangeOrders
 	switch ch := req.GetChange().(type) {
 	case *pb.BulkChangeOrdersRequest_Cancel:
 		if !ch.Cancel {
-			return nil, s.status(ctx, order.Errorf(order.KindInvalid, "cancel is false; give cancel: true, or another change"))
+			return nil, order.Fail(order.ReasonInvalidArgument, "cancel", "cancel is false; give cancel: true, or another change")
 		}
 		c.Cancel = true
 	case *pb.BulkChangeOrdersRequest_Ttl:
 		ttl, err := s.ttlOf(ch.Ttl)
 		if err != nil {
-			return nil, s.status(ctx, err)
+			return nil, err
 		}
 		c.TTL = ttl
 	case *pb.BulkChangeOrdersRequest_Deadline:
 		at, err := deadlineOf(ch.Deadline)
 		if err != nil {
-			return nil, s.status(ctx, err)
+			return nil, err
 		}
 		c.At = at
 	case *pb.BulkChangeOrdersRequest_Shift:
 		if err := ch.Shift.CheckValid(); err != nil {
-			return nil, s.status(ctx, order.Errorf(order.KindInvalid, "shift is not a valid duration: %v", err))
+			return nil, order.Fail(order.ReasonInvalidArgument, "shift", "shift is not a valid duration: %v", err)
 		}
 		c.Shift = ch.Shift.AsDuration()
 		if c.Shift.Abs() < 1e6 {
-			return nil, s.status(ctx, order.Errorf(order.KindInvalid, "shift must move deadlines by a millisecond or more, later or earlier (got %s)", order.FormatDuration(c.Shift)))
+			return nil, order.Fail(order.ReasonInvalidArgument, "shift", "shift must move deadlines by a millisecond or more, later or earlier (got %s)", order.FormatDuration(c.Shift))
 		}
 	}
 	if err := order.ValidateBulkChange(c); err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	op, err := s.store.StartOperation(ctx, order.Operation{Filter: strings.TrimSpace(req.GetFilter()), Change: c, DryRun: req.GetDryRun()})
 	if err != nil {
-		return nil, s.status(ctx, renameField(err, "the filter", "filter"))
+		return nil, err
 	}
 	s.log.InfoContext(ctx, "bulk operation started", "operation", op.ID, "filter", op.Filter, "change", c.String(), "dry_run", op.DryRun)
 	return opToProto(op), nil
@@ -62,7 +62,7 @@ func (s *Service) BulkChangeOrders(ctx context.Context, req *pb.BulkChangeOrders
 func opID(name string) (string, error) {
 	id, ok := strings.CutPrefix(name, opPrefix)
 	if !ok {
-		return "", order.Errorf(order.KindInvalid, "name %q is not an operation's name: give \"operations/<id>\", as BulkChangeOrders answered", order.Clip(name))
+		return "", order.Fail(order.ReasonInvalidID, "name", "name %q is not an operation's name: give \"operations/<id>\", as BulkChangeOrders answered", order.Clip(name))
 	}
 	if err := order.ValidateID("name", id); err != nil {
 		return "", err
@@ -74,11 +74,11 @@ func opID(name string) (string, error) {
 func (s *Service) GetOperation(ctx context.Context, req *pb.GetOperationRequest) (*pb.Operation, error) {
 	id, err := opID(req.GetName())
 	if err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	op, err := s.store.GetOperation(ctx, id)
 	if err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	return opToProto(op), nil
 }
@@ -87,11 +87,11 @@ func (s *Service) GetOperation(ctx context.Context, req *pb.GetOperationRequest)
 func (s *Service) CancelOperation(ctx context.Context, req *pb.CancelOperationRequest) (*pb.Operation, error) {
 	id, err := opID(req.GetName())
 	if err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	op, err := s.store.CancelOperation(ctx, id)
 	if err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	return opToProto(op), nil
 }
@@ -102,19 +102,19 @@ func (s *Service) CancelOperation(ctx context.Context, req *pb.CancelOperationRe
 func (s *Service) ListOperations(ctx context.Context, req *pb.ListOperationsRequest) (*pb.ListOperationsResponse, error) {
 	size, err := pageSize(req.GetPageSize(), defaultPageSize)
 	if err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	from := 0
 	if t := req.GetPageToken(); t != "" {
 		n, err := strconv.Atoi(t)
 		if err != nil || n < 0 {
-			return nil, s.status(ctx, order.BadPageToken(t))
+			return nil, order.BadPageToken(t)
 		}
 		from = n
 	}
 	ops, err := s.store.ListOperations(ctx)
 	if err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	resp := &pb.ListOperationsResponse{}
 	for i := from; i < len(ops) && i < from+size; i++ {

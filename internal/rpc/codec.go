@@ -6,11 +6,9 @@ import (
 	"sync"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/encoding"
 	protocodec "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
@@ -82,7 +80,7 @@ func malformed(req proto.Message) error {
 				v = append(v[:200:200], "…"...) // only a crafted message has more
 			}
 			why := strings.ToValidUTF8(string(v), "\uFFFD")
-			return order.Errorf(order.KindInvalid, "the request is not a valid %s message (%s); send the protobuf encoding of one",
+			return order.Fail(order.ReasonMalformedRequest, "", "the request is not a valid %s message (%s); send the protobuf encoding of one",
 				req.ProtoReflect().Descriptor().FullName(), why)
 		}
 		if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
@@ -119,17 +117,15 @@ func (s decodedStream) RecvMsg(m any) error {
 	return malformedStatus(m)
 }
 
-// malformedStatus is malformed's error as a gRPC status, nil for a message
-// that decoded or one that is not a protobuf message.
+// malformedStatus is malformed's error, which unaryErrors or streamErrors
+// turn into its status; nil for a message that decoded or one that is not
+// a protobuf message.
 func malformedStatus(m any) error {
 	pm, ok := m.(proto.Message)
 	if !ok {
 		return nil
 	}
-	if err := malformed(pm); err != nil {
-		return status.Error(codes.InvalidArgument, err.(*order.Error).Msg)
-	}
-	return nil
+	return malformed(pm)
 }
 
 // encoded is a message in its wire form.

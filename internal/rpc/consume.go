@@ -18,29 +18,29 @@ func (s *Service) ConsumeExpirations(req *pb.ConsumeExpirationsRequest, stream p
 	ctx := stream.Context()
 	group := req.GetGroupId()
 	if err := order.ValidateID("group_id", group); err != nil {
-		return s.status(ctx, err)
+		return err
 	}
 	consumer, err := consumerOf(req.GetConsumer(), "")
 	if err != nil {
-		return s.status(ctx, err)
+		return err
 	}
 	limit, err := s.inFlightLimit("max_in_flight", req.GetMaxInFlight(), defaultMaxInFlight)
 	if err != nil {
-		return s.status(ctx, err)
+		return err
 	}
 	g, _, err := s.store.Group(ctx, group)
 	if err != nil {
-		return s.status(ctx, err)
+		return err
 	}
 	if err := notPushed(g); err != nil {
-		return s.status(ctx, err)
+		return err
 	}
 	cs, ok, err := s.consumers.add(group, s.groupLimits.MaxConsumers)
 	if err != nil {
-		return s.status(ctx, err)
+		return err
 	}
 	if !ok {
-		return s.status(ctx, order.Errorf(order.KindResourceExhausted, "consumer group %q has %d streams open on this replica, the most it serves; close one or consume through another replica", group, s.groupLimits.MaxConsumers))
+		return order.Fail(order.ReasonTooManyStreams, "group_id", "consumer group %q has %d streams open on this replica, the most it serves; close one or consume through another replica", group, s.groupLimits.MaxConsumers)
 	}
 	// Removed only after the hand-back (defers run last first): a stopping
 	// server closes its store once every stream is removed.
@@ -54,7 +54,7 @@ func (s *Service) ConsumeExpirations(req *pb.ConsumeExpirationsRequest, stream p
 	src := consume.Source{Store: s.store, Group: g, Consumer: consumer, Appended: s.hub.Appended, DropRepeats: s.hub.DropRepeats, Poll: s.consumePoll}
 	// A stream hears at once of an event handed back on this replica, and
 	// of the others within the group's RedeliveryPoll.
-	return s.status(ctx, consume.Run(ctx, src, sink))
+	return consume.Run(ctx, src, sink)
 }
 
 // streamSink is one ConsumeExpirations stream as the consume loop's Sink: it
@@ -160,7 +160,7 @@ func consumerOf(name, def string) (string, error) {
 // the endpoint without a word.
 func notPushed(g order.Group) error {
 	if g.Push.Enabled() {
-		return order.Errorf(order.KindFailedPrecondition, "consumer group %q delivers its events to its push endpoint; consume a group created without push_config", g.ID)
+		return order.Fail(order.ReasonPushGroup, "group_id", "consumer group %q delivers its events to its push endpoint; consume a group created without push_config", g.ID)
 	}
 	return nil
 }

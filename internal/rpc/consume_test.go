@@ -15,7 +15,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/orderexpiry/orderexpiry/internal/memstore"
@@ -52,6 +51,12 @@ type fixture struct {
 	st    lookingStore
 	svc   *Service
 	group string
+}
+
+// code is the gRPC code a client gets for err, which a handler called
+// directly returns before the error interceptor translates it.
+func (f *fixture) code(err error) codes.Code {
+	return f.svc.statusOf(f.t.Context(), err).Code()
 }
 
 // newFixture starts a memory store, its hub, and the service over them
@@ -293,7 +298,7 @@ func TestConsumeEndHandsBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.cancel()
-	if err := s.end(t); status.Code(err) != codes.Canceled {
+	if err := s.end(t); f.code(err) != codes.Canceled {
 		t.Fatalf("the stream ended with %v, want CANCELLED", err)
 	}
 	resp, err := f.svc.PullExpirations(t.Context(), &pb.PullExpirationsRequest{GroupId: f.group, Wait: durationpb.New(0)})
@@ -320,11 +325,11 @@ func TestConsumeStop(t *testing.T) {
 	if err != nil || len(ds) != 1 || ds[0].AckID.Attempt != 2 {
 		t.Fatalf("once Stop returned: %v, %v; want the stream's delivery back as attempt 2", ds, err)
 	}
-	if err := s.end(t); status.Code(err) != codes.Unavailable {
+	if err := s.end(t); f.code(err) != codes.Unavailable {
 		t.Fatalf("the stream ended with %v, want UNAVAILABLE", err)
 	}
 	late := &stream{ctx: t.Context(), header: make(chan struct{}), got: make(chan *pb.ReceivedExpiration, 1)}
-	if err := f.svc.ConsumeExpirations(&pb.ConsumeExpirationsRequest{GroupId: f.group}, late); status.Code(err) != codes.Unavailable {
+	if err := f.svc.ConsumeExpirations(&pb.ConsumeExpirationsRequest{GroupId: f.group}, late); f.code(err) != codes.Unavailable {
 		t.Fatalf("a stream after Stop: %v, want UNAVAILABLE", err)
 	}
 }
@@ -353,7 +358,7 @@ func TestConsumeRefusals(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := &stream{ctx: t.Context(), header: make(chan struct{}), got: make(chan *pb.ReceivedExpiration, 1)}
-			if err := f.svc.ConsumeExpirations(tc.req, s); status.Code(err) != tc.code || status.Convert(err).Message() == "" {
+			if err := f.svc.ConsumeExpirations(tc.req, s); f.code(err) != tc.code || f.svc.statusOf(t.Context(), err).Message() == "" {
 				t.Fatalf("ConsumeExpirations = %v, want %s with a message", err, tc.code)
 			}
 		})

@@ -19,7 +19,7 @@ type consumers struct {
 }
 
 // errShuttingDown ends the consume streams of a stopping server.
-var errShuttingDown = order.Errorf(order.KindUnavailable, "the server is shutting down; reconnect")
+var errShuttingDown = order.Fail(order.ReasonShuttingDown, "", "the server is shutting down; reconnect")
 
 // maxUnheard bounds the batches of settled ack ids a stream's mailbox
 // keeps until its loop reads them.

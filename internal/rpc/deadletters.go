@@ -13,15 +13,15 @@ import (
 // ListDeadLetters lists a group's dead letters.
 func (s *Service) ListDeadLetters(ctx context.Context, req *pb.ListDeadLettersRequest) (*pb.ListDeadLettersResponse, error) {
 	if err := order.ValidateID("group_id", req.GetGroupId()); err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	size, err := pageSize(req.GetPageSize(), 100)
 	if err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	letters, next, err := s.store.DeadLetters(ctx, req.GetGroupId(), req.GetPageToken(), size)
 	if err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	resp := &pb.ListDeadLettersResponse{NextPageToken: next}
 	for _, l := range letters {
@@ -37,25 +37,25 @@ func (s *Service) ListDeadLetters(ctx context.Context, req *pb.ListDeadLettersRe
 // RedriveDeadLetters puts dead letters back.
 func (s *Service) RedriveDeadLetters(ctx context.Context, req *pb.RedriveDeadLettersRequest) (*pb.RedriveDeadLettersResponse, error) {
 	if err := order.ValidateID("group_id", req.GetGroupId()); err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	ids := req.GetDeadLetterIds()
 	switch {
 	case len(ids) == 0 && !req.GetAll():
-		return nil, s.status(ctx, order.Errorf(order.KindInvalid, "give dead_letter_ids, or all: true to put every dead letter back"))
+		return nil, order.Fail(order.ReasonInvalidArgument, "dead_letter_ids", "give dead_letter_ids, or all: true to put every dead letter back")
 	case len(ids) > 0 && req.GetAll():
-		return nil, s.status(ctx, order.Errorf(order.KindInvalid, "give dead_letter_ids or all, not both"))
+		return nil, order.Fail(order.ReasonInvalidArgument, "dead_letter_ids", "give dead_letter_ids or all, not both")
 	case len(ids) > maxAckIDs:
-		return nil, s.status(ctx, order.Errorf(order.KindInvalid, "dead_letter_ids has %d ids: give at most %d, or all", len(ids), maxAckIDs))
+		return nil, order.Fail(order.ReasonInvalidArgument, "dead_letter_ids", "dead_letter_ids has %d ids: give at most %d, or all", len(ids), maxAckIDs)
 	}
 	for _, id := range ids {
 		if _, _, ok := order.ParseDeadLetterID(id); !ok {
-			return nil, s.status(ctx, order.Errorf(order.KindInvalid, "dead_letter_ids: %q is not a dead letter id; pass the dead_letter_id of a listed one, like \"0/1732170000000-0\"", order.Clip(id)))
+			return nil, order.Fail(order.ReasonInvalidID, "dead_letter_ids", "dead_letter_ids: %q is not a dead letter id; pass the dead_letter_id of a listed one, like \"0/1732170000000-0\"", order.Clip(id))
 		}
 	}
 	n, err := s.store.Redrive(ctx, req.GetGroupId(), ids)
 	if err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	if n > 0 {
 		s.consumers.tell(req.GetGroupId(), nil, true)

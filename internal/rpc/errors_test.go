@@ -24,15 +24,15 @@ func TestStatusOfAPassedDeadline(t *testing.T) {
 
 	live, cancel := context.WithTimeout(context.Background(), time.Hour)
 	defer cancel()
-	if got := status.Code(s.status(live, unavailable)); got != codes.Unavailable {
+	if got := status.Code(s.statusOf(live, unavailable).Err()); got != codes.Unavailable {
 		t.Errorf("within the deadline: %v, want Unavailable", got)
 	}
 	passed, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
 	defer cancel()
-	if got := status.Code(s.status(passed, unavailable)); got != codes.DeadlineExceeded {
+	if got := status.Code(s.statusOf(passed, unavailable).Err()); got != codes.DeadlineExceeded {
 		t.Errorf("after the deadline: %v, want DeadlineExceeded", got)
 	}
-	if got := status.Code(s.status(passed, errors.New("boom"))); got != codes.DeadlineExceeded {
+	if got := status.Code(s.statusOf(passed, errors.New("boom")).Err()); got != codes.DeadlineExceeded {
 		t.Errorf("any error after the deadline: %v, want DeadlineExceeded", got)
 	}
 }

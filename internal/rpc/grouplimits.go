@@ -29,9 +29,9 @@ func (s *Service) inFlightLimit(field string, n int32, def int) (int, error) {
 	case n == 0:
 		return min(def, s.groupLimits.MaxInFlight), nil
 	case n < 0:
-		return 0, order.Errorf(order.KindInvalid, "%s %d must be more than zero, or 0 for %d", field, n, def)
+		return 0, order.Fail(order.ReasonInvalidArgument, field, "%s %d must be more than zero, or 0 for %d", field, n, def)
 	case int(n) > s.groupLimits.MaxInFlight:
-		return 0, order.Errorf(order.KindResourceExhausted, "%s %d is more than this service's limit of %d", field, n, s.groupLimits.MaxInFlight)
+		return 0, order.Fail(order.ReasonInFlightLimit, field, "%s %d is more than this service's limit of %d", field, n, s.groupLimits.MaxInFlight)
 	}
 	return int(n), nil
 }

@@ -27,21 +27,21 @@ const (
 func (s *Service) CreateConsumerGroup(ctx context.Context, req *pb.CreateConsumerGroupRequest) (*pb.ConsumerGroup, error) {
 	g, err := s.groupSettings(req)
 	if err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	var start order.Position
 	if c := req.GetStartAfterCursor(); c != "" {
-		p, err := order.ParsePosition(c)
+		p, err := order.ParsePosition("start_after_cursor", c)
 		if err == nil {
 			p, err = s.hub.CheckPosition(ctx, p)
 		}
 		if err != nil {
-			return nil, s.status(ctx, renameField(err, "after_cursor", "start_after_cursor"))
+			return nil, order.WithField(err, "start_after_cursor")
 		}
 		start = p
 	}
 	if _, _, err := s.store.CreateGroup(ctx, g, start, s.groupLimits.MaxGroups); err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	return s.consumerGroup(ctx, g.ID)
 }
@@ -55,8 +55,8 @@ func (s *Service) CheckGroupRequest(req *pb.CreateConsumerGroupRequest) error {
 		return err
 	}
 	if c := req.GetStartAfterCursor(); c != "" {
-		if _, err := order.ParsePosition(c); err != nil {
-			return renameField(err, "after_cursor", "start_after_cursor")
+		if _, err := order.ParsePosition("start_after_cursor", c); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -70,14 +70,14 @@ func (s *Service) groupSettings(req *pb.CreateConsumerGroupRequest) (order.Group
 	}
 	if d := req.GetAckDeadline(); d != nil {
 		if err := d.CheckValid(); err != nil || d.AsDuration() < minAckDeadline || d.AsDuration() > maxAckDeadline {
-			return g, order.Errorf(order.KindInvalid, "ack_deadline %s is out of range: give %s to %s, or leave it out for %s",
+			return g, order.Fail(order.ReasonInvalidArgument, "ack_deadline", "ack_deadline %s is out of range: give %s to %s, or leave it out for %s",
 				order.FormatDuration(d.AsDuration()), order.FormatDuration(minAckDeadline), order.FormatDuration(maxAckDeadline), order.FormatDuration(defaultAckDeadline))
 		}
 		g.AckDeadline = d.AsDuration().Truncate(time.Millisecond)
 	}
 	if n := req.GetMaxDeliveries(); n != 0 {
 		if n < 1 || n > maxMaxDeliveries {
-			return g, order.Errorf(order.KindInvalid, "max_deliveries %d is out of range: give 1 to %d, or leave it out for %d", n, maxMaxDeliveries, defaultMaxDeliveries)
+			return g, order.Fail(order.ReasonInvalidArgument, "max_deliveries", "max_deliveries %d is out of range: give 1 to %d, or leave it out for %d", n, maxMaxDeliveries, defaultMaxDeliveries)
 		}
 		g.MaxDeliveries = int(n)
 	}
@@ -93,7 +93,7 @@ func (s *Service) groupSettings(req *pb.CreateConsumerGroupRequest) (order.Group
 func (s *Service) consumerGroup(ctx context.Context, id string) (*pb.ConsumerGroup, error) {
 	g, st, err := s.store.Group(ctx, id)
 	if err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	return groupToProto(g, st), nil
 }
@@ -119,7 +119,7 @@ func groupToProto(g order.Group, st order.GroupState) *pb.ConsumerGroup {
 // GetConsumerGroup returns a group with its state.
 func (s *Service) GetConsumerGroup(ctx context.Context, req *pb.GetConsumerGroupRequest) (*pb.ConsumerGroup, error) {
 	if err := order.ValidateID("group_id", req.GetGroupId()); err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	return s.consumerGroup(ctx, req.GetGroupId())
 }
@@ -129,16 +129,16 @@ func (s *Service) GetConsumerGroup(ctx context.Context, req *pb.GetConsumerGroup
 func (s *Service) ListConsumerGroups(ctx context.Context, req *pb.ListConsumerGroupsRequest) (*pb.ListConsumerGroupsResponse, error) {
 	size, err := pageSize(req.GetPageSize(), defaultPageSize)
 	if err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	if t := req.GetPageToken(); t != "" {
 		if err := order.ValidateID("page_token", t); err != nil {
-			return nil, s.status(ctx, err)
+			return nil, err
 		}
 	}
 	groups, err := s.store.Groups(ctx)
 	if err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	resp := &pb.ListConsumerGroupsResponse{}
 	for _, g := range groups {
@@ -164,10 +164,10 @@ func (s *Service) ListConsumerGroups(ctx context.Context, req *pb.ListConsumerGr
 // DeleteConsumerGroup deletes a group.
 func (s *Service) DeleteConsumerGroup(ctx context.Context, req *pb.DeleteConsumerGroupRequest) (*emptypb.Empty, error) {
 	if err := order.ValidateID("group_id", req.GetGroupId()); err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	if err := s.store.DeleteGroup(ctx, req.GetGroupId()); err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	if s.observer != nil {
 		s.observer.GroupDeleted(req.GetGroupId())

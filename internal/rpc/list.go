@@ -14,27 +14,27 @@ import (
 func (s *Service) ListOrders(ctx context.Context, req *pb.ListOrdersRequest) (*pb.ListOrdersResponse, error) {
 	size, err := pageSize(req.GetPageSize(), defaultPageSize)
 	if err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	f, err := filter.Parse(req.GetFilter())
 	if err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	desc, err := filter.ParseOrderBy(req.GetOrderBy())
 	if err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	q := filter.Query{Filter: f, Desc: desc, PageSize: size}
 	if t := req.GetPageToken(); t != "" {
 		k, err := filter.DecodeToken(t, f, desc, time.Now())
 		if err != nil {
-			return nil, s.status(ctx, err)
+			return nil, err
 		}
 		q.After = &k
 	}
 	page, err := s.store.List(ctx, q)
 	if err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	resp := &pb.ListOrdersResponse{Orders: make([]*pb.Order, len(page.Orders))}
 	for i, o := range page.Orders {

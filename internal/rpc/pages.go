@@ -17,7 +17,7 @@ func pageSize(n int32, def int) (int, error) {
 	case n == 0:
 		return def, nil
 	case n < 0 || n > maxPageSize:
-		return 0, order.Errorf(order.KindInvalid, "page_size %d is out of range: give 1 to %d, or 0 for %d", n, maxPageSize, def)
+		return 0, order.Fail(order.ReasonInvalidArgument, "page_size", "page_size %d is out of range: give 1 to %d, or 0 for %d", n, maxPageSize, def)
 	}
 	return int(n), nil
 }

@@ -19,36 +19,36 @@ const (
 func (s *Service) PullExpirations(ctx context.Context, req *pb.PullExpirationsRequest) (*pb.PullExpirationsResponse, error) {
 	group := req.GetGroupId()
 	if err := order.ValidateID("group_id", group); err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	consumer, err := consumerOf(req.GetConsumer(), "pull")
 	if err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	n, err := s.inFlightLimit("max_events", req.GetMaxEvents(), defaultMaxInFlight)
 	if err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	wait := defaultPullWait
 	if w := req.GetWait(); w != nil {
 		if err := w.CheckValid(); err != nil || w.AsDuration() < 0 || w.AsDuration() > maxPullWait {
-			return nil, s.status(ctx, order.Errorf(order.KindInvalid, "wait %s is out of range: give 0s to %s, or leave it out for %s", order.FormatDuration(w.AsDuration()), order.FormatDuration(maxPullWait), order.FormatDuration(defaultPullWait)))
+			return nil, order.Fail(order.ReasonInvalidArgument, "wait", "wait %s is out of range: give 0s to %s, or leave it out for %s", order.FormatDuration(w.AsDuration()), order.FormatDuration(maxPullWait), order.FormatDuration(defaultPullWait))
 		}
 		wait = w.AsDuration()
 	}
 	until := time.Now().Add(wait)
 	g, _, err := s.store.Group(ctx, group)
 	if err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	if err := notPushed(g); err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	for {
 		_, appended := s.hub.Appended()
 		ds, err := s.store.Deliver(ctx, group, consumer, n)
 		if err != nil {
-			return nil, s.status(ctx, err)
+			return nil, err
 		}
 		ds = s.hub.DropRepeats(ctx, s.store, group, ds)
 		left := time.Until(until)
@@ -64,7 +64,7 @@ func (s *Service) PullExpirations(ctx context.Context, req *pb.PullExpirationsRe
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return nil, s.status(ctx, ctx.Err())
+			return nil, ctx.Err()
 		case <-s.stopping:
 			// The server is stopping: the pull has nothing, and says so
 			// at once. Another look could take the deliveries a stopping

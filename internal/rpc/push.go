@@ -43,7 +43,7 @@ func (s *Service) pushConfig(req *pb.PushConfig, ackDeadline time.Duration) (ord
 		return order.PushConfig{}, nil
 	}
 	if req.GetSecretFingerprint() != "" {
-		return order.PushConfig{}, order.Errorf(order.KindInvalid, "push_config.secret_fingerprint is output only; leave it out and give push_config.secret")
+		return order.PushConfig{}, order.Fail(order.ReasonInvalidPushConfig, "push_config.secret_fingerprint", "push_config.secret_fingerprint is output only; leave it out and give push_config.secret")
 	}
 	if _, err := s.push.CheckURL(req.GetUrl()); err != nil {
 		return order.PushConfig{}, err
@@ -54,14 +54,14 @@ func (s *Service) pushConfig(req *pb.PushConfig, ackDeadline time.Duration) (ord
 	p := order.PushConfig{URL: req.GetUrl(), Secret: req.GetSecret(), MaxConcurrency: defaultPushConcurrency, Timeout: min(defaultPushTimeout, ackDeadline/2)}
 	if n := req.GetMaxConcurrency(); n != 0 {
 		if n < 1 || n > maxPushConcurrency {
-			return order.PushConfig{}, order.Errorf(order.KindInvalid, "push_config.max_concurrency %d is out of range: give 1 to %d, or leave it out for %d", n, maxPushConcurrency, defaultPushConcurrency)
+			return order.PushConfig{}, order.Fail(order.ReasonInvalidPushConfig, "push_config.max_concurrency", "push_config.max_concurrency %d is out of range: give 1 to %d, or leave it out for %d", n, maxPushConcurrency, defaultPushConcurrency)
 		}
 		p.MaxConcurrency = int(n)
 	}
 	if d := req.GetTimeout(); d != nil {
 		most := ackDeadline / 2
 		if err := d.CheckValid(); err != nil || d.AsDuration() < minPushTimeout || d.AsDuration() > most {
-			return order.PushConfig{}, order.Errorf(order.KindInvalid,
+			return order.PushConfig{}, order.Fail(order.ReasonInvalidPushConfig, "push_config.timeout",
 				"push_config.timeout %s is out of range: give %s to half the ack_deadline (%s), so that an attempt ends before the event is due again, or leave it out for %s",
 				order.FormatDuration(d.AsDuration()), order.FormatDuration(minPushTimeout), order.FormatDuration(most), order.FormatDuration(p.Timeout))
 		}

@@ -14,7 +14,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -75,6 +74,9 @@ type Options struct {
 	// Push says which endpoints a push group may name; the zero value
 	// allows none.
 	Push push.Policy
+	// Settings name the server settings that lift refusals, for the
+	// errors' messages and details; nil names none.
+	Settings Settings
 }
 
 // Service implements orderexpiry.v1.OrderService.
@@ -95,6 +97,7 @@ type Service struct {
 	consumers   consumers
 	lateness    *Lateness
 	push        push.Policy
+	settings    Settings
 	// stopping is closed by Stop: long pulls end. (Consume streams hear
 	// of it from consumers.stop.)
 	stopping chan struct{}
@@ -113,7 +116,7 @@ func New(store Store, hub *watch.Hub, opts Options) *Service {
 	if opts.Groups == (GroupLimits{}) {
 		opts.Groups = DefaultGroupLimits
 	}
-	return &Service{store: store, hub: hub, limits: opts.Limits, groupLimits: opts.Groups, observer: opts.Observer, log: opts.Logger, encoded: newEncodedEvents(4096), lateness: opts.Lateness, push: opts.Push, stopping: make(chan struct{})}
+	return &Service{store: store, hub: hub, limits: opts.Limits, groupLimits: opts.Groups, observer: opts.Observer, log: opts.Logger, encoded: newEncodedEvents(4096), lateness: opts.Lateness, push: opts.Push, settings: opts.Settings, stopping: make(chan struct{})}
 }
 
 // Stop ends the consumer groups' open calls for a stop of the server, as
@@ -145,11 +148,14 @@ func (s *Service) Stop(ctx context.Context) {
 // each event once per watcher. A request that Codec could not decode is
 // refused by decodeUnary or decodeStream, which run after the interceptors
 // of opts (a token check among them), so that such a call is let in or
-// not like any other.
+// not like any other. Before them, the service's own interceptors (see
+// UnaryInterceptors) turn every error a method returns into its status.
 func NewServer(svc *Service, opts ...grpc.ServerOption) *grpc.Server {
 	svc.preEncode = true
 	opts = append([]grpc.ServerOption{grpc.ForceServerCodecV2(Codec)}, opts...)
-	s := grpc.NewServer(append(opts, grpc.ChainUnaryInterceptor(decodeUnary), grpc.ChainStreamInterceptor(decodeStream))...)
+	s := grpc.NewServer(append(opts,
+		grpc.ChainUnaryInterceptor(svc.UnaryInterceptors()...),
+		grpc.ChainStreamInterceptor(svc.StreamInterceptors()...))...)
 	pb.RegisterOrderServiceServer(s, svc)
 	return s
 }
@@ -159,14 +165,14 @@ func NewServer(svc *Service, opts ...grpc.ServerOption) *grpc.Server {
 func (s *Service) Checkout(ctx context.Context, req *pb.CheckoutRequest) (*pb.CheckoutResponse, error) {
 	it, err := s.checkoutItem(req)
 	if err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	// One path for a checkout, alone or in a batch: the batch's item
 	// carries a deadline as well as a ttl.
 	r := s.store.BatchCheckout(ctx, []order.CheckoutItem{it})[0]
 	o, created, err := r.Order, r.Created, r.Err
 	if err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	if created && s.observer != nil {
 		s.observer.CheckedOut()
@@ -178,9 +184,9 @@ func (s *Service) Checkout(ctx context.Context, req *pb.CheckoutRequest) (*pb.Ch
 func (s *Service) BatchCheckout(ctx context.Context, req *pb.BatchCheckoutRequest) (*pb.BatchCheckoutResponse, error) {
 	switch n := len(req.GetRequests()); {
 	case n == 0:
-		return nil, s.status(ctx, order.Errorf(order.KindInvalid, "requests is empty; give 1 to %d orders to check out", order.MaxBatchCheckout))
+		return nil, order.Fail(order.ReasonInvalidArgument, "requests", "requests is empty; give 1 to %d orders to check out", order.MaxBatchCheckout)
 	case n > order.MaxBatchCheckout:
-		return nil, s.status(ctx, order.Errorf(order.KindInvalid, "requests has %d orders; the limit is %d a call, so split them over several calls", n, order.MaxBatchCheckout))
+		return nil, order.Fail(order.ReasonInvalidArgument, "requests", "requests has %d orders; the limit is %d a call, so split them over several calls", n, order.MaxBatchCheckout)
 	}
 	results := make([]*pb.BatchCheckoutResult, len(req.GetRequests()))
 	items := make([]order.CheckoutItem, 0, len(results))
@@ -196,7 +202,7 @@ func (s *Service) BatchCheckout(ctx context.Context, req *pb.BatchCheckoutReques
 				c.Msg = fmt.Sprintf("requests[%d].%s", i, c.Msg)
 				err = &c
 			}
-			results[i] = s.itemError(ctx, err)
+			results[i] = s.itemError(ctx, i, err)
 			continue
 		}
 		items = append(items, it)
@@ -206,7 +212,7 @@ func (s *Service) BatchCheckout(ctx context.Context, req *pb.BatchCheckoutReques
 		for j, r := range s.store.BatchCheckout(ctx, items) {
 			i := valid[j]
 			if r.Err != nil {
-				results[i] = s.itemError(ctx, r.Err)
+				results[i] = s.itemError(ctx, i, r.Err)
 				continue
 			}
 			if r.Created && s.observer != nil {
@@ -220,11 +226,17 @@ func (s *Service) BatchCheckout(ctx context.Context, req *pb.BatchCheckoutReques
 	return &pb.BatchCheckoutResponse{Results: results}, nil
 }
 
-// itemError is the answer to an item of a BatchCheckout that failed with
-// err: the status a Checkout of its own would have failed with.
-func (s *Service) itemError(ctx context.Context, err error) *pb.BatchCheckoutResult {
-	st, _ := status.FromError(s.status(ctx, err))
-	return &pb.BatchCheckoutResult{Result: &pb.BatchCheckoutResult_Error{Error: st.Proto()}}
+// itemError is the answer to item i of a BatchCheckout that failed with
+// err: the status a Checkout of its own would have failed with, about the
+// item's field (requests[i].ttl).
+func (s *Service) itemError(ctx context.Context, i int, err error) *pb.BatchCheckoutResult {
+	var oe *order.Error
+	if errors.As(err, &oe) && oe.Field != "" {
+		c := *oe
+		c.Field = fmt.Sprintf("requests[%d].%s", i, c.Field)
+		err = &c
+	}
+	return &pb.BatchCheckoutResult{Result: &pb.BatchCheckoutResult_Error{Error: s.statusOf(ctx, err).Proto()}}
 }
 
 // checkoutItem checks a checkout request against the limits, and returns
@@ -239,7 +251,7 @@ func (s *Service) checkoutItem(req *pb.CheckoutRequest) (order.CheckoutItem, err
 	it := order.CheckoutItem{ID: req.GetOrderId(), Metadata: req.GetMetadata(), MaxTTL: s.limits.MaxTTL}
 	if d := req.GetDeadline(); d != nil {
 		if req.Ttl != nil {
-			return order.CheckoutItem{}, order.Errorf(order.KindInvalid, "give ttl or deadline, not both (got ttl %s and deadline %s)",
+			return order.CheckoutItem{}, order.Fail(order.ReasonInvalidArgument, "deadline", "give ttl or deadline, not both (got ttl %s and deadline %s)",
 				order.FormatDuration(req.Ttl.AsDuration()), d.AsTime().UTC().Format(time.RFC3339Nano))
 		}
 		at, err := deadlineOf(d)
@@ -264,7 +276,7 @@ func (s *Service) checkoutItem(req *pb.CheckoutRequest) (order.CheckoutItem, err
 // duration within the limits.
 func (s *Service) ttlOf(d *durationpb.Duration) (time.Duration, error) {
 	if err := d.CheckValid(); err != nil {
-		return 0, order.Errorf(order.KindInvalid, "ttl is not a valid duration: %v", err)
+		return 0, order.Fail(order.ReasonInvalidTTL, "ttl", "ttl is not a valid duration: %v", err)
 	}
 	return s.limits.CheckoutTTL(d.AsDuration(), true)
 }
@@ -275,11 +287,11 @@ func (s *Service) ttlOf(d *durationpb.Duration) (time.Duration, error) {
 // to say, by its clock.
 func deadlineOf(ts *timestamppb.Timestamp) (time.Time, error) {
 	if err := ts.CheckValid(); err != nil {
-		return time.Time{}, order.Errorf(order.KindInvalid, "deadline is not a valid timestamp: %v", err)
+		return time.Time{}, order.Fail(order.ReasonInvalidDeadline, "deadline", "deadline is not a valid timestamp: %v", err)
 	}
 	at := ts.AsTime()
 	if at.UnixMilli() <= 0 {
-		return time.Time{}, order.Errorf(order.KindInvalid, "deadline %s is not after now; give a later one, or a ttl", at.UTC().Format(time.RFC3339Nano))
+		return time.Time{}, order.Fail(order.ReasonInvalidDeadline, "deadline", "deadline %s is not after now; give a later one, or a ttl", at.UTC().Format(time.RFC3339Nano))
 	}
 	return at, nil
 }
@@ -302,34 +314,34 @@ func (s *Service) CancelOrder(ctx context.Context, req *pb.CancelOrderRequest) (
 // RescheduleOrder gives a pending order before its deadline a new one.
 func (s *Service) RescheduleOrder(ctx context.Context, req *pb.RescheduleOrderRequest) (*pb.Order, error) {
 	if err := order.ValidateID("order_id", req.GetOrderId()); err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	r := order.Reschedule{MaxTTL: s.limits.MaxTTL}
 	switch nd := req.GetNewDeadline().(type) {
 	case *pb.RescheduleOrderRequest_Ttl:
 		ttl, err := s.ttlOf(nd.Ttl)
 		if err != nil {
-			return nil, s.status(ctx, err)
+			return nil, err
 		}
 		r.TTL = ttl
 	case *pb.RescheduleOrderRequest_Deadline:
 		at, err := deadlineOf(nd.Deadline)
 		if err != nil {
-			return nil, s.status(ctx, err)
+			return nil, err
 		}
 		r.At = at
 	default:
-		return nil, s.status(ctx, order.Errorf(order.KindInvalid, "give the new deadline: ttl (from now) or deadline"))
+		return nil, order.Fail(order.ReasonInvalidArgument, "new_deadline", "give the new deadline: ttl (from now) or deadline")
 	}
 	if e := req.GetExpectedDeadline(); e != nil {
 		if err := e.CheckValid(); err != nil {
-			return nil, s.status(ctx, order.Errorf(order.KindInvalid, "expected_deadline is not a valid timestamp: %v", err))
+			return nil, order.Fail(order.ReasonInvalidDeadline, "expected_deadline", "expected_deadline is not a valid timestamp: %v", err)
 		}
 		r.Expected = e.AsTime()
 	}
 	o, err := s.store.Reschedule(ctx, req.GetOrderId(), r)
 	if err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	return toProto(o), nil
 }
@@ -348,11 +360,11 @@ func (s *Service) observed(op func(context.Context, string) (order.Order, error)
 // byID serves a call on one order: req, whose order id is id.
 func (s *Service) byID(ctx context.Context, req proto.Message, id string, op func(context.Context, string) (order.Order, error)) (*pb.Order, error) {
 	if err := order.ValidateID("order_id", id); err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	o, err := op(ctx, id)
 	if err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	return toProto(o), nil
 }
@@ -369,8 +381,8 @@ func (s *Service) WatchExpirations(req *pb.WatchExpirationsRequest, stream pb.Or
 	var after order.Position
 	if req.GetAfterCursor() != "" {
 		var err error
-		if after, err = order.ParsePosition(req.GetAfterCursor()); err != nil {
-			return s.status(ctx, err)
+		if after, err = order.ParsePosition("after_cursor", req.GetAfterCursor()); err != nil {
+			return err
 		}
 	}
 	started := func() error { return stream.SendHeader(metadata.MD{}) }
@@ -388,7 +400,7 @@ func (s *Service) WatchExpirations(req *pb.WatchExpirationsRequest, stream pb.Or
 	}
 	last, err := s.hub.Follow(ctx, after, started, send)
 	if err == nil || ctx.Err() != nil {
-		return s.status(ctx, err)
+		return err
 	}
 	// A watcher that the log's retention overtook while it caught up (see
 	// watch.Hub.Follow) learns how far it got, as one cut off for another
@@ -398,7 +410,12 @@ func (s *Service) WatchExpirations(req *pb.WatchExpirationsRequest, stream pb.Or
 	if (k == order.KindResourceExhausted || k == order.KindUnavailable || behind) && (after != nil || last != nil) {
 		stream.SetTrailer(metadata.Pairs(ResumeCursorTrailer, last.String()))
 	}
-	return s.status(ctx, err)
+	if k == order.KindInvalid || (k == order.KindOutOfRange && !behind) {
+		// The check of the cursor (see watch.Hub.CheckPosition), which
+		// names no field.
+		return order.WithField(err, "after_cursor")
+	}
+	return err
 }
 
 func toProto(o order.Order) *pb.Order {

@@ -19,7 +19,7 @@ import (
 func (s *Service) GetStats(ctx context.Context, req *pb.GetStatsRequest) (*pb.Stats, error) {
 	st, err := s.store.Stats(ctx)
 	if err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	now := time.Now()
 	resp := &pb.Stats{
@@ -44,7 +44,7 @@ func (s *Service) GetStats(ctx context.Context, req *pb.GetStatsRequest) (*pb.St
 	}
 	groups, err := s.store.Groups(ctx)
 	if err != nil {
-		return nil, s.status(ctx, err)
+		return nil, err
 	}
 	for _, g := range groups {
 		g, gs, err := s.store.Group(ctx, g.ID)
@@ -52,7 +52,7 @@ func (s *Service) GetStats(ctx context.Context, req *pb.GetStatsRequest) (*pb.St
 			continue // deleted meanwhile
 		}
 		if err != nil {
-			return nil, s.status(ctx, err)
+			return nil, err
 		}
 		resp.ConsumerGroups = append(resp.ConsumerGroups, groupToProto(g, gs))
 	}

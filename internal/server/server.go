@@ -139,6 +139,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		Groups:   cfg.Groups.GroupLimits,
 		Lateness: lateness,
 		Push:     cfg.Push.Policy,
+		Settings: errorSettings,
 	})
 	s.svc = svc
 	s.servingAgain = make(chan struct{}, 1)
@@ -188,7 +189,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("gateway connection: %w", err)
 	}
 	unary, _ := s.interceptors(m, gatewayPeer{})
-	local := inproc.New(inproc.Options{Interceptors: unary, MaxRecvMsgSize: s.cfg.Limits.MaxRequestBytes, Streams: s.conn})
+	local := inproc.New(inproc.Options{Interceptors: append(unary, svc.UnaryInterceptors()...), MaxRecvMsgSize: s.cfg.Limits.MaxRequestBytes, Streams: s.conn})
 	pb.RegisterOrderServiceServer(local, svc)
 	gw, err := gateway.New(context.Background(), local, gateway.Options{
 		Health: func(context.Context) error {

@@ -169,7 +169,7 @@ func (h *Hub) checkCatchUp(ctx context.Context, last order.Position, missed orde
 	if err == nil || order.KindOf(err) != order.KindOutOfRange {
 		return err
 	}
-	return &order.Error{Kind: order.KindOutOfRange, Err: fmt.Errorf("%w: %w", ErrLagged, err),
+	return &order.Error{Kind: order.KindOutOfRange, Reason: order.ReasonCursorExpired, Err: fmt.Errorf("%w: %w", ErrLagged, err),
 		Msg: "this watcher fell behind the expiration log and, while it caught up, the log's retention passed its next event " +
 			missed.Cursor.String() + ": events after after_cursor=" + last.String() + " are gone; start a new watch without after_cursor"}
 }
@@ -256,10 +256,10 @@ func subscribeError(err error, last order.Position) error {
 	}
 	switch {
 	case errors.Is(err, ErrTooManyWatchers):
-		return &order.Error{Kind: order.KindResourceExhausted, Err: err,
-			Msg: "this replica serves as many watchers as it may (its max-watchers limit); try again later or on another replica"}
+		return &order.Error{Kind: order.KindResourceExhausted, Reason: order.ReasonTooManyWatchers, Err: err,
+			Msg: "this replica serves as many watchers as it may; try again later or on another replica, or raise its limit"}
 	case errors.Is(err, ErrStopped):
-		return &order.Error{Kind: order.KindUnavailable, Err: err,
+		return &order.Error{Kind: order.KindUnavailable, Reason: order.ReasonShuttingDown, Err: err,
 			Msg: "the server is shutting down; " + resume}
 	}
 	return err
