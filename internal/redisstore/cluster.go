@@ -103,12 +103,9 @@ func nodeAddr(n redis.Node) string {
 // longer to move than those few tries; runDurable's pipelined script and
 // WAIT, made on one node, it does not redirect at all. So run and
 // runDurable retry these answers themselves, within the call's
-// callTimeout, pausing from slotRetryFirst up to slotRetryMax: a slot with
+// callTimeout, pausing from 5ms up to 100ms (slotRetries): a slot with
 // a few thousand keys moves in tens of milliseconds.
-const (
-	slotRetryFirst = 5 * time.Millisecond
-	slotRetryMax   = 100 * time.Millisecond
-)
+var slotRetries = backoff.Policy{First: 5 * time.Millisecond, Max: 100 * time.Millisecond}
 
 // slotMove is a master's answer to a call of a slot that moves: MOVED or
 // ASK (ask) to addr, or TRYAGAIN (again).
@@ -135,16 +132,17 @@ func parseSlotMove(err error) (m slotMove, ok bool) {
 }
 
 // slotRetry paces the retries of one call whose slot moves.
-type slotRetry struct{ pause time.Duration }
+type slotRetry struct{ n int }
 
 // wait pauses before the next try; it returns false, at once, when the
 // pause would outlast ctx's deadline: the call is over.
 func (r *slotRetry) wait(ctx context.Context) bool {
-	r.pause = min(max(2*r.pause, slotRetryFirst), slotRetryMax)
-	if d, ok := ctx.Deadline(); ok && time.Until(d) < r.pause {
+	pause := slotRetries.Delay(r.n)
+	r.n++
+	if d, ok := ctx.Deadline(); ok && time.Until(d) < pause {
 		return false
 	}
-	return backoff.Sleep(ctx, r.pause)
+	return backoff.Sleep(ctx, pause)
 }
 
 // masterAt returns the cluster client's client of the master at addr, or
