@@ -111,10 +111,26 @@ func (s *Store) StartOperation(ctx context.Context, op order.Operation) (order.O
 	}
 	now := time.UnixMilli(t.UnixMilli())
 	ms := now.UnixMilli()
-	if err := s.rdb.HSet(ctx, opKey(op.ID), "spec", string(spec), "state", order.OpRunning.String(), "created", ms, "updated", ms).Err(); err != nil {
+	// The operation, then, once it is there, its place in the list: two
+	// writes that the strict mode confirms each (see durably), since on a
+	// cluster their keys may be on two masters.
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	var hset, zadd *redis.IntCmd
+	if err := s.durablyOn(cctx, []string{opKey(op.ID)}, func(pipe durablePipe, _ int) {
+		hset = pipe.HSet(cctx, opKey(op.ID), "spec", string(spec), "state", order.OpRunning.String(), "created", ms, "updated", ms)
+	}); err != nil {
+		return order.Operation{}, err
+	}
+	if err := hset.Err(); err != nil {
 		return order.Operation{}, storeError(err)
 	}
-	if err := s.rdb.ZAdd(ctx, opsKey, redis.Z{Score: float64(t.UnixMicro()), Member: op.ID}).Err(); err != nil {
+	if err := s.durablyOn(cctx, []string{opsKey}, func(pipe durablePipe, _ int) {
+		zadd = pipe.ZAdd(cctx, opsKey, redis.Z{Score: float64(t.UnixMicro()), Member: op.ID})
+	}); err != nil {
+		return order.Operation{}, err
+	}
+	if err := zadd.Err(); err != nil {
 		return order.Operation{}, storeError(err)
 	}
 	select {

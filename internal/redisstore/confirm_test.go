@@ -20,14 +20,15 @@ import (
 )
 
 // TestAcknowledgedWritesWaitForReplicas holds the strict mode's rule: a
-// script that writes what a caller is answered for runs with its
-// confirmation, WAIT after it on the same connection and in the same
-// round trip. It watches every command the store sends, and fails when
+// write a caller is answered for runs with its confirmation, WAIT after it
+// on the same connection and in the same round trip. It watches every
+// command the store sends, and fails when
 //
 //   - a call answered to its caller (checkout, complete, cancel,
-//     reschedule, group create, ack, nack, release, redrive, cancelling a
-//     bulk operation) runs a script that writes without a WAIT after it,
-//     whatever that script is declared to be; or
+//     reschedule, group create and delete, ack, nack, release, redrive,
+//     starting and cancelling a bulk operation) runs a script that writes,
+//     whatever that script is declared to be, or a command that Redis
+//     flags as a write (COMMAND INFO), without a WAIT after it; or
 //   - any script declared confirmed (scripts.go) runs without one; or
 //   - a script declared confirmed was not seen at all: every one is
 //     exercised here.
@@ -89,17 +90,29 @@ func TestAcknowledgedWritesWaitForReplicas(t *testing.T) {
 	for i := range 2 {
 		acked("Checkout", func() error { _, _, err := s.Checkout(ctx, fmt.Sprint("bulk", i), time.Hour, nil); return err })
 	}
-	op, err := s.StartOperation(ctx, order.Operation{Filter: `order_id = "bulk0"`, Change: order.BulkChange{Cancel: true}})
-	must("StartOperation", err)
+	var op order.Operation
+	acked("StartOperation", func() (err error) {
+		op, err = s.StartOperation(ctx, order.Operation{Filter: `order_id = "bulk0"`, Change: order.BulkChange{Cancel: true}})
+		return err
+	})
 	_, err = s.WorkOperationSplit(ctx, op.ID, func() {})
 	must("WorkOperationSplit", err)
-	op, err = s.StartOperation(ctx, order.Operation{Filter: `order_id = "bulk1"`, Change: order.BulkChange{Cancel: true}})
-	must("StartOperation", err)
+	acked("StartOperation", func() (err error) {
+		op, err = s.StartOperation(ctx, order.Operation{Filter: `order_id = "bulk1"`, Change: order.BulkChange{Cancel: true}})
+		return err
+	})
 	acked("CancelOperation", func() error { _, err := s.CancelOperation(ctx, op.ID); return err })
 	acked("DeleteGroup", func() error { return s.DeleteGroup(ctx, g.ID) })
 
 	for _, v := range rec.violations() {
 		t.Error(v)
+	}
+	unwaited := rec.unwaitedCommands()
+	if len(unwaited) == 0 {
+		t.Fatal("no command ran without a WAIT after it for a call answered to its caller: the recorder saw nothing (reads at least run so)")
+	}
+	for _, name := range writeCommands(t, srv.Client(t), unwaited) {
+		t.Errorf("command %s writes, and ran for a call answered to its caller, without a WAIT after it", name)
 	}
 	seen := rec.confirmedSeen()
 	for _, name := range redisstore.ConfirmedScripts() {
@@ -117,6 +130,10 @@ type recorder struct {
 	mu    sync.Mutex
 	bad   []string
 	seen  map[string]bool
+	// unwaited are the commands other than scripts sent for a call
+	// answered to its caller without a WAIT after them, "xgroup|create"
+	// for a subcommand.
+	unwaited map[string]bool
 }
 
 func (r *recorder) DialHook(next redis.DialHook) redis.DialHook { return next }
@@ -141,20 +158,27 @@ func (r *recorder) check(cmds []redis.Cmder) {
 	defer r.mu.Unlock()
 	if r.seen == nil {
 		r.seen = map[string]bool{}
+		r.unwaited = map[string]bool{}
 	}
 	for i, c := range cmds {
 		args := c.Args()
-		if len(args) < 2 {
+		if len(args) < 1 {
 			continue
 		}
 		var sha string
 		switch strings.ToLower(fmt.Sprint(args[0])) {
+		case "wait", "role", "asking":
+			continue // the confirmation's own, and a redirection's
 		case "evalsha", "evalsha_ro":
 			sha = fmt.Sprint(args[1])
 		case "eval", "eval_ro":
 			sum := sha1.Sum([]byte(fmt.Sprint(args[1])))
 			sha = hex.EncodeToString(sum[:])
-		default:
+		}
+		if sha == "" {
+			if acked && !waited(cmds[i+1:]) {
+				r.unwaited[commandName(args)] = true
+			}
 			continue
 		}
 		name, writes, confirmed, ok := redisstore.ScriptOf(sha)
@@ -168,7 +192,7 @@ func (r *recorder) check(cmds []redis.Cmder) {
 		if name == "sync" {
 			continue // the confirmation's own barrier
 		}
-		waited := slices.ContainsFunc(cmds[i+1:], func(c redis.Cmder) bool { return strings.EqualFold(c.Name(), "wait") })
+		waited := waited(cmds[i+1:])
 		if confirmed && waited {
 			r.seen[name] = true
 		}
@@ -191,4 +215,59 @@ func (r *recorder) confirmedSeen() map[string]bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.seen
+}
+
+// waited says whether a WAIT is among cmds.
+func waited(cmds []redis.Cmder) bool {
+	return slices.ContainsFunc(cmds, func(c redis.Cmder) bool { return strings.EqualFold(c.Name(), "wait") })
+}
+
+// commandName names a command as COMMAND INFO does: "hset", or
+// "xgroup|create" for a subcommand.
+func commandName(args []any) string {
+	name := strings.ToLower(fmt.Sprint(args[0]))
+	switch name {
+	case "xgroup", "xinfo", "config", "client", "object", "script":
+		if len(args) > 1 {
+			name += "|" + strings.ToLower(fmt.Sprint(args[1]))
+		}
+	}
+	return name
+}
+
+func (r *recorder) unwaitedCommands() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for name := range r.unwaited {
+		out = append(out, name)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// writeCommands returns those of names that Redis flags as writes.
+func writeCommands(t *testing.T, admin *redis.Client, names []string) []string {
+	args := []any{"COMMAND", "INFO"}
+	for _, n := range names {
+		args = append(args, n)
+	}
+	infos, err := admin.Do(t.Context(), args...).Slice()
+	if err != nil {
+		t.Fatalf("COMMAND INFO %v: %v", names, err)
+	}
+	var out []string
+	for i, info := range infos {
+		fields, _ := info.([]any)
+		if len(fields) < 3 {
+			continue // one this Redis does not know (CLIENT SETINFO before 7.2): it refused it
+		}
+		flags, _ := fields[2].([]any)
+		for _, f := range flags {
+			if fmt.Sprint(f) == "write" {
+				out = append(out, names[i])
+			}
+		}
+	}
+	return out
 }

@@ -21,7 +21,7 @@ import (
 // take the write with it, and the replica promoted in its place, or the
 // Redis restarted from its AOF, does not have it. The store's writes that
 // a caller is answered for (checkout, complete, cancel, reschedule, each
-// item of a batch, the changes of a bulk operation and its cancelling,
+// item of a batch, a bulk operation's start, changes and cancelling,
 // group create and delete, ack, nack, release and redrive) go through
 // runDurable or durably, which in the strict mode make the OK wait for the
 // write to be where one Redis failure cannot undo it. Their scripts are

@@ -5,8 +5,8 @@
 //
 // In the strict durability mode every write a caller is answered for waits
 // for the replicas (see durability.go): those on orders, on consumer groups
-// (create, delete, ack, nack, release, redrive) and the cancelling of a bulk
-// operation alike. Which scripts' writes are confirmed is declared where
+// (create, delete, ack, nack, release, redrive) and on bulk operations
+// (start, changes, cancel) alike. Which scripts' writes are confirmed is declared where
 // they are loaded (scripts.go), and run.go, the one way to run a script,
 // confirms them; tests hold every script and every such call to it.
 //
