@@ -25,7 +25,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"os"
 	"strings"
 	"time"
@@ -351,11 +350,5 @@ func retryable(err error) bool {
 // grpc's exponential backoff computes it from Options.Backoff.
 func (c *Client) wait(retries int) time.Duration {
 	b := c.opts.Backoff
-	d, limit := float64(b.BaseDelay), float64(b.MaxDelay)
-	for ; d < limit && retries > 0; retries-- {
-		d *= b.Multiplier
-	}
-	d = min(d, limit)
-	d *= 1 + b.Jitter*(rand.Float64()*2-1)
-	return time.Duration(max(d, 0))
+	return retry.Policy{First: b.BaseDelay, Max: b.MaxDelay, Multiplier: b.Multiplier, Less: b.Jitter, More: b.Jitter}.Delay(retries)
 }

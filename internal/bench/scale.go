@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/orderexpiry/orderexpiry/internal/backoff"
 	pb "github.com/orderexpiry/orderexpiry/proto/orderexpiry/v1"
 )
 
@@ -182,10 +183,8 @@ func batchLoad(ctx context.Context, clients []pb.OrderServiceClient, callers, n 
 		for attempt := range loadRetries {
 			if attempt > 0 {
 				retried.Add(int64(len(ids)))
-				select {
-				case <-ctx.Done():
+				if !backoff.Sleep(ctx, loadBackoff.Delay(attempt-1)) {
 					return ctx.Err()
-				case <-time.After(time.Duration(50<<attempt) * time.Millisecond):
 				}
 			}
 			req := &pb.BatchCheckoutRequest{Requests: make([]*pb.CheckoutRequest, len(ids))}
@@ -222,6 +221,9 @@ func batchLoad(ctx context.Context, clients []pb.OrderServiceClient, callers, n 
 // loadRetries bounds the attempts of one checkout of loadOrders.
 const loadRetries = 5
 
+// loadBackoff paces those attempts: 100ms, 200ms, 400ms, 800ms.
+var loadBackoff = backoff.Policy{First: 100 * time.Millisecond, Max: 800 * time.Millisecond}
+
 // loadOrders checks out orders id(0)…id(n-1) as checkoutAll does, but as a
 // client of a busy service would: a checkout answered UNAVAILABLE ("retry
 // later": the service's Redis did not answer in time) is tried again, up to
@@ -234,10 +236,8 @@ func loadOrders(ctx context.Context, clients []pb.OrderServiceClient, callers, n
 		for attempt := range loadRetries {
 			if attempt > 0 {
 				retried.Add(1)
-				select {
-				case <-ctx.Done():
+				if !backoff.Sleep(ctx, loadBackoff.Delay(attempt-1)) {
 					return ctx.Err()
-				case <-time.After(time.Duration(50<<attempt) * time.Millisecond):
 				}
 			}
 			d := ttl(i)

@@ -22,7 +22,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	mathrand "math/rand/v2"
 	"net/http"
 	"net/url"
 	"os"
@@ -494,11 +493,7 @@ func (w *worker) post(ctx context.Context, id string, dl order.Delivery) (outcom
 // part (up to half) is taken off, so that the retries of events that
 // failed together spread out.
 func Backoff(attempt int, ackDeadline time.Duration) time.Duration {
-	d := ackDeadline
-	if attempt < 30 {
-		d = min(firstRetry<<(attempt-1), ackDeadline)
-	}
-	return d - mathrand.N(d/2+1)
+	return backoff.Policy{First: firstRetry, Max: ackDeadline, Less: 0.5}.Delay(attempt - 1)
 }
 
 // FailureReason is what a failed attempt's nack records, for the dead

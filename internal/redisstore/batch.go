@@ -6,8 +6,6 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-
-	"github.com/redis/go-redis/v9"
 )
 
 // Calls on orders are batched naturally: the checkouts of one partition that
@@ -18,11 +16,11 @@ import (
 // idle store adds no latency and no timer; under load, the calls that queued
 // meanwhile are sent by a goroutine that lives while the queue is not empty.
 // Redis then runs one script, reads its clock once and waits for a replica
-// once (runDurable) for many orders: most of the cost of a checkout script
+// once (see runDurable) for many orders: most of the cost of a checkout script
 // is the call, not the order.
 //
 // A batch is one partition's, so on a Redis Cluster its keys are in one slot,
-// and it goes through run or runDurable as one order's script would: the
+// and it goes through run as one order's script would: the
 // same retries while a slot moves, the same flags (a checkout batch is
 // refused as a whole when Redis is out of memory, and each of its callers
 // hears RESOURCE_EXHAUSTED), the same errors. Within a batch the calls run in
@@ -59,16 +57,14 @@ func batchLen(calls []*call) int {
 
 // batchKind is one of the batch scripts and how it is run.
 type batchKind struct {
-	script *redis.Script
-	// durable batches change orders: they wait for a replica (runDurable).
-	durable bool
+	script *script
 	// fixed are the script's arguments before those of the orders.
 	fixed []any
 }
 
 var (
-	checkoutBatch = batchKind{script: checkoutScript, durable: true, fixed: []any{ttlKeyGrace.Milliseconds()}}
-	finishBatch   = batchKind{script: finishScript, durable: true}
+	checkoutBatch = batchKind{script: checkoutScript, fixed: []any{ttlKeyGrace.Milliseconds()}}
+	finishBatch   = batchKind{script: finishScript}
 	getBatch      = batchKind{script: getScript}
 )
 
@@ -195,15 +191,7 @@ func (s *Store) send(ctx context.Context, p *partition, k *batchKind, calls []*c
 	for _, c := range calls {
 		args = append(args, c.args...)
 	}
-	var (
-		res []any
-		err error
-	)
-	if k.durable {
-		res, err = s.runDurable(ctx, p, k.script, args...)
-	} else {
-		res, err = s.run(ctx, p, k.script, args...)
-	}
+	res, err := s.run(ctx, p, k.script, args...)
 	if err == nil && len(res) != 3+2*len(calls) {
 		err = fmt.Errorf("redis: batch script reply has %d elements for %d orders, want %d", len(res), len(calls), 3+2*len(calls))
 	}

@@ -111,10 +111,26 @@ func (s *Store) StartOperation(ctx context.Context, op order.Operation) (order.O
 	}
 	now := time.UnixMilli(t.UnixMilli())
 	ms := now.UnixMilli()
-	if err := s.rdb.HSet(ctx, opKey(op.ID), "spec", string(spec), "state", order.OpRunning.String(), "created", ms, "updated", ms).Err(); err != nil {
+	// The operation, then, once it is there, its place in the list: two
+	// writes that the strict mode confirms each (see durably), since on a
+	// cluster their keys may be on two masters.
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	var hset, zadd *redis.IntCmd
+	if err := s.durablyOn(cctx, []string{opKey(op.ID)}, func(pipe durablePipe, _ int) {
+		hset = pipe.HSet(cctx, opKey(op.ID), "spec", string(spec), "state", order.OpRunning.String(), "created", ms, "updated", ms)
+	}); err != nil {
+		return order.Operation{}, err
+	}
+	if err := hset.Err(); err != nil {
 		return order.Operation{}, storeError(err)
 	}
-	if err := s.rdb.ZAdd(ctx, opsKey, redis.Z{Score: float64(t.UnixMicro()), Member: op.ID}).Err(); err != nil {
+	if err := s.durablyOn(cctx, []string{opsKey}, func(pipe durablePipe, _ int) {
+		zadd = pipe.ZAdd(cctx, opsKey, redis.Z{Score: float64(t.UnixMicro()), Member: op.ID})
+	}); err != nil {
+		return order.Operation{}, err
+	}
+	if err := zadd.Err(); err != nil {
 		return order.Operation{}, storeError(err)
 	}
 	select {
@@ -218,24 +234,15 @@ func (s *Store) ListOperations(ctx context.Context) ([]order.Operation, error) {
 	return out, nil
 }
 
-// cancelOpScript asks a running operation to stop; the replica working it
-// stops before its next chunk and records it cancelled with its counts.
-//
-// KEYS[1] -> the operation's hash
-//
-// Returns 'missing', or the operation's state.
-var cancelOpScript = redis.NewScript(freeing + `
-local st = redis.call('HGET', KEYS[1], 'state')
-if not st then return 'missing' end
-if st == 'running' then redis.call('HSET', KEYS[1], 'cancel', '1') end
-return st
-`)
-
 // CancelOperation asks a running operation to stop: it stops before its
 // next chunk of orders (within a second or so, or within opLease when the
 // replica working it died). An ended one is answered as it is.
 func (s *Store) CancelOperation(ctx context.Context, id string) (order.Operation, error) {
-	st, err := cancelOpScript.Run(ctx, s.rdb, []string{opKey(id)}).Text()
+	cmd, err := s.runKeys(ctx, cancelOpScript, []string{opKey(id)})
+	if err != nil {
+		return order.Operation{}, err
+	}
+	st, err := cmd.Text()
 	if err != nil {
 		return order.Operation{}, storeError(err)
 	}
@@ -248,176 +255,6 @@ func (s *Store) CancelOperation(ctx context.Context, id string) (order.Operation
 	}
 	return s.GetOperation(ctx, id)
 }
-
-// claimOpScript takes or renews the lease of a running operation.
-//
-// KEYS[1] -> the operation's hash
-// ARGV[1] -> the replica's owner id, ARGV[2] -> the lease in ms
-//
-// Returns {'ok', spec} -> the replica holds the operation for the lease
-// {'done'}   -> it ended (or is gone)
-// {'cancel'} -> it was asked to stop: the replica is to end it
-// {'busy'}   -> another replica holds it
-var claimOpScript = redis.NewScript(freeing + `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if redis.call('HGET', KEYS[1], 'state') ~= 'running' then return {'done'} end
-local owner = redis.call('HGET', KEYS[1], 'owner')
-local lease = tonumber(redis.call('HGET', KEYS[1], 'lease') or '0')
-if owner and owner ~= ARGV[1] and lease > now then return {'busy'} end
-redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'lease', now + tonumber(ARGV[2]), 'updated', now)
-if redis.call('HGET', KEYS[1], 'cancel') == '1' then return {'cancel'} end
-return {'ok', redis.call('HGET', KEYS[1], 'spec')}
-`)
-
-// endOpScript records the end of an operation, with its final counts,
-// unless it ended already.
-//
-// KEYS[1] -> the operation's hash
-// ARGV[1] -> state, ARGV[2] -> error, ARGV[3..6] -> matched, changed,
-// skipped, failed
-//
-// Returns 1 when it recorded the end, 0 when the operation had ended.
-var endOpScript = redis.NewScript(freeing + `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if redis.call('HGET', KEYS[1], 'state') ~= 'running' then return 0 end
-redis.call('HSET', KEYS[1], 'state', ARGV[1], 'error', ARGV[2], 'matched', ARGV[3], 'changed', ARGV[4],
-  'skipped', ARGV[5], 'failed', ARGV[6], 'ended', now, 'updated', now)
-redis.call('HDEL', KEYS[1], 'owner', 'lease')
-return 1
-`)
-
-// bulkScanScript reads a page of a partition's pending orders for an
-// operation's scan, from where the scan is.
-//
-// KEYS, ARGV[1], ARGV[2]: see luaPrelude.
-// ARGV[3] -> the operation id, ARGV[4] -> the page size (HSCAN's COUNT)
-//
-// Returns {'scanned'} once the scan is through, else {cursor, next cursor,
-// id 1, record 1, ...}: the cursor the page began at and the one after it
-// ('0': the last page), and the pending orders of the page that are not due.
-var bulkScanScript = redis.NewScript(reading + luaPrelude + `
-local opKey = prefix .. 'op:' .. ARGV[3]
-if redis.call('HGET', opKey, 'scanned') == '1' then return {'scanned'} end
-local cursor = redis.call('HGET', opKey, 'cursor') or '0'
-local r = redis.call('HSCAN', KEYS[2], cursor, 'COUNT', tonumber(ARGV[4]))
-local out = {cursor, r[1]}
-local kv = r[2]
-for i = 1, #kv, 2 do
-  local d = redis.call('ZSCORE', KEYS[1], kv[i])
-  if d and tonumber(d) > now then
-    local created, meta, n, asked = splitPending(kv[i + 1])
-    out[#out + 1] = kv[i]
-    out[#out + 1] = record('pending', created, d, 0, meta, n, asked)
-  end
-end
-return out
-`)
-
-// bulkMatchedScript keeps the matched orders of a scanned page in the todo
-// set and moves the scan on, if the scan is still where the page began.
-//
-// KEYS, ARGV[1], ARGV[2]: see luaPrelude.
-// ARGV[3] -> the operation id, ARGV[4] -> the cursor the page began at,
-// ARGV[5] -> the next cursor ('0': the scan is through)
-// ARGV[6], ARGV[7] -> a matched order: its id and deadline; and so on
-//
-// Returns {added}: how many orders it added (none when another replica
-// moved the scan on first).
-var bulkMatchedScript = redis.NewScript(growing + luaPrelude + `
-local opKey = prefix .. 'op:' .. ARGV[3]
-local todo = opKey .. ':todo'
-if redis.call('HGET', opKey, 'scanned') == '1' then return {0} end
-if (redis.call('HGET', opKey, 'cursor') or '0') ~= ARGV[4] then return {0} end
-local added = 0
-for i = 6, #ARGV, 2 do
-  added = added + redis.call('ZADD', todo, 'NX', ARGV[i + 1], ARGV[i])
-end
-redis.call('HINCRBY', opKey, 'matched', added)
-if ARGV[5] == '0' then
-  redis.call('HSET', opKey, 'scanned', '1', 'cursor', '0')
-else
-  redis.call('HSET', opKey, 'cursor', ARGV[5])
-end
-return {added}
-`)
-
-// bulkChangeScript deals with a chunk of an operation's matched orders,
-// each in one step with its removal from the todo set and its count.
-//
-// KEYS, ARGV[1], ARGV[2]: see luaPrelude.
-// ARGV[3] -> the operation id
-// ARGV[4] -> the change: 'cancel', 'ttl', 'at' or 'shift'; ARGV[5] its
-// value in ms (a ttl, a unix ms deadline, a shift)
-// ARGV[6] -> the maximum ttl in ms, ARGV[7] -> ttlKeyGrace in ms
-// ARGV[8], ARGV[9] -> an order: its id and the deadline it must still have
-// to be changed, or '-' to drop it as skipped (it no longer matches); and
-// so on
-//
-// Returns {now, expired here, caught up here, id 1, record 1, ...}: the
-// orders whose deadline was not the one given, left in the todo set, with
-// their records, to be matched again.
-var bulkChangeScript = redis.NewScript(growing + luaPrelude + `
-local opKey = prefix .. 'op:' .. ARGV[3]
-local todo = opKey .. ':todo'
-local mode, value = ARGV[4], tonumber(ARGV[5])
-local maxTTL, grace = tonumber(ARGV[6]), tonumber(ARGV[7])
-local changed, skipped, failed, expired, caught = 0, 0, 0, 0, 0
-local moved = {}
-local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-local soonest
-for i = 8, #ARGV, 2 do
-  local id, want = ARGV[i], ARGV[i + 1]
-  if redis.call('ZSCORE', todo, id) then
-    if want == '-' then
-      redis.call('ZREM', todo, id)
-      skipped = skipped + 1
-    else
-      expired_here, caught_here = 0, 0
-      local state, rec = current(id)
-      expired, caught = expired + expired_here, caught + caught_here
-      if state ~= 'pending' then
-        redis.call('ZREM', todo, id)
-        skipped = skipped + 1
-      else
-        local d = tonumber(redis.call('ZSCORE', KEYS[1], id))
-        if d ~= tonumber(want) then
-          moved[#moved + 1] = id
-          moved[#moved + 1] = rec
-        elseif mode == 'cancel' then
-          close(id, d, 'cancelled')
-          redis.call('ZREM', todo, id)
-          changed = changed + 1
-        else
-          local nd = value
-          if mode == 'ttl' then nd = now + value elseif mode == 'shift' then nd = d + value end
-          redis.call('ZREM', todo, id)
-          if nd <= now or nd > now + maxTTL then
-            failed = failed + 1
-          else
-            local created, meta, n, asked = pendingFields(id)
-            redis.call('ZADD', KEYS[1], 'XX', nd, id)
-            redis.call('HSET', KEYS[2], id, pendingValue(created, meta, n + 1, asked))
-            redis.call('SET', prefix .. 'order:' .. id, '1', 'PX', nd - now + grace)
-            if not soonest or nd < soonest then soonest = nd end
-            changed = changed + 1
-          end
-        end
-      end
-    end
-  end
-end
-if changed > 0 then redis.call('HINCRBY', opKey, 'changed', changed) end
-if skipped > 0 then redis.call('HINCRBY', opKey, 'skipped', skipped) end
-if failed > 0 then redis.call('HINCRBY', opKey, 'failed', failed) end
-if soonest and (#first == 0 or soonest < tonumber(first[2])) then
-  redis.call('PUBLISH', KEYS[4], soonest)
-end
-local out = {now, expired, caught}
-for _, v in ipairs(moved) do out[#out + 1] = v end
-return out
-`)
 
 // runOperations works the bulk operations, one at a time, until ctx ends:
 // those started here, and those whose replica died (their lease ran out).
@@ -490,7 +327,8 @@ var errLostLease = errors.New("the operation's lease is held by another replica,
 // claim takes or renews the lease of operation id; it returns its spec,
 // and whether it was asked to stop.
 func (s *Store) claim(ctx context.Context, id string) (opSpec, bool, error) {
-	res, err := claimOpScript.Run(ctx, s.rdb, []string{opKey(id)}, s.owner, opLease.Milliseconds()).Slice()
+	cmd, _ := s.runKeys(ctx, claimOpScript, []string{opKey(id)}, s.owner, opLease.Milliseconds())
+	res, err := cmd.Slice()
 	if err != nil {
 		return opSpec{}, false, storeError(err)
 	}
@@ -522,7 +360,8 @@ func (s *Store) workOperation(ctx context.Context, parts []*partition, id string
 		if err != nil {
 			return err
 		}
-		if err := endOpScript.Run(ctx, s.rdb, []string{opKey(id)}, st.String(), msg, sum.Matched, sum.Changed, sum.Skipped, sum.Failed).Err(); err != nil {
+		if cmd, _ := s.runKeys(ctx, endOpScript, []string{opKey(id)}, st.String(), msg, sum.Matched, sum.Changed, sum.Skipped, sum.Failed); cmd.Err() != nil {
+			err := cmd.Err()
 			return storeError(err)
 		}
 		// Its partitions' counts and todo sets, in one pipeline: what a
@@ -658,7 +497,7 @@ func (s *Store) changeChunk(ctx context.Context, p *partition, id string, sp opS
 	// Orders changed by someone else since they matched are matched
 	// again, and go round once more with their new deadline.
 	for len(pairs) > 0 {
-		res, err := s.runDurable(ctx, p, bulkChangeScript, append(fixed, pairs...)...)
+		res, err := s.run(ctx, p, bulkChangeScript, append(fixed, pairs...)...)
 		if err != nil {
 			return false, err
 		}

@@ -86,126 +86,6 @@ func nodeAddr(n redis.Node) string {
 	return net.JoinHostPort(host, strconv.FormatInt(port, 10))
 }
 
-// runDurable runs a script that changes an order as run does, and makes
-// its OK mean what the store's durability mode promises (see
-// durability.go). In the fast mode that is run itself. In the strict mode
-// the script, WAIT and ROLE go to the partition's master in one pipeline on
-// one connection, since WAIT counts the replicas that have what its own
-// connection wrote; the call is answered UNAVAILABLE unless every replica
-// the master has now (at least one under Sentinel and on a cluster)
-// confirms the change within replicaWait. The count of replicas the wait
-// starts from is the one the last write found; it never lets a write go
-// without the wait.
-func (s *Store) runDurable(ctx context.Context, p *partition, script *redis.Script, args ...any) ([]any, error) {
-	if s.durability != DurabilityStrict {
-		return s.run(ctx, p, script, args...)
-	}
-	if err := s.durabilityRefusal(); err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(ctx, callTimeout)
-	defer cancel()
-	node, err := s.master(ctx, p)
-	if err != nil {
-		return nil, storeError(err)
-	}
-	// The script and WAIT go to one node, on one connection, so go-redis
-	// does not follow a redirection for them: the loop does (see
-	// slotMove), and loads the script where it is missing.
-	var (
-		asking, loaded, redirected bool
-		retry                      slotRetry
-	)
-	for {
-		conn := node.Conn()
-		var (
-			res     *redis.Cmd
-			confirm *confirmation
-		)
-		started := time.Now()
-		_, _ = conn.Pipelined(ctx, func(pipe redis.Pipeliner) error {
-			if asking {
-				pipe.Do(ctx, "ASKING")
-			}
-			res = script.EvalSha(ctx, pipe, p.keys.scriptKeys(), s.args(p, args...)...)
-			confirm = s.queueConfirm(ctx, pipe, p.replicas.Load(), p.keys.deadlines)
-			return nil
-		})
-		if !loaded && redis.HasErrorPrefix(res.Err(), "NOSCRIPT") {
-			_ = conn.Close()
-			loaded = true
-			if err := script.Load(ctx, node).Err(); err != nil {
-				return nil, s.nodeError(err)
-			}
-			continue
-		}
-		if m, ok := parseSlotMove(res.Err()); ok {
-			_ = conn.Close()
-			// A redirection is followed at once, as go-redis does; a
-			// second one in a row, or TRYAGAIN, waits a little first, so
-			// that two nodes that disagree for a moment about who has
-			// the slot are not asked in a tight loop.
-			if (m.again || redirected) && !retry.wait(ctx) {
-				return nil, s.nodeError(res.Err())
-			}
-			redirected = !m.again
-			var next *redis.Client
-			switch {
-			case m.again:
-				// Back to the slot's master, which knows how the move
-				// goes on: the keys may still be split between the two.
-				if next, err = s.cluster.MasterForKey(ctx, p.keys.deadlines); err != nil {
-					return nil, storeError(err)
-				}
-			case m.ask:
-				next = s.masterAt(ctx, m.addr)
-			default:
-				s.cluster.ReloadState(ctx)
-				next = s.masterAt(ctx, m.addr)
-			}
-			if next == nil {
-				// A master the client does not know yet: it learns of
-				// it from the reload, and the slot's master is asked
-				// again after a pause.
-				s.cluster.ReloadState(ctx)
-				if !retry.wait(ctx) {
-					return nil, s.nodeError(res.Err())
-				}
-				if next, err = s.cluster.MasterForKey(ctx, p.keys.deadlines); err != nil {
-					return nil, storeError(err)
-				}
-				m.ask = false
-			}
-			if next != node {
-				loaded = false
-			}
-			node, asking = next, m.ask
-			s.slotRetries.Add(1)
-			continue
-		}
-		if err := res.Err(); err != nil {
-			_ = conn.Close()
-			return nil, s.nodeError(err)
-		}
-		n, err := s.confirm(ctx, conn, confirm, started)
-		_ = conn.Close()
-		p.replicas.Store(n)
-		if err != nil {
-			return nil, err
-		}
-		return res.Slice()
-	}
-}
-
-// master is the client of partition p's master: under Sentinel the store's
-// own client, which is always on the master.
-func (s *Store) master(ctx context.Context, p *partition) (*redis.Client, error) {
-	if s.cluster == nil {
-		return s.rdb.(*redis.Client), nil
-	}
-	return s.cluster.MasterForKey(ctx, p.keys.deadlines)
-}
-
 // While `redis-cli --cluster reshard` moves a partition's slot from one
 // master to another, a call of that partition can meet three answers, none
 // of which means that its script ran:
@@ -223,12 +103,9 @@ func (s *Store) master(ctx context.Context, p *partition) (*redis.Client, error)
 // longer to move than those few tries; runDurable's pipelined script and
 // WAIT, made on one node, it does not redirect at all. So run and
 // runDurable retry these answers themselves, within the call's
-// callTimeout, pausing from slotRetryFirst up to slotRetryMax: a slot with
+// callTimeout, pausing from 5ms up to 100ms (slotRetries): a slot with
 // a few thousand keys moves in tens of milliseconds.
-const (
-	slotRetryFirst = 5 * time.Millisecond
-	slotRetryMax   = 100 * time.Millisecond
-)
+var slotRetries = backoff.Policy{First: 5 * time.Millisecond, Max: 100 * time.Millisecond}
 
 // slotMove is a master's answer to a call of a slot that moves: MOVED or
 // ASK (ask) to addr, or TRYAGAIN (again).
@@ -255,16 +132,17 @@ func parseSlotMove(err error) (m slotMove, ok bool) {
 }
 
 // slotRetry paces the retries of one call whose slot moves.
-type slotRetry struct{ pause time.Duration }
+type slotRetry struct{ n int }
 
 // wait pauses before the next try; it returns false, at once, when the
 // pause would outlast ctx's deadline: the call is over.
 func (r *slotRetry) wait(ctx context.Context) bool {
-	r.pause = min(max(2*r.pause, slotRetryFirst), slotRetryMax)
-	if d, ok := ctx.Deadline(); ok && time.Until(d) < r.pause {
+	pause := slotRetries.Delay(r.n)
+	r.n++
+	if d, ok := ctx.Deadline(); ok && time.Until(d) < pause {
 		return false
 	}
-	return backoff.Sleep(ctx, r.pause)
+	return backoff.Sleep(ctx, pause)
 }
 
 // masterAt returns the cluster client's client of the master at addr, or

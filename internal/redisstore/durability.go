@@ -21,9 +21,13 @@ import (
 // take the write with it, and the replica promoted in its place, or the
 // Redis restarted from its AOF, does not have it. The store's writes that
 // a caller is answered for (checkout, complete, cancel, reschedule, each
-// item of a batch, group create and delete, ack, nack and redrive) go
-// through runDurable or durably, which in the strict mode make the OK wait
-// for the write to be where one Redis failure cannot undo it.
+// item of a batch, a bulk operation's start, changes and cancelling,
+// group create and delete, ack, nack, release and redrive) go through
+// runDurable or durably, which in the strict mode make the OK wait for the
+// write to be where one Redis failure cannot undo it. Their scripts are
+// declared confirmed in scripts.go, and run.go sends each such script that
+// way; TestAcknowledgedWritesWaitForReplicas fails for one that goes
+// without its WAIT.
 type Durability int
 
 const (
@@ -90,22 +94,6 @@ type confirmation struct {
 	asked, floor int64
 }
 
-// syncScript is a strict write's barrier, run on the write's connection
-// before WAIT: WAIT counts the replicas that have this connection's last
-// write, and a script that changed nothing (a checkout repeated after an
-// unknown outcome, which finds the order) wrote nothing, so that WAIT
-// alone would confirm at once what another connection wrote and the
-// replicas may not have yet. The barrier always writes, and Redis
-// replicates its writes in the order it applies them: once the replicas
-// have the barrier, they have everything before it. (Tried on Redis 7.0
-// with a replica stopped by SIGSTOP after a SET on one connection: on a
-// fresh connection, GET then WAIT 1 answered 1 at once, SET then WAIT 1
-// answered 0.) allow-oom: it must run in a full Redis, as completions do.
-var syncScript = redis.NewScript(`#!lua flags=allow-oom
-redis.call('SET', KEYS[1], '1')
-return 1
-`)
-
 // syncKey is the barrier's key for a write to key: in key's slot of a
 // Redis Cluster (Redis hashes the text between the first { and the next }
 // when there is any).
@@ -131,7 +119,7 @@ func (s *Store) queueConfirm(ctx context.Context, pipe redis.Pipeliner, known in
 		floor = 1
 	}
 	c := &confirmation{asked: max(int64(known), floor), floor: floor}
-	c.sync = syncScript.Eval(ctx, pipe, []string{syncKey(key)})
+	c.sync = queue(ctx, pipe, syncScript, []string{syncKey(key)})
 	c.wait = pipe.Do(ctx, "WAIT", c.asked, replicaWait.Milliseconds())
 	c.role = pipe.Do(ctx, "ROLE")
 	return c
@@ -202,7 +190,7 @@ func roleReplicas(cmd *redis.Cmd) (int, error) {
 // confirms a script (see confirm). It is for the writes that are not an
 // order's script: those of the consumer groups. The commands' own errors
 // are the caller's to read; err is the pipeline's or the confirmation's.
-func (s *Store) durably(ctx context.Context, node *redis.Client, key string, queue func(pipe redis.Pipeliner)) error {
+func (s *Store) durably(ctx context.Context, node *redis.Client, key string, queue func(pipe durablePipe)) error {
 	if err := s.durabilityRefusal(); err != nil {
 		return err
 	}
@@ -214,7 +202,7 @@ func (s *Store) durably(ctx context.Context, node *redis.Client, key string, que
 	started := time.Now()
 	var c *confirmation
 	cmds, err := conn.Pipelined(ctx, func(pipe redis.Pipeliner) error {
-		queue(pipe)
+		queue(durablePipe{pipe})
 		c = s.queueConfirm(ctx, pipe, known, key)
 		return nil
 	})
@@ -245,7 +233,7 @@ func (s *Store) durably(ctx context.Context, node *redis.Client, key string, que
 // earlier key on another master, and in the fast mode every master's run
 // whatever another's did: writes that must follow others' success take a
 // call of their own (see DeleteGroup).
-func (s *Store) durablyOn(ctx context.Context, keys []string, queue func(pipe redis.Pipeliner, i int)) error {
+func (s *Store) durablyOn(ctx context.Context, keys []string, queue func(pipe durablePipe, i int)) error {
 	var nodes []*redis.Client
 	byNode := map[*redis.Client][]int{}
 	for i, k := range keys {
@@ -259,7 +247,7 @@ func (s *Store) durablyOn(ctx context.Context, keys []string, queue func(pipe re
 		byNode[node] = append(byNode[node], i)
 	}
 	for _, node := range nodes {
-		err := s.durably(ctx, node, keys[byNode[node][0]], func(pipe redis.Pipeliner) {
+		err := s.durably(ctx, node, keys[byNode[node][0]], func(pipe durablePipe) {
 			for _, i := range byNode[node] {
 				queue(pipe, i)
 			}

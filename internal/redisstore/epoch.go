@@ -79,7 +79,8 @@ type identity struct {
 // with, empty at its start, and partitions the number it runs with or asks
 // for.
 func (s *Store) identify(ctx context.Context, remembered string, partitions int) (identity, error) {
-	res, err := identityScript.Run(ctx, s.rdb, []string{partitionsKey, epochKey}, remembered, partitions, newEpochID()).Slice()
+	cmd, _ := s.runKeys(ctx, identityScript, []string{partitionsKey, epochKey}, remembered, partitions, newEpochID())
+	res, err := cmd.Slice()
 	if err != nil {
 		return identity{}, storeError(err)
 	}

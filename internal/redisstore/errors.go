@@ -39,7 +39,7 @@ func storeError(err error) error {
 
 // errFull is what a caller hears when Redis refuses a checkout because it
 // is over its memory limit. Only the scripts that add orders are refused
-// (see growing in scripts.go): those that close and expire orders still run.
+// (see the shebangs in scripts.go): those that close and expire orders still run.
 const errFull = "the order store is full: Redis has reached its memory limit (maxmemory), and no order can be checked out " +
 	"until pending orders are completed, cancelled or expire, or Redis's maxmemory is raised; retry later"
 

@@ -11,7 +11,7 @@ import (
 
 // A Redis with a maxmemory makes room, when it is full, as its
 // maxmemory-policy says. Only noeviction is safe for the store: Redis then
-// refuses the checkouts that would grow it (see growing in scripts.go) and
+// refuses the checkouts that would grow it (see the shebangs in scripts.go) and
 // keeps every key. The allkeys-* policies evict any key, the deadline index
 // and the pending hash among them: acknowledged orders vanish, never expire,
 // and no watcher hears of them. The volatile-* policies evict only keys with

@@ -31,7 +31,7 @@ func (s *Store) CheckoutUnannounced(ctx context.Context, id string, ttl time.Dur
 	}
 	keys := p.keys.scriptKeys()
 	keys[3] = p.keys.prefix + "nobody-listens"
-	return checkoutScript.Eval(ctx, s.rdb, keys, s.args(p, ttlKeyGrace.Milliseconds(), id, "t"+strconv.FormatInt(ttl.Milliseconds(), 10), 0, "")...).Err()
+	return checkoutScript.lua.Eval(ctx, s.rdb, keys, s.args(p, ttlKeyGrace.Milliseconds(), id, "t"+strconv.FormatInt(ttl.Milliseconds(), 10), 0, "")...).Err()
 }
 
 // ExpireDue runs the sweepers' pass once: it expires every order due now.
@@ -51,7 +51,7 @@ func (s *Store) ExpireDue(ctx context.Context) error {
 // CheckoutMany creates pending orders as Checkout does, in one pipeline, so
 // that a benchmark can load many quickly.
 func (s *Store) CheckoutMany(ctx context.Context, ids []string, ttl time.Duration, meta string) error {
-	if err := checkoutScript.Load(ctx, s.rdb).Err(); err != nil {
+	if err := checkoutScript.lua.Load(ctx, s.rdb).Err(); err != nil {
 		return err
 	}
 	parts, err := s.layout(ctx)
@@ -64,7 +64,7 @@ func (s *Store) CheckoutMany(ctx context.Context, ids []string, ttl time.Duratio
 		pipe := s.rdb.Pipeline()
 		for _, id := range chunk {
 			p := parts[order.PartitionOf(id, len(parts))]
-			checkoutScript.EvalSha(ctx, pipe, p.keys.scriptKeys(), s.args(p, ttlKeyGrace.Milliseconds(), id, "t"+strconv.FormatInt(ttl.Milliseconds(), 10), 0, meta)...)
+			checkoutScript.lua.EvalSha(ctx, pipe, p.keys.scriptKeys(), s.args(p, ttlKeyGrace.Milliseconds(), id, "t"+strconv.FormatInt(ttl.Milliseconds(), 10), 0, meta)...)
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
 			return err
@@ -153,4 +153,26 @@ func (s *Store) WorkOperationSplit(ctx context.Context, id string, between func(
 		return order.Progress{}, err
 	}
 	return s.opProgress(ctx, parts, id)
+}
+
+// ScriptOf names the script whose SHA1 is sha, and says whether it writes
+// and whether the strict mode confirms its writes.
+func ScriptOf(sha string) (name string, writes, confirmed, ok bool) {
+	for _, sc := range scripts {
+		if sc.lua.Hash() == sha {
+			return sc.name, sc.writes, sc.confirmed(), true
+		}
+	}
+	return "", false, false, false
+}
+
+// ConfirmedScripts names the scripts whose writes the strict mode confirms.
+func ConfirmedScripts() []string {
+	var out []string
+	for _, sc := range scripts {
+		if sc.confirmed() {
+			out = append(out, sc.name)
+		}
+	}
+	return out
 }

@@ -84,357 +84,6 @@ const (
 
 func consumerName(c string) string { return "c:" + c }
 
-// groupsLua has the helpers of the group scripts.
-const groupsLua = luaStreamIDs + `
--- kv turns a flat array of names and values (XINFO's replies) into a table.
-local function kv(a)
-  local t = {}
-  for i = 1, #a, 2 do t[a[i]] = a[i + 1] end
-  return t
-end
-
--- groupInfo returns the XINFO GROUPS fields of group g on stream key, or nil.
-local function groupInfo(key, g)
-  for _, gi in ipairs(redis.call('XINFO', 'GROUPS', key)) do
-    local t = kv(gi)
-    if t['name'] == g then return t end
-  end
-  return nil
-end
-
--- nowMs is Redis's clock in ms.
-local function nowMs()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-
--- whyTimes reads the first and last delivery times of entry id from the
--- why hash, or nil.
-local function whyTimes(why, id)
-  local cur = redis.call('HGET', why, id)
-  if not cur then return nil end
-  return string.match(cur, '^(%d+) (%d+)')
-end
-
--- noteDelivered records a redelivery of entry id at ms now, keeping the
--- first delivery's time and the last nack.
-local function noteDelivered(why, id, now)
-  local cur = redis.call('HGET', why, id)
-  local first, rest = now, ''
-  if cur then
-    local f, r = string.match(cur, '^(%d+) %d+(.*)$')
-    if f then first, rest = f, r end
-  end
-  redis.call('HSET', why, id, first .. ' ' .. now .. rest)
-end
-
--- noteNacked records that attempt n of entry id was nacked at now.
-local function noteNacked(why, id, n, now, reason)
-  local first, last = whyTimes(why, id)
-  if not first then first, last = now, now end
-  redis.call('HSET', why, id, first .. ' ' .. last .. ' ' .. n .. ' ' .. now .. ' ' .. reason)
-end
-
--- isClient says whether a consumer name is a client's ("c:<name>"), not one
--- of the store's own.
-local function isClient(name)
-  return string.sub(name, 1, 2) == 'c:'
-end
-
--- spent says whether a pending entry {id, consumer, idle, count} is a
--- client's delivery that was the event's last (count maxd) and whose ack
--- deadline dl passed: the event is a dead letter then.
-local function spent(e, dl, maxd)
-  return isClient(e[2]) and tonumber(e[4]) >= maxd and tonumber(e[3]) >= dl
-end
-
--- forgetEmpty deletes the client consumers of a set (name -> true) that
--- hold nothing: a consumer is kept only while it holds deliveries.
-local function forgetEmpty(key, g, names)
-  for name in pairs(names) do
-    if isClient(name) and #redis.call('XPENDING', key, g, '-', '+', 1, name) == 0 then
-      redis.call('XGROUP', 'DELCONSUMER', key, g, name)
-    end
-  end
-end
-
--- buryLapsed gives the dead consumer every spent entry of group g (JUSTID
--- keeps its count), and deletes the client consumers left holding nothing.
-local function buryLapsed(key, g, dl, maxd)
-  for _, ci in ipairs(redis.call('XINFO', 'CONSUMERS', key, g)) do
-    local info = kv(ci)
-    local name, pending = info['name'], tonumber(info['pending'])
-    if isClient(name) then
-      local left = pending
-      if pending > 0 then
-        for _, e in ipairs(redis.call('XPENDING', key, g, 'IDLE', dl, '-', '+', pending, name)) do
-          if spent(e, dl, maxd) then
-            redis.call('XCLAIM', key, g, 'dead', 0, e[1], 'JUSTID')
-            left = left - 1
-          end
-        end
-      end
-      if left <= 0 then redis.call('XGROUP', 'DELCONSUMER', key, g, name) end
-    end
-  end
-end
-`
-
-// createGroupScript records a group's settings unless it exists.
-//
-// KEYS[1] groupsKey.
-// ARGV[1] group id, ARGV[2] ack deadline ms, ARGV[3] max deliveries,
-// ARGV[4] the most groups there may be, ARGV[5] the start position,
-// ARGV[6] the push settings ("" for none).
-//
-// Returns {code, settings}: 'created' with the new settings, 'exists' with
-// the existing ones, 'full' when there are ARGV[4] groups already.
-var createGroupScript = redis.NewScript(growing + `
-local cur = redis.call('HGET', KEYS[1], ARGV[1])
-if cur then return {'exists', cur} end
-if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[4]) then return {'full', ''} end
-local t = redis.call('TIME')
-local rec = ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. (tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)) .. ' ' .. ARGV[5]
-if ARGV[6] ~= '' then rec = rec .. ' ' .. ARGV[6] end
-redis.call('HSET', KEYS[1], ARGV[1], rec)
-return {'created', rec}
-`)
-
-// deliverScript hands a consumer up to a number of events of one partition:
-// first the due redeliveries, then new events.
-//
-// KEYS[1] the partition's events stream, KEYS[2] its why hash of the group.
-// ARGV[1] group id, ARGV[2] consumer, ARGV[3] most events, ARGV[4] ack
-// deadline ms, ARGV[5] max deliveries, ARGV[6] the most client consumers
-// that may hold deliveries, ARGV[7] OwnRedeliveryDelay in ms.
-//
-// Returns a list of {id, attempt, fields}, or {'full', n} when the
-// consumer holds nothing, took no redelivery, and n other client
-// consumers hold deliveries, ARGV[6] or more. An event due again after its
-// last delivery goes to the dead consumer instead (JUSTID keeps its count).
-// A client consumer left holding nothing is deleted: only those that hold
-// deliveries are kept, so that the walk over them costs what is in flight,
-// not every name that ever pulled.
-var deliverScript = redis.NewScript(freeing + groupsLua + `
-local key, g, c, why = KEYS[1], ARGV[1], ARGV[2], KEYS[2]
-local want, dl, maxd = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local now = nowMs()
-local out = {}
-local holders, mine = 0, 0
-for _, ci in ipairs(redis.call('XINFO', 'CONSUMERS', key, g)) do
-  local info = kv(ci)
-  local name, pending = info['name'], tonumber(info['pending'])
-  if name ~= 'dead' then
-    local left = pending
-    if pending > 0 and #out < want then
-      local idle = dl
-      if name == c then idle = dl + tonumber(ARGV[7]) end
-      for _, e in ipairs(redis.call('XPENDING', key, g, 'IDLE', idle, '-', '+', want - #out, name)) do
-        local id, count = e[1], tonumber(e[4])
-        if count >= maxd then
-          redis.call('XCLAIM', key, g, 'dead', 0, id, 'JUSTID')
-          left = left - 1
-        else
-          local got = redis.call('XCLAIM', key, g, c, 0, id)
-          if got[1] then
-            out[#out + 1] = {got[1][1], count + 1, got[1][2]}
-            noteDelivered(why, id, now)
-          else
-            redis.call('HDEL', why, id)
-          end
-          if name ~= c then left = left - 1 end
-        end
-      end
-    end
-    if name == c then
-      mine = left
-    elseif isClient(name) then
-      if left <= 0 then
-        redis.call('XGROUP', 'DELCONSUMER', key, g, name)
-      else
-        holders = holders + 1
-      end
-    end
-  end
-end
-if #out == 0 and mine == 0 and holders >= tonumber(ARGV[6]) then
-  return {'full', holders}
-end
-if #out < want then
-  local r = redis.call('XREADGROUP', 'GROUP', g, c, 'COUNT', want - #out, 'STREAMS', key, '>')
-  if r then
-    for _, e in ipairs(r[1][2]) do
-      out[#out + 1] = {e[1], 1, e[2]}
-      -- A first delivery: no record to keep anything of.
-      redis.call('HSET', why, e[1], now .. ' ' .. now)
-    end
-  end
-end
-if #out == 0 and mine == 0 then
-  redis.call('XGROUP', 'DELCONSUMER', key, g, c)
-end
-return out
-`)
-
-// settleScript acknowledges deliveries, or hands them back.
-//
-// KEYS[1] the partition's events stream, KEYS[2] its why hash of the group.
-// ARGV[1] group id, ARGV[2] ack deadline ms, ARGV[3] 'ack', 'release', or
-// the nack's retry_after in ms, ARGV[4] the group's start on this partition, ARGV[5]
-// max deliveries, ARGV[6] the nack's reason; then pairs of event id and
-// attempt.
-//
-// Returns one code a pair (see order.AckStatus): 0 done, 1 unknown (no
-// such event delivered to the group), 2 not in flight (acknowledged or
-// dead-lettered), 3 expired (past its ack deadline, or delivered again).
-// A nack of an event's last delivery makes it a dead letter, and an entry
-// found spent is made one. A release hands the entry back due at once with
-// its delivery count one lower: to back, or to redriven when that is 0
-// (no consumer has had it, as after a redrive).
-var settleScript = redis.NewScript(freeing + groupsLua + `
-local key, g, dl, start, maxd = KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[4], tonumber(ARGV[5])
-local why, reason = KEYS[2], ARGV[6]
-local last
-local res = {}
-local owners = {}
-for i = 7, #ARGV, 2 do
-  local id, attempt = ARGV[i], tonumber(ARGV[i + 1])
-  local p = redis.call('XPENDING', key, g, id, id, 1)
-  local st
-  if #p == 0 then
-    if not last then last = groupInfo(key, g)['last-delivered-id'] end
-    if idLess(start, id) and not idLess(last, id) and #redis.call('XRANGE', key, id, id) > 0 then st = 2 else st = 1 end
-  else
-    local e = p[1]
-    if e[2] == 'dead' then
-      st = 2
-    elseif spent(e, dl, maxd) then
-      redis.call('XCLAIM', key, g, 'dead', 0, id, 'JUSTID')
-      owners[e[2]] = true
-      st = 2
-    elseif tonumber(e[4]) ~= attempt or tonumber(e[3]) >= dl then
-      st = 3
-    else
-      owners[e[2]] = true
-      if ARGV[3] == 'ack' then
-        redis.call('XACK', key, g, id)
-        redis.call('HDEL', why, id)
-      elseif ARGV[3] == 'release' then
-        local n = tonumber(e[4]) - 1
-        local to = 'back'
-        if n <= 0 then to = 'redriven' end
-        redis.call('XCLAIM', key, g, to, 0, id, 'IDLE', dl, 'RETRYCOUNT', math.max(n, 0), 'JUSTID')
-      elseif tonumber(e[4]) >= maxd then
-        noteNacked(why, id, e[4], nowMs(), reason)
-        redis.call('XCLAIM', key, g, 'dead', 0, id, 'JUSTID')
-      else
-        noteNacked(why, id, e[4], nowMs(), reason)
-        local retry = math.min(tonumber(ARGV[3]), dl)
-        redis.call('XCLAIM', key, g, 'back', 0, id, 'IDLE', dl - retry, 'RETRYCOUNT', e[4], 'JUSTID')
-      end
-      st = 0
-    end
-  end
-  res[#res + 1] = st
-end
-forgetEmpty(key, g, owners)
-return res
-`)
-
-// groupStateScript reads a group's state on one partition, after making
-// dead letters of its spent entries (buryLapsed).
-//
-// KEYS[1] the partition's events stream.
-// ARGV[1] group id, ARGV[2] ack deadline ms, ARGV[3] max deliveries.
-//
-// Returns {last delivered id, backlog, in flight, dead letters, when the
-// oldest unacknowledged event was logged (its x field, in ms) or ”}, or
-// false when the group is missing here. The redriven events are backlog.
-var groupStateScript = redis.NewScript(freeing + groupsLua + `
-local key, g = KEYS[1], ARGV[1]
-local info = groupInfo(key, g)
-if not info then return false end
-buryLapsed(key, g, tonumber(ARGV[2]), tonumber(ARGV[3]))
-local last = info['last-delivered-id']
-local sum = redis.call('XPENDING', key, g)
-local dead, redriven, oldest = 0, 0, nil
-if tonumber(sum[1]) > 0 then
-  for _, cc in ipairs(sum[4]) do
-    if cc[1] == 'dead' then
-      dead = tonumber(cc[2])
-    else
-      if cc[1] == 'redriven' then redriven = tonumber(cc[2]) end
-      local e = redis.call('XPENDING', key, g, '-', '+', 1, cc[1])
-      if e[1] and (not oldest or idLess(e[1][1], oldest)) then oldest = e[1][1] end
-    end
-  end
-end
-local nxt = redis.call('XRANGE', key, '(' .. last, '+', 'COUNT', 1)
-if nxt[1] and (not oldest or idLess(nxt[1][1], oldest)) then oldest = nxt[1][1] end
--- lag is unknown (nil) for a group created at an arbitrary id: count.
-local backlog = info['lag']
-if not backlog then backlog = #redis.call('XRANGE', key, '(' .. last, '+') end
-local logged = ''
-if oldest then
-  local r = redis.call('XRANGE', key, oldest, oldest)
-  if r[1] then logged = kv(r[1][2])['x'] end
-end
-return {last, backlog + redriven, tonumber(sum[1]) - dead - redriven, dead, logged}
-`)
-
-// deadLettersScript lists dead letters of one partition, after making dead
-// letters of its spent entries (buryLapsed).
-//
-// KEYS[1] the partition's events stream, KEYS[2] its why hash of the group.
-// ARGV[1] group id, ARGV[2] '-' or '(<id>' to start after id, ARGV[3] most,
-// ARGV[4] ack deadline ms, ARGV[5] max deliveries.
-//
-// Returns a list of {id, deliveries, fields, why record or empty}. The why
-// field of a dead letter whose event was trimmed goes.
-var deadLettersScript = redis.NewScript(freeing + groupsLua + `
-local key, g, why = KEYS[1], ARGV[1], KEYS[2]
-buryLapsed(key, g, tonumber(ARGV[4]), tonumber(ARGV[5]))
-local out = {}
-for _, e in ipairs(redis.call('XPENDING', key, g, ARGV[2], '+', tonumber(ARGV[3]), 'dead')) do
-  local r = redis.call('XRANGE', key, e[1], e[1])
-  if r[1] then
-    out[#out + 1] = {e[1], e[4], r[1][2], redis.call('HGET', why, e[1]) or ''}
-  else
-    redis.call('HDEL', why, e[1])
-  end
-end
-return out
-`)
-
-// redriveScript hands dead letters of one partition back to the redriven
-// consumer, after making dead letters of its spent entries (buryLapsed).
-//
-// KEYS[1] the partition's events stream, KEYS[2] its why hash of the group.
-// ARGV[1] group id, ARGV[2] ack deadline ms, ARGV[3] most, ARGV[4] max
-// deliveries, then the ids; none: the first ARGV[3] dead letters.
-//
-// Returns how many it handed back.
-var redriveScript = redis.NewScript(freeing + groupsLua + `
-local key, g, dl = KEYS[1], ARGV[1], tonumber(ARGV[2])
-buryLapsed(key, g, dl, tonumber(ARGV[4]))
-local ids = {}
-if #ARGV > 4 then
-  for i = 5, #ARGV do ids[#ids + 1] = ARGV[i] end
-else
-  for _, e in ipairs(redis.call('XPENDING', key, g, '-', '+', tonumber(ARGV[3]), 'dead')) do ids[#ids + 1] = e[1] end
-end
-local n = 0
-for _, id in ipairs(ids) do
-  local p = redis.call('XPENDING', key, g, id, id, 1)
-  if p[1] and p[1][2] == 'dead' then
-    redis.call('XCLAIM', key, g, 'redriven', 0, id, 'IDLE', dl, 'RETRYCOUNT', 0, 'JUSTID')
-    redis.call('HDEL', KEYS[2], id)
-    n = n + 1
-  end
-end
-return n
-`)
-
 // settings are a group's settings and where it started.
 type settings struct {
 	order.Group
@@ -549,8 +198,8 @@ func (s *Store) CreateGroup(ctx context.Context, g order.Group, start order.Posi
 	cctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
 	var created *redis.Cmd
-	if err := s.durablyOn(cctx, []string{groupsKey}, func(pipe redis.Pipeliner, _ int) {
-		created = createGroupScript.Eval(cctx, pipe, []string{groupsKey}, g.ID, g.AckDeadline.Milliseconds(), g.MaxDeliveries, maxGroups, start.String(), push)
+	if err := s.durablyOn(cctx, []string{groupsKey}, func(pipe durablePipe, _ int) {
+		created = pipe.eval(cctx, createGroupScript, []string{groupsKey}, g.ID, g.AckDeadline.Milliseconds(), g.MaxDeliveries, maxGroups, start.String(), push)
 	}); err != nil {
 		return order.Group{}, false, err
 	}
@@ -570,7 +219,7 @@ func (s *Store) CreateGroup(ctx context.Context, g order.Group, start order.Posi
 	}
 	// At the recorded start, which is this call's unless the group existed.
 	cmds := make([]*redis.StatusCmd, len(parts))
-	if err := s.durablyOn(cctx, eventKeys(parts), func(pipe redis.Pipeliner, i int) {
+	if err := s.durablyOn(cctx, eventKeys(parts), func(pipe durablePipe, i int) {
 		cmds[i] = pipe.XGroupCreateMkStream(cctx, parts[i].keys.events, g.ID, got.start[i].String())
 	}); err != nil {
 		return order.Group{}, false, err
@@ -656,7 +305,7 @@ func (s *Store) Group(ctx context.Context, id string) (order.Group, order.GroupS
 	pipe := s.rdb.Pipeline()
 	cmds := make([]*redis.Cmd, len(parts))
 	for i, p := range parts {
-		cmds[i] = groupStateScript.Eval(ctx, pipe, []string{p.keys.events}, id, g.AckDeadline.Milliseconds(), g.MaxDeliveries)
+		cmds[i] = queue(ctx, pipe, groupStateScript, []string{p.keys.events}, id, g.AckDeadline.Milliseconds(), g.MaxDeliveries)
 	}
 	// Exec's error is each command's: they are read below.
 	_, _ = pipe.Exec(ctx)
@@ -743,7 +392,7 @@ func (s *Store) DeleteGroup(ctx context.Context, id string) error {
 	// not do: on a cluster the settings' master may be written before
 	// another that fails, and a pipeline goes on past a failed command.)
 	cmds := make([]*redis.IntCmd, len(parts))
-	if err := s.durablyOn(ctx, eventKeys(parts), func(pipe redis.Pipeliner, i int) {
+	if err := s.durablyOn(ctx, eventKeys(parts), func(pipe durablePipe, i int) {
 		pipe.Del(ctx, whyKey(parts[i], id))
 		cmds[i] = pipe.XGroupDestroy(ctx, parts[i].keys.events, id)
 	}); err != nil {
@@ -755,7 +404,7 @@ func (s *Store) DeleteGroup(ctx context.Context, id string) error {
 		}
 	}
 	var del *redis.IntCmd
-	if err := s.durablyOn(ctx, []string{groupsKey}, func(pipe redis.Pipeliner, _ int) {
+	if err := s.durablyOn(ctx, []string{groupsKey}, func(pipe durablePipe, _ int) {
 		del = pipe.HDel(ctx, groupsKey, id)
 	}); err != nil {
 		return err
@@ -808,8 +457,9 @@ func (s *Store) DeliverPartition(ctx context.Context, partition int, group, cons
 func (s *Store) deliverPartition(ctx context.Context, p *partition, g settings, consumer string, max int) ([]order.Delivery, error) {
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	res, err := deliverScript.Run(ctx, s.rdb, []string{p.keys.events, whyKey(p, g.ID)}, g.ID, consumerName(consumer), max,
-		g.AckDeadline.Milliseconds(), g.MaxDeliveries, s.maxGroupConsumers, g.OwnRedeliveryDelay().Milliseconds()).Slice()
+	cmd, _ := s.runKeys(ctx, deliverScript, []string{p.keys.events, whyKey(p, g.ID)}, g.ID, consumerName(consumer), max,
+		g.AckDeadline.Milliseconds(), g.MaxDeliveries, s.maxGroupConsumers, g.OwnRedeliveryDelay().Milliseconds())
+	res, err := cmd.Slice()
 	if err != nil {
 		if redis.HasErrorPrefix(err, "NOGROUP") {
 			return nil, s.groupMissing(g.ID, p.index)
@@ -895,13 +545,13 @@ func (s *Store) settle(ctx context.Context, group string, ids []order.AckID, how
 		keys[j] = parts[p].keys.events
 	}
 	cmds := map[int]*redis.Cmd{}
-	if err := s.durablyOn(ctx, keys, func(pipe redis.Pipeliner, j int) {
+	if err := s.durablyOn(ctx, keys, func(pipe durablePipe, j int) {
 		p := named[j]
 		args := []any{g.ID, g.AckDeadline.Milliseconds(), how, g.start[p].String(), g.MaxDeliveries, reason}
 		for _, i := range byPart[p] {
 			args = append(args, ids[i].Cursor.String(), ids[i].Attempt)
 		}
-		cmds[p] = settleScript.Eval(ctx, pipe, []string{parts[p].keys.events, whyKey(parts[p], g.ID)}, args...)
+		cmds[p] = pipe.eval(ctx, settleScript, []string{parts[p].keys.events, whyKey(parts[p], g.ID)}, args...)
 	}); err != nil {
 		return nil, err
 	}
@@ -941,7 +591,8 @@ func (s *Store) DeadLetters(ctx context.Context, group, pageToken string, limit 
 			after = "-"
 		}
 		cctx, cancel := context.WithTimeout(ctx, callTimeout)
-		res, err := deadLettersScript.Run(cctx, s.rdb, []string{parts[p].keys.events, whyKey(parts[p], group)}, group, after, limit-len(out), g.AckDeadline.Milliseconds(), g.MaxDeliveries).Slice()
+		cmd, _ := s.runKeys(cctx, deadLettersScript, []string{parts[p].keys.events, whyKey(parts[p], group)}, group, after, limit-len(out), g.AckDeadline.Milliseconds(), g.MaxDeliveries)
+		res, err := cmd.Slice()
 		cancel()
 		if err != nil {
 			if redis.HasErrorPrefix(err, "NOGROUP") {
@@ -992,8 +643,8 @@ func (s *Store) Redrive(ctx context.Context, group string, ids []string) (int, e
 		ctx, cancel := context.WithTimeout(ctx, callTimeout)
 		defer cancel()
 		var cmd *redis.Cmd
-		if err := s.durablyOn(ctx, []string{parts[p].keys.events}, func(pipe redis.Pipeliner, _ int) {
-			cmd = redriveScript.Eval(ctx, pipe, []string{parts[p].keys.events, whyKey(parts[p], g.ID)}, append([]any{g.ID, g.AckDeadline.Milliseconds(), redriveBatch, g.MaxDeliveries}, named...)...)
+		if err := s.durablyOn(ctx, []string{parts[p].keys.events}, func(pipe durablePipe, _ int) {
+			cmd = pipe.eval(ctx, redriveScript, []string{parts[p].keys.events, whyKey(parts[p], g.ID)}, append([]any{g.ID, g.AckDeadline.Milliseconds(), redriveBatch, g.MaxDeliveries}, named...)...)
 		}); err != nil {
 			return 0, err
 		}

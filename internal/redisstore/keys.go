@@ -89,5 +89,5 @@ func orderKeyPartition(key string) (int, bool) {
 // scripts build the same name from the prefix.
 func (k keys) closed(id string) string { return k.prefix + "closed:" + id }
 
-// scriptKeys are the KEYS every script takes, in the order luaPrelude names them.
+// scriptKeys are the KEYS every script takes, in the order lua/prelude.lua names them.
 func (k keys) scriptKeys() []string { return []string{k.deadlines, k.pending, k.events, k.wake} }

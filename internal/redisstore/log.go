@@ -107,14 +107,12 @@ func (s *Store) CheckCursor(ctx context.Context, cursors ...order.Cursor) error 
 	}
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	// EVAL rather than EVALSHA: a pipeline cannot fall back on NOSCRIPT
-	// one command at a time, and the scripts are a few lines.
 	pipe := s.rdb.Pipeline()
-	clock := clockScript.Eval(ctx, pipe, []string{epochKey})
+	clock := queue(ctx, pipe, clockScript, []string{epochKey})
 	last := make([]*redis.Cmd, len(parts))
 	for i, c := range cursors {
 		if !c.IsZero() {
-			last[i] = lastIDScript.Eval(ctx, pipe, []string{parts[i].keys.events})
+			last[i] = queue(ctx, pipe, lastIDScript, []string{parts[i].keys.events})
 		}
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {

@@ -208,7 +208,7 @@ func (s *Store) Reschedule(ctx context.Context, id string, r order.Reschedule) (
 	if !r.Expected.IsZero() {
 		expected = strconv.FormatInt(r.Expected.UnixMilli(), 10)
 	}
-	res, err := s.runDurable(ctx, p, rescheduleScript, id, mode, value, expected, r.MaxTTL.Milliseconds(), ttlKeyGrace.Milliseconds())
+	res, err := s.run(ctx, p, rescheduleScript, id, mode, value, expected, r.MaxTTL.Milliseconds(), ttlKeyGrace.Milliseconds())
 	if err != nil {
 		return order.Order{}, err
 	}

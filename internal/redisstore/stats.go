@@ -11,34 +11,6 @@ import (
 	"github.com/orderexpiry/orderexpiry/internal/order"
 )
 
-// statsScript reads a partition's counts at one instant. Nothing in it is
-// counted for the purpose but the completed and cancelled orders (the
-// counts hash, one HINCRBY in close): the pending orders are the deadline
-// index, the expirations the events stream's entries-added, which counts
-// every entry ever added, trimmed ones too.
-//
-// KEYS[1] -> the partition's deadlines zset
-// KEYS[2] -> the partition's events stream
-// KEYS[3] -> the partition's counts hash
-//
-// Returns {pending, next deadline in ms (-1 when none is pending), events
-// retained, expirations ever logged, completed, cancelled}.
-var statsScript = redis.NewScript(reading + `
-local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-local nxt = -1
-if #first > 0 then nxt = tonumber(first[2]) end
-local events, added = 0, 0
-if redis.call('EXISTS', KEYS[2]) == 1 then
-  local info = redis.call('XINFO', 'STREAM', KEYS[2])
-  for i = 1, #info, 2 do
-    if info[i] == 'length' then events = info[i + 1] end
-    if info[i] == 'entries-added' then added = info[i + 1] end
-  end
-end
-local c = redis.call('HMGET', KEYS[3], 'completed', 'cancelled')
-return {redis.call('ZCARD', KEYS[1]), nxt, events, added, tonumber(c[1]) or 0, tonumber(c[2]) or 0}
-`)
-
 // Stats returns the counts of orders, summed over the partitions, and each
 // partition's pending orders, next deadline and retained events. One
 // pipeline reads every partition and the epoch, whose since is when the
@@ -54,7 +26,7 @@ func (s *Store) Stats(ctx context.Context) (order.Stats, error) {
 	epoch := pipe.Get(ctx, epochKey)
 	cmds := make([]*redis.Cmd, len(parts))
 	for i, p := range parts {
-		cmds[i] = statsScript.Eval(ctx, pipe, []string{p.keys.deadlines, p.keys.events, p.keys.counts})
+		cmds[i] = queue(ctx, pipe, statsScript, []string{p.keys.deadlines, p.keys.events, p.keys.counts})
 	}
 	// Exec's error is each command's: they are read below.
 	_, _ = pipe.Exec(ctx)

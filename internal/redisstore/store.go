@@ -3,19 +3,36 @@
 // their deadline and a subscriber to Redis's expired-key events wakes it, so
 // that orders expire on time although Redis itself emits those events late.
 //
-// The files follow the concerns: client.go opens clients, keys.go names the
-// keys, scripts.go holds the Lua, orders.go and log.go the calls on orders
-// and on the expiration log, batch.go how the calls on orders of one
-// partition that come together go to Redis as one script call, codec.go
-// reads what the scripts store,
-// partition.go the partitions, epoch.go the store's identity and what
-// happens when Redis loses it, sweeper.go and subscriber.go the background
-// work of Run, cluster.go what a Redis Cluster adds, errors.go the
-// translation of Redis's errors into the domain's.
+// In the strict durability mode every write a caller is answered for waits
+// for the replicas (see durability.go): those on orders, on consumer groups
+// (create, delete, ack, nack, release, redrive) and on bulk operations
+// (start, changes, cancel) alike. Which scripts' writes are confirmed is declared where
+// they are loaded (scripts.go), and run.go, the one way to run a script,
+// confirms them; tests hold every script and every such call to it.
+//
+// The files follow the concerns:
+//
+//   - store.go: the Store and its options; client.go opens clients,
+//     sentinel.go those of Redis Sentinel, tracing.go their spans;
+//   - keys.go names the keys, partition.go the partitions, codec.go reads
+//     what the scripts store;
+//   - lua/ holds the Lua, one file a script; scripts.go loads it and
+//     declares what each script's writes need, run.go runs the scripts;
+//   - orders.go the calls on orders, batch.go how those of one partition
+//     that come together go to Redis as one script call, list.go the
+//     listing of orders, stats.go their counts;
+//   - log.go the expiration log, groups.go the consumer groups on it
+//     (delivery, acknowledgement, dead letters), bulk.go the bulk
+//     operations;
+//   - durability.go what an OK to a write promises and the replica wait
+//     that keeps it, eviction.go and meminfo.go Redis's memory, epoch.go
+//     the store's identity and what happens when Redis loses it;
+//   - sweeper.go and subscriber.go the background work of Run, cluster.go
+//     what a Redis Cluster adds, errors.go the translation of Redis's
+//     errors into the domain's.
 package redisstore
 
 import (
-	"context"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -166,26 +183,4 @@ func New(rdb redis.UniversalClient, opts Options) *Store {
 		s.cluster = c
 	}
 	return s
-}
-
-// run runs a script of partition p under callTimeout. In a Redis Cluster
-// that is moving the partition's slot, it tries again until the move lets
-// the script run (see slotMove).
-func (s *Store) run(ctx context.Context, p *partition, script *redis.Script, args ...any) ([]any, error) {
-	ctx, cancel := context.WithTimeout(ctx, callTimeout)
-	defer cancel()
-	var retry slotRetry
-	for {
-		res, err := script.Run(ctx, s.rdb, p.keys.scriptKeys(), s.args(p, args...)...).Slice()
-		if _, moving := parseSlotMove(err); !moving || s.cluster == nil || !retry.wait(ctx) {
-			return res, storeError(err)
-		}
-		s.slotRetries.Add(1)
-	}
-}
-
-// args are the ARGV of a script of partition p: what luaPrelude takes,
-// then the script's own.
-func (s *Store) args(p *partition, extra ...any) []any {
-	return append([]any{p.keys.prefix, s.retention.Milliseconds()}, extra...)
 }

@@ -1,0 +1,139 @@
+-- prelude.lua starts every script. Each state change is one script, so it is
+-- atomic, and each reads the clock from Redis (TIME): the deadline is the
+-- truth, and replicas of the service whose clocks disagree still agree on it.
+-- An order is due when deadline <= now; only a pending order that is not due
+-- can be completed or cancelled, and only a due one can expire, so exactly
+-- one of the three happens to it, whoever gets there first.
+--
+-- KEYS[1] deadlines zset, KEYS[2] pending hash, KEYS[3] events stream,
+-- KEYS[4] wake channel.
+-- ARGV[1] key prefix of the partition ("oe:{0}:"), ARGV[2] retention in ms;
+-- each script's own arguments follow from ARGV[3].
+--
+-- Records are strings "<status> <created ms> <deadline ms> <closed ms>
+-- <metadata JSON>"; the metadata is last and may be empty.
+-- needs: stream_ids
+
+local prefix = ARGV[1]
+local retention = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- Set when current() expires the order it was asked about, and when that
+-- was more than a second after its deadline (for the metrics).
+local expired_here, caught_here = 0, 0
+
+-- resched is the "r<n> " that comes before the metadata of an order
+-- rescheduled n times, and nothing for one never rescheduled, so that the
+-- records of most orders are no longer for it.
+local function resched(n)
+  if n > 0 then return 'r' .. n .. ' ' end
+  return ''
+end
+
+-- asked is the "t<ms> " or "a<ms> " that records what the checkout of a
+-- pending order asked for (a ttl, or an absolute deadline), so that a
+-- repeated checkout can be told the same request or another; '' for none
+-- (a closed order, or one created before it was recorded).
+local function askedTok(a)
+  if a ~= '' then return a .. ' ' end
+  return ''
+end
+
+-- record builds the record of an order, pending or closed (then it is the
+-- tombstone's value): the one place that knows its layout.
+local function record(status, created, deadline, closed, meta, n, asked)
+  return status .. ' ' .. created .. ' ' .. deadline .. ' ' .. closed .. ' ' .. resched(n) .. askedTok(asked or '') .. meta
+end
+
+-- pendingValue builds a field of the pending hash.
+local function pendingValue(created, meta, n, asked)
+  return created .. ' ' .. resched(n) .. askedTok(asked) .. meta
+end
+
+-- splitPending reads a field of the pending hash, "<created ms>
+-- [r<reschedules>] [t<ttl ms>|a<deadline ms>] <metadata>", into the
+-- created time, the metadata, the number of reschedules and the asked
+-- token; a missing field (false) reads as created 0, no metadata, none and
+-- ''. The tokens start with a lower-case letter; the metadata, JSON, with
+-- '{'.
+local function splitPending(rec)
+  if not rec then return '0', '', 0, '' end
+  local sp = string.find(rec, ' ', 1, true)
+  local created, rest = string.sub(rec, 1, sp - 1), string.sub(rec, sp + 1)
+  local n, asked = 0, ''
+  while string.find(rest, '^[a-z]') do
+    local sp2 = string.find(rest, ' ', 1, true)
+    local tok = string.sub(rest, 1, sp2 - 1)
+    rest = string.sub(rest, sp2 + 1)
+    if string.sub(tok, 1, 1) == 'r' then n = tonumber(string.sub(tok, 2)) else asked = tok end
+  end
+  return created, rest, n, asked
+end
+
+-- pendingFields returns the created time, metadata, number of
+-- reschedules and asked token of a pending order.
+local function pendingFields(id)
+  return splitPending(redis.call('HGET', KEYS[2], id))
+end
+
+-- trimHorizon returns the id before which the events stream may be
+-- trimmed: the retention's horizon, or an older event that a consumer group
+-- still holds (in flight, or a dead letter) or has yet to deliver. Events a
+-- group needs are kept, never dropped unseen.
+local function trimHorizon()
+  local h = (now - retention) .. '-0'
+  local groups = redis.pcall('XINFO', 'GROUPS', KEYS[3])
+  if groups['err'] then return h end
+  for _, gi in ipairs(groups) do
+    local t = {}
+    for i = 1, #gi, 2 do t[gi[i]] = gi[i + 1] end
+    -- Everything after the last delivered event: MINID keeps the
+    -- threshold itself, so the threshold is the id just after it.
+    local last = t['last-delivered-id']
+    local d = string.find(last, '-', 1, true)
+    local keep = string.sub(last, 1, d) .. (tonumber(string.sub(last, d + 1)) + 1)
+    if tonumber(t['pending']) > 0 then
+      local first = redis.call('XPENDING', KEYS[3], t['name'])[2]
+      if idLess(first, keep) then keep = first end
+    end
+    if idLess(keep, h) then h = keep end
+  end
+  return h
+end
+
+-- close ends a pending order with the given status, writes its tombstone and,
+-- for an expiry, appends the event to the log. The ZREM is the claim: it
+-- succeeds once, so the event is appended once.
+local function close(id, deadline, status)
+  local created, meta, n = pendingFields(id)
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('HDEL', KEYS[2], id)
+  redis.call('DEL', prefix .. 'order:' .. id)
+  local rec = record(status, created, deadline, now, meta, n)
+  redis.call('SET', prefix .. 'closed:' .. id, rec, 'PX', retention)
+  redis.call('ZADD', prefix .. 'retained', deadline, id)
+  if status ~= 'expired' then redis.call('HINCRBY', prefix .. 'counts', status, 1) end
+  if status == 'expired' then
+    redis.call('XADD', KEYS[3], 'MINID', trimHorizon(), '*',
+      'id', id, 'c', created, 'd', deadline, 'x', now, 'm', meta)
+  end
+  return rec
+end
+
+-- current returns the state of an order, expiring it first if it is due:
+-- 'pending', 'closed' or 'missing', with its record.
+local function current(id)
+  local d = redis.call('ZSCORE', KEYS[1], id)
+  if d then
+    if tonumber(d) > now then
+      local created, meta, n, asked = pendingFields(id)
+      return 'pending', record('pending', created, d, 0, meta, n, asked)
+    end
+    expired_here = 1
+    if now - tonumber(d) > 1000 then caught_here = 1 end
+    return 'closed', close(id, d, 'expired')
+  end
+  local rec = redis.call('GET', prefix .. 'closed:' .. id)
+  if rec then return 'closed', rec end
+  return 'missing', ''
+end
