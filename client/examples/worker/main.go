@@ -7,8 +7,10 @@
 // It creates the group when it does not exist yet (with the service's
 // default settings), and again whenever the group is gone (NOT_FOUND: it
 // was deleted, or Redis lost it with the rest of its data), then prints
-// "handled <order id>" for each expiration and acknowledges it. With -fail-first, it fails the first delivery of each
-// order, which hands it back to the group to be delivered again.
+// "handled <order id>" for each expiration and acknowledges it, with
+// -concurrency handlers at once. With -fail-first, it fails the first
+// delivery of each order, which hands it back to the group to be delivered
+// again after -nack-delay.
 package main
 
 import (
@@ -20,6 +22,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -38,17 +41,20 @@ func main() {
 	group := flag.String("group", "workers", "the consumer group")
 	consumer := flag.String("consumer", "", "this worker's name in the group (default: one per stream)")
 	failFirst := flag.Bool("fail-first", false, "fail the first delivery of each order, to show it handed back")
+	concurrency := flag.Int("concurrency", 1, "how many expirations to handle at once")
+	nackDelay := flag.Duration("nack-delay", 0, "how long after a failure the expiration is delivered again (at most the group's ack deadline)")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *addr, *token, *insecure, *ca, *group, *consumer, *failFirst); err != nil && !errors.Is(err, context.Canceled) {
+	if err := run(ctx, *addr, *token, *insecure, *ca, *group, *failFirst,
+		client.ConsumeOptions{Consumer: *consumer, Concurrency: *concurrency, NackDelay: *nackDelay}); err != nil && !errors.Is(err, context.Canceled) {
 		fmt.Fprintln(os.Stderr, "worker:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, addr, token string, insecure bool, ca, group, consumer string, failFirst bool) error {
+func run(ctx context.Context, addr, token string, insecure bool, ca, group string, failFirst bool, opts client.ConsumeOptions) error {
 	c, err := client.Dial(addr, client.Options{
 		Token:    token,
 		Insecure: insecure,
@@ -61,9 +67,13 @@ func run(ctx context.Context, addr, token string, insecure bool, ca, group, cons
 	}
 	defer c.Close()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	// Consume calls the handler for one expiration at a time.
+	// Consume calls the handler in up to opts.Concurrency goroutines at
+	// once.
+	var mu sync.Mutex
 	failed := map[string]bool{}
-	handle := func(ev *pb.ExpirationEvent) error {
+	handle := func(_ context.Context, ev *pb.ExpirationEvent) error {
+		mu.Lock()
+		defer mu.Unlock()
 		if failFirst && !failed[ev.GetOrderId()] {
 			failed[ev.GetOrderId()] = true
 			fmt.Printf("failed %s\n", ev.GetOrderId())
@@ -78,7 +88,7 @@ func run(ctx context.Context, addr, token string, insecure bool, ca, group, cons
 		if _, err := c.CreateConsumerGroup(ctx, &pb.CreateConsumerGroupRequest{GroupId: group}); err != nil && status.Code(err) != codes.AlreadyExists {
 			return fmt.Errorf("creating the group %s: %w", group, err)
 		}
-		err := c.Consume(ctx, group, consumer, handle)
+		err := c.Consume(ctx, group, opts, handle)
 		if !gone(err) {
 			return err
 		}
