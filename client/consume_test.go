@@ -119,10 +119,14 @@ func TestConsumeConcurrency(t *testing.T) {
 			var g gauge
 			var handled seen
 			release := make(chan struct{})
-			consuming(t, c, group, client.ConsumeOptions{Concurrency: 3, MaxInFlight: tc.maxInFlight}, func(_ context.Context, ev *pb.ExpirationEvent) error {
+			consuming(t, c, group, client.ConsumeOptions{Concurrency: 3, MaxInFlight: tc.maxInFlight}, func(ctx context.Context, ev *pb.ExpirationEvent) error {
 				g.enter()
 				defer g.leave()
-				<-release
+				select {
+				case <-release:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
 				handled.add(ev.GetOrderId())
 				return nil
 			})
