@@ -1,20 +1,3 @@
-// Package client is a Go client of the orderexpiry service.
-//
-// Dial opens a client; the generated OrderServiceClient is embedded in it,
-// so that every RPC (Checkout, GetOrder, CreateConsumerGroup, …) is a method
-// of the client. On top of those, two loops for the expirations:
-//
-//   - Watch follows every expiration, in the log's order, and resumes after
-//     the last one its handler returned from whenever the stream ends (the
-//     server restarts, the connection breaks, the watcher fell behind), with
-//     backoff; it returns when the handler fails or the context ends.
-//   - Consume takes a consumer group's expirations, shared by the group's
-//     consumers (each is with one of them at a time, delivered at least
-//     once): it acknowledges an expiration whose handler returned nil and
-//     hands it back, to be delivered again, when the handler failed.
-//
-// The messages are those of the generated package
-// github.com/orderexpiry/orderexpiry/proto/orderexpiry/v1.
 package client
 
 import (
@@ -39,7 +22,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	retry "github.com/orderexpiry/orderexpiry/internal/backoff"
-	"github.com/orderexpiry/orderexpiry/internal/order"
 	pb "github.com/orderexpiry/orderexpiry/proto/orderexpiry/v1"
 )
 
@@ -191,15 +173,15 @@ func (c *Client) Watch(ctx context.Context, after string, handle func(*pb.Expira
 }
 
 // reopening runs one stream after another with once, after a backoff
-// between them, until once returns a handler's error (returned as it is),
-// ctx ends, or the stream's error is one that opening again would not mend.
-// once resets *retries when its stream opens; attrs are logged with each
-// reopening.
+// between them, until once returns a finalError (its error is returned as
+// it is), ctx ends, or the stream's error is one that opening again would
+// not mend. once resets *retries when its stream opens; attrs are logged
+// with each reopening.
 func (c *Client) reopening(ctx context.Context, what string, attrs func() []any, once func(retries *int) error) error {
 	var retries int
 	for {
 		err := once(&retries)
-		var h handlerError
+		var h finalError
 		if errors.As(err, &h) {
 			return h.err
 		}
@@ -218,11 +200,12 @@ func (c *Client) reopening(ctx context.Context, what string, attrs func() []any,
 	}
 }
 
-// handlerError carries the handler's error out of a stream's loop, to be
-// told from the stream's own.
-type handlerError struct{ err error }
+// finalError carries out of a stream's loop an error that ends the loop as
+// it is: a handler's, or options that the group does not take, to be told
+// from the stream's own.
+type finalError struct{ err error }
 
-func (h handlerError) Error() string { return h.err.Error() }
+func (h finalError) Error() string { return h.err.Error() }
 
 // watchOnce runs one stream of Watch until it ends, moving *after past each
 // event handled; *retries is reset once the stream is open.
@@ -244,84 +227,9 @@ func (c *Client) watchOnce(ctx context.Context, after *string, retries *int, han
 			return err
 		}
 		if err := handle(ev); err != nil {
-			return handlerError{err}
+			return finalError{err}
 		}
 		*after = ev.GetCursor()
-	}
-}
-
-// ackTimeout bounds an acknowledgement or a nack, which Consume sends also
-// once ctx has ended: an event handled is acknowledged.
-const ackTimeout = 10 * time.Second
-
-// Consume calls handle with the expirations of the consumer group, one at
-// a time, as the consumer named consumer ("": a name the service makes for
-// each stream). When handle returns nil, the expiration is acknowledged:
-// the group never delivers it again. When handle returns an error, it is
-// handed back (nacked) with the error's text as the reason, to be
-// delivered again at once, to this consumer or another, until the group's
-// max_deliveries make it a dead letter, which then shows that reason; Consume
-// goes on with the next one. Delivery is at least once: an expiration whose
-// acknowledgement did not reach the service is delivered again after the
-// group's ack deadline, so handle should bear a repeat.
-//
-// Whenever the stream ends, Consume opens it again after a backoff. It
-// returns ctx's error once ctx ends, and the error of a stream that opening
-// again would not mend: an unknown group (NOT_FOUND), a malformed consumer
-// name (INVALID_ARGUMENT), a refused token (UNAUTHENTICATED).
-func (c *Client) Consume(ctx context.Context, group, consumer string, handle func(*pb.ExpirationEvent) error) error {
-	return c.reopening(ctx, "consumer's stream", func() []any { return []any{"group", group} }, func(retries *int) error {
-		return c.consumeOnce(ctx, group, consumer, retries, handle)
-	})
-}
-
-// consumeOnce runs one stream of Consume until it ends; *retries is reset
-// once the stream is open.
-func (c *Client) consumeOnce(ctx context.Context, group, consumer string, retries *int, handle func(*pb.ExpirationEvent) error) error {
-	sctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stream, err := c.ConsumeExpirations(sctx, &pb.ConsumeExpirationsRequest{GroupId: group, Consumer: consumer})
-	if err != nil {
-		return err
-	}
-	if md, _ := stream.Header(); md != nil {
-		*retries = 0
-	}
-	for {
-		rec, err := stream.Recv()
-		if err != nil {
-			return err
-		}
-		c.settle(ctx, group, rec, handle(rec.GetEvent()))
-	}
-}
-
-// settle acknowledges a delivery when its handler returned nil, and hands
-// it back otherwise. A failure is logged: the group delivers the event
-// again after its ack deadline either way.
-func (c *Client) settle(ctx context.Context, group string, rec *pb.ReceivedExpiration, handled error) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ackTimeout)
-	defer cancel()
-	ids := []string{rec.GetAckId()}
-	var results []*pb.AckIdResult
-	var err error
-	what := "acknowledge"
-	if handled == nil {
-		var resp *pb.AcknowledgeExpirationsResponse
-		resp, err = c.AcknowledgeExpirations(ctx, &pb.AcknowledgeExpirationsRequest{GroupId: group, AckIds: ids})
-		results = resp.GetResults()
-	} else {
-		what = "hand back"
-		var resp *pb.NackExpirationsResponse
-		resp, err = c.NackExpirations(ctx, &pb.NackExpirationsRequest{GroupId: group, AckIds: ids, Reason: order.CleanReason(handled.Error())})
-		results = resp.GetResults()
-	}
-	if err == nil && len(results) == 1 && results[0].GetStatus() != pb.AckIdStatus_ACK_ID_STATUS_OK {
-		err = fmt.Errorf("the service answered %v", results[0].GetStatus())
-	}
-	if err != nil {
-		c.opts.Logger.Warn("orderexpiry: could not "+what+" an expiration; the group will deliver it again",
-			"group", group, "order_id", rec.GetEvent().GetOrderId(), "err", err)
 	}
 }
 

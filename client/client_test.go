@@ -214,7 +214,7 @@ func TestConsume(t *testing.T) {
 	cctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
-		done <- c.Consume(cctx, "billing", "worker-1", func(ev *pb.ExpirationEvent) error {
+		done <- c.Consume(cctx, "billing", client.ConsumeOptions{Consumer: "worker-1"}, func(_ context.Context, ev *pb.ExpirationEvent) error {
 			// The first delivery of each order fails.
 			if !slices.Contains(failed.get(), ev.GetOrderId()) {
 				failed.add(ev.GetOrderId())
@@ -248,7 +248,7 @@ func TestConsume(t *testing.T) {
 		t.Errorf("Consume returned %v once its context ended, want context.Canceled", err)
 	}
 
-	err := c.Consume(ctx, "no-such-group", "", func(*pb.ExpirationEvent) error { return nil })
+	err := c.Consume(ctx, "no-such-group", client.ConsumeOptions{}, func(context.Context, *pb.ExpirationEvent) error { return nil })
 	if status.Code(err) != codes.NotFound {
 		t.Errorf("Consume of an unknown group returned %v, want NOT_FOUND", err)
 	}
@@ -319,7 +319,7 @@ func TestConsumeNackReason(t *testing.T) {
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
-		_ = c.Consume(cctx, "g", "", func(*pb.ExpirationEvent) error {
+		_ = c.Consume(cctx, "g", client.ConsumeOptions{}, func(context.Context, *pb.ExpirationEvent) error {
 			return errors.New("payment API answered 502\nretry later")
 		})
 	}()

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"net/http"
+	"net/url"
 	"os"
 	"time"
 
@@ -50,23 +52,43 @@ func ExampleClient_Watch() {
 }
 
 // A worker of the group "billing": run several, and each expiration is
-// handled by one of them. An error hands the expiration back, to be
-// delivered again.
+// handled by one of them. Four handlers run at once, and the service sends
+// the worker no more than four expirations before it settles one. An error
+// hands the expiration back, to be delivered again a minute later; the
+// handler's context ends at the group's ack deadline, after which the
+// expiration is delivered again anyway.
 func ExampleClient_Consume() {
 	c, err := client.Dial("localhost:9090", client.Options{Insecure: true})
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer c.Close()
-	ctx := context.Background()
-	err = c.Consume(ctx, "billing", "worker-1", func(ev *pb.ExpirationEvent) error {
+	opts := client.ConsumeOptions{Consumer: "worker-1", Concurrency: 4, NackDelay: time.Minute}
+	err = c.Consume(context.Background(), "billing", opts, func(ctx context.Context, ev *pb.ExpirationEvent) error {
 		if ev.GetMetadata()["sku"] == "" {
 			return errors.New("no sku yet")
 		}
-		fmt.Println("releasing the stock of", ev.GetOrderId())
-		return nil
+		return releaseStock(ctx, ev.GetOrderId())
 	})
 	log.Fatal(err)
+}
+
+// releaseStock stands for the work a handler does, which stops when ctx
+// ends.
+func releaseStock(ctx context.Context, orderID string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://inventory.internal/release/"+url.PathEscape(orderID), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("inventory answered %s", resp.Status)
+	}
+	return nil
 }
 
 // One merchant's pending orders, earliest deadline first, page after page.

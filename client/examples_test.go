@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -25,8 +26,9 @@ import (
 type example struct {
 	cmd    *exec.Cmd
 	stderr *redistest.LockedBuffer
-	// lines gets the order id of each stdout line, by its first word
-	// ("expired", "handled", "failed").
+	// lines gets the second word of each stdout line (the order id; with
+	// a colon after it for "stopped"), by its first word ("expired",
+	// "handled", "failed", "stopped").
 	lines map[string]*seen
 	done  chan struct{}
 }
@@ -51,7 +53,7 @@ func buildExamples(t *testing.T) string {
 func runExample(t *testing.T, bin string, args ...string) *example {
 	t.Helper()
 	e := &example{cmd: exec.Command(bin, args...), stderr: &redistest.LockedBuffer{}, done: make(chan struct{}),
-		lines: map[string]*seen{"expired": {}, "handled": {}, "failed": {}}}
+		lines: map[string]*seen{"expired": {}, "handled": {}, "failed": {}, "stopped": {}}}
 	e.cmd.Stderr = e.stderr
 	out, err := e.cmd.StdoutPipe()
 	if err != nil {
@@ -213,5 +215,31 @@ func TestWorkerGroupLost(t *testing.T) {
 	}
 	if err := w.cmd.Process.Signal(syscall.Signal(0)); err != nil {
 		t.Errorf("the worker exited: %v; stderr:\n%s", err, w.stderr)
+	}
+}
+
+// TestWorkerStopsAtAckDeadline: a worker whose work outlasts the group's ack
+// deadline stops each handler at the deadline, saying so, and the group
+// delivers the expiration again; two handlers run at once.
+func TestWorkerStopsAtAckDeadline(t *testing.T) {
+	t.Parallel()
+	bin := buildExamples(t)
+	s := startServer(t, nil)
+	c := dial(t, s.GRPCAddr, client.Options{Insecure: true})
+	if _, err := c.CreateConsumerGroup(context.Background(), &pb.CreateConsumerGroupRequest{GroupId: "slow", AckDeadline: durationpb.New(300 * time.Millisecond)}); err != nil {
+		t.Fatal(err)
+	}
+	w := runExample(t, filepath.Join(bin, "worker"), "-addr", s.GRPCAddr, "-insecure", "-group", "slow", "-concurrency", "2", "-work", "10s")
+	checkout(t, c, 50*time.Millisecond, "slow-1", "slow-2")
+	// Each stopped at least twice: at its first delivery's deadline and
+	// at its second's.
+	stopped := w.lines["stopped"].waitFor(t, 4)
+	for _, id := range []string{"slow-1:", "slow-2:"} {
+		if n := len(slices.DeleteFunc(slices.Clone(stopped), func(s string) bool { return s != id })); n < 2 {
+			t.Errorf("the worker stopped %s %d times, want 2 or more: %v", id, n, stopped)
+		}
+	}
+	if got := w.lines["handled"].get(); len(got) != 0 {
+		t.Errorf("the worker handled %v, whose work outlasts the ack deadline", got)
 	}
 }

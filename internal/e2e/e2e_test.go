@@ -442,40 +442,77 @@ func cursorLess(a, b string) bool {
 }
 
 // TestCompleteRacesExpiry: many orders are completed right at their
-// deadline while the server expires them; each ends exactly one way.
+// deadline while the server expires them; each ends exactly one way. Both
+// sides of the race must be reached: a completion accepted shortly before
+// its deadline and one refused shortly after, or the test proves nothing.
 func TestCompleteRacesExpiry(t *testing.T) {
 	backends(t, func(t *testing.T, start func(t *testing.T) *server) {
 		s := start(t)
 		ctx := context.Background()
 		w := s.watch(t, "")
 		const n = 400
+		// The calls are aimed to reach the service from 2*band before their
+		// order's deadline to band after it: on a busy machine, calls are
+		// late rather than early. The test wants a completion accepted
+		// within band before its deadline, and one refused within band of
+		// it.
+		const band = 15 * time.Millisecond
+		// Each call is sent half a round trip ahead of when it is to reach
+		// the service, measured with calls that change nothing.
+		var trips []time.Duration
+		for range 21 {
+			sent := time.Now()
+			_, err := s.Client.GetOrder(ctx, &pb.GetOrderRequest{OrderId: "race-none"})
+			wantCode(t, err, codes.NotFound)
+			trips = append(trips, time.Since(sent))
+		}
+		sort.Slice(trips, func(i, j int) bool { return trips[i] < trips[j] })
+		lead := trips[len(trips)/2] / 2
 		deadlines := make([]time.Time, n)
 		for i := range n {
-			res, err := s.Client.Checkout(ctx, &pb.CheckoutRequest{OrderId: fmt.Sprint("race-", i), Ttl: ttl(time.Second)})
+			// 3s: the checkouts are over before the first deadline even on
+			// a busy machine. The deadlines 5ms apart: a burst of them would
+			// keep the service (in this process) too busy to answer the
+			// calls on time.
+			res, err := s.Client.Checkout(ctx, &pb.CheckoutRequest{OrderId: fmt.Sprint("race-", i), Ttl: ttl(3*time.Second + time.Duration(i)*5*time.Millisecond)})
 			if err != nil {
 				t.Fatal(err)
 			}
 			deadlines[i] = res.GetOrder().GetDeadline().AsTime()
 		}
+		if time.Until(deadlines[0]) < band {
+			t.Fatalf("the checkouts took %s, past the first deadline: the calls would be late", time.Since(deadlines[0].Add(-3*time.Second)))
+		}
 		completed := make([]bool, n)
 		var wg sync.WaitGroup
 		var mu sync.Mutex
 		var failures []string
-		for g := range 8 {
+		// The completions the service accepted within band before their
+		// deadline (by the order's closed_at), and those it refused within
+		// band of it (by when they were sent).
+		var nearAccepted, nearRefused int
+		// A goroutine for each call: one that waited for the call before
+		// would be late.
+		for i := range n {
 			wg.Go(func() {
-				for i := g; i < n; i += 8 {
-					// Aim at the deadline itself, a little before or after.
-					time.Sleep(time.Until(deadlines[i].Add(time.Duration(i%7-3) * time.Millisecond)))
-					_, err := s.Client.CompleteOrder(ctx, &pb.CompleteOrderRequest{OrderId: fmt.Sprint("race-", i)})
-					mu.Lock()
-					switch status.Code(err) {
-					case codes.OK:
-						completed[i] = true
-					case codes.FailedPrecondition:
-					default:
-						failures = append(failures, fmt.Sprint("race-", i, ": ", err))
+				aim := deadlines[i].Add(time.Duration(i%46-30) * band / 15)
+				time.Sleep(time.Until(aim.Add(-lead)))
+				sent := time.Now()
+				res, err := s.Client.CompleteOrder(ctx, &pb.CompleteOrderRequest{OrderId: fmt.Sprint("race-", i)})
+				mu.Lock()
+				defer mu.Unlock()
+				switch status.Code(err) {
+				case codes.OK:
+					completed[i] = true
+					if deadlines[i].Sub(res.GetClosedAt().AsTime()) <= band {
+						nearAccepted++
 					}
-					mu.Unlock()
+				case codes.FailedPrecondition:
+					if sent.Sub(deadlines[i]).Abs() <= band {
+						nearRefused++
+					}
+				default:
+					failures = append(failures, fmt.Sprint("race-", i, ": ", err))
 				}
 			})
 		}
@@ -488,6 +525,11 @@ func TestCompleteRacesExpiry(t *testing.T) {
 			if !c {
 				wantExpired++
 			}
+		}
+		t.Logf("%d completed, %d expired; round trip %s; within %s of the deadline: %d accepted, %d refused", n-wantExpired, wantExpired, 2*lead, band, nearAccepted, nearRefused)
+		if nearAccepted == 0 || nearRefused == 0 {
+			t.Fatalf("one side of the race was not reached: %d completions accepted within %s before their deadline, %d refused within %s of it; want some of each",
+				nearAccepted, band, nearRefused, band)
 		}
 		events := w.collect(t, wantExpired, 10*time.Second)
 		w.quiet(t, 500*time.Millisecond)
@@ -516,10 +558,6 @@ func TestCompleteRacesExpiry(t *testing.T) {
 			if o.GetStatus() != want {
 				t.Fatalf("race-%d is %v, want %v", i, o.GetStatus(), want)
 			}
-		}
-		t.Logf("%d completed, %d expired", n-wantExpired, wantExpired)
-		if wantExpired == 0 || wantExpired == n {
-			t.Logf("the race was one-sided this time; the assertions above still hold")
 		}
 	})
 }

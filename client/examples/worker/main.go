@@ -7,8 +7,13 @@
 // It creates the group when it does not exist yet (with the service's
 // default settings), and again whenever the group is gone (NOT_FOUND: it
 // was deleted, or Redis lost it with the rest of its data), then prints
-// "handled <order id>" for each expiration and acknowledges it. With -fail-first, it fails the first delivery of each
-// order, which hands it back to the group to be delivered again.
+// "handled <order id>" for each expiration and acknowledges it, with
+// -concurrency handlers at once, each taking -work to do its work. A
+// handler whose context ends first (the group's ack deadline passed, or
+// the worker is stopping) prints "stopped <order id>: <why>" and gives up:
+// the group delivers the expiration again. With -fail-first, it fails the
+// first delivery of each order, which hands it back to the group to be
+// delivered again after -nack-delay.
 package main
 
 import (
@@ -20,6 +25,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -38,17 +44,21 @@ func main() {
 	group := flag.String("group", "workers", "the consumer group")
 	consumer := flag.String("consumer", "", "this worker's name in the group (default: one per stream)")
 	failFirst := flag.Bool("fail-first", false, "fail the first delivery of each order, to show it handed back")
+	concurrency := flag.Int("concurrency", 1, "how many expirations to handle at once")
+	work := flag.Duration("work", 0, "how long handling an expiration takes")
+	nackDelay := flag.Duration("nack-delay", 0, "how long after a failure the expiration is delivered again (at most the group's ack deadline)")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *addr, *token, *insecure, *ca, *group, *consumer, *failFirst); err != nil && !errors.Is(err, context.Canceled) {
+	if err := run(ctx, *addr, *token, *insecure, *ca, *group, *failFirst, *work,
+		client.ConsumeOptions{Consumer: *consumer, Concurrency: *concurrency, NackDelay: *nackDelay}); err != nil && !errors.Is(err, context.Canceled) {
 		fmt.Fprintln(os.Stderr, "worker:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, addr, token string, insecure bool, ca, group, consumer string, failFirst bool) error {
+func run(ctx context.Context, addr, token string, insecure bool, ca, group string, failFirst bool, work time.Duration, opts client.ConsumeOptions) error {
 	c, err := client.Dial(addr, client.Options{
 		Token:    token,
 		Insecure: insecure,
@@ -61,15 +71,32 @@ func run(ctx context.Context, addr, token string, insecure bool, ca, group, cons
 	}
 	defer c.Close()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	// Consume calls the handler for one expiration at a time.
+	// Consume calls the handler in up to opts.Concurrency goroutines at
+	// once.
+	var mu sync.Mutex
 	failed := map[string]bool{}
-	handle := func(ev *pb.ExpirationEvent) error {
-		if failFirst && !failed[ev.GetOrderId()] {
-			failed[ev.GetOrderId()] = true
-			fmt.Printf("failed %s\n", ev.GetOrderId())
+	first := func(id string) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		f := !failed[id]
+		failed[id] = true
+		return f
+	}
+	handle := func(ctx context.Context, ev *pb.ExpirationEvent) error {
+		id := ev.GetOrderId()
+		if failFirst && first(id) {
+			fmt.Printf("failed %s\n", id)
 			return errors.New("the first delivery fails")
 		}
-		_, err := fmt.Printf("handled %s\n", ev.GetOrderId())
+		// The work, which stops when the context ends: the group delivers
+		// the expiration again then, so finishing it would be wasted.
+		select {
+		case <-time.After(work):
+		case <-ctx.Done():
+			fmt.Printf("stopped %s: %v\n", id, ctx.Err())
+			return ctx.Err()
+		}
+		_, err := fmt.Printf("handled %s\n", id)
 		return err
 	}
 	for {
@@ -78,7 +105,7 @@ func run(ctx context.Context, addr, token string, insecure bool, ca, group, cons
 		if _, err := c.CreateConsumerGroup(ctx, &pb.CreateConsumerGroupRequest{GroupId: group}); err != nil && status.Code(err) != codes.AlreadyExists {
 			return fmt.Errorf("creating the group %s: %w", group, err)
 		}
-		err := c.Consume(ctx, group, consumer, handle)
+		err := c.Consume(ctx, group, opts, handle)
 		if !gone(err) {
 			return err
 		}
