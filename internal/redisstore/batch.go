@@ -67,7 +67,7 @@ type batchKind struct {
 }
 
 var (
-	checkoutBatch = batchKind{script: checkoutScript, durable: true, fixed: []any{ttlKeyGrace.Milliseconds()}}
+	checkoutBatch = batchKind{script: checkoutScript, durable: true, fixed: []any{alarmGrace.Milliseconds()}}
 	finishBatch   = batchKind{script: finishScript, durable: true}
 	getBatch      = batchKind{script: getScript}
 )

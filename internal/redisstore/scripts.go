@@ -13,7 +13,7 @@ import "github.com/redis/go-redis/v9"
 //     refused call has written nothing.
 //   - freeing: allow-oom. The script runs whatever the memory: completing,
 //     cancelling, reading and expiring orders take away as much as they add
-//     (the ttl key, the pending field and the index entry go; a tombstone
+//     (the pending field and the index entry go; a tombstone
 //     and, for an expiry, an event come), so that pending orders still
 //     expire on time, and can still be paid, in a full Redis.
 //   - reading: no-writes. The script only reads, so it runs whatever the
@@ -129,6 +129,18 @@ local function trimHorizon()
   return h
 end
 
+-- alarm sets the partition's alarm key (see keys.go) to expire grace ms
+-- after the deadline at, or deletes it when at is nil: Redis's expired
+-- event for it wakes the sweepers when none has swept the partition within
+-- the grace after its earliest deadline.
+local function alarm(at, grace)
+  if at then
+    redis.call('SET', prefix .. 'alarm', at, 'PX', math.max(at - now, 0) + grace)
+  else
+    redis.call('DEL', prefix .. 'alarm')
+  end
+end
+
 -- close ends a pending order with the given status, writes its tombstone and,
 -- for an expiry, appends the event to the log. The ZREM is the claim: it
 -- succeeds once, so the event is appended once.
@@ -136,7 +148,6 @@ local function close(id, deadline, status)
   local created, meta, n = pendingFields(id)
   redis.call('ZREM', KEYS[1], id)
   redis.call('HDEL', KEYS[2], id)
-  redis.call('DEL', prefix .. 'order:' .. id)
   local rec = record(status, created, deadline, now, meta, n)
   redis.call('SET', prefix .. 'closed:' .. id, rec, 'PX', retention)
   redis.call('ZADD', prefix .. 'retained', deadline, id)
@@ -210,12 +221,12 @@ end
 `
 
 // checkoutScript creates pending orders, each unless one with its id is
-// pending. Per order it reads what is there and writes the ttl key; the
-// index, the pending hash and the wake-up take one command for the batch.
+// pending. Per order it reads what is there; the index, the pending hash
+// and the wake-up take one command for the batch.
 //
 // KEYS, ARGV[1], ARGV[2]: see luaPrelude.
-// ARGV[3] -> ttlKeyGrace in ms: the ttl key lives this much longer than
-// its order
+// ARGV[3] -> alarmGrace in ms: a new earliest deadline sets the alarm this
+// much after it
 // ARGV[4], ARGV[5], ARGV[6], ARGV[7] -> an order: its id, what it asks for
 // ("t<ttl ms>", or "a<deadline unix ms>"), the maximum ttl in ms (for a
 // deadline) and metadata JSON (empty for none); the next from ARGV[8] on,
@@ -232,7 +243,7 @@ end
 var checkoutScript = redis.NewScript(growing + luaPrelude + luaBatch + `
 local grace = tonumber(ARGV[3])
 local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-local orderPrefix, closedPrefix = prefix .. 'order:', prefix .. 'closed:'
+local closedPrefix = prefix .. 'closed:'
 local zadd, hset, made = {}, {}, {}
 local soonest
 local function checkout(id, asked, maxTTL, meta)
@@ -250,7 +261,6 @@ local function checkout(id, asked, maxTTL, meta)
     redis.call('ZREM', prefix .. 'retained', id)
   end
   local deadline = now + ttl
-  redis.call('SET', orderPrefix .. id, '1', 'PX', ttl + grace)
   zadd[#zadd + 1] = deadline
   zadd[#zadd + 1] = id
   hset[#hset + 1] = id
@@ -265,9 +275,11 @@ end
 if #zadd > 0 then
   redis.call('ZADD', KEYS[1], unpack(zadd))
   redis.call('HSET', KEYS[2], unpack(hset))
-  -- A new earliest deadline: sweepers that sleep until a later one must wake.
+  -- A new earliest deadline: sweepers that sleep until a later one must
+  -- wake, and the alarm goes off after it should the wake-up be lost.
   if #first == 0 or soonest < tonumber(first[2]) then
     redis.call('PUBLISH', KEYS[4], soonest)
+    alarm(soonest, grace)
   end
 end
 return out
@@ -312,8 +324,8 @@ return out
 `)
 
 // rescheduleScript gives a pending order that is not due a new deadline.
-// Its ttl key is set to live ttlKeyGrace past the new deadline, so that
-// Redis does not expire it, and publish its event, at the old one.
+// A deadline earlier than every other one wakes the sweepers and sets the
+// alarm, as a checkout's does.
 //
 // KEYS, ARGV[1], ARGV[2]: see luaPrelude.
 // ARGV[3] -> order id
@@ -322,7 +334,7 @@ return out
 // ARGV[6] -> the deadline the caller expects the order to have in unix ms,
 // or ” for no check
 // ARGV[7] -> the maximum ttl in ms
-// ARGV[8] -> ttlKeyGrace in ms
+// ARGV[8] -> alarmGrace in ms
 //
 // Returns {code, record, now, expired here, caught up here}: the batch
 // scripts' reply for one order (see luaBatch), with code
@@ -346,19 +358,22 @@ n = n + 1
 local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 redis.call('ZADD', KEYS[1], 'XX', nd, id)
 redis.call('HSET', KEYS[2], id, pendingValue(created, meta, n, asked))
-redis.call('SET', prefix .. 'order:' .. id, '1', 'PX', nd - now + tonumber(ARGV[8]))
 if nd < tonumber(first[2]) then
   redis.call('PUBLISH', KEYS[4], nd)
+  alarm(nd, tonumber(ARGV[8]))
 end
 return {'ok', record('pending', created, nd, 0, meta, n, asked), now, 0, 0}
 `)
 
 // expireDueScript expires up to a batch of due orders, oldest deadline
 // first: the per-order work is only what cannot be shared (the tombstone and
-// the event), every other command takes the whole batch.
+// the event), every other command takes the whole batch. It then sets the
+// partition's alarm after the earliest deadline left, or deletes it when
+// none is pending.
 //
 // KEYS, ARGV[1], ARGV[2]: see luaPrelude.
 // ARGV[3] -> batch size (at most a few thousand: the ids go through unpack)
+// ARGV[4] -> alarmGrace in ms
 //
 // Returns {expired, now, next deadline, caught up}:
 // expired       -> how many orders it expired; the batch size means more
@@ -373,12 +388,9 @@ local due = redis.call('ZRANGE', KEYS[1], '-inf', now, 'BYSCORE', 'LIMIT', 0, to
 local n = #due / 2
 local caught = 0
 if n > 0 then
-  local ids, ttlKeys = {}, {}
-  local orderPrefix = prefix .. 'order:'
+  local ids = {}
   for i = 1, n do
-    local id = due[2 * i - 1]
-    ids[i] = id
-    ttlKeys[i] = orderPrefix .. id
+    ids[i] = due[2 * i - 1]
   end
   -- The claim. The due orders are the first n of the index by rank, so
   -- removing ranks 0..n-1 removes exactly them; the script is atomic, so no
@@ -386,7 +398,6 @@ if n > 0 then
   redis.call('ZREMRANGEBYRANK', KEYS[1], 0, n - 1)
   local recs = redis.call('HMGET', KEYS[2], unpack(ids))
   redis.call('HDEL', KEYS[2], unpack(ids))
-  redis.call('DEL', unpack(ttlKeys))
   local closedPrefix = prefix .. 'closed:'
   local x = tostring(now)
   local px = ARGV[2]
@@ -415,7 +426,12 @@ if redis.call('EXISTS', KEYS[3]) == 1 then
 end
 local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 local next_deadline = -1
-if #nxt > 0 then next_deadline = tonumber(nxt[2]) end
+if #nxt > 0 then
+  next_deadline = tonumber(nxt[2])
+  alarm(next_deadline, tonumber(ARGV[4]))
+else
+  alarm(nil)
+end
 return {n, now, next_deadline, caught}
 `)
 
