@@ -24,6 +24,7 @@ func main() {
 	flag.StringVar(&cfg.ProfileDir, "pprof", "", "directory for 10 s CPU profiles of the service taken during each stage's load")
 	flag.IntVar(&cfg.GRPCConns, "grpc-conns", 1, "gRPC connections the concurrent callers share")
 	flag.BoolVar(&cfg.Markdown, "markdown", false, "print the table as Markdown too")
+	flag.IntVar(&cfg.Burst, "burst", 0, "orders due within one second in stage 1b (lateness-b); 0: 100,000, or 5,000 with -quick")
 	flag.Parse()
 	if *only != "" {
 		cfg.Only = strings.Split(*only, ",")

@@ -46,6 +46,9 @@ type Config struct {
 	GRPCConns int
 	// Markdown prints the table as Markdown too.
 	Markdown bool
+	// Burst, when above 0, is how many orders stage 1b makes due within
+	// one second, instead of the size's.
+	Burst int
 	// Out receives the machine and the table; Log the progress.
 	Out, Log io.Writer
 }
@@ -103,6 +106,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Quick {
 		r.sz = quick
 	}
+	if cfg.Burst > 0 {
+		r.sz.heavyDue = cfg.Burst
+	}
 	if r.cfg.GRPCConns < 1 {
 		r.cfg.GRPCConns = 1
 	}
@@ -152,7 +158,7 @@ func Run(ctx context.Context, cfg Config) error {
 		case "lateness-a":
 			err = r.lateness(ctx, "a", r.sz.lateBg, r.sz.lateDue, 10*time.Millisecond)
 		case "lateness-b":
-			err = r.lateness(ctx, "b", 0, r.sz.heavyDue, 50*time.Millisecond)
+			err = r.burst(ctx)
 		case "throughput":
 			err = r.throughput(ctx)
 		case "memory":

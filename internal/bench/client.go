@@ -1,8 +1,13 @@
 package bench
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -207,4 +212,86 @@ func (g *watchGroup) stop() {
 	g.cancel()
 	g.wg.Wait()
 	closeAll(g.conns)
+}
+
+// restEvent is the part of an ExpirationEvent's JSON that a REST watcher
+// reads.
+type restEvent struct {
+	Cursor    string    `json:"cursor"`
+	OrderID   string    `json:"orderId"`
+	Deadline  time.Time `json:"deadline"`
+	ExpiredAt time.Time `json:"expiredAt"`
+}
+
+// runREST watches as run does, but over REST: GET /v1/expirations:watch,
+// one JSON event a line, as a web back end follows it. A watch that ends
+// (an error line, or the connection closes) is resumed after the last
+// cursor received.
+func (w *watcher) runREST(ctx context.Context, httpAddr string) {
+	cursor := ""
+	readyOnce := sync.OnceFunc(func() { close(w.ready) })
+	defer readyOnce()
+	client := &http.Client{Transport: &http.Transport{DisableCompression: true}}
+	for ctx.Err() == nil {
+		err := func() error {
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet,
+				"http://"+httpAddr+"/v1/expirations:watch?after_cursor="+url.QueryEscape(cursor), nil)
+			if err != nil {
+				return err
+			}
+			resp, err := client.Do(req)
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("watch: HTTP %s", resp.Status)
+			}
+			readyOnce()
+			sc := bufio.NewScanner(resp.Body)
+			sc.Buffer(make([]byte, 64<<10), 1<<20)
+			for sc.Scan() {
+				now := time.Now()
+				var ev restEvent
+				if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+					return fmt.Errorf("watch line %q: %w", sc.Text(), err)
+				}
+				if ev.OrderID == "" {
+					return fmt.Errorf("watch ended: %s", sc.Text())
+				}
+				cursor = ev.Cursor
+				w.record(ev.OrderID, now, ev.Deadline, ev.ExpiredAt)
+			}
+			if err := sc.Err(); err != nil {
+				return err
+			}
+			return io.ErrUnexpectedEOF
+		}()
+		if ctx.Err() != nil {
+			return
+		}
+		w.lastErr = err
+		w.reconnects++
+		select {
+		case <-ctx.Done():
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// startRESTWatcher opens one REST watcher for the orders "<prefix><i>", i in
+// [0, n), and waits until it has its response header.
+func startRESTWatcher(ctx context.Context, httpAddr, prefix string, n int) (*watchGroup, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	g := &watchGroup{cancel: cancel}
+	w := newWatcher(nil, prefix, n)
+	g.ws = append(g.ws, w)
+	g.wg.Go(func() { w.runREST(ctx, httpAddr) })
+	select {
+	case <-w.ready:
+	case <-time.After(30 * time.Second):
+		g.stop()
+		return nil, fmt.Errorf("the REST watcher did not start within 30s")
+	}
+	return g, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,7 +23,8 @@ type lateResult struct {
 	claim                       dist // expired_at - deadline (service only)
 	waited                      time.Duration
 	lastErr                     error
-	perKey                      float64 // naive: Redis used_memory growth per background key
+	perKey                      float64       // naive: Redis used_memory growth per background key
+	redisCPU                    time.Duration // Redis's CPU from the first deadline until the last event
 }
 
 // never stands for the lateness of an event that did not arrive.
@@ -57,14 +59,14 @@ func (r *runner) lateness(ctx context.Context, name string, background, due int,
 	const spread = time.Second
 	label := fmt.Sprintf("1%s lateness: %d due over 1s, %d pending not due", name, due, background)
 	r.logf("%s: the service", label)
-	svc, err := r.serviceLateness(ctx, "lateness-"+name, background, due, spread)
+	svc, err := r.serviceLateness(ctx, "lateness-"+name, background, due, spread, false)
 	if err != nil {
 		return fmt.Errorf("%s, service: %w", label, err)
 	}
 	var naive lateResult
 	if r.cfg.Naive {
 		r.logf("%s: the naive recipe (waits up to %s after the last deadline)", label, r.sz.naiveWait)
-		naive, err = r.naiveLateness(ctx, background, due, spread)
+		naive, err = r.naiveLateness(ctx, background, due, spread, false)
 		if err != nil {
 			return fmt.Errorf("%s, naive: %w", label, err)
 		}
@@ -102,11 +104,74 @@ func (r *runner) lateness(ctx context.Context, name string, background, due int,
 	return nil
 }
 
+// burst runs stage 1b: a burst of orders due within one second on one
+// Redis, nothing else pending, through the service to a REST watcher,
+// beside the floor: a bare Redis with the same keys and a client that reads
+// each due key within a millisecond of its deadline, which makes Redis
+// expire it and publish its event at once. The naive recipe (the bare
+// keyspace event, nobody touching) is a further baseline. The goal, from
+// issue 20: p99 within 10× the floor's (aiming at 3×).
+func (r *runner) burst(ctx context.Context) error {
+	const spread = time.Second
+	due := r.sz.heavyDue
+	label := fmt.Sprintf("1b burst: %d due within 1s", due)
+	r.logf("%s: the service, watched over REST", label)
+	svc, err := r.serviceLateness(ctx, "lateness-b", 0, due, spread, true)
+	if err != nil {
+		return fmt.Errorf("%s, service: %w", label, err)
+	}
+	r.logf("%s: the floor (a bare Redis, a client touching each due key)", label)
+	floor, err := r.naiveLateness(ctx, 0, due, spread, true)
+	if err != nil {
+		return fmt.Errorf("%s, floor: %w", label, err)
+	}
+	var naive lateResult
+	if r.cfg.Naive {
+		r.logf("%s: the naive recipe (waits up to %s after the last deadline)", label, r.sz.naiveWait)
+		if naive, err = r.naiveLateness(ctx, 0, due, spread, false); err != nil {
+			return fmt.Errorf("%s, naive: %w", label, err)
+		}
+	}
+	const stage = "1b"
+	const base = " floor"
+	allIn := svc.got == svc.want && svc.dups == 0
+	r.t.add(row{stage, fmt.Sprintf("delivered once (%d due within 1s, REST watcher)", due), count(svc.got, svc.want),
+		count(floor.got, floor.want) + base, ratio(float64(svc.got), float64(floor.got)), "all, once", yesNo(allIn)})
+	lat := func(what string, a, b time.Duration, goal string, met bool) {
+		r.t.add(row{stage, what, svc.fmt(a), floor.fmt(b) + base, latRatio(a, svc.waited, b, floor.waited), goal, ""})
+		if goal != "" {
+			r.t.rows[len(r.t.rows)-1].Met = yesNo(met)
+		}
+	}
+	lat("lateness p50", svc.late.P50, floor.late.P50, "", false)
+	within := func(k time.Duration) bool {
+		return allIn && floor.late.P99 != never && svc.late.P99 != never && svc.late.P99 <= k*floor.late.P99
+	}
+	lat("lateness p99", svc.late.P99, floor.late.P99, "≤ 10× floor", within(10))
+	lat("lateness p99, the aim", svc.late.P99, floor.late.P99, "≤ 3× floor", within(3))
+	lat("lateness max", svc.late.Max, floor.late.Max, "", false)
+	perOrder := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(due) }
+	r.t.add(row{stage, "Redis CPU per expired order", fmt.Sprintf("%.1f µs", perOrder(svc.redisCPU)),
+		fmt.Sprintf("%.1f µs", perOrder(floor.redisCPU)) + base, ratio(perOrder(svc.redisCPU), perOrder(floor.redisCPU)), "report", ""})
+	if r.cfg.Naive {
+		r.t.add(row{stage, "lateness p99 beside the bare keyspace event", svc.fmt(svc.late.P99), naive.fmt(naive.late.P99) + " naive",
+			latRatio(svc.late.P99, svc.waited, naive.late.P99, naive.waited), "", ""})
+	}
+	r.t.note("1b: service claim lateness (expired_at - deadline) p50 %s, p99 %s, max %s; %d duplicate events, %d watch reconnects (last error: %v)",
+		svc.fmt(svc.claim.P50), svc.fmt(svc.claim.P99), svc.fmt(svc.claim.Max), svc.dups, svc.reconnects, svc.lastErr)
+	r.t.note("1b: floor: %d of %d events, the last %s after the last deadline, %d duplicates; Redis CPU %s from the first deadline until the last event (service's Redis: %s)",
+		floor.got, floor.want, ms(floor.waited), floor.dups, ms(floor.redisCPU), ms(svc.redisCPU))
+	if r.cfg.Naive {
+		r.t.note("1b: naive baseline waited %s after the last deadline; %d of %d expired events arrived", naive.waited.Round(100*time.Millisecond), naive.got, naive.want)
+	}
+	return nil
+}
+
 // serviceLateness measures one lateness workload through the service: the
 // background orders and then the due ones are checked out over gRPC by
-// concurrent callers (the service has no bulk load), while one gRPC watcher
-// follows WatchExpirations.
-func (r *runner) serviceLateness(ctx context.Context, name string, background, due int, spread time.Duration) (lateResult, error) {
+// concurrent callers (the service has no bulk load), while one watcher
+// follows WatchExpirations, over gRPC or, with rest, over REST.
+func (r *runner) serviceLateness(ctx context.Context, name string, background, due int, spread time.Duration, rest bool) (lateResult, error) {
 	env, err := r.startEnv()
 	if err != nil {
 		return lateResult{}, err
@@ -127,7 +192,12 @@ func (r *runner) serviceLateness(ctx context.Context, name string, background, d
 	lead := checkoutLead(due, rate)
 
 	const prefix = "due-"
-	w, err := startWatchers(ctx, env.svc.GRPCAddr, 1, prefix, due)
+	var w *watchGroup
+	if rest {
+		w, err = startRESTWatcher(ctx, env.svc.HTTPAddr, prefix, due)
+	} else {
+		w, err = startWatchers(ctx, env.svc.GRPCAddr, 1, prefix, due)
+	}
 	if err != nil {
 		return lateResult{}, err
 	}
@@ -144,16 +214,17 @@ func (r *runner) serviceLateness(ctx context.Context, name string, background, d
 	rdb := env.redis.Client()
 	defer rdb.Close()
 	time.Sleep(time.Until(start))
-	cpu, stats := env.cpu(), readRedisStats(ctx, rdb)
+	cpu, stats, rcpu := env.cpu(), readRedisStats(ctx, rdb), redisCPU(ctx, rdb)
 	w.wait(last.Add(r.sz.svcWait))
 	waited := time.Since(last)
+	rcpu = redisCPU(ctx, rdb) - rcpu
 	r.logf("  %s", env.cpuSince(cpu, 0))
 	r.t.note("1%s: %s", name[len(name)-1:], readRedisStats(ctx, rdb).since(stats))
 	r.t.note("1%s: from the first deadline until the last event: %s", name[len(name)-1:], env.cpuSince(cpu, 0))
 	w.stop()
 	prof.wait()
 	res := watchResult(w.ws)
-	res.waited = waited
+	res.waited, res.redisCPU = waited, rcpu
 	return res, nil
 }
 
@@ -212,8 +283,11 @@ func fixed(d time.Duration) func(int) time.Duration { return func(int) time.Dura
 // naiveLateness measures the same workload with the naive recipe on a fresh
 // redis-server: SET order:<id> 1 PX <ttl>, loaded with pipelining, and a
 // subscriber on __keyevent@0__:expired (notify-keyspace-events Ex). Each
-// key's deadline is read back with PEXPIRETIME, so it is Redis's own.
-func (r *runner) naiveLateness(ctx context.Context, background, due int, spread time.Duration) (lateResult, error) {
+// key's deadline is read back with PEXPIRETIME, so it is Redis's own. With
+// touch, it measures the floor instead: a client also reads (EXISTS) every
+// key whose deadline has passed, each millisecond, which makes Redis expire
+// it and publish its event at once; the least Redis can do per expiry.
+func (r *runner) naiveLateness(ctx context.Context, background, due int, spread time.Duration, touch bool) (lateResult, error) {
 	rd, err := startRedis(r.dir)
 	if err != nil {
 		return lateResult{}, err
@@ -319,6 +393,11 @@ func (r *runner) naiveLateness(ctx context.Context, background, due int, spread 
 			lastDeadline = d
 		}
 	}
+	rcpu := redisCPU(ctx, rdb)
+	if touch {
+		stopTouch := touchDue(ctx, rd.Client(), prefix, deadlines)
+		defer stopTouch()
+	}
 	bound := lastDeadline.Add(r.sz.naiveWait)
 	select {
 	case <-all:
@@ -327,6 +406,7 @@ func (r *runner) naiveLateness(ctx context.Context, background, due int, spread 
 		return lateResult{}, ctx.Err()
 	}
 	waited := time.Since(lastDeadline)
+	rcpu = redisCPU(ctx, rdb) - rcpu
 	ps.Close()
 	wg.Wait()
 	late := make([]time.Duration, due)
@@ -338,5 +418,58 @@ func (r *runner) naiveLateness(ctx context.Context, background, due int, spread 
 			got++
 		}
 	}
-	return lateResult{want: due, got: got, dups: int(dups.Load()), late: summarize(late), waited: waited, perKey: perKey}, nil
+	return lateResult{want: due, got: got, dups: int(dups.Load()), late: summarize(late), waited: waited, perKey: perKey, redisCPU: rcpu}, nil
+}
+
+// touchDue reads, every millisecond, each key "<prefix><i>" whose deadline
+// has passed, in one pipeline, until every key was found gone or the
+// returned stop is called: reading a key past its deadline makes Redis
+// expire it, and publish its event, at once.
+func touchDue(ctx context.Context, rdb *redis.Client, prefix string, deadlines []time.Time) (stop func()) {
+	order := make([]int, len(deadlines))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int { return deadlines[a].Compare(deadlines[b]) })
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		defer rdb.Close()
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		next := 0       // order[next:] have not been read yet
+		var again []int // read while Redis still held them: read again
+		for next < len(order) || len(again) > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			// Redis expires a key when its clock is past the deadline.
+			now := time.Now().Add(-time.Millisecond)
+			batch := again
+			for next < len(order) && !deadlines[order[next]].After(now) {
+				batch = append(batch, order[next])
+				next++
+			}
+			if len(batch) == 0 {
+				continue
+			}
+			pipe := rdb.Pipeline()
+			cmds := make([]*redis.IntCmd, len(batch))
+			for j, i := range batch {
+				cmds[j] = pipe.Exists(ctx, prefix+strconv.Itoa(i))
+			}
+			if _, err := pipe.Exec(ctx); err != nil && ctx.Err() == nil {
+				return
+			}
+			again = nil
+			for j, c := range cmds {
+				if c.Val() == 1 {
+					again = append(again, batch[j])
+				}
+			}
+		}
+	})
+	return func() { cancel(); wg.Wait() }
 }

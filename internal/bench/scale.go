@@ -37,7 +37,7 @@ func (r *runner) scale(ctx context.Context) error {
 	var naive lateResult
 	if r.cfg.Naive {
 		r.logf("%s: the naive recipe (waits up to %s after the last deadline)", label, r.sz.naiveWait)
-		if naive, err = r.naiveLateness(ctx, pending, due, r.sz.scaleFor); err != nil {
+		if naive, err = r.naiveLateness(ctx, pending, due, r.sz.scaleFor, false); err != nil {
 			return fmt.Errorf("%s, naive: %w", label, err)
 		}
 	}

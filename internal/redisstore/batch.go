@@ -63,7 +63,7 @@ type batchKind struct {
 }
 
 var (
-	checkoutBatch = batchKind{script: checkoutScript, fixed: []any{ttlKeyGrace.Milliseconds()}}
+	checkoutBatch = batchKind{script: checkoutScript, fixed: []any{alarmGrace.Milliseconds()}}
 	finishBatch   = batchKind{script: finishScript}
 	getBatch      = batchKind{script: getScript}
 )

@@ -489,7 +489,7 @@ func (s *Store) changeChunk(ctx context.Context, p *partition, id string, sp opS
 	case sp.Shift != 0:
 		mode, value = "shift", sp.Shift
 	}
-	fixed := []any{id, mode, value, sp.MaxTTL, ttlKeyGrace.Milliseconds()}
+	fixed := []any{id, mode, value, sp.MaxTTL, alarmGrace.Milliseconds()}
 	pairs := make([]any, 0, 2*len(zs))
 	for _, z := range zs {
 		pairs = append(pairs, z.Member, int64(z.Score))

@@ -15,7 +15,7 @@ import (
 // keeps every key. The allkeys-* policies evict any key, the deadline index
 // and the pending hash among them: acknowledged orders vanish, never expire,
 // and no watcher hears of them. The volatile-* policies evict only keys with
-// a ttl, which are the ttl keys (harmless: the deadline index is the truth)
+// a ttl, which are the partitions' alarms (harmless: the deadline index is the truth)
 // and the tombstones of closed orders: an order completed, cancelled or
 // expired within the retention would then answer NOT_FOUND, and its id be
 // taken for a new order, so that a payment's outcome is lost. They are unsafe

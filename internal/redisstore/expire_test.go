@@ -135,8 +135,8 @@ func TestSweepCatchesUp(t *testing.T) {
 		t.Errorf("XLEN of the event stream is %d, want %d", xlen, overdue+onTime)
 	}
 	// Nothing of the pending orders is left behind: index, pending
-	// records and ttl keys are gone; the tombstones remain.
-	for pattern, want := range map[string]int{"*:deadlines": 0, "*:pending": 0, "*:order:*": 0, "*:closed:*": overdue + onTime} {
+	// records and the alarm are gone; the tombstones remain.
+	for pattern, want := range map[string]int{"*:deadlines": 0, "*:pending": 0, "*:alarm": 0, "*:order:*": 0, "*:closed:*": overdue + onTime} {
 		if keys := admin.Keys(t.Context(), pattern).Val(); len(keys) != want {
 			t.Errorf("KEYS %s: %d keys, want %d", pattern, len(keys), want)
 		}
@@ -150,10 +150,12 @@ func TestSweepCatchesUp(t *testing.T) {
 	}
 }
 
-// TestSweeperDeletesTTLKeys checks that a sweeper on time deletes the ttl
-// keys of the orders it claims before Redis expires them: Redis must not
-// expire them itself, publishing one expired event per order for nothing.
-func TestSweeperDeletesTTLKeys(t *testing.T) {
+// TestSweeperKeepsAlarmQuiet checks that a sweeper on time sets the
+// partition's alarm again after each sweep, before Redis expires it: Redis
+// must not expire it, publishing an expired event for nothing; that no
+// order has a key of its own while pending; and that the alarm is deleted
+// once nothing is pending.
+func TestSweeperKeepsAlarmQuiet(t *testing.T) {
 	srv := redistest.Start(t)
 	admin := srv.Client(t)
 	s := newStore(t, srv)
@@ -166,15 +168,23 @@ func TestSweeperDeletesTTLKeys(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Pending, an order has no key named after it, only its entries in
+	// the partition's index and pending hash.
+	if tr := traces(t, admin, "k-"+strconv.Itoa(n-1)); len(tr) != 2 {
+		t.Errorf("a pending order leaves %v in Redis; want its entries in the deadline index and the pending hash only", tr)
+	}
+	if ttl := admin.PTTL(t.Context(), "oe:{0}:alarm").Val(); ttl <= 0 || ttl > 100*time.Millisecond+redisstore.AlarmGrace {
+		t.Errorf("the alarm expires in %v; want it set for the earliest deadline and the grace, at most %v", ttl, 100*time.Millisecond+redisstore.AlarmGrace)
+	}
 	evs := collect(t, s, order.Cursor{}, n)
 	// Give Redis time to expire whatever it would: past the grace and
 	// through a few active-expire cycles.
-	time.Sleep(redisstore.TTLKeyGrace + 300*time.Millisecond)
+	time.Sleep(redisstore.AlarmGrace + 300*time.Millisecond)
 
-	// A claim later than the grace finds the key expired in Redis's eyes;
-	// the sweeper of a loaded machine may be that late, so claims more
-	// than 50ms late are forgiven. Any other must have deleted its key
-	// before Redis expired it.
+	// A sweep later than the grace after the earliest deadline finds the
+	// alarm expired in Redis's eyes; the sweeper of a loaded machine may
+	// be that late, so claims more than 50ms late are forgiven. Any other
+	// must have set the alarm again before Redis expired it.
 	const forgiven = 50 * time.Millisecond
 	late := 0
 	for _, ev := range evs {
@@ -183,11 +193,11 @@ func TestSweeperDeletesTTLKeys(t *testing.T) {
 		}
 	}
 	if got := infoInt(t, admin, "stats", "expired_keys", ""); got > int64(late) {
-		t.Errorf("Redis expired %d keys itself; the sweeper claimed all but %d of the %d orders within %v of their deadline, and must have deleted their ttl keys before Redis expired them",
+		t.Errorf("Redis expired %d keys itself; the sweeper claimed all but %d of the %d orders within %v of their deadline, and must have set the alarm again before Redis expired it",
 			got, late, n, forgiven)
 	}
-	if keys := admin.Keys(t.Context(), "*:order:*").Val(); len(keys) != 0 {
-		t.Errorf("ttl keys left after every order expired: %v", keys)
+	if keys := admin.Keys(t.Context(), "*:alarm").Val(); len(keys) != 0 {
+		t.Errorf("the alarm is left after every order expired: %v", keys)
 	}
 }
 

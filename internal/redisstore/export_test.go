@@ -14,8 +14,9 @@ import (
 // MaxSweepSleep is the longest the sweeper sleeps when nothing wakes it.
 const MaxSweepSleep = maxSweepSleep
 
-// TTLKeyGrace is how much longer an order's ttl key lives than the order.
-const TTLKeyGrace = ttlKeyGrace
+// AlarmGrace is how long after a partition's earliest deadline its alarm
+// goes off when no sweep set it again.
+const AlarmGrace = alarmGrace
 
 // SweepBatch is how many due orders one sweeper script call expires.
 const SweepBatch = sweepBatch
@@ -31,7 +32,7 @@ func (s *Store) CheckoutUnannounced(ctx context.Context, id string, ttl time.Dur
 	}
 	keys := p.keys.scriptKeys()
 	keys[3] = p.keys.prefix + "nobody-listens"
-	return checkoutScript.lua.Eval(ctx, s.rdb, keys, s.args(p, ttlKeyGrace.Milliseconds(), id, "t"+strconv.FormatInt(ttl.Milliseconds(), 10), 0, "")...).Err()
+	return checkoutScript.lua.Eval(ctx, s.rdb, keys, s.args(p, alarmGrace.Milliseconds(), id, "t"+strconv.FormatInt(ttl.Milliseconds(), 10), 0, "")...).Err()
 }
 
 // ExpireDue runs the sweepers' pass once: it expires every order due now.
@@ -64,7 +65,7 @@ func (s *Store) CheckoutMany(ctx context.Context, ids []string, ttl time.Duratio
 		pipe := s.rdb.Pipeline()
 		for _, id := range chunk {
 			p := parts[order.PartitionOf(id, len(parts))]
-			checkoutScript.lua.EvalSha(ctx, pipe, p.keys.scriptKeys(), s.args(p, ttlKeyGrace.Milliseconds(), id, "t"+strconv.FormatInt(ttl.Milliseconds(), 10), 0, meta)...)
+			checkoutScript.lua.EvalSha(ctx, pipe, p.keys.scriptKeys(), s.args(p, alarmGrace.Milliseconds(), id, "t"+strconv.FormatInt(ttl.Milliseconds(), 10), 0, meta)...)
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
 			return err

@@ -24,14 +24,20 @@ const epochKey = "oe:epoch{oe:partitions}"
 // tag "{<partition>}", so that in Redis Cluster a partition lives on one
 // node and each script, which touches one partition only, stays in one slot.
 //
-//	oe:{p}:order:<id>     string "1" living ttlKeyGrace longer than the
-//	                      order; the claim deletes it, and only when no
-//	                      sweeper claimed the order in time does Redis
-//	                      expire it, and its expired event wakes them
+//	oe:{p}:alarm          string, the earliest pending deadline (unix ms),
+//	                      living alarmGrace past it: every sweep and every
+//	                      new earliest deadline set it again, so that only
+//	                      when no sweeper swept the partition in time does
+//	                      Redis expire it, and its expired event wakes
+//	                      them; deleted when nothing is pending
+//	oe:{p}:order:<id>     no longer written: a ttl key per pending order,
+//	                      living alarmGrace past its deadline, from before
+//	                      the alarm; those left expire by themselves, and
+//	                      their events still wake the sweepers
 //	oe:{p}:deadlines      sorted set, id -> deadline (unix ms): the index of
 //	                      pending orders that lets no expiry be forgotten
 //	oe:{p}:pending        hash, id -> "<created ms> <metadata JSON>"; kept
-//	                      apart from the ttl key, whose value Redis drops
+//	                      apart from the index, whose members carry no value
 //	oe:{p}:closed:<id>    string "<status> <created> <deadline> <closed>
 //	                      <metadata JSON>" with the retention as ttl
 //	oe:{p}:retained       sorted set, id -> deadline (unix ms) of closed
@@ -70,15 +76,15 @@ func newKeys(partition int) keys {
 	}
 }
 
-// orderKeyPartition returns the partition of an order's ttl key, and false
-// for any other key.
-func orderKeyPartition(key string) (int, bool) {
+// alarmPartition returns the partition of an alarm key, or of a ttl key of
+// an order written before the alarm, and false for any other key.
+func alarmPartition(key string) (int, bool) {
 	rest, ok := strings.CutPrefix(key, "oe:{")
 	if !ok {
 		return 0, false
 	}
 	num, rest, ok := strings.Cut(rest, "}:")
-	if !ok || !strings.HasPrefix(rest, "order:") {
+	if !ok || (rest != "alarm" && !strings.HasPrefix(rest, "order:")) {
 		return 0, false
 	}
 	p, err := strconv.Atoi(num)

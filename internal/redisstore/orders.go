@@ -137,17 +137,19 @@ func (s *Store) one(ctx context.Context, id string, batcherOf func(*partition) *
 	return p, c, nil
 }
 
-// ttlKeyGrace is how much longer an order's ttl key lives than the order.
-// The sweeper deletes the key when it claims the order, normally within a
-// few milliseconds of the deadline; Redis expires the key itself, and
-// publishes the expired event that wakes every sweeper, only when no
-// sweeper has claimed the order within the grace: its wake-up was lost, or
-// every sweeper is down or far behind.
-// Were the key to die at the deadline, every claim would find it already
-// expired in Redis's eyes, and Redis would expire and publish it anyway:
-// one more deletion and one more event per order, for nothing. The order's
-// truth is the deadline in the index, never the ttl key.
-const ttlKeyGrace = 100 * time.Millisecond
+// alarmGrace is how long after a partition's earliest deadline its alarm
+// key expires (see keys.go). Every sweep sets the alarm again after the
+// earliest deadline left, normally within a few milliseconds of the last
+// one; Redis expires the key itself, and publishes the expired event that
+// wakes every sweeper, only when no sweeper has swept the partition within
+// the grace: its wake-up was lost, or every sweeper is down or far behind.
+// Were the alarm to go off at the deadline, it would go off before nearly
+// every sweep. One key per partition, not one per order: an order costs
+// Redis no key of its own while pending, and in a burst that the sweepers
+// cannot keep up with, Redis expires and publishes one key per partition,
+// not one per order. The order's truth is the deadline in the index, never
+// the alarm.
+const alarmGrace = 100 * time.Millisecond
 
 // Get returns an order, pending or closed.
 func (s *Store) Get(ctx context.Context, id string) (order.Order, error) {
@@ -208,7 +210,7 @@ func (s *Store) Reschedule(ctx context.Context, id string, r order.Reschedule) (
 	if !r.Expected.IsZero() {
 		expected = strconv.FormatInt(r.Expected.UnixMilli(), 10)
 	}
-	res, err := s.run(ctx, p, rescheduleScript, id, mode, value, expected, r.MaxTTL.Milliseconds(), ttlKeyGrace.Milliseconds())
+	res, err := s.run(ctx, p, rescheduleScript, id, mode, value, expected, r.MaxTTL.Milliseconds(), alarmGrace.Milliseconds())
 	if err != nil {
 		return order.Order{}, err
 	}

@@ -29,8 +29,8 @@ import (
 //     error: see storeError), so a refused call has written nothing.
 //   - "#!lua flags=allow-oom": the script runs whatever the memory:
 //     completing, cancelling, reading and expiring orders take away as
-//     much as they add (the ttl key, the pending field and the index entry
-//     go; a tombstone and, for an expiry, an event come), so that pending
+//     much as they add (the pending field and the index entry go; a
+//     tombstone and, for an expiry, an event come), so that pending
 //     orders still expire on time, and can still be paid, in a full Redis.
 //   - "#!lua flags=no-writes": the script only reads, so it runs whatever
 //     the memory.

@@ -226,7 +226,8 @@ func TestCheckoutWakesOtherReplicas(t *testing.T) {
 }
 
 // TestExpiredKeyEventWakesSweeper checks the other way a sweeper learns of an
-// order it did not see created: Redis's expired-key event.
+// order it did not see created: Redis's expired-key event for the
+// partition's alarm.
 func TestExpiredKeyEventWakesSweeper(t *testing.T) {
 	srv := redistest.Start(t)
 	admin := srv.Client(t)
@@ -235,9 +236,10 @@ func TestExpiredKeyEventWakesSweeper(t *testing.T) {
 
 	waitSubscribed(t, admin)
 	sweepStarted(t, admin)
-	// The sweeper now sleeps for MaxSweepSleep unless woken. The order's
-	// ttl key expires in Redis TTLKeyGrace after its deadline, as it does
-	// when no sweeper claimed the order in time; Redis deletes it within
+	// The sweeper now sleeps for MaxSweepSleep unless woken. The checkout
+	// set the partition's alarm to expire in Redis AlarmGrace after the
+	// order's deadline, the earliest, as it does when no sweeper swept in
+	// time; Redis deletes it within
 	// about 100ms more (one active-expire cycle at hz 10, with one key to
 	// look at) and publishes the event that must wake the sweeper.
 	const ttl = 100 * time.Millisecond
@@ -246,13 +248,13 @@ func TestExpiredKeyEventWakesSweeper(t *testing.T) {
 	}
 	ev := collect(t, s, order.Cursor{}, 1)[0]
 	late := ev.ExpiredAt.Sub(ev.Deadline)
-	if ev.OrderID != "unannounced" || late < 0 || late > redisstore.TTLKeyGrace+300*time.Millisecond {
+	if ev.OrderID != "unannounced" || late < 0 || late > redisstore.AlarmGrace+300*time.Millisecond {
 		t.Errorf("%s expired %v after its deadline; want the unannounced order within %v, long before the sweeper's next wake-up on its own (%v after the deadline)",
-			ev.OrderID, late, redisstore.TTLKeyGrace+300*time.Millisecond, redisstore.MaxSweepSleep-ttl)
+			ev.OrderID, late, redisstore.AlarmGrace+300*time.Millisecond, redisstore.MaxSweepSleep-ttl)
 	}
-	if late < redisstore.TTLKeyGrace*9/10 {
-		t.Errorf("%s expired %v after its deadline, before its ttl key could expire (%v after it): something other than the expired-key event woke the sweeper",
-			ev.OrderID, late, redisstore.TTLKeyGrace)
+	if late < redisstore.AlarmGrace*9/10 {
+		t.Errorf("%s expired %v after its deadline, before the alarm could go off (%v after it): something other than the expired-key event woke the sweeper",
+			ev.OrderID, late, redisstore.AlarmGrace)
 	}
 }
 

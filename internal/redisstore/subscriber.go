@@ -100,7 +100,7 @@ func (s *Store) listen(ctx context.Context, node *redis.Client, parts []*partiti
 		case *redis.Message:
 			if p, ok := wakes[m.Channel]; ok {
 				p.wakeUp()
-			} else if i, ok := orderKeyPartition(m.Payload); ok && i < len(parts) {
+			} else if i, ok := alarmPartition(m.Payload); ok && i < len(parts) {
 				parts[i].wakeUp()
 			}
 		}

@@ -132,7 +132,7 @@ func (s *Store) expireDue(ctx context.Context, p *partition) (_ time.Duration, e
 		}
 	}()
 	for {
-		reply, err := s.run(ctx, p, expireDueScript, sweepBatch)
+		reply, err := s.run(ctx, p, expireDueScript, sweepBatch, alarmGrace.Milliseconds())
 		if err != nil {
 			return 0, err
 		}

@@ -6,7 +6,7 @@
 -- ARGV[3] -> the operation id
 -- ARGV[4] -> the change: 'cancel', 'ttl', 'at' or 'shift'; ARGV[5] its
 -- value in ms (a ttl, a unix ms deadline, a shift)
--- ARGV[6] -> the maximum ttl in ms, ARGV[7] -> ttlKeyGrace in ms
+-- ARGV[6] -> the maximum ttl in ms, ARGV[7] -> alarmGrace in ms
 -- ARGV[8], ARGV[9] -> an order: its id and the deadline it must still have
 -- to be changed, or '-' to drop it as skipped (it no longer matches); and
 -- so on
@@ -56,7 +56,6 @@ for i = 8, #ARGV, 2 do
             local created, meta, n, asked = pendingFields(id)
             redis.call('ZADD', KEYS[1], 'XX', nd, id)
             redis.call('HSET', KEYS[2], id, pendingValue(created, meta, n + 1, asked))
-            redis.call('SET', prefix .. 'order:' .. id, '1', 'PX', nd - now + grace)
             if not soonest or nd < soonest then soonest = nd end
             changed = changed + 1
           end
@@ -70,6 +69,7 @@ if skipped > 0 then redis.call('HINCRBY', opKey, 'skipped', skipped) end
 if failed > 0 then redis.call('HINCRBY', opKey, 'failed', failed) end
 if soonest and (#first == 0 or soonest < tonumber(first[2])) then
   redis.call('PUBLISH', KEYS[4], soonest)
+  alarm(soonest, grace)
 end
 local out = {now, expired, caught}
 for _, v in ipairs(moved) do out[#out + 1] = v end

@@ -1,11 +1,11 @@
 #!lua
 -- This script creates pending orders, each unless one with its id is
--- pending. Per order it reads what is there and writes the ttl key; the
--- index, the pending hash and the wake-up take one command for the batch.
+-- pending. Per order it reads what is there; the index, the pending hash
+-- and the wake-up take one command for the batch.
 --
 -- KEYS, ARGV[1], ARGV[2]: see prelude.lua.
--- ARGV[3] -> ttlKeyGrace in ms: the ttl key lives this much longer than
--- its order
+-- ARGV[3] -> alarmGrace in ms: a new earliest deadline sets the alarm this
+-- much after it
 -- ARGV[4], ARGV[5], ARGV[6], ARGV[7] -> an order: its id, what it asks for
 -- ("t<ttl ms>", or "a<deadline unix ms>"), the maximum ttl in ms (for a
 -- deadline) and metadata JSON (empty for none); the next from ARGV[8] on,
@@ -23,7 +23,7 @@
 
 local grace = tonumber(ARGV[3])
 local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-local orderPrefix, closedPrefix = prefix .. 'order:', prefix .. 'closed:'
+local closedPrefix = prefix .. 'closed:'
 local zadd, hset, made = {}, {}, {}
 local soonest
 local function checkout(id, asked, maxTTL, meta)
@@ -41,7 +41,6 @@ local function checkout(id, asked, maxTTL, meta)
     redis.call('ZREM', prefix .. 'retained', id)
   end
   local deadline = now + ttl
-  redis.call('SET', orderPrefix .. id, '1', 'PX', ttl + grace)
   zadd[#zadd + 1] = deadline
   zadd[#zadd + 1] = id
   hset[#hset + 1] = id
@@ -56,9 +55,11 @@ end
 if #zadd > 0 then
   redis.call('ZADD', KEYS[1], unpack(zadd))
   redis.call('HSET', KEYS[2], unpack(hset))
-  -- A new earliest deadline: sweepers that sleep until a later one must wake.
+  -- A new earliest deadline: sweepers that sleep until a later one must
+  -- wake, and the alarm goes off after it should the wake-up be lost.
   if #first == 0 or soonest < tonumber(first[2]) then
     redis.call('PUBLISH', KEYS[4], soonest)
+    alarm(soonest, grace)
   end
 end
 return out

@@ -1,10 +1,13 @@
 #!lua flags=allow-oom
 -- This script expires up to a batch of due orders, oldest deadline
 -- first: the per-order work is only what cannot be shared (the tombstone and
--- the event), every other command takes the whole batch.
+-- the event), every other command takes the whole batch. It then sets the
+-- partition's alarm after the earliest deadline left, or deletes it when
+-- none is pending.
 --
 -- KEYS, ARGV[1], ARGV[2]: see prelude.lua.
 -- ARGV[3] -> batch size (at most a few thousand: the ids go through unpack)
+-- ARGV[4] -> alarmGrace in ms
 --
 -- Returns {expired, now, next deadline, caught up}:
 -- expired       -> how many orders it expired; the batch size means more
@@ -20,12 +23,9 @@ local due = redis.call('ZRANGE', KEYS[1], '-inf', now, 'BYSCORE', 'LIMIT', 0, to
 local n = #due / 2
 local caught = 0
 if n > 0 then
-  local ids, ttlKeys = {}, {}
-  local orderPrefix = prefix .. 'order:'
+  local ids = {}
   for i = 1, n do
-    local id = due[2 * i - 1]
-    ids[i] = id
-    ttlKeys[i] = orderPrefix .. id
+    ids[i] = due[2 * i - 1]
   end
   -- The claim. The due orders are the first n of the index by rank, so
   -- removing ranks 0..n-1 removes exactly them; the script is atomic, so no
@@ -33,7 +33,6 @@ if n > 0 then
   redis.call('ZREMRANGEBYRANK', KEYS[1], 0, n - 1)
   local recs = redis.call('HMGET', KEYS[2], unpack(ids))
   redis.call('HDEL', KEYS[2], unpack(ids))
-  redis.call('DEL', unpack(ttlKeys))
   local closedPrefix = prefix .. 'closed:'
   local x = tostring(now)
   local px = ARGV[2]
@@ -62,5 +61,10 @@ if redis.call('EXISTS', KEYS[3]) == 1 then
 end
 local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 local next_deadline = -1
-if #nxt > 0 then next_deadline = tonumber(nxt[2]) end
+if #nxt > 0 then
+  next_deadline = tonumber(nxt[2])
+  alarm(next_deadline, tonumber(ARGV[4]))
+else
+  alarm(nil)
+end
 return {n, now, next_deadline, caught}

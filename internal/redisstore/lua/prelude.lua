@@ -101,6 +101,18 @@ local function trimHorizon()
   return h
 end
 
+-- alarm sets the partition's alarm key (see keys.go) to expire grace ms
+-- after the deadline at, or deletes it when at is nil: Redis's expired
+-- event for it wakes the sweepers when none has swept the partition within
+-- the grace after its earliest deadline.
+local function alarm(at, grace)
+  if at then
+    redis.call('SET', prefix .. 'alarm', at, 'PX', math.max(at - now, 0) + grace)
+  else
+    redis.call('DEL', prefix .. 'alarm')
+  end
+end
+
 -- close ends a pending order with the given status, writes its tombstone and,
 -- for an expiry, appends the event to the log. The ZREM is the claim: it
 -- succeeds once, so the event is appended once.
@@ -108,7 +120,6 @@ local function close(id, deadline, status)
   local created, meta, n = pendingFields(id)
   redis.call('ZREM', KEYS[1], id)
   redis.call('HDEL', KEYS[2], id)
-  redis.call('DEL', prefix .. 'order:' .. id)
   local rec = record(status, created, deadline, now, meta, n)
   redis.call('SET', prefix .. 'closed:' .. id, rec, 'PX', retention)
   redis.call('ZADD', prefix .. 'retained', deadline, id)

@@ -1,7 +1,7 @@
 #!lua
 -- This script gives a pending order that is not due a new deadline.
--- Its ttl key is set to live ttlKeyGrace past the new deadline, so that
--- Redis does not expire it, and publish its event, at the old one.
+-- A deadline earlier than every other one wakes the sweepers and sets the
+-- alarm, as a checkout's does.
 --
 -- KEYS, ARGV[1], ARGV[2]: see prelude.lua.
 -- ARGV[3] -> order id
@@ -10,7 +10,7 @@
 -- ARGV[6] -> the deadline the caller expects the order to have in unix ms,
 -- or '' for no check
 -- ARGV[7] -> the maximum ttl in ms
--- ARGV[8] -> ttlKeyGrace in ms
+-- ARGV[8] -> alarmGrace in ms
 --
 -- Returns {code, record, now, expired here, caught up here}: the batch
 -- scripts' reply for one order (see batch.lua), with code
@@ -35,8 +35,8 @@ n = n + 1
 local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 redis.call('ZADD', KEYS[1], 'XX', nd, id)
 redis.call('HSET', KEYS[2], id, pendingValue(created, meta, n, asked))
-redis.call('SET', prefix .. 'order:' .. id, '1', 'PX', nd - now + tonumber(ARGV[8]))
 if nd < tonumber(first[2]) then
   redis.call('PUBLISH', KEYS[4], nd)
+  alarm(nd, tonumber(ARGV[8]))
 end
 return {'ok', record('pending', created, nd, 0, meta, n, asked), now, 0, 0}
