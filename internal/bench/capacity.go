@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/orderexpiry/orderexpiry/internal/redistest"
@@ -181,7 +182,10 @@ func (r *runner) capacityRows(curves []capCurve, floor capCurve, pending int, du
 		if ci == 0 {
 			oneRate = rate
 		} else {
-			baseText, rt = fmt.Sprintf("%d/s 1 Redis", oneRate), ratio(float64(rate), float64(oneRate))
+			baseText = fmt.Sprintf("%d/s 1 Redis", oneRate)
+			if rate > 0 {
+				rt = ratio(float64(rate), float64(oneRate))
+			}
 		}
 		r.t.add(row{stage, fmt.Sprintf("%s: sustained expiry rate, beside %d pending", c.store, pending), text, baseText, rt,
 			"p99 ≤ " + ms(capGoal) + ", all once", "report"})
@@ -202,6 +206,7 @@ func (r *runner) capacityCurve(ctx context.Context, store, tag string, start fun
 		return c, err
 	}
 	defer stop()
+	st.existed = new(atomic.Int64)
 	perOrder, err := st.loadPending(ctx, pending)
 	if err != nil {
 		return c, err
@@ -228,6 +233,9 @@ func (r *runner) capacityCurve(ctx context.Context, store, tag string, start fun
 	}
 	if st.retried.Load() > 0 {
 		r.t.note("capacity: %s: %d checkouts answered UNAVAILABLE were retried", store, st.retried.Load())
+	}
+	if n := st.existed.Load(); n > 0 {
+		r.t.note("capacity: %s: %d new orders were answered \"already pending\" (created false) on their first BatchCheckout attempt, though no order had their ids before", store, n)
 	}
 	return c, nil
 }

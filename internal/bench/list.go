@@ -33,7 +33,7 @@ func (r *runner) list(ctx context.Context) error {
 	}
 	defer closeAll(conns)
 	var retried atomic.Int64
-	if _, err := batchLoad(ctx, clients, loadConns, small, func(i int) string { return "ls-" + strconv.Itoa(i) }, fixed(2*time.Hour), &retried); err != nil {
+	if _, err := batchLoad(ctx, clients, loadConns, small, func(i int) string { return "ls-" + strconv.Itoa(i) }, fixed(2*time.Hour), &retried, nil); err != nil {
 		return err
 	}
 	few, err := r.listPages(ctx, e, clients[0])
@@ -42,7 +42,7 @@ func (r *runner) list(ctx context.Context) error {
 	}
 	r.logf("  beside %d pending: %s", small, few)
 	r.logf("  loading %d more pending orders through BatchCheckout", large-small)
-	took, err := batchLoad(ctx, clients, loadConns, large-small, func(i int) string { return "ll-" + strconv.Itoa(i) }, fixed(2*time.Hour), &retried)
+	took, err := batchLoad(ctx, clients, loadConns, large-small, func(i int) string { return "ll-" + strconv.Itoa(i) }, fixed(2*time.Hour), &retried, nil)
 	if err != nil {
 		return err
 	}

@@ -133,6 +133,9 @@ type loadedStore struct {
 	clients []pb.OrderServiceClient
 	callers int // concurrent single checkouts
 	retried atomic.Int64
+	// existed, when set, counts the BatchCheckout items answered "already
+	// pending" on their first attempt instead of failing the load on them.
+	existed *atomic.Int64
 
 	// What loadPending measured.
 	memBefore, memAfter int64
@@ -205,7 +208,7 @@ func (st *loadedStore) loadPending(ctx context.Context, pending int) (float64, e
 	}
 	st.r.logf("  loading %d pending orders (ttl 2h) through gRPC BatchCheckout, %d a call: %d callers over %d connections", pending, loadBatch, loadConns, loadConns)
 	cpu := st.procs.snap()
-	st.loadTook, err = batchLoad(ctx, st.clients, loadConns, pending, func(i int) string { return "sp-" + strconv.Itoa(i) }, fixed(2*time.Hour), &st.retried)
+	st.loadTook, err = batchLoad(ctx, st.clients, loadConns, pending, func(i int) string { return "sp-" + strconv.Itoa(i) }, fixed(2*time.Hour), &st.retried, st.existed)
 	if err != nil {
 		return 0, err
 	}
@@ -266,7 +269,7 @@ func (st *loadedStore) expire(ctx context.Context, x expiry) (expiryResult, erro
 	id := func(i int) string { return x.prefix + strconv.Itoa(i) }
 	var res expiryResult
 	if x.batch {
-		res.took, err = batchLoad(ctx, st.clients, loadConns, due, id, until(start, x.dur, due), &st.retried)
+		res.took, err = batchLoad(ctx, st.clients, loadConns, due, id, until(start, x.dur, due), &st.retried, st.existed)
 	} else {
 		res.took, err = loadOrders(ctx, st.clients, st.callers, due, id, until(start, x.dur, due), &st.retried)
 	}
@@ -306,7 +309,10 @@ const loadBatch = 500
 // is asked as each call is made, as in checkoutAll. Items
 // answered UNAVAILABLE are sent again, as in loadOrders, and counted in
 // retried; an item that finds its order pending on a retry counts as done.
-func batchLoad(ctx context.Context, clients []pb.OrderServiceClient, callers, n int, id func(int) string, ttl func(int) time.Duration, retried *atomic.Int64) (time.Duration, error) {
+// An item answered "already pending" on its first attempt fails the load,
+// unless existed is given: then it is counted there (the ids are new, so
+// the count is of answers that cannot be right).
+func batchLoad(ctx context.Context, clients []pb.OrderServiceClient, callers, n int, id func(int) string, ttl func(int) time.Duration, retried, existed *atomic.Int64) (time.Duration, error) {
 	batches := (n + loadBatch - 1) / loadBatch
 	return callAll(ctx, callers, batches, func(ctx context.Context, b int) error {
 		var todo []int // the orders of this batch not yet checked out
@@ -344,6 +350,8 @@ func batchLoad(ctx context.Context, clients []pb.OrderServiceClient, callers, n 
 					again = append(again, todo[j])
 				case res.GetError() != nil:
 					return fmt.Errorf("checkout %s: %v", id(todo[j]), status.FromProto(res.GetError()).Err())
+				case !res.GetCheckout().GetCreated() && attempt == 0 && existed != nil:
+					existed.Add(1)
 				case !res.GetCheckout().GetCreated() && attempt == 0:
 					return fmt.Errorf("checkout %s: the order already existed", id(todo[j]))
 				}
