@@ -165,6 +165,9 @@ func (r *runner) capacityRows(curves []capCurve, floor capCurve, pending int, du
 			r.t.note("capacity: %s %d/s: %d orders checked out in %s (BatchCheckout), the last %s before the first deadline; claim lateness (expired_at - deadline) p50 %s, p99 %s, max %s; lateness max %s; %d duplicate events, %d watch reconnects (last error: %v)",
 				c.store, s.rate, s.res.want, s.took.Round(time.Millisecond), s.gap.Round(time.Millisecond),
 				s.res.fmt(s.res.claim.P50), s.res.fmt(s.res.claim.P99), s.res.fmt(s.res.claim.Max), s.res.fmt(s.res.late.Max), s.res.dups, s.res.reconnects, s.res.lastErr)
+			if s.gap < 0 {
+				r.t.note("capacity: %s %d/s: the checkouts went on %s past the first deadline (the load was slower than planned), into the step's expirations", c.store, s.rate, (-s.gap).Round(time.Millisecond))
+			}
 			r.t.note("capacity: %s %d/s, from the first deadline until the last event: %s", c.store, s.rate, s.cpu)
 			r.t.note("capacity: %s %d/s: %s", c.store, s.rate, s.stats)
 		}
@@ -213,13 +216,19 @@ func (r *runner) capacityCurve(ctx context.Context, store, tag string, start fun
 	}
 	r.t.note("capacity: %s: %d pending orders loaded through gRPC BatchCheckout in %s, %.0f/s, %.0f B of used_memory each; %s",
 		store, pending, st.loadTook.Round(time.Millisecond), st.batchRate, perOrder, st.loadCPU)
+	// The lead of a step's checkouts is planned from half the pending
+	// orders' rate at first and then from the slowest load of a step so far
+	// (orders with deadlines spread over the step went in at less than half
+	// that rate in a run on a busy machine).
+	loadRate := st.batchRate / 2
 	for k, rate := range r.sz.capRates {
 		r.logf("  %s: %d/s for %s", store, rate, r.sz.capFor)
-		x, err := st.expire(ctx, expiry{prefix: fmt.Sprintf("cap%d-", k), rate: rate, dur: r.sz.capFor, loadRate: st.batchRate, batch: true,
+		x, err := st.expire(ctx, expiry{prefix: fmt.Sprintf("cap%d-", k), rate: rate, dur: r.sz.capFor, loadRate: loadRate, batch: true,
 			profile: fmt.Sprintf("capacity-%s-%d", tag, rate)})
 		if err != nil {
 			return c, fmt.Errorf("%d/s: %w", rate, err)
 		}
+		loadRate = min(loadRate, float64(x.want)/x.took.Seconds())
 		s := capStep{rate: rate, res: x.lateResult, cpu: x.cpu, stats: x.stats, took: x.took, gap: x.gap}
 		if x.want > 0 {
 			s.redisCPU = x.redisCPU / time.Duration(x.want)
