@@ -186,7 +186,7 @@ grpcurl: $(BIN)/grpcurl ## install grpcurl into ./bin
 # (see docs/benchmarks.md); 15 minutes or more. It starts its own redis-server
 # processes, the built server and the baselines (cmd/bench/baseline). A
 # subset: make bench BENCH=lateness,fanout (stages: lateness, lateness-a,
-# lateness-b, throughput, memory, scale, fanout, cluster, groups, batch, list, bulk); a smoke
+# lateness-b, throughput, memory, scale, fanout, cluster, groups, batch, list, bulk, capacity); a smoke
 # test with small numbers: make bench QUICK=1; more flags (-pprof DIR,
 # -naive=false, -markdown): make bench BENCHFLAGS='…'.
 BENCH      ?=

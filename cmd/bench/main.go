@@ -18,7 +18,7 @@ import (
 
 func main() {
 	cfg := bench.Config{Out: os.Stdout, Log: os.Stderr}
-	only := flag.String("only", "", "comma-separated stages to run: lateness (or lateness-a, lateness-b), throughput, memory, scale, fanout, cluster, groups, batch, list, bulk; empty: all")
+	only := flag.String("only", "", "comma-separated stages to run: lateness (or lateness-a, lateness-b), throughput, memory, scale, fanout, cluster, groups, batch, list, bulk, capacity; empty: all")
 	flag.BoolVar(&cfg.Quick, "quick", false, "small numbers, for a smoke test")
 	flag.BoolVar(&cfg.Naive, "naive", true, "measure the naive recipe's lateness as the baseline (it waits up to 60 s per workload)")
 	flag.StringVar(&cfg.ProfileDir, "pprof", "", "directory for 10 s CPU profiles of the service taken during each stage's load")

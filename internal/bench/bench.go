@@ -28,7 +28,7 @@ import (
 )
 
 // Stages are the measurements, in the order they run.
-var Stages = []string{"lateness-a", "lateness-b", "throughput", "memory", "scale", "fanout", "cluster", "groups", "batch", "list", "bulk"}
+var Stages = []string{"lateness-a", "lateness-b", "throughput", "memory", "scale", "fanout", "cluster", "groups", "batch", "list", "bulk", "capacity"}
 
 // Config says what to run.
 type Config struct {
@@ -71,6 +71,9 @@ type sizes struct {
 	scaleRate          int           // stage 5: expirations per second
 	scaleFor           time.Duration // stage 5: how long they go on
 	listPending        int           // stage 10: pending orders beside the pages
+	capPending         int           // capacity: orders pending throughout
+	capRates           []int         // capacity: the rates stepped through, expirations a second
+	capFor             time.Duration // capacity: how long each rate goes on
 }
 
 var (
@@ -78,12 +81,14 @@ var (
 		naiveWait: 60 * time.Second, svcWait: 30 * time.Second, loadFor: 10 * time.Second, warmup: time.Second,
 		benchN: 1_000_000, memOrders: 100_000, watchers: []int{1, 100, 1000}, fanRate: 1000, fanFor: 3 * time.Second,
 		groupRate: 1000, groupFor: 20 * time.Second,
-		scalePending: 1_000_000, scaleRate: 10_000, scaleFor: 60 * time.Second, listPending: 1_000_000}
+		scalePending: 1_000_000, scaleRate: 10_000, scaleFor: 60 * time.Second, listPending: 1_000_000,
+		capPending: 1_000_000, capRates: []int{5000, 10_000, 20_000, 40_000}, capFor: 30 * time.Second}
 	quick = sizes{callers: 50, lateDue: 200, lateBg: 5_000, heavyDue: 5_000,
 		naiveWait: 5 * time.Second, svcWait: 10 * time.Second, loadFor: 2 * time.Second, warmup: 300 * time.Millisecond,
 		benchN: 100_000, memOrders: 5_000, watchers: []int{1, 10, 100}, fanRate: 1000, fanFor: time.Second,
 		groupRate: 1000, groupFor: 2 * time.Second,
-		scalePending: 20_000, scaleRate: 1000, scaleFor: 3 * time.Second, listPending: 100_000}
+		scalePending: 20_000, scaleRate: 1000, scaleFor: 3 * time.Second, listPending: 100_000,
+		capPending: 20_000, capRates: []int{1000, 2000, 4000, 8000}, capFor: 3 * time.Second}
 )
 
 type runner struct {
@@ -177,6 +182,8 @@ func Run(ctx context.Context, cfg Config) error {
 			err = r.list(ctx)
 		case "bulk":
 			err = r.bulk(ctx)
+		case "capacity":
+			err = r.capacity(ctx)
 		}
 		if err != nil {
 			if ctx.Err() != nil {

@@ -395,7 +395,7 @@ func (r *runner) naiveLateness(ctx context.Context, background, due int, spread 
 	}
 	rcpu := redisCPU(ctx, rdb)
 	if touch {
-		stopTouch := touchDue(ctx, rd.Client(), prefix, deadlines)
+		stopTouch := touchKeys(ctx, rd.Client(), prefix, deadlines)
 		defer stopTouch()
 	}
 	bound := lastDeadline.Add(r.sz.naiveWait)
@@ -421,55 +421,24 @@ func (r *runner) naiveLateness(ctx context.Context, background, due int, spread 
 	return lateResult{want: due, got: got, dups: int(dups.Load()), late: summarize(late), waited: waited, perKey: perKey, redisCPU: rcpu}, nil
 }
 
-// touchDue reads, every millisecond, each key "<prefix><i>" whose deadline
-// has passed, in one pipeline, until every key was found gone or the
-// returned stop is called: reading a key past its deadline makes Redis
-// expire it, and publish its event, at once.
-func touchDue(ctx context.Context, rdb *redis.Client, prefix string, deadlines []time.Time) (stop func()) {
-	order := make([]int, len(deadlines))
-	for i := range order {
-		order[i] = i
+// touchKeys runs touchDue over the keys "<prefix><i>" with their
+// deadlines, in deadline order, until every key was found gone or the
+// returned stop is called; it closes rdb when it ends.
+func touchKeys(ctx context.Context, rdb *redis.Client, prefix string, deadlines []time.Time) (stop func()) {
+	byDeadline := make([]int, len(deadlines))
+	for i := range byDeadline {
+		byDeadline[i] = i
 	}
-	slices.SortFunc(order, func(a, b int) int { return deadlines[a].Compare(deadlines[b]) })
+	slices.SortFunc(byDeadline, func(a, b int) int { return deadlines[a].Compare(deadlines[b]) })
+	ms := make([]int64, len(deadlines))
+	for j, i := range byDeadline {
+		ms[j] = deadlines[i].UnixMilli()
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		defer rdb.Close()
-		tick := time.NewTicker(time.Millisecond)
-		defer tick.Stop()
-		next := 0       // order[next:] have not been read yet
-		var again []int // read while Redis still held them: read again
-		for next < len(order) || len(again) > 0 {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
-			// Redis expires a key when its clock is past the deadline.
-			now := time.Now().Add(-time.Millisecond)
-			batch := again
-			for next < len(order) && !deadlines[order[next]].After(now) {
-				batch = append(batch, order[next])
-				next++
-			}
-			if len(batch) == 0 {
-				continue
-			}
-			pipe := rdb.Pipeline()
-			cmds := make([]*redis.IntCmd, len(batch))
-			for j, i := range batch {
-				cmds[j] = pipe.Exists(ctx, prefix+strconv.Itoa(i))
-			}
-			if _, err := pipe.Exec(ctx); err != nil && ctx.Err() == nil {
-				return
-			}
-			again = nil
-			for j, c := range cmds {
-				if c.Val() == 1 {
-					again = append(again, batch[j])
-				}
-			}
-		}
+		_ = touchDue(ctx, rdb, func(j int) string { return prefix + strconv.Itoa(byDeadline[j]) }, ms)
 	})
 	return func() { cancel(); wg.Wait() }
 }

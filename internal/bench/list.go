@@ -27,14 +27,13 @@ func (r *runner) list(ctx context.Context) error {
 		return err
 	}
 	defer e.stop()
-	const loadConns = 4
 	conns, clients, err := dial(e.svc.GRPCAddr, loadConns)
 	if err != nil {
 		return err
 	}
 	defer closeAll(conns)
 	var retried atomic.Int64
-	if _, err := batchLoad(ctx, clients, loadConns, small, func(i int) string { return "ls-" + strconv.Itoa(i) }, 2*time.Hour, &retried); err != nil {
+	if _, err := batchLoad(ctx, clients, loadConns, small, func(i int) string { return "ls-" + strconv.Itoa(i) }, fixed(2*time.Hour), &retried, nil); err != nil {
 		return err
 	}
 	few, err := r.listPages(ctx, e, clients[0])
@@ -43,7 +42,7 @@ func (r *runner) list(ctx context.Context) error {
 	}
 	r.logf("  beside %d pending: %s", small, few)
 	r.logf("  loading %d more pending orders through BatchCheckout", large-small)
-	took, err := batchLoad(ctx, clients, loadConns, large-small, func(i int) string { return "ll-" + strconv.Itoa(i) }, 2*time.Hour, &retried)
+	took, err := batchLoad(ctx, clients, loadConns, large-small, func(i int) string { return "ll-" + strconv.Itoa(i) }, fixed(2*time.Hour), &retried, nil)
 	if err != nil {
 		return err
 	}
