@@ -354,13 +354,13 @@ func (h *Hub) publish(p int, events []order.Event) {
 				continue
 			default:
 				s.missed = ev
-				if !s.w.follows {
-					h.move(s.w, stateClosed, ErrLagged)
-				} else {
+				if s.w.follows {
 					if h.opts.OnCatchUp != nil {
 						h.opts.OnCatchUp()
 					}
 					h.move(s.w, stateLagged, ErrLagged)
+				} else {
+					h.move(s.w, stateClosed, ErrLagged)
 				}
 			}
 			break

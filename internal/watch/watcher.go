@@ -29,7 +29,10 @@ const (
 	// stateNew is a watcher not yet admitted: it holds no place.
 	stateNew state = iota
 	// stateReplaying reads the log (see Follow), off the fan-out: a watch
-	// that starts at a position, or one catching up after it lagged.
+	// that starts at a position, or one catching up after it lagged. Its
+	// reads take the MaxReplays slots (replaySlot) one batch at a time; so
+	// does the short replay of a watcher just gone live, of the events
+	// between its replay and its subscription.
 	stateReplaying
 	// stateLive is on the fan-out: its subscription is in the hub's subs
 	// and gets each event the hub reads.
