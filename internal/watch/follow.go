@@ -52,16 +52,13 @@ func (h *Hub) Follow(ctx context.Context, after order.Position, started func() e
 	// Where the watch was in each partition's old history when the log
 	// went back (see repeats.go).
 	var cr []crossing
-	// The watch holds its place under MaxWatchers either as sub or, while
-	// it replays, as a reservation.
+	// w is the watch's record with the hub (see state); sub, its
+	// subscription while it is live.
+	var w *watcher
 	var sub *Subscription
-	reserved := false
 	defer func() {
-		if sub != nil {
-			h.leave(sub)
-		}
-		if reserved {
-			h.unreserve()
+		if w != nil {
+			h.leave(w)
 		}
 	}()
 	if after == nil {
@@ -69,7 +66,7 @@ func (h *Hub) Follow(ctx context.Context, after order.Position, started func() e
 			return nil, err
 		}
 		var err error
-		if sub, err = h.subscribe(ctx, false, true); err != nil {
+		if w, sub, err = h.admit(ctx, stateLive, true); err != nil {
 			return nil, subscribeError(err, nil) // nothing to resume from
 		}
 		if err := started(); err != nil {
@@ -81,25 +78,23 @@ func (h *Hub) Follow(ctx context.Context, after order.Position, started func() e
 		if last, err = h.CheckPosition(ctx, after.Clone()); err != nil {
 			return after, err
 		}
-		if err := h.reserve(); err != nil {
+		if w, _, err = h.admit(ctx, stateReplaying, true); err != nil {
 			return last, subscribeError(err, nil)
 		}
-		reserved = true
 		if err := started(); err != nil {
 			return last, err
 		}
 	}
 	cr = make([]crossing, len(last))
 	for {
-		if sub == nil {
+		if sub == nil { // replaying
 			// Catch up before subscribing, so that a long replay does not
 			// fill the live buffer.
 			if err := h.replay(ctx, last, nil, cr, send); err != nil {
 				return last, err
 			}
-			reserved = false
 			var err error
-			if sub, err = h.subscribe(ctx, true, true); err != nil {
+			if sub, err = h.join(ctx, w); err != nil {
 				return last, subscribeError(err, last)
 			}
 			// Events that came between the replay and the subscription.
@@ -118,18 +113,16 @@ func (h *Hub) Follow(ctx context.Context, after order.Position, started func() e
 			if !errors.Is(sub.Err(), ErrLagged) {
 				return last, subscribeError(sub.Err(), last)
 			}
-			// What the buffer holds comes next, in order: send it, then
-			// read on from the log after it.
+			// Lagged: what the buffer holds comes next, in order: send
+			// it, then read on from the log after it.
 			for len(sub.C) > 0 {
 				if err := h.sendLive(<-sub.C, last, cr, send); err != nil {
 					return last, err
 				}
 			}
 			missed := sub.missed
-			// The hub kept the subscription's place for the catch-up: it
-			// is the watch's reservation now.
-			sub.placeKept = false
-			sub, reserved = nil, true
+			h.resume(w)
+			sub = nil
 			if err := h.checkCatchUp(ctx, last, missed); err != nil {
 				return last, err
 			}

@@ -101,12 +101,13 @@ type Hub struct {
 	replays     chan struct{}
 	replaysOnce sync.Once
 
-	mu   sync.Mutex
-	pos  order.Position // the last event of each partition handed to subscribers
+	mu  sync.Mutex
+	pos order.Position // the last event of each partition handed to subscribers
+	// subs is the fan-out: the subscriptions of the watchers in stateLive.
 	subs map[*Subscription]struct{}
-	// reserved counts the watches that hold a place under MaxWatchers
-	// while they replay, before they subscribe.
-	reserved int
+	// placed counts the watchers that hold a place under MaxWatchers:
+	// those in every state but new and closed (see state).
+	placed int
 	// failing holds, by partition, why the hub's last read of it failed,
 	// until one succeeds; -1 stands for the start, before the hub knows
 	// where the log ends.
@@ -158,13 +159,9 @@ type Subscription struct {
 
 	ch   chan order.Event
 	hub  *Hub
+	w    *watcher // whose subscription it is
 	done chan struct{}
 	err  error // set before done is closed
-	// follows says the subscription is a watch of Follow, which catches up
-	// from the log when it lags: it then keeps its place under MaxWatchers
-	// (placeKept), so that another watch cannot take it meanwhile.
-	follows   bool
-	placeKept bool
 	// missed is the first event that did not fit in the buffer, set when
 	// the subscription is closed with ErrLagged.
 	missed order.Event
@@ -187,92 +184,16 @@ func (s *Subscription) Err() error {
 func (s *Subscription) Close() {
 	s.hub.mu.Lock()
 	defer s.hub.mu.Unlock()
-	s.hub.drop(s, nil)
+	if s.w.sub == s {
+		s.hub.move(s.w, stateClosed, nil)
+	}
 }
 
 // Subscribe starts a subscription at the hub's current position. It waits
 // until the hub knows where the log ends.
 func (h *Hub) Subscribe(ctx context.Context) (*Subscription, error) {
-	return h.subscribe(ctx, false, false)
-}
-
-// subscribe is Subscribe; with reserved, the subscription takes the place
-// that reserve kept for it, whatever it returns. follows marks a watch of
-// Follow (see Subscription.follows).
-func (h *Hub) subscribe(ctx context.Context, reserved, follows bool) (*Subscription, error) {
-	select {
-	case <-h.ready:
-	case <-ctx.Done():
-		if reserved {
-			h.unreserve()
-		}
-		return nil, ctx.Err()
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if reserved {
-		h.reserved--
-	}
-	if h.stopped {
-		return nil, ErrStopped
-	}
-	if !reserved && h.atLimit() {
-		return nil, ErrTooManyWatchers
-	}
-	ch := make(chan order.Event, h.opts.Buffer)
-	s := &Subscription{From: h.pos.Clone(), C: ch, ch: ch, hub: h, done: make(chan struct{}), follows: follows}
-	h.subs[s] = struct{}{}
-	return s, nil
-}
-
-// reserve keeps a place under MaxWatchers for a watch that replays before
-// it subscribes, or refuses it with ErrTooManyWatchers. The place goes to
-// the subscription (subscribe with reserved) or back (unreserve).
-func (h *Hub) reserve() error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.atLimit() {
-		return ErrTooManyWatchers
-	}
-	h.reserved++
-	return nil
-}
-
-// leave ends a watch of Follow that holds sub: it closes the subscription
-// or, if the hub closed it already for lagging, gives back the place that
-// the hub kept for its catch-up.
-func (h *Hub) leave(sub *Subscription) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if _, ok := h.subs[sub]; ok {
-		h.drop(sub, nil)
-		return
-	}
-	if sub.placeKept {
-		sub.placeKept = false
-		h.reserved--
-	}
-}
-
-// unreserve gives back a place that reserve kept.
-func (h *Hub) unreserve() {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.reserved--
-}
-
-// atLimit says whether a watch would now be refused for MaxWatchers. The
-// caller holds mu.
-func (h *Hub) atLimit() bool {
-	return h.opts.MaxWatchers > 0 && len(h.subs)+h.reserved >= h.opts.MaxWatchers
-}
-
-// Watchers returns the number of open subscriptions, and of the watches
-// replaying before they subscribe.
-func (h *Hub) Watchers() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return len(h.subs) + h.reserved
+	_, sub, err := h.admit(ctx, stateLive, false)
+	return sub, err
 }
 
 // readable waits until the hub has tried to find where the log ends, and
@@ -412,7 +333,7 @@ func (h *Hub) pause(ctx context.Context, bo *backoff.Backoff, p int, err error, 
 // publish hands events of partition p to every subscription, each with the
 // position the hub reaches with it. A subscription whose buffer is full is
 // closed with ErrLagged rather than waited for; a watch of Follow keeps its
-// place under MaxWatchers while it catches up from the log.
+// place under MaxWatchers (stateLagged) to catch up from the log.
 func (h *Hub) publish(p int, events []order.Event) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -433,14 +354,14 @@ func (h *Hub) publish(p int, events []order.Event) {
 				continue
 			default:
 				s.missed = ev
-				if s.follows {
-					s.placeKept = true
-					h.reserved++
+				if s.w.follows {
 					if h.opts.OnCatchUp != nil {
 						h.opts.OnCatchUp()
 					}
+					h.move(s.w, stateLagged, ErrLagged)
+				} else {
+					h.move(s.w, stateClosed, ErrLagged)
 				}
-				h.drop(s, ErrLagged)
 			}
 			break
 		}
@@ -465,22 +386,12 @@ func (h *Hub) Appended() (order.Position, <-chan struct{}) {
 	return h.pos.Clone(), h.appended
 }
 
-// drop removes a subscription. The caller holds mu.
-func (h *Hub) drop(s *Subscription, err error) {
-	if _, ok := h.subs[s]; !ok {
-		return
-	}
-	delete(h.subs, s)
-	s.err = err
-	close(s.done)
-}
-
 func (h *Hub) stop() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.stopped = true
 	h.readyOnce.Do(func() { close(h.ready) })
 	for s := range h.subs {
-		h.drop(s, ErrStopped)
+		h.move(s.w, stateClosed, ErrStopped)
 	}
 }
