@@ -25,6 +25,7 @@ func main() {
 	flag.IntVar(&cfg.GRPCConns, "grpc-conns", 1, "gRPC connections the concurrent callers share")
 	flag.BoolVar(&cfg.Markdown, "markdown", false, "print the table as Markdown too")
 	flag.IntVar(&cfg.Burst, "burst", 0, "orders due within one second in stage 1b (lateness-b); 0: 100,000, or 5,000 with -quick")
+	flag.IntVar(&cfg.BurstPending, "burst-pending", -1, "orders pending (not due) beside the burst in stage 1b's second part; -1: 1,000,000, or 20,000 with -quick; 0: skip that part")
 	flag.Parse()
 	if *only != "" {
 		cfg.Only = strings.Split(*only, ",")

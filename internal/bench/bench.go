@@ -49,6 +49,10 @@ type Config struct {
 	// Burst, when above 0, is how many orders stage 1b makes due within
 	// one second, instead of the size's.
 	Burst int
+	// BurstPending, when 0 or above, is how many orders pending (not due)
+	// stage 1b's second part holds beside its burst, instead of the size's;
+	// 0 skips that part. Below 0: the size's.
+	BurstPending int
 	// Out receives the machine and the table; Log the progress.
 	Out, Log io.Writer
 }
@@ -58,6 +62,7 @@ type sizes struct {
 	callers            int           // concurrent callers
 	lateDue, lateBg    int           // stage 1a
 	heavyDue           int           // stage 1b
+	burstPending       int           // stage 1b's second part: orders pending beside the burst (0: no second part)
 	naiveWait, svcWait time.Duration // bounds after the last deadline
 	loadFor, warmup    time.Duration // stage 2, per measurement
 	benchN             int           // redis-benchmark -n
@@ -77,13 +82,13 @@ type sizes struct {
 }
 
 var (
-	full = sizes{callers: 50, lateDue: 1000, lateBg: 100_000, heavyDue: 100_000,
+	full = sizes{callers: 50, lateDue: 1000, lateBg: 100_000, heavyDue: 100_000, burstPending: 1_000_000,
 		naiveWait: 60 * time.Second, svcWait: 30 * time.Second, loadFor: 10 * time.Second, warmup: time.Second,
 		benchN: 1_000_000, memOrders: 100_000, watchers: []int{1, 100, 1000}, fanRate: 1000, fanFor: 3 * time.Second,
 		groupRate: 1000, groupFor: 20 * time.Second,
 		scalePending: 1_000_000, scaleRate: 10_000, scaleFor: 60 * time.Second, listPending: 1_000_000,
 		capPending: 1_000_000, capRates: []int{5000, 10_000, 20_000, 40_000}, capFor: 30 * time.Second}
-	quick = sizes{callers: 50, lateDue: 200, lateBg: 5_000, heavyDue: 5_000,
+	quick = sizes{callers: 50, lateDue: 200, lateBg: 5_000, heavyDue: 5_000, burstPending: 20_000,
 		naiveWait: 5 * time.Second, svcWait: 10 * time.Second, loadFor: 2 * time.Second, warmup: 300 * time.Millisecond,
 		benchN: 100_000, memOrders: 5_000, watchers: []int{1, 10, 100}, fanRate: 1000, fanFor: time.Second,
 		groupRate: 1000, groupFor: 2 * time.Second,
@@ -113,6 +118,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if cfg.Burst > 0 {
 		r.sz.heavyDue = cfg.Burst
+	}
+	if cfg.BurstPending >= 0 {
+		r.sz.burstPending = cfg.BurstPending
 	}
 	if r.cfg.GRPCConns < 1 {
 		r.cfg.GRPCConns = 1

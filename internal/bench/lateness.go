@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -59,7 +60,7 @@ func (r *runner) lateness(ctx context.Context, name string, background, due int,
 	const spread = time.Second
 	label := fmt.Sprintf("1%s lateness: %d due over 1s, %d pending not due", name, due, background)
 	r.logf("%s: the service", label)
-	svc, err := r.serviceLateness(ctx, "lateness-"+name, background, due, spread, false)
+	svc, err := r.serviceLateness(ctx, lateWorkload{tag: "1" + name, profile: "lateness-" + name, background: background, due: due, spread: spread})
 	if err != nil {
 		return fmt.Errorf("%s, service: %w", label, err)
 	}
@@ -105,40 +106,70 @@ func (r *runner) lateness(ctx context.Context, name string, background, due int,
 }
 
 // burst runs stage 1b: a burst of orders due within one second on one
-// Redis, nothing else pending, through the service to a REST watcher,
-// beside the floor: a bare Redis with the same keys and a client that reads
-// each due key within a millisecond of its deadline, which makes Redis
-// expire it and publish its event at once. The naive recipe (the bare
-// keyspace event, nobody touching) is a further baseline. The goal, from
-// issue 20: p99 within 10× the floor's (aiming at 3×).
+// Redis, through the service to a REST watcher, beside the floor: a bare
+// Redis with the same keys and a client that reads each due key within a
+// millisecond of its deadline, which makes Redis expire it and publish its
+// event at once. The naive recipe (the bare keyspace event, nobody
+// touching) is a further baseline. The burst runs twice, as issue 20 asks:
+// with nothing else pending, and beside r.sz.burstPending pending orders not
+// due (the floor's Redis holding as many keys not due), unless that is 0.
+// The goal: p99 within 10× the floor's (aiming at 3×).
 func (r *runner) burst(ctx context.Context) error {
+	parts := []int{0}
+	if r.sz.burstPending > 0 {
+		parts = append(parts, r.sz.burstPending)
+	}
+	var errs []error
+	for _, pending := range parts {
+		if err := r.burstBeside(ctx, pending); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			// The other part still runs: each stands on its own.
+			r.logf("  %v", err)
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// burstBeside runs one part of stage 1b, the burst beside `pending` orders
+// not due, and adds its rows and notes.
+func (r *runner) burstBeside(ctx context.Context, pending int) error {
 	const spread = time.Second
 	due := r.sz.heavyDue
-	label := fmt.Sprintf("1b burst: %d due within 1s", due)
+	// The second part's rows end, and its notes begin, with what is
+	// pending beside it; the first part's keep their names.
+	beside, tag, profile := "", "1b", "lateness-b"
+	if pending > 0 {
+		beside = fmt.Sprintf(", beside %d pending", pending)
+		tag, profile = fmt.Sprintf("1b beside %d pending", pending), fmt.Sprintf("lateness-b-beside-%d", pending)
+	}
+	const stage = "1b"
+	label := fmt.Sprintf("1b burst: %d due within 1s%s", due, beside)
 	r.logf("%s: the service, watched over REST", label)
-	svc, err := r.serviceLateness(ctx, "lateness-b", 0, due, spread, true)
+	svc, err := r.serviceLateness(ctx, lateWorkload{tag: tag, profile: profile, background: pending, due: due, spread: spread, rest: true, batch: true})
 	if err != nil {
 		return fmt.Errorf("%s, service: %w", label, err)
 	}
 	r.logf("%s: the floor (a bare Redis, a client touching each due key)", label)
-	floor, err := r.naiveLateness(ctx, 0, due, spread, true)
+	floor, err := r.naiveLateness(ctx, pending, due, spread, true)
 	if err != nil {
 		return fmt.Errorf("%s, floor: %w", label, err)
 	}
 	var naive lateResult
 	if r.cfg.Naive {
 		r.logf("%s: the naive recipe (waits up to %s after the last deadline)", label, r.sz.naiveWait)
-		if naive, err = r.naiveLateness(ctx, 0, due, spread, false); err != nil {
+		if naive, err = r.naiveLateness(ctx, pending, due, spread, false); err != nil {
 			return fmt.Errorf("%s, naive: %w", label, err)
 		}
 	}
-	const stage = "1b"
 	const base = " floor"
 	allIn := svc.got == svc.want && svc.dups == 0
-	r.t.add(row{stage, fmt.Sprintf("delivered once (%d due within 1s, REST watcher)", due), count(svc.got, svc.want),
+	r.t.add(row{stage, fmt.Sprintf("delivered once (%d due within 1s, REST watcher)", due) + beside, count(svc.got, svc.want),
 		count(floor.got, floor.want) + base, ratio(float64(svc.got), float64(floor.got)), "all, once", yesNo(allIn)})
 	lat := func(what string, a, b time.Duration, goal string, met bool) {
-		r.t.add(row{stage, what, svc.fmt(a), floor.fmt(b) + base, latRatio(a, svc.waited, b, floor.waited), goal, ""})
+		r.t.add(row{stage, what + beside, svc.fmt(a), floor.fmt(b) + base, latRatio(a, svc.waited, b, floor.waited), goal, ""})
 		if goal != "" {
 			r.t.rows[len(r.t.rows)-1].Met = yesNo(met)
 		}
@@ -151,49 +182,80 @@ func (r *runner) burst(ctx context.Context) error {
 	lat("lateness p99, the aim", svc.late.P99, floor.late.P99, "≤ 3× floor", within(3))
 	lat("lateness max", svc.late.Max, floor.late.Max, "", false)
 	perOrder := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(due) }
-	r.t.add(row{stage, "Redis CPU per expired order", fmt.Sprintf("%.1f µs", perOrder(svc.redisCPU)),
+	r.t.add(row{stage, "Redis CPU per expired order" + beside, fmt.Sprintf("%.1f µs", perOrder(svc.redisCPU)),
 		fmt.Sprintf("%.1f µs", perOrder(floor.redisCPU)) + base, ratio(perOrder(svc.redisCPU), perOrder(floor.redisCPU)), "report", ""})
 	if r.cfg.Naive {
-		r.t.add(row{stage, "lateness p99 beside the bare keyspace event", svc.fmt(svc.late.P99), naive.fmt(naive.late.P99) + " naive",
+		r.t.add(row{stage, "lateness p99, against the bare keyspace event" + beside, svc.fmt(svc.late.P99), naive.fmt(naive.late.P99) + " naive",
 			latRatio(svc.late.P99, svc.waited, naive.late.P99, naive.waited), "", ""})
 	}
-	r.t.note("1b: service claim lateness (expired_at - deadline) p50 %s, p99 %s, max %s; %d duplicate events, %d watch reconnects (last error: %v)",
-		svc.fmt(svc.claim.P50), svc.fmt(svc.claim.P99), svc.fmt(svc.claim.Max), svc.dups, svc.reconnects, svc.lastErr)
-	r.t.note("1b: floor: %d of %d events, the last %s after the last deadline, %d duplicates; Redis CPU %s from the first deadline until the last event (service's Redis: %s)",
-		floor.got, floor.want, ms(floor.waited), floor.dups, ms(floor.redisCPU), ms(svc.redisCPU))
+	r.t.note("%s: service claim lateness (expired_at - deadline) p50 %s, p99 %s, max %s; %d duplicate events, %d watch reconnects (last error: %v)",
+		tag, svc.fmt(svc.claim.P50), svc.fmt(svc.claim.P99), svc.fmt(svc.claim.Max), svc.dups, svc.reconnects, svc.lastErr)
+	r.t.note("%s: floor: %d of %d events, the last %s after the last deadline, %d duplicates; Redis CPU %s from the first deadline until the last event (service's Redis: %s)",
+		tag, floor.got, floor.want, ms(floor.waited), floor.dups, ms(floor.redisCPU), ms(svc.redisCPU))
 	if r.cfg.Naive {
-		r.t.note("1b: naive baseline waited %s after the last deadline; %d of %d expired events arrived", naive.waited.Round(100*time.Millisecond), naive.got, naive.want)
+		r.t.note("%s: naive baseline waited %s after the last deadline; %d of %d expired events arrived", tag, naive.waited.Round(100*time.Millisecond), naive.got, naive.want)
 	}
 	return nil
 }
 
+// lateWorkload is one lateness workload through the service.
+type lateWorkload struct {
+	tag        string // begins its notes: "1a", "1b", "1b beside 20000 pending"
+	profile    string // names the service's CPU profile, when profiles are asked for
+	background int    // orders pending throughout, not due (ttl 1 h), checked out first
+	due        int    // orders due within spread
+	spread     time.Duration
+	rest       bool // the watcher follows over REST rather than gRPC
+	// batch checks the background out through BatchCheckout, as the
+	// capacity stage loads its pending orders, rather than one Checkout
+	// each, so that a million pending orders take a fraction of the time.
+	// The due orders' lead is then planned from a calibration of single
+	// checkouts, as they go in one Checkout each.
+	batch bool
+}
+
 // serviceLateness measures one lateness workload through the service: the
 // background orders and then the due ones are checked out over gRPC by
-// concurrent callers (the service has no bulk load), while one watcher
-// follows WatchExpirations, over gRPC or, with rest, over REST.
-func (r *runner) serviceLateness(ctx context.Context, name string, background, due int, spread time.Duration, rest bool) (lateResult, error) {
+// concurrent callers, while one watcher follows WatchExpirations, over
+// gRPC or, with rest, over REST.
+func (r *runner) serviceLateness(ctx context.Context, lw lateWorkload) (lateResult, error) {
+	background, due, spread := lw.background, lw.due, lw.spread
 	env, err := r.startEnv()
 	if err != nil {
 		return lateResult{}, err
 	}
 	defer env.stop()
+	bgID := func(i int) string { return "bg-" + strconv.Itoa(i) }
 	var rate float64
-	if background > 0 {
-		took, err := checkoutAll(ctx, env.clients, r.sz.callers, background,
-			func(i int) string { return "bg-" + strconv.Itoa(i) }, fixed(time.Hour))
+	switch {
+	case background > 0 && lw.batch:
+		var retried atomic.Int64
+		cpu := env.cpu()
+		took, err := batchLoad(ctx, env.clients, loadConns, background, bgID, fixed(time.Hour), &retried, nil)
+		if err != nil {
+			return lateResult{}, err
+		}
+		r.logf("  loaded %d pending orders (ttl 1h) through gRPC BatchCheckout in %s (%.0f/s)", background, took.Round(time.Millisecond), float64(background)/took.Seconds())
+		r.t.note("%s: %d pending orders loaded through gRPC BatchCheckout (%d a call, %d callers) in %s, %.0f/s, %d items retried after UNAVAILABLE; %s",
+			lw.tag, background, loadBatch, loadConns, took.Round(time.Millisecond), float64(background)/took.Seconds(), retried.Load(), env.cpuSince(cpu, 0))
+	case background > 0:
+		took, err := checkoutAll(ctx, env.clients, r.sz.callers, background, bgID, fixed(time.Hour))
 		if err != nil {
 			return lateResult{}, err
 		}
 		rate = float64(background) / took.Seconds()
 		r.logf("  loaded %d pending orders (ttl 1h) through gRPC Checkout in %s (%.0f/s)", background, took.Round(time.Millisecond), rate)
-	} else if rate, err = r.calibrate(ctx, env, due); err != nil {
-		return lateResult{}, err
+	}
+	if rate == 0 {
+		if rate, err = r.calibrate(ctx, env, due); err != nil {
+			return lateResult{}, err
+		}
 	}
 	lead := checkoutLead(due, rate)
 
 	const prefix = "due-"
 	var w *watchGroup
-	if rest {
+	if lw.rest {
 		w, err = startRESTWatcher(ctx, env.svc.HTTPAddr, prefix, due)
 	} else {
 		w, err = startWatchers(ctx, env.svc.GRPCAddr, 1, prefix, due)
@@ -210,7 +272,7 @@ func (r *runner) serviceLateness(ctx context.Context, name string, background, d
 		return lateResult{}, err
 	}
 	r.logf("  checked out in %s; waiting for the events", took.Round(time.Millisecond))
-	prof := r.profile(env.svc, name, start.Add(-100*time.Millisecond))
+	prof := r.profile(env.svc, lw.profile, start.Add(-100*time.Millisecond))
 	rdb := env.redis.Client()
 	defer rdb.Close()
 	time.Sleep(time.Until(start))
@@ -219,8 +281,8 @@ func (r *runner) serviceLateness(ctx context.Context, name string, background, d
 	waited := time.Since(last)
 	rcpu = redisCPU(ctx, rdb) - rcpu
 	r.logf("  %s", env.cpuSince(cpu, 0))
-	r.t.note("1%s: %s", name[len(name)-1:], readRedisStats(ctx, rdb).since(stats))
-	r.t.note("1%s: from the first deadline until the last event: %s", name[len(name)-1:], env.cpuSince(cpu, 0))
+	r.t.note("%s: %s", lw.tag, readRedisStats(ctx, rdb).since(stats))
+	r.t.note("%s: from the first deadline until the last event: %s", lw.tag, env.cpuSince(cpu, 0))
 	w.stop()
 	prof.wait()
 	res := watchResult(w.ws)
@@ -331,28 +393,13 @@ func (r *runner) naiveLateness(ctx context.Context, background, due int, spread 
 		}
 	})
 
-	set := func(n int, key func(int) string, ttl func(int) time.Duration) error {
-		for lo := 0; lo < n; lo += 1000 {
-			pipe := rdb.Pipeline()
-			for i := lo; i < min(lo+1000, n); i++ {
-				d := ttl(i)
-				if d < time.Millisecond {
-					return fmt.Errorf("key %d: its deadline passed before it was set", i)
-				}
-				pipe.Do(ctx, "SET", key(i), "1", "PX", d.Milliseconds())
-			}
-			if _, err := pipe.Exec(ctx); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
 	memBefore, err := usedMemory(ctx, rdb)
 	if err != nil {
 		return lateResult{}, err
 	}
 	t0 := time.Now()
-	if err := set(background, func(i int) string { return "order:bg-" + strconv.Itoa(i) }, fixed(time.Hour)); err != nil {
+	if err := pipeSet(ctx, rdb, background, func(i int) string { return "order:bg-" + strconv.Itoa(i) },
+		func(int) []any { return []any{"PX", time.Hour.Milliseconds()} }); err != nil {
 		return lateResult{}, err
 	}
 	var perKey float64
@@ -366,7 +413,11 @@ func (r *runner) naiveLateness(ctx context.Context, background, due int, spread 
 	}
 	lead := 2*time.Second + time.Duration(due)*20*time.Microsecond
 	start := time.Now().Add(lead)
-	if err := set(due, func(i int) string { return prefix + strconv.Itoa(i) }, until(start, spread, due)); err != nil {
+	// The ttl is read as each key is set: a key whose deadline has passed
+	// gets PX 0 or less, which Redis refuses, failing the load.
+	ttl := until(start, spread, due)
+	if err := pipeSet(ctx, rdb, due, func(i int) string { return prefix + strconv.Itoa(i) },
+		func(i int) []any { return []any{"PX", ttl(i).Milliseconds()} }); err != nil {
 		return lateResult{}, err
 	}
 	deadlines := make([]time.Time, due)
