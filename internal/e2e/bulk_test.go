@@ -162,17 +162,19 @@ func TestBulkRescheduleSurvivesKill(t *testing.T) {
 	f := follow(t, func() *server { return b }, "0-0")
 	const n = 20000
 	all := ids("bk-", n)
-	start := time.Now()
-	// Even orders are due an hour away; odd ones from 1.5 s on, spread
-	// over 4 s: while the operation runs, and while it waits for the
-	// survivor to take it over.
+	// Even orders are due an hour away; odd ones from 1.5 s after their
+	// checkout on, spread over 4 s: while the operation runs, and while it
+	// waits for the survivor to take it over. (Counted from a fixed start,
+	// the first ttls were negative when the 20 batches took longer than
+	// 1.5 s on a busy machine.)
 	ttlOf := func(i int) time.Duration {
 		if i%2 == 0 {
 			return time.Hour
 		}
-		return time.Until(start.Add(1500*time.Millisecond + time.Duration(i)*4*time.Second/n))
+		return 1500*time.Millisecond + time.Duration(i)*4*time.Second/n
 	}
 	batchCheckout(t, b, all, ttlOf, map[string]string{"merchant": "m-9"})
+	loaded := time.Now() // every odd order is due within 5.5 s of it
 	batchCheckout(t, b, ids("bk-other-", 50), func(int) time.Duration { return time.Hour }, map[string]string{"merchant": "m-1"})
 	deadlines := make(map[string]time.Time, n)
 	for _, id := range []string{"bk-0", "bk-2"} {
@@ -216,7 +218,7 @@ func TestBulkRescheduleSurvivesKill(t *testing.T) {
 		t.Fatalf("operation: %v", m)
 	}
 	// Let every order still due in the window expire, then look.
-	time.Sleep(time.Until(start.Add(7 * time.Second)))
+	time.Sleep(time.Until(loaded.Add(7 * time.Second)))
 	events := map[string]int{}
 	for _, ev := range f.received() {
 		events[ev.GetOrderId()]++

@@ -468,17 +468,25 @@ func TestCompleteRacesExpiry(t *testing.T) {
 		}
 		sort.Slice(trips, func(i, j int) bool { return trips[i] < trips[j] })
 		lead := trips[len(trips)/2] / 2
-		deadlines := make([]time.Time, n)
+		// One BatchCheckout: one call, over long before the first
+		// deadline 3s away even on a busy machine (400 calls one after
+		// another took 4 to 5 s at a load average of 20). The deadlines
+		// 5ms apart: a burst of them would keep the service (in this
+		// process) too busy to answer the calls on time.
+		batch := &pb.BatchCheckoutRequest{}
 		for i := range n {
-			// 3s: the checkouts are over before the first deadline even on
-			// a busy machine. The deadlines 5ms apart: a burst of them would
-			// keep the service (in this process) too busy to answer the
-			// calls on time.
-			res, err := s.Client.Checkout(ctx, &pb.CheckoutRequest{OrderId: fmt.Sprint("race-", i), Ttl: ttl(3*time.Second + time.Duration(i)*5*time.Millisecond)})
-			if err != nil {
-				t.Fatal(err)
+			batch.Requests = append(batch.Requests, &pb.CheckoutRequest{OrderId: fmt.Sprint("race-", i), Ttl: ttl(3*time.Second + time.Duration(i)*5*time.Millisecond)})
+		}
+		resp, err := s.Client.BatchCheckout(ctx, batch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		deadlines := make([]time.Time, n)
+		for i, r := range resp.GetResults() {
+			if !r.GetCheckout().GetCreated() {
+				t.Fatalf("checkout of race-%d: %v", i, r)
 			}
-			deadlines[i] = res.GetOrder().GetDeadline().AsTime()
+			deadlines[i] = r.GetCheckout().GetOrder().GetDeadline().AsTime()
 		}
 		if time.Until(deadlines[0]) < band {
 			t.Fatalf("the checkouts took %s, past the first deadline: the calls would be late", time.Since(deadlines[0].Add(-3*time.Second)))

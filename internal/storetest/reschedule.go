@@ -123,14 +123,16 @@ func testRescheduleRacesExpiry(t *testing.T, su suite) {
 		old, new time.Time // new is zero when the reschedule was refused
 	}
 	results := make([]result, n)
-	start := time.Now().Add(200 * time.Millisecond)
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
 	for i := range n {
 		id := "race-" + strconv.Itoa(i)
-		// Deadlines spread over 400 ms; each reschedule is sent within 4 ms
-		// either side of its order's deadline, so that both outcomes come.
-		o := checkout(t, s, id, time.Until(start)+time.Duration(i*2)*time.Millisecond, nil)
+		// Deadlines 200 ms after each checkout and 2 ms more for each
+		// order, so that they spread over 400 ms and more, and are never
+		// past however slow the checkouts are on a busy machine; each
+		// reschedule is sent within 4 ms either side of its order's
+		// deadline, so that both outcomes come.
+		o := checkout(t, s, id, 200*time.Millisecond+time.Duration(i*2)*time.Millisecond, nil)
 		results[i].old = o.Deadline
 		wg.Go(func() {
 			time.Sleep(time.Until(o.Deadline.Add(time.Duration(i%9-4) * time.Millisecond)))
