@@ -135,7 +135,7 @@ func (c BulkChange) String() string {
 	case c.Cancel:
 		return "cancel"
 	case !c.At.IsZero():
-		return "deadline " + c.At.UTC().Format(time.RFC3339Nano)
+		return "deadline " + FormatTime(c.At)
 	case c.Shift != 0:
 		return "shift " + FormatDuration(c.Shift)
 	}

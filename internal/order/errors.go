@@ -251,17 +251,17 @@ func NotPending(o Order, to Status) error {
 		verb = "cancel"
 	case StatusPending:
 		return Fail(ReasonOrderClosed, "", "cannot reschedule order %q: it is %s since %s; only a pending order before its deadline can be rescheduled",
-			o.ID, o.Status, o.ClosedAt.UTC().Format(time.RFC3339Nano))
+			o.ID, o.Status, FormatTime(o.ClosedAt))
 	}
 	return Fail(ReasonOrderClosed, "", "cannot %s order %q: it is %s since %s; only a pending order before its deadline can be %s",
-		verb, o.ID, o.Status, o.ClosedAt.UTC().Format(time.RFC3339Nano), to)
+		verb, o.ID, o.Status, FormatTime(o.ClosedAt), to)
 }
 
 // DeadlineMismatch is the error for a reschedule whose expected deadline is
 // not the order's.
 func DeadlineMismatch(o Order, expected time.Time) error {
 	return Fail(ReasonDeadlineChanged, "expected_deadline", "order %q has deadline %s, not the expected %s: another change came first; read the order and retry",
-		o.ID, o.Deadline.UTC().Format(time.RFC3339Nano), expected.UTC().Format(time.RFC3339Nano))
+		o.ID, FormatTime(o.Deadline), FormatTime(expected))
 }
 
 // BadNewDeadline is the error for a reschedule to a deadline that is not
@@ -269,10 +269,10 @@ func DeadlineMismatch(o Order, expected time.Time) error {
 func BadNewDeadline(at, now time.Time, maxTTL time.Duration) error {
 	if !at.After(now) {
 		return Fail(ReasonInvalidDeadline, "deadline", "deadline %s is not after now (%s); give a later one, or a ttl",
-			at.UTC().Format(time.RFC3339Nano), now.UTC().Format(time.RFC3339Nano))
+			FormatTime(at), FormatTime(now))
 	}
 	return Fail(ReasonInvalidDeadline, "deadline", "deadline %s is more than the maximum ttl of %s from now (%s)",
-		at.UTC().Format(time.RFC3339Nano), FormatDuration(maxTTL), now.UTC().Format(time.RFC3339Nano))
+		FormatTime(at), FormatDuration(maxTTL), FormatTime(now))
 }
 
 // CheckoutConflict says whether a checkout item repeats the request that
@@ -297,14 +297,14 @@ func CheckoutConflict(o Order, it CheckoutItem) error {
 	case !o.AskedAt.IsZero() && !at.IsZero():
 		if !o.AskedAt.Equal(at) {
 			diffs = append(diffs, fmt.Sprintf("it was checked out with deadline %s, this asks for deadline %s",
-				o.AskedAt.UTC().Format(time.RFC3339Nano), at.UTC().Format(time.RFC3339Nano)))
+				FormatTime(o.AskedAt), FormatTime(at)))
 		}
 	case !o.AskedAt.IsZero():
 		diffs = append(diffs, fmt.Sprintf("it was checked out with deadline %s, this asks for a ttl of %s",
-			o.AskedAt.UTC().Format(time.RFC3339Nano), FormatDuration(it.TTL)))
+			FormatTime(o.AskedAt), FormatDuration(it.TTL)))
 	case !at.IsZero():
 		diffs = append(diffs, fmt.Sprintf("it was checked out with a ttl of %s, this asks for deadline %s",
-			FormatDuration(o.AskedTTL), at.UTC().Format(time.RFC3339Nano)))
+			FormatDuration(o.AskedTTL), FormatTime(at)))
 	case o.AskedTTL != it.TTL.Truncate(time.Millisecond):
 		diffs = append(diffs, fmt.Sprintf("it was checked out with a ttl of %s, this asks for %s", FormatDuration(o.AskedTTL), FormatDuration(it.TTL)))
 	}

@@ -144,7 +144,7 @@ func (s *Store) CheckCursor(ctx context.Context, cursors ...order.Cursor) error 
 		}
 		if c.Ms < since {
 			return order.Fail(order.ReasonCursorExpired, "", "cursor %s is from before the order store was emptied and started again, at %s: the events after it are lost; start again without a cursor",
-				c, time.UnixMilli(int64(since)).UTC().Format(time.RFC3339Nano))
+				c, order.FormatTime(time.UnixMilli(int64(since))))
 		}
 		v, err := last[i].Text()
 		if err != nil {

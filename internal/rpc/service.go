@@ -252,7 +252,7 @@ func (s *Service) checkoutItem(req *pb.CheckoutRequest) (order.CheckoutItem, err
 	if d := req.GetDeadline(); d != nil {
 		if req.Ttl != nil {
 			return order.CheckoutItem{}, order.Fail(order.ReasonInvalidArgument, "deadline", "give ttl or deadline, not both (got ttl %s and deadline %s)",
-				order.FormatDuration(req.Ttl.AsDuration()), d.AsTime().UTC().Format(time.RFC3339Nano))
+				order.FormatDuration(req.Ttl.AsDuration()), order.FormatTime(d.AsTime()))
 		}
 		at, err := deadlineOf(d)
 		if err != nil {
@@ -291,7 +291,7 @@ func deadlineOf(ts *timestamppb.Timestamp) (time.Time, error) {
 	}
 	at := ts.AsTime()
 	if at.UnixMilli() <= 0 {
-		return time.Time{}, order.Fail(order.ReasonInvalidDeadline, "deadline", "deadline %s is not after now; give a later one, or a ttl", at.UTC().Format(time.RFC3339Nano))
+		return time.Time{}, order.Fail(order.ReasonInvalidDeadline, "deadline", "deadline %s is not after now; give a later one, or a ttl", order.FormatTime(at))
 	}
 	return at, nil
 }
