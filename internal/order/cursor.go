@@ -6,47 +6,49 @@ import (
 	"time"
 )
 
-// Cursor is a position in the expiration log: the event's time in
-// milliseconds and a sequence number within that millisecond. It has the
-// form of a Redis stream id ("1732170000000-0") so that both stores use the
-// same cursors. The zero Cursor is the position before every event.
-type Cursor struct {
+// Offset is a position in one partition of the expiration log: the event's
+// time in milliseconds and a sequence number within that millisecond. It has
+// the form of a Redis stream id ("1732170000000-0") so that both stores use
+// the same offsets. The zero Offset is the position before every event. The
+// API's cursor is a Position, one Offset per partition; with one partition
+// its text is an Offset's.
+type Offset struct {
 	Ms  uint64
 	Seq uint64
 }
 
-// ParseCursor reads the text form of a Cursor; its error names after_cursor.
-func ParseCursor(s string) (Cursor, error) { return parseCursor("after_cursor", s) }
+// ParseOffset reads the text form of an Offset; its error names after_cursor.
+func ParseOffset(s string) (Offset, error) { return parseOffset("after_cursor", s) }
 
-// parseCursor is ParseCursor with an error about field.
-func parseCursor(field, s string) (Cursor, error) {
+// parseOffset is ParseOffset with an error about field.
+func parseOffset(field, s string) (Offset, error) {
 	ms, seq, ok := strings.Cut(s, "-")
 	if !ok || ms == "" || seq == "" || len(s) > 41 {
-		return Cursor{}, Fail(ReasonInvalidCursor, field, "%s %q is not a cursor: pass the cursor field of a received event, like \"1732170000000-0\"", field, Clip(s))
+		return Offset{}, Fail(ReasonInvalidCursor, field, "%s %q is not a cursor: pass the cursor field of a received event, like \"1732170000000-0\"", field, Clip(s))
 	}
 	m, err1 := strconv.ParseUint(ms, 10, 64)
 	q, err2 := strconv.ParseUint(seq, 10, 64)
 	if err1 != nil || err2 != nil {
-		return Cursor{}, Fail(ReasonInvalidCursor, field, "%s %q is not a cursor: pass the cursor field of a received event, like \"1732170000000-0\"", field, Clip(s))
+		return Offset{}, Fail(ReasonInvalidCursor, field, "%s %q is not a cursor: pass the cursor field of a received event, like \"1732170000000-0\"", field, Clip(s))
 	}
-	return Cursor{Ms: m, Seq: q}, nil
+	return Offset{Ms: m, Seq: q}, nil
 }
 
 // String returns the text form, "<ms>-<seq>".
-func (c Cursor) String() string {
+func (c Offset) String() string {
 	return strconv.FormatUint(c.Ms, 10) + "-" + strconv.FormatUint(c.Seq, 10)
 }
 
 // IsZero reports whether c is the position before every event.
-func (c Cursor) IsZero() bool { return c == Cursor{} }
+func (c Offset) IsZero() bool { return c == Offset{} }
 
 // Less reports whether c comes before d in the log.
-func (c Cursor) Less(d Cursor) bool {
+func (c Offset) Less(d Offset) bool {
 	return c.Ms < d.Ms || (c.Ms == d.Ms && c.Seq < d.Seq)
 }
 
-// Next returns the cursor that follows c within the same millisecond.
-func (c Cursor) Next() Cursor { return Cursor{Ms: c.Ms, Seq: c.Seq + 1} }
+// Next returns the offset that follows c within the same millisecond.
+func (c Offset) Next() Offset { return Offset{Ms: c.Ms, Seq: c.Seq + 1} }
 
 // Clip shortens s for quoting in an error message, so that a huge input is
 // not echoed whole.
@@ -57,10 +59,11 @@ func Clip(s string) string {
 	return s
 }
 
-// CheckCursor says whether a watch may resume after c, given the store's
-// clock and retention: a cursor older than retention may have lost events to
-// trimming, and one ahead of the clock comes from another log.
-func CheckCursor(c Cursor, nowMs, retentionMs uint64) error {
+// CheckOffset says whether a watch may resume after c, an offset of a
+// cursor, given the store's clock and retention: an offset older than
+// retention may have lost events to trimming, and one ahead of the clock
+// comes from another log.
+func CheckOffset(c Offset, nowMs, retentionMs uint64) error {
 	if c.IsZero() {
 		return nil
 	}
@@ -73,13 +76,13 @@ func CheckCursor(c Cursor, nowMs, retentionMs uint64) error {
 	return nil
 }
 
-// Position is a position in the whole expiration log: one Cursor per
+// Position is a position in the whole expiration log: one Offset per
 // partition of the store. Each partition's events are in order; events of
 // different partitions have no order between them, so a watcher's position
-// is where it is in each of them. Its text form is the partitions' cursors
+// is where it is in each of them. Its text form is the partitions' offsets
 // joined by commas, in partition order; with one partition (one Redis, or the
 // memory store) that is a plain cursor such as "1732170000000-0".
-type Position []Cursor
+type Position []Offset
 
 // MaxPartitions bounds the partitions of a log, and so of a Position.
 const MaxPartitions = 1024
@@ -94,7 +97,7 @@ func ParsePosition(field, s string) (Position, error) {
 	}
 	p := make(Position, len(parts))
 	for i, part := range parts {
-		c, err := parseCursor(field, part)
+		c, err := parseOffset(field, part)
 		if err != nil {
 			if len(parts) == 1 {
 				return nil, err
@@ -133,4 +136,4 @@ func (p Position) Clone() Position { return append(Position(nil), p...) }
 
 // Behind reports whether ev comes after p in its partition, that is, whether
 // a watcher at p has yet to see it.
-func (p Position) Behind(ev Event) bool { return p[ev.Partition].Less(ev.Cursor) }
+func (p Position) Behind(ev Event) bool { return p[ev.Partition].Less(ev.Offset) }

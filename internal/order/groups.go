@@ -87,13 +87,13 @@ type Delivery struct {
 // "<partition>/<ms>-<seq>/<attempt>".
 type AckID struct {
 	Partition int
-	Cursor    Cursor
+	Offset    Offset
 	Attempt   int
 }
 
 // String returns the text form that ParseAckID reads.
 func (a AckID) String() string {
-	return strconv.Itoa(a.Partition) + "/" + a.Cursor.String() + "/" + strconv.Itoa(a.Attempt)
+	return strconv.Itoa(a.Partition) + "/" + a.Offset.String() + "/" + strconv.Itoa(a.Attempt)
 }
 
 // ParseAckID reads an ack id; ok is false for text that is not one.
@@ -108,12 +108,12 @@ func ParseAckID(s string) (AckID, bool) {
 	}
 	part, err1 := strconv.Atoi(p)
 	attempt, err2 := strconv.Atoi(a)
-	cur, err3 := ParseCursor(c)
+	cur, err3 := ParseOffset(c)
 	if err1 != nil || err2 != nil || err3 != nil || part < 0 || part >= MaxPartitions || attempt < 1 ||
 		strconv.Itoa(part) != p || strconv.Itoa(attempt) != a {
 		return AckID{}, false
 	}
-	return AckID{Partition: part, Cursor: cur, Attempt: attempt}, true
+	return AckID{Partition: part, Offset: cur, Attempt: attempt}, true
 }
 
 // AckStatus is what became of one ack id of an acknowledgement or a nack.
@@ -203,24 +203,24 @@ func FailureReason(r string) string {
 
 // DeadLetterID is the ID of the dead letter of the event at a cursor of a
 // partition.
-func DeadLetterID(partition int, c Cursor) string {
+func DeadLetterID(partition int, c Offset) string {
 	return strconv.Itoa(partition) + "/" + c.String()
 }
 
 // ParseDeadLetterID reads a dead letter's ID; ok is false for text that is
 // not one.
-func ParseDeadLetterID(s string) (partition int, c Cursor, ok bool) {
+func ParseDeadLetterID(s string) (partition int, c Offset, ok bool) {
 	p, cs, found := strings.Cut(s, "/")
 	if !found {
-		return 0, Cursor{}, false
+		return 0, Offset{}, false
 	}
 	part, err := strconv.Atoi(p)
 	if err != nil || part < 0 || part >= MaxPartitions || strconv.Itoa(part) != p {
-		return 0, Cursor{}, false
+		return 0, Offset{}, false
 	}
-	c, err = ParseCursor(cs)
+	c, err = ParseOffset(cs)
 	if err != nil {
-		return 0, Cursor{}, false
+		return 0, Offset{}, false
 	}
 	return part, c, true
 }

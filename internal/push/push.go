@@ -181,7 +181,7 @@ func (d *Deliverer) Consumer() string { return d.opts.Consumer }
 // WebhookID is the webhook-id of an event of a group: the same for every
 // attempt (and after a redrive), so that a receiver can drop a repeat.
 func WebhookID(group string, id order.AckID) string {
-	return group + "_" + order.DeadLetterID(id.Partition, id.Cursor)
+	return group + "_" + order.DeadLetterID(id.Partition, id.Offset)
 }
 
 // Run delivers until ctx ends: it reads the push groups every second and

@@ -475,7 +475,7 @@ func (s *Store) deliverPartition(ctx context.Context, p *partition, g settings, 
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, order.Delivery{AckID: order.AckID{Partition: p.index, Cursor: ev.Cursor, Attempt: attempt}, Event: ev})
+		out = append(out, order.Delivery{AckID: order.AckID{Partition: p.index, Offset: ev.Offset, Attempt: attempt}, Event: ev})
 	}
 	return out, nil
 }
@@ -549,7 +549,7 @@ func (s *Store) settle(ctx context.Context, group string, ids []order.AckID, how
 		p := named[j]
 		args := []any{g.ID, g.AckDeadline.Milliseconds(), how, g.start[p].String(), g.MaxDeliveries, reason}
 		for _, i := range byPart[p] {
-			args = append(args, ids[i].Cursor.String(), ids[i].Attempt)
+			args = append(args, ids[i].Offset.String(), ids[i].Attempt)
 		}
 		cmds[p] = pipe.eval(ctx, settleScript, []string{parts[p].keys.events, whyKey(parts[p], g.ID)}, args...)
 	}); err != nil {
@@ -605,11 +605,11 @@ func (s *Store) DeadLetters(ctx context.Context, group, pageToken string, limit 
 			if err != nil {
 				return nil, "", err
 			}
-			l := order.DeadLetter{ID: order.DeadLetterID(p, ev.Cursor), Attempts: n, Event: ev}
+			l := order.DeadLetter{ID: order.DeadLetterID(p, ev.Offset), Attempts: n, Event: ev}
 			if e, _ := r.([]any); len(e) == 4 {
 				if rec, _ := e[3].(string); rec != "" {
 					if err := readWhy(&l, rec, g.AckDeadline); err != nil {
-						return nil, "", s.corrupt(whyKey(parts[p], group), err, "field", ev.Cursor.String())
+						return nil, "", s.corrupt(whyKey(parts[p], group), err, "field", ev.Offset.String())
 					}
 				}
 			}

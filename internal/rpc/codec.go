@@ -143,7 +143,7 @@ type encodedEvents struct {
 // eventKey names an event of the log.
 type eventKey struct {
 	partition int
-	cursor    order.Cursor
+	cursor    order.Offset
 }
 
 func newEncodedEvents(size int) *encodedEvents {
@@ -154,7 +154,7 @@ func newEncodedEvents(size int) *encodedEvents {
 // yet. Only live events may come here: their Position is the hub's, the
 // same for every watcher.
 func (c *encodedEvents) get(ev order.Event) (encoded, error) {
-	key := eventKey{ev.Partition, ev.Cursor}
+	key := eventKey{ev.Partition, ev.Offset}
 	c.mu.RLock()
 	b, ok := c.bytes[key]
 	c.mu.RUnlock()

@@ -179,10 +179,10 @@ func checkDeliveries(t *testing.T, what string, ds []order.Delivery, want []orde
 			t.Errorf("%s: %s not delivered; delivered %v", what, ev.OrderID, deliveryIDs(ds))
 			continue
 		}
-		if d.Event.Partition != ev.Partition || d.Event.Cursor != ev.Cursor || !d.Event.ExpiredAt.Equal(ev.ExpiredAt) || !d.Event.Deadline.Equal(ev.Deadline) {
+		if d.Event.Partition != ev.Partition || d.Event.Offset != ev.Offset || !d.Event.ExpiredAt.Equal(ev.ExpiredAt) || !d.Event.Deadline.Equal(ev.Deadline) {
 			t.Errorf("%s: delivered event %+v, want the logged %+v", what, d.Event, ev)
 		}
-		if want := (order.AckID{Partition: ev.Partition, Cursor: ev.Cursor, Attempt: attempt}); d.AckID != want {
+		if want := (order.AckID{Partition: ev.Partition, Offset: ev.Offset, Attempt: attempt}); d.AckID != want {
 			t.Errorf("%s: %s delivered with ack id %v, want %v", what, ev.OrderID, d.AckID, want)
 		}
 	}
@@ -321,7 +321,7 @@ func testGroupCreate(t *testing.T, su suite) {
 
 	old := zeroPosition(t, s)
 	for p := range old {
-		old[p] = order.Cursor{Ms: uint64(time.Now().Add(-retention - time.Minute).UnixMilli())}
+		old[p] = order.Offset{Ms: uint64(time.Now().Add(-retention - time.Minute).UnixMilli())}
 	}
 	_, _, err = gs.CreateGroup(ctx, settings("old", time.Second, 1), old, maxGroups)
 	wantKind(t, "CreateGroup starting before retention", err, order.KindOutOfRange)
@@ -340,7 +340,7 @@ func testGroupCreate(t *testing.T, su suite) {
 	// The id is free again, for other settings too.
 	createGroup(t, gs, settings("a-group", time.Second, 2), nil)
 
-	id := order.AckID{Cursor: order.Cursor{Ms: 1}, Attempt: 1}
+	id := order.AckID{Offset: order.Offset{Ms: 1}, Attempt: 1}
 	unknown := []struct {
 		name string
 		call func() error
@@ -572,12 +572,12 @@ func testGroupAck(t *testing.T, su suite) {
 		name string
 		id   order.AckID
 	}{
-		{"a partition the log does not have", order.AckID{Partition: partitions(t, s), Cursor: last.Cursor, Attempt: 1}},
-		{"a cursor after the group's position", order.AckID{Partition: last.Partition, Cursor: order.Cursor{Ms: last.Cursor.Ms + 1000}, Attempt: 1}},
+		{"a partition the log does not have", order.AckID{Partition: partitions(t, s), Offset: last.Offset, Attempt: 1}},
+		{"a cursor after the group's position", order.AckID{Partition: last.Partition, Offset: order.Offset{Ms: last.Offset.Ms + 1000}, Attempt: 1}},
 		// Just before the second event, after the group's start: a cursor
 		// that the group passed, of no event.
-		{"a cursor of no event", order.AckID{Partition: evs[1].Partition, Cursor: order.Cursor{Ms: evs[1].Cursor.Ms - 1, Seq: 999999}, Attempt: 1}},
-		{"an event before the group's start", order.AckID{Partition: before[0].Partition, Cursor: before[0].Cursor, Attempt: 1}},
+		{"a cursor of no event", order.AckID{Partition: evs[1].Partition, Offset: order.Offset{Ms: evs[1].Offset.Ms - 1, Seq: 999999}, Attempt: 1}},
+		{"an event before the group's start", order.AckID{Partition: before[0].Partition, Offset: before[0].Offset, Attempt: 1}},
 	}
 	for _, u := range unknown {
 		got, err := gs.Ack(t.Context(), "g", []order.AckID{u.id})
@@ -734,7 +734,7 @@ func testGroupNack(t *testing.T, su suite) {
 
 	ack(t, gs, "g", order.AckDone, d4[0].AckID)
 	nack(t, gs, "g", 0, order.AckNotInFlight, d4[0].AckID)
-	nack(t, gs, "g", 0, order.AckUnknown, order.AckID{Partition: evs[0].Partition, Cursor: order.Cursor{Ms: evs[0].Cursor.Ms + 1000}, Attempt: 1})
+	nack(t, gs, "g", 0, order.AckUnknown, order.AckID{Partition: evs[0].Partition, Offset: order.Offset{Ms: evs[0].Offset.Ms + 1000}, Attempt: 1})
 	checkState(t, "acknowledged", gs, "g", order.GroupState{Position: tails(t, s)})
 	deliverNone(t, gs, "g", "c1", "the event was acknowledged")
 }
@@ -787,7 +787,7 @@ func testGroupDeadLetters(t *testing.T, su suite) {
 
 	// Redrive two by id; a well-formed id of no dead letter is skipped.
 	redriven := map[string]bool{letters[0].Event.OrderID: true, letters[3].Event.OrderID: true}
-	unknownID := order.DeadLetterID(0, order.Cursor{Ms: 1})
+	unknownID := order.DeadLetterID(0, order.Offset{Ms: 1})
 	n, err := gs.Redrive(ctx, "g", []string{letters[0].ID, letters[3].ID, unknownID})
 	if err != nil || n != 2 {
 		t.Errorf("Redrive of two dead letters and an unknown one = %d, %v; want 2", n, err)
@@ -923,16 +923,16 @@ func testGroupRelease(t *testing.T, su suite) {
 func checkLetters(t *testing.T, what string, letters []order.DeadLetter, want []order.Event, attempts int) {
 	t.Helper()
 	byID := map[string]order.DeadLetter{}
-	last := map[int]order.Cursor{}
+	last := map[int]order.Offset{}
 	for _, l := range letters {
 		if _, dup := byID[l.Event.OrderID]; dup {
 			t.Errorf("%s: %s listed twice", what, l.Event.OrderID)
 		}
 		byID[l.Event.OrderID] = l
-		if c, ok := last[l.Event.Partition]; ok && !c.Less(l.Event.Cursor) {
-			t.Errorf("%s: %s (%v) listed after %v of its partition, want oldest first", what, l.Event.OrderID, l.Event.Cursor, c)
+		if c, ok := last[l.Event.Partition]; ok && !c.Less(l.Event.Offset) {
+			t.Errorf("%s: %s (%v) listed after %v of its partition, want oldest first", what, l.Event.OrderID, l.Event.Offset, c)
 		}
-		last[l.Event.Partition] = l.Event.Cursor
+		last[l.Event.Partition] = l.Event.Offset
 	}
 	if len(letters) != len(want) {
 		t.Errorf("%s: %d letters, want %v", what, len(letters), orderIDs(want))
@@ -943,8 +943,8 @@ func checkLetters(t *testing.T, what string, letters []order.DeadLetter, want []
 			t.Errorf("%s: no dead letter of %s", what, ev.OrderID)
 			continue
 		}
-		if l.ID != order.DeadLetterID(ev.Partition, ev.Cursor) || l.Attempts != attempts || l.Event.Cursor != ev.Cursor || !l.Event.ExpiredAt.Equal(ev.ExpiredAt) {
-			t.Errorf("%s: %+v, want id %s, %d attempts, the logged event %+v", what, l, order.DeadLetterID(ev.Partition, ev.Cursor), attempts, ev)
+		if l.ID != order.DeadLetterID(ev.Partition, ev.Offset) || l.Attempts != attempts || l.Event.Offset != ev.Offset || !l.Event.ExpiredAt.Equal(ev.ExpiredAt) {
+			t.Errorf("%s: %+v, want id %s, %d attempts, the logged event %+v", what, l, order.DeadLetterID(ev.Partition, ev.Offset), attempts, ev)
 		}
 	}
 }
@@ -958,7 +958,7 @@ func testGroupState(t *testing.T, su suite) {
 	ids := idsOf(t, s, 0, "st-", 3)
 	evs := expire(t, s, ids...)
 	zero := zeroPosition(t, s)
-	at := func(c order.Cursor) order.Position {
+	at := func(c order.Offset) order.Position {
 		p := zero.Clone()
 		p[0] = c
 		return p
@@ -968,25 +968,25 @@ func testGroupState(t *testing.T, su suite) {
 
 	d0 := deliverN(t, gs, "g", "c1", 1)
 	checkDeliveries(t, "first Deliver", d0, evs[:1], 1)
-	checkState(t, "one delivered", gs, "g", order.GroupState{Position: at(evs[0].Cursor), Backlog: 2, InFlight: 1, OldestUnacked: evs[0].ExpiredAt})
+	checkState(t, "one delivered", gs, "g", order.GroupState{Position: at(evs[0].Offset), Backlog: 2, InFlight: 1, OldestUnacked: evs[0].ExpiredAt})
 	ack(t, gs, "g", order.AckDone, d0[0].AckID)
-	checkState(t, "one acknowledged", gs, "g", order.GroupState{Position: at(evs[0].Cursor), Backlog: 2, OldestUnacked: evs[1].ExpiredAt})
+	checkState(t, "one acknowledged", gs, "g", order.GroupState{Position: at(evs[0].Offset), Backlog: 2, OldestUnacked: evs[1].ExpiredAt})
 
 	ds := deliverN(t, gs, "g", "c1", 2)
 	checkDeliveries(t, "second Deliver", ds, evs[1:], 1)
 	d1, d2 := byOrder(ds)[ids[1]], byOrder(ds)[ids[2]]
-	checkState(t, "all delivered", gs, "g", order.GroupState{Position: at(evs[2].Cursor), InFlight: 2, OldestUnacked: evs[1].ExpiredAt})
+	checkState(t, "all delivered", gs, "g", order.GroupState{Position: at(evs[2].Offset), InFlight: 2, OldestUnacked: evs[1].ExpiredAt})
 	ack(t, gs, "g", order.AckDone, d2.AckID)
-	checkState(t, "the newer acknowledged", gs, "g", order.GroupState{Position: at(evs[2].Cursor), InFlight: 1, OldestUnacked: evs[1].ExpiredAt})
+	checkState(t, "the newer acknowledged", gs, "g", order.GroupState{Position: at(evs[2].Offset), InFlight: 1, OldestUnacked: evs[1].ExpiredAt})
 
 	// A dead letter is not unacknowledged: the group gave up on it.
 	nack(t, gs, "g", 0, order.AckDone, d1.AckID)
 	deliverUntilDead(t, gs, "g", 1)
-	checkState(t, "the older a dead letter", gs, "g", order.GroupState{Position: at(evs[2].Cursor), DeadLetters: 1})
+	checkState(t, "the older a dead letter", gs, "g", order.GroupState{Position: at(evs[2].Offset), DeadLetters: 1})
 	if n, err := gs.Redrive(t.Context(), "g", nil); err != nil || n != 1 {
 		t.Fatalf("Redrive = %d, %v; want 1", n, err)
 	}
-	checkState(t, "redriven", gs, "g", order.GroupState{Position: at(evs[2].Cursor), Backlog: 1, OldestUnacked: evs[1].ExpiredAt})
+	checkState(t, "redriven", gs, "g", order.GroupState{Position: at(evs[2].Offset), Backlog: 1, OldestUnacked: evs[1].ExpiredAt})
 }
 
 // testGroupRetention: trimming keeps every event a group still needs (not
@@ -1020,7 +1020,7 @@ func testGroupRetention(t *testing.T, su suite) {
 				checkDeliveries(t, "Deliver", deliverN(t, gs, "g", "c1", 1), []order.Event{y}, 1)
 			},
 			func(t *testing.T, gs order.GroupStore, y order.Event) {
-				nack(t, gs, "g", 0, order.AckDone, order.AckID{Partition: y.Partition, Cursor: y.Cursor, Attempt: 1})
+				nack(t, gs, "g", 0, order.AckDone, order.AckID{Partition: y.Partition, Offset: y.Offset, Attempt: 1})
 				d := deliverN(t, gs, "g", "c1", 1)
 				checkDeliveries(t, "Deliver after a nack long after retention", d, []order.Event{y}, 2)
 				ack(t, gs, "g", order.AckDone, d[0].AckID)

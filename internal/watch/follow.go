@@ -138,13 +138,13 @@ func (h *Hub) sendLive(ev order.Event, last order.Position, cr []crossing, send 
 		return nil // already replayed
 	}
 	if h.hadIt(ev, last, cr) {
-		last[ev.Partition] = ev.Cursor
+		last[ev.Partition] = ev.Offset
 		return nil
 	}
 	if err := send(ev, true); err != nil {
 		return err
 	}
-	last[ev.Partition] = ev.Cursor
+	last[ev.Partition] = ev.Offset
 	return nil
 }
 
@@ -157,14 +157,14 @@ func (h *Hub) sendLive(ev order.Event, last order.Position, cr []crossing, send 
 // quiet partition for one the log no longer covers.
 func (h *Hub) checkCatchUp(ctx context.Context, last order.Position, missed order.Event) error {
 	check := make(order.Position, len(last))
-	check[missed.Partition] = missed.Cursor
+	check[missed.Partition] = missed.Offset
 	err := h.log.CheckCursor(ctx, check...)
 	if err == nil || order.KindOf(err) != order.KindOutOfRange {
 		return err
 	}
 	return &order.Error{Kind: order.KindOutOfRange, Reason: order.ReasonCursorExpired, Err: fmt.Errorf("%w: %w", ErrLagged, err),
 		Msg: "this watcher fell behind the expiration log and, while it caught up, the log's retention passed its next event " +
-			missed.Cursor.String() + ": events after after_cursor=" + last.String() + " are gone; start a new watch without after_cursor"}
+			missed.Offset.String() + ": events after after_cursor=" + last.String() + " are gone; start a new watch without after_cursor"}
 }
 
 // CheckPosition says whether a watch, or a consumer group, can start after
@@ -225,19 +225,19 @@ func (h *Hub) replayBatch(ctx context.Context, p int, last, until order.Position
 	defer slow.Stop()
 	done := len(events) < replayBatch
 	for _, ev := range events {
-		if until != nil && until[p].Less(ev.Cursor) {
+		if until != nil && until[p].Less(ev.Offset) {
 			return true, nil
 		}
 		if h.hadIt(ev, last, cr) {
-			last[p] = ev.Cursor
+			last[p] = ev.Offset
 			continue
 		}
 		ev.Position = last.Clone()
-		ev.Position[p] = ev.Cursor
+		ev.Position[p] = ev.Offset
 		if err := send(ev, false); err != nil {
 			return false, err
 		}
-		last[p] = ev.Cursor
+		last[p] = ev.Offset
 	}
 	return done, nil
 }

@@ -25,12 +25,12 @@ type Log interface {
 	Partitions(ctx context.Context) (int, error)
 	// Events returns up to limit events of a partition after the cursor;
 	// when there are none and wait is positive, it blocks for up to wait.
-	Events(ctx context.Context, partition int, after order.Cursor, limit int, wait time.Duration) ([]order.Event, error)
+	Events(ctx context.Context, partition int, after order.Offset, limit int, wait time.Duration) ([]order.Event, error)
 	// Tail returns the cursor of a partition's last event.
-	Tail(ctx context.Context, partition int) (order.Cursor, error)
+	Tail(ctx context.Context, partition int) (order.Offset, error)
 	// CheckCursor says whether a watch can resume after each cursor, each
 	// of its partition, without a gap.
-	CheckCursor(ctx context.Context, cursors ...order.Cursor) error
+	CheckCursor(ctx context.Context, cursors ...order.Offset) error
 }
 
 // ErrLagged closes a subscription whose buffer was full: its watcher fell
@@ -293,7 +293,7 @@ func (h *Hub) Run(ctx context.Context) error {
 }
 
 // tail reads one partition of the log from after until ctx ends.
-func (h *Hub) tail(ctx context.Context, p int, after order.Cursor) {
+func (h *Hub) tail(ctx context.Context, p int, after order.Offset) {
 	var bo backoff.Backoff
 	failing := false
 	for {
@@ -316,7 +316,7 @@ func (h *Hub) tail(ctx context.Context, p int, after order.Cursor) {
 		bo.Reset()
 		if len(events) > 0 {
 			h.publish(p, events)
-			after = events[len(events)-1].Cursor
+			after = events[len(events)-1].Offset
 		}
 	}
 }
@@ -343,7 +343,7 @@ func (h *Hub) publish(p int, events []order.Event) {
 		if c0, ok := h.memory[p].repeatOf(events[i]); ok && h.rewinds[p].from.Less(c0) {
 			h.noteRewind(p, h.pos[p])
 		}
-		h.pos[p] = events[i].Cursor
+		h.pos[p] = events[i].Offset
 		events[i].Position = h.pos.Clone()
 		h.memory[p].remember(events[i])
 	}
