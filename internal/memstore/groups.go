@@ -97,7 +97,7 @@ var _ order.GroupStore = (*Store)(nil)
 
 // CreateGroup creates a consumer group, or answers the existing one when it
 // was asked for with the same settings.
-func (s *Store) CreateGroup(ctx context.Context, g order.Group, start order.Position, maxGroups int) (order.Group, bool, error) {
+func (s *Store) CreateGroup(ctx context.Context, g order.Group, start order.Cursor, maxGroups int) (order.Group, bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if old, ok := s.groups[g.ID]; ok {
@@ -161,7 +161,7 @@ func (s *Store) Group(_ context.Context, id string) (order.Group, order.GroupSta
 	}
 	next := s.after(g.position)
 	st := order.GroupState{
-		Position:    order.Position{g.position},
+		Position:    order.Cursor{g.position},
 		Backlog:     int64(len(s.log) - next + redriven),
 		InFlight:    int64(len(g.inFlight) - redriven),
 		DeadLetters: int64(len(g.dead)),

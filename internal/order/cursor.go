@@ -10,7 +10,7 @@ import (
 // time in milliseconds and a sequence number within that millisecond. It has
 // the form of a Redis stream id ("1732170000000-0") so that both stores use
 // the same offsets. The zero Offset is the position before every event. The
-// API's cursor is a Position, one Offset per partition; with one partition
+// API's cursor is a Cursor, one Offset per partition; with one partition
 // its text is an Offset's.
 type Offset struct {
 	Ms  uint64
@@ -76,26 +76,27 @@ func CheckOffset(c Offset, nowMs, retentionMs uint64) error {
 	return nil
 }
 
-// Position is a position in the whole expiration log: one Offset per
-// partition of the store. Each partition's events are in order; events of
-// different partitions have no order between them, so a watcher's position
+// Cursor is a position in the whole expiration log, the API's cursor: one
+// Offset per partition of the store. The API's fields cursor, after_cursor,
+// start_after_cursor and a group's position all hold one. Each partition's events are in order; events of
+// different partitions have no order between them, so a watcher's cursor
 // is where it is in each of them. Its text form is the partitions' offsets
 // joined by commas, in partition order; with one partition (one Redis, or the
 // memory store) that is a plain cursor such as "1732170000000-0".
-type Position []Offset
+type Cursor []Offset
 
-// MaxPartitions bounds the partitions of a log, and so of a Position.
+// MaxPartitions bounds the partitions of a log, and so of a Cursor.
 const MaxPartitions = 1024
 
-// ParsePosition reads the text form of a Position. Whether it has as many
+// ParseCursor reads the text form of a Cursor. Whether it has as many
 // parts as the log has partitions is for the log to say. Its error is
 // about field, the request field that held s.
-func ParsePosition(field, s string) (Position, error) {
+func ParseCursor(field, s string) (Cursor, error) {
 	parts := strings.Split(s, ",")
 	if len(parts) > MaxPartitions {
 		return nil, Fail(ReasonInvalidCursor, field, "%s is not a cursor: it has more than %d parts; pass the cursor field of a received event", field, MaxPartitions)
 	}
-	p := make(Position, len(parts))
+	p := make(Cursor, len(parts))
 	for i, part := range parts {
 		c, err := parseOffset(field, part)
 		if err != nil {
@@ -112,7 +113,7 @@ func ParsePosition(field, s string) (Position, error) {
 // CheckParts says whether p has one part per partition of a log of n
 // partitions. The message quotes p clipped: a cursor can be 43 KB long. It
 // names no field: the caller's request knows it (see WithField).
-func (p Position) CheckParts(n int) error {
+func (p Cursor) CheckParts(n int) error {
 	if len(p) != n {
 		return Fail(ReasonInvalidCursor, "", "cursor %q has %d part(s), but this service's expiration log has %d partition(s): it does not come from this service; pass the cursor field of a received event", Clip(p.String()), len(p), n)
 	}
@@ -120,7 +121,7 @@ func (p Position) CheckParts(n int) error {
 }
 
 // String returns the text form.
-func (p Position) String() string {
+func (p Cursor) String() string {
 	var b strings.Builder
 	for i, c := range p {
 		if i > 0 {
@@ -132,8 +133,8 @@ func (p Position) String() string {
 }
 
 // Clone returns a copy that shares no memory with p.
-func (p Position) Clone() Position { return append(Position(nil), p...) }
+func (p Cursor) Clone() Cursor { return append(Cursor(nil), p...) }
 
 // Behind reports whether ev comes after p in its partition, that is, whether
 // a watcher at p has yet to see it.
-func (p Position) Behind(ev Event) bool { return p[ev.Partition].Less(ev.Offset) }
+func (p Cursor) Behind(ev Event) bool { return p[ev.Partition].Less(ev.Offset) }

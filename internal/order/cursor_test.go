@@ -225,20 +225,20 @@ func TestCheckOffset(t *testing.T) {
 
 func TestPositionCheckParts(t *testing.T) {
 	longest := Offset{Ms: math.MaxUint64, Seq: math.MaxUint64}
-	many := make(Position, MaxPartitions)
+	many := make(Cursor, MaxPartitions)
 	for i := range many {
 		many[i] = longest
 	}
 	tests := []struct {
 		name      string
-		p         Position
+		p         Cursor
 		n         int
 		wantParts []string // nil: no error
 		maxLen    int
 	}{
-		{name: "one of one", p: Position{{Ms: 5}}, n: 1},
-		{name: "three of three", p: Position{{}, {Ms: 1}, {Ms: 2, Seq: 3}}, n: 3},
-		{name: "two of three quotes it whole", p: Position{{Ms: 1}, {Ms: 2}}, n: 3,
+		{name: "one of one", p: Cursor{{Ms: 5}}, n: 1},
+		{name: "three of three", p: Cursor{{}, {Ms: 1}, {Ms: 2, Seq: 3}}, n: 3},
+		{name: "two of three quotes it whole", p: Cursor{{Ms: 1}, {Ms: 2}}, n: 3,
 			wantParts: []string{`cursor "1-0,2-0" has 2 part(s)`, "has 3 partition(s)"}},
 		{name: "the longest cursor is clipped", p: many, n: 1,
 			wantParts: []string{`cursor "18446744073709551615-18446744073709551615,1844`, `…" has 1024 part(s)`, "has 1 partition(s)"},

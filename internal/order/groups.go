@@ -57,8 +57,9 @@ func (g Group) RedeliveryPoll() time.Duration {
 
 // GroupState is where a group is in the log.
 type GroupState struct {
-	// Position is the last event delivered to the group, per partition.
-	Position Position
+	// Position is the last event delivered to the group, per partition:
+	// the cursor the API shows as the group's position.
+	Position Cursor
 	// Backlog counts the events no consumer has: those after Position,
 	// not delivered yet, and the dead letters put back (Redrive), not
 	// delivered again yet.
@@ -270,7 +271,7 @@ type GroupStore interface {
 	// same settings (SameSettings) is answered as it is, created false;
 	// with other settings it is KindAlreadyExists. Past maxGroups groups,
 	// KindResourceExhausted; a start older than retention, KindOutOfRange.
-	CreateGroup(ctx context.Context, g Group, start Position, maxGroups int) (Group, bool, error)
+	CreateGroup(ctx context.Context, g Group, start Cursor, maxGroups int) (Group, bool, error)
 	// Group returns a group and its state; KindNotFound for none.
 	Group(ctx context.Context, id string) (Group, GroupState, error)
 	// Groups returns every group, by id.
@@ -348,7 +349,7 @@ func DeliverChanged(ctx context.Context, gs GroupStore, group, consumer string, 
 
 // Moved returns the partitions whose cursor moved from a to b, or nil when
 // it cannot tell (a position not known yet).
-func Moved(a, b Position) []int {
+func Moved(a, b Cursor) []int {
 	if len(a) != len(b) {
 		return nil
 	}

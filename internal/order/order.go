@@ -83,10 +83,10 @@ type Event struct {
 	Partition int
 	// Offset is the event's position in its partition's log.
 	Offset Offset
-	// Position is where a watcher is in the whole log once it has this
+	// Cursor is where a watcher is in the whole log once it has this
 	// event: what it passes to resume after it. The watch fan-out sets it;
 	// stores leave it nil.
-	Position  Position
+	Cursor    Cursor
 	OrderID   string
 	CreatedAt time.Time
 	Deadline  time.Time

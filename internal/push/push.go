@@ -106,7 +106,7 @@ type Options struct {
 	// Appended, when set, returns the log's position and a channel closed
 	// when the log grows past it (watch.Hub.Appended), so that a new event
 	// is pushed at once rather than at the next poll.
-	Appended func() (order.Position, <-chan struct{})
+	Appended func() (order.Cursor, <-chan struct{})
 	// DropRepeats, when set, takes each batch of deliveries and returns
 	// those to push, leaving out repeats of expirations the group had
 	// (watch.Hub.DropRepeats).

@@ -87,7 +87,7 @@ func consumerName(c string) string { return "c:" + c }
 // settings are a group's settings and where it started.
 type settings struct {
 	order.Group
-	start order.Position
+	start order.Cursor
 }
 
 // cachedSettings are a replica's copy of a group's settings.
@@ -161,7 +161,7 @@ func parseSettings(id, rec string, partitions int) (settings, error) {
 		}
 		n[i] = v
 	}
-	start, err := order.ParsePosition("start_after_cursor", f[3])
+	start, err := order.ParseCursor("start_after_cursor", f[3])
 	if err != nil || len(start) != partitions {
 		return settings{}, fmt.Errorf("malformed start of group %q: %q", id, f[3])
 	}
@@ -176,7 +176,7 @@ func parseSettings(id, rec string, partitions int) (settings, error) {
 // the same settings. Its groups on the partitions' streams are created
 // after its settings: a call that failed between the two is finished by the
 // next CreateGroup of the same group.
-func (s *Store) CreateGroup(ctx context.Context, g order.Group, start order.Position, maxGroups int) (order.Group, bool, error) {
+func (s *Store) CreateGroup(ctx context.Context, g order.Group, start order.Cursor, maxGroups int) (order.Group, bool, error) {
 	parts, err := s.layout(ctx)
 	if err != nil {
 		return order.Group{}, false, err
@@ -234,7 +234,7 @@ func (s *Store) CreateGroup(ctx context.Context, g order.Group, start order.Posi
 }
 
 // tails reads the cursor of every partition's last event, in one round trip.
-func (s *Store) tails(ctx context.Context, parts []*partition) (order.Position, error) {
+func (s *Store) tails(ctx context.Context, parts []*partition) (order.Cursor, error) {
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
 	pipe := s.rdb.Pipeline()
@@ -245,7 +245,7 @@ func (s *Store) tails(ctx context.Context, parts []*partition) (order.Position, 
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, storeError(err)
 	}
-	pos := make(order.Position, len(parts))
+	pos := make(order.Cursor, len(parts))
 	for i, c := range cmds {
 		if msgs := c.Val(); len(msgs) > 0 {
 			var err error
@@ -309,7 +309,7 @@ func (s *Store) Group(ctx context.Context, id string) (order.Group, order.GroupS
 	}
 	// Exec's error is each command's: they are read below.
 	_, _ = pipe.Exec(ctx)
-	st := order.GroupState{Position: make(order.Position, len(parts))}
+	st := order.GroupState{Position: make(order.Cursor, len(parts))}
 	var oldest int64
 	for i, c := range cmds {
 		res, err := c.Slice()

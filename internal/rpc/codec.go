@@ -151,7 +151,7 @@ func newEncodedEvents(size int) *encodedEvents {
 }
 
 // get returns the wire form of a live event, encoding it if no watcher did
-// yet. Only live events may come here: their Position is the hub's, the
+// yet. Only live events may come here: their Cursor is the hub's, the
 // same for every watcher.
 func (c *encodedEvents) get(ev order.Event) (encoded, error) {
 	key := eventKey{ev.Partition, ev.Offset}

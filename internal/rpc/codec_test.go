@@ -22,7 +22,7 @@ import (
 func event(ms uint64, id string) order.Event {
 	at := time.UnixMilli(int64(ms))
 	c := order.Offset{Ms: ms}
-	return order.Event{Offset: c, Position: order.Position{c}, OrderID: id, Deadline: at, ExpiredAt: at, Metadata: map[string]string{"k": id}}
+	return order.Event{Offset: c, Cursor: order.Cursor{c}, OrderID: id, Deadline: at, ExpiredAt: at, Metadata: map[string]string{"k": id}}
 }
 
 func TestCodecSendsEncodedBytesAsTheyAre(t *testing.T) {

@@ -32,7 +32,7 @@ func settings(id string, ackDeadline time.Duration, maxDeliveries int) order.Gro
 }
 
 // createGroup creates a group that must be new.
-func createGroup(t *testing.T, gs order.GroupStore, g order.Group, start order.Position) order.Group {
+func createGroup(t *testing.T, gs order.GroupStore, g order.Group, start order.Cursor) order.Group {
 	t.Helper()
 	got, created, err := gs.CreateGroup(t.Context(), g, start, maxGroups)
 	if err != nil {
@@ -44,10 +44,10 @@ func createGroup(t *testing.T, gs order.GroupStore, g order.Group, start order.P
 	return got
 }
 
-// zeroPosition returns the position before every event of the store's log.
-func zeroPosition(t *testing.T, s order.Store) order.Position {
+// zeroCursor returns the cursor before every event of the store's log.
+func zeroCursor(t *testing.T, s order.Store) order.Cursor {
 	t.Helper()
-	return make(order.Position, partitions(t, s))
+	return make(order.Cursor, partitions(t, s))
 }
 
 // expire checks out orders under the ids, due one after another in that
@@ -265,7 +265,7 @@ func testGroupCreate(t *testing.T, su suite) {
 	}
 	checkWithin(t, "created_at", g.CreatedAt, before, after)
 
-	again, created, err := gs.CreateGroup(ctx, asked, zeroPosition(t, s), maxGroups)
+	again, created, err := gs.CreateGroup(ctx, asked, zeroCursor(t, s), maxGroups)
 	if err != nil || created || !again.SameSettings(asked) || !again.CreatedAt.Equal(g.CreatedAt) {
 		t.Errorf("CreateGroup again with the same settings = %+v, created %v, %v; want the existing %+v, not created", again, created, err, g)
 	}
@@ -319,7 +319,7 @@ func testGroupCreate(t *testing.T, su suite) {
 	_, _, err = gs.Group(ctx, "extra")
 	wantKind(t, "Group of a group refused at the limit", err, order.KindNotFound)
 
-	old := zeroPosition(t, s)
+	old := zeroCursor(t, s)
 	for p := range old {
 		old[p] = order.Offset{Ms: uint64(time.Now().Add(-retention - time.Minute).UnixMilli())}
 	}
@@ -364,7 +364,7 @@ func testGroupDelete(t *testing.T, su suite) {
 	s := su.start(t, retention)
 	gs := groupStore(t, s)
 	g := settings("g", 30*time.Second, 1)
-	createGroup(t, gs, g, zeroPosition(t, s))
+	createGroup(t, gs, g, zeroCursor(t, s))
 	evs := expire(t, s, "del-0", "del-1")
 	ds := deliverN(t, gs, "g", "c1", 2)
 	// One in flight, one a dead letter.
@@ -374,8 +374,8 @@ func testGroupDelete(t *testing.T, su suite) {
 	if err := gs.DeleteGroup(t.Context(), "g"); err != nil {
 		t.Fatalf("DeleteGroup: %v", err)
 	}
-	createGroup(t, gs, g, zeroPosition(t, s))
-	checkState(t, "created again", gs, "g", order.GroupState{Position: zeroPosition(t, s), Backlog: 2, OldestUnacked: evs[0].ExpiredAt})
+	createGroup(t, gs, g, zeroCursor(t, s))
+	checkState(t, "created again", gs, "g", order.GroupState{Position: zeroCursor(t, s), Backlog: 2, OldestUnacked: evs[0].ExpiredAt})
 	if letters, _, err := gs.DeadLetters(t.Context(), "g", "", 10); err != nil || len(letters) != 0 {
 		t.Errorf("DeadLetters of the group created again = %d letters, %v; want none", len(letters), err)
 	}
@@ -395,17 +395,17 @@ func testGroupStart(t *testing.T, su suite) {
 	b := expire(t, s, "b-0", "b-1", "b-2")
 	now := tails(t, s)
 	createGroup(t, gs, settings("now", 30*time.Second, 5), nil)
-	createGroup(t, gs, settings("all", 30*time.Second, 5), zeroPosition(t, s))
+	createGroup(t, gs, settings("all", 30*time.Second, 5), zeroCursor(t, s))
 	createGroup(t, gs, settings("after-a", 30*time.Second, 5), afterA)
 	c := expire(t, s, "c-0", "c-1", "c-2")
 
 	tests := []struct {
 		group string
-		start order.Position
+		start order.Cursor
 		want  []order.Event
 	}{
 		{"now", now, c},
-		{"all", zeroPosition(t, s), slices.Concat(a, b, c)},
+		{"all", zeroCursor(t, s), slices.Concat(a, b, c)},
 		{"after-a", afterA, slices.Concat(b, c)},
 	}
 	for _, tt := range tests {
@@ -957,8 +957,8 @@ func testGroupState(t *testing.T, su suite) {
 	// All of partition 0, so that they are delivered in this order.
 	ids := idsOf(t, s, 0, "st-", 3)
 	evs := expire(t, s, ids...)
-	zero := zeroPosition(t, s)
-	at := func(c order.Offset) order.Position {
+	zero := zeroCursor(t, s)
+	at := func(c order.Offset) order.Cursor {
 		p := zero.Clone()
 		p[0] = c
 		return p

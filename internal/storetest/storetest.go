@@ -967,9 +967,9 @@ func tail(t *testing.T, s order.Store, partition int) order.Offset {
 }
 
 // tails returns the tail of every partition.
-func tails(t *testing.T, s order.Store) order.Position {
+func tails(t *testing.T, s order.Store) order.Cursor {
 	t.Helper()
-	pos := make(order.Position, partitions(t, s))
+	pos := make(order.Cursor, partitions(t, s))
 	for p := range pos {
 		pos[p] = tail(t, s, p)
 	}
@@ -1035,10 +1035,10 @@ func allEvents(t *testing.T, s order.Store) []order.Event {
 // been logged after a position (nil: from the start) and returns the
 // matching ones, partition after partition as they come; it fails the test
 // when they do not come within eventTimeout.
-func waitEvents(t *testing.T, s order.Store, after order.Position, n int, match func(order.Event) bool) []order.Event {
+func waitEvents(t *testing.T, s order.Store, after order.Cursor, n int, match func(order.Event) bool) []order.Event {
 	t.Helper()
 	if after == nil {
-		after = make(order.Position, partitions(t, s))
+		after = make(order.Cursor, partitions(t, s))
 	}
 	after = after.Clone()
 	deadline := time.Now().Add(eventTimeout)

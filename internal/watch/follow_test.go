@@ -20,7 +20,7 @@ type follower struct {
 	done   chan struct{}
 	// position is what Follow returned, cursor its one part in a log of
 	// one partition; both are set before done is closed.
-	position order.Position
+	position order.Cursor
 	cursor   order.Offset
 	err      error
 
@@ -33,9 +33,9 @@ type follower struct {
 
 // follow starts h.Follow in a log of one partition; followAt in any.
 func follow(t *testing.T, h *Hub, after *order.Offset, startedErr error, onSend func(i int, ev order.Event) error) *follower {
-	var pos order.Position
+	var pos order.Cursor
 	if after != nil {
-		pos = order.Position{*after}
+		pos = order.Cursor{*after}
 	}
 	return followAt(t, h, pos, startedErr, onSend)
 }
@@ -43,7 +43,7 @@ func follow(t *testing.T, h *Hub, after *order.Offset, startedErr error, onSend 
 // followAt starts h.Follow. onSend, when not nil, runs inside send before the
 // event counts as sent, with the index of the event; its error fails the
 // send. startedErr is what started returns.
-func followAt(t *testing.T, h *Hub, after order.Position, startedErr error, onSend func(i int, ev order.Event) error) *follower {
+func followAt(t *testing.T, h *Hub, after order.Cursor, startedErr error, onSend func(i int, ev order.Event) error) *follower {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	f := &follower{cancel: cancel, done: make(chan struct{})}
@@ -405,7 +405,7 @@ func (p *pauser) onSend(int, order.Event) error {
 // checkOnceInOrder says whether sent holds every event of want once, each
 // partition in order, and each with the position it reaches from the
 // watch's start, from.
-func checkOnceInOrder(t *testing.T, sent, want []order.Event, from order.Position) {
+func checkOnceInOrder(t *testing.T, sent, want []order.Event, from order.Cursor) {
 	t.Helper()
 	last := from.Clone()
 	for i, ev := range sent {
@@ -413,8 +413,8 @@ func checkOnceInOrder(t *testing.T, sent, want []order.Event, from order.Positio
 			t.Fatalf("event %d (%s, partition %d, %v) is not after %v: out of order or twice", i, ev.OrderID, ev.Partition, ev.Offset, last)
 		}
 		last[ev.Partition] = ev.Offset
-		if ev.Position.String() != last.String() {
-			t.Fatalf("event %d (%s): position %v, want %v", i, ev.OrderID, ev.Position, last)
+		if ev.Cursor.String() != last.String() {
+			t.Fatalf("event %d (%s): position %v, want %v", i, ev.OrderID, ev.Cursor, last)
 		}
 	}
 	got := map[string]bool{}
@@ -466,9 +466,9 @@ func TestFollowCatchUp(t *testing.T) {
 				catchUps++
 				mu.Unlock()
 			}})
-			var after, from order.Position
+			var after, from order.Cursor
 			if tt.after >= 0 {
-				after = order.Position{log.at(tt.after).Offset}
+				after = order.Cursor{log.at(tt.after).Offset}
 				from = after
 				want = want[tt.after+1:]
 			} else {
@@ -569,7 +569,7 @@ func TestFollowCatchUp(t *testing.T) {
 			}
 			sent := f.sentEvents()
 			checkOnceInOrder(t, sent, want, from)
-			if pos, got := f.position, sent[len(sent)-1].Position.String(); pos.String() != got {
+			if pos, got := f.position, sent[len(sent)-1].Cursor.String(); pos.String() != got {
 				t.Errorf("returned %v, want the last sent position %v", pos, got)
 			}
 			if n := h.Watchers(); n != 0 {
@@ -867,9 +867,9 @@ func TestFollowLeak(t *testing.T) {
 			for i := range tt.n {
 				ctx, cancel := context.WithCancel(context.Background())
 				cancels = append(cancels, cancel)
-				var after order.Position
+				var after order.Cursor
 				if tt.withCursor {
-					after = order.Position{log.at(i % 20).Offset}
+					after = order.Cursor{log.at(i % 20).Offset}
 				}
 				wg.Add(1)
 				go func() {
@@ -957,7 +957,7 @@ func TestFollowPartitions(t *testing.T) {
 	log.addTo(1, 2)
 	h := startHub(t, log, 64)
 
-	zero := make(order.Position, 3)
+	zero := make(order.Cursor, 3)
 	f := followAt(t, h.Hub, zero, nil, nil)
 	eventually(t, "the replay", func() bool { return len(f.sentEvents()) == 9 })
 	eventually(t, "the follower to go live", func() bool { return subscribed(h.Hub) == 1 })
@@ -972,14 +972,14 @@ func TestFollowPartitions(t *testing.T) {
 		}
 	}
 	f.mu.Unlock()
-	last := make(order.Position, 3)
+	last := make(order.Cursor, 3)
 	for _, ev := range sent {
 		if !last.Behind(ev) {
 			t.Fatalf("event %s (partition %d, %v) is not after %v: out of order or twice", ev.OrderID, ev.Partition, ev.Offset, last)
 		}
 		last[ev.Partition] = ev.Offset
-		if ev.Position.String() != last.String() {
-			t.Errorf("event %s: position %v, want %v", ev.OrderID, ev.Position, last)
+		if ev.Cursor.String() != last.String() {
+			t.Errorf("event %s: position %v, want %v", ev.OrderID, ev.Cursor, last)
 		}
 	}
 	ids := map[string]bool{}
@@ -998,7 +998,7 @@ func TestFollowPartitions(t *testing.T) {
 	// Resuming from the position of each sent event sends exactly the
 	// events that came after it.
 	for i, ev := range sent {
-		r := followAt(t, h.Hub, ev.Position, nil, nil)
+		r := followAt(t, h.Hub, ev.Cursor, nil, nil)
 		want := len(sent) - i - 1
 		eventually(t, "the resumed watch", func() bool { return len(r.sentEvents()) >= want })
 		var got, exp []string
@@ -1011,19 +1011,19 @@ func TestFollowPartitions(t *testing.T) {
 		slices.Sort(got)
 		slices.Sort(exp)
 		if !slices.Equal(got, exp) {
-			t.Errorf("resumed after %s (%v): got %v, want %v", ev.OrderID, ev.Position, got, exp)
+			t.Errorf("resumed after %s (%v): got %v, want %v", ev.OrderID, ev.Cursor, got, exp)
 		}
 		r.cancel()
 	}
 
 	// A position of another number of partitions is refused.
-	bad := followAt(t, h.Hub, order.Position{{}, {}}, nil, nil)
+	bad := followAt(t, h.Hub, order.Cursor{{}, {}}, nil, nil)
 	<-bad.done
 	if order.KindOf(bad.err) != order.KindInvalid || !strings.Contains(bad.err.Error(), "3 partition") {
 		t.Errorf("a two-part position on a three-partition log: %v, want InvalidArgument naming the 3 partitions", bad.err)
 	}
 
 	// A single "0-0" is the start of every partition.
-	all := followAt(t, h.Hub, order.Position{{}}, nil, nil)
+	all := followAt(t, h.Hub, order.Cursor{{}}, nil, nil)
 	eventually(t, "the replay from 0-0", func() bool { return len(all.sentEvents()) == len(sent) })
 }

@@ -102,7 +102,7 @@ type Hub struct {
 	replaysOnce sync.Once
 
 	mu  sync.Mutex
-	pos order.Position // the last event of each partition handed to subscribers
+	pos order.Cursor // the last event of each partition handed to subscribers
 	// subs is the fan-out: the subscriptions of the watchers in stateLive.
 	subs map[*Subscription]struct{}
 	// placed counts the watchers that hold a place under MaxWatchers:
@@ -153,7 +153,7 @@ func NewHub(log Log, opts Options) *Hub {
 type Subscription struct {
 	// From is the hub's position when the subscription began: every event
 	// after it arrives on C; events up to it must be read from the log.
-	From order.Position
+	From order.Cursor
 	// C delivers the events. It is never closed; watch Done.
 	C <-chan order.Event
 
@@ -263,7 +263,7 @@ func (h *Hub) Run(ctx context.Context) error {
 		}
 		n, err = h.log.Partitions(ctx)
 	}
-	pos := make(order.Position, n)
+	pos := make(order.Cursor, n)
 	for p := 0; p < n; {
 		c, err := h.log.Tail(ctx, p)
 		if err == nil {
@@ -344,7 +344,7 @@ func (h *Hub) publish(p int, events []order.Event) {
 			h.noteRewind(p, h.pos[p])
 		}
 		h.pos[p] = events[i].Offset
-		events[i].Position = h.pos.Clone()
+		events[i].Cursor = h.pos.Clone()
 		h.memory[p].remember(events[i])
 	}
 	for s := range h.subs {
@@ -380,7 +380,7 @@ func (h *Hub) publish(p int, events []order.Event) {
 // before the hub knows it), and a channel closed when the next events
 // reach it: a consumer of a group waits on it for new events, and reads
 // the partitions whose cursor moved, without holding a subscription.
-func (h *Hub) Appended() (order.Position, <-chan struct{}) {
+func (h *Hub) Appended() (order.Cursor, <-chan struct{}) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.pos.Clone(), h.appended

@@ -161,7 +161,7 @@ func (h *Hub) isRepeatHad(ev order.Event, last order.Offset, cr *crossing) bool 
 }
 
 // hadIt is isRepeatHad for a watcher at last, with its crossings.
-func (h *Hub) hadIt(ev order.Event, last order.Position, cr []crossing) bool {
+func (h *Hub) hadIt(ev order.Event, last order.Cursor, cr []crossing) bool {
 	return h.isRepeatHad(ev, last[ev.Partition], &cr[ev.Partition])
 }
 

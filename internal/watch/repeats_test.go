@@ -131,14 +131,14 @@ func BenchmarkRepeatCheck(b *testing.B) {
 	h := NewHub(newFakeLog(), Options{Logger: discard})
 	h.memory = newMemories(1)
 	h.rewinds = make([]rewind, 1)
-	h.pos = make(order.Position, 1)
+	h.pos = make(order.Cursor, 1)
 	events := make([]order.Event, 1000)
 	for i := range events {
 		events[i] = order.Event{Offset: cursorAt(i), OrderID: fmt.Sprintf("ord-%d", i)}
 	}
 	h.publish(0, events)
 	b.RunParallel(func(pb *testing.PB) {
-		last := make(order.Position, 1)
+		last := make(order.Cursor, 1)
 		cr := make([]crossing, 1)
 		i := 0
 		for pb.Next() {
