@@ -411,7 +411,7 @@ func (s *Service) WatchExpirations(req *pb.WatchExpirationsRequest, stream pb.Or
 		stream.SetTrailer(metadata.Pairs(ResumeCursorTrailer, last.String()))
 	}
 	if k == order.KindInvalid || (k == order.KindOutOfRange && !behind) {
-		// The check of the cursor (see watch.Hub.CheckPosition), which
+		// The check of the cursor (see watch.Hub.CheckCursor), which
 		// names no field.
 		return order.WithField(err, "after_cursor")
 	}
