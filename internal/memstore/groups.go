@@ -247,7 +247,7 @@ func (s *Store) Deliver(_ context.Context, groupID, consumer string, maxEvents i
 			d.first = now
 		}
 		d.last = now
-		out = append(out, order.Delivery{AckID: order.AckID{Offset: c, Attempt: d.attempt}, Event: ev})
+		out = append(out, order.Delivery{AckID: order.AckID{EventID: order.EventID{Offset: c}, Attempt: d.attempt}, Event: ev})
 	}
 
 	if len(out) == 0 {
@@ -259,7 +259,7 @@ func (s *Store) Deliver(_ context.Context, groupID, consumer string, maxEvents i
 		ev := s.log[i]
 		g.inFlight[ev.Offset] = &delivery{consumer: consumer, attempt: 1, due: due, first: now, last: now}
 		g.position = ev.Offset
-		out = append(out, order.Delivery{AckID: order.AckID{Offset: ev.Offset, Attempt: 1}, Event: ev})
+		out = append(out, order.Delivery{AckID: order.AckID{EventID: order.EventID{Offset: ev.Offset}, Attempt: 1}, Event: ev})
 	}
 	return out, nil
 }
@@ -351,11 +351,11 @@ func (s *Store) DeadLetters(_ context.Context, groupID, pageToken string, limit 
 	}
 	var after order.Offset
 	if pageToken != "" {
-		p, c, ok := order.ParseDeadLetterID(pageToken)
-		if !ok || p != 0 {
+		id, ok := order.ParseEventID(pageToken)
+		if !ok || id.Partition != 0 {
 			return nil, "", order.BadPageToken(pageToken)
 		}
-		after = c
+		after = id.Offset
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -374,7 +374,7 @@ func (s *Store) DeadLetters(_ context.Context, groupID, pageToken string, limit 
 	var next string
 	if len(cs) > limit {
 		cs = cs[:limit]
-		next = order.DeadLetterID(0, cs[limit-1])
+		next = order.EventID{Offset: cs[limit-1]}.String()
 	}
 	out := make([]order.DeadLetter, 0, len(cs))
 	for _, c := range cs {
@@ -383,7 +383,7 @@ func (s *Store) DeadLetters(_ context.Context, groupID, pageToken string, limit 
 			return nil, "", order.Errorf(order.KindInternal, "consumer group %q has dead letter %s, but the log has no such event", groupID, c)
 		}
 		d := g.dead[c]
-		out = append(out, order.DeadLetter{ID: order.DeadLetterID(0, c), Attempts: d.attempt, Event: ev,
+		out = append(out, order.DeadLetter{ID: order.EventID{Offset: c}, Attempts: d.attempt, Event: ev,
 			FirstDelivered: d.first, LastDelivered: d.last, Reason: d.reason, FailedAt: d.failedAt})
 	}
 	return out, next, nil
@@ -395,8 +395,8 @@ func (s *Store) DeadLetters(_ context.Context, groupID, pageToken string, limit 
 func (s *Store) Redrive(_ context.Context, groupID string, ids []string) (int, error) {
 	cs := make([]order.Offset, 0, len(ids))
 	for _, id := range ids {
-		if p, c, ok := order.ParseDeadLetterID(id); ok && p == 0 {
-			cs = append(cs, c)
+		if id, ok := order.ParseEventID(id); ok && id.Partition == 0 {
+			cs = append(cs, id.Offset)
 		}
 	}
 	s.mu.Lock()

@@ -138,3 +138,49 @@ func (p Cursor) Clone() Cursor { return append(Cursor(nil), p...) }
 // Behind reports whether ev comes after p in its partition, that is, whether
 // a watcher at p has yet to see it.
 func (p Cursor) Behind(ev Event) bool { return p[ev.Partition].Less(ev.Offset) }
+
+// EventID is an event's identity: its partition and its offset there, which
+// no other event of the log has. Its text form, "<partition>/<ms>-<seq>", is
+// how the API names one event, under three names:
+//
+//   - a dead letter's id (dead_letter_id) is the id of the event the group
+//     gave up on;
+//   - an ack id (AckID) is the id of the event delivered followed by
+//     "/<attempt>": it names one delivery of the event, and a later
+//     delivery of the same event has another;
+//   - a push's webhook-id is "<group>_" followed by the id (push.WebhookID):
+//     the same for every attempt, so that a receiver can drop a repeat.
+//
+// An EventID is not a Cursor: a cursor is a position in every partition,
+// what a watcher passes to resume after the event; an EventID names the one
+// event.
+type EventID struct {
+	Partition int
+	Offset    Offset
+}
+
+// ID returns the event's identity.
+func (e Event) ID() EventID { return EventID{Partition: e.Partition, Offset: e.Offset} }
+
+// String returns the text form that ParseEventID reads.
+func (id EventID) String() string {
+	return strconv.Itoa(id.Partition) + "/" + id.Offset.String()
+}
+
+// ParseEventID reads the text form of an EventID; ok is false for text that
+// is not one, such as a partition out of range or not in canonical decimal.
+func ParseEventID(s string) (id EventID, ok bool) {
+	p, cs, found := strings.Cut(s, "/")
+	if !found {
+		return EventID{}, false
+	}
+	part, err := strconv.Atoi(p)
+	if err != nil || part < 0 || part >= MaxPartitions || strconv.Itoa(part) != p {
+		return EventID{}, false
+	}
+	c, err := ParseOffset(cs)
+	if err != nil {
+		return EventID{}, false
+	}
+	return EventID{Partition: part, Offset: c}, true
+}

@@ -83,38 +83,33 @@ type Delivery struct {
 	Event Event
 }
 
-// AckID names one delivery of an event: its partition, its cursor in that
-// partition and the delivery's attempt (1 for the first). Its text form is
-// "<partition>/<ms>-<seq>/<attempt>".
+// AckID names one delivery of an event: the event's EventID and the
+// delivery's attempt (1 for the first). Its text form is
+// "<partition>/<ms>-<seq>/<attempt>", the event id's followed by the
+// attempt.
 type AckID struct {
-	Partition int
-	Offset    Offset
-	Attempt   int
+	EventID
+	Attempt int
 }
 
 // String returns the text form that ParseAckID reads.
 func (a AckID) String() string {
-	return strconv.Itoa(a.Partition) + "/" + a.Offset.String() + "/" + strconv.Itoa(a.Attempt)
+	return a.EventID.String() + "/" + strconv.Itoa(a.Attempt)
 }
 
 // ParseAckID reads an ack id; ok is false for text that is not one.
 func ParseAckID(s string) (AckID, bool) {
-	p, rest, ok := strings.Cut(s, "/")
-	if !ok {
+	i := strings.LastIndexByte(s, '/')
+	if i < 0 {
 		return AckID{}, false
 	}
-	c, a, ok := strings.Cut(rest, "/")
-	if !ok {
+	id, ok := ParseEventID(s[:i])
+	a := s[i+1:]
+	attempt, err := strconv.Atoi(a)
+	if !ok || err != nil || attempt < 1 || strconv.Itoa(attempt) != a {
 		return AckID{}, false
 	}
-	part, err1 := strconv.Atoi(p)
-	attempt, err2 := strconv.Atoi(a)
-	cur, err3 := ParseOffset(c)
-	if err1 != nil || err2 != nil || err3 != nil || part < 0 || part >= MaxPartitions || attempt < 1 ||
-		strconv.Itoa(part) != p || strconv.Itoa(attempt) != a {
-		return AckID{}, false
-	}
-	return AckID{Partition: part, Offset: cur, Attempt: attempt}, true
+	return AckID{EventID: id, Attempt: attempt}, true
 }
 
 // AckStatus is what became of one ack id of an acknowledgement or a nack.
@@ -144,8 +139,9 @@ func (s AckStatus) String() string {
 
 // DeadLetter is an event a group gave up on after its deliveries.
 type DeadLetter struct {
-	// ID names the dead letter for Redrive: "<partition>/<ms>-<seq>".
-	ID string
+	// ID names the dead letter for Redrive: it is the event's id, Event.ID(),
+	// whose text is "<partition>/<ms>-<seq>".
+	ID EventID
 	// Attempts is how many times the event was delivered.
 	Attempts int
 	Event    Event
@@ -200,30 +196,6 @@ func FailureReason(r string) string {
 		return ReasonNacked
 	}
 	return r
-}
-
-// DeadLetterID is the ID of the dead letter of the event at a cursor of a
-// partition.
-func DeadLetterID(partition int, c Offset) string {
-	return strconv.Itoa(partition) + "/" + c.String()
-}
-
-// ParseDeadLetterID reads a dead letter's ID; ok is false for text that is
-// not one.
-func ParseDeadLetterID(s string) (partition int, c Offset, ok bool) {
-	p, cs, found := strings.Cut(s, "/")
-	if !found {
-		return 0, Offset{}, false
-	}
-	part, err := strconv.Atoi(p)
-	if err != nil || part < 0 || part >= MaxPartitions || strconv.Itoa(part) != p {
-		return 0, Offset{}, false
-	}
-	c, err = ParseOffset(cs)
-	if err != nil {
-		return 0, Offset{}, false
-	}
-	return part, c, true
 }
 
 // GroupNotFound is the error for a group id with no group.

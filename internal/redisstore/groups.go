@@ -475,7 +475,7 @@ func (s *Store) deliverPartition(ctx context.Context, p *partition, g settings, 
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, order.Delivery{AckID: order.AckID{Partition: p.index, Offset: ev.Offset, Attempt: attempt}, Event: ev})
+		out = append(out, order.Delivery{AckID: order.AckID{EventID: order.EventID{Partition: p.index, Offset: ev.Offset}, Attempt: attempt}, Event: ev})
 	}
 	return out, nil
 }
@@ -579,11 +579,11 @@ func (s *Store) DeadLetters(ctx context.Context, group, pageToken string, limit 
 	}
 	from, after := 0, "-"
 	if pageToken != "" {
-		p, c, ok := order.ParseDeadLetterID(pageToken)
-		if !ok || p >= len(parts) {
+		id, ok := order.ParseEventID(pageToken)
+		if !ok || id.Partition >= len(parts) {
 			return nil, "", order.BadPageToken(pageToken)
 		}
-		from, after = p, "("+c.String()
+		from, after = id.Partition, "("+id.Offset.String()
 	}
 	var out []order.DeadLetter
 	for p := from; p < len(parts) && len(out) < limit; p++ {
@@ -605,7 +605,7 @@ func (s *Store) DeadLetters(ctx context.Context, group, pageToken string, limit 
 			if err != nil {
 				return nil, "", err
 			}
-			l := order.DeadLetter{ID: order.DeadLetterID(p, ev.Offset), Attempts: n, Event: ev}
+			l := order.DeadLetter{ID: order.EventID{Partition: p, Offset: ev.Offset}, Attempts: n, Event: ev}
 			if e, _ := r.([]any); len(e) == 4 {
 				if rec, _ := e[3].(string); rec != "" {
 					if err := readWhy(&l, rec, g.AckDeadline); err != nil {
@@ -618,7 +618,7 @@ func (s *Store) DeadLetters(ctx context.Context, group, pageToken string, limit 
 	}
 	next := ""
 	if len(out) == limit {
-		next = out[len(out)-1].ID
+		next = out[len(out)-1].ID.String()
 	}
 	return out, next, nil
 }
@@ -634,9 +634,9 @@ func (s *Store) Redrive(ctx context.Context, group string, ids []string) (int, e
 	}
 	byPart := map[int][]any{}
 	for _, id := range ids {
-		p, c, ok := order.ParseDeadLetterID(id)
-		if ok && p < len(parts) {
-			byPart[p] = append(byPart[p], c.String())
+		id, ok := order.ParseEventID(id)
+		if ok && id.Partition < len(parts) {
+			byPart[id.Partition] = append(byPart[id.Partition], id.Offset.String())
 		}
 	}
 	run := func(p int, named []any) (int, error) {

@@ -76,7 +76,7 @@ func TestEncodedEvents(t *testing.T) {
 	// Two more events push the first out of a cache of two.
 	c.get(b)
 	c.get(d)
-	if _, ok := c.bytes[eventKey{a.Partition, a.Offset}]; ok || len(c.bytes) != 2 {
+	if _, ok := c.bytes[a.ID()]; ok || len(c.bytes) != 2 {
 		t.Fatalf("cache holds %d events, the oldest included: %v", len(c.bytes), ok)
 	}
 	if b2, _ := c.get(b); len(b2) == 0 {

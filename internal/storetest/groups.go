@@ -182,7 +182,7 @@ func checkDeliveries(t *testing.T, what string, ds []order.Delivery, want []orde
 		if d.Event.Partition != ev.Partition || d.Event.Offset != ev.Offset || !d.Event.ExpiredAt.Equal(ev.ExpiredAt) || !d.Event.Deadline.Equal(ev.Deadline) {
 			t.Errorf("%s: delivered event %+v, want the logged %+v", what, d.Event, ev)
 		}
-		if want := (order.AckID{Partition: ev.Partition, Offset: ev.Offset, Attempt: attempt}); d.AckID != want {
+		if want := (order.AckID{EventID: ev.ID(), Attempt: attempt}); d.AckID != want {
 			t.Errorf("%s: %s delivered with ack id %v, want %v", what, ev.OrderID, d.AckID, want)
 		}
 	}
@@ -340,7 +340,7 @@ func testGroupCreate(t *testing.T, su suite) {
 	// The id is free again, for other settings too.
 	createGroup(t, gs, settings("a-group", time.Second, 2), nil)
 
-	id := order.AckID{Offset: order.Offset{Ms: 1}, Attempt: 1}
+	id := order.AckID{EventID: order.EventID{Offset: order.Offset{Ms: 1}}, Attempt: 1}
 	unknown := []struct {
 		name string
 		call func() error
@@ -572,12 +572,12 @@ func testGroupAck(t *testing.T, su suite) {
 		name string
 		id   order.AckID
 	}{
-		{"a partition the log does not have", order.AckID{Partition: partitions(t, s), Offset: last.Offset, Attempt: 1}},
-		{"a cursor after the group's position", order.AckID{Partition: last.Partition, Offset: order.Offset{Ms: last.Offset.Ms + 1000}, Attempt: 1}},
+		{"a partition the log does not have", order.AckID{EventID: order.EventID{Partition: partitions(t, s), Offset: last.Offset}, Attempt: 1}},
+		{"a cursor after the group's position", order.AckID{EventID: order.EventID{Partition: last.Partition, Offset: order.Offset{Ms: last.Offset.Ms + 1000}}, Attempt: 1}},
 		// Just before the second event, after the group's start: a cursor
 		// that the group passed, of no event.
-		{"a cursor of no event", order.AckID{Partition: evs[1].Partition, Offset: order.Offset{Ms: evs[1].Offset.Ms - 1, Seq: 999999}, Attempt: 1}},
-		{"an event before the group's start", order.AckID{Partition: before[0].Partition, Offset: before[0].Offset, Attempt: 1}},
+		{"a cursor of no event", order.AckID{EventID: order.EventID{Partition: evs[1].Partition, Offset: order.Offset{Ms: evs[1].Offset.Ms - 1, Seq: 999999}}, Attempt: 1}},
+		{"an event before the group's start", order.AckID{EventID: before[0].ID(), Attempt: 1}},
 	}
 	for _, u := range unknown {
 		got, err := gs.Ack(t.Context(), "g", []order.AckID{u.id})
@@ -734,7 +734,7 @@ func testGroupNack(t *testing.T, su suite) {
 
 	ack(t, gs, "g", order.AckDone, d4[0].AckID)
 	nack(t, gs, "g", 0, order.AckNotInFlight, d4[0].AckID)
-	nack(t, gs, "g", 0, order.AckUnknown, order.AckID{Partition: evs[0].Partition, Offset: order.Offset{Ms: evs[0].Offset.Ms + 1000}, Attempt: 1})
+	nack(t, gs, "g", 0, order.AckUnknown, order.AckID{EventID: order.EventID{Partition: evs[0].Partition, Offset: order.Offset{Ms: evs[0].Offset.Ms + 1000}}, Attempt: 1})
 	checkState(t, "acknowledged", gs, "g", order.GroupState{Position: tails(t, s)})
 	deliverNone(t, gs, "g", "c1", "the event was acknowledged")
 }
@@ -787,8 +787,8 @@ func testGroupDeadLetters(t *testing.T, su suite) {
 
 	// Redrive two by id; a well-formed id of no dead letter is skipped.
 	redriven := map[string]bool{letters[0].Event.OrderID: true, letters[3].Event.OrderID: true}
-	unknownID := order.DeadLetterID(0, order.Offset{Ms: 1})
-	n, err := gs.Redrive(ctx, "g", []string{letters[0].ID, letters[3].ID, unknownID})
+	unknownID := order.EventID{Offset: order.Offset{Ms: 1}}.String()
+	n, err := gs.Redrive(ctx, "g", []string{letters[0].ID.String(), letters[3].ID.String(), unknownID})
 	if err != nil || n != 2 {
 		t.Errorf("Redrive of two dead letters and an unknown one = %d, %v; want 2", n, err)
 	}
@@ -943,8 +943,8 @@ func checkLetters(t *testing.T, what string, letters []order.DeadLetter, want []
 			t.Errorf("%s: no dead letter of %s", what, ev.OrderID)
 			continue
 		}
-		if l.ID != order.DeadLetterID(ev.Partition, ev.Offset) || l.Attempts != attempts || l.Event.Offset != ev.Offset || !l.Event.ExpiredAt.Equal(ev.ExpiredAt) {
-			t.Errorf("%s: %+v, want id %s, %d attempts, the logged event %+v", what, l, order.DeadLetterID(ev.Partition, ev.Offset), attempts, ev)
+		if l.ID != ev.ID() || l.Attempts != attempts || l.Event.Offset != ev.Offset || !l.Event.ExpiredAt.Equal(ev.ExpiredAt) {
+			t.Errorf("%s: %+v, want id %s, %d attempts, the logged event %+v", what, l, ev.ID(), attempts, ev)
 		}
 	}
 }
@@ -1020,7 +1020,7 @@ func testGroupRetention(t *testing.T, su suite) {
 				checkDeliveries(t, "Deliver", deliverN(t, gs, "g", "c1", 1), []order.Event{y}, 1)
 			},
 			func(t *testing.T, gs order.GroupStore, y order.Event) {
-				nack(t, gs, "g", 0, order.AckDone, order.AckID{Partition: y.Partition, Offset: y.Offset, Attempt: 1})
+				nack(t, gs, "g", 0, order.AckDone, order.AckID{EventID: y.ID(), Attempt: 1})
 				d := deliverN(t, gs, "g", "c1", 1)
 				checkDeliveries(t, "Deliver after a nack long after retention", d, []order.Event{y}, 2)
 				ack(t, gs, "g", order.AckDone, d[0].AckID)
@@ -1249,7 +1249,7 @@ func testGroupDeadLetterWhy(t *testing.T, su suite) {
 
 	// Put back and delivered again, an event starts afresh: a dead letter
 	// again, it shows only its new deliveries.
-	if n, err := gs.Redrive(ctx, "g", []string{letters[0].ID}); err != nil || n != 1 {
+	if n, err := gs.Redrive(ctx, "g", []string{letters[0].ID.String()}); err != nil || n != 1 {
 		t.Fatalf("Redrive = %d, %v; want 1", n, err)
 	}
 	third := time.Now()
