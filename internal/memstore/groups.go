@@ -12,17 +12,17 @@ import (
 )
 
 // group is a consumer group's record. The memory store's log is one
-// partition, so a position is one cursor and every ack id's partition is 0.
+// partition, so a cursor is one offset and every ack id's partition is 0.
 type group struct {
 	settings order.Group
-	// start is the cursor the group started after: no event up to it was
+	// start is the offset the group started after: no event up to it was
 	// ever delivered to the group.
 	start order.Offset
-	// position is the cursor of the last event delivered to the group; the
+	// position is the offset of the last event delivered to the group; the
 	// events after it are its backlog.
 	position order.Offset
 	// inFlight holds the events delivered and neither acknowledged nor
-	// dead-lettered, by cursor.
+	// dead-lettered, by offset.
 	inFlight map[order.Offset]*delivery
 	// dead holds the dead letters: each event's last delivery, with why it
 	// failed.
@@ -422,7 +422,7 @@ func (s *Store) Redrive(_ context.Context, groupID string, ids []string) (int, e
 	return n, nil
 }
 
-// oldestNeeded returns the cursor of the oldest event some group still
+// oldestNeeded returns the offset of the oldest event some group still
 // needs: one in flight, a dead letter, or the first after a group's
 // position. ok is false when no group needs any event. The caller holds mu.
 func (s *Store) oldestNeeded() (oldest order.Offset, ok bool) {
@@ -451,7 +451,7 @@ func (s *Store) after(c order.Offset) int {
 	return sort.Search(len(s.log), func(i int) bool { return c.Less(s.log[i].Offset) })
 }
 
-// event returns the logged event at cursor c. The caller holds mu.
+// event returns the logged event at offset c. The caller holds mu.
 func (s *Store) event(c order.Offset) (order.Event, bool) {
 	i := sort.Search(len(s.log), func(i int) bool { return !s.log[i].Offset.Less(c) })
 	if i < len(s.log) && s.log[i].Offset == c {

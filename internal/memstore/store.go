@@ -298,7 +298,7 @@ func (s *Store) view(o *order.Order, now time.Time) order.Order {
 // Partitions returns 1: the memory store's log is one partition.
 func (s *Store) Partitions(context.Context) (int, error) { return 1, nil }
 
-// Events returns up to limit events after the cursor, in log order. When
+// Events returns up to limit events after the offset, in log order. When
 // there are none and wait is positive, it blocks until one arrives or wait
 // passes. The log has one partition, 0.
 func (s *Store) Events(ctx context.Context, _ int, after order.Offset, limit int, wait time.Duration) ([]order.Event, error) {
@@ -329,7 +329,7 @@ func (s *Store) Events(ctx context.Context, _ int, after order.Offset, limit int
 	}
 }
 
-// Tail returns the cursor of the last event in the log.
+// Tail returns the offset of the last event in the log.
 func (s *Store) Tail(context.Context, int) (order.Offset, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -449,7 +449,7 @@ func (s *Store) expireDueLocked(now time.Time) {
 // event any group needs. A group that nobody consumes therefore keeps the
 // log, and the store's memory, growing until it is consumed or deleted.
 func (s *Store) trim(now time.Time) {
-	// Keep events of the horizon's own millisecond: a cursor in it is
+	// Keep events of the horizon's own millisecond: an offset in it is
 	// still accepted (order.CheckOffset).
 	horizon := now.Add(-s.retention)
 	i := sort.Search(len(s.log), func(i int) bool { return !s.log[i].ExpiredAt.Before(horizon) })

@@ -319,7 +319,7 @@ func DeliverChanged(ctx context.Context, gs GroupStore, group, consumer string, 
 	return out, nil
 }
 
-// Moved returns the partitions whose cursor moved from a to b, or nil when
+// Moved returns the partitions whose offset moved from a to b, or nil when
 // it cannot tell (a position not known yet).
 func Moved(a, b Cursor) []int {
 	if len(a) != len(b) {

@@ -105,7 +105,7 @@ func parseEvent(m redis.XMessage) (order.Event, error) {
 	}, nil
 }
 
-// parseStreamID reads a stream entry id that Redis gave, as a cursor. Its
+// parseStreamID reads a stream entry id that Redis gave, as an offset. Its
 // error, unlike order.ParseOffset's, does not blame a caller's cursor.
 func parseStreamID(id string) (order.Offset, error) {
 	c, err := order.ParseOffset(id)

@@ -233,7 +233,7 @@ func (s *Store) CreateGroup(ctx context.Context, g order.Group, start order.Curs
 	return got.Group, res[0] == "created", nil
 }
 
-// tails reads the cursor of every partition's last event, in one round trip.
+// tails reads the offset of every partition's last event, in one round trip.
 func (s *Store) tails(ctx context.Context, parts []*partition) (order.Cursor, error) {
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()

@@ -17,7 +17,7 @@ func (s *Store) Partitions(ctx context.Context) (int, error) {
 	return len(parts), err
 }
 
-// Events returns up to limit events of a partition after the cursor, in log
+// Events returns up to limit events of a partition after the offset, in log
 // order. When there are none and wait is positive, it blocks until one
 // arrives or wait passes. In a Redis Cluster it reads a replica of the
 // partition's master where there is one: an event is seen only once a
@@ -65,8 +65,8 @@ func (s *Store) Events(ctx context.Context, partition int, after order.Offset, l
 	return events, nil
 }
 
-// Tail returns the cursor of the last event in a partition's log, or the
-// zero cursor when it is empty.
+// Tail returns the offset of the last event in a partition's log, or the
+// zero offset when it is empty.
 func (s *Store) Tail(ctx context.Context, partition int) (order.Offset, error) {
 	p, err := s.partition(ctx, partition)
 	if err != nil {
@@ -88,14 +88,15 @@ func (s *Store) Tail(ctx context.Context, partition int) (order.Offset, error) {
 	return c, nil
 }
 
-// CheckCursor says whether a watch can resume after each cursor, each of its
-// partition, without a gap: it refuses, as OutOfRange, a cursor older than
-// the retention or ahead of Redis's clock (order.CheckOffset), one from
-// before the history of the store began (it was emptied since: the events
-// after the cursor are gone; see epoch.go), and one beyond the last event
-// its partition ever logged, which cannot come from this history. One
-// pipeline reads the clock, the epoch and every partition's last event id:
-// one round trip per call (per master of a cluster, in parallel).
+// CheckCursor says whether a watch can resume after a cursor, given as its
+// offsets, each of its partition, without a gap: it refuses, as OutOfRange,
+// an offset older than the retention or ahead of Redis's clock
+// (order.CheckOffset), one from before the history of the store began (it
+// was emptied since: the events after it are gone; see epoch.go), and one
+// beyond the last event its partition ever logged, which cannot come from
+// this history. One pipeline reads the clock, the epoch and every
+// partition's last event id: one round trip per call (per master of a
+// cluster, in parallel).
 func (s *Store) CheckCursor(ctx context.Context, offsets ...order.Offset) error {
 	parts, err := s.layout(ctx)
 	if err != nil {

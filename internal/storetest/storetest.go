@@ -537,7 +537,7 @@ func testCheckoutAgainAfterClose(t *testing.T, su suite) {
 }
 
 // testEventLog checks one partition's log: the order of its events, paging
-// with cursors and its tail. Its orders are all of partition 0.
+// with offsets and its tail. Its orders are all of partition 0.
 func testEventLog(t *testing.T, su suite) {
 	s := su.start(t, retention)
 	if c := tail(t, s, 0); !c.IsZero() {
@@ -548,7 +548,7 @@ func testEventLog(t *testing.T, su suite) {
 	}
 
 	// Orders due at about the same time expire in one sweep: their events
-	// share milliseconds, which the cursors must still tell apart.
+	// share milliseconds, which the offsets must still tell apart.
 	const n = 10
 	for _, id := range idsOf(t, s, 0, "ev-", n) {
 		checkout(t, s, id, 50*time.Millisecond, nil)
@@ -695,8 +695,8 @@ func testCheckCursor(t *testing.T, su suite) {
 			wantKind(t, fmt.Sprintf("CheckCursor(%v)", tt.c), err, order.KindOutOfRange)
 		})
 	}
-	// A whole watch position at once, one cursor per partition: a bad
-	// cursor in any partition refuses it.
+	// A whole watch position at once, one offset per partition: a bad
+	// offset in any partition refuses it.
 	good := make([]order.Offset, partitions(t, s))
 	good[ev.Partition] = ev.Offset
 	if err := s.CheckCursor(t.Context(), good...); err != nil {
@@ -765,7 +765,7 @@ func testRetention(t *testing.T, su suite) {
 		time.Sleep(20 * time.Millisecond) // polling: nothing announces the end of retention
 	}
 
-	// The event's cursor ages out of the log's retention as well.
+	// The event's offset ages out of the log's retention as well.
 	for {
 		err := checkCursor(t, s, ev.Partition, ev.Offset)
 		if order.KindOf(err) == order.KindOutOfRange {
@@ -1003,7 +1003,7 @@ func idsOf(t *testing.T, s order.Store, partition int, prefix string, n int) []s
 	return ids
 }
 
-// events returns up to limit events of a partition after a cursor, without
+// events returns up to limit events of a partition after an offset, without
 // waiting.
 func events(t *testing.T, s order.Store, partition int, after order.Offset, limit int) []order.Event {
 	t.Helper()
