@@ -260,3 +260,36 @@ func TestPositionCheckParts(t *testing.T) {
 		})
 	}
 }
+
+// TestEventIDAndAckID holds the text forms of an event id and of an ack id,
+// which the API hands out and takes back: each reads back what String
+// wrote, and only that.
+func TestEventIDAndAckID(t *testing.T) {
+	id := EventID{Partition: 1023, Offset: Offset{Ms: 1732170000000, Seq: 7}}
+	if got := id.String(); got != "1023/1732170000000-7" {
+		t.Fatalf("EventID.String() = %q", got)
+	}
+	if back, ok := ParseEventID(id.String()); !ok || back != id {
+		t.Fatalf("ParseEventID(%q) = %+v, %v", id, back, ok)
+	}
+	if got := (Event{Partition: 1023, Offset: id.Offset}).ID(); got != id {
+		t.Fatalf("Event.ID() = %+v, want %+v", got, id)
+	}
+	a := AckID{EventID: id, Attempt: 3}
+	if got := a.String(); got != "1023/1732170000000-7/3" {
+		t.Fatalf("AckID.String() = %q", got)
+	}
+	if back, ok := ParseAckID(a.String()); !ok || back != a {
+		t.Fatalf("ParseAckID(%q) = %+v, %v", a, back, ok)
+	}
+	for _, s := range []string{"", "0", "0/", "/1-0", "0/1-0/", "-1/1-0", "1024/1-0", "01/1-0", "+1/1-0", "0/1", "0//1-0", "0/1-0/1", "0/x-0"} {
+		if got, ok := ParseEventID(s); ok {
+			t.Errorf("ParseEventID(%q) = %+v, want not an event id", s, got)
+		}
+	}
+	for _, s := range []string{"", "0/1-0", "0/1-0/", "0/1-0/0", "0/1-0/-1", "0/1-0/01", "0/1-0/+1", "0/1-0//1", "0/1-0/1/2", "1024/1-0/1", "01/1-0/1", "0/1/1-0", "/1-0/1", "0/1-0/x"} {
+		if got, ok := ParseAckID(s); ok {
+			t.Errorf("ParseAckID(%q) = %+v, want not an ack id", s, got)
+		}
+	}
+}
