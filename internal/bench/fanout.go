@@ -183,7 +183,7 @@ func (r *runner) publishFanout(ctx context.Context, k, n int, spread time.Durati
 	start := time.Now().Add(200 * time.Millisecond)
 	for i := range msgs {
 		at := start.Add(time.Duration(int64(spread) * int64(i) / int64(n)))
-		ev := &pb.ExpirationEvent{Cursor: order.Cursor{Ms: uint64(at.UnixMilli()), Seq: uint64(i)}.String(),
+		ev := &pb.ExpirationEvent{Cursor: order.Offset{Ms: uint64(at.UnixMilli()), Seq: uint64(i)}.String(),
 			OrderId: fmt.Sprintf("f%d-%d", k, i), Deadline: timestamppb.New(at), ExpiredAt: timestamppb.New(at.Add(time.Millisecond))}
 		if msgs[i], err = proto.Marshal(ev); err != nil {
 			return pubResult{}, err

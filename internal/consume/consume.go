@@ -53,7 +53,7 @@ type Source struct {
 	// when the log grows past it (watch.Hub.Appended), so that a new event
 	// goes out at once rather than at the next poll, taken from the
 	// partitions that grew only.
-	Appended func() (order.Position, <-chan struct{})
+	Appended func() (order.Cursor, <-chan struct{})
 	// DropRepeats, when set, takes each batch of deliveries and returns
 	// those to hand on, leaving out repeats of expirations the group had
 	// (watch.Hub.DropRepeats).
@@ -77,7 +77,7 @@ func Run(ctx context.Context, src Source, sink Sink) error {
 	poll := time.NewTicker(every)
 	defer poll.Stop()
 	var appended <-chan struct{}
-	var seen order.Position
+	var seen order.Cursor
 	if src.Appended != nil {
 		seen, appended = src.Appended()
 	}
@@ -120,7 +120,7 @@ func Run(ctx context.Context, src Source, sink Sink) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-appended:
-			var pos order.Position
+			var pos order.Cursor
 			pos, appended = src.Appended()
 			changed = order.Moved(seen, pos)
 			all = changed == nil

@@ -483,15 +483,15 @@ func TestAppendAsksPartitionsThatGrew(t *testing.T) {
 	s := newStore(t)
 	p := &partitioned{Store: s, looked: make(chan struct{}, 1)}
 	var mu sync.Mutex
-	pos := order.Position{{Ms: 1}, {Ms: 1}}
+	pos := order.Cursor{{Ms: 1}, {Ms: 1}}
 	grew := make(chan struct{})
-	appended := func() (order.Position, <-chan struct{}) {
+	appended := func() (order.Cursor, <-chan struct{}) {
 		mu.Lock()
 		defer mu.Unlock()
 		return pos.Clone(), grew
 	}
 	// grow moves the position to next and wakes the loop.
-	grow := func(next order.Position) {
+	grow := func(next order.Cursor) {
 		mu.Lock()
 		defer mu.Unlock()
 		pos = next
@@ -507,12 +507,12 @@ func TestAppendAsksPartitionsThatGrew(t *testing.T) {
 		t.Fatalf("no first look within %s", wait)
 	}
 	expire(t, s, "a")
-	grow(order.Position{{Ms: 1}, {Ms: 2}})
+	grow(order.Cursor{{Ms: 1}, {Ms: 2}})
 	sk.none(t)
 	if asked := p.partitionsAsked(); !slices.Equal(asked, []int{1}) {
 		t.Fatalf("asked partitions %v, want [1], the one that grew", asked)
 	}
-	grow(order.Position{{Ms: 2}, {Ms: 2}})
+	grow(order.Cursor{{Ms: 2}, {Ms: 2}})
 	if d := sk.next(t); d.Event.OrderID != "a" {
 		t.Fatalf("delivered %s, want a", d.Event.OrderID)
 	}

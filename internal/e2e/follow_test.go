@@ -263,12 +263,12 @@ func checkLedgerByOrder(t *testing.T, pick func() *server, acked []string, follo
 		}
 		got := f.received()
 		seen := map[string]int{}
-		var prev order.Cursor
+		var prev order.Offset
 		for j, ev := range got {
 			if seen[ev.GetOrderId()]++; seen[ev.GetOrderId()] == 2 {
 				t.Errorf("follower %d received %s twice", i, ev.GetOrderId())
 			}
-			c, err := order.ParseCursor(ev.GetCursor())
+			c, err := order.ParseOffset(ev.GetCursor())
 			if err != nil || (j > 0 && !prev.Less(c)) {
 				t.Errorf("follower %d: event %d has cursor %s after %s", i, j, ev.GetCursor(), prev)
 			}

@@ -836,8 +836,8 @@ func gfSameSettings(t *testing.T, when string, got, created *pb.ConsumerGroup) {
 // gfNotBehind fails the test if position a is behind position b anywhere.
 func gfNotBehind(t *testing.T, what, a, b string) {
 	t.Helper()
-	pa, err1 := order.ParsePosition("a", a)
-	pbb, err2 := order.ParsePosition("b", b)
+	pa, err1 := order.ParseCursor("a", a)
+	pbb, err2 := order.ParseCursor("b", b)
 	if err1 != nil || err2 != nil || len(pa) != len(pbb) {
 		t.Errorf("%s: positions %q and %q: %v %v", what, a, b, err1, err2)
 		return

@@ -60,7 +60,7 @@ func lastEventID(r *http.Request, req *pb.WatchExpirationsRequest) error {
 	if id == "" {
 		return nil
 	}
-	if _, err := order.ParsePosition("Last-Event-ID", id); err != nil {
+	if _, err := order.ParseCursor("Last-Event-ID", id); err != nil {
 		if len(id) > 64 {
 			id = id[:64] + "…"
 		}

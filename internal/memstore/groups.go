@@ -12,21 +12,21 @@ import (
 )
 
 // group is a consumer group's record. The memory store's log is one
-// partition, so a position is one cursor and every ack id's partition is 0.
+// partition, so a cursor is one offset and every ack id's partition is 0.
 type group struct {
 	settings order.Group
-	// start is the cursor the group started after: no event up to it was
+	// start is the offset the group started after: no event up to it was
 	// ever delivered to the group.
-	start order.Cursor
-	// position is the cursor of the last event delivered to the group; the
+	start order.Offset
+	// position is the offset of the last event delivered to the group; the
 	// events after it are its backlog.
-	position order.Cursor
+	position order.Offset
 	// inFlight holds the events delivered and neither acknowledged nor
-	// dead-lettered, by cursor.
-	inFlight map[order.Cursor]*delivery
+	// dead-lettered, by offset.
+	inFlight map[order.Offset]*delivery
 	// dead holds the dead letters: each event's last delivery, with why it
 	// failed.
-	dead map[order.Cursor]*delivery
+	dead map[order.Offset]*delivery
 }
 
 // spent reports whether a delivery was the event's last and is over: its
@@ -38,7 +38,7 @@ func (g *group) spent(d *delivery, now time.Time) bool {
 
 // bury makes the event at c, in flight as d, a dead letter whose last
 // delivery failed at at for reason.
-func (g *group) bury(c order.Cursor, d *delivery, reason string, at time.Time) {
+func (g *group) bury(c order.Offset, d *delivery, reason string, at time.Time) {
 	delete(g.inFlight, c)
 	d.reason, d.failedAt = reason, at
 	g.dead[c] = d
@@ -97,7 +97,7 @@ var _ order.GroupStore = (*Store)(nil)
 
 // CreateGroup creates a consumer group, or answers the existing one when it
 // was asked for with the same settings.
-func (s *Store) CreateGroup(ctx context.Context, g order.Group, start order.Position, maxGroups int) (order.Group, bool, error) {
+func (s *Store) CreateGroup(ctx context.Context, g order.Group, start order.Cursor, maxGroups int) (order.Group, bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if old, ok := s.groups[g.ID]; ok {
@@ -127,8 +127,8 @@ func (s *Store) CreateGroup(ctx context.Context, g order.Group, start order.Posi
 		settings: g,
 		start:    pos,
 		position: pos,
-		inFlight: make(map[order.Cursor]*delivery),
-		dead:     make(map[order.Cursor]*delivery),
+		inFlight: make(map[order.Offset]*delivery),
+		dead:     make(map[order.Offset]*delivery),
 	}
 	return g, true, nil
 }
@@ -161,7 +161,7 @@ func (s *Store) Group(_ context.Context, id string) (order.Group, order.GroupSta
 	}
 	next := s.after(g.position)
 	st := order.GroupState{
-		Position:    order.Position{g.position},
+		Position:    order.Cursor{g.position},
 		Backlog:     int64(len(s.log) - next + redriven),
 		InFlight:    int64(len(g.inFlight) - redriven),
 		DeadLetters: int64(len(g.dead)),
@@ -170,7 +170,7 @@ func (s *Store) Group(_ context.Context, id string) (order.Group, order.GroupSta
 	// none is, the first of the backlog: every event in flight was
 	// delivered, so it comes before the backlog.
 	if len(g.inFlight) > 0 {
-		oldest := slices.MinFunc(slices.Collect(maps.Keys(g.inFlight)), compareCursors)
+		oldest := slices.MinFunc(slices.Collect(maps.Keys(g.inFlight)), compareOffsets)
 		if ev, ok := s.event(oldest); ok {
 			st.OldestUnacked = ev.ExpiredAt
 		}
@@ -220,7 +220,7 @@ func (s *Store) Deliver(_ context.Context, groupID, consumer string, maxEvents i
 	var out []order.Delivery
 
 	own := g.settings.OwnRedeliveryDelay()
-	var redeliver []order.Cursor
+	var redeliver []order.Offset
 	for c, d := range g.inFlight {
 		at := d.due
 		if d.consumer == consumer {
@@ -230,7 +230,7 @@ func (s *Store) Deliver(_ context.Context, groupID, consumer string, maxEvents i
 			redeliver = append(redeliver, c)
 		}
 	}
-	slices.SortFunc(redeliver, compareCursors)
+	slices.SortFunc(redeliver, compareOffsets)
 	for _, c := range redeliver {
 		if len(out) >= maxEvents {
 			break
@@ -247,7 +247,7 @@ func (s *Store) Deliver(_ context.Context, groupID, consumer string, maxEvents i
 			d.first = now
 		}
 		d.last = now
-		out = append(out, order.Delivery{AckID: order.AckID{Cursor: c, Attempt: d.attempt}, Event: ev})
+		out = append(out, order.Delivery{AckID: order.AckID{EventID: order.EventID{Offset: c}, Attempt: d.attempt}, Event: ev})
 	}
 
 	if len(out) == 0 {
@@ -257,16 +257,16 @@ func (s *Store) Deliver(_ context.Context, groupID, consumer string, maxEvents i
 	}
 	for i := s.after(g.position); i < len(s.log) && len(out) < maxEvents; i++ {
 		ev := s.log[i]
-		g.inFlight[ev.Cursor] = &delivery{consumer: consumer, attempt: 1, due: due, first: now, last: now}
-		g.position = ev.Cursor
-		out = append(out, order.Delivery{AckID: order.AckID{Cursor: ev.Cursor, Attempt: 1}, Event: ev})
+		g.inFlight[ev.Offset] = &delivery{consumer: consumer, attempt: 1, due: due, first: now, last: now}
+		g.position = ev.Offset
+		out = append(out, order.Delivery{AckID: order.AckID{EventID: order.EventID{Offset: ev.Offset}, Attempt: 1}, Event: ev})
 	}
 	return out, nil
 }
 
 // Ack acknowledges deliveries; an acknowledged event leaves the group.
 func (s *Store) Ack(_ context.Context, groupID string, ids []order.AckID) ([]order.AckStatus, error) {
-	return s.settle(groupID, ids, func(g *group, c order.Cursor, _ *delivery, _ time.Time) {
+	return s.settle(groupID, ids, func(g *group, c order.Offset, _ *delivery, _ time.Time) {
 		delete(g.inFlight, c)
 	})
 }
@@ -275,7 +275,7 @@ func (s *Store) Ack(_ context.Context, groupID string, ids []order.AckID) ([]ord
 // most the group's ack deadline, to any consumer. A delivery that was the
 // event's last makes it a dead letter at once, failed for reason.
 func (s *Store) Nack(_ context.Context, groupID string, ids []order.AckID, retryAfter time.Duration, reason string) ([]order.AckStatus, error) {
-	return s.settle(groupID, ids, func(g *group, c order.Cursor, d *delivery, now time.Time) {
+	return s.settle(groupID, ids, func(g *group, c order.Offset, d *delivery, now time.Time) {
 		if d.attempt >= g.settings.MaxDeliveries {
 			g.bury(c, d, order.FailureReason(reason), now)
 			return
@@ -289,7 +289,7 @@ func (s *Store) Nack(_ context.Context, groupID string, ids []order.AckID, retry
 // with the attempt they had before. An event released from its first
 // delivery (attempt 0 again) is backlog, as a redriven one is.
 func (s *Store) Release(_ context.Context, groupID string, ids []order.AckID) ([]order.AckStatus, error) {
-	return s.settle(groupID, ids, func(_ *group, _ order.Cursor, d *delivery, now time.Time) {
+	return s.settle(groupID, ids, func(_ *group, _ order.Offset, d *delivery, now time.Time) {
 		d.attempt--
 		d.consumer = ""
 		d.due = now
@@ -298,7 +298,7 @@ func (s *Store) Release(_ context.Context, groupID string, ids []order.AckID) ([
 
 // settle checks each ack id against the group's deliveries and applies done
 // to those that name a delivery still in flight before its deadline.
-func (s *Store) settle(groupID string, ids []order.AckID, done func(g *group, c order.Cursor, d *delivery, now time.Time)) ([]order.AckStatus, error) {
+func (s *Store) settle(groupID string, ids []order.AckID, done func(g *group, c order.Offset, d *delivery, now time.Time)) ([]order.AckStatus, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	g, err := s.group(groupID)
@@ -309,12 +309,12 @@ func (s *Store) settle(groupID string, ids []order.AckID, done func(g *group, c 
 	out := make([]order.AckStatus, len(ids))
 	for i, id := range ids {
 		// A spent delivery's event is a dead letter already.
-		if d, ok := g.inFlight[id.Cursor]; ok && id.Partition == 0 && g.spent(d, now) {
-			g.bury(id.Cursor, d, order.ReasonAckDeadline, d.due)
+		if d, ok := g.inFlight[id.Offset]; ok && id.Partition == 0 && g.spent(d, now) {
+			g.bury(id.Offset, d, order.ReasonAckDeadline, d.due)
 		}
 		out[i] = s.ackStatus(g, id, now)
 		if out[i] == order.AckDone {
-			done(g, id.Cursor, g.inFlight[id.Cursor], now)
+			done(g, id.Offset, g.inFlight[id.Offset], now)
 		}
 	}
 	return out, nil
@@ -328,16 +328,16 @@ func (s *Store) ackStatus(g *group, id order.AckID, now time.Time) order.AckStat
 	if id.Partition != 0 {
 		return order.AckUnknown
 	}
-	if d, ok := g.inFlight[id.Cursor]; ok {
+	if d, ok := g.inFlight[id.Offset]; ok {
 		if d.attempt != id.Attempt || !now.Before(d.due) {
 			return order.AckExpired
 		}
 		return order.AckDone
 	}
-	if !g.start.Less(id.Cursor) || g.position.Less(id.Cursor) {
+	if !g.start.Less(id.Offset) || g.position.Less(id.Offset) {
 		return order.AckUnknown
 	}
-	if _, ok := s.event(id.Cursor); !ok {
+	if _, ok := s.event(id.Offset); !ok {
 		return order.AckUnknown
 	}
 	return order.AckNotInFlight
@@ -349,13 +349,13 @@ func (s *Store) DeadLetters(_ context.Context, groupID, pageToken string, limit 
 	if limit <= 0 {
 		return nil, "", order.Errorf(order.KindInvalid, "page size must be more than zero (got %d)", limit)
 	}
-	var after order.Cursor
+	var after order.Offset
 	if pageToken != "" {
-		p, c, ok := order.ParseDeadLetterID(pageToken)
-		if !ok || p != 0 {
+		id, ok := order.ParseEventID(pageToken)
+		if !ok || id.Partition != 0 {
 			return nil, "", order.BadPageToken(pageToken)
 		}
-		after = c
+		after = id.Offset
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -364,17 +364,17 @@ func (s *Store) DeadLetters(_ context.Context, groupID, pageToken string, limit 
 		return nil, "", err
 	}
 	g.buryLapsed(s.nowMs())
-	var cs []order.Cursor
+	var cs []order.Offset
 	for c := range g.dead {
 		if after.Less(c) {
 			cs = append(cs, c)
 		}
 	}
-	slices.SortFunc(cs, compareCursors)
+	slices.SortFunc(cs, compareOffsets)
 	var next string
 	if len(cs) > limit {
 		cs = cs[:limit]
-		next = order.DeadLetterID(0, cs[limit-1])
+		next = order.EventID{Offset: cs[limit-1]}.String()
 	}
 	out := make([]order.DeadLetter, 0, len(cs))
 	for _, c := range cs {
@@ -383,7 +383,7 @@ func (s *Store) DeadLetters(_ context.Context, groupID, pageToken string, limit 
 			return nil, "", order.Errorf(order.KindInternal, "consumer group %q has dead letter %s, but the log has no such event", groupID, c)
 		}
 		d := g.dead[c]
-		out = append(out, order.DeadLetter{ID: order.DeadLetterID(0, c), Attempts: d.attempt, Event: ev,
+		out = append(out, order.DeadLetter{ID: order.EventID{Offset: c}, Attempts: d.attempt, Event: ev,
 			FirstDelivered: d.first, LastDelivered: d.last, Reason: d.reason, FailedAt: d.failedAt})
 	}
 	return out, next, nil
@@ -393,10 +393,10 @@ func (s *Store) DeadLetters(_ context.Context, groupID, pageToken string, limit 
 // counted, so that the next Deliver hands them out as attempt 1; until
 // then they count as backlog.
 func (s *Store) Redrive(_ context.Context, groupID string, ids []string) (int, error) {
-	cs := make([]order.Cursor, 0, len(ids))
+	cs := make([]order.Offset, 0, len(ids))
 	for _, id := range ids {
-		if p, c, ok := order.ParseDeadLetterID(id); ok && p == 0 {
-			cs = append(cs, c)
+		if id, ok := order.ParseEventID(id); ok && id.Partition == 0 {
+			cs = append(cs, id.Offset)
 		}
 	}
 	s.mu.Lock()
@@ -422,11 +422,11 @@ func (s *Store) Redrive(_ context.Context, groupID string, ids []string) (int, e
 	return n, nil
 }
 
-// oldestNeeded returns the cursor of the oldest event some group still
+// oldestNeeded returns the offset of the oldest event some group still
 // needs: one in flight, a dead letter, or the first after a group's
 // position. ok is false when no group needs any event. The caller holds mu.
-func (s *Store) oldestNeeded() (oldest order.Cursor, ok bool) {
-	need := func(c order.Cursor) {
+func (s *Store) oldestNeeded() (oldest order.Offset, ok bool) {
+	need := func(c order.Offset) {
 		if !ok || c.Less(oldest) {
 			oldest, ok = c, true
 		}
@@ -439,7 +439,7 @@ func (s *Store) oldestNeeded() (oldest order.Cursor, ok bool) {
 			need(c)
 		}
 		if i := s.after(g.position); i < len(s.log) {
-			need(s.log[i].Cursor)
+			need(s.log[i].Offset)
 		}
 	}
 	return oldest, ok
@@ -447,20 +447,20 @@ func (s *Store) oldestNeeded() (oldest order.Cursor, ok bool) {
 
 // after returns the index in the log of the first event after c. The caller
 // holds mu.
-func (s *Store) after(c order.Cursor) int {
-	return sort.Search(len(s.log), func(i int) bool { return c.Less(s.log[i].Cursor) })
+func (s *Store) after(c order.Offset) int {
+	return sort.Search(len(s.log), func(i int) bool { return c.Less(s.log[i].Offset) })
 }
 
-// event returns the logged event at cursor c. The caller holds mu.
-func (s *Store) event(c order.Cursor) (order.Event, bool) {
-	i := sort.Search(len(s.log), func(i int) bool { return !s.log[i].Cursor.Less(c) })
-	if i < len(s.log) && s.log[i].Cursor == c {
+// event returns the logged event at offset c. The caller holds mu.
+func (s *Store) event(c order.Offset) (order.Event, bool) {
+	i := sort.Search(len(s.log), func(i int) bool { return !s.log[i].Offset.Less(c) })
+	if i < len(s.log) && s.log[i].Offset == c {
 		return s.log[i], true
 	}
 	return order.Event{}, false
 }
 
-func compareCursors(a, b order.Cursor) int {
+func compareOffsets(a, b order.Offset) int {
 	switch {
 	case a.Less(b):
 		return -1

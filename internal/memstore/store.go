@@ -52,7 +52,7 @@ type Store struct {
 	// closes, and leaves when it is dropped or replaced (list.go).
 	byDeadline *btree.BTreeG[filter.Key]
 	log        []order.Event
-	last       order.Cursor
+	last       order.Offset
 	trimmed    time.Time // when trim last ran
 	// groups are the consumer groups, by id (groups.go).
 	groups map[string]*group
@@ -259,13 +259,13 @@ func (s *Store) close(o *order.Order, to order.Status, now time.Time) *order.Ord
 	s.closed[o.ID] = o
 	s.closedCount[to]++
 	if to == order.StatusExpired {
-		c := order.Cursor{Ms: uint64(now.UnixMilli())}
+		c := order.Offset{Ms: uint64(now.UnixMilli())}
 		if !s.last.Less(c) {
 			c = s.last.Next()
 		}
 		s.last = c
 		s.log = append(s.log, order.Event{
-			Cursor:    c,
+			Offset:    c,
 			OrderID:   o.ID,
 			CreatedAt: o.CreatedAt,
 			Deadline:  o.Deadline,
@@ -298,10 +298,10 @@ func (s *Store) view(o *order.Order, now time.Time) order.Order {
 // Partitions returns 1: the memory store's log is one partition.
 func (s *Store) Partitions(context.Context) (int, error) { return 1, nil }
 
-// Events returns up to limit events after the cursor, in log order. When
+// Events returns up to limit events after the offset, in log order. When
 // there are none and wait is positive, it blocks until one arrives or wait
 // passes. The log has one partition, 0.
-func (s *Store) Events(ctx context.Context, _ int, after order.Cursor, limit int, wait time.Duration) ([]order.Event, error) {
+func (s *Store) Events(ctx context.Context, _ int, after order.Offset, limit int, wait time.Duration) ([]order.Event, error) {
 	var timeout <-chan time.Time
 	if wait > 0 {
 		t := time.NewTimer(wait)
@@ -329,19 +329,19 @@ func (s *Store) Events(ctx context.Context, _ int, after order.Cursor, limit int
 	}
 }
 
-// Tail returns the cursor of the last event in the log.
-func (s *Store) Tail(context.Context, int) (order.Cursor, error) {
+// Tail returns the offset of the last event in the log.
+func (s *Store) Tail(context.Context, int) (order.Offset, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.last, nil
 }
 
-// CheckCursor says whether a watch can resume after each cursor without a
+// CheckCursor says whether a watch can resume after each offset without a
 // gap.
-func (s *Store) CheckCursor(_ context.Context, cursors ...order.Cursor) error {
+func (s *Store) CheckCursor(_ context.Context, offsets ...order.Offset) error {
 	now := uint64(s.now().UnixMilli())
-	for _, c := range cursors {
-		if err := order.CheckCursor(c, now, uint64(s.retention.Milliseconds())); err != nil {
+	for _, c := range offsets {
+		if err := order.CheckOffset(c, now, uint64(s.retention.Milliseconds())); err != nil {
 			return err
 		}
 	}
@@ -449,12 +449,12 @@ func (s *Store) expireDueLocked(now time.Time) {
 // event any group needs. A group that nobody consumes therefore keeps the
 // log, and the store's memory, growing until it is consumed or deleted.
 func (s *Store) trim(now time.Time) {
-	// Keep events of the horizon's own millisecond: a cursor in it is
-	// still accepted (order.CheckCursor).
+	// Keep events of the horizon's own millisecond: an offset in it is
+	// still accepted (order.CheckOffset).
 	horizon := now.Add(-s.retention)
 	i := sort.Search(len(s.log), func(i int) bool { return !s.log[i].ExpiredAt.Before(horizon) })
 	if oldest, ok := s.oldestNeeded(); ok {
-		i = min(i, sort.Search(len(s.log), func(i int) bool { return !s.log[i].Cursor.Less(oldest) }))
+		i = min(i, sort.Search(len(s.log), func(i int) bool { return !s.log[i].Offset.Less(oldest) }))
 	}
 	if i > 0 {
 		s.log = append([]order.Event(nil), s.log[i:]...)

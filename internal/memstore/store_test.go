@@ -56,7 +56,7 @@ func TestTrimUpToWhatGroupsNeed(t *testing.T) {
 	}
 	// y, in the backlog, is kept; x, acknowledged before it, is not.
 	for deadline := time.Now().Add(keep + 3*time.Second); ; {
-		evs, err := s.Events(ctx, 0, order.Cursor{}, 10, 0)
+		evs, err := s.Events(ctx, 0, order.Offset{}, 10, 0)
 		if err != nil {
 			t.Fatalf("Events: %v", err)
 		}

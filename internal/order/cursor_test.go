@@ -6,30 +6,30 @@ import (
 	"testing"
 )
 
-func TestParseCursor(t *testing.T) {
+func TestParseOffset(t *testing.T) {
 	tests := []struct {
 		name string
 		in   string
-		want Cursor
+		want Offset
 		text string // String() of the result; the input when empty
 	}{
-		{name: "zero", in: "0-0", want: Cursor{}},
-		{name: "typical", in: "1732170000000-0", want: Cursor{Ms: 1732170000000}},
-		{name: "with a sequence", in: "1795240202144-7", want: Cursor{Ms: 1795240202144, Seq: 7}},
-		{name: "only a sequence", in: "0-5", want: Cursor{Seq: 5}},
+		{name: "zero", in: "0-0", want: Offset{}},
+		{name: "typical", in: "1732170000000-0", want: Offset{Ms: 1732170000000}},
+		{name: "with a sequence", in: "1795240202144-7", want: Offset{Ms: 1795240202144, Seq: 7}},
+		{name: "only a sequence", in: "0-5", want: Offset{Seq: 5}},
 		{name: "largest", in: "18446744073709551615-18446744073709551615",
-			want: Cursor{Ms: math.MaxUint64, Seq: math.MaxUint64}},
-		{name: "leading zeros are read as decimal", in: "007-010", want: Cursor{Ms: 7, Seq: 10}, text: "7-10"},
-		{name: "all zeros", in: "000-000", want: Cursor{}, text: "0-0"},
+			want: Offset{Ms: math.MaxUint64, Seq: math.MaxUint64}},
+		{name: "leading zeros are read as decimal", in: "007-010", want: Offset{Ms: 7, Seq: 10}, text: "7-10"},
+		{name: "all zeros", in: "000-000", want: Offset{}, text: "0-0"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := ParseCursor(tt.in)
+			got, err := ParseOffset(tt.in)
 			if err != nil {
-				t.Fatalf("ParseCursor(%q) = %v", tt.in, err)
+				t.Fatalf("ParseOffset(%q) = %v", tt.in, err)
 			}
 			if got != tt.want {
-				t.Fatalf("ParseCursor(%q) = %+v, want %+v", tt.in, got, tt.want)
+				t.Fatalf("ParseOffset(%q) = %+v, want %+v", tt.in, got, tt.want)
 			}
 			text := tt.text
 			if text == "" {
@@ -38,15 +38,15 @@ func TestParseCursor(t *testing.T) {
 			if s := got.String(); s != text {
 				t.Errorf("String() = %q, want %q", s, text)
 			}
-			back, err := ParseCursor(got.String())
+			back, err := ParseOffset(got.String())
 			if err != nil || back != got {
-				t.Errorf("ParseCursor(String()) = %+v, %v; want %+v", back, err, got)
+				t.Errorf("ParseOffset(String()) = %+v, %v; want %+v", back, err, got)
 			}
 		})
 	}
 }
 
-func TestParseCursorMalformed(t *testing.T) {
+func TestParseOffsetMalformed(t *testing.T) {
 	long := strings.Repeat("1", 5000) + "-0"
 	tests := []struct {
 		name   string
@@ -76,11 +76,11 @@ func TestParseCursorMalformed(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := ParseCursor(tt.in)
+			c, err := ParseOffset(tt.in)
 			if err == nil {
-				t.Fatalf("ParseCursor(%q) = %+v, want an error", tt.in, c)
+				t.Fatalf("ParseOffset(%q) = %+v, want an error", tt.in, c)
 			}
-			if c != (Cursor{}) {
+			if c != (Offset{}) {
 				t.Errorf("cursor with an error = %+v, want the zero cursor", c)
 			}
 			quoted := tt.quoted
@@ -98,20 +98,20 @@ func TestParseCursorMalformed(t *testing.T) {
 	}
 }
 
-func TestCursorLessAndNext(t *testing.T) {
+func TestOffsetLessAndNext(t *testing.T) {
 	tests := []struct {
 		name string
-		a, b Cursor
+		a, b Offset
 		less bool // a.Less(b)
 	}{
-		{name: "equal zero", a: Cursor{}, b: Cursor{}, less: false},
-		{name: "equal", a: Cursor{5, 2}, b: Cursor{5, 2}, less: false},
-		{name: "smaller ms", a: Cursor{4, 9}, b: Cursor{5, 0}, less: true},
-		{name: "larger ms", a: Cursor{6, 0}, b: Cursor{5, 9}, less: false},
-		{name: "same ms smaller seq", a: Cursor{5, 1}, b: Cursor{5, 2}, less: true},
-		{name: "same ms larger seq", a: Cursor{5, 3}, b: Cursor{5, 2}, less: false},
-		{name: "zero before anything", a: Cursor{}, b: Cursor{0, 1}, less: true},
-		{name: "max seq before next ms", a: Cursor{1, math.MaxUint64}, b: Cursor{2, 0}, less: true},
+		{name: "equal zero", a: Offset{}, b: Offset{}, less: false},
+		{name: "equal", a: Offset{5, 2}, b: Offset{5, 2}, less: false},
+		{name: "smaller ms", a: Offset{4, 9}, b: Offset{5, 0}, less: true},
+		{name: "larger ms", a: Offset{6, 0}, b: Offset{5, 9}, less: false},
+		{name: "same ms smaller seq", a: Offset{5, 1}, b: Offset{5, 2}, less: true},
+		{name: "same ms larger seq", a: Offset{5, 3}, b: Offset{5, 2}, less: false},
+		{name: "zero before anything", a: Offset{}, b: Offset{0, 1}, less: true},
+		{name: "max seq before next ms", a: Offset{1, math.MaxUint64}, b: Offset{2, 0}, less: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -126,12 +126,12 @@ func TestCursorLessAndNext(t *testing.T) {
 
 	next := []struct {
 		name string
-		c    Cursor
-		want Cursor
+		c    Offset
+		want Offset
 	}{
-		{name: "zero", c: Cursor{}, want: Cursor{0, 1}},
-		{name: "keeps the ms", c: Cursor{1732170000000, 0}, want: Cursor{1732170000000, 1}},
-		{name: "increments the seq", c: Cursor{7, 41}, want: Cursor{7, 42}},
+		{name: "zero", c: Offset{}, want: Offset{0, 1}},
+		{name: "keeps the ms", c: Offset{1732170000000, 0}, want: Offset{1732170000000, 1}},
+		{name: "increments the seq", c: Offset{7, 41}, want: Offset{7, 42}},
 	}
 	for _, tt := range next {
 		t.Run("Next of "+tt.name, func(t *testing.T) {
@@ -146,15 +146,15 @@ func TestCursorLessAndNext(t *testing.T) {
 	}
 }
 
-func TestCursorIsZero(t *testing.T) {
+func TestOffsetIsZero(t *testing.T) {
 	tests := []struct {
 		name string
-		c    Cursor
+		c    Offset
 		want bool
 	}{
-		{name: "zero", c: Cursor{}, want: true},
-		{name: "ms", c: Cursor{Ms: 1}, want: false},
-		{name: "seq", c: Cursor{Seq: 1}, want: false},
+		{name: "zero", c: Offset{}, want: true},
+		{name: "ms", c: Offset{Ms: 1}, want: false},
+		{name: "seq", c: Offset{Seq: 1}, want: false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -165,51 +165,51 @@ func TestCursorIsZero(t *testing.T) {
 	}
 }
 
-func TestCheckCursor(t *testing.T) {
+func TestCheckOffset(t *testing.T) {
 	const (
 		now       = uint64(1_800_000_000_000)
 		retention = uint64(24 * 3600 * 1000)
 	)
 	tests := []struct {
 		name      string
-		c         Cursor
+		c         Offset
 		now, ret  uint64
 		wantParts []string // nil: accepted
 	}{
-		{name: "zero is always fine", c: Cursor{}, now: now, ret: retention},
-		{name: "zero with a tiny retention", c: Cursor{}, now: now, ret: 1},
-		{name: "now", c: Cursor{Ms: now, Seq: 3}, now: now, ret: retention},
-		{name: "a minute ago", c: Cursor{Ms: now - 60_000}, now: now, ret: retention},
-		{name: "exactly the retention ago", c: Cursor{Ms: now - retention}, now: now, ret: retention},
-		{name: "exactly the retention ago with a seq", c: Cursor{Ms: now - retention, Seq: 9}, now: now, ret: retention},
-		{name: "1ms older than the retention", c: Cursor{Ms: now - retention - 1, Seq: 99}, now: now, ret: retention,
+		{name: "zero is always fine", c: Offset{}, now: now, ret: retention},
+		{name: "zero with a tiny retention", c: Offset{}, now: now, ret: 1},
+		{name: "now", c: Offset{Ms: now, Seq: 3}, now: now, ret: retention},
+		{name: "a minute ago", c: Offset{Ms: now - 60_000}, now: now, ret: retention},
+		{name: "exactly the retention ago", c: Offset{Ms: now - retention}, now: now, ret: retention},
+		{name: "exactly the retention ago with a seq", c: Offset{Ms: now - retention, Seq: 9}, now: now, ret: retention},
+		{name: "1ms older than the retention", c: Offset{Ms: now - retention - 1, Seq: 99}, now: now, ret: retention,
 			wantParts: []string{"cursor 1799913599999-99 is older than the retention period (24h)", "start again without a cursor"}},
-		{name: "far older than the retention", c: Cursor{Ms: 1}, now: now, ret: retention,
+		{name: "far older than the retention", c: Offset{Ms: 1}, now: now, ret: retention,
 			wantParts: []string{"cursor 1-0 is older than the retention period"}},
-		{name: "0-1 is not the zero cursor", c: Cursor{Seq: 1}, now: now, ret: retention,
+		{name: "0-1 is not the zero cursor", c: Offset{Seq: 1}, now: now, ret: retention,
 			wantParts: []string{"older than the retention period"}},
-		{name: "1ms in the future", c: Cursor{Ms: now + 1}, now: now, ret: retention,
+		{name: "1ms in the future", c: Offset{Ms: now + 1}, now: now, ret: retention,
 			wantParts: []string{"cursor 1800000000001-0 is ahead of this event log"}},
-		{name: "far future", c: Cursor{Ms: math.MaxUint64, Seq: math.MaxUint64}, now: now, ret: retention,
+		{name: "far future", c: Offset{Ms: math.MaxUint64, Seq: math.MaxUint64}, now: now, ret: retention,
 			wantParts: []string{"ahead of this event log"}},
-		{name: "retention longer than the clock", c: Cursor{Ms: 1}, now: 1000, ret: 5000},
-		{name: "retention equal to the clock", c: Cursor{Ms: 1}, now: 5000, ret: 5000},
-		{name: "retention one less than the clock", c: Cursor{Ms: 0, Seq: 1}, now: 5001, ret: 5000,
+		{name: "retention longer than the clock", c: Offset{Ms: 1}, now: 1000, ret: 5000},
+		{name: "retention equal to the clock", c: Offset{Ms: 1}, now: 5000, ret: 5000},
+		{name: "retention one less than the clock", c: Offset{Ms: 0, Seq: 1}, now: 5001, ret: 5000,
 			wantParts: []string{"older than the retention period (5s)"}},
-		{name: "future with a clock below the retention", c: Cursor{Ms: 1001}, now: 1000, ret: 5000,
+		{name: "future with a clock below the retention", c: Offset{Ms: 1001}, now: 1000, ret: 5000,
 			wantParts: []string{"ahead of this event log"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := CheckCursor(tt.c, tt.now, tt.ret)
+			err := CheckOffset(tt.c, tt.now, tt.ret)
 			if tt.wantParts == nil {
 				if err != nil {
-					t.Fatalf("CheckCursor(%v, %d, %d) = %v, want nil", tt.c, tt.now, tt.ret, err)
+					t.Fatalf("CheckOffset(%v, %d, %d) = %v, want nil", tt.c, tt.now, tt.ret, err)
 				}
 				return
 			}
 			if err == nil {
-				t.Fatalf("CheckCursor(%v, %d, %d) = nil, want OutOfRange", tt.c, tt.now, tt.ret)
+				t.Fatalf("CheckOffset(%v, %d, %d) = nil, want OutOfRange", tt.c, tt.now, tt.ret)
 			}
 			if k := KindOf(err); k != KindOutOfRange {
 				t.Errorf("KindOf = %d, want KindOutOfRange", k)
@@ -224,21 +224,21 @@ func TestCheckCursor(t *testing.T) {
 }
 
 func TestPositionCheckParts(t *testing.T) {
-	longest := Cursor{Ms: math.MaxUint64, Seq: math.MaxUint64}
-	many := make(Position, MaxPartitions)
+	longest := Offset{Ms: math.MaxUint64, Seq: math.MaxUint64}
+	many := make(Cursor, MaxPartitions)
 	for i := range many {
 		many[i] = longest
 	}
 	tests := []struct {
 		name      string
-		p         Position
+		p         Cursor
 		n         int
 		wantParts []string // nil: no error
 		maxLen    int
 	}{
-		{name: "one of one", p: Position{{Ms: 5}}, n: 1},
-		{name: "three of three", p: Position{{}, {Ms: 1}, {Ms: 2, Seq: 3}}, n: 3},
-		{name: "two of three quotes it whole", p: Position{{Ms: 1}, {Ms: 2}}, n: 3,
+		{name: "one of one", p: Cursor{{Ms: 5}}, n: 1},
+		{name: "three of three", p: Cursor{{}, {Ms: 1}, {Ms: 2, Seq: 3}}, n: 3},
+		{name: "two of three quotes it whole", p: Cursor{{Ms: 1}, {Ms: 2}}, n: 3,
 			wantParts: []string{`cursor "1-0,2-0" has 2 part(s)`, "has 3 partition(s)"}},
 		{name: "the longest cursor is clipped", p: many, n: 1,
 			wantParts: []string{`cursor "18446744073709551615-18446744073709551615,1844`, `…" has 1024 part(s)`, "has 1 partition(s)"},
@@ -258,5 +258,38 @@ func TestPositionCheckParts(t *testing.T) {
 				t.Errorf("a message of %d bytes, want at most %d", len(err.Error()), tt.maxLen)
 			}
 		})
+	}
+}
+
+// TestEventIDAndAckID holds the text forms of an event id and of an ack id,
+// which the API hands out and takes back: each reads back what String
+// wrote, and only that.
+func TestEventIDAndAckID(t *testing.T) {
+	id := EventID{Partition: 1023, Offset: Offset{Ms: 1732170000000, Seq: 7}}
+	if got := id.String(); got != "1023/1732170000000-7" {
+		t.Fatalf("EventID.String() = %q", got)
+	}
+	if back, ok := ParseEventID(id.String()); !ok || back != id {
+		t.Fatalf("ParseEventID(%q) = %+v, %v", id, back, ok)
+	}
+	if got := (Event{Partition: 1023, Offset: id.Offset}).ID(); got != id {
+		t.Fatalf("Event.ID() = %+v, want %+v", got, id)
+	}
+	a := AckID{EventID: id, Attempt: 3}
+	if got := a.String(); got != "1023/1732170000000-7/3" {
+		t.Fatalf("AckID.String() = %q", got)
+	}
+	if back, ok := ParseAckID(a.String()); !ok || back != a {
+		t.Fatalf("ParseAckID(%q) = %+v, %v", a, back, ok)
+	}
+	for _, s := range []string{"", "0", "0/", "/1-0", "0/1-0/", "-1/1-0", "1024/1-0", "01/1-0", "+1/1-0", "0/1", "0//1-0", "0/1-0/1", "0/x-0"} {
+		if got, ok := ParseEventID(s); ok {
+			t.Errorf("ParseEventID(%q) = %+v, want not an event id", s, got)
+		}
+	}
+	for _, s := range []string{"", "0/1-0", "0/1-0/", "0/1-0/0", "0/1-0/-1", "0/1-0/01", "0/1-0/+1", "0/1-0//1", "0/1-0/1/2", "1024/1-0/1", "01/1-0/1", "0/1/1-0", "/1-0/1", "0/1-0/x"} {
+		if got, ok := ParseAckID(s); ok {
+			t.Errorf("ParseAckID(%q) = %+v, want not an ack id", s, got)
+		}
 	}
 }

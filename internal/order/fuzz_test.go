@@ -5,9 +5,9 @@ import (
 	"testing"
 )
 
-// canonicalCursor returns s with the redundant leading zeros of both of its
+// canonicalOffset returns s with the redundant leading zeros of both of its
 // numbers removed: what String gives for a cursor parsed from s.
-func canonicalCursor(s string) string {
+func canonicalOffset(s string) string {
 	ms, seq, _ := strings.Cut(s, "-")
 	trim := func(n string) string {
 		n = strings.TrimLeft(n, "0")
@@ -31,46 +31,46 @@ func allDigits(s string) bool {
 	return true
 }
 
-// FuzzParseCursor checks that ParseCursor never panics, accepts only
+// FuzzParseOffset checks that ParseOffset never panics, accepts only
 // "<digits>-<digits>", and that what it accepts prints back in canonical
 // form: the input itself unless the input has leading zeros, in which case
 // the input with them removed. The printed form parses to the same cursor.
-func FuzzParseCursor(f *testing.F) {
+func FuzzParseOffset(f *testing.F) {
 	for _, s := range []string{"0-0", "1732170000000-0", "1-2-3", "007-010", "18446744073709551615-18446744073709551615", "18446744073709551616-0", "-1", "1-"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		c, err := ParseCursor(s)
+		c, err := ParseOffset(s)
 		if err != nil {
 			if k := KindOf(err); k != KindInvalid {
-				t.Fatalf("ParseCursor(%q): kind %d, want KindInvalid: %v", s, k, err)
+				t.Fatalf("ParseOffset(%q): kind %d, want KindInvalid: %v", s, k, err)
 			}
 			if !strings.Contains(err.Error(), "after_cursor") {
-				t.Fatalf("ParseCursor(%q): message %q does not name after_cursor", s, err)
+				t.Fatalf("ParseOffset(%q): message %q does not name after_cursor", s, err)
 			}
-			if c != (Cursor{}) {
-				t.Fatalf("ParseCursor(%q) = %+v with an error", s, c)
+			if c != (Offset{}) {
+				t.Fatalf("ParseOffset(%q) = %+v with an error", s, c)
 			}
 			return
 		}
 		ms, seq, ok := strings.Cut(s, "-")
 		if !ok || !allDigits(ms) || !allDigits(seq) {
-			t.Fatalf("ParseCursor accepted %q, which is not <digits>-<digits>", s)
+			t.Fatalf("ParseOffset accepted %q, which is not <digits>-<digits>", s)
 		}
 		if len(s) > 41 {
-			t.Fatalf("ParseCursor accepted %q, %d bytes long", s, len(s))
+			t.Fatalf("ParseOffset accepted %q, %d bytes long", s, len(s))
 		}
 		text := c.String()
-		if want := canonicalCursor(s); text != want {
-			t.Fatalf("ParseCursor(%q).String() = %q, want the canonical %q", s, text, want)
+		if want := canonicalOffset(s); text != want {
+			t.Fatalf("ParseOffset(%q).String() = %q, want the canonical %q", s, text, want)
 		}
 		hasLeadingZero := (len(ms) > 1 && ms[0] == '0') || (len(seq) > 1 && seq[0] == '0')
 		if (text == s) == hasLeadingZero {
-			t.Fatalf("ParseCursor(%q).String() = %q: equal to the input %v, leading zeros %v", s, text, text == s, hasLeadingZero)
+			t.Fatalf("ParseOffset(%q).String() = %q: equal to the input %v, leading zeros %v", s, text, text == s, hasLeadingZero)
 		}
-		back, err := ParseCursor(text)
+		back, err := ParseOffset(text)
 		if err != nil {
-			t.Fatalf("ParseCursor(%q) (the String of %q) = %v", text, s, err)
+			t.Fatalf("ParseOffset(%q) (the String of %q) = %v", text, s, err)
 		}
 		if back != c {
 			t.Fatalf("round trip of %q: %+v, then %+v", s, c, back)

@@ -57,8 +57,9 @@ func (g Group) RedeliveryPoll() time.Duration {
 
 // GroupState is where a group is in the log.
 type GroupState struct {
-	// Position is the last event delivered to the group, per partition.
-	Position Position
+	// Position is the last event delivered to the group, per partition:
+	// the cursor the API shows as the group's position.
+	Position Cursor
 	// Backlog counts the events no consumer has: those after Position,
 	// not delivered yet, and the dead letters put back (Redrive), not
 	// delivered again yet.
@@ -82,38 +83,33 @@ type Delivery struct {
 	Event Event
 }
 
-// AckID names one delivery of an event: its partition, its cursor in that
-// partition and the delivery's attempt (1 for the first). Its text form is
-// "<partition>/<ms>-<seq>/<attempt>".
+// AckID names one delivery of an event: the event's EventID and the
+// delivery's attempt (1 for the first). Its text form is
+// "<partition>/<ms>-<seq>/<attempt>", the event id's followed by the
+// attempt.
 type AckID struct {
-	Partition int
-	Cursor    Cursor
-	Attempt   int
+	EventID
+	Attempt int
 }
 
 // String returns the text form that ParseAckID reads.
 func (a AckID) String() string {
-	return strconv.Itoa(a.Partition) + "/" + a.Cursor.String() + "/" + strconv.Itoa(a.Attempt)
+	return a.EventID.String() + "/" + strconv.Itoa(a.Attempt)
 }
 
 // ParseAckID reads an ack id; ok is false for text that is not one.
 func ParseAckID(s string) (AckID, bool) {
-	p, rest, ok := strings.Cut(s, "/")
-	if !ok {
+	i := strings.LastIndexByte(s, '/')
+	if i < 0 {
 		return AckID{}, false
 	}
-	c, a, ok := strings.Cut(rest, "/")
-	if !ok {
+	id, ok := ParseEventID(s[:i])
+	a := s[i+1:]
+	attempt, err := strconv.Atoi(a)
+	if !ok || err != nil || attempt < 1 || strconv.Itoa(attempt) != a {
 		return AckID{}, false
 	}
-	part, err1 := strconv.Atoi(p)
-	attempt, err2 := strconv.Atoi(a)
-	cur, err3 := ParseCursor(c)
-	if err1 != nil || err2 != nil || err3 != nil || part < 0 || part >= MaxPartitions || attempt < 1 ||
-		strconv.Itoa(part) != p || strconv.Itoa(attempt) != a {
-		return AckID{}, false
-	}
-	return AckID{Partition: part, Cursor: cur, Attempt: attempt}, true
+	return AckID{EventID: id, Attempt: attempt}, true
 }
 
 // AckStatus is what became of one ack id of an acknowledgement or a nack.
@@ -143,8 +139,9 @@ func (s AckStatus) String() string {
 
 // DeadLetter is an event a group gave up on after its deliveries.
 type DeadLetter struct {
-	// ID names the dead letter for Redrive: "<partition>/<ms>-<seq>".
-	ID string
+	// ID names the dead letter for Redrive: it is the event's id, Event.ID(),
+	// whose text is "<partition>/<ms>-<seq>".
+	ID EventID
 	// Attempts is how many times the event was delivered.
 	Attempts int
 	Event    Event
@@ -201,30 +198,6 @@ func FailureReason(r string) string {
 	return r
 }
 
-// DeadLetterID is the ID of the dead letter of the event at a cursor of a
-// partition.
-func DeadLetterID(partition int, c Cursor) string {
-	return strconv.Itoa(partition) + "/" + c.String()
-}
-
-// ParseDeadLetterID reads a dead letter's ID; ok is false for text that is
-// not one.
-func ParseDeadLetterID(s string) (partition int, c Cursor, ok bool) {
-	p, cs, found := strings.Cut(s, "/")
-	if !found {
-		return 0, Cursor{}, false
-	}
-	part, err := strconv.Atoi(p)
-	if err != nil || part < 0 || part >= MaxPartitions || strconv.Itoa(part) != p {
-		return 0, Cursor{}, false
-	}
-	c, err = ParseCursor(cs)
-	if err != nil {
-		return 0, Cursor{}, false
-	}
-	return part, c, true
-}
-
 // GroupNotFound is the error for a group id with no group.
 func GroupNotFound(id string) error {
 	return Fail(ReasonGroupNotFound, "group_id", "consumer group %q not found; create it first", id)
@@ -270,7 +243,7 @@ type GroupStore interface {
 	// same settings (SameSettings) is answered as it is, created false;
 	// with other settings it is KindAlreadyExists. Past maxGroups groups,
 	// KindResourceExhausted; a start older than retention, KindOutOfRange.
-	CreateGroup(ctx context.Context, g Group, start Position, maxGroups int) (Group, bool, error)
+	CreateGroup(ctx context.Context, g Group, start Cursor, maxGroups int) (Group, bool, error)
 	// Group returns a group and its state; KindNotFound for none.
 	Group(ctx context.Context, id string) (Group, GroupState, error)
 	// Groups returns every group, by id.
@@ -346,9 +319,9 @@ func DeliverChanged(ctx context.Context, gs GroupStore, group, consumer string, 
 	return out, nil
 }
 
-// Moved returns the partitions whose cursor moved from a to b, or nil when
+// Moved returns the partitions whose offset moved from a to b, or nil when
 // it cannot tell (a position not known yet).
-func Moved(a, b Position) []int {
+func Moved(a, b Cursor) []int {
 	if len(a) != len(b) {
 		return nil
 	}

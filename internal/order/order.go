@@ -81,12 +81,12 @@ type Event struct {
 	// Partition is the partition of the log the event belongs to; the
 	// order's id decides it.
 	Partition int
-	// Cursor is the event's position in its partition's log.
-	Cursor Cursor
-	// Position is where a watcher is in the whole log once it has this
+	// Offset is the event's position in its partition's log.
+	Offset Offset
+	// Cursor is where a watcher is in the whole log once it has this
 	// event: what it passes to resume after it. The watch fan-out sets it;
 	// stores leave it nil.
-	Position  Position
+	Cursor    Cursor
 	OrderID   string
 	CreatedAt time.Time
 	Deadline  time.Time

@@ -55,18 +55,18 @@ type Store interface {
 	// Partitions returns the number of partitions of the expiration log;
 	// it never changes for a store.
 	Partitions(ctx context.Context) (int, error)
-	// Events returns up to limit events of a partition after the cursor, in
-	// log order; when there are none and wait is positive, it blocks for up
-	// to wait. Each expiration appears in exactly one partition's log,
+	// Events returns up to limit events of a partition after the offset,
+	// in log order; when there are none and wait is positive, it blocks for
+	// up to wait. Each expiration appears in exactly one partition's log,
 	// exactly once.
-	Events(ctx context.Context, partition int, after Cursor, limit int, wait time.Duration) ([]Event, error)
-	// Tail returns the cursor of a partition's last event, or the zero
-	// cursor when its log is empty.
-	Tail(ctx context.Context, partition int) (Cursor, error)
-	// CheckCursor says whether a watch can resume after each cursor, each
-	// of its partition, without a gap: KindOutOfRange for a cursor older
-	// than what the log retains.
-	CheckCursor(ctx context.Context, cursors ...Cursor) error
+	Events(ctx context.Context, partition int, after Offset, limit int, wait time.Duration) ([]Event, error)
+	// Tail returns the offset of a partition's last event, or the zero
+	// offset when its log is empty.
+	Tail(ctx context.Context, partition int) (Offset, error)
+	// CheckCursor says whether a watch can resume after a cursor, given as
+	// its offsets, one per partition, without a gap: KindOutOfRange for an
+	// offset older than what the log retains.
+	CheckCursor(ctx context.Context, offsets ...Offset) error
 
 	// Stats returns the counts of orders by status, summed over the
 	// partitions, and each partition's pending orders, next deadline and

@@ -106,7 +106,7 @@ type Options struct {
 	// Appended, when set, returns the log's position and a channel closed
 	// when the log grows past it (watch.Hub.Appended), so that a new event
 	// is pushed at once rather than at the next poll.
-	Appended func() (order.Position, <-chan struct{})
+	Appended func() (order.Cursor, <-chan struct{})
 	// DropRepeats, when set, takes each batch of deliveries and returns
 	// those to push, leaving out repeats of expirations the group had
 	// (watch.Hub.DropRepeats).
@@ -178,10 +178,11 @@ func ConsumerName() string {
 // Consumer returns the consumer name the Deliverer uses in every group.
 func (d *Deliverer) Consumer() string { return d.opts.Consumer }
 
-// WebhookID is the webhook-id of an event of a group: the same for every
-// attempt (and after a redrive), so that a receiver can drop a repeat.
+// WebhookID is the webhook-id of an event of a group, "<group>_" followed
+// by the event's id (order.EventID): the same for every attempt (and after
+// a redrive), so that a receiver can drop a repeat.
 func WebhookID(group string, id order.AckID) string {
-	return group + "_" + order.DeadLetterID(id.Partition, id.Cursor)
+	return group + "_" + id.EventID.String()
 }
 
 // Run delivers until ctx ends: it reads the push groups every second and

@@ -84,7 +84,7 @@ func TestClusterSpreadsOrders(t *testing.T) {
 		}
 	}
 	for p, id := range due {
-		evs, err := s.Events(t.Context(), p, order.Cursor{}, 10, 5*time.Second)
+		evs, err := s.Events(t.Context(), p, order.Offset{}, 10, 5*time.Second)
 		if err != nil || len(evs) != 1 || evs[0].OrderID != id || evs[0].Partition != p {
 			t.Fatalf("partition %d: Events = %v, %v; want the one expiry of %s", p, evs, err, id)
 		}

@@ -96,7 +96,7 @@ func parseEvent(m redis.XMessage) (order.Event, error) {
 		return order.Event{}, fmt.Errorf("event %s: %w", m.ID, err)
 	}
 	return order.Event{
-		Cursor:    c,
+		Offset:    c,
 		OrderID:   field("id"),
 		CreatedAt: time.UnixMilli(ms[0]),
 		Deadline:  time.UnixMilli(ms[1]),
@@ -105,12 +105,12 @@ func parseEvent(m redis.XMessage) (order.Event, error) {
 	}, nil
 }
 
-// parseStreamID reads a stream entry id that Redis gave, as a cursor. Its
-// error, unlike order.ParseCursor's, does not blame a caller's cursor.
-func parseStreamID(id string) (order.Cursor, error) {
-	c, err := order.ParseCursor(id)
+// parseStreamID reads a stream entry id that Redis gave, as an offset. Its
+// error, unlike order.ParseOffset's, does not blame a caller's cursor.
+func parseStreamID(id string) (order.Offset, error) {
+	c, err := order.ParseOffset(id)
 	if err != nil {
-		return order.Cursor{}, fmt.Errorf("%q is not a stream entry id", id)
+		return order.Offset{}, fmt.Errorf("%q is not a stream entry id", id)
 	}
 	return c, nil
 }

@@ -63,7 +63,7 @@ func TestCorruptDataIsInternal(t *testing.T) {
 					Values: []string{"id", "bad", "c", "1", "d", "soon", "x", "3", "m", ""}}).Err())
 			},
 			read: func(ctx context.Context, s *redisstore.Store) error {
-				_, err := s.Events(ctx, 0, order.Cursor{}, 10, 0)
+				_, err := s.Events(ctx, 0, order.Offset{}, 10, 0)
 				return err
 			},
 			key: "key=oe:{0}:events entry=5-1",
@@ -75,7 +75,7 @@ func TestCorruptDataIsInternal(t *testing.T) {
 					Values: []string{"id", "bad", "c", "1", "d", "2", "x", "3", "m", "[1,2"}}).Err())
 			},
 			read: func(ctx context.Context, s *redisstore.Store) error {
-				_, err := s.Events(ctx, 0, order.Cursor{}, 10, time.Second)
+				_, err := s.Events(ctx, 0, order.Offset{}, 10, time.Second)
 				return err
 			},
 			key: "key=oe:{0}:events entry=5-2",

@@ -152,8 +152,8 @@ func TestEmptiedStoreOtherPartitions(t *testing.T) {
 		"Get":         func() error { _, err := s.Get(t.Context(), "o"); return err },
 		"Complete":    func() error { _, err := s.Complete(t.Context(), "o"); return err },
 		"Partitions":  func() error { _, err := s.Partitions(t.Context()); return err },
-		"Events":      func() error { _, err := s.Events(t.Context(), 0, order.Cursor{}, 10, 0); return err },
-		"CheckCursor": func() error { return s.CheckCursor(t.Context(), order.Cursor{}) },
+		"Events":      func() error { _, err := s.Events(t.Context(), 0, order.Offset{}, 10, 0); return err },
+		"CheckCursor": func() error { return s.CheckCursor(t.Context(), order.Offset{}) },
 	}
 	for name, call := range calls {
 		if err := call(); order.KindOf(err) != order.KindUnavailable {
@@ -196,17 +196,17 @@ func TestCheckCursorBeyondLastEvent(t *testing.T) {
 	if _, _, err := s.Checkout(t.Context(), id, 10*time.Millisecond, nil); err != nil {
 		t.Fatal(err)
 	}
-	ev := collect(t, s, order.Cursor{}, 1)[0]
+	ev := collect(t, s, order.Offset{}, 1)[0]
 	time.Sleep(5 * time.Millisecond) // so that ev.Ms+2 is not ahead of Redis's clock
 	tests := []struct {
 		name string
-		pos  []order.Cursor
+		pos  []order.Offset
 		ok   bool
 	}{
-		{"the last event", []order.Cursor{ev.Cursor, {}}, true},
-		{"next in its millisecond", []order.Cursor{ev.Cursor.Next(), {}}, false},
-		{"after the last event", []order.Cursor{{Ms: ev.Cursor.Ms + 2}, {}}, false},
-		{"in a partition with no event", []order.Cursor{ev.Cursor, {Ms: ev.Cursor.Ms - 1}}, false},
+		{"the last event", []order.Offset{ev.Offset, {}}, true},
+		{"next in its millisecond", []order.Offset{ev.Offset.Next(), {}}, false},
+		{"after the last event", []order.Offset{{Ms: ev.Offset.Ms + 2}, {}}, false},
+		{"in a partition with no event", []order.Offset{ev.Offset, {Ms: ev.Offset.Ms - 1}}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -109,7 +109,7 @@ func TestSweepCatchesUp(t *testing.T) {
 		},
 	})
 	run(t, s)
-	evs := collect(t, s, order.Cursor{}, overdue+onTime)
+	evs := collect(t, s, order.Offset{}, overdue+onTime)
 
 	seen := map[string]bool{}
 	for _, ev := range evs {
@@ -176,7 +176,7 @@ func TestSweeperKeepsAlarmQuiet(t *testing.T) {
 	if ttl := admin.PTTL(t.Context(), "oe:{0}:alarm").Val(); ttl <= 0 || ttl > 100*time.Millisecond+redisstore.AlarmGrace {
 		t.Errorf("the alarm expires in %v; want it set for the earliest deadline and the grace, at most %v", ttl, 100*time.Millisecond+redisstore.AlarmGrace)
 	}
-	evs := collect(t, s, order.Cursor{}, n)
+	evs := collect(t, s, order.Offset{}, n)
 	// Give Redis time to expire whatever it would: past the grace and
 	// through a few active-expire cycles.
 	time.Sleep(redisstore.AlarmGrace + 300*time.Millisecond)

@@ -87,7 +87,7 @@ func consumerName(c string) string { return "c:" + c }
 // settings are a group's settings and where it started.
 type settings struct {
 	order.Group
-	start order.Position
+	start order.Cursor
 }
 
 // cachedSettings are a replica's copy of a group's settings.
@@ -161,7 +161,7 @@ func parseSettings(id, rec string, partitions int) (settings, error) {
 		}
 		n[i] = v
 	}
-	start, err := order.ParsePosition("start_after_cursor", f[3])
+	start, err := order.ParseCursor("start_after_cursor", f[3])
 	if err != nil || len(start) != partitions {
 		return settings{}, fmt.Errorf("malformed start of group %q: %q", id, f[3])
 	}
@@ -176,7 +176,7 @@ func parseSettings(id, rec string, partitions int) (settings, error) {
 // the same settings. Its groups on the partitions' streams are created
 // after its settings: a call that failed between the two is finished by the
 // next CreateGroup of the same group.
-func (s *Store) CreateGroup(ctx context.Context, g order.Group, start order.Position, maxGroups int) (order.Group, bool, error) {
+func (s *Store) CreateGroup(ctx context.Context, g order.Group, start order.Cursor, maxGroups int) (order.Group, bool, error) {
 	parts, err := s.layout(ctx)
 	if err != nil {
 		return order.Group{}, false, err
@@ -233,8 +233,8 @@ func (s *Store) CreateGroup(ctx context.Context, g order.Group, start order.Posi
 	return got.Group, res[0] == "created", nil
 }
 
-// tails reads the cursor of every partition's last event, in one round trip.
-func (s *Store) tails(ctx context.Context, parts []*partition) (order.Position, error) {
+// tails reads the offset of every partition's last event, in one round trip.
+func (s *Store) tails(ctx context.Context, parts []*partition) (order.Cursor, error) {
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
 	pipe := s.rdb.Pipeline()
@@ -245,7 +245,7 @@ func (s *Store) tails(ctx context.Context, parts []*partition) (order.Position, 
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, storeError(err)
 	}
-	pos := make(order.Position, len(parts))
+	pos := make(order.Cursor, len(parts))
 	for i, c := range cmds {
 		if msgs := c.Val(); len(msgs) > 0 {
 			var err error
@@ -309,7 +309,7 @@ func (s *Store) Group(ctx context.Context, id string) (order.Group, order.GroupS
 	}
 	// Exec's error is each command's: they are read below.
 	_, _ = pipe.Exec(ctx)
-	st := order.GroupState{Position: make(order.Position, len(parts))}
+	st := order.GroupState{Position: make(order.Cursor, len(parts))}
 	var oldest int64
 	for i, c := range cmds {
 		res, err := c.Slice()
@@ -475,7 +475,7 @@ func (s *Store) deliverPartition(ctx context.Context, p *partition, g settings, 
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, order.Delivery{AckID: order.AckID{Partition: p.index, Cursor: ev.Cursor, Attempt: attempt}, Event: ev})
+		out = append(out, order.Delivery{AckID: order.AckID{EventID: order.EventID{Partition: p.index, Offset: ev.Offset}, Attempt: attempt}, Event: ev})
 	}
 	return out, nil
 }
@@ -549,7 +549,7 @@ func (s *Store) settle(ctx context.Context, group string, ids []order.AckID, how
 		p := named[j]
 		args := []any{g.ID, g.AckDeadline.Milliseconds(), how, g.start[p].String(), g.MaxDeliveries, reason}
 		for _, i := range byPart[p] {
-			args = append(args, ids[i].Cursor.String(), ids[i].Attempt)
+			args = append(args, ids[i].Offset.String(), ids[i].Attempt)
 		}
 		cmds[p] = pipe.eval(ctx, settleScript, []string{parts[p].keys.events, whyKey(parts[p], g.ID)}, args...)
 	}); err != nil {
@@ -579,11 +579,11 @@ func (s *Store) DeadLetters(ctx context.Context, group, pageToken string, limit 
 	}
 	from, after := 0, "-"
 	if pageToken != "" {
-		p, c, ok := order.ParseDeadLetterID(pageToken)
-		if !ok || p >= len(parts) {
+		id, ok := order.ParseEventID(pageToken)
+		if !ok || id.Partition >= len(parts) {
 			return nil, "", order.BadPageToken(pageToken)
 		}
-		from, after = p, "("+c.String()
+		from, after = id.Partition, "("+id.Offset.String()
 	}
 	var out []order.DeadLetter
 	for p := from; p < len(parts) && len(out) < limit; p++ {
@@ -605,11 +605,11 @@ func (s *Store) DeadLetters(ctx context.Context, group, pageToken string, limit 
 			if err != nil {
 				return nil, "", err
 			}
-			l := order.DeadLetter{ID: order.DeadLetterID(p, ev.Cursor), Attempts: n, Event: ev}
+			l := order.DeadLetter{ID: order.EventID{Partition: p, Offset: ev.Offset}, Attempts: n, Event: ev}
 			if e, _ := r.([]any); len(e) == 4 {
 				if rec, _ := e[3].(string); rec != "" {
 					if err := readWhy(&l, rec, g.AckDeadline); err != nil {
-						return nil, "", s.corrupt(whyKey(parts[p], group), err, "field", ev.Cursor.String())
+						return nil, "", s.corrupt(whyKey(parts[p], group), err, "field", ev.Offset.String())
 					}
 				}
 			}
@@ -618,7 +618,7 @@ func (s *Store) DeadLetters(ctx context.Context, group, pageToken string, limit 
 	}
 	next := ""
 	if len(out) == limit {
-		next = out[len(out)-1].ID
+		next = out[len(out)-1].ID.String()
 	}
 	return out, next, nil
 }
@@ -634,9 +634,9 @@ func (s *Store) Redrive(ctx context.Context, group string, ids []string) (int, e
 	}
 	byPart := map[int][]any{}
 	for _, id := range ids {
-		p, c, ok := order.ParseDeadLetterID(id)
-		if ok && p < len(parts) {
-			byPart[p] = append(byPart[p], c.String())
+		id, ok := order.ParseEventID(id)
+		if ok && id.Partition < len(parts) {
+			byPart[id.Partition] = append(byPart[id.Partition], id.Offset.String())
 		}
 	}
 	run := func(p int, named []any) (int, error) {

@@ -17,13 +17,13 @@ func (s *Store) Partitions(ctx context.Context) (int, error) {
 	return len(parts), err
 }
 
-// Events returns up to limit events of a partition after the cursor, in log
+// Events returns up to limit events of a partition after the offset, in log
 // order. When there are none and wait is positive, it blocks until one
 // arrives or wait passes. In a Redis Cluster it reads a replica of the
 // partition's master where there is one: an event is seen only once a
 // replica has it, so that a failover, which may lose the master's last
 // writes, can never take back an event that a watcher saw.
-func (s *Store) Events(ctx context.Context, partition int, after order.Cursor, limit int, wait time.Duration) ([]order.Event, error) {
+func (s *Store) Events(ctx context.Context, partition int, after order.Offset, limit int, wait time.Duration) ([]order.Event, error) {
 	p, err := s.partition(ctx, partition)
 	if err != nil {
 		return nil, err
@@ -65,52 +65,53 @@ func (s *Store) Events(ctx context.Context, partition int, after order.Cursor, l
 	return events, nil
 }
 
-// Tail returns the cursor of the last event in a partition's log, or the
-// zero cursor when it is empty.
-func (s *Store) Tail(ctx context.Context, partition int) (order.Cursor, error) {
+// Tail returns the offset of the last event in a partition's log, or the
+// zero offset when it is empty.
+func (s *Store) Tail(ctx context.Context, partition int) (order.Offset, error) {
 	p, err := s.partition(ctx, partition)
 	if err != nil {
-		return order.Cursor{}, err
+		return order.Offset{}, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
 	msgs, err := s.rdb.XRevRangeN(ctx, p.keys.events, "+", "-", 1).Result()
 	if err != nil {
-		return order.Cursor{}, storeError(err)
+		return order.Offset{}, storeError(err)
 	}
 	if len(msgs) == 0 {
-		return order.Cursor{}, nil
+		return order.Offset{}, nil
 	}
 	c, err := parseStreamID(msgs[0].ID)
 	if err != nil {
-		return order.Cursor{}, s.corrupt(p.keys.events, err)
+		return order.Offset{}, s.corrupt(p.keys.events, err)
 	}
 	return c, nil
 }
 
-// CheckCursor says whether a watch can resume after each cursor, each of its
-// partition, without a gap: it refuses, as OutOfRange, a cursor older than
-// the retention or ahead of Redis's clock (order.CheckCursor), one from
-// before the history of the store began (it was emptied since: the events
-// after the cursor are gone; see epoch.go), and one beyond the last event
-// its partition ever logged, which cannot come from this history. One
-// pipeline reads the clock, the epoch and every partition's last event id:
-// one round trip per call (per master of a cluster, in parallel).
-func (s *Store) CheckCursor(ctx context.Context, cursors ...order.Cursor) error {
+// CheckCursor says whether a watch can resume after a cursor, given as its
+// offsets, each of its partition, without a gap: it refuses, as OutOfRange,
+// an offset older than the retention or ahead of Redis's clock
+// (order.CheckOffset), one from before the history of the store began (it
+// was emptied since: the events after it are gone; see epoch.go), and one
+// beyond the last event its partition ever logged, which cannot come from
+// this history. One pipeline reads the clock, the epoch and every
+// partition's last event id: one round trip per call (per master of a
+// cluster, in parallel).
+func (s *Store) CheckCursor(ctx context.Context, offsets ...order.Offset) error {
 	parts, err := s.layout(ctx)
 	if err != nil {
 		return err
 	}
-	if len(cursors) != len(parts) {
+	if len(offsets) != len(parts) {
 		// The hub checks a watch position's length before.
-		return fmt.Errorf("redisstore: CheckCursor takes one cursor per partition: got %d, the log has %d", len(cursors), len(parts))
+		return fmt.Errorf("redisstore: CheckCursor takes one cursor per partition: got %d, the log has %d", len(offsets), len(parts))
 	}
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
 	pipe := s.rdb.Pipeline()
 	clock := queue(ctx, pipe, clockScript, []string{epochKey})
 	last := make([]*redis.Cmd, len(parts))
-	for i, c := range cursors {
+	for i, c := range offsets {
 		if !c.IsZero() {
 			last[i] = queue(ctx, pipe, lastIDScript, []string{parts[i].keys.events})
 		}
@@ -132,11 +133,11 @@ func (s *Store) CheckCursor(ctx context.Context, cursors ...order.Cursor) error 
 		}
 		since = e.since
 	}
-	for i, c := range cursors {
+	for i, c := range offsets {
 		if c.IsZero() {
 			continue
 		}
-		if err := order.CheckCursor(c, uint64(now), uint64(s.retention.Milliseconds())); err != nil {
+		if err := order.CheckOffset(c, uint64(now), uint64(s.retention.Milliseconds())); err != nil {
 			return err
 		}
 		if emptied {

@@ -146,7 +146,7 @@ func TestSentinelFailoverFollowed(t *testing.T) {
 	// The order acknowledged before the kill expires on the new master,
 	// once: on time, or within a second of the failover when it came due
 	// while there was no master.
-	evs := collect(t, s, order.Cursor{}, 1)
+	evs := collect(t, s, order.Offset{}, 1)
 	due := evs[0].Deadline
 	if due.Before(failedOver) {
 		due = failedOver

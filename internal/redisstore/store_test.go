@@ -177,16 +177,16 @@ func TestReplicasExpireOnce(t *testing.T) {
 		t.FailNow()
 	}
 
-	evs := collect(t, replicas[0], order.Cursor{}, n)
+	evs := collect(t, replicas[0], order.Offset{}, n)
 	// Once an order due after all of them has expired, every expiry that
 	// was going to be logged before it has been.
 	if _, _, err := replicas[1].Checkout(t.Context(), "barrier", 200*time.Millisecond, nil); err != nil {
 		t.Fatal(err)
 	}
-	if got := collect(t, replicas[1], evs[n-1].Cursor, 1); got[0].OrderID != "barrier" {
+	if got := collect(t, replicas[1], evs[n-1].Offset, 1); got[0].OrderID != "barrier" {
 		t.Fatalf("event for %q, want the barrier", got[0].OrderID)
 	}
-	evs, err := replicas[0].Events(t.Context(), 0, order.Cursor{}, 10*n, 0)
+	evs, err := replicas[0].Events(t.Context(), 0, order.Offset{}, 10*n, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,7 +246,7 @@ func TestExpiredKeyEventWakesSweeper(t *testing.T) {
 	if err := s.CheckoutUnannounced(t.Context(), "unannounced", ttl); err != nil {
 		t.Fatal(err)
 	}
-	ev := collect(t, s, order.Cursor{}, 1)[0]
+	ev := collect(t, s, order.Offset{}, 1)[0]
 	late := ev.ExpiredAt.Sub(ev.Deadline)
 	if ev.OrderID != "unannounced" || late < 0 || late > redisstore.AlarmGrace+300*time.Millisecond {
 		t.Errorf("%s expired %v after its deadline; want the unannounced order within %v, long before the sweeper's next wake-up on its own (%v after the deadline)",
@@ -297,13 +297,13 @@ func checkUnavailable(t *testing.T, addr string, limit time.Duration) {
 		{"Get", func(ctx context.Context) error { _, err := s.Get(ctx, "o"); return err }},
 		{"Complete", func(ctx context.Context) error { _, err := s.Complete(ctx, "o"); return err }},
 		{"Cancel", func(ctx context.Context) error { _, err := s.Cancel(ctx, "o"); return err }},
-		{"Events", func(ctx context.Context) error { _, err := s.Events(ctx, 0, order.Cursor{}, 10, 0); return err }},
+		{"Events", func(ctx context.Context) error { _, err := s.Events(ctx, 0, order.Offset{}, 10, 0); return err }},
 		{"Events waiting", func(ctx context.Context) error {
-			_, err := s.Events(ctx, 0, order.Cursor{}, 10, 5*time.Second)
+			_, err := s.Events(ctx, 0, order.Offset{}, 10, 5*time.Second)
 			return err
 		}},
 		{"Tail", func(ctx context.Context) error { _, err := s.Tail(ctx, 0); return err }},
-		{"CheckCursor", func(ctx context.Context) error { return s.CheckCursor(ctx, order.Cursor{Ms: 1}) }},
+		{"CheckCursor", func(ctx context.Context) error { return s.CheckCursor(ctx, order.Offset{Ms: 1}) }},
 		{"Ping", s.Ping},
 		{"StartOperation", func(ctx context.Context) error {
 			_, err := s.StartOperation(ctx, order.Operation{Filter: `metadata.m = "a"`, Change: order.BulkChange{Cancel: true}})
@@ -367,7 +367,7 @@ func expireOnTime(t *testing.T, via, sweeping *redisstore.Store, id string) {
 }
 
 // collect waits for n events after a cursor.
-func collect(t *testing.T, s *redisstore.Store, after order.Cursor, n int) []order.Event {
+func collect(t *testing.T, s *redisstore.Store, after order.Offset, n int) []order.Event {
 	t.Helper()
 	var got []order.Event
 	deadline := time.Now().Add(10 * time.Second)
@@ -381,7 +381,7 @@ func collect(t *testing.T, s *redisstore.Store, after order.Cursor, n int) []ord
 		}
 		for _, ev := range evs {
 			got = append(got, ev)
-			after = ev.Cursor
+			after = ev.Offset
 		}
 	}
 	return got

@@ -36,7 +36,7 @@ func TestWhyHashBounded(t *testing.T) {
 			t.Fatalf("events %v, %v; want the two expiries", evs, err)
 		}
 		got += len(evs)
-		after = evs[len(evs)-1].Cursor
+		after = evs[len(evs)-1].Offset
 	}
 	why := func(want int64, when string) {
 		t.Helper()

@@ -59,7 +59,7 @@ func (s *Service) settle(ctx context.Context, group string, raw []string, op fun
 		if st == order.AckDone {
 			settled = append(settled, ids[j])
 			if acked && s.observer != nil {
-				s.observer.Acknowledged(group, now.Sub(time.UnixMilli(int64(ids[j].Cursor.Ms))))
+				s.observer.Acknowledged(group, now.Sub(time.UnixMilli(int64(ids[j].Offset.Ms))))
 			}
 		}
 	}

@@ -135,26 +135,20 @@ type encoded []byte
 // is encoded once whatever the number of watchers it goes to.
 type encodedEvents struct {
 	mu    sync.RWMutex
-	bytes map[eventKey]encoded
-	ring  []eventKey // the cached events, oldest replaced first
+	bytes map[order.EventID]encoded
+	ring  []order.EventID // the cached events, oldest replaced first
 	next  int
 }
 
-// eventKey names an event of the log.
-type eventKey struct {
-	partition int
-	cursor    order.Cursor
-}
-
 func newEncodedEvents(size int) *encodedEvents {
-	return &encodedEvents{bytes: make(map[eventKey]encoded, size), ring: make([]eventKey, size)}
+	return &encodedEvents{bytes: make(map[order.EventID]encoded, size), ring: make([]order.EventID, size)}
 }
 
 // get returns the wire form of a live event, encoding it if no watcher did
-// yet. Only live events may come here: their Position is the hub's, the
+// yet. Only live events may come here: their Cursor is the hub's, the
 // same for every watcher.
 func (c *encodedEvents) get(ev order.Event) (encoded, error) {
-	key := eventKey{ev.Partition, ev.Cursor}
+	key := ev.ID()
 	c.mu.RLock()
 	b, ok := c.bytes[key]
 	c.mu.RUnlock()

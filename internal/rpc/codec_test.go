@@ -21,8 +21,8 @@ import (
 
 func event(ms uint64, id string) order.Event {
 	at := time.UnixMilli(int64(ms))
-	c := order.Cursor{Ms: ms}
-	return order.Event{Cursor: c, Position: order.Position{c}, OrderID: id, Deadline: at, ExpiredAt: at, Metadata: map[string]string{"k": id}}
+	c := order.Offset{Ms: ms}
+	return order.Event{Offset: c, Cursor: order.Cursor{c}, OrderID: id, Deadline: at, ExpiredAt: at, Metadata: map[string]string{"k": id}}
 }
 
 func TestCodecSendsEncodedBytesAsTheyAre(t *testing.T) {
@@ -76,7 +76,7 @@ func TestEncodedEvents(t *testing.T) {
 	// Two more events push the first out of a cache of two.
 	c.get(b)
 	c.get(d)
-	if _, ok := c.bytes[eventKey{a.Partition, a.Cursor}]; ok || len(c.bytes) != 2 {
+	if _, ok := c.bytes[a.ID()]; ok || len(c.bytes) != 2 {
 		t.Fatalf("cache holds %d events, the oldest included: %v", len(c.bytes), ok)
 	}
 	if b2, _ := c.get(b); len(b2) == 0 {

@@ -27,7 +27,7 @@ func (s *Service) ListDeadLetters(ctx context.Context, req *pb.ListDeadLettersRe
 	for _, l := range letters {
 		ev := eventToProto(l.Event)
 		ev.Cursor = ""
-		resp.DeadLetters = append(resp.DeadLetters, &pb.DeadLetter{DeadLetterId: l.ID, DeliveryAttempts: int32(l.Attempts), Event: ev,
+		resp.DeadLetters = append(resp.DeadLetters, &pb.DeadLetter{DeadLetterId: l.ID.String(), DeliveryAttempts: int32(l.Attempts), Event: ev,
 			LastFailure: l.Reason, LastFailureTime: timestampOrNil(l.FailedAt),
 			FirstDeliveryTime: timestampOrNil(l.FirstDelivered), LastDeliveryTime: timestampOrNil(l.LastDelivered)})
 	}
@@ -49,7 +49,7 @@ func (s *Service) RedriveDeadLetters(ctx context.Context, req *pb.RedriveDeadLet
 		return nil, order.Fail(order.ReasonInvalidArgument, "dead_letter_ids", "dead_letter_ids has %d ids: give at most %d, or all", len(ids), maxAckIDs)
 	}
 	for _, id := range ids {
-		if _, _, ok := order.ParseDeadLetterID(id); !ok {
+		if _, ok := order.ParseEventID(id); !ok {
 			return nil, order.Fail(order.ReasonInvalidID, "dead_letter_ids", "dead_letter_ids: %q is not a dead letter id; pass the dead_letter_id of a listed one, like \"0/1732170000000-0\"", order.Clip(id))
 		}
 	}

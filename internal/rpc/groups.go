@@ -29,11 +29,11 @@ func (s *Service) CreateConsumerGroup(ctx context.Context, req *pb.CreateConsume
 	if err != nil {
 		return nil, err
 	}
-	var start order.Position
+	var start order.Cursor
 	if c := req.GetStartAfterCursor(); c != "" {
-		p, err := order.ParsePosition("start_after_cursor", c)
+		p, err := order.ParseCursor("start_after_cursor", c)
 		if err == nil {
-			p, err = s.hub.CheckPosition(ctx, p)
+			p, err = s.hub.CheckCursor(ctx, p)
 		}
 		if err != nil {
 			return nil, order.WithField(err, "start_after_cursor")
@@ -55,7 +55,7 @@ func (s *Service) CheckGroupRequest(req *pb.CreateConsumerGroupRequest) error {
 		return err
 	}
 	if c := req.GetStartAfterCursor(); c != "" {
-		if _, err := order.ParsePosition("start_after_cursor", c); err != nil {
+		if _, err := order.ParseCursor("start_after_cursor", c); err != nil {
 			return err
 		}
 	}

@@ -378,10 +378,10 @@ const ResumeCursorTrailer = "resume-cursor"
 // that clients (and the REST gateway) learn at once that the watch is on.
 func (s *Service) WatchExpirations(req *pb.WatchExpirationsRequest, stream pb.OrderService_WatchExpirationsServer) error {
 	ctx := stream.Context()
-	var after order.Position
+	var after order.Cursor
 	if req.GetAfterCursor() != "" {
 		var err error
-		if after, err = order.ParsePosition("after_cursor", req.GetAfterCursor()); err != nil {
+		if after, err = order.ParseCursor("after_cursor", req.GetAfterCursor()); err != nil {
 			return err
 		}
 	}
@@ -411,7 +411,7 @@ func (s *Service) WatchExpirations(req *pb.WatchExpirationsRequest, stream pb.Or
 		stream.SetTrailer(metadata.Pairs(ResumeCursorTrailer, last.String()))
 	}
 	if k == order.KindInvalid || (k == order.KindOutOfRange && !behind) {
-		// The check of the cursor (see watch.Hub.CheckPosition), which
+		// The check of the cursor (see watch.Hub.CheckCursor), which
 		// names no field.
 		return order.WithField(err, "after_cursor")
 	}
@@ -451,7 +451,7 @@ func statusToProto(s order.Status) pb.OrderStatus {
 
 func eventToProto(ev order.Event) *pb.ExpirationEvent {
 	return &pb.ExpirationEvent{
-		Cursor:    ev.Position.String(),
+		Cursor:    ev.Cursor.String(),
 		OrderId:   ev.OrderID,
 		Deadline:  timestamppb.New(ev.Deadline),
 		ExpiredAt: timestamppb.New(ev.ExpiredAt),

@@ -32,7 +32,7 @@ func settings(id string, ackDeadline time.Duration, maxDeliveries int) order.Gro
 }
 
 // createGroup creates a group that must be new.
-func createGroup(t *testing.T, gs order.GroupStore, g order.Group, start order.Position) order.Group {
+func createGroup(t *testing.T, gs order.GroupStore, g order.Group, start order.Cursor) order.Group {
 	t.Helper()
 	got, created, err := gs.CreateGroup(t.Context(), g, start, maxGroups)
 	if err != nil {
@@ -44,10 +44,10 @@ func createGroup(t *testing.T, gs order.GroupStore, g order.Group, start order.P
 	return got
 }
 
-// zeroPosition returns the position before every event of the store's log.
-func zeroPosition(t *testing.T, s order.Store) order.Position {
+// zeroCursor returns the cursor before every event of the store's log.
+func zeroCursor(t *testing.T, s order.Store) order.Cursor {
 	t.Helper()
-	return make(order.Position, partitions(t, s))
+	return make(order.Cursor, partitions(t, s))
 }
 
 // expire checks out orders under the ids, due one after another in that
@@ -179,10 +179,10 @@ func checkDeliveries(t *testing.T, what string, ds []order.Delivery, want []orde
 			t.Errorf("%s: %s not delivered; delivered %v", what, ev.OrderID, deliveryIDs(ds))
 			continue
 		}
-		if d.Event.Partition != ev.Partition || d.Event.Cursor != ev.Cursor || !d.Event.ExpiredAt.Equal(ev.ExpiredAt) || !d.Event.Deadline.Equal(ev.Deadline) {
+		if d.Event.Partition != ev.Partition || d.Event.Offset != ev.Offset || !d.Event.ExpiredAt.Equal(ev.ExpiredAt) || !d.Event.Deadline.Equal(ev.Deadline) {
 			t.Errorf("%s: delivered event %+v, want the logged %+v", what, d.Event, ev)
 		}
-		if want := (order.AckID{Partition: ev.Partition, Cursor: ev.Cursor, Attempt: attempt}); d.AckID != want {
+		if want := (order.AckID{EventID: ev.ID(), Attempt: attempt}); d.AckID != want {
 			t.Errorf("%s: %s delivered with ack id %v, want %v", what, ev.OrderID, d.AckID, want)
 		}
 	}
@@ -265,7 +265,7 @@ func testGroupCreate(t *testing.T, su suite) {
 	}
 	checkWithin(t, "created_at", g.CreatedAt, before, after)
 
-	again, created, err := gs.CreateGroup(ctx, asked, zeroPosition(t, s), maxGroups)
+	again, created, err := gs.CreateGroup(ctx, asked, zeroCursor(t, s), maxGroups)
 	if err != nil || created || !again.SameSettings(asked) || !again.CreatedAt.Equal(g.CreatedAt) {
 		t.Errorf("CreateGroup again with the same settings = %+v, created %v, %v; want the existing %+v, not created", again, created, err, g)
 	}
@@ -319,9 +319,9 @@ func testGroupCreate(t *testing.T, su suite) {
 	_, _, err = gs.Group(ctx, "extra")
 	wantKind(t, "Group of a group refused at the limit", err, order.KindNotFound)
 
-	old := zeroPosition(t, s)
+	old := zeroCursor(t, s)
 	for p := range old {
-		old[p] = order.Cursor{Ms: uint64(time.Now().Add(-retention - time.Minute).UnixMilli())}
+		old[p] = order.Offset{Ms: uint64(time.Now().Add(-retention - time.Minute).UnixMilli())}
 	}
 	_, _, err = gs.CreateGroup(ctx, settings("old", time.Second, 1), old, maxGroups)
 	wantKind(t, "CreateGroup starting before retention", err, order.KindOutOfRange)
@@ -340,7 +340,7 @@ func testGroupCreate(t *testing.T, su suite) {
 	// The id is free again, for other settings too.
 	createGroup(t, gs, settings("a-group", time.Second, 2), nil)
 
-	id := order.AckID{Cursor: order.Cursor{Ms: 1}, Attempt: 1}
+	id := order.AckID{EventID: order.EventID{Offset: order.Offset{Ms: 1}}, Attempt: 1}
 	unknown := []struct {
 		name string
 		call func() error
@@ -364,7 +364,7 @@ func testGroupDelete(t *testing.T, su suite) {
 	s := su.start(t, retention)
 	gs := groupStore(t, s)
 	g := settings("g", 30*time.Second, 1)
-	createGroup(t, gs, g, zeroPosition(t, s))
+	createGroup(t, gs, g, zeroCursor(t, s))
 	evs := expire(t, s, "del-0", "del-1")
 	ds := deliverN(t, gs, "g", "c1", 2)
 	// One in flight, one a dead letter.
@@ -374,8 +374,8 @@ func testGroupDelete(t *testing.T, su suite) {
 	if err := gs.DeleteGroup(t.Context(), "g"); err != nil {
 		t.Fatalf("DeleteGroup: %v", err)
 	}
-	createGroup(t, gs, g, zeroPosition(t, s))
-	checkState(t, "created again", gs, "g", order.GroupState{Position: zeroPosition(t, s), Backlog: 2, OldestUnacked: evs[0].ExpiredAt})
+	createGroup(t, gs, g, zeroCursor(t, s))
+	checkState(t, "created again", gs, "g", order.GroupState{Position: zeroCursor(t, s), Backlog: 2, OldestUnacked: evs[0].ExpiredAt})
 	if letters, _, err := gs.DeadLetters(t.Context(), "g", "", 10); err != nil || len(letters) != 0 {
 		t.Errorf("DeadLetters of the group created again = %d letters, %v; want none", len(letters), err)
 	}
@@ -395,17 +395,17 @@ func testGroupStart(t *testing.T, su suite) {
 	b := expire(t, s, "b-0", "b-1", "b-2")
 	now := tails(t, s)
 	createGroup(t, gs, settings("now", 30*time.Second, 5), nil)
-	createGroup(t, gs, settings("all", 30*time.Second, 5), zeroPosition(t, s))
+	createGroup(t, gs, settings("all", 30*time.Second, 5), zeroCursor(t, s))
 	createGroup(t, gs, settings("after-a", 30*time.Second, 5), afterA)
 	c := expire(t, s, "c-0", "c-1", "c-2")
 
 	tests := []struct {
 		group string
-		start order.Position
+		start order.Cursor
 		want  []order.Event
 	}{
 		{"now", now, c},
-		{"all", zeroPosition(t, s), slices.Concat(a, b, c)},
+		{"all", zeroCursor(t, s), slices.Concat(a, b, c)},
 		{"after-a", afterA, slices.Concat(b, c)},
 	}
 	for _, tt := range tests {
@@ -572,12 +572,12 @@ func testGroupAck(t *testing.T, su suite) {
 		name string
 		id   order.AckID
 	}{
-		{"a partition the log does not have", order.AckID{Partition: partitions(t, s), Cursor: last.Cursor, Attempt: 1}},
-		{"a cursor after the group's position", order.AckID{Partition: last.Partition, Cursor: order.Cursor{Ms: last.Cursor.Ms + 1000}, Attempt: 1}},
+		{"a partition the log does not have", order.AckID{EventID: order.EventID{Partition: partitions(t, s), Offset: last.Offset}, Attempt: 1}},
+		{"a cursor after the group's position", order.AckID{EventID: order.EventID{Partition: last.Partition, Offset: order.Offset{Ms: last.Offset.Ms + 1000}}, Attempt: 1}},
 		// Just before the second event, after the group's start: a cursor
 		// that the group passed, of no event.
-		{"a cursor of no event", order.AckID{Partition: evs[1].Partition, Cursor: order.Cursor{Ms: evs[1].Cursor.Ms - 1, Seq: 999999}, Attempt: 1}},
-		{"an event before the group's start", order.AckID{Partition: before[0].Partition, Cursor: before[0].Cursor, Attempt: 1}},
+		{"a cursor of no event", order.AckID{EventID: order.EventID{Partition: evs[1].Partition, Offset: order.Offset{Ms: evs[1].Offset.Ms - 1, Seq: 999999}}, Attempt: 1}},
+		{"an event before the group's start", order.AckID{EventID: before[0].ID(), Attempt: 1}},
 	}
 	for _, u := range unknown {
 		got, err := gs.Ack(t.Context(), "g", []order.AckID{u.id})
@@ -734,7 +734,7 @@ func testGroupNack(t *testing.T, su suite) {
 
 	ack(t, gs, "g", order.AckDone, d4[0].AckID)
 	nack(t, gs, "g", 0, order.AckNotInFlight, d4[0].AckID)
-	nack(t, gs, "g", 0, order.AckUnknown, order.AckID{Partition: evs[0].Partition, Cursor: order.Cursor{Ms: evs[0].Cursor.Ms + 1000}, Attempt: 1})
+	nack(t, gs, "g", 0, order.AckUnknown, order.AckID{EventID: order.EventID{Partition: evs[0].Partition, Offset: order.Offset{Ms: evs[0].Offset.Ms + 1000}}, Attempt: 1})
 	checkState(t, "acknowledged", gs, "g", order.GroupState{Position: tails(t, s)})
 	deliverNone(t, gs, "g", "c1", "the event was acknowledged")
 }
@@ -787,8 +787,8 @@ func testGroupDeadLetters(t *testing.T, su suite) {
 
 	// Redrive two by id; a well-formed id of no dead letter is skipped.
 	redriven := map[string]bool{letters[0].Event.OrderID: true, letters[3].Event.OrderID: true}
-	unknownID := order.DeadLetterID(0, order.Cursor{Ms: 1})
-	n, err := gs.Redrive(ctx, "g", []string{letters[0].ID, letters[3].ID, unknownID})
+	unknownID := order.EventID{Offset: order.Offset{Ms: 1}}.String()
+	n, err := gs.Redrive(ctx, "g", []string{letters[0].ID.String(), letters[3].ID.String(), unknownID})
 	if err != nil || n != 2 {
 		t.Errorf("Redrive of two dead letters and an unknown one = %d, %v; want 2", n, err)
 	}
@@ -923,16 +923,16 @@ func testGroupRelease(t *testing.T, su suite) {
 func checkLetters(t *testing.T, what string, letters []order.DeadLetter, want []order.Event, attempts int) {
 	t.Helper()
 	byID := map[string]order.DeadLetter{}
-	last := map[int]order.Cursor{}
+	last := map[int]order.Offset{}
 	for _, l := range letters {
 		if _, dup := byID[l.Event.OrderID]; dup {
 			t.Errorf("%s: %s listed twice", what, l.Event.OrderID)
 		}
 		byID[l.Event.OrderID] = l
-		if c, ok := last[l.Event.Partition]; ok && !c.Less(l.Event.Cursor) {
-			t.Errorf("%s: %s (%v) listed after %v of its partition, want oldest first", what, l.Event.OrderID, l.Event.Cursor, c)
+		if c, ok := last[l.Event.Partition]; ok && !c.Less(l.Event.Offset) {
+			t.Errorf("%s: %s (%v) listed after %v of its partition, want oldest first", what, l.Event.OrderID, l.Event.Offset, c)
 		}
-		last[l.Event.Partition] = l.Event.Cursor
+		last[l.Event.Partition] = l.Event.Offset
 	}
 	if len(letters) != len(want) {
 		t.Errorf("%s: %d letters, want %v", what, len(letters), orderIDs(want))
@@ -943,8 +943,8 @@ func checkLetters(t *testing.T, what string, letters []order.DeadLetter, want []
 			t.Errorf("%s: no dead letter of %s", what, ev.OrderID)
 			continue
 		}
-		if l.ID != order.DeadLetterID(ev.Partition, ev.Cursor) || l.Attempts != attempts || l.Event.Cursor != ev.Cursor || !l.Event.ExpiredAt.Equal(ev.ExpiredAt) {
-			t.Errorf("%s: %+v, want id %s, %d attempts, the logged event %+v", what, l, order.DeadLetterID(ev.Partition, ev.Cursor), attempts, ev)
+		if l.ID != ev.ID() || l.Attempts != attempts || l.Event.Offset != ev.Offset || !l.Event.ExpiredAt.Equal(ev.ExpiredAt) {
+			t.Errorf("%s: %+v, want id %s, %d attempts, the logged event %+v", what, l, ev.ID(), attempts, ev)
 		}
 	}
 }
@@ -957,8 +957,8 @@ func testGroupState(t *testing.T, su suite) {
 	// All of partition 0, so that they are delivered in this order.
 	ids := idsOf(t, s, 0, "st-", 3)
 	evs := expire(t, s, ids...)
-	zero := zeroPosition(t, s)
-	at := func(c order.Cursor) order.Position {
+	zero := zeroCursor(t, s)
+	at := func(c order.Offset) order.Cursor {
 		p := zero.Clone()
 		p[0] = c
 		return p
@@ -968,25 +968,25 @@ func testGroupState(t *testing.T, su suite) {
 
 	d0 := deliverN(t, gs, "g", "c1", 1)
 	checkDeliveries(t, "first Deliver", d0, evs[:1], 1)
-	checkState(t, "one delivered", gs, "g", order.GroupState{Position: at(evs[0].Cursor), Backlog: 2, InFlight: 1, OldestUnacked: evs[0].ExpiredAt})
+	checkState(t, "one delivered", gs, "g", order.GroupState{Position: at(evs[0].Offset), Backlog: 2, InFlight: 1, OldestUnacked: evs[0].ExpiredAt})
 	ack(t, gs, "g", order.AckDone, d0[0].AckID)
-	checkState(t, "one acknowledged", gs, "g", order.GroupState{Position: at(evs[0].Cursor), Backlog: 2, OldestUnacked: evs[1].ExpiredAt})
+	checkState(t, "one acknowledged", gs, "g", order.GroupState{Position: at(evs[0].Offset), Backlog: 2, OldestUnacked: evs[1].ExpiredAt})
 
 	ds := deliverN(t, gs, "g", "c1", 2)
 	checkDeliveries(t, "second Deliver", ds, evs[1:], 1)
 	d1, d2 := byOrder(ds)[ids[1]], byOrder(ds)[ids[2]]
-	checkState(t, "all delivered", gs, "g", order.GroupState{Position: at(evs[2].Cursor), InFlight: 2, OldestUnacked: evs[1].ExpiredAt})
+	checkState(t, "all delivered", gs, "g", order.GroupState{Position: at(evs[2].Offset), InFlight: 2, OldestUnacked: evs[1].ExpiredAt})
 	ack(t, gs, "g", order.AckDone, d2.AckID)
-	checkState(t, "the newer acknowledged", gs, "g", order.GroupState{Position: at(evs[2].Cursor), InFlight: 1, OldestUnacked: evs[1].ExpiredAt})
+	checkState(t, "the newer acknowledged", gs, "g", order.GroupState{Position: at(evs[2].Offset), InFlight: 1, OldestUnacked: evs[1].ExpiredAt})
 
 	// A dead letter is not unacknowledged: the group gave up on it.
 	nack(t, gs, "g", 0, order.AckDone, d1.AckID)
 	deliverUntilDead(t, gs, "g", 1)
-	checkState(t, "the older a dead letter", gs, "g", order.GroupState{Position: at(evs[2].Cursor), DeadLetters: 1})
+	checkState(t, "the older a dead letter", gs, "g", order.GroupState{Position: at(evs[2].Offset), DeadLetters: 1})
 	if n, err := gs.Redrive(t.Context(), "g", nil); err != nil || n != 1 {
 		t.Fatalf("Redrive = %d, %v; want 1", n, err)
 	}
-	checkState(t, "redriven", gs, "g", order.GroupState{Position: at(evs[2].Cursor), Backlog: 1, OldestUnacked: evs[1].ExpiredAt})
+	checkState(t, "redriven", gs, "g", order.GroupState{Position: at(evs[2].Offset), Backlog: 1, OldestUnacked: evs[1].ExpiredAt})
 }
 
 // testGroupRetention: trimming keeps every event a group still needs (not
@@ -1020,7 +1020,7 @@ func testGroupRetention(t *testing.T, su suite) {
 				checkDeliveries(t, "Deliver", deliverN(t, gs, "g", "c1", 1), []order.Event{y}, 1)
 			},
 			func(t *testing.T, gs order.GroupStore, y order.Event) {
-				nack(t, gs, "g", 0, order.AckDone, order.AckID{Partition: y.Partition, Cursor: y.Cursor, Attempt: 1})
+				nack(t, gs, "g", 0, order.AckDone, order.AckID{EventID: y.ID(), Attempt: 1})
 				d := deliverN(t, gs, "g", "c1", 1)
 				checkDeliveries(t, "Deliver after a nack long after retention", d, []order.Event{y}, 2)
 				ack(t, gs, "g", order.AckDone, d[0].AckID)
@@ -1249,7 +1249,7 @@ func testGroupDeadLetterWhy(t *testing.T, su suite) {
 
 	// Put back and delivered again, an event starts afresh: a dead letter
 	// again, it shows only its new deliveries.
-	if n, err := gs.Redrive(ctx, "g", []string{letters[0].ID}); err != nil || n != 1 {
+	if n, err := gs.Redrive(ctx, "g", []string{letters[0].ID.String()}); err != nil || n != 1 {
 		t.Fatalf("Redrive = %d, %v; want 1", n, err)
 	}
 	third := time.Now()

@@ -273,7 +273,7 @@ func testListDueOrder(t *testing.T, su suite) {
 	if got, _ := listAll(t, s, "status = PENDING", false, 10, 0); len(got) != 0 {
 		t.Errorf("status = PENDING lists %+v after the deadline", got)
 	}
-	evs, err := s.Events(t.Context(), order.PartitionOf("late", mustPartitions(t, s)), order.Cursor{}, 10, 0)
+	evs, err := s.Events(t.Context(), order.PartitionOf("late", mustPartitions(t, s)), order.Offset{}, 10, 0)
 	if err != nil || len(evs) != 1 {
 		t.Errorf("events after the listing: %v, %v; want the one expiration", evs, err)
 	}

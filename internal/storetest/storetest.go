@@ -393,7 +393,7 @@ func testExpiry(t *testing.T, su suite) {
 	if ev.OrderID != "exp" {
 		t.Fatalf("event for order %q, want %q", ev.OrderID, "exp")
 	}
-	if ev.Cursor.IsZero() {
+	if ev.Offset.IsZero() {
 		t.Errorf("event cursor is zero, want a position in the log")
 	}
 	if !ev.Deadline.Equal(o.Deadline) || !ev.CreatedAt.Equal(o.CreatedAt) {
@@ -537,18 +537,18 @@ func testCheckoutAgainAfterClose(t *testing.T, su suite) {
 }
 
 // testEventLog checks one partition's log: the order of its events, paging
-// with cursors and its tail. Its orders are all of partition 0.
+// with offsets and its tail. Its orders are all of partition 0.
 func testEventLog(t *testing.T, su suite) {
 	s := su.start(t, retention)
 	if c := tail(t, s, 0); !c.IsZero() {
 		t.Errorf("Tail of an empty log: %v, want the zero cursor", c)
 	}
-	if evs := events(t, s, 0, order.Cursor{}, 10); len(evs) != 0 {
+	if evs := events(t, s, 0, order.Offset{}, 10); len(evs) != 0 {
 		t.Errorf("Events of an empty log: %d events", len(evs))
 	}
 
 	// Orders due at about the same time expire in one sweep: their events
-	// share milliseconds, which the cursors must still tell apart.
+	// share milliseconds, which the offsets must still tell apart.
 	const n = 10
 	for _, id := range idsOf(t, s, 0, "ev-", n) {
 		checkout(t, s, id, 50*time.Millisecond, nil)
@@ -562,8 +562,8 @@ func testEventLog(t *testing.T, su suite) {
 		if ev.Partition != 0 {
 			t.Errorf("event of %s in partition %d, want 0", ev.OrderID, ev.Partition)
 		}
-		if i > 0 && !all[i-1].Cursor.Less(ev.Cursor) {
-			t.Errorf("cursor %v of event %d is not after cursor %v of the one before", ev.Cursor, i, all[i-1].Cursor)
+		if i > 0 && !all[i-1].Offset.Less(ev.Offset) {
+			t.Errorf("cursor %v of event %d is not after cursor %v of the one before", ev.Offset, i, all[i-1].Offset)
 		}
 		if seen[ev.OrderID] {
 			t.Errorf("two events for %q", ev.OrderID)
@@ -573,17 +573,17 @@ func testEventLog(t *testing.T, su suite) {
 
 	tests := []struct {
 		name  string
-		after order.Cursor
+		after order.Offset
 		limit int
 		wait  time.Duration
 		want  []order.Event
 	}{
-		{"from the start, limited", order.Cursor{}, 3, 0, all[:3]},
-		{"from the start, limited, waiting", order.Cursor{}, 3, 10 * time.Second, all[:3]},
-		{"after a cursor", all[2].Cursor, 100, 0, all[3:]},
-		{"after a cursor, limited", all[2].Cursor, 4, 0, all[3:7]},
-		{"after a cursor, waiting", all[6].Cursor, 100, 10 * time.Second, all[7:]},
-		{"after the last", all[n-1].Cursor, 100, 0, nil},
+		{"from the start, limited", order.Offset{}, 3, 0, all[:3]},
+		{"from the start, limited, waiting", order.Offset{}, 3, 10 * time.Second, all[:3]},
+		{"after a cursor", all[2].Offset, 100, 0, all[3:]},
+		{"after a cursor, limited", all[2].Offset, 4, 0, all[3:7]},
+		{"after a cursor, waiting", all[6].Offset, 100, 10 * time.Second, all[7:]},
+		{"after the last", all[n-1].Offset, 100, 0, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -603,7 +603,7 @@ func testEventLog(t *testing.T, su suite) {
 
 	// Paging one event at a time visits the whole log.
 	var paged []order.Event
-	for c := (order.Cursor{}); ; {
+	for c := (order.Offset{}); ; {
 		page := events(t, s, 0, c, 1)
 		if len(page) == 0 {
 			break
@@ -612,13 +612,13 @@ func testEventLog(t *testing.T, su suite) {
 			t.Fatalf("Events with limit 1 returned %d events", len(page))
 		}
 		paged = append(paged, page[0])
-		c = page[0].Cursor
+		c = page[0].Offset
 	}
 	if !slices.Equal(cursors(paged), cursors(all)) {
 		t.Errorf("paging one by one gave %v, want %v", cursors(paged), cursors(all))
 	}
-	if c := tail(t, s, 0); c != all[n-1].Cursor {
-		t.Errorf("Tail = %v, want the last event's cursor %v", c, all[n-1].Cursor)
+	if c := tail(t, s, 0); c != all[n-1].Offset {
+		t.Errorf("Tail = %v, want the last event's cursor %v", c, all[n-1].Offset)
 	}
 }
 
@@ -632,7 +632,7 @@ func testEventsWait(t *testing.T, su suite) {
 		if start.After(o.Deadline.Add(-100 * time.Millisecond)) {
 			t.Fatalf("checkout took too long: too close to the deadline to test a wait")
 		}
-		got, err := s.Events(t.Context(), partitionOf(t, s, "awaited"), order.Cursor{}, 10, wait)
+		got, err := s.Events(t.Context(), partitionOf(t, s, "awaited"), order.Offset{}, 10, wait)
 		end := time.Now()
 		if err != nil {
 			t.Fatalf("Events: %v", err)
@@ -653,7 +653,7 @@ func testEventsWait(t *testing.T, su suite) {
 		checkout(t, s, "later", time.Minute, nil)
 		const wait = 300 * time.Millisecond
 		start := time.Now()
-		got, err := s.Events(t.Context(), partitionOf(t, s, "later"), order.Cursor{}, 10, wait)
+		got, err := s.Events(t.Context(), partitionOf(t, s, "later"), order.Offset{}, 10, wait)
 		d := time.Since(start)
 		if err != nil {
 			t.Fatalf("Events: %v", err)
@@ -674,14 +674,14 @@ func testCheckCursor(t *testing.T, su suite) {
 	now := uint64(time.Now().UnixMilli())
 	tests := []struct {
 		name       string
-		c          order.Cursor
+		c          order.Offset
 		outOfRange bool
 	}{
-		{"zero", order.Cursor{}, false},
-		{"recent event", ev.Cursor, false},
-		{"between events", order.Cursor{Ms: ev.Cursor.Ms - 1, Seq: 3}, false},
-		{"older than retention", order.Cursor{Ms: now - uint64((retention + time.Minute).Milliseconds())}, true},
-		{"ahead of the clock", order.Cursor{Ms: now + uint64(time.Hour.Milliseconds())}, true},
+		{"zero", order.Offset{}, false},
+		{"recent event", ev.Offset, false},
+		{"between events", order.Offset{Ms: ev.Offset.Ms - 1, Seq: 3}, false},
+		{"older than retention", order.Offset{Ms: now - uint64((retention + time.Minute).Milliseconds())}, true},
+		{"ahead of the clock", order.Offset{Ms: now + uint64(time.Hour.Milliseconds())}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -695,10 +695,10 @@ func testCheckCursor(t *testing.T, su suite) {
 			wantKind(t, fmt.Sprintf("CheckCursor(%v)", tt.c), err, order.KindOutOfRange)
 		})
 	}
-	// A whole watch position at once, one cursor per partition: a bad
-	// cursor in any partition refuses it.
-	good := make([]order.Cursor, partitions(t, s))
-	good[ev.Partition] = ev.Cursor
+	// A whole watch position at once, one offset per partition: a bad
+	// offset in any partition refuses it.
+	good := make([]order.Offset, partitions(t, s))
+	good[ev.Partition] = ev.Offset
 	if err := s.CheckCursor(t.Context(), good...); err != nil {
 		t.Errorf("CheckCursor(%v): %v, want nil", good, err)
 	}
@@ -714,9 +714,9 @@ func testCheckCursor(t *testing.T, su suite) {
 
 // checkCursor checks a watch position with c in partition p and the start
 // of every other partition.
-func checkCursor(t *testing.T, s order.Store, p int, c order.Cursor) error {
+func checkCursor(t *testing.T, s order.Store, p int, c order.Offset) error {
 	t.Helper()
-	pos := make([]order.Cursor, partitions(t, s))
+	pos := make([]order.Offset, partitions(t, s))
 	pos[p] = c
 	return s.CheckCursor(t.Context(), pos...)
 }
@@ -734,7 +734,7 @@ func testRetention(t *testing.T, su suite) {
 	if _, err := s.Cancel(t.Context(), "cancelled"); err != nil {
 		t.Fatalf("Cancel: %v", err)
 	}
-	if err := checkCursor(t, s, ev.Partition, ev.Cursor); err != nil {
+	if err := checkCursor(t, s, ev.Partition, ev.Offset); err != nil {
 		t.Errorf("CheckCursor of a new event: %v", err)
 	}
 
@@ -765,17 +765,17 @@ func testRetention(t *testing.T, su suite) {
 		time.Sleep(20 * time.Millisecond) // polling: nothing announces the end of retention
 	}
 
-	// The event's cursor ages out of the log's retention as well.
+	// The event's offset ages out of the log's retention as well.
 	for {
-		err := checkCursor(t, s, ev.Partition, ev.Cursor)
+		err := checkCursor(t, s, ev.Partition, ev.Offset)
 		if order.KindOf(err) == order.KindOutOfRange {
 			break
 		}
 		if err != nil {
-			t.Fatalf("CheckCursor(%v): %v", ev.Cursor, err)
+			t.Fatalf("CheckCursor(%v): %v", ev.Offset, err)
 		}
 		if time.Since(ev.ExpiredAt) > keep+2*time.Second {
-			t.Fatalf("CheckCursor(%v) still accepts a cursor %v old; retention is %v", ev.Cursor, time.Since(ev.ExpiredAt), keep)
+			t.Fatalf("CheckCursor(%v) still accepts a cursor %v old; retention is %v", ev.Offset, time.Since(ev.ExpiredAt), keep)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -958,7 +958,7 @@ func complete(t *testing.T, s order.Store, id string) {
 	}
 }
 
-func tail(t *testing.T, s order.Store, partition int) order.Cursor {
+func tail(t *testing.T, s order.Store, partition int) order.Offset {
 	t.Helper()
 	c, err := s.Tail(t.Context(), partition)
 	if err != nil {
@@ -968,9 +968,9 @@ func tail(t *testing.T, s order.Store, partition int) order.Cursor {
 }
 
 // tails returns the tail of every partition.
-func tails(t *testing.T, s order.Store) order.Position {
+func tails(t *testing.T, s order.Store) order.Cursor {
 	t.Helper()
-	pos := make(order.Position, partitions(t, s))
+	pos := make(order.Cursor, partitions(t, s))
 	for p := range pos {
 		pos[p] = tail(t, s, p)
 	}
@@ -1004,9 +1004,9 @@ func idsOf(t *testing.T, s order.Store, partition int, prefix string, n int) []s
 	return ids
 }
 
-// events returns up to limit events of a partition after a cursor, without
+// events returns up to limit events of a partition after an offset, without
 // waiting.
-func events(t *testing.T, s order.Store, partition int, after order.Cursor, limit int) []order.Event {
+func events(t *testing.T, s order.Store, partition int, after order.Offset, limit int) []order.Event {
 	t.Helper()
 	evs, err := s.Events(t.Context(), partition, after, limit, 0)
 	if err != nil {
@@ -1020,13 +1020,13 @@ func allEvents(t *testing.T, s order.Store) []order.Event {
 	t.Helper()
 	var all []order.Event
 	for p := range partitions(t, s) {
-		for c := (order.Cursor{}); ; {
+		for c := (order.Offset{}); ; {
 			page := events(t, s, p, c, 1000)
 			if len(page) == 0 {
 				break
 			}
 			all = append(all, page...)
-			c = page[len(page)-1].Cursor
+			c = page[len(page)-1].Offset
 		}
 	}
 	return all
@@ -1036,10 +1036,10 @@ func allEvents(t *testing.T, s order.Store) []order.Event {
 // been logged after a position (nil: from the start) and returns the
 // matching ones, partition after partition as they come; it fails the test
 // when they do not come within eventTimeout.
-func waitEvents(t *testing.T, s order.Store, after order.Position, n int, match func(order.Event) bool) []order.Event {
+func waitEvents(t *testing.T, s order.Store, after order.Cursor, n int, match func(order.Event) bool) []order.Event {
 	t.Helper()
 	if after == nil {
-		after = make(order.Position, partitions(t, s))
+		after = make(order.Cursor, partitions(t, s))
 	}
 	after = after.Clone()
 	deadline := time.Now().Add(eventTimeout)
@@ -1065,7 +1065,7 @@ func waitEvents(t *testing.T, s order.Store, after order.Position, n int, match 
 				if match == nil || match(ev) {
 					got = append(got, ev)
 				}
-				after[p] = ev.Cursor
+				after[p] = ev.Offset
 			}
 			found += len(evs)
 		}
@@ -1105,10 +1105,10 @@ func countFor(evs []order.Event, id string) int {
 	return n
 }
 
-func cursors(evs []order.Event) []order.Cursor {
-	out := make([]order.Cursor, len(evs))
+func cursors(evs []order.Event) []order.Offset {
+	out := make([]order.Offset, len(evs))
 	for i, ev := range evs {
-		out[i] = ev.Cursor
+		out[i] = ev.Offset
 	}
 	return out
 }

@@ -46,7 +46,7 @@ func TestFollowReplayTakesItsPlace(t *testing.T) {
 	log.add(10)
 	h := startHubWith(t, log, Options{Buffer: 64, MaxWatchers: 2})
 	gateFirst, gateSecond := newGate(), newGate()
-	zero := order.Cursor{}
+	zero := order.Offset{}
 	first := follow(t, h.Hub, &zero, nil, gateFirst.onSend)
 	second := follow(t, h.Hub, &zero, nil, gateSecond.onSend)
 	openAtCleanup(t, gateFirst, gateSecond)
@@ -54,7 +54,7 @@ func TestFollowReplayTakesItsPlace(t *testing.T) {
 	if n := h.Watchers(); n != 2 {
 		t.Fatalf("Watchers = %d while two watches replay, want 2", n)
 	}
-	for _, after := range []*order.Cursor{&zero, nil} {
+	for _, after := range []*order.Offset{&zero, nil} {
 		f := follow(t, h.Hub, after, nil, nil)
 		_, err := f.wait(t)
 		if order.KindOf(err) != order.KindResourceExhausted || !errors.Is(err, ErrTooManyWatchers) {
@@ -85,7 +85,7 @@ func TestFollowReplaysBounded(t *testing.T) {
 	all := log.add(10)
 	h := startHubWith(t, log, Options{Buffer: 64, MaxReplays: 2})
 	senders := newGate()
-	zero := order.Cursor{}
+	zero := order.Offset{}
 	var followers []*follower
 	for range 5 {
 		followers = append(followers, follow(t, h.Hub, &zero, nil, senders.onSend))
@@ -124,7 +124,7 @@ func equalCursors(a, b []order.Event) bool {
 		return false
 	}
 	for i := range a {
-		if a[i].Cursor != b[i].Cursor {
+		if a[i].Offset != b[i].Offset {
 			return false
 		}
 	}
@@ -164,7 +164,7 @@ func TestFollowLiveWhileTheLogFails(t *testing.T) {
 			t.Fatalf("a live watch while the hub cannot read: %v, want KindUnavailable", err)
 		}
 		// A watch with a cursor reads the log itself.
-		after := log.at(0).Cursor
+		after := log.at(0).Offset
 		f := follow(t, h.Hub, &after, nil, nil)
 		f.waitSent(t, 2)
 		f.stop(t)

@@ -30,8 +30,8 @@ type fakeLog struct {
 	// tailErrs is how many calls to Tail fail before one succeeds.
 	tailErrs int
 	// reject maps cursors to the error CheckCursor gives for them.
-	reject  map[order.Cursor]error
-	checked []order.Cursor
+	reject  map[order.Offset]error
+	checked []order.Offset
 	// partitions is the number of partitions; add appends to partition 0,
 	// addTo to any.
 	partitions int
@@ -42,13 +42,13 @@ type fakeLog struct {
 }
 
 func newFakeLog() *fakeLog {
-	return &fakeLog{changed: make(chan struct{}), reject: make(map[order.Cursor]error), partitions: 1}
+	return &fakeLog{changed: make(chan struct{}), reject: make(map[order.Offset]error), partitions: 1}
 }
 
 // cursorAt is the cursor of the i-th event (from 0): three events per
 // millisecond, so that both parts of a cursor matter.
-func cursorAt(i int) order.Cursor {
-	return order.Cursor{Ms: 1_700_000_000_000 + uint64(i/3), Seq: uint64(i % 3)}
+func cursorAt(i int) order.Offset {
+	return order.Offset{Ms: 1_700_000_000_000 + uint64(i/3), Seq: uint64(i % 3)}
 }
 
 // notify wakes the waiting readers. The caller holds mu.
@@ -69,7 +69,7 @@ func (l *fakeLog) addTo(p, n int) []order.Event {
 		i := len(l.events)
 		ev := order.Event{
 			Partition: p,
-			Cursor:    cursorAt(i),
+			Offset:    cursorAt(i),
 			OrderID:   fmt.Sprintf("ord-%d", i),
 			ExpiredAt: time.UnixMilli(int64(cursorAt(i).Ms)),
 			Metadata:  map[string]string{"i": fmt.Sprint(i)},
@@ -112,7 +112,7 @@ func (l *fakeLog) pauseLive(paused bool) {
 
 func (l *fakeLog) Partitions(context.Context) (int, error) { return l.partitions, nil }
 
-func (l *fakeLog) Events(ctx context.Context, p int, after order.Cursor, limit int, wait time.Duration) ([]order.Event, error) {
+func (l *fakeLog) Events(ctx context.Context, p int, after order.Offset, limit int, wait time.Duration) ([]order.Event, error) {
 	var timeout <-chan time.Time
 	if wait > 0 {
 		t := time.NewTimer(wait)
@@ -132,7 +132,7 @@ func (l *fakeLog) Events(ctx context.Context, p int, after order.Cursor, limit i
 		}
 		var out []order.Event
 		if wait <= 0 || !l.livePaused {
-			i := sort.Search(len(l.events), func(i int) bool { return after.Less(l.events[i].Cursor) })
+			i := sort.Search(len(l.events), func(i int) bool { return after.Less(l.events[i].Offset) })
 			for _, ev := range l.events[i:] {
 				if ev.Partition == p && len(out) < limit {
 					out = append(out, ev)
@@ -154,7 +154,7 @@ func (l *fakeLog) Events(ctx context.Context, p int, after order.Cursor, limit i
 	}
 }
 
-func (l *fakeLog) Tail(ctx context.Context, p int) (order.Cursor, error) {
+func (l *fakeLog) Tail(ctx context.Context, p int) (order.Offset, error) {
 	l.mu.Lock()
 	gate := l.tailGate
 	l.mu.Unlock()
@@ -162,27 +162,27 @@ func (l *fakeLog) Tail(ctx context.Context, p int) (order.Cursor, error) {
 		select {
 		case <-gate:
 		case <-ctx.Done():
-			return order.Cursor{}, ctx.Err()
+			return order.Offset{}, ctx.Err()
 		}
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.tailErrs > 0 {
 		l.tailErrs--
-		return order.Cursor{}, errors.New("tail: connection refused")
+		return order.Offset{}, errors.New("tail: connection refused")
 	}
 	for _, ev := range slices.Backward(l.events) {
 		if ev.Partition == p {
-			return ev.Cursor, nil
+			return ev.Offset, nil
 		}
 	}
-	return order.Cursor{}, nil
+	return order.Offset{}, nil
 }
 
-func (l *fakeLog) CheckCursor(_ context.Context, cursors ...order.Cursor) error {
+func (l *fakeLog) CheckCursor(_ context.Context, offsets ...order.Offset) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for _, c := range cursors {
+	for _, c := range offsets {
 		l.checked = append(l.checked, c)
 		if err := l.reject[c]; err != nil {
 			return err
@@ -282,7 +282,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 func cursors(evs []order.Event) []string {
 	out := make([]string, len(evs))
 	for i, ev := range evs {
-		out[i] = ev.Cursor.String()
+		out[i] = ev.Offset.String()
 	}
 	return out
 }

@@ -24,9 +24,9 @@ const replayHold = time.Second
 // by partition, then goes on with live events, each exactly once and in its
 // partition's order. Without one it starts at the live position. started is
 // called once the request is known to be valid, before anything is sent;
-// send delivers one event, whose Position is set. live says the event comes
+// send delivers one event, whose Cursor is set. live says the event comes
 // from the hub's fan-out, where every watcher sends the same Event; a
-// replayed event carries this watcher's own Position.
+// replayed event carries this watcher's own Cursor.
 //
 // A watcher that falls more than Buffer events behind the fan-out is not
 // cut off: it leaves the fan-out, reads on from the log after the last
@@ -47,8 +47,8 @@ const replayHold = time.Second
 // It returns when ctx ends, send fails or the subscription is closed, with
 // the position after the last event sent (or the starting position), from
 // which the watcher can resume.
-func (h *Hub) Follow(ctx context.Context, after order.Position, started func() error, send func(ev order.Event, live bool) error) (order.Position, error) {
-	var last order.Position
+func (h *Hub) Follow(ctx context.Context, after order.Cursor, started func() error, send func(ev order.Event, live bool) error) (order.Cursor, error) {
+	var last order.Cursor
 	// Where the watch was in each partition's old history when the log
 	// went back (see repeats.go).
 	var cr []crossing
@@ -75,7 +75,7 @@ func (h *Hub) Follow(ctx context.Context, after order.Position, started func() e
 		last = sub.From
 	} else {
 		var err error
-		if last, err = h.CheckPosition(ctx, after.Clone()); err != nil {
+		if last, err = h.CheckCursor(ctx, after.Clone()); err != nil {
 			return after, err
 		}
 		if w, _, err = h.admit(ctx, stateReplaying, true); err != nil {
@@ -133,18 +133,18 @@ func (h *Hub) Follow(ctx context.Context, after order.Position, started func() e
 // sendLive sends an event of the fan-out that the watcher at last has not
 // sent yet, and moves last past it. A repeat of an expiration the watcher
 // had is not sent (see repeats.go).
-func (h *Hub) sendLive(ev order.Event, last order.Position, cr []crossing, send func(order.Event, bool) error) error {
+func (h *Hub) sendLive(ev order.Event, last order.Cursor, cr []crossing, send func(order.Event, bool) error) error {
 	if !last.Behind(ev) {
 		return nil // already replayed
 	}
 	if h.hadIt(ev, last, cr) {
-		last[ev.Partition] = ev.Cursor
+		last[ev.Partition] = ev.Offset
 		return nil
 	}
 	if err := send(ev, true); err != nil {
 		return err
 	}
-	last[ev.Partition] = ev.Cursor
+	last[ev.Partition] = ev.Offset
 	return nil
 }
 
@@ -155,29 +155,29 @@ func (h *Hub) sendLive(ev order.Event, last order.Position, cr []crossing, send 
 // buffer overflowed, so its next events there are newer than that; their
 // cursors are left out of the check, which would take an old cursor of a
 // quiet partition for one the log no longer covers.
-func (h *Hub) checkCatchUp(ctx context.Context, last order.Position, missed order.Event) error {
-	check := make(order.Position, len(last))
-	check[missed.Partition] = missed.Cursor
+func (h *Hub) checkCatchUp(ctx context.Context, last order.Cursor, missed order.Event) error {
+	check := make(order.Cursor, len(last))
+	check[missed.Partition] = missed.Offset
 	err := h.log.CheckCursor(ctx, check...)
 	if err == nil || order.KindOf(err) != order.KindOutOfRange {
 		return err
 	}
 	return &order.Error{Kind: order.KindOutOfRange, Reason: order.ReasonCursorExpired, Err: fmt.Errorf("%w: %w", ErrLagged, err),
 		Msg: "this watcher fell behind the expiration log and, while it caught up, the log's retention passed its next event " +
-			missed.Cursor.String() + ": events after after_cursor=" + last.String() + " are gone; start a new watch without after_cursor"}
+			missed.Offset.String() + ": events after after_cursor=" + last.String() + " are gone; start a new watch without after_cursor"}
 }
 
-// CheckPosition says whether a watch, or a consumer group, can start after
+// CheckCursor says whether a watch, or a consumer group, can start after
 // p without a gap, and returns p with one part per partition: a single zero cursor ("0-0") is
 // the start of every partition, so that "0-0" replays the whole retained
 // log whatever the number of partitions.
-func (h *Hub) CheckPosition(ctx context.Context, p order.Position) (order.Position, error) {
+func (h *Hub) CheckCursor(ctx context.Context, p order.Cursor) (order.Cursor, error) {
 	n, err := h.log.Partitions(ctx)
 	if err != nil {
 		return p, err
 	}
 	if len(p) == 1 && p[0].IsZero() {
-		p = make(order.Position, n)
+		p = make(order.Cursor, n)
 	}
 	if err := p.CheckParts(n); err != nil {
 		return p, err
@@ -191,7 +191,7 @@ func (h *Hub) CheckPosition(ctx context.Context, p order.Position) (order.Positi
 // replay sends the events after last from the log, partition by partition,
 // up to and including until when it is not nil, or to the end of the log.
 // It moves last forward, in place, with each event sent.
-func (h *Hub) replay(ctx context.Context, last, until order.Position, cr []crossing, send func(order.Event, bool) error) error {
+func (h *Hub) replay(ctx context.Context, last, until order.Cursor, cr []crossing, send func(order.Event, bool) error) error {
 	for p := range last {
 		if until != nil && !last[p].Less(until[p]) {
 			continue
@@ -211,7 +211,7 @@ func (h *Hub) replay(ctx context.Context, last, until order.Position, cr []cross
 
 // replayBatch replays one batch of partition p under a replay slot; it says
 // whether the partition is done.
-func (h *Hub) replayBatch(ctx context.Context, p int, last, until order.Position, cr []crossing, send func(order.Event, bool) error) (bool, error) {
+func (h *Hub) replayBatch(ctx context.Context, p int, last, until order.Cursor, cr []crossing, send func(order.Event, bool) error) (bool, error) {
 	release, err := h.replaySlot(ctx)
 	if err != nil {
 		return false, err
@@ -225,24 +225,24 @@ func (h *Hub) replayBatch(ctx context.Context, p int, last, until order.Position
 	defer slow.Stop()
 	done := len(events) < replayBatch
 	for _, ev := range events {
-		if until != nil && until[p].Less(ev.Cursor) {
+		if until != nil && until[p].Less(ev.Offset) {
 			return true, nil
 		}
 		if h.hadIt(ev, last, cr) {
-			last[p] = ev.Cursor
+			last[p] = ev.Offset
 			continue
 		}
-		ev.Position = last.Clone()
-		ev.Position[p] = ev.Cursor
+		ev.Cursor = last.Clone()
+		ev.Cursor[p] = ev.Offset
 		if err := send(ev, false); err != nil {
 			return false, err
 		}
-		last[p] = ev.Cursor
+		last[p] = ev.Offset
 	}
 	return done, nil
 }
 
-func subscribeError(err error, last order.Position) error {
+func subscribeError(err error, last order.Cursor) error {
 	resume := "watch again"
 	if last != nil {
 		resume = "resume with after_cursor=" + last.String()

@@ -20,8 +20,8 @@ type follower struct {
 	done   chan struct{}
 	// position is what Follow returned, cursor its one part in a log of
 	// one partition; both are set before done is closed.
-	position order.Position
-	cursor   order.Cursor
+	position order.Cursor
+	cursor   order.Offset
 	err      error
 
 	mu       sync.Mutex
@@ -32,10 +32,10 @@ type follower struct {
 }
 
 // follow starts h.Follow in a log of one partition; followAt in any.
-func follow(t *testing.T, h *Hub, after *order.Cursor, startedErr error, onSend func(i int, ev order.Event) error) *follower {
-	var pos order.Position
+func follow(t *testing.T, h *Hub, after *order.Offset, startedErr error, onSend func(i int, ev order.Event) error) *follower {
+	var pos order.Cursor
 	if after != nil {
-		pos = order.Position{*after}
+		pos = order.Cursor{*after}
 	}
 	return followAt(t, h, pos, startedErr, onSend)
 }
@@ -43,7 +43,7 @@ func follow(t *testing.T, h *Hub, after *order.Cursor, startedErr error, onSend 
 // followAt starts h.Follow. onSend, when not nil, runs inside send before the
 // event counts as sent, with the index of the event; its error fails the
 // send. startedErr is what started returns.
-func followAt(t *testing.T, h *Hub, after order.Position, startedErr error, onSend func(i int, ev order.Event) error) *follower {
+func followAt(t *testing.T, h *Hub, after order.Cursor, startedErr error, onSend func(i int, ev order.Event) error) *follower {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	f := &follower{cancel: cancel, done: make(chan struct{})}
@@ -108,19 +108,19 @@ func (f *follower) waitSent(t *testing.T, n int) {
 }
 
 // wait waits for Follow to return.
-func (f *follower) wait(t *testing.T) (order.Cursor, error) {
+func (f *follower) wait(t *testing.T) (order.Offset, error) {
 	t.Helper()
 	select {
 	case <-f.done:
 		return f.cursor, f.err
 	case <-time.After(5 * time.Second):
 		t.Fatal("Follow did not return")
-		return order.Cursor{}, nil
+		return order.Offset{}, nil
 	}
 }
 
 // stop cancels Follow's context and waits for it.
-func (f *follower) stop(t *testing.T) (order.Cursor, error) {
+func (f *follower) stop(t *testing.T) (order.Offset, error) {
 	t.Helper()
 	f.cancel()
 	return f.wait(t)
@@ -181,7 +181,7 @@ func TestFollowLive(t *testing.T) {
 				t.Errorf("Follow = %v, want context.Canceled", err)
 			}
 			checkSent(t, f, want)
-			if last := want[len(want)-1].Cursor; cursor != last {
+			if last := want[len(want)-1].Offset; cursor != last {
 				t.Errorf("returned cursor %v, want the last sent %v", cursor, last)
 			}
 			if len(log.checked) != 0 {
@@ -209,9 +209,9 @@ func TestFollowNoEventsReturnsStart(t *testing.T) {
 			log := newFakeLog()
 			log.add(tt.initial)
 			h := startHub(t, log, 8)
-			var after *order.Cursor
+			var after *order.Offset
 			if tt.after >= 0 {
-				c := log.at(tt.after).Cursor
+				c := log.at(tt.after).Offset
 				after = &c
 			}
 			f := follow(t, h.Hub, after, nil, nil)
@@ -220,9 +220,9 @@ func TestFollowNoEventsReturnsStart(t *testing.T) {
 			if !errors.Is(err, context.Canceled) {
 				t.Errorf("Follow = %v, want context.Canceled", err)
 			}
-			var want order.Cursor
+			var want order.Offset
 			if tt.initial > 0 {
-				want = log.at(tt.initial - 1).Cursor
+				want = log.at(tt.initial - 1).Offset
 			}
 			if cursor != want {
 				t.Errorf("returned cursor %v, want the start %v", cursor, want)
@@ -279,9 +279,9 @@ func TestFollowReplay(t *testing.T) {
 				observer = subscribe(t, h.Hub)
 				watchers++
 			}
-			var after order.Cursor
+			var after order.Offset
 			if tt.after >= 0 {
-				after = log.at(tt.after).Cursor
+				after = log.at(tt.after).Offset
 			}
 			var unseen []order.Event
 			if tt.scenario == hubBehind {
@@ -312,8 +312,8 @@ func TestFollowReplay(t *testing.T) {
 					for _, want := range added {
 						select {
 						case got := <-observer.C:
-							if got.Cursor != want.Cursor {
-								return fmt.Errorf("observer got %v, want %v", got.Cursor, want.Cursor)
+							if got.Offset != want.Offset {
+								return fmt.Errorf("observer got %v, want %v", got.Offset, want.Offset)
 							}
 						case <-time.After(5 * time.Second):
 							return errors.New("the hub did not publish the events appended during the replay")
@@ -350,10 +350,10 @@ func TestFollowReplay(t *testing.T) {
 				t.Errorf("Follow = %v, want context.Canceled", err)
 			}
 			checkSent(t, f, want)
-			if last := want[len(want)-1].Cursor; cursor != last {
+			if last := want[len(want)-1].Offset; cursor != last {
 				t.Errorf("returned cursor %v, want the last sent %v", cursor, last)
 			}
-			if !slices.Equal(log.checked, []order.Cursor{after}) {
+			if !slices.Equal(log.checked, []order.Offset{after}) {
 				t.Errorf("CheckCursor called with %v, want [%v]", log.checked, after)
 			}
 		})
@@ -405,16 +405,16 @@ func (p *pauser) onSend(int, order.Event) error {
 // checkOnceInOrder says whether sent holds every event of want once, each
 // partition in order, and each with the position it reaches from the
 // watch's start, from.
-func checkOnceInOrder(t *testing.T, sent, want []order.Event, from order.Position) {
+func checkOnceInOrder(t *testing.T, sent, want []order.Event, from order.Cursor) {
 	t.Helper()
 	last := from.Clone()
 	for i, ev := range sent {
 		if !last.Behind(ev) {
-			t.Fatalf("event %d (%s, partition %d, %v) is not after %v: out of order or twice", i, ev.OrderID, ev.Partition, ev.Cursor, last)
+			t.Fatalf("event %d (%s, partition %d, %v) is not after %v: out of order or twice", i, ev.OrderID, ev.Partition, ev.Offset, last)
 		}
-		last[ev.Partition] = ev.Cursor
-		if ev.Position.String() != last.String() {
-			t.Fatalf("event %d (%s): position %v, want %v", i, ev.OrderID, ev.Position, last)
+		last[ev.Partition] = ev.Offset
+		if ev.Cursor.String() != last.String() {
+			t.Fatalf("event %d (%s): position %v, want %v", i, ev.OrderID, ev.Cursor, last)
 		}
 	}
 	got := map[string]bool{}
@@ -466,9 +466,9 @@ func TestFollowCatchUp(t *testing.T) {
 				catchUps++
 				mu.Unlock()
 			}})
-			var after, from order.Position
+			var after, from order.Cursor
 			if tt.after >= 0 {
-				after = order.Position{log.at(tt.after).Cursor}
+				after = order.Cursor{log.at(tt.after).Offset}
 				from = after
 				want = want[tt.after+1:]
 			} else {
@@ -569,7 +569,7 @@ func TestFollowCatchUp(t *testing.T) {
 			}
 			sent := f.sentEvents()
 			checkOnceInOrder(t, sent, want, from)
-			if pos, got := f.position, sent[len(sent)-1].Position.String(); pos.String() != got {
+			if pos, got := f.position, sent[len(sent)-1].Cursor.String(); pos.String() != got {
 				t.Errorf("returned %v, want the last sent position %v", pos, got)
 			}
 			if n := h.Watchers(); n != 0 {
@@ -623,7 +623,7 @@ func TestFollowCatchUpEnds(t *testing.T) {
 			missed := more[buffer] // the first that did not fit
 			if tt.retain {
 				log.mu.Lock()
-				log.reject[missed.Cursor] = order.Errorf(order.KindOutOfRange, "after_cursor %s is older than the retention period", missed.Cursor)
+				log.reject[missed.Offset] = order.Errorf(order.KindOutOfRange, "after_cursor %s is older than the retention period", missed.Offset)
 				log.mu.Unlock()
 			}
 			eventually(t, "the hub to drop the lagging subscription", func() bool { return subscribed(h.Hub) == 0 })
@@ -640,7 +640,7 @@ func TestFollowCatchUpEnds(t *testing.T) {
 				}
 				// It sent what its buffer held, then found the gap.
 				checkSent(t, f, append([]order.Event{first}, more[:buffer]...))
-				last := more[buffer-1].Cursor
+				last := more[buffer-1].Offset
 				if pos.String() != last.String() {
 					t.Errorf("returned %v, want the last sent %v", pos, last)
 				}
@@ -684,10 +684,10 @@ func TestFollowHubStops(t *testing.T) {
 			if tt.stopFirst {
 				h.stop(t)
 			}
-			var after *order.Cursor
+			var after *order.Offset
 			replayed := 0
 			if tt.after >= 0 {
-				c := log.at(tt.after).Cursor
+				c := log.at(tt.after).Offset
 				after = &c
 				replayed = tt.initial - tt.after - 1
 			}
@@ -705,9 +705,9 @@ func TestFollowHubStops(t *testing.T) {
 			if !errors.Is(err, ErrStopped) {
 				t.Errorf("Follow = %v, want it to wrap ErrStopped", err)
 			}
-			var want order.Cursor
+			var want order.Offset
 			if tt.wantCursor >= 0 {
-				want = log.at(tt.wantCursor).Cursor
+				want = log.at(tt.wantCursor).Offset
 			}
 			if cursor != want {
 				t.Errorf("returned cursor %v, want %v", cursor, want)
@@ -745,7 +745,7 @@ func TestFollowCheckCursorRejects(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			log := newFakeLog()
 			log.add(5)
-			after := log.at(1).Cursor
+			after := log.at(1).Offset
 			log.reject[after] = tt.reject
 			h := startHub(t, log, 8)
 			f := follow(t, h.Hub, &after, nil, func(int, order.Event) error {
@@ -764,7 +764,7 @@ func TestFollowCheckCursorRejects(t *testing.T) {
 			if sent := f.sentEvents(); len(sent) != 0 {
 				t.Errorf("sent %v, want nothing", cursors(sent))
 			}
-			if !slices.Equal(log.checked, []order.Cursor{after}) {
+			if !slices.Equal(log.checked, []order.Offset{after}) {
 				t.Errorf("CheckCursor called with %v, want [%v]", log.checked, after)
 			}
 			if n := h.Watchers(); n != 0 {
@@ -798,9 +798,9 @@ func TestFollowCallbackErrors(t *testing.T) {
 			log := newFakeLog()
 			log.add(5)
 			h := startHub(t, log, 8)
-			var after *order.Cursor
+			var after *order.Offset
 			if tt.after >= 0 {
-				c := log.at(tt.after).Cursor
+				c := log.at(tt.after).Offset
 				after = &c
 			}
 			f := follow(t, h.Hub, after, tt.startedErr, func(i int, _ order.Event) error {
@@ -817,9 +817,9 @@ func TestFollowCallbackErrors(t *testing.T) {
 			if err != tt.wantErr {
 				t.Errorf("Follow = %v, want %v", err, tt.wantErr)
 			}
-			var want order.Cursor
+			var want order.Offset
 			if tt.wantCursor >= 0 {
-				want = log.at(tt.wantCursor).Cursor
+				want = log.at(tt.wantCursor).Offset
 			}
 			if cursor != want {
 				t.Errorf("returned cursor %v, want %v", cursor, want)
@@ -867,9 +867,9 @@ func TestFollowLeak(t *testing.T) {
 			for i := range tt.n {
 				ctx, cancel := context.WithCancel(context.Background())
 				cancels = append(cancels, cancel)
-				var after order.Position
+				var after order.Cursor
 				if tt.withCursor {
-					after = order.Position{log.at(i % 20).Cursor}
+					after = order.Cursor{log.at(i % 20).Offset}
 				}
 				wg.Add(1)
 				go func() {
@@ -957,7 +957,7 @@ func TestFollowPartitions(t *testing.T) {
 	log.addTo(1, 2)
 	h := startHub(t, log, 64)
 
-	zero := make(order.Position, 3)
+	zero := make(order.Cursor, 3)
 	f := followAt(t, h.Hub, zero, nil, nil)
 	eventually(t, "the replay", func() bool { return len(f.sentEvents()) == 9 })
 	eventually(t, "the follower to go live", func() bool { return subscribed(h.Hub) == 1 })
@@ -972,14 +972,14 @@ func TestFollowPartitions(t *testing.T) {
 		}
 	}
 	f.mu.Unlock()
-	last := make(order.Position, 3)
+	last := make(order.Cursor, 3)
 	for _, ev := range sent {
 		if !last.Behind(ev) {
-			t.Fatalf("event %s (partition %d, %v) is not after %v: out of order or twice", ev.OrderID, ev.Partition, ev.Cursor, last)
+			t.Fatalf("event %s (partition %d, %v) is not after %v: out of order or twice", ev.OrderID, ev.Partition, ev.Offset, last)
 		}
-		last[ev.Partition] = ev.Cursor
-		if ev.Position.String() != last.String() {
-			t.Errorf("event %s: position %v, want %v", ev.OrderID, ev.Position, last)
+		last[ev.Partition] = ev.Offset
+		if ev.Cursor.String() != last.String() {
+			t.Errorf("event %s: position %v, want %v", ev.OrderID, ev.Cursor, last)
 		}
 	}
 	ids := map[string]bool{}
@@ -998,7 +998,7 @@ func TestFollowPartitions(t *testing.T) {
 	// Resuming from the position of each sent event sends exactly the
 	// events that came after it.
 	for i, ev := range sent {
-		r := followAt(t, h.Hub, ev.Position, nil, nil)
+		r := followAt(t, h.Hub, ev.Cursor, nil, nil)
 		want := len(sent) - i - 1
 		eventually(t, "the resumed watch", func() bool { return len(r.sentEvents()) >= want })
 		var got, exp []string
@@ -1011,19 +1011,19 @@ func TestFollowPartitions(t *testing.T) {
 		slices.Sort(got)
 		slices.Sort(exp)
 		if !slices.Equal(got, exp) {
-			t.Errorf("resumed after %s (%v): got %v, want %v", ev.OrderID, ev.Position, got, exp)
+			t.Errorf("resumed after %s (%v): got %v, want %v", ev.OrderID, ev.Cursor, got, exp)
 		}
 		r.cancel()
 	}
 
 	// A position of another number of partitions is refused.
-	bad := followAt(t, h.Hub, order.Position{{}, {}}, nil, nil)
+	bad := followAt(t, h.Hub, order.Cursor{{}, {}}, nil, nil)
 	<-bad.done
 	if order.KindOf(bad.err) != order.KindInvalid || !strings.Contains(bad.err.Error(), "3 partition") {
 		t.Errorf("a two-part position on a three-partition log: %v, want InvalidArgument naming the 3 partitions", bad.err)
 	}
 
 	// A single "0-0" is the start of every partition.
-	all := followAt(t, h.Hub, order.Position{{}}, nil, nil)
+	all := followAt(t, h.Hub, order.Cursor{{}}, nil, nil)
 	eventually(t, "the replay from 0-0", func() bool { return len(all.sentEvents()) == len(sent) })
 }

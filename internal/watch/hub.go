@@ -25,12 +25,12 @@ type Log interface {
 	Partitions(ctx context.Context) (int, error)
 	// Events returns up to limit events of a partition after the cursor;
 	// when there are none and wait is positive, it blocks for up to wait.
-	Events(ctx context.Context, partition int, after order.Cursor, limit int, wait time.Duration) ([]order.Event, error)
+	Events(ctx context.Context, partition int, after order.Offset, limit int, wait time.Duration) ([]order.Event, error)
 	// Tail returns the cursor of a partition's last event.
-	Tail(ctx context.Context, partition int) (order.Cursor, error)
+	Tail(ctx context.Context, partition int) (order.Offset, error)
 	// CheckCursor says whether a watch can resume after each cursor, each
 	// of its partition, without a gap.
-	CheckCursor(ctx context.Context, cursors ...order.Cursor) error
+	CheckCursor(ctx context.Context, cursors ...order.Offset) error
 }
 
 // ErrLagged closes a subscription whose buffer was full: its watcher fell
@@ -102,7 +102,7 @@ type Hub struct {
 	replaysOnce sync.Once
 
 	mu  sync.Mutex
-	pos order.Position // the last event of each partition handed to subscribers
+	pos order.Cursor // the last event of each partition handed to subscribers
 	// subs is the fan-out: the subscriptions of the watchers in stateLive.
 	subs map[*Subscription]struct{}
 	// placed counts the watchers that hold a place under MaxWatchers:
@@ -153,7 +153,7 @@ func NewHub(log Log, opts Options) *Hub {
 type Subscription struct {
 	// From is the hub's position when the subscription began: every event
 	// after it arrives on C; events up to it must be read from the log.
-	From order.Position
+	From order.Cursor
 	// C delivers the events. It is never closed; watch Done.
 	C <-chan order.Event
 
@@ -263,7 +263,7 @@ func (h *Hub) Run(ctx context.Context) error {
 		}
 		n, err = h.log.Partitions(ctx)
 	}
-	pos := make(order.Position, n)
+	pos := make(order.Cursor, n)
 	for p := 0; p < n; {
 		c, err := h.log.Tail(ctx, p)
 		if err == nil {
@@ -293,7 +293,7 @@ func (h *Hub) Run(ctx context.Context) error {
 }
 
 // tail reads one partition of the log from after until ctx ends.
-func (h *Hub) tail(ctx context.Context, p int, after order.Cursor) {
+func (h *Hub) tail(ctx context.Context, p int, after order.Offset) {
 	var bo backoff.Backoff
 	failing := false
 	for {
@@ -316,7 +316,7 @@ func (h *Hub) tail(ctx context.Context, p int, after order.Cursor) {
 		bo.Reset()
 		if len(events) > 0 {
 			h.publish(p, events)
-			after = events[len(events)-1].Cursor
+			after = events[len(events)-1].Offset
 		}
 	}
 }
@@ -343,8 +343,8 @@ func (h *Hub) publish(p int, events []order.Event) {
 		if c0, ok := h.memory[p].repeatOf(events[i]); ok && h.rewinds[p].from.Less(c0) {
 			h.noteRewind(p, h.pos[p])
 		}
-		h.pos[p] = events[i].Cursor
-		events[i].Position = h.pos.Clone()
+		h.pos[p] = events[i].Offset
+		events[i].Cursor = h.pos.Clone()
 		h.memory[p].remember(events[i])
 	}
 	for s := range h.subs {
@@ -380,7 +380,7 @@ func (h *Hub) publish(p int, events []order.Event) {
 // before the hub knows it), and a channel closed when the next events
 // reach it: a consumer of a group waits on it for new events, and reads
 // the partitions whose cursor moved, without holding a subscription.
-func (h *Hub) Appended() (order.Position, <-chan struct{}) {
+func (h *Hub) Appended() (order.Cursor, <-chan struct{}) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.pos.Clone(), h.appended

@@ -57,9 +57,9 @@ func TestSubscribeWaitsForStart(t *testing.T) {
 			if r.err != nil {
 				t.Fatalf("Subscribe = %v", r.err)
 			}
-			var want order.Cursor
+			var want order.Offset
 			if tt.initial > 0 {
-				want = log.at(tt.initial - 1).Cursor
+				want = log.at(tt.initial - 1).Offset
 			}
 			if r.s.From[0] != want {
 				t.Errorf("From = %v, want the tail %v", r.s.From, want)
@@ -69,8 +69,8 @@ func TestSubscribeWaitsForStart(t *testing.T) {
 			}
 			// Only events after From arrive.
 			evs := log.add(1)
-			if got := recv(t, r.s); got.Cursor != evs[0].Cursor {
-				t.Errorf("first event %v, want %v", got.Cursor, evs[0].Cursor)
+			if got := recv(t, r.s); got.Offset != evs[0].Offset {
+				t.Errorf("first event %v, want %v", got.Offset, evs[0].Offset)
 			}
 		})
 	}
@@ -118,7 +118,7 @@ func TestFanOut(t *testing.T) {
 				}
 				select {
 				case ev := <-s.C:
-					t.Errorf("subscription %d: unexpected extra event %v", i, ev.Cursor)
+					t.Errorf("subscription %d: unexpected extra event %v", i, ev.Offset)
 				default:
 				}
 				if err := s.Err(); err != nil {
@@ -151,8 +151,8 @@ func TestLaggedSubscription(t *testing.T) {
 				ev := log.add(1)[0]
 				want = append(want, ev)
 				for _, s := range []*Subscription{fast, other} {
-					if got := recv(t, s); got.Cursor != ev.Cursor {
-						t.Fatalf("event %d: got %v, want %v", i, got.Cursor, ev.Cursor)
+					if got := recv(t, s); got.Offset != ev.Offset {
+						t.Fatalf("event %d: got %v, want %v", i, got.Offset, ev.Offset)
 					}
 				}
 				if i < tt.buffer {
@@ -171,13 +171,13 @@ func TestLaggedSubscription(t *testing.T) {
 			}
 			// What it had buffered is still there, in order.
 			for i := range tt.buffer {
-				if got := recv(t, slow); got.Cursor != want[i].Cursor {
-					t.Errorf("slow buffered event %d = %v, want %v", i, got.Cursor, want[i].Cursor)
+				if got := recv(t, slow); got.Offset != want[i].Offset {
+					t.Errorf("slow buffered event %d = %v, want %v", i, got.Offset, want[i].Offset)
 				}
 			}
 			select {
 			case ev := <-slow.C:
-				t.Errorf("slow got %v beyond its buffer", ev.Cursor)
+				t.Errorf("slow got %v beyond its buffer", ev.Offset)
 			default:
 			}
 			if n := h.Watchers(); n != 2 {
@@ -239,8 +239,8 @@ func TestSubscriptionClose(t *testing.T) {
 				if closed[i] {
 					continue
 				}
-				if got := recv(t, s); got.Cursor != ev.Cursor {
-					t.Errorf("open subscription %d got %v, want %v", i, got.Cursor, ev.Cursor)
+				if got := recv(t, s); got.Offset != ev.Offset {
+					t.Errorf("open subscription %d got %v, want %v", i, got.Offset, ev.Offset)
 				}
 			}
 			if len(closed) == tt.subs {
@@ -255,7 +255,7 @@ func TestSubscriptionClose(t *testing.T) {
 			for i := range closed {
 				select {
 				case got := <-subs[i].C:
-					t.Errorf("closed subscription %d got %v", i, got.Cursor)
+					t.Errorf("closed subscription %d got %v", i, got.Offset)
 				default:
 				}
 			}

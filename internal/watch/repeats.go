@@ -66,7 +66,7 @@ func identityOf(ev order.Event) identity {
 // expirations read, and the cursor where each identity was first read.
 type memory struct {
 	limit int // the most identities it holds
-	first map[identity]order.Cursor
+	first map[identity]order.Offset
 	ring  []identity
 	next  int
 }
@@ -87,7 +87,7 @@ func (m *memory) remember(ev order.Event) {
 		return
 	}
 	if m.first == nil {
-		m.first = make(map[identity]order.Cursor)
+		m.first = make(map[identity]order.Offset)
 	}
 	if len(m.ring) < m.limit {
 		m.ring = append(m.ring, id)
@@ -96,15 +96,15 @@ func (m *memory) remember(ev order.Event) {
 		m.ring[m.next] = id
 		m.next = (m.next + 1) % len(m.ring)
 	}
-	m.first[id] = ev.Cursor
+	m.first[id] = ev.Offset
 }
 
 // repeatOf returns the cursor of the earlier expiration that ev repeats, or
 // false.
-func (m *memory) repeatOf(ev order.Event) (order.Cursor, bool) {
+func (m *memory) repeatOf(ev order.Event) (order.Offset, bool) {
 	c0, ok := m.first[identityOf(ev)]
-	if !ok || !c0.Less(ev.Cursor) {
-		return order.Cursor{}, false
+	if !ok || !c0.Less(ev.Offset) {
+		return order.Offset{}, false
 	}
 	return c0, true
 }
@@ -112,13 +112,13 @@ func (m *memory) repeatOf(ev order.Event) (order.Cursor, bool) {
 // rewind is where a partition's log went back: the last event the hub had
 // read before (from), and how many times it went back (seq, 0: never).
 type rewind struct {
-	from order.Cursor
+	from order.Offset
 	seq  int
 }
 
 // noteRewind records that partition p's log went back after from. The
 // caller holds mu.
-func (h *Hub) noteRewind(p int, from order.Cursor) {
+func (h *Hub) noteRewind(p int, from order.Offset) {
 	if r := &h.rewinds[p]; r.from.Less(from) {
 		r.from = from
 		r.seq++
@@ -130,13 +130,13 @@ func (h *Hub) noteRewind(p int, from order.Cursor) {
 // went back: where it was when it met the first event after rewind seq.
 type crossing struct {
 	seq int
-	at  order.Cursor
+	at  order.Offset
 }
 
 // isRepeatHad says whether ev, next for a reader of its partition at
 // last (whose crossing is cr), repeats an expiration that the reader had,
 // and moves cr when ev is the first event of a new history it meets.
-func (h *Hub) isRepeatHad(ev order.Event, last order.Cursor, cr *crossing) bool {
+func (h *Hub) isRepeatHad(ev order.Event, last order.Offset, cr *crossing) bool {
 	// A reader's crossing moves only after a rewind, and a repeat is one
 	// it had only at or before its crossing: with no rewind, none is.
 	if !h.rewound.Load() {
@@ -150,7 +150,7 @@ func (h *Hub) isRepeatHad(ev order.Event, last order.Cursor, cr *crossing) bool 
 	c0, repeat := h.memory[ev.Partition].repeatOf(ev)
 	rw := h.rewinds[ev.Partition]
 	h.mu.Unlock()
-	if rw.seq != cr.seq && rw.from.Less(ev.Cursor) {
+	if rw.seq != cr.seq && rw.from.Less(ev.Offset) {
 		*cr = crossing{seq: rw.seq, at: last}
 	}
 	if !repeat || cr.at.Less(c0) {
@@ -161,7 +161,7 @@ func (h *Hub) isRepeatHad(ev order.Event, last order.Cursor, cr *crossing) bool 
 }
 
 // hadIt is isRepeatHad for a watcher at last, with its crossings.
-func (h *Hub) hadIt(ev order.Event, last order.Position, cr []crossing) bool {
+func (h *Hub) hadIt(ev order.Event, last order.Cursor, cr []crossing) bool {
 	return h.isRepeatHad(ev, last[ev.Partition], &cr[ev.Partition])
 }
 
@@ -174,7 +174,7 @@ func (h *Hub) repeatSkipped() {
 // groupMark is how far this replica delivered a group's events in one
 // partition, and its crossing.
 type groupMark struct {
-	at order.Cursor
+	at order.Offset
 	cr crossing
 }
 
@@ -207,8 +207,8 @@ func (h *Hub) DropRepeats(ctx context.Context, gs order.GroupStore, group string
 			drop = append(drop, d.AckID)
 			continue
 		}
-		if m.at.Less(d.Event.Cursor) {
-			m.at = d.Event.Cursor
+		if m.at.Less(d.Event.Offset) {
+			m.at = d.Event.Offset
 		}
 		out = append(out, d)
 	}
@@ -224,22 +224,22 @@ func (h *Hub) DropRepeats(ctx context.Context, gs order.GroupStore, group string
 }
 
 // before returns the cursor just before c.
-func before(c order.Cursor) order.Cursor {
+func before(c order.Offset) order.Offset {
 	if c.Seq > 0 {
-		return order.Cursor{Ms: c.Ms, Seq: c.Seq - 1}
+		return order.Offset{Ms: c.Ms, Seq: c.Seq - 1}
 	}
-	return order.Cursor{Ms: c.Ms - 1, Seq: math.MaxUint64}
+	return order.Offset{Ms: c.Ms - 1, Seq: math.MaxUint64}
 }
 
 // checkRewind says whether partition p's log still holds the event at
 // after, the last one the hub read, once a read recovers from a failure;
 // when it does not, Redis lost the tail of its log, and the hub logs it.
-func (h *Hub) checkRewind(ctx context.Context, p int, after order.Cursor) {
+func (h *Hub) checkRewind(ctx context.Context, p int, after order.Offset) {
 	if after.IsZero() {
 		return
 	}
 	events, err := h.log.Events(ctx, p, before(after), 1, 0)
-	if err != nil || (len(events) > 0 && events[0].Cursor == after) {
+	if err != nil || (len(events) > 0 && events[0].Offset == after) {
 		return
 	}
 	h.mu.Lock()

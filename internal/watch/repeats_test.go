@@ -17,12 +17,12 @@ func rewindLog(l *fakeLog, n int) []order.Event {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	lost := append([]order.Event(nil), l.events[len(l.events)-n:]...)
-	next := l.events[len(l.events)-1].Cursor
+	next := l.events[len(l.events)-1].Offset
 	l.events = l.events[:len(l.events)-n]
 	var again []order.Event
 	for _, ev := range lost {
-		next = order.Cursor{Ms: next.Ms + 1}
-		ev.Cursor = next
+		next = order.Offset{Ms: next.Ms + 1}
+		ev.Offset = next
 		again = append(again, ev)
 	}
 	l.events = append(l.events, again...)
@@ -34,10 +34,10 @@ func rewindLog(l *fakeLog, n int) []order.Event {
 func appendNew(l *fakeLog, n int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	next := l.events[len(l.events)-1].Cursor
+	next := l.events[len(l.events)-1].Offset
 	for i := range n {
-		next = order.Cursor{Ms: next.Ms + 1}
-		l.events = append(l.events, order.Event{Cursor: next, OrderID: fmt.Sprintf("new-%d", i)})
+		next = order.Offset{Ms: next.Ms + 1}
+		l.events = append(l.events, order.Event{Offset: next, OrderID: fmt.Sprintf("new-%d", i)})
 	}
 	l.notify()
 }
@@ -67,7 +67,7 @@ func TestRepeatsNotSentTwice(t *testing.T) {
 	appendNew(l, 3)
 	eventually(t, "the hub read the new events", func() bool {
 		pos, _ := h.Appended()
-		return pos != nil && pos[0] == l.at(len(l.events)-1).Cursor
+		return pos != nil && pos[0] == l.at(len(l.events)-1).Offset
 	})
 
 	count := func(f *follower) map[string]int {
@@ -90,7 +90,7 @@ func TestRepeatsNotSentTwice(t *testing.T) {
 
 	// From the start of the log: the 23 orders once each, the lost ones by
 	// their repeats.
-	all := follow(t, h.Hub, &order.Cursor{}, nil, nil)
+	all := follow(t, h.Hub, &order.Offset{}, nil, nil)
 	all.waitSent(t, 23)
 	time.Sleep(100 * time.Millisecond)
 	if got := count(all); len(got) != 23 || len(all.sentEvents()) != 23 {
@@ -99,10 +99,10 @@ func TestRepeatsNotSentTwice(t *testing.T) {
 
 	// From ord-16's first cursor (lost from the log): ord-17 … ord-19 once,
 	// by their repeats, and the 3 new ones; not ord-15 or ord-16 again.
-	var c16 order.Cursor
+	var c16 order.Offset
 	for _, ev := range live.sentEvents() {
 		if ev.OrderID == "ord-16" {
-			c16 = ev.Cursor
+			c16 = ev.Offset
 		}
 	}
 	part := follow(t, h.Hub, &c16, nil, nil)
@@ -131,14 +131,14 @@ func BenchmarkRepeatCheck(b *testing.B) {
 	h := NewHub(newFakeLog(), Options{Logger: discard})
 	h.memory = newMemories(1)
 	h.rewinds = make([]rewind, 1)
-	h.pos = make(order.Position, 1)
+	h.pos = make(order.Cursor, 1)
 	events := make([]order.Event, 1000)
 	for i := range events {
-		events[i] = order.Event{Cursor: cursorAt(i), OrderID: fmt.Sprintf("ord-%d", i)}
+		events[i] = order.Event{Offset: cursorAt(i), OrderID: fmt.Sprintf("ord-%d", i)}
 	}
 	h.publish(0, events)
 	b.RunParallel(func(pb *testing.PB) {
-		last := make(order.Position, 1)
+		last := make(order.Cursor, 1)
 		cr := make([]crossing, 1)
 		i := 0
 		for pb.Next() {
@@ -146,7 +146,7 @@ func BenchmarkRepeatCheck(b *testing.B) {
 			if h.hadIt(ev, last, cr) {
 				b.Fatal("a new expiration was taken for a repeat")
 			}
-			last[0] = ev.Cursor
+			last[0] = ev.Offset
 			i++
 		}
 	})
