@@ -67,37 +67,11 @@ func (r *runner) floorCurve(ctx context.Context, pending int, rates []int, dur t
 func (r *runner) floorStep(ctx context.Context, rd *Redis, rdb *redis.Client, prefix string, rate int, dur time.Duration, setRate float64) (capStep, error) {
 	due := int(float64(rate) * dur.Seconds())
 	key := func(i int) string { return prefix + strconv.Itoa(i) }
-	ps := rdb.Subscribe(ctx, "__keyevent@0__:expired")
-	defer ps.Close()
-	if _, err := ps.Receive(ctx); err != nil {
+	ev, err := subscribeExpired(ctx, rdb, prefix, due)
+	if err != nil {
 		return capStep{}, err
 	}
-	recv := make([]time.Time, due)
-	var arrived, dups atomic.Int64
-	all := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			msg, err := ps.ReceiveMessage(ctx)
-			now := time.Now()
-			if err != nil {
-				return
-			}
-			rest, ok := strings.CutPrefix(msg.Payload, prefix)
-			i, err := strconv.Atoi(rest)
-			if !ok || err != nil || i < 0 || i >= due {
-				continue
-			}
-			if !recv[i].IsZero() {
-				dups.Add(1)
-				continue
-			}
-			recv[i] = now
-			if arrived.Add(1) == int64(due) {
-				close(all)
-			}
-		}
-	})
+	defer ev.stop()
 
 	// A third of the pending keys' rate: the machine may be busier now.
 	lead := checkoutLead(due, setRate/3)
@@ -123,7 +97,7 @@ func (r *runner) floorStep(ctx context.Context, rd *Redis, rdb *redis.Client, pr
 	touching.Go(func() { touchErr = touchDue(touchCtx, rdb, key, deadlines) })
 	last := time.UnixMilli(deadlines[due-1])
 	select {
-	case <-all:
+	case <-ev.all:
 	case <-time.After(time.Until(last.Add(r.sz.svcWait))):
 	case <-ctx.Done():
 	}
@@ -132,8 +106,7 @@ func (r *runner) floorStep(ctx context.Context, rd *Redis, rdb *redis.Client, pr
 	others := max(machineBusy()-busy-redisCPU-genCPU, 0)
 	stopTouch()
 	touching.Wait()
-	ps.Close()
-	wg.Wait()
+	ev.stop()
 	if err := ctx.Err(); err != nil {
 		return capStep{}, err
 	}
@@ -143,18 +116,73 @@ func (r *runner) floorStep(ctx context.Context, rd *Redis, rdb *redis.Client, pr
 
 	late := make([]time.Duration, due)
 	got := 0
-	for i, t := range recv {
+	for i, t := range ev.recv {
 		late[i] = never
 		if !t.IsZero() {
 			late[i] = t.Sub(time.UnixMilli(deadlines[i]))
 			got++
 		}
 	}
-	s.res = lateResult{want: due, got: got, dups: int(dups.Load()), late: summarize(late), waited: waited}
+	s.res = lateResult{want: due, got: got, dups: int(ev.dups.Load()), late: summarize(late), waited: waited}
 	s.redisCPU = redisCPU / time.Duration(due)
 	s.cpu = fmt.Sprintf("CPU over %s: redis %.2fs, load generator %.2fs, other processes %.2fs",
 		wall.Round(10*time.Millisecond), redisCPU.Seconds(), genCPU.Seconds(), others.Seconds())
 	return s, nil
+}
+
+// expiredEvents records when Redis's expired event of each key <prefix><i>,
+// i < n, arrived.
+type expiredEvents struct {
+	recv []time.Time // zero: not arrived
+	dups atomic.Int64
+	all  chan struct{} // closed once every key's event arrived
+	ps   *redis.PubSub
+	wg   sync.WaitGroup
+	once sync.Once
+}
+
+// subscribeExpired subscribes to the expired events of rdb's database 0
+// (notify-keyspace-events must hold Ex) and records those of the keys
+// <prefix><i>, i < n, until stop.
+func subscribeExpired(ctx context.Context, rdb *redis.Client, prefix string, n int) (*expiredEvents, error) {
+	ps := rdb.Subscribe(ctx, "__keyevent@0__:expired")
+	if _, err := ps.Receive(ctx); err != nil {
+		ps.Close()
+		return nil, err
+	}
+	e := &expiredEvents{recv: make([]time.Time, n), all: make(chan struct{}), ps: ps}
+	arrived := 0
+	e.wg.Go(func() {
+		for {
+			msg, err := ps.ReceiveMessage(ctx)
+			now := time.Now()
+			if err != nil {
+				return
+			}
+			rest, ok := strings.CutPrefix(msg.Payload, prefix)
+			i, err := strconv.Atoi(rest)
+			if !ok || err != nil || i < 0 || i >= n {
+				continue
+			}
+			if !e.recv[i].IsZero() {
+				e.dups.Add(1)
+				continue
+			}
+			e.recv[i] = now
+			if arrived++; arrived == n {
+				close(e.all)
+			}
+		}
+	})
+	return e, nil
+}
+
+// stop ends the subscription; recv and dups are final after it.
+func (e *expiredEvents) stop() {
+	e.once.Do(func() {
+		e.ps.Close()
+		e.wg.Wait()
+	})
 }
 
 // touchDue reads each key(i) with EXISTS once its deadline (Unix

@@ -7,7 +7,6 @@ import (
 	"math"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -360,38 +359,12 @@ func (r *runner) naiveLateness(ctx context.Context, background, due int, spread 
 	if err := rdb.ConfigSet(ctx, "notify-keyspace-events", "Ex").Err(); err != nil {
 		return lateResult{}, err
 	}
-	ps := rdb.Subscribe(ctx, "__keyevent@0__:expired")
-	defer ps.Close()
-	if _, err := ps.Receive(ctx); err != nil {
+	const prefix = "order:due-"
+	ev, err := subscribeExpired(ctx, rdb, prefix, due)
+	if err != nil {
 		return lateResult{}, err
 	}
-
-	const prefix = "order:due-"
-	recv := make([]time.Time, due)
-	var arrived, dups atomic.Int64
-	all := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			msg, err := ps.ReceiveMessage(ctx)
-			now := time.Now()
-			if err != nil {
-				return
-			}
-			i, err := strconv.Atoi(strings.TrimPrefix(msg.Payload, prefix))
-			if !strings.HasPrefix(msg.Payload, prefix) || err != nil || i < 0 || i >= due {
-				continue
-			}
-			if !recv[i].IsZero() {
-				dups.Add(1)
-				continue
-			}
-			recv[i] = now
-			if arrived.Add(1) == int64(due) {
-				close(all)
-			}
-		}
-	})
+	defer ev.stop()
 
 	memBefore, err := usedMemory(ctx, rdb)
 	if err != nil {
@@ -451,25 +424,24 @@ func (r *runner) naiveLateness(ctx context.Context, background, due int, spread 
 	}
 	bound := lastDeadline.Add(r.sz.naiveWait)
 	select {
-	case <-all:
+	case <-ev.all:
 	case <-time.After(time.Until(bound)):
 	case <-ctx.Done():
 		return lateResult{}, ctx.Err()
 	}
 	waited := time.Since(lastDeadline)
 	rcpu = redisCPU(ctx, rdb) - rcpu
-	ps.Close()
-	wg.Wait()
+	ev.stop()
 	late := make([]time.Duration, due)
 	got := 0
-	for i, t := range recv {
+	for i, t := range ev.recv {
 		late[i] = never
 		if !t.IsZero() {
 			late[i] = t.Sub(deadlines[i])
 			got++
 		}
 	}
-	return lateResult{want: due, got: got, dups: int(dups.Load()), late: summarize(late), waited: waited, perKey: perKey, redisCPU: rcpu}, nil
+	return lateResult{want: due, got: got, dups: int(ev.dups.Load()), late: summarize(late), waited: waited, perKey: perKey, redisCPU: rcpu}, nil
 }
 
 // touchKeys runs touchDue over the keys "<prefix><i>" with their
