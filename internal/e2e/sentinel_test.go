@@ -220,9 +220,16 @@ func TestSentinelFailover(t *testing.T) {
 	if acked < 500 {
 		t.Errorf("only %d checkouts were acknowledged: the burst did not run", acked)
 	}
+	// None of the burst's calls after the kill may have been answered OK
+	// (on a busy machine the burst can end first): the first OK is then
+	// the tail's, recovered_after_burst.
+	firstOKAfter := "none"
+	if !firstOK.IsZero() {
+		firstOKAfter = firstOK.Sub(killedAt).Round(time.Millisecond).String()
+	}
 	result(t, "calls=%d acked_checkouts=%d acked_closes=%d events=%d lost=%d doubled=%d failover=%s unavailable=%d other_errors=%d refused_until=%s first_ok_after_kill=%s unhealthy_spans=%d recovered_after_burst=%s live_watch_doubled=%d lateness_after_failover_p99=%s max=%s",
 		len(calls), acked, closedOK, len(log), lost, doubled, failedOver.Sub(killedAt).Round(time.Millisecond), unavailable, other,
-		lastRefused.Sub(killedAt).Round(time.Millisecond), firstOK.Sub(killedAt).Round(time.Millisecond), len(health.Unhealthy()), recoveredIn.Round(time.Millisecond), liveDoubled, afterP99, afterMax)
+		lastRefused.Sub(killedAt).Round(time.Millisecond), firstOKAfter, len(health.Unhealthy()), recoveredIn.Round(time.Millisecond), liveDoubled, afterP99, afterMax)
 }
 
 // checkoutEventually checks out an order on s, due life after, until one
