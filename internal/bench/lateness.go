@@ -418,8 +418,9 @@ func (r *runner) naiveLateness(ctx context.Context, background, due int, spread 
 		}
 	}
 	rcpu := redisCPU(ctx, rdb)
+	stopTouch := func() error { return nil }
 	if touch {
-		stopTouch := touchKeys(ctx, rd.Client(), prefix, deadlines)
+		stopTouch = touchKeys(ctx, rd.Client(), prefix, deadlines)
 		defer stopTouch()
 	}
 	bound := lastDeadline.Add(r.sz.naiveWait)
@@ -432,6 +433,9 @@ func (r *runner) naiveLateness(ctx context.Context, background, due int, spread 
 	waited := time.Since(lastDeadline)
 	rcpu = redisCPU(ctx, rdb) - rcpu
 	ev.stop()
+	if err := stopTouch(); err != nil {
+		return lateResult{}, fmt.Errorf("reading the due keys: %w", err)
+	}
 	late := make([]time.Duration, due)
 	got := 0
 	for i, t := range ev.recv {
@@ -446,8 +450,9 @@ func (r *runner) naiveLateness(ctx context.Context, background, due int, spread 
 
 // touchKeys runs touchDue over the keys "<prefix><i>" with their
 // deadlines, in deadline order, until every key was found gone or the
-// returned stop is called; it closes rdb when it ends.
-func touchKeys(ctx context.Context, rdb *redis.Client, prefix string, deadlines []time.Time) (stop func()) {
+// returned stop is called, which returns touchDue's error (a floor whose
+// keys were not read is no floor); it closes rdb when it ends.
+func touchKeys(ctx context.Context, rdb *redis.Client, prefix string, deadlines []time.Time) (stop func() error) {
 	byDeadline := make([]int, len(deadlines))
 	for i := range byDeadline {
 		byDeadline[i] = i
@@ -459,9 +464,10 @@ func touchKeys(ctx context.Context, rdb *redis.Client, prefix string, deadlines 
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
+	var err error
 	wg.Go(func() {
 		defer rdb.Close()
-		_ = touchDue(ctx, rdb, func(j int) string { return prefix + strconv.Itoa(byDeadline[j]) }, ms)
+		err = touchDue(ctx, rdb, func(j int) string { return prefix + strconv.Itoa(byDeadline[j]) }, ms)
 	})
-	return func() { cancel(); wg.Wait() }
+	return func() error { cancel(); wg.Wait(); return err }
 }
