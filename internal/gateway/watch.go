@@ -146,14 +146,25 @@ func streamHandler[Req, Msg any, P message[Msg]](mux *runtime.ServeMux, call str
 			return
 		}
 		rc := http.NewResponseController(w)
-		// write sends chunk at once, within writeTimeout. (A writer that
-		// cannot take a deadline, which no net/http server gives, has
-		// none.)
-		write := func(chunk []byte) error {
-			_ = rc.SetWriteDeadline(time.Now().Add(writeTimeout))
+		// write queues chunk and, unless more is to follow at once, sends
+		// what is queued: all of it within writeTimeout of its first
+		// write. (A writer that cannot take a deadline, which no net/http
+		// server gives, has none.) In a burst, one write system call then
+		// carries many events instead of one each, which was a quarter of
+		// the service's CPU when 100,000 orders expired within a second
+		// (benchmark 1b's profile).
+		queued := 0
+		write := func(chunk []byte, more bool) error {
+			if queued == 0 {
+				_ = rc.SetWriteDeadline(time.Now().Add(writeTimeout))
+			}
 			if _, err := w.Write(chunk); err != nil {
 				return err
 			}
+			if queued += len(chunk); more && queued < maxQueued {
+				return nil
+			}
+			queued = 0
 			return rc.Flush()
 		}
 		w.Header().Set("Content-Type", format.contentType)
@@ -162,11 +173,13 @@ func streamHandler[Req, Msg any, P message[Msg]](mux *runtime.ServeMux, call str
 			w.Header().Set(k, v)
 		}
 		w.WriteHeader(http.StatusOK)
-		if err := write(format.preamble); err != nil {
+		if err := write(format.preamble, false); err != nil {
 			return
 		}
 
-		received := make(chan recvResult[*Msg])
+		// Buffered, so that the handler can tell that more events are
+		// waiting and the stream keeps receiving while it writes.
+		received := make(chan recvResult[*Msg], maxQueuedEvents)
 		go receive(ctx, stream, received)
 		defer func() {
 			cancel()
@@ -205,7 +218,7 @@ func streamHandler[Req, Msg any, P message[Msg]](mux *runtime.ServeMux, call str
 					chunk = format.event(call.id(P(got.msg)), data)
 				}
 			}
-			if err := write(chunk); err != nil || end {
+			if err := write(chunk, !end && len(received) > 0); err != nil || end {
 				return
 			}
 			if quiet != nil {
@@ -214,6 +227,14 @@ func streamHandler[Req, Msg any, P message[Msg]](mux *runtime.ServeMux, call str
 		}
 	}
 }
+
+const (
+	// maxQueued bounds what a watch response holds back for one write:
+	// past it, the events queued go out even if more are waiting.
+	maxQueued = 32 << 10
+	// maxQueuedEvents is how many received messages wait for the handler.
+	maxQueuedEvents = 256
+)
 
 // watchFormat is how a watch response frames what it sends.
 type watchFormat struct {
