@@ -196,11 +196,13 @@ func (r *runner) clusterMeasure(ctx context.Context, name string, e *env, procs 
 	}
 	side.gap = time.Until(start)
 	r.logf("    checked out in %s, %s before the first deadline; waiting for the events", side.took.Round(time.Millisecond), side.gap.Round(time.Millisecond))
+	prof = r.profile(e.svc, "cluster-"+name+"-expiry", start.Add(-100*time.Millisecond))
 	time.Sleep(time.Until(start))
 	cpu = procs.snap()
 	w.wait(last.Add(r.sz.svcWait))
 	waited := time.Since(last)
 	side.lateCPU = procs.since(cpu)
+	prof.wait()
 	w.stop() // the watcher's results may be read only once it has stopped
 	side.late = watchResult(w.ws)
 	side.late.waited = waited
