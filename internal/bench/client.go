@@ -92,6 +92,7 @@ type watcher struct {
 	seen       []bool
 	late       []time.Duration // receive - deadline
 	claim      []time.Duration // expired_at - deadline: the service's own part
+	index      []int           // the order of each of late and claim: i of "<prefix><i>"
 	got, dups  int
 	reconnects int
 	lastErr    error
@@ -154,6 +155,7 @@ func (w *watcher) record(id string, now, deadline, expiredAt time.Time) {
 	w.got++
 	w.late = append(w.late, now.Sub(deadline))
 	w.claim = append(w.claim, expiredAt.Sub(deadline))
+	w.index = append(w.index, i)
 	if w.got == w.n {
 		close(w.done)
 	}

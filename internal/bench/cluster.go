@@ -12,7 +12,9 @@ import (
 
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/orderexpiry/orderexpiry/internal/order"
 	"github.com/orderexpiry/orderexpiry/internal/redistest"
+	"github.com/orderexpiry/orderexpiry/internal/server"
 	pb "github.com/orderexpiry/orderexpiry/proto/orderexpiry/v1"
 )
 
@@ -37,6 +39,16 @@ type clusterSide struct {
 	lateCPU     string
 	took        time.Duration // checking out the due orders
 	gap         time.Duration // from the last checkout to the first deadline
+	failover    *failoverResult
+}
+
+// failoverResult is stage 6's expiry workload again on the cluster, with
+// one master killed halfway through the deadlines.
+type failoverResult struct {
+	kept, moved lateResult // the partitions that kept their master, and the dead master's
+	partitions  int        // of the dead master
+	failover    time.Duration
+	cpu         string
 }
 
 // cluster runs stage 6: the service on one redis-server and on a Redis
@@ -87,6 +99,22 @@ func (r *runner) cluster(ctx context.Context) error {
 	r.t.add(row{"6", name + "expired_at - deadline p99", cl.late.fmt(cl.late.claim.P99), one.late.fmt(one.late.claim.P99) + base,
 		latRatio(cl.late.claim.P99, cl.late.waited, one.late.claim.P99, one.late.waited), goal, verdict(met, clean)})
 	claim("max", cl.late.claim.Max, one.late.claim.Max)
+	if f := cl.failover; f != nil {
+		const killed = "a master killed mid-burst: "
+		add(killed+"delivered, partitions that kept their master", count(f.kept.got, f.kept.want), count(one.late.got, one.late.want),
+			ratio(float64(f.kept.got)/float64(f.kept.want), float64(one.late.got)/float64(one.late.want)))
+		goal, met := atMost(float64(f.kept.claim.P99), float64(one.late.claim.P99), 3)
+		r.t.add(row{"6", name + killed + "expired_at - deadline p99, partitions that kept their master", f.kept.fmt(f.kept.claim.P99),
+			one.late.fmt(one.late.claim.P99) + base, latRatio(f.kept.claim.P99, f.kept.waited, one.late.claim.P99, one.late.waited),
+			goal, verdict(met, f.kept.got == f.kept.want && one.late.got == one.late.want)})
+		r.t.add(row{"6", name + killed + "delivered, the dead master's partitions", count(f.moved.got, f.moved.want), "-", "-", "report", ""})
+		add(killed+"expired_at - deadline p99, the dead master's partitions", f.moved.fmt(f.moved.claim.P99), one.late.fmt(one.late.claim.P99),
+			latRatio(f.moved.claim.P99, f.moved.waited, one.late.claim.P99, one.late.waited))
+		r.t.note("6: cluster 3+3, a master killed mid-burst (%d of %d partitions on it): every slot had a live master again %s after the kill; "+
+			"kept their master: receive lateness p99 %s, %d duplicates; the dead master's: receive lateness p99 %s; from the first deadline until the last event (the dead master not counted): %s",
+			f.partitions, server.DefaultClusterPartitions, f.failover.Round(time.Millisecond), f.kept.fmt(f.kept.late.P99), f.kept.dups,
+			f.moved.fmt(f.moved.late.P99), f.cpu)
+	}
 
 	for _, s := range []struct {
 		label string
@@ -143,7 +171,78 @@ func (r *runner) clusterMany(ctx context.Context, due int) (clusterSide, error) 
 			set.replicas = append(set.replicas, n.PID())
 		}
 	}
-	return r.clusterMeasure(ctx, "cluster", e, set, due)
+	side, err := r.clusterMeasure(ctx, "cluster", e, set, due)
+	if err != nil {
+		return side, err
+	}
+	side.failover, err = r.clusterFailover(ctx, c, e, set, due, side.checkout.rate)
+	return side, err
+}
+
+// clusterFailover runs stage 6's expiry workload once more on the cluster
+// and kills a master halfway through its deadlines (it stays dead: its
+// replica takes over), then sets apart the lateness of the partitions that
+// kept their master: the failover must not hold them up. The dead master's
+// partitions wait for the failover.
+func (r *runner) clusterFailover(ctx context.Context, c *redistest.Cluster, e *env, procs cpuSet, due int, rate float64) (*failoverResult, error) {
+	masters, err := c.MastersContext(ctx)
+	if err != nil {
+		return nil, err
+	}
+	victim := masters[0]
+	const partitions = server.DefaultClusterPartitions // startClusterEnv asks for none
+	keys := make([]string, partitions)
+	for p := range keys {
+		keys[p] = fmt.Sprintf("oe:{%d}:events", p)
+	}
+	of, err := c.MastersOf(ctx, keys)
+	if err != nil {
+		return nil, err
+	}
+	const prefix = "fo6-"
+	moved := func(i int) bool { return of[order.PartitionOf(prefix+strconv.Itoa(i), partitions)] == victim }
+	res := &failoverResult{}
+	for _, m := range of {
+		if m == victim {
+			res.partitions++
+		}
+	}
+	w, err := startWatchers(ctx, e.svc.GRPCAddr, 1, prefix, due)
+	if err != nil {
+		return nil, err
+	}
+	defer w.stop()
+	lead := clusterLead + time.Duration(1.25*float64(due)/rate*float64(time.Second))
+	start := time.Now().Add(lead)
+	last := start.Add(clusterSpread)
+	r.logf("  expiry with a failover: checking out %d orders due from %s to %s; the master %s (%d of %d partitions) is killed at %s",
+		due, lead.Round(time.Millisecond), (lead + clusterSpread).Round(time.Millisecond), victim.Addr, res.partitions, partitions, (lead + clusterSpread/2).Round(time.Millisecond))
+	if _, err := checkoutAll(ctx, e.clients, r.sz.callers, due, func(i int) string { return prefix + strconv.Itoa(i) }, until(start, clusterSpread, due)); err != nil {
+		return nil, err
+	}
+	// The dead master's CPU is not counted: a dead process has none to
+	// read at the end.
+	procs.masters = slices.DeleteFunc(slices.Clone(procs.masters), func(pid int) bool { return pid == victim.PID() })
+	time.Sleep(time.Until(start))
+	cpu := procs.snap()
+	time.Sleep(clusterSpread / 2)
+	killed := time.Now()
+	victim.Kill()
+	if err := c.WaitSlots(ctx); err != nil {
+		return nil, err
+	}
+	res.failover = time.Since(killed)
+	w.wait(last.Add(res.failover + r.sz.svcWait))
+	waited := time.Since(last)
+	res.cpu = procs.since(cpu)
+	w.stop()
+	res.kept = watchResultOf(w.ws, func(i int) bool { return !moved(i) })
+	res.moved = watchResultOf(w.ws, moved)
+	res.kept.waited, res.moved.waited = waited, waited
+	r.logf("    failover in %s; kept their master: delivered %d/%d, expired_at - deadline p99 %s; the dead master's: %d/%d, p99 %s; %s",
+		res.failover.Round(time.Millisecond), res.kept.got, res.kept.want, res.kept.fmt(res.kept.claim.P99),
+		res.moved.got, res.moved.want, res.moved.fmt(res.moved.claim.P99), res.cpu)
+	return res, nil
 }
 
 // clusterMeasure runs the two workloads of stage 6 on a running service.

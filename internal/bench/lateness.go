@@ -317,22 +317,35 @@ func checkoutLead(due int, rate float64) time.Duration {
 }
 
 // watchResult merges what watchers recorded.
-func watchResult(ws []*watcher) lateResult {
+func watchResult(ws []*watcher) lateResult { return watchResultOf(ws, func(int) bool { return true }) }
+
+// watchResultOf is watchResult over the tracked orders i for which keep(i)
+// holds; the duplicates and reconnects are the watchers' whole.
+func watchResultOf(ws []*watcher, keep func(i int) bool) lateResult {
 	var res lateResult
 	var late, claim []time.Duration
 	for _, w := range ws {
-		res.want += w.n
-		res.got += w.got
 		res.dups += w.dups
 		res.reconnects += w.reconnects
 		if w.lastErr != nil {
 			res.lastErr = w.lastErr
 		}
-		late = append(late, w.late...)
-		claim = append(claim, w.claim...)
-		for range w.n - w.got {
-			late = append(late, never)
-			claim = append(claim, never)
+		for i := range w.n {
+			if !keep(i) {
+				continue
+			}
+			res.want++
+			if !w.seen[i] {
+				late = append(late, never)
+				claim = append(claim, never)
+			}
+		}
+		for j, i := range w.index {
+			if keep(i) {
+				res.got++
+				late = append(late, w.late[j])
+				claim = append(claim, w.claim[j])
+			}
 		}
 	}
 	res.late, res.claim = summarize(late), summarize(claim)

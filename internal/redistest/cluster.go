@@ -256,14 +256,40 @@ func (c *Cluster) currentView(t testing.TB) view {
 // node sees it.
 func (c *Cluster) MasterOf(t testing.TB, key string) *Server {
 	t.Helper()
-	slot := int64(keySlot(key))
-	for _, r := range c.currentView(t) {
-		if r.start <= slot && slot <= r.end {
-			return r.master
+	m, err := c.masterOf(c.currentView(t), key)
+	if err != nil {
+		t.Fatalf("redistest: %v", err)
+	}
+	return m
+}
+
+// MastersOf is MasterOf for a program that is not a test, for many keys
+// at once: the master of each, from one view of the slot map.
+func (c *Cluster) MastersOf(ctx context.Context, keys []string) ([]*Server, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	v, err := c.anyView(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*Server, len(keys))
+	for i, k := range keys {
+		if out[i], err = c.masterOf(v, k); err != nil {
+			return nil, err
 		}
 	}
-	t.Fatalf("redistest: no master serves slot %d of %q", slot, key)
-	return nil
+	return out, nil
+}
+
+// masterOf returns the master that v says serves the slot of key.
+func (c *Cluster) masterOf(v view, key string) (*Server, error) {
+	slot := int64(keySlot(key))
+	for _, r := range v {
+		if r.start <= slot && slot <= r.end {
+			return r.master, nil
+		}
+	}
+	return nil, fmt.Errorf("no master serves slot %d of %q", slot, key)
 }
 
 // WaitFailover waits until every slot is served again by a live master,
@@ -274,13 +300,7 @@ func (c *Cluster) MasterOf(t testing.TB, key string) *Server {
 // CLUSTER NODES, when that takes more than 30 s.
 func (c *Cluster) WaitFailover(t testing.TB) {
 	t.Helper()
-	live := 0
-	for _, s := range c.Nodes {
-		if s.alive() {
-			live++
-		}
-	}
-	if err := c.settle(context.Background(), time.Now(), func(ctx context.Context) error { return c.healthy(ctx, live) }); err != nil {
+	if err := c.WaitSlots(context.Background()); err != nil {
 		t.Fatalf("redistest: %v", err)
 	}
 
@@ -304,6 +324,19 @@ func (c *Cluster) WaitFailover(t testing.TB) {
 			t.Fatalf("redistest: %v", err)
 		}
 	}
+}
+
+// WaitSlots is the first half of WaitFailover, for a program that is not a
+// test: it waits until every slot is served again by a live master and the
+// live nodes agree, and fails when that takes more than 30 s.
+func (c *Cluster) WaitSlots(ctx context.Context) error {
+	live := 0
+	for _, s := range c.Nodes {
+		if s.alive() {
+			live++
+		}
+	}
+	return c.settle(ctx, time.Now(), func(ctx context.Context) error { return c.healthy(ctx, live) })
 }
 
 // reshardTimeout bounds `redis-cli --cluster reshard`.
