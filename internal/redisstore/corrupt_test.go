@@ -38,6 +38,14 @@ func TestCorruptDataIsInternal(t *testing.T) {
 			key:  "key=oe:{0}:closed:bad",
 		},
 		{
+			name: "expired order's tombstone that is no record",
+			corrupt: func(t *testing.T, _ *redisstore.Store, rdb *redis.Client) {
+				must(t, rdb.HSet(t.Context(), "oe:{0}:expired", "bad", "expired 1 2").Err())
+			},
+			read: func(ctx context.Context, s *redisstore.Store) error { _, err := s.Get(ctx, "bad"); return err },
+			key:  "oe:{0}:expired field bad",
+		},
+		{
 			name: "tombstone with a time that is no number",
 			corrupt: func(t *testing.T, _ *redisstore.Store, rdb *redis.Client) {
 				must(t, rdb.Set(t.Context(), "oe:{0}:closed:bad", "completed 1 2 yesterday ", time.Hour).Err())

@@ -135,11 +135,15 @@ func TestSweepCatchesUp(t *testing.T) {
 		t.Errorf("XLEN of the event stream is %d, want %d", xlen, overdue+onTime)
 	}
 	// Nothing of the pending orders is left behind: index, pending
-	// records and the alarm are gone; the tombstones remain.
-	for pattern, want := range map[string]int{"*:deadlines": 0, "*:pending": 0, "*:alarm": 0, "*:order:*": 0, "*:closed:*": overdue + onTime} {
+	// records and the alarm are gone; the tombstones remain, in the hash
+	// of expired orders.
+	for pattern, want := range map[string]int{"*:deadlines": 0, "*:pending": 0, "*:alarm": 0, "*:order:*": 0, "*:closed:*": 0} {
 		if keys := admin.Keys(t.Context(), pattern).Val(); len(keys) != want {
 			t.Errorf("KEYS %s: %d keys, want %d", pattern, len(keys), want)
 		}
+	}
+	if n := admin.HLen(t.Context(), "oe:{0}:expired").Val(); n != int64(overdue+onTime) {
+		t.Errorf("HLEN oe:{0}:expired: %d tombstones, want %d", n, overdue+onTime)
 	}
 
 	mu.Lock()
@@ -242,5 +246,89 @@ func TestCallExpiryCounted(t *testing.T) {
 	defer mu.Unlock()
 	if expired != 3 {
 		t.Errorf("OnExpire counted %d expirations made by calls, want 3", expired)
+	}
+}
+
+// TestExpiredTombstonesGoWithTheirEvents checks that an expired order's
+// tombstone, a field of the partition's hash, goes when its event is
+// trimmed from the log a retention after the expiry, and not before; and
+// that the trim of an id's first event leaves the tombstone of its second
+// expiry, which came after a new checkout of the id.
+func TestExpiredTombstonesGoWithTheirEvents(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	const retention = 3 * time.Second
+	s := redisstore.New(rdb, redisstore.Options{Retention: retention, Logger: testLogger(t)})
+	run(t, s)
+	ctx := t.Context()
+	hlen := func() int64 {
+		t.Helper()
+		n, err := rdb.HLen(ctx, "oe:{0}:expired").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	waitStatus := func(id string, want order.Status) order.Order {
+		t.Helper()
+		for end := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			o, err := s.Get(ctx, id)
+			if err == nil && o.Status == want {
+				return o
+			}
+			if time.Now().After(end) {
+				t.Fatalf("Get(%s) = %+v, %v; want status %v", id, o, err, want)
+			}
+		}
+	}
+	if err := s.CheckoutMany(ctx, []string{"once", "twice"}, 50*time.Millisecond, ""); err != nil {
+		t.Fatal(err)
+	}
+	first := waitStatus("twice", order.StatusExpired)
+	waitStatus("once", order.StatusExpired)
+	if n := hlen(); n != 2 {
+		t.Fatalf("%d tombstones after two expiries, want 2", n)
+	}
+	// "twice" again, due well before the retention of its first event
+	// passes.
+	if _, _, err := s.Checkout(ctx, "twice", 2*time.Second, nil); err != nil {
+		t.Fatal(err)
+	}
+	second := waitStatus("twice", order.StatusExpired)
+	// Once is gone with its event, found until then.
+	for {
+		_, err := s.Get(ctx, "once")
+		if order.KindOf(err) == order.KindNotFound {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if time.Now().After(first.ClosedAt.Add(retention + 3*time.Second)) {
+			t.Fatalf("Get(once) still finds it %v after it expired; the retention is %v", time.Since(first.ClosedAt), retention)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Redis's clock is this machine's: the slack is for rounding to
+	// milliseconds.
+	if time.Now().Before(first.ClosedAt.Add(retention - 5*time.Millisecond)) {
+		t.Fatalf("Get(once) is NotFound %v after it expired, before the retention of %v", time.Since(first.ClosedAt), retention)
+	}
+	// The trim of twice's first event, in the same pass, left its second
+	// tombstone, whose event is not due for trimming yet.
+	if time.Now().After(second.ClosedAt.Add(retention)) {
+		t.Fatalf("the first events were trimmed %v after twice's second expiry, too late to tell what the trim left", time.Since(second.ClosedAt))
+	}
+	if got, err := s.Get(ctx, "twice"); err != nil || !got.ClosedAt.Equal(second.ClosedAt) {
+		t.Errorf("Get(twice) after the trim of its first event: %+v, %v; want its second expiry, closed at %v", got, err, second.ClosedAt)
+	}
+	if n := hlen(); n != 1 {
+		t.Errorf("%d tombstones once the first events were trimmed, want 1", n)
+	}
+	// And a retention after the second, nothing is left.
+	for end := second.ClosedAt.Add(retention + 3*time.Second); hlen() != 0 || streamLength(t, srv) != 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("%d tombstones and %d events %v after the last expiry; the retention is %v", hlen(), streamLength(t, srv), time.Since(second.ClosedAt), retention)
+		}
 	}
 }

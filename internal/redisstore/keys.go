@@ -39,7 +39,18 @@ const epochKey = "oe:epoch{oe:partitions}"
 //	oe:{p}:pending        hash, id -> "<created ms> <metadata JSON>"; kept
 //	                      apart from the index, whose members carry no value
 //	oe:{p}:closed:<id>    string "<status> <created> <deadline> <closed>
-//	                      <metadata JSON>" with the retention as ttl
+//	                      <metadata JSON>" with the retention as ttl: the
+//	                      tombstone of a completed or cancelled order (and
+//	                      of an expired one written before the hash below)
+//	oe:{p}:expired        hash, id -> the same record, the tombstones of
+//	                      expired orders: the sweeper writes a batch's in
+//	                      one command (a key with a ttl each was about a
+//	                      quarter of a claim's cost in Redis), and each goes
+//	                      when its event is trimmed from the log (see
+//	                      trimLog in lua/prelude.lua), so that it lives as
+//	                      long as its event: the retention after it
+//	                      expired, or longer while a consumer group needs
+//	                      the event
 //	oe:{p}:retained       sorted set, id -> deadline (unix ms) of closed
 //	                      orders, for listing them in deadline order beside
 //	                      the pending ones; an entry goes a retention after
@@ -62,6 +73,7 @@ type keys struct {
 	events    string
 	wake      string
 	counts    string
+	expired   string
 }
 
 func newKeys(partition int) keys {
@@ -73,6 +85,7 @@ func newKeys(partition int) keys {
 		events:    p + "events",
 		wake:      p + "wake",
 		counts:    p + "counts",
+		expired:   p + "expired",
 	}
 }
 

@@ -289,7 +289,7 @@ func (s *Store) parseOrder(p *partition, id, code, rec string, now int64) (order
 		if strings.HasPrefix(rec, "pending ") {
 			return order.Order{}, s.corrupt(p.keys.pending, err, "field", id)
 		}
-		return order.Order{}, s.corrupt(p.keys.closed(id), err)
+		return order.Order{}, s.corrupt(p.keys.closed(id), err, "or", p.keys.expired+" field "+id)
 	}
 	return o, nil
 }

@@ -23,7 +23,6 @@
 
 local grace = tonumber(ARGV[3])
 local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-local closedPrefix = prefix .. 'closed:'
 local zadd, hset, made = {}, {}, {}
 local soonest
 local function checkout(id, asked, maxTTL, meta)
@@ -36,10 +35,7 @@ local function checkout(id, asked, maxTTL, meta)
     if ttl <= 0 or ttl > maxTTL then return 'bad', '' end
   end
   -- Only a tombstone is there to replace: a missing order has none.
-  if state == 'closed' then
-    redis.call('DEL', closedPrefix .. id)
-    redis.call('ZREM', prefix .. 'retained', id)
-  end
+  if state == 'closed' then forget(id) end
   local deadline = now + ttl
   zadd[#zadd + 1] = deadline
   zadd[#zadd + 1] = id

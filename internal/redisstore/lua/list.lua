@@ -131,7 +131,7 @@ for _, r in ipairs(rows) do
     local created, meta, n = pendingFields(r[1])
     rec = record('pending', created, r[2], 0, meta, n)
   else
-    rec = redis.call('GET', prefix .. 'closed:' .. r[1]) or ''
+    rec = tombstone(r[1]) or ''
   end
   out[#out + 1] = r[1]
   out[#out + 1] = r[2]

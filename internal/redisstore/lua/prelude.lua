@@ -101,6 +101,39 @@ local function trimHorizon()
   return h
 end
 
+-- trimLog drops the events before the id h, at most limit of them (the
+-- sweeper's next call goes on), and with each the tombstone written with it,
+-- unless the id has closed again since: an expired order's tombstone lives
+-- as long as its event, the retention after it expired or longer while a
+-- consumer group needs the event (see trimHorizon). The trim is exact, not
+-- '~': an approximate one drops only whole nodes of about a hundred
+-- entries, so that a quiet log would keep its old events and their
+-- tombstones, and a group's needs could not be told from a trim that did
+-- not run.
+local function trimLog(h, limit)
+  local old = redis.call('XRANGE', KEYS[3], '-', '(' .. h, 'COUNT', limit)
+  if #old == 0 then return end
+  local ids = {}
+  for i, e in ipairs(old) do ids[i] = e[2][2] end
+  local recs = redis.call('HMGET', prefix .. 'expired', unpack(ids))
+  local gone = {}
+  for i, e in ipairs(old) do
+    -- The event's fields: id, c, d, x, m; the record's: status, created,
+    -- deadline, closed.
+    local f = e[2]
+    local _, _, d, x = string.find(recs[i] or '', '^%S+ %S+ (%S+) (%S+)')
+    if d == f[6] and x == f[8] then gone[#gone + 1] = ids[i] end
+  end
+  if #gone > 0 then redis.call('HDEL', prefix .. 'expired', unpack(gone)) end
+  if #old == limit then
+    -- Up to and with the last entry read: MINID keeps the threshold.
+    local last = old[#old][1]
+    local dash = string.find(last, '-', 1, true)
+    h = string.sub(last, 1, dash) .. (tonumber(string.sub(last, dash + 1)) + 1)
+  end
+  redis.call('XTRIM', KEYS[3], 'MINID', h)
+end
+
 -- alarm sets the partition's alarm key (see keys.go) to expire grace ms
 -- after the deadline at, or deletes it when at is nil: Redis's expired
 -- event for it wakes the sweepers when none has swept the partition within
@@ -113,20 +146,39 @@ local function alarm(at, grace)
   end
 end
 
+-- tombstone returns the record of a closed order, or false: an expired
+-- order's is a field of the partition's hash of them, which lives as long as
+-- the order's event (see trimLog); a completed or cancelled order's, and an
+-- expired one's from before that hash, is a key of its own with the
+-- retention as ttl.
+local function tombstone(id)
+  return redis.call('HGET', prefix .. 'expired', id) or redis.call('GET', prefix .. 'closed:' .. id)
+end
+
+-- forget removes a closed order's tombstone and index entry, for a new
+-- order with its id.
+local function forget(id)
+  redis.call('HDEL', prefix .. 'expired', id)
+  redis.call('DEL', prefix .. 'closed:' .. id)
+  redis.call('ZREM', prefix .. 'retained', id)
+end
+
 -- close ends a pending order with the given status, writes its tombstone and,
 -- for an expiry, appends the event to the log. The ZREM is the claim: it
--- succeeds once, so the event is appended once.
+-- succeeds once, so the event is appended once. The log is trimmed by the
+-- sweeper (see trimLog).
 local function close(id, deadline, status)
   local created, meta, n = pendingFields(id)
   redis.call('ZREM', KEYS[1], id)
   redis.call('HDEL', KEYS[2], id)
   local rec = record(status, created, deadline, now, meta, n)
-  redis.call('SET', prefix .. 'closed:' .. id, rec, 'PX', retention)
   redis.call('ZADD', prefix .. 'retained', deadline, id)
-  if status ~= 'expired' then redis.call('HINCRBY', prefix .. 'counts', status, 1) end
   if status == 'expired' then
-    redis.call('XADD', KEYS[3], 'MINID', trimHorizon(), '*',
-      'id', id, 'c', created, 'd', deadline, 'x', now, 'm', meta)
+    redis.call('HSET', prefix .. 'expired', id, rec)
+    redis.call('XADD', KEYS[3], '*', 'id', id, 'c', created, 'd', deadline, 'x', now, 'm', meta)
+  else
+    redis.call('SET', prefix .. 'closed:' .. id, rec, 'PX', retention)
+    redis.call('HINCRBY', prefix .. 'counts', status, 1)
   end
   return rec
 end
@@ -144,7 +196,7 @@ local function current(id)
     if now - tonumber(d) > 1000 then caught_here = 1 end
     return 'closed', close(id, d, 'expired')
   end
-  local rec = redis.call('GET', prefix .. 'closed:' .. id)
+  local rec = tombstone(id)
   if rec then return 'closed', rec end
   return 'missing', ''
 end
