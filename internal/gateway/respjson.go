@@ -14,9 +14,11 @@ import (
 )
 
 // Marshal encodes the answers of the busiest calls, an Order and a
-// CheckoutResponse, by hand, and every other message with protojson.
-// Encoding through protoreflect was about a sixth of the CPU of a REST
-// Checkout or GetOrder; this writes the same JSON (the same fields, names,
+// CheckoutResponse, and the events of a watch by hand, and every other
+// message with protojson. Encoding through protoreflect was about a sixth of
+// the CPU of a REST Checkout or GetOrder, and 40% of the service's when a
+// REST watcher received 100,000 expirations within a second (benchmark 1b);
+// this writes the same JSON (the same fields, names,
 // order and values as protojson with EmitDefaultValues, which
 // TestMarshalMatchesProtojson holds it to) in a tenth of the time. A value
 // protojson would refuse (a string that is not UTF-8, a time out of range)
@@ -31,6 +33,8 @@ func (m *jsonMarshaler) Marshal(v any) ([]byte, error) {
 		out, ok = appendOrder(make([]byte, 0, 256), msg)
 	case *pb.CheckoutResponse:
 		out, ok = appendCheckoutResponse(make([]byte, 0, 256), msg)
+	case *pb.ExpirationEvent:
+		out, ok = appendExpirationEvent(make([]byte, 0, 256), msg)
 	}
 	if ok {
 		return out, nil
@@ -91,8 +95,49 @@ func appendOrder(b []byte, o *pb.Order) ([]byte, bool) {
 			return nil, false
 		}
 	}
-	b = append(b, `,"metadata":{`...)
-	meta := o.GetMetadata()
+	b = append(b, `,"metadata":`...)
+	if b, ok = appendMetadata(b, o.GetMetadata()); !ok {
+		return nil, false
+	}
+	b = append(b, `,"reschedules":`...)
+	b = strconv.AppendInt(b, int64(o.GetReschedules()), 10)
+	return append(b, '}'), true
+}
+
+func appendExpirationEvent(b []byte, ev *pb.ExpirationEvent) ([]byte, bool) {
+	ok := true
+	b = append(b, `{"cursor":`...)
+	if b, ok = appendString(b, ev.GetCursor()); !ok {
+		return nil, false
+	}
+	b = append(b, `,"orderId":`...)
+	if b, ok = appendString(b, ev.GetOrderId()); !ok {
+		return nil, false
+	}
+	for _, t := range []struct {
+		name string
+		ts   *timestamppb.Timestamp
+	}{{`,"deadline":`, ev.GetDeadline()}, {`,"expiredAt":`, ev.GetExpiredAt()}} {
+		if t.ts == nil {
+			continue
+		}
+		b = append(b, t.name...)
+		if b, ok = appendTimestamp(b, t.ts); !ok {
+			return nil, false
+		}
+	}
+	b = append(b, `,"metadata":`...)
+	if b, ok = appendMetadata(b, ev.GetMetadata()); !ok {
+		return nil, false
+	}
+	return append(b, '}'), true
+}
+
+// appendMetadata writes a map of metadata as protojson does: its entries in
+// the order of their keys.
+func appendMetadata(b []byte, meta map[string]string) ([]byte, bool) {
+	ok := true
+	b = append(b, '{')
 	keys := make([]string, 0, len(meta))
 	for k := range meta {
 		keys = append(keys, k)
@@ -111,8 +156,6 @@ func appendOrder(b []byte, o *pb.Order) ([]byte, bool) {
 			return nil, false
 		}
 	}
-	b = append(b, `},"reschedules":`...)
-	b = strconv.AppendInt(b, int64(o.GetReschedules()), 10)
 	return append(b, '}'), true
 }
 

@@ -83,7 +83,8 @@ func TestMarshalMatchesProtojson(t *testing.T) {
 	msgs = append(msgs, &pb.Order{}, &pb.CheckoutResponse{}, &pb.CheckoutResponse{Order: &pb.Order{}, Created: true})
 	for range 3000 {
 		o := randomOrder(r)
-		msgs = append(msgs, o, &pb.CheckoutResponse{Order: o, Created: r.IntN(2) == 0})
+		msgs = append(msgs, o, &pb.CheckoutResponse{Order: o, Created: r.IntN(2) == 0},
+			&pb.ExpirationEvent{Cursor: randomString(r), OrderId: o.OrderId, Deadline: o.Deadline, ExpiredAt: o.ClosedAt, Metadata: o.Metadata})
 	}
 	for _, msg := range msgs {
 		want, err := m.MarshalOptions.Marshal(msg)
@@ -104,6 +105,11 @@ func TestMarshalMatchesProtojson(t *testing.T) {
 			got, ok := appendCheckoutResponse(nil, msg)
 			if !ok || !bytes.Equal(got, compact.Bytes()) {
 				t.Fatalf("CheckoutResponse %v:\ngot  %s (%v)\nwant %s", msg, got, ok, compact.Bytes())
+			}
+		case *pb.ExpirationEvent:
+			got, ok := appendExpirationEvent(nil, msg)
+			if !ok || !bytes.Equal(got, compact.Bytes()) {
+				t.Fatalf("ExpirationEvent %v:\ngot  %s (%v)\nwant %s", msg, got, ok, compact.Bytes())
 			}
 		}
 		if got, err := m.Marshal(msg); err != nil || !bytes.Equal(got, compact.Bytes()) {
@@ -137,6 +143,22 @@ func TestMarshalRefusesAsProtojson(t *testing.T) {
 			}
 		}
 	}
+	badEvents := []*pb.ExpirationEvent{
+		{OrderId: "bad-\xff"},
+		{Cursor: "bad-\xff"},
+		{OrderId: "ok", Metadata: map[string]string{"k": "\xc3"}},
+		{OrderId: "ok", Deadline: &timestamppb.Timestamp{Seconds: maxTimestampSeconds + 1}},
+		{OrderId: "ok", ExpiredAt: &timestamppb.Timestamp{Nanos: -1}},
+	}
+	for _, ev := range badEvents {
+		_, want := m.MarshalOptions.Marshal(ev)
+		if want == nil {
+			t.Fatalf("protojson encodes %v", ev)
+		}
+		if out, err := m.Marshal(ev); err == nil || err.Error() != want.Error() {
+			t.Errorf("Marshal(%v) = %s, %v; want the error %v", ev, out, err, want)
+		}
+	}
 	other := &pb.GetOrderRequest{OrderId: "x"}
 	want, _ := m.MarshalOptions.Marshal(other)
 	if got, err := m.Marshal(other); err != nil || !bytes.Equal(got, want) {
@@ -164,6 +186,29 @@ func BenchmarkMarshalOrder(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			_, _ = m.Marshal(resp)
+		}
+	})
+}
+
+// BenchmarkMarshalEvent compares the encodings of a watch's event.
+func BenchmarkMarshalEvent(b *testing.B) {
+	m := responseMarshaler()
+	ev := &pb.ExpirationEvent{
+		Cursor: "1764590000123-0", OrderId: "order-12345",
+		Deadline:  &timestamppb.Timestamp{Seconds: 1764590000, Nanos: 123000000},
+		ExpiredAt: &timestamppb.Timestamp{Seconds: 1764590000, Nanos: 124000000},
+		Metadata:  map[string]string{"customer": "c-42", "sku": "tee-L"},
+	}
+	b.Run("protojson", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_, _ = m.JSONPb.Marshal(ev)
+		}
+	})
+	b.Run("hand", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_, _ = m.Marshal(ev)
 		}
 	})
 }

@@ -17,7 +17,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/orderexpiry/orderexpiry/internal/order"
@@ -108,15 +107,6 @@ type message[Msg any] interface {
 // handler returns, which ends the gRPC stream, and net/http closes the
 // connection.
 func streamHandler[Req, Msg any, P message[Msg]](mux *runtime.ServeMux, call streamCall[Req, Msg, P], writeTimeout time.Duration) runtime.HandlerFunc {
-	marshal := protojson.MarshalOptions{EmitDefaultValues: true}
-	marshalMsg := func(m P) ([]byte, error) {
-		if ev, ok := any(m).(*pb.ExpirationEvent); ok {
-			if data, ok := appendEventJSON(nil, ev); ok {
-				return data, nil
-			}
-		}
-		return marshal.Marshal(m)
-	}
 	return func(w http.ResponseWriter, r *http.Request, params map[string]string) {
 		_, outbound := runtime.MarshalerForRequest(mux, r)
 		fail := func(err error) { runtime.HTTPError(r.Context(), mux, outbound, w, r, err) }
@@ -220,7 +210,7 @@ func streamHandler[Req, Msg any, P message[Msg]](mux *runtime.ServeMux, call str
 						return // the client went away
 					}
 					chunk, end = format.failure(errorJSON(got.err)), true
-				} else if data, err := marshalMsg(P(got.msg)); err != nil {
+				} else if data, err := outbound.Marshal(P(got.msg)); err != nil {
 					return
 				} else {
 					chunk = format.event(call.id(P(got.msg)), data)
