@@ -55,6 +55,6 @@ cat "$LOGS"/run-*.log | grep -o 'RESULT .*' | awk -v name="$NAME" '
 	{ delete v; for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
 	{ m = ("mode" in v) ? v["mode"] : "strict"; n[m]++; lost[m] += v["lost"]; doubled[m] += v["doubled"]
 	  refused[m] += v["unavailable"] + v["refused"]; f = v["failover"] + 0; if (f > slow[m]) slow[m] = f }
-	END { for (m in n) printf "%s: %s: %d results: lost=%d doubled=%d refused_calls=%d slowest_failover=%ss\n", name, m, n[m], lost[m], doubled[m], refused[m], slow[m] }'
+	END { for (m in n) printf "%s: %s: %d results: lost=%d doubled=%d refused_calls=%d slowest_failover=%s\n", name, m, n[m], lost[m], doubled[m], refused[m], (slow[m] > 0 ? slow[m] "s" : "none") }'
 echo "$NAME: runs=$RUNS passed=$pass failed=$fail${failed:+ failures:$failed}; logs in $LOGS"
 [ "$fail" -eq 0 ]
