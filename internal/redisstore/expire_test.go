@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/orderexpiry/orderexpiry/internal/order"
 	"github.com/orderexpiry/orderexpiry/internal/redisstore"
 	"github.com/orderexpiry/orderexpiry/internal/redistest"
@@ -330,5 +332,61 @@ func TestExpiredTombstonesGoWithTheirEvents(t *testing.T) {
 		if time.Now().After(end) {
 			t.Fatalf("%d tombstones and %d events %v after the last expiry; the retention is %v", hlen(), streamLength(t, srv), time.Since(second.ClosedAt), retention)
 		}
+	}
+}
+
+// TestTrimInSteps expires more orders at once than one sweep may trim
+// (4 batches), and checks that the trim goes on over later sweeps with each
+// event and its tombstone removed together: sampled atomically, the log and
+// the hash of tombstones always hold as many, until both are empty.
+func TestTrimInSteps(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	const retention = time.Second
+	s := redisstore.New(rdb, redisstore.Options{Retention: retention, Logger: testLogger(t)})
+	run(t, s)
+	ctx := t.Context()
+	const n = 2500 // more than 4 × the sweep batch of 256
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = "step-" + strconv.Itoa(i)
+	}
+	if err := s.CheckoutMany(ctx, ids, 50*time.Millisecond, ""); err != nil {
+		t.Fatal(err)
+	}
+	both := redis.NewScript(`return {redis.call('XLEN', KEYS[1]), redis.call('HLEN', KEYS[2])}`)
+	sizes := func() (events, tombs int64) {
+		t.Helper()
+		v, err := both.Run(ctx, rdb, []string{"oe:{0}:events", "oe:{0}:expired"}).Int64Slice()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v[0], v[1]
+	}
+	seen := map[int64]bool{}
+	began := time.Now()
+	for end := began.Add(retention + 10*time.Second); ; time.Sleep(5 * time.Millisecond) {
+		events, tombs := sizes()
+		if events != tombs {
+			t.Fatalf("%d events and %d tombstones: the trim removed one without the other", events, tombs)
+		}
+		seen[events] = true
+		if events == 0 && len(seen) > 1 {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("%d events left %v after the checkout; the retention is %v", events, time.Since(began), retention)
+		}
+	}
+	// Besides 0 and n (and the counts while they expired), the trim left
+	// counts between: it went in steps.
+	var steps int
+	for c := range seen {
+		if c > 0 && c < n && (n-c)%1024 == 0 {
+			steps++
+		}
+	}
+	if steps == 0 {
+		t.Errorf("the log went from %d events to none with no step of 1,024 between (counts seen: %d)", n, len(seen))
 	}
 }

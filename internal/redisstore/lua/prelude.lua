@@ -89,9 +89,7 @@ local function trimHorizon()
     for i = 1, #gi, 2 do t[gi[i]] = gi[i + 1] end
     -- Everything after the last delivered event: MINID keeps the
     -- threshold itself, so the threshold is the id just after it.
-    local last = t['last-delivered-id']
-    local d = string.find(last, '-', 1, true)
-    local keep = string.sub(last, 1, d) .. (tonumber(string.sub(last, d + 1)) + 1)
+    local keep = idAfter(t['last-delivered-id'])
     if tonumber(t['pending']) > 0 then
       local first = redis.call('XPENDING', KEYS[3], t['name'])[2]
       if idLess(first, keep) then keep = first end
@@ -125,12 +123,8 @@ local function trimLog(h, limit)
     if d == f[6] and x == f[8] then gone[#gone + 1] = ids[i] end
   end
   if #gone > 0 then redis.call('HDEL', prefix .. 'expired', unpack(gone)) end
-  if #old == limit then
-    -- Up to and with the last entry read: MINID keeps the threshold.
-    local last = old[#old][1]
-    local dash = string.find(last, '-', 1, true)
-    h = string.sub(last, 1, dash) .. (tonumber(string.sub(last, dash + 1)) + 1)
-  end
+  -- Up to and with the last entry read, when there may be more.
+  if #old == limit then h = idAfter(old[#old][1]) end
   redis.call('XTRIM', KEYS[3], 'MINID', h)
 end
 

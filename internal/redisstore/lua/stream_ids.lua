@@ -8,3 +8,10 @@ local function idLess(a, b)
   if ma ~= mb then return ma < mb end
   return tonumber(string.sub(a, da + 1)) < tonumber(string.sub(b, db + 1))
 end
+
+-- idAfter returns the stream id just after id "<ms>-<seq>": MINID keeps
+-- the entry at its threshold, so a trim that is to drop id too passes this.
+local function idAfter(id)
+  local d = string.find(id, '-', 1, true)
+  return string.sub(id, 1, d) .. (tonumber(string.sub(id, d + 1)) + 1)
+end
