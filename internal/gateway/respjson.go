@@ -71,17 +71,11 @@ func appendOrder(b []byte, o *pb.Order) ([]byte, bool) {
 	} else {
 		b = strconv.AppendInt(b, int64(o.GetStatus()), 10)
 	}
-	for _, t := range []struct {
-		name string
-		ts   *timestamppb.Timestamp
-	}{{`,"createdAt":`, o.GetCreatedAt()}, {`,"deadline":`, o.GetDeadline()}} {
-		if t.ts == nil {
-			continue
-		}
-		b = append(b, t.name...)
-		if b, ok = appendTimestamp(b, t.ts); !ok {
-			return nil, false
-		}
+	if b, ok = appendTimestampField(b, `,"createdAt":`, o.GetCreatedAt()); !ok {
+		return nil, false
+	}
+	if b, ok = appendTimestampField(b, `,"deadline":`, o.GetDeadline()); !ok {
+		return nil, false
 	}
 	if d := o.GetTtlRemaining(); d != nil {
 		b = append(b, `,"ttlRemaining":`...)
@@ -89,11 +83,8 @@ func appendOrder(b []byte, o *pb.Order) ([]byte, bool) {
 			return nil, false
 		}
 	}
-	if ts := o.GetClosedAt(); ts != nil {
-		b = append(b, `,"closedAt":`...)
-		if b, ok = appendTimestamp(b, ts); !ok {
-			return nil, false
-		}
+	if b, ok = appendTimestampField(b, `,"closedAt":`, o.GetClosedAt()); !ok {
+		return nil, false
 	}
 	b = append(b, `,"metadata":`...)
 	if b, ok = appendMetadata(b, o.GetMetadata()); !ok {
@@ -114,17 +105,11 @@ func appendExpirationEvent(b []byte, ev *pb.ExpirationEvent) ([]byte, bool) {
 	if b, ok = appendString(b, ev.GetOrderId()); !ok {
 		return nil, false
 	}
-	for _, t := range []struct {
-		name string
-		ts   *timestamppb.Timestamp
-	}{{`,"deadline":`, ev.GetDeadline()}, {`,"expiredAt":`, ev.GetExpiredAt()}} {
-		if t.ts == nil {
-			continue
-		}
-		b = append(b, t.name...)
-		if b, ok = appendTimestamp(b, t.ts); !ok {
-			return nil, false
-		}
+	if b, ok = appendTimestampField(b, `,"deadline":`, ev.GetDeadline()); !ok {
+		return nil, false
+	}
+	if b, ok = appendTimestampField(b, `,"expiredAt":`, ev.GetExpiredAt()); !ok {
+		return nil, false
 	}
 	b = append(b, `,"metadata":`...)
 	if b, ok = appendMetadata(b, ev.GetMetadata()); !ok {
@@ -165,6 +150,16 @@ const (
 	maxTimestampSeconds  = 253402300799 // 9999-12-31T23:59:59Z
 	maxSecondsInDuration = 315576000000
 )
+
+// appendTimestampField writes the field name (`,"name":`) and ts, or
+// nothing when ts is nil: protojson leaves an unset message field out, even
+// with EmitDefaultValues.
+func appendTimestampField(b []byte, name string, ts *timestamppb.Timestamp) ([]byte, bool) {
+	if ts == nil {
+		return b, true
+	}
+	return appendTimestamp(append(b, name...), ts)
+}
 
 // appendTimestamp writes t as protojson does: RFC 3339 in UTC, with 0, 3, 6
 // or 9 digits of fraction.
