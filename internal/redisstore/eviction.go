@@ -16,10 +16,10 @@ import (
 // and the pending hash among them: acknowledged orders vanish, never expire,
 // and no watcher hears of them. The volatile-* policies evict only keys with
 // a ttl, which are the partitions' alarms (harmless: the deadline index is the truth)
-// and the tombstones of closed orders: an order completed, cancelled or
-// expired within the retention would then answer NOT_FOUND, and its id be
-// taken for a new order, so that a payment's outcome is lost. They are unsafe
-// too.
+// and the tombstones of completed and cancelled orders (an expired order's
+// is a field of a hash without a ttl): an order completed or cancelled
+// within the retention would then answer NOT_FOUND, and its id be taken for
+// a new order, so that a payment's outcome is lost. They are unsafe too.
 //
 // Ping reads the policy at the first call and then every policyEvery (on
 // each master of a cluster), and again after every resubscription, which
