@@ -1,7 +1,10 @@
 // Package inproc calls a gRPC service's unary methods in the caller's own
 // goroutine, as a function call through the server's interceptors, with
 // none of a connection's encoding, HTTP/2 framing and scheduling: the REST
-// gateway's calls come this way. Streaming calls go to another connection.
+// gateway's calls come this way. A server-streaming method runs in a
+// goroutine of its own through the server's stream interceptors, and its
+// messages reach the caller through a channel; other streaming calls go to
+// another connection.
 //
 // A call sees what it would see on a gRPC server: the caller's outgoing
 // metadata as incoming metadata, a ServerTransportStream for
@@ -32,12 +35,15 @@ type Options struct {
 	// Interceptors run on every call, first to last, as
 	// grpc.ChainUnaryInterceptor would run them on a server.
 	Interceptors []grpc.UnaryServerInterceptor
+	// StreamInterceptors run on every server-streaming call, first to
+	// last, as grpc.ChainStreamInterceptor would run them on a server.
+	StreamInterceptors []grpc.StreamServerInterceptor
 	// MaxRecvMsgSize bounds the encoded size of a request, as
 	// grpc.MaxRecvMsgSize does on a server; 0 means grpc-go's default of
 	// 4 MiB.
 	MaxRecvMsgSize int
-	// Streams serves the streaming calls; nil refuses them with
-	// UNIMPLEMENTED.
+	// Streams serves the streaming calls that are not server streams; nil
+	// refuses them with UNIMPLEMENTED.
 	Streams grpc.ClientConnInterface
 }
 
@@ -49,7 +55,9 @@ const defaultMaxRecvMsgSize = 4 << 20
 // call.
 type Conn struct {
 	methods     map[string]method
+	streamers   map[string]streamMethod
 	interceptor grpc.UnaryServerInterceptor
+	streamInt   grpc.StreamServerInterceptor
 	maxRecv     int
 	streams     grpc.ClientConnInterface
 	tracer      trace.Tracer
@@ -79,7 +87,9 @@ func New(opts Options) *Conn {
 	}
 	return &Conn{
 		methods:     map[string]method{},
+		streamers:   map[string]streamMethod{},
 		interceptor: chain(opts.Interceptors),
+		streamInt:   chainStream(opts.StreamInterceptors),
 		maxRecv:     opts.MaxRecvMsgSize,
 		streams:     opts.Streams,
 		// The global tracer provider is a no-op until the program sets
@@ -88,13 +98,20 @@ func New(opts Options) *Conn {
 	}
 }
 
-// RegisterService serves the unary methods of desc with impl.
+// RegisterService serves the unary and server-streaming methods of desc
+// with impl.
 func (c *Conn) RegisterService(desc *grpc.ServiceDesc, impl any) {
+	// The span is named as OpenTelemetry's gRPC instrumentation names a
+	// server's: the full method without its leading slash.
 	for _, m := range desc.Methods {
-		// The span is named as OpenTelemetry's gRPC instrumentation names
-		// a server's: the full method without its leading slash.
 		c.methods["/"+desc.ServiceName+"/"+m.MethodName] = method{srv: impl, handler: m.Handler,
 			span: desc.ServiceName + "/" + m.MethodName, service: desc.ServiceName, name: m.MethodName}
+	}
+	for _, m := range desc.Streams {
+		if m.ServerStreams && !m.ClientStreams {
+			c.streamers["/"+desc.ServiceName+"/"+m.StreamName] = streamMethod{srv: impl, handler: m.Handler,
+				span: desc.ServiceName + "/" + m.StreamName, service: desc.ServiceName, name: m.StreamName}
+		}
 	}
 }
 
@@ -116,36 +133,15 @@ func (c *Conn) Invoke(ctx context.Context, fullMethod string, args, reply any, o
 	}
 	ctx, span := c.tracer.Start(ctx, m.span, serverSpan)
 	defer span.End()
-	md, _ := metadata.FromOutgoingContext(ctx)
-	// The caller's outgoing metadata (its authorization header among
-	// them) is the call's incoming metadata, and not the outgoing
-	// metadata of whatever call the method makes in turn.
-	ctx = metadata.NewIncomingContext(metadata.NewOutgoingContext(ctx, nil), md)
 	ts := &transportStream{method: fullMethod}
-	ctx = grpc.NewContextWithServerTransportStream(ctx, ts)
+	ctx = serverContext(ctx, ts)
 
 	resp, err := m.handler(m.srv, ctx, func(in any) error {
 		proto.Merge(in.(proto.Message), req)
 		return nil
 	}, c.interceptor)
-	if err != nil {
-		// Whatever the method returned, the caller gets a status, as
-		// from a server: a context's error keeps its code.
-		if _, ok := status.FromError(err); !ok {
-			err = status.FromContextError(err).Err()
-		}
-	}
-	if span.IsRecording() {
-		code := status.Code(err)
-		span.SetAttributes(
-			attribute.String("rpc.system", "grpc"),
-			attribute.String("rpc.service", m.service),
-			attribute.String("rpc.method", m.name),
-			attribute.Int("rpc.grpc.status_code", int(code)))
-		if code != codes.OK {
-			span.SetStatus(otelcodes.Error, status.Convert(err).Message())
-		}
-	}
+	err = asStatus(err)
+	endSpan(span, m.service, m.name, err)
 	header, trailer := ts.done()
 	for _, o := range opts {
 		switch o := o.(type) {
@@ -166,8 +162,51 @@ func (c *Conn) Invoke(ctx context.Context, fullMethod string, args, reply any, o
 	return nil
 }
 
-// NewStream opens a streaming call on Options.Streams.
+// serverContext is the context of a call in process: the caller's
+// outgoing metadata (its authorization header among them) is the call's
+// incoming metadata, and not the outgoing metadata of whatever call the
+// method makes in turn; ts is the call's transport stream.
+func serverContext(ctx context.Context, ts *transportStream) context.Context {
+	md, _ := metadata.FromOutgoingContext(ctx)
+	ctx = metadata.NewIncomingContext(metadata.NewOutgoingContext(ctx, nil), md)
+	ctx = context.WithValue(ctx, inProcessKey{}, true)
+	return grpc.NewContextWithServerTransportStream(ctx, ts)
+}
+
+// asStatus is the error a method returned as the caller gets it from a
+// server: a status, a context's error keeping its code.
+func asStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); !ok {
+		return status.FromContextError(err).Err()
+	}
+	return err
+}
+
+// endSpan records a call's outcome on its span.
+func endSpan(span trace.Span, service, name string, err error) {
+	if !span.IsRecording() {
+		return
+	}
+	code := status.Code(err)
+	span.SetAttributes(
+		attribute.String("rpc.system", "grpc"),
+		attribute.String("rpc.service", service),
+		attribute.String("rpc.method", name),
+		attribute.Int("rpc.grpc.status_code", int(code)))
+	if code != codes.OK {
+		span.SetStatus(otelcodes.Error, status.Convert(err).Message())
+	}
+}
+
+// NewStream opens a streaming call: a server stream in process (see
+// stream.go), any other on Options.Streams.
 func (c *Conn) NewStream(ctx context.Context, desc *grpc.StreamDesc, fullMethod string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	if m, ok := c.streamers[fullMethod]; ok && desc.ServerStreams && !desc.ClientStreams {
+		return c.newServerStream(ctx, m, fullMethod), nil
+	}
 	if c.streams == nil {
 		return nil, status.Errorf(codes.Unimplemented, "streaming method %s is not served in process", fullMethod)
 	}
@@ -186,6 +225,27 @@ func chain(ints []grpc.UnaryServerInterceptor) grpc.UnaryServerInterceptor {
 	ints = append([]grpc.UnaryServerInterceptor(nil), ints...)
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		return ints[0](ctx, req, info, next(ints, 1, info, handler))
+	}
+}
+
+// chainStream is chain for stream interceptors.
+func chainStream(ints []grpc.StreamServerInterceptor) grpc.StreamServerInterceptor {
+	if len(ints) == 0 {
+		return nil
+	}
+	ints = append([]grpc.StreamServerInterceptor(nil), ints...)
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		return ints[0](srv, ss, info, nextStream(ints, 1, info, handler))
+	}
+}
+
+// nextStream returns the handler that runs ints[i:] and then handler.
+func nextStream(ints []grpc.StreamServerInterceptor, i int, info *grpc.StreamServerInfo, handler grpc.StreamHandler) grpc.StreamHandler {
+	if i == len(ints) {
+		return handler
+	}
+	return func(srv any, ss grpc.ServerStream) error {
+		return ints[i](srv, ss, info, nextStream(ints, i+1, info, handler))
 	}
 }
 
@@ -210,8 +270,13 @@ type transportStream struct {
 	// later (by a goroutine the method left running) is refused or lost,
 	// as it would be on a server.
 	finished bool
-	// headerSent is set by SendHeader: the header may not change after.
+	// headerSent is set by SendHeader (and a stream's first message): the
+	// header may not change after.
 	headerSent bool
+	// headerOut, for a stream, is closed when the header is sent, sentHeader
+	// set before; nil for a unary call, whose header goes with its reply.
+	headerOut  chan struct{}
+	sentHeader metadata.MD
 }
 
 var _ grpc.ServerTransportStream = (*transportStream)(nil)
@@ -229,13 +294,39 @@ func (s *transportStream) SetHeader(md metadata.MD) error {
 }
 
 func (s *transportStream) SendHeader(md metadata.MD) error {
-	if err := s.SetHeader(md); err != nil {
-		return err
-	}
 	s.mu.Lock()
-	s.headerSent = true
-	s.mu.Unlock()
+	defer s.mu.Unlock()
+	if s.headerSent || s.finished {
+		return status.Error(codes.Internal, "transport: the stream is done or WriteHeader was already called")
+	}
+	s.header = metadata.Join(s.header, md)
+	s.sendHeaderLocked()
 	return nil
+}
+
+// sendHeader sends the header unless it was sent: a stream's first message
+// does, as on a server.
+func (s *transportStream) sendHeader() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.finished {
+		return status.Error(codes.Internal, "transport: the stream is done")
+	}
+	if !s.headerSent {
+		s.sendHeaderLocked()
+	}
+	return nil
+}
+
+func (s *transportStream) sendHeaderLocked() {
+	s.headerSent = true
+	if s.headerOut != nil {
+		s.sentHeader = s.header
+		if s.sentHeader == nil {
+			s.sentHeader = metadata.MD{}
+		}
+		close(s.headerOut)
+	}
 }
 
 func (s *transportStream) SetTrailer(md metadata.MD) error {

@@ -61,7 +61,7 @@ func edgeServer(t *testing.T, opts rpc.Options) (*grpc.ClientConn, *inproc.Conn)
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	local := inproc.New(inproc.Options{Interceptors: svc.UnaryInterceptors(), Streams: conn})
+	local := inproc.New(inproc.Options{Interceptors: svc.UnaryInterceptors(), StreamInterceptors: svc.StreamInterceptors()})
 	pb.RegisterOrderServiceServer(local, svc)
 	return conn, local
 }

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/orderexpiry/orderexpiry/internal/filter"
+	"github.com/orderexpiry/orderexpiry/internal/inproc"
 	"github.com/orderexpiry/orderexpiry/internal/order"
 	"github.com/orderexpiry/orderexpiry/internal/push"
 	"github.com/orderexpiry/orderexpiry/internal/watch"
@@ -388,8 +389,9 @@ func (s *Service) WatchExpirations(req *pb.WatchExpirationsRequest, stream pb.Or
 	started := func() error { return stream.SendHeader(metadata.MD{}) }
 	send := func(ev order.Event, live bool) error {
 		// A live event goes to every watcher alike: it is encoded once for
-		// all of them. A replayed one goes to this watcher only.
-		if !s.preEncode || !live {
+		// all of them. A replayed one goes to this watcher only, and the
+		// gateway's watchers, served in process, take the message as it is.
+		if !s.preEncode || !live || inproc.InProcess(ctx) {
 			return stream.Send(eventToProto(ev))
 		}
 		b, err := s.encoded.get(ev)

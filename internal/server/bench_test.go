@@ -21,8 +21,7 @@ import (
 )
 
 // benchServer is a server on the memory store with a bearer token, whose
-// store and internal gRPC server (the gateway's streams) run until the
-// benchmark ends.
+// store runs until the benchmark ends.
 func benchServer(b *testing.B) *Server {
 	b.Helper()
 	f, err := ParseFlags(nil, func(k string) string {
@@ -40,12 +39,9 @@ func benchServer(b *testing.B) *Server {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { _ = s.store.Run(ctx) }()
-	go func() { _ = s.internal.Serve(s.internalLis) }()
 	b.Cleanup(func() {
 		cancel()
-		s.internal.Stop()
 		s.closeStore()
-		_ = s.conn.Close()
 	})
 	return s
 }

@@ -16,12 +16,11 @@ type interceptor interface {
 	Stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error
 }
 
-// gatewayPeer makes a REST call's peer the HTTP client (instead of the
-// gateway's in-memory connection for a stream, and of no peer at all for a
-// unary call, which runs in process), so that the debug log names who
-// called.
+// gatewayPeer makes a REST call's peer the HTTP client (instead of no peer
+// at all: the gateway's calls run in process), so that the debug log names
+// who called.
 // The gateway appends the client's address to x-forwarded-for last, after
-// whatever the client sent itself; only the gateway reaches this server.
+// whatever the client sent itself; only the gateway's calls pass here.
 type gatewayPeer struct{}
 
 func (gatewayPeer) Unary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {

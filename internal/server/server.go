@@ -22,12 +22,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
-	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/orderexpiry/orderexpiry/internal/auth"
 	"github.com/orderexpiry/orderexpiry/internal/gateway"
@@ -73,17 +71,10 @@ type Server struct {
 	serving    atomic.Bool
 	notServing atomic.Pointer[string]
 
-	tls      *tls.Config
-	tokens   *auth.Tokens
-	grpc     *grpc.Server
-	internal *grpc.Server
-	// internalLis carries the gateway's streams to internal (its unary
-	// calls run in process, see inproc): TLS and client certificates are
-	// checked on the HTTP port, and the gRPC port stays closed to anyone
-	// without them.
-	internalLis *bufconn.Listener
-	conn        *grpc.ClientConn
-	http        *http.Server
+	tls    *tls.Config
+	tokens *auth.Tokens
+	grpc   *grpc.Server
+	http   *http.Server
 	// pusher delivers the push groups' events; nil when push is off.
 	pusher *push.Deliverer
 	// servingAgain hears each time the store becomes able to serve (see
@@ -152,8 +143,8 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 			StopTimeout: cfg.ShutdownTimeout})
 	}
 	// The gRPC port's clients are bounded in what they may send and hold;
-	// the gateway's calls, on the internal server, were bounded by the
-	// HTTP server already, whose header limit is net/http's default.
+	// the gateway's calls, served in process, were bounded by the HTTP
+	// server already.
 	external := []grpc.ServerOption{
 		grpc.MaxHeaderListSize(uint32(cfg.Conns.MaxHeaderBytes)),
 		grpc.MaxConcurrentStreams(uint32(cfg.Conns.MaxStreams)),
@@ -176,20 +167,12 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	s.grpc = s.newGRPC(svc, m, nil, external...)
 	m.GRPC.InitializeMetrics(s.grpc)
-	// The gateway's unary calls are function calls through the same
-	// interceptors (see inproc); its streams still cross an in-memory
-	// connection to the internal server.
-	s.internal = s.newGRPC(svc, m, gatewayPeer{}, grpc.MaxHeaderListSize(2*http.DefaultMaxHeaderBytes))
-	s.internalLis = bufconn.Listen(1 << 20)
-	s.conn, err = grpc.NewClient("passthrough:///orderexpiry-internal", append(s.tracedGateway(),
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return s.internalLis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))...)
-	if err != nil {
-		s.closeStore()
-		return nil, fmt.Errorf("gateway connection: %w", err)
-	}
-	unary, _ := s.interceptors(m, gatewayPeer{})
-	local := inproc.New(inproc.Options{Interceptors: append(unary, svc.UnaryInterceptors()...), MaxRecvMsgSize: s.cfg.Limits.MaxRequestBytes, Streams: s.conn})
+	// The gateway's calls are served in process, through the same
+	// interceptors as the gRPC port's (see inproc): no connection, no
+	// encoding. TLS and client certificates are checked on the HTTP port.
+	unary, stream := s.interceptors(m, gatewayPeer{})
+	local := inproc.New(inproc.Options{Interceptors: append(unary, svc.UnaryInterceptors()...), StreamInterceptors: append(stream, svc.StreamInterceptors()...),
+		MaxRecvMsgSize: s.cfg.Limits.MaxRequestBytes})
 	pb.RegisterOrderServiceServer(local, svc)
 	gw, err := gateway.New(context.Background(), local, gateway.Options{
 		Health: func(context.Context) error {
@@ -213,7 +196,6 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	})
 	if err != nil {
 		s.closeStore()
-		_ = s.conn.Close()
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	s.http = s.newHTTP(withBodyDeadline(s.tracedHTTP(gw), cfg.Conns.ReadTimeout))
@@ -313,7 +295,6 @@ func withBodyDeadline(h http.Handler, timeout time.Duration) http.Handler {
 // and releases what New opened. The listeners are closed when it returns.
 func (s *Server) Run(ctx context.Context, lis Listeners) error {
 	defer s.closeStore()
-	defer s.conn.Close()
 	defer lis.Close()
 
 	type httpServe struct {
@@ -344,17 +325,12 @@ func (s *Server) Run(ctx context.Context, lis Listeners) error {
 			return nil
 		})
 	}
-	for _, gs := range []struct {
-		srv *grpc.Server
-		lis net.Listener
-	}{{s.grpc, newLimitListener(lis.GRPC, s.cfg.Conns.MaxConnections, s.log)}, {s.internal, s.internalLis}} {
-		g.Go(func() error {
-			if err := gs.srv.Serve(gs.lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-				return fmt.Errorf("gRPC server: %w", err)
-			}
-			return nil
-		})
-	}
+	g.Go(func() error {
+		if err := s.grpc.Serve(newLimitListener(lis.GRPC, s.cfg.Conns.MaxConnections, s.log)); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			return fmt.Errorf("gRPC server: %w", err)
+		}
+		return nil
+	})
 	for _, hs := range https {
 		g.Go(func() error {
 			var err error
@@ -406,21 +382,19 @@ func (s *Server) shutdown(httpServers []*http.Server) {
 			}
 		})
 	}
-	for _, srv := range []*grpc.Server{s.grpc, s.internal} {
-		wg.Go(func() {
-			stopped := make(chan struct{})
-			go func() {
-				srv.GracefulStop()
-				close(stopped)
-			}()
-			select {
-			case <-stopped:
-			case <-ctx.Done():
-				s.log.Warn("gRPC server did not stop in time; closing its connections")
-				srv.Stop()
-			}
-		})
-	}
+	wg.Go(func() {
+		stopped := make(chan struct{})
+		go func() {
+			s.grpc.GracefulStop()
+			close(stopped)
+		}()
+		select {
+		case <-stopped:
+		case <-ctx.Done():
+			s.log.Warn("gRPC server did not stop in time; closing its connections")
+			s.grpc.Stop()
+		}
+	})
 	wg.Wait()
 }
 

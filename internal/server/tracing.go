@@ -25,16 +25,6 @@ func (s *Server) tracedServer() []grpc.ServerOption {
 	return []grpc.ServerOption{grpc.StatsHandler(otelgrpc.NewServerHandler())}
 }
 
-// tracedGateway is the option that gives each stream of the gateway on its
-// internal connection a client span, a child of the HTTP request's, and
-// sends the trace on to the internal server.
-func (s *Server) tracedGateway() []grpc.DialOption {
-	if !s.cfg.Tracing {
-		return nil
-	}
-	return []grpc.DialOption{grpc.WithStatsHandler(otelgrpc.NewClientHandler())}
-}
-
 // tracedHTTP gives each request to h a span, a child of the caller's when
 // its traceparent header names one. The probes and scrapes of /healthz,
 // /livez and /metrics, every few seconds from every monitor, get none.
