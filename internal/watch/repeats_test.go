@@ -151,3 +151,20 @@ func BenchmarkRepeatCheck(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkRemember is what the hub does for each event it reads: a
+// partition's memory filled with 100,000 expirations from empty, as in a
+// burst.
+func BenchmarkRemember(b *testing.B) {
+	events := make([]order.Event, rememberExpirations)
+	for i := range events {
+		events[i] = order.Event{Offset: cursorAt(i), OrderID: fmt.Sprintf("ord-%d", i), Deadline: time.UnixMilli(int64(1e12 + i))}
+	}
+	for b.Loop() {
+		m := newMemories(1)
+		for _, ev := range events {
+			m[0].remember(ev)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(events)), "ns/event")
+}
