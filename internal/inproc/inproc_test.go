@@ -20,15 +20,20 @@ import (
 	pb "github.com/orderexpiry/orderexpiry/proto/orderexpiry/v1"
 )
 
-// fakeService answers GetOrder with the order id it was asked for, and
-// with what its hooks say.
+// fakeService answers GetOrder and WatchExpirations with what its hooks
+// say.
 type fakeService struct {
 	pb.UnimplementedOrderServiceServer
 	getOrder func(ctx context.Context, req *pb.GetOrderRequest) (*pb.Order, error)
+	watch    func(req *pb.WatchExpirationsRequest, stream pb.OrderService_WatchExpirationsServer) error
 }
 
 func (f *fakeService) GetOrder(ctx context.Context, req *pb.GetOrderRequest) (*pb.Order, error) {
 	return f.getOrder(ctx, req)
+}
+
+func (f *fakeService) WatchExpirations(req *pb.WatchExpirationsRequest, stream pb.OrderService_WatchExpirationsServer) error {
+	return f.watch(req, stream)
 }
 
 func newClient(t testing.TB, f *fakeService, opts Options) pb.OrderServiceClient {

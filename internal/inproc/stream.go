@@ -41,6 +41,9 @@ func InProcess(ctx context.Context) bool {
 // sends comes through msgs; ended is closed once it returned, after which
 // err (a status, nil for OK), header and trailer do not change.
 type clientStream struct {
+	// caller is the caller's context; ctx, the call's, is also cancelled
+	// once the method returned.
+	caller context.Context
 	ctx    context.Context
 	cancel context.CancelFunc
 	conn   *Conn
@@ -58,9 +61,9 @@ type clientStream struct {
 
 var _ grpc.ClientStream = (*clientStream)(nil)
 
-func (c *Conn) newServerStream(ctx context.Context, m streamMethod, fullMethod string) *clientStream {
-	ctx, cancel := context.WithCancel(ctx)
-	return &clientStream{ctx: ctx, cancel: cancel, conn: c, m: m, method: fullMethod,
+func (c *Conn) newServerStream(caller context.Context, m streamMethod, fullMethod string) *clientStream {
+	ctx, cancel := context.WithCancel(caller)
+	return &clientStream{caller: caller, ctx: ctx, cancel: cancel, conn: c, m: m, method: fullMethod,
 		ts:   &transportStream{method: fullMethod, headerOut: make(chan struct{})},
 		msgs: make(chan proto.Message, streamBuffer), ended: make(chan struct{})}
 }
@@ -145,7 +148,9 @@ func (cs *clientStream) CloseSend() error { return nil }
 func (cs *clientStream) Context() context.Context { return cs.ctx }
 
 // RecvMsg copies the next message the method sent into m; once it has
-// returned and every message is read, it returns io.EOF, or its error.
+// returned and every message is read, it returns io.EOF, or its error. It
+// returns CANCELED or DEADLINE_EXCEEDED when the caller's context ends,
+// even if the method goes on.
 func (cs *clientStream) RecvMsg(m any) error {
 	out, ok := m.(proto.Message)
 	if !ok {
@@ -167,6 +172,8 @@ func (cs *clientStream) RecvMsg(m any) error {
 			return cs.err
 		}
 		return io.EOF
+	case <-cs.caller.Done():
+		return status.FromContextError(cs.caller.Err()).Err()
 	}
 }
 

@@ -17,23 +17,6 @@ import (
 	pb "github.com/orderexpiry/orderexpiry/proto/orderexpiry/v1"
 )
 
-// streamService serves WatchExpirations with its hook.
-type streamService struct {
-	pb.UnimplementedOrderServiceServer
-	watch func(req *pb.WatchExpirationsRequest, stream pb.OrderService_WatchExpirationsServer) error
-}
-
-func (f *streamService) WatchExpirations(req *pb.WatchExpirationsRequest, stream pb.OrderService_WatchExpirationsServer) error {
-	return f.watch(req, stream)
-}
-
-func newStreamClient(t testing.TB, f *streamService, opts Options) pb.OrderServiceClient {
-	t.Helper()
-	c := New(opts)
-	pb.RegisterOrderServiceServer(c, f)
-	return pb.NewOrderServiceClient(c)
-}
-
 // TestServerStream: a server stream runs its method through the stream
 // interceptors, in order, with the caller's outgoing metadata as incoming
 // metadata and its request copied in; the caller gets the header, each
@@ -50,7 +33,7 @@ func TestServerStream(t *testing.T) {
 			return handler(srv, ss)
 		}
 	}
-	f := &streamService{watch: func(req *pb.WatchExpirationsRequest, stream pb.OrderService_WatchExpirationsServer) error {
+	f := &fakeService{watch: func(req *pb.WatchExpirationsRequest, stream pb.OrderService_WatchExpirationsServer) error {
 		ctx := stream.Context()
 		ran = append(ran, "method")
 		if md, _ := metadata.FromIncomingContext(ctx); strings.Join(md.Get("authorization"), ",") != "Bearer x" {
@@ -76,7 +59,7 @@ func TestServerStream(t *testing.T) {
 		stream.SetTrailer(metadata.Pairs("t", "2"))
 		return status.Error(codes.ResourceExhausted, "too slow")
 	}}
-	client := newStreamClient(t, f, Options{StreamInterceptors: []grpc.StreamServerInterceptor{record("first"), record("second")}})
+	client := newClient(t, f, Options{StreamInterceptors: []grpc.StreamServerInterceptor{record("first"), record("second")}})
 	if InProcess(context.Background()) {
 		t.Error("InProcess is true outside a call")
 	}
@@ -123,7 +106,7 @@ func TestServerStream(t *testing.T) {
 func TestServerStreamRefused(t *testing.T) {
 	var fail error
 	sends := 0
-	f := &streamService{watch: func(_ *pb.WatchExpirationsRequest, stream pb.OrderService_WatchExpirationsServer) error {
+	f := &fakeService{watch: func(_ *pb.WatchExpirationsRequest, stream pb.OrderService_WatchExpirationsServer) error {
 		for range sends {
 			if err := stream.Send(&pb.ExpirationEvent{OrderId: "o"}); err != nil {
 				return err
@@ -131,7 +114,7 @@ func TestServerStreamRefused(t *testing.T) {
 		}
 		return fail
 	}}
-	client := newStreamClient(t, f, Options{})
+	client := newClient(t, f, Options{})
 	ctx := context.Background()
 	for _, tc := range []struct {
 		sends int
@@ -180,7 +163,7 @@ func TestServerStreamRefused(t *testing.T) {
 func TestServerStreamWaitsForTheCaller(t *testing.T) {
 	sent := make(chan int, 1000)
 	ended := make(chan error, 1)
-	f := &streamService{watch: func(_ *pb.WatchExpirationsRequest, stream pb.OrderService_WatchExpirationsServer) error {
+	f := &fakeService{watch: func(_ *pb.WatchExpirationsRequest, stream pb.OrderService_WatchExpirationsServer) error {
 		for i := 0; ; i++ {
 			if err := stream.Send(&pb.ExpirationEvent{OrderId: "o"}); err != nil {
 				ended <- err
@@ -192,7 +175,7 @@ func TestServerStreamWaitsForTheCaller(t *testing.T) {
 			sent <- i + 1
 		}
 	}}
-	client := newStreamClient(t, f, Options{})
+	client := newClient(t, f, Options{})
 	ctx, cancel := context.WithCancel(context.Background())
 	stream, err := client.WatchExpirations(ctx, &pb.WatchExpirationsRequest{})
 	if err != nil {
@@ -233,5 +216,42 @@ func TestServerStreamWaitsForTheCaller(t *testing.T) {
 			}
 			break
 		}
+	}
+}
+
+// TestServerStreamCallerLeaves: the caller's Recv ends when its context
+// does, even when the method does not heed its own context and goes on.
+func TestServerStreamCallerLeaves(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	f := &fakeService{watch: func(_ *pb.WatchExpirationsRequest, stream pb.OrderService_WatchExpirationsServer) error {
+		if err := stream.SendHeader(nil); err != nil {
+			return err
+		}
+		<-release
+		return nil
+	}}
+	client := newClient(t, f, Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	stream, err := client.WatchExpirations(ctx, &pb.WatchExpirationsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if md, _ := stream.Header(); md == nil {
+		t.Fatal("no header")
+	}
+	got := make(chan error, 1)
+	go func() {
+		_, err := stream.Recv()
+		got <- err
+	}()
+	cancel()
+	select {
+	case err := <-got:
+		if status.Code(err) != codes.Canceled {
+			t.Errorf("Recv after the caller's cancel: %v, want CANCELED", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Recv did not return after the caller's context ended")
 	}
 }
