@@ -169,7 +169,6 @@ func (c *Conn) Invoke(ctx context.Context, fullMethod string, args, reply any, o
 func serverContext(ctx context.Context, ts *transportStream) context.Context {
 	md, _ := metadata.FromOutgoingContext(ctx)
 	ctx = metadata.NewIncomingContext(metadata.NewOutgoingContext(ctx, nil), md)
-	ctx = context.WithValue(ctx, inProcessKey{}, true)
 	return grpc.NewContextWithServerTransportStream(ctx, ts)
 }
 

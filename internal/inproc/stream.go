@@ -25,15 +25,13 @@ type streamMethod struct {
 // hold them; the caller reads them as fast as it passes them on.
 const streamBuffer = 64
 
-// inProcessKey marks the context of a call served in process.
-type inProcessKey struct{}
-
-// InProcess reports whether ctx is that of a call served in process: its
-// messages are handed over as they are, so a method gains nothing by
-// sending one in its wire form, and may not (SendMsg takes protobuf
-// messages only).
+// InProcess reports whether ctx is that of a call served in process (its
+// transport stream is this package's): its messages are handed over as
+// they are, so a method gains nothing by sending one in its wire form, and
+// may not (SendMsg takes protobuf messages only).
 func InProcess(ctx context.Context) bool {
-	return ctx.Value(inProcessKey{}) != nil
+	_, ok := grpc.ServerTransportStreamFromContext(ctx).(*transportStream)
+	return ok
 }
 
 // clientStream is the caller's end of a server stream served in process.
