@@ -194,9 +194,11 @@ func (ss *serverStream) SendHeader(md metadata.MD) error { return ss.ts.SendHead
 
 func (ss *serverStream) SetTrailer(md metadata.MD) { _ = ss.ts.SetTrailer(md) }
 
-// SendMsg sends a copy of m, the header first if it was not sent, and
-// waits while the caller has streamBuffer messages to read, until the
-// call's context ends.
+// SendMsg sends m, the header first if it was not sent, and waits while
+// the caller has streamBuffer messages to read, until the call's context
+// ends. The caller's RecvMsg copies m: as on a gRPC server, the method may
+// not change m once sent (grpc.ServerStream's contract), so it is not
+// copied here.
 func (ss *serverStream) SendMsg(m any) error {
 	msg, ok := m.(proto.Message)
 	if !ok {
@@ -206,7 +208,7 @@ func (ss *serverStream) SendMsg(m any) error {
 		return err
 	}
 	select {
-	case ss.msgs <- proto.Clone(msg):
+	case ss.msgs <- msg:
 		return nil
 	case <-ss.ctx.Done():
 		return status.FromContextError(ss.ctx.Err()).Err()

@@ -13,17 +13,19 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	pb "github.com/orderexpiry/orderexpiry/proto/orderexpiry/v1"
 )
 
 // TestServerStream: a server stream runs its method through the stream
 // interceptors, in order, with the caller's outgoing metadata as incoming
-// metadata and its request copied in; the caller gets the header, each
-// message in order and as it was when sent, then the method's error as a
-// status with the trailer set.
+// metadata and its request copied in; the caller gets the header, a copy of
+// each message in order, then the method's error as a status with the
+// trailer set.
 func TestServerStream(t *testing.T) {
 	var ran []string
+	var sent []*pb.ExpirationEvent
 	record := func(name string) grpc.StreamServerInterceptor {
 		return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 			if info.FullMethod != pb.OrderService_WatchExpirations_FullMethodName || !info.IsServerStream || info.IsClientStream {
@@ -49,9 +51,9 @@ func TestServerStream(t *testing.T) {
 		if err := stream.SetHeader(metadata.Pairs("h", "1")); err != nil {
 			t.Error(err)
 		}
-		ev := &pb.ExpirationEvent{}
 		for i := range 3 {
-			ev.OrderId = "o-" + strconv.Itoa(i)
+			ev := &pb.ExpirationEvent{OrderId: "o-" + strconv.Itoa(i), Metadata: map[string]string{"k": "v"}}
+			sent = append(sent, ev)
 			if err := stream.Send(ev); err != nil {
 				return err
 			}
@@ -74,7 +76,7 @@ func TestServerStream(t *testing.T) {
 		t.Errorf("header %v, %v", md, err)
 	}
 	var got []string
-	for {
+	for i := 0; ; i++ {
 		ev, err := stream.Recv()
 		if err != nil {
 			if st, _ := status.FromError(err); st.Code() != codes.ResourceExhausted || st.Message() != "too slow" {
@@ -83,9 +85,20 @@ func TestServerStream(t *testing.T) {
 			break
 		}
 		got = append(got, ev.GetOrderId())
+		// The caller's message is its own: changing it leaves the
+		// method's as it was.
+		if i < len(sent) && (ev == sent[i] || !proto.Equal(ev, sent[i])) {
+			t.Errorf("message %d: %v (the method's own: %v), want a copy of %v", i, ev, ev == sent[i], sent[i])
+		}
+		ev.Metadata["k"] = "changed by the caller"
 	}
 	if strings.Join(got, ",") != "o-0,o-1,o-2" {
-		t.Errorf("received %v, want o-0, o-1, o-2 (each as it was sent)", got)
+		t.Errorf("received %v, want o-0, o-1, o-2", got)
+	}
+	for _, ev := range sent {
+		if ev.GetMetadata()["k"] != "v" {
+			t.Errorf("the caller's change reached the method's message %v", ev)
+		}
 	}
 	if strings.Join(ran, ",") != "first,second,method" {
 		t.Errorf("ran %v, want first, second, method", ran)
