@@ -36,8 +36,9 @@ func InProcess(ctx context.Context) bool {
 
 // clientStream is the caller's end of a server stream served in process.
 // SendMsg, given the request, starts the method in a goroutine; what it
-// sends comes through msgs; ended is closed once it returned, after which
-// err (a status, nil for OK), header and trailer do not change.
+// sends comes through msgs, its header through ts; ended is closed once it
+// returned, after which err (a status, nil for OK) and trailer do not
+// change.
 type clientStream struct {
 	// caller is the caller's context; ctx, the call's, is also cancelled
 	// once the method returned.
