@@ -83,7 +83,7 @@ func TestGroupsGracefulStop(t *testing.T) {
 			go func() {
 				pulls <- "REST pull: " + restPull(s, "stop", `{"wait":"30s"}`)
 			}()
-			waitPulling(t, s, 2)
+			waitOpen(t, s, "PullExpirations", "unary", "at least 2", func(open int) bool { return open >= 2 })
 
 			begin := time.Now()
 			if !s.Stop(syscall.SIGTERM) {
@@ -198,11 +198,12 @@ func restPull(s *server, group, body string) string {
 	return fmt.Sprintf("%d events, <nil>", len(out.ReceivedExpirations))
 }
 
-// waitPulling waits until n PullExpirations calls are open on s, by its
-// metrics: calls started and not handled yet.
-func waitPulling(t *testing.T, s *server, n int) {
+// waitOpen waits until the calls of method (of grpc_type typ) open on s,
+// by its metrics (calls started and not handled yet), are as ok wants
+// (want says so).
+func waitOpen(t *testing.T, s *server, method, typ, want string, ok func(open int) bool) {
 	t.Helper()
-	labels := map[string]string{"grpc_service": "orderexpiry.v1.OrderService", "grpc_method": "PullExpirations", "grpc_type": "unary"}
+	labels := map[string]string{"grpc_service": "orderexpiry.v1.OrderService", "grpc_method": method, "grpc_type": typ}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		fams := s.scrape(t)
@@ -215,11 +216,11 @@ func waitPulling(t *testing.T, s *server, n int) {
 				}
 			}
 		}
-		if int(started-handled) >= n {
+		if ok(int(started - handled)) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%g pulls open after 5s, want %d", started-handled, n)
+			t.Fatalf("%g %s calls open after 5s, want %s", started-handled, method, want)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -179,8 +179,12 @@ func TestGroupsGRPC(t *testing.T) {
 		if err != nil || g.GetDeadLetters() != 1 || g.GetInFlight() != 0 || g.GetBacklog() != 0 {
 			t.Fatalf("group: %v, %v", g, err)
 		}
-		// No stream but the next one takes the redriven event.
+		// No stream but the next one takes the redriven event: once the
+		// server has ended the last one (a cancel reaches it some time
+		// after the client's), or that stream may take the event and hand
+		// it on at attempt 2 when it ends.
 		other.cancel()
+		waitOpen(t, s, "ConsumeExpirations", "server_stream", "none", func(open int) bool { return open == 0 })
 		rd, err := s.Client.RedriveDeadLetters(ctx, &pb.RedriveDeadLettersRequest{GroupId: "pay", All: true})
 		if err != nil || rd.GetRedriven() != 1 {
 			t.Fatalf("redrive: %v, %v", rd, err)

@@ -25,7 +25,12 @@ import (
 // trailer set.
 func TestServerStream(t *testing.T) {
 	var ran []string
-	var sent []*pb.ExpirationEvent
+	// What the method sends, a fresh message each (a method may not change
+	// a message once sent).
+	sent := make([]*pb.ExpirationEvent, 3)
+	for i := range sent {
+		sent[i] = &pb.ExpirationEvent{OrderId: "o-" + strconv.Itoa(i), Metadata: map[string]string{"k": "v"}}
+	}
 	record := func(name string) grpc.StreamServerInterceptor {
 		return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 			if info.FullMethod != pb.OrderService_WatchExpirations_FullMethodName || !info.IsServerStream || info.IsClientStream {
@@ -51,9 +56,7 @@ func TestServerStream(t *testing.T) {
 		if err := stream.SetHeader(metadata.Pairs("h", "1")); err != nil {
 			t.Error(err)
 		}
-		for i := range 3 {
-			ev := &pb.ExpirationEvent{OrderId: "o-" + strconv.Itoa(i), Metadata: map[string]string{"k": "v"}}
-			sent = append(sent, ev)
+		for _, ev := range sent {
 			if err := stream.Send(ev); err != nil {
 				return err
 			}
