@@ -3,8 +3,8 @@
 // none of a connection's encoding, HTTP/2 framing and scheduling: the REST
 // gateway's calls come this way. A server-streaming method runs in a
 // goroutine of its own through the server's stream interceptors, and its
-// messages reach the caller through a channel; other streaming calls go to
-// another connection.
+// messages reach the caller through a channel; other streaming calls are
+// refused with UNIMPLEMENTED.
 //
 // A call sees what it would see on a gRPC server: the caller's outgoing
 // metadata as incoming metadata, a ServerTransportStream for
@@ -42,9 +42,6 @@ type Options struct {
 	// grpc.MaxRecvMsgSize does on a server; 0 means grpc-go's default of
 	// 4 MiB.
 	MaxRecvMsgSize int
-	// Streams serves the streaming calls that are not server streams; nil
-	// refuses them with UNIMPLEMENTED.
-	Streams grpc.ClientConnInterface
 }
 
 // defaultMaxRecvMsgSize is grpc-go's server default.
@@ -59,7 +56,6 @@ type Conn struct {
 	interceptor grpc.UnaryServerInterceptor
 	streamInt   grpc.StreamServerInterceptor
 	maxRecv     int
-	streams     grpc.ClientConnInterface
 	tracer      trace.Tracer
 }
 
@@ -91,7 +87,6 @@ func New(opts Options) *Conn {
 		interceptor: chain(opts.Interceptors),
 		streamInt:   chainStream(opts.StreamInterceptors),
 		maxRecv:     opts.MaxRecvMsgSize,
-		streams:     opts.Streams,
 		// The global tracer provider is a no-op until the program sets
 		// one; a tracer taken from it now follows the one set later.
 		tracer: otel.Tracer("github.com/orderexpiry/orderexpiry/internal/inproc"),
@@ -200,16 +195,13 @@ func endSpan(span trace.Span, service, name string, err error) {
 	}
 }
 
-// NewStream opens a streaming call: a server stream in process (see
-// stream.go), any other on Options.Streams.
-func (c *Conn) NewStream(ctx context.Context, desc *grpc.StreamDesc, fullMethod string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+// NewStream opens a server stream in process (see stream.go); any other
+// streaming call is refused with UNIMPLEMENTED.
+func (c *Conn) NewStream(ctx context.Context, desc *grpc.StreamDesc, fullMethod string, _ ...grpc.CallOption) (grpc.ClientStream, error) {
 	if m, ok := c.streamers[fullMethod]; ok && desc.ServerStreams && !desc.ClientStreams {
 		return c.newServerStream(ctx, m, fullMethod), nil
 	}
-	if c.streams == nil {
-		return nil, status.Errorf(codes.Unimplemented, "streaming method %s is not served in process", fullMethod)
-	}
-	return c.streams.NewStream(ctx, desc, fullMethod, opts...)
+	return nil, status.Errorf(codes.Unimplemented, "streaming method %s is not served in process", fullMethod)
 }
 
 // chain returns one interceptor that runs ints first to last, or nil for
