@@ -117,14 +117,9 @@ func (c *Conn) Invoke(ctx context.Context, fullMethod string, args, reply any, o
 	if !ok {
 		return status.Errorf(codes.Unimplemented, "unknown method %s", fullMethod)
 	}
-	req, ok := args.(proto.Message)
-	if !ok {
-		return status.Errorf(codes.Internal, "inproc: the request is a %T, not a protobuf message", args)
-	}
-	// As on a server, a request too large is refused before the
-	// interceptors see it.
-	if n := proto.Size(req); n > c.maxRecv {
-		return status.Errorf(codes.ResourceExhausted, "grpc: received message larger than max (%d vs. %d)", n, c.maxRecv)
+	req, err := c.request(args)
+	if err != nil {
+		return err
 	}
 	ctx, span := c.tracer.Start(ctx, m.span, serverSpan)
 	defer span.End()
@@ -155,6 +150,20 @@ func (c *Conn) Invoke(ctx context.Context, fullMethod string, args, reply any, o
 	}
 	proto.Merge(out, resp.(proto.Message))
 	return nil
+}
+
+// request is a call's request, refused as a server would refuse it before
+// the interceptors see it: one that is not a protobuf message, or one over
+// the size bound.
+func (c *Conn) request(args any) (proto.Message, error) {
+	req, ok := args.(proto.Message)
+	if !ok {
+		return nil, status.Errorf(codes.Internal, "inproc: the request is a %T, not a protobuf message", args)
+	}
+	if n := proto.Size(req); n > c.maxRecv {
+		return nil, status.Errorf(codes.ResourceExhausted, "grpc: received message larger than max (%d vs. %d)", n, c.maxRecv)
+	}
+	return req, nil
 }
 
 // serverContext is the context of a call in process: the caller's

@@ -75,15 +75,9 @@ func (cs *clientStream) SendMsg(m any) error {
 		return status.Error(codes.Internal, "inproc: a server stream takes one request")
 	}
 	cs.started = true
-	req, ok := m.(proto.Message)
-	if !ok {
-		cs.end(status.Errorf(codes.Internal, "inproc: the request is a %T, not a protobuf message", m))
-		return nil
-	}
-	// As on a server, a request too large is refused before the
-	// interceptors see it.
-	if n := proto.Size(req); n > cs.conn.maxRecv {
-		cs.end(status.Errorf(codes.ResourceExhausted, "grpc: received message larger than max (%d vs. %d)", n, cs.conn.maxRecv))
+	req, err := cs.conn.request(m)
+	if err != nil {
+		cs.end(err)
 		return nil
 	}
 	go cs.serve(proto.Clone(req))
