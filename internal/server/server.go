@@ -165,7 +165,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	if serverTLS != nil {
 		external = append(external, grpc.Creds(credentials.NewTLS(serverTLS.Clone())))
 	}
-	s.grpc = s.newGRPC(svc, m, nil, external...)
+	s.grpc = s.newGRPC(svc, m, external...)
 	m.GRPC.InitializeMetrics(s.grpc)
 	// The gateway's calls are served in process, through the same
 	// interceptors as the gRPC port's (see inproc): no connection, no
@@ -230,10 +230,9 @@ func (s *Server) groupStates() ([]string, []metrics.GroupState, bool) {
 }
 
 // newGRPC returns a gRPC server of the service, health and reflection, with
-// the metrics, the debug log and the token check on every call. peer, when
-// not nil, runs first on every call, to set who the caller is.
-func (s *Server) newGRPC(svc *rpc.Service, m *metrics.Metrics, peer interceptor, extra ...grpc.ServerOption) *grpc.Server {
-	unary, stream := s.interceptors(m, peer)
+// the metrics, the debug log and the token check on every call.
+func (s *Server) newGRPC(svc *rpc.Service, m *metrics.Metrics, extra ...grpc.ServerOption) *grpc.Server {
+	unary, stream := s.interceptors(m, nil)
 	opts := append([]grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
