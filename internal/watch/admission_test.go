@@ -70,7 +70,8 @@ func TestFollowReplayTakesItsPlace(t *testing.T) {
 		t.Fatalf("Watchers = %d after one of two replaying watches ended, want 1", n)
 	}
 	third := follow(t, h.Hub, nil, nil, nil)
-	eventually(t, "a live watch to take the freed place", func() bool { return subscribed(h.Hub) == 1 })
+	// A live watch subscribes, then calls started: wait for both.
+	eventually(t, "a live watch to take the freed place", func() bool { return subscribed(h.Hub) == 1 && third.startedCalls() > 0 })
 	if n := third.startedCalls(); n != 1 {
 		t.Fatalf("started called %d times", n)
 	}
