@@ -36,8 +36,9 @@ func (s *Store) clusterLayout(ctx context.Context, parts []*partition) error {
 	return err
 }
 
-// topology asks the cluster for its shards: it sets how many replicas each
-// partition's master has, and returns the addresses of the masters.
+// topology asks the cluster for its shards: it sets each partition's master
+// and how many replicas that master has, and returns the addresses of the
+// masters.
 func (s *Store) topology(ctx context.Context, parts []*partition) ([]string, error) {
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
@@ -46,13 +47,17 @@ func (s *Store) topology(ctx context.Context, parts []*partition) ([]string, err
 		return nil, storeError(err)
 	}
 	var masters []string
-	replicas := make([]int32, len(parts)) // by partition; 0 for a slot no shard serves
+	replicas := make([]int32, len(parts))   // by partition; 0 for a slot no shard serves
+	masterOf := make([]*string, len(parts)) // by partition; nil for a slot no shard serves
 	for _, sh := range shards {
 		var online int32
+		var master *string
 		for _, n := range sh.Nodes {
 			switch {
 			case n.Role == "master" && n.Health == "online" && len(sh.Slots) > 0:
-				masters = append(masters, nodeAddr(n))
+				addr := nodeAddr(n)
+				masters = append(masters, addr)
+				master = &addr
 			// Redis 7.0 calls a replica "loading" while its replication
 			// offset is 0, as it is until the first write: such a replica
 			// is there to acknowledge writes. Only a failed one is not.
@@ -63,13 +68,14 @@ func (s *Store) topology(ctx context.Context, parts []*partition) ([]string, err
 		for _, r := range sh.Slots {
 			for i, p := range parts {
 				if int64(p.slot) >= r.Start && int64(p.slot) <= r.End {
-					replicas[i] = online
+					replicas[i], masterOf[i] = online, master
 				}
 			}
 		}
 	}
 	for i, p := range parts {
 		p.replicas.Store(replicas[i])
+		p.master.Store(masterOf[i])
 	}
 	return masters, nil
 }

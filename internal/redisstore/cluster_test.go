@@ -555,3 +555,99 @@ func TestClusterDeleteGroupKeepsSettingsOnFailure(t *testing.T) {
 		t.Errorf("after a DeleteGroup that failed on master %s, the settings of g are gone (%v): the next DeleteGroup cannot find the group to finish it", dead.Addr, err)
 	}
 }
+
+// TestClusterClaimsTogether has the sweepers' claims of several partitions
+// of one master go to Redis as one call, and a partition that master does
+// not hold left out of that call and claimed by one of its own: each order
+// expires once, into its own partition's log.
+func TestClusterClaimsTogether(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a Redis Cluster: skipped with -short")
+	}
+	c := redistest.StartCluster(t, 3, 0)
+	rdb, err := redisstore.NewClusterClient(c.Addrs()[0], redisstore.TLSFiles{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rdb.Close() })
+	const partitions = 64
+	// Not run: no sweeper claims but the test's calls.
+	s := redisstore.New(rdb, redisstore.Options{Retention: time.Hour, Logger: testLogger(t), Partitions: partitions})
+	key := func(p int, k string) string { return fmt.Sprintf("oe:{%d}:%s", p, k) }
+	a := c.MasterOf(t, key(0, "deadlines"))
+	var ofA []int // partitions of master a
+	other := -1   // a partition of another master
+	for p := range partitions {
+		if c.MasterOf(t, key(p, "deadlines")) == a {
+			ofA = append(ofA, p)
+		} else if other < 0 {
+			other = p
+		}
+	}
+	// Three orders due in each partition p of ps.
+	seq := 0
+	due := func(ps ...int) {
+		t.Helper()
+		for _, p := range ps {
+			for n := 0; n < 3; seq++ {
+				if id := fmt.Sprintf("together-%d", seq); order.PartitionOf(id, partitions) == p {
+					if _, _, err := s.Checkout(t.Context(), id, time.Hour, nil); err != nil {
+						t.Fatal(err)
+					}
+					n++
+				}
+			}
+		}
+		must(t, s.MakeDue(t.Context()))
+	}
+	logged := func(p int) int64 {
+		t.Helper()
+		n, err := c.MasterOf(t, key(p, "events")).Client(t).XLen(t.Context(), key(p, "events")).Result()
+		must(t, err)
+		return n
+	}
+	evalshas := func(m *redistest.Server) int64 {
+		t.Helper()
+		info, err := m.Client(t).Info(t.Context(), "commandstats").Result()
+		must(t, err)
+		_, rest, _ := strings.Cut(info, "cmdstat_evalsha:calls=")
+		var n int64
+		fmt.Sscan(strings.Split(rest, ",")[0], &n)
+		return n
+	}
+
+	// The script: the partitions of its master, and one it leaves alone.
+	due(ofA[0], ofA[1], other, ofA[2])
+	ns, err := s.ExpireMany(t.Context(), ofA[0], ofA[1], other, ofA[2])
+	if err != nil || !slices.Equal(ns, []int64{3, 3, -1, 3}) {
+		t.Fatalf("expire_many over partitions %d, %d, %d (another master's), %d: %v, %v; want [3 3 -1 3]", ofA[0], ofA[1], other, ofA[2], ns, err)
+	}
+	for _, p := range []int{ofA[0], ofA[1], ofA[2]} {
+		if n := logged(p); n != 3 {
+			t.Errorf("partition %d logged %d events, want 3", p, n)
+		}
+	}
+	pending, err := c.MasterOf(t, key(other, "pending")).Client(t).HLen(t.Context(), key(other, "pending")).Result()
+	if err != nil || pending != 3 || logged(other) != 0 {
+		t.Errorf("partition %d, left out: %d pending (%v), %d events; want 3 pending, no event", other, pending, err, logged(other))
+	}
+
+	// The queue: claims that wait while one is in flight go together, and
+	// the one of a partition the master does not hold goes alone, to its
+	// own master.
+	due(ofA[3], ofA[0])
+	o := c.MasterOf(t, key(other, "deadlines"))
+	beforeA, beforeO := evalshas(a), evalshas(o)
+	ns, err = s.ClaimQueued(t.Context(), ofA[3], other, ofA[0])
+	if err != nil || !slices.Equal(ns, []int64{3, 3, 3}) {
+		t.Fatalf("queued claims of partitions %d, %d (another master's), %d: %v, %v; want [3 3 3]", ofA[3], other, ofA[0], ns, err)
+	}
+	if callsA, callsO := evalshas(a)-beforeA, evalshas(o)-beforeO; callsA != 1 || callsO != 1 {
+		t.Errorf("the queued claims took %d calls on their master and %d on the other one's, want 1 and 1", callsA, callsO)
+	}
+	for p, want := range map[int]int64{ofA[3]: 3, other: 3, ofA[0]: 6} {
+		if n := logged(p); n != want {
+			t.Errorf("partition %d logged %d events, want %d", p, n, want)
+		}
+	}
+}

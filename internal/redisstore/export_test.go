@@ -177,3 +177,83 @@ func ConfirmedScripts() []string {
 	}
 	return out
 }
+
+// partitionsOf returns the partitions numbered in idx, with each one's
+// master as the cluster reports it now.
+func (s *Store) partitionsOf(ctx context.Context, idx []int) ([]*partition, error) {
+	parts, err := s.layout(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.topology(ctx, parts); err != nil {
+		return nil, err
+	}
+	ps := make([]*partition, len(idx))
+	for i, n := range idx {
+		ps[i] = parts[n]
+	}
+	return ps, nil
+}
+
+// ExpireMany runs expire_many.lua once over the partitions numbered in idx
+// (the first one's keys declared) and returns how many orders it expired
+// in each, -1 for one it left out.
+func (s *Store) ExpireMany(ctx context.Context, idx ...int) ([]int64, error) {
+	ps, err := s.partitionsOf(ctx, idx)
+	if err != nil {
+		return nil, err
+	}
+	args := []any{sweepBatch, alarmGrace.Milliseconds()}
+	for _, p := range ps[1:] {
+		args = append(args, p.keys.prefix)
+	}
+	reply, err := s.run(ctx, ps[0], expireManyScript, args...)
+	if err != nil {
+		return nil, err
+	}
+	var ns []int64
+	for i := 0; i+3 < len(reply); i += 4 {
+		ns = append(ns, sweepCallOf(reply[i:i+4]).n)
+	}
+	return ns, nil
+}
+
+// ClaimQueued has one sweeper's claim of each partition numbered in idx
+// wait in the queue of the first one's master while a claim is in flight,
+// then sends the queue, and returns how many orders each claim expired.
+// The partitions are taken to be that master's, as after a failover the
+// topology last read may say of a partition it no longer holds.
+func (s *Store) ClaimQueued(ctx context.Context, idx ...int) ([]int64, error) {
+	ps, err := s.partitionsOf(ctx, idx)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range ps[1:] {
+		p.master.Store(ps[0].master.Load())
+	}
+	q := s.claimQueueOf(*ps[0].master.Load())
+	q.mu.Lock()
+	q.busy = true // the claim in flight
+	q.mu.Unlock()
+	answers := make([]chan sweepCall, len(ps))
+	for i, p := range ps {
+		answers[i] = make(chan sweepCall, 1)
+		go func() { answers[i] <- s.claimDue(ctx, p) }()
+	}
+	for queued := 0; queued < len(ps); {
+		time.Sleep(time.Millisecond)
+		q.mu.Lock()
+		queued = len(q.queue)
+		q.mu.Unlock()
+	}
+	s.drainClaims(q)
+	ns := make([]int64, len(ps))
+	for i, a := range answers {
+		c := <-a
+		if c.err != nil {
+			return nil, c.err
+		}
+		ns[i] = c.n
+	}
+	return ns, nil
+}

@@ -26,6 +26,11 @@ type partition struct {
 	// last count; a write waits for one of them to have it (see
 	// runDurable). Always 0 on one Redis without Sentinel.
 	replicas atomic.Int32
+	// master is the address of the cluster master that holds the
+	// partition's slot, from the cluster's last reported topology; nil on
+	// one Redis, and until the topology is known. The sweepers of a
+	// master's partitions claim together (see claims.go).
+	master atomic.Pointer[string]
 
 	// checkouts, finishes and gets queue the partition's calls of each
 	// batch script while one is in flight (see batch.go).

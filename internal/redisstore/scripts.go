@@ -36,7 +36,9 @@ import (
 //     the memory.
 //
 // A shebang script may touch only keys of the slot of its KEYS on a
-// cluster; every key of a partition shares its hash tag, so they do.
+// cluster; every key of a partition shares its hash tag, so they do. The
+// one exception, expire_many.lua, says allow-cross-slot-keys: it claims
+// several partitions of one master (see claims.go).
 //
 // A script that writes confirms its writes in the strict durability mode
 // (see durability.go and run.go) unless it is loaded with the reason why
@@ -143,6 +145,9 @@ func shebangFlags(shebang string) []string {
 	return nil
 }
 
+// sweeperWrites is why the sweeper's writes need no confirmation.
+const sweeperWrites = "expiries are the sweeper's, answered to no caller: an expiry a failover undoes is done again"
+
 // The scripts, each with what its writes need. Those loaded with
 // confirmedWrites and that write are what a caller is answered for: in the
 // strict mode their OK waits for the replicas.
@@ -156,7 +161,8 @@ var (
 	statsScript      = load("stats", confirmedWrites)
 
 	// The sweeper (sweeper.go).
-	expireDueScript = load("expire_due", "expiries are the sweeper's, answered to no caller: an expiry a failover undoes is done again")
+	expireDueScript  = load("expire_due", sweeperWrites)
+	expireManyScript = load("expire_many", sweeperWrites)
 
 	// The store's identity and the expiration log (epoch.go, log.go).
 	identityScript = load("identity", "it records a missing identity, which the next layout records again if a failover loses it (see epoch.go)")

@@ -117,6 +117,9 @@ type Store struct {
 	// slotRetries counts the calls made again because their slot was
 	// moving (see slotMove).
 	slotRetries atomic.Uint64
+	// claimQueues are the claim queues of the cluster's masters, by
+	// address (see claims.go).
+	claimQueues sync.Map
 
 	// configWarning warns once that CONFIG is refused.
 	configWarning sync.Once

@@ -131,6 +131,11 @@ func (s *Store) sweepOnce(ctx context.Context, p *partition) sweepCall {
 	if len(reply) != 4 {
 		return sweepCall{err: fmt.Errorf("redis: sweep reply has %d elements, want 4", len(reply))}
 	}
+	return sweepCallOf(reply)
+}
+
+// sweepCallOf reads a partition's four numbers of the sweeper's scripts.
+func sweepCallOf(reply []any) sweepCall {
 	var res [4]int64
 	for i := range res {
 		res[i], _ = reply[i].(int64)
@@ -173,11 +178,11 @@ func (s *Store) expireDue(ctx context.Context, p *partition) (_ time.Duration, e
 	var inFlight []chan sweepCall
 	send := func() {
 		c := make(chan sweepCall, 1)
-		go func() { c <- s.sweepOnce(ctx, p) }()
+		go func() { c <- s.claimDue(ctx, p) }()
 		inFlight = append(inFlight, c)
 	}
 	var last sweepCall
-	for c := s.sweepOnce(ctx, p); ; {
+	for c := s.claimDue(ctx, p); ; {
 		if c.err != nil {
 			if err == nil {
 				err = c.err

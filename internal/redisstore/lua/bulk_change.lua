@@ -22,7 +22,7 @@ local mode, value = ARGV[4], tonumber(ARGV[5])
 local maxTTL, grace = tonumber(ARGV[6]), tonumber(ARGV[7])
 local changed, skipped, failed, expired, caught = 0, 0, 0, 0, 0
 local moved = {}
-local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local first = redis.call('ZRANGE', K[1], 0, 0, 'WITHSCORES')
 local soonest
 for i = 8, #ARGV, 2 do
   local id, want = ARGV[i], ARGV[i + 1]
@@ -38,7 +38,7 @@ for i = 8, #ARGV, 2 do
         redis.call('ZREM', todo, id)
         skipped = skipped + 1
       else
-        local d = tonumber(redis.call('ZSCORE', KEYS[1], id))
+        local d = tonumber(redis.call('ZSCORE', K[1], id))
         if d ~= tonumber(want) then
           moved[#moved + 1] = id
           moved[#moved + 1] = rec
@@ -54,8 +54,8 @@ for i = 8, #ARGV, 2 do
             failed = failed + 1
           else
             local created, meta, n, asked = pendingFields(id)
-            redis.call('ZADD', KEYS[1], 'XX', nd, id)
-            redis.call('HSET', KEYS[2], id, pendingValue(created, meta, n + 1, asked))
+            redis.call('ZADD', K[1], 'XX', nd, id)
+            redis.call('HSET', K[2], id, pendingValue(created, meta, n + 1, asked))
             if not soonest or nd < soonest then soonest = nd end
             changed = changed + 1
           end
@@ -68,7 +68,7 @@ if changed > 0 then redis.call('HINCRBY', opKey, 'changed', changed) end
 if skipped > 0 then redis.call('HINCRBY', opKey, 'skipped', skipped) end
 if failed > 0 then redis.call('HINCRBY', opKey, 'failed', failed) end
 if soonest and (#first == 0 or soonest < tonumber(first[2])) then
-  redis.call('PUBLISH', KEYS[4], soonest)
+  redis.call('PUBLISH', K[4], soonest)
   alarm(soonest, grace)
 end
 local out = {now, expired, caught}

@@ -13,11 +13,11 @@
 local opKey = prefix .. 'op:' .. ARGV[3]
 if redis.call('HGET', opKey, 'scanned') == '1' then return {'scanned'} end
 local cursor = redis.call('HGET', opKey, 'cursor') or '0'
-local r = redis.call('HSCAN', KEYS[2], cursor, 'COUNT', tonumber(ARGV[4]))
+local r = redis.call('HSCAN', K[2], cursor, 'COUNT', tonumber(ARGV[4]))
 local out = {cursor, r[1]}
 local kv = r[2]
 for i = 1, #kv, 2 do
-  local d = redis.call('ZSCORE', KEYS[1], kv[i])
+  local d = redis.call('ZSCORE', K[1], kv[i])
   if d and tonumber(d) > now then
     local created, meta, n, asked = splitPending(kv[i + 1])
     out[#out + 1] = kv[i]

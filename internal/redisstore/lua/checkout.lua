@@ -22,7 +22,7 @@
 -- needs: prelude batch
 
 local grace = tonumber(ARGV[3])
-local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local first = redis.call('ZRANGE', K[1], 0, 0, 'WITHSCORES')
 local zadd, hset, made = {}, {}, {}
 local soonest
 local function checkout(id, asked, maxTTL, meta)
@@ -49,12 +49,12 @@ for i = 4, #ARGV, 4 do
   answer(checkout, ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3])
 end
 if #zadd > 0 then
-  redis.call('ZADD', KEYS[1], unpack(zadd))
-  redis.call('HSET', KEYS[2], unpack(hset))
+  redis.call('ZADD', K[1], unpack(zadd))
+  redis.call('HSET', K[2], unpack(hset))
   -- A new earliest deadline: sweepers that sleep until a later one must
   -- wake, and the alarm goes off after it should the wake-up be lost.
   if #first == 0 or soonest < tonumber(first[2]) then
-    redis.call('PUBLISH', KEYS[4], soonest)
+    redis.call('PUBLISH', K[4], soonest)
     alarm(soonest, grace)
   end
 end

@@ -15,7 +15,7 @@
 local function finish(id, to)
   -- A pending order before its deadline, the common case, is closed at
   -- once; current() sorts out the rest (due, closed, missing).
-  local d = redis.call('ZSCORE', KEYS[1], id)
+  local d = redis.call('ZSCORE', K[1], id)
   if d and tonumber(d) > now then return 'ok', close(id, d, to) end
   return current(id)
 end

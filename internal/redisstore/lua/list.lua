@@ -101,7 +101,7 @@ local function before(a, b)
 end
 
 local rows, done = {}, true
-if ARGV[3] ~= 'closed' then rows, done = read(KEYS[1], true) end
+if ARGV[3] ~= 'closed' then rows, done = read(K[1], true) end
 if ARGV[3] ~= 'pending' then
   local c, cdone = read(prefix .. 'retained', false)
   if ARGV[3] == 'closed' then

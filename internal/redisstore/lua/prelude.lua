@@ -6,7 +6,8 @@
 -- one of the three happens to it, whoever gets there first.
 --
 -- KEYS[1] deadlines zset, KEYS[2] pending hash, KEYS[3] events stream,
--- KEYS[4] wake channel.
+-- KEYS[4] wake channel: the partition's keys, which the helpers and scripts
+-- read as K[1] to K[4] (see usePartition).
 -- ARGV[1] key prefix of the partition ("oe:{0}:"), ARGV[2] retention in ms;
 -- each script's own arguments follow from ARGV[3].
 --
@@ -15,12 +16,21 @@
 -- needs: stream_ids
 
 local prefix = ARGV[1]
+local K = {KEYS[1], KEYS[2], KEYS[3], KEYS[4]}
 local retention = tonumber(ARGV[2])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 -- Set when current() expires the order it was asked about, and when that
 -- was more than a second after its deadline (for the metrics).
 local expired_here, caught_here = 0, 0
+
+-- usePartition makes the partition whose key prefix is p the one that
+-- prefix and K name, for a script over several partitions of one master
+-- (expire_many.lua). The keys are named as keys.go names them.
+local function usePartition(p)
+  prefix = p
+  K = {p .. 'deadlines', p .. 'pending', p .. 'events', p .. 'wake'}
+end
 
 -- resched is the "r<n> " that comes before the metadata of an order
 -- rescheduled n times, and nothing for one never rescheduled, so that the
@@ -73,7 +83,7 @@ end
 -- pendingFields returns the created time, metadata, number of
 -- reschedules and asked token of a pending order.
 local function pendingFields(id)
-  return splitPending(redis.call('HGET', KEYS[2], id))
+  return splitPending(redis.call('HGET', K[2], id))
 end
 
 -- trimHorizon returns the id before which the events stream may be
@@ -82,7 +92,7 @@ end
 -- group needs are kept, never dropped unseen.
 local function trimHorizon()
   local h = (now - retention) .. '-0'
-  local groups = redis.pcall('XINFO', 'GROUPS', KEYS[3])
+  local groups = redis.pcall('XINFO', 'GROUPS', K[3])
   if groups['err'] then return h end
   for _, gi in ipairs(groups) do
     local t = {}
@@ -91,7 +101,7 @@ local function trimHorizon()
     -- threshold itself, so the threshold is the id just after it.
     local keep = idAfter(t['last-delivered-id'])
     if tonumber(t['pending']) > 0 then
-      local first = redis.call('XPENDING', KEYS[3], t['name'])[2]
+      local first = redis.call('XPENDING', K[3], t['name'])[2]
       if idLess(first, keep) then keep = first end
     end
     if idLess(keep, h) then h = keep end
@@ -109,7 +119,7 @@ end
 -- tombstones, and a group's needs could not be told from a trim that did
 -- not run.
 local function trimLog(h, limit)
-  local old = redis.call('XRANGE', KEYS[3], '-', '(' .. h, 'COUNT', limit)
+  local old = redis.call('XRANGE', K[3], '-', '(' .. h, 'COUNT', limit)
   if #old == 0 then return end
   local ids = {}
   for i, e in ipairs(old) do ids[i] = e[2][2] end
@@ -125,7 +135,7 @@ local function trimLog(h, limit)
   if #gone > 0 then redis.call('HDEL', prefix .. 'expired', unpack(gone)) end
   -- Up to and with the last entry read, when there may be more.
   if #old == limit then h = idAfter(old[#old][1]) end
-  redis.call('XTRIM', KEYS[3], 'MINID', h)
+  redis.call('XTRIM', K[3], 'MINID', h)
 end
 
 -- alarm sets the partition's alarm key (see keys.go) to expire grace ms
@@ -163,13 +173,13 @@ end
 -- sweeper (see trimLog).
 local function close(id, deadline, status)
   local created, meta, n = pendingFields(id)
-  redis.call('ZREM', KEYS[1], id)
-  redis.call('HDEL', KEYS[2], id)
+  redis.call('ZREM', K[1], id)
+  redis.call('HDEL', K[2], id)
   local rec = record(status, created, deadline, now, meta, n)
   redis.call('ZADD', prefix .. 'retained', deadline, id)
   if status == 'expired' then
     redis.call('HSET', prefix .. 'expired', id, rec)
-    redis.call('XADD', KEYS[3], '*', 'id', id, 'c', created, 'd', deadline, 'x', now, 'm', meta)
+    redis.call('XADD', K[3], '*', 'id', id, 'c', created, 'd', deadline, 'x', now, 'm', meta)
   else
     redis.call('SET', prefix .. 'closed:' .. id, rec, 'PX', retention)
     redis.call('HINCRBY', prefix .. 'counts', status, 1)
@@ -180,7 +190,7 @@ end
 -- current returns the state of an order, expiring it first if it is due:
 -- 'pending', 'closed' or 'missing', with its record.
 local function current(id)
-  local d = redis.call('ZSCORE', KEYS[1], id)
+  local d = redis.call('ZSCORE', K[1], id)
   if d then
     if tonumber(d) > now then
       local created, meta, n, asked = pendingFields(id)

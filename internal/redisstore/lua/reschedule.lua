@@ -25,18 +25,18 @@
 local id = ARGV[3]
 local state, rec = current(id)
 if state ~= 'pending' then return {state, rec, now, expired_here, caught_here} end
-local d = tonumber(redis.call('ZSCORE', KEYS[1], id))
+local d = tonumber(redis.call('ZSCORE', K[1], id))
 if ARGV[6] ~= '' and tonumber(ARGV[6]) ~= d then return {'mismatch', rec, now, 0, 0} end
 local nd = tonumber(ARGV[5])
 if ARGV[4] == 'ttl' then nd = now + nd end
 if nd <= now or nd > now + tonumber(ARGV[7]) then return {'bad', rec, now, 0, 0} end
 local created, meta, n, asked = pendingFields(id)
 n = n + 1
-local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-redis.call('ZADD', KEYS[1], 'XX', nd, id)
-redis.call('HSET', KEYS[2], id, pendingValue(created, meta, n, asked))
+local first = redis.call('ZRANGE', K[1], 0, 0, 'WITHSCORES')
+redis.call('ZADD', K[1], 'XX', nd, id)
+redis.call('HSET', K[2], id, pendingValue(created, meta, n, asked))
 if nd < tonumber(first[2]) then
-  redis.call('PUBLISH', KEYS[4], nd)
+  redis.call('PUBLISH', K[4], nd)
   alarm(nd, tonumber(ARGV[8]))
 end
 return {'ok', record('pending', created, nd, 0, meta, n, asked), now, 0, 0}
