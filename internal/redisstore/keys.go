@@ -76,6 +76,8 @@ type keys struct {
 	expired   string
 }
 
+// newKeys names the keys of a partition; lua/prelude.lua's usePartition
+// names them again from the prefix, for a script over several partitions.
 func newKeys(partition int) keys {
 	p := fmt.Sprintf("oe:{%d}:", partition)
 	return keys{

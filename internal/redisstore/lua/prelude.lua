@@ -26,7 +26,8 @@ local expired_here, caught_here = 0, 0
 
 -- usePartition makes the partition whose key prefix is p the one that
 -- prefix and K name, for a script over several partitions of one master
--- (expire_many.lua). The keys are named as keys.go names them.
+-- (expire_many.lua). The keys are named as keys.go names them
+-- (TestClusterClaimsTogether finds each claim in its partition's log).
 local function usePartition(p)
   prefix = p
   K = {p .. 'deadlines', p .. 'pending', p .. 'events', p .. 'wake'}
