@@ -130,23 +130,38 @@ func (s *Store) claimTogether(rs []*claimReq) {
 		rs[0].done <- s.sweepOnce(ctx, rs[0].p)
 		return
 	}
-	args := []any{sweepBatch, alarmGrace.Milliseconds()}
-	for _, r := range rs[1:] {
-		args = append(args, r.p.keys.prefix)
-	}
-	reply, err := s.run(ctx, rs[0].p, expireManyScript, args...)
-	if err == nil && len(reply) != 4*len(rs) {
-		err = fmt.Errorf("redis: claim reply has %d elements for %d partitions, want %d", len(reply), len(rs), 4*len(rs))
-	}
+	ps := make([]*partition, len(rs))
 	for i, r := range rs {
-		if err != nil {
+		ps[i] = r.p
+	}
+	calls, err := s.expireMany(ctx, ps)
+	for i, r := range rs {
+		if err != nil || calls[i].n < 0 {
 			r.done <- s.sweepOnce(ctx, r.p)
 			continue
 		}
-		c := sweepCallOf(reply[4*i : 4*i+4])
-		if c.n < 0 {
-			c = s.sweepOnce(ctx, r.p)
-		}
-		r.done <- c
+		r.done <- calls[i]
 	}
+}
+
+// expireMany runs expire_many.lua once over partitions ps, all of one
+// master (the first one's keys declared), and returns what it did in each;
+// n is -1 for a partition it left out.
+func (s *Store) expireMany(ctx context.Context, ps []*partition) ([]sweepCall, error) {
+	args := []any{sweepBatch, alarmGrace.Milliseconds()}
+	for _, p := range ps[1:] {
+		args = append(args, p.keys.prefix)
+	}
+	reply, err := s.run(ctx, ps[0], expireManyScript, args...)
+	if err != nil {
+		return nil, err
+	}
+	if len(reply) != 4*len(ps) {
+		return nil, fmt.Errorf("redis: claim reply has %d elements for %d partitions, want %d", len(reply), len(ps), 4*len(ps))
+	}
+	calls := make([]sweepCall, len(ps))
+	for i := range calls {
+		calls[i] = sweepCallOf(reply[4*i : 4*i+4])
+	}
+	return calls, nil
 }

@@ -2,6 +2,7 @@ package redisstore
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strconv"
 	"testing"
@@ -203,17 +204,13 @@ func (s *Store) ExpireMany(ctx context.Context, idx ...int) ([]int64, error) {
 	if err != nil {
 		return nil, err
 	}
-	args := []any{sweepBatch, alarmGrace.Milliseconds()}
-	for _, p := range ps[1:] {
-		args = append(args, p.keys.prefix)
-	}
-	reply, err := s.run(ctx, ps[0], expireManyScript, args...)
+	calls, err := s.expireMany(ctx, ps)
 	if err != nil {
 		return nil, err
 	}
-	var ns []int64
-	for i := 0; i+3 < len(reply); i += 4 {
-		ns = append(ns, sweepCallOf(reply[i:i+4]).n)
+	ns := make([]int64, len(calls))
+	for i, c := range calls {
+		ns[i] = c.n
 	}
 	return ns, nil
 }
@@ -240,11 +237,16 @@ func (s *Store) ClaimQueued(ctx context.Context, idx ...int) ([]int64, error) {
 		answers[i] = make(chan sweepCall, 1)
 		go func() { answers[i] <- s.claimDue(ctx, p) }()
 	}
-	for queued := 0; queued < len(ps); {
-		time.Sleep(time.Millisecond)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
 		q.mu.Lock()
-		queued = len(q.queue)
+		queued := len(q.queue)
 		q.mu.Unlock()
+		if queued == len(ps) {
+			break
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("%d of %d claims queued behind the one in flight after 10s", queued, len(ps))
+		}
 	}
 	s.drainClaims(q)
 	ns := make([]int64, len(ps))
