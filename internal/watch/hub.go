@@ -347,12 +347,11 @@ func (h *Hub) publish(p int, events []order.Event) {
 	for i := range events {
 		// The first repeat tells where the log went back, if the hub did
 		// not notice it when its read recovered.
-		if c0, ok := h.memory[p].repeatOf(events[i]); ok && h.rewinds[p].from.Less(c0) {
+		if c0, ok := h.memory[p].see(events[i]); ok && h.rewinds[p].from.Less(c0) {
 			h.noteRewind(p, h.pos[p])
 		}
 		h.pos[p] = events[i].Offset
 		events[i].Cursor = h.pos.Clone()
-		h.memory[p].remember(events[i])
 	}
 	for s := range h.subs {
 		for _, ev := range events {
