@@ -322,7 +322,9 @@ func (h *Hub) tail(ctx context.Context, p int, after order.Offset) {
 		}
 		bo.Reset()
 		if len(events) > 0 {
-			h.publish(p, events)
+			if from, wentBack := h.publish(p, events); wentBack {
+				h.reportRewind(ctx, p, from)
+			}
 			after = events[len(events)-1].Offset
 		}
 	}
@@ -340,15 +342,18 @@ func (h *Hub) pause(ctx context.Context, bo *backoff.Backoff, p int, err error, 
 // publish hands events of partition p to every subscription, each with the
 // position the hub reaches with it. A subscription whose buffer is full is
 // closed with ErrLagged rather than waited for; a watch of Follow keeps its
-// place under MaxWatchers (stateLagged) to catch up from the log.
-func (h *Hub) publish(p int, events []order.Event) {
+// place under MaxWatchers (stateLagged) to catch up from the log. It
+// returns where the log went back, and true, when one of the events is the
+// first repeat of a rewind the hub had not noticed, for the caller to
+// report once it has let go of mu.
+func (h *Hub) publish(p int, events []order.Event) (wentBackAfter order.Offset, wentBack bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for i := range events {
 		// The first repeat tells where the log went back, if the hub did
 		// not notice it when its read recovered.
-		if c0, ok := h.memory[p].see(events[i]); ok && h.rewinds[p].from.Less(c0) {
-			h.noteRewind(p, h.pos[p])
+		if c0, ok := h.memory[p].see(events[i]); ok && h.rewinds[p].from.Less(c0) && h.noteRewind(p, h.pos[p]) {
+			wentBackAfter, wentBack = h.pos[p], true
 		}
 		h.pos[p] = events[i].Offset
 		events[i].Cursor = h.pos.Clone()
@@ -380,6 +385,7 @@ func (h *Hub) publish(p int, events []order.Event) {
 			h.opts.OnPublish(ev, now)
 		}
 	}
+	return wentBackAfter, wentBack
 }
 
 // Appended returns the hub's position, one cursor per partition (nil

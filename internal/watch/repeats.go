@@ -124,14 +124,18 @@ type rewind struct {
 	seq  int
 }
 
-// noteRewind records that partition p's log went back after from. The
+// noteRewind records that partition p's log went back after from, and
+// says whether that is news: a later from than the last rewind's. The
 // caller holds mu.
-func (h *Hub) noteRewind(p int, from order.Offset) {
-	if r := &h.rewinds[p]; r.from.Less(from) {
-		r.from = from
-		r.seq++
-		h.rewound.Store(true)
+func (h *Hub) noteRewind(p int, from order.Offset) bool {
+	r := &h.rewinds[p]
+	if !r.from.Less(from) {
+		return false
 	}
+	r.from = from
+	r.seq++
+	h.rewound.Store(true)
+	return true
 }
 
 // crossing is a reader's position in the old history of a partition that
@@ -251,12 +255,22 @@ func (h *Hub) checkRewind(ctx context.Context, p int, after order.Offset) {
 		return
 	}
 	h.mu.Lock()
-	h.noteRewind(p, after)
+	noted := h.noteRewind(p, after)
 	h.mu.Unlock()
+	if noted {
+		h.reportRewind(ctx, p, after)
+	}
+}
+
+// reportRewind logs and counts that partition p's log went back after the
+// event at from, once the hub has noted it (noteRewind), however it found
+// out: its read recovering (checkRewind) or the first repeat it read
+// (publish).
+func (h *Hub) reportRewind(ctx context.Context, p int, from order.Offset) {
 	tail, _ := h.log.Tail(ctx, p)
 	h.opts.Logger.Error("watch: the expiration log went back: Redis lost the tail of its log (a crash with appendfsync everysec, a restart from older data, a failover to a replica that lacked it). "+
 		"The orders of the lost expirations are pending again and expire again; watchers and groups that had them are not sent them twice (see docs/reliability.md)",
-		"partition", p, "last_read", after.String(), "log_tail", tail.String())
+		"partition", p, "last_read", from.String(), "log_tail", tail.String())
 	if h.opts.OnRewind != nil {
 		h.opts.OnRewind(p)
 	}

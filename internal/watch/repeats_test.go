@@ -50,8 +50,8 @@ func appendNew(l *fakeLog, n int) {
 func TestRepeatsNotSentTwice(t *testing.T) {
 	l := newFakeLog()
 	l.add(10)
-	var repeats atomic.Int64
-	h := startHubWith(t, l, Options{Buffer: 100, OnRepeat: func() { repeats.Add(1) }})
+	var repeats, rewinds atomic.Int64
+	h := startHubWith(t, l, Options{Buffer: 100, OnRepeat: func() { repeats.Add(1) }, OnRewind: func(int) { rewinds.Add(1) }})
 	live := follow(t, h.Hub, nil, nil, nil)
 	live.waitSent(t, 0)
 	eventually(t, "the live watch subscribed", func() bool { return subscribed(h.Hub) == 1 })
@@ -122,17 +122,22 @@ func TestRepeatsNotSentTwice(t *testing.T) {
 	if repeats.Load() == 0 {
 		t.Errorf("OnRepeat was never called")
 	}
+	// Found by the read recovering, and not again by the first repeat.
+	if got := rewinds.Load(); got != 1 {
+		t.Errorf("the rewind was reported %d times (OnRewind); want once", got)
+	}
 }
 
 // TestRewindFoundByItsFirstRepeat: the log loses its last 5 events and
 // their orders expire again, while the hub's reads never fail (a failover
 // between two of them). The hub learns that the log went back from the
-// first repeat it reads (see publish), and the live watcher, which had the
-// lost expirations, gets none of them twice.
+// first repeat it reads (see publish), reports it once, and the live
+// watcher, which had the lost expirations, gets none of them twice.
 func TestRewindFoundByItsFirstRepeat(t *testing.T) {
 	l := newFakeLog()
 	l.add(10)
-	h := startHubWith(t, l, Options{Buffer: 100})
+	var rewinds atomic.Int64
+	h := startHubWith(t, l, Options{Buffer: 100, OnRewind: func(int) { rewinds.Add(1) }})
 	live := follow(t, h.Hub, nil, nil, nil)
 	live.waitSent(t, 0)
 	eventually(t, "the live watch subscribed", func() bool { return subscribed(h.Hub) == 1 })
@@ -143,6 +148,9 @@ func TestRewindFoundByItsFirstRepeat(t *testing.T) {
 	appendNew(l, 3)
 	live.waitSent(t, 13)
 	time.Sleep(100 * time.Millisecond)
+	if got := rewinds.Load(); got != 1 {
+		t.Errorf("the rewind was reported %d times (OnRewind); want once", got)
+	}
 	seen := map[string]int{}
 	for _, ev := range live.sentEvents() {
 		if seen[ev.OrderID]++; seen[ev.OrderID] > 1 {
