@@ -22,6 +22,7 @@ func main() {
 	flag.BoolVar(&cfg.Quick, "quick", false, "small numbers, for a smoke test")
 	flag.BoolVar(&cfg.Naive, "naive", true, "measure the naive recipe's lateness as the baseline (it waits up to 60 s per workload)")
 	flag.StringVar(&cfg.ProfileDir, "pprof", "", "directory for 10 s CPU profiles of the service taken during each stage's load")
+	flag.StringVar(&cfg.EventsDir, "events", "", "directory for each lateness workload's file of its orders' lateness, one order a line (order, expired_at - deadline, receive - deadline, in µs)")
 	flag.IntVar(&cfg.GRPCConns, "grpc-conns", 1, "gRPC connections the concurrent callers share")
 	flag.BoolVar(&cfg.Markdown, "markdown", false, "print the table as Markdown too")
 	flag.IntVar(&cfg.Burst, "burst", 0, "orders due within one second in stage 1b (lateness-b); 0: 100,000, or 5,000 with -quick")

@@ -42,6 +42,9 @@ type Config struct {
 	// ProfileDir, when set, receives a 10 s CPU profile of the service
 	// taken during each stage's load.
 	ProfileDir string
+	// EventsDir, when set, receives for each lateness workload a file of
+	// the tracked orders' lateness, one order a line (see writeEvents).
+	EventsDir string
 	// GRPCConns is how many connections the 50 gRPC callers share.
 	GRPCConns int
 	// Markdown prints the table as Markdown too.
@@ -137,8 +140,11 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer os.RemoveAll(r.dir)
-	if cfg.ProfileDir != "" {
-		if err := os.MkdirAll(cfg.ProfileDir, 0o755); err != nil {
+	for _, dir := range []string{cfg.ProfileDir, cfg.EventsDir} {
+		if dir == "" {
+			continue
+		}
+		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return err
 		}
 	}

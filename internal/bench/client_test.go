@@ -2,6 +2,8 @@ package bench
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -65,4 +67,27 @@ func BenchmarkParseRESTEvent(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestWriteEvents: the file has a line per order received, in the order
+// of the orders, whichever watcher had it.
+func TestWriteEvents(t *testing.T) {
+	a, b := newWatcher(nil, "due-", 3), newWatcher(nil, "due-", 3)
+	deadline := time.UnixMilli(1796667283646)
+	a.record("due-2", deadline.Add(9*time.Millisecond), deadline, deadline.Add(4*time.Millisecond))
+	a.record("due-0", deadline.Add(3*time.Millisecond), deadline, deadline.Add(1*time.Millisecond))
+	b.record("due-1", deadline.Add(2500*time.Microsecond), deadline, deadline)
+	a.record("other", deadline, deadline, deadline)
+	path := filepath.Join(t.TempDir(), "events.tsv")
+	if err := writeEvents(path, []*watcher{a, b}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "order\tclaim_us\tlate_us\n0\t1000\t3000\n1\t0\t2500\n2\t4000\t9000\n"
+	if string(got) != want {
+		t.Errorf("the file holds\n%s\nwant\n%s", got, want)
+	}
 }

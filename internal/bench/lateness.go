@@ -1,10 +1,13 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"math"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
@@ -286,7 +289,39 @@ func (r *runner) serviceLateness(ctx context.Context, lw lateWorkload) (lateResu
 	prof.wait()
 	res := watchResult(w.ws)
 	res.waited, res.redisCPU = waited, rcpu
+	if r.cfg.EventsDir != "" {
+		path := filepath.Join(r.cfg.EventsDir, lw.profile+".tsv")
+		if err := writeEvents(path, w.ws); err != nil {
+			return lateResult{}, err
+		}
+		r.logf("  each order's lateness: %s", path)
+	}
 	return res, nil
+}
+
+// writeEvents writes what the watchers recorded, one tracked order a line
+// in the order of i ("<prefix><i>"), which is the order of their deadlines:
+// i, expired_at - deadline and receive - deadline in µs, tab-separated,
+// under a header line. A run's lateness can so be followed through the
+// burst: whether the claims fell behind from the start or at one moment,
+// and how far the delivery trailed them.
+func writeEvents(path string, ws []*watcher) error {
+	type line struct {
+		i           int
+		claim, late time.Duration
+	}
+	var lines []line
+	for _, w := range ws {
+		for k, i := range w.index {
+			lines = append(lines, line{i, w.claim[k], w.late[k]})
+		}
+	}
+	slices.SortStableFunc(lines, func(a, b line) int { return cmp.Compare(a.i, b.i) })
+	b := []byte("order\tclaim_us\tlate_us\n")
+	for _, l := range lines {
+		b = fmt.Appendf(b, "%d\t%d\t%d\n", l.i, l.claim.Microseconds(), l.late.Microseconds())
+	}
+	return os.WriteFile(path, b, 0o644)
 }
 
 // calibrate times a sample of checkouts (cancelled again) on a fresh
