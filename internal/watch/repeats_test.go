@@ -162,6 +162,37 @@ func TestRewindFoundByItsFirstRepeat(t *testing.T) {
 	}
 }
 
+// TestRewindReportedOnce: a rewind found when the hub's read recovers is
+// reported once, though the read fails and recovers again before the hub
+// has read anything of the new history, so that checkRewind finds the same
+// event missing twice.
+func TestRewindReportedOnce(t *testing.T) {
+	l := newFakeLog()
+	l.add(10)
+	var rewinds atomic.Int64
+	h := startHubWith(t, l, Options{Buffer: 100, OnRewind: func(int) { rewinds.Add(1) }})
+	eventually(t, "the hub read the log", func() bool {
+		pos, _ := h.Appended()
+		return pos != nil && pos[0] == l.at(9).Offset
+	})
+	l.failLive(errors.New("connection refused"))
+	time.Sleep(50 * time.Millisecond)
+	l.mu.Lock()
+	l.events = l.events[:7] // the last 3 lost, nothing logged since
+	l.mu.Unlock()
+	l.failLive(nil)
+	eventually(t, "the rewind reported", func() bool { return rewinds.Load() >= 1 })
+	l.failLive(errors.New("connection refused"))
+	time.Sleep(50 * time.Millisecond)
+	l.failLive(nil)
+	// The recovered read returns, and checkRewind runs, once it has waited
+	// readWait for an event that does not come.
+	time.Sleep(readWait + 500*time.Millisecond)
+	if got := rewinds.Load(); got != 1 {
+		t.Errorf("the rewind was reported %d times (OnRewind); want once", got)
+	}
+}
+
 // BenchmarkRepeatCheck is the repeat check every watcher makes for each
 // event of the fan-out (see sendLive), by many watchers at once, on a log
 // that never went back: the common case.
