@@ -41,8 +41,7 @@ var ErrLagged = errors.New("watcher fell behind the expiration log")
 var ErrStopped = errors.New("server is shutting down")
 
 const (
-	// readBatch is how many events one read of the log may return, as
-	// many as a subscription's default buffer (-watch-buffer) holds. In
+	// readBatch is how many events one read of the log may return. In
 	// a burst each read waits in Redis behind the sweepers' claims
 	// (about 2 ms each), so the reader keeps up only by taking more
 	// events a trip: in benchmark 1b (100,000 due within a second) the
