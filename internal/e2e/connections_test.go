@@ -40,14 +40,95 @@ func rssBytes(t *testing.T, pid int) int64 {
 	return 0
 }
 
-// openFDs counts a process's open descriptors.
-func openFDs(t *testing.T, pid int) int {
+// descriptors is what a process holds open, from /proc: its descriptors
+// in all, and which of them are TCP connections it accepted, by the peer's
+// port. A test's own clients connect to the server it watches, and Go's
+// connection pools open a second keep-alive connection when a request
+// comes before the last one's connection is back in the pool (more often
+// on a busy machine): counting only the descriptors that are not accepted
+// connections, and the connections of known peers, keeps a leak check from
+// counting the test's own clients.
+type descriptors struct {
+	total    int
+	accepted map[int]int // connections accepted, by the peer's port
+}
+
+// openDescriptors reads what process pid holds open.
+func openDescriptors(t *testing.T, pid int) descriptors {
 	t.Helper()
 	entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return len(entries)
+	sockets := map[string]bool{} // inodes
+	for _, e := range entries {
+		link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, e.Name()))
+		if ino, ok := strings.CutPrefix(link, "socket:["); ok && err == nil {
+			sockets[strings.TrimSuffix(ino, "]")] = true
+		}
+	}
+	type conn struct {
+		local, peer int
+		listening   bool
+	}
+	var conns []conn
+	for _, table := range []string{"tcp", "tcp6"} {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/%s", pid, table))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// sl local_address rem_address st ... inode: addresses are hex
+		// address:port, state 0A is LISTEN.
+		for line := range strings.Lines(string(b)) {
+			f := strings.Fields(line)
+			if len(f) < 10 || !sockets[f[9]] {
+				continue
+			}
+			conns = append(conns, conn{local: hexPort(t, f[1]), peer: hexPort(t, f[2]), listening: f[3] == "0A"})
+		}
+	}
+	listening := map[int]bool{}
+	for _, c := range conns {
+		if c.listening {
+			listening[c.local] = true
+		}
+	}
+	d := descriptors{total: len(entries), accepted: map[int]int{}}
+	for _, c := range conns {
+		if !c.listening && listening[c.local] {
+			d.accepted[c.peer]++
+		}
+	}
+	return d
+}
+
+func hexPort(t *testing.T, addr string) int {
+	t.Helper()
+	_, port, _ := strings.Cut(addr, ":")
+	n, err := strconv.ParseInt(port, 16, 32)
+	if err != nil {
+		t.Fatalf("/proc/net/tcp address %q", addr)
+	}
+	return int(n)
+}
+
+// own is the number of descriptors that are not connections the process
+// accepted: its files, pipes, listeners and the connections it dialled.
+func (d descriptors) own() int {
+	n := d.total
+	for _, c := range d.accepted {
+		n -= c
+	}
+	return n
+}
+
+// from is the number of connections accepted from the given peer ports.
+func (d descriptors) from(ports []int) int {
+	n := 0
+	for _, p := range ports {
+		n += d.accepted[p]
+	}
+	return n
 }
 
 // rawHugeHeaderCall opens an HTTP/2 connection of its own, as a hostile
@@ -187,7 +268,7 @@ func TestConnectionLimits(t *testing.T) {
 	const limit = 40
 	s := startProcess(t, nil, "-max-connections", strconv.Itoa(limit), "-idle-timeout", "3s", "-read-timeout", "2s")
 	pid := s.PID()
-	base := openFDs(t, pid)
+	base := openDescriptors(t, pid).total
 	health := func() error {
 		c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 		resp, err := c.Get(s.URL("/healthz"))
@@ -209,7 +290,7 @@ func TestConnectionLimits(t *testing.T) {
 		if err := health(); err != nil {
 			t.Errorf("/healthz with %d idle connections open: %v", len(idle), err)
 		}
-		if n := openFDs(t, pid); n > base+limit+2 {
+		if n := openDescriptors(t, pid).total; n > base+limit+2 {
 			t.Errorf("%d descriptors open, want at most %d (the cap of %d over the %d at start)", n, base+limit+2, limit, base)
 		}
 		// The oldest were closed to make room for the newest.
@@ -272,7 +353,7 @@ func TestConnectionLimits(t *testing.T) {
 		}
 		t.Logf("20 silent gRPC connections closed within %v", time.Since(start).Round(100*time.Millisecond))
 	})
-	if n := openFDs(t, pid); n > base+2 {
+	if n := openDescriptors(t, pid).total; n > base+2 {
 		t.Errorf("%d descriptors open after every connection closed, %d at start", n, base)
 	}
 }
