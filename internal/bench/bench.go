@@ -69,7 +69,8 @@ type sizes struct {
 	naiveWait, svcWait time.Duration // bounds after the last deadline
 	loadFor, warmup    time.Duration // per measurement of a load
 	rounds             int           // stage 2: rounds of its four contenders
-	roundFor           time.Duration // stage 2: a round's measurement
+	roundFor           time.Duration // stage 2: a round's measurement of each server
+	slices             int           // stage 2: turns each server of a pair takes in a round
 	benchN             int           // redis-benchmark -n
 	memOrders          int           // stage 3
 	watchers           []int         // stage 4
@@ -88,13 +89,13 @@ type sizes struct {
 
 var (
 	full = sizes{callers: 50, lateDue: 1000, lateBg: 100_000, heavyDue: 100_000, burstPending: 1_000_000,
-		naiveWait: 60 * time.Second, svcWait: 30 * time.Second, loadFor: 10 * time.Second, rounds: 3, roundFor: 5 * time.Second, warmup: time.Second,
+		naiveWait: 60 * time.Second, svcWait: 30 * time.Second, loadFor: 10 * time.Second, rounds: 3, roundFor: 5 * time.Second, slices: 10, warmup: time.Second,
 		benchN: 1_000_000, memOrders: 100_000, watchers: []int{1, 100, 1000}, fanRate: 1000, fanFor: 3 * time.Second,
 		groupRate: 1000, groupFor: 20 * time.Second,
 		scalePending: 1_000_000, scaleRate: 10_000, scaleFor: 60 * time.Second, listPending: 1_000_000,
 		capPending: 1_000_000, capRates: []int{5000, 10_000, 20_000, 40_000}, capFor: 30 * time.Second}
 	quick = sizes{callers: 50, lateDue: 200, lateBg: 5_000, heavyDue: 5_000, burstPending: 20_000,
-		naiveWait: 5 * time.Second, svcWait: 10 * time.Second, loadFor: 2 * time.Second, rounds: 2, roundFor: time.Second, warmup: 300 * time.Millisecond,
+		naiveWait: 5 * time.Second, svcWait: 10 * time.Second, loadFor: 2 * time.Second, rounds: 2, roundFor: time.Second, slices: 2, warmup: 300 * time.Millisecond,
 		benchN: 100_000, memOrders: 5_000, watchers: []int{1, 10, 100}, fanRate: 1000, fanFor: time.Second,
 		groupRate: 1000, groupFor: 2 * time.Second,
 		scalePending: 20_000, scaleRate: 1000, scaleFor: 3 * time.Second, listPending: 100_000,

@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	pb "github.com/orderexpiry/orderexpiry/proto/orderexpiry/v1"
@@ -164,11 +165,10 @@ type contended struct {
 // throughput runs stage 2: Checkout and GetOrder at 50 concurrent callers,
 // over gRPC beside the minimal gRPC server (one SET NX PX, one GET a call)
 // and over REST beside the seeds' REST recipe (one SETNX with an expiry, one
-// GET). The contenders alternate, each on a fresh redis-server: the service
-// over gRPC, the gRPC baseline, the service over REST, the REST baseline;
+// GET). Each round measures the gRPC pair, then the REST pair, each server
+// on a fresh redis-server, the two of a pair taking turns (contendPair);
 // then again, for sizes.rounds rounds. A rate's goal holds only if it holds
-// in every round: the machine's speed drifts over minutes, and each round
-// compares contenders measured seconds apart.
+// in every round: the machine's speed drifts over minutes.
 func (r *runner) throughput(ctx context.Context) error {
 	// Redis alone, for scale: redis-benchmark SET and GET without
 	// pipelining, on a fresh redis-server of their own.
@@ -192,13 +192,11 @@ func (r *runner) throughput(ctx context.Context) error {
 	for i := range rounds {
 		r.logf("  round %d of %d", i+1, r.sz.rounds)
 		for p, proto := range []string{"gRPC", "REST"} {
-			for k := range 2 {
-				c, err := r.contend(ctx, proto, k == 1)
-				if err != nil {
-					return err
-				}
-				rounds[i][p][k] = c
+			pair, err := r.contendPair(ctx, proto)
+			if err != nil {
+				return err
 			}
+			rounds[i][p] = pair
 		}
 	}
 	// pick gathers one contender's result of one call over the rounds.
@@ -256,22 +254,29 @@ func (r *runner) throughputRows(name string, svcRounds, baseRounds []loadResult,
 		ratio(float64(svc.use.total())/float64(max(svc.calls, 1)), float64(base.use.total())/float64(max(base.calls, 1))), "", ""})
 }
 
-// contend measures one contender over one protocol on a fresh
-// redis-server: Checkout for warmup+loadFor, then GetOrder of random orders
-// it created.
-func (r *runner) contend(ctx context.Context, proto string, baseline bool) (contended, error) {
+// contender is one server of stage 2 on a fresh redis-server of its own:
+// the service or a baseline, over one protocol, with its two calls.
+type contender struct {
+	what          string // "orderexpiry gRPC", "baseline minimal gRPC", ...
+	e             *env
+	httpc         *http.Client
+	checkout, get func(ctx context.Context, worker int) error
+}
+
+func (r *runner) newContender(proto string, baseline bool) (*contender, error) {
 	who, start := "orderexpiry", r.startEnv
+	what := "orderexpiry " + proto
 	if baseline {
 		who, start = map[string]string{"gRPC": grpcBaseline, "REST": restBaseline}[proto], r.startBaselineEnv
+		what = "baseline " + who
 	}
 	r.logf("  %s over %s, on a fresh redis-server", who, proto)
 	e, err := start()
 	if err != nil {
-		return contended{}, err
+		return nil, err
 	}
-	defer e.stop()
-	httpc := &http.Client{Transport: &http.Transport{MaxIdleConns: 2 * r.sz.callers, MaxIdleConnsPerHost: 2 * r.sz.callers, DisableCompression: true}}
-	defer httpc.CloseIdleConnections()
+	c := &contender{what: what, e: e,
+		httpc: &http.Client{Transport: &http.Transport{MaxIdleConns: 2 * r.sz.callers, MaxIdleConnsPerHost: 2 * r.sz.callers, DisableCompression: true}}}
 	base := "http://" + e.svc.HTTPAddr
 
 	var seq atomic.Int64
@@ -279,19 +284,18 @@ func (r *runner) contend(ctx context.Context, proto string, baseline bool) (cont
 	randID := func() string { return "tp-" + strconv.FormatInt(rand.Int64N(max(seq.Load(), 1)), 10) }
 	ttl := durationpb.New(time.Hour)
 
-	var checkout, get func(ctx context.Context, w int) error
 	switch proto {
 	case "gRPC":
 		// The same calls for the service and the gRPC baseline, which
 		// implements Checkout and GetOrder of the same OrderService.
-		checkout = func(ctx context.Context, w int) error {
+		c.checkout = func(ctx context.Context, w int) error {
 			resp, err := e.clients[w%len(e.clients)].Checkout(ctx, &pb.CheckoutRequest{OrderId: nextID(), Ttl: ttl})
 			if err == nil && !resp.GetCreated() {
 				err = fmt.Errorf("checkout %s: not created", resp.GetOrder().GetOrderId())
 			}
 			return err
 		}
-		get = func(ctx context.Context, w int) error {
+		c.get = func(ctx context.Context, w int) error {
 			_, err := e.clients[w%len(e.clients)].GetOrder(ctx, &pb.GetOrderRequest{OrderId: randID()})
 			return err
 		}
@@ -302,38 +306,93 @@ func (r *runner) contend(ctx context.Context, proto string, baseline bool) (cont
 		if baseline {
 			body = func() string { return `{"id":"` + nextID() + `","expire":3600}` }
 		}
-		checkout = func(ctx context.Context, _ int) error {
-			return rest(ctx, httpc, http.MethodPost, base+"/v1/orders", body())
+		c.checkout = func(ctx context.Context, _ int) error {
+			return rest(ctx, c.httpc, http.MethodPost, base+"/v1/orders", body())
 		}
-		get = func(ctx context.Context, _ int) error {
-			return rest(ctx, httpc, http.MethodGet, base+"/v1/orders/"+randID(), "")
+		c.get = func(ctx context.Context, _ int) error {
+			return rest(ctx, c.httpc, http.MethodGet, base+"/v1/orders/"+randID(), "")
 		}
 	}
-
-	rdb := e.redis.Client()
-	defer rdb.Close()
-	run := func(call string, op func(context.Context, int) error) loadResult {
-		what := fmt.Sprintf("orderexpiry %s %s", proto, call)
-		if baseline {
-			what = fmt.Sprintf("baseline %s %s", who, call)
-		}
-		stats := readRedisStats(ctx, rdb)
-		defer func() { r.t.note("2: %s: %s", what, readRedisStats(ctx, rdb).since(stats)) }()
-		r.logf("    %s: %d callers for %s (after %s of warm-up)", call, r.sz.callers, r.sz.roundFor, r.sz.warmup)
-		prof := r.profile(e.svc, "throughput-"+proto+"-"+call, time.Now().Add(r.sz.warmup))
-		res := hammer(ctx, e, r.sz.callers, r.sz.warmup, r.sz.roundFor, op)
-		prof.wait()
-		r.logf("      %.0f/s, p50 %s, p99 %s, %d errors; %s", res.rate, ms(res.lat.P50), ms(res.lat.P99), res.errs, res.cpu)
-		if res.errs > 0 {
-			r.t.note("2: %s had %d failed calls, the first: %v", what, res.errs, res.firstErr)
-		}
-		r.t.note("2: %s: %s; per call (service + Redis + load generator) %s", what, res.cpu, res.use.perCall(res.calls))
-		return res
-	}
-	c := contended{checkout: run("Checkout", checkout)}
-	c.get = run("GetOrder", get)
-	return c, e.exited()
+	return c, nil
 }
+
+func (c *contender) close() {
+	c.httpc.CloseIdleConnections()
+	c.e.stop()
+}
+
+// contendPair measures the service and the baseline of one protocol, each
+// on a fresh redis-server: Checkout, then GetOrder of random orders each
+// created. The two take turns in slices of roundFor/slices (which goes
+// first alternating), each after a short warm-up, so that both are
+// measured over the same seconds: the machine's speed changes within
+// seconds (the same work takes 45% longer in its slow spells), and
+// windows measured one after the other compared those spells as much as
+// the servers. The one not under load waits idle; its CPU shows among
+// "other processes".
+func (r *runner) contendPair(ctx context.Context, proto string) ([2]contended, error) {
+	var cs [2]*contender
+	for k := range cs {
+		c, err := r.newContender(proto, k == 1)
+		if err != nil {
+			return [2]contended{}, err
+		}
+		defer c.close()
+		cs[k] = c
+	}
+	slices := max(r.sz.slices, 1)
+	measure := func(call string, op func(*contender) func(context.Context, int) error) [2]loadResult {
+		var out [2]loadResult
+		var parts [2][]loadResult
+		var stats [2]redisStats
+		rdbs := [2]*redis.Client{cs[0].e.redis.Client(), cs[1].e.redis.Client()}
+		for k := range cs {
+			defer rdbs[k].Close()
+			stats[k] = readRedisStats(ctx, rdbs[k])
+		}
+		r.logf("    %s: %d callers, %d slices of %s each (after %s of warm-up, %s in later slices)",
+			call, r.sz.callers, slices, r.sz.roundFor/time.Duration(slices), r.sz.warmup, sliceWarmup)
+		prof := r.profile(cs[0].e.svc, "throughput-"+proto+"-"+call, time.Now().Add(r.sz.warmup))
+		for s := range slices {
+			for j := range cs {
+				k := (s + j) % 2
+				warm := sliceWarmup
+				if s == 0 {
+					warm = r.sz.warmup
+				}
+				parts[k] = append(parts[k], hammer(ctx, cs[k].e, r.sz.callers, warm, r.sz.roundFor/time.Duration(slices), op(cs[k])))
+			}
+		}
+		prof.wait()
+		for k, c := range cs {
+			res := merge(parts[k])
+			what := c.what + " " + call
+			r.logf("      %s: %.0f/s, p50 %s, p99 %s, %d errors; %s", what, res.rate, ms(res.lat.P50), ms(res.lat.P99), res.errs, res.cpu)
+			if res.errs > 0 {
+				r.t.note("2: %s had %d failed calls, the first: %v", what, res.errs, res.firstErr)
+			}
+			r.t.note("2: %s: %s; per call (service + Redis + load generator) %s", what, res.cpu, res.use.perCall(res.calls))
+			r.t.note("2: %s: %s", what, readRedisStats(ctx, rdbs[k]).since(stats[k]))
+			out[k] = res
+		}
+		return out
+	}
+	checkouts := measure("Checkout", func(c *contender) func(context.Context, int) error { return c.checkout })
+	gets := measure("GetOrder", func(c *contender) func(context.Context, int) error { return c.get })
+	var out [2]contended
+	for k, c := range cs {
+		out[k] = contended{checkout: checkouts[k], get: gets[k]}
+		if err := c.e.exited(); err != nil {
+			return out, err
+		}
+	}
+	return out, nil
+}
+
+// sliceWarmup is the warm-up of each of stage 2's slices after the first:
+// calls that began within it are not counted, so that a slice does not
+// count the turn of the load from the other contender.
+const sliceWarmup = 100 * time.Millisecond
 
 // rest makes one REST call and fails unless it answers 200.
 func rest(ctx context.Context, c *http.Client, method, url, body string) error {
