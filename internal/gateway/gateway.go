@@ -85,30 +85,7 @@ func New(ctx context.Context, conn grpc.ClientConnInterface, opts Options) (http
 	if opts.WatchWriteTimeout <= 0 {
 		opts.WatchWriteTimeout = DefaultWatchWriteTimeout
 	}
-	mux := runtime.NewServeMux(
-		runtime.WithMarshalerOption(runtime.MIMEWildcard, &jsonMarshaler{JSONPb: runtime.JSONPb{
-			// Show every scalar field, so that "created": false is visible.
-			MarshalOptions: protojson.MarshalOptions{EmitDefaultValues: true},
-			// An unknown field is a mistake the caller should hear about.
-			UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
-		}}),
-		runtime.WithErrorHandler(errorHandler),
-		runtime.WithRoutingErrorHandler(routingErrorHandler),
-		// Routes are matched on the path as sent, and then its parameters
-		// unescaped: an escaped colon (%3A) is part of the segment it is in
-		// (RFC 3986, section 2.2), never the separator of a custom verb.
-		// The default would unescape first, so that POST
-		// /v1/orders/ok-1%3Acomplete completed ok-1 while GET
-		// /v1/orders/ok-1%3Acomplete looked for the id "ok-1:complete". (An
-		// escaped slash, %2F, still separates segments in this mode.)
-		runtime.WithUnescapingMode(runtime.UnescapingModeAllCharacters),
-		// The service reads two headers of a REST call, which
-		// AnnotateContext passes on whatever the matcher says: the
-		// authorization and the caller's address (x-forwarded-for). The
-		// default matcher would also copy a dozen standard headers into
-		// "grpcgateway-" metadata on every call, for no reader.
-		runtime.WithIncomingHeaderMatcher(func(string) (string, bool) { return "", false }),
-	)
+	mux, marshaler := newMux()
 	client := pb.NewOrderServiceClient(conn)
 	if err := pb.RegisterOrderServiceHandlerClient(ctx, mux, client); err != nil {
 		return nil, err
@@ -154,7 +131,7 @@ func New(ctx context.Context, conn grpc.ClientConnInterface, opts Options) (http
 		}
 		return opts.Authorize(r)
 	}
-	api := jsonOnly(mux, http.MaxBytesHandler(strictListQuery(mux, limitURI(mux, opts.MaxBodyBytes, authorize), authorize), opts.MaxBodyBytes))
+	api := jsonOnly(mux, http.MaxBytesHandler(strictListQuery(mux, limitURI(mux, opts.MaxBodyBytes, authorize, checkoutRoute(mux, marshaler, client, mux)), authorize), opts.MaxBodyBytes))
 	if opts.UI == nil {
 		return crossSite(mux, opts.CrossSite, api), nil
 	}
@@ -165,6 +142,41 @@ func New(ctx context.Context, conn grpc.ClientConnInterface, opts Options) (http
 		}
 		api.ServeHTTP(w, r)
 	})), nil
+}
+
+// newMux is grpc-gateway's mux as the gateway sets it up, and the JSON
+// marshaler it uses for every request and response, with no routes.
+// checkoutRoute serves POST /v1/orders beside it, as its generated handler
+// would: an option that changes what a call gets or answers (a header
+// matcher, a middleware, a forward option) must be made there too, which
+// TestCheckoutRouteMatchesMux checks for every request it tries.
+func newMux() (*runtime.ServeMux, *jsonMarshaler) {
+	marshaler := &jsonMarshaler{JSONPb: runtime.JSONPb{
+		// Show every scalar field, so that "created": false is visible.
+		MarshalOptions: protojson.MarshalOptions{EmitDefaultValues: true},
+		// An unknown field is a mistake the caller should hear about.
+		UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
+	}}
+	mux := runtime.NewServeMux(
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, marshaler),
+		runtime.WithErrorHandler(errorHandler),
+		runtime.WithRoutingErrorHandler(routingErrorHandler),
+		// Routes are matched on the path as sent, and then its parameters
+		// unescaped: an escaped colon (%3A) is part of the segment it is in
+		// (RFC 3986, section 2.2), never the separator of a custom verb.
+		// The default would unescape first, so that POST
+		// /v1/orders/ok-1%3Acomplete completed ok-1 while GET
+		// /v1/orders/ok-1%3Acomplete looked for the id "ok-1:complete". (An
+		// escaped slash, %2F, still separates segments in this mode.)
+		runtime.WithUnescapingMode(runtime.UnescapingModeAllCharacters),
+		// The service reads two headers of a REST call, which
+		// AnnotateContext passes on whatever the matcher says: the
+		// authorization and the caller's address (x-forwarded-for). The
+		// default matcher would also copy a dozen standard headers into
+		// "grpcgateway-" metadata on every call, for no reader.
+		runtime.WithIncomingHeaderMatcher(func(string) (string, bool) { return "", false }),
+	)
+	return mux, marshaler
 }
 
 // strictListQuery refuses the query parameters of GET /v1/orders that
@@ -188,10 +200,10 @@ func strictListQuery(mux *runtime.ServeMux, next http.Handler, authorize func(*h
 // parameters make the gRPC request, which the server would refuse for its
 // size with RESOURCE_EXHAUSTED (429) before it even checked the caller's
 // token.
-func limitURI(mux *runtime.ServeMux, limit int64, authorize func(*http.Request) error) http.Handler {
+func limitURI(mux *runtime.ServeMux, limit int64, authorize func(*http.Request) error, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if int64(len(r.RequestURI)) <= limit {
-			mux.ServeHTTP(w, r)
+			next.ServeHTTP(w, r)
 			return
 		}
 		refuseAuthorized(mux, w, r, authorize, &runtime.HTTPStatusError{HTTPStatus: http.StatusRequestURITooLong,
@@ -367,6 +379,9 @@ func (m *jsonMarshaler) NewDecoder(r io.Reader) runtime.Decoder {
 // refuses anything after it, where the gateway's JSONPb.Unmarshal would
 // decode the first value and ignore the rest.
 func (m *jsonMarshaler) unmarshal(body []byte, v any) error {
+	if req, ok := v.(*pb.CheckoutRequest); ok && decodeCheckout(body, req) {
+		return nil
+	}
 	if msg, ok := v.(proto.Message); ok {
 		return m.UnmarshalOptions.Unmarshal(body, msg)
 	}
