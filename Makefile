@@ -100,7 +100,7 @@ torture-faults: ## run the fault suite FAULT_RUNS=5 times under CPU and fsync lo
 # with no failing input (go.dev/issue/75804, fixed in Go 1.27).
 # FUZZTIME=5m (or 5000000x) for a longer hunt, for every target.
 FUZZTIME ?=
-FUZZ_TARGETS := ./internal/order:FuzzParseOffset:500000x ./internal/order:FuzzValidateID:500000x ./internal/gateway:FuzzCheckoutBody:30000x
+FUZZ_TARGETS := ./internal/order:FuzzParseOffset:500000x ./internal/order:FuzzValidateID:500000x ./internal/gateway:FuzzCheckoutBody:30000x ./internal/gateway:FuzzDecodeCheckout:100000x
 fuzz: ## run each fuzz target briefly (FUZZTIME=5m for longer)
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; rest=$${t#*:}; name=$${rest%%:*}; budget=$${rest#*:}; \
