@@ -70,6 +70,7 @@ func TestCheckoutRouteMatchesMux(t *testing.T) {
 		name, method, path, body string
 		header                   http.Header
 		host, remote             string
+		toMux                    bool // the route leaves it to the mux
 	}
 	good := `{"orderId":"o-1","ttl":"60s","metadata":{"k":"v"}}`
 	json := http.Header{"Content-Type": {"application/json"}}
@@ -93,12 +94,12 @@ func TestCheckoutRouteMatchesMux(t *testing.T) {
 		{name: "remote address without port", body: good, header: json, remote: "192.0.2.1"},
 		{name: "other headers", body: good, header: with("Grpc-Metadata-X-Custom", "1", "Accept", "application/json", "User-Agent", "test", "Cookie", "a=b", "X-Request-Id", "r-1")},
 		{name: "trailers asked for", body: good, header: with("TE", "trailers")},
-		{name: "timeout", body: good, header: with("Grpc-Timeout", "1S")},
-		{name: "bad timeout", body: good, header: with("Grpc-Timeout", "soon")},
-		{name: "method override", body: good, header: with("X-HTTP-Method-Override", "GET")},
-		{name: "escaped path", path: "/v1/%6Frders", body: good, header: json},
-		{name: "trailing slash", path: "/v1/orders/", body: good, header: json},
-		{name: "PUT", method: http.MethodPut, body: good, header: json},
+		{name: "timeout", body: good, header: with("Grpc-Timeout", "1S"), toMux: true},
+		{name: "bad timeout", body: good, header: with("Grpc-Timeout", "soon"), toMux: true},
+		{name: "method override", body: good, header: with("X-HTTP-Method-Override", "GET"), toMux: true},
+		{name: "escaped path", path: "/v1/%6Frders", body: good, header: json, toMux: true},
+		{name: "trailing slash", path: "/v1/orders/", body: good, header: json, toMux: true},
+		{name: "PUT", method: http.MethodPut, body: good, header: json, toMux: true},
 		{name: "Go duration", body: `{"orderId":"o-1","ttl":"5m"}`, header: json},
 		{name: "deadline", body: `{"orderId":"o-1","deadline":"2030-01-01T00:00:00Z"}`, header: json},
 		{name: "snake case", body: `{"order_id":"o-1","ttl":"60s"}`, header: json},
@@ -110,7 +111,7 @@ func TestCheckoutRouteMatchesMux(t *testing.T) {
 		{name: "spaces", body: "  \n", header: json},
 		{name: "not UTF-8", body: "{\"orderId\":\"o-\xff\"}", header: json},
 	}
-	serve := func(h http.Handler, rq request) (*httptest.ResponseRecorder, error) {
+	serve := func(h http.Handler, rq request) *httptest.ResponseRecorder {
 		method, path := rq.method, rq.path
 		if method == "" {
 			method = http.MethodPost
@@ -132,13 +133,14 @@ func TestCheckoutRouteMatchesMux(t *testing.T) {
 		}
 		w := httptest.NewRecorder()
 		h.ServeHTTP(w, r)
-		return w, nil
+		return w
 	}
 	for aname, answer := range answers {
 		for _, rq := range requests {
 			t.Run(aname+"/"+rq.name, func(t *testing.T) {
 				var got [2]*httptest.ResponseRecorder
 				var calls [2][]string
+				toMux := false
 				for k := range 2 {
 					client := &recordingClient{answer: answer}
 					mux, m := newMux()
@@ -147,10 +149,16 @@ func TestCheckoutRouteMatchesMux(t *testing.T) {
 					}
 					var h http.Handler = mux
 					if k == 1 {
-						h = checkoutRoute(mux, m, client, mux)
+						h = checkoutRoute(mux, m, client, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+							toMux = true
+							mux.ServeHTTP(w, r)
+						}))
 					}
-					got[k], _ = serve(h, rq)
+					got[k] = serve(h, rq)
 					calls[k] = client.calls
+				}
+				if toMux != rq.toMux {
+					t.Errorf("left to the mux: %v, want %v", toMux, rq.toMux)
 				}
 				mux, route := got[0], got[1]
 				if !reflect.DeepEqual(calls[0], calls[1]) {
