@@ -340,7 +340,8 @@ func (r *runner) contendPair(ctx context.Context, proto string) ([2]contended, e
 		defer c.close()
 		cs[k] = c
 	}
-	slices := max(r.sz.slices, 1)
+	turns := max(r.sz.slices, 1)
+	slice := r.sz.roundFor / time.Duration(turns)
 	measure := func(call string, op func(*contender) func(context.Context, int) error) [2]loadResult {
 		var out [2]loadResult
 		var parts [2][]loadResult
@@ -351,16 +352,16 @@ func (r *runner) contendPair(ctx context.Context, proto string) ([2]contended, e
 			stats[k] = readRedisStats(ctx, rdbs[k])
 		}
 		r.logf("    %s: %d callers, %d slices of %s each (after %s of warm-up, %s in later slices)",
-			call, r.sz.callers, slices, r.sz.roundFor/time.Duration(slices), r.sz.warmup, sliceWarmup)
+			call, r.sz.callers, turns, slice, r.sz.warmup, sliceWarmup)
 		prof := r.profile(cs[0].e.svc, "throughput-"+proto+"-"+call, time.Now().Add(r.sz.warmup))
-		for s := range slices {
+		for s := range turns {
 			for j := range cs {
 				k := (s + j) % 2
 				warm := sliceWarmup
 				if s == 0 {
 					warm = r.sz.warmup
 				}
-				parts[k] = append(parts[k], hammer(ctx, cs[k].e, r.sz.callers, warm, r.sz.roundFor/time.Duration(slices), op(cs[k])))
+				parts[k] = append(parts[k], hammer(ctx, cs[k].e, r.sz.callers, warm, slice, op(cs[k])))
 			}
 		}
 		prof.wait()
