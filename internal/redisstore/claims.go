@@ -23,7 +23,11 @@ import (
 // The service groups the partitions by the master the cluster last
 // reported (topology). A partition that the master no longer serves, after
 // a failover or while its slot moves, is left out by the script and claimed
-// by a call of its own, which run sends to wherever the slot is now.
+// by a call of its own, which run sends to wherever the slot is now. If it
+// is the first of a call, the call goes where its keys are now (go-redis
+// routes by the declared keys), and there the others are left out and each
+// is claimed alone: the same outcome, in more calls, until the topology is
+// read again.
 
 // maxClaimsTogether bounds the partitions of one call of expire_many.lua:
 // each may claim a sweepBatch, and Redis runs nothing else while the

@@ -232,20 +232,24 @@ func (s *Store) ClaimQueued(ctx context.Context, idx ...int) ([]int64, error) {
 	q.mu.Lock()
 	q.busy = true // the claim in flight
 	q.mu.Unlock()
+	// One claim at a time, each queued before the next starts, so that the
+	// queue holds them in the order of idx: the call goes to the master of
+	// its first partition's keys, and a test that names one the master does
+	// not hold first would see the others left out instead.
 	answers := make([]chan sweepCall, len(ps))
 	for i, p := range ps {
 		answers[i] = make(chan sweepCall, 1)
 		go func() { answers[i] <- s.claimDue(ctx, p) }()
-	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
-		q.mu.Lock()
-		queued := len(q.queue)
-		q.mu.Unlock()
-		if queued == len(ps) {
-			break
-		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("%d of %d claims queued behind the one in flight after 10s", queued, len(ps))
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+			q.mu.Lock()
+			queued := len(q.queue)
+			q.mu.Unlock()
+			if queued == i+1 {
+				break
+			}
+			if time.Now().After(deadline) {
+				return nil, fmt.Errorf("%d of %d claims queued behind the one in flight after 10s", queued, len(ps))
+			}
 		}
 	}
 	s.drainClaims(q)
