@@ -2,6 +2,7 @@ package redisstore_test
 
 import (
 	"maps"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -388,5 +389,74 @@ func TestTrimInSteps(t *testing.T) {
 	}
 	if steps == 0 {
 		t.Errorf("the log went from %d events to none with no step of 1,024 between (counts seen: %d)", n, len(seen))
+	}
+}
+
+// TestTrimsOnceASecond checks that a partition's claims trim its log at
+// most once a second, whoever claims: the claims between skip the trim's
+// commands (trimHorizon's XINFO GROUPS counts the trims), and the first
+// claim a second later trims again.
+func TestTrimsOnceASecond(t *testing.T) {
+	srv := redistest.Start(t)
+	admin := srv.Client(t)
+	// Not run: no sweeper claims but the test's calls.
+	s := redisstore.New(srv.Client(t), redisstore.Options{Retention: time.Hour, Logger: testLogger(t)})
+	trims := func() int64 { return infoInt(t, admin, "commandstats", "cmdstat_xinfo|groups", "calls") }
+	claim := func(ids ...string) {
+		t.Helper()
+		must(t, s.CheckoutMany(t.Context(), ids, time.Hour, ""))
+		must(t, s.MakeDue(t.Context()))
+		must(t, s.ExpireDue(t.Context()))
+	}
+	claim("a-1", "a-2")
+	start := time.Now()
+	if n := trims(); n != 1 {
+		t.Fatalf("the first claim trimmed %d times, want 1", n)
+	}
+	claim("b-1")
+	claim("c-1", "c-2", "c-3")
+	if n := trims(); n != 1 && time.Since(start) < time.Second {
+		t.Errorf("three claims within %v trimmed %d times, want 1", time.Since(start), n)
+	}
+	time.Sleep(time.Until(start.Add(1100 * time.Millisecond)))
+	before := trims()
+	claim("d-1")
+	if n := trims() - before; n != 1 {
+		t.Errorf("a claim a second after the last trim trimmed %d times, want 1", n)
+	}
+}
+
+// TestTrimGoesOnWithinASecond checks that a claim whose trim stopped at
+// its limit (4 batches) leaves the next claim to go on at once, not a
+// second later, so that the trims keep up with a busy partition.
+func TestTrimGoesOnWithinASecond(t *testing.T) {
+	srv := redistest.Start(t)
+	admin := srv.Client(t)
+	const retention = 500 * time.Millisecond
+	// Not run: no sweeper claims but the test's calls.
+	s := redisstore.New(srv.Client(t), redisstore.Options{Retention: retention, Logger: testLogger(t)})
+	const n = 2500 // more than 2 × the trim's limit of 1,024
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = "go-on-" + strconv.Itoa(i)
+	}
+	must(t, s.CheckoutMany(t.Context(), ids, time.Hour, ""))
+	must(t, s.MakeDue(t.Context()))
+	must(t, s.ExpireDue(t.Context()))
+	if got := streamLength(t, srv); got != n {
+		t.Fatalf("%d events after the claims, want %d", got, n)
+	}
+	time.Sleep(retention + 1100*time.Millisecond) // past the retention and the last trim's second
+	var lengths []int64
+	start := time.Now()
+	for range 3 {
+		must(t, s.ExpireDue(t.Context()))
+		lengths = append(lengths, streamLength(t, srv))
+	}
+	if took := time.Since(start); !slices.Equal(lengths, []int64{n - 1024, n - 2048, 0}) && took < time.Second {
+		t.Errorf("the log after three claims within %v: %v events; want %v", took, lengths, []int64{n - 1024, n - 2048, 0})
+	}
+	if left := admin.HLen(t.Context(), "oe:{0}:expired").Val(); left != 0 {
+		t.Errorf("%d tombstones left, want none", left)
 	}
 }

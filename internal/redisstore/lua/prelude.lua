@@ -111,7 +111,8 @@ local function trimHorizon()
 end
 
 -- trimLog drops the events before the id h, at most limit of them (the
--- sweeper's next call goes on), and with each the tombstone written with it,
+-- sweeper's next call goes on: it returns true when there may be more), and
+-- with each the tombstone written with it,
 -- unless the id has closed again since: an expired order's tombstone lives
 -- as long as its event, the retention after it expired or longer while a
 -- consumer group needs the event (see trimHorizon). The trim is exact, not
@@ -121,7 +122,7 @@ end
 -- not run.
 local function trimLog(h, limit)
   local old = redis.call('XRANGE', K[3], '-', '(' .. h, 'COUNT', limit)
-  if #old == 0 then return end
+  if #old == 0 then return false end
   local ids = {}
   for i, e in ipairs(old) do ids[i] = e[2][2] end
   local recs = redis.call('HMGET', prefix .. 'expired', unpack(ids))
@@ -137,6 +138,7 @@ local function trimLog(h, limit)
   -- Up to and with the last entry read, when there may be more.
   if #old == limit then h = idAfter(old[#old][1]) end
   redis.call('XTRIM', K[3], 'MINID', h)
+  return #old == limit
 end
 
 -- alarm sets the partition's alarm key (see keys.go) to expire grace ms
