@@ -110,10 +110,10 @@ local function trimHorizon()
   return h
 end
 
--- trimLog drops the events before the id h, at most limit of them (the
--- sweeper's next call goes on: it returns true when there may be more), and
--- with each the tombstone written with it,
--- unless the id has closed again since: an expired order's tombstone lives
+-- trimLog drops the events before the id h, at most limit of them (it
+-- returns true when there may be more, and the sweeper's next call goes
+-- on), and with each the tombstone written with it, unless the id has
+-- closed again since: an expired order's tombstone lives
 -- as long as its event, the retention after it expired or longer while a
 -- consumer group needs the event (see trimHorizon). The trim is exact, not
 -- '~': an approximate one drops only whole nodes of about a hundred
