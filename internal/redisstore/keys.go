@@ -66,9 +66,10 @@ const epochKey = "oe:epoch{oe:partitions}"
 //	                      stream's entries-added); never trimmed
 //	oe:{p}:sync           string "1", written by every strict write as the
 //	                      barrier its WAIT confirms (see syncScript)
-//	oe:{p}:trimmed        string "1" living a second after a claim trimmed
-//	                      the partition's log and retained index: the
-//	                      claims meanwhile skip the trims (lua/expire.lua)
+//	oe:{p}:trimmed        string "1" living a second after a claim that
+//	                      expired orders trimmed the partition's log and
+//	                      retained index: the claims meanwhile skip the
+//	                      trims (lua/expire.lua)
 type keys struct {
 	prefix    string
 	deadlines string

@@ -43,13 +43,15 @@ local function expirePartition(batch, grace)
     redis.call('HSET', prefix .. 'expired', unpack(tombs))
     redis.call('ZADD', prefix .. 'retained', unpack(retained))
   end
-  -- The trims, at most once a trimEvery a partition whoever claims (the
-  -- trimmed key marks one), not on every claim: a claim of one order, as on
-  -- a cluster's 64 partitions, spent a fifth of its Redis time on trims
-  -- that found nothing to drop (BenchmarkExpireDue). A quiet partition is
-  -- still swept, and trimmed, every second or so; a trim that stopped at
-  -- its limit clears the mark, so that the next claim goes on with it.
-  if redis.call('SET', prefix .. 'trimmed', '1', 'NX', 'PX', trimEvery) then
+  -- The trims. A claim that expired orders trims at most once a trimEvery
+  -- a partition, whoever claims (the trimmed key marks one), not every
+  -- time: a claim of one order, as on a cluster's 64 partitions, spent a
+  -- fifth of its Redis time on trims that found nothing to drop
+  -- (BenchmarkExpireDue). A sweep that expired nothing trims every time
+  -- and writes no mark, so that an idle store writes nothing (a quiet
+  -- partition is swept every second or so). A trim that stopped at its
+  -- limit clears the mark, so that the next claim goes on with it.
+  if n == 0 or redis.call('SET', prefix .. 'trimmed', '1', 'NX', 'PX', trimEvery) then
     -- The index of closed orders loses them a retention after their
     -- deadline (see keys.go).
     redis.call('ZREMRANGEBYSCORE', prefix .. 'retained', '-inf', '(' .. (now - retention))
