@@ -3,7 +3,6 @@ package gateway
 import (
 	"testing"
 
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/orderexpiry/orderexpiry/proto/orderexpiry/v1"
@@ -39,7 +38,10 @@ func FuzzDecodeCheckout(f *testing.F) {
 	} {
 		f.Add([]byte(seed))
 	}
-	opts := protojson.UnmarshalOptions{DiscardUnknown: false}
+	// The gateway's own options, not a copy of them: the marshaler's
+	// unmarshal would take the hand path first.
+	_, m := newMux()
+	opts := m.UnmarshalOptions
 	f.Fuzz(func(t *testing.T, body []byte) {
 		got := &pb.CheckoutRequest{OrderId: "before"}
 		if !decodeCheckout(body, got) {
