@@ -403,31 +403,25 @@ func TestTrimsOnceASecond(t *testing.T) {
 	// Not run: no sweeper claims but the test's calls.
 	s := redisstore.New(srv.Client(t), redisstore.Options{Retention: time.Hour, Logger: testLogger(t)})
 	trims := func() int64 { return infoInt(t, admin, "commandstats", "cmdstat_xinfo|groups", "calls") }
-	claim := func(ids ...string) {
-		t.Helper()
-		must(t, s.CheckoutMany(t.Context(), ids, time.Hour, ""))
-		must(t, s.MakeDue(t.Context()))
-		must(t, s.ExpireDue(t.Context()))
-	}
 	// A sweep that expires nothing writes nothing: an idle store stays
 	// as it is (the e2e durability test holds a refused store to that).
 	must(t, s.ExpireDue(t.Context()))
 	if n := admin.Exists(t.Context(), "oe:{0}:trimmed").Val(); n != 0 {
 		t.Errorf("a sweep that expired nothing wrote the trimmed mark")
 	}
-	claim("a-1", "a-2")
+	expireNow(t, s, "a-1", "a-2")
 	start := time.Now()
 	if n := trims(); n != 1 {
 		t.Fatalf("the first claim trimmed %d times, want 1", n)
 	}
-	claim("b-1")
-	claim("c-1", "c-2", "c-3")
+	expireNow(t, s, "b-1")
+	expireNow(t, s, "c-1", "c-2", "c-3")
 	if n := trims(); n != 1 && time.Since(start) < time.Second {
 		t.Errorf("three claims within %v trimmed %d times, want 1", time.Since(start), n)
 	}
 	time.Sleep(time.Until(start.Add(1100 * time.Millisecond)))
 	before := trims()
-	claim("d-1")
+	expireNow(t, s, "d-1")
 	if n := trims() - before; n != 1 {
 		t.Errorf("a claim a second after the last trim trimmed %d times, want 1", n)
 	}
@@ -449,9 +443,7 @@ func TestTrimGoesOnWithinASecond(t *testing.T) {
 	for i := range ids {
 		ids[i] = "go-on-" + strconv.Itoa(i)
 	}
-	must(t, s.CheckoutMany(t.Context(), ids, time.Hour, ""))
-	must(t, s.MakeDue(t.Context()))
-	must(t, s.ExpireDue(t.Context()))
+	expireNow(t, s, ids...)
 	if got := streamLength(t, srv); got != n {
 		t.Fatalf("%d events after the claims, want %d", got, n)
 	}
@@ -459,9 +451,7 @@ func TestTrimGoesOnWithinASecond(t *testing.T) {
 	var lengths []int64
 	start := time.Now()
 	for i := range 3 {
-		must(t, s.CheckoutMany(t.Context(), []string{"busy-" + strconv.Itoa(i)}, time.Hour, ""))
-		must(t, s.MakeDue(t.Context()))
-		must(t, s.ExpireDue(t.Context()))
+		expireNow(t, s, "busy-"+strconv.Itoa(i))
 		lengths = append(lengths, streamLength(t, srv))
 	}
 	// Each claim adds its order's event.
@@ -472,4 +462,13 @@ func TestTrimGoesOnWithinASecond(t *testing.T) {
 	if left := admin.HLen(t.Context(), "oe:{0}:expired").Val(); left != 3 {
 		t.Errorf("%d tombstones left, want the three claims' own", left)
 	}
+}
+
+// expireNow checks out orders ids on s (which is not run), makes them due
+// and has them claimed, as a sweeper would.
+func expireNow(t *testing.T, s *redisstore.Store, ids ...string) {
+	t.Helper()
+	must(t, s.CheckoutMany(t.Context(), ids, time.Hour, ""))
+	must(t, s.MakeDue(t.Context()))
+	must(t, s.ExpireDue(t.Context()))
 }
