@@ -19,10 +19,10 @@ import (
 	"context"
 	"sync"
 
-	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	otelcodes "go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -42,6 +42,11 @@ type Options struct {
 	// grpc.MaxRecvMsgSize does on a server; 0 means grpc-go's default of
 	// 4 MiB.
 	MaxRecvMsgSize int
+	// TracerProvider gives every call a server span, as OpenTelemetry's
+	// gRPC instrumentation does on a server; nil, calls get none and cost
+	// nothing for it, not even a no-op tracer's Start (2% of a REST
+	// checkout's CPU in the service's profile).
+	TracerProvider trace.TracerProvider
 }
 
 // defaultMaxRecvMsgSize is grpc-go's server default.
@@ -56,7 +61,7 @@ type Conn struct {
 	interceptor grpc.UnaryServerInterceptor
 	streamInt   grpc.StreamServerInterceptor
 	maxRecv     int
-	tracer      trace.Tracer
+	tracer      trace.Tracer // nil: no spans
 }
 
 // method is a unary method and the service that implements it.
@@ -81,16 +86,17 @@ func New(opts Options) *Conn {
 	if opts.MaxRecvMsgSize <= 0 {
 		opts.MaxRecvMsgSize = defaultMaxRecvMsgSize
 	}
-	return &Conn{
+	c := &Conn{
 		methods:     map[string]method{},
 		streamers:   map[string]streamMethod{},
 		interceptor: chain(opts.Interceptors),
 		streamInt:   chainStream(opts.StreamInterceptors),
 		maxRecv:     opts.MaxRecvMsgSize,
-		// The global tracer provider is a no-op until the program sets
-		// one; a tracer taken from it now follows the one set later.
-		tracer: otel.Tracer("github.com/orderexpiry/orderexpiry/internal/inproc"),
 	}
+	if opts.TracerProvider != nil {
+		c.tracer = opts.TracerProvider.Tracer("github.com/orderexpiry/orderexpiry/internal/inproc")
+	}
+	return c
 }
 
 // RegisterService serves the unary and server-streaming methods of desc
@@ -121,7 +127,7 @@ func (c *Conn) Invoke(ctx context.Context, fullMethod string, args, reply any, o
 	if err != nil {
 		return err
 	}
-	ctx, span := c.tracer.Start(ctx, m.span, serverSpan)
+	ctx, span := c.startSpan(ctx, m.span)
 	defer span.End()
 	ts := &transportStream{method: fullMethod}
 	ctx = serverContext(ctx, ts)
@@ -150,6 +156,15 @@ func (c *Conn) Invoke(ctx context.Context, fullMethod string, args, reply any, o
 	}
 	proto.Merge(out, resp.(proto.Message))
 	return nil
+}
+
+// startSpan starts a call's span, named name, or returns a span that
+// records nothing when the Conn has no tracer.
+func (c *Conn) startSpan(ctx context.Context, name string) (context.Context, trace.Span) {
+	if c.tracer == nil {
+		return ctx, noop.Span{}
+	}
+	return c.tracer.Start(ctx, name, serverSpan)
 }
 
 // request is a call's request, refused as a server would refuse it before

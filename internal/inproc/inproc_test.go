@@ -181,17 +181,26 @@ func (t spanTracer) Start(ctx context.Context, name string, opts ...trace.SpanSt
 }
 
 // TestSpan: each call starts a server span named by its method with the
-// global tracer provider, even one set after the Conn was made.
+// Conn's tracer provider, and none without one.
 func TestSpan(t *testing.T) {
 	f := &fakeService{getOrder: func(context.Context, *pb.GetOrderRequest) (*pb.Order, error) { return &pb.Order{}, nil }}
-	client := newClient(t, f, Options{})
 	p := &spanNames{}
-	otel.SetTracerProvider(p)
+	client := newClient(t, f, Options{TracerProvider: p})
 	if _, err := client.GetOrder(context.Background(), &pb.GetOrderRequest{OrderId: "o-1"}); err != nil {
 		t.Fatal(err)
 	}
 	if want := "orderexpiry.v1.OrderService/GetOrder server"; len(p.names) != 1 || p.names[0] != want {
 		t.Errorf("spans %q, want [%q]", p.names, want)
+	}
+	// Without a provider, not even the global one is asked for a span.
+	global := &spanNames{}
+	defer otel.SetTracerProvider(otel.GetTracerProvider())
+	otel.SetTracerProvider(global)
+	if _, err := newClient(t, f, Options{}).GetOrder(context.Background(), &pb.GetOrderRequest{OrderId: "o-1"}); err != nil {
+		t.Fatal(err)
+	}
+	if len(global.names) != 0 {
+		t.Errorf("a Conn without a tracer provider started spans %q, want none", global.names)
 	}
 }
 

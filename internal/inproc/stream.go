@@ -88,7 +88,7 @@ func (cs *clientStream) SendMsg(m any) error {
 // goroutine, and ends the call with what it returned.
 func (cs *clientStream) serve(req proto.Message) {
 	c := cs.conn
-	ctx, span := c.tracer.Start(cs.ctx, cs.m.span, serverSpan)
+	ctx, span := c.startSpan(cs.ctx, cs.m.span)
 	ss := &serverStream{ctx: serverContext(ctx, cs.ts), ts: cs.ts, msgs: cs.msgs, req: req}
 	var err error
 	if c.streamInt != nil {

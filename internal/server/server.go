@@ -172,7 +172,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	// encoding. TLS and client certificates are checked on the HTTP port.
 	unary, stream := s.interceptors(m, gatewayPeer{})
 	local := inproc.New(inproc.Options{Interceptors: append(unary, svc.UnaryInterceptors()...), StreamInterceptors: append(stream, svc.StreamInterceptors()...),
-		MaxRecvMsgSize: s.cfg.Limits.MaxRequestBytes})
+		MaxRecvMsgSize: s.cfg.Limits.MaxRequestBytes, TracerProvider: s.tracerProvider()})
 	pb.RegisterOrderServiceServer(local, svc)
 	gw, err := gateway.New(context.Background(), local, gateway.Options{
 		Health: func(context.Context) error {

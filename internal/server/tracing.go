@@ -5,6 +5,8 @@ import (
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 )
 
@@ -23,6 +25,15 @@ func (s *Server) tracedServer() []grpc.ServerOption {
 		return nil
 	}
 	return []grpc.ServerOption{grpc.StatsHandler(otelgrpc.NewServerHandler())}
+}
+
+// tracerProvider is the provider of the spans of the gateway's calls in
+// process (see inproc), nil when tracing is off.
+func (s *Server) tracerProvider() trace.TracerProvider {
+	if !s.cfg.Tracing {
+		return nil
+	}
+	return otel.GetTracerProvider()
 }
 
 // tracedHTTP gives each request to h a span, a child of the caller's when
