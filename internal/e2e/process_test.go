@@ -5,18 +5,21 @@ import (
 	"errors"
 	"net"
 	"os/exec"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
 
 	"google.golang.org/grpc/codes"
 
+	"github.com/orderexpiry/orderexpiry/internal/redistest"
 	"github.com/orderexpiry/orderexpiry/internal/serverproc"
 	pb "github.com/orderexpiry/orderexpiry/proto/orderexpiry/v1"
 )
 
 // The tests of what only the binary shows: its serving line, its exit code
-// and its output when it refuses to start, and its stop on SIGINT.
+// and its output when it refuses to start, its stop on SIGINT and its
+// garbage collector's setting.
 // TestGracefulStop covers SIGTERM.
 
 // TestProcessServingLine: in both log formats the binary's serving line
@@ -30,6 +33,33 @@ func TestProcessServingLine(t *testing.T) {
 			// gRPC one.
 			_, err := s.Client.GetOrder(context.Background(), &pb.GetOrderRequest{OrderId: "none"})
 			wantCode(t, err, codes.NotFound)
+		})
+	}
+}
+
+// TestProcessGCPercent: on Redis the binary runs its garbage collector at
+// GOGC=200 (cmd/server's gcPercentOnRedis), on the memory store at Go's
+// default, and a GOGC in the environment wins; /metrics says which
+// (go_gc_gogc_percent).
+func TestProcessGCPercent(t *testing.T) {
+	r := redistest.Start(t)
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		want string
+	}{
+		{"memory store", nil, "100"},
+		{"redis", map[string]string{"REDIS_URL": r.URL()}, "200"},
+		{"redis, GOGC set", map[string]string{"REDIS_URL": r.URL(), "GOGC": "300"}, "300"},
+		{"memory store, GOGC set", map[string]string{"GOGC": "50"}, "50"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := startProcess(t, tc.env)
+			_, metrics := get(t, s, "/metrics")
+			got := regexp.MustCompile(`(?m)^go_gc_gogc_percent .*$`).FindString(metrics)
+			if want := "go_gc_gogc_percent " + tc.want; got != want {
+				t.Fatalf("/metrics says %q, want %q", got, want)
+			}
 		})
 	}
 }

@@ -66,7 +66,7 @@ type listingStore interface {
 // one is named, and the memory store otherwise. onExpire hears of each expiration this replica
 // claims.
 func openStore(cfg Config, log *slog.Logger, onExpire func(n, caughtUp int)) (openedStore, error) {
-	if cfg.Store.RedisURL == "" && cfg.Store.RedisCluster == "" && cfg.Store.RedisSentinel == "" {
+	if !cfg.Store.OnRedis() {
 		log.Info("REDIS_URL is not set: using the embedded in-memory store; orders and events are lost when the process stops")
 		st := memstore.New(memstore.Options{Retention: cfg.Store.Retention, OnExpire: onExpire, MaxGroupConsumers: cfg.Groups.MaxGroupConsumers})
 		return openedStore{store: st, attrs: []any{"store", "memory"}, close: func() {}}, nil
@@ -154,6 +154,12 @@ type StoreConfig struct {
 	RedisCA, RedisCert, RedisKey string
 	// Retention is how long closed orders and expiration events are kept.
 	Retention time.Duration
+}
+
+// OnRedis says whether the store is Redis (one, a cluster or a master under
+// Sentinel) rather than the embedded memory store.
+func (c StoreConfig) OnRedis() bool {
+	return c.RedisURL != "" || c.RedisCluster != "" || c.RedisSentinel != ""
 }
 
 // DefaultClusterPartitions spreads a new store over a cluster: with 64 the
