@@ -382,7 +382,8 @@ func (r *runner) contendPair(ctx context.Context, proto string) ([2]contended, e
 	gets := measure("GetOrder", func(c *contender) func(context.Context, int) error { return c.get })
 	var out [2]contended
 	for k, c := range cs {
-		// The memory side of the service's GC setting (server.gcPercent).
+		// The memory side of the service's GC setting (cmd/server's
+		// gcPercentOnRedis).
 		r.t.note("2: %s: peak resident memory over the %s calls %.1f MB", c.what, proto, float64(peakRSS(c.e.svc.PID()))/(1<<20))
 		out[k] = contended{checkout: checkouts[k], get: gets[k]}
 		if err := c.e.exited(); err != nil {
