@@ -179,8 +179,19 @@ func TestClusterTopologyFollowed(t *testing.T) {
 	const partitions = 8
 	s := redisstore.New(rdb, redisstore.Options{Retention: time.Hour, Logger: testLogger(t), Partitions: partitions})
 	run(t, s)
-	if got, err := s.Replicas(t.Context()); err != nil || !slices.Equal(got, []int{1, 1, 1, 1, 1, 1, 1, 1}) {
-		t.Fatalf("replicas by partition = %v, %v; want 1 each", got, err)
+	// The store reads the topology from any node, at its start and every
+	// topologyEvery after: its first reads may give no replicas (once, in
+	// CI, they did), a later one must give each partition's.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got, err := s.Replicas(t.Context())
+		if err == nil && slices.Equal(got, []int{1, 1, 1, 1, 1, 1, 1, 1}) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replicas by partition = %v, %v; want 1 each within 5 s", got, err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 
 	victim := c.MasterOf(t, "oe:{0}:deadlines")
@@ -194,7 +205,7 @@ func TestClusterTopologyFollowed(t *testing.T) {
 	}
 	victim.Kill()
 	c.WaitFailover(t)
-	deadline := time.Now().Add(10 * time.Second)
+	deadline = time.Now().Add(10 * time.Second)
 	for {
 		got, _ := s.Replicas(t.Context())
 		if slices.Equal(got, want) && s.Masters() == 3 && s.Subscribed() {
