@@ -14,7 +14,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -390,21 +389,12 @@ func rawCall(conn *grpc.ClientConn, method string, msg []byte, stream bool) erro
 // (VmRSS, VmHWM).
 func (s *server) procStatus(t *testing.T, field string) int {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.PID()))
+	s.needProcess(t, "procStatus")
+	n, err := s.proc.Status(field)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, field+":"); ok {
-			n, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
-			if err != nil {
-				t.Fatalf("%s: %q", field, line)
-			}
-			return n
-		}
-	}
-	t.Fatalf("no %s in /proc/%d/status", field, s.PID())
-	return 0
+	return n
 }
 
 // gauge reads one unlabelled gauge from /metrics.

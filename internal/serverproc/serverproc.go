@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -224,6 +225,26 @@ func (h Health) Wait(httpAddr string, timeout time.Duration, exited <-chan struc
 
 // PID is the process's id.
 func (p *Process) PID() int { return p.cmd.Process.Pid }
+
+// Status reads one field of the process's /proc/<pid>/status given in kB
+// (VmRSS, VmHWM, ...), in kB.
+func (p *Process) Status(field string) (int, error) {
+	path := fmt.Sprintf("/proc/%d/status", p.PID())
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			n, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+			if err != nil {
+				return 0, fmt.Errorf("%s: %q is not a number of kB", path, line)
+			}
+			return n, nil
+		}
+	}
+	return 0, fmt.Errorf("%s has no %s", path, field)
+}
 
 // Exited is closed once the process has ended.
 func (p *Process) Exited() <-chan struct{} { return p.exited }

@@ -139,6 +139,30 @@ func TestWaitHealthyExit(t *testing.T) {
 	}
 }
 
+// TestStatus: a process's /proc status fields come in kB, at least its
+// resident memory now within its peak; a field it lacks is an error.
+func TestStatus(t *testing.T) {
+	p, err := Start(fake("serve"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop(syscall.SIGKILL)
+	rss, err := p.Status("VmRSS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hwm, err := p.Status("VmHWM")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rss < 1024 || hwm < rss {
+		t.Errorf("VmRSS %d kB, VmHWM %d kB; want at least 1 MB resident and the peak at least that", rss, hwm)
+	}
+	if n, err := p.Status("NoSuchField"); err == nil {
+		t.Errorf("Status(NoSuchField) = %d, want an error", n)
+	}
+}
+
 func TestRun(t *testing.T) {
 	out, err := Run(fake("refuse"))
 	var exit *exec.ExitError
